@@ -1,0 +1,159 @@
+//! The messages that cross between actors owned by different parts of payhub: a payment asks a
+//! channel to deliver a notice to the customer, and asks the bank router to debit. Keeping them here
+//! lets each side be built and tested alone (through `actix::Recipient`).
+
+use crate::domain::{AccountNumber, Amount, BankId, Currency, Msisdn};
+use crate::secret::Secret;
+
+/// Where a customer notice goes: a mobile number (SMS through the SMSC) or a registered terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Sms(Msisdn),
+    /// A registered terminal by its id (`trm_…`); the terminal switch or a channel adapter.
+    Terminal(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    Code,
+    Outcome,
+}
+
+/// What the customer is told. The code, when present, stays wrapped until a channel encodes it.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub payment_id: String,
+    pub kind: NoticeKind,
+    pub merchant_name: String,
+    pub amount: Amount,
+    pub currency: Currency,
+    /// The authorization code (kind `Code`).
+    pub code: Option<Secret<String>>,
+    /// How long the code stays valid, in seconds (kind `Code`).
+    pub validity_s: u32,
+    /// `succeeded`, `failed` or `expired` (kind `Outcome`).
+    pub outcome: Option<String>,
+    /// Said when the receiving number was named for this one payment and is not registered.
+    pub unregistered_receiver: bool,
+}
+
+impl Notice {
+    /// The text for channels that carry plain text (SMS: at most 160 GSM characters). The code
+    /// appears as `code NNNNNN`, bound to the amount and the merchant.
+    pub fn text(&self) -> String {
+        let amount = self.currency.format_amount(self.amount);
+        let merchant: String = self.merchant_name.chars().take(40).collect();
+        match (self.kind, &self.code) {
+            (NoticeKind::Code, Some(code)) => format!(
+                "payhub: code {} to pay {amount} to {merchant}. Valid {} min. Never share it.",
+                code.expose(),
+                self.validity_s.div_ceil(60)
+            ),
+            _ => format!(
+                "payhub: payment of {amount} to {merchant} {}.",
+                self.outcome.as_deref().unwrap_or("updated")
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryReceipt {
+    /// The channel's own reference (SMSC message id, terminal frame id).
+    pub message_ref: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("the terminal is offline")]
+    Offline,
+    #[error("the channel refused the message: {0}")]
+    Rejected(String),
+    #[error("no acknowledgement in time")]
+    Timeout,
+    #[error("the channel is not available")]
+    Unavailable,
+}
+
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<DeliveryReceipt, DeliveryError>")]
+pub struct Deliver {
+    pub destination: Destination,
+    pub notice: Notice,
+}
+
+/// One debit, as the payment hands it to the bank router. The RRN (field 37) is the idempotency
+/// key of the debit and is recorded before the debit is sent.
+#[derive(Debug, Clone)]
+pub struct DebitRequest {
+    pub payment_id: String,
+    pub rrn: String,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub payer_bank: BankId,
+    pub payer_account: AccountNumber,
+    pub payee_account: AccountNumber,
+    /// Field 41, the gateway's terminal id for the merchant (8 characters).
+    pub terminal_id: String,
+    /// Field 42, the card acceptor id (15 characters).
+    pub card_acceptor_id: String,
+    /// Field 43, merchant name and location (40 characters).
+    pub merchant_name_location: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebitResponse {
+    /// Field 39.
+    pub response_code: String,
+    /// Field 38, when approved.
+    pub approval_code: Option<String>,
+    /// The link that carried the debit.
+    pub link: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BankError {
+    #[error("no bank link serves bank {0}")]
+    NoRoute(BankId),
+    #[error("no link to the payer's bank is signed on")]
+    Unavailable,
+    /// No answer within the link's timeout; a reversal has been queued durably.
+    #[error("the bank did not answer in time; a reversal is queued")]
+    Timeout,
+    #[error("the link is at its in-flight limit")]
+    Busy,
+    #[error("bank link protocol error: {0}")]
+    Protocol(String),
+}
+
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<DebitResponse, BankError>")]
+pub struct Debit(pub DebitRequest);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_text_names_amount_merchant_and_code() {
+        let notice = Notice {
+            payment_id: "pay_1".into(),
+            kind: NoticeKind::Code,
+            merchant_name: "Book Shop".into(),
+            amount: Amount::parse(1234).unwrap(),
+            currency: Currency::Cny,
+            code: Some(Secret::new("123456".into())),
+            validity_s: 300,
+            outcome: None,
+            unregistered_receiver: false,
+        };
+        let text = notice.text();
+        assert!(text.contains("code 123456"), "{text}");
+        assert!(
+            text.contains("12.34 CNY") && text.contains("Book Shop"),
+            "{text}"
+        );
+        assert!(text.chars().count() <= 160);
+        assert!(!format!("{notice:?}").contains("123456"));
+    }
+}

@@ -1,0 +1,93 @@
+//! Customer passwords: argon2id (19 MiB, t=2, p=1 — OWASP's minimum), hashed and verified on the
+//! blocking pool, never on the async worker threads.
+
+use crate::secret::Secret;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+
+pub const MEMORY_KIB: u32 = 19 * 1024;
+pub const ITERATIONS: u32 = 2;
+pub const PARALLELISM: u32 = 1;
+/// Longest password accepted; longer input is refused before hashing (hashing cost is bounded).
+pub const PASSWORD_MAX_BYTES: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    #[error("password must be 1 to {PASSWORD_MAX_BYTES} bytes")]
+    BadLength,
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    #[error("the blocking pool is gone")]
+    Pool,
+}
+
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None)
+        .expect("constant argon2 parameters are valid");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`), synchronously. Prefer [`hash`].
+pub fn hash_blocking(password: &Secret<String>) -> Result<String, PasswordError> {
+    let bytes = password.expose().as_bytes();
+    if bytes.is_empty() || bytes.len() > PASSWORD_MAX_BYTES {
+        return Err(PasswordError::BadLength);
+    }
+    let salt_bytes = crate::ids::os_random::<16>();
+    let salt =
+        SaltString::encode_b64(&salt_bytes).map_err(|e| PasswordError::Hash(e.to_string()))?;
+    argon2()
+        .hash_password(bytes, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| PasswordError::Hash(e.to_string()))
+}
+
+/// Whether `password` matches `phc`, synchronously. A malformed stored hash never matches.
+pub fn verify_blocking(password: &Secret<String>, phc: &str) -> bool {
+    let bytes = password.expose().as_bytes();
+    if bytes.is_empty() || bytes.len() > PASSWORD_MAX_BYTES {
+        return false;
+    }
+    match PasswordHash::new(phc) {
+        Ok(parsed) => argon2().verify_password(bytes, &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+pub async fn hash(password: Secret<String>) -> Result<String, PasswordError> {
+    tokio::task::spawn_blocking(move || hash_blocking(&password))
+        .await
+        .map_err(|_| PasswordError::Pool)?
+}
+
+pub async fn verify(password: Secret<String>, phc: String) -> bool {
+    tokio::task::spawn_blocking(move || verify_blocking(&password, &phc))
+        .await
+        .unwrap_or(false)
+}
+
+/// A hash of a password nobody knows, verified when the identity is unknown so that an unknown
+/// identity costs the same time as a wrong password.
+pub fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        let random = hex::encode(crate::ids::os_random::<16>());
+        hash_blocking(&Secret::new(random)).unwrap_or_default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_with_argon2id_parameters_and_verifies() {
+        let pw = Secret::new("correct horse".to_string());
+        let phc = hash_blocking(&pw).unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(verify_blocking(&pw, &phc));
+        assert!(!verify_blocking(&Secret::new("wrong".into()), &phc));
+        assert!(!verify_blocking(&pw, "not a hash"));
+        assert!(hash_blocking(&Secret::new(String::new())).is_err());
+    }
+}

@@ -1,0 +1,74 @@
+//! The PostgreSQL store: the connection pool, the embedded migrations, a private cluster for the
+//! demo and the tests, and a fresh database per test.
+
+pub mod local_cluster;
+pub mod testing;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::str::FromStr;
+use std::time::Duration;
+
+refinery::embed_migrations!("../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database url: {0}")]
+    BadUrl(String),
+    #[error("database: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("database pool: {0}")]
+    Pool(String),
+    #[error("migrations: {0}")]
+    Migration(String),
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Pool(e.to_string())
+    }
+}
+
+/// How long a caller waits for a pooled connection before it gets an error.
+pub const POOL_WAIT_TIMEOUT_MS: u64 = 5_000;
+/// How long a new connection may take to open.
+pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+
+pub fn pool(url: &str, pool_size: usize) -> Result<Pool, StoreError> {
+    let mut config =
+        tokio_postgres::Config::from_str(url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
+    config.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS));
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(pool_size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_millis(POOL_WAIT_TIMEOUT_MS)))
+        .create_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)))
+        .build()
+        .map_err(|e| StoreError::Pool(e.to_string()))
+}
+
+/// Applies the embedded migrations; safe to run again.
+pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
+    let mut client = pool.get().await?;
+    let report = migrations::runner()
+        .run_async(&mut **client)
+        .await
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    Ok(report.applied_migrations().len())
+}
+
+/// A short fingerprint of the embedded migrations, so a template database made from an older set
+/// is never reused.
+pub fn migrations_fingerprint() -> String {
+    let mut sum: u64 = 0;
+    for m in migrations::runner().get_migrations() {
+        sum = sum.wrapping_mul(31).wrapping_add(m.checksum());
+    }
+    format!("{sum:016x}")
+}

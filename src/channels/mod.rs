@@ -1,0 +1,1 @@
+//! Customer channels: the SMPP client (SMS through an SMS center) and the terminal switch.

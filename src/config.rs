@@ -1,0 +1,644 @@
+//! The TOML configuration of operations.md, with `PAYHUB_<SECTION>__<KEY>` environment overrides
+//! and `DATABASE_URL`. Every problem is reported on a line of its own.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub http: HttpConfig,
+    pub institution: InstitutionConfig,
+    #[serde(default)]
+    pub smpp: SmppConfig,
+    #[serde(default)]
+    pub links: Vec<LinkConfig>,
+    #[serde(default)]
+    pub payments: PaymentsConfig,
+    #[serde(default)]
+    pub terminal_switch: TerminalSwitchConfig,
+    #[serde(default)]
+    pub operator: OperatorConfig,
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+    #[serde(default)]
+    pub security: SecurityConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    #[serde(default)]
+    pub url: String,
+    #[serde(default = "defaults::pool_size")]
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "defaults::http_listen")]
+    pub listen: SocketAddr,
+    pub public_url: url::Url,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub merchant_ca_cert: PathBuf,
+    #[serde(default)]
+    pub merchant_ca_key: Option<PathBuf>,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "defaults::body_max_bytes")]
+    pub body_max_bytes: usize,
+    #[serde(default = "defaults::workers")]
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstitutionConfig {
+    /// Field 32, the gateway's acquiring institution id.
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmppConfig {
+    #[serde(default = "defaults::smpp_addr")]
+    pub addr: String,
+    #[serde(default = "defaults::smpp_system_id")]
+    pub system_id: String,
+    #[serde(default)]
+    pub password: String,
+    #[serde(default = "defaults::smpp_source_addr")]
+    pub source_addr: String,
+    #[serde(default = "defaults::enquire_link_interval_s")]
+    pub enquire_link_interval_s: u64,
+    #[serde(default = "defaults::smpp_window_max")]
+    pub window_max: usize,
+    #[serde(default = "defaults::response_timeout_ms")]
+    pub response_timeout_ms: u64,
+    #[serde(default)]
+    pub tls: bool,
+    /// Off: no SMS channel (the terminal channel only).
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+}
+
+impl Default for SmppConfig {
+    fn default() -> Self {
+        Self {
+            addr: defaults::smpp_addr(),
+            system_id: defaults::smpp_system_id(),
+            password: String::new(),
+            source_addr: defaults::smpp_source_addr(),
+            enquire_link_interval_s: defaults::enquire_link_interval_s(),
+            window_max: defaults::smpp_window_max(),
+            response_timeout_ms: defaults::response_timeout_ms(),
+            tls: false,
+            enabled: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkOwner {
+    Gateway,
+    PayerBank,
+    PayeeBank,
+    ThirdParty,
+}
+
+impl LinkOwner {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::PayerBank => "payer_bank",
+            Self::PayeeBank => "payee_bank",
+            Self::ThirdParty => "third_party",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    pub name: String,
+    pub addr: String,
+    pub owner: LinkOwner,
+    pub banks: Vec<String>,
+    #[serde(default = "defaults::response_timeout_ms")]
+    pub response_timeout_ms: u64,
+    #[serde(default = "defaults::echo_interval_s")]
+    pub echo_interval_s: u64,
+    #[serde(default = "defaults::in_flight_max")]
+    pub in_flight_max: usize,
+    #[serde(default = "defaults::reversal_interval_ms")]
+    pub reversal_interval_ms: u64,
+    #[serde(default = "defaults::reconnect_backoff_max_ms")]
+    pub reconnect_backoff_max_ms: u64,
+    /// Verify the BIPS's certificate against this CA and talk TLS.
+    #[serde(default)]
+    pub tls_ca_cert: Option<PathBuf>,
+    /// Hex of the 16-byte X9.19 MAC key; when set, field 128 is sent and checked.
+    #[serde(default)]
+    pub mac_key_hex: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsConfig {
+    #[serde(default = "defaults::payment_lifetime_s")]
+    pub lifetime_s: u64,
+    #[serde(default = "defaults::code_digits")]
+    pub code_digits: u32,
+    #[serde(default = "defaults::code_validity_s")]
+    pub code_validity_s: u64,
+    #[serde(default = "defaults::code_attempts_max")]
+    pub code_attempts_max: u32,
+    #[serde(default = "defaults::code_resends_max")]
+    pub code_resends_max: u32,
+    #[serde(default = "defaults::code_resend_interval_s")]
+    pub code_resend_interval_s: u64,
+    #[serde(default = "defaults::password_attempts_max")]
+    pub password_attempts_max: u32,
+    #[serde(default = "defaults::identity_failures_max")]
+    pub identity_failures_max: u32,
+    #[serde(default = "defaults::identity_lockout_s")]
+    pub identity_lockout_s: u64,
+    /// Let a customer name an unregistered mobile number for one payment (off by default).
+    #[serde(default)]
+    pub allow_unregistered_receiver: bool,
+    /// Payments in flight at once (actors alive); more are refused with 503.
+    #[serde(default = "defaults::in_flight_max_payments")]
+    pub in_flight_max: usize,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("all payment keys have defaults")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminalSwitchConfig {
+    #[serde(default = "defaults::terminal_switch_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "defaults::yes")]
+    pub tls: bool,
+    #[serde(default = "defaults::ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+    #[serde(default = "defaults::keepalive_interval_s")]
+    pub keepalive_interval_s: u64,
+}
+
+impl Default for TerminalSwitchConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("all terminal switch keys have defaults")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    #[serde(default = "defaults::operator_listen")]
+    pub listen: SocketAddr,
+    /// When set, the operator page asks for it (`Authorization: Bearer …`); otherwise loopback only.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("all operator keys have defaults")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    #[serde(default = "defaults::webhook_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "defaults::webhook_retry_base_ms")]
+    pub retry_base_ms: u64,
+    #[serde(default = "defaults::webhook_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// Give up after this long (at least 24 h).
+    #[serde(default = "defaults::webhook_give_up_after_s")]
+    pub give_up_after_s: u64,
+    #[serde(default = "defaults::webhook_concurrency_max")]
+    pub concurrency_max: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("all webhook keys have defaults")
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// 32 random bytes keying the hashes of codes and sessions; created (mode 0600) when missing.
+    /// Default: `gateway-secret.key` beside `http.tls_key`.
+    #[serde(default)]
+    pub secret_key_file: Option<PathBuf>,
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn pool_size() -> usize {
+        16
+    }
+    pub fn http_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8443))
+    }
+    pub fn body_max_bytes() -> usize {
+        16 * 1024
+    }
+    pub fn workers() -> usize {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    }
+    pub fn smpp_addr() -> String {
+        "127.0.0.1:2775".into()
+    }
+    pub fn smpp_system_id() -> String {
+        "payhub".into()
+    }
+    pub fn smpp_source_addr() -> String {
+        "PAYHUB".into()
+    }
+    pub fn enquire_link_interval_s() -> u64 {
+        30
+    }
+    pub fn smpp_window_max() -> usize {
+        10
+    }
+    pub fn response_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn echo_interval_s() -> u64 {
+        30
+    }
+    pub fn in_flight_max() -> usize {
+        1_024
+    }
+    pub fn reversal_interval_ms() -> u64 {
+        10_000
+    }
+    pub fn reconnect_backoff_max_ms() -> u64 {
+        30_000
+    }
+    pub fn payment_lifetime_s() -> u64 {
+        15 * 60
+    }
+    pub fn code_digits() -> u32 {
+        6
+    }
+    pub fn code_validity_s() -> u64 {
+        300
+    }
+    pub fn code_attempts_max() -> u32 {
+        3
+    }
+    pub fn code_resends_max() -> u32 {
+        2
+    }
+    pub fn code_resend_interval_s() -> u64 {
+        30
+    }
+    pub fn password_attempts_max() -> u32 {
+        3
+    }
+    pub fn identity_failures_max() -> u32 {
+        5
+    }
+    pub fn identity_lockout_s() -> u64 {
+        15 * 60
+    }
+    pub fn in_flight_max_payments() -> usize {
+        100_000
+    }
+    pub fn terminal_switch_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+    pub fn ack_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn keepalive_interval_s() -> u64 {
+        30
+    }
+    pub fn operator_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+    pub fn webhook_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn webhook_retry_base_ms() -> u64 {
+        5_000
+    }
+    pub fn webhook_retry_max_ms() -> u64 {
+        3_600_000
+    }
+    pub fn webhook_give_up_after_s() -> u64 {
+        3 * 24 * 3600
+    }
+    pub fn webhook_concurrency_max() -> usize {
+        32
+    }
+}
+
+/// Every problem found in a configuration, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl Config {
+    /// Reads `path`, applies the environment, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_toml(&text, &env).map_err(|ConfigErrors(lines)| {
+            ConfigErrors(
+                lines
+                    .into_iter()
+                    .map(|l| format!("{}: {l}", path.display()))
+                    .collect(),
+            )
+        })
+    }
+
+    /// Parses `text` with overrides from `env` (`PAYHUB_<SECTION>__<KEY>`, `DATABASE_URL`).
+    pub fn from_toml(text: &str, env: &[(String, String)]) -> Result<Config, ConfigErrors> {
+        let mut value: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigErrors(vec![one_line(&e.to_string())]))?;
+        apply_env(&mut value, env)?;
+        let config: Config = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigErrors(vec![one_line(&e.to_string())]))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut problems = Vec::new();
+        if self.database.url.is_empty() {
+            problems.push("database.url: missing (set it, or DATABASE_URL)".to_string());
+        }
+        if self.database.pool_size == 0 {
+            problems.push("database.pool_size: must be at least 1".to_string());
+        }
+        if !matches!(self.http.public_url.scheme(), "http" | "https") {
+            problems.push("http.public_url: must be an http or https URL".to_string());
+        }
+        if self.institution.id.is_empty()
+            || self.institution.id.len() > 11
+            || !self.institution.id.bytes().all(|b| b.is_ascii_digit())
+        {
+            problems.push("institution.id: must be 1 to 11 digits (ISO 8583 field 32)".to_string());
+        }
+        let p = &self.payments;
+        if !(6..=8).contains(&p.code_digits) {
+            problems.push("payments.code_digits: must be 6, 7 or 8".to_string());
+        }
+        if p.code_validity_s == 0 || p.lifetime_s == 0 {
+            problems.push("payments: code_validity_s and lifetime_s must be positive".to_string());
+        }
+        if self.webhooks.give_up_after_s < 24 * 3600 {
+            problems.push("webhooks.give_up_after_s: must be at least 86400 (24 h)".to_string());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, link) in self.links.iter().enumerate() {
+            if !names.insert(link.name.as_str()) {
+                problems.push(format!("links[{i}].name: `{}` is used twice", link.name));
+            }
+            if link.banks.is_empty() {
+                problems.push(format!(
+                    "links[{i}].banks: a link must serve at least one bank"
+                ));
+            }
+            for bank in &link.banks {
+                if payhub_actors::domain::BankId::parse(bank).is_err() {
+                    problems.push(format!("links[{i}].banks: `{bank}` is not 1 to 11 digits"));
+                }
+            }
+            if link.response_timeout_ms == 0 || link.in_flight_max == 0 {
+                problems.push(format!(
+                    "links[{i}]: response_timeout_ms and in_flight_max must be positive"
+                ));
+            }
+            if let Some(key) = &link.mac_key_hex {
+                if key.len() != 32 || hex::decode(key).is_err() {
+                    problems.push(format!("links[{i}].mac_key_hex: must be 32 hex digits"));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+
+    /// The file that holds the key for code and session hashes.
+    pub fn secret_key_path(&self) -> PathBuf {
+        self.security.secret_key_file.clone().unwrap_or_else(|| {
+            self.http
+                .tls_key
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("gateway-secret.key")
+        })
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `PAYHUB_HTTP__LISTEN=…` sets `http.listen`; `PAYHUB_LINKS__0__ADDR` sets `links[0].addr`.
+/// Values are read as TOML when they parse (numbers, booleans, arrays), else as strings.
+fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigErrors> {
+    let mut problems = Vec::new();
+    for (name, raw) in env {
+        if name == "DATABASE_URL" {
+            let db = root
+                .entry("database")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let Some(db) = db.as_table_mut() {
+                let empty = db
+                    .get("url")
+                    .and_then(|u| u.as_str())
+                    .is_none_or(str::is_empty);
+                if empty {
+                    db.insert("url".into(), toml::Value::String(raw.clone()));
+                }
+            }
+            continue;
+        }
+        let Some(path) = name.strip_prefix("PAYHUB_") else {
+            continue;
+        };
+        let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        if keys.len() < 2 || keys.iter().any(String::is_empty) {
+            problems.push(format!("{name}: expected PAYHUB_<SECTION>__<KEY>"));
+            continue;
+        }
+        if let Err(e) = set_path(root, &keys, env_value(raw)) {
+            problems.push(format!("{name}: {e}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(problems))
+    }
+}
+
+fn env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((first, rest)) = keys.split_first() else {
+        return Err("empty key".into());
+    };
+    if rest.is_empty() {
+        // A string that merely looks like a number stays a string where the file has one.
+        let value = match (table.get(first), value) {
+            (Some(toml::Value::String(_)), v) if !v.is_str() => toml::Value::String(v.to_string()),
+            (_, v) => v,
+        };
+        table.insert(first.clone(), value);
+        return Ok(());
+    }
+    let child = table
+        .entry(first.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match child {
+        toml::Value::Table(t) => set_path(t, rest, value),
+        toml::Value::Array(items) => {
+            let index: usize = rest[0]
+                .parse()
+                .map_err(|_| format!("`{}` is not an index", rest[0]))?;
+            let item = items
+                .get_mut(index)
+                .ok_or_else(|| format!("no {first}[{index}]"))?;
+            match item {
+                toml::Value::Table(t) if rest.len() > 1 => set_path(t, &rest[1..], value),
+                _ => Err(format!("cannot set {first}[{index}]")),
+            }
+        }
+        _ => Err(format!("`{first}` is not a section")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[database]
+url = "postgres://localhost/payhub"
+pool_size = 16
+[http]
+listen = "127.0.0.1:8443"
+public_url = "https://127.0.0.1:8443"
+tls_cert = "/x/server.crt"
+tls_key = "/x/server.key"
+merchant_ca_cert = "/x/merchant-ca.crt"
+merchant_ca_key = "/x/merchant-ca.key"
+[institution]
+id = "99990001"
+[smpp]
+addr = "127.0.0.1:2775"
+system_id = "payhub"
+password = "secret"
+source_addr = "PAYHUB"
+[[links]]
+name = "bips-a"
+addr = "127.0.0.1:8583"
+owner = "third_party"
+banks = ["0001", "0002"]
+response_timeout_ms = 5000
+echo_interval_s = 30
+"#;
+
+    #[test]
+    fn minimal_file_from_operations_md_loads_with_defaults() {
+        let c = Config::from_toml(MINIMAL, &[]).unwrap();
+        assert_eq!(c.links[0].owner, LinkOwner::ThirdParty);
+        assert_eq!(c.payments.code_digits, 6);
+        assert_eq!(c.payments.code_validity_s, 300);
+        assert_eq!(c.payments.lifetime_s, 900);
+        assert_eq!(c.secret_key_path(), PathBuf::from("/x/gateway-secret.key"));
+    }
+
+    #[test]
+    fn environment_overrides_keys() {
+        let env = vec![
+            (
+                "PAYHUB_DATABASE__URL".to_string(),
+                "postgres://other/db".to_string(),
+            ),
+            ("PAYHUB_DATABASE__POOL_SIZE".to_string(), "4".to_string()),
+            (
+                "PAYHUB_LINKS__0__ADDR".to_string(),
+                "10.0.0.1:9000".to_string(),
+            ),
+            ("PAYHUB_INSTITUTION__ID".to_string(), "12345".to_string()),
+        ];
+        let c = Config::from_toml(MINIMAL, &env).unwrap();
+        assert_eq!(c.database.url, "postgres://other/db");
+        assert_eq!(c.database.pool_size, 4);
+        assert_eq!(c.links[0].addr, "10.0.0.1:9000");
+        assert_eq!(c.institution.id, "12345");
+    }
+
+    #[test]
+    fn database_url_fills_an_empty_url() {
+        let text = MINIMAL.replace("url = \"postgres://localhost/payhub\"", "");
+        let env = vec![("DATABASE_URL".to_string(), "postgres://env/db".to_string())];
+        assert_eq!(
+            Config::from_toml(&text, &env).unwrap().database.url,
+            "postgres://env/db"
+        );
+        assert!(
+            Config::from_toml(&text, &[])
+                .unwrap_err()
+                .to_string()
+                .contains("database.url")
+        );
+    }
+
+    #[test]
+    fn each_problem_is_one_line() {
+        let text = MINIMAL
+            .replace("id = \"99990001\"", "id = \"x\"")
+            .replace("banks = [\"0001\", \"0002\"]", "banks = [\"bank\"]");
+        let err = Config::from_toml(&text, &[]).unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
+        assert!(err.0.iter().all(|l| !l.contains('\n')));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_refused() {
+        let err = Config::from_toml(&format!("{MINIMAL}\n[nonsense]\nx=1"), &[]).unwrap_err();
+        assert!(err.to_string().contains("nonsense"), "{err}");
+        let err = Config::from_toml(&MINIMAL.replace("pool_size = 16", "pool_size = \"a\""), &[])
+            .unwrap_err();
+        assert!(err.to_string().contains("pool_size"), "{err}");
+    }
+}

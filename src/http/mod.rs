@@ -1,0 +1,1 @@
+//! HTTP: the merchant API, the customer pages and the operator endpoints.

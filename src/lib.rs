@@ -1,0 +1,18 @@
+//! payhub: an online payment gateway and bank switching hub.
+//!
+//! `src` wires the parts together: the command line, configuration, HTTP (merchant API, customer
+//! pages, operator endpoints), the customer channels (SMPP, terminal switch) and the simulators.
+//! Actors, domain types and the store live in `payhub-actors`; the ISO 8583 codec in
+//! `payhub-iso8583`.
+
+pub mod channels;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod enroll;
+pub mod http;
+pub mod iso_cli;
+pub mod pki;
+pub mod serve;
+pub mod sim;
+pub mod telemetry;
