@@ -8,6 +8,7 @@ pub mod domain;
 pub mod ids;
 pub mod keyed_hash;
 pub mod messages;
+pub mod metrics;
 pub mod password;
 pub mod secret;
 pub mod store;
