@@ -32,7 +32,10 @@ impl DemoDatabase {
         let data = absolute(&dir.join("pg"))?;
         let cluster = LocalCluster::start(&data, ClusterOptions::DEMO)
             .with_context(|| format!("starting PostgreSQL in {}", data.display()))?;
-        Ok(Self { url: cluster.url("postgres"), cluster: Some(cluster) })
+        Ok(Self {
+            url: cluster.url("postgres"),
+            cluster: Some(cluster),
+        })
     }
 }
 
@@ -40,7 +43,9 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     if path.is_absolute() {
         return Ok(path.to_path_buf());
     }
-    Ok(std::env::current_dir().context("reading the current folder")?.join(path))
+    Ok(std::env::current_dir()
+        .context("reading the current folder")?
+        .join(path))
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -48,7 +53,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating the demo folder {}", args.dir.display()))?;
     let db = DemoDatabase::open(&args.dir)?;
     let pool = payhub_actors::store::pool(&db.url, 4)?;
-    payhub_actors::store::migrate(&pool).await.context("applying migrations")?;
+    payhub_actors::store::migrate(&pool)
+        .await
+        .context("applying migrations")?;
     println!("PostgreSQL ready at {}", db.url);
     anyhow::bail!("the rest of `payhub demo` is not built yet (issue 7)")
 }

@@ -64,7 +64,9 @@ pub fn start(
 ) -> std::io::Result<(SocketAddr, actix_web::dev::Server)> {
     let data = web::Data::new(state);
     let server = actix_web::HttpServer::new(move || {
-        actix_web::App::new().app_data(data.clone()).configure(routes)
+        actix_web::App::new()
+            .app_data(data.clone())
+            .configure(routes)
     })
     .workers(1)
     .disable_signals()
@@ -184,17 +186,25 @@ async fn page(req: HttpRequest, state: web::Data<OperatorState>) -> HttpResponse
         return forbidden();
     }
     let links = state.links.links().await;
-    let data = tokio::time::timeout(Duration::from_millis(QUERY_TIMEOUT_MS), page_data(&state.pool))
-        .await
-        .ok()
-        .and_then(Result::ok);
+    let data = tokio::time::timeout(
+        Duration::from_millis(QUERY_TIMEOUT_MS),
+        page_data(&state.pool),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok);
     let (recent, backlogs, bars, database) = match data {
         Some((r, b, m)) => (r, b, m, true),
         None => (Vec::new(), Backlogs::default(), Vec::new(), false),
     };
     let ctx = minijinja::context! { links, recent, backlogs, bars, database };
-    match templates().get_template("operator.html").and_then(|t| t.render(ctx)) {
-        Ok(html) => HttpResponse::Ok().content_type("text/html; charset=utf-8").body(html),
+    match templates()
+        .get_template("operator.html")
+        .and_then(|t| t.render(ctx))
+    {
+        Ok(html) => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(html),
         Err(e) => {
             tracing::error!(error = %e, "operator page template");
             HttpResponse::ServiceUnavailable().body("operator page unavailable")
@@ -206,8 +216,11 @@ fn templates() -> &'static minijinja::Environment<'static> {
     static ENV: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
     ENV.get_or_init(|| {
         let mut env = minijinja::Environment::new();
-        env.add_template("operator.html", include_str!("../../templates/operator/operator.html"))
-            .expect("the operator template parses");
+        env.add_template(
+            "operator.html",
+            include_str!("../../templates/operator/operator.html"),
+        )
+        .expect("the operator template parses");
         env
     })
 }
@@ -270,7 +283,10 @@ async fn page_data(pool: &Pool) -> anyhow::Result<PageData> {
     let mut counts = [0i64; 60];
     for row in minutes {
         let ago: i32 = row.get(0);
-        if let Some(slot) = usize::try_from(59 - ago).ok().and_then(|i| counts.get_mut(i)) {
+        if let Some(slot) = usize::try_from(59 - ago)
+            .ok()
+            .and_then(|i| counts.get_mut(i))
+        {
             *slot = row.get(1);
         }
     }
