@@ -20,11 +20,13 @@ const MSISDN: &str = "+8613800138000";
 const CODE: &str = "493817";
 
 fn settings(sim: &SmscSim) -> SmppSettings {
-    let mut config = payhub::config::SmppConfig::default();
-    config.addr = sim.smpp_addr().to_string();
-    config.system_id = SYSTEM_ID.into();
-    config.password = PASSWORD.into();
-    config.response_timeout_ms = 1_000;
+    let config = payhub::config::SmppConfig {
+        addr: sim.smpp_addr().to_string(),
+        system_id: SYSTEM_ID.into(),
+        password: PASSWORD.into(),
+        response_timeout_ms: 1_000,
+        ..Default::default()
+    };
     let mut settings = SmppSettings::from_config(&config);
     settings.rebind_backoff_min_ms = 50;
     settings.rebind_backoff_max_ms = 200;

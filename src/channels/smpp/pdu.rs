@@ -133,9 +133,7 @@ mod tests {
 
     #[test]
     fn bind_is_a_version_3_4_transceiver_bind() {
-        let mut config = crate::config::SmppConfig::default();
-        config.password = "pw".into();
-        let mut settings = SmppSettings::from_config(&config);
+        let mut settings = SmppSettings::from_config(&crate::config::SmppConfig::default());
         settings.password = Secret::new("pw".into());
         let bind = bind_transceiver(&settings).unwrap();
         assert_eq!(bind.interface_version, InterfaceVersion::Smpp3_4);

@@ -172,8 +172,10 @@ mod tests {
     use super::*;
 
     fn good() -> SmppSettings {
-        let mut config = SmppConfig::default();
-        config.password = "secret".into();
+        let config = SmppConfig {
+            password: "secret".into(),
+            ..SmppConfig::default()
+        };
         SmppSettings::from_config(&config)
     }
 
