@@ -520,3 +520,48 @@ async fn the_simulator_lists_messages_and_takes_switches_over_http() {
     let error: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(error["error"]["code"], "invalid_request");
 }
+
+#[actix_rt::test]
+async fn the_bind_is_kept_alive_with_enquire_link_both_ways() {
+    let db = fresh_database().await;
+    let sim = simulator().await;
+    let mut settings = settings(&sim);
+    settings.enquire_link_interval_s = 1;
+    let session = bound_session(&db, settings).await;
+    sim.update_switches(|s| s.enquire_link_interval_ms = 100);
+
+    wait_until("the SMSC's enquire_link is answered", async || {
+        sim.stats().enquire_link_resps >= 2
+    })
+    .await;
+    wait_until("the gateway sent its own enquire_link", async || {
+        sim.stats().enquire_links >= 1
+    })
+    .await;
+    let status = session.send(GetStatus).await.unwrap();
+    assert!(status.bound);
+    assert_eq!(status.binds, 1, "keep-alive never costs a re-bind");
+}
+
+#[actix_rt::test]
+async fn an_outcome_message_is_sent_and_recorded_as_an_outcome() {
+    let db = fresh_database().await;
+    let sim = simulator().await;
+    let payment_id = payment(&db).await;
+    let session = bound_session(&db, settings(&sim)).await;
+    let mut msg = code_message(&payment_id);
+    msg.notice.kind = NoticeKind::Outcome;
+    msg.notice.code = None;
+    msg.notice.outcome = Some("succeeded".into());
+
+    deliver(&session, msg).await.unwrap();
+
+    let text = &sim.messages()[0].text;
+    assert!(
+        text.contains("succeeded") && text.contains("Book Shop"),
+        "{text}"
+    );
+    assert!(!text.contains("code "), "{text}");
+    let row = &rows(&db, &payment_id).await[0];
+    assert!(row.everything.contains("\"kind\":\"outcome\""), "{row:?}");
+}

@@ -55,6 +55,9 @@ pub struct SmscSimArgs {
     /// Wait this long before sending each receipt, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub receipt_delay_ms: u64,
+    /// Send enquire_link to each bound ESME this often, in milliseconds (0 = never).
+    #[arg(long, default_value_t = 0)]
+    pub enquire_link_interval_ms: u64,
 }
 
 fn parse_status(value: &str) -> Result<u32, String> {
@@ -92,6 +95,7 @@ impl SmscSimArgs {
             receipts: !self.no_receipts,
             receipt_stat: self.receipt_stat.clone(),
             receipt_delay_ms: self.receipt_delay_ms,
+            enquire_link_interval_ms: self.enquire_link_interval_ms,
         }
     }
 }

@@ -25,6 +25,9 @@ const COMMAND_LENGTH_MAX_BYTES: usize = 4_096;
 pub const CONNECTIONS_MAX: usize = 64;
 /// Answers and receipts waiting to be written, per connection.
 const OUTGOING_MAX: usize = 256;
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
+/// How often a session looks at the enquire_link switch while it is off.
+const ENQUIRE_LINK_IDLE_CHECK: Duration = Duration::from_millis(100);
 /// Receipts remembered until the ESME answers them, per connection.
 const RECEIPTS_UNANSWERED_MAX: usize = 1_024;
 /// The simulator's own name in bind responses.
@@ -40,6 +43,8 @@ pub async fn accept(listener: TcpListener, state: Arc<SimState>, stop: watch::Re
             _ = stopping.changed() => return,
         };
         let Ok((stream, _peer)) = accepted else {
+            // Out of descriptors or similar: wait instead of spinning.
+            tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
             continue;
         };
         let Ok(slot) = open.clone().try_acquire_owned() else {
@@ -96,10 +101,21 @@ impl Session {
             }
             let _ = sink.close().await;
         });
+        let mut pinged_at = tokio::time::Instant::now();
         loop {
+            let ping_at = self.next_enquire_link(pinged_at);
             let command = tokio::select! {
                 command = commands.next() => command,
                 _ = stop.changed() => break,
+                () = tokio::time::sleep_until(ping_at) => {
+                    pinged_at = tokio::time::Instant::now();
+                    if self.bound.is_some() && self.state.switches().enquire_link_interval_ms > 0 {
+                        let sequence_number = self.sequence.fetch_add(1, Ordering::SeqCst);
+                        let ping = Command::new(CommandStatus::EsmeRok, sequence_number, Pdu::EnquireLink);
+                        let _ = out_tx.send(ping).await;
+                    }
+                    continue;
+                }
             };
             let Some(Ok(command)) = command else {
                 // Closed, or a frame the codec cannot read: a real SMSC drops such a peer.
@@ -118,11 +134,26 @@ impl Session {
         let _ = tokio::time::timeout(Duration::from_millis(200), writer).await;
     }
 
+    /// When to send the next `enquire_link` of the simulator's own.
+    fn next_enquire_link(&self, pinged_at: tokio::time::Instant) -> tokio::time::Instant {
+        match self.state.switches().enquire_link_interval_ms {
+            0 => tokio::time::Instant::now() + ENQUIRE_LINK_IDLE_CHECK,
+            ms => pinged_at + Duration::from_millis(ms),
+        }
+    }
+
     async fn on_command(&mut self, command: Command, out: &mpsc::Sender<Command>) -> Next {
         let sequence_number = command.sequence_number();
-        if command.id() == CommandId::DeliverSmResp {
-            self.acknowledged(command.status(), sequence_number);
-            return Next::Continue;
+        match command.id() {
+            CommandId::DeliverSmResp => {
+                self.acknowledged(command.status(), sequence_number);
+                return Next::Continue;
+            }
+            CommandId::EnquireLinkResp => {
+                self.state.count(|s| s.enquire_link_resps += 1);
+                return Next::Continue;
+            }
+            _ => {}
         }
         match command.pdu() {
             Some(Pdu::BindTransceiver(bind)) => {

@@ -28,6 +28,8 @@ pub struct Switches {
     pub receipt_stat: String,
     /// Wait this long before sending each receipt.
     pub receipt_delay_ms: u64,
+    /// Send `enquire_link` to each bound ESME this often (0 = never).
+    pub enquire_link_interval_ms: u64,
 }
 
 impl Default for Switches {
@@ -41,6 +43,7 @@ impl Default for Switches {
             receipts: true,
             receipt_stat: "DELIVRD".into(),
             receipt_delay_ms: 0,
+            enquire_link_interval_ms: 0,
         }
     }
 }
@@ -105,7 +108,10 @@ pub struct SimStats {
     /// The most `submit_sm` one session had unanswered at once.
     pub max_outstanding: u64,
     pub receipts_sent: u64,
+    /// `enquire_link` received from ESMEs.
     pub enquire_links: u64,
+    /// `enquire_link_resp` received for the simulator's own `enquire_link`.
+    pub enquire_link_resps: u64,
     pub unbinds: u64,
 }
 
