@@ -107,6 +107,30 @@ async fn bound_session(db: &TestDb, settings: SmppSettings) -> Addr<SmppSession>
     session
 }
 
+/// A database with one payment, a simulator, and a session bound to it. Keep `db` bound (`_db`,
+/// not `_`): dropping it drops the database.
+struct Rig {
+    db: TestDb,
+    sim: SmscSim,
+    payment_id: String,
+    session: Addr<SmppSession>,
+}
+
+async fn rig(tweak: impl FnOnce(&mut SmppSettings)) -> Rig {
+    let db = fresh_database().await;
+    let sim = simulator().await;
+    let payment_id = payment(&db).await;
+    let mut settings = settings(&sim);
+    tweak(&mut settings);
+    let session = bound_session(&db, settings).await;
+    Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    }
+}
+
 #[derive(Debug)]
 struct Row {
     status: String,
@@ -148,10 +172,12 @@ async fn deliver(
 
 #[actix_rt::test]
 async fn a_code_message_reaches_the_smsc_and_its_row_keeps_no_text() {
-    let db = fresh_database().await;
-    let sim = simulator().await;
-    let payment_id = payment(&db).await;
-    let session = bound_session(&db, settings(&sim)).await;
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
 
     let receipt = deliver(&session, code_message(&payment_id)).await.unwrap();
 
@@ -196,10 +222,12 @@ async fn a_code_message_reaches_the_smsc_and_its_row_keeps_no_text() {
 
 #[actix_rt::test]
 async fn delivery_receipts_are_answered_and_kept_on_the_row() {
-    let db = fresh_database().await;
-    let sim = simulator().await;
-    let payment_id = payment(&db).await;
-    let session = bound_session(&db, settings(&sim)).await;
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
 
     deliver(&session, code_message(&payment_id)).await.unwrap();
     wait_until("the receipt is recorded", async || {
@@ -292,10 +320,12 @@ async fn a_wrong_password_is_refused_clearly_and_deliveries_fail_fast() {
 
 #[actix_rt::test]
 async fn throttling_is_retried_with_backoff_then_delivered() {
-    let db = fresh_database().await;
-    let sim = simulator().await;
-    let payment_id = payment(&db).await;
-    let session = bound_session(&db, settings(&sim)).await;
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
     sim.update_switches(|s| {
         s.throttle_next = 2;
         s.queue_full_next = 1;
@@ -316,12 +346,12 @@ async fn throttling_is_retried_with_backoff_then_delivered() {
 
 #[actix_rt::test]
 async fn throttling_beyond_the_tries_fails_the_delivery() {
-    let db = fresh_database().await;
-    let sim = simulator().await;
-    let payment_id = payment(&db).await;
-    let mut settings = settings(&sim);
-    settings.submit_attempts_max = 3;
-    let session = bound_session(&db, settings).await;
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|s| s.submit_attempts_max = 3).await;
     sim.update_switches(|s| s.throttle_next = 100);
 
     let answer = deliver(&session, code_message(&payment_id)).await;
@@ -338,10 +368,12 @@ async fn throttling_beyond_the_tries_fails_the_delivery() {
 
 #[actix_rt::test]
 async fn an_error_status_fails_that_delivery_only() {
-    let db = fresh_database().await;
-    let sim = simulator().await;
-    let payment_id = payment(&db).await;
-    let session = bound_session(&db, settings(&sim)).await;
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
     sim.update_switches(|s| s.error_status = 0x0B);
 
     let answer = deliver(&session, code_message(&payment_id)).await;
@@ -401,10 +433,12 @@ async fn after_an_smsc_restart_the_session_rebinds_and_delivers_again() {
 
 #[actix_rt::test]
 async fn a_dropped_connection_fails_in_flight_and_the_session_recovers() {
-    let db = fresh_database().await;
-    let sim = simulator().await;
-    let payment_id = payment(&db).await;
-    let session = bound_session(&db, settings(&sim)).await;
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
     sim.update_switches(|s| s.drop_next = 1);
 
     let answer = deliver(&session, code_message(&payment_id)).await;
@@ -421,12 +455,12 @@ async fn a_dropped_connection_fails_in_flight_and_the_session_recovers() {
 
 #[actix_rt::test]
 async fn no_more_than_the_window_of_submits_is_outstanding() {
-    let db = fresh_database().await;
-    let sim = simulator().await;
-    let payment_id = payment(&db).await;
-    let mut settings = settings(&sim);
-    settings.window_max = 3;
-    let session = bound_session(&db, settings).await;
+    let Rig {
+        db: _db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|s| s.window_max = 3).await;
     sim.update_switches(|s| s.delay_ms = 150);
 
     let sends = (0..9).map(|_| deliver(&session, code_message(&payment_id)));
@@ -439,9 +473,12 @@ async fn no_more_than_the_window_of_submits_is_outstanding() {
 
 #[actix_rt::test]
 async fn graceful_shutdown_unbinds() {
-    let db = fresh_database().await;
-    let sim = simulator().await;
-    let session = bound_session(&db, settings(&sim)).await;
+    let Rig {
+        db: _db,
+        sim,
+        session,
+        ..
+    } = rig(|_| {}).await;
 
     session.send(Shutdown).await.unwrap();
 
@@ -455,10 +492,12 @@ async fn graceful_shutdown_unbinds() {
 
 #[actix_rt::test]
 async fn only_sms_destinations_are_carried() {
-    let db = fresh_database().await;
-    let sim = simulator().await;
-    let payment_id = payment(&db).await;
-    let session = bound_session(&db, settings(&sim)).await;
+    let Rig {
+        db: _db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
     let mut msg = code_message(&payment_id);
     msg.destination = Destination::Terminal("trm_1".into());
     let answer = deliver(&session, msg).await;
@@ -471,10 +510,12 @@ async fn only_sms_destinations_are_carried() {
 
 #[actix_rt::test]
 async fn the_simulator_lists_messages_and_takes_switches_over_http() {
-    let db = fresh_database().await;
-    let sim = simulator().await;
-    let payment_id = payment(&db).await;
-    let session = bound_session(&db, settings(&sim)).await;
+    let Rig {
+        db: _db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
     let receipt = deliver(&session, code_message(&payment_id)).await.unwrap();
     let base = format!("http://{}", sim.http_addr().unwrap());
     let http = reqwest::Client::new();
@@ -523,11 +564,12 @@ async fn the_simulator_lists_messages_and_takes_switches_over_http() {
 
 #[actix_rt::test]
 async fn the_bind_is_kept_alive_with_enquire_link_both_ways() {
-    let db = fresh_database().await;
-    let sim = simulator().await;
-    let mut settings = settings(&sim);
-    settings.enquire_link_interval_s = 1;
-    let session = bound_session(&db, settings).await;
+    let Rig {
+        db: _db,
+        sim,
+        session,
+        ..
+    } = rig(|s| s.enquire_link_interval_s = 1).await;
     sim.update_switches(|s| s.enquire_link_interval_ms = 100);
 
     wait_until("the SMSC's enquire_link is answered", async || {
@@ -545,10 +587,12 @@ async fn the_bind_is_kept_alive_with_enquire_link_both_ways() {
 
 #[actix_rt::test]
 async fn an_outcome_message_is_sent_and_recorded_as_an_outcome() {
-    let db = fresh_database().await;
-    let sim = simulator().await;
-    let payment_id = payment(&db).await;
-    let session = bound_session(&db, settings(&sim)).await;
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
     let mut msg = code_message(&payment_id);
     msg.notice.kind = NoticeKind::Outcome;
     msg.notice.code = None;

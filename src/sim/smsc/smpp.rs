@@ -2,7 +2,7 @@
 //! answers them; a writer task owns the socket's sending half, so answers delayed by a switch and
 //! delivery receipts can be sent while the reader goes on.
 
-use super::state::{SimMessage, SimState, Verdict};
+use super::state::{SimMessage, SimState, Verdict, lock};
 use crate::channels::smpp::receipt;
 use futures::{SinkExt, StreamExt};
 use rusmpp::command::CommandParts;
@@ -389,8 +389,4 @@ fn bodiless(id: CommandId, status: CommandStatus, sequence_number: u32) -> Comma
 /// A C-octet string from simulator-made ASCII (ids, names); empty when it cannot be one.
 fn c_octets<const MIN: usize, const MAX: usize>(value: &str) -> COctetString<MIN, MAX> {
     COctetString::from_string(value.to_string()).unwrap_or_else(|_| COctetString::empty())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
