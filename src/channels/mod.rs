@@ -1,1 +1,2 @@
 //! Customer channels: the SMPP client (SMS through an SMS center) and the terminal switch.
+pub mod smpp;
