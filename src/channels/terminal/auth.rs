@@ -22,7 +22,9 @@ impl SharedKey {
 
     /// From the stored column (`terminals.shared_key`): exactly 32 bytes.
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
-        <[u8; SHARED_KEY_BYTES]>::try_from(bytes).ok().map(Self::new)
+        <[u8; SHARED_KEY_BYTES]>::try_from(bytes)
+            .ok()
+            .map(Self::new)
     }
 
     /// From the 64 lower- or upper-case hex characters `payhub terminal add` prints.

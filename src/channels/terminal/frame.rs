@@ -318,7 +318,10 @@ impl Frame {
     /// Decodes the type byte and body of one frame.
     pub fn decode_payload(ty: u8, body: &[u8]) -> Result<Frame, FrameError> {
         let name = type_name(ty).ok_or(FrameError::UnknownType(ty))?;
-        let mut r = Reader { rest: body, frame: name };
+        let mut r = Reader {
+            rest: body,
+            frame: name,
+        };
         let frame = match ty {
             kind::HELLO => Frame::Hello {
                 version: r.u8("version")?,
@@ -599,10 +602,7 @@ mod tests {
             "ACK.msg_id: the frame ends inside this field"
         );
         let mut buf = BytesMut::from(&[0, 1, 0x42][..]);
-        assert_eq!(
-            Frame::decode(&mut buf),
-            Err(FrameError::UnknownType(0x42))
-        );
+        assert_eq!(Frame::decode(&mut buf), Err(FrameError::UnknownType(0x42)));
         let mut buf = BytesMut::from(&[0xFF, 0xFF][..]);
         assert_eq!(Frame::decode(&mut buf), Err(FrameError::BadLength(65535)));
     }
