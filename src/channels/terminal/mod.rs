@@ -2,6 +2,7 @@
 //! and receive authorization codes and outcome notices (docs/terminal-protocol.md).
 
 pub mod auth;
+pub mod client;
 pub mod frame;
 pub mod registry;
 pub mod server;
