@@ -1,0 +1,882 @@
+//! The terminal switch and the channel router over real TCP/TLS on port 0, with a real PostgreSQL
+//! database per test and the real terminal simulator.
+
+use payhub::channels::router::{self, Channels, ListTerminals, TerminalKind};
+use payhub::channels::terminal::SwitchSettings;
+use payhub::channels::terminal::auth::SharedKey;
+use payhub::channels::terminal::client::{ClientError, ClientOptions};
+use payhub::channels::terminal::frame::{ErrorCode, Frame};
+use payhub::channels::terminal::tls::{ClientTls, self_signed_acceptor};
+use payhub::sim::terminal::{DeliveryBehaviour, SimConfig, SimEvent, SimHandle, spawn};
+use payhub_actors::clock::SharedClock;
+use payhub_actors::domain::{Amount, Currency, Msisdn};
+use payhub_actors::messages::{Deliver, DeliveryError, Destination, Notice, NoticeKind};
+use payhub_actors::store::testing::{TestDb, fresh_database};
+use payhub_actors::{Secret, SystemClock};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Generous bound on waits that should end at once; a hang fails the test instead of stalling it.
+const PROMPT: Duration = Duration::from_secs(5);
+/// An ACK timeout far longer than PROMPT, so an answer within PROMPT was not a timeout.
+const LONG_ACK_MS: u64 = 60_000;
+
+struct Env {
+    db: TestDb,
+    channels: Channels,
+    ca_pem: Vec<u8>,
+    customer_id: String,
+    payment_id: String,
+}
+
+fn settings(ack_timeout_ms: u64, keepalive_interval_ms: u64) -> SwitchSettings {
+    SwitchSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ack_timeout_ms,
+        keepalive_interval_ms,
+        handshake_timeout_ms: 5_000,
+        handshakes_max: 16,
+        sessions_max: 16,
+        pending_max: 4,
+    }
+}
+
+async fn start(settings: SwitchSettings) -> Env {
+    let db = fresh_database().await;
+    let (acceptor, ca_pem) = self_signed_acceptor("127.0.0.1").unwrap();
+    let clock: SharedClock = Arc::new(SystemClock);
+    let channels = router::start(db.pool.clone(), clock, settings, Some(acceptor), None)
+        .await
+        .unwrap();
+    let customer_id = insert_customer(&db, "cus_a").await;
+    let payment_id = insert_payment(&db, &customer_id).await;
+    Env {
+        db,
+        channels,
+        ca_pem,
+        customer_id,
+        payment_id,
+    }
+}
+
+async fn insert_customer(db: &TestDb, id: &str) -> String {
+    let client = db.pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO customers (id, real_name, online_id, bank_id, account, password_hash)
+             VALUES ($1, 'Li Lei', $1, '0001', '6222020000000001', 'x')",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    id.to_string()
+}
+
+async fn insert_payment(db: &TestDb, customer_id: &str) -> String {
+    let client = db.pool.get().await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO merchants (id, name, cert_fingerprint, cert_serial, webhook_secret, bank_id,
+                                    account, terminal_id, card_acceptor_id)
+             VALUES ('mer_1', 'Book Shop', 'fp', '1', 's', '0002', '1234', 'T0000001', 'M00000000000001')",
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO payments (id, merchant_id, order_id, amount_minor, currency, return_url,
+                                   notify_url, status, customer_id, channel, created_at, expires_at,
+                                   updated_at)
+             VALUES ('pay_1', 'mer_1', 'A-1', 1234, 'CNY', 'https://shop/r', 'https://shop/n',
+                     'awaiting_code', $1, 'terminal', now(), now() + interval '15 minutes', now())",
+            &[&customer_id],
+        )
+        .await
+        .unwrap();
+    "pay_1".into()
+}
+
+/// Registers a terminal; dedicated ones get a fresh key.
+async fn insert_terminal(
+    db: &TestDb,
+    customer_id: &str,
+    id: &str,
+    kind: TerminalKind,
+    msisdn: Option<&str>,
+) -> SharedKey {
+    let key = payhub_actors::ids::os_random::<32>();
+    let shared_key = (kind == TerminalKind::Dedicated).then(|| key.to_vec());
+    let serial = Some(format!("SN-{id}"));
+    let client = db.pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO terminals (id, customer_id, kind, label, msisdn, serial, shared_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &id,
+                &customer_id,
+                &kind.as_str(),
+                &format!("my {}", kind.as_str()),
+                &msisdn,
+                &serial,
+                &shared_key,
+            ],
+        )
+        .await
+        .unwrap();
+    SharedKey::new(key)
+}
+
+impl Env {
+    fn client_options(&self, terminal_id: &str, key: &SharedKey) -> ClientOptions {
+        ClientOptions {
+            switch: self.channels.switch.addr.to_string(),
+            server_name: None,
+            terminal_id: terminal_id.into(),
+            key: key.clone(),
+            tls: ClientTls::Ca(self.ca_pem.clone()),
+        }
+    }
+
+    async fn terminal(
+        &self,
+        terminal_id: &str,
+        key: &SharedKey,
+        behaviour: DeliveryBehaviour,
+    ) -> SimHandle {
+        let sim = spawn(SimConfig {
+            client: self.client_options(terminal_id, key),
+            behaviour,
+            answer_pings: true,
+            answer: None,
+        })
+        .await
+        .unwrap();
+        self.wait_online(terminal_id, true).await;
+        sim
+    }
+
+    async fn wait_online(&self, terminal_id: &str, online: bool) {
+        let registry = &self.channels.switch.registry;
+        tokio::time::timeout(PROMPT, async {
+            while registry.is_online(terminal_id) != online {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{terminal_id} never became online={online}"));
+    }
+
+    async fn deliver(
+        &self,
+        destination: Destination,
+        notice: Notice,
+    ) -> Result<String, DeliveryError> {
+        let sent = self.channels.router.send(Deliver {
+            destination,
+            notice,
+        });
+        tokio::time::timeout(PROMPT, sent)
+            .await
+            .expect("the router answered promptly")
+            .expect("router alive")
+            .map(|r| r.message_ref)
+    }
+
+    fn code_notice(&self, code: &str) -> Notice {
+        Notice {
+            payment_id: self.payment_id.clone(),
+            kind: NoticeKind::Code,
+            merchant_name: "Book Shop".into(),
+            amount: Amount::parse(1234).unwrap(),
+            currency: Currency::Cny,
+            code: Some(Secret::new(code.into())),
+            validity_s: 300,
+            outcome: None,
+            unregistered_receiver: false,
+        }
+    }
+
+    /// (channel, destination, status, message_ref, error) of every customer message, in order.
+    async fn messages(&self) -> Vec<(String, String, String, Option<String>, Option<String>)> {
+        let client = self.db.pool.get().await.unwrap();
+        client
+            .query(
+                "SELECT channel, destination, status, message_ref, error FROM customer_messages ORDER BY id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect()
+    }
+}
+
+#[actix_rt::test]
+async fn dedicated_terminal_authenticates_and_receives_code_amount_and_merchant() {
+    let env = start(settings(LONG_ACK_MS, 60_000)).await;
+    let key = insert_terminal(
+        &env.db,
+        &env.customer_id,
+        "trm_box",
+        TerminalKind::Dedicated,
+        None,
+    )
+    .await;
+    let mut sim = env
+        .terminal("trm_box", &key, DeliveryBehaviour::Acknowledge)
+        .await;
+
+    let message_ref = env
+        .deliver(
+            Destination::Terminal("trm_box".into()),
+            env.code_notice("493817"),
+        )
+        .await
+        .unwrap();
+
+    match sim.next_delivery(PROMPT).await {
+        Some(SimEvent::Code {
+            payment_id,
+            code,
+            amount,
+            currency,
+            merchant,
+            validity_s,
+            text,
+            acknowledged,
+            ..
+        }) => {
+            assert_eq!((payment_id.as_str(), code.as_str()), ("pay_1", "493817"));
+            assert_eq!(
+                (amount, currency.as_str(), merchant.as_str()),
+                (1234, "CNY", "Book Shop")
+            );
+            assert_eq!(validity_s, 300);
+            assert!(
+                text.contains("code 493817") && text.contains("12.34 CNY"),
+                "{text}"
+            );
+            assert!(acknowledged);
+        }
+        other => panic!("expected a code, got {other:?}"),
+    }
+    let messages = env.messages().await;
+    assert_eq!(messages.len(), 1);
+    let (channel, destination, status, stored_ref, error) = &messages[0];
+    assert_eq!(
+        (channel.as_str(), destination.as_str(), status.as_str()),
+        ("terminal", "trm_box", "delivered")
+    );
+    assert_eq!(stored_ref.as_deref(), Some(message_ref.as_str()));
+    assert_eq!(*error, None);
+    assert!(!message_ref.contains("493817"));
+
+    // The outcome notice goes the same way.
+    let mut outcome = env.code_notice("000000");
+    outcome.kind = NoticeKind::Outcome;
+    outcome.code = None;
+    outcome.outcome = Some("succeeded".into());
+    env.deliver(Destination::Terminal("trm_box".into()), outcome)
+        .await
+        .unwrap();
+    match sim.next_delivery(PROMPT).await {
+        Some(SimEvent::Outcome {
+            outcome, merchant, ..
+        }) => {
+            assert_eq!(
+                (outcome.as_str(), merchant.as_str()),
+                ("succeeded", "Book Shop")
+            )
+        }
+        other => panic!("expected an outcome, got {other:?}"),
+    }
+}
+
+async fn refused(env: &Env, terminal_id: &str, key: &SharedKey) -> (u16, String) {
+    let config = SimConfig {
+        client: env.client_options(terminal_id, key),
+        behaviour: DeliveryBehaviour::Acknowledge,
+        answer_pings: true,
+        answer: None,
+    };
+    match spawn(config).await {
+        Err(ClientError::Refused { code, message }) => (code, message),
+        Err(other) => panic!("expected a refusal, got {other}"),
+        Ok(_) => panic!("{terminal_id} was let in"),
+    }
+}
+
+async fn audited_refusals(env: &Env) -> Vec<serde_json::Value> {
+    let client = env.db.pool.get().await.unwrap();
+    client
+        .query(
+            "SELECT detail FROM audit_log WHERE event = 'terminal_refused' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[actix_rt::test]
+async fn wrong_key_unregistered_and_disabled_terminals_are_refused_and_audited() {
+    let env = start(settings(LONG_ACK_MS, 60_000)).await;
+    let key = insert_terminal(
+        &env.db,
+        &env.customer_id,
+        "trm_box",
+        TerminalKind::Dedicated,
+        None,
+    )
+    .await;
+    let wrong = SharedKey::new([7; 32]);
+    let auth_failed = ErrorCode::AuthenticationFailed as u16;
+
+    assert_eq!(refused(&env, "trm_box", &wrong).await.0, auth_failed);
+    assert_eq!(refused(&env, "trm_nobody", &key).await.0, auth_failed);
+    let _mobile = insert_terminal(
+        &env.db,
+        &env.customer_id,
+        "trm_phone",
+        TerminalKind::Mobile,
+        Some("8613800000001"),
+    )
+    .await;
+    assert_eq!(refused(&env, "trm_phone", &key).await.0, auth_failed);
+    let client = env.db.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE terminals SET status = 'disabled' WHERE id = 'trm_box'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused(&env, "trm_box", &key).await.0, auth_failed);
+    assert!(!env.channels.switch.registry.is_online("trm_box"));
+
+    let reasons: Vec<String> = audited_refusals(&env)
+        .await
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "wrong proof",
+            "unregistered terminal",
+            "terminal is not of kind dedicated",
+            "terminal or customer disabled"
+        ]
+    );
+    let details = format!("{:?}", audited_refusals(&env).await);
+    assert!(!details.contains(&hex::encode([7u8; 32])));
+}
+
+#[actix_rt::test]
+async fn offline_terminal_fails_at_once_and_is_shown_unavailable() {
+    let env = start(settings(LONG_ACK_MS, 60_000)).await;
+    let _key = insert_terminal(
+        &env.db,
+        &env.customer_id,
+        "trm_box",
+        TerminalKind::Dedicated,
+        None,
+    )
+    .await;
+
+    let result = env
+        .deliver(
+            Destination::Terminal("trm_box".into()),
+            env.code_notice("111111"),
+        )
+        .await;
+    assert_eq!(result, Err(DeliveryError::Offline));
+    let messages = env.messages().await;
+    assert_eq!(messages[0].2, "failed");
+    assert_eq!(messages[0].4.as_deref(), Some("the terminal is offline"));
+
+    let choices = env
+        .channels
+        .router
+        .send(ListTerminals {
+            customer_id: env.customer_id.clone(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(choices.len(), 1);
+    assert!(!choices[0].available);
+    assert_eq!(choices[0].unavailable_reason, Some("offline"));
+}
+
+#[actix_rt::test]
+async fn of_two_terminals_the_chosen_one_gets_the_code() {
+    let env = start(settings(LONG_ACK_MS, 60_000)).await;
+    let key_a = insert_terminal(
+        &env.db,
+        &env.customer_id,
+        "trm_a",
+        TerminalKind::Dedicated,
+        None,
+    )
+    .await;
+    let key_b = insert_terminal(
+        &env.db,
+        &env.customer_id,
+        "trm_b",
+        TerminalKind::Dedicated,
+        None,
+    )
+    .await;
+    let mut sim_a = env
+        .terminal("trm_a", &key_a, DeliveryBehaviour::Acknowledge)
+        .await;
+    let mut sim_b = env
+        .terminal("trm_b", &key_b, DeliveryBehaviour::Acknowledge)
+        .await;
+
+    let choices = env
+        .channels
+        .router
+        .send(ListTerminals {
+            customer_id: env.customer_id.clone(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let ids: Vec<(&str, bool)> = choices
+        .iter()
+        .map(|c| (c.id.as_str(), c.available))
+        .collect();
+    assert_eq!(ids, [("trm_a", true), ("trm_b", true)]);
+
+    env.deliver(
+        Destination::Terminal("trm_b".into()),
+        env.code_notice("222222"),
+    )
+    .await
+    .unwrap();
+    match sim_b.next_delivery(PROMPT).await {
+        Some(SimEvent::Code {
+            code, terminal_id, ..
+        }) => assert_eq!((code.as_str(), terminal_id.as_str()), ("222222", "trm_b")),
+        other => panic!("trm_b expected the code, got {other:?}"),
+    }
+    assert_eq!(sim_a.next_delivery(Duration::from_millis(200)).await, None);
+    assert_eq!(env.messages().await[0].1, "trm_b");
+}
+
+#[actix_rt::test]
+async fn a_terminal_that_drops_mid_delivery_fails_the_delivery_without_waiting_for_the_timeout() {
+    let env = start(settings(LONG_ACK_MS, 60_000)).await;
+    let key = insert_terminal(
+        &env.db,
+        &env.customer_id,
+        "trm_box",
+        TerminalKind::Dedicated,
+        None,
+    )
+    .await;
+    let mut sim = env
+        .terminal("trm_box", &key, DeliveryBehaviour::DropConnection)
+        .await;
+
+    let result = env
+        .deliver(
+            Destination::Terminal("trm_box".into()),
+            env.code_notice("333333"),
+        )
+        .await;
+    assert_eq!(result, Err(DeliveryError::Offline));
+    assert!(matches!(
+        sim.next_delivery(PROMPT).await,
+        Some(SimEvent::Code {
+            acknowledged: false,
+            ..
+        })
+    ));
+    env.wait_online("trm_box", false).await;
+    assert_eq!(env.messages().await[0].2, "failed");
+}
+
+#[actix_rt::test]
+async fn silent_and_refusing_terminals_time_out_or_reject() {
+    let env = start(settings(300, 60_000)).await;
+    let key = insert_terminal(
+        &env.db,
+        &env.customer_id,
+        "trm_box",
+        TerminalKind::Dedicated,
+        None,
+    )
+    .await;
+    let sim = env
+        .terminal("trm_box", &key, DeliveryBehaviour::Silent)
+        .await;
+    let result = env
+        .deliver(
+            Destination::Terminal("trm_box".into()),
+            env.code_notice("444444"),
+        )
+        .await;
+    assert_eq!(result, Err(DeliveryError::Timeout));
+    sim.stop();
+    env.wait_online("trm_box", false).await;
+
+    let _sim = env
+        .terminal("trm_box", &key, DeliveryBehaviour::Refuse)
+        .await;
+    let result = env
+        .deliver(
+            Destination::Terminal("trm_box".into()),
+            env.code_notice("555555"),
+        )
+        .await;
+    assert_eq!(
+        result,
+        Err(DeliveryError::Rejected("refused by the simulator".into()))
+    );
+    let statuses: Vec<String> = env.messages().await.into_iter().map(|m| m.2).collect();
+    assert_eq!(statuses, ["failed", "failed"]);
+}
+
+#[actix_rt::test]
+async fn keep_alive_holds_live_terminals_and_drops_silent_ones() {
+    let env = start(settings(LONG_ACK_MS, 100)).await;
+    let key = insert_terminal(
+        &env.db,
+        &env.customer_id,
+        "trm_box",
+        TerminalKind::Dedicated,
+        None,
+    )
+    .await;
+    let mut live = env
+        .terminal("trm_box", &key, DeliveryBehaviour::Acknowledge)
+        .await;
+    // Several keep-alive rounds pass; the terminal answers each and stays connected.
+    for _ in 0..5 {
+        assert_eq!(
+            live.next_event(PROMPT).await,
+            Some(SimEvent::Ping { answered: true })
+        );
+    }
+    assert!(env.channels.switch.registry.is_online("trm_box"));
+    env.deliver(
+        Destination::Terminal("trm_box".into()),
+        env.code_notice("666666"),
+    )
+    .await
+    .unwrap();
+    live.stop();
+    env.wait_online("trm_box", false).await;
+
+    let mut mute = spawn(SimConfig {
+        client: env.client_options("trm_box", &key),
+        behaviour: DeliveryBehaviour::Acknowledge,
+        answer_pings: false,
+        answer: None,
+    })
+    .await
+    .unwrap();
+    let closed = loop {
+        match mute.next_event(PROMPT).await {
+            Some(SimEvent::Ping { answered: false }) => continue,
+            other => break other,
+        }
+    };
+    match closed {
+        Some(SimEvent::Closed { reason }) => {
+            assert!(reason.contains("no keep-alive answer"), "{reason}")
+        }
+        other => panic!("expected the switch to close the silent terminal, got {other:?}"),
+    }
+    env.wait_online("trm_box", false).await;
+}
+
+#[actix_rt::test]
+async fn other_kinds_route_by_kind_and_fail_fast_without_their_channel() {
+    let env = start(settings(LONG_ACK_MS, 60_000)).await;
+    insert_terminal(
+        &env.db,
+        &env.customer_id,
+        "trm_phone",
+        TerminalKind::Mobile,
+        Some("8613800000001"),
+    )
+    .await;
+    insert_terminal(
+        &env.db,
+        &env.customer_id,
+        "trm_pager",
+        TerminalKind::Pager,
+        Some("8613800000002"),
+    )
+    .await;
+    let other = insert_customer(&env.db, "cus_b").await;
+    insert_terminal(&env.db, &other, "trm_theirs", TerminalKind::Dedicated, None).await;
+
+    // No SMS channel was given: mobile and SMS deliveries are unavailable, at once.
+    let sms = Destination::Sms(Msisdn::parse("8613800000001").unwrap());
+    assert_eq!(
+        env.deliver(sms, env.code_notice("1")).await,
+        Err(DeliveryError::Unavailable)
+    );
+    let phone = Destination::Terminal("trm_phone".into());
+    assert_eq!(
+        env.deliver(phone, env.code_notice("1")).await,
+        Err(DeliveryError::Unavailable)
+    );
+    // No pager provider runs here: no adapter, not offered.
+    let pager = Destination::Terminal("trm_pager".into());
+    assert_eq!(
+        env.deliver(pager, env.code_notice("1")).await,
+        Err(DeliveryError::Unavailable)
+    );
+    // A terminal of another customer, or none at all, is refused.
+    let theirs = Destination::Terminal("trm_theirs".into());
+    assert!(matches!(
+        env.deliver(theirs, env.code_notice("1")).await,
+        Err(DeliveryError::Rejected(_))
+    ));
+    let unknown = Destination::Terminal("trm_unknown".into());
+    assert_eq!(
+        env.deliver(unknown, env.code_notice("1")).await,
+        Err(DeliveryError::Rejected("unknown terminal".into()))
+    );
+
+    let choices = env
+        .channels
+        .router
+        .send(ListTerminals {
+            customer_id: env.customer_id.clone(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(choices.iter().all(|c| !c.available), "{choices:?}");
+}
+
+/// A second authenticated connection of the same terminal replaces the first.
+#[actix_rt::test]
+async fn a_reconnecting_terminal_replaces_its_old_session() {
+    let env = start(settings(LONG_ACK_MS, 60_000)).await;
+    let key = insert_terminal(
+        &env.db,
+        &env.customer_id,
+        "trm_box",
+        TerminalKind::Dedicated,
+        None,
+    )
+    .await;
+    let mut old = env
+        .terminal("trm_box", &key, DeliveryBehaviour::Acknowledge)
+        .await;
+    let mut new = env
+        .terminal("trm_box", &key, DeliveryBehaviour::Acknowledge)
+        .await;
+    match old.next_delivery(PROMPT).await {
+        Some(SimEvent::Closed { reason }) => {
+            assert!(reason.contains("another connection"), "{reason}")
+        }
+        other => panic!("expected the old session closed, got {other:?}"),
+    }
+    env.deliver(
+        Destination::Terminal("trm_box".into()),
+        env.code_notice("777777"),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        new.next_delivery(PROMPT).await,
+        Some(SimEvent::Code { .. })
+    ));
+}
+
+/// Raw bytes, mini-redis style: garbage gets an ERROR frame and a closed connection, and the switch
+/// keeps serving.
+#[actix_rt::test]
+async fn garbage_bytes_get_a_protocol_error_and_the_switch_keeps_serving() {
+    let mut plain = settings(LONG_ACK_MS, 60_000);
+    plain.handshake_timeout_ms = 500;
+    let db = fresh_database().await;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let channels = router::start(db.pool.clone(), clock, plain, None, None)
+        .await
+        .unwrap();
+    let addr = channels.switch.addr;
+
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&[0x00, 0x03, 0x42, 0x00, 0x00])
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(PROMPT, tcp.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut buf = bytes::BytesMut::from(&answer[..]);
+    match Frame::decode(&mut buf).unwrap() {
+        Some(Frame::Error { code, message }) => {
+            assert_eq!(code, ErrorCode::Protocol as u16);
+            assert!(message.contains("unknown frame type 0x42"), "{message}");
+        }
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+
+    // Seeded random garbage, then a well-formed HELLO still gets its CHALLENGE.
+    let mut seed: u64 = 0x5eed;
+    for _ in 0..20 {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let junk: Vec<u8> = (0..64)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 33) as u8
+            })
+            .collect();
+        let _ = tcp.write_all(&junk).await;
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(PROMPT, tcp.read_to_end(&mut sink))
+            .await
+            .unwrap();
+    }
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let hello = Frame::Hello {
+        version: 1,
+        terminal_id: "trm_x".into(),
+    }
+    .to_bytes()
+    .unwrap();
+    tcp.write_all(&hello).await.unwrap();
+    let mut head = [0u8; 3];
+    tokio::time::timeout(PROMPT, tcp.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(head, [0x00, 0x21, 0x02], "a 33-byte CHALLENGE");
+    channels.shutdown();
+}
+
+#[actix_rt::test]
+async fn shutdown_closes_sessions_and_later_deliveries_are_offline() {
+    let env = start(settings(LONG_ACK_MS, 60_000)).await;
+    let key = insert_terminal(
+        &env.db,
+        &env.customer_id,
+        "trm_box",
+        TerminalKind::Dedicated,
+        None,
+    )
+    .await;
+    let mut sim = env
+        .terminal("trm_box", &key, DeliveryBehaviour::Acknowledge)
+        .await;
+    env.channels.shutdown();
+    match sim.next_delivery(PROMPT).await {
+        Some(SimEvent::Closed { reason }) => assert!(reason.contains("shutting down"), "{reason}"),
+        other => panic!("expected closed, got {other:?}"),
+    }
+    env.wait_online("trm_box", false).await;
+    let result = env
+        .deliver(
+            Destination::Terminal("trm_box".into()),
+            env.code_notice("888888"),
+        )
+        .await;
+    assert_eq!(result, Err(DeliveryError::Offline));
+}
+
+/// The `payhub terminal-sim` command: one JSON line per code on stdout; a wrong key is one line on
+/// stderr and a failure exit.
+#[actix_rt::test]
+async fn terminal_sim_command_prints_codes_as_json_lines() {
+    let env = start(settings(LONG_ACK_MS, 60_000)).await;
+    insert_terminal(
+        &env.db,
+        &env.customer_id,
+        "trm_box",
+        TerminalKind::Dedicated,
+        None,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &env.ca_pem).unwrap();
+    let key_hex = hex::encode(key_bytes(&env, "trm_box").await);
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_payhub"))
+        .args([
+            "terminal-sim",
+            "--switch",
+            &env.channels.switch.addr.to_string(),
+            "--id",
+            "trm_box",
+        ])
+        .args(["--key", &key_hex, "--ca", ca.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    env.wait_online("trm_box", true).await;
+    env.deliver(
+        Destination::Terminal("trm_box".into()),
+        env.code_notice("909090"),
+    )
+    .await
+    .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout);
+    let mut line = String::new();
+    use tokio::io::AsyncBufReadExt;
+    tokio::time::timeout(PROMPT, lines.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(json["event"], "code");
+    assert_eq!(json["code"], "909090");
+    assert_eq!(json["amount"], 1234);
+    assert_eq!(json["merchant"], "Book Shop");
+    child.kill().await.unwrap();
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_payhub"))
+        .args([
+            "terminal-sim",
+            "--switch",
+            &env.channels.switch.addr.to_string(),
+            "--id",
+            "trm_box",
+        ])
+        .args(["--key", &"ab".repeat(32), "--ca", ca.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("refused the terminal: authentication failed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+async fn key_bytes(env: &Env, terminal_id: &str) -> Vec<u8> {
+    let client = env.db.pool.get().await.unwrap();
+    client
+        .query_one(
+            "SELECT shared_key FROM terminals WHERE id = $1",
+            &[&terminal_id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
