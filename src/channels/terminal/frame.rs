@@ -574,24 +574,69 @@ mod tests {
 
     #[test]
     fn documented_test_vectors() {
-        // docs/terminal-protocol.md, "Test vectors".
-        let hello = Frame::Hello {
-            version: 1,
-            terminal_id: "trm_test".into(),
-        };
-        assert_eq!(
-            hex::encode(hello.to_bytes().unwrap()),
-            "000c0101000874726d5f74657374"
-        );
-        assert_eq!(
-            hex::encode(Frame::Ack { msg_id: 1 }.to_bytes().unwrap()),
-            "00051200000001"
-        );
-        assert_eq!(
-            hex::encode(sample_code().to_bytes().unwrap()),
-            "003e100000000100057061795f31000631323334353600000000000004d2\
-             0003434e590009426f6f6b2053686f700000012c00000b636f646520313233343536"
-        );
+        // docs/terminal-protocol.md, "Test vectors" (the PROOF is checked in auth.rs).
+        let vectors: Vec<(Frame, &str)> = vec![
+            (
+                Frame::Hello {
+                    version: 1,
+                    terminal_id: "trm_test".into(),
+                },
+                "000c0101000874726d5f74657374",
+            ),
+            (
+                Frame::Challenge { nonce: [0xAA; 32] },
+                "002102aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ),
+            (
+                Frame::Welcome {
+                    keepalive_interval_ms: 30_000,
+                    ack_timeout_ms: 5_000,
+                },
+                "0009040000753000001388",
+            ),
+            (Frame::Ping { nonce: 1 }, "00050500000001"),
+            (Frame::Pong { nonce: 1 }, "00050600000001"),
+            (
+                sample_code(),
+                "003e100000000100057061795f31000631323334353600000000000004d2\
+                 0003434e590009426f6f6b2053686f700000012c00000b636f646520313233343536",
+            ),
+            (
+                Frame::Outcome(OutcomeFrame {
+                    msg_id: 2,
+                    payment_id: "pay_1".into(),
+                    outcome: "succeeded".into(),
+                    amount_minor: 1234,
+                    currency: "CNY".into(),
+                    merchant: "Book Shop".into(),
+                    text: "paid".into(),
+                }),
+                "0035110000000200057061795f31000973756363656564656400000000000004d2\
+                 0003434e590009426f6f6b2053686f70000470616964",
+            ),
+            (Frame::Ack { msg_id: 1 }, "00051200000001"),
+            (
+                Frame::Nack {
+                    msg_id: 1,
+                    reason: "display broken".into(),
+                },
+                "00151300000001000e646973706c61792062726f6b656e",
+            ),
+            (
+                Frame::error(ErrorCode::AuthenticationFailed, "authentication failed"),
+                "001a7f0002001561757468656e7469636174696f6e206661696c6564",
+            ),
+        ];
+        for (frame, hex_text) in vectors {
+            assert_eq!(
+                hex::encode(frame.to_bytes().unwrap()),
+                hex_text,
+                "{}",
+                frame.name()
+            );
+            let mut buf = BytesMut::from(&hex::decode(hex_text).unwrap()[..]);
+            assert_eq!(Frame::decode(&mut buf).unwrap(), Some(frame));
+        }
     }
 
     #[test]
