@@ -880,3 +880,107 @@ async fn key_bytes(env: &Env, terminal_id: &str) -> Vec<u8> {
         .unwrap()
         .get(0)
 }
+
+/// Stand-in for PAY's code page (branch `pay`; not merged here yet), over real HTTP: it hands out a
+/// CSRF token to the session cookie and accepts the code only with both, as the real page must.
+async fn code_page_stand_in() -> (String, tokio::sync::mpsc::Receiver<String>) {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    const COOKIE: &str = "payhub_session=s3ss10n";
+    let (seen_tx, seen) = tokio::sync::mpsc::channel::<String>(4);
+    let cookie_ok = |req: &HttpRequest| {
+        req.headers().get("cookie").and_then(|v| v.to_str().ok()) == Some(COOKIE)
+    };
+    let server = HttpServer::new(move || {
+        let seen_tx = seen_tx.clone();
+        App::new()
+            .route(
+                "/pay/{id}/code",
+                web::get().to(move |req: HttpRequest| async move {
+                    if !cookie_ok(&req) {
+                        return HttpResponse::Forbidden().finish();
+                    }
+                    HttpResponse::Ok().content_type("text/html").body(
+                        "<form method=post><input type=\"hidden\" name=\"csrf_token\" value=\"tok&amp;1\">\
+                         <input name=\"code\"></form>",
+                    )
+                }),
+            )
+            .route(
+                "/pay/{id}/code",
+                web::post().to(
+                    move |req: HttpRequest, form: web::Form<std::collections::HashMap<String, String>>| {
+                        let seen_tx = seen_tx.clone();
+                        async move {
+                            let csrf_ok = form.get("csrf_token").map(String::as_str) == Some("tok&1");
+                            if !cookie_ok(&req) || !csrf_ok {
+                                return HttpResponse::Forbidden().finish();
+                            }
+                            let _ = seen_tx.send(form.get("code").cloned().unwrap_or_default()).await;
+                            HttpResponse::SeeOther()
+                                .insert_header(("location", format!("/pay/{}/result", &req.match_info()["id"])))
+                                .finish()
+                        }
+                    },
+                ),
+            )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let addr = server.addrs()[0];
+    actix_rt::spawn(server.run());
+    (format!("http://{addr}/pay/{{payment_id}}/code"), seen)
+}
+
+#[actix_rt::test]
+async fn the_simulator_can_enter_the_code_on_the_pay_page_itself() {
+    let env = start(settings(LONG_ACK_MS, 60_000)).await;
+    let key = insert_terminal(
+        &env.db,
+        &env.customer_id,
+        "trm_box",
+        TerminalKind::Dedicated,
+        None,
+    )
+    .await;
+    let (answer_url, mut seen) = code_page_stand_in().await;
+    let mut sim = spawn(SimConfig {
+        client: env.client_options("trm_box", &key),
+        behaviour: DeliveryBehaviour::Acknowledge,
+        answer_pings: true,
+        answer: Some(payhub::sim::terminal::AutoAnswer {
+            url: answer_url,
+            cookie: "payhub_session=s3ss10n".into(),
+            ca_pem: None,
+            insecure: false,
+        }),
+    })
+    .await
+    .unwrap();
+    env.wait_online("trm_box", true).await;
+    env.deliver(
+        Destination::Terminal("trm_box".into()),
+        env.code_notice("135790"),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        sim.next_delivery(PROMPT).await,
+        Some(SimEvent::Code { .. })
+    ));
+    match sim.next_delivery(PROMPT).await {
+        Some(SimEvent::Answered {
+            payment_id,
+            status,
+            location,
+            error,
+        }) => {
+            assert_eq!(error, None);
+            assert_eq!((payment_id.as_str(), status), ("pay_1", 303));
+            assert_eq!(location.as_deref(), Some("/pay/pay_1/result"));
+        }
+        other => panic!("expected the code answered, got {other:?}"),
+    }
+    assert_eq!(seen.recv().await.as_deref(), Some("135790"));
+}
