@@ -984,3 +984,49 @@ async fn the_simulator_can_enter_the_code_on_the_pay_page_itself() {
     }
     assert_eq!(seen.recv().await.as_deref(), Some("135790"));
 }
+
+/// `payhub serve`'s way in: the `[terminal_switch]` section and the gateway's own certificate.
+#[actix_rt::test]
+async fn start_from_config_serves_tls_with_the_gateway_certificate() {
+    let db = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_pem, key_pem) =
+        payhub::channels::terminal::tls::self_signed_pem("localhost").unwrap();
+    std::fs::write(dir.path().join("server.crt"), &cert_pem).unwrap();
+    std::fs::write(dir.path().join("server.key"), &key_pem).unwrap();
+    let toml = |cert: &str| {
+        format!(
+            "[database]\nurl = \"{url}\"\n[http]\npublic_url = \"https://localhost:8443\"\n\
+             tls_cert = \"{dir}/{cert}\"\ntls_key = \"{dir}/server.key\"\nmerchant_ca_cert = \"{dir}/ca.crt\"\n\
+             [institution]\nid = \"99990001\"\n[terminal_switch]\nack_timeout_ms = 2000\n",
+            url = db.url,
+            dir = dir.path().display(),
+        )
+    };
+    let config = payhub::config::Config::from_toml(&toml("server.crt"), &[]).unwrap();
+    let clock: SharedClock = Arc::new(SystemClock);
+    let channels = router::start_from_config(&config, db.pool.clone(), clock.clone(), None)
+        .await
+        .unwrap();
+    let customer_id = insert_customer(&db, "cus_a").await;
+    let key = insert_terminal(&db, &customer_id, "trm_box", TerminalKind::Dedicated, None).await;
+    let options = ClientOptions {
+        switch: channels.switch.addr.to_string(),
+        server_name: Some("localhost".into()),
+        terminal_id: "trm_box".into(),
+        key,
+        tls: ClientTls::Ca(cert_pem),
+    };
+    let client = payhub::channels::terminal::client::TerminalClient::connect(&options)
+        .await
+        .unwrap();
+    assert_eq!(client.ack_timeout_ms, 2000);
+    assert_eq!(client.keepalive_interval_ms, 30_000);
+    channels.shutdown();
+
+    let missing = payhub::config::Config::from_toml(&toml("missing.crt"), &[]).unwrap();
+    let error = router::start_from_config(&missing, db.pool.clone(), clock, None)
+        .await
+        .unwrap_err();
+    assert!(format!("{error:#}").contains("missing.crt"), "{error:#}");
+}

@@ -7,8 +7,11 @@
 use crate::channels::adapters::sms_text::{SmsTextAdapter, send_sms};
 use crate::channels::adapters::{AdapterSet, ChannelAdapter};
 use crate::channels::terminal::session::SessionDeliver;
+use crate::channels::terminal::tls::acceptor_from_files;
 use crate::channels::terminal::{SwitchHandle, SwitchRegistry, SwitchSettings, start_switch};
+use crate::config::Config;
 use actix::prelude::*;
+use anyhow::Context as _;
 use deadpool_postgres::Pool;
 use openssl::ssl::SslAcceptor;
 use payhub_actors::clock::SharedClock;
@@ -450,6 +453,29 @@ pub async fn start(
 ) -> std::io::Result<Channels> {
     let adapters = default_adapters(sms.as_ref());
     start_with_adapters(pool, clock, settings, tls, sms, adapters).await
+}
+
+/// [`start`] as `payhub serve` does it: `[terminal_switch]` settings, TLS (unless `tls = false`)
+/// with the gateway's server certificate and key from `[http] tls_cert` / `tls_key`.
+pub async fn start_from_config(
+    config: &Config,
+    pool: Pool,
+    clock: SharedClock,
+    sms: Option<Recipient<Deliver>>,
+) -> anyhow::Result<Channels> {
+    let switch = &config.terminal_switch;
+    let tls = if switch.tls {
+        Some(acceptor_from_files(
+            &config.http.tls_cert,
+            &config.http.tls_key,
+        )?)
+    } else {
+        None
+    };
+    let settings = SwitchSettings::from_config(switch);
+    start(pool, clock, settings, tls, sms)
+        .await
+        .with_context(|| format!("terminal switch: cannot listen on {}", switch.listen))
 }
 
 /// [`start`] with a chosen set of adapters (a real voice or paging provider).

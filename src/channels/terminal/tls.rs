@@ -27,13 +27,30 @@ pub fn acceptor_from_files(cert: &Path, key: &Path) -> anyhow::Result<SslAccepto
     builder
         .set_private_key_file(key, openssl::ssl::SslFiletype::PEM)
         .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
-    builder.check_private_key()?;
+    builder
+        .check_private_key()
+        .map_err(|e| anyhow::anyhow!("{} does not match {}: {e}", key.display(), cert.display()))?;
     Ok(builder.build())
 }
 
 /// A fresh self-signed certificate for `host` (a DNS name or an IP address): the acceptor and the
 /// certificate's PEM, which clients pin as their CA.
 pub fn self_signed_acceptor(host: &str) -> anyhow::Result<(SslAcceptor, Vec<u8>)> {
+    let (cert, key) = self_signed_cert(host)?;
+    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+    builder.set_certificate(&cert)?;
+    builder.set_private_key(&key)?;
+    builder.check_private_key()?;
+    Ok((builder.build(), cert.to_pem()?))
+}
+
+/// The PEMs of a fresh self-signed certificate for `host` and its private key.
+pub fn self_signed_pem(host: &str) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let (cert, key) = self_signed_cert(host)?;
+    Ok((cert.to_pem()?, key.private_key_to_pem_pkcs8()?))
+}
+
+fn self_signed_cert(host: &str) -> anyhow::Result<(X509, PKey<openssl::pkey::Private>)> {
     let key = PKey::from_rsa(Rsa::generate(2048)?)?;
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_text("CN", host)?;
@@ -60,12 +77,7 @@ pub fn self_signed_acceptor(host: &str) -> anyhow::Result<(SslAcceptor, Vec<u8>)
     let san = san.build(&cert.x509v3_context(None, None))?;
     cert.append_extension(san)?;
     cert.sign(&key, MessageDigest::sha256())?;
-    let cert = cert.build();
-    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
-    builder.set_certificate(&cert)?;
-    builder.set_private_key(&key)?;
-    builder.check_private_key()?;
-    Ok((builder.build(), cert.to_pem()?))
+    Ok((cert.build(), key))
 }
 
 /// How a terminal checks the switch's certificate.
