@@ -1030,3 +1030,94 @@ async fn start_from_config_serves_tls_with_the_gateway_certificate() {
         .unwrap_err();
     assert!(format!("{error:#}").contains("missing.crt"), "{error:#}");
 }
+
+/// Benchmark (BENCHMARKS.md, "Terminal switch"): code deliveries through the router, the switch,
+/// TLS and the simulator's ACK, each with its `customer_messages` row written and updated.
+/// `cargo test --test terminal_switch bench_ -- --ignored --nocapture`
+#[actix_rt::test]
+#[ignore]
+async fn bench_code_delivery_round_trip() {
+    const SEQUENTIAL: usize = 500;
+    const TERMINALS: usize = 8;
+    const PER_TERMINAL: usize = 100;
+    let env = start(settings(LONG_ACK_MS, 60_000)).await;
+    let mut sims = Vec::new();
+    for i in 0..TERMINALS {
+        let id = format!("trm_{i}");
+        let key = insert_terminal(
+            &env.db,
+            &env.customer_id,
+            &id,
+            TerminalKind::Dedicated,
+            None,
+        )
+        .await;
+        sims.push(
+            env.terminal(&id, &key, DeliveryBehaviour::Acknowledge)
+                .await,
+        );
+    }
+
+    let mut latencies = Vec::with_capacity(SEQUENTIAL);
+    let started = std::time::Instant::now();
+    for _ in 0..SEQUENTIAL {
+        let one = std::time::Instant::now();
+        env.deliver(
+            Destination::Terminal("trm_0".into()),
+            env.code_notice("123456"),
+        )
+        .await
+        .unwrap();
+        latencies.push(one.elapsed());
+    }
+    let sequential_s = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
+
+    // Each terminal takes its deliveries one after another; the terminals run at once.
+    let started = std::time::Instant::now();
+    let mut all = Vec::new();
+    for i in 0..TERMINALS {
+        let router = env.channels.router.clone();
+        let notice = env.code_notice("123456");
+        all.push(async move {
+            let mut results = Vec::new();
+            for _ in 0..PER_TERMINAL {
+                let destination = Destination::Terminal(format!("trm_{i}"));
+                let notice = notice.clone();
+                results.push(
+                    router
+                        .send(Deliver {
+                            destination,
+                            notice,
+                        })
+                        .await,
+                );
+            }
+            results
+        });
+    }
+    let results: Vec<_> = futures::future::join_all(all)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let concurrent_s = started.elapsed().as_secs_f64();
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(Ok(_)))),
+        "{:?}",
+        results.iter().find(|r| !matches!(r, Ok(Ok(_))))
+    );
+    println!(
+        "sequential: {SEQUENTIAL} deliveries in {sequential_s:.2} s = {:.0}/s, p50 {:?}, p99 {:?}",
+        SEQUENTIAL as f64 / sequential_s,
+        pct(50),
+        pct(99)
+    );
+    println!(
+        "concurrent: {} deliveries to {TERMINALS} terminals in {concurrent_s:.2} s = {:.0}/s",
+        TERMINALS * PER_TERMINAL,
+        (TERMINALS * PER_TERMINAL) as f64 / concurrent_s
+    );
+    drop(sims);
+}
