@@ -1121,3 +1121,109 @@ async fn bench_code_delivery_round_trip() {
     );
     drop(sims);
 }
+
+/// Stand-in for the SMPP session actor (branch `sms`, not merged here yet): it records where each
+/// notice was sent and answers with a message id, as the real actor does after `submit_sm_resp`.
+struct SmsStandIn {
+    sent: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+}
+
+impl actix::Actor for SmsStandIn {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<Deliver> for SmsStandIn {
+    type Result = Result<payhub_actors::messages::DeliveryReceipt, DeliveryError>;
+
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) -> Self::Result {
+        let Destination::Sms(number) = msg.destination else {
+            return Err(DeliveryError::Rejected("not an SMS destination".into()));
+        };
+        let _ = self
+            .sent
+            .send((number.digits().to_string(), msg.notice.text()));
+        Ok(payhub_actors::messages::DeliveryReceipt {
+            message_ref: "smsc-1".into(),
+        })
+    }
+}
+
+#[actix_rt::test]
+async fn mobile_terminals_and_pdas_go_to_their_numbers_over_sms() {
+    use actix::Actor;
+    let db = fresh_database().await;
+    let (sent_tx, mut sent) = tokio::sync::mpsc::unbounded_channel();
+    let sms = SmsStandIn { sent: sent_tx }.start().recipient();
+    let clock: SharedClock = Arc::new(SystemClock);
+    let channels = router::start(
+        db.pool.clone(),
+        clock,
+        settings(LONG_ACK_MS, 60_000),
+        None,
+        Some(sms),
+    )
+    .await
+    .unwrap();
+    let customer_id = insert_customer(&db, "cus_a").await;
+    insert_payment(&db, &customer_id).await;
+    insert_terminal(
+        &db,
+        &customer_id,
+        "trm_phone",
+        TerminalKind::Mobile,
+        Some("+8613800000001"),
+    )
+    .await;
+    insert_terminal(
+        &db,
+        &customer_id,
+        "trm_pda",
+        TerminalKind::Pda,
+        Some("8613800000002"),
+    )
+    .await;
+    insert_terminal(
+        &db,
+        &customer_id,
+        "trm_pager",
+        TerminalKind::Pager,
+        Some("8613800000003"),
+    )
+    .await;
+    let env_notice = |code: &str| Notice {
+        payment_id: "pay_1".into(),
+        kind: NoticeKind::Code,
+        merchant_name: "Book Shop".into(),
+        amount: Amount::parse(1234).unwrap(),
+        currency: Currency::Cny,
+        code: Some(Secret::new(code.into())),
+        validity_s: 300,
+        outcome: None,
+        unregistered_receiver: false,
+    };
+    for (terminal, number) in [("trm_phone", "8613800000001"), ("trm_pda", "8613800000002")] {
+        let deliver = Deliver {
+            destination: Destination::Terminal(terminal.into()),
+            notice: env_notice("246810"),
+        };
+        let receipt = channels.router.send(deliver).await.unwrap().unwrap();
+        assert_eq!(receipt.message_ref, "smsc-1");
+        let (to, text) = sent.recv().await.unwrap();
+        assert_eq!(to, number);
+        assert!(text.contains("code 246810"), "{text}");
+    }
+    let choices = channels
+        .router
+        .send(ListTerminals { customer_id })
+        .await
+        .unwrap()
+        .unwrap();
+    let available: Vec<(&str, bool)> = choices
+        .iter()
+        .map(|c| (c.id.as_str(), c.available))
+        .collect();
+    assert_eq!(
+        available,
+        [("trm_phone", true), ("trm_pda", true), ("trm_pager", false)]
+    );
+}
