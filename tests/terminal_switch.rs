@@ -97,6 +97,21 @@ async fn insert_payment(db: &TestDb, customer_id: &str) -> String {
     "pay_1".into()
 }
 
+/// A code notice for 12.34 CNY at Book Shop.
+fn code_notice(payment_id: &str, code: &str) -> Notice {
+    Notice {
+        payment_id: payment_id.into(),
+        kind: NoticeKind::Code,
+        merchant_name: "Book Shop".into(),
+        amount: Amount::parse(1234).unwrap(),
+        currency: Currency::Cny,
+        code: Some(Secret::new(code.into())),
+        validity_s: 300,
+        outcome: None,
+        unregistered_receiver: false,
+    }
+}
+
 /// Registers a terminal; dedicated ones get a fresh key.
 async fn insert_terminal(
     db: &TestDb,
@@ -185,17 +200,31 @@ impl Env {
     }
 
     fn code_notice(&self, code: &str) -> Notice {
-        Notice {
-            payment_id: self.payment_id.clone(),
-            kind: NoticeKind::Code,
-            merchant_name: "Book Shop".into(),
-            amount: Amount::parse(1234).unwrap(),
-            currency: Currency::Cny,
-            code: Some(Secret::new(code.into())),
-            validity_s: 300,
-            outcome: None,
-            unregistered_receiver: false,
-        }
+        code_notice(&self.payment_id, code)
+    }
+
+    /// Registers a dedicated terminal of the test's customer; its key.
+    async fn dedicated(&self, id: &str) -> SharedKey {
+        insert_terminal(
+            &self.db,
+            &self.customer_id,
+            id,
+            TerminalKind::Dedicated,
+            None,
+        )
+        .await
+    }
+
+    async fn send_code(&self, terminal_id: &str, code: &str) -> Result<String, DeliveryError> {
+        let destination = Destination::Terminal(terminal_id.into());
+        self.deliver(destination, self.code_notice(code)).await
+    }
+
+    async fn choices(&self) -> Vec<router::TerminalChoice> {
+        let list = ListTerminals {
+            customer_id: self.customer_id.clone(),
+        };
+        self.channels.router.send(list).await.unwrap().unwrap()
     }
 
     /// (channel, destination, status, message_ref, error) of every customer message, in order.
@@ -217,25 +246,12 @@ impl Env {
 #[actix_rt::test]
 async fn dedicated_terminal_authenticates_and_receives_code_amount_and_merchant() {
     let env = start(settings(LONG_ACK_MS, 60_000)).await;
-    let key = insert_terminal(
-        &env.db,
-        &env.customer_id,
-        "trm_box",
-        TerminalKind::Dedicated,
-        None,
-    )
-    .await;
+    let key = env.dedicated("trm_box").await;
     let mut sim = env
         .terminal("trm_box", &key, DeliveryBehaviour::Acknowledge)
         .await;
 
-    let message_ref = env
-        .deliver(
-            Destination::Terminal("trm_box".into()),
-            env.code_notice("493817"),
-        )
-        .await
-        .unwrap();
+    let message_ref = env.send_code("trm_box", "493817").await.unwrap();
 
     match sim.next_delivery(PROMPT).await {
         Some(SimEvent::Code {
@@ -326,14 +342,7 @@ async fn audited_refusals(env: &Env) -> Vec<serde_json::Value> {
 #[actix_rt::test]
 async fn wrong_key_unregistered_and_disabled_terminals_are_refused_and_audited() {
     let env = start(settings(LONG_ACK_MS, 60_000)).await;
-    let key = insert_terminal(
-        &env.db,
-        &env.customer_id,
-        "trm_box",
-        TerminalKind::Dedicated,
-        None,
-    )
-    .await;
+    let key = env.dedicated("trm_box").await;
     let wrong = SharedKey::new([7; 32]);
     let auth_failed = ErrorCode::AuthenticationFailed as u16;
 
@@ -380,35 +389,15 @@ async fn wrong_key_unregistered_and_disabled_terminals_are_refused_and_audited()
 #[actix_rt::test]
 async fn offline_terminal_fails_at_once_and_is_shown_unavailable() {
     let env = start(settings(LONG_ACK_MS, 60_000)).await;
-    let _key = insert_terminal(
-        &env.db,
-        &env.customer_id,
-        "trm_box",
-        TerminalKind::Dedicated,
-        None,
-    )
-    .await;
+    let _key = env.dedicated("trm_box").await;
 
-    let result = env
-        .deliver(
-            Destination::Terminal("trm_box".into()),
-            env.code_notice("111111"),
-        )
-        .await;
+    let result = env.send_code("trm_box", "111111").await;
     assert_eq!(result, Err(DeliveryError::Offline));
     let messages = env.messages().await;
     assert_eq!(messages[0].2, "failed");
     assert_eq!(messages[0].4.as_deref(), Some("the terminal is offline"));
 
-    let choices = env
-        .channels
-        .router
-        .send(ListTerminals {
-            customer_id: env.customer_id.clone(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let choices = env.choices().await;
     assert_eq!(choices.len(), 1);
     assert!(!choices[0].available);
     assert_eq!(choices[0].unavailable_reason, Some("offline"));
@@ -417,22 +406,8 @@ async fn offline_terminal_fails_at_once_and_is_shown_unavailable() {
 #[actix_rt::test]
 async fn of_two_terminals_the_chosen_one_gets_the_code() {
     let env = start(settings(LONG_ACK_MS, 60_000)).await;
-    let key_a = insert_terminal(
-        &env.db,
-        &env.customer_id,
-        "trm_a",
-        TerminalKind::Dedicated,
-        None,
-    )
-    .await;
-    let key_b = insert_terminal(
-        &env.db,
-        &env.customer_id,
-        "trm_b",
-        TerminalKind::Dedicated,
-        None,
-    )
-    .await;
+    let key_a = env.dedicated("trm_a").await;
+    let key_b = env.dedicated("trm_b").await;
     let mut sim_a = env
         .terminal("trm_a", &key_a, DeliveryBehaviour::Acknowledge)
         .await;
@@ -440,27 +415,14 @@ async fn of_two_terminals_the_chosen_one_gets_the_code() {
         .terminal("trm_b", &key_b, DeliveryBehaviour::Acknowledge)
         .await;
 
-    let choices = env
-        .channels
-        .router
-        .send(ListTerminals {
-            customer_id: env.customer_id.clone(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let choices = env.choices().await;
     let ids: Vec<(&str, bool)> = choices
         .iter()
         .map(|c| (c.id.as_str(), c.available))
         .collect();
     assert_eq!(ids, [("trm_a", true), ("trm_b", true)]);
 
-    env.deliver(
-        Destination::Terminal("trm_b".into()),
-        env.code_notice("222222"),
-    )
-    .await
-    .unwrap();
+    env.send_code("trm_b", "222222").await.unwrap();
     match sim_b.next_delivery(PROMPT).await {
         Some(SimEvent::Code {
             code, terminal_id, ..
@@ -474,24 +436,12 @@ async fn of_two_terminals_the_chosen_one_gets_the_code() {
 #[actix_rt::test]
 async fn a_terminal_that_drops_mid_delivery_fails_the_delivery_without_waiting_for_the_timeout() {
     let env = start(settings(LONG_ACK_MS, 60_000)).await;
-    let key = insert_terminal(
-        &env.db,
-        &env.customer_id,
-        "trm_box",
-        TerminalKind::Dedicated,
-        None,
-    )
-    .await;
+    let key = env.dedicated("trm_box").await;
     let mut sim = env
         .terminal("trm_box", &key, DeliveryBehaviour::DropConnection)
         .await;
 
-    let result = env
-        .deliver(
-            Destination::Terminal("trm_box".into()),
-            env.code_notice("333333"),
-        )
-        .await;
+    let result = env.send_code("trm_box", "333333").await;
     assert_eq!(result, Err(DeliveryError::Offline));
     assert!(matches!(
         sim.next_delivery(PROMPT).await,
@@ -507,23 +457,11 @@ async fn a_terminal_that_drops_mid_delivery_fails_the_delivery_without_waiting_f
 #[actix_rt::test]
 async fn silent_and_refusing_terminals_time_out_or_reject() {
     let env = start(settings(300, 60_000)).await;
-    let key = insert_terminal(
-        &env.db,
-        &env.customer_id,
-        "trm_box",
-        TerminalKind::Dedicated,
-        None,
-    )
-    .await;
+    let key = env.dedicated("trm_box").await;
     let sim = env
         .terminal("trm_box", &key, DeliveryBehaviour::Silent)
         .await;
-    let result = env
-        .deliver(
-            Destination::Terminal("trm_box".into()),
-            env.code_notice("444444"),
-        )
-        .await;
+    let result = env.send_code("trm_box", "444444").await;
     assert_eq!(result, Err(DeliveryError::Timeout));
     sim.stop();
     env.wait_online("trm_box", false).await;
@@ -531,12 +469,7 @@ async fn silent_and_refusing_terminals_time_out_or_reject() {
     let _sim = env
         .terminal("trm_box", &key, DeliveryBehaviour::Refuse)
         .await;
-    let result = env
-        .deliver(
-            Destination::Terminal("trm_box".into()),
-            env.code_notice("555555"),
-        )
-        .await;
+    let result = env.send_code("trm_box", "555555").await;
     assert_eq!(
         result,
         Err(DeliveryError::Rejected("refused by the simulator".into()))
@@ -548,14 +481,7 @@ async fn silent_and_refusing_terminals_time_out_or_reject() {
 #[actix_rt::test]
 async fn keep_alive_holds_live_terminals_and_drops_silent_ones() {
     let env = start(settings(LONG_ACK_MS, 100)).await;
-    let key = insert_terminal(
-        &env.db,
-        &env.customer_id,
-        "trm_box",
-        TerminalKind::Dedicated,
-        None,
-    )
-    .await;
+    let key = env.dedicated("trm_box").await;
     let mut live = env
         .terminal("trm_box", &key, DeliveryBehaviour::Acknowledge)
         .await;
@@ -567,12 +493,7 @@ async fn keep_alive_holds_live_terminals_and_drops_silent_ones() {
         );
     }
     assert!(env.channels.switch.registry.is_online("trm_box"));
-    env.deliver(
-        Destination::Terminal("trm_box".into()),
-        env.code_notice("666666"),
-    )
-    .await
-    .unwrap();
+    env.send_code("trm_box", "666666").await.unwrap();
     live.stop();
     env.wait_online("trm_box", false).await;
 
@@ -650,15 +571,7 @@ async fn other_kinds_route_by_kind_and_fail_fast_without_their_channel() {
         Err(DeliveryError::Rejected("unknown terminal".into()))
     );
 
-    let choices = env
-        .channels
-        .router
-        .send(ListTerminals {
-            customer_id: env.customer_id.clone(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let choices = env.choices().await;
     assert!(choices.iter().all(|c| !c.available), "{choices:?}");
 }
 
@@ -666,14 +579,7 @@ async fn other_kinds_route_by_kind_and_fail_fast_without_their_channel() {
 #[actix_rt::test]
 async fn a_reconnecting_terminal_replaces_its_old_session() {
     let env = start(settings(LONG_ACK_MS, 60_000)).await;
-    let key = insert_terminal(
-        &env.db,
-        &env.customer_id,
-        "trm_box",
-        TerminalKind::Dedicated,
-        None,
-    )
-    .await;
+    let key = env.dedicated("trm_box").await;
     let mut old = env
         .terminal("trm_box", &key, DeliveryBehaviour::Acknowledge)
         .await;
@@ -686,12 +592,7 @@ async fn a_reconnecting_terminal_replaces_its_old_session() {
         }
         other => panic!("expected the old session closed, got {other:?}"),
     }
-    env.deliver(
-        Destination::Terminal("trm_box".into()),
-        env.code_notice("777777"),
-    )
-    .await
-    .unwrap();
+    env.send_code("trm_box", "777777").await.unwrap();
     assert!(matches!(
         new.next_delivery(PROMPT).await,
         Some(SimEvent::Code { .. })
@@ -767,14 +668,7 @@ async fn garbage_bytes_get_a_protocol_error_and_the_switch_keeps_serving() {
 #[actix_rt::test]
 async fn shutdown_closes_sessions_and_later_deliveries_are_offline() {
     let env = start(settings(LONG_ACK_MS, 60_000)).await;
-    let key = insert_terminal(
-        &env.db,
-        &env.customer_id,
-        "trm_box",
-        TerminalKind::Dedicated,
-        None,
-    )
-    .await;
+    let key = env.dedicated("trm_box").await;
     let mut sim = env
         .terminal("trm_box", &key, DeliveryBehaviour::Acknowledge)
         .await;
@@ -784,12 +678,7 @@ async fn shutdown_closes_sessions_and_later_deliveries_are_offline() {
         other => panic!("expected closed, got {other:?}"),
     }
     env.wait_online("trm_box", false).await;
-    let result = env
-        .deliver(
-            Destination::Terminal("trm_box".into()),
-            env.code_notice("888888"),
-        )
-        .await;
+    let result = env.send_code("trm_box", "888888").await;
     assert_eq!(result, Err(DeliveryError::Offline));
 }
 
@@ -798,14 +687,7 @@ async fn shutdown_closes_sessions_and_later_deliveries_are_offline() {
 #[actix_rt::test]
 async fn terminal_sim_command_prints_codes_as_json_lines() {
     let env = start(settings(LONG_ACK_MS, 60_000)).await;
-    insert_terminal(
-        &env.db,
-        &env.customer_id,
-        "trm_box",
-        TerminalKind::Dedicated,
-        None,
-    )
-    .await;
+    env.dedicated("trm_box").await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &env.ca_pem).unwrap();
@@ -826,12 +708,7 @@ async fn terminal_sim_command_prints_codes_as_json_lines() {
         .spawn()
         .unwrap();
     env.wait_online("trm_box", true).await;
-    env.deliver(
-        Destination::Terminal("trm_box".into()),
-        env.code_notice("909090"),
-    )
-    .await
-    .unwrap();
+    env.send_code("trm_box", "909090").await.unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = tokio::io::BufReader::new(stdout);
     let mut line = String::new();
@@ -936,14 +813,7 @@ async fn code_page_stand_in() -> (String, tokio::sync::mpsc::Receiver<String>) {
 #[actix_rt::test]
 async fn the_simulator_can_enter_the_code_on_the_pay_page_itself() {
     let env = start(settings(LONG_ACK_MS, 60_000)).await;
-    let key = insert_terminal(
-        &env.db,
-        &env.customer_id,
-        "trm_box",
-        TerminalKind::Dedicated,
-        None,
-    )
-    .await;
+    let key = env.dedicated("trm_box").await;
     let (answer_url, mut seen) = code_page_stand_in().await;
     let mut sim = spawn(SimConfig {
         client: env.client_options("trm_box", &key),
@@ -959,12 +829,7 @@ async fn the_simulator_can_enter_the_code_on_the_pay_page_itself() {
     .await
     .unwrap();
     env.wait_online("trm_box", true).await;
-    env.deliver(
-        Destination::Terminal("trm_box".into()),
-        env.code_notice("135790"),
-    )
-    .await
-    .unwrap();
+    env.send_code("trm_box", "135790").await.unwrap();
     assert!(matches!(
         sim.next_delivery(PROMPT).await,
         Some(SimEvent::Code { .. })
@@ -1044,14 +909,7 @@ async fn bench_code_delivery_round_trip() {
     let mut sims = Vec::new();
     for i in 0..TERMINALS {
         let id = format!("trm_{i}");
-        let key = insert_terminal(
-            &env.db,
-            &env.customer_id,
-            &id,
-            TerminalKind::Dedicated,
-            None,
-        )
-        .await;
+        let key = env.dedicated(&id).await;
         sims.push(
             env.terminal(&id, &key, DeliveryBehaviour::Acknowledge)
                 .await,
@@ -1062,12 +920,7 @@ async fn bench_code_delivery_round_trip() {
     let started = std::time::Instant::now();
     for _ in 0..SEQUENTIAL {
         let one = std::time::Instant::now();
-        env.deliver(
-            Destination::Terminal("trm_0".into()),
-            env.code_notice("123456"),
-        )
-        .await
-        .unwrap();
+        env.send_code("trm_0", "123456").await.unwrap();
         latencies.push(one.elapsed());
     }
     let sequential_s = started.elapsed().as_secs_f64();
@@ -1190,21 +1043,10 @@ async fn mobile_terminals_and_pdas_go_to_their_numbers_over_sms() {
         Some("8613800000003"),
     )
     .await;
-    let env_notice = |code: &str| Notice {
-        payment_id: "pay_1".into(),
-        kind: NoticeKind::Code,
-        merchant_name: "Book Shop".into(),
-        amount: Amount::parse(1234).unwrap(),
-        currency: Currency::Cny,
-        code: Some(Secret::new(code.into())),
-        validity_s: 300,
-        outcome: None,
-        unregistered_receiver: false,
-    };
     for (terminal, number) in [("trm_phone", "8613800000001"), ("trm_pda", "8613800000002")] {
         let deliver = Deliver {
             destination: Destination::Terminal(terminal.into()),
-            notice: env_notice("246810"),
+            notice: code_notice("pay_1", "246810"),
         };
         let receipt = channels.router.send(deliver).await.unwrap().unwrap();
         assert_eq!(receipt.message_ref, "smsc-1");

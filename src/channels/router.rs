@@ -16,47 +16,13 @@ use deadpool_postgres::Pool;
 use openssl::ssl::SslAcceptor;
 use payhub_actors::clock::SharedClock;
 use payhub_actors::domain::Msisdn;
+pub use payhub_actors::domain::TerminalKind;
 use payhub_actors::messages::{
     Deliver, DeliveryError, DeliveryReceipt, Destination, Notice, NoticeKind,
 };
 use payhub_actors::metrics::{global, labels};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The kinds of customer terminal (`terminals.kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TerminalKind {
-    Mobile,
-    Telephone,
-    Pager,
-    Pda,
-    Dedicated,
-}
-
-impl TerminalKind {
-    pub const ALL: [TerminalKind; 5] = [
-        Self::Mobile,
-        Self::Telephone,
-        Self::Pager,
-        Self::Pda,
-        Self::Dedicated,
-    ];
-
-    pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == value)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Mobile => "mobile",
-            Self::Telephone => "telephone",
-            Self::Pager => "pager",
-            Self::Pda => "pda",
-            Self::Dedicated => "dedicated",
-        }
-    }
-}
 
 /// Bounds of the router's waits.
 #[derive(Debug, Clone, Copy)]
@@ -202,7 +168,7 @@ impl Routes {
             ));
         }
         let kind = TerminalKind::parse(&kind)
-            .ok_or_else(|| DeliveryError::Rejected("unknown terminal kind".into()))?;
+            .map_err(|_| DeliveryError::Rejected("unknown terminal kind".into()))?;
         Ok(TerminalRow {
             kind,
             msisdn: row.get(1),
@@ -332,7 +298,7 @@ impl Routes {
             .iter()
             .filter_map(|row| {
                 let id: String = row.get(0);
-                let kind = TerminalKind::parse(row.get(1))?;
+                let kind = TerminalKind::parse(row.get(1)).ok()?;
                 let unavailable = self.unavailable_reason(&id, kind);
                 Some(TerminalChoice {
                     id,
