@@ -168,7 +168,8 @@ impl Env {
         })
         .await
         .unwrap();
-        self.wait_online(terminal_id, true).await;
+        // Registered before WELCOME: deliverable as soon as the terminal is in.
+        assert!(self.channels.switch.registry.is_online(terminal_id));
         sim
     }
 
@@ -682,8 +683,8 @@ async fn shutdown_closes_sessions_and_later_deliveries_are_offline() {
     assert_eq!(result, Err(DeliveryError::Offline));
 }
 
-/// The `payhub terminal-sim` command: one JSON line per code on stdout; a wrong key is one line on
-/// stderr and a failure exit.
+/// The `payhub terminal-sim` command: one JSON line per code on stdout, reconnects after a loss;
+/// a wrong key is one line on stderr and a failure exit.
 #[actix_rt::test]
 async fn terminal_sim_command_prints_codes_as_json_lines() {
     let env = start(settings(LONG_ACK_MS, 60_000)).await;
@@ -701,7 +702,13 @@ async fn terminal_sim_command_prints_codes_as_json_lines() {
             "--id",
             "trm_box",
         ])
-        .args(["--key", &key_hex, "--ca", ca.to_str().unwrap()])
+        .args([
+            "--key",
+            &key_hex,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--reconnect",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -722,6 +729,19 @@ async fn terminal_sim_command_prints_codes_as_json_lines() {
     assert_eq!(json["code"], "909090");
     assert_eq!(json["amount"], 1234);
     assert_eq!(json["merchant"], "Book Shop");
+    // Another connection of the terminal takes over; the simulator reconnects and takes it back.
+    let key = SharedKey::from_hex(&key_hex).unwrap();
+    let mut usurper = env
+        .terminal("trm_box", &key, DeliveryBehaviour::Acknowledge)
+        .await;
+    match usurper.next_delivery(Duration::from_secs(10)).await {
+        Some(SimEvent::Closed { reason }) => {
+            assert!(reason.contains("another connection"), "{reason}")
+        }
+        other => {
+            panic!("expected the simulator to reconnect and replace this session, got {other:?}")
+        }
+    }
     child.kill().await.unwrap();
 
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_payhub"))

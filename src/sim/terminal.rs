@@ -49,6 +49,10 @@ pub struct TerminalSimArgs {
     /// Do not answer the switch's keep-alive PINGs.
     #[arg(long)]
     pub no_pong: bool,
+    /// Reconnect after the connection is lost (waiting 1 s, doubling up to 60 s), as a device
+    /// does; a refused key still ends the simulator.
+    #[arg(long)]
+    pub reconnect: bool,
     /// Enter each code on the pay page: the code page's URL (`{payment_id}` is replaced), for
     /// example `https://127.0.0.1:8443/pay/{payment_id}/code`.
     #[arg(long, requires = "cookie")]
@@ -508,30 +512,63 @@ impl TerminalSimArgs {
     }
 }
 
+/// First wait before a reconnect, and the longest.
+pub const RECONNECT_FIRST_MS: u64 = 1_000;
+pub const RECONNECT_MAX_MS: u64 = 60_000;
+
 pub async fn run(args: TerminalSimArgs) -> anyhow::Result<()> {
     let config = args.sim_config()?;
-    let mut sim = spawn(config).await?;
-    eprintln!(
-        "terminal {} connected to the switch at {}",
-        args.id, args.switch
-    );
+    let mut backoff_ms = RECONNECT_FIRST_MS;
+    loop {
+        let lost = match spawn(config.clone()).await {
+            Ok(sim) => {
+                eprintln!(
+                    "terminal {} connected to the switch at {}",
+                    args.id, args.switch
+                );
+                backoff_ms = RECONNECT_FIRST_MS;
+                match print_events(sim).await? {
+                    Some(reason) => reason,
+                    None => return Ok(()),
+                }
+            }
+            Err(e @ ClientError::Refused { .. }) => return Err(e.into()),
+            Err(e) => e.to_string(),
+        };
+        if !args.reconnect {
+            anyhow::bail!("disconnected: {lost}");
+        }
+        eprintln!(
+            "disconnected: {lost}; reconnecting in {} s",
+            backoff_ms / 1_000
+        );
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+        }
+        backoff_ms = (backoff_ms * 2).min(RECONNECT_MAX_MS);
+    }
+}
+
+/// Prints events until the connection ends (its reason) or Ctrl-C (`None`).
+async fn print_events(mut sim: SimHandle) -> anyhow::Result<Option<String>> {
     loop {
         let event = tokio::select! {
             _ = tokio::signal::ctrl_c() => {
                 sim.stop();
-                return Ok(());
+                return Ok(None);
             }
             event = sim.events.recv() => event,
         };
         let Some(event) = event else {
-            anyhow::bail!("the terminal stopped");
+            return Ok(Some("the terminal stopped".into()));
         };
         if !matches!(event, SimEvent::Ping { .. }) {
             println!("{}", serde_json::to_string(&event)?);
             eprintln!("{}", describe(&event));
         }
         if let SimEvent::Closed { reason } = event {
-            anyhow::bail!("disconnected: {reason}");
+            return Ok(Some(reason));
         }
     }
 }

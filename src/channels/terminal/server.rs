@@ -296,27 +296,21 @@ async fn send_briefly(
         .map_err(|_| FrameError::Io("write timed out".into()))?
 }
 
-/// WELCOME, then hands the connection to a new session actor and a writer task.
-async fn start_session(
-    mut framed: Framed<BoxIo, FrameCodec>,
-    terminal_id: String,
-    shared: &Shared,
-) {
+/// Hands the connection to a new session actor and a writer task. The session is registered
+/// before WELCOME goes out, so a terminal that has its WELCOME can be delivered to.
+async fn start_session(framed: Framed<BoxIo, FrameCodec>, terminal_id: String, shared: &Shared) {
     let settings = &shared.settings;
     let welcome = Frame::Welcome {
         keepalive_interval_ms: u32::try_from(settings.keepalive_interval_ms).unwrap_or(u32::MAX),
         ack_timeout_ms: u32::try_from(settings.ack_timeout_ms).unwrap_or(u32::MAX),
     };
-    if send_with_timeout(&mut framed, welcome, settings.ack_timeout_ms)
-        .await
-        .is_err()
-    {
+    let (outbox, outbox_rx) = mpsc::channel(OUTBOX_MAX);
+    if outbox.try_send(welcome).is_err() {
         return;
     }
     tracing::info!(terminal_id = %terminal_id, "terminal authenticated");
     let io = framed.into_inner();
     let (read_half, write_half) = tokio::io::split(io);
-    let (outbox, outbox_rx) = mpsc::channel(OUTBOX_MAX);
     let limits = SessionLimits {
         ack_timeout: Duration::from_millis(settings.ack_timeout_ms),
         keepalive_interval: Duration::from_millis(settings.keepalive_interval_ms),
@@ -324,10 +318,12 @@ async fn start_session(
     };
     let session_no = shared.registry.next_session_no();
     let registry = shared.registry.clone();
-    TerminalSessionActor::create(move |ctx| {
+    let id = terminal_id.clone();
+    let session = TerminalSessionActor::create(move |ctx| {
         TerminalSessionActor::add_stream(FramedRead::new(read_half, FrameCodec), ctx);
-        TerminalSessionActor::new(terminal_id, session_no, limits, registry, outbox)
+        TerminalSessionActor::new(id, session_no, limits, registry, outbox)
     });
+    shared.registry.register(&terminal_id, session_no, session);
     let write_timeout_ms = settings.ack_timeout_ms;
     actix_rt::spawn(write_frames(
         FramedWrite::new(write_half, FrameCodec),

@@ -109,8 +109,6 @@ impl Actor for TerminalSessionActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.limits.pending_max.max(1));
-        self.registry
-            .register(&self.terminal_id, self.session_no, ctx.address());
         ctx.run_interval(self.limits.keepalive_interval, |act, ctx| {
             act.keepalive(ctx)
         });
