@@ -149,7 +149,7 @@ impl Env {
             switch: self.channels.switch.addr.to_string(),
             server_name: None,
             terminal_id: terminal_id.into(),
-            key: key.clone(),
+            key: key.clone().into(),
             tls: ClientTls::Ca(self.ca_pem.clone()),
         }
     }
@@ -899,7 +899,7 @@ async fn start_from_config_serves_tls_with_the_gateway_certificate() {
         switch: channels.switch.addr.to_string(),
         server_name: Some("localhost".into()),
         terminal_id: "trm_box".into(),
-        key,
+        key: key.into(),
         tls: ClientTls::Ca(cert_pem),
     };
     let client = payhub::channels::terminal::client::TerminalClient::connect(&options)
@@ -1087,5 +1087,60 @@ async fn mobile_terminals_and_pdas_go_to_their_numbers_over_sms() {
     assert_eq!(
         available,
         [("trm_phone", true), ("trm_pda", true), ("trm_pager", false)]
+    );
+}
+
+/// A terminal registered with its public key proves itself with a signature (the issue's
+/// "HMAC or signature"); a wrong private key, or a signature where a shared key is registered,
+/// is refused.
+#[actix_rt::test]
+async fn a_terminal_registered_with_a_public_key_signs_the_challenge() {
+    use payhub::channels::terminal::auth::TerminalKey;
+    let env = start(settings(LONG_ACK_MS, 60_000)).await;
+    let device = openssl::pkey::PKey::generate_ed25519().unwrap();
+    let public_pem = String::from_utf8(device.public_key_to_pem().unwrap()).unwrap();
+    let client = env.db.pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO terminals (id, customer_id, kind, label, serial, public_key)
+             VALUES ('trm_signer', $1, 'dedicated', 'set-top box card', 'STB-1', $2)",
+            &[&env.customer_id, &public_pem],
+        )
+        .await
+        .unwrap();
+    let private = |key: &openssl::pkey::PKey<openssl::pkey::Private>| {
+        TerminalKey::private_from_pem(&key.private_key_to_pem_pkcs8().unwrap()).unwrap()
+    };
+    let connect = |key: TerminalKey, id: &str| {
+        let mut options = env.client_options(id, &SharedKey::new([0; 32]));
+        options.key = key;
+        spawn(SimConfig {
+            client: options,
+            behaviour: DeliveryBehaviour::Acknowledge,
+            answer_pings: true,
+            answer: None,
+        })
+    };
+
+    let mut sim = connect(private(&device), "trm_signer").await.unwrap();
+    env.send_code("trm_signer", "864213").await.unwrap();
+    assert!(
+        matches!(sim.next_delivery(PROMPT).await, Some(SimEvent::Code { code, .. }) if code == "864213")
+    );
+    sim.stop();
+
+    let stranger = openssl::pkey::PKey::generate_ed25519().unwrap();
+    let refused = connect(private(&stranger), "trm_signer").await;
+    assert!(
+        matches!(refused, Err(ClientError::Refused { code: 2, .. })),
+        "{:?}",
+        refused.err()
+    );
+    env.dedicated("trm_box").await;
+    let refused = connect(private(&device), "trm_box").await;
+    assert!(
+        matches!(refused, Err(ClientError::Refused { code: 2, .. })),
+        "{:?}",
+        refused.err()
     );
 }

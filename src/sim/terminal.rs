@@ -4,7 +4,7 @@
 //! silent, refuse, drop the connection mid-delivery, ignore keep-alives, or answer the code on
 //! the pay page itself (`--answer-url` with the browser session's `--cookie`).
 
-use crate::channels::terminal::auth::SharedKey;
+use crate::channels::terminal::auth::{SharedKey, TerminalKey};
 use crate::channels::terminal::client::{ClientError, ClientOptions, TerminalClient};
 use crate::channels::terminal::frame::{CodeFrame, Frame, OutcomeFrame};
 use crate::channels::terminal::tls::ClientTls;
@@ -22,9 +22,19 @@ pub struct TerminalSimArgs {
     /// The terminal id (`trm_…`) printed by `payhub terminal add`.
     #[arg(long)]
     pub id: String,
-    /// The terminal's key: the 64 hex characters printed by `payhub terminal add`.
-    #[arg(long, env = "PAYHUB_TERMINAL_KEY", hide_env_values = true)]
-    pub key: String,
+    /// The terminal's shared key: the 64 hex characters printed by `payhub terminal add`.
+    #[arg(
+        long,
+        env = "PAYHUB_TERMINAL_KEY",
+        hide_env_values = true,
+        required_unless_present = "private_key",
+        conflicts_with = "private_key"
+    )]
+    pub key: Option<String>,
+    /// Instead of a shared key: the terminal's Ed25519 or ECDSA P-256 private key (PEM), for a
+    /// terminal registered with its public key.
+    #[arg(long)]
+    pub private_key: Option<PathBuf>,
     /// Trust this CA certificate (PEM) for the switch (and the pay page with --answer-url).
     #[arg(long, conflicts_with_all = ["insecure", "no_tls"])]
     pub ca: Option<PathBuf>,
@@ -465,8 +475,20 @@ fn unescape(value: &str) -> String {
 }
 
 impl TerminalSimArgs {
+    fn terminal_key(&self) -> anyhow::Result<TerminalKey> {
+        if let Some(path) = &self.private_key {
+            let pem =
+                std::fs::read(path).with_context(|| format!("--private-key {}", path.display()))?;
+            return TerminalKey::private_from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("--private-key {}: {e}", path.display()));
+        }
+        let hex = self.key.as_deref().unwrap_or_default();
+        let key = SharedKey::from_hex(hex).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+        Ok(key.into())
+    }
+
     fn sim_config(&self) -> anyhow::Result<SimConfig> {
-        let key = SharedKey::from_hex(&self.key).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+        let key = self.terminal_key()?;
         let ca_pem = match &self.ca {
             Some(path) => {
                 Some(std::fs::read(path).with_context(|| format!("--ca {}", path.display()))?)

@@ -1,8 +1,12 @@
 //! The terminal's proof of its registered key: HMAC-SHA256 over a fixed label, the terminal id
 //! and the switch's fresh challenge (docs/terminal-protocol.md, "Authentication").
 
-use super::frame::{NONCE_BYTES, PROOF_BYTES, TERMINAL_ID_MAX_BYTES};
+use super::frame::{Frame, NONCE_BYTES, PROOF_BYTES, TERMINAL_ID_MAX_BYTES};
 use hmac::{Hmac, Mac};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{Id, PKey, Private, Public};
+use openssl::sign::{Signer, Verifier};
 use payhub_actors::Secret;
 use sha2::Sha256;
 
@@ -47,12 +51,122 @@ impl SharedKey {
     fn mac(&self, terminal_id: &str, nonce: &[u8; NONCE_BYTES]) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose())
             .expect("HMAC takes keys of any length");
-        mac.update(PROOF_LABEL);
-        mac.update(&[0]);
-        mac.update(terminal_id.as_bytes());
-        mac.update(&[0]);
-        mac.update(nonce);
+        mac.update(&proof_message(terminal_id, nonce));
         mac
+    }
+}
+
+/// What is MACed or signed: the label, 0x00, the terminal id, 0x00, the challenge.
+pub fn proof_message(terminal_id: &str, nonce: &[u8; NONCE_BYTES]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(PROOF_LABEL.len() + terminal_id.len() + 2 + NONCE_BYTES);
+    message.extend_from_slice(PROOF_LABEL);
+    message.push(0);
+    message.extend_from_slice(terminal_id.as_bytes());
+    message.push(0);
+    message.extend_from_slice(nonce);
+    message
+}
+
+/// A terminal's registered public key (`terminals.public_key`, PEM): Ed25519, or ECDSA on P-256
+/// with SHA-256.
+#[derive(Clone)]
+pub struct TerminalPublicKey(PKey<Public>);
+
+impl std::fmt::Debug for TerminalPublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TerminalPublicKey")
+    }
+}
+
+impl TerminalPublicKey {
+    pub fn from_pem(pem: &str) -> Result<Self, String> {
+        let key = PKey::public_key_from_pem(pem.as_bytes())
+            .map_err(|_| "not a PEM public key".to_string())?;
+        if supported(&key) {
+            Ok(Self(key))
+        } else {
+            Err("only Ed25519 and ECDSA P-256 keys are supported".into())
+        }
+    }
+
+    /// Checks a SIGNATURE frame's signature of the proof message.
+    pub fn verify(&self, terminal_id: &str, nonce: &[u8; NONCE_BYTES], signature: &[u8]) -> bool {
+        let message = proof_message(terminal_id, nonce);
+        let verified = match self.0.id() {
+            Id::ED25519 => Verifier::new_without_digest(&self.0)
+                .and_then(|mut v| v.verify_oneshot(signature, &message)),
+            _ => Verifier::new(MessageDigest::sha256(), &self.0).and_then(|mut v| {
+                v.update(&message)?;
+                v.verify(signature)
+            }),
+        };
+        verified.unwrap_or(false)
+    }
+}
+
+fn supported<T: openssl::pkey::HasPublic>(key: &PKey<T>) -> bool {
+    match key.id() {
+        Id::ED25519 => true,
+        Id::EC => key
+            .ec_key()
+            .ok()
+            .and_then(|ec| ec.group().curve_name())
+            .is_some_and(|nid| nid == Nid::X9_62_PRIME256V1),
+        _ => false,
+    }
+}
+
+/// What a terminal proves itself with: the shared key (PROOF) or its private key (SIGNATURE).
+#[derive(Clone, Debug)]
+pub enum TerminalKey {
+    Shared(SharedKey),
+    Private(Secret<PKey<Private>>),
+}
+
+impl From<SharedKey> for TerminalKey {
+    fn from(key: SharedKey) -> Self {
+        TerminalKey::Shared(key)
+    }
+}
+
+impl TerminalKey {
+    /// An Ed25519 or ECDSA P-256 private key from PEM (PKCS#8 or SEC1).
+    pub fn private_from_pem(pem: &[u8]) -> Result<Self, String> {
+        let key =
+            PKey::private_key_from_pem(pem).map_err(|_| "not a PEM private key".to_string())?;
+        if supported(&key) {
+            Ok(TerminalKey::Private(Secret::new(key)))
+        } else {
+            Err("only Ed25519 and ECDSA P-256 keys are supported".into())
+        }
+    }
+
+    /// The frame answering the challenge `nonce`.
+    pub fn proof_frame(
+        &self,
+        terminal_id: &str,
+        nonce: &[u8; NONCE_BYTES],
+    ) -> Result<Frame, String> {
+        match self {
+            TerminalKey::Shared(key) => Ok(Frame::Proof {
+                mac: key.proof(terminal_id, nonce),
+            }),
+            TerminalKey::Private(key) => {
+                let key = key.expose();
+                let message = proof_message(terminal_id, nonce);
+                let signature = match key.id() {
+                    Id::ED25519 => Signer::new_without_digest(key)
+                        .and_then(|mut s| s.sign_oneshot_to_vec(&message)),
+                    _ => Signer::new(MessageDigest::sha256(), key).and_then(|mut s| {
+                        s.update(&message)?;
+                        s.sign_to_vec()
+                    }),
+                };
+                signature
+                    .map(|signature| Frame::Signature { signature })
+                    .map_err(|e| format!("signing the challenge failed: {e}"))
+            }
+        }
     }
 }
 
@@ -98,6 +212,31 @@ mod tests {
         assert!(!SharedKey::new([9; 32]).verify("trm_a", &[1; 32], &proof));
         assert!(!key.verify("trm_a", &[1; 32], &proof[..31]));
         assert_eq!(format!("{key:?}"), "SharedKey(***)");
+    }
+
+    #[test]
+    fn signatures_verify_with_the_registered_public_key() {
+        let ed = PKey::generate_ed25519().unwrap();
+        let group = openssl::ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let ec = PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap();
+        for private in [ed, ec] {
+            let public_pem = String::from_utf8(private.public_key_to_pem().unwrap()).unwrap();
+            let public = TerminalPublicKey::from_pem(&public_pem).unwrap();
+            let pem = private.private_key_to_pem_pkcs8().unwrap();
+            let key = TerminalKey::private_from_pem(&pem).unwrap();
+            let Frame::Signature { signature } = key.proof_frame("trm_a", &[3; 32]).unwrap() else {
+                panic!("a private key signs");
+            };
+            assert!(public.verify("trm_a", &[3; 32], &signature));
+            assert!(!public.verify("trm_b", &[3; 32], &signature));
+            assert!(!public.verify("trm_a", &[4; 32], &signature));
+            assert!(!public.verify("trm_a", &[3; 32], b"garbage"));
+            assert_eq!(format!("{key:?}"), "Private(***)");
+        }
+        let rsa = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let rsa_pem = String::from_utf8(rsa.public_key_to_pem().unwrap()).unwrap();
+        assert!(TerminalPublicKey::from_pem(&rsa_pem).is_err());
+        assert!(TerminalPublicKey::from_pem("junk").is_err());
     }
 
     #[test]

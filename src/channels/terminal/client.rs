@@ -1,7 +1,7 @@
 //! The device side of the protocol: connect, authenticate, then read and write frames. The
 //! terminal simulator is built on it; it is also a reference for device builders.
 
-use super::auth::SharedKey;
+use super::auth::TerminalKey;
 use super::frame::{ErrorCode, Frame, FrameCodec, FrameError, PROTOCOL_VERSION};
 use super::tls::{BoxIo, ClientTls, connect_client};
 use futures::{SinkExt, StreamExt};
@@ -18,7 +18,8 @@ pub struct ClientOptions {
     /// The name checked against the switch's certificate (default: the host of `switch`).
     pub server_name: Option<String>,
     pub terminal_id: String,
-    pub key: SharedKey,
+    /// The shared key (HMAC proof) or the private key (signature).
+    pub key: TerminalKey,
     pub tls: ClientTls,
 }
 
@@ -82,8 +83,11 @@ impl TerminalClient {
             Frame::Challenge { nonce } => nonce,
             other => return Err(unexpected(other)),
         };
-        let mac = options.key.proof(&options.terminal_id, &nonce);
-        framed.send(Frame::Proof { mac }).await?;
+        let proof = options
+            .key
+            .proof_frame(&options.terminal_id, &nonce)
+            .map_err(ClientError::Protocol)?;
+        framed.send(proof).await?;
         match expect_frame(&mut framed).await? {
             Frame::Welcome {
                 keepalive_interval_ms,

@@ -27,6 +27,8 @@ pub const MERCHANT_MAX_BYTES: usize = 256;
 pub const OUTCOME_MAX_BYTES: usize = 32;
 pub const TEXT_MAX_BYTES: usize = 1024;
 pub const REASON_MAX_BYTES: usize = 256;
+/// Longest signature in a SIGNATURE frame (Ed25519: 64; ECDSA P-256 DER: at most 72).
+pub const SIGNATURE_MAX_BYTES: usize = 256;
 
 /// Frame type bytes.
 pub mod kind {
@@ -34,6 +36,7 @@ pub mod kind {
     pub const CHALLENGE: u8 = 0x02;
     pub const PROOF: u8 = 0x03;
     pub const WELCOME: u8 = 0x04;
+    pub const SIGNATURE: u8 = 0x07;
     pub const PING: u8 = 0x05;
     pub const PONG: u8 = 0x06;
     pub const CODE: u8 = 0x10;
@@ -131,6 +134,10 @@ pub enum Frame {
         keepalive_interval_ms: u32,
         ack_timeout_ms: u32,
     },
+    /// The proof of a terminal registered with a public key instead of a shared key.
+    Signature {
+        signature: Vec<u8>,
+    },
     Ping {
         nonce: u32,
     },
@@ -185,6 +192,7 @@ impl Frame {
             Frame::Challenge { .. } => "CHALLENGE",
             Frame::Proof { .. } => "PROOF",
             Frame::Welcome { .. } => "WELCOME",
+            Frame::Signature { .. } => "SIGNATURE",
             Frame::Ping { .. } => "PING",
             Frame::Pong { .. } => "PONG",
             Frame::Code(_) => "CODE",
@@ -248,6 +256,10 @@ impl Frame {
                 b.put_u32(*keepalive_interval_ms);
                 b.put_u32(*ack_timeout_ms);
                 kind::WELCOME
+            }
+            Frame::Signature { signature } => {
+                put_bytes(b, signature, SIGNATURE_MAX_BYTES)?;
+                kind::SIGNATURE
             }
             Frame::Ping { nonce } => {
                 b.put_u32(*nonce);
@@ -337,6 +349,9 @@ impl Frame {
                 keepalive_interval_ms: r.u32("keepalive_interval_ms")?,
                 ack_timeout_ms: r.u32("ack_timeout_ms")?,
             },
+            kind::SIGNATURE => Frame::Signature {
+                signature: r.bytes("signature", SIGNATURE_MAX_BYTES)?.to_vec(),
+            },
             kind::PING => Frame::Ping {
                 nonce: r.u32("nonce")?,
             },
@@ -388,6 +403,7 @@ fn type_name(ty: u8) -> Option<&'static str> {
         kind::CHALLENGE => "CHALLENGE",
         kind::PROOF => "PROOF",
         kind::WELCOME => "WELCOME",
+        kind::SIGNATURE => "SIGNATURE",
         kind::PING => "PING",
         kind::PONG => "PONG",
         kind::CODE => "CODE",
@@ -400,11 +416,15 @@ fn type_name(ty: u8) -> Option<&'static str> {
 }
 
 fn put_str(b: &mut BytesMut, value: &str, max_bytes: usize) -> Result<(), FrameError> {
+    put_bytes(b, value.as_bytes(), max_bytes)
+}
+
+fn put_bytes(b: &mut BytesMut, value: &[u8], max_bytes: usize) -> Result<(), FrameError> {
     if value.len() > max_bytes {
         return Err(FrameError::TooLongToEncode);
     }
     b.put_u16(value.len() as u16);
-    b.extend_from_slice(value.as_bytes());
+    b.extend_from_slice(value);
     Ok(())
 }
 
@@ -464,13 +484,17 @@ impl Reader<'_> {
         Ok(u64::from_be_bytes(self.array(field)?))
     }
 
-    fn str(&mut self, field: &'static str, max_bytes: usize) -> Result<String, FrameError> {
+    fn bytes(&mut self, field: &'static str, max_bytes: usize) -> Result<&[u8], FrameError> {
         let len = self.u16(field)? as usize;
         if len > max_bytes {
             return Err(self.fail(field, "longer than the protocol allows"));
         }
+        self.take(field, len)
+    }
+
+    fn str(&mut self, field: &'static str, max_bytes: usize) -> Result<String, FrameError> {
         let frame = self.frame;
-        let bytes = self.take(field, len)?;
+        let bytes = self.bytes(field, max_bytes)?;
         let text = std::str::from_utf8(bytes).map_err(|_| FrameError::Field {
             frame,
             field,
@@ -528,6 +552,9 @@ mod tests {
             },
             Frame::Challenge { nonce: [0xAA; 32] },
             Frame::Proof { mac: [7; 32] },
+            Frame::Signature {
+                signature: vec![1, 2, 3],
+            },
             Frame::Welcome {
                 keepalive_interval_ms: 30_000,
                 ack_timeout_ms: 5_000,
@@ -593,6 +620,13 @@ mod tests {
                     ack_timeout_ms: 5_000,
                 },
                 "0009040000753000001388",
+            ),
+            (
+                Frame::Signature {
+                    signature: vec![0xAB; 4],
+                },
+                "00070700\
+                 04abababab",
             ),
             (Frame::Ping { nonce: 1 }, "00050500000001"),
             (Frame::Pong { nonce: 1 }, "00050600000001"),

@@ -2,7 +2,7 @@
 //! each authenticated terminal. Refusals are logged and audited, never with the key.
 
 use super::SwitchSettings;
-use super::auth::{SharedKey, fresh_nonce, valid_terminal_id};
+use super::auth::{SharedKey, TerminalPublicKey, fresh_nonce, valid_terminal_id};
 use super::frame::{ErrorCode, Frame, FrameCodec, FrameError, PROTOCOL_VERSION};
 use super::registry::SwitchRegistry;
 use super::session::{OUTBOX_MAX, SessionLimits, TerminalSessionActor};
@@ -38,7 +38,7 @@ enum Refusal {
     Unknown,
     Disabled,
     NotDedicated,
-    NoSharedKey,
+    NoKey,
     WrongProof,
     UnsupportedVersion(u8),
     Protocol(String),
@@ -52,7 +52,7 @@ impl Refusal {
             Refusal::Unknown => "unregistered terminal".into(),
             Refusal::Disabled => "terminal or customer disabled".into(),
             Refusal::NotDedicated => "terminal is not of kind dedicated".into(),
-            Refusal::NoSharedKey => "terminal has no shared key".into(),
+            Refusal::NoKey => "terminal has no usable key".into(),
             Refusal::WrongProof => "wrong proof".into(),
             Refusal::UnsupportedVersion(v) => format!("unsupported protocol version {v}"),
             Refusal::Protocol(e) => format!("protocol error: {e}"),
@@ -188,17 +188,32 @@ async fn authenticate(
         .send(Frame::Challenge { nonce })
         .await
         .map_err(|e| fail(Refusal::Protocol(e.to_string())))?;
-    let mac = match next_frame(framed).await.map_err(fail)? {
-        Frame::Proof { mac } => mac,
-        other => return Err(fail(unexpected(&other, "PROOF"))),
+    let proof = match next_frame(framed).await.map_err(fail)? {
+        proof @ (Frame::Proof { .. } | Frame::Signature { .. }) => proof,
+        other => return Err(fail(unexpected(&other, "PROOF or SIGNATURE"))),
     };
     if !framed.read_buffer().is_empty() {
         return Err(fail(Refusal::Protocol("frames sent before WELCOME".into())));
     }
-    let key = registered_key(&shared.pool, &terminal_id)
+    let keys = registered_keys(&shared.pool, &terminal_id)
         .await
         .map_err(fail)?;
-    if !key.verify(&terminal_id, &nonce, &mac) {
+    let proven = match (&proof, &keys) {
+        (
+            Frame::Proof { mac },
+            Registered {
+                shared: Some(key), ..
+            },
+        ) => key.verify(&terminal_id, &nonce, mac),
+        (
+            Frame::Signature { signature },
+            Registered {
+                public: Some(key), ..
+            },
+        ) => key.verify(&terminal_id, &nonce, signature),
+        _ => false,
+    };
+    if !proven {
         return Err(fail(Refusal::WrongProof));
     }
     if shared.registry.connected_count() >= shared.settings.sessions_max
@@ -223,15 +238,21 @@ fn unexpected(frame: &Frame, wanted: &str) -> Refusal {
     Refusal::Protocol(format!("expected {wanted}, got {}", frame.name()))
 }
 
-/// The shared key of an enabled dedicated terminal of an enabled customer.
-async fn registered_key(pool: &Pool, terminal_id: &str) -> Result<SharedKey, Refusal> {
+/// The keys a dedicated terminal may prove itself with.
+struct Registered {
+    shared: Option<SharedKey>,
+    public: Option<TerminalPublicKey>,
+}
+
+/// The keys of an enabled dedicated terminal of an enabled customer.
+async fn registered_keys(pool: &Pool, terminal_id: &str) -> Result<Registered, Refusal> {
     let client = pool
         .get()
         .await
         .map_err(|e| Refusal::Database(e.to_string()))?;
     let row = client
         .query_opt(
-            "SELECT t.kind, t.status, c.status, t.shared_key
+            "SELECT t.kind, t.status, c.status, t.shared_key, t.public_key
                FROM terminals t JOIN customers c ON c.id = t.customer_id
               WHERE t.id = $1",
             &[&terminal_id],
@@ -249,9 +270,20 @@ async fn registered_key(pool: &Pool, terminal_id: &str) -> Result<SharedKey, Ref
     if kind != "dedicated" {
         return Err(Refusal::NotDedicated);
     }
-    key.as_deref()
-        .and_then(SharedKey::from_slice)
-        .ok_or(Refusal::NoSharedKey)
+    let shared = key.as_deref().and_then(SharedKey::from_slice);
+    let public_pem: Option<String> = row.get(4);
+    let public = match public_pem.as_deref().map(TerminalPublicKey::from_pem) {
+        Some(Ok(key)) => Some(key),
+        Some(Err(e)) => {
+            tracing::warn!(terminal_id, error = %e, "registered public key unusable");
+            None
+        }
+        None => None,
+    };
+    if shared.is_none() && public.is_none() {
+        return Err(Refusal::NoKey);
+    }
+    Ok(Registered { shared, public })
 }
 
 async fn refuse(
