@@ -24,7 +24,8 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<HashKey> {
                 .mode(0o600)
                 .open(path)
                 .with_context(|| format!("creating {}", path.display()))?;
-            file.write_all(&key).with_context(|| format!("writing {}", path.display()))?;
+            file.write_all(&key)
+                .with_context(|| format!("writing {}", path.display()))?;
             Ok(HashKey::new(key))
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -43,8 +44,16 @@ mod tests {
         let b = load_or_create(&path).unwrap();
         assert_eq!(a.hash("t", b"x"), b.hash("t", b"x"));
         let mode = std::fs::metadata(&path).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         std::fs::write(&path, b"short").unwrap();
-        assert!(load_or_create(&path).unwrap_err().to_string().contains("32 bytes"));
+        assert!(
+            load_or_create(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("32 bytes")
+        );
     }
 }
