@@ -11,8 +11,10 @@ use std::sync::Arc;
 async fn create(gw: &TestGateway, client: &reqwest::Client, order_id: &str) -> String {
     let res = client
         .post(gw.url("/v1/payments"))
-        .json(&json!({"order_id": order_id, "amount": 500, "currency": "EUR",
-                      "return_url": "https://s.example/r", "notify_url": "https://s.example/n"}))
+        .json(
+            &json!({"order_id": order_id, "amount": 500, "currency": "EUR",
+                      "return_url": "https://s.example/r", "notify_url": "https://s.example/n"}),
+        )
         .send()
         .await
         .unwrap();
@@ -51,11 +53,31 @@ async fn due_payments_expire_in_bounded_batches_with_their_webhook_event() {
     settings.batch_max = 2;
     // Not yet due.
     gw.clock.advance(chrono::Duration::seconds(899));
-    assert_eq!(expiry::run_once(&gw.db.pool, &clock, &settings).await.unwrap(), 0);
+    assert_eq!(
+        expiry::run_once(&gw.db.pool, &clock, &settings)
+            .await
+            .unwrap(),
+        0
+    );
     gw.clock.advance(chrono::Duration::seconds(2));
-    assert_eq!(expiry::run_once(&gw.db.pool, &clock, &settings).await.unwrap(), 2);
-    assert_eq!(expiry::run_once(&gw.db.pool, &clock, &settings).await.unwrap(), 1);
-    assert_eq!(expiry::run_once(&gw.db.pool, &clock, &settings).await.unwrap(), 0);
+    assert_eq!(
+        expiry::run_once(&gw.db.pool, &clock, &settings)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        expiry::run_once(&gw.db.pool, &clock, &settings)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        expiry::run_once(&gw.db.pool, &clock, &settings)
+            .await
+            .unwrap(),
+        0
+    );
 
     for id in &ids {
         let read: Value = client
@@ -156,10 +178,14 @@ async fn stale_idempotency_keys_are_purged() {
             .get::<_, i64>(0)
     };
     gw.clock.advance(chrono::Duration::hours(23));
-    expiry::run_once(&gw.db.pool, &clock, &settings).await.unwrap();
+    expiry::run_once(&gw.db.pool, &clock, &settings)
+        .await
+        .unwrap();
     assert_eq!(keys().await, 1);
     gw.clock.advance(chrono::Duration::hours(2));
-    expiry::run_once(&gw.db.pool, &clock, &settings).await.unwrap();
+    expiry::run_once(&gw.db.pool, &clock, &settings)
+        .await
+        .unwrap();
     assert_eq!(keys().await, 0);
     gw.stop().await;
 }
