@@ -51,6 +51,7 @@ pub async fn accept(listener: TcpListener, state: Arc<SimState>, stop: watch::Re
             drop(stream);
             continue;
         };
+        let _ = stream.set_nodelay(true);
         let session = Session::new(state.clone());
         let stop = stop.clone();
         tokio::spawn(async move {
