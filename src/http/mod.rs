@@ -1,1 +1,2 @@
 //! HTTP: the merchant API, the customer pages and the operator endpoints.
+pub mod operator;
