@@ -6,7 +6,9 @@ use super::state::{SimMessage, SimState, Verdict, lock};
 use crate::channels::smpp::receipt;
 use futures::{SinkExt, StreamExt};
 use rusmpp::command::CommandParts;
-use rusmpp::pdus::{BindTransceiverResp, DeliverSm, SubmitSm, SubmitSmResp};
+use rusmpp::pdus::{
+    BindReceiverResp, BindTransceiverResp, BindTransmitterResp, DeliverSm, SubmitSm, SubmitSmResp,
+};
 use rusmpp::tokio_codec::CommandCodec;
 use rusmpp::types::{COctetString, OctetString};
 use rusmpp::values::{EsmClass, Npi, RegisteredDelivery, Ton};
@@ -61,9 +63,59 @@ pub async fn accept(listener: TcpListener, state: Arc<SimState>, stop: watch::Re
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BindKind {
+    Transmitter,
+    Receiver,
+    Transceiver,
+}
+
+#[derive(Debug, Clone)]
+struct Bound {
+    system_id: String,
+    kind: BindKind,
+}
+
+/// The answer to a bind of any kind.
+struct BindReply {
+    kind: BindKind,
+    status: CommandStatus,
+}
+
+impl BindReply {
+    fn command(&self, sequence_number: u32) -> Command {
+        let name = c_octets(SMSC_SYSTEM_ID);
+        let (id, pdu): (CommandId, Pdu) = match self.kind {
+            BindKind::Transmitter => (
+                CommandId::BindTransmitterResp,
+                BindTransmitterResp::builder()
+                    .system_id(name)
+                    .build()
+                    .into(),
+            ),
+            BindKind::Receiver => (
+                CommandId::BindReceiverResp,
+                BindReceiverResp::builder().system_id(name).build().into(),
+            ),
+            BindKind::Transceiver => (
+                CommandId::BindTransceiverResp,
+                BindTransceiverResp::builder()
+                    .system_id(name)
+                    .build()
+                    .into(),
+            ),
+        };
+        if self.status == CommandStatus::EsmeRok {
+            Command::new(self.status, sequence_number, pdu)
+        } else {
+            bodiless(id, self.status, sequence_number)
+        }
+    }
+}
+
 struct Session {
     state: Arc<SimState>,
-    bound: Option<String>,
+    bound: Option<Bound>,
     /// Sequence numbers of the commands the simulator sends (receipts).
     sequence: Arc<AtomicU32>,
     outstanding: Arc<AtomicU64>,
@@ -157,32 +209,29 @@ impl Session {
             _ => {}
         }
         match command.pdu() {
-            Some(Pdu::BindTransceiver(bind)) => {
-                let answer = self.bind(bind.system_id.as_str(), bind.password.as_str());
-                let pdu = BindTransceiverResp::builder()
-                    .system_id(c_octets(SMSC_SYSTEM_ID))
-                    .build();
-                let reply = match answer {
-                    CommandStatus::EsmeRok => Command::new(answer, sequence_number, pdu),
-                    status => bodiless(CommandId::BindTransceiverResp, status, sequence_number),
-                };
-                let _ = out.send(reply).await;
+            Some(Pdu::BindTransceiver(b)) => {
+                let reply = self.bind(
+                    BindKind::Transceiver,
+                    b.system_id.as_str(),
+                    b.password.as_str(),
+                );
+                let _ = out.send(reply.command(sequence_number)).await;
             }
-            Some(Pdu::BindTransmitter(_) | Pdu::BindReceiver(_)) => {
-                // payhub binds as a transceiver; other binds are refused plainly.
-                let id = command.id();
-                let resp = if id == CommandId::BindTransmitter {
-                    CommandId::BindTransmitterResp
-                } else {
-                    CommandId::BindReceiverResp
-                };
-                let _ = out
-                    .send(bodiless(
-                        resp,
-                        CommandStatus::EsmeRbindfail,
-                        sequence_number,
-                    ))
-                    .await;
+            Some(Pdu::BindTransmitter(b)) => {
+                let reply = self.bind(
+                    BindKind::Transmitter,
+                    b.system_id.as_str(),
+                    b.password.as_str(),
+                );
+                let _ = out.send(reply.command(sequence_number)).await;
+            }
+            Some(Pdu::BindReceiver(b)) => {
+                let reply = self.bind(
+                    BindKind::Receiver,
+                    b.system_id.as_str(),
+                    b.password.as_str(),
+                );
+                let _ = out.send(reply.command(sequence_number)).await;
             }
             Some(Pdu::SubmitSm(submit)) => {
                 return self.submit(submit.clone(), sequence_number, out).await;
@@ -215,7 +264,7 @@ impl Session {
         Next::Continue
     }
 
-    fn bind(&mut self, system_id: &str, password: &str) -> CommandStatus {
+    fn bind(&mut self, kind: BindKind, system_id: &str, password: &str) -> BindReply {
         let status = if self.bound.is_some() {
             CommandStatus::EsmeRalybnd
         } else if system_id != self.state.system_id {
@@ -226,7 +275,10 @@ impl Session {
             CommandStatus::EsmeRok
         };
         if status == CommandStatus::EsmeRok {
-            self.bound = Some(system_id.to_string());
+            self.bound = Some(Bound {
+                system_id: system_id.to_string(),
+                kind,
+            });
             self.state.count(|s| {
                 s.binds_accepted += 1;
                 s.sessions_bound += 1;
@@ -234,7 +286,7 @@ impl Session {
         } else {
             self.state.count(|s| s.binds_refused += 1);
         }
-        status
+        BindReply { kind, status }
     }
 
     async fn submit(
@@ -243,7 +295,7 @@ impl Session {
         sequence_number: u32,
         out: &mpsc::Sender<Command>,
     ) -> Next {
-        let Some(system_id) = self.bound.clone() else {
+        let Some(bound) = self.bound.clone().filter(|b| b.kind != BindKind::Receiver) else {
             let reply = bodiless(
                 CommandId::SubmitSmResp,
                 CommandStatus::EsmeRinvbndsts,
@@ -266,7 +318,9 @@ impl Session {
             sequence: self.sequence.clone(),
             outstanding: self.outstanding.clone(),
             receipts: self.receipts.clone(),
-            system_id,
+            system_id: bound.system_id,
+            // A transmitter bind cannot take receipts on its own session.
+            receipts_here: bound.kind == BindKind::Transceiver,
         };
         tokio::spawn(answer.run(submit, sequence_number, verdict));
         Next::Continue
@@ -295,6 +349,7 @@ struct Answer {
     outstanding: Arc<AtomicU64>,
     receipts: Arc<Mutex<VecDeque<(u32, String)>>>,
     system_id: String,
+    receipts_here: bool,
 }
 
 impl Answer {
@@ -344,7 +399,7 @@ impl Answer {
             return;
         }
         let switches = self.state.switches();
-        if !(wants_receipt && switches.receipts) {
+        if !(wants_receipt && switches.receipts && self.receipts_here) {
             return;
         }
         if switches.receipt_delay_ms > 0 {
