@@ -540,6 +540,25 @@ async fn the_simulator_lists_messages_and_takes_switches_over_http() {
     );
     assert!(chrono::DateTime::parse_from_rfc3339(first["received_at"].as_str().unwrap()).is_ok());
 
+    let filtered = |number: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}/messages");
+        async move {
+            let listed: serde_json::Value = http
+                .get(url)
+                .query(&[("destination", number)])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            listed.as_array().unwrap().len()
+        }
+    };
+    assert_eq!(filtered("+8613800138000").await, 1);
+    assert_eq!(filtered("8613900000000").await, 0);
+
     let changed = http
         .post(format!("{base}/switches"))
         .body(r#"{"throttle_next": 1, "delay_ms": 5}"#)

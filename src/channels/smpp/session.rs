@@ -23,8 +23,9 @@ const COMMAND_LENGTH_MAX_BYTES: usize = 4_096;
 /// Delivery receipts being recorded at once, per session.
 const RECEIPTS_IN_FLIGHT_MAX: usize = 8;
 
-/// Starts the session actor for one SMSC. It binds in the background; until it is bound,
-/// deliveries are answered `Unavailable`.
+/// Starts the session actor for one SMSC (call inside an actix system: `serve`, or
+/// `#[actix_rt::test]`). It binds in the background; until it is bound, deliveries are answered
+/// `Unavailable`. Bad settings are refused here, one line per problem.
 pub fn start(
     pool: Pool,
     clock: SharedClock,
