@@ -185,3 +185,23 @@ async fn an_unsupported_operation_gets_generic_nack() {
     );
     assert_eq!(answer.sequence_number(), 3);
 }
+
+#[tokio::test]
+async fn a_drop_closes_the_connection_at_once_even_with_answers_pending() {
+    let sim = sim().await;
+    let mut conn = connect(&sim).await;
+    exchange(&mut conn, 1, transceiver("payhub", "secret")).await;
+    sim.update_switches(|s| s.delay_ms = 10_000);
+    conn.send(Command::new(CommandStatus::EsmeRok, 3, submit()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    sim.update_switches(|s| s.drop_next = 1);
+    conn.send(Command::new(CommandStatus::EsmeRok, 5, submit()))
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(2), conn.next())
+        .await
+        .expect("closed in time");
+    assert!(closed.is_none(), "expected the connection closed, got {closed:?}");
+}

@@ -27,6 +27,8 @@ const COMMAND_LENGTH_MAX_BYTES: usize = 4_096;
 pub const CONNECTIONS_MAX: usize = 64;
 /// Answers and receipts waiting to be written, per connection.
 const OUTGOING_MAX: usize = 256;
+/// How long an unbound session may take to write its last answers.
+const CLOSE_GRACE: Duration = Duration::from_millis(200);
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
 /// How often a session looks at the enquire_link switch while it is off.
 const ENQUIRE_LINK_IDLE_CHECK: Duration = Duration::from_millis(100);
@@ -125,7 +127,10 @@ struct Session {
 
 enum Next {
     Continue,
+    /// Close after the queued answers are written (unbind).
     Close,
+    /// Close at once, as a crashing SMSC or a cut line would.
+    Drop,
 }
 
 impl Session {
@@ -146,7 +151,7 @@ impl Session {
         );
         let (mut sink, mut commands) = framed.split();
         let (out_tx, mut out_rx) = mpsc::channel::<Command>(OUTGOING_MAX);
-        let writer = tokio::spawn(async move {
+        let mut writer = tokio::spawn(async move {
             while let Some(command) = out_rx.recv().await {
                 if sink.send(command).await.is_err() {
                     break;
@@ -155,11 +160,11 @@ impl Session {
             let _ = sink.close().await;
         });
         let mut pinged_at = tokio::time::Instant::now();
-        loop {
+        let ending = loop {
             let ping_at = self.next_enquire_link(pinged_at);
             let command = tokio::select! {
                 command = commands.next() => command,
-                _ = stop.changed() => break,
+                _ = stop.changed() => break Next::Drop,
                 () = tokio::time::sleep_until(ping_at) => {
                     pinged_at = tokio::time::Instant::now();
                     if self.bound.is_some() && self.state.switches().enquire_link_interval_ms > 0 {
@@ -172,19 +177,23 @@ impl Session {
             };
             let Some(Ok(command)) = command else {
                 // Closed, or a frame the codec cannot read: a real SMSC drops such a peer.
-                break;
+                break Next::Drop;
             };
-            let next = self.on_command(command, &out_tx).await;
-            if matches!(next, Next::Close) {
-                break;
+            match self.on_command(command, &out_tx).await {
+                Next::Continue => {}
+                ending => break ending,
             }
-        }
+        };
         if self.bound.is_some() {
             self.state.count(|s| s.sessions_bound -= 1);
         }
         drop(out_tx);
-        // Let queued answers (an unbind_resp) go out, then close both halves.
-        let _ = tokio::time::timeout(Duration::from_millis(200), writer).await;
+        if matches!(ending, Next::Close) {
+            // Let queued answers (the unbind_resp) go out first.
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+        }
+        // Answers still waiting on a delay hold the channel open; the socket closes now.
+        writer.abort();
     }
 
     /// When to send the next `enquire_link` of the simulator's own.
@@ -307,7 +316,7 @@ impl Session {
         let verdict = self.state.next_verdict();
         self.state.count(|s| s.submits += 1);
         if verdict == Verdict::Drop {
-            return Next::Close;
+            return Next::Drop;
         }
         let now = self.outstanding.fetch_add(1, Ordering::SeqCst) + 1;
         self.state
