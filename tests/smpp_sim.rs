@@ -203,5 +203,8 @@ async fn a_drop_closes_the_connection_at_once_even_with_answers_pending() {
     let closed = tokio::time::timeout(Duration::from_secs(2), conn.next())
         .await
         .expect("closed in time");
-    assert!(closed.is_none(), "expected the connection closed, got {closed:?}");
+    assert!(
+        closed.is_none(),
+        "expected the connection closed, got {closed:?}"
+    );
 }
