@@ -290,6 +290,25 @@ async fn dedicated_terminal_authenticates_and_receives_code_amount_and_merchant(
     assert_eq!(stored_ref.as_deref(), Some(message_ref.as_str()));
     assert_eq!(*error, None);
     assert!(!message_ref.contains("493817"));
+    let metrics = payhub_actors::metrics::global().render();
+    assert!(
+        metrics.contains("payhub_codes_sent_total{channel=\"terminal\"}"),
+        "{metrics}"
+    );
+
+    // A code for a receiver named for this one payment says so on the device.
+    let mut named = env.code_notice("975310");
+    named.unregistered_receiver = true;
+    env.deliver(Destination::Terminal("trm_box".into()), named)
+        .await
+        .unwrap();
+    assert!(matches!(
+        sim.next_delivery(PROMPT).await,
+        Some(SimEvent::Code {
+            unregistered_receiver: true,
+            ..
+        })
+    ));
 
     // The outcome notice goes the same way.
     let mut outcome = env.code_notice("000000");
