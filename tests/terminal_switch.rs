@@ -1014,7 +1014,8 @@ async fn bench_code_delivery_round_trip() {
     drop(sims);
 }
 
-/// Mobile and PDA terminals through the real SMPP session to the SMSC simulator.
+/// Mobile and PDA terminals through the real SMPP session to the SMSC simulator, and the SMS
+/// fallback when the dedicated terminal is offline.
 #[actix_rt::test]
 async fn mobile_terminals_and_pdas_go_to_their_numbers_over_sms() {
     use payhub::channels::smpp::{self, GetStatus, SmppSettings};
@@ -1079,6 +1080,17 @@ async fn mobile_terminals_and_pdas_go_to_their_numbers_over_sms() {
         Some("8613800000003"),
     )
     .await;
+    // The customer's dedicated terminal is off: a prompt Offline, then the code goes by SMS.
+    insert_terminal(&db, &customer_id, "trm_box", TerminalKind::Dedicated, None).await;
+    let to_box = Deliver {
+        destination: Destination::Terminal("trm_box".into()),
+        notice: code_notice("pay_1", "111111"),
+    };
+    let offline = tokio::time::timeout(PROMPT, channels.router.send(to_box))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(offline, Err(DeliveryError::Offline));
     for (terminal, code) in [("trm_phone", "246810"), ("trm_pda", "135791")] {
         let deliver = Deliver {
             destination: Destination::Terminal(terminal.into()),
@@ -1113,7 +1125,7 @@ async fn mobile_terminals_and_pdas_go_to_their_numbers_over_sms() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(channels_used, ["sms", "sms"]);
+    assert_eq!(channels_used, ["terminal", "sms", "sms"]);
 
     let choices = channels
         .router
@@ -1127,7 +1139,12 @@ async fn mobile_terminals_and_pdas_go_to_their_numbers_over_sms() {
         .collect();
     assert_eq!(
         available,
-        [("trm_phone", true), ("trm_pda", true), ("trm_pager", false)]
+        [
+            ("trm_phone", true),
+            ("trm_pda", true),
+            ("trm_pager", false),
+            ("trm_box", false)
+        ]
     );
 }
 
