@@ -100,12 +100,8 @@ async fn run() {
     let mut tasks = Vec::new();
     for c in 0..connections {
         let client = https_client(&pki, Some(&shop.cert));
-        let (url, measuring, stop, errors) = (
-            url.clone(),
-            measuring.clone(),
-            stop.clone(),
-            errors.clone(),
-        );
+        let (url, measuring, stop, errors) =
+            (url.clone(), measuring.clone(), stop.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies_us: Vec<u32> = Vec::with_capacity(1 << 16);
             let mut n: u64 = 0;
@@ -122,7 +118,9 @@ async fn run() {
                 }
                 let started = Instant::now();
                 let ok = match req.send().await {
-                    Ok(res) => res.status() == reqwest::StatusCode::CREATED && res.bytes().await.is_ok(),
+                    Ok(res) => {
+                        res.status() == reqwest::StatusCode::CREATED && res.bytes().await.is_ok()
+                    }
                     Err(_) => false,
                 };
                 if !ok {
