@@ -14,6 +14,7 @@ pub mod expiry;
 pub mod http;
 pub mod iso_cli;
 pub mod pki;
+pub mod secret_key;
 pub mod serve;
 pub mod sim;
 pub mod telemetry;

@@ -5,4 +5,5 @@ pub mod merchant;
 pub mod merchant_testing;
 pub mod mtls;
 pub mod openapi;
+pub mod operator;
 pub mod server;
