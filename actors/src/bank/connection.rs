@@ -40,11 +40,10 @@ pub async fn open(settings: &LinkSettings) -> Result<(LinkReader, LinkWriterIo),
         }
     };
     // Requests are small and pipelined: send each as soon as it is written.
-    tcp.set_nodelay(true)
-        .map_err(|source| ConnectError::Io {
-            addr: addr.clone(),
-            source,
-        })?;
+    tcp.set_nodelay(true).map_err(|source| ConnectError::Io {
+        addr: addr.clone(),
+        source,
+    })?;
     match &settings.tls_ca_cert {
         None => {
             let (r, w) = tcp.into_split();
@@ -68,7 +67,8 @@ async fn tls_connect(
         addr: addr.to_owned(),
         reason,
     };
-    let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(|e| tls_err(e.to_string()))?;
+    let mut builder =
+        SslConnector::builder(SslMethod::tls_client()).map_err(|e| tls_err(e.to_string()))?;
     builder
         .set_ca_file(ca)
         .map_err(|e| tls_err(format!("CA file {}: {e}", ca.display())))?;

@@ -7,7 +7,7 @@
 //! (and field 37). Reversals come from the durable queue (`reversals.rs`): 0420 once, then 0421
 //! every `reversal_interval_ms` until a 0430, on this connection or the next.
 
-use super::connection::{self, LinkReader, LinkWriter};
+use super::connection::{self, LinkReader, LinkWriter, LinkWriterIo};
 use super::reversals::{self, PendingReversal, ReversalReason, ReversalRecord};
 use super::settings::{Backoff, LinkSettings};
 use super::stan::{StanAllocator, format_stan};
@@ -296,7 +296,7 @@ impl BankLinkActor {
         ctx.run_later(delay, |act, ctx| act.connect(ctx));
     }
 
-    fn on_connected(&mut self, reader: LinkReader, writer: LinkWriter, ctx: &mut Context<Self>) {
+    fn on_connected(&mut self, reader: LinkReader, writer: LinkWriterIo, ctx: &mut Context<Self>) {
         if self.stopping {
             return;
         }
@@ -571,10 +571,7 @@ impl BankLinkActor {
         let elapsed = pending.sent_at.elapsed();
         match pending.kind {
             PendingKind::Debit {
-                request,
-                reply,
-                f7,
-                ..
+                request, reply, f7, ..
             } => {
                 self.debits_in_flight -= 1;
                 self.shared
@@ -736,13 +733,7 @@ impl BankLinkActor {
                 self.debits_in_flight -= 1;
                 self.metrics.timeouts.inc();
                 if reply.send(LinkOutcome::Dropped).is_err() {
-                    self.reverse_orphan_with(
-                        &request,
-                        key.1,
-                        f7,
-                        ReversalReason::Timeout,
-                        ctx,
-                    );
+                    self.reverse_orphan_with(&request, key.1, f7, ReversalReason::Timeout, ctx);
                 }
                 false
             }
@@ -955,8 +946,7 @@ pub async fn debit(
         stan: ticket.stan,
         f7: ticket.f7.clone(),
     };
-    let outcome = match tokio::time::timeout(settings.response_timeout(), &mut ticket.reply).await
-    {
+    let outcome = match tokio::time::timeout(settings.response_timeout(), &mut ticket.reply).await {
         Ok(outcome) => outcome.unwrap_or(LinkOutcome::Dropped),
         Err(_) => {
             let expired = addr

@@ -241,7 +241,10 @@ mod tests {
     #[test]
     fn field_90_has_the_profile_layout() {
         let f90 = record("r1").original_data_elements();
-        assert_eq!(f90, "0200000042112811000000099990001".to_owned() + "00000000000");
+        assert_eq!(
+            f90,
+            "0200000042112811000000099990001".to_owned() + "00000000000"
+        );
         assert_eq!(f90.len(), 42);
     }
 
@@ -249,12 +252,22 @@ mod tests {
     async fn queue_is_idempotent_per_rrn_and_tracks_the_backlog() {
         let db = fresh_database().await;
         let t0 = Utc::now();
-        let a = queue(&db.pool, &record("rrn000000001"), ReversalReason::Timeout, t0)
-            .await
-            .unwrap();
-        let again = queue(&db.pool, &record("rrn000000001"), ReversalReason::Timeout, t0)
-            .await
-            .unwrap();
+        let a = queue(
+            &db.pool,
+            &record("rrn000000001"),
+            ReversalReason::Timeout,
+            t0,
+        )
+        .await
+        .unwrap();
+        let again = queue(
+            &db.pool,
+            &record("rrn000000001"),
+            ReversalReason::Timeout,
+            t0,
+        )
+        .await
+        .unwrap();
         assert_eq!(a.id, again.id);
         assert_eq!(a.mti(), "0420");
         let _b = queue(

@@ -156,7 +156,11 @@ pub struct ReverseDebit(pub DebitRequest);
 impl Handler<ReverseDebit> for BankRouter {
     type Result = ResponseFuture<Result<(), BankError>>;
 
-    fn handle(&mut self, ReverseDebit(request): ReverseDebit, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(
+        &mut self,
+        ReverseDebit(request): ReverseDebit,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
         let known = self
             .recent
             .lock()
@@ -181,7 +185,9 @@ impl Handler<ReverseDebit> for BankRouter {
             }
             let stored = link::store_reversal(&deps, &record, ReversalReason::GatewayIncomplete)
                 .await
-                .map_err(|e| BankError::Protocol(format!("the reversal could not be stored: {e}")))?;
+                .map_err(|e| {
+                    BankError::Protocol(format!("the reversal could not be stored: {e}"))
+                })?;
             entry.addr.do_send(link::ReversalQueued(stored));
             Ok(())
         })
