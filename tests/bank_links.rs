@@ -38,7 +38,21 @@ async fn start_sim(db: &TestDb, accounts: usize, balance: impl Fn(usize) -> i64)
     };
     options.seed = (0..accounts).map(|n| acc(account(n), balance(n))).collect();
     options.seed.push(acc(SHOP.into(), 0));
-    sim::start(options).await.unwrap()
+    // The bank runs on a thread of its own, as a separate system would.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let handle = sim::start(options).await.unwrap();
+            let mut stopped = handle.stopped();
+            let _ = tx.send(handle);
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+    });
+    rx.await.unwrap()
 }
 
 fn settings(name: &str, addr: &str) -> LinkSettings {
@@ -287,8 +301,9 @@ async fn reversal_survives_a_gateway_restart() {
         .unwrap_err();
     assert_eq!(err, BankError::Timeout);
     first.send(Shutdown).await.unwrap();
+    // The 0420 may have reached the bank, but no 0430 came back: still pending.
     assert_eq!(pending_reversals(&db).await, 1);
-    assert_eq!(balance(&sim, 0).await, 600);
+    let reversals_seen = sim.stats().reversals;
     // A new gateway process: only the database remembers the reversal.
     sim.set_faults(Faults::default());
     let second = start_router(&db, vec![link]);
@@ -296,6 +311,7 @@ async fn reversal_survives_a_gateway_restart() {
         pending_reversals(&db).await == 0
     })
     .await;
+    assert!(sim.stats().reversals > reversals_seen);
     assert_eq!(balance(&sim, 0).await, 1_000);
     let answer = second
         .send(Debit(request(2, 0, 50)))
@@ -409,17 +425,17 @@ async fn seeded_faults_keep_every_balance_exact() {
     let db = fresh_database().await;
     let sim = start_sim(&db, ACCOUNTS, |_| OPENING).await;
     let mut link = settings("bips-a", &sim.addr().to_string());
-    link.response_timeout_ms = 150;
-    link.reversal_interval_ms = 50;
+    link.response_timeout_ms = 600;
+    link.reversal_interval_ms = 300;
     link.reconnect_backoff_min_ms = 5;
     link.reconnect_backoff_max_ms = 40;
     let router = start_router(&db, vec![link]);
     wait_signed_on(&router, 1).await;
     sim.set_faults(Faults {
         drop_pct: 5,
-        delay_ms: 200,
+        delay_ms: 700,
         duplicate_pct: 10,
-        close_every: 400,
+        close_every: 2_000,
         fail_pct: 5,
     });
     let mut rng_state: u64 = 0x5eed;
@@ -438,21 +454,46 @@ async fn seeded_faults_keep_every_balance_exact() {
         })
         .collect();
     let mut approved = vec![0i64; ACCOUNTS];
-    for (chunk_no, chunk) in plan.chunks(100).enumerate() {
-        let answers =
-            futures::future::join_all(chunk.iter().enumerate().map(|(i, &(payer, amount))| {
-                let rrn = (chunk_no * 100 + i + 1) as u64;
-                router.send(Debit(request(rrn, payer, amount)))
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    let started = std::time::Instant::now();
+    let debit = |rrn: usize, payer: usize, amount: i64| Debit(request(rrn as u64, payer, amount));
+    for (chunk_no, chunk) in plan.chunks(200).enumerate() {
+        // A debit refused before it left (link down or full) is sent again, same RRN.
+        let mut todo: Vec<usize> = (0..chunk.len()).collect();
+        for _round in 0..300 {
+            if todo.is_empty() {
+                break;
+            }
+            let answers = futures::future::join_all(todo.iter().map(|&i| {
+                let (payer, amount) = chunk[i];
+                router.send(debit(chunk_no * 200 + i + 1, payer, amount))
             }))
             .await;
-        for (answer, &(payer, amount)) in answers.into_iter().zip(chunk) {
-            if let Ok(a) = answer.unwrap()
-                && a.response_code == "00"
-            {
-                approved[payer] += amount;
+            let mut again = Vec::new();
+            for (answer, &i) in answers.into_iter().zip(&todo) {
+                let outcome = match answer.unwrap() {
+                    Ok(a) => {
+                        if a.response_code == "00" {
+                            approved[chunk[i].0] += chunk[i].1;
+                        }
+                        a.response_code
+                    }
+                    Err(BankError::Unavailable | BankError::Busy) => {
+                        again.push(i);
+                        continue;
+                    }
+                    Err(e) => format!("{e:?}"),
+                };
+                *outcomes.entry(outcome).or_insert(0) += 1;
+            }
+            todo = again;
+            if !todo.is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+        assert!(todo.is_empty(), "debits never sent: {todo:?}");
     }
+    eprintln!("debits done in {:?}: {outcomes:?}", started.elapsed());
     sim.set_faults(Faults::default());
     for _ in 0..1_000 {
         if pending_reversals(&db).await == 0 {
@@ -461,12 +502,21 @@ async fn seeded_faults_keep_every_balance_exact() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(pending_reversals(&db).await, 0, "reversals still pending");
+    eprintln!("reversals done at {:?}", started.elapsed());
     let mut total_approved = 0;
     for (n, paid) in approved.iter().enumerate() {
         assert_eq!(balance(&sim, n).await, OPENING - paid, "account {n}");
         total_approved += paid;
     }
     assert_eq!(sim.balance(BANK, SHOP).await.unwrap(), Some(total_approved));
+    assert!(
+        outcomes.get("00").copied().unwrap_or(0) > 100,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.get("Timeout").copied().unwrap_or(0) > 0,
+        "{outcomes:?}"
+    );
     assert!(total_approved > 0);
     let stats = sim.stats();
     assert!(

@@ -142,6 +142,11 @@ impl SimHandle {
         Ok(self.shared.store.balance(bank_id, account).await?)
     }
 
+    /// Turns true when [`SimHandle::shutdown`] is called (for a thread hosting the simulator).
+    pub fn stopped(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
     /// Stops accepting and closes every connection.
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);

@@ -852,10 +852,33 @@ impl StreamHandler<Inbound> for BankLinkActor {
     }
 }
 
+/// The writer failed; handled after the writer has let go of its buffers.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriteFailed {
+    generation: u64,
+    why: String,
+}
+
+impl Handler<WriteFailed> for BankLinkActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriteFailed, ctx: &mut Context<Self>) {
+        if self.conn.as_ref().map(|c| c.generation) == Some(msg.generation) {
+            self.drop_connection(&msg.why, ctx);
+        }
+    }
+}
+
 impl actix::io::WriteHandler<CodecError> for BankLinkActor {
     fn error(&mut self, err: CodecError, ctx: &mut Context<Self>) -> Running {
-        let why = format!("write failed: {err}");
-        self.drop_connection(&why, ctx);
+        // The writer is borrowed while it reports: touch it only from the next message.
+        if let Some(generation) = self.conn.as_ref().map(|c| c.generation) {
+            ctx.notify(WriteFailed {
+                generation,
+                why: format!("write failed: {err}"),
+            });
+        }
         Running::Stop
     }
 

@@ -269,7 +269,22 @@ CREATE TABLE IF NOT EXISTS bank_sim.debits (
     amount_minor      BIGINT NOT NULL,
     created_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
     reversed_at       TIMESTAMPTZ
-);";
+);
+-- Credits to payees are appended, not applied to the account row: a merchant's settlement
+-- account receives most debits, and one hot row would serialise them all.
+CREATE TABLE IF NOT EXISTS bank_sim.credits (
+    id                BIGSERIAL PRIMARY KEY,
+    bank_id           TEXT NOT NULL,
+    account           TEXT NOT NULL,
+    amount_minor      BIGINT NOT NULL,
+    rrn               TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS credits_account ON bank_sim.credits (bank_id, account);";
+
+/// An account's balance: its row plus the credits appended to it.
+const BALANCE_SQL: &str = "SELECT a.balance_minor + COALESCE((SELECT sum(c.amount_minor)
+         FROM bank_sim.credits c WHERE c.bank_id = a.bank_id AND c.account = a.account), 0)::BIGINT
+     FROM bank_sim.accounts a WHERE a.bank_id = $1 AND a.account = $2";
 
 /// An advisory lock key, so two simulators starting on one database create the schema once.
 const SCHEMA_LOCK_KEY: i64 = 8_583_020;
@@ -303,6 +318,11 @@ impl PgLedger {
                 ],
             )
             .await?;
+            tx.execute(
+                "DELETE FROM bank_sim.credits WHERE bank_id = $1 AND account = $2",
+                &[&a.bank_id, &a.account],
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -310,12 +330,7 @@ impl PgLedger {
 
     async fn balance(&self, bank_id: &str, account: &str) -> Result<Option<i64>, SimStoreError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT balance_minor FROM bank_sim.accounts WHERE bank_id = $1 AND account = $2",
-                &[&bank_id, &account],
-            )
-            .await?;
+        let row = client.query_opt(BALANCE_SQL, &[&bank_id, &account]).await?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -357,31 +372,20 @@ impl PgLedger {
                 approval_code: row.get(2),
             });
         }
-        // Lock payer and payee in one statement, in key order, so crossing debits cannot deadlock.
-        let rows = tx
-            .query(
-                "SELECT bank_id, account, balance_minor, currency_numeric FROM bank_sim.accounts
-                 WHERE (bank_id = $1 AND account = $2) OR (account = $3 AND bank_id = ANY($4))
-                 ORDER BY bank_id, account FOR UPDATE",
-                &[
-                    &order.payer_bank,
-                    &order.payer_account,
-                    &order.payee_account,
-                    &self.banks,
-                ],
+        // Only the payer's row is locked; the payee is credited by an appended row.
+        let payer_row = tx
+            .query_opt(
+                "SELECT a.balance_minor + COALESCE((SELECT sum(c.amount_minor)
+                     FROM bank_sim.credits c WHERE c.bank_id = a.bank_id
+                     AND c.account = a.account), 0)::BIGINT, a.currency_numeric
+                 FROM bank_sim.accounts a WHERE a.bank_id = $1 AND a.account = $2 FOR UPDATE",
+                &[&order.payer_bank, &order.payer_account],
             )
             .await?;
-        let is_payer = |r: &tokio_postgres::Row| {
-            r.get::<_, &str>(0) == order.payer_bank && r.get::<_, &str>(1) == order.payer_account
-        };
-        let payer = rows.iter().find(|r| is_payer(r)).map(|r| AccountView {
-            balance_minor: r.get(2),
-            currency_numeric: r.get(3),
+        let payer = payer_row.as_ref().map(|r| AccountView {
+            balance_minor: r.get(0),
+            currency_numeric: r.get(1),
         });
-        let payee_bank: Option<String> = rows
-            .iter()
-            .find(|r| r.get::<_, &str>(1) == order.payee_account)
-            .map(|r| r.get(0));
         let (answer, state, credited) = match ledger::decide(order, payer) {
             Some(code) => (Answer::declined(code), DebitState::Declined, None),
             None => {
@@ -391,14 +395,22 @@ impl PgLedger {
                     &[&order.payer_bank, &order.payer_account, &order.amount_minor],
                 )
                 .await?;
-                if let Some(bank) = &payee_bank {
-                    tx.execute(
-                        "UPDATE bank_sim.accounts SET balance_minor = balance_minor + $3
-                         WHERE bank_id = $1 AND account = $2",
-                        &[bank, &order.payee_account, &order.amount_minor],
+                let payee_bank: Option<String> = tx
+                    .query_opt(
+                        "INSERT INTO bank_sim.credits (bank_id, account, amount_minor, rrn)
+                         SELECT bank_id, account, $3, $4 FROM bank_sim.accounts
+                         WHERE account = $1 AND bank_id = ANY($2)
+                         ORDER BY bank_id LIMIT 1
+                         RETURNING bank_id",
+                        &[
+                            &order.payee_account,
+                            &self.banks,
+                            &order.amount_minor,
+                            &order.rrn,
+                        ],
                     )
-                    .await?;
-                }
+                    .await?
+                    .map(|r| r.get(0));
                 let answer = Answer::approved(ledger::approval_code());
                 (answer, DebitState::Approved, payee_bank)
             }
@@ -448,14 +460,6 @@ impl PgLedger {
             let amount: i64 = row.get(5);
             let payer: (&str, &str) = (row.get(1), row.get(2));
             let payee_bank: Option<&str> = row.get(3);
-            // Same lock order as the debit.
-            tx.query(
-                "SELECT 1 FROM bank_sim.accounts
-                 WHERE (bank_id = $1 AND account = $2) OR (bank_id = $3 AND account = $4)
-                 ORDER BY bank_id, account FOR UPDATE",
-                &[&payer.0, &payer.1, &payee_bank, &row.get::<_, &str>(4)],
-            )
-            .await?;
             tx.execute(
                 "UPDATE bank_sim.accounts SET balance_minor = balance_minor + $3
                  WHERE bank_id = $1 AND account = $2",
@@ -464,9 +468,9 @@ impl PgLedger {
             .await?;
             if let Some(bank) = payee_bank {
                 tx.execute(
-                    "UPDATE bank_sim.accounts SET balance_minor = balance_minor - $3
-                     WHERE bank_id = $1 AND account = $2",
-                    &[&bank, &row.get::<_, &str>(4), &amount],
+                    "INSERT INTO bank_sim.credits (bank_id, account, amount_minor, rrn)
+                     VALUES ($1, $2, $3, $4)",
+                    &[&bank, &row.get::<_, &str>(4), &(-amount), &rrn],
                 )
                 .await?;
             }
