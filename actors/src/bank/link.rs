@@ -107,8 +107,11 @@ pub struct LinkDeps {
 /// The outcome of one 0200 on the link.
 #[derive(Debug)]
 pub enum LinkOutcome {
-    /// The matching 0210.
-    Answered(Message),
+    /// The matching 0210's field 39 and field 38.
+    Answered {
+        response_code: String,
+        approval_code: Option<String>,
+    },
     /// The connection went away (or the link stopped) before the 0210.
     Dropped,
 }
@@ -578,10 +581,13 @@ impl BankLinkActor {
                     .in_flight
                     .store(self.debits_in_flight, Ordering::Relaxed);
                 self.metrics.round_trip.observe(elapsed.as_secs_f64());
-                let approved = message.get(39) == Some("00");
-                if let Err(LinkOutcome::Answered(_)) = reply.send(LinkOutcome::Answered(message))
-                    && approved
-                {
+                let response_code = message.get(39).unwrap_or("").to_owned();
+                let approved = response_code == "00";
+                let answer = LinkOutcome::Answered {
+                    approval_code: message.get(38).filter(|_| approved).map(str::to_owned),
+                    response_code,
+                };
+                if reply.send(answer).is_err() && approved {
                     // Approved, but the payment no longer waits for it: undo it.
                     self.reverse_orphan_with(
                         &request,
@@ -798,6 +804,8 @@ pub async fn store_reversal(
     }
 }
 
+// Each item is moved once, from the reader into its handler; boxing would allocate per message.
+#[allow(clippy::large_enum_variant)]
 enum Inbound {
     Frame(
         u64,
@@ -1000,16 +1008,23 @@ pub async fn debit(
             reverse(ReversalReason::Timeout).await;
             Err(BankError::Timeout)
         }
-        LinkOutcome::Answered(message) => {
-            let code = message.get(39).unwrap_or("").to_owned();
-            match code.as_str() {
+        LinkOutcome::Answered {
+            response_code,
+            approval_code,
+        } => {
+            match response_code.as_str() {
                 "91" => reverse(ReversalReason::Response91).await,
                 "96" => reverse(ReversalReason::Response96).await,
+                // A 0210 without a valid field 39 says nothing: undo whatever it did.
+                code if code.len() != 2 => {
+                    reverse(ReversalReason::Timeout).await;
+                    return Err(BankError::Protocol("0210 without field 39".into()));
+                }
                 _ => {}
             }
             let response = DebitResponse {
-                approval_code: message.get(38).map(str::to_owned).filter(|_| code == "00"),
-                response_code: code,
+                response_code,
+                approval_code,
                 link: settings.name.clone(),
             };
             Ok((response, info))
