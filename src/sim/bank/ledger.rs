@@ -181,7 +181,7 @@ mod tests {
             "bank_id,account,balance_minor,currency\n0002,a,1,CNY\n",
             &banks,
         );
-        assert!(bad.unwrap_err().contains("line 1"));
+        assert!(bad.unwrap_err().contains("line 2"));
         assert!(parse_seed("account,bank\n", &banks).is_err());
         let neg = parse_seed(
             "bank_id,account,balance_minor,currency\n0001,a,-1,CNY",
