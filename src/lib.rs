@@ -16,3 +16,4 @@ pub mod pki;
 pub mod serve;
 pub mod sim;
 pub mod telemetry;
+pub mod webhooks;

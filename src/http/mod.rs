@@ -1,1 +1,3 @@
 //! HTTP: the merchant API, the customer pages and the operator endpoints.
+
+pub mod pages;
