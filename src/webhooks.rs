@@ -202,11 +202,16 @@ impl Worker {
         )
         .await?;
         tx.execute(
-            "UPDATE webhook_events SET attempts = $2, next_attempt_at = $3,
-                 delivered_at = CASE WHEN $4 THEN $5 ELSE NULL END,
-                 given_up_at = CASE WHEN $6 THEN $5 ELSE NULL END
+            "UPDATE webhook_events SET attempts = $2, next_attempt_at = $3, delivered_at = $4,
+                 given_up_at = $5
              WHERE id = $1",
-            &[&event.id, &attempts, &next, &delivered, &now, &given_up],
+            &[
+                &event.id,
+                &attempts,
+                &next,
+                &delivered.then_some(now),
+                &given_up.then_some(now),
+            ],
         )
         .await?;
         tx.commit().await?;

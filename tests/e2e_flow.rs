@@ -1,0 +1,459 @@
+//! End to end through the customer pages, as a browser: real PostgreSQL, the real pages over HTTP
+//! on port 0, the real payment actors and webhook worker; the channel and bank routers are the test
+//! doubles of `e2e_support::doubles` (the simulators' tests are in e2e_sims.rs).
+
+mod e2e_support;
+
+use actix::Actor;
+use chrono::{Duration, Utc};
+use e2e_support::doubles::{BankDouble, BankScript, ChannelDouble};
+use e2e_support::*;
+use payhub_actors::clock::{ManualClock, SharedClock};
+use payhub_actors::keyed_hash::HashKey;
+use payhub_actors::store::testing::{TestDb, fresh_database};
+use payhub_actors::transaction::PaymentSettings;
+use std::sync::Arc;
+
+struct World {
+    db: TestDb,
+    clock: ManualClock,
+    key: HashKey,
+    channel: ChannelDouble,
+    bank: BankDouble,
+    outside: Outside,
+    gateway: Option<Gateway>,
+    merchant: Merchant,
+    customer: Customer,
+    receiver: Receiver,
+}
+
+fn settings() -> PaymentSettings {
+    PaymentSettings {
+        public_url: "https://gateway.example".into(),
+        delivery_timeout_ms: 2_000,
+        debit_timeout_ms: 2_000,
+        reversal_retry_ms: 200,
+        ..PaymentSettings::default()
+    }
+}
+
+impl World {
+    async fn new() -> World {
+        Self::with(settings(), vec![]).await
+    }
+
+    async fn with(settings: PaymentSettings, webhook_script: Vec<u16>) -> World {
+        let db = fresh_database().await;
+        let clock = ManualClock::new(Utc::now());
+        let key = HashKey::random();
+        let channel = ChannelDouble::default();
+        let bank = BankDouble::default();
+        let channel_addr = channel.clone().start();
+        let bank_addr = bank.clone().start();
+        let outside = Outside {
+            channel: channel_addr.recipient(),
+            bank: bank_addr.clone().recipient(),
+            reverser: bank_addr.recipient(),
+        };
+        let merchant = seed_merchant(&db.pool, "Book Shop").await;
+        let customer = seed_customer(&db.pool, "alice", "6222000011112222").await;
+        let receiver = Receiver::start(webhook_script);
+        let shared: SharedClock = Arc::new(clock.clone());
+        let gateway = Gateway::start(db.pool.clone(), shared, key.clone(), settings, outside.clone());
+        World {
+            db,
+            clock,
+            key,
+            channel,
+            bank,
+            outside,
+            gateway: Some(gateway),
+            merchant,
+            customer,
+            receiver,
+        }
+    }
+
+    fn base(&self) -> String {
+        self.gateway.as_ref().unwrap().base.clone()
+    }
+
+    fn browser(&self) -> Browser {
+        Browser::new(&self.base())
+    }
+
+    async fn payment(&self) -> String {
+        create_payment(&self.db.pool, &self.merchant, 1234, &self.receiver.url, self.clock.now()).await
+    }
+
+    async fn status(&self, id: &str) -> (String, Option<String>, Option<String>, Option<String>) {
+        payment_status(&self.db.pool, id).await
+    }
+
+    /// Stops the gateway as a crash would and starts a new one on the same database.
+    async fn restart(&mut self, settings: PaymentSettings) {
+        self.gateway.take().unwrap().stop().await;
+        let shared: SharedClock = Arc::new(self.clock.clone());
+        self.gateway = Some(Gateway::start(
+            self.db.pool.clone(),
+            shared,
+            self.key.clone(),
+            settings,
+            self.outside.clone(),
+        ));
+    }
+}
+
+use payhub_actors::Clock;
+
+#[actix_rt::test]
+async fn happy_path_pays_once_tells_customer_and_signs_the_webhook() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    let first = browser.get(&format!("/pay/{pay}")).await;
+    assert_eq!(first.status, 200);
+    assert!(first.body.contains("Book Shop") && first.body.contains("12.34 CNY"));
+    assert!(first.body.contains("2 books"));
+    let page = browser
+        .login(&pay, &w.customer.online_id, &w.customer.password, "sms", "")
+        .await;
+    assert_eq!(page.path(), format!("/pay/{pay}/code"), "{}", page.body);
+    assert!(page.body.contains("name=\"code\""));
+    assert_eq!(w.status(&pay).await.0, "awaiting_code");
+    let code = w.channel.last_code(&pay);
+    assert_eq!(code.len(), 6);
+    let text = w.channel.sent.lock().unwrap()[0].text.clone();
+    assert!(text.contains("12.34 CNY") && text.contains("Book Shop"), "{text}");
+    // The code is stored only as a keyed hash.
+    let stored: i64 = count(
+        &w.db.pool,
+        "SELECT count(*) FROM payments WHERE id = $1 AND code_hash IS NOT NULL AND length(code_hash) = 32",
+        &pay,
+    )
+    .await;
+    assert_eq!(stored, 1);
+
+    let csrf = browser.get(&format!("/pay/{pay}/code")).await.csrf();
+    let result = browser.submit_code(&pay, &code).await;
+    assert_eq!(result.path(), format!("/pay/{pay}/result"));
+    assert!(result.body.contains("Payment complete"), "{}", result.body);
+    // The link back to the shop (minijinja escapes the slashes).
+    assert!(result.body.contains("shop.example") && result.body.contains("Back to Book Shop"));
+    let (status, failure, _, approval) = w.status(&pay).await;
+    assert_eq!((status.as_str(), failure, approval.as_deref()), ("succeeded", None, Some("A1B2C3")));
+    assert_eq!(w.bank.debits.lock().unwrap().len(), 1);
+
+    eventually("outcome notice", || async { !w.channel.outcomes_for(&pay).is_empty() }).await;
+    let outcome = &w.channel.outcomes_for(&pay)[0];
+    assert!(outcome.text.contains("succeeded"), "{}", outcome.text);
+
+    eventually("webhook delivered", || async { !w.receiver.requests().is_empty() }).await;
+    let hook = &w.receiver.requests()[0];
+    let now = w.clock.now().timestamp();
+    payhub::webhooks::signature::verify(
+        w.merchant.webhook_secret.as_bytes(),
+        &hook.signature,
+        hook.body.as_bytes(),
+        now,
+        300,
+    )
+    .expect("signature verifies with the merchant's secret");
+    let body: serde_json::Value = serde_json::from_str(&hook.body).unwrap();
+    assert_eq!(body["type"], "payment.succeeded");
+    assert_eq!(body["data"]["id"], pay.as_str());
+    assert_eq!(body["data"]["status"], "succeeded");
+    assert_eq!(body["data"]["approval_code"], "A1B2C3");
+    assert!(body["id"].as_str().unwrap().starts_with("evt_"));
+    eventually("attempt recorded", || async {
+        count(
+            &w.db.pool,
+            "SELECT count(*) FROM webhook_attempts a JOIN webhook_events e ON e.id = a.event_id
+             WHERE e.payment_id = $1 AND a.status_code = 200",
+            &pay,
+        )
+        .await
+            == 1
+    })
+    .await;
+    // A second code post changes nothing.
+    let again = browser
+        .post(&format!("/pay/{pay}/code"), &[("csrf_token", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(again.path(), format!("/pay/{pay}/result"));
+    assert_eq!(w.bank.debits.lock().unwrap().len(), 1);
+}
+
+#[actix_rt::test]
+async fn three_wrong_passwords_fail_the_payment_with_one_wording() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    let unknown = browser.login(&pay, "nobody", "whatever", "sms", "").await;
+    assert_eq!(unknown.status, 401);
+    let wrong = browser.login(&pay, "alice", "wrong password", "sms", "").await;
+    assert_eq!(wrong.status, 401);
+    let strip = |s: &str| s.replace("2 tries", "N").replace("1 try", "N");
+    let error = |body: &str| {
+        let start = body.find("role=\"alert\">").unwrap();
+        let end = body[start..].find("</p>").unwrap() + start;
+        body[start..end].to_string()
+    };
+    assert_eq!(strip(&error(&unknown.body)), strip(&error(&wrong.body)));
+    let third = browser.login(&pay, "alice", "wrong again", "sms", "").await;
+    assert_eq!(third.path(), format!("/pay/{pay}/result"));
+    assert!(third.body.contains("too many unsuccessful sign-ins"));
+    let (status, failure, ..) = w.status(&pay).await;
+    assert_eq!((status.as_str(), failure.as_deref()), ("failed", Some("authentication_failed")));
+    assert!(w.channel.codes_for(&pay).is_empty());
+    eventually("failed webhook", || async {
+        w.receiver.requests().iter().any(|r| r.body.contains("payment.failed"))
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn five_failures_lock_the_identity_across_payments_for_15_minutes() {
+    let w = World::new().await;
+    let browser = w.browser();
+    let mut pays = Vec::new();
+    for _ in 0..3 {
+        pays.push(w.payment().await);
+    }
+    // Two failures on each of the first two payments, then one more: five for `alice`.
+    for (pay, tries) in [(&pays[0], 2), (&pays[1], 2), (&pays[2], 1)] {
+        for _ in 0..tries {
+            browser.login(pay, "alice", "nope", "sms", "").await;
+        }
+    }
+    // The right password is refused now, whatever the payment, with the mobile number too.
+    let locked = browser.login(&pays[2], "alice", &w.customer.password, "sms", "").await;
+    assert_eq!(locked.status, 429, "{}", locked.body);
+    assert!(locked.body.contains("locked"));
+    let by_mobile = browser.login(&pays[2], &w.customer.mobile, &w.customer.password, "sms", "").await;
+    assert_eq!(by_mobile.status, 429);
+    assert_eq!(w.status(&pays[2]).await.0, "awaiting_customer");
+    w.clock.advance(Duration::minutes(15) + Duration::seconds(1));
+    let pay = w.payment().await;
+    let ok = browser.login(&pay, &w.customer.mobile, &w.customer.password, "sms", "").await;
+    assert_eq!(ok.path(), format!("/pay/{pay}/code"), "{}", ok.body);
+}
+
+#[actix_rt::test]
+async fn three_wrong_codes_fail_and_no_debit_is_sent() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    let real = w.channel.last_code(&pay);
+    let wrong = if real == "000000" { "111111" } else { "000000" };
+    let first = browser.submit_code(&pay, wrong).await;
+    assert_eq!(first.status, 422);
+    assert!(first.body.contains("2 tries left"), "{}", first.body);
+    browser.submit_code(&pay, wrong).await;
+    let last = browser.submit_code(&pay, wrong).await;
+    assert_eq!(last.path(), format!("/pay/{pay}/result"));
+    let (status, failure, ..) = w.status(&pay).await;
+    assert_eq!((status.as_str(), failure.as_deref()), ("failed", Some("code_attempts_exceeded")));
+    assert!(w.bank.debits.lock().unwrap().is_empty());
+}
+
+#[actix_rt::test]
+async fn a_late_code_fails_the_payment() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    let code = w.channel.last_code(&pay);
+    w.clock.advance(Duration::seconds(301));
+    let page = browser.submit_code(&pay, &code).await;
+    assert_eq!(page.path(), format!("/pay/{pay}/result"));
+    assert!(page.body.contains("expired before it was entered"));
+    let (status, failure, ..) = w.status(&pay).await;
+    assert_eq!((status.as_str(), failure.as_deref()), ("failed", Some("code_expired")));
+    assert!(w.bank.debits.lock().unwrap().is_empty());
+}
+
+#[actix_rt::test]
+async fn resend_voids_the_old_code_is_spaced_and_bounded() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    let first = w.channel.last_code(&pay);
+    let too_soon = browser.resend(&pay, "").await;
+    assert_eq!(too_soon.status, 429);
+    assert!(too_soon.body.contains("seconds"));
+    w.clock.advance(Duration::seconds(31));
+    let sent = browser.resend(&pay, "").await;
+    assert_eq!(sent.status, 200);
+    assert!(sent.body.contains("A new code was sent"));
+    let second = w.channel.last_code(&pay);
+    // The old code no longer works (unless the draw repeated it).
+    if first != second {
+        let old = browser.submit_code(&pay, &first).await;
+        assert_eq!(old.status, 422);
+    }
+    // Even after the first code's validity, a resend keeps the payment alive.
+    w.clock.advance(Duration::seconds(301));
+    let third = browser.resend(&pay, "").await;
+    assert_eq!(third.status, 200, "{}", third.body);
+    w.clock.advance(Duration::seconds(31));
+    let exhausted = browser.resend(&pay, "").await;
+    assert_eq!(exhausted.status, 429);
+    assert!(exhausted.body.contains("No more codes"));
+    let code = w.channel.last_code(&pay);
+    let done = browser.submit_code(&pay, &code).await;
+    assert!(done.body.contains("Payment complete"), "{}", done.body);
+    assert_eq!(w.channel.codes_for(&pay).len(), 3);
+}
+
+#[actix_rt::test]
+async fn a_code_from_another_browser_session_is_refused() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let alice = w.browser();
+    alice.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    let code = w.channel.last_code(&pay);
+    let mallory = w.browser();
+    let page = mallory.get(&format!("/pay/{pay}/code")).await;
+    assert_eq!(page.status, 403);
+    // Mallory fetches a CSRF token of her own from the payment page and posts the right code.
+    let pay_page = mallory.get(&format!("/pay/{pay}")).await;
+    assert!(pay_page.body.contains("another browser"));
+    let csrf_source = mallory.get(&format!("/pay/{pay}/code")).await;
+    assert!(!csrf_source.body.contains("csrf_token"));
+    let forged = mallory
+        .post(&format!("/pay/{pay}/code"), &[("csrf_token", "00"), ("code", &code)])
+        .await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(w.status(&pay).await.0, "awaiting_code");
+    assert!(w.bank.debits.lock().unwrap().is_empty());
+    let ok = alice.submit_code(&pay, &code).await;
+    assert!(ok.body.contains("Payment complete"));
+}
+
+#[actix_rt::test]
+async fn insufficient_funds_is_declined_with_field_39() {
+    let w = World::new().await;
+    w.bank
+        .script
+        .lock()
+        .unwrap()
+        .insert("6222000011112222".into(), BankScript::Answer("51"));
+    let pay = w.payment().await;
+    let browser = w.browser();
+    browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    let page = browser.submit_code(&pay, &w.channel.last_code(&pay)).await;
+    assert!(page.body.contains("insufficient funds"), "{}", page.body);
+    let (status, failure, code, approval) = w.status(&pay).await;
+    assert_eq!(
+        (status.as_str(), failure.as_deref(), code.as_deref(), approval),
+        ("failed", Some("bank_declined"), Some("51"), None)
+    );
+    eventually("webhook", || async { !w.receiver.requests().is_empty() }).await;
+    let body: serde_json::Value = serde_json::from_str(&w.receiver.requests()[0].body).unwrap();
+    assert_eq!(body["data"]["failure_code"], "bank_declined");
+    assert_eq!(body["data"]["bank_response_code"], "51");
+}
+
+#[actix_rt::test]
+async fn bank_timeout_is_bank_unavailable() {
+    let w = World::new().await;
+    w.bank
+        .script
+        .lock()
+        .unwrap()
+        .insert("6222000011112222".into(), BankScript::Timeout);
+    let pay = w.payment().await;
+    let browser = w.browser();
+    browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    let page = browser.submit_code(&pay, &w.channel.last_code(&pay)).await;
+    assert!(page.body.contains("returned automatically"), "{}", page.body);
+    let (status, failure, ..) = w.status(&pay).await;
+    assert_eq!((status.as_str(), failure.as_deref()), ("failed", Some("bank_unavailable")));
+}
+
+#[actix_rt::test]
+async fn an_offline_terminal_is_said_at_once_and_sms_is_offered() {
+    let w = World::new().await;
+    let terminal = add_terminal(&w.db.pool, &w.customer.id, "dedicated", "Desk unit", None).await;
+    w.channel.offline.lock().unwrap().insert(terminal.clone());
+    let pay = w.payment().await;
+    let browser = w.browser();
+    let page = browser.login(&pay, "alice", &w.customer.password, "terminal", "").await;
+    assert_eq!(page.path(), format!("/pay/{pay}/code"));
+    assert!(page.body.contains("offline"), "{}", page.body);
+    assert!(page.body.contains("value=\"sms\""), "{}", page.body);
+    assert!(!page.body.contains("name=\"code\""));
+    let sent = browser.resend(&pay, "sms").await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let done = browser.submit_code(&pay, &w.channel.last_code(&pay)).await;
+    assert!(done.body.contains("Payment complete"));
+}
+
+#[actix_rt::test]
+async fn bad_input_gets_calm_4xx_pages() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    assert_eq!(browser.get("/pay/pay_doesnotexist").await.status, 404);
+    assert_eq!(browser.get("/pay/..%2f..%2fetc").await.status, 404);
+    // No CSRF cookie yet: refused.
+    let fresh = w.browser();
+    let p = fresh
+        .post(&format!("/pay/{pay}/login"), &[("identity", "alice"), ("password", "x")])
+        .await;
+    assert_eq!(p.status, 403);
+    let page = browser.get(&format!("/pay/{pay}")).await;
+    let csrf = page.csrf();
+    let long = "x".repeat(10_000);
+    let big = browser
+        .post(&format!("/pay/{pay}/login"), &[("csrf_token", &csrf), ("identity", &long)])
+        .await;
+    assert_eq!(big.status, 400);
+    let odd = browser
+        .post(
+            &format!("/pay/{pay}/login"),
+            &[("csrf_token", &csrf), ("identity", "alice"), ("password", "pw"), ("channel", "fax")],
+        )
+        .await;
+    assert_eq!(odd.status, 422);
+    let no_session = browser
+        .post(&format!("/pay/{pay}/code"), &[("csrf_token", &csrf), ("code", "123456")])
+        .await;
+    assert_eq!(no_session.status, 403);
+    assert_eq!(w.status(&pay).await.0, "awaiting_customer");
+}
+
+#[actix_rt::test]
+async fn the_session_cookie_is_http_only_and_strict() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let page = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = w.base();
+    let first = page.get(format!("{base}/pay/{pay}")).send().await.unwrap();
+    let body = first.text().await.unwrap();
+    let csrf = Page { status: 200, url: String::new(), body }.csrf();
+    let login = page
+        .post(format!("{base}/pay/{pay}/login"))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("identity", "alice"),
+            ("password", w.customer.password.as_str()),
+            ("channel", "sms"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    assert_eq!(login.headers()["location"], format!("/pay/{pay}/code").as_str());
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("payhub_session="), "{cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(cookie.contains(&format!("Path=/pay/{pay}")), "{cookie}");
+}
