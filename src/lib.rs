@@ -13,6 +13,7 @@ pub mod enroll;
 pub mod http;
 pub mod iso_cli;
 pub mod pki;
+pub mod secret_key;
 pub mod serve;
 pub mod sim;
 pub mod telemetry;

@@ -1,3 +1,3 @@
 //! HTTP: the merchant API, the customer pages and the operator endpoints.
-
+pub mod operator;
 pub mod pages;
