@@ -1,12 +1,13 @@
 //! End to end through the customer pages, as a browser: real PostgreSQL, the real pages over HTTP
-//! on port 0, the real payment actors and webhook worker; the channel and bank routers are the test
-//! doubles of `e2e_support::doubles` (the simulators' tests are in e2e_sims.rs).
+//! on port 0, the real payment actors and webhook worker, the real SMPP session and channel router
+//! against the SMSC simulator, and a webhook receiver on port 0. The bank router is the test double
+//! of `e2e_support::doubles` until the bank router and simulator are merged.
 
 mod e2e_support;
 
 use actix::Actor;
 use chrono::{Duration, Utc};
-use e2e_support::doubles::{BankDouble, BankScript, ChannelDouble};
+use e2e_support::doubles::{BankDouble, BankScript};
 use e2e_support::*;
 use payhub_actors::clock::{ManualClock, SharedClock};
 use payhub_actors::keyed_hash::HashKey;
@@ -18,7 +19,7 @@ struct World {
     db: TestDb,
     clock: ManualClock,
     key: HashKey,
-    channel: ChannelDouble,
+    smsc: payhub::sim::smsc::SmscSim,
     bank: BankDouble,
     outside: Outside,
     gateway: Option<Gateway>,
@@ -46,12 +47,11 @@ impl World {
         let db = fresh_database().await;
         let clock = ManualClock::new(Utc::now());
         let key = HashKey::random();
-        let channel = ChannelDouble::default();
+        let smsc = start_smsc().await;
         let bank = BankDouble::default();
-        let channel_addr = channel.clone().start();
         let bank_addr = bank.clone().start();
         let outside = Outside {
-            channel: channel_addr.recipient(),
+            smsc: smsc.smpp_addr(),
             bank: bank_addr.clone().recipient(),
             reverser: bank_addr.recipient(),
         };
@@ -64,7 +64,7 @@ impl World {
             db,
             clock,
             key,
-            channel,
+            smsc,
             bank,
             outside,
             gateway: Some(gateway),
@@ -72,6 +72,23 @@ impl World {
             customer,
             receiver,
         }
+    }
+
+    /// Texts the customer's phone received.
+    fn texts(&self) -> Vec<String> {
+        texts_to(&self.smsc, &self.customer.mobile)
+    }
+
+    fn codes(&self) -> Vec<String> {
+        self.texts()
+            .iter()
+            .filter(|t| t.contains("code "))
+            .map(|t| code_in(t))
+            .collect()
+    }
+
+    fn last_code(&self) -> String {
+        self.codes().pop().expect("a code reached the phone")
     }
 
     fn base(&self) -> String {
@@ -121,9 +138,9 @@ async fn happy_path_pays_once_tells_customer_and_signs_the_webhook() {
     assert_eq!(page.path(), format!("/pay/{pay}/code"), "{}", page.body);
     assert!(page.body.contains("name=\"code\""));
     assert_eq!(w.status(&pay).await.0, "awaiting_code");
-    let code = w.channel.last_code(&pay);
+    let code = w.last_code();
     assert_eq!(code.len(), 6);
-    let text = w.channel.sent.lock().unwrap()[0].text.clone();
+    let text = w.texts()[0].clone();
     assert!(text.contains("12.34 CNY") && text.contains("Book Shop"), "{text}");
     // The code is stored only as a keyed hash.
     let stored: i64 = count(
@@ -144,9 +161,9 @@ async fn happy_path_pays_once_tells_customer_and_signs_the_webhook() {
     assert_eq!((status.as_str(), failure, approval.as_deref()), ("succeeded", None, Some("A1B2C3")));
     assert_eq!(w.bank.debits.lock().unwrap().len(), 1);
 
-    eventually("outcome notice", || async { !w.channel.outcomes_for(&pay).is_empty() }).await;
-    let outcome = &w.channel.outcomes_for(&pay)[0];
-    assert!(outcome.text.contains("succeeded"), "{}", outcome.text);
+    eventually("outcome notice", || async { w.texts().len() == 2 }).await;
+    let outcome = &w.texts()[1];
+    assert!(outcome.contains("succeeded") && outcome.contains("12.34 CNY"), "{outcome}");
 
     eventually("webhook delivered", || async { !w.receiver.requests().is_empty() }).await;
     let hook = &w.receiver.requests()[0];
@@ -205,7 +222,7 @@ async fn three_wrong_passwords_fail_the_payment_with_one_wording() {
     assert!(third.body.contains("too many unsuccessful sign-ins"));
     let (status, failure, ..) = w.status(&pay).await;
     assert_eq!((status.as_str(), failure.as_deref()), ("failed", Some("authentication_failed")));
-    assert!(w.channel.codes_for(&pay).is_empty());
+    assert!(w.codes().is_empty());
     eventually("failed webhook", || async {
         w.receiver.requests().iter().any(|r| r.body.contains("payment.failed"))
     })
@@ -245,7 +262,7 @@ async fn three_wrong_codes_fail_and_no_debit_is_sent() {
     let pay = w.payment().await;
     let browser = w.browser();
     browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
-    let real = w.channel.last_code(&pay);
+    let real = w.last_code();
     let wrong = if real == "000000" { "111111" } else { "000000" };
     let first = browser.submit_code(&pay, wrong).await;
     assert_eq!(first.status, 422);
@@ -264,7 +281,7 @@ async fn a_late_code_fails_the_payment() {
     let pay = w.payment().await;
     let browser = w.browser();
     browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
-    let code = w.channel.last_code(&pay);
+    let code = w.last_code();
     w.clock.advance(Duration::seconds(301));
     let page = browser.submit_code(&pay, &code).await;
     assert_eq!(page.path(), format!("/pay/{pay}/result"));
@@ -280,7 +297,7 @@ async fn resend_voids_the_old_code_is_spaced_and_bounded() {
     let pay = w.payment().await;
     let browser = w.browser();
     browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
-    let first = w.channel.last_code(&pay);
+    let first = w.last_code();
     let too_soon = browser.resend(&pay, "").await;
     assert_eq!(too_soon.status, 429);
     assert!(too_soon.body.contains("seconds"));
@@ -288,7 +305,7 @@ async fn resend_voids_the_old_code_is_spaced_and_bounded() {
     let sent = browser.resend(&pay, "").await;
     assert_eq!(sent.status, 200);
     assert!(sent.body.contains("A new code was sent"));
-    let second = w.channel.last_code(&pay);
+    let second = w.last_code();
     // The old code no longer works (unless the draw repeated it).
     if first != second {
         let old = browser.submit_code(&pay, &first).await;
@@ -302,10 +319,10 @@ async fn resend_voids_the_old_code_is_spaced_and_bounded() {
     let exhausted = browser.resend(&pay, "").await;
     assert_eq!(exhausted.status, 429);
     assert!(exhausted.body.contains("No more codes"));
-    let code = w.channel.last_code(&pay);
+    let code = w.last_code();
     let done = browser.submit_code(&pay, &code).await;
     assert!(done.body.contains("Payment complete"), "{}", done.body);
-    assert_eq!(w.channel.codes_for(&pay).len(), 3);
+    assert_eq!(w.codes().len(), 3);
 }
 
 #[actix_rt::test]
@@ -314,7 +331,7 @@ async fn a_code_from_another_browser_session_is_refused() {
     let pay = w.payment().await;
     let alice = w.browser();
     alice.login(&pay, "alice", &w.customer.password, "sms", "").await;
-    let code = w.channel.last_code(&pay);
+    let code = w.last_code();
     let mallory = w.browser();
     let page = mallory.get(&format!("/pay/{pay}/code")).await;
     assert_eq!(page.status, 403);
@@ -344,7 +361,7 @@ async fn insufficient_funds_is_declined_with_field_39() {
     let pay = w.payment().await;
     let browser = w.browser();
     browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
-    let page = browser.submit_code(&pay, &w.channel.last_code(&pay)).await;
+    let page = browser.submit_code(&pay, &w.last_code()).await;
     assert!(page.body.contains("insufficient funds"), "{}", page.body);
     let (status, failure, code, approval) = w.status(&pay).await;
     assert_eq!(
@@ -368,7 +385,7 @@ async fn bank_timeout_is_bank_unavailable() {
     let pay = w.payment().await;
     let browser = w.browser();
     browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
-    let page = browser.submit_code(&pay, &w.channel.last_code(&pay)).await;
+    let page = browser.submit_code(&pay, &w.last_code()).await;
     assert!(page.body.contains("returned automatically"), "{}", page.body);
     let (status, failure, ..) = w.status(&pay).await;
     assert_eq!((status.as_str(), failure.as_deref()), ("failed", Some("bank_unavailable")));
@@ -377,8 +394,8 @@ async fn bank_timeout_is_bank_unavailable() {
 #[actix_rt::test]
 async fn an_offline_terminal_is_said_at_once_and_sms_is_offered() {
     let w = World::new().await;
-    let terminal = add_terminal(&w.db.pool, &w.customer.id, "dedicated", "Desk unit", None).await;
-    w.channel.offline.lock().unwrap().insert(terminal.clone());
+    add_terminal(&w.db.pool, &w.customer.id, "dedicated", "Desk unit", None).await;
+    // The dedicated terminal is registered but not connected to the switch: offline.
     let pay = w.payment().await;
     let browser = w.browser();
     let page = browser.login(&pay, "alice", &w.customer.password, "terminal", "").await;
@@ -388,7 +405,7 @@ async fn an_offline_terminal_is_said_at_once_and_sms_is_offered() {
     assert!(!page.body.contains("name=\"code\""));
     let sent = browser.resend(&pay, "sms").await;
     assert_eq!(sent.status, 200, "{}", sent.body);
-    let done = browser.submit_code(&pay, &w.channel.last_code(&pay)).await;
+    let done = browser.submit_code(&pay, &w.last_code()).await;
     assert!(done.body.contains("Payment complete"));
 }
 

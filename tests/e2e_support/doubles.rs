@@ -1,82 +1,11 @@
-//! TEST DOUBLES of the channel router and the bank router, for the tests that run before (or
-//! without) the real SMSC, terminal and bank simulators. They stand at the `Recipient<Deliver>` /
-//! `Recipient<Debit>` / `Recipient<Reverse>` boundary only, record what they were asked, and answer
-//! what the test scripted.
+//! TEST DOUBLE of the bank router, for the tests that run before the real bank router and bank
+//! simulator are merged. It stands at the `Recipient<Debit>` / `Recipient<Reverse>` boundary only,
+//! records what it was asked, and answers what the test scripted.
 
 use actix::prelude::*;
-use payhub_actors::messages::{
-    BankError, Debit, DebitResponse, Deliver, DeliveryError, DeliveryReceipt, Destination,
-    NoticeKind, Reverse,
-};
-use std::collections::{HashMap, HashSet};
+use payhub_actors::messages::{BankError, Debit, DebitResponse, Reverse};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-
-#[derive(Debug, Clone)]
-pub struct Sent {
-    pub payment_id: String,
-    pub destination: Destination,
-    pub kind: NoticeKind,
-    pub text: String,
-}
-
-/// Channel router double: records every notice; terminals listed as offline fail at once.
-#[derive(Default, Clone)]
-pub struct ChannelDouble {
-    pub sent: Arc<Mutex<Vec<Sent>>>,
-    pub offline: Arc<Mutex<HashSet<String>>>,
-}
-
-impl ChannelDouble {
-    pub fn codes_for(&self, payment: &str) -> Vec<String> {
-        self.sent
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.payment_id == payment && s.kind == NoticeKind::Code)
-            .map(|s| super::code_in(&s.text))
-            .collect()
-    }
-
-    pub fn last_code(&self, payment: &str) -> String {
-        self.codes_for(payment).pop().expect("a code was sent")
-    }
-
-    pub fn outcomes_for(&self, payment: &str) -> Vec<Sent> {
-        self.sent
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.payment_id == payment && s.kind == NoticeKind::Outcome)
-            .cloned()
-            .collect()
-    }
-}
-
-impl Actor for ChannelDouble {
-    type Context = Context<Self>;
-}
-
-impl Handler<Deliver> for ChannelDouble {
-    type Result = Result<DeliveryReceipt, DeliveryError>;
-
-    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) -> Self::Result {
-        if let Destination::Terminal(id) = &msg.destination
-            && self.offline.lock().unwrap().contains(id)
-        {
-            return Err(DeliveryError::Offline);
-        }
-        let mut sent = self.sent.lock().unwrap();
-        sent.push(Sent {
-            payment_id: msg.notice.payment_id.clone(),
-            destination: msg.destination.clone(),
-            kind: msg.notice.kind,
-            text: msg.notice.text(),
-        });
-        Ok(DeliveryReceipt {
-            message_ref: format!("double-{}", sent.len()),
-        })
-    }
-}
 
 /// What the bank double answers for one payer account.
 #[derive(Debug, Clone)]

@@ -20,12 +20,52 @@ use payhub_actors::transaction::registry::TickAll;
 use payhub_actors::transaction::{Deps, PaymentRegistry, PaymentSettings, start_registry};
 use std::sync::{Arc, Mutex};
 
-/// The parts outside the gateway that a payment talks to.
+/// The parts outside the gateway that a payment talks to. The channel side is the real one: the
+/// gateway starts its SMPP session to the SMSC simulator at `smsc` and the real channel router
+/// with its terminal switch (plain TCP on port 0), inside the gateway, so they restart with it.
 #[derive(Clone)]
 pub struct Outside {
-    pub channel: Recipient<Deliver>,
+    pub smsc: std::net::SocketAddr,
     pub bank: Recipient<Debit>,
     pub reverser: Recipient<Reverse>,
+}
+
+pub const SMSC_SYSTEM_ID: &str = "payhub";
+pub const SMSC_PASSWORD: &str = "secret";
+
+/// The gateway's channels: SMPP session bound to the simulator, and the router in front of it.
+async fn start_channels(pool: &Pool, clock: &SharedClock, smsc: std::net::SocketAddr) -> Recipient<Deliver> {
+    use payhub::channels::smpp::{self, GetStatus, SmppSettings};
+    let config = payhub::config::SmppConfig {
+        addr: smsc.to_string(),
+        system_id: SMSC_SYSTEM_ID.into(),
+        password: SMSC_PASSWORD.into(),
+        response_timeout_ms: 1_000,
+        ..Default::default()
+    };
+    let mut settings = SmppSettings::from_config(&config);
+    settings.rebind_backoff_min_ms = 50;
+    settings.rebind_backoff_max_ms = 200;
+    settings.throttle_backoff_min_ms = 20;
+    settings.throttle_backoff_max_ms = 100;
+    let session = smpp::start(pool.clone(), clock.clone(), settings).expect("SMPP settings");
+    for _ in 0..200 {
+        if session.send(GetStatus).await.map(|s| s.bound).unwrap_or(false) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let switch = payhub::channels::terminal::SwitchSettings::from_config(&Default::default());
+    let channels = payhub::channels::router::start(
+        pool.clone(),
+        clock.clone(),
+        switch,
+        None,
+        Some(session.recipient()),
+    )
+    .await
+    .expect("channel router");
+    channels.recipient()
 }
 
 /// A running gateway: pages on `base`, payments' actors, the webhook worker.
@@ -61,13 +101,14 @@ impl Gateway {
             let system = actix::System::new();
             system.block_on(async move {
                 let wake = Arc::new(tokio::sync::Notify::new());
+                let channel = start_channels(&pool, &clock, outside.smsc).await;
                 let allow = settings.allow_unregistered_receiver;
                 let deps = Deps {
                     pool: pool.clone(),
                     clock: clock.clone(),
                     settings: Arc::new(settings),
                     hash_key: key.clone(),
-                    channel: outside.channel,
+                    channel,
                     bank: outside.bank,
                     reverser: outside.reverser,
                     webhook_wake: wake.clone(),
@@ -353,6 +394,25 @@ impl Browser {
         )
         .await
     }
+}
+
+/// The SMSC simulator, on port 0.
+pub async fn start_smsc() -> payhub::sim::smsc::SmscSim {
+    payhub::sim::smsc::start(payhub::sim::smsc::SmscSimOptions::loopback(
+        SMSC_SYSTEM_ID,
+        SMSC_PASSWORD,
+    ))
+    .await
+    .expect("SMSC simulator")
+}
+
+/// Texts the SMSC simulator accepted for `msisdn`, oldest first.
+pub fn texts_to(sim: &payhub::sim::smsc::SmscSim, msisdn: &str) -> Vec<String> {
+    sim.messages()
+        .into_iter()
+        .filter(|m| m.destination_addr.trim_start_matches('+') == msisdn)
+        .map(|m| m.text)
+        .collect()
 }
 
 /// The digits after `code ` in a customer message.
