@@ -121,6 +121,7 @@ impl World {
     }
 }
 
+use futures::FutureExt;
 use payhub_actors::Clock;
 
 #[actix_rt::test]
@@ -473,4 +474,201 @@ async fn the_session_cookie_is_http_only_and_strict() {
     assert!(cookie.starts_with("payhub_session="), "{cookie}");
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
     assert!(cookie.contains(&format!("Path=/pay/{pay}")), "{cookie}");
+}
+
+#[actix_rt::test]
+async fn smsc_throttling_delays_but_delivers_the_code() {
+    let w = World::new().await;
+    w.smsc.update_switches(|s| s.throttle_next = 2);
+    let pay = w.payment().await;
+    let browser = w.browser();
+    let page = browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    assert_eq!(page.path(), format!("/pay/{pay}/code"), "{}", page.body);
+    assert!(page.body.contains("name=\"code\""), "{}", page.body);
+    assert!(w.smsc.stats().submits_refused >= 2, "{:?}", w.smsc.stats());
+    let done = browser.submit_code(&pay, &w.last_code()).await;
+    assert!(done.body.contains("Payment complete"));
+}
+
+#[actix_rt::test]
+async fn an_unregistered_receiver_is_refused_unless_the_policy_allows_it() {
+    for allow in [false, true] {
+        let w = World::with(
+            PaymentSettings {
+                allow_unregistered_receiver: allow,
+                ..settings()
+            },
+            vec![],
+        )
+        .await;
+        let pay = w.payment().await;
+        let browser = w.browser();
+        let page = browser.get(&format!("/pay/{pay}")).await;
+        assert_eq!(page.body.contains("name=\"receiver\""), allow);
+        let csrf = page.csrf();
+        let other = "8613900001111";
+        let done = browser
+            .post(
+                &format!("/pay/{pay}/login"),
+                &[
+                    ("csrf_token", csrf.as_str()),
+                    ("identity", "alice"),
+                    ("password", w.customer.password.as_str()),
+                    ("channel", "sms"),
+                    ("receiver", other),
+                ],
+            )
+            .await;
+        assert_eq!(done.path(), format!("/pay/{pay}/code"));
+        let to_other = texts_to(&w.smsc, other);
+        let audited = count(
+            &w.db.pool,
+            "SELECT count(*) FROM audit_log WHERE payment_id = $1 AND event = 'code_issued'
+               AND detail->>'unregistered_receiver' = 'true'",
+            &pay,
+        )
+        .await;
+        if allow {
+            assert_eq!(to_other.len(), 1, "policy on: the code goes to the named number");
+            assert_eq!(audited, 1);
+        } else {
+            // Policy off: the receiver field is ignored, the code goes to the registered mobile.
+            assert!(to_other.is_empty());
+            assert_eq!(w.codes().len(), 1);
+            assert_eq!(audited, 0);
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_restart_while_awaiting_the_customer_or_the_code_continues() {
+    let mut w = World::new().await;
+    let early = w.payment().await;
+    let mid = w.payment().await;
+    let mut browser = w.browser();
+    browser.get(&format!("/pay/{early}")).await;
+    browser.login(&mid, "alice", &w.customer.password, "sms", "").await;
+    let code = w.last_code();
+    w.restart(settings()).await;
+    browser.at(&w.base());
+    // awaiting_code: the same browser session enters the code it already has.
+    let done = browser.submit_code(&mid, &code).await;
+    assert!(done.body.contains("Payment complete"), "{}", done.body);
+    // awaiting_customer: the payment starts from the beginning.
+    browser.login(&early, "alice", &w.customer.password, "sms", "").await;
+    let done = browser.submit_code(&early, &w.last_code()).await;
+    assert!(done.body.contains("Payment complete"), "{}", done.body);
+    assert_eq!(w.bank.debits.lock().unwrap().len(), 2);
+}
+
+#[actix_rt::test]
+async fn a_restart_while_processing_reverses_and_fails_without_a_second_debit() {
+    let mut w = World::new().await;
+    w.bank
+        .script
+        .lock()
+        .unwrap()
+        .insert("6222000011112222".into(), BankScript::Hang);
+    let pay = w.payment().await;
+    let browser = w.browser();
+    browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    let code = w.last_code();
+    let csrf = browser.get(&format!("/pay/{pay}/code")).await.csrf();
+    let (http, url) = (browser.http.clone(), format!("{}/pay/{pay}/code", w.base()));
+    // The browser waits on the debit that never answers…
+    let waiting = actix_rt::spawn(async move {
+        let _ = http
+            .post(url)
+            .form(&[("csrf_token", csrf.as_str()), ("code", code.as_str())])
+            .send()
+            .await;
+    });
+    let pool = w.db.pool.clone();
+    let id = pay.clone();
+    eventually("processing", || {
+        let (pool, id) = (pool.clone(), id.clone());
+        async move { payment_status(&pool, &id).await.0 == "processing" }
+    })
+    .await;
+    // …and the gateway dies.
+    w.restart(settings()).await;
+    waiting.abort();
+    let pool = w.db.pool.clone();
+    eventually("resolved after restart", || {
+        let (pool, id) = (pool.clone(), pay.clone());
+        async move { payment_status(&pool, &id).await.0 == "failed" }
+    })
+    .await;
+    let (_, failure, ..) = w.status(&pay).await;
+    assert_eq!(failure.as_deref(), Some("bank_unavailable"));
+    let debits = w.bank.debits.lock().unwrap().clone();
+    assert_eq!(debits.len(), 1, "never debited twice");
+    assert_eq!(*w.bank.reversals.lock().unwrap(), debits, "the debit is reversed");
+    eventually("failed webhook", || async {
+        w.receiver.requests().iter().any(|r| r.body.contains("bank_unavailable"))
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn webhooks_are_retried_with_backoff_across_a_restart_until_acknowledged() {
+    let mut w = World::with(settings(), vec![500, 503]).await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    browser.submit_code(&pay, &w.last_code()).await;
+    eventually("first attempt", || async { w.receiver.requests().len() == 1 }).await;
+    let attempts = |w: &World| {
+        let pool = w.db.pool.clone();
+        let pay = pay.clone();
+        async move {
+            count(
+                &pool,
+                "SELECT count(*) FROM webhook_attempts a JOIN webhook_events e ON e.id = a.event_id
+                 WHERE e.payment_id = $1",
+                &pay,
+            )
+            .await
+        }
+    };
+    eventually("first attempt recorded", || attempts(&w).map(|n| n == 1)).await;
+    // Nothing more until the backoff (5 s, then 10 s) has passed on the gateway's clock.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(w.receiver.requests().len(), 1);
+    w.clock.advance(Duration::seconds(6));
+    eventually("second attempt", || async { w.receiver.requests().len() == 2 }).await;
+    eventually("second attempt recorded", || attempts(&w).map(|n| n == 2)).await;
+    w.restart(settings()).await;
+    w.clock.advance(Duration::seconds(11));
+    eventually("third attempt", || async { w.receiver.requests().len() == 3 }).await;
+    eventually("delivered", || {
+        let pool = w.db.pool.clone();
+        let pay = pay.clone();
+        async move {
+            count(
+                &pool,
+                "SELECT count(*) FROM webhook_events WHERE payment_id = $1 AND delivered_at IS NOT NULL
+                   AND attempts = 3",
+                &pay,
+            )
+            .await
+                == 1
+        }
+    })
+    .await;
+    let requests = w.receiver.requests();
+    // The same event each time, each signed with its own timestamp.
+    assert!(requests.iter().all(|r| r.body == requests[0].body));
+    for r in &requests {
+        payhub::webhooks::signature::verify(
+            w.merchant.webhook_secret.as_bytes(),
+            &r.signature,
+            r.body.as_bytes(),
+            w.clock.now().timestamp(),
+            600,
+        )
+        .expect("each attempt is signed");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(w.receiver.requests().len(), 3, "acknowledged: no more attempts");
 }
