@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod enroll;
+pub mod expiry;
 pub mod http;
 pub mod iso_cli;
 pub mod pki;
