@@ -19,3 +19,4 @@ pub mod secret_key;
 pub mod serve;
 pub mod sim;
 pub mod telemetry;
+pub mod webhooks;

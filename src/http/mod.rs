@@ -6,4 +6,5 @@ pub mod merchant_testing;
 pub mod mtls;
 pub mod openapi;
 pub mod operator;
+pub mod pages;
 pub mod server;
