@@ -34,6 +34,34 @@ impl Charset {
         }
     }
 
+    /// This class's bit in [`CLASSES`].
+    const fn bit(self) -> u8 {
+        match self {
+            Charset::N => 1,
+            Charset::An => 2,
+            Charset::Ans => 4,
+            Charset::Hex => 8,
+            Charset::Xn => 16,
+            Charset::Z => 32,
+        }
+    }
+
+    /// Whether every byte of `value` is allowed: one table lookup per byte, no branch.
+    #[inline]
+    pub fn allows_all(self, value: &[u8]) -> bool {
+        // x+n: the first character is C or D, the table holds the digits that follow.
+        let rest = match (self, value.split_first()) {
+            (Charset::Xn, Some((first, rest))) if matches!(first, b'C' | b'D') => rest,
+            (Charset::Xn, Some(_)) => return false,
+            _ => value,
+        };
+        let bit = self.bit();
+        let all = rest.iter().fold(bit, |acc, &b| {
+            acc & CLASSES.get(usize::from(b)).copied().unwrap_or(0)
+        });
+        all == bit
+    }
+
     /// The profile's abbreviation (`n`, `an`, `ans`, …), for messages.
     pub const fn abbreviation(self) -> &'static str {
         match self {
@@ -44,6 +72,56 @@ impl Charset {
             Charset::Xn => "x+n",
             Charset::Z => "z",
         }
+    }
+}
+
+/// For each byte, the bits of the classes that allow it anywhere in a value (x+n: its digits).
+static CLASSES: [u8; 256] = class_table();
+
+const fn class_table() -> [u8; 256] {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let mut bits = 0;
+        let classes = [
+            Charset::N,
+            Charset::An,
+            Charset::Ans,
+            Charset::Hex,
+            Charset::Z,
+        ];
+        let mut c = 0;
+        while c < classes.len() {
+            if let Some(class) = const_get(&classes, c)
+                && class.allows(1, b)
+            {
+                bits |= class.bit();
+            }
+            c += 1;
+        }
+        if b.is_ascii_digit() {
+            bits |= Charset::Xn.bit();
+        }
+        if let Some(slot) = const_get_mut(&mut table, i) {
+            *slot = bits;
+        }
+        i += 1;
+    }
+    table
+}
+
+const fn const_get(classes: &[Charset], i: usize) -> Option<Charset> {
+    match classes.split_at_checked(i) {
+        Some((_, [first, ..])) => Some(*first),
+        _ => None,
+    }
+}
+
+const fn const_get_mut(table: &mut [u8; 256], i: usize) -> Option<&mut u8> {
+    match table.split_at_mut_checked(i) {
+        Some((_, [first, ..])) => Some(first),
+        _ => None,
     }
 }
 
@@ -287,6 +365,28 @@ static SPECS: [Option<FieldSpec>; 129] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_class_table_agrees_with_allows() {
+        let classes = [
+            Charset::N,
+            Charset::An,
+            Charset::Ans,
+            Charset::Hex,
+            Charset::Xn,
+            Charset::Z,
+        ];
+        for class in classes {
+            for b in 0..=255u8 {
+                for at in [0, 1] {
+                    let value = if at == 0 { vec![b] } else { vec![b'C', b] };
+                    let expected = value.iter().enumerate().all(|(i, &c)| class.allows(i, c));
+                    assert_eq!(class.allows_all(&value), expected, "{class:?} {value:?}");
+                }
+            }
+            assert!(class.allows_all(b""));
+        }
+    }
 
     #[test]
     fn entry_i_describes_field_i() {
