@@ -1,9 +1,11 @@
 //! The message value and its wire form: MTI, primary (and secondary) bitmap, then the fields in
 //! number order.
 //!
-//! Representation, chosen for speed: the values live in one `String` and each present field is a
-//! (start, length) span into it; a `u128` says which fields are present. So `unpack` is one
-//! allocation and one copy of the input, `pack` one reservation, and no field allocates.
+//! Representation, chosen for speed: the fields live in one `String` exactly as they go on the
+//! wire after the bitmaps (in number order, with their length prefixes), each present value is a
+//! (start, length) span into it, and a `u128` says which fields are present. So `unpack` is one
+//! allocation and one copy of the input, `pack` is MTI + bitmaps + one copy, and no field
+//! allocates. `set` in ascending field order appends; out of order it inserts (a few KiB at most).
 
 use crate::error::Error;
 use crate::frame::FRAME_LEN_MAX;
@@ -44,9 +46,8 @@ pub struct Message {
     mti: [u8; MTI_LEN],
     present: u128,
     spans: [Span; 129],
+    /// The fields as on the wire: for each present field in number order, prefix then value.
     data: String,
-    /// Sum over present fields of prefix + value length: the wire length without MTI and bitmaps.
-    fields_len: usize,
 }
 
 impl Message {
@@ -57,7 +58,6 @@ impl Message {
             present: 0,
             spans: [Span::default(); 129],
             data: String::with_capacity(256),
-            fields_len: 0,
         })
     }
 
@@ -78,26 +78,59 @@ impl Message {
     pub fn set(&mut self, field: u8, value: &str) -> Result<&mut Message, Error> {
         let spec = known_field(field)?;
         check_value(spec, value.as_bytes())?;
-        let old_len = self.encoded_len_of(field, spec);
-        let new_len = spec.length.prefix_len() + value.len();
-        let fields_len = self.fields_len - old_len + new_len;
-        let wire_len = header_len(self.present | bit(field)) + fields_len;
+        let prefix_len = spec.length.prefix_len();
+        let old_encoded = self.get(field).map_or(0, |v| prefix_len + v.len());
+        let new_encoded = prefix_len + value.len();
+        let wire_len =
+            header_len(self.present | bit(field)) + self.data.len() - old_encoded + new_encoded;
         if wire_len > FRAME_LEN_MAX {
             return Err(Error::MessageTooLong { len: wire_len });
         }
-        self.remove(field);
-        let start = u16::try_from(self.data.len()).map_err(|_| Error::MessageTooLong {
-            len: self.data.len(),
-        })?;
-        let len =
-            u16::try_from(value.len()).map_err(|_| Error::MessageTooLong { len: value.len() })?;
-        self.data.push_str(value);
+        let at = match self.spans.get(usize::from(field)) {
+            Some(span) if self.has(field) => usize::from(span.start) - prefix_len,
+            _ => self.insertion_point(field),
+        };
+        let mut digits = [b'0'; 3];
+        let prefix = length_prefix(&mut digits, prefix_len, value.len());
+        if at == self.data.len() {
+            self.data.push_str(prefix);
+            self.data.push_str(value);
+        } else {
+            self.data.replace_range(at..at + old_encoded, value);
+            self.data.insert_str(at, prefix);
+        }
+        self.shift_fields_after(field, old_encoded, new_encoded);
         if let Some(span) = self.spans.get_mut(usize::from(field)) {
-            *span = Span { start, len };
+            // Offsets stay below FRAME_LEN_MAX (checked above), so they fit in u16.
+            *span = Span {
+                start: (at + prefix_len) as u16,
+                len: value.len() as u16,
+            };
         }
         self.present |= bit(field);
-        self.fields_len = fields_len;
         Ok(self)
+    }
+
+    /// Where `field`'s encoding goes: where the next present field's starts, or the end.
+    fn insertion_point(&self, field: u8) -> usize {
+        let mut after = self.present & (bit(field) - 1);
+        next_field(&mut after)
+            .and_then(|next| {
+                let span = self.spans.get(usize::from(next))?;
+                let prefix_len = spec(next)?.length.prefix_len();
+                Some(usize::from(span.start) - prefix_len)
+            })
+            .unwrap_or(self.data.len())
+    }
+
+    /// Moves the spans of the fields after `field` when its encoding changed length.
+    fn shift_fields_after(&mut self, field: u8, old_encoded: usize, new_encoded: usize) {
+        let mut after = self.present & (bit(field) - 1);
+        while let Some(next) = next_field(&mut after) {
+            if let Some(span) = self.spans.get_mut(usize::from(next)) {
+                span.start = (usize::from(span.start) + new_encoded - old_encoded) as u16;
+            }
+        }
     }
 
     /// `set` for chaining by value: `Message::new("0800")?.with(70, "301")?`.
@@ -122,26 +155,17 @@ impl Message {
 
     /// Removes `field`; returns whether it was present.
     pub fn remove(&mut self, field: u8) -> bool {
-        if !self.has(field) {
-            return false;
-        }
-        let Some(removed) = self.spans.get(usize::from(field)).copied() else {
+        let (Some(value), Some(spec)) = (self.get(field), spec(field)) else {
             return false;
         };
-        if let Some(spec) = spec(field) {
-            self.fields_len -= spec.length.prefix_len() + usize::from(removed.len);
-        }
-        self.data.replace_range(removed.range(), "");
+        let (value_len, prefix_len) = (value.len(), spec.length.prefix_len());
+        let Some(span) = self.spans.get(usize::from(field)).copied() else {
+            return false;
+        };
+        let at = usize::from(span.start) - prefix_len;
+        self.data.replace_range(at..at + prefix_len + value_len, "");
+        self.shift_fields_after(field, prefix_len + value_len, 0);
         self.present &= !bit(field);
-        // Keep the data compact: spans after the removed value move down by its length.
-        let mut bits = self.present;
-        while let Some(other) = next_field(&mut bits) {
-            if let Some(span) = self.spans.get_mut(usize::from(other))
-                && span.start > removed.start
-            {
-                span.start -= removed.len;
-            }
-        }
         true
     }
 
@@ -155,7 +179,7 @@ impl Message {
 
     /// The number of bytes `pack` writes (without a frame header).
     pub fn packed_len(&self) -> usize {
-        header_len(self.present) + self.fields_len
+        header_len(self.present) + self.data.len()
     }
 
     /// The wire form: MTI, bitmap(s), fields.
@@ -185,14 +209,7 @@ impl Message {
         if secondary {
             out.put(&bitmap_hex(self.present as u64));
         }
-        for (field, value) in self.fields() {
-            match spec(field).map(|s| s.length) {
-                Some(Length::LlVar(_)) => out.put(&digits::<2>(value.len())),
-                Some(Length::LllVar(_)) => out.put(&digits::<3>(value.len())),
-                _ => {}
-            }
-            out.put(value.as_bytes());
-        }
+        out.put(self.data.as_bytes());
     }
 
     /// Reads one message (without its frame header). Every byte is checked: the MTI's digits, the
@@ -217,7 +234,7 @@ impl Message {
             let spec = known_field(field)?;
             let len = reader.length_prefix(field, spec.length)?;
             // The input is at most FRAME_LEN_MAX bytes, so offsets fit in u16.
-            let start = u16::try_from(reader.pos)
+            let start = u16::try_from(reader.pos - fields_start)
                 .map_err(|_| Error::MessageTooLong { len: bytes.len() })?;
             let value = reader.take(field, len)?;
             check_chars(field, spec.charset, value)?;
@@ -234,9 +251,10 @@ impl Message {
             });
         }
         // Every byte was checked to be printable ASCII above, so this cannot fail.
-        let data = String::from_utf8(bytes.to_vec()).map_err(|e| Error::BadCharacter {
+        let fields = bytes.get(fields_start..).unwrap_or_default();
+        let data = String::from_utf8(fields.to_vec()).map_err(|e| Error::BadCharacter {
             field: 0,
-            offset: e.utf8_error().valid_up_to(),
+            offset: fields_start + e.utf8_error().valid_up_to(),
             charset: Charset::Ans,
         })?;
         Ok(Message {
@@ -244,13 +262,7 @@ impl Message {
             present,
             spans,
             data,
-            fields_len: bytes.len() - fields_start,
         })
-    }
-
-    fn encoded_len_of(&self, field: u8, spec: &FieldSpec) -> usize {
-        self.get(field)
-            .map_or(0, |v| spec.length.prefix_len() + v.len())
     }
 
     /// The fields shown for people: accounts masked, PIN and track data hidden.
@@ -263,7 +275,8 @@ impl Message {
 /// Same MTI and same fields with the same values (however they were built).
 impl PartialEq for Message {
     fn eq(&self, other: &Message) -> bool {
-        self.mti == other.mti && self.present == other.present && self.fields().eq(other.fields())
+        // The data is the wire form of the fields, so equal fields mean equal data.
+        self.mti == other.mti && self.present == other.present && self.data == other.data
     }
 }
 
@@ -366,21 +379,12 @@ pub(crate) fn check_value(spec: &FieldSpec, value: &[u8]) -> Result<(), Error> {
     check_chars(spec.number, spec.charset, value)
 }
 
+#[inline]
 fn check_chars(field: u8, charset: Charset, value: &[u8]) -> Result<(), Error> {
-    // Fast path without early exit, so it vectorizes; the offset is looked for only on failure.
-    let valid = match charset {
-        Charset::N => value.iter().fold(true, |ok, b| ok & b.is_ascii_digit()),
-        Charset::Ans => value
-            .iter()
-            .fold(true, |ok, &b| ok & (b' '..=b'~').contains(&b)),
-        _ => value
-            .iter()
-            .enumerate()
-            .fold(true, |ok, (i, &b)| ok & charset.allows(i, b)),
-    };
-    if valid {
+    if charset.allows_all(value) {
         return Ok(());
     }
+    // Only on failure: where.
     let offset = value
         .iter()
         .enumerate()
@@ -423,14 +427,15 @@ fn bitmap_hex(bits: u64) -> [u8; BITMAP_LEN] {
     out
 }
 
-/// `n` as exactly `N` ASCII digits (the caller keeps `n` below 10^N: lengths are at most 999).
-fn digits<const N: usize>(mut n: usize) -> [u8; N] {
-    let mut out = [b'0'; N];
-    for slot in out.iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
+/// The `prefix_len` ASCII digits of `len` (none for a fixed field), written into `buf`. Lengths
+/// are at most 999 (checked against the spec before).
+fn length_prefix(buf: &mut [u8; 3], prefix_len: usize, mut len: usize) -> &str {
+    let digits = buf.get_mut(..prefix_len).unwrap_or_default();
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0' + (len % 10) as u8;
+        len /= 10;
     }
-    out
+    std::str::from_utf8(digits).unwrap_or_default()
 }
 
 /// Where `pack` writes: a `Vec<u8>`, or a `BytesMut` in the tokio codec.

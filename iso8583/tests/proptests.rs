@@ -25,6 +25,30 @@ proptest! {
         prop_assert_eq!(back.pack().expect("repack"), bytes);
     }
 
+    /// Setting fields in any order, replacing and removing some, gives the same message (and the
+    /// same bytes) as setting them once in number order.
+    #[test]
+    fn set_order_replace_and_remove_do_not_matter(
+        (m, order) in any_valid_message().prop_flat_map(|m| {
+            let fields: Vec<u8> = m.fields().map(|(f, _)| f).collect();
+            (Just(m), Just(fields).prop_shuffle())
+        }),
+        junk_field in proptest::sample::select(vec![2u8, 48, 102, 127]),
+    ) {
+        let mut built = Message::new(m.mti()).expect("mti");
+        built.set(junk_field, "1").expect("junk is valid");
+        for &field in &order {
+            let value = m.get(field).expect("present");
+            built.set(field, "").ok();
+            built.set(field, value).expect("valid");
+        }
+        if !m.has(junk_field) {
+            prop_assert!(built.remove(junk_field));
+        }
+        prop_assert_eq!(&built, &m);
+        prop_assert_eq!(built.pack().expect("pack"), m.pack().expect("pack"));
+    }
+
     #[test]
     fn unpack_of_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
         let _ = Message::unpack(&bytes);
