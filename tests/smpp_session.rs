@@ -634,3 +634,32 @@ async fn an_outcome_message_is_sent_and_recorded_as_an_outcome() {
     let row = &rows(&db, &payment_id).await[0];
     assert!(row.everything.contains("\"kind\":\"outcome\""), "{row:?}");
 }
+
+#[actix_rt::test]
+async fn an_acceptance_after_the_timeout_is_still_recorded() {
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
+    // Longer than the 1 s response timeout of these tests.
+    sim.update_switches(|s| s.delay_ms = 1_500);
+
+    let answer = deliver(&session, code_message(&payment_id)).await;
+    assert_eq!(answer, Err(DeliveryError::Timeout));
+    assert_eq!(rows(&db, &payment_id).await[0].status, "failed");
+
+    wait_until("the late acceptance is recorded", async || {
+        rows(&db, &payment_id).await[0].message_ref.is_some()
+    })
+    .await;
+    let row = &rows(&db, &payment_id).await[0];
+    assert_eq!(
+        row.message_ref.as_deref(),
+        Some(sim.messages()[0].message_id.as_str())
+    );
+    assert_ne!(row.status, "failed", "{row:?}");
+    assert!(row.error.as_deref().unwrap().contains("in time"), "{row:?}");
+    assert!(session.send(GetStatus).await.unwrap().bound);
+}
