@@ -5,11 +5,13 @@
 //! Actors, domain types and the store live in `payhub-actors`; the ISO 8583 codec in
 //! `payhub-iso8583`.
 
+pub mod bank_links;
 pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod enroll;
+pub mod expiry;
 pub mod http;
 pub mod iso_cli;
 pub mod pki;
@@ -17,3 +19,4 @@ pub mod secret_key;
 pub mod serve;
 pub mod sim;
 pub mod telemetry;
+pub mod webhooks;

@@ -3,6 +3,7 @@
 //! Dependencies point one way: the `payhub` binary uses this crate, and this crate uses
 //! `payhub-iso8583`. Nothing here knows about HTTP.
 
+pub mod bank;
 pub mod clock;
 pub mod domain;
 pub mod ids;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod password;
 pub mod secret;
 pub mod store;
+pub mod transaction;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use secret::Secret;
