@@ -5,14 +5,16 @@
 //!
 //! `PAYHUB_FAULT_SEED=n` replays one run; the seed is printed on failure.
 
+mod smpp_support;
+
 use payhub::channels::smpp::{self, GetStatus, SmppSettings};
 use payhub::sim::smsc::{self, SmscSimOptions, Switches};
-use payhub_actors::domain::{Amount, Currency, Msisdn};
-use payhub_actors::messages::{Deliver, DeliveryError, Destination, Notice, NoticeKind};
+use payhub_actors::SystemClock;
+use payhub_actors::messages::DeliveryError;
 use payhub_actors::store::testing::fresh_database;
-use payhub_actors::{Secret, SystemClock};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use smpp_support::{code_message, payment};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,17 +52,7 @@ async fn every_delivery_is_answered_and_matches_its_row_under_random_faults() {
         .await
         .unwrap();
     let client = db.pool.get().await.unwrap();
-    client
-        .batch_execute(
-            "INSERT INTO merchants (id, name, cert_fingerprint, cert_serial, webhook_secret, bank_id, \
-               account, terminal_id, card_acceptor_id) \
-             VALUES ('mer_1', 'Book Shop', 'f', '01', 'w', '0001', '6222000011112222', 'T0000001', 'M00000000000001'); \
-             INSERT INTO payments (id, merchant_id, order_id, amount_minor, currency, return_url, notify_url, \
-               created_at, expires_at, updated_at) \
-             VALUES ('pay_1', 'mer_1', 'A-1', 1234, 'CNY', 'https://s/r', 'https://s/n', now(), now(), now())",
-        )
-        .await
-        .unwrap();
+    let payment_id = payment(&db).await;
     let config = payhub::config::SmppConfig {
         addr: sim.smpp_addr().to_string(),
         password: "secret".into(),
@@ -85,7 +77,7 @@ async fn every_delivery_is_answered_and_matches_its_row_under_random_faults() {
             }
         }
         let rows_before = count(&client, "TRUE").await;
-        let answer = tokio::time::timeout(ANSWER_BOUND, session.send(message()))
+        let answer = tokio::time::timeout(ANSWER_BOUND, session.send(code_message(&payment_id)))
             .await
             .unwrap_or_else(|_| panic!("{context}: step {step} not answered in time"))
             .unwrap();
@@ -186,21 +178,4 @@ async fn count(client: &deadpool_postgres::Client, condition: &str) -> i64 {
         .await
         .unwrap()
         .get(0)
-}
-
-fn message() -> Deliver {
-    Deliver {
-        destination: Destination::Sms(Msisdn::parse("+8613800138000").unwrap()),
-        notice: Notice {
-            payment_id: "pay_1".into(),
-            kind: NoticeKind::Code,
-            merchant_name: "Book Shop".into(),
-            amount: Amount::parse(1234).unwrap(),
-            currency: Currency::Cny,
-            code: Some(Secret::new("493817".into())),
-            validity_s: 300,
-            outcome: None,
-            unregistered_receiver: false,
-        },
-    }
 }
