@@ -5,10 +5,14 @@
 
 use crate::channels::{router, smpp};
 use crate::config::Config;
-use crate::http::operator::{self, LinkStatusSource, NoLinks, OperatorState};
-use crate::http::{mtls, server};
+use crate::http::operator::{self, LinkStatusSource, LinkView, OperatorState};
+use crate::http::{mtls, pages, server};
+use actix::Addr;
 use anyhow::Context;
+use futures::future::BoxFuture;
+use payhub_actors::bank::{self, BankRouter};
 use payhub_actors::clock::SharedClock;
+use payhub_actors::transaction::{Deps, PaymentRegistry, PaymentSettings, start_registry};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -43,8 +47,11 @@ pub struct Gateway {
     https: server::RunningServer,
     operator: actix_web::dev::ServerHandle,
     expiry: crate::expiry::ExpiryWorker,
+    webhooks: crate::webhooks::WebhookWorker,
+    pub registry: Addr<PaymentRegistry>,
+    pub bank: Addr<BankRouter>,
     channels: router::Channels,
-    smpp: Option<actix::Addr<smpp::SmppSession>>,
+    smpp: Option<Addr<smpp::SmppSession>>,
 }
 
 impl Gateway {
@@ -57,7 +64,10 @@ impl Gateway {
             &config.http.tls_key,
             &config.http.merchant_ca_cert,
         )?;
-        let _hash_key = crate::secret_key::load_or_create(&config.secret_key_path())?;
+        let hash_key = crate::secret_key::load_or_create(&config.secret_key_path())?;
+        let links =
+            crate::bank_links::all_link_settings(&config.links).map_err(anyhow::Error::msg)?;
+        let bank = bank::start(pool.clone(), clock.clone(), links, &config.institution.id)?;
 
         let smpp = if config.smpp.enabled {
             let settings = smpp::SmppSettings::from_config(&config.smpp);
@@ -71,7 +81,32 @@ impl Gateway {
         let sms = smpp.clone().map(|a| a.recipient());
         let channels = router::start_from_config(config, pool.clone(), clock.clone(), sms).await?;
 
-        let links: Arc<dyn LinkStatusSource> = Arc::new(NoLinks);
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let webhooks = crate::webhooks::start_worker(
+            pool.clone(),
+            clock.clone(),
+            (&config.webhooks).into(),
+            wake.clone(),
+        )?;
+        let registry = start_registry(Deps {
+            pool: pool.clone(),
+            clock: clock.clone(),
+            settings: Arc::new(payment_settings(config)),
+            hash_key: hash_key.clone(),
+            channel: channels.recipient(),
+            bank: bank.clone().recipient(),
+            reverser: bank.clone().recipient(),
+            webhook_wake: wake,
+        });
+        let pages = pages::PagesState::new(
+            registry.clone(),
+            pool.clone(),
+            hash_key,
+            clock.clone(),
+            config.payments.allow_unregistered_receiver,
+        );
+
+        let links: Arc<dyn LinkStatusSource> = Arc::new(BankLinks(bank.clone()));
         let (operator_addr, operator_server) = operator::start(
             config.operator.listen,
             OperatorState {
@@ -98,7 +133,7 @@ impl Gateway {
             &tls,
             pool.clone(),
             clock.clone(),
-            Vec::new(),
+            vec![Arc::new(pages::configure(pages))],
         )?;
         let expiry = crate::expiry::spawn(
             pool.clone(),
@@ -113,6 +148,9 @@ impl Gateway {
             https,
             operator,
             expiry,
+            webhooks,
+            registry,
+            bank,
             channels,
             smpp,
         })
@@ -123,11 +161,82 @@ impl Gateway {
         self.https.stop().await;
         self.operator.stop(true).await;
         self.expiry.stop().await;
+        self.webhooks.shutdown.cancel();
         self.channels.shutdown();
         if let Some(smpp) = self.smpp {
             let _ = smpp.send(smpp::Shutdown).await;
         }
+        let _ = self.bank.send(bank::Shutdown).await;
         self.pool.close();
+    }
+}
+
+/// The `[payments]` rules as the payment actors take them.
+pub fn payment_settings(config: &Config) -> PaymentSettings {
+    let p = &config.payments;
+    let longest_link_ms = config
+        .links
+        .iter()
+        .map(|l| l.response_timeout_ms)
+        .max()
+        .unwrap_or(0);
+    PaymentSettings {
+        code_digits: p.code_digits,
+        code_validity_s: p.code_validity_s,
+        code_attempts_max: p.code_attempts_max,
+        code_resends_max: p.code_resends_max,
+        code_resend_interval_s: p.code_resend_interval_s,
+        password_attempts_max: p.password_attempts_max,
+        identity_failures_max: p.identity_failures_max,
+        identity_lockout_s: p.identity_lockout_s,
+        allow_unregistered_receiver: p.allow_unregistered_receiver,
+        in_flight_max: p.in_flight_max,
+        public_url: config
+            .http
+            .public_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_string(),
+        // The router answers on its own within a link's timeout; this only guards against a
+        // router that never answers.
+        debit_timeout_ms: PaymentSettings::default()
+            .debit_timeout_ms
+            .max(longest_link_ms * 2),
+        ..PaymentSettings::default()
+    }
+}
+
+/// The operator page's view of the bank router.
+struct BankLinks(Addr<BankRouter>);
+
+impl LinkStatusSource for BankLinks {
+    fn links(&self) -> BoxFuture<'static, Vec<LinkView>> {
+        let router = self.0.clone();
+        Box::pin(async move {
+            let asked = tokio::time::timeout(
+                std::time::Duration::from_millis(operator::QUERY_TIMEOUT_MS),
+                router.send(bank::LinkStatuses),
+            )
+            .await;
+            let Ok(Ok(Ok(links))) = asked else {
+                return Vec::new();
+            };
+            links
+                .into_iter()
+                .map(|l| LinkView {
+                    signed_on: l.state == "signed_on",
+                    state: l.state.to_string(),
+                    owner: l.owner.to_string(),
+                    in_flight: l.in_flight,
+                    last_echo_age_s: l
+                        .last_echo_at
+                        .map(|t| (chrono::Utc::now() - t).num_seconds().max(0) as u64),
+                    latency_ms: None,
+                    reversals_pending: l.reversals_pending.max(0) as u64,
+                    name: l.name,
+                })
+                .collect()
+        })
     }
 }
 

@@ -34,7 +34,11 @@ pub const SMSC_SYSTEM_ID: &str = "payhub";
 pub const SMSC_PASSWORD: &str = "secret";
 
 /// The gateway's channels: SMPP session bound to the simulator, and the router in front of it.
-async fn start_channels(pool: &Pool, clock: &SharedClock, smsc: std::net::SocketAddr) -> Recipient<Deliver> {
+async fn start_channels(
+    pool: &Pool,
+    clock: &SharedClock,
+    smsc: std::net::SocketAddr,
+) -> Recipient<Deliver> {
     use payhub::channels::smpp::{self, GetStatus, SmppSettings};
     let config = payhub::config::SmppConfig {
         addr: smsc.to_string(),
@@ -50,7 +54,12 @@ async fn start_channels(pool: &Pool, clock: &SharedClock, smsc: std::net::Socket
     settings.throttle_backoff_max_ms = 100;
     let session = smpp::start(pool.clone(), clock.clone(), settings).expect("SMPP settings");
     for _ in 0..200 {
-        if session.send(GetStatus).await.map(|s| s.bound).unwrap_or(false) {
+        if session
+            .send(GetStatus)
+            .await
+            .map(|s| s.bound)
+            .unwrap_or(false)
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
@@ -117,11 +126,12 @@ impl Gateway {
                 start_worker(pool.clone(), clock.clone(), webhook_settings(), wake)
                     .expect("webhook worker");
                 let state = PagesState::new(registry.clone(), pool, key, clock, allow);
-                let server = HttpServer::new(move || App::new().configure(configure(state.clone())))
-                    .workers(1)
-                    .disable_signals()
-                    .bind(("127.0.0.1", 0))
-                    .expect("bind");
+                let server =
+                    HttpServer::new(move || App::new().configure(configure(state.clone())))
+                        .workers(1)
+                        .disable_signals()
+                        .bind(("127.0.0.1", 0))
+                        .expect("bind");
                 let addr = server.addrs()[0];
                 let server = server.run();
                 tx.send((addr, server.handle(), actix::System::current(), registry))
@@ -162,7 +172,10 @@ pub struct Merchant {
 
 pub async fn seed_merchant(pool: &Pool, name: &str) -> Merchant {
     let id = payhub_actors::ids::new_id("mer");
-    let secret = format!("whsec_{}", hex::encode(payhub_actors::ids::os_random::<16>()));
+    let secret = format!(
+        "whsec_{}",
+        hex::encode(payhub_actors::ids::os_random::<16>())
+    );
     let client = pool.get().await.unwrap();
     client
         .execute(
@@ -170,7 +183,12 @@ pub async fn seed_merchant(pool: &Pool, name: &str) -> Merchant {
                  bank_id, account, terminal_id, card_acceptor_id, location)
              VALUES ($1, $2, $3, '01', $4, '0002', '6222000099990001', 'T0000001',
                  'SHOP00000000001', 'Beijing CN')",
-            &[&id, &name, &hex::encode(payhub_actors::ids::os_random::<32>()), &secret],
+            &[
+                &id,
+                &name,
+                &hex::encode(payhub_actors::ids::os_random::<32>()),
+                &secret,
+            ],
         )
         .await
         .unwrap();
@@ -194,7 +212,10 @@ pub async fn seed_customer(pool: &Pool, online_id: &str, account: &str) -> Custo
     let hash = payhub_actors::password::hash(Secret::new(password.clone()))
         .await
         .unwrap();
-    let mobile = format!("86138{:08}", u32::from_le_bytes(payhub_actors::ids::os_random::<4>()) % 100_000_000);
+    let mobile = format!(
+        "86138{:08}",
+        u32::from_le_bytes(payhub_actors::ids::os_random::<4>()) % 100_000_000
+    );
     let client = pool.get().await.unwrap();
     client
         .execute(
@@ -213,7 +234,13 @@ pub async fn seed_customer(pool: &Pool, online_id: &str, account: &str) -> Custo
     }
 }
 
-pub async fn add_terminal(pool: &Pool, customer: &str, kind: &str, label: &str, msisdn: Option<&str>) -> String {
+pub async fn add_terminal(
+    pool: &Pool,
+    customer: &str,
+    kind: &str,
+    label: &str,
+    msisdn: Option<&str>,
+) -> String {
     let id = payhub_actors::ids::new_id("trm");
     let key = payhub_actors::ids::os_random::<32>().to_vec();
     let client = pool.get().await.unwrap();
@@ -342,7 +369,14 @@ impl Browser {
     }
 
     pub async fn get(&self, path: &str) -> Page {
-        Self::page(self.http.get(format!("{}{path}", self.base)).send().await.unwrap()).await
+        Self::page(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
@@ -358,7 +392,14 @@ impl Browser {
     }
 
     /// Opens the payment page and signs in; returns the page the gateway ends on.
-    pub async fn login(&self, payment: &str, identity: &str, password: &str, channel: &str, terminal: &str) -> Page {
+    pub async fn login(
+        &self,
+        payment: &str,
+        identity: &str,
+        password: &str,
+        channel: &str,
+        terminal: &str,
+    ) -> Page {
         let page = self.get(&format!("/pay/{payment}")).await;
         assert_eq!(page.status, 200, "{}", page.body);
         let csrf = page.csrf();
@@ -418,7 +459,10 @@ pub fn texts_to(sim: &payhub::sim::smsc::SmscSim, msisdn: &str) -> Vec<String> {
 /// The digits after `code ` in a customer message.
 pub fn code_in(text: &str) -> String {
     let start = text.find("code ").expect("message has a code") + 5;
-    text[start..].chars().take_while(|c| c.is_ascii_digit()).collect()
+    text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect()
 }
 
 // ---- a webhook receiver --------------------------------------------------------------------------

@@ -170,7 +170,9 @@ pub enum LoginReply {
 /// The answer to a submitted code.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CodeReply {
-    Wrong { attempts_left: u32 },
+    Wrong {
+        attempts_left: u32,
+    },
     /// No live code (its delivery failed): another channel must be chosen first.
     NoLiveCode,
     Finished(PaymentStatus),
