@@ -1,101 +1,16 @@
 //! The SMPP session actor against the SMSC simulator, over real TCP on port 0, with a real
 //! PostgreSQL database per test.
 
+mod smpp_support;
+
 use actix::Addr;
 use payhub::channels::smpp::{self, GetStatus, Shutdown, SmppSession, SmppSettings};
 use payhub::sim::smsc::{self, SmscSim, SmscSimOptions};
-use payhub_actors::clock::SharedClock;
-use payhub_actors::domain::{Amount, Currency, Msisdn};
-use payhub_actors::messages::{
-    Deliver, DeliveryError, DeliveryReceipt, Destination, Notice, NoticeKind,
-};
+use payhub_actors::Secret;
+use payhub_actors::messages::{Deliver, DeliveryError, DeliveryReceipt, Destination, NoticeKind};
 use payhub_actors::store::testing::{TestDb, fresh_database};
-use payhub_actors::{Secret, SystemClock};
-use std::sync::Arc;
+use smpp_support::*;
 use std::time::{Duration, Instant};
-
-const SYSTEM_ID: &str = "payhub";
-const PASSWORD: &str = "secret";
-const MSISDN: &str = "+8613800138000";
-const CODE: &str = "493817";
-
-fn settings(sim: &SmscSim) -> SmppSettings {
-    let config = payhub::config::SmppConfig {
-        addr: sim.smpp_addr().to_string(),
-        system_id: SYSTEM_ID.into(),
-        password: PASSWORD.into(),
-        response_timeout_ms: 1_000,
-        ..Default::default()
-    };
-    let mut settings = SmppSettings::from_config(&config);
-    settings.rebind_backoff_min_ms = 50;
-    settings.rebind_backoff_max_ms = 200;
-    settings.throttle_backoff_min_ms = 20;
-    settings.throttle_backoff_max_ms = 100;
-    settings
-}
-
-async fn simulator() -> SmscSim {
-    smsc::start(SmscSimOptions::loopback(SYSTEM_ID, PASSWORD))
-        .await
-        .expect("simulator starts")
-}
-
-fn clock() -> SharedClock {
-    Arc::new(SystemClock)
-}
-
-/// A merchant and a payment for the message rows to belong to.
-async fn payment(db: &TestDb) -> String {
-    let client = db.pool.get().await.unwrap();
-    let suffix = hex::encode(payhub_actors::ids::os_random::<4>());
-    let merchant = format!("mer_{suffix}");
-    let payment = format!("pay_{suffix}");
-    client
-        .execute(
-            "INSERT INTO merchants (id, name, cert_fingerprint, cert_serial, webhook_secret, \
-               bank_id, account, terminal_id, card_acceptor_id) \
-             VALUES ($1, 'Book Shop', $1, '01', 'whsec', '0001', '6222000011112222', 'T0000001', 'M00000000000001')",
-            &[&merchant],
-        )
-        .await
-        .unwrap();
-    client
-        .execute(
-            "INSERT INTO payments (id, merchant_id, order_id, amount_minor, currency, return_url, \
-               notify_url, created_at, expires_at, updated_at) \
-             VALUES ($1, $2, 'A-1', 1234, 'CNY', 'https://shop/r', 'https://shop/n', now(), now() + interval '15 minutes', now())",
-            &[&payment, &merchant],
-        )
-        .await
-        .unwrap();
-    payment
-}
-
-fn code_message(payment_id: &str) -> Deliver {
-    Deliver {
-        destination: Destination::Sms(Msisdn::parse(MSISDN).unwrap()),
-        notice: Notice {
-            payment_id: payment_id.into(),
-            kind: NoticeKind::Code,
-            merchant_name: "Book Shop".into(),
-            amount: Amount::parse(1234).unwrap(),
-            currency: Currency::Cny,
-            code: Some(Secret::new(CODE.into())),
-            validity_s: 300,
-            outcome: None,
-            unregistered_receiver: false,
-        },
-    }
-}
-
-async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut done: F) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 async fn bound_session(db: &TestDb, settings: SmppSettings) -> Addr<SmppSession> {
     let session = smpp::start(db.pool.clone(), clock(), settings).expect("valid settings");
@@ -633,4 +548,33 @@ async fn an_outcome_message_is_sent_and_recorded_as_an_outcome() {
     assert!(!text.contains("code "), "{text}");
     let row = &rows(&db, &payment_id).await[0];
     assert!(row.everything.contains("\"kind\":\"outcome\""), "{row:?}");
+}
+
+#[actix_rt::test]
+async fn an_acceptance_after_the_timeout_is_still_recorded() {
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
+    // Longer than the 1 s response timeout of these tests.
+    sim.update_switches(|s| s.delay_ms = 1_500);
+
+    let answer = deliver(&session, code_message(&payment_id)).await;
+    assert_eq!(answer, Err(DeliveryError::Timeout));
+    assert_eq!(rows(&db, &payment_id).await[0].status, "failed");
+
+    wait_until("the late acceptance is recorded", async || {
+        rows(&db, &payment_id).await[0].message_ref.is_some()
+    })
+    .await;
+    let row = &rows(&db, &payment_id).await[0];
+    assert_eq!(
+        row.message_ref.as_deref(),
+        Some(sim.messages()[0].message_id.as_str())
+    );
+    assert_ne!(row.status, "failed", "{row:?}");
+    assert!(row.error.as_deref().unwrap().contains("in time"), "{row:?}");
+    assert!(session.send(GetStatus).await.unwrap().bound);
 }

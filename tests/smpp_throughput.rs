@@ -5,12 +5,13 @@
 //! `cargo test --test smpp_throughput -- --ignored --nocapture`
 
 use futures::StreamExt;
+use smpp_support::{code_message, payment};
+mod smpp_support;
+
 use payhub::channels::smpp::{self, GetStatus, SmppSettings};
 use payhub::sim::smsc::{self, SmscSimOptions};
-use payhub_actors::domain::{Amount, Currency, Msisdn};
-use payhub_actors::messages::{Deliver, Destination, Notice, NoticeKind};
+use payhub_actors::SystemClock;
 use payhub_actors::store::testing::fresh_database;
-use payhub_actors::{Secret, SystemClock};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,18 +32,7 @@ async fn measure(window_max: usize) {
     let mut options = SmscSimOptions::loopback("payhub", "secret");
     options.switches.receipts = std::env::var("NO_RECEIPTS").is_err();
     let sim = smsc::start(options).await.unwrap();
-    let client = db.pool.get().await.unwrap();
-    client
-        .batch_execute(
-            "INSERT INTO merchants (id, name, cert_fingerprint, cert_serial, webhook_secret, bank_id, \
-               account, terminal_id, card_acceptor_id) \
-             VALUES ('mer_1', 'Book Shop', 'f', '01', 'w', '0001', '6222000011112222', 'T0000001', 'M00000000000001'); \
-             INSERT INTO payments (id, merchant_id, order_id, amount_minor, currency, return_url, notify_url, \
-               created_at, expires_at, updated_at) \
-             VALUES ('pay_1', 'mer_1', 'A-1', 1234, 'CNY', 'https://s/r', 'https://s/n', now(), now(), now())",
-        )
-        .await
-        .unwrap();
+    let payment_id = payment(&db).await;
     let config = payhub::config::SmppConfig {
         addr: sim.smpp_addr().to_string(),
         password: "secret".into(),
@@ -62,9 +52,14 @@ async fn measure(window_max: usize) {
     let started = Instant::now();
     let sends = (0..MESSAGES).map(|_| {
         let session = session.clone();
+        let payment_id = payment_id.clone();
         async move {
             let sent = Instant::now();
-            session.send(message()).await.unwrap().unwrap();
+            session
+                .send(code_message(&payment_id))
+                .await
+                .unwrap()
+                .unwrap();
             sent.elapsed()
         }
     });
@@ -83,21 +78,4 @@ async fn measure(window_max: usize) {
         at(0.99).as_secs_f64() * 1e3,
     );
     assert_eq!(sim.messages().len(), MESSAGES);
-}
-
-fn message() -> Deliver {
-    Deliver {
-        destination: Destination::Sms(Msisdn::parse("+8613800138000").unwrap()),
-        notice: Notice {
-            payment_id: "pay_1".into(),
-            kind: NoticeKind::Code,
-            merchant_name: "Book Shop".into(),
-            amount: Amount::parse(1234).unwrap(),
-            currency: Currency::Cny,
-            code: Some(Secret::new("493817".into())),
-            validity_s: 300,
-            outcome: None,
-            unregistered_receiver: false,
-        },
-    }
 }

@@ -14,12 +14,15 @@ use payhub_actors::metrics::{global, labels};
 use rusmpp::pdus::DeliverSmResp;
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 use rusmppc::{Client, ConnectionBuilder, Event};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
 /// Largest PDU accepted from the SMSC, in bytes.
 const COMMAND_LENGTH_MAX_BYTES: usize = 4_096;
+/// Timed-out submits remembered per bind, for their late answers.
+const UNANSWERED_MAX: usize = 1_024;
 /// Delivery receipts being recorded at once, per session.
 const RECEIPTS_IN_FLIGHT_MAX: usize = 8;
 
@@ -70,11 +73,23 @@ pub(super) struct Shared {
 struct StatusInner {
     binds: u64,
     last_error: Option<String>,
+    /// `submit_sm` of this bind whose answer came too late to be waited for: sequence number
+    /// → message row.
+    unanswered: HashMap<u32, i64>,
 }
 
 impl Shared {
     pub(super) fn bound_client(&self) -> Option<Client> {
         self.bound.borrow().clone()
+    }
+
+    /// Remembers a timed-out `submit_sm`, so that its late answer can still be recorded.
+    pub(super) fn await_late_answer(&self, sequence_number: u32, row: i64) {
+        self.note(|s| {
+            if s.unanswered.len() < UNANSWERED_MAX {
+                s.unanswered.insert(sequence_number, row);
+            }
+        });
     }
 
     fn note(&self, update: impl FnOnce(&mut StatusInner)) {
@@ -198,7 +213,11 @@ async fn keep_bound(
         match connect_and_bind(&shared.settings).await {
             Ok((client, events)) => {
                 failures = 0;
-                shared.note(|s| s.binds += 1);
+                shared.note(|s| {
+                    s.binds += 1;
+                    // Sequence numbers start again with each connection.
+                    s.unanswered.clear();
+                });
                 tracing::info!(smsc = %addr, "SMPP session bound");
                 bound_tx.send_replace(Some(client.clone()));
                 let end = serve(&shared, &client, events, &mut stop).await;
@@ -340,7 +359,11 @@ async fn on_incoming(
             let _ = client.enquire_link_resp(sequence_number).await;
             None
         }
-        // A response that came after its request timed out.
+        CommandId::SubmitSmResp => {
+            on_late_submit_resp(shared, &command);
+            None
+        }
+        // Another response that came after its request timed out.
         id if id.is_response() => None,
         _ => {
             let _ = client
@@ -350,6 +373,28 @@ async fn on_incoming(
             None
         }
     }
+}
+
+/// A `submit_sm_resp` after its wait ended: when the SMSC accepted the message after all, its
+/// row says so (the caller was told `Timeout`; the customer may still get the SMS).
+fn on_late_submit_resp(shared: &Arc<Shared>, command: &Command) {
+    let mut row = None;
+    shared.note(|s| row = s.unanswered.remove(&command.sequence_number()));
+    let (Some(row), Some(Pdu::SubmitSmResp(resp))) = (row, command.pdu()) else {
+        return;
+    };
+    if command.status() != CommandStatus::EsmeRok {
+        return;
+    }
+    let message_ref = submit::message_id(resp.message_id().as_str());
+    let shared = shared.clone();
+    actix::spawn(async move {
+        let sent = store::mark_sent(&shared.pool, shared.clock.now(), row, &message_ref);
+        match tokio::time::timeout(shared.settings.database_timeout(), sent).await {
+            Ok(Ok(())) => tracing::warn!(row, "SMS accepted by the SMSC after its timeout"),
+            _ => tracing::error!(row, "late SMS acceptance not recorded"),
+        }
+    });
 }
 
 /// Keeps a delivery receipt; the answer's status asks the SMSC to send it again when the

@@ -71,6 +71,7 @@ pub async fn mark_sent(
     Ok(())
 }
 
+/// The message could not be sent. A row a late acceptance already marked `sent` keeps that.
 pub async fn mark_failed(
     pool: &Pool,
     now: DateTime<Utc>,
@@ -81,7 +82,7 @@ pub async fn mark_failed(
     client
         .execute(
             "UPDATE customer_messages SET status = 'failed', error = $2, updated_at = $3 \
-             WHERE id = $1",
+             WHERE id = $1 AND status = 'queued'",
             &[&id, &error, &now],
         )
         .await?;

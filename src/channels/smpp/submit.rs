@@ -19,6 +19,9 @@ const SUBMIT_GRACE_MS: u64 = 250;
 struct Failure {
     error: DeliveryError,
     detail: String,
+    /// The sequence number of a `submit_sm` whose answer did not come in time: the SMSC may
+    /// still accept it.
+    unanswered: Option<u32>,
 }
 
 impl Failure {
@@ -26,6 +29,7 @@ impl Failure {
         Self {
             error,
             detail: detail.into(),
+            unanswered: None,
         }
     }
 }
@@ -83,6 +87,10 @@ pub(super) async fn deliver(
             Ok(DeliveryReceipt { message_ref })
         }
         Err(failure) => {
+            if let Some(sequence_number) = failure.unanswered {
+                // Before the row says `failed`, so a late acceptance finds it.
+                shared.await_late_answer(sequence_number, row);
+            }
             count_submit("error");
             tracing::warn!(payment = %notice.payment_id, reason = %failure.detail, "SMS not sent");
             let failed = store::mark_failed(&shared.pool, shared.clock.now(), row, &failure.detail);
@@ -173,7 +181,13 @@ async fn submit_once(shared: &Shared, submit: SubmitSm) -> Result<Attempt, Failu
                 }
             }
         }
-        Err(_) | Ok(Err(Error::ResponseTimeout { .. })) => Err(Failure::new(
+        Ok(Err(Error::ResponseTimeout {
+            sequence_number, ..
+        })) => Err(Failure {
+            unanswered: Some(sequence_number),
+            ..Failure::new(DeliveryError::Timeout, "no submit_sm_resp in time")
+        }),
+        Err(_) => Err(Failure::new(
             DeliveryError::Timeout,
             "no submit_sm_resp in time",
         )),
@@ -185,7 +199,7 @@ async fn submit_once(shared: &Shared, submit: SubmitSm) -> Result<Attempt, Failu
 }
 
 /// The SMSC's id as stored: visible ASCII, at most 64 characters.
-fn message_id(raw: &str) -> String {
+pub(super) fn message_id(raw: &str) -> String {
     raw.chars()
         .filter(|c| c.is_ascii_graphic())
         .take(64)
