@@ -253,6 +253,10 @@ async fn requests_without_an_acceptable_certificate_are_401() {
     )
     .await
     .unwrap();
+    // The certificate's merchant is cached for MERCHANT_CACHE_TTL_MS; past it, refused.
+    gw.clock.advance(chrono::Duration::milliseconds(
+        payhub::http::mtls::MERCHANT_CACHE_TTL_MS + 1,
+    ));
     expect_unauthenticated(&gw, client, "disabled").await;
     assert_eq!(count(&gw, "payments").await, 1);
     gw.stop().await;
