@@ -173,12 +173,15 @@ pub const MERCHANT_CACHE_TTL_MS: i64 = 1_000;
 /// Fingerprints remembered at once; past this the cache starts over.
 pub const MERCHANT_CACHE_ENTRIES_MAX: usize = 10_000;
 
+/// A fingerprint's lookup result and when it was read.
+type CachedLookup = (Option<MerchantIdentity>, chrono::DateTime<chrono::Utc>);
+
 /// Saves the merchant lookup on every request of a busy merchant (one database round trip).
 /// Unknown fingerprints are remembered too, so a stranger's retries do not reach the database.
 pub struct MerchantCache {
     clock: SharedClock,
     ttl: chrono::Duration,
-    entries: Mutex<HashMap<String, (Option<MerchantIdentity>, chrono::DateTime<chrono::Utc>)>>,
+    entries: Mutex<HashMap<String, CachedLookup>>,
 }
 
 impl MerchantCache {
