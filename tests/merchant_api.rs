@@ -199,10 +199,10 @@ async fn another_merchants_payment_is_not_found() {
 }
 
 async fn expect_unauthenticated(gw: &TestGateway, client: reqwest::Client, why: &str) {
-    let (status, err) = create(&gw, &client, &order("U-1")).await;
+    let (status, err) = create(gw, &client, &order("U-1")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}: {err}");
     assert_eq!(error_code(&err), "unauthenticated", "{why}");
-    let (status, _) = read(&gw, &client, "/v1/payments/pay_x").await;
+    let (status, _) = read(gw, &client, "/v1/payments/pay_x").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}");
 }
 
