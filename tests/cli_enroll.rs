@@ -173,6 +173,9 @@ async fn pki_init_and_merchant_add_give_a_working_merchant() {
         ],
         None,
     );
+    // Disabling takes effect once the server's cached lookup is older than its TTL.
+    let ttl_ms = payhub::http::mtls::MERCHANT_CACHE_TTL_MS as u64;
+    tokio::time::sleep(std::time::Duration::from_millis(ttl_ms + 100)).await;
     let res = https.post(&url).json(&body).send().await.unwrap();
     assert_eq!(res.status(), reqwest::StatusCode::UNAUTHORIZED);
     running.stop().await;

@@ -199,10 +199,10 @@ async fn another_merchants_payment_is_not_found() {
 }
 
 async fn expect_unauthenticated(gw: &TestGateway, client: reqwest::Client, why: &str) {
-    let (status, err) = create(&gw, &client, &order("U-1")).await;
+    let (status, err) = create(gw, &client, &order("U-1")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}: {err}");
     assert_eq!(error_code(&err), "unauthenticated", "{why}");
-    let (status, _) = read(&gw, &client, "/v1/payments/pay_x").await;
+    let (status, _) = read(gw, &client, "/v1/payments/pay_x").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}");
 }
 
@@ -253,6 +253,10 @@ async fn requests_without_an_acceptable_certificate_are_401() {
     )
     .await
     .unwrap();
+    // The certificate's merchant is cached for MERCHANT_CACHE_TTL_MS; past it, refused.
+    gw.clock.advance(chrono::Duration::milliseconds(
+        payhub::http::mtls::MERCHANT_CACHE_TTL_MS + 1,
+    ));
     expect_unauthenticated(&gw, client, "disabled").await;
     assert_eq!(count(&gw, "payments").await, 1);
     gw.stop().await;

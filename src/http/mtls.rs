@@ -20,9 +20,13 @@ use openssl::ssl::{SslAcceptor, SslAcceptorBuilder, SslMethod, SslVerifyMode};
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509, X509VerifyResult};
 use payhub_actors::Secret;
+use payhub_actors::clock::SharedClock;
 use payhub_actors::store::merchants;
+use payhub_actors::store::merchants::MerchantIdentity;
 use std::any::Any;
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 /// The PEM material of the gateway's TLS listener.
 #[derive(Debug, Clone)]
@@ -119,6 +123,7 @@ impl FromRequest for AuthenticatedMerchant {
         let pool = req
             .app_data::<web::Data<deadpool_postgres::Pool>>()
             .cloned();
+        let cache = req.app_data::<web::Data<MerchantCache>>().cloned();
         Box::pin(async move {
             let fingerprint = match cert {
                 Some(ClientCertificate::Verified { fingerprint }) => fingerprint,
@@ -133,12 +138,22 @@ impl FromRequest for AuthenticatedMerchant {
                     ));
                 }
             };
-            let Some(pool) = pool else {
-                tracing::error!("merchant API: no database pool in the app");
-                return Err(ApiError::internal());
+            let merchant = match cache.as_ref().and_then(|c| c.get(&fingerprint)) {
+                Some(cached) => cached,
+                None => {
+                    let Some(pool) = pool else {
+                        tracing::error!("merchant API: no database pool in the app");
+                        return Err(ApiError::internal());
+                    };
+                    let client = pool.get().await?;
+                    let found = merchants::by_fingerprint(&client, &fingerprint).await?;
+                    if let Some(cache) = &cache {
+                        cache.put(fingerprint, found.clone());
+                    }
+                    found
+                }
             };
-            let client = pool.get().await?;
-            match merchants::by_fingerprint(&client, &fingerprint).await? {
+            match merchant {
                 Some(m) if m.enabled => Ok(Self {
                     id: m.id,
                     name: m.name,
@@ -149,5 +164,47 @@ impl FromRequest for AuthenticatedMerchant {
                 )),
             }
         })
+    }
+}
+
+/// How long a certificate's merchant (and whether it is enabled) is reused before it is read
+/// again: disabling a merchant takes effect within this time.
+pub const MERCHANT_CACHE_TTL_MS: i64 = 1_000;
+/// Fingerprints remembered at once; past this the cache starts over.
+pub const MERCHANT_CACHE_ENTRIES_MAX: usize = 10_000;
+
+/// A fingerprint's lookup result and when it was read.
+type CachedLookup = (Option<MerchantIdentity>, chrono::DateTime<chrono::Utc>);
+
+/// Saves the merchant lookup on every request of a busy merchant (one database round trip).
+/// Unknown fingerprints are remembered too, so a stranger's retries do not reach the database.
+pub struct MerchantCache {
+    clock: SharedClock,
+    ttl: chrono::Duration,
+    entries: Mutex<HashMap<String, CachedLookup>>,
+}
+
+impl MerchantCache {
+    pub fn new(clock: SharedClock, ttl_ms: i64) -> Self {
+        Self {
+            clock,
+            ttl: chrono::Duration::milliseconds(ttl_ms),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Some(lookup result)` while fresh.
+    fn get(&self, fingerprint: &str) -> Option<Option<MerchantIdentity>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (merchant, read_at) = entries.get(fingerprint)?;
+        (self.clock.now() - *read_at < self.ttl).then(|| merchant.clone())
+    }
+
+    fn put(&self, fingerprint: String, merchant: Option<MerchantIdentity>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= MERCHANT_CACHE_ENTRIES_MAX {
+            entries.clear();
+        }
+        entries.insert(fingerprint, (merchant, self.clock.now()));
     }
 }

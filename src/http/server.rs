@@ -95,6 +95,10 @@ pub fn start(
     extra: Vec<Configurator>,
 ) -> Result<RunningServer, ServerError> {
     let acceptor = tls.acceptor()?;
+    let cache = web::Data::new(mtls::MerchantCache::new(
+        clock.clone(),
+        mtls::MERCHANT_CACHE_TTL_MS,
+    ));
     let api = merchant::MerchantApi {
         public_url: settings.public_url.clone(),
         payment_lifetime_s: settings.payment_lifetime_s,
@@ -110,6 +114,7 @@ pub fn start(
         App::new()
             .app_data(pool.clone())
             .app_data(api.clone())
+            .app_data(cache.clone())
             .app_data(web::PayloadConfig::new(body_max_bytes))
             .app_data(web::FormConfig::default().limit(body_max_bytes))
             .app_data(web::JsonConfig::default().limit(body_max_bytes))
