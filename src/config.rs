@@ -489,7 +489,7 @@ fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Result<(), Con
             continue;
         };
         let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-        if keys.len() < 2 || keys.iter().any(String::is_empty) {
+        if keys.iter().any(String::is_empty) {
             problems.push(format!("{name}: expected PAYHUB_<SECTION>__<KEY>"));
             continue;
         }
@@ -599,6 +599,7 @@ echo_interval_s = 30
                 "10.0.0.1:9000".to_string(),
             ),
             ("PAYHUB_INSTITUTION__ID".to_string(), "12345".to_string()),
+            ("PAYHUB_LOG".to_string(), "debug".to_string()),
         ];
         let c = Config::from_toml(MINIMAL, &env).unwrap();
         assert_eq!(c.database.url, "postgres://other/db");
