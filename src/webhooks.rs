@@ -191,7 +191,9 @@ impl Worker {
         let attempts = event.attempts + 1;
         let next = now + self.backoff(attempts);
         let give_up_at = event.created_at
-            + Duration::seconds(i64::try_from(self.settings.give_up_after_s).unwrap_or(i64::MAX / 2_000));
+            + Duration::seconds(
+                i64::try_from(self.settings.give_up_after_s).unwrap_or(i64::MAX / 2_000),
+            );
         let given_up = !delivered && next > give_up_at;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -231,7 +233,9 @@ impl Worker {
 
     /// `retry_base_ms · 2^(attempts-1)`, at most `retry_max_ms`.
     fn backoff(&self, attempts: i32) -> Duration {
-        let exponent = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(32);
+        let exponent = u32::try_from(attempts.saturating_sub(1))
+            .unwrap_or(0)
+            .min(32);
         let ms = self
             .settings
             .retry_base_ms

@@ -9,6 +9,7 @@ use actix::Actor;
 use chrono::{Duration, Utc};
 use e2e_support::doubles::{BankDouble, BankScript};
 use e2e_support::*;
+use payhub::http::merchant_testing::TestPki;
 use payhub_actors::clock::{ManualClock, SharedClock};
 use payhub_actors::keyed_hash::HashKey;
 use payhub_actors::store::testing::{TestDb, fresh_database};
@@ -30,7 +31,7 @@ struct World {
 
 fn settings() -> PaymentSettings {
     PaymentSettings {
-        public_url: "https://gateway.example".into(),
+        public_url: url::Url::parse("https://gateway.example").unwrap(),
         delivery_timeout_ms: 2_000,
         debit_timeout_ms: 2_000,
         reversal_retry_ms: 200,
@@ -55,11 +56,19 @@ impl World {
             bank: bank_addr.clone().recipient(),
             reverser: bank_addr.recipient(),
         };
-        let merchant = seed_merchant(&db.pool, "Book Shop").await;
+        let pki = TestPki::new();
+        let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
         let customer = seed_customer(&db.pool, "alice", "6222000011112222").await;
         let receiver = Receiver::start(webhook_script);
         let shared: SharedClock = Arc::new(clock.clone());
-        let gateway = Gateway::start(db.pool.clone(), shared, key.clone(), settings, outside.clone());
+        let gateway = Gateway::start(
+            db.pool.clone(),
+            shared,
+            key.clone(),
+            settings,
+            outside.clone(),
+            pki,
+        );
         World {
             db,
             clock,
@@ -95,12 +104,57 @@ impl World {
         self.gateway.as_ref().unwrap().base.clone()
     }
 
+    fn pki(&self) -> TestPki {
+        self.gateway.as_ref().unwrap().pki.clone()
+    }
+
     fn browser(&self) -> Browser {
-        Browser::new(&self.base())
+        Browser::new(&self.base(), &self.pki())
     }
 
     async fn payment(&self) -> String {
-        create_payment(&self.db.pool, &self.merchant, 1234, &self.receiver.url, self.clock.now()).await
+        create_payment(
+            &self.db.pool,
+            &self.merchant,
+            1234,
+            &self.receiver.url,
+            self.clock.now(),
+        )
+        .await
+    }
+
+    /// A payment created as a merchant does: `POST /v1/payments` with its client certificate.
+    async fn payment_via_api(&self) -> String {
+        let order = format!("A-{}", hex::encode(payhub_actors::ids::os_random::<4>()));
+        let response = self
+            .merchant
+            .api
+            .post(format!("{}/v1/payments", self.base()))
+            .header("Idempotency-Key", order.as_str())
+            .json(&serde_json::json!({
+                "order_id": order, "amount": 1234, "currency": "CNY", "description": "2 books",
+                "return_url": "https://shop.example/return", "notify_url": self.receiver.url,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let object: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(object["status"], "awaiting_customer");
+        object["id"].as_str().unwrap().to_string()
+    }
+
+    /// The payment object, as the merchant reads it.
+    async fn api_object(&self, id: &str) -> serde_json::Value {
+        let response = self
+            .merchant
+            .api
+            .get(format!("{}/v1/payments/{id}", self.base()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
     }
 
     async fn status(&self, id: &str) -> (String, Option<String>, Option<String>, Option<String>) {
@@ -109,6 +163,7 @@ impl World {
 
     /// Stops the gateway as a crash would and starts a new one on the same database.
     async fn restart(&mut self, settings: PaymentSettings) {
+        let pki = self.pki();
         self.gateway.take().unwrap().stop().await;
         let shared: SharedClock = Arc::new(self.clock.clone());
         self.gateway = Some(Gateway::start(
@@ -117,6 +172,7 @@ impl World {
             self.key.clone(),
             settings,
             self.outside.clone(),
+            pki,
         ));
     }
 }
@@ -127,7 +183,7 @@ use payhub_actors::Clock;
 #[actix_rt::test]
 async fn happy_path_pays_once_tells_customer_and_signs_the_webhook() {
     let w = World::new().await;
-    let pay = w.payment().await;
+    let pay = w.payment_via_api().await;
     let browser = w.browser();
     let first = browser.get(&format!("/pay/{pay}")).await;
     assert_eq!(first.status, 200);
@@ -142,7 +198,10 @@ async fn happy_path_pays_once_tells_customer_and_signs_the_webhook() {
     let code = w.last_code();
     assert_eq!(code.len(), 6);
     let text = w.texts()[0].clone();
-    assert!(text.contains("12.34 CNY") && text.contains("Book Shop"), "{text}");
+    assert!(
+        text.contains("12.34 CNY") && text.contains("Book Shop"),
+        "{text}"
+    );
     // The code is stored only as a keyed hash.
     let stored: i64 = count(
         &w.db.pool,
@@ -159,14 +218,26 @@ async fn happy_path_pays_once_tells_customer_and_signs_the_webhook() {
     // The link back to the shop (minijinja escapes the slashes).
     assert!(result.body.contains("shop.example") && result.body.contains("Back to Book Shop"));
     let (status, failure, _, approval) = w.status(&pay).await;
-    assert_eq!((status.as_str(), failure, approval.as_deref()), ("succeeded", None, Some("A1B2C3")));
+    assert_eq!(
+        (status.as_str(), failure, approval.as_deref()),
+        ("succeeded", None, Some("A1B2C3"))
+    );
     assert_eq!(w.bank.debits.lock().unwrap().len(), 1);
+    let object = w.api_object(&pay).await;
+    assert_eq!(object["status"], "succeeded");
+    assert_eq!(object["approval_code"], "A1B2C3");
 
     eventually("outcome notice", || async { w.texts().len() == 2 }).await;
     let outcome = &w.texts()[1];
-    assert!(outcome.contains("succeeded") && outcome.contains("12.34 CNY"), "{outcome}");
+    assert!(
+        outcome.contains("succeeded") && outcome.contains("12.34 CNY"),
+        "{outcome}"
+    );
 
-    eventually("webhook delivered", || async { !w.receiver.requests().is_empty() }).await;
+    eventually("webhook delivered", || async {
+        !w.receiver.requests().is_empty()
+    })
+    .await;
     let hook = &w.receiver.requests()[0];
     let now = w.clock.now().timestamp();
     payhub::webhooks::signature::verify(
@@ -196,7 +267,10 @@ async fn happy_path_pays_once_tells_customer_and_signs_the_webhook() {
     .await;
     // A second code post changes nothing.
     let again = browser
-        .post(&format!("/pay/{pay}/code"), &[("csrf_token", &csrf), ("code", &code)])
+        .post(
+            &format!("/pay/{pay}/code"),
+            &[("csrf_token", &csrf), ("code", &code)],
+        )
         .await;
     assert_eq!(again.path(), format!("/pay/{pay}/result"));
     assert_eq!(w.bank.debits.lock().unwrap().len(), 1);
@@ -209,7 +283,9 @@ async fn three_wrong_passwords_fail_the_payment_with_one_wording() {
     let browser = w.browser();
     let unknown = browser.login(&pay, "nobody", "whatever", "sms", "").await;
     assert_eq!(unknown.status, 401);
-    let wrong = browser.login(&pay, "alice", "wrong password", "sms", "").await;
+    let wrong = browser
+        .login(&pay, "alice", "wrong password", "sms", "")
+        .await;
     assert_eq!(wrong.status, 401);
     let strip = |s: &str| s.replace("2 tries", "N").replace("1 try", "N");
     let error = |body: &str| {
@@ -222,10 +298,16 @@ async fn three_wrong_passwords_fail_the_payment_with_one_wording() {
     assert_eq!(third.path(), format!("/pay/{pay}/result"));
     assert!(third.body.contains("too many unsuccessful sign-ins"));
     let (status, failure, ..) = w.status(&pay).await;
-    assert_eq!((status.as_str(), failure.as_deref()), ("failed", Some("authentication_failed")));
+    assert_eq!(
+        (status.as_str(), failure.as_deref()),
+        ("failed", Some("authentication_failed"))
+    );
     assert!(w.codes().is_empty());
     eventually("failed webhook", || async {
-        w.receiver.requests().iter().any(|r| r.body.contains("payment.failed"))
+        w.receiver
+            .requests()
+            .iter()
+            .any(|r| r.body.contains("payment.failed"))
     })
     .await;
 }
@@ -245,15 +327,28 @@ async fn five_failures_lock_the_identity_across_payments_for_15_minutes() {
         }
     }
     // The right password is refused now, whatever the payment, with the mobile number too.
-    let locked = browser.login(&pays[2], "alice", &w.customer.password, "sms", "").await;
+    let locked = browser
+        .login(&pays[2], "alice", &w.customer.password, "sms", "")
+        .await;
     assert_eq!(locked.status, 429, "{}", locked.body);
     assert!(locked.body.contains("locked"));
-    let by_mobile = browser.login(&pays[2], &w.customer.mobile, &w.customer.password, "sms", "").await;
+    let by_mobile = browser
+        .login(
+            &pays[2],
+            &w.customer.mobile,
+            &w.customer.password,
+            "sms",
+            "",
+        )
+        .await;
     assert_eq!(by_mobile.status, 429);
     assert_eq!(w.status(&pays[2]).await.0, "awaiting_customer");
-    w.clock.advance(Duration::minutes(15) + Duration::seconds(1));
+    w.clock
+        .advance(Duration::minutes(15) + Duration::seconds(1));
     let pay = w.payment().await;
-    let ok = browser.login(&pay, &w.customer.mobile, &w.customer.password, "sms", "").await;
+    let ok = browser
+        .login(&pay, &w.customer.mobile, &w.customer.password, "sms", "")
+        .await;
     assert_eq!(ok.path(), format!("/pay/{pay}/code"), "{}", ok.body);
 }
 
@@ -262,7 +357,9 @@ async fn three_wrong_codes_fail_and_no_debit_is_sent() {
     let w = World::new().await;
     let pay = w.payment().await;
     let browser = w.browser();
-    browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
     let real = w.last_code();
     let wrong = if real == "000000" { "111111" } else { "000000" };
     let first = browser.submit_code(&pay, wrong).await;
@@ -272,7 +369,10 @@ async fn three_wrong_codes_fail_and_no_debit_is_sent() {
     let last = browser.submit_code(&pay, wrong).await;
     assert_eq!(last.path(), format!("/pay/{pay}/result"));
     let (status, failure, ..) = w.status(&pay).await;
-    assert_eq!((status.as_str(), failure.as_deref()), ("failed", Some("code_attempts_exceeded")));
+    assert_eq!(
+        (status.as_str(), failure.as_deref()),
+        ("failed", Some("code_attempts_exceeded"))
+    );
     assert!(w.bank.debits.lock().unwrap().is_empty());
 }
 
@@ -281,14 +381,19 @@ async fn a_late_code_fails_the_payment() {
     let w = World::new().await;
     let pay = w.payment().await;
     let browser = w.browser();
-    browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
     let code = w.last_code();
     w.clock.advance(Duration::seconds(301));
     let page = browser.submit_code(&pay, &code).await;
     assert_eq!(page.path(), format!("/pay/{pay}/result"));
     assert!(page.body.contains("expired before it was entered"));
     let (status, failure, ..) = w.status(&pay).await;
-    assert_eq!((status.as_str(), failure.as_deref()), ("failed", Some("code_expired")));
+    assert_eq!(
+        (status.as_str(), failure.as_deref()),
+        ("failed", Some("code_expired"))
+    );
     assert!(w.bank.debits.lock().unwrap().is_empty());
 }
 
@@ -297,7 +402,9 @@ async fn resend_voids_the_old_code_is_spaced_and_bounded() {
     let w = World::new().await;
     let pay = w.payment().await;
     let browser = w.browser();
-    browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
     let first = w.last_code();
     let too_soon = browser.resend(&pay, "").await;
     assert_eq!(too_soon.status, 429);
@@ -331,7 +438,9 @@ async fn a_code_from_another_browser_session_is_refused() {
     let w = World::new().await;
     let pay = w.payment().await;
     let alice = w.browser();
-    alice.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    alice
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
     let code = w.last_code();
     let mallory = w.browser();
     let page = mallory.get(&format!("/pay/{pay}/code")).await;
@@ -342,7 +451,10 @@ async fn a_code_from_another_browser_session_is_refused() {
     let csrf_source = mallory.get(&format!("/pay/{pay}/code")).await;
     assert!(!csrf_source.body.contains("csrf_token"));
     let forged = mallory
-        .post(&format!("/pay/{pay}/code"), &[("csrf_token", "00"), ("code", &code)])
+        .post(
+            &format!("/pay/{pay}/code"),
+            &[("csrf_token", "00"), ("code", &code)],
+        )
         .await;
     assert_eq!(forged.status, 403);
     assert_eq!(w.status(&pay).await.0, "awaiting_code");
@@ -361,12 +473,19 @@ async fn insufficient_funds_is_declined_with_field_39() {
         .insert("6222000011112222".into(), BankScript::Answer("51"));
     let pay = w.payment().await;
     let browser = w.browser();
-    browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
     let page = browser.submit_code(&pay, &w.last_code()).await;
     assert!(page.body.contains("insufficient funds"), "{}", page.body);
     let (status, failure, code, approval) = w.status(&pay).await;
     assert_eq!(
-        (status.as_str(), failure.as_deref(), code.as_deref(), approval),
+        (
+            status.as_str(),
+            failure.as_deref(),
+            code.as_deref(),
+            approval
+        ),
         ("failed", Some("bank_declined"), Some("51"), None)
     );
     eventually("webhook", || async { !w.receiver.requests().is_empty() }).await;
@@ -385,11 +504,20 @@ async fn bank_timeout_is_bank_unavailable() {
         .insert("6222000011112222".into(), BankScript::Timeout);
     let pay = w.payment().await;
     let browser = w.browser();
-    browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
     let page = browser.submit_code(&pay, &w.last_code()).await;
-    assert!(page.body.contains("returned automatically"), "{}", page.body);
+    assert!(
+        page.body.contains("returned automatically"),
+        "{}",
+        page.body
+    );
     let (status, failure, ..) = w.status(&pay).await;
-    assert_eq!((status.as_str(), failure.as_deref()), ("failed", Some("bank_unavailable")));
+    assert_eq!(
+        (status.as_str(), failure.as_deref()),
+        ("failed", Some("bank_unavailable"))
+    );
 }
 
 #[actix_rt::test]
@@ -399,7 +527,9 @@ async fn an_offline_terminal_is_said_at_once_and_sms_is_offered() {
     // The dedicated terminal is registered but not connected to the switch: offline.
     let pay = w.payment().await;
     let browser = w.browser();
-    let page = browser.login(&pay, "alice", &w.customer.password, "terminal", "").await;
+    let page = browser
+        .login(&pay, "alice", &w.customer.password, "terminal", "")
+        .await;
     assert_eq!(page.path(), format!("/pay/{pay}/code"));
     assert!(page.body.contains("offline"), "{}", page.body);
     assert!(page.body.contains("value=\"sms\""), "{}", page.body);
@@ -420,35 +550,52 @@ async fn bad_input_gets_calm_4xx_pages() {
     // No CSRF cookie yet: refused.
     let fresh = w.browser();
     let p = fresh
-        .post(&format!("/pay/{pay}/login"), &[("identity", "alice"), ("password", "x")])
+        .post(
+            &format!("/pay/{pay}/login"),
+            &[("identity", "alice"), ("password", "x")],
+        )
         .await;
     assert_eq!(p.status, 403);
     let page = browser.get(&format!("/pay/{pay}")).await;
     let csrf = page.csrf();
     let long = "x".repeat(10_000);
     let big = browser
-        .post(&format!("/pay/{pay}/login"), &[("csrf_token", &csrf), ("identity", &long)])
+        .post(
+            &format!("/pay/{pay}/login"),
+            &[("csrf_token", &csrf), ("identity", &long)],
+        )
         .await;
     assert_eq!(big.status, 400);
     let odd = browser
         .post(
             &format!("/pay/{pay}/login"),
-            &[("csrf_token", &csrf), ("identity", "alice"), ("password", "pw"), ("channel", "fax")],
+            &[
+                ("csrf_token", &csrf),
+                ("identity", "alice"),
+                ("password", "pw"),
+                ("channel", "fax"),
+            ],
         )
         .await;
     assert_eq!(odd.status, 422);
     let no_session = browser
-        .post(&format!("/pay/{pay}/code"), &[("csrf_token", &csrf), ("code", "123456")])
+        .post(
+            &format!("/pay/{pay}/code"),
+            &[("csrf_token", &csrf), ("code", "123456")],
+        )
         .await;
     assert_eq!(no_session.status, 403);
     assert_eq!(w.status(&pay).await.0, "awaiting_customer");
 }
 
 #[actix_rt::test]
-async fn the_session_cookie_is_http_only_and_strict() {
+async fn the_session_cookie_is_http_only_strict_and_secure_over_tls() {
     let w = World::new().await;
     let pay = w.payment().await;
+    let root = reqwest::Certificate::from_pem(&w.pki().server_ca.cert_pem()).unwrap();
     let page = reqwest::Client::builder()
+        .use_native_tls()
+        .add_root_certificate(root)
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -456,7 +603,12 @@ async fn the_session_cookie_is_http_only_and_strict() {
     let base = w.base();
     let first = page.get(format!("{base}/pay/{pay}")).send().await.unwrap();
     let body = first.text().await.unwrap();
-    let csrf = Page { status: 200, url: String::new(), body }.csrf();
+    let csrf = Page {
+        status: 200,
+        url: String::new(),
+        body,
+    }
+    .csrf();
     let login = page
         .post(format!("{base}/pay/{pay}/login"))
         .form(&[
@@ -469,10 +621,17 @@ async fn the_session_cookie_is_http_only_and_strict() {
         .await
         .unwrap();
     assert_eq!(login.status(), 303);
-    assert_eq!(login.headers()["location"], format!("/pay/{pay}/code").as_str());
+    assert_eq!(
+        login.headers()["location"],
+        format!("/pay/{pay}/code").as_str()
+    );
     let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.starts_with("payhub_session="), "{cookie}");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(cookie.contains("Secure"), "served over TLS: {cookie}");
     assert!(cookie.contains(&format!("Path=/pay/{pay}")), "{cookie}");
 }
 
@@ -482,7 +641,9 @@ async fn smsc_throttling_delays_but_delivers_the_code() {
     w.smsc.update_switches(|s| s.throttle_next = 2);
     let pay = w.payment().await;
     let browser = w.browser();
-    let page = browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    let page = browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
     assert_eq!(page.path(), format!("/pay/{pay}/code"), "{}", page.body);
     assert!(page.body.contains("name=\"code\""), "{}", page.body);
     assert!(w.smsc.stats().submits_refused >= 2, "{:?}", w.smsc.stats());
@@ -529,7 +690,11 @@ async fn an_unregistered_receiver_is_refused_unless_the_policy_allows_it() {
         )
         .await;
         if allow {
-            assert_eq!(to_other.len(), 1, "policy on: the code goes to the named number");
+            assert_eq!(
+                to_other.len(),
+                1,
+                "policy on: the code goes to the named number"
+            );
             assert_eq!(audited, 1);
         } else {
             // Policy off: the receiver field is ignored, the code goes to the registered mobile.
@@ -547,7 +712,9 @@ async fn a_restart_while_awaiting_the_customer_or_the_code_continues() {
     let mid = w.payment().await;
     let mut browser = w.browser();
     browser.get(&format!("/pay/{early}")).await;
-    browser.login(&mid, "alice", &w.customer.password, "sms", "").await;
+    browser
+        .login(&mid, "alice", &w.customer.password, "sms", "")
+        .await;
     let code = w.last_code();
     w.restart(settings()).await;
     browser.at(&w.base());
@@ -555,7 +722,9 @@ async fn a_restart_while_awaiting_the_customer_or_the_code_continues() {
     let done = browser.submit_code(&mid, &code).await;
     assert!(done.body.contains("Payment complete"), "{}", done.body);
     // awaiting_customer: the payment starts from the beginning.
-    browser.login(&early, "alice", &w.customer.password, "sms", "").await;
+    browser
+        .login(&early, "alice", &w.customer.password, "sms", "")
+        .await;
     let done = browser.submit_code(&early, &w.last_code()).await;
     assert!(done.body.contains("Payment complete"), "{}", done.body);
     assert_eq!(w.bank.debits.lock().unwrap().len(), 2);
@@ -571,7 +740,9 @@ async fn a_restart_while_processing_reverses_and_fails_without_a_second_debit() 
         .insert("6222000011112222".into(), BankScript::Hang);
     let pay = w.payment().await;
     let browser = w.browser();
-    browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
     let code = w.last_code();
     let csrf = browser.get(&format!("/pay/{pay}/code")).await.csrf();
     let (http, url) = (browser.http.clone(), format!("{}/pay/{pay}/code", w.base()));
@@ -603,9 +774,16 @@ async fn a_restart_while_processing_reverses_and_fails_without_a_second_debit() 
     assert_eq!(failure.as_deref(), Some("bank_unavailable"));
     let debits = w.bank.debits.lock().unwrap().clone();
     assert_eq!(debits.len(), 1, "never debited twice");
-    assert_eq!(*w.bank.reversals.lock().unwrap(), debits, "the debit is reversed");
+    assert_eq!(
+        *w.bank.reversals.lock().unwrap(),
+        debits,
+        "the debit is reversed"
+    );
     eventually("failed webhook", || async {
-        w.receiver.requests().iter().any(|r| r.body.contains("bank_unavailable"))
+        w.receiver
+            .requests()
+            .iter()
+            .any(|r| r.body.contains("bank_unavailable"))
     })
     .await;
 }
@@ -615,9 +793,14 @@ async fn webhooks_are_retried_with_backoff_across_a_restart_until_acknowledged()
     let mut w = World::with(settings(), vec![500, 503]).await;
     let pay = w.payment().await;
     let browser = w.browser();
-    browser.login(&pay, "alice", &w.customer.password, "sms", "").await;
+    browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
     browser.submit_code(&pay, &w.last_code()).await;
-    eventually("first attempt", || async { w.receiver.requests().len() == 1 }).await;
+    eventually("first attempt", || async {
+        w.receiver.requests().len() == 1
+    })
+    .await;
     let attempts = |w: &World| {
         let pool = w.db.pool.clone();
         let pay = pay.clone();
@@ -636,11 +819,17 @@ async fn webhooks_are_retried_with_backoff_across_a_restart_until_acknowledged()
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(w.receiver.requests().len(), 1);
     w.clock.advance(Duration::seconds(6));
-    eventually("second attempt", || async { w.receiver.requests().len() == 2 }).await;
+    eventually("second attempt", || async {
+        w.receiver.requests().len() == 2
+    })
+    .await;
     eventually("second attempt recorded", || attempts(&w).map(|n| n == 2)).await;
     w.restart(settings()).await;
     w.clock.advance(Duration::seconds(11));
-    eventually("third attempt", || async { w.receiver.requests().len() == 3 }).await;
+    eventually("third attempt", || async {
+        w.receiver.requests().len() == 3
+    })
+    .await;
     eventually("delivered", || {
         let pool = w.db.pool.clone();
         let pay = pay.clone();
@@ -670,5 +859,9 @@ async fn webhooks_are_retried_with_backoff_across_a_restart_until_acknowledged()
         .expect("each attempt is signed");
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(w.receiver.requests().len(), 3, "acknowledged: no more attempts");
+    assert_eq!(
+        w.receiver.requests().len(),
+        3,
+        "acknowledged: no more attempts"
+    );
 }

@@ -68,30 +68,36 @@ impl PagesState {
 }
 
 /// The pages as a configurator for the HTTPS server builder (or any actix-web `App`).
-pub fn configure(state: PagesState) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+pub fn configure(
+    state: PagesState,
+) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + Sync + 'static {
     move |cfg: &mut web::ServiceConfig| {
         let form_errors = state.templates.clone();
-        cfg.app_data(web::Data::new(state.clone()))
-            .app_data(
-                web::FormConfig::default()
-                    .limit(FORM_MAX_BYTES)
-                    .error_handler(move |err, _req| {
-                        let page = render::message(
-                            &form_errors,
-                            StatusCode::BAD_REQUEST,
-                            "This form could not be read",
-                            "Please go back, reload the page and try again.",
-                            None,
-                        );
-                        actix_web::error::InternalError::from_response(err, page).into()
-                    }),
-            )
-            .route("/pay/{id}", web::get().to(pay_page))
-            .route("/pay/{id}/login", web::post().to(login))
-            .route("/pay/{id}/code", web::get().to(code_page))
-            .route("/pay/{id}/code", web::post().to(submit_code))
-            .route("/pay/{id}/resend", web::post().to(resend))
-            .route("/pay/{id}/result", web::get().to(result_page));
+        // A scope of their own, so the pages' form limits and state leave other routes alone.
+        cfg.service(
+            web::scope("/pay")
+                .app_data(web::Data::new(state.clone()))
+                .app_data(
+                    web::FormConfig::default()
+                        .limit(FORM_MAX_BYTES)
+                        .error_handler(move |err, _req| {
+                            let page = render::message(
+                                &form_errors,
+                                StatusCode::BAD_REQUEST,
+                                "This form could not be read",
+                                "Please go back, reload the page and try again.",
+                                None,
+                            );
+                            actix_web::error::InternalError::from_response(err, page).into()
+                        }),
+                )
+                .route("/{id}", web::get().to(pay_page))
+                .route("/{id}/login", web::post().to(login))
+                .route("/{id}/code", web::get().to(code_page))
+                .route("/{id}/code", web::post().to(submit_code))
+                .route("/{id}/resend", web::post().to(resend))
+                .route("/{id}/result", web::get().to(result_page)),
+        );
     }
 }
 
@@ -107,7 +113,9 @@ async fn pay_page(
         Err(page) => return page,
     };
     match ctx.view.status {
-        PaymentStatus::AwaitingCustomer => ctx.login_page(StatusCode::OK, None, &LoginForm::default()),
+        PaymentStatus::AwaitingCustomer => {
+            ctx.login_page(StatusCode::OK, None, &LoginForm::default())
+        }
         PaymentStatus::AwaitingCode if ctx.has_session() => see_other(&ctx.path("/code")),
         PaymentStatus::AwaitingCode => ctx.message(
             StatusCode::OK,
@@ -148,7 +156,9 @@ async fn login(
     }
     let (identity, choice) = match parse_login(&form, state.allow_unregistered_receiver) {
         Ok(parsed) => parsed,
-        Err(problem) => return ctx.login_page(StatusCode::UNPROCESSABLE_ENTITY, Some(problem), &form),
+        Err(problem) => {
+            return ctx.login_page(StatusCode::UNPROCESSABLE_ENTITY, Some(problem), &form);
+        }
     };
     let msg = Login {
         identity,
@@ -160,7 +170,8 @@ async fn login(
         Err(e) => return ctx.payment_error(e),
     };
     match flatten(reply) {
-        Ok(LoginReply::CodeSent { session, .. }) | Ok(LoginReply::CodeNotDelivered { session, .. }) => {
+        Ok(LoginReply::CodeSent { session, .. })
+        | Ok(LoginReply::CodeNotDelivered { session, .. }) => {
             let mut response = see_other(&ctx.path("/code"));
             let _ = response.add_cookie(&ctx.session_cookie(session.expose()));
             response
@@ -232,7 +243,9 @@ async fn submit_code(
     let code: String = form.code.chars().filter(|c| !c.is_whitespace()).collect();
     if code.is_empty() || code.chars().count() > CODE_INPUT_MAX_CHARS {
         let problem = "Enter the code exactly as you received it.".to_string();
-        return ctx.code_page(StatusCode::UNPROCESSABLE_ENTITY, Some(problem), None).await;
+        return ctx
+            .code_page(StatusCode::UNPROCESSABLE_ENTITY, Some(problem), None)
+            .await;
     }
     let msg = SubmitCode {
         session: Secret::new(session),
@@ -248,7 +261,10 @@ async fn submit_code(
                 "That code is not right. {attempts_left} {} left.",
                 if attempts_left == 1 { "try" } else { "tries" }
             );
-            ctx.reload_view().await.code_page(StatusCode::UNPROCESSABLE_ENTITY, Some(text), None).await
+            ctx.reload_view()
+                .await
+                .code_page(StatusCode::UNPROCESSABLE_ENTITY, Some(text), None)
+                .await
         }
         Ok(CodeReply::NoLiveCode) => {
             let text = "There is no code waiting for this payment. Choose where to send one.";
@@ -289,7 +305,11 @@ async fn resend(
     };
     let choice = match parse_route(&form.route) {
         Ok(choice) => choice,
-        Err(problem) => return ctx.code_page(StatusCode::UNPROCESSABLE_ENTITY, Some(problem), None).await,
+        Err(problem) => {
+            return ctx
+                .code_page(StatusCode::UNPROCESSABLE_ENTITY, Some(problem), None)
+                .await;
+        }
     };
     let msg = Resend {
         session: Secret::new(session),
@@ -303,7 +323,9 @@ async fn resend(
         Ok(ResendReply::Sent { destination }) => (
             StatusCode::OK,
             None,
-            Some(format!("A new code was sent ({destination}). The earlier code no longer works.")),
+            Some(format!(
+                "A new code was sent ({destination}). The earlier code no longer works."
+            )),
         ),
         Ok(ResendReply::NotDelivered { reason }) => (StatusCode::OK, Some(reason), None),
         Ok(ResendReply::TooSoon { wait_s }) => (
@@ -353,9 +375,9 @@ fn parse_login(form: &LoginForm, allow_receiver: bool) -> Result<(String, Channe
             let receiver = match form.receiver.trim() {
                 "" => None,
                 _ if !allow_receiver => None,
-                r => Some(Msisdn::parse(r).map_err(|_| {
-                    "The other mobile number must be 6 to 15 digits, optionally after a '+'."
-                })?),
+                r => Some(Msisdn::parse(r).map_err(
+                    |_| "The other mobile number must be 6 to 15 digits, optionally after a '+'.",
+                )?),
             };
             ChannelChoice::Sms { receiver }
         }
@@ -432,7 +454,9 @@ impl Ctx {
             Err(e) => return Err(render::unavailable(templates, &e)),
         };
         let (csrf_cookie, csrf_is_new) = match req.cookie(CSRF_COOKIE) {
-            Some(c) if c.value().len() == 32 && c.value().bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(c)
+                if c.value().len() == 32 && c.value().bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
                 (c.value().to_string(), false)
             }
             _ => (hex::encode(payhub_actors::ids::os_random::<16>()), true),
@@ -524,7 +548,12 @@ impl Ctx {
         Page::new(&self.state.templates, &self.view)
     }
 
-    fn login_page(&self, status: StatusCode, error: Option<String>, form: &LoginForm) -> HttpResponse {
+    fn login_page(
+        &self,
+        status: StatusCode,
+        error: Option<String>,
+        form: &LoginForm,
+    ) -> HttpResponse {
         let page = self.page().render(
             status,
             "pay/login.html",

@@ -45,7 +45,9 @@ pub fn verify(
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", value)) => t = value.parse::<i64>().ok(),
-            Some(("v1", value)) => v1.push(hex::decode(value).map_err(|_| SignatureError::Malformed)?),
+            Some(("v1", value)) => {
+                v1.push(hex::decode(value).map_err(|_| SignatureError::Malformed)?)
+            }
             _ => {}
         }
     }
@@ -79,10 +81,22 @@ mod tests {
         m.update(b"1700000000.{\"id\":\"evt_1\"}");
         let expected = hex::encode(m.finalize().into_bytes());
         assert!(header.ends_with(&expected));
-        let ok = verify(b"whsec_test", &header, b"{\"id\":\"evt_1\"}", 1_700_000_010, 300);
+        let ok = verify(
+            b"whsec_test",
+            &header,
+            b"{\"id\":\"evt_1\"}",
+            1_700_000_010,
+            300,
+        );
         assert_eq!(ok, Ok(1_700_000_000));
         assert_eq!(
-            verify(b"whsec_test", &header, b"{\"id\":\"evt_2\"}", 1_700_000_010, 300),
+            verify(
+                b"whsec_test",
+                &header,
+                b"{\"id\":\"evt_2\"}",
+                1_700_000_010,
+                300
+            ),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
@@ -90,7 +104,13 @@ mod tests {
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            verify(b"whsec_test", &header, b"{\"id\":\"evt_1\"}", 1_700_009_999, 300),
+            verify(
+                b"whsec_test",
+                &header,
+                b"{\"id\":\"evt_1\"}",
+                1_700_009_999,
+                300
+            ),
             Err(SignatureError::Stale)
         );
         assert_eq!(

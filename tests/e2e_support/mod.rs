@@ -1,7 +1,8 @@
-//! Shared harness of the end-to-end tests: a gateway (registry, pages, webhook worker) in an actix
-//! system of its own that can be stopped and started again on the same database (a restart), rows
-//! seeded with SQL, a browser (reqwest with cookies) that reads CSRF tokens from the HTML, and a
-//! webhook receiver on port 0.
+//! Shared harness of the end-to-end tests: a gateway (the real HTTPS listener with the merchant API
+//! and the customer pages, the payment registry, the webhook worker, the SMPP session and channel
+//! router) in an actix system of its own that can be stopped and started again on the same
+//! database (a restart), rows seeded with SQL, a browser (reqwest over TLS with cookies) that
+//! reads CSRF tokens from the HTML, and a webhook receiver on port 0.
 #![allow(dead_code)]
 
 pub mod doubles;
@@ -10,7 +11,9 @@ use actix::Recipient;
 use actix_web::{App, HttpServer, web};
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Pool;
+use payhub::http::merchant_testing::TestPki;
 use payhub::http::pages::{PagesState, configure};
+use payhub::http::server::{self, ServerSettings};
 use payhub::webhooks::{WebhookSettings, start_worker};
 use payhub_actors::clock::SharedClock;
 use payhub_actors::keyed_hash::HashKey;
@@ -34,7 +37,11 @@ pub const SMSC_SYSTEM_ID: &str = "payhub";
 pub const SMSC_PASSWORD: &str = "secret";
 
 /// The gateway's channels: SMPP session bound to the simulator, and the router in front of it.
-async fn start_channels(pool: &Pool, clock: &SharedClock, smsc: std::net::SocketAddr) -> Recipient<Deliver> {
+async fn start_channels(
+    pool: &Pool,
+    clock: &SharedClock,
+    smsc: std::net::SocketAddr,
+) -> Recipient<Deliver> {
     use payhub::channels::smpp::{self, GetStatus, SmppSettings};
     let config = payhub::config::SmppConfig {
         addr: smsc.to_string(),
@@ -50,7 +57,12 @@ async fn start_channels(pool: &Pool, clock: &SharedClock, smsc: std::net::Socket
     settings.throttle_backoff_max_ms = 100;
     let session = smpp::start(pool.clone(), clock.clone(), settings).expect("SMPP settings");
     for _ in 0..200 {
-        if session.send(GetStatus).await.map(|s| s.bound).unwrap_or(false) {
+        if session
+            .send(GetStatus)
+            .await
+            .map(|s| s.bound)
+            .unwrap_or(false)
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
@@ -74,6 +86,7 @@ pub struct Gateway {
     pub registry: actix::Addr<PaymentRegistry>,
     server: actix_web::dev::ServerHandle,
     system: actix::System,
+    pub pki: TestPki,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -95,14 +108,17 @@ impl Gateway {
         key: HashKey,
         settings: PaymentSettings,
         outside: Outside,
+        pki: TestPki,
     ) -> Gateway {
         let (tx, rx) = std::sync::mpsc::channel();
+        let tls = pki.server_tls();
         let thread = std::thread::spawn(move || {
             let system = actix::System::new();
             system.block_on(async move {
                 let wake = Arc::new(tokio::sync::Notify::new());
                 let channel = start_channels(&pool, &clock, outside.smsc).await;
                 let allow = settings.allow_unregistered_receiver;
+                let settings_url = settings.public_url.clone();
                 let deps = Deps {
                     pool: pool.clone(),
                     clock: clock.clone(),
@@ -116,22 +132,37 @@ impl Gateway {
                 let registry = start_registry(deps);
                 start_worker(pool.clone(), clock.clone(), webhook_settings(), wake)
                     .expect("webhook worker");
-                let state = PagesState::new(registry.clone(), pool, key, clock, allow);
-                let server = HttpServer::new(move || App::new().configure(configure(state.clone())))
-                    .workers(1)
-                    .disable_signals()
-                    .bind(("127.0.0.1", 0))
-                    .expect("bind");
-                let addr = server.addrs()[0];
-                let server = server.run();
-                tx.send((addr, server.handle(), actix::System::current(), registry))
-                    .expect("report");
-                let _ = server.await;
+                let server_settings = ServerSettings {
+                    listen: "127.0.0.1:0".parse().expect("address"),
+                    workers: 1,
+                    body_max_bytes: 16 * 1024,
+                    public_url: settings_url,
+                    payment_lifetime_s: 900,
+                };
+                let state =
+                    PagesState::new(registry.clone(), pool.clone(), key, clock.clone(), allow);
+                let server = server::start(
+                    server_settings,
+                    &tls,
+                    pool,
+                    clock,
+                    vec![Arc::new(configure(state))],
+                )
+                .expect("server starts");
+                tx.send((
+                    server.addr,
+                    server.handle.clone(),
+                    actix::System::current(),
+                    registry,
+                ))
+                .expect("report");
+                let _ = server.wait().await;
             });
         });
         let (addr, server, system, registry) = rx.recv().expect("gateway started");
         Gateway {
-            base: format!("http://{addr}"),
+            base: format!("https://127.0.0.1:{}", addr.port()),
+            pki,
             registry,
             server,
             system,
@@ -158,25 +189,18 @@ impl Gateway {
 pub struct Merchant {
     pub id: String,
     pub webhook_secret: String,
+    /// The merchant's client certificate, for the merchant API.
+    pub api: reqwest::Client,
 }
 
-pub async fn seed_merchant(pool: &Pool, name: &str) -> Merchant {
-    let id = payhub_actors::ids::new_id("mer");
-    let secret = format!("whsec_{}", hex::encode(payhub_actors::ids::os_random::<16>()));
-    let client = pool.get().await.unwrap();
-    client
-        .execute(
-            "INSERT INTO merchants (id, name, cert_fingerprint, cert_serial, webhook_secret,
-                 bank_id, account, terminal_id, card_acceptor_id, location)
-             VALUES ($1, $2, $3, '01', $4, '0002', '6222000099990001', 'T0000001',
-                 'SHOP00000000001', 'Beijing CN')",
-            &[&id, &name, &hex::encode(payhub_actors::ids::os_random::<32>()), &secret],
-        )
-        .await
-        .unwrap();
+/// A merchant enrolled as `payhub merchant add` does, with a certificate from `pki`.
+pub async fn seed_merchant(pool: &Pool, pki: &TestPki, name: &str) -> Merchant {
+    let cert = pki.client_cert(name);
+    let m = payhub::http::merchant_testing::register_merchant(pool, name, cert).await;
     Merchant {
-        id,
-        webhook_secret: secret,
+        id: m.id,
+        webhook_secret: m.webhook_secret.expose().clone(),
+        api: payhub::http::merchant_testing::https_client(pki, Some(&m.cert)),
     }
 }
 
@@ -194,7 +218,10 @@ pub async fn seed_customer(pool: &Pool, online_id: &str, account: &str) -> Custo
     let hash = payhub_actors::password::hash(Secret::new(password.clone()))
         .await
         .unwrap();
-    let mobile = format!("86138{:08}", u32::from_le_bytes(payhub_actors::ids::os_random::<4>()) % 100_000_000);
+    let mobile = format!(
+        "86138{:08}",
+        u32::from_le_bytes(payhub_actors::ids::os_random::<4>()) % 100_000_000
+    );
     let client = pool.get().await.unwrap();
     client
         .execute(
@@ -213,7 +240,13 @@ pub async fn seed_customer(pool: &Pool, online_id: &str, account: &str) -> Custo
     }
 }
 
-pub async fn add_terminal(pool: &Pool, customer: &str, kind: &str, label: &str, msisdn: Option<&str>) -> String {
+pub async fn add_terminal(
+    pool: &Pool,
+    customer: &str,
+    kind: &str,
+    label: &str,
+    msisdn: Option<&str>,
+) -> String {
     let id = payhub_actors::ids::new_id("trm");
     let key = payhub_actors::ids::os_random::<32>().to_vec();
     let client = pool.get().await.unwrap();
@@ -300,6 +333,17 @@ pub struct Browser {
     pub base: String,
 }
 
+/// A browser: trusts the gateway's server CA, keeps cookies, has no client certificate.
+pub fn browser_client(pki: &TestPki) -> reqwest::Client {
+    let root = reqwest::Certificate::from_pem(&pki.server_ca.cert_pem()).expect("root");
+    reqwest::Client::builder()
+        .use_native_tls()
+        .add_root_certificate(root)
+        .cookie_store(true)
+        .build()
+        .expect("browser")
+}
+
 pub struct Page {
     pub status: u16,
     pub url: String,
@@ -320,12 +364,9 @@ impl Page {
 }
 
 impl Browser {
-    pub fn new(base: &str) -> Browser {
+    pub fn new(base: &str, pki: &TestPki) -> Browser {
         Browser {
-            http: reqwest::Client::builder()
-                .cookie_store(true)
-                .build()
-                .unwrap(),
+            http: browser_client(pki),
             base: base.to_string(),
         }
     }
@@ -342,7 +383,14 @@ impl Browser {
     }
 
     pub async fn get(&self, path: &str) -> Page {
-        Self::page(self.http.get(format!("{}{path}", self.base)).send().await.unwrap()).await
+        Self::page(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
@@ -358,7 +406,14 @@ impl Browser {
     }
 
     /// Opens the payment page and signs in; returns the page the gateway ends on.
-    pub async fn login(&self, payment: &str, identity: &str, password: &str, channel: &str, terminal: &str) -> Page {
+    pub async fn login(
+        &self,
+        payment: &str,
+        identity: &str,
+        password: &str,
+        channel: &str,
+        terminal: &str,
+    ) -> Page {
         let page = self.get(&format!("/pay/{payment}")).await;
         assert_eq!(page.status, 200, "{}", page.body);
         let csrf = page.csrf();
@@ -418,7 +473,10 @@ pub fn texts_to(sim: &payhub::sim::smsc::SmscSim, msisdn: &str) -> Vec<String> {
 /// The digits after `code ` in a customer message.
 pub fn code_in(text: &str) -> String {
     let start = text.find("code ").expect("message has a code") + 5;
-    text[start..].chars().take_while(|c| c.is_ascii_digit()).collect()
+    text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect()
 }
 
 // ---- a webhook receiver --------------------------------------------------------------------------

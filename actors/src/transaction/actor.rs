@@ -4,9 +4,7 @@
 //! the customer the outcome, and stops once the payment is final.
 
 use super::core::PaymentCore;
-use super::{
-    ChannelChoice, CodeReply, Deps, LoginReply, PaymentError, ResendReply,
-};
+use super::{ChannelChoice, CodeReply, Deps, LoginReply, PaymentError, ResendReply};
 use crate::domain::PaymentStatus;
 use crate::secret::Secret;
 use actix::prelude::*;

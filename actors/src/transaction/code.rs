@@ -109,7 +109,10 @@ mod tests {
     fn rrns_are_twelve_alphanumerics() {
         let rrn = new_rrn();
         assert_eq!(rrn.len(), 12);
-        assert!(rrn.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()));
+        assert!(
+            rrn.bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+        );
         assert_ne!(new_rrn(), rrn);
     }
 }

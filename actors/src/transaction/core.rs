@@ -402,7 +402,10 @@ impl PaymentCore {
         let labels = crate::metrics::labels(&[("channel", route.channel)]);
         match sent {
             Ok(()) => {
-                crate::metrics::global().codes_sent.get_or_create(&labels).inc();
+                crate::metrics::global()
+                    .codes_sent
+                    .get_or_create(&labels)
+                    .inc();
                 Ok(Ok(()))
             }
             Err(reason) => {
@@ -764,9 +767,7 @@ impl PaymentCore {
                 Some(code) => code.min(self.row.expires_at),
                 None => self.row.expires_at,
             }),
-            PaymentStatus::Processing => {
-                Some(self.now() + Duration::milliseconds(self.retry_ms()))
-            }
+            PaymentStatus::Processing => Some(self.now() + Duration::milliseconds(self.retry_ms())),
             _ => None,
         }
     }
@@ -892,15 +893,13 @@ fn debit_end(answer: Result<DebitResponse, BankError>) -> DebitEnd {
             Some(r.link),
         ),
         // The router queued the reversal itself.
-        Err(BankError::Timeout) => DebitEnd::Outcome(
-            Outcome::failed(FailureCode::BankUnavailable, None),
-            None,
-        ),
+        Err(BankError::Timeout) => {
+            DebitEnd::Outcome(Outcome::failed(FailureCode::BankUnavailable, None), None)
+        }
         // Never sent.
-        Err(BankError::NoRoute(_) | BankError::Unavailable | BankError::Busy) => DebitEnd::Outcome(
-            Outcome::failed(FailureCode::BankUnavailable, None),
-            None,
-        ),
+        Err(BankError::NoRoute(_) | BankError::Unavailable | BankError::Busy) => {
+            DebitEnd::Outcome(Outcome::failed(FailureCode::BankUnavailable, None), None)
+        }
         Err(BankError::Protocol(_)) => DebitEnd::Unknown("protocol_error", None),
     }
 }

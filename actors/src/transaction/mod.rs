@@ -43,7 +43,7 @@ pub struct PaymentSettings {
     /// Payments with a live actor at once; more are refused (`Busy`).
     pub in_flight_max: usize,
     /// The gateway's public base URL (`pay_url` in the payment object of webhooks).
-    pub public_url: String,
+    pub public_url: url::Url,
     /// Longest wait for a channel to accept a notice.
     pub delivery_timeout_ms: u64,
     /// Longest wait for the bank router's answer; the router times out on its own before this.
@@ -65,7 +65,7 @@ impl Default for PaymentSettings {
             identity_lockout_s: 15 * 60,
             allow_unregistered_receiver: false,
             in_flight_max: 100_000,
-            public_url: "https://localhost:8443".into(),
+            public_url: url::Url::parse("https://localhost:8443").expect("a valid constant URL"),
             delivery_timeout_ms: 10_000,
             debit_timeout_ms: 60_000,
             reversal_retry_ms: 5_000,
@@ -170,7 +170,9 @@ pub enum LoginReply {
 /// The answer to a submitted code.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CodeReply {
-    Wrong { attempts_left: u32 },
+    Wrong {
+        attempts_left: u32,
+    },
     /// No live code (its delivery failed): another channel must be chosen first.
     NoLiveCode,
     Finished(PaymentStatus),

@@ -134,10 +134,7 @@ pub async fn find_customer(
              JOIN customers c ON c.id = t.customer_id
              WHERE t.kind = 'mobile' AND t.status = 'enabled' AND c.status = 'enabled'
                AND t.msisdn IN ($1, $2)",
-            &[
-                &msisdn.digits(),
-                &format!("+{}", msisdn.digits()).as_str(),
-            ],
+            &[&msisdn.digits(), &format!("+{}", msisdn.digits()).as_str()],
         )
         .await?;
     Ok(row.map(|row| CustomerLogin {

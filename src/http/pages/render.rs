@@ -7,11 +7,26 @@ use payhub_actors::domain::PaymentStatus;
 use payhub_actors::transaction::view::PaymentView;
 
 const TEMPLATES: [(&str, &str); 5] = [
-    ("pay/base.html", include_str!("../../../templates/pay/base.html")),
-    ("pay/login.html", include_str!("../../../templates/pay/login.html")),
-    ("pay/code.html", include_str!("../../../templates/pay/code.html")),
-    ("pay/result.html", include_str!("../../../templates/pay/result.html")),
-    ("pay/message.html", include_str!("../../../templates/pay/message.html")),
+    (
+        "pay/base.html",
+        include_str!("../../../templates/pay/base.html"),
+    ),
+    (
+        "pay/login.html",
+        include_str!("../../../templates/pay/login.html"),
+    ),
+    (
+        "pay/code.html",
+        include_str!("../../../templates/pay/code.html"),
+    ),
+    (
+        "pay/result.html",
+        include_str!("../../../templates/pay/result.html"),
+    ),
+    (
+        "pay/message.html",
+        include_str!("../../../templates/pay/message.html"),
+    ),
 ];
 
 pub struct Templates(Environment<'static>);
