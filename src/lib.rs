@@ -5,6 +5,7 @@
 //! Actors, domain types and the store live in `payhub-actors`; the ISO 8583 codec in
 //! `payhub-iso8583`.
 
+pub mod bank_links;
 pub mod channels;
 pub mod cli;
 pub mod config;

@@ -24,6 +24,22 @@ async fn body(res: reqwest::Response) -> (StatusCode, Value) {
     (status, serde_json::from_str(&text).unwrap())
 }
 
+async fn create(gw: &TestGateway, client: &reqwest::Client, b: &Value) -> (StatusCode, Value) {
+    body(
+        client
+            .post(gw.url("/v1/payments"))
+            .json(b)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+async fn read(gw: &TestGateway, client: &reqwest::Client, path: &str) -> (StatusCode, Value) {
+    body(client.get(gw.url(path)).send().await.unwrap()).await
+}
+
 fn error_code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("<none>")
 }
@@ -65,15 +81,8 @@ async fn create_read_replay_and_conflicts() {
         chrono::DateTime::parse_from_rfc3339(created["expires_at"].as_str().unwrap()).unwrap();
     assert_eq!((expires_at - created_at).num_seconds(), 900);
 
-    let (status, read) = body(
-        client
-            .get(gw.url(&format!("/v1/payments/{id}")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!((status, &read), (StatusCode::OK, &created));
+    let (status, fetched) = read(&gw, &client, &format!("/v1/payments/{id}")).await;
+    assert_eq!((status, &fetched), (StatusCode::OK, &created));
 
     // The same body with its keys in another order is the same request: replayed verbatim.
     let reordered: Value = serde_json::from_str(
@@ -112,15 +121,7 @@ async fn create_read_replay_and_conflicts() {
     assert_eq!(count(&gw, "idempotency_keys").await, 1);
 
     // Without a key, a new order is simply created.
-    let (status, _) = body(
-        client
-            .post(gw.url("/v1/payments"))
-            .json(&order("A-1002"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = create(&gw, &client, &order("A-1002")).await;
     assert_eq!(status, StatusCode::CREATED);
     gw.stop().await;
 }
@@ -177,45 +178,20 @@ async fn another_merchants_payment_is_not_found() {
     let gw = TestGateway::spawn(vec![]).await;
     let a = gw.enroll_merchant("A").await;
     let b = gw.enroll_merchant("B").await;
-    let (_, created) = body(
-        gw.client(Some(&a.cert))
-            .post(gw.url("/v1/payments"))
-            .json(&order("X-1"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, created) = create(&gw, &gw.client(Some(&a.cert)), &order("X-1")).await;
     let path = format!("/v1/payments/{}", created["id"].as_str().unwrap());
-    let (status, err) = body(
-        gw.client(Some(&b.cert))
-            .get(gw.url(&path))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, err) = read(&gw, &gw.client(Some(&b.cert)), &path).await;
     assert_eq!(
         (status, error_code(&err)),
         (StatusCode::NOT_FOUND, "not_found")
     );
     // The same order id is free for another merchant.
-    let (status, _) = body(
-        gw.client(Some(&b.cert))
-            .post(gw.url("/v1/payments"))
-            .json(&order("X-1"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = create(&gw, &gw.client(Some(&b.cert)), &order("X-1")).await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, _) = body(
-        gw.client(Some(&a.cert))
-            .get(gw.url("/v1/payments/pay_doesnotexist"))
-            .send()
-            .await
-            .unwrap(),
+    let (status, _) = read(
+        &gw,
+        &gw.client(Some(&a.cert)),
+        "/v1/payments/pay_doesnotexist",
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -223,25 +199,10 @@ async fn another_merchants_payment_is_not_found() {
 }
 
 async fn expect_unauthenticated(gw: &TestGateway, client: reqwest::Client, why: &str) {
-    let (status, err) = body(
-        client
-            .post(gw.url("/v1/payments"))
-            .json(&order("U-1"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, err) = create(&gw, &client, &order("U-1")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}: {err}");
     assert_eq!(error_code(&err), "unauthenticated", "{why}");
-    let (status, _) = body(
-        client
-            .get(gw.url("/v1/payments/pay_x"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = read(&gw, &client, "/v1/payments/pay_x").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}");
 }
 

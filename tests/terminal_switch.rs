@@ -290,6 +290,25 @@ async fn dedicated_terminal_authenticates_and_receives_code_amount_and_merchant(
     assert_eq!(stored_ref.as_deref(), Some(message_ref.as_str()));
     assert_eq!(*error, None);
     assert!(!message_ref.contains("493817"));
+    let metrics = payhub_actors::metrics::global().render();
+    assert!(
+        metrics.contains("payhub_codes_sent_total{channel=\"terminal\"}"),
+        "{metrics}"
+    );
+
+    // A code for a receiver named for this one payment says so on the device.
+    let mut named = env.code_notice("975310");
+    named.unregistered_receiver = true;
+    env.deliver(Destination::Terminal("trm_box".into()), named)
+        .await
+        .unwrap();
+    assert!(matches!(
+        sim.next_delivery(PROMPT).await,
+        Some(SimEvent::Code {
+            unregistered_receiver: true,
+            ..
+        })
+    ));
 
     // The outcome notice goes the same way.
     let mut outcome = env.code_notice("000000");
@@ -995,39 +1014,37 @@ async fn bench_code_delivery_round_trip() {
     drop(sims);
 }
 
-/// Stand-in for the SMPP session actor (branch `sms`, not merged here yet): it records where each
-/// notice was sent and answers with a message id, as the real actor does after `submit_sm_resp`.
-struct SmsStandIn {
-    sent: tokio::sync::mpsc::UnboundedSender<(String, String)>,
-}
-
-impl actix::Actor for SmsStandIn {
-    type Context = actix::Context<Self>;
-}
-
-impl actix::Handler<Deliver> for SmsStandIn {
-    type Result = Result<payhub_actors::messages::DeliveryReceipt, DeliveryError>;
-
-    fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) -> Self::Result {
-        let Destination::Sms(number) = msg.destination else {
-            return Err(DeliveryError::Rejected("not an SMS destination".into()));
-        };
-        let _ = self
-            .sent
-            .send((number.digits().to_string(), msg.notice.text()));
-        Ok(payhub_actors::messages::DeliveryReceipt {
-            message_ref: "smsc-1".into(),
-        })
-    }
-}
-
+/// Mobile and PDA terminals through the real SMPP session to the SMSC simulator, and the SMS
+/// fallback when the dedicated terminal is offline.
 #[actix_rt::test]
 async fn mobile_terminals_and_pdas_go_to_their_numbers_over_sms() {
-    use actix::Actor;
+    use payhub::channels::smpp::{self, GetStatus, SmppSettings};
+    use payhub::sim::smsc::{self, SmscSimOptions};
     let db = fresh_database().await;
-    let (sent_tx, mut sent) = tokio::sync::mpsc::unbounded_channel();
-    let sms = SmsStandIn { sent: sent_tx }.start().recipient();
+    let smsc = smsc::start(SmscSimOptions::loopback("payhub", "secret"))
+        .await
+        .unwrap();
+    let smpp_config = payhub::config::SmppConfig {
+        addr: smsc.smpp_addr().to_string(),
+        system_id: "payhub".into(),
+        password: "secret".into(),
+        ..Default::default()
+    };
     let clock: SharedClock = Arc::new(SystemClock);
+    let session = smpp::start(
+        db.pool.clone(),
+        clock.clone(),
+        SmppSettings::from_config(&smpp_config),
+    )
+    .unwrap();
+    tokio::time::timeout(PROMPT, async {
+        while !session.send(GetStatus).await.unwrap().bound {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the SMPP session binds to the simulator");
+    let sms = session.recipient();
     let channels = router::start(
         db.pool.clone(),
         clock,
@@ -1063,17 +1080,53 @@ async fn mobile_terminals_and_pdas_go_to_their_numbers_over_sms() {
         Some("8613800000003"),
     )
     .await;
-    for (terminal, number) in [("trm_phone", "8613800000001"), ("trm_pda", "8613800000002")] {
+    // The customer's dedicated terminal is off: a prompt Offline, then the code goes by SMS.
+    insert_terminal(&db, &customer_id, "trm_box", TerminalKind::Dedicated, None).await;
+    let to_box = Deliver {
+        destination: Destination::Terminal("trm_box".into()),
+        notice: code_notice("pay_1", "111111"),
+    };
+    let offline = tokio::time::timeout(PROMPT, channels.router.send(to_box))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(offline, Err(DeliveryError::Offline));
+    for (terminal, code) in [("trm_phone", "246810"), ("trm_pda", "135791")] {
         let deliver = Deliver {
             destination: Destination::Terminal(terminal.into()),
-            notice: code_notice("pay_1", "246810"),
+            notice: code_notice("pay_1", code),
         };
-        let receipt = channels.router.send(deliver).await.unwrap().unwrap();
-        assert_eq!(receipt.message_ref, "smsc-1");
-        let (to, text) = sent.recv().await.unwrap();
-        assert_eq!(to, number);
-        assert!(text.contains("code 246810"), "{text}");
+        tokio::time::timeout(PROMPT, channels.router.send(deliver))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
+    let received: Vec<(String, bool)> = smsc
+        .messages()
+        .iter()
+        .map(|m| (m.destination_addr.clone(), m.text.contains("Book Shop")))
+        .collect();
+    assert_eq!(
+        received,
+        [
+            ("8613800000001".to_string(), true),
+            ("8613800000002".to_string(), true)
+        ]
+    );
+    assert!(smsc.messages()[0].text.contains("code 246810"));
+    assert!(smsc.messages()[1].text.contains("code 135791"));
+    // The SMS channel writes its own rows; the router adds none of its own for these.
+    let client = db.pool.get().await.unwrap();
+    let channels_used: Vec<String> = client
+        .query("SELECT channel FROM customer_messages ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(channels_used, ["terminal", "sms", "sms"]);
+
     let choices = channels
         .router
         .send(ListTerminals { customer_id })
@@ -1086,7 +1139,12 @@ async fn mobile_terminals_and_pdas_go_to_their_numbers_over_sms() {
         .collect();
     assert_eq!(
         available,
-        [("trm_phone", true), ("trm_pda", true), ("trm_pager", false)]
+        [
+            ("trm_phone", true),
+            ("trm_pda", true),
+            ("trm_pager", false),
+            ("trm_box", false)
+        ]
     );
 }
 

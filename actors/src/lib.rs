@@ -3,6 +3,7 @@
 //! Dependencies point one way: the `payhub` binary uses this crate, and this crate uses
 //! `payhub-iso8583`. Nothing here knows about HTTP.
 
+pub mod bank;
 pub mod clock;
 pub mod domain;
 pub mod ids;

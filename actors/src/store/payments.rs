@@ -271,6 +271,44 @@ pub async fn create(
     )))
 }
 
+/// The ten payment columns `INSERT_VALUES` names (after `status`'s literal), as parameters $1..$10.
+struct PaymentValues<'a> {
+    new: &'a NewPayment,
+    order_id: &'a str,
+    amount_minor: i64,
+    currency: &'static str,
+    return_url: &'a str,
+    notify_url: &'a str,
+}
+
+impl<'a> PaymentValues<'a> {
+    fn of(new: &'a NewPayment) -> Self {
+        Self {
+            new,
+            order_id: new.order_id.as_str(),
+            amount_minor: new.amount.minor(),
+            currency: new.currency.alpha(),
+            return_url: new.return_url.as_str(),
+            notify_url: new.notify_url.as_str(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+        [
+            &self.new.id,
+            &self.new.merchant_id,
+            &self.order_id,
+            &self.amount_minor,
+            &self.currency,
+            &self.new.description,
+            &self.return_url,
+            &self.notify_url,
+            &self.new.created_at,
+            &self.new.expires_at,
+        ]
+    }
+}
+
 fn order_exists_or(e: tokio_postgres::Error) -> Result<CreateOutcome, StoreError> {
     if is_unique_violation(&e, "payments_merchant_id_order_id_key") {
         Ok(CreateOutcome::OrderExists)
@@ -288,23 +326,8 @@ async fn insert_unkeyed(
             "{INSERT_VALUES} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'awaiting_customer', $9, $10, $9)"
         ))
         .await?;
-    let result = client
-        .execute(
-            &stmt,
-            &[
-                &new.id,
-                &new.merchant_id,
-                &new.order_id.as_str(),
-                &new.amount.minor(),
-                &new.currency.alpha(),
-                &new.description,
-                &new.return_url.as_str(),
-                &new.notify_url.as_str(),
-                &new.created_at,
-                &new.expires_at,
-            ],
-        )
-        .await;
+    let values = PaymentValues::of(new);
+    let result = client.execute(&stmt, &values.params()).await;
     match result {
         Ok(_) => Ok(CreateOutcome::Created),
         Err(e) => order_exists_or(e),
@@ -328,26 +351,11 @@ async fn insert_keyed(
              WHERE EXISTS (SELECT 1 FROM key_row)"
         ))
         .await?;
-    let result = client
-        .execute(
-            &stmt,
-            &[
-                &new.id,
-                &new.merchant_id,
-                &new.order_id.as_str(),
-                &new.amount.minor(),
-                &new.currency.alpha(),
-                &new.description,
-                &new.return_url.as_str(),
-                &new.notify_url.as_str(),
-                &new.created_at,
-                &new.expires_at,
-                &keyed.key.as_str(),
-                &&keyed.request_hash[..],
-                &body,
-            ],
-        )
-        .await;
+    let values = PaymentValues::of(new);
+    let (key, hash) = (keyed.key.as_str(), &keyed.request_hash[..]);
+    let mut params = values.params().to_vec();
+    params.extend_from_slice(&[&key, &hash, &body]);
+    let result = client.execute(&stmt, &params).await;
     match result {
         Ok(1) => Ok(Some(CreateOutcome::Created)),
         Ok(_) => Ok(None),

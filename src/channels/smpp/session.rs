@@ -20,9 +20,12 @@ use tokio::sync::{Semaphore, watch};
 
 /// Largest PDU accepted from the SMSC, in bytes.
 const COMMAND_LENGTH_MAX_BYTES: usize = 4_096;
+/// Delivery receipts being recorded at once, per session.
+const RECEIPTS_IN_FLIGHT_MAX: usize = 8;
 
-/// Starts the session actor for one SMSC. It binds in the background; until it is bound,
-/// deliveries are answered `Unavailable`.
+/// Starts the session actor for one SMSC (call inside an actix system: `serve`, or
+/// `#[actix_rt::test]`). It binds in the background; until it is bound, deliveries are answered
+/// `Unavailable`. Bad settings are refused here, one line per problem.
 pub fn start(
     pool: Pool,
     clock: SharedClock,
@@ -250,6 +253,8 @@ async fn connect_and_bind(settings: &SmppSettings) -> Result<(Client, Events), S
             .await
             .map_err(|_| format!("connecting to {addr}: timed out"))?
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        // Small PDUs must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
         let (client, events) = builder.connected(stream);
         (client, Box::pin(events))
     };
@@ -271,11 +276,12 @@ async fn connect_and_bind(settings: &SmppSettings) -> Result<(Client, Events), S
 }
 
 async fn serve(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     client: &Client,
     mut events: Events,
     stop: &mut watch::Receiver<bool>,
 ) -> SessionEnd {
+    let receipts = Arc::new(Semaphore::new(RECEIPTS_IN_FLIGHT_MAX));
     let mut last_error = None;
     loop {
         tokio::select! {
@@ -292,7 +298,7 @@ async fn serve(
                 }
                 Some(Event::Error(e)) => last_error = Some(e.to_string()),
                 Some(Event::Incoming(command)) => {
-                    if let Some(end) = on_incoming(shared, client, command).await {
+                    if let Some(end) = on_incoming(shared, client, &receipts, command).await {
                         return end;
                     }
                 }
@@ -301,15 +307,29 @@ async fn serve(
     }
 }
 
-async fn on_incoming(shared: &Shared, client: &Client, command: Command) -> Option<SessionEnd> {
+async fn on_incoming(
+    shared: &Arc<Shared>,
+    client: &Client,
+    receipts: &Arc<Semaphore>,
+    command: Command,
+) -> Option<SessionEnd> {
     let sequence_number = command.sequence_number();
     match command.id() {
         CommandId::DeliverSm => {
-            let status = on_deliver_sm(shared, &command).await;
-            let _ = client
-                .status(status)
-                .deliver_sm_resp(sequence_number, DeliverSmResp::default())
-                .await;
+            // Receipts are recorded side by side; waiting for a slot slows reading, which is the
+            // back-pressure the SMSC's window expects.
+            let Ok(slot) = receipts.clone().acquire_owned().await else {
+                return None;
+            };
+            let (shared, client) = (shared.clone(), client.clone());
+            actix::spawn(async move {
+                let status = on_deliver_sm(&shared, &command).await;
+                let _ = client
+                    .status(status)
+                    .deliver_sm_resp(sequence_number, DeliverSmResp::default())
+                    .await;
+                drop(slot);
+            });
             None
         }
         CommandId::Unbind => {

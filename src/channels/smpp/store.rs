@@ -11,6 +11,8 @@ use payhub_actors::store::StoreError;
 
 /// First key of the advisory locks taken per SMSC message id.
 const RECEIPT_LOCK_CLASS: i32 = 3034;
+/// How long a receipt waits for its message id to be recorded.
+const EARLY_RECEIPT_KEEP_H: i64 = 24;
 
 pub fn kind_name(kind: NoticeKind) -> &'static str {
     match kind {
@@ -99,6 +101,14 @@ pub async fn record_receipt(
     lock_message_ref(&tx, message_ref).await?;
     let updated = apply_receipt(&tx, now, message_ref, stat).await?;
     if updated == 0 {
+        // Receipts for ids payhub never recorded (another ESME on the account, a lost row) are
+        // kept a day, not forever.
+        let expired = now - chrono::Duration::hours(EARLY_RECEIPT_KEEP_H);
+        tx.execute(
+            "DELETE FROM smpp_early_receipts WHERE received_at < $1",
+            &[&expired],
+        )
+        .await?;
         tx.execute(
             "INSERT INTO smpp_early_receipts (message_ref, stat, received_at) VALUES ($1, $2, $3) \
              ON CONFLICT (message_ref) DO UPDATE SET stat = EXCLUDED.stat, received_at = EXCLUDED.received_at",

@@ -1,4 +1,5 @@
-//! The simulator's HTTP side: `GET /messages`, `GET /stats`, `GET /switches`, and
+//! The simulator's HTTP side: `GET /messages` (`?destination=` to filter), `GET /stats`,
+//! `GET /switches`, and
 //! `POST /switches` with a JSON object of the switches to change (the others keep their values).
 
 use super::state::{SimState, Switches};
@@ -38,8 +39,19 @@ pub fn start(
     Ok((addr, handle))
 }
 
-async fn messages(state: web::Data<SimState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.messages())
+#[derive(Debug, serde::Deserialize)]
+struct MessagesQuery {
+    /// Only messages to this number (digits, with or without `+`).
+    destination: Option<String>,
+}
+
+async fn messages(state: web::Data<SimState>, query: web::Query<MessagesQuery>) -> HttpResponse {
+    let mut messages = state.messages();
+    if let Some(wanted) = &query.destination {
+        let wanted = wanted.trim_start_matches('+');
+        messages.retain(|m| m.destination_addr == wanted);
+    }
+    HttpResponse::Ok().json(messages)
 }
 
 async fn stats(state: web::Data<SimState>) -> HttpResponse {

@@ -6,7 +6,9 @@ use super::state::{SimMessage, SimState, Verdict, lock};
 use crate::channels::smpp::receipt;
 use futures::{SinkExt, StreamExt};
 use rusmpp::command::CommandParts;
-use rusmpp::pdus::{BindTransceiverResp, DeliverSm, SubmitSm, SubmitSmResp};
+use rusmpp::pdus::{
+    BindReceiverResp, BindTransceiverResp, BindTransmitterResp, DeliverSm, SubmitSm, SubmitSmResp,
+};
 use rusmpp::tokio_codec::CommandCodec;
 use rusmpp::types::{COctetString, OctetString};
 use rusmpp::values::{EsmClass, Npi, RegisteredDelivery, Ton};
@@ -25,6 +27,8 @@ const COMMAND_LENGTH_MAX_BYTES: usize = 4_096;
 pub const CONNECTIONS_MAX: usize = 64;
 /// Answers and receipts waiting to be written, per connection.
 const OUTGOING_MAX: usize = 256;
+/// How long an unbound session may take to write its last answers.
+const CLOSE_GRACE: Duration = Duration::from_millis(200);
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
 /// How often a session looks at the enquire_link switch while it is off.
 const ENQUIRE_LINK_IDLE_CHECK: Duration = Duration::from_millis(100);
@@ -51,6 +55,7 @@ pub async fn accept(listener: TcpListener, state: Arc<SimState>, stop: watch::Re
             drop(stream);
             continue;
         };
+        let _ = stream.set_nodelay(true);
         let session = Session::new(state.clone());
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -60,9 +65,59 @@ pub async fn accept(listener: TcpListener, state: Arc<SimState>, stop: watch::Re
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BindKind {
+    Transmitter,
+    Receiver,
+    Transceiver,
+}
+
+#[derive(Debug, Clone)]
+struct Bound {
+    system_id: String,
+    kind: BindKind,
+}
+
+/// The answer to a bind of any kind.
+struct BindReply {
+    kind: BindKind,
+    status: CommandStatus,
+}
+
+impl BindReply {
+    fn command(&self, sequence_number: u32) -> Command {
+        let name = c_octets(SMSC_SYSTEM_ID);
+        let (id, pdu): (CommandId, Pdu) = match self.kind {
+            BindKind::Transmitter => (
+                CommandId::BindTransmitterResp,
+                BindTransmitterResp::builder()
+                    .system_id(name)
+                    .build()
+                    .into(),
+            ),
+            BindKind::Receiver => (
+                CommandId::BindReceiverResp,
+                BindReceiverResp::builder().system_id(name).build().into(),
+            ),
+            BindKind::Transceiver => (
+                CommandId::BindTransceiverResp,
+                BindTransceiverResp::builder()
+                    .system_id(name)
+                    .build()
+                    .into(),
+            ),
+        };
+        if self.status == CommandStatus::EsmeRok {
+            Command::new(self.status, sequence_number, pdu)
+        } else {
+            bodiless(id, self.status, sequence_number)
+        }
+    }
+}
+
 struct Session {
     state: Arc<SimState>,
-    bound: Option<String>,
+    bound: Option<Bound>,
     /// Sequence numbers of the commands the simulator sends (receipts).
     sequence: Arc<AtomicU32>,
     outstanding: Arc<AtomicU64>,
@@ -72,7 +127,10 @@ struct Session {
 
 enum Next {
     Continue,
+    /// Close after the queued answers are written (unbind).
     Close,
+    /// Close at once, as a crashing SMSC or a cut line would.
+    Drop,
 }
 
 impl Session {
@@ -93,7 +151,7 @@ impl Session {
         );
         let (mut sink, mut commands) = framed.split();
         let (out_tx, mut out_rx) = mpsc::channel::<Command>(OUTGOING_MAX);
-        let writer = tokio::spawn(async move {
+        let mut writer = tokio::spawn(async move {
             while let Some(command) = out_rx.recv().await {
                 if sink.send(command).await.is_err() {
                     break;
@@ -102,11 +160,11 @@ impl Session {
             let _ = sink.close().await;
         });
         let mut pinged_at = tokio::time::Instant::now();
-        loop {
+        let ending = loop {
             let ping_at = self.next_enquire_link(pinged_at);
             let command = tokio::select! {
                 command = commands.next() => command,
-                _ = stop.changed() => break,
+                _ = stop.changed() => break Next::Drop,
                 () = tokio::time::sleep_until(ping_at) => {
                     pinged_at = tokio::time::Instant::now();
                     if self.bound.is_some() && self.state.switches().enquire_link_interval_ms > 0 {
@@ -119,19 +177,23 @@ impl Session {
             };
             let Some(Ok(command)) = command else {
                 // Closed, or a frame the codec cannot read: a real SMSC drops such a peer.
-                break;
+                break Next::Drop;
             };
-            let next = self.on_command(command, &out_tx).await;
-            if matches!(next, Next::Close) {
-                break;
+            match self.on_command(command, &out_tx).await {
+                Next::Continue => {}
+                ending => break ending,
             }
-        }
+        };
         if self.bound.is_some() {
             self.state.count(|s| s.sessions_bound -= 1);
         }
         drop(out_tx);
-        // Let queued answers (an unbind_resp) go out, then close both halves.
-        let _ = tokio::time::timeout(Duration::from_millis(200), writer).await;
+        if matches!(ending, Next::Close) {
+            // Let queued answers (the unbind_resp) go out first.
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+        }
+        // Answers still waiting on a delay hold the channel open; the socket closes now.
+        writer.abort();
     }
 
     /// When to send the next `enquire_link` of the simulator's own.
@@ -156,32 +218,29 @@ impl Session {
             _ => {}
         }
         match command.pdu() {
-            Some(Pdu::BindTransceiver(bind)) => {
-                let answer = self.bind(bind.system_id.as_str(), bind.password.as_str());
-                let pdu = BindTransceiverResp::builder()
-                    .system_id(c_octets(SMSC_SYSTEM_ID))
-                    .build();
-                let reply = match answer {
-                    CommandStatus::EsmeRok => Command::new(answer, sequence_number, pdu),
-                    status => bodiless(CommandId::BindTransceiverResp, status, sequence_number),
-                };
-                let _ = out.send(reply).await;
+            Some(Pdu::BindTransceiver(b)) => {
+                let reply = self.bind(
+                    BindKind::Transceiver,
+                    b.system_id.as_str(),
+                    b.password.as_str(),
+                );
+                let _ = out.send(reply.command(sequence_number)).await;
             }
-            Some(Pdu::BindTransmitter(_) | Pdu::BindReceiver(_)) => {
-                // payhub binds as a transceiver; other binds are refused plainly.
-                let id = command.id();
-                let resp = if id == CommandId::BindTransmitter {
-                    CommandId::BindTransmitterResp
-                } else {
-                    CommandId::BindReceiverResp
-                };
-                let _ = out
-                    .send(bodiless(
-                        resp,
-                        CommandStatus::EsmeRbindfail,
-                        sequence_number,
-                    ))
-                    .await;
+            Some(Pdu::BindTransmitter(b)) => {
+                let reply = self.bind(
+                    BindKind::Transmitter,
+                    b.system_id.as_str(),
+                    b.password.as_str(),
+                );
+                let _ = out.send(reply.command(sequence_number)).await;
+            }
+            Some(Pdu::BindReceiver(b)) => {
+                let reply = self.bind(
+                    BindKind::Receiver,
+                    b.system_id.as_str(),
+                    b.password.as_str(),
+                );
+                let _ = out.send(reply.command(sequence_number)).await;
             }
             Some(Pdu::SubmitSm(submit)) => {
                 return self.submit(submit.clone(), sequence_number, out).await;
@@ -214,7 +273,7 @@ impl Session {
         Next::Continue
     }
 
-    fn bind(&mut self, system_id: &str, password: &str) -> CommandStatus {
+    fn bind(&mut self, kind: BindKind, system_id: &str, password: &str) -> BindReply {
         let status = if self.bound.is_some() {
             CommandStatus::EsmeRalybnd
         } else if system_id != self.state.system_id {
@@ -225,7 +284,10 @@ impl Session {
             CommandStatus::EsmeRok
         };
         if status == CommandStatus::EsmeRok {
-            self.bound = Some(system_id.to_string());
+            self.bound = Some(Bound {
+                system_id: system_id.to_string(),
+                kind,
+            });
             self.state.count(|s| {
                 s.binds_accepted += 1;
                 s.sessions_bound += 1;
@@ -233,7 +295,7 @@ impl Session {
         } else {
             self.state.count(|s| s.binds_refused += 1);
         }
-        status
+        BindReply { kind, status }
     }
 
     async fn submit(
@@ -242,7 +304,7 @@ impl Session {
         sequence_number: u32,
         out: &mpsc::Sender<Command>,
     ) -> Next {
-        let Some(system_id) = self.bound.clone() else {
+        let Some(bound) = self.bound.clone().filter(|b| b.kind != BindKind::Receiver) else {
             let reply = bodiless(
                 CommandId::SubmitSmResp,
                 CommandStatus::EsmeRinvbndsts,
@@ -254,7 +316,7 @@ impl Session {
         let verdict = self.state.next_verdict();
         self.state.count(|s| s.submits += 1);
         if verdict == Verdict::Drop {
-            return Next::Close;
+            return Next::Drop;
         }
         let now = self.outstanding.fetch_add(1, Ordering::SeqCst) + 1;
         self.state
@@ -265,7 +327,9 @@ impl Session {
             sequence: self.sequence.clone(),
             outstanding: self.outstanding.clone(),
             receipts: self.receipts.clone(),
-            system_id,
+            system_id: bound.system_id,
+            // A transmitter bind cannot take receipts on its own session.
+            receipts_here: bound.kind == BindKind::Transceiver,
         };
         tokio::spawn(answer.run(submit, sequence_number, verdict));
         Next::Continue
@@ -294,6 +358,7 @@ struct Answer {
     outstanding: Arc<AtomicU64>,
     receipts: Arc<Mutex<VecDeque<(u32, String)>>>,
     system_id: String,
+    receipts_here: bool,
 }
 
 impl Answer {
@@ -343,7 +408,7 @@ impl Answer {
             return;
         }
         let switches = self.state.switches();
-        if !(wants_receipt && switches.receipts) {
+        if !(wants_receipt && switches.receipts && self.receipts_here) {
             return;
         }
         if switches.receipt_delay_ms > 0 {

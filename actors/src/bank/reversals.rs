@@ -1,0 +1,295 @@
+//! The durable reversal queue (store-and-forward): a reversal is written here before its 0420 is
+//! first sent, and stays pending until a 0430 arrives. The link reloads its pending reversals
+//! after a reconnect or a restart.
+
+use crate::store::StoreError;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+
+/// At most this many pending reversals are loaded into one link at once; the rest wait in the
+/// table for the next reload.
+pub const PENDING_LOAD_MAX: i64 = 10_000;
+
+/// Why a reversal was queued (the `reason` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReversalReason {
+    /// No 0210 within the response timeout (or the connection dropped first).
+    Timeout,
+    /// The BIPS answered 91 or 96.
+    Response91,
+    Response96,
+    /// The gateway could not complete the payment after an approval.
+    GatewayIncomplete,
+}
+
+impl ReversalReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Response91 => "response_91",
+            Self::Response96 => "response_96",
+            Self::GatewayIncomplete => "gateway_incomplete",
+        }
+    }
+}
+
+/// What a reversal needs to be sent: field 37, 4, 49 and the original data elements (field 90).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReversalRecord {
+    pub payment_id: Option<String>,
+    pub link_name: String,
+    pub rrn: String,
+    pub amount_minor: i64,
+    pub currency_numeric: String,
+    pub original_stan: String,
+    /// Field 7 of the original, MMDDhhmmss.
+    pub original_f7: String,
+    /// Field 32, the gateway's institution id.
+    pub acquirer_id: String,
+}
+
+impl ReversalRecord {
+    /// Field 90: original MTI, STAN, field 7, field 32 right-justified zero-filled to 11, 11 zeros.
+    pub fn original_data_elements(&self) -> String {
+        format!(
+            "0200{:0>6}{:0>10}{:0>11}00000000000",
+            self.original_stan, self.original_f7, self.acquirer_id
+        )
+    }
+}
+
+/// A reversal waiting for its 0430.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingReversal {
+    pub id: i64,
+    pub record: ReversalRecord,
+    /// Sends so far: 0 means the next one is the 0420, later ones are 0421.
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+impl PendingReversal {
+    pub fn mti(&self) -> &'static str {
+        if self.attempts == 0 { "0420" } else { "0421" }
+    }
+}
+
+/// Queues a reversal, due now. A second reversal for the same RRN is the same reversal: the
+/// existing row is returned.
+pub async fn queue(
+    pool: &Pool,
+    record: &ReversalRecord,
+    reason: ReversalReason,
+    now: DateTime<Utc>,
+) -> Result<PendingReversal, StoreError> {
+    let client = pool.get().await?;
+    let r = record;
+    // payment_id references payments: a debit sent for no stored payment (an operator's test
+    // debit) keeps its reversal, without the reference.
+    let inserted = client
+        .query_opt(
+            "INSERT INTO reversals (payment_id, link_name, rrn, amount_minor, currency_numeric,
+                 original_mti, original_stan, original_f7, acquirer_id, reason, created_at,
+                 next_attempt_at)
+             VALUES ((SELECT id FROM payments WHERE id = $1), $2, $3, $4, $5, '0200', $6, $7, $8,
+                 $9, $10, $10)
+             ON CONFLICT (rrn) DO NOTHING
+             RETURNING id",
+            &[
+                &r.payment_id,
+                &r.link_name,
+                &r.rrn,
+                &r.amount_minor,
+                &r.currency_numeric,
+                &r.original_stan,
+                &r.original_f7,
+                &r.acquirer_id,
+                &reason.as_str(),
+                &now,
+            ],
+        )
+        .await?;
+    match inserted {
+        Some(row) => Ok(PendingReversal {
+            id: row.get(0),
+            record: record.clone(),
+            attempts: 0,
+            next_attempt_at: now,
+        }),
+        None => {
+            let row = client
+                .query_one(&format!("{SELECT_REVERSAL} WHERE rrn = $1"), &[&r.rrn])
+                .await?;
+            Ok(from_row(&row))
+        }
+    }
+}
+
+const SELECT_REVERSAL: &str = "SELECT id, payment_id, link_name, rrn, amount_minor, \
+     currency_numeric, original_stan, original_f7, acquirer_id, attempts, next_attempt_at \
+     FROM reversals";
+
+fn from_row(row: &tokio_postgres::Row) -> PendingReversal {
+    PendingReversal {
+        id: row.get("id"),
+        record: ReversalRecord {
+            payment_id: row.get("payment_id"),
+            link_name: row.get("link_name"),
+            rrn: row.get("rrn"),
+            amount_minor: row.get("amount_minor"),
+            currency_numeric: row.get("currency_numeric"),
+            original_stan: row.get("original_stan"),
+            original_f7: row.get("original_f7"),
+            acquirer_id: row.get("acquirer_id"),
+        },
+        attempts: row.get("attempts"),
+        next_attempt_at: row.get("next_attempt_at"),
+    }
+}
+
+/// The link's reversals still waiting for a 0430, oldest first.
+pub async fn pending(pool: &Pool, link_name: &str) -> Result<Vec<PendingReversal>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            &format!(
+                "{SELECT_REVERSAL} WHERE link_name = $1 AND completed_at IS NULL \
+                 ORDER BY id LIMIT {PENDING_LOAD_MAX}"
+            ),
+            &[&link_name],
+        )
+        .await?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+/// Records one send (0420 or 0421) and when the next repeat is due.
+pub async fn mark_sent(
+    pool: &Pool,
+    id: i64,
+    now: DateTime<Utc>,
+    next_attempt_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            "UPDATE reversals SET attempts = attempts + 1, last_sent_at = $2, next_attempt_at = $3
+             WHERE id = $1 AND completed_at IS NULL",
+            &[&id, &now, &next_attempt_at],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Closes a reversal when its 0430 arrives.
+pub async fn complete(
+    pool: &Pool,
+    id: i64,
+    response_code: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            "UPDATE reversals SET completed_at = $2, response_code = $3
+             WHERE id = $1 AND completed_at IS NULL",
+            &[&id, &now, &response_code],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Pending reversals of one link, for operators.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReversalBacklog {
+    pub pending: i64,
+    pub oldest_created_at: Option<DateTime<Utc>>,
+}
+
+pub async fn backlog(pool: &Pool, link_name: &str) -> Result<ReversalBacklog, StoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT count(*), min(created_at) FROM reversals
+             WHERE link_name = $1 AND completed_at IS NULL",
+            &[&link_name],
+        )
+        .await?;
+    Ok(ReversalBacklog {
+        pending: row.get(0),
+        oldest_created_at: row.get(1),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::fresh_database;
+
+    fn record(rrn: &str) -> ReversalRecord {
+        ReversalRecord {
+            payment_id: Some("pay_missing".into()),
+            link_name: "bips-a".into(),
+            rrn: rrn.into(),
+            amount_minor: 1234,
+            currency_numeric: "156".into(),
+            original_stan: "000042".into(),
+            original_f7: "1128110000".into(),
+            acquirer_id: "99990001".into(),
+        }
+    }
+
+    #[test]
+    fn field_90_has_the_profile_layout() {
+        let f90 = record("r1").original_data_elements();
+        assert_eq!(
+            f90,
+            "0200000042112811000000099990001".to_owned() + "00000000000"
+        );
+        assert_eq!(f90.len(), 42);
+    }
+
+    #[tokio::test]
+    async fn queue_is_idempotent_per_rrn_and_tracks_the_backlog() {
+        let db = fresh_database().await;
+        let t0 = Utc::now();
+        let a = queue(
+            &db.pool,
+            &record("rrn000000001"),
+            ReversalReason::Timeout,
+            t0,
+        )
+        .await
+        .unwrap();
+        let again = queue(
+            &db.pool,
+            &record("rrn000000001"),
+            ReversalReason::Timeout,
+            t0,
+        )
+        .await
+        .unwrap();
+        assert_eq!(a.id, again.id);
+        assert_eq!(a.mti(), "0420");
+        let _b = queue(
+            &db.pool,
+            &record("rrn000000002"),
+            ReversalReason::Response96,
+            t0 + chrono::Duration::seconds(1),
+        )
+        .await
+        .unwrap();
+        let backlog0 = backlog(&db.pool, "bips-a").await.unwrap();
+        assert_eq!(backlog0.pending, 2);
+        mark_sent(&db.pool, a.id, t0, t0 + chrono::Duration::seconds(10))
+            .await
+            .unwrap();
+        let listed = pending(&db.pool, "bips-a").await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].mti(), "0421");
+        assert_eq!(listed[0].record.payment_id, None);
+        complete(&db.pool, a.id, "00", t0).await.unwrap();
+        let backlog1 = backlog(&db.pool, "bips-a").await.unwrap();
+        assert_eq!(backlog1.pending, 1);
+        assert!(backlog1.oldest_created_at.unwrap() > t0);
+    }
+}

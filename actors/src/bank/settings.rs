@@ -1,0 +1,168 @@
+//! The actors-side settings of one bank link (src/bank_links.rs builds them from the config file).
+
+use crate::domain::BankId;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Who runs the bank information processing system at the other end of a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkOwner {
+    Gateway,
+    PayerBank,
+    PayeeBank,
+    ThirdParty,
+}
+
+impl LinkOwner {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::PayerBank => "payer_bank",
+            Self::PayeeBank => "payee_bank",
+            Self::ThirdParty => "third_party",
+        }
+    }
+}
+
+/// Everything one `BankLinkActor` needs to know about its link.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    pub name: String,
+    /// `host:port` of the BIPS.
+    pub addr: String,
+    pub owner: LinkOwner,
+    /// Payer banks (field 100) routed over this link, in the order of the configuration.
+    pub banks: Vec<BankId>,
+    pub response_timeout_ms: u64,
+    pub echo_interval_ms: u64,
+    pub in_flight_max: usize,
+    /// How often an unanswered reversal is repeated as 0421.
+    pub reversal_interval_ms: u64,
+    pub reconnect_backoff_min_ms: u64,
+    pub reconnect_backoff_max_ms: u64,
+    /// When set, the link talks TLS and checks the BIPS's certificate against this CA.
+    pub tls_ca_cert: Option<PathBuf>,
+    /// The 16-byte X9.19 MAC key; when set, field 128 is sent and checked.
+    pub mac_key: Option<crate::Secret<[u8; 16]>>,
+}
+
+/// Upper bounds the settings must respect (TIGER_STYLE: a limit on everything).
+pub const IN_FLIGHT_MAX_LIMIT: usize = 100_000;
+pub const RESPONSE_TIMEOUT_MS_LIMIT: u64 = 600_000;
+
+impl LinkSettings {
+    /// Settings with the defaults of operations.md for everything but the identity of the link.
+    pub fn new(name: &str, addr: &str, owner: LinkOwner, banks: Vec<BankId>) -> Self {
+        Self {
+            name: name.to_owned(),
+            addr: addr.to_owned(),
+            owner,
+            banks,
+            response_timeout_ms: 5_000,
+            echo_interval_ms: 30_000,
+            in_flight_max: 1_024,
+            reversal_interval_ms: 10_000,
+            reconnect_backoff_min_ms: 100,
+            reconnect_backoff_max_ms: 30_000,
+            tls_ca_cert: None,
+            mac_key: None,
+        }
+    }
+
+    /// Why these settings cannot run a link, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        let name = &self.name;
+        if name.is_empty() {
+            return Err("a link needs a name".into());
+        }
+        if self.banks.is_empty() {
+            return Err(format!("link {name}: banks must name at least one bank id"));
+        }
+        if !(1..=IN_FLIGHT_MAX_LIMIT).contains(&self.in_flight_max) {
+            return Err(format!(
+                "link {name}: in_flight_max must be 1 to {IN_FLIGHT_MAX_LIMIT}"
+            ));
+        }
+        if !(1..=RESPONSE_TIMEOUT_MS_LIMIT).contains(&self.response_timeout_ms) {
+            return Err(format!(
+                "link {name}: response_timeout_ms must be 1 to {RESPONSE_TIMEOUT_MS_LIMIT}"
+            ));
+        }
+        if self.echo_interval_ms == 0 || self.reversal_interval_ms == 0 {
+            return Err(format!(
+                "link {name}: echo and reversal intervals must be positive"
+            ));
+        }
+        if self.reconnect_backoff_min_ms == 0
+            || self.reconnect_backoff_max_ms < self.reconnect_backoff_min_ms
+        {
+            return Err(format!(
+                "link {name}: reconnect backoff must be positive with min <= max"
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_millis(self.response_timeout_ms)
+    }
+
+    pub fn echo_interval(&self) -> Duration {
+        Duration::from_millis(self.echo_interval_ms)
+    }
+
+    pub fn reversal_interval(&self) -> Duration {
+        Duration::from_millis(self.reversal_interval_ms)
+    }
+}
+
+/// Capped exponential backoff between reconnect attempts.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min_ms: u64,
+    max_ms: u64,
+    next_ms: u64,
+}
+
+impl Backoff {
+    pub fn new(min_ms: u64, max_ms: u64) -> Self {
+        assert!(min_ms > 0 && min_ms <= max_ms);
+        Self {
+            min_ms,
+            max_ms,
+            next_ms: min_ms,
+        }
+    }
+
+    /// The wait before the next attempt; each call doubles the following one, up to the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next_ms;
+        self.next_ms = self.next_ms.saturating_mul(2).min(self.max_ms);
+        Duration::from_millis(delay)
+    }
+
+    /// After a successful sign-on the next failure starts from the minimum again.
+    pub fn reset(&mut self) {
+        self.next_ms = self.min_ms;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut b = Backoff::new(100, 450);
+        let waits: Vec<u64> = (0..5).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(waits, vec![100, 200, 400, 450, 450]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn settings_without_banks_are_refused() {
+        let s = LinkSettings::new("a", "127.0.0.1:1", LinkOwner::Gateway, vec![]);
+        assert!(s.check().unwrap_err().contains("banks"));
+    }
+}

@@ -1,0 +1,94 @@
+//! The `[[links]]` of the configuration file as the bank link actors want them.
+
+use crate::config::{LinkConfig, LinkOwner as ConfigOwner};
+use payhub_actors::Secret;
+use payhub_actors::bank::{LinkOwner, LinkSettings};
+use payhub_actors::domain::BankId;
+
+/// Converts one `[[links]]` entry; errors name the link and the key.
+pub fn link_settings(config: &LinkConfig) -> Result<LinkSettings, String> {
+    let name = &config.name;
+    let banks = config
+        .banks
+        .iter()
+        .map(|b| {
+            BankId::parse(b).map_err(|_| format!("links.{name}.banks: {b} is not 1 to 11 digits"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let owner = match config.owner {
+        ConfigOwner::Gateway => LinkOwner::Gateway,
+        ConfigOwner::PayerBank => LinkOwner::PayerBank,
+        ConfigOwner::PayeeBank => LinkOwner::PayeeBank,
+        ConfigOwner::ThirdParty => LinkOwner::ThirdParty,
+    };
+    let mut settings = LinkSettings::new(name, &config.addr, owner, banks);
+    settings.response_timeout_ms = config.response_timeout_ms;
+    settings.echo_interval_ms = config.echo_interval_s.saturating_mul(1_000);
+    settings.in_flight_max = config.in_flight_max;
+    settings.reversal_interval_ms = config.reversal_interval_ms;
+    settings.reconnect_backoff_max_ms = config.reconnect_backoff_max_ms;
+    settings.reconnect_backoff_min_ms = settings
+        .reconnect_backoff_min_ms
+        .min(config.reconnect_backoff_max_ms.max(1));
+    settings.tls_ca_cert = config.tls_ca_cert.clone();
+    if let Some(hex_key) = &config.mac_key_hex {
+        let bytes = hex::decode(hex_key.trim())
+            .ok()
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .ok_or_else(|| format!("links.{name}.mac_key_hex: must be 32 hex characters"))?;
+        settings.mac_key = Some(Secret::new(bytes));
+    }
+    settings.check().map_err(|e| format!("links.{name}: {e}"))?;
+    Ok(settings)
+}
+
+/// Every link of the configuration.
+pub fn all_link_settings(links: &[LinkConfig]) -> Result<Vec<LinkSettings>, String> {
+    links.iter().map(link_settings).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> LinkConfig {
+        LinkConfig {
+            name: "bips-a".into(),
+            addr: "127.0.0.1:8583".into(),
+            owner: ConfigOwner::ThirdParty,
+            banks: vec!["0001".into(), "0002".into()],
+            response_timeout_ms: 5_000,
+            echo_interval_s: 30,
+            in_flight_max: 1_024,
+            reversal_interval_ms: 10_000,
+            reconnect_backoff_max_ms: 30_000,
+            tls_ca_cert: None,
+            mac_key_hex: None,
+        }
+    }
+
+    #[test]
+    fn converts_a_link() {
+        let s = link_settings(&config()).unwrap();
+        assert_eq!(s.echo_interval_ms, 30_000);
+        assert_eq!(s.banks.len(), 2);
+        assert_eq!(s.owner.as_str(), "third_party");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let mut c = config();
+        c.banks = vec!["12ab".into()];
+        assert!(
+            link_settings(&c)
+                .unwrap_err()
+                .contains("links.bips-a.banks")
+        );
+        let mut c = config();
+        c.mac_key_hex = Some("zz".into());
+        assert!(link_settings(&c).unwrap_err().contains("mac_key_hex"));
+        let mut c = config();
+        c.in_flight_max = 0;
+        assert!(link_settings(&c).unwrap_err().contains("in_flight_max"));
+    }
+}

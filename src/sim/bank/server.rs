@@ -1,0 +1,499 @@
+//! The bank simulator's ISO 8583 server: one task per connection reads frames, applies each
+//! request to the store and writes the answers, pipelined (answers may leave out of order when a
+//! request waits on the database or a delay fault).
+
+use super::faults::{FaultSwitches, Faults};
+use super::ledger::{self, Answer, DebitOrder};
+use super::store::SimStore;
+use bytes::BytesMut;
+use futures::StreamExt;
+use payhub_iso8583::Message;
+use payhub_iso8583::codec::MessageCodec;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::codec::{Encoder, FramedRead};
+
+/// Requests of one connection waiting on the database at once.
+pub const DB_REQUESTS_IN_FLIGHT_MAX: usize = 256;
+/// Answers waiting (delayed or from the database) per connection.
+pub const ANSWERS_QUEUED_MAX: usize = 4_096;
+/// Connections served at once.
+pub const CONNECTIONS_MAX: usize = 256;
+
+/// What the simulator has seen, for tests and the control port.
+#[derive(Debug, Default)]
+pub struct SimStats {
+    pub connections: AtomicU64,
+    pub sign_ons: AtomicU64,
+    pub sign_offs: AtomicU64,
+    pub echoes: AtomicU64,
+    pub debits: AtomicU64,
+    pub reversals: AtomicU64,
+    /// Financial messages received on a connection before its sign-on.
+    pub before_sign_on: AtomicU64,
+    pub malformed: AtomicU64,
+    pub answers_dropped: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub connections: u64,
+    pub sign_ons: u64,
+    pub sign_offs: u64,
+    pub echoes: u64,
+    pub debits: u64,
+    pub reversals: u64,
+    pub before_sign_on: u64,
+    pub malformed: u64,
+    pub answers_dropped: u64,
+}
+
+impl SimStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            connections: g(&self.connections),
+            sign_ons: g(&self.sign_ons),
+            sign_offs: g(&self.sign_offs),
+            echoes: g(&self.echoes),
+            debits: g(&self.debits),
+            reversals: g(&self.reversals),
+            before_sign_on: g(&self.before_sign_on),
+            malformed: g(&self.malformed),
+            answers_dropped: g(&self.answers_dropped),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct SimShared {
+    pub banks: Vec<String>,
+    pub store: SimStore,
+    pub faults: FaultSwitches,
+    pub stats: SimStats,
+    pub rng_seed: u64,
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<SimShared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "bank-sim accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "bank-sim at its connection limit; closing");
+            continue;
+        };
+        let number = shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = socket.set_nodelay(true);
+            let (conn, answers) = Connection::new(shared, number);
+            if let Err(e) = run_connection(conn, answers, socket, shutdown).await {
+                tracing::info!(%peer, error = %e, "bank-sim connection ended");
+            }
+        });
+    }
+}
+
+struct Connection {
+    shared: Arc<SimShared>,
+    rng: StdRng,
+    signed_on: bool,
+    received: u64,
+    out: BytesMut,
+    answers_tx: mpsc::Sender<Message>,
+    db_slots: Arc<Semaphore>,
+}
+
+impl Connection {
+    fn new(shared: Arc<SimShared>, number: u64) -> (Self, mpsc::Receiver<Message>) {
+        let rng =
+            StdRng::seed_from_u64(shared.rng_seed ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let (answers_tx, answers_rx) = mpsc::channel(ANSWERS_QUEUED_MAX);
+        (
+            Self {
+                shared,
+                rng,
+                signed_on: false,
+                received: 0,
+                out: BytesMut::with_capacity(64 * 1024),
+                answers_tx,
+                db_slots: Arc::new(Semaphore::new(DB_REQUESTS_IN_FLIGHT_MAX)),
+            },
+            answers_rx,
+        )
+    }
+}
+
+async fn run_connection(
+    mut conn: Connection,
+    mut answers_rx: mpsc::Receiver<Message>,
+    socket: TcpStream,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    {
+        let (reader, mut writer) = socket.into_split();
+        let mut frames = FramedRead::new(reader, MessageCodec);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                Some(answer) = answers_rx.recv() => conn.encode(&answer),
+                item = frames.next() => match item {
+                    None => break,
+                    Some(Err(e)) => return Err(std::io::Error::other(e.to_string())),
+                    Some(Ok(Err(e))) => {
+                        bump(&conn.shared.stats.malformed);
+                        tracing::warn!(error = %e, "bank-sim: malformed message dropped");
+                    }
+                    Some(Ok(Ok(message))) => {
+                        if conn.receive(message).await == Flow::Close {
+                            break;
+                        }
+                    }
+                },
+            }
+            // Write when no further whole frame is already buffered (batches pipelined answers).
+            let more = matches!(
+                payhub_iso8583::frame::split_frame(frames.read_buffer()),
+                Ok(Some(_))
+            );
+            if !more && !conn.out.is_empty() {
+                writer.write_all(&conn.out).await?;
+                conn.out.clear();
+            }
+        }
+        if !conn.out.is_empty() {
+            let _ = writer.write_all(&conn.out).await;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close,
+}
+
+impl Connection {
+    fn encode(&mut self, message: &Message) {
+        if let Err(e) = MessageCodec.encode(message, &mut self.out) {
+            tracing::error!(error = %e, "bank-sim: encoding an answer");
+        }
+    }
+
+    fn chance(&mut self, pct: u8) -> bool {
+        pct > 0 && self.rng.random_range(0..100u8) < pct
+    }
+
+    /// Sends an answer through the fault switches.
+    fn answer(&mut self, message: Option<Message>, faults: &Faults) {
+        let Some(message) = message else {
+            return;
+        };
+        if self.chance(faults.drop_pct) {
+            bump(&self.shared.stats.answers_dropped);
+            return;
+        }
+        let copies = if self.chance(faults.duplicate_pct) {
+            2
+        } else {
+            1
+        };
+        if faults.delay_ms == 0 {
+            for _ in 0..copies {
+                self.encode(&message);
+            }
+            return;
+        }
+        let delay = Duration::from_millis(self.rng.random_range(0..=faults.delay_ms));
+        let tx = self.answers_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            for _ in 0..copies {
+                if tx.try_send(message.clone()).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    async fn receive(&mut self, message: Message) -> Flow {
+        let faults = self.shared.faults.get();
+        self.received += 1;
+        if faults.close_every > 0 && self.received % u64::from(faults.close_every) == 0 {
+            return Flow::Close;
+        }
+        match message.mti() {
+            "0800" => {
+                let answer = self.network(&message);
+                self.answer(answer, &faults);
+            }
+            "0200" => self.debit(message, faults).await,
+            "0420" | "0421" => self.reversal(message, faults).await,
+            other => tracing::warn!(mti = other, "bank-sim: unexpected message dropped"),
+        }
+        Flow::Continue
+    }
+
+    fn network(&mut self, request: &Message) -> Option<Message> {
+        let stats = &self.shared.stats;
+        let code = match request.get(70) {
+            Some("001") => {
+                self.signed_on = true;
+                bump(&stats.sign_ons);
+                ledger::APPROVED
+            }
+            Some("002") => {
+                self.signed_on = false;
+                bump(&stats.sign_offs);
+                ledger::APPROVED
+            }
+            Some("301") => {
+                bump(&stats.echoes);
+                ledger::APPROVED
+            }
+            _ => ledger::FORMAT_ERROR,
+        };
+        respond(request, "0810", &[7, 11, 70], code, None)
+    }
+
+    async fn debit(&mut self, request: Message, faults: Faults) {
+        bump(&self.shared.stats.debits);
+        if !self.signed_on {
+            bump(&self.shared.stats.before_sign_on);
+            let answer = respond(
+                &request,
+                "0210",
+                ECHOED_0210,
+                ledger::ISSUER_INOPERATIVE,
+                None,
+            );
+            self.answer(answer, &faults);
+            return;
+        }
+        let order = match parse_debit(&request, &self.shared.banks) {
+            Ok(order) => order,
+            Err(code) => {
+                let answer = respond(&request, "0210", ECHOED_0210, code, None);
+                self.answer(answer, &faults);
+                return;
+            }
+        };
+        // 91: the issuer is down, nothing applied. 96: applied, then a malfunction.
+        let failure = self.chance(faults.fail_pct).then(|| {
+            if self.rng.random_bool(0.5) {
+                ledger::ISSUER_INOPERATIVE
+            } else {
+                ledger::SYSTEM_MALFUNCTION
+            }
+        });
+        let store = self.shared.store.clone();
+        let work = async move {
+            if failure == Some(ledger::ISSUER_INOPERATIVE) {
+                return Answer::declined(ledger::ISSUER_INOPERATIVE);
+            }
+            let answer = match store.debit(&order).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    tracing::error!(error = %e, "bank-sim: debit failed");
+                    Answer::declined(ledger::SYSTEM_MALFUNCTION)
+                }
+            };
+            match failure {
+                Some(code) => Answer::declined(code),
+                None => answer,
+            }
+        };
+        if self.shared.store.is_memory() {
+            let answer = work.await;
+            let message = debit_answer(&request, &answer);
+            self.answer(message, &faults);
+        } else {
+            self.spawn_answer(work, request, debit_answer, faults).await;
+        }
+    }
+
+    async fn reversal(&mut self, request: Message, faults: Faults) {
+        bump(&self.shared.stats.reversals);
+        let Some(rrn) = request.get(37).map(str::to_owned) else {
+            let answer = respond(&request, "0430", ECHOED_0430, ledger::FORMAT_ERROR, None);
+            self.answer(answer, &faults);
+            return;
+        };
+        let store = self.shared.store.clone();
+        let work = async move {
+            match store.reverse(&rrn).await {
+                Ok(()) => Some(()),
+                Err(e) => {
+                    tracing::error!(error = %e, "bank-sim: reversal failed; not answered");
+                    None
+                }
+            }
+        };
+        let build = |request: &Message, done: &Option<()>| {
+            done.and_then(|()| respond(request, "0430", ECHOED_0430, ledger::APPROVED, None))
+        };
+        if self.shared.store.is_memory() {
+            let done = work.await;
+            let answer = build(&request, &done);
+            self.answer(answer, &faults);
+        } else {
+            let build = move |r: &Message, d: &Option<()>| build(r, d);
+            self.spawn_answer(work, request, build, faults).await;
+        }
+    }
+
+    /// Runs database work off the read loop; its answer comes back through the answer queue.
+    async fn spawn_answer<T, W, B, M>(
+        &mut self,
+        work: W,
+        request: Message,
+        build: B,
+        faults: Faults,
+    ) where
+        T: Send + 'static,
+        W: std::future::Future<Output = T> + Send + 'static,
+        B: FnOnce(&Message, &T) -> M + Send + 'static,
+        M: Into<Option<Message>>,
+    {
+        let Ok(slot) = self.db_slots.clone().acquire_owned().await else {
+            return;
+        };
+        // Fault decisions stay on the connection's seeded generator, in arrival order.
+        let dropped = self.chance(faults.drop_pct);
+        let copies = if self.chance(faults.duplicate_pct) {
+            2
+        } else {
+            1
+        };
+        let delay = if faults.delay_ms > 0 {
+            Duration::from_millis(self.rng.random_range(0..=faults.delay_ms))
+        } else {
+            Duration::ZERO
+        };
+        let tx = self.answers_tx.clone();
+        if dropped {
+            bump(&self.shared.stats.answers_dropped);
+        }
+        tokio::spawn(async move {
+            let result = work.await;
+            drop(slot);
+            let Some(message) = build(&request, &result).into() else {
+                return;
+            };
+            if dropped {
+                return;
+            }
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            for _ in 0..copies {
+                if tx.send(message.clone()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Fields of a 0200 copied into its 0210.
+const ECHOED_0210: &[u8] = &[3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49, 100];
+/// Fields of a 0420/0421 copied into its 0430.
+const ECHOED_0430: &[u8] = &[4, 7, 11, 32, 37, 49, 90];
+
+/// An answer of type `mti` with field 39 `code`, the request's `echoed` fields (those that are
+/// present) and an approval code.
+fn respond(
+    request: &Message,
+    mti: &str,
+    echoed: &[u8],
+    code: &str,
+    approval_code: Option<&str>,
+) -> Option<Message> {
+    let mut fields: Vec<(u8, &str)> = echoed
+        .iter()
+        .filter_map(|f| request.get(*f).map(|v| (*f, v)))
+        .collect();
+    if let Some(a) = approval_code {
+        fields.push((38, a));
+    }
+    fields.push((39, code));
+    fields.sort_by_key(|(f, _)| *f);
+    let mut answer = Message::new(mti).ok()?;
+    for (field, value) in fields {
+        // Every value came from a checked message or is a valid constant.
+        if let Err(e) = answer.set(field, value) {
+            tracing::error!(field, error = %e, "bank-sim: building an answer");
+            return None;
+        }
+    }
+    Some(answer)
+}
+
+fn debit_answer(request: &Message, answer: &Answer) -> Option<Message> {
+    respond(
+        request,
+        "0210",
+        ECHOED_0210,
+        &answer.response_code,
+        answer.approval_code.as_deref(),
+    )
+}
+
+/// The debit a 0200 asks for, or the response code refusing it.
+pub fn parse_debit(request: &Message, banks: &[String]) -> Result<DebitOrder, &'static str> {
+    let field = |n: u8| request.get(n).ok_or(ledger::FORMAT_ERROR);
+    if field(3)? != "000000" {
+        return Err(ledger::INVALID_TRANSACTION);
+    }
+    for n in [7, 11, 32] {
+        field(n)?;
+    }
+    let amount_minor: i64 = field(4)?.parse().map_err(|_| ledger::FORMAT_ERROR)?;
+    if amount_minor == 0 {
+        return Err(ledger::INVALID_AMOUNT);
+    }
+    let payer_bank = field(100)?;
+    if !banks.iter().any(|b| b == payer_bank) {
+        return Err(ledger::UNKNOWN_ACCOUNT);
+    }
+    Ok(DebitOrder {
+        rrn: field(37)?.to_owned(),
+        payer_bank: payer_bank.to_owned(),
+        payer_account: field(102)?.to_owned(),
+        payee_account: field(103)?.to_owned(),
+        amount_minor,
+        currency_numeric: field(49)?.to_owned(),
+    })
+}

@@ -1,0 +1,557 @@
+//! Where the bank simulator keeps accounts and debits: PostgreSQL (schema `bank_sim`, created on
+//! start) or memory (`--store memory`, for benchmarks). Both apply [`ledger::decide`] the same way:
+//! a debit and its credit happen together or not at all, a repeated field 37 returns the recorded
+//! answer, and a reversal undoes an approved debit at most once.
+
+use super::ledger::{self, AccountView, Answer, DebitOrder, SeedAccount};
+use deadpool_postgres::Pool;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimStoreError {
+    #[error("bank simulator database: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("bank simulator database pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+/// What the simulator knows about a debit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DebitState {
+    Approved,
+    Declined,
+    Reversed,
+    /// A reversal arrived for a debit never seen: remembered so a late 0200 cannot debit.
+    ReversedUnseen,
+}
+
+impl DebitState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Approved => "approved",
+            Self::Declined => "declined",
+            Self::Reversed => "reversed",
+            Self::ReversedUnseen => "reversed_unseen",
+        }
+    }
+}
+
+/// The answer to a 0200 whose field 37 was reversed before the debit arrived.
+fn answer_for_reversed_unseen() -> Answer {
+    Answer::declined(ledger::INVALID_TRANSACTION)
+}
+
+#[derive(Clone)]
+pub enum SimStore {
+    Memory(Arc<Mutex<MemoryLedger>>),
+    Postgres(PgLedger),
+}
+
+impl std::fmt::Debug for SimStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Memory(_) => "SimStore::Memory",
+            Self::Postgres(_) => "SimStore::Postgres",
+        })
+    }
+}
+
+impl SimStore {
+    pub fn memory(banks: Vec<String>) -> Self {
+        Self::Memory(Arc::new(Mutex::new(MemoryLedger::new(banks))))
+    }
+
+    /// Opens the PostgreSQL store and creates its schema when missing.
+    pub async fn postgres(pool: Pool, banks: Vec<String>) -> Result<Self, SimStoreError> {
+        let ledger = PgLedger { pool, banks };
+        ledger.create_schema().await?;
+        Ok(Self::Postgres(ledger))
+    }
+
+    pub fn is_memory(&self) -> bool {
+        matches!(self, Self::Memory(_))
+    }
+
+    pub async fn seed(&self, accounts: &[SeedAccount]) -> Result<(), SimStoreError> {
+        match self {
+            Self::Memory(m) => {
+                lock(m).seed(accounts);
+                Ok(())
+            }
+            Self::Postgres(p) => p.seed(accounts).await,
+        }
+    }
+
+    /// Applies a 0200 (or repeats the recorded answer for its field 37).
+    pub async fn debit(&self, order: &DebitOrder) -> Result<Answer, SimStoreError> {
+        match self {
+            Self::Memory(m) => Ok(lock(m).debit(order)),
+            Self::Postgres(p) => p.debit(order).await,
+        }
+    }
+
+    /// Applies a 0420/0421 for field 37: undoes an approved debit once; otherwise nothing.
+    pub async fn reverse(&self, rrn: &str) -> Result<(), SimStoreError> {
+        match self {
+            Self::Memory(m) => {
+                lock(m).reverse(rrn);
+                Ok(())
+            }
+            Self::Postgres(p) => p.reverse(rrn).await,
+        }
+    }
+
+    pub async fn balance(
+        &self,
+        bank_id: &str,
+        account: &str,
+    ) -> Result<Option<i64>, SimStoreError> {
+        match self {
+            Self::Memory(m) => Ok(lock(m)
+                .accounts
+                .get(&(bank_id.to_owned(), account.to_owned()))
+                .map(|a| a.balance_minor)),
+            Self::Postgres(p) => p.balance(bank_id, account).await,
+        }
+    }
+}
+
+fn lock(m: &Mutex<MemoryLedger>) -> std::sync::MutexGuard<'_, MemoryLedger> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug, Clone)]
+struct Account {
+    balance_minor: i64,
+    currency_numeric: String,
+}
+
+#[derive(Debug, Clone)]
+struct DebitRow {
+    answer: Answer,
+    state: DebitState,
+    payer: (String, String),
+    /// The account credited, when it is held here.
+    payee: Option<(String, String)>,
+    amount_minor: i64,
+}
+
+#[derive(Debug)]
+pub struct MemoryLedger {
+    banks: Vec<String>,
+    accounts: HashMap<(String, String), Account>,
+    debits: HashMap<String, DebitRow>,
+}
+
+impl MemoryLedger {
+    fn new(banks: Vec<String>) -> Self {
+        Self {
+            banks,
+            accounts: HashMap::new(),
+            debits: HashMap::new(),
+        }
+    }
+
+    fn seed(&mut self, accounts: &[SeedAccount]) {
+        for a in accounts {
+            self.accounts.insert(
+                (a.bank_id.clone(), a.account.clone()),
+                Account {
+                    balance_minor: a.balance_minor,
+                    currency_numeric: a.currency_numeric.clone(),
+                },
+            );
+        }
+    }
+
+    fn payee_key(&self, account: &str) -> Option<(String, String)> {
+        self.banks
+            .iter()
+            .map(|b| (b.clone(), account.to_owned()))
+            .find(|key| self.accounts.contains_key(key))
+    }
+
+    fn debit(&mut self, order: &DebitOrder) -> Answer {
+        if let Some(row) = self.debits.get(&order.rrn) {
+            return match row.state {
+                DebitState::ReversedUnseen => answer_for_reversed_unseen(),
+                _ => row.answer.clone(),
+            };
+        }
+        let payer = (order.payer_bank.clone(), order.payer_account.clone());
+        let view = self.accounts.get(&payer).map(|a| AccountView {
+            balance_minor: a.balance_minor,
+            currency_numeric: &a.currency_numeric,
+        });
+        let (answer, state, payee) = match ledger::decide(order, view) {
+            Some(code) => (Answer::declined(code), DebitState::Declined, None),
+            None => {
+                let payee = self.payee_key(&order.payee_account);
+                self.move_money(&payer, payee.as_ref(), order.amount_minor);
+                let answer = Answer::approved(ledger::approval_code());
+                (answer, DebitState::Approved, payee)
+            }
+        };
+        self.debits.insert(
+            order.rrn.clone(),
+            DebitRow {
+                answer: answer.clone(),
+                state,
+                payer,
+                payee,
+                amount_minor: order.amount_minor,
+            },
+        );
+        answer
+    }
+
+    fn move_money(&mut self, from: &(String, String), to: Option<&(String, String)>, amount: i64) {
+        if let Some(a) = self.accounts.get_mut(from) {
+            a.balance_minor -= amount;
+        }
+        if let Some(a) = to.and_then(|to| self.accounts.get_mut(to)) {
+            a.balance_minor += amount;
+        }
+    }
+
+    fn reverse(&mut self, rrn: &str) {
+        let Some(row) = self.debits.get_mut(rrn) else {
+            self.debits.insert(
+                rrn.to_owned(),
+                DebitRow {
+                    answer: answer_for_reversed_unseen(),
+                    state: DebitState::ReversedUnseen,
+                    payer: Default::default(),
+                    payee: None,
+                    amount_minor: 0,
+                },
+            );
+            return;
+        };
+        if row.state != DebitState::Approved {
+            return;
+        }
+        row.state = DebitState::Reversed;
+        let (payer, payee, amount) = (row.payer.clone(), row.payee.clone(), row.amount_minor);
+        if let Some(p) = payee {
+            self.move_money(&p, Some(&payer), amount);
+        } else if let Some(a) = self.accounts.get_mut(&payer) {
+            a.balance_minor += amount;
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct PgLedger {
+    pool: Pool,
+    banks: Vec<String>,
+}
+
+const SCHEMA: &str = "
+CREATE SCHEMA IF NOT EXISTS bank_sim;
+CREATE TABLE IF NOT EXISTS bank_sim.accounts (
+    bank_id           TEXT NOT NULL,
+    account           TEXT NOT NULL,
+    balance_minor     BIGINT NOT NULL,
+    currency_numeric  TEXT NOT NULL,
+    PRIMARY KEY (bank_id, account)
+);
+CREATE TABLE IF NOT EXISTS bank_sim.debits (
+    rrn               TEXT PRIMARY KEY,
+    state             TEXT NOT NULL,
+    response_code     TEXT NOT NULL,
+    approval_code     TEXT,
+    payer_bank        TEXT NOT NULL,
+    payer_account     TEXT NOT NULL,
+    payee_bank        TEXT,
+    payee_account     TEXT NOT NULL,
+    amount_minor      BIGINT NOT NULL,
+    created_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
+    reversed_at       TIMESTAMPTZ
+);
+-- Credits to payees are appended, not applied to the account row: a merchant's settlement
+-- account receives most debits, and one hot row would serialise them all.
+CREATE TABLE IF NOT EXISTS bank_sim.credits (
+    id                BIGSERIAL PRIMARY KEY,
+    bank_id           TEXT NOT NULL,
+    account           TEXT NOT NULL,
+    amount_minor      BIGINT NOT NULL,
+    rrn               TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS credits_account ON bank_sim.credits (bank_id, account);";
+
+/// An account's balance: its row plus the credits appended to it.
+const BALANCE_SQL: &str = "SELECT a.balance_minor + COALESCE((SELECT sum(c.amount_minor)
+         FROM bank_sim.credits c WHERE c.bank_id = a.bank_id AND c.account = a.account), 0)::BIGINT
+     FROM bank_sim.accounts a WHERE a.bank_id = $1 AND a.account = $2";
+
+/// An advisory lock key, so two simulators starting on one database create the schema once.
+const SCHEMA_LOCK_KEY: i64 = 8_583_020;
+
+impl PgLedger {
+    async fn create_schema(&self) -> Result<(), SimStoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK_KEY])
+            .await?;
+        tx.batch_execute(SCHEMA).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn seed(&self, accounts: &[SeedAccount]) -> Result<(), SimStoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        for a in accounts {
+            tx.execute(
+                "INSERT INTO bank_sim.accounts (bank_id, account, balance_minor, currency_numeric)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (bank_id, account) DO UPDATE
+                 SET balance_minor = EXCLUDED.balance_minor,
+                     currency_numeric = EXCLUDED.currency_numeric",
+                &[
+                    &a.bank_id,
+                    &a.account,
+                    &a.balance_minor,
+                    &a.currency_numeric,
+                ],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM bank_sim.credits WHERE bank_id = $1 AND account = $2",
+                &[&a.bank_id, &a.account],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn balance(&self, bank_id: &str, account: &str) -> Result<Option<i64>, SimStoreError> {
+        let client = self.pool.get().await?;
+        let row = client.query_opt(BALANCE_SQL, &[&bank_id, &account]).await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn debit(&self, order: &DebitOrder) -> Result<Answer, SimStoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // Claim field 37 first: a concurrent twin waits here until this one commits, then reads
+        // the recorded answer instead of debiting again.
+        let claimed = tx
+            .execute(
+                "INSERT INTO bank_sim.debits (rrn, state, response_code, payer_bank,
+                     payer_account, payee_account, amount_minor)
+                 VALUES ($1, 'claimed', '', $2, $3, $4, $5)
+                 ON CONFLICT (rrn) DO NOTHING",
+                &[
+                    &order.rrn,
+                    &order.payer_bank,
+                    &order.payer_account,
+                    &order.payee_account,
+                    &order.amount_minor,
+                ],
+            )
+            .await?;
+        if claimed == 0 {
+            let row = tx
+                .query_one(
+                    "SELECT state, response_code, approval_code FROM bank_sim.debits
+                     WHERE rrn = $1",
+                    &[&order.rrn],
+                )
+                .await?;
+            tx.commit().await?;
+            let state: String = row.get(0);
+            if state == DebitState::ReversedUnseen.as_str() {
+                return Ok(answer_for_reversed_unseen());
+            }
+            return Ok(Answer {
+                response_code: row.get(1),
+                approval_code: row.get(2),
+            });
+        }
+        // Only the payer's row is locked; the payee is credited by an appended row.
+        let payer_row = tx
+            .query_opt(
+                "SELECT a.balance_minor + COALESCE((SELECT sum(c.amount_minor)
+                     FROM bank_sim.credits c WHERE c.bank_id = a.bank_id
+                     AND c.account = a.account), 0)::BIGINT, a.currency_numeric
+                 FROM bank_sim.accounts a WHERE a.bank_id = $1 AND a.account = $2 FOR UPDATE",
+                &[&order.payer_bank, &order.payer_account],
+            )
+            .await?;
+        let payer = payer_row.as_ref().map(|r| AccountView {
+            balance_minor: r.get(0),
+            currency_numeric: r.get(1),
+        });
+        let (answer, state, credited) = match ledger::decide(order, payer) {
+            Some(code) => (Answer::declined(code), DebitState::Declined, None),
+            None => {
+                tx.execute(
+                    "UPDATE bank_sim.accounts SET balance_minor = balance_minor - $3
+                     WHERE bank_id = $1 AND account = $2",
+                    &[&order.payer_bank, &order.payer_account, &order.amount_minor],
+                )
+                .await?;
+                let payee_bank: Option<String> = tx
+                    .query_opt(
+                        "INSERT INTO bank_sim.credits (bank_id, account, amount_minor, rrn)
+                         SELECT bank_id, account, $3, $4 FROM bank_sim.accounts
+                         WHERE account = $1 AND bank_id = ANY($2)
+                         ORDER BY bank_id LIMIT 1
+                         RETURNING bank_id",
+                        &[
+                            &order.payee_account,
+                            &self.banks,
+                            &order.amount_minor,
+                            &order.rrn,
+                        ],
+                    )
+                    .await?
+                    .map(|r| r.get(0));
+                let answer = Answer::approved(ledger::approval_code());
+                (answer, DebitState::Approved, payee_bank)
+            }
+        };
+        tx.execute(
+            "UPDATE bank_sim.debits SET state = $2, response_code = $3, approval_code = $4,
+                 payee_bank = $5
+             WHERE rrn = $1",
+            &[
+                &order.rrn,
+                &state.as_str(),
+                &answer.response_code,
+                &answer.approval_code,
+                &credited,
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(answer)
+    }
+
+    async fn reverse(&self, rrn: &str) -> Result<(), SimStoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // Remember a reversal of an unseen debit (a concurrent 0200 holding the key makes this
+        // wait, then do nothing, and the row is read below).
+        tx.execute(
+            "INSERT INTO bank_sim.debits (rrn, state, response_code, payer_bank, payer_account,
+                 payee_account, amount_minor, reversed_at)
+             VALUES ($1, $2, $3, '', '', '', 0, now())
+             ON CONFLICT (rrn) DO NOTHING",
+            &[
+                &rrn,
+                &DebitState::ReversedUnseen.as_str(),
+                &answer_for_reversed_unseen().response_code,
+            ],
+        )
+        .await?;
+        let row = tx
+            .query_one(
+                "SELECT state, payer_bank, payer_account, payee_bank, payee_account, amount_minor
+                 FROM bank_sim.debits WHERE rrn = $1 FOR UPDATE",
+                &[&rrn],
+            )
+            .await?;
+        if row.get::<_, &str>(0) == DebitState::Approved.as_str() {
+            let amount: i64 = row.get(5);
+            let payer: (&str, &str) = (row.get(1), row.get(2));
+            let payee_bank: Option<&str> = row.get(3);
+            tx.execute(
+                "UPDATE bank_sim.accounts SET balance_minor = balance_minor + $3
+                 WHERE bank_id = $1 AND account = $2",
+                &[&payer.0, &payer.1, &amount],
+            )
+            .await?;
+            if let Some(bank) = payee_bank {
+                tx.execute(
+                    "INSERT INTO bank_sim.credits (bank_id, account, amount_minor, rrn)
+                     VALUES ($1, $2, $3, $4)",
+                    &[&bank, &row.get::<_, &str>(4), &(-amount), &rrn],
+                )
+                .await?;
+            }
+            tx.execute(
+                "UPDATE bank_sim.debits SET state = $2, reversed_at = now() WHERE rrn = $1",
+                &[&rrn, &DebitState::Reversed.as_str()],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payhub_actors::store::testing::fresh_database;
+
+    fn seed() -> Vec<SeedAccount> {
+        let acc = |bank: &str, account: &str, balance_minor| SeedAccount {
+            bank_id: bank.into(),
+            account: account.into(),
+            balance_minor,
+            currency_numeric: "156".into(),
+        };
+        vec![acc("0001", "payer", 1_000), acc("0002", "shop", 0)]
+    }
+
+    fn order(rrn: &str, amount_minor: i64) -> DebitOrder {
+        DebitOrder {
+            rrn: rrn.into(),
+            payer_bank: "0001".into(),
+            payer_account: "payer".into(),
+            payee_account: "shop".into(),
+            amount_minor,
+            currency_numeric: "156".into(),
+        }
+    }
+
+    /// The same story against both stores: approve, repeat, decline, reverse twice, reverse unseen.
+    async fn ledger_story(store: SimStore) {
+        store.seed(&seed()).await.unwrap();
+        let first = store.debit(&order("r1", 600)).await.unwrap();
+        assert!(first.is_approved());
+        assert_eq!(store.debit(&order("r1", 600)).await.unwrap(), first);
+        assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(400));
+        assert_eq!(store.balance("0002", "shop").await.unwrap(), Some(600));
+        let poor = store.debit(&order("r2", 600)).await.unwrap();
+        assert_eq!(poor.response_code, "51");
+        let mut stranger = order("r3", 1);
+        stranger.payer_account = "nobody".into();
+        assert_eq!(store.debit(&stranger).await.unwrap().response_code, "14");
+        store.reverse("r1").await.unwrap();
+        store.reverse("r1").await.unwrap();
+        assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(1_000));
+        assert_eq!(store.balance("0002", "shop").await.unwrap(), Some(0));
+        store.reverse("r9").await.unwrap();
+        let late = store.debit(&order("r9", 10)).await.unwrap();
+        assert_eq!(late.response_code, "12");
+        assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(1_000));
+    }
+
+    #[tokio::test]
+    async fn memory_ledger() {
+        ledger_story(SimStore::memory(vec!["0001".into(), "0002".into()])).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_ledger_and_concurrent_twins() {
+        let db = fresh_database().await;
+        let banks = vec!["0001".to_string(), "0002".to_string()];
+        let store = SimStore::postgres(db.pool.clone(), banks).await.unwrap();
+        ledger_story(store.clone()).await;
+        // Ten concurrent copies of one 0200 debit once.
+        let answers = futures::future::join_all((0..10).map(|_| {
+            let store = store.clone();
+            async move { store.debit(&order("twin", 100)).await.unwrap() }
+        }))
+        .await;
+        assert!(answers.iter().all(|a| a == &answers[0] && a.is_approved()));
+        assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(900));
+    }
+}

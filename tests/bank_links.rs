@@ -1,0 +1,526 @@
+//! Bank links end to end: the real `BankRouter`/`BankLinkActor` over TCP on port 0 to the real bank
+//! simulator, both on a fresh PostgreSQL database.
+
+use actix::Addr;
+use payhub::sim::bank::ledger::SeedAccount;
+use payhub::sim::bank::{self as sim, Faults, SimHandle, SimOptions, SimStoreChoice};
+use payhub_actors::bank::{
+    self, BankRouter, LinkOwner, LinkSettings, LinkStatuses, ReverseDebit, Shutdown,
+};
+use payhub_actors::clock::SharedClock;
+use payhub_actors::domain::{AccountNumber, Amount, BankId, Currency};
+use payhub_actors::messages::{BankError, Debit, DebitRequest};
+use payhub_actors::store::testing::{TestDb, fresh_database};
+use std::sync::Arc;
+use std::time::Duration;
+
+const BANK: &str = "0001";
+const SHOP: &str = "shop-settlement";
+const INSTITUTION: &str = "99990001";
+
+fn clock() -> SharedClock {
+    Arc::new(payhub_actors::SystemClock)
+}
+
+fn account(n: usize) -> String {
+    format!("acct{n:06}")
+}
+
+/// Accounts `acct000000..` with `balance(n)` each, plus the shop's settlement account.
+async fn start_sim(db: &TestDb, accounts: usize, balance: impl Fn(usize) -> i64) -> SimHandle {
+    let pool = payhub_actors::store::pool(&db.url, 16).unwrap();
+    let mut options = SimOptions::new(SimStoreChoice::Postgres(pool), &[BANK, "0002"]);
+    let acc = |account: String, balance_minor| SeedAccount {
+        bank_id: BANK.into(),
+        account,
+        balance_minor,
+        currency_numeric: "156".into(),
+    };
+    options.seed = (0..accounts).map(|n| acc(account(n), balance(n))).collect();
+    options.seed.push(acc(SHOP.into(), 0));
+    // The bank runs on a thread of its own, as a separate system would.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let handle = sim::start(options).await.unwrap();
+            let mut stopped = handle.stopped();
+            let _ = tx.send(handle);
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+    });
+    rx.await.unwrap()
+}
+
+fn settings(name: &str, addr: &str) -> LinkSettings {
+    let mut s = LinkSettings::new(
+        name,
+        addr,
+        LinkOwner::ThirdParty,
+        vec![BankId::parse(BANK).unwrap()],
+    );
+    s.response_timeout_ms = 500;
+    s.echo_interval_ms = 60_000;
+    s.reversal_interval_ms = 100;
+    s.reconnect_backoff_min_ms = 20;
+    s.reconnect_backoff_max_ms = 200;
+    s
+}
+
+fn start_router(db: &TestDb, links: Vec<LinkSettings>) -> Addr<BankRouter> {
+    bank::start(db.pool.clone(), clock(), links, INSTITUTION).unwrap()
+}
+
+fn request(rrn: u64, payer: usize, amount_minor: i64) -> DebitRequest {
+    DebitRequest {
+        payment_id: format!("pay_{rrn}"),
+        rrn: format!("{rrn:012}"),
+        amount: Amount::parse(amount_minor).unwrap(),
+        currency: Currency::Cny,
+        payer_bank: BankId::parse(BANK).unwrap(),
+        payer_account: AccountNumber::parse(&account(payer)).unwrap(),
+        payee_account: AccountNumber::parse(SHOP).unwrap(),
+        terminal_id: "TERM0001".into(),
+        card_acceptor_id: "MERCHANT0000001".into(),
+        merchant_name_location: "Book Shop, Beijing".into(),
+    }
+}
+
+/// Waits (bounded) until `check` holds.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+async fn wait_signed_on(router: &Addr<BankRouter>, links: usize) {
+    eventually("the links are signed on", || async {
+        let statuses = router.send(LinkStatuses).await.unwrap().unwrap();
+        statuses.iter().filter(|s| s.state == "signed_on").count() == links
+    })
+    .await;
+}
+
+async fn pending_reversals(db: &TestDb) -> i64 {
+    let client = db.pool.get().await.unwrap();
+    client
+        .query_one(
+            "SELECT count(*) FROM reversals WHERE completed_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn balance(sim: &SimHandle, n: usize) -> i64 {
+    sim.balance(BANK, &account(n)).await.unwrap().unwrap()
+}
+
+#[actix_rt::test]
+async fn signs_on_before_any_debit_and_debits_once() {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 2, |_| 10_000).await;
+    let router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
+    wait_signed_on(&router, 1).await;
+    let answer = router
+        .send(Debit(request(1, 0, 2_500)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.response_code, "00");
+    assert_eq!(answer.link, "bips-a");
+    assert_eq!(answer.approval_code.as_deref().map(str::len), Some(6));
+    let stats = sim.stats();
+    assert_eq!(stats.sign_ons, 1);
+    assert_eq!(stats.before_sign_on, 0, "a 0200 went out before the 0810");
+    // The same RRN again: the original answer, no second debit.
+    let again = router
+        .send(Debit(request(1, 0, 2_500)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, answer);
+    assert_eq!(balance(&sim, 0).await, 7_500);
+    assert_eq!(sim.balance(BANK, SHOP).await.unwrap(), Some(2_500));
+    // Declines: insufficient funds, unknown account.
+    let poor = router
+        .send(Debit(request(2, 1, 10_001)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(poor.response_code, "51");
+    assert_eq!(poor.approval_code, None);
+    let stranger = router
+        .send(Debit(request(3, 99, 1)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stranger.response_code, "14");
+    router.send(Shutdown).await.unwrap();
+    eventually("the link signed off", || async {
+        sim.stats().sign_offs == 1
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn no_route_and_unavailable_fail_fast() {
+    let db = fresh_database().await;
+    // Nothing listens on this port: the link never signs on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let router = start_router(&db, vec![settings("bips-a", &addr)]);
+    let mut unknown = request(1, 0, 100);
+    unknown.payer_bank = BankId::parse("7777").unwrap();
+    let started = std::time::Instant::now();
+    let err = router.send(Debit(unknown)).await.unwrap().unwrap_err();
+    assert_eq!(err, BankError::NoRoute(BankId::parse("7777").unwrap()));
+    let err = router
+        .send(Debit(request(2, 0, 100)))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err, BankError::Unavailable);
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "must not wait for a timeout"
+    );
+    let statuses = router.send(LinkStatuses).await.unwrap().unwrap();
+    assert_eq!(statuses[0].state, "down");
+    assert_eq!(statuses[0].owner, "third_party");
+}
+
+#[actix_rt::test]
+async fn echoes_when_idle() {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| 100).await;
+    let mut s = settings("bips-a", &sim.addr().to_string());
+    s.echo_interval_ms = 50;
+    let router = start_router(&db, vec![s]);
+    wait_signed_on(&router, 1).await;
+    eventually("two echoes", || async { sim.stats().echoes >= 2 }).await;
+    let statuses = router.send(LinkStatuses).await.unwrap().unwrap();
+    assert!(statuses[0].last_echo_at.is_some());
+}
+
+#[actix_rt::test]
+async fn thousand_concurrent_debits_are_matched_to_their_answers() {
+    let db = fresh_database().await;
+    // Even accounts can pay their debit, odd ones are short by one minor unit.
+    let amount = |n: usize| 100 + n as i64;
+    let sim = start_sim(&db, 1_000, |n| amount(n) - (n % 2) as i64).await;
+    let mut link = settings("bips-a", &sim.addr().to_string());
+    link.response_timeout_ms = 20_000;
+    let router = start_router(&db, vec![link]);
+    wait_signed_on(&router, 1).await;
+    let answers = futures::future::join_all(
+        (0..1_000).map(|n| router.send(Debit(request(n as u64 + 1, n, amount(n))))),
+    )
+    .await;
+    for (n, answer) in answers.into_iter().enumerate() {
+        let answer = answer.unwrap().unwrap();
+        let expected = if n % 2 == 0 { "00" } else { "51" };
+        assert_eq!(answer.response_code, expected, "debit {n}");
+    }
+    assert_eq!(balance(&sim, 0).await, 0);
+    assert_eq!(balance(&sim, 1).await, 100);
+    let paid: i64 = (0..1_000).filter(|n| n % 2 == 0).map(amount).sum();
+    assert_eq!(sim.balance(BANK, SHOP).await.unwrap(), Some(paid));
+}
+
+#[actix_rt::test]
+async fn timeout_queues_a_reversal_that_is_repeated_until_0430() {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| 1_000).await;
+    let router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
+    wait_signed_on(&router, 1).await;
+    sim.set_faults(Faults {
+        drop_pct: 100,
+        ..Faults::default()
+    });
+    let err = router
+        .send(Debit(request(1, 0, 300)))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err, BankError::Timeout);
+    // The debit was applied; its reversal is stored and repeated while the answers are lost.
+    assert_eq!(balance(&sim, 0).await, 700);
+    assert_eq!(pending_reversals(&db).await, 1);
+    eventually("the reversal was repeated", || async {
+        sim.stats().reversals >= 2
+    })
+    .await;
+    let statuses = router.send(LinkStatuses).await.unwrap().unwrap();
+    assert_eq!(statuses[0].reversals_pending, 1);
+    assert!(statuses[0].oldest_pending_reversal_age_s.is_some());
+    sim.set_faults(Faults::default());
+    eventually("the 0430 closed the reversal", || async {
+        pending_reversals(&db).await == 0
+    })
+    .await;
+    assert_eq!(balance(&sim, 0).await, 1_000);
+    let client = db.pool.get().await.unwrap();
+    let row = client
+        .query_one("SELECT attempts, response_code, reason FROM reversals", &[])
+        .await
+        .unwrap();
+    assert!(row.get::<_, i32>(0) >= 2);
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("00"));
+    assert_eq!(row.get::<_, String>(2), "timeout");
+}
+
+#[actix_rt::test]
+async fn reversal_survives_a_gateway_restart() {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| 1_000).await;
+    let link = settings("bips-a", &sim.addr().to_string());
+    let first = start_router(&db, vec![link.clone()]);
+    wait_signed_on(&first, 1).await;
+    sim.set_faults(Faults {
+        drop_pct: 100,
+        ..Faults::default()
+    });
+    let err = first
+        .send(Debit(request(1, 0, 400)))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err, BankError::Timeout);
+    first.send(Shutdown).await.unwrap();
+    // The 0420 may have reached the bank, but no 0430 came back: still pending.
+    assert_eq!(pending_reversals(&db).await, 1);
+    let reversals_seen = sim.stats().reversals;
+    // A new gateway process: only the database remembers the reversal.
+    sim.set_faults(Faults::default());
+    let second = start_router(&db, vec![link]);
+    eventually("the reloaded reversal completed", || async {
+        pending_reversals(&db).await == 0
+    })
+    .await;
+    assert!(sim.stats().reversals > reversals_seen);
+    assert_eq!(balance(&sim, 0).await, 1_000);
+    let answer = second
+        .send(Debit(request(2, 0, 50)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.response_code, "00");
+}
+
+#[actix_rt::test]
+async fn link_drop_and_reconnect() {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| 1_000_000).await;
+    let router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
+    wait_signed_on(&router, 1).await;
+    // Every 4th message closes the connection: sign-on, two debits, then a drop.
+    sim.set_faults(Faults {
+        close_every: 4,
+        ..Faults::default()
+    });
+    let mut approved = 0;
+    for n in 0..12u64 {
+        match router.send(Debit(request(n + 1, 0, 10))).await.unwrap() {
+            Ok(a) if a.response_code == "00" => approved += 1,
+            Ok(a) => panic!("unexpected answer {a:?}"),
+            Err(BankError::Timeout | BankError::Unavailable) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert!(approved >= 4, "only {approved} debits approved");
+    assert!(sim.stats().connections >= 3);
+    assert!(sim.stats().sign_ons >= 3);
+    sim.set_faults(Faults::default());
+    wait_signed_on(&router, 1).await;
+    eventually("reversals completed", || async {
+        pending_reversals(&db).await == 0
+    })
+    .await;
+    assert_eq!(balance(&sim, 0).await, 1_000_000 - 10 * approved);
+}
+
+#[actix_rt::test]
+async fn second_link_takes_over_and_busy_at_the_limit() {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| 1_000_000).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let mut live = settings("bips-b", &sim.addr().to_string());
+    live.in_flight_max = 2;
+    let router = start_router(&db, vec![settings("bips-a", &dead), live]);
+    wait_signed_on(&router, 1).await;
+    let answer = router
+        .send(Debit(request(1, 0, 10)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.link, "bips-b");
+    sim.set_faults(Faults {
+        delay_ms: 100,
+        ..Faults::default()
+    });
+    let answers =
+        futures::future::join_all((0..6u64).map(|n| router.send(Debit(request(n + 10, 0, 10)))))
+            .await;
+    let busy = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(Err(BankError::Busy))))
+        .count();
+    assert!(busy >= 1, "{answers:?}");
+}
+
+#[actix_rt::test]
+async fn gateway_reversal_of_an_approved_debit() {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| 1_000).await;
+    let router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
+    wait_signed_on(&router, 1).await;
+    let answer = router
+        .send(Debit(request(1, 0, 250)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.response_code, "00");
+    assert_eq!(balance(&sim, 0).await, 750);
+    router
+        .send(ReverseDebit(request(1, 0, 250)))
+        .await
+        .unwrap()
+        .unwrap();
+    eventually("reversed", || async { pending_reversals(&db).await == 0 }).await;
+    assert_eq!(balance(&sim, 0).await, 1_000);
+    let client = db.pool.get().await.unwrap();
+    let row = client
+        .query_one("SELECT reason, original_stan FROM reversals", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "gateway_incomplete");
+    assert_ne!(row.get::<_, String>(1), "000000");
+}
+
+/// 2,000 debits with every fault switch on (seeded): whatever was lost, duplicated, delayed, cut
+/// or failed, each account ends at its opening balance minus the debits the gateway saw approved.
+#[actix_rt::test]
+async fn seeded_faults_keep_every_balance_exact() {
+    const ACCOUNTS: usize = 50;
+    const DEBITS: usize = 2_000;
+    const OPENING: i64 = 20_000;
+    let db = fresh_database().await;
+    let sim = start_sim(&db, ACCOUNTS, |_| OPENING).await;
+    let mut link = settings("bips-a", &sim.addr().to_string());
+    link.response_timeout_ms = 600;
+    link.reversal_interval_ms = 300;
+    link.reconnect_backoff_min_ms = 5;
+    link.reconnect_backoff_max_ms = 40;
+    let router = start_router(&db, vec![link]);
+    wait_signed_on(&router, 1).await;
+    sim.set_faults(Faults {
+        drop_pct: 5,
+        delay_ms: 700,
+        duplicate_pct: 10,
+        close_every: 2_000,
+        fail_pct: 5,
+    });
+    let mut rng_state: u64 = 0x5eed;
+    let mut next = move || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    let plan: Vec<(usize, i64)> = (0..DEBITS)
+        .map(|_| {
+            (
+                (next() % ACCOUNTS as u64) as usize,
+                1 + (next() % 900) as i64,
+            )
+        })
+        .collect();
+    let mut approved = vec![0i64; ACCOUNTS];
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    let started = std::time::Instant::now();
+    let debit = |rrn: usize, payer: usize, amount: i64| Debit(request(rrn as u64, payer, amount));
+    for (chunk_no, chunk) in plan.chunks(200).enumerate() {
+        // A debit refused before it left (link down or full) is sent again, same RRN.
+        let mut todo: Vec<usize> = (0..chunk.len()).collect();
+        for _round in 0..300 {
+            if todo.is_empty() {
+                break;
+            }
+            let answers = futures::future::join_all(todo.iter().map(|&i| {
+                let (payer, amount) = chunk[i];
+                router.send(debit(chunk_no * 200 + i + 1, payer, amount))
+            }))
+            .await;
+            let mut again = Vec::new();
+            for (answer, &i) in answers.into_iter().zip(&todo) {
+                let outcome = match answer.unwrap() {
+                    Ok(a) => {
+                        if a.response_code == "00" {
+                            approved[chunk[i].0] += chunk[i].1;
+                        }
+                        a.response_code
+                    }
+                    Err(BankError::Unavailable | BankError::Busy) => {
+                        again.push(i);
+                        continue;
+                    }
+                    Err(e) => format!("{e:?}"),
+                };
+                *outcomes.entry(outcome).or_insert(0) += 1;
+            }
+            todo = again;
+            if !todo.is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        assert!(todo.is_empty(), "debits never sent: {todo:?}");
+    }
+    eprintln!("debits done in {:?}: {outcomes:?}", started.elapsed());
+    sim.set_faults(Faults::default());
+    for _ in 0..1_000 {
+        if pending_reversals(&db).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pending_reversals(&db).await, 0, "reversals still pending");
+    eprintln!("reversals done at {:?}", started.elapsed());
+    let mut total_approved = 0;
+    for (n, paid) in approved.iter().enumerate() {
+        assert_eq!(balance(&sim, n).await, OPENING - paid, "account {n}");
+        total_approved += paid;
+    }
+    assert_eq!(sim.balance(BANK, SHOP).await.unwrap(), Some(total_approved));
+    assert!(
+        outcomes.get("00").copied().unwrap_or(0) > 100,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.get("Timeout").copied().unwrap_or(0) > 0,
+        "{outcomes:?}"
+    );
+    assert!(total_approved > 0);
+    let stats = sim.stats();
+    assert!(
+        stats.answers_dropped > 0 && stats.connections > 1,
+        "{stats:?}"
+    );
+}
