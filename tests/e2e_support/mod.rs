@@ -5,8 +5,6 @@
 //! reads CSRF tokens from the HTML, and a webhook receiver on port 0.
 #![allow(dead_code)]
 
-pub mod doubles;
-
 use actix::Recipient;
 use actix_web::{App, HttpServer, web};
 use chrono::{DateTime, Duration, Utc};
@@ -17,20 +15,87 @@ use payhub::http::server::{self, ServerSettings};
 use payhub::webhooks::{WebhookSettings, start_worker};
 use payhub_actors::clock::SharedClock;
 use payhub_actors::keyed_hash::HashKey;
-use payhub_actors::messages::{Debit, Deliver, Reverse};
+use payhub_actors::messages::Deliver;
 use payhub_actors::secret::Secret;
 use payhub_actors::transaction::registry::TickAll;
 use payhub_actors::transaction::{Deps, PaymentRegistry, PaymentSettings, start_registry};
 use std::sync::{Arc, Mutex};
 
-/// The parts outside the gateway that a payment talks to. The channel side is the real one: the
-/// gateway starts its SMPP session to the SMSC simulator at `smsc` and the real channel router
-/// with its terminal switch (plain TCP on port 0), inside the gateway, so they restart with it.
+/// The simulators outside the gateway. Inside the gateway (so they restart with it) run the real
+/// SMPP session to the SMSC simulator at `smsc`, the real channel router with its terminal switch
+/// (plain TCP on port 0), and the real bank router with one link to the bank simulator at `bank`.
 #[derive(Clone)]
 pub struct Outside {
     pub smsc: std::net::SocketAddr,
-    pub bank: Recipient<Debit>,
-    pub reverser: Recipient<Reverse>,
+    pub bank: std::net::SocketAddr,
+    /// The link's wait for a 0210.
+    pub bank_response_timeout_ms: u64,
+}
+
+pub const INSTITUTION: &str = "99990001";
+/// The payer's bank (customers) and the merchant's (register_merchant).
+pub const BANK: &str = "0001";
+pub const SHOP_ACCOUNT: &str = "6222000000000001";
+
+/// The gateway's bank router, signed on to the simulator.
+async fn start_bank_router(
+    pool: &Pool,
+    clock: &SharedClock,
+    outside: &Outside,
+) -> actix::Addr<payhub_actors::bank::BankRouter> {
+    use payhub_actors::bank::{self, LinkOwner, LinkSettings, LinkStatuses};
+    let bank_id = payhub_actors::domain::BankId::parse(BANK).unwrap();
+    let mut link = LinkSettings::new(
+        "bips-a",
+        &outside.bank.to_string(),
+        LinkOwner::ThirdParty,
+        vec![bank_id],
+    );
+    link.response_timeout_ms = outside.bank_response_timeout_ms;
+    link.reversal_interval_ms = 100;
+    link.reconnect_backoff_min_ms = 20;
+    link.reconnect_backoff_max_ms = 200;
+    let router =
+        bank::start(pool.clone(), clock.clone(), vec![link], INSTITUTION).expect("bank router");
+    for _ in 0..400 {
+        if let Ok(Ok(statuses)) = router.send(LinkStatuses).await
+            && statuses.iter().all(|s| s.state == "signed_on")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    router
+}
+
+/// The bank simulator (accounts in memory), on a thread of its own as a separate system would be.
+pub async fn start_bank(accounts: &[(&str, i64)]) -> payhub::sim::bank::SimHandle {
+    use payhub::sim::bank::{self as sim, SimOptions, SimStoreChoice, ledger::SeedAccount};
+    let mut options = SimOptions::new(SimStoreChoice::Memory, &[BANK]);
+    options.seed = accounts
+        .iter()
+        .chain([(SHOP_ACCOUNT, 0)].iter())
+        .map(|(account, balance_minor)| SeedAccount {
+            bank_id: BANK.into(),
+            account: account.to_string(),
+            balance_minor: *balance_minor,
+            currency_numeric: "156".into(),
+        })
+        .collect();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let handle = sim::start(options).await.unwrap();
+            let mut stopped = handle.stopped();
+            let _ = tx.send(handle);
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+    });
+    rx.await.unwrap()
 }
 
 pub const SMSC_SYSTEM_ID: &str = "payhub";
@@ -102,7 +167,7 @@ pub fn webhook_settings() -> WebhookSettings {
 }
 
 impl Gateway {
-    pub fn start(
+    pub async fn start(
         pool: Pool,
         clock: SharedClock,
         key: HashKey,
@@ -110,13 +175,14 @@ impl Gateway {
         outside: Outside,
         pki: TestPki,
     ) -> Gateway {
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let tls = pki.server_tls();
         let thread = std::thread::spawn(move || {
             let system = actix::System::new();
             system.block_on(async move {
                 let wake = Arc::new(tokio::sync::Notify::new());
                 let channel = start_channels(&pool, &clock, outside.smsc).await;
+                let bank = start_bank_router(&pool, &clock, &outside).await;
                 let allow = settings.allow_unregistered_receiver;
                 let settings_url = settings.public_url.clone();
                 let deps = Deps {
@@ -125,8 +191,8 @@ impl Gateway {
                     settings: Arc::new(settings),
                     hash_key: key.clone(),
                     channel,
-                    bank: outside.bank,
-                    reverser: outside.reverser,
+                    bank: bank.clone().recipient(),
+                    reverser: bank.recipient(),
                     webhook_wake: wake.clone(),
                 };
                 let registry = start_registry(deps);
@@ -159,7 +225,7 @@ impl Gateway {
                 let _ = server.wait().await;
             });
         });
-        let (addr, server, system, registry) = rx.recv().expect("gateway started");
+        let (addr, server, system, registry) = rx.await.expect("gateway started");
         Gateway {
             base: format!("https://127.0.0.1:{}", addr.port()),
             pki,

@@ -16,10 +16,11 @@ pub mod registry;
 pub mod store;
 pub mod view;
 
+use crate::bank::ReverseDebit;
 use crate::clock::SharedClock;
 use crate::domain::{Msisdn, PaymentStatus};
 use crate::keyed_hash::HashKey;
-use crate::messages::{Debit, Deliver, Reverse};
+use crate::messages::{Debit, Deliver};
 use crate::secret::Secret;
 use actix::Recipient;
 use deadpool_postgres::Pool;
@@ -87,8 +88,8 @@ pub struct Deps {
     pub channel: Recipient<Deliver>,
     /// The bank router.
     pub bank: Recipient<Debit>,
-    /// The bank router's reversal queue.
-    pub reverser: Recipient<Reverse>,
+    /// The bank router's durable reversal queue (`BankRouter` handles `ReverseDebit`).
+    pub reverser: Recipient<ReverseDebit>,
     /// Woken when a webhook event is written, so the worker sends it at once.
     pub webhook_wake: Arc<tokio::sync::Notify>,
 }
