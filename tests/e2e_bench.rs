@@ -303,3 +303,87 @@ async fn find_code(
     }
     panic!("no code message for {pay}");
 }
+
+/// Resident memory of the gateway with 10,000 payments awaiting their code, alone in its process:
+/// `cargo test --test e2e_bench memory -- --ignored --nocapture`.
+#[actix_rt::test]
+#[ignore = "benchmark: run on demand with --ignored --nocapture"]
+async fn memory_with_10000_payments_awaiting_their_code() {
+    let db = fresh_database().await;
+    let smsc = start_smsc().await;
+    let bank = start_bank(&[(ACCOUNT, 1_000_000)]).await;
+    let pki = TestPki::new();
+    let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
+    let customer = seed_customer(&db.pool, "alice", ACCOUNT).await;
+    let client = db.pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO payments (id, merchant_id, order_id, amount_minor, currency, description,
+                 return_url, notify_url, created_at, expires_at, updated_at, status, customer_id,
+                 session_hash, channel, receiver_msisdn, code_hash, code_expires_at, code_sends,
+                 code_sent_at)
+             SELECT 'pay_w' || g, $1, 'W-' || g, 1234, 'CNY', '2 books', 'https://shop.example/r',
+                 'https://shop.example/n', now(), now() + interval '15 minutes', now(),
+                 'awaiting_code', $2, '\\x00', 'sms', $3, '\\x00', now() + interval '5 minutes', 1,
+                 now()
+             FROM generate_series(1, $4::bigint) g",
+            &[
+                &merchant.id,
+                &customer.id,
+                &customer.mobile,
+                &WAITING_PAYMENTS,
+            ],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let outside = Outside {
+        smsc: smsc.smpp_addr(),
+        bank: bank.addr(),
+        bank_response_timeout_ms: 5_000,
+    };
+    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
+    // Everything but the payment actors: a gateway over an empty table first.
+    let baseline = {
+        let empty = fresh_database().await;
+        let g = Gateway::start(
+            empty.pool.clone(),
+            clock.clone(),
+            HashKey::random(),
+            PaymentSettings::default(),
+            outside.clone(),
+            pki.clone(),
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let rss = rss_kib();
+        g.stop().await;
+        rss
+    };
+    let gateway = Gateway::start(
+        db.pool.clone(),
+        clock,
+        HashKey::random(),
+        PaymentSettings::default(),
+        outside,
+        pki,
+    )
+    .await;
+    for _ in 0..600 {
+        if gateway.registry.send(InFlight).await.unwrap() >= WAITING_PAYMENTS as usize {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let in_flight = gateway.registry.send(InFlight).await.unwrap();
+    let after = rss_kib();
+    println!(
+        "{in_flight} payment actors awaiting their code: process RSS {:.1} MiB; with a gateway \
+         over an empty table {:.1} MiB; the actors' share {:.1} MiB",
+        after as f64 / 1024.0,
+        baseline as f64 / 1024.0,
+        after.saturating_sub(baseline) as f64 / 1024.0
+    );
+    gateway.stop().await;
+}
