@@ -68,30 +68,36 @@ impl PagesState {
 }
 
 /// The pages as a configurator for the HTTPS server builder (or any actix-web `App`).
-pub fn configure(state: PagesState) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+pub fn configure(
+    state: PagesState,
+) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + Sync + 'static {
     move |cfg: &mut web::ServiceConfig| {
         let form_errors = state.templates.clone();
-        cfg.app_data(web::Data::new(state.clone()))
-            .app_data(
-                web::FormConfig::default()
-                    .limit(FORM_MAX_BYTES)
-                    .error_handler(move |err, _req| {
-                        let page = render::message(
-                            &form_errors,
-                            StatusCode::BAD_REQUEST,
-                            "This form could not be read",
-                            "Please go back, reload the page and try again.",
-                            None,
-                        );
-                        actix_web::error::InternalError::from_response(err, page).into()
-                    }),
-            )
-            .route("/pay/{id}", web::get().to(pay_page))
-            .route("/pay/{id}/login", web::post().to(login))
-            .route("/pay/{id}/code", web::get().to(code_page))
-            .route("/pay/{id}/code", web::post().to(submit_code))
-            .route("/pay/{id}/resend", web::post().to(resend))
-            .route("/pay/{id}/result", web::get().to(result_page));
+        // A scope of their own, so the pages' form limits and state leave other routes alone.
+        cfg.service(
+            web::scope("/pay")
+                .app_data(web::Data::new(state.clone()))
+                .app_data(
+                    web::FormConfig::default()
+                        .limit(FORM_MAX_BYTES)
+                        .error_handler(move |err, _req| {
+                            let page = render::message(
+                                &form_errors,
+                                StatusCode::BAD_REQUEST,
+                                "This form could not be read",
+                                "Please go back, reload the page and try again.",
+                                None,
+                            );
+                            actix_web::error::InternalError::from_response(err, page).into()
+                        }),
+                )
+                .route("/{id}", web::get().to(pay_page))
+                .route("/{id}/login", web::post().to(login))
+                .route("/{id}/code", web::get().to(code_page))
+                .route("/{id}/code", web::post().to(submit_code))
+                .route("/{id}/resend", web::post().to(resend))
+                .route("/{id}/result", web::get().to(result_page)),
+        );
     }
 }
 

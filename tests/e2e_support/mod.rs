@@ -1,33 +1,101 @@
-//! Shared harness of the end-to-end tests: a gateway (registry, pages, webhook worker) in an actix
-//! system of its own that can be stopped and started again on the same database (a restart), rows
-//! seeded with SQL, a browser (reqwest with cookies) that reads CSRF tokens from the HTML, and a
-//! webhook receiver on port 0.
+//! Shared harness of the end-to-end tests: a gateway (the real HTTPS listener with the merchant API
+//! and the customer pages, the payment registry, the webhook worker, the SMPP session and channel
+//! router) in an actix system of its own that can be stopped and started again on the same
+//! database (a restart), rows seeded with SQL, a browser (reqwest over TLS with cookies) that
+//! reads CSRF tokens from the HTML, and a webhook receiver on port 0.
 #![allow(dead_code)]
-
-pub mod doubles;
 
 use actix::Recipient;
 use actix_web::{App, HttpServer, web};
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Pool;
+use payhub::http::merchant_testing::TestPki;
 use payhub::http::pages::{PagesState, configure};
+use payhub::http::server::{self, ServerSettings};
 use payhub::webhooks::{WebhookSettings, start_worker};
 use payhub_actors::clock::SharedClock;
 use payhub_actors::keyed_hash::HashKey;
-use payhub_actors::messages::{Debit, Deliver, Reverse};
+use payhub_actors::messages::Deliver;
 use payhub_actors::secret::Secret;
 use payhub_actors::transaction::registry::TickAll;
 use payhub_actors::transaction::{Deps, PaymentRegistry, PaymentSettings, start_registry};
 use std::sync::{Arc, Mutex};
 
-/// The parts outside the gateway that a payment talks to. The channel side is the real one: the
-/// gateway starts its SMPP session to the SMSC simulator at `smsc` and the real channel router
-/// with its terminal switch (plain TCP on port 0), inside the gateway, so they restart with it.
+/// The simulators outside the gateway. Inside the gateway (so they restart with it) run the real
+/// SMPP session to the SMSC simulator at `smsc`, the real channel router with its terminal switch
+/// (plain TCP on port 0), and the real bank router with one link to the bank simulator at `bank`.
 #[derive(Clone)]
 pub struct Outside {
     pub smsc: std::net::SocketAddr,
-    pub bank: Recipient<Debit>,
-    pub reverser: Recipient<Reverse>,
+    pub bank: std::net::SocketAddr,
+    /// The link's wait for a 0210.
+    pub bank_response_timeout_ms: u64,
+}
+
+pub const INSTITUTION: &str = "99990001";
+/// The payer's bank (customers) and the merchant's (register_merchant).
+pub const BANK: &str = "0001";
+pub const SHOP_ACCOUNT: &str = "6222000000000001";
+
+/// The gateway's bank router, signed on to the simulator.
+async fn start_bank_router(
+    pool: &Pool,
+    clock: &SharedClock,
+    outside: &Outside,
+) -> actix::Addr<payhub_actors::bank::BankRouter> {
+    use payhub_actors::bank::{self, LinkOwner, LinkSettings, LinkStatuses};
+    let bank_id = payhub_actors::domain::BankId::parse(BANK).unwrap();
+    let mut link = LinkSettings::new(
+        "bips-a",
+        &outside.bank.to_string(),
+        LinkOwner::ThirdParty,
+        vec![bank_id],
+    );
+    link.response_timeout_ms = outside.bank_response_timeout_ms;
+    link.reversal_interval_ms = 100;
+    link.reconnect_backoff_min_ms = 20;
+    link.reconnect_backoff_max_ms = 200;
+    let router =
+        bank::start(pool.clone(), clock.clone(), vec![link], INSTITUTION).expect("bank router");
+    for _ in 0..400 {
+        if let Ok(Ok(statuses)) = router.send(LinkStatuses).await
+            && statuses.iter().all(|s| s.state == "signed_on")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    router
+}
+
+/// The bank simulator (accounts in memory), on a thread of its own as a separate system would be.
+pub async fn start_bank(accounts: &[(&str, i64)]) -> payhub::sim::bank::SimHandle {
+    use payhub::sim::bank::{self as sim, SimOptions, SimStoreChoice, ledger::SeedAccount};
+    let mut options = SimOptions::new(SimStoreChoice::Memory, &[BANK]);
+    options.seed = accounts
+        .iter()
+        .chain([(SHOP_ACCOUNT, 0)].iter())
+        .map(|(account, balance_minor)| SeedAccount {
+            bank_id: BANK.into(),
+            account: account.to_string(),
+            balance_minor: *balance_minor,
+            currency_numeric: "156".into(),
+        })
+        .collect();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let handle = sim::start(options).await.unwrap();
+            let mut stopped = handle.stopped();
+            let _ = tx.send(handle);
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+    });
+    rx.await.unwrap()
 }
 
 pub const SMSC_SYSTEM_ID: &str = "payhub";
@@ -83,6 +151,7 @@ pub struct Gateway {
     pub registry: actix::Addr<PaymentRegistry>,
     server: actix_web::dev::ServerHandle,
     system: actix::System,
+    pub pki: TestPki,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -98,50 +167,68 @@ pub fn webhook_settings() -> WebhookSettings {
 }
 
 impl Gateway {
-    pub fn start(
+    pub async fn start(
         pool: Pool,
         clock: SharedClock,
         key: HashKey,
         settings: PaymentSettings,
         outside: Outside,
+        pki: TestPki,
     ) -> Gateway {
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tls = pki.server_tls();
         let thread = std::thread::spawn(move || {
             let system = actix::System::new();
             system.block_on(async move {
                 let wake = Arc::new(tokio::sync::Notify::new());
                 let channel = start_channels(&pool, &clock, outside.smsc).await;
+                let bank = start_bank_router(&pool, &clock, &outside).await;
                 let allow = settings.allow_unregistered_receiver;
+                let settings_url = settings.public_url.clone();
                 let deps = Deps {
                     pool: pool.clone(),
                     clock: clock.clone(),
                     settings: Arc::new(settings),
                     hash_key: key.clone(),
                     channel,
-                    bank: outside.bank,
-                    reverser: outside.reverser,
+                    bank: bank.clone().recipient(),
+                    reverser: bank.recipient(),
                     webhook_wake: wake.clone(),
                 };
                 let registry = start_registry(deps);
                 start_worker(pool.clone(), clock.clone(), webhook_settings(), wake)
                     .expect("webhook worker");
-                let state = PagesState::new(registry.clone(), pool, key, clock, allow);
-                let server =
-                    HttpServer::new(move || App::new().configure(configure(state.clone())))
-                        .workers(1)
-                        .disable_signals()
-                        .bind(("127.0.0.1", 0))
-                        .expect("bind");
-                let addr = server.addrs()[0];
-                let server = server.run();
-                tx.send((addr, server.handle(), actix::System::current(), registry))
-                    .expect("report");
-                let _ = server.await;
+                let server_settings = ServerSettings {
+                    listen: "127.0.0.1:0".parse().expect("address"),
+                    workers: 1,
+                    body_max_bytes: 16 * 1024,
+                    public_url: settings_url,
+                    payment_lifetime_s: 900,
+                };
+                let state =
+                    PagesState::new(registry.clone(), pool.clone(), key, clock.clone(), allow);
+                let server = server::start(
+                    server_settings,
+                    &tls,
+                    pool,
+                    clock,
+                    vec![Arc::new(configure(state))],
+                )
+                .expect("server starts");
+                tx.send((
+                    server.addr,
+                    server.handle.clone(),
+                    actix::System::current(),
+                    registry,
+                ))
+                .expect("report");
+                let _ = server.wait().await;
             });
         });
-        let (addr, server, system, registry) = rx.recv().expect("gateway started");
+        let (addr, server, system, registry) = rx.await.expect("gateway started");
         Gateway {
-            base: format!("http://{addr}"),
+            base: format!("https://127.0.0.1:{}", addr.port()),
+            pki,
             registry,
             server,
             system,
@@ -168,33 +255,18 @@ impl Gateway {
 pub struct Merchant {
     pub id: String,
     pub webhook_secret: String,
+    /// The merchant's client certificate, for the merchant API.
+    pub api: reqwest::Client,
 }
 
-pub async fn seed_merchant(pool: &Pool, name: &str) -> Merchant {
-    let id = payhub_actors::ids::new_id("mer");
-    let secret = format!(
-        "whsec_{}",
-        hex::encode(payhub_actors::ids::os_random::<16>())
-    );
-    let client = pool.get().await.unwrap();
-    client
-        .execute(
-            "INSERT INTO merchants (id, name, cert_fingerprint, cert_serial, webhook_secret,
-                 bank_id, account, terminal_id, card_acceptor_id, location)
-             VALUES ($1, $2, $3, '01', $4, '0002', '6222000099990001', 'T0000001',
-                 'SHOP00000000001', 'Beijing CN')",
-            &[
-                &id,
-                &name,
-                &hex::encode(payhub_actors::ids::os_random::<32>()),
-                &secret,
-            ],
-        )
-        .await
-        .unwrap();
+/// A merchant enrolled as `payhub merchant add` does, with a certificate from `pki`.
+pub async fn seed_merchant(pool: &Pool, pki: &TestPki, name: &str) -> Merchant {
+    let cert = pki.client_cert(name);
+    let m = payhub::http::merchant_testing::register_merchant(pool, name, cert).await;
     Merchant {
-        id,
-        webhook_secret: secret,
+        id: m.id,
+        webhook_secret: m.webhook_secret.expose().clone(),
+        api: payhub::http::merchant_testing::https_client(pki, Some(&m.cert)),
     }
 }
 
@@ -327,6 +399,17 @@ pub struct Browser {
     pub base: String,
 }
 
+/// A browser: trusts the gateway's server CA, keeps cookies, has no client certificate.
+pub fn browser_client(pki: &TestPki) -> reqwest::Client {
+    let root = reqwest::Certificate::from_pem(&pki.server_ca.cert_pem()).expect("root");
+    reqwest::Client::builder()
+        .use_native_tls()
+        .add_root_certificate(root)
+        .cookie_store(true)
+        .build()
+        .expect("browser")
+}
+
 pub struct Page {
     pub status: u16,
     pub url: String,
@@ -347,12 +430,9 @@ impl Page {
 }
 
 impl Browser {
-    pub fn new(base: &str) -> Browser {
+    pub fn new(base: &str, pki: &TestPki) -> Browser {
         Browser {
-            http: reqwest::Client::builder()
-                .cookie_store(true)
-                .build()
-                .unwrap(),
+            http: browser_client(pki),
             base: base.to_string(),
         }
     }

@@ -10,10 +10,10 @@ use super::{
     CODE_DELIVERY_FAILURES_MAX, ChannelChoice, CodeReply, Deps, LoginReply, PaymentError,
     ResendReply,
 };
+use crate::bank::ReverseDebit;
 use crate::domain::{FailureCode, Msisdn, PaymentStatus};
 use crate::messages::{
     BankError, Debit, DebitRequest, DebitResponse, Deliver, Destination, Notice, NoticeKind,
-    Reverse, ReverseRequest,
 };
 use crate::secret::Secret;
 use chrono::{DateTime, Duration, Utc};
@@ -602,7 +602,7 @@ impl PaymentCore {
     // ---- the debit ----------------------------------------------------------------------------
 
     async fn debit(&mut self, now: DateTime<Utc>) -> Result<CodeReply, PaymentError> {
-        let request = self.debit_request().await?;
+        let request = self.debit_request(new_rrn()).await?;
         let mut client = self.deps.pool.get().await?;
         let tx = client.transaction().await?;
         let moved = tx
@@ -652,7 +652,7 @@ impl PaymentCore {
         Ok(CodeReply::Finished(self.row.status))
     }
 
-    async fn debit_request(&mut self) -> Result<DebitRequest, PaymentError> {
+    async fn debit_request(&mut self, rrn: String) -> Result<DebitRequest, PaymentError> {
         let client = self.deps.pool.get().await?;
         let customer_id = self
             .row
@@ -670,7 +670,7 @@ impl PaymentCore {
             .ok_or_else(|| PaymentError::Storage("merchant fields".into()))?;
         Ok(DebitRequest {
             payment_id: self.row.id.clone(),
-            rrn: new_rrn(),
+            rrn,
             amount: self.row.amount,
             currency: self.row.currency,
             payer_bank,
@@ -705,20 +705,12 @@ impl PaymentCore {
             self.finish(&[PaymentStatus::Processing], outcome).await?;
             return Ok(true);
         };
-        let customer_id = self.row.customer_id.clone().unwrap_or_default();
-        let client = self.deps.pool.get().await?;
-        let (payer_bank, _) = store::payer(&client, &customer_id).await?;
-        drop(client);
-        let request = ReverseRequest {
-            payment_id: self.row.id.clone(),
-            rrn,
-            amount: self.row.amount,
-            currency: self.row.currency,
-            payer_bank,
-            reason: reason.to_string(),
-        };
+        // The same request the debit carried (the RRN finds it at the BIPS).
+        let request = self.debit_request(rrn).await?;
+        tracing::info!(payment = %self.row.id, reason, "reversing a debit of unknown outcome");
         let wait = StdDuration::from_millis(self.settings().debit_timeout_ms);
-        let queued = tokio::time::timeout(wait, self.deps.reverser.send(Reverse(request))).await;
+        let queued =
+            tokio::time::timeout(wait, self.deps.reverser.send(ReverseDebit(request))).await;
         if !matches!(queued, Ok(Ok(Ok(())))) {
             tracing::warn!(payment = %self.row.id, ?queued, "reversal not queued yet; will retry");
             return Ok(false);

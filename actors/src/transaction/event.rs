@@ -1,11 +1,11 @@
-//! The final status and its webhook event, in one transaction (the outbox).
-//!
-//! The event body carries the payment object of gateway-http.md. MERCHANT's
-//! `store::payments::to_api_object` is the one definition of that object; until it lands here this
-//! module builds the same fields from the row it has just written.
+//! The final status and its webhook event, in one transaction (the outbox). The event body is the
+//! payment object of gateway-http.md, built by `store::payments` (one definition for the API and
+//! the webhooks).
 
+use super::PaymentError;
 use crate::domain::{FailureCode, PaymentStatus};
-use chrono::{DateTime, SecondsFormat, Utc};
+use crate::store::payments;
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use serde_json::{Value, json};
 
@@ -56,31 +56,26 @@ impl Outcome {
     }
 }
 
-pub fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// Moves the payment from one of `from` to the final `outcome`, and writes its webhook event and an
-/// audit line, in `tx`. `Ok(false)` when the payment was no longer in one of `from` (someone else
-/// finished it): nothing is written.
+/// Moves the payment from one of `from` to the final `outcome`, and writes its webhook event
+/// (MERCHANT's `insert_final_event`, with the one payment object of the API) and an audit line, in
+/// `tx`. `Ok(false)` when the payment was no longer in one of `from` (someone else finished it):
+/// nothing is written.
 pub async fn finish(
     tx: &Transaction<'_>,
     payment_id: &str,
     from: &[PaymentStatus],
     outcome: &Outcome,
     now: DateTime<Utc>,
-    public_url: &str,
-) -> Result<bool, tokio_postgres::Error> {
+    public_url: &url::Url,
+) -> Result<bool, PaymentError> {
     assert!(outcome.status.is_final(), "finish takes a final status");
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    let row = tx
-        .query_opt(
+    let moved = tx
+        .execute(
             "UPDATE payments SET status = $3, failure_code = $4, bank_response_code = $5,
                  approval_code = $6, finished_at = $2, updated_at = $2,
                  code_hash = NULL, code_expires_at = NULL
-             WHERE id = $1 AND status = ANY($7)
-             RETURNING id, merchant_id, order_id, status, amount_minor, currency, description,
-                 created_at, expires_at, failure_code, bank_response_code, approval_code, notify_url",
+             WHERE id = $1 AND status = ANY($7)",
             &[
                 &payment_id,
                 &now,
@@ -92,36 +87,16 @@ pub async fn finish(
             ],
         )
         .await?;
-    let Some(row) = row else {
+    if moved == 0 {
         return Ok(false);
-    };
-    let object = payment_object(&row, public_url);
-    let event_id = crate::ids::new_id("evt");
-    let body = json!({
-        "id": event_id,
-        "type": outcome.event_type(),
-        "created_at": rfc3339(now),
-        "data": object,
-    })
-    .to_string();
-    let merchant_id: String = row.get("merchant_id");
-    let notify_url: String = row.get("notify_url");
-    tx.execute(
-        "INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url,
-             created_at, next_attempt_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
-         ON CONFLICT (payment_id, event_type) DO NOTHING",
-        &[
-            &event_id,
-            &payment_id,
-            &merchant_id,
-            &outcome.event_type(),
-            &body,
-            &notify_url,
-            &now,
-        ],
-    )
-    .await?;
+    }
+    let record = payments::load(tx, payment_id)
+        .await
+        .map_err(|e| PaymentError::Storage(e.to_string()))?
+        .ok_or(PaymentError::NotFound)?;
+    payments::insert_final_event(tx, &record, public_url, now)
+        .await
+        .map_err(|e| PaymentError::Storage(e.to_string()))?;
     audit(
         tx,
         now,
@@ -158,26 +133,4 @@ pub async fn audit(
     )
     .await
     .map(|_| ())
-}
-
-/// The payment object of gateway-http.md from a `payments` row.
-pub fn payment_object(row: &tokio_postgres::Row, public_url: &str) -> Value {
-    let id: String = row.get("id");
-    let mut object = json!({
-        "id": id,
-        "order_id": row.get::<_, String>("order_id"),
-        "status": row.get::<_, String>("status"),
-        "amount": row.get::<_, i64>("amount_minor"),
-        "currency": row.get::<_, String>("currency"),
-        "description": row.get::<_, String>("description"),
-        "pay_url": format!("{}/pay/{id}", public_url.trim_end_matches('/')),
-        "created_at": rfc3339(row.get("created_at")),
-        "expires_at": rfc3339(row.get("expires_at")),
-    });
-    for field in ["failure_code", "bank_response_code", "approval_code"] {
-        if let Some(value) = row.get::<_, Option<String>>(field) {
-            object[field] = Value::String(value);
-        }
-    }
-    object
 }

@@ -16,10 +16,11 @@ pub mod registry;
 pub mod store;
 pub mod view;
 
+use crate::bank::ReverseDebit;
 use crate::clock::SharedClock;
 use crate::domain::{Msisdn, PaymentStatus};
 use crate::keyed_hash::HashKey;
-use crate::messages::{Debit, Deliver, Reverse};
+use crate::messages::{Debit, Deliver};
 use crate::secret::Secret;
 use actix::Recipient;
 use deadpool_postgres::Pool;
@@ -43,7 +44,7 @@ pub struct PaymentSettings {
     /// Payments with a live actor at once; more are refused (`Busy`).
     pub in_flight_max: usize,
     /// The gateway's public base URL (`pay_url` in the payment object of webhooks).
-    pub public_url: String,
+    pub public_url: url::Url,
     /// Longest wait for a channel to accept a notice.
     pub delivery_timeout_ms: u64,
     /// Longest wait for the bank router's answer; the router times out on its own before this.
@@ -65,7 +66,7 @@ impl Default for PaymentSettings {
             identity_lockout_s: 15 * 60,
             allow_unregistered_receiver: false,
             in_flight_max: 100_000,
-            public_url: "https://localhost:8443".into(),
+            public_url: url::Url::parse("https://localhost:8443").expect("a valid constant URL"),
             delivery_timeout_ms: 10_000,
             debit_timeout_ms: 60_000,
             reversal_retry_ms: 5_000,
@@ -87,8 +88,8 @@ pub struct Deps {
     pub channel: Recipient<Deliver>,
     /// The bank router.
     pub bank: Recipient<Debit>,
-    /// The bank router's reversal queue.
-    pub reverser: Recipient<Reverse>,
+    /// The bank router's durable reversal queue (`BankRouter` handles `ReverseDebit`).
+    pub reverser: Recipient<ReverseDebit>,
     /// Woken when a webhook event is written, so the worker sends it at once.
     pub webhook_wake: Arc<tokio::sync::Notify>,
 }

@@ -1,0 +1,389 @@
+//! The end-to-end benchmark (issue 5), run on demand:
+//! `cargo test --test e2e_bench -- --ignored --nocapture`.
+//! Real PostgreSQL, the real HTTPS listener and pages, SMSC and bank simulators over TCP. Prints
+//! payments/s and p50/p99 per step of the whole flow, the argon2-only bound on the same cores, the
+//! debit path alone (code accepted → outcome stored → webhook queued), and the resident memory with
+//! 10,000 payments awaiting their code. Figures go to BENCHMARKS.md (`## Payments end to end`).
+
+mod e2e_support;
+
+use chrono::{Duration, Utc};
+use e2e_support::*;
+use futures::StreamExt;
+use payhub::http::merchant_testing::TestPki;
+use payhub_actors::clock::SharedClock;
+use payhub_actors::keyed_hash::HashKey;
+use payhub_actors::secret::Secret;
+use payhub_actors::store::testing::fresh_database;
+use payhub_actors::transaction::PaymentSettings;
+use payhub_actors::transaction::actor::SubmitCode;
+use payhub_actors::transaction::code::{code_hash, session_hash};
+use payhub_actors::transaction::registry::{InFlight, Lookup};
+use std::sync::Arc;
+use std::time::Instant;
+
+const ACCOUNT: &str = "6222000011112222";
+const FLOW_PAYMENTS: usize = 48;
+const FLOW_CONCURRENCY: usize = 8;
+const DEBIT_PAYMENTS: usize = 2_000;
+const DEBIT_CONCURRENCY: usize = 64;
+const WAITING_PAYMENTS: i64 = 10_000;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn report(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "  {name:<22} p50 {:>8.1} ms   p99 {:>8.1} ms   (n={})",
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
+        ms.len()
+    );
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Password verifications per second at the configured argon2 parameters, `cores` at once.
+async fn argon2_bound(cores: usize, n: usize) -> f64 {
+    let phc = payhub_actors::password::hash(Secret::new("correct horse battery".into()))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|_| {
+            let phc = phc.clone();
+            async move {
+                payhub_actors::password::verify(Secret::new("correct horse battery".into()), phc)
+                    .await
+            }
+        })
+        .buffer_unordered(cores)
+        .collect::<Vec<_>>()
+        .await;
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+#[actix_rt::test]
+#[ignore = "benchmark: run on demand with --ignored --nocapture"]
+async fn payments_end_to_end() {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let db = fresh_database().await;
+    let smsc = start_smsc().await;
+    let bank = start_bank(&[(ACCOUNT, i64::MAX / 4)]).await;
+    let receiver = Receiver::start(vec![]);
+    let pki = TestPki::new();
+    let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
+    let customer = seed_customer(&db.pool, "alice", ACCOUNT).await;
+    let key = HashKey::random();
+    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
+    let settings = PaymentSettings {
+        // Many logins of one customer: the lockout must not interfere.
+        identity_failures_max: 1_000_000,
+        ..PaymentSettings::default()
+    };
+    let outside = Outside {
+        smsc: smsc.smpp_addr(),
+        bank: bank.addr(),
+        bank_response_timeout_ms: 5_000,
+    };
+    let gateway = Gateway::start(
+        db.pool.clone(),
+        clock.clone(),
+        key.clone(),
+        settings.clone(),
+        outside.clone(),
+        pki.clone(),
+    )
+    .await;
+    println!("payments end to end ({cores} cores)");
+
+    // 1. The argon2-only bound.
+    let bound = argon2_bound(cores, 40).await;
+    println!("  argon2 verify bound     {bound:.1} /s");
+
+    // 2. The whole flow through the pages.
+    let mut ids = Vec::new();
+    for _ in 0..FLOW_PAYMENTS {
+        ids.push(create_payment(&db.pool, &merchant, 1234, &receiver.url, Utc::now()).await);
+    }
+    let started = Instant::now();
+    let steps: Vec<(f64, f64, f64)> = futures::stream::iter(ids)
+        .map(|pay| {
+            let browser = Browser::new(&gateway.base, &pki);
+            let (smsc, customer, pool) = (&smsc, &customer, &db.pool);
+            async move {
+                let t0 = Instant::now();
+                let page = browser.get(&format!("/pay/{pay}")).await;
+                let csrf = page.csrf();
+                let t1 = Instant::now();
+                let done = browser
+                    .post(
+                        &format!("/pay/{pay}/login"),
+                        &[
+                            ("csrf_token", csrf.as_str()),
+                            ("identity", "alice"),
+                            ("password", customer.password.as_str()),
+                            ("channel", "sms"),
+                        ],
+                    )
+                    .await;
+                assert_eq!(done.path(), format!("/pay/{pay}/code"));
+                let t2 = Instant::now();
+                let code = find_code(smsc, pool, &pay).await;
+                let t3 = Instant::now();
+                let result = browser
+                    .post(
+                        &format!("/pay/{pay}/code"),
+                        &[("csrf_token", csrf.as_str()), ("code", code.as_str())],
+                    )
+                    .await;
+                assert!(result.body.contains("Payment complete"), "{}", result.body);
+                let t4 = Instant::now();
+                let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+                (ms(t0, t1), ms(t1, t2), ms(t3, t4))
+            }
+        })
+        .buffer_unordered(FLOW_CONCURRENCY)
+        .collect()
+        .await;
+    let flow_rate = FLOW_PAYMENTS as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "  whole flow              {flow_rate:.1} payments/s ({:.0}% of the argon2 bound)",
+        100.0 * flow_rate / bound
+    );
+    report("open page", steps.iter().map(|s| s.0).collect());
+    report("password step", steps.iter().map(|s| s.1).collect());
+    report("code step (debit)", steps.iter().map(|s| s.2).collect());
+
+    // 3. The debit path alone: payments awaiting their code, the code submitted to the actor.
+    let mut ready = Vec::new();
+    let client = db.pool.get().await.unwrap();
+    for i in 0..DEBIT_PAYMENTS {
+        let pay = create_payment(&db.pool, &merchant, 100, &receiver.url, Utc::now()).await;
+        let (code, session) = (format!("{:06}", i % 1_000_000), format!("s{i}"));
+        client
+            .execute(
+                "UPDATE payments SET status = 'awaiting_code', customer_id = $2, session_hash = $3,
+                     channel = 'sms', receiver_msisdn = $4, code_hash = $5, code_expires_at = $6,
+                     code_sends = 1, code_sent_at = now() WHERE id = $1",
+                &[
+                    &pay,
+                    &customer.id,
+                    &session_hash(&key, &pay, &session),
+                    &customer.mobile,
+                    &code_hash(&key, &pay, &code),
+                    &(Utc::now() + Duration::minutes(10)),
+                ],
+            )
+            .await
+            .unwrap();
+        ready.push((pay, code, session));
+    }
+    drop(client);
+    let registry = gateway.registry.clone();
+    let started = Instant::now();
+    let latencies: Vec<f64> = futures::stream::iter(ready)
+        .map(|(pay, code, session)| {
+            let registry = registry.clone();
+            async move {
+                let t = Instant::now();
+                let actor = registry.send(Lookup(pay)).await.unwrap().unwrap();
+                let reply = actor
+                    .send(SubmitCode {
+                        session: Secret::new(session),
+                        code: Secret::new(code),
+                    })
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(
+                    reply,
+                    payhub_actors::transaction::CodeReply::Finished(
+                        payhub_actors::domain::PaymentStatus::Succeeded
+                    )
+                );
+                t.elapsed().as_secs_f64() * 1e3
+            }
+        })
+        .buffer_unordered(DEBIT_CONCURRENCY)
+        .collect()
+        .await;
+    let debit_rate = DEBIT_PAYMENTS as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "  debit path alone        {debit_rate:.0} payments/s (concurrency {DEBIT_CONCURRENCY})"
+    );
+    report("code → outcome + event", latencies);
+
+    // 4. Memory with 10,000 payments awaiting their code (rebuilt as actors after a restart).
+    gateway.stop().await;
+    let client = db.pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO payments (id, merchant_id, order_id, amount_minor, currency, description,
+                 return_url, notify_url, created_at, expires_at, updated_at, status, customer_id,
+                 session_hash, channel, receiver_msisdn, code_hash, code_expires_at, code_sends,
+                 code_sent_at)
+             SELECT 'pay_w' || g, $1, 'W-' || g, 1234, 'CNY', '2 books', 'https://shop.example/r',
+                 'https://shop.example/n', now(), now() + interval '15 minutes', now(),
+                 'awaiting_code', $2, '\\x00', 'sms', $3, '\\x00', now() + interval '5 minutes', 1,
+                 now()
+             FROM generate_series(1, $4::bigint) g",
+            &[
+                &merchant.id,
+                &customer.id,
+                &customer.mobile,
+                &WAITING_PAYMENTS,
+            ],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let before = rss_kib();
+    let gateway = Gateway::start(db.pool.clone(), clock, key, settings, outside, pki).await;
+    for _ in 0..600 {
+        if gateway.registry.send(InFlight).await.unwrap() >= WAITING_PAYMENTS as usize {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let in_flight = gateway.registry.send(InFlight).await.unwrap();
+    let after = rss_kib();
+    println!(
+        "  {in_flight} payments awaiting their code: RSS {:.1} MiB for the whole test process \
+         ({:.1} MiB more than before they were loaded)",
+        after as f64 / 1024.0,
+        after.saturating_sub(before) as f64 / 1024.0
+    );
+    gateway.stop().await;
+}
+
+/// This payment's code: its `customer_messages` row names the SMSC message id, and the simulator
+/// holds that message's text.
+async fn find_code(
+    smsc: &payhub::sim::smsc::SmscSim,
+    pool: &deadpool_postgres::Pool,
+    pay: &str,
+) -> String {
+    for _ in 0..200 {
+        let client = pool.get().await.unwrap();
+        let reference: Option<String> = client
+            .query_opt(
+                "SELECT message_ref FROM customer_messages WHERE payment_id = $1 AND kind = 'code'
+                   AND message_ref IS NOT NULL ORDER BY id DESC LIMIT 1",
+                &[&pay],
+            )
+            .await
+            .unwrap()
+            .and_then(|r| r.get(0));
+        if let Some(reference) = reference
+            && let Some(m) = smsc
+                .messages()
+                .into_iter()
+                .find(|m| m.message_id == reference)
+        {
+            return code_in(&m.text);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no code message for {pay}");
+}
+
+/// Resident memory of the gateway with 10,000 payments awaiting their code, alone in its process:
+/// `cargo test --test e2e_bench memory -- --ignored --nocapture`.
+#[actix_rt::test]
+#[ignore = "benchmark: run on demand with --ignored --nocapture"]
+async fn memory_with_10000_payments_awaiting_their_code() {
+    let db = fresh_database().await;
+    let smsc = start_smsc().await;
+    let bank = start_bank(&[(ACCOUNT, 1_000_000)]).await;
+    let pki = TestPki::new();
+    let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
+    let customer = seed_customer(&db.pool, "alice", ACCOUNT).await;
+    let client = db.pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO payments (id, merchant_id, order_id, amount_minor, currency, description,
+                 return_url, notify_url, created_at, expires_at, updated_at, status, customer_id,
+                 session_hash, channel, receiver_msisdn, code_hash, code_expires_at, code_sends,
+                 code_sent_at)
+             SELECT 'pay_w' || g, $1, 'W-' || g, 1234, 'CNY', '2 books', 'https://shop.example/r',
+                 'https://shop.example/n', now(), now() + interval '15 minutes', now(),
+                 'awaiting_code', $2, '\\x00', 'sms', $3, '\\x00', now() + interval '5 minutes', 1,
+                 now()
+             FROM generate_series(1, $4::bigint) g",
+            &[
+                &merchant.id,
+                &customer.id,
+                &customer.mobile,
+                &WAITING_PAYMENTS,
+            ],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let outside = Outside {
+        smsc: smsc.smpp_addr(),
+        bank: bank.addr(),
+        bank_response_timeout_ms: 5_000,
+    };
+    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
+    // Everything but the payment actors: a gateway over an empty table first.
+    let baseline = {
+        let empty = fresh_database().await;
+        let g = Gateway::start(
+            empty.pool.clone(),
+            clock.clone(),
+            HashKey::random(),
+            PaymentSettings::default(),
+            outside.clone(),
+            pki.clone(),
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let rss = rss_kib();
+        g.stop().await;
+        rss
+    };
+    let gateway = Gateway::start(
+        db.pool.clone(),
+        clock,
+        HashKey::random(),
+        PaymentSettings::default(),
+        outside,
+        pki,
+    )
+    .await;
+    for _ in 0..600 {
+        if gateway.registry.send(InFlight).await.unwrap() >= WAITING_PAYMENTS as usize {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let in_flight = gateway.registry.send(InFlight).await.unwrap();
+    let after = rss_kib();
+    println!(
+        "{in_flight} payment actors awaiting their code: process RSS {:.1} MiB; with a gateway \
+         over an empty table {:.1} MiB; the actors' share {:.1} MiB",
+        after as f64 / 1024.0,
+        baseline as f64 / 1024.0,
+        after.saturating_sub(baseline) as f64 / 1024.0
+    );
+    gateway.stop().await;
+}
