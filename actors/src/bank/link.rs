@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use payhub_iso8583::Message;
 use payhub_iso8583::codec::{CodecError, MessageCodec};
+use payhub_iso8583::mac::{self, MacKey};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -222,6 +223,8 @@ pub struct BankLinkActor {
     stopping: bool,
     sign_off_sent: bool,
     metrics: LinkMetrics,
+    /// X9.19 key when the link MACs its messages (field 64/128).
+    mac: Option<MacKey>,
 }
 
 impl BankLinkActor {
@@ -232,7 +235,9 @@ impl BankLinkActor {
             settings.reconnect_backoff_max_ms,
         );
         let metrics = LinkMetrics::new(&settings.name);
+        let mac = settings.mac_key.as_ref().map(|k| MacKey::new(*k.expose()));
         Self {
+            mac,
             settings,
             deps,
             shared,
@@ -356,7 +361,13 @@ impl BankLinkActor {
         self.stans.allocate()
     }
 
-    fn write(&mut self, message: Message) -> bool {
+    fn write(&mut self, mut message: Message) -> bool {
+        if let Some(key) = &self.mac
+            && let Err(e) = mac::sign(&mut message, key)
+        {
+            tracing::error!(link = %self.settings.name, error = %e, "signing a message");
+            return false;
+        }
         match self.conn.as_mut() {
             Some(conn) => {
                 conn.writer.write(message);
@@ -544,7 +555,25 @@ impl BankLinkActor {
 
     // ----- receiving -----
 
+    /// Whether the message carries a good MAC (always, on a link without MAC).
+    fn mac_ok(&self, message: &Message) -> bool {
+        let Some(key) = &self.mac else {
+            return true;
+        };
+        // Packing is canonical, so the re-packed bytes are the bytes received.
+        let verified = message
+            .pack()
+            .and_then(|bytes| mac::unpack_verified(&bytes, key));
+        if let Err(e) = &verified {
+            tracing::warn!(link = %self.settings.name, error = %e, "message with a bad MAC dropped");
+        }
+        verified.is_ok()
+    }
+
     fn on_message(&mut self, message: Message, ctx: &mut Context<Self>) {
+        if !self.mac_ok(&message) {
+            return;
+        }
         self.last_activity = Instant::now();
         let mti = message.mti().to_owned();
         if !wire::is_response(&mti) {
