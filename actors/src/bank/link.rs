@@ -338,11 +338,13 @@ impl BankLinkActor {
         self.set_state(LinkState::Down);
         for ((_, stan), pending) in std::mem::take(&mut self.pending) {
             self.stans.release(stan);
-            if let PendingKind::Debit { request, reply, .. } = pending.kind
+            if let PendingKind::Debit {
+                request, reply, f7, ..
+            } = pending.kind
                 && reply.send(LinkOutcome::Dropped).is_err()
             {
                 // Nobody waits for this debit any more: the link reverses it itself.
-                self.reverse_orphan(&request, stan, ctx);
+                self.reverse_orphan_with(&request, stan, f7, ReversalReason::Timeout, ctx);
             }
         }
         self.debits_in_flight = 0;
@@ -530,11 +532,6 @@ impl BankLinkActor {
     }
 
     /// Queues (durably) and sends a reversal for a debit whose caller is gone.
-    fn reverse_orphan(&mut self, request: &DebitRequest, stan: u32, ctx: &mut Context<Self>) {
-        let f7 = wire::transmission_time(self.deps.clock.now());
-        self.reverse_orphan_with(request, stan, f7, ReversalReason::Timeout, ctx);
-    }
-
     fn reverse_orphan_with(
         &mut self,
         request: &DebitRequest,
@@ -627,7 +624,7 @@ impl BankLinkActor {
                     );
                 }
                 if self.stopping {
-                    self.try_sign_off();
+                    self.try_sign_off(ctx);
                 }
             }
             PendingKind::Network { code, .. } => self.on_network_answer(code, &message, ctx),
@@ -741,7 +738,7 @@ impl BankLinkActor {
             self.send_due_reversals();
         }
         if self.stopping {
-            self.try_sign_off();
+            self.try_sign_off(ctx);
         }
         self.metrics.in_flight.set(self.debits_in_flight as i64);
     }
@@ -766,6 +763,9 @@ impl BankLinkActor {
                 request, reply, f7, ..
             } => {
                 self.debits_in_flight -= 1;
+                self.shared
+                    .in_flight
+                    .store(self.debits_in_flight, Ordering::Relaxed);
                 self.metrics.timeouts.inc();
                 if reply.send(LinkOutcome::Dropped).is_err() {
                     self.reverse_orphan_with(&request, key.1, f7, ReversalReason::Timeout, ctx);
@@ -775,13 +775,20 @@ impl BankLinkActor {
         }
     }
 
-    fn try_sign_off(&mut self) {
+    fn try_sign_off(&mut self, ctx: &mut Context<Self>) {
         if self.sign_off_sent || self.debits_in_flight > 0 {
             return;
         }
         self.sign_off_sent = true;
         if self.state() == LinkState::SignedOn {
             self.send_network(NetworkCode::SignOff);
+        } else {
+            // Not signed on: nothing to sign off from.
+            if self.conn.is_some() {
+                self.drop_connection("stopping", ctx);
+            } else {
+                ctx.stop();
+            }
         }
     }
 }
@@ -986,7 +993,7 @@ impl Handler<SignOff> for BankLinkActor {
             ctx.stop();
             return;
         }
-        self.try_sign_off();
+        self.try_sign_off(ctx);
     }
 }
 
