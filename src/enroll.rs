@@ -1,22 +1,447 @@
-//! `payhub merchant add`, `customer add`, `terminal add` (issues 2 and 6).
+//! `payhub merchant add|disable|enable`, `customer add`, `terminal add` (operations.md): register
+//! the gateway's merchants, customers and customer terminals, printing the JSON operators script
+//! against. Every problem is one line on standard error (see `main.rs`).
+
+use crate::config::Config;
+use crate::pki::{self, CertifiedKey, Validity};
+use anyhow::Context;
+use payhub_actors::Secret;
+use payhub_actors::domain::{AccountNumber, BankId, Msisdn, OnlineId, TerminalKind};
+use payhub_actors::store::customers::{self, NewCustomer};
+use payhub_actors::store::merchants::{self, MerchantStatus, NewMerchant};
+use payhub_actors::store::terminals::{self, NewTerminal, SHARED_KEY_BYTES};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Longest merchant or customer name accepted, in characters.
+pub const NAME_MAX_CHARS: usize = 100;
+/// Field 43's location part is at most this long.
+pub const LOCATION_MAX_CHARS: usize = 40;
 
 #[derive(Debug, clap::Subcommand)]
-pub enum MerchantCommand {}
+pub enum MerchantCommand {
+    /// Registers a merchant and issues its client certificate from the merchant CA.
+    Add(MerchantAddArgs),
+    /// Refuses the merchant's certificate from now on (401 on every request).
+    Disable(MerchantIdArgs),
+    /// Accepts the merchant's certificate again.
+    Enable(MerchantIdArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MerchantAddArgs {
+    /// The payhub.toml file.
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long)]
+    pub name: String,
+    /// The settlement bank's id (ISO 8583 field 100 of the payee), 1 to 11 digits.
+    #[arg(long)]
+    pub bank: String,
+    /// The settlement account.
+    #[arg(long)]
+    pub account: String,
+    /// Where merchant.crt, merchant.key and ca.crt are written.
+    #[arg(long)]
+    pub cert_out: PathBuf,
+    /// Field 41 (8 characters); random digits by default.
+    #[arg(long)]
+    pub terminal_id: Option<String>,
+    /// Field 42 (15 characters); random digits by default.
+    #[arg(long)]
+    pub card_acceptor_id: Option<String>,
+    /// Field 43's city/country part.
+    #[arg(long, default_value = "")]
+    pub location: String,
+    /// Validity of the client certificate, in days.
+    #[arg(long, default_value_t = pki::CLIENT_VALIDITY_DAYS)]
+    pub cert_days: u32,
+    /// Replace certificate files already in --cert-out.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MerchantIdArgs {
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long)]
+    pub merchant_id: String,
+}
 
 #[derive(Debug, clap::Subcommand)]
-pub enum CustomerCommand {}
+pub enum CustomerCommand {
+    /// Registers a customer (the password is read from standard input).
+    Add(CustomerAddArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CustomerAddArgs {
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Actual identity: the customer's real name.
+    #[arg(long)]
+    pub real_name: String,
+    /// Actual identity: national id or similar document number.
+    #[arg(long)]
+    pub national_id: Option<String>,
+    /// Identity for online transactions (the real identity or a free alias).
+    #[arg(long)]
+    pub online_id: String,
+    /// Read the password from standard input (one trailing newline is dropped).
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+    #[arg(long)]
+    pub bank: String,
+    #[arg(long)]
+    pub account: String,
+    /// Registers this mobile telephone as the customer's first terminal.
+    #[arg(long)]
+    pub mobile: Option<String>,
+}
 
 #[derive(Debug, clap::Subcommand)]
-pub enum TerminalCommand {}
+pub enum TerminalCommand {
+    /// Registers a terminal's initial information for a customer.
+    Add(TerminalAddArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TerminalAddArgs {
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The customer's identity for online transactions.
+    #[arg(long)]
+    pub online_id: String,
+    /// mobile, telephone, pager, pda or dedicated.
+    #[arg(long)]
+    pub kind: String,
+    /// The terminal's telephone number (mobile, telephone, pager, pda).
+    #[arg(long)]
+    pub msisdn: Option<String>,
+    /// The device's serial number.
+    #[arg(long)]
+    pub serial: Option<String>,
+    /// A PEM public key identifying the device.
+    #[arg(long)]
+    pub public_key_file: Option<PathBuf>,
+    /// A name the customer knows the terminal by.
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+/// A pooled connection, or one line saying why the database cannot be reached.
+async fn connect(config: &Config) -> anyhow::Result<deadpool_postgres::Client> {
+    let pool = payhub_actors::store::pool(&config.database.url, 1)?;
+    pool.get()
+        .await
+        .map_err(|e| anyhow::anyhow!("database unreachable: {e}"))
+}
+
+fn check_name(flag: &str, name: &str) -> anyhow::Result<()> {
+    let n = name.trim().chars().count();
+    if n == 0 || n > NAME_MAX_CHARS || name.chars().any(char::is_control) {
+        anyhow::bail!(
+            "{flag}: must be 1 to {NAME_MAX_CHARS} characters without control characters"
+        );
+    }
+    Ok(())
+}
+
+fn fixed_digits(flag: &str, value: Option<String>, len: usize) -> anyhow::Result<String> {
+    match value {
+        None => Ok(merchants::random_digits(len)),
+        Some(v) if v.len() == len && v.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => Ok(v),
+        Some(_) => anyhow::bail!("{flag}: must be exactly {len} printable ASCII characters"),
+    }
+}
+
+/// Field 41, 42 and 43 values for a new merchant.
+#[derive(Debug, Clone, Default)]
+pub struct AcceptorFields {
+    pub terminal_id: Option<String>,
+    pub card_acceptor_id: Option<String>,
+    pub location: String,
+}
+
+/// A merchant row for `cert`: a new id, a random webhook secret, fields 41/42.
+pub fn new_merchant(
+    name: &str,
+    bank_id: BankId,
+    account: AccountNumber,
+    cert: &CertifiedKey,
+    fields: Option<AcceptorFields>,
+) -> NewMerchant {
+    let fields = fields.unwrap_or_default();
+    NewMerchant {
+        id: payhub_actors::ids::new_id("mer"),
+        name: name.trim().to_string(),
+        cert_fingerprint: cert.fingerprint(),
+        cert_serial: cert.serial_hex(),
+        webhook_secret: Secret::new(format!(
+            "whsec_{}",
+            hex::encode(payhub_actors::ids::os_random::<32>())
+        )),
+        bank_id,
+        account,
+        terminal_id: fields
+            .terminal_id
+            .unwrap_or_else(|| merchants::random_digits(merchants::TERMINAL_ID_LEN)),
+        card_acceptor_id: fields
+            .card_acceptor_id
+            .unwrap_or_else(|| merchants::random_digits(merchants::CARD_ACCEPTOR_ID_LEN)),
+        location: fields.location,
+    }
+}
 
 pub async fn merchant(cmd: MerchantCommand) -> anyhow::Result<()> {
-    match cmd {}
+    match cmd {
+        MerchantCommand::Add(args) => merchant_add(args).await,
+        MerchantCommand::Disable(args) => merchant_status(args, MerchantStatus::Disabled).await,
+        MerchantCommand::Enable(args) => merchant_status(args, MerchantStatus::Enabled).await,
+    }
+}
+
+async fn merchant_status(args: MerchantIdArgs, status: MerchantStatus) -> anyhow::Result<()> {
+    let config = load_config(&args.config)?;
+    let client = connect(&config).await?;
+    merchants::set_status(&client, &args.merchant_id, status).await?;
+    println!(
+        "{}",
+        serde_json::json!({"merchant_id": args.merchant_id, "status": status.as_str()})
+    );
+    Ok(())
+}
+
+async fn merchant_add(args: MerchantAddArgs) -> anyhow::Result<()> {
+    check_name("--name", &args.name)?;
+    let bank = BankId::parse(&args.bank).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let account = AccountNumber::parse(&args.account).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    if args.location.chars().count() > LOCATION_MAX_CHARS {
+        anyhow::bail!("--location: at most {LOCATION_MAX_CHARS} characters");
+    }
+    let fields = AcceptorFields {
+        terminal_id: Some(fixed_digits(
+            "--terminal-id",
+            args.terminal_id.clone(),
+            merchants::TERMINAL_ID_LEN,
+        )?),
+        card_acceptor_id: Some(fixed_digits(
+            "--card-acceptor-id",
+            args.card_acceptor_id.clone(),
+            merchants::CARD_ACCEPTOR_ID_LEN,
+        )?),
+        location: args.location.clone(),
+    };
+    let config = load_config(&args.config)?;
+    let ca_key = config.http.merchant_ca_key.as_ref().with_context(
+        || "http.merchant_ca_key: not set; `merchant add` signs with the merchant CA key",
+    )?;
+    let ca = pki::load_ca(&config.http.merchant_ca_cert, ca_key)?;
+    let server_ca = pki::server_ca_for(&config.http.tls_cert)?;
+    let client = connect(&config).await?;
+
+    let cert = pki::issue_client(
+        &ca,
+        args.name.trim(),
+        Validity::days_from_now(args.cert_days),
+    )?;
+    let new = new_merchant(args.name.trim(), bank, account, &cert, Some(fields));
+    let files = write_merchant_files(&args.cert_out, &cert, &server_ca.to_pem()?, args.force)?;
+    if let Err(e) = merchants::insert(&client, &new).await {
+        for f in &files {
+            let _ = std::fs::remove_file(f);
+        }
+        return Err(e.into());
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "merchant_id": new.id,
+            "webhook_secret": new.webhook_secret.expose(),
+            "cert": files[0],
+            "key": files[1],
+            "ca": files[2],
+            "fingerprint": new.cert_fingerprint,
+        })
+    );
+    Ok(())
+}
+
+/// `merchant.crt`, `merchant.key` (0600) and `ca.crt` in `dir`; returns their absolute paths.
+fn write_merchant_files(
+    dir: &Path,
+    cert: &CertifiedKey,
+    server_ca_pem: &[u8],
+    force: bool,
+) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("{}", dir.display()))?;
+    let paths = vec![
+        dir.join("merchant.crt"),
+        dir.join("merchant.key"),
+        dir.join(pki::SERVER_CA_CERT),
+    ];
+    if !force {
+        if let Some(existing) = paths.iter().find(|p| p.exists()) {
+            anyhow::bail!(
+                "{} already exists (use --force to replace it)",
+                existing.display()
+            );
+        }
+    }
+    pki::write_public(&paths[0], &cert.cert_pem(), force)?;
+    pki::write_private(&paths[1], &cert.key_pem(), force)?;
+    pki::write_public(&paths[2], server_ca_pem, force)?;
+    Ok(paths)
+}
+
+/// Longest standard input read for a password: the password's limit and a CR LF.
+const PASSWORD_READ_MAX_BYTES: u64 = payhub_actors::password::PASSWORD_MAX_BYTES as u64 + 2;
+
+/// The password on standard input, one trailing newline (LF or CR LF) dropped.
+fn read_password(input: impl Read) -> anyhow::Result<Secret<String>> {
+    let mut raw = Vec::new();
+    input
+        .take(PASSWORD_READ_MAX_BYTES + 1)
+        .read_to_end(&mut raw)
+        .context("reading the password from standard input")?;
+    let mut text = String::from_utf8(raw)
+        .map_err(|_| anyhow::anyhow!("the password on standard input is not UTF-8"))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    let max = payhub_actors::password::PASSWORD_MAX_BYTES;
+    if text.is_empty() || text.len() > max {
+        anyhow::bail!("the password on standard input must be 1 to {max} bytes");
+    }
+    Ok(Secret::new(text))
 }
 
 pub async fn customer(cmd: CustomerCommand) -> anyhow::Result<()> {
-    match cmd {}
+    match cmd {
+        CustomerCommand::Add(args) => customer_add(args).await,
+    }
+}
+
+async fn customer_add(args: CustomerAddArgs) -> anyhow::Result<()> {
+    check_name("--real-name", &args.real_name)?;
+    if let Some(id) = &args.national_id {
+        check_name("--national-id", id)?;
+    }
+    let online_id = OnlineId::parse(&args.online_id).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let bank = BankId::parse(&args.bank).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let account = AccountNumber::parse(&args.account).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let mobile = match &args.mobile {
+        Some(m) => Some(Msisdn::parse(m).map_err(|_| {
+            anyhow::anyhow!("--mobile: must be 6 to 15 digits, optionally after a '+'")
+        })?),
+        None => None,
+    };
+    let password = read_password(std::io::stdin().lock())?;
+    let config = load_config(&args.config)?;
+    let mut client = connect(&config).await?;
+    let password_hash = payhub_actors::password::hash(password).await?;
+    let new = NewCustomer {
+        id: payhub_actors::ids::new_id("cus"),
+        real_name: Secret::new(args.real_name.trim().to_string()),
+        national_id: args.national_id.map(|n| Secret::new(n.trim().to_string())),
+        online_id,
+        bank_id: bank,
+        account,
+        password_hash: Secret::new(password_hash),
+    };
+    let terminal_id = customers::insert(&mut client, &new, mobile.as_ref()).await?;
+    let mut out = serde_json::json!({ "customer_id": new.id });
+    if let Some(t) = terminal_id {
+        out["terminal_id"] = t.into();
+    }
+    println!("{out}");
+    Ok(())
 }
 
 pub async fn terminal(cmd: TerminalCommand) -> anyhow::Result<()> {
-    match cmd {}
+    match cmd {
+        TerminalCommand::Add(args) => terminal_add(args).await,
+    }
+}
+
+fn read_public_key(path: &Path) -> anyhow::Result<String> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    openssl::pkey::PKey::public_key_from_pem(&pem).map_err(|_| {
+        anyhow::anyhow!("--public-key-file {}: not a PEM public key", path.display())
+    })?;
+    String::from_utf8(pem).map_err(|_| anyhow::anyhow!("{}: not UTF-8", path.display()))
+}
+
+async fn terminal_add(args: TerminalAddArgs) -> anyhow::Result<()> {
+    let online_id = OnlineId::parse(&args.online_id).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let kind = TerminalKind::parse(&args.kind).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let msisdn = match &args.msisdn {
+        Some(m) => Some(Msisdn::parse(m).map_err(|e| anyhow::anyhow!("--{e}"))?),
+        None => None,
+    };
+    let public_key_pem = match &args.public_key_file {
+        Some(p) => Some(read_public_key(p)?),
+        None => None,
+    };
+    let key =
+        (kind == TerminalKind::Dedicated).then(payhub_actors::ids::os_random::<SHARED_KEY_BYTES>);
+    let mut terminal = NewTerminal {
+        id: payhub_actors::ids::new_id("trm"),
+        customer_id: String::new(),
+        kind,
+        label: args.label,
+        msisdn,
+        serial: args.serial,
+        shared_key: key.map(Secret::new),
+        public_key_pem,
+    };
+    terminal.check()?;
+    let config = load_config(&args.config)?;
+    let client = connect(&config).await?;
+    terminal.customer_id = customers::id_by_online_id(&client, &online_id)
+        .await?
+        .with_context(|| format!("no customer with online id `{}`", online_id.as_str()))?;
+    terminals::insert(&client, &terminal).await?;
+    let mut out = serde_json::json!({ "terminal_id": terminal.id, "kind": kind.as_str() });
+    if let Some(key) = key {
+        out["key"] = hex::encode(key).into();
+    }
+    println!("{out}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_trailing_newline_is_dropped() {
+        assert_eq!(read_password(&b"pw\n"[..]).unwrap().expose(), "pw");
+        assert_eq!(read_password(&b"pw\r\n"[..]).unwrap().expose(), "pw");
+        assert_eq!(read_password(&b"pw\n\n"[..]).unwrap().expose(), "pw\n");
+        assert_eq!(read_password(&b" pw "[..]).unwrap().expose(), " pw ");
+        assert!(read_password(&b"\n"[..]).is_err());
+        assert!(read_password(&vec![b'a'; 300][..]).is_err());
+    }
+
+    #[test]
+    fn acceptor_fields_have_fixed_lengths() {
+        assert_eq!(fixed_digits("--t", None, 8).unwrap().len(), 8);
+        assert!(fixed_digits("--t", Some("1234".into()), 8).is_err());
+        assert_eq!(
+            fixed_digits("--t", Some("ABCD1234".into()), 8).unwrap(),
+            "ABCD1234"
+        );
+    }
 }

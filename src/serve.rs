@@ -1,17 +1,290 @@
-//! `payhub serve` and `payhub migrate`: start-up and wiring.
+//! `payhub serve` and `payhub migrate`: start-up and wiring. [`Gateway::start`] composes every
+//! part in one process — the same function serves `serve`, the demo and the end-to-end tests —
+//! and [`Gateway::shutdown`] stops them in the order that loses nothing: stop taking requests,
+//! then the workers, then the channels and the bank links (sign-off, unbind).
 
+use crate::channels::{router, smpp};
 use crate::config::Config;
+use crate::http::operator::{self, LinkStatusSource, LinkView, OperatorState};
+use crate::http::{mtls, pages, server};
+use actix::Addr;
+use anyhow::Context;
+use futures::future::BoxFuture;
+use payhub_actors::bank::{self, BankRouter};
+use payhub_actors::clock::SharedClock;
+use payhub_actors::transaction::{Deps, PaymentRegistry, PaymentSettings, start_registry};
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 pub async fn migrate(config: &Path) -> anyhow::Result<()> {
     let config = Config::load(config)?;
     let pool = payhub_actors::store::pool(&config.database.url, 1)?;
-    let applied = payhub_actors::store::migrate(&pool).await?;
+    let applied = payhub_actors::store::migrate(&pool)
+        .await
+        .with_context(|| format!("migrating {}", redacted_url(&config.database.url)))?;
     println!("{{\"applied\":{applied}}}");
     Ok(())
 }
 
+/// The database URL without its password, for messages.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Every part of the gateway, running.
+pub struct Gateway {
+    pub https_addr: SocketAddr,
+    pub operator_addr: SocketAddr,
+    pub terminal_switch_addr: SocketAddr,
+    pub pool: deadpool_postgres::Pool,
+    https: server::RunningServer,
+    operator: actix_web::dev::ServerHandle,
+    expiry: crate::expiry::ExpiryWorker,
+    webhooks: crate::webhooks::WebhookWorker,
+    pub registry: Addr<PaymentRegistry>,
+    pub bank: Addr<BankRouter>,
+    channels: router::Channels,
+    smpp: Option<Addr<smpp::SmppSession>>,
+}
+
+impl Gateway {
+    /// Starts every part from `config`. Nothing is left running when it fails.
+    pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Gateway> {
+        let pool = payhub_actors::store::pool(&config.database.url, config.database.pool_size)?;
+        check_database(&pool, &config.database.url).await?;
+        let tls = mtls::ServerTls::load(
+            &config.http.tls_cert,
+            &config.http.tls_key,
+            &config.http.merchant_ca_cert,
+        )?;
+        let hash_key = crate::secret_key::load_or_create(&config.secret_key_path())?;
+        let links =
+            crate::bank_links::all_link_settings(&config.links).map_err(anyhow::Error::msg)?;
+        let bank = bank::start(pool.clone(), clock.clone(), links, &config.institution.id)?;
+
+        let smpp = if config.smpp.enabled {
+            let settings = smpp::SmppSettings::from_config(&config.smpp);
+            Some(
+                smpp::start(pool.clone(), clock.clone(), settings)
+                    .map_err(|e| anyhow::anyhow!("smpp: {}", e.0.join("; ")))?,
+            )
+        } else {
+            None
+        };
+        let sms = smpp.clone().map(|a| a.recipient());
+        let channels = router::start_from_config(config, pool.clone(), clock.clone(), sms).await?;
+
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let webhooks = crate::webhooks::start_worker(
+            pool.clone(),
+            clock.clone(),
+            (&config.webhooks).into(),
+            wake.clone(),
+        )?;
+        let registry = start_registry(Deps {
+            pool: pool.clone(),
+            clock: clock.clone(),
+            settings: Arc::new(payment_settings(config)),
+            hash_key: hash_key.clone(),
+            channel: channels.recipient(),
+            bank: bank.clone().recipient(),
+            reverser: bank.clone().recipient(),
+            webhook_wake: wake,
+        });
+        let pages = pages::PagesState::new(
+            registry.clone(),
+            pool.clone(),
+            hash_key,
+            clock.clone(),
+            config.payments.allow_unregistered_receiver,
+        );
+
+        let links: Arc<dyn LinkStatusSource> = Arc::new(BankLinks(bank.clone()));
+        let (operator_addr, operator_server) = operator::start(
+            config.operator.listen,
+            OperatorState {
+                pool: pool.clone(),
+                links,
+                token: config
+                    .operator
+                    .token
+                    .clone()
+                    .map(payhub_actors::Secret::new),
+            },
+        )
+        .with_context(|| {
+            format!(
+                "operator listener: cannot listen on {}",
+                config.operator.listen
+            )
+        })?;
+        let operator = operator_server.handle();
+        actix_rt::spawn(operator_server);
+
+        let https = server::start(
+            server::ServerSettings::from_config(config),
+            &tls,
+            pool.clone(),
+            clock.clone(),
+            vec![Arc::new(pages::configure(pages))],
+        )?;
+        let expiry = crate::expiry::spawn(
+            pool.clone(),
+            clock.clone(),
+            crate::expiry::ExpirySettings::new(config.http.public_url.clone()),
+        );
+        Ok(Gateway {
+            https_addr: https.addr,
+            operator_addr,
+            terminal_switch_addr: channels.switch.addr,
+            pool,
+            https,
+            operator,
+            expiry,
+            webhooks,
+            registry,
+            bank,
+            channels,
+            smpp,
+        })
+    }
+
+    /// Stops taking requests, then the workers, then the channels and the bank links.
+    pub async fn shutdown(self) {
+        self.https.stop().await;
+        self.operator.stop(true).await;
+        self.expiry.stop().await;
+        self.webhooks.shutdown.cancel();
+        self.channels.shutdown();
+        if let Some(smpp) = self.smpp {
+            let _ = smpp.send(smpp::Shutdown).await;
+        }
+        let _ = self.bank.send(bank::Shutdown).await;
+        self.pool.close();
+    }
+}
+
+/// The `[payments]` rules as the payment actors take them.
+pub fn payment_settings(config: &Config) -> PaymentSettings {
+    let p = &config.payments;
+    let longest_link_ms = config
+        .links
+        .iter()
+        .map(|l| l.response_timeout_ms)
+        .max()
+        .unwrap_or(0);
+    PaymentSettings {
+        code_digits: p.code_digits,
+        code_validity_s: p.code_validity_s,
+        code_attempts_max: p.code_attempts_max,
+        code_resends_max: p.code_resends_max,
+        code_resend_interval_s: p.code_resend_interval_s,
+        password_attempts_max: p.password_attempts_max,
+        identity_failures_max: p.identity_failures_max,
+        identity_lockout_s: p.identity_lockout_s,
+        allow_unregistered_receiver: p.allow_unregistered_receiver,
+        in_flight_max: p.in_flight_max,
+        public_url: config
+            .http
+            .public_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_string(),
+        // The router answers on its own within a link's timeout; this only guards against a
+        // router that never answers.
+        debit_timeout_ms: PaymentSettings::default()
+            .debit_timeout_ms
+            .max(longest_link_ms * 2),
+        ..PaymentSettings::default()
+    }
+}
+
+/// The operator page's view of the bank router.
+struct BankLinks(Addr<BankRouter>);
+
+impl LinkStatusSource for BankLinks {
+    fn links(&self) -> BoxFuture<'static, Vec<LinkView>> {
+        let router = self.0.clone();
+        Box::pin(async move {
+            let asked = tokio::time::timeout(
+                std::time::Duration::from_millis(operator::QUERY_TIMEOUT_MS),
+                router.send(bank::LinkStatuses),
+            )
+            .await;
+            let Ok(Ok(Ok(links))) = asked else {
+                return Vec::new();
+            };
+            links
+                .into_iter()
+                .map(|l| LinkView {
+                    signed_on: l.state == "signed_on",
+                    state: l.state.to_string(),
+                    owner: l.owner.to_string(),
+                    in_flight: l.in_flight,
+                    last_echo_age_s: l
+                        .last_echo_at
+                        .map(|t| (chrono::Utc::now() - t).num_seconds().max(0) as u64),
+                    latency_ms: None,
+                    reversals_pending: l.reversals_pending.max(0) as u64,
+                    name: l.name,
+                })
+                .collect()
+        })
+    }
+}
+
+/// A first query with a clear message when the database cannot be reached.
+async fn check_database(pool: &deadpool_postgres::Pool, url: &str) -> anyhow::Result<()> {
+    let client = pool
+        .get()
+        .await
+        .with_context(|| format!("database {} is not reachable", redacted_url(url)))?;
+    client
+        .query_one("SELECT 1", &[])
+        .await
+        .with_context(|| format!("database {} does not answer", redacted_url(url)))?;
+    Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
 pub async fn run(config: &Path) -> anyhow::Result<()> {
-    let _config = Config::load(config)?;
-    anyhow::bail!("`payhub serve` is not built yet (issue 2)")
+    let config = Config::load(config)?;
+    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
+    let gateway = Gateway::start(&config, clock).await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "https": gateway.https_addr.to_string(),
+            "operator": gateway.operator_addr.to_string(),
+            "terminal_switch": gateway.terminal_switch_addr.to_string(),
+        })
+    );
+    tracing::info!(https = %gateway.https_addr, operator = %gateway.operator_addr, "payhub serving");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    gateway.shutdown().await;
+    Ok(())
 }

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod password;
 pub mod secret;
 pub mod store;
+pub mod transaction;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use secret::Secret;

@@ -130,6 +130,24 @@ pub enum BankError {
 #[rtype(result = "Result<DebitResponse, BankError>")]
 pub struct Debit(pub DebitRequest);
 
+/// Asks the bank router to reverse a debit whose outcome the gateway cannot know (a payment found
+/// `processing` after a restart, or a debit whose answer never came back to the payment): the router
+/// queues a durable `0420` for this RRN (a BIPS answers `0430` `00` when it never saw the original).
+#[derive(Debug, Clone)]
+pub struct ReverseRequest {
+    pub payment_id: String,
+    pub rrn: String,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub payer_bank: BankId,
+    /// Why: `restart_while_processing`, `no_answer`, …
+    pub reason: String,
+}
+
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<(), BankError>")]
+pub struct Reverse(pub ReverseRequest);
+
 #[cfg(test)]
 mod tests {
     use super::*;

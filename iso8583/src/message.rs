@@ -209,6 +209,8 @@ impl Message {
             present |= u128::from(parse_bitmap(reader.take(1, BITMAP_LEN)?)?);
             present &= !bit(1);
         }
+        // Not `header_len(present)`: a peer may send a secondary bitmap with no field in it.
+        let fields_start = reader.pos;
         let mut spans = [Span::default(); 129];
         let mut bits = present;
         while let Some(field) = next_field(&mut bits) {
@@ -242,7 +244,7 @@ impl Message {
             present,
             spans,
             data,
-            fields_len: bytes.len() - header_len(present),
+            fields_len: bytes.len() - fields_start,
         })
     }
 
@@ -365,18 +367,30 @@ pub(crate) fn check_value(spec: &FieldSpec, value: &[u8]) -> Result<(), Error> {
 }
 
 fn check_chars(field: u8, charset: Charset, value: &[u8]) -> Result<(), Error> {
-    match value
+    // Fast path without early exit, so it vectorizes; the offset is looked for only on failure.
+    let valid = match charset {
+        Charset::N => value.iter().fold(true, |ok, b| ok & b.is_ascii_digit()),
+        Charset::Ans => value
+            .iter()
+            .fold(true, |ok, &b| ok & (b' '..=b'~').contains(&b)),
+        _ => value
+            .iter()
+            .enumerate()
+            .fold(true, |ok, (i, &b)| ok & charset.allows(i, b)),
+    };
+    if valid {
+        return Ok(());
+    }
+    let offset = value
         .iter()
         .enumerate()
         .position(|(i, &b)| !charset.allows(i, b))
-    {
-        None => Ok(()),
-        Some(offset) => Err(Error::BadCharacter {
-            field,
-            offset,
-            charset,
-        }),
-    }
+        .unwrap_or_default();
+    Err(Error::BadCharacter {
+        field,
+        offset,
+        charset,
+    })
 }
 
 fn parse_bitmap(hex: &[u8]) -> Result<u64, Error> {
@@ -571,6 +585,20 @@ mod tests {
             })
         ));
         assert_eq!(Message::unpack(b"08"), Err(Error::Truncated { field: 0 }));
+    }
+
+    /// Found by `cargo fuzz`: a secondary bitmap announced but empty is accepted, and the message
+    /// packs without it (and `packed_len` says so).
+    #[test]
+    fn an_empty_secondary_bitmap_is_dropped_on_repack() {
+        let mut bytes = b"0800".to_vec();
+        bytes.extend_from_slice(b"80200000000000000000000000000000");
+        bytes.extend_from_slice(b"000001");
+        let m = Message::unpack(&bytes).expect("valid");
+        assert_eq!(m.get(11), Some("000001"));
+        let packed = m.pack().expect("pack");
+        assert_eq!(packed, b"08000020000000000000000001");
+        assert_eq!(m.packed_len(), packed.len());
     }
 
     #[test]

@@ -86,3 +86,20 @@ proptest! {
         prop_assert!(!m.to_string().contains(&account));
     }
 }
+
+/// Inputs that once broke a property, kept as they were found (tests/fuzz_regressions/).
+#[test]
+fn fuzz_regressions_hold() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz_regressions");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).expect("regressions folder") {
+        let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
+        if let Ok(m) = Message::unpack(&bytes) {
+            let packed = m.pack().expect("pack");
+            assert_eq!(packed.len(), m.packed_len());
+            assert_eq!(Message::unpack(&packed).expect("repacked"), m);
+        }
+        seen += 1;
+    }
+    assert!(seen >= 1);
+}

@@ -1,1 +1,10 @@
 //! HTTP: the merchant API, the customer pages and the operator endpoints.
+
+pub mod error;
+pub mod merchant;
+pub mod merchant_testing;
+pub mod mtls;
+pub mod openapi;
+pub mod operator;
+pub mod pages;
+pub mod server;

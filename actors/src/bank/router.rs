@@ -4,10 +4,10 @@
 //! shutdown.
 
 use super::link::{self, BankLinkActor, LinkDeps, LinkShared, LinkState, SignOff};
-use super::reversals::{self, ReversalReason};
+use super::reversals::{self, ReversalReason, ReversalRecord};
 use super::settings::LinkSettings;
 use crate::domain::BankId;
-use crate::messages::{BankError, Debit, DebitRequest, DebitResponse};
+use crate::messages::{BankError, Debit, DebitRequest, DebitResponse, Reverse};
 use crate::store::StoreError;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -161,15 +161,53 @@ impl Handler<ReverseDebit> for BankRouter {
         ReverseDebit(request): ReverseDebit,
         _ctx: &mut Context<Self>,
     ) -> Self::Result {
+        self.queue_reversal(ReversalOf {
+            payment_id: request.payment_id,
+            rrn: request.rrn,
+            amount: request.amount,
+            currency: request.currency,
+            payer_bank: request.payer_bank,
+        })
+    }
+}
+
+/// The payment side's word for the same thing: a debit whose outcome the gateway cannot know or
+/// complete (found `processing` after a restart, or its answer never came back).
+impl Handler<Reverse> for BankRouter {
+    type Result = ResponseFuture<Result<(), BankError>>;
+
+    fn handle(&mut self, Reverse(request): Reverse, _ctx: &mut Context<Self>) -> Self::Result {
+        self.queue_reversal(ReversalOf {
+            payment_id: request.payment_id,
+            rrn: request.rrn,
+            amount: request.amount,
+            currency: request.currency,
+            payer_bank: request.payer_bank,
+        })
+    }
+}
+
+/// What a reversal needs to know of the debit it undoes.
+struct ReversalOf {
+    payment_id: String,
+    rrn: String,
+    amount: crate::domain::Amount,
+    currency: crate::domain::Currency,
+    payer_bank: BankId,
+}
+
+impl BankRouter {
+    /// Stores a reversal for `debit` durably and hands it to its link; answers once stored.
+    fn queue_reversal(&self, debit: ReversalOf) -> ResponseFuture<Result<(), BankError>> {
         let known = self
             .recent
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&request.rrn);
+            .get(&debit.rrn);
         let entry = match known {
             Some(a) => Ok((self.links[a.link].clone(), a.stan, a.f7)),
             // Not remembered (a restart since): the BIPS finds the debit by field 37.
-            None => self.candidates(&request.payer_bank).map(|c| {
+            None => self.candidates(&debit.payer_bank).map(|c| {
                 let f7 = super::wire::transmission_time(self.deps.clock.now());
                 (c[0].1.clone(), 0, f7)
             }),
@@ -177,12 +215,20 @@ impl Handler<ReverseDebit> for BankRouter {
         let deps = self.deps.clone();
         Box::pin(async move {
             let (entry, stan, f7) = entry?;
-            let mut record = link::reversal_record(&request, &entry.settings.name, 1, f7, &deps);
-            if stan == 0 {
-                record.original_stan = "000000".into();
-            } else {
-                record.original_stan = super::stan::format_stan(stan);
-            }
+            let record = ReversalRecord {
+                payment_id: Some(debit.payment_id),
+                link_name: entry.settings.name.clone(),
+                rrn: debit.rrn,
+                amount_minor: debit.amount.minor(),
+                currency_numeric: debit.currency.numeric().to_owned(),
+                original_stan: if stan == 0 {
+                    "000000".into()
+                } else {
+                    super::stan::format_stan(stan)
+                },
+                original_f7: f7,
+                acquirer_id: deps.institution_id.clone(),
+            };
             let stored = link::store_reversal(&deps, &record, ReversalReason::GatewayIncomplete)
                 .await
                 .map_err(|e| {

@@ -1,7 +1,12 @@
 //! The PostgreSQL store: the connection pool, the embedded migrations, a private cluster for the
 //! demo and the tests, and a fresh database per test.
 
+pub mod customers;
+pub mod idempotency;
 pub mod local_cluster;
+pub mod merchants;
+pub mod payments;
+pub mod terminals;
 pub mod testing;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -20,6 +25,8 @@ pub enum StoreError {
     Pool(String),
     #[error("migrations: {0}")]
     Migration(String),
+    #[error("database row: {0}")]
+    Corrupt(String),
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {

@@ -1,0 +1,231 @@
+//! The `TransactionActor`: one per payment in flight. It loads its row when it starts, handles the
+//! messages that change state one at a time (`AtomicResponse`: the next message waits until the
+//! previous one's database writes and effects are done), arms a timer for the next deadline, tells
+//! the customer the outcome, and stops once the payment is final.
+
+use super::core::PaymentCore;
+use super::{ChannelChoice, CodeReply, Deps, LoginReply, PaymentError, ResendReply};
+use crate::domain::PaymentStatus;
+use crate::secret::Secret;
+use actix::prelude::*;
+use std::future::Future;
+use std::time::Duration;
+
+/// Longest a timer sleeps before the actor looks at its deadlines again (so a clock moved by a
+/// test, or a changed row, is noticed).
+pub const TICK_MAX_MS: u64 = 60_000;
+/// Messages waiting for one payment; a browser has no business sending more.
+pub const MAILBOX_CAPACITY: usize = 16;
+
+/// The password step.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<LoginReply, PaymentError>")]
+pub struct Login {
+    pub identity: String,
+    pub password: Secret<String>,
+    pub choice: ChannelChoice,
+}
+
+/// A code typed on the code page, with the browser's session token.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<CodeReply, PaymentError>")]
+pub struct SubmitCode {
+    pub session: Secret<String>,
+    pub code: Secret<String>,
+}
+
+/// A new code, over the same channel or another.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ResendReply, PaymentError>")]
+pub struct Resend {
+    pub session: Secret<String>,
+    pub choice: Option<ChannelChoice>,
+}
+
+/// Apply whatever deadline is due; answers the status after it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<PaymentStatus, PaymentError>")]
+pub struct Tick;
+
+/// Told to the registry when an actor stops.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Gone {
+    pub payment_id: String,
+    pub generation: u64,
+}
+
+pub struct TransactionActor {
+    payment_id: String,
+    generation: u64,
+    deps: Deps,
+    /// `None` before the row is loaded and while a handler runs.
+    core: Option<PaymentCore>,
+    registry: Option<Recipient<Gone>>,
+    timer: Option<SpawnHandle>,
+}
+
+impl TransactionActor {
+    pub fn new(
+        payment_id: String,
+        generation: u64,
+        deps: Deps,
+        registry: Option<Recipient<Gone>>,
+    ) -> Self {
+        Self {
+            payment_id,
+            generation,
+            deps,
+            core: None,
+            registry,
+            timer: None,
+        }
+    }
+
+    /// Runs `step` on the payment, one at a time, then arms timers and tells the outcome.
+    fn run<R, Fut>(
+        &mut self,
+        step: impl FnOnce(PaymentCore) -> Fut,
+    ) -> AtomicResponse<Self, Result<R, PaymentError>>
+    where
+        R: 'static,
+        Fut: Future<Output = (PaymentCore, Result<R, PaymentError>)> + 'static,
+    {
+        let Some(core) = self.core.take() else {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(PaymentError::NotFound))));
+        };
+        let was_final = core.status().is_final();
+        AtomicResponse::new(Box::pin(step(core).into_actor(self).map(
+            move |(core, result), act, ctx| {
+                act.core = Some(core);
+                act.after_step(ctx, was_final);
+                result
+            },
+        )))
+    }
+
+    fn after_step(&mut self, ctx: &mut Context<Self>, was_final: bool) {
+        let Some(core) = &self.core else { return };
+        if core.status().is_final() {
+            if !was_final && let Some(deliver) = core.outcome_delivery() {
+                let channel = self.deps.channel.clone();
+                let wait = Duration::from_millis(self.deps.settings.delivery_timeout_ms);
+                // Detached: the actor stops now; the channel records the message's fate.
+                actix::spawn(async move {
+                    let sent = tokio::time::timeout(wait, channel.send(deliver)).await;
+                    if !matches!(sent, Ok(Ok(Ok(_)))) {
+                        tracing::warn!(?sent, "outcome notice not delivered");
+                    }
+                });
+            }
+            ctx.stop();
+            return;
+        }
+        self.arm_timer(ctx);
+    }
+
+    fn arm_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(old) = self.timer.take() {
+            ctx.cancel_future(old);
+        }
+        let Some(core) = &self.core else { return };
+        let Some(deadline) = core.next_deadline() else {
+            return;
+        };
+        let ms = (deadline - self.deps.clock.now()).num_milliseconds().max(0);
+        let ms = u64::try_from(ms).unwrap_or(0).min(TICK_MAX_MS);
+        self.timer = Some(ctx.run_later(Duration::from_millis(ms), |_, ctx| {
+            ctx.address().do_send(Tick);
+        }));
+    }
+}
+
+impl Actor for TransactionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        let deps = self.deps.clone();
+        let id = self.payment_id.clone();
+        // `wait`: no message is handled before the row is here.
+        ctx.wait(
+            async move { PaymentCore::load(deps, &id).await }
+                .into_actor(self)
+                .map(|loaded, act, ctx| match loaded {
+                    Ok(core) if core.status().is_final() => ctx.stop(),
+                    Ok(core) => {
+                        let processing = core.status() == PaymentStatus::Processing;
+                        act.core = Some(core);
+                        if processing {
+                            // Found `processing` when the actor starts: no debit is in progress
+                            // here, so it is resolved with the bank at once.
+                            ctx.address().do_send(Tick);
+                        } else {
+                            act.arm_timer(ctx);
+                        }
+                    }
+                    Err(e) => {
+                        if e != PaymentError::NotFound {
+                            tracing::warn!(payment = %act.payment_id, error = %e, "cannot load");
+                        }
+                        ctx.stop();
+                    }
+                }),
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(registry) = &self.registry {
+            registry.do_send(Gone {
+                payment_id: self.payment_id.clone(),
+                generation: self.generation,
+            });
+        }
+    }
+}
+
+impl Handler<Login> for TransactionActor {
+    type Result = AtomicResponse<Self, Result<LoginReply, PaymentError>>;
+
+    fn handle(&mut self, msg: Login, _: &mut Context<Self>) -> Self::Result {
+        self.run(move |mut core| async move {
+            let reply = core.login(&msg.identity, msg.password, msg.choice).await;
+            (core, reply)
+        })
+    }
+}
+
+impl Handler<SubmitCode> for TransactionActor {
+    type Result = AtomicResponse<Self, Result<CodeReply, PaymentError>>;
+
+    fn handle(&mut self, msg: SubmitCode, _: &mut Context<Self>) -> Self::Result {
+        self.run(move |mut core| async move {
+            let reply = core
+                .submit_code(msg.session.expose(), msg.code.expose())
+                .await;
+            (core, reply)
+        })
+    }
+}
+
+impl Handler<Resend> for TransactionActor {
+    type Result = AtomicResponse<Self, Result<ResendReply, PaymentError>>;
+
+    fn handle(&mut self, msg: Resend, _: &mut Context<Self>) -> Self::Result {
+        self.run(move |mut core| async move {
+            let reply = core.resend(msg.session.expose(), msg.choice).await;
+            (core, reply)
+        })
+    }
+}
+
+impl Handler<Tick> for TransactionActor {
+    type Result = AtomicResponse<Self, Result<PaymentStatus, PaymentError>>;
+
+    fn handle(&mut self, _: Tick, _: &mut Context<Self>) -> Self::Result {
+        self.run(move |mut core| async move {
+            let reply = core.check_deadlines().await.map(|()| core.status());
+            (core, reply)
+        })
+    }
+}

@@ -1,0 +1,928 @@
+//! The payment state machine as plain async Rust: one [`PaymentCore`] per payment, driven one
+//! message at a time by its actor. Every transition is committed before its effect leaves the
+//! process: the code hash before the code is sent, `processing` and the RRN before the debit, the
+//! final status with its webhook event before the customer and the merchant hear of it.
+
+use super::code::{code_hash, code_matches, new_code, new_rrn, new_session_token, session_hash};
+use super::event::{self, Outcome};
+use super::store::{self, CustomerLogin, MerchantDebitFields, PaymentRow, TerminalRow};
+use super::{
+    CODE_DELIVERY_FAILURES_MAX, ChannelChoice, CodeReply, Deps, LoginReply, PaymentError,
+    ResendReply,
+};
+use crate::domain::{FailureCode, Msisdn, PaymentStatus};
+use crate::messages::{
+    BankError, Debit, DebitRequest, DebitResponse, Deliver, Destination, Notice, NoticeKind,
+    Reverse, ReverseRequest,
+};
+use crate::secret::Secret;
+use chrono::{DateTime, Duration, Utc};
+use deadpool_postgres::Transaction;
+use serde_json::json;
+use std::time::Duration as StdDuration;
+
+/// Where a code goes, once the customer's choice is resolved against the registered terminals.
+#[derive(Debug, Clone)]
+struct Route {
+    channel: &'static str,
+    terminal_id: Option<String>,
+    msisdn: Option<Msisdn>,
+    destination: Destination,
+    /// What the customer is shown (masked number or terminal label).
+    label: String,
+    unregistered: bool,
+}
+
+/// How a debit ended, before it is written.
+enum DebitEnd {
+    Outcome(Outcome, Option<String>),
+    /// The outcome cannot be known: reverse, then `failed`/`bank_unavailable`.
+    Unknown(&'static str, Option<String>),
+}
+
+pub struct PaymentCore {
+    deps: Deps,
+    row: PaymentRow,
+    merchant: Option<MerchantDebitFields>,
+}
+
+impl PaymentCore {
+    pub async fn load(deps: Deps, payment_id: &str) -> Result<Self, PaymentError> {
+        let client = deps.pool.get().await?;
+        let row = store::load_payment(&client, payment_id).await?;
+        Ok(Self {
+            deps,
+            row,
+            merchant: None,
+        })
+    }
+
+    pub fn row(&self) -> &PaymentRow {
+        &self.row
+    }
+
+    pub fn status(&self) -> PaymentStatus {
+        self.row.status
+    }
+
+    async fn reload(&mut self) -> Result<(), PaymentError> {
+        let client = self.deps.pool.get().await?;
+        self.row = store::load_payment(&client, &self.row.id).await?;
+        Ok(())
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.deps.clock.now()
+    }
+
+    fn settings(&self) -> &super::PaymentSettings {
+        &self.deps.settings
+    }
+
+    /// `Err` unless the payment is in `expected`; final statuses come back as `Ok(Some(status))`.
+    fn require(&self, expected: PaymentStatus) -> Result<Option<PaymentStatus>, PaymentError> {
+        match self.row.status {
+            s if s == expected => Ok(None),
+            s if s.is_final() => Ok(Some(s)),
+            s => Err(PaymentError::WrongState(s)),
+        }
+    }
+
+    fn session_ok(&self, token: &str) -> bool {
+        match &self.row.session_hash {
+            Some(hash) => {
+                super::code::session_matches(&self.deps.hash_key, &self.row.id, token, hash)
+            }
+            None => false,
+        }
+    }
+
+    // ---- the password step ------------------------------------------------------------------
+
+    /// Identity and password; on success the code goes out over the chosen channel.
+    pub async fn login(
+        &mut self,
+        identity: &str,
+        password: Secret<String>,
+        choice: ChannelChoice,
+    ) -> Result<LoginReply, PaymentError> {
+        if let Some(done) = self.require(PaymentStatus::AwaitingCustomer)? {
+            return Ok(LoginReply::Finished(done));
+        }
+        let now = self.now();
+        if now >= self.row.expires_at {
+            self.finish(&[PaymentStatus::AwaitingCustomer], Outcome::expired())
+                .await?;
+            return Ok(LoginReply::Finished(self.row.status));
+        }
+        let client = self.deps.pool.get().await?;
+        let customer = store::find_customer(&client, identity).await?;
+        let key = store::lockout_key(customer.as_ref(), identity);
+        if let Some(until) = self.locked_until(&client, &key, now).await? {
+            return Ok(LoginReply::Locked {
+                retry_after_s: seconds_until(now, until),
+            });
+        }
+        drop(client);
+        if !verify_password(password, customer.as_ref()).await {
+            return self.password_failed(&key, now).await;
+        }
+        let Some(customer) = customer else {
+            // verify_password never accepts an unknown identity.
+            return Err(PaymentError::Storage("unknown identity accepted".into()));
+        };
+        self.password_passed(&key, customer, choice, now).await
+    }
+
+    async fn locked_until(
+        &self,
+        client: &deadpool_postgres::Client,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, PaymentError> {
+        let window = Duration::seconds(secs_i64(self.settings().identity_lockout_s));
+        store::locked_until(
+            client,
+            key,
+            self.settings().identity_failures_max,
+            window,
+            now,
+        )
+        .await
+    }
+
+    async fn password_failed(
+        &mut self,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<LoginReply, PaymentError> {
+        let mut client = self.deps.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO login_failures (identity, failed_at) VALUES ($1, $2)",
+            &[&key, &now],
+        )
+        .await?;
+        let failures: Option<i32> = tx
+            .query_opt(
+                "UPDATE payments SET password_failures = password_failures + 1, updated_at = $2
+                 WHERE id = $1 AND status = 'awaiting_customer' RETURNING password_failures",
+                &[&self.row.id, &now],
+            )
+            .await?
+            .map(|r| r.get(0));
+        let Some(failures) = failures else {
+            tx.commit().await?;
+            drop(client);
+            self.reload().await?;
+            return Ok(LoginReply::Finished(self.row.status));
+        };
+        self.row.password_failures = failures;
+        let max = i32::try_from(self.settings().password_attempts_max).unwrap_or(i32::MAX);
+        if failures >= max {
+            let outcome = Outcome::failed(FailureCode::AuthenticationFailed, None);
+            let public_url = self.settings().public_url.clone();
+            let done = event::finish(
+                &tx,
+                &self.row.id,
+                &[PaymentStatus::AwaitingCustomer],
+                &outcome,
+                now,
+                &public_url,
+            )
+            .await?;
+            tx.commit().await?;
+            drop(client);
+            self.after_finish(done, &outcome).await?;
+            return Ok(LoginReply::Finished(self.row.status));
+        }
+        tx.commit().await?;
+        if let Some(until) = self.locked_until(&client, key, now).await? {
+            return Ok(LoginReply::Locked {
+                retry_after_s: seconds_until(now, until),
+            });
+        }
+        Ok(LoginReply::BadCredentials {
+            attempts_left: u32::try_from(max - failures).unwrap_or(0),
+        })
+    }
+
+    async fn password_passed(
+        &mut self,
+        key: &str,
+        customer: CustomerLogin,
+        choice: ChannelChoice,
+        now: DateTime<Utc>,
+    ) -> Result<LoginReply, PaymentError> {
+        let session = new_session_token();
+        let session_hash = session_hash(&self.deps.hash_key, &self.row.id, session.expose());
+        let route = self
+            .route(&customer.id, customer.typed_msisdn.as_deref(), &choice)
+            .await?;
+        let mut client = self.deps.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute("DELETE FROM login_failures WHERE identity = $1", &[&key])
+            .await?;
+        let moved = tx
+            .execute(
+                "UPDATE payments SET status = 'awaiting_code', customer_id = $2, session_hash = $3,
+                     updated_at = $4
+                 WHERE id = $1 AND status = 'awaiting_customer'",
+                &[&self.row.id, &customer.id, &session_hash, &now],
+            )
+            .await?;
+        if moved == 0 {
+            tx.rollback().await?;
+            drop(client);
+            self.reload().await?;
+            return Ok(LoginReply::Finished(self.row.status));
+        }
+        self.row.status = PaymentStatus::AwaitingCode;
+        self.row.customer_id = Some(customer.id.clone());
+        self.row.session_hash = Some(session_hash);
+        match route {
+            Ok(route) => {
+                let code = self.issue_code(&tx, &route, now).await?;
+                tx.commit().await?;
+                drop(client);
+                match self.send_code(&route, code).await? {
+                    Ok(()) => Ok(LoginReply::CodeSent {
+                        session,
+                        destination: route.label,
+                    }),
+                    Err(reason) => Ok(LoginReply::CodeNotDelivered { session, reason }),
+                }
+            }
+            Err(reason) => {
+                self.record_delivery_failure(&tx, &reason, now).await?;
+                tx.commit().await?;
+                Ok(LoginReply::CodeNotDelivered { session, reason })
+            }
+        }
+    }
+
+    // ---- routes and codes ---------------------------------------------------------------------
+
+    /// Resolves the customer's channel choice; `Ok(Err(reason))` when it cannot be served.
+    async fn route(
+        &self,
+        customer_id: &str,
+        typed_msisdn: Option<&str>,
+        choice: &ChannelChoice,
+    ) -> Result<Result<Route, String>, PaymentError> {
+        let client = self.deps.pool.get().await?;
+        let terminals = store::customer_terminals(&client, customer_id).await?;
+        Ok(match choice {
+            ChannelChoice::Sms { receiver } => self.sms_route(&terminals, typed_msisdn, receiver),
+            ChannelChoice::Terminal { terminal } => terminal_route(&terminals, terminal.as_deref()),
+        })
+    }
+
+    fn sms_route(
+        &self,
+        terminals: &[TerminalRow],
+        typed_msisdn: Option<&str>,
+        receiver: &Option<Msisdn>,
+    ) -> Result<Route, String> {
+        let registered: Vec<Msisdn> = terminals
+            .iter()
+            .filter(|t| t.kind == "mobile")
+            .filter_map(|t| t.msisdn.as_deref())
+            .filter_map(|m| Msisdn::parse(m).ok())
+            .collect();
+        let (msisdn, unregistered) = match receiver {
+            Some(r) if registered.contains(r) => (r.clone(), false),
+            Some(r) if self.settings().allow_unregistered_receiver => (r.clone(), true),
+            Some(_) => {
+                return Err("That mobile number is not registered for your account. \
+                            Leave the number empty to use your registered mobile."
+                    .into());
+            }
+            None => {
+                let typed = typed_msisdn.and_then(|m| Msisdn::parse(m).ok());
+                match typed.or_else(|| registered.first().cloned()) {
+                    Some(m) => (m, false),
+                    None => {
+                        return Err("No mobile number is registered for SMS. \
+                                    Choose your terminal instead."
+                            .into());
+                    }
+                }
+            }
+        };
+        Ok(Route {
+            channel: "sms",
+            terminal_id: None,
+            label: format!("SMS to {}", msisdn.masked()),
+            destination: Destination::Sms(msisdn.clone()),
+            msisdn: Some(msisdn),
+            unregistered,
+        })
+    }
+
+    /// Writes a fresh code for `route` (voiding any earlier one), in `tx`.
+    async fn issue_code(
+        &mut self,
+        tx: &Transaction<'_>,
+        route: &Route,
+        now: DateTime<Utc>,
+    ) -> Result<Secret<String>, PaymentError> {
+        let code = new_code(self.settings().code_digits);
+        let hash = code_hash(&self.deps.hash_key, &self.row.id, code.expose());
+        let expires = now + Duration::seconds(secs_i64(self.settings().code_validity_s));
+        let msisdn = route.msisdn.as_ref().map(|m| m.digits().to_string());
+        tx.execute(
+            "UPDATE payments SET code_hash = $2, code_expires_at = $3, code_sent_at = $4,
+                 code_sends = code_sends + 1, channel = $5, terminal_id = $6,
+                 receiver_msisdn = $7, code_delivery_error = NULL, updated_at = $4
+             WHERE id = $1",
+            &[
+                &self.row.id,
+                &hash,
+                &expires,
+                &now,
+                &route.channel,
+                &route.terminal_id,
+                &msisdn,
+            ],
+        )
+        .await?;
+        let masked = route.msisdn.as_ref().map(|m| m.masked());
+        event::audit(
+            tx,
+            now,
+            &self.row.id,
+            "code_issued",
+            json!({
+                "channel": route.channel,
+                "terminal_id": route.terminal_id,
+                "msisdn": masked,
+                "unregistered_receiver": route.unregistered,
+            }),
+        )
+        .await?;
+        self.row.code_hash = Some(hash);
+        self.row.code_expires_at = Some(expires);
+        self.row.code_sent_at = Some(now);
+        self.row.code_sends += 1;
+        self.row.channel = Some(route.channel.to_string());
+        self.row.terminal_id = route.terminal_id.clone();
+        self.row.receiver_msisdn = msisdn;
+        Ok(code)
+    }
+
+    async fn record_delivery_failure(
+        &mut self,
+        tx: &Transaction<'_>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), PaymentError> {
+        tx.execute(
+            "UPDATE payments SET code_hash = NULL, code_expires_at = NULL,
+                 code_delivery_error = $2, code_delivery_failures = code_delivery_failures + 1,
+                 updated_at = $3
+             WHERE id = $1",
+            &[&self.row.id, &reason, &now],
+        )
+        .await?;
+        self.row.code_hash = None;
+        self.row.code_expires_at = None;
+        self.row.code_delivery_failures += 1;
+        Ok(())
+    }
+
+    /// Sends the code (already committed); on failure the code is voided and the reason kept.
+    async fn send_code(
+        &mut self,
+        route: &Route,
+        code: Secret<String>,
+    ) -> Result<Result<(), String>, PaymentError> {
+        let notice = self.notice(NoticeKind::Code, Some(code), None, route.unregistered);
+        let sent = self.deliver(route.destination.clone(), notice).await;
+        let labels = crate::metrics::labels(&[("channel", route.channel)]);
+        match sent {
+            Ok(()) => {
+                crate::metrics::global()
+                    .codes_sent
+                    .get_or_create(&labels)
+                    .inc();
+                Ok(Ok(()))
+            }
+            Err(reason) => {
+                let now = self.now();
+                let mut client = self.deps.pool.get().await?;
+                let tx = client.transaction().await?;
+                tx.execute(
+                    "UPDATE payments SET code_sends = code_sends - 1 WHERE id = $1",
+                    &[&self.row.id],
+                )
+                .await?;
+                self.record_delivery_failure(&tx, &reason, now).await?;
+                tx.commit().await?;
+                self.row.code_sends -= 1;
+                Ok(Err(reason))
+            }
+        }
+    }
+
+    fn notice(
+        &self,
+        kind: NoticeKind,
+        code: Option<Secret<String>>,
+        outcome: Option<String>,
+        unregistered_receiver: bool,
+    ) -> Notice {
+        Notice {
+            payment_id: self.row.id.clone(),
+            kind,
+            merchant_name: self.row.merchant_name.clone(),
+            amount: self.row.amount,
+            currency: self.row.currency,
+            code,
+            validity_s: u32::try_from(self.settings().code_validity_s).unwrap_or(u32::MAX),
+            outcome,
+            unregistered_receiver,
+        }
+    }
+
+    /// One notice through the channel router, bounded in time; the error is said to the customer.
+    async fn deliver(&self, destination: Destination, notice: Notice) -> Result<(), String> {
+        let wait = StdDuration::from_millis(self.settings().delivery_timeout_ms);
+        let sent = tokio::time::timeout(
+            wait,
+            self.deps.channel.send(Deliver {
+                destination,
+                notice,
+            }),
+        )
+        .await;
+        match sent {
+            Ok(Ok(Ok(_receipt))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(delivery_reason(&e)),
+            Ok(Err(_)) | Err(_) => {
+                Err("The message service did not answer. Try again or choose another way.".into())
+            }
+        }
+    }
+
+    // ---- the code step ------------------------------------------------------------------------
+
+    pub async fn submit_code(
+        &mut self,
+        session: &str,
+        code: &str,
+    ) -> Result<CodeReply, PaymentError> {
+        if let Some(done) = self.require(PaymentStatus::AwaitingCode)? {
+            return Ok(CodeReply::Finished(done));
+        }
+        if !self.session_ok(session) {
+            return Err(PaymentError::WrongSession);
+        }
+        let now = self.now();
+        if now >= self.row.expires_at {
+            self.finish(&[PaymentStatus::AwaitingCode], Outcome::expired())
+                .await?;
+            return Ok(CodeReply::Finished(self.row.status));
+        }
+        let (Some(hash), Some(code_expires)) = (&self.row.code_hash, self.row.code_expires_at)
+        else {
+            return Ok(CodeReply::NoLiveCode);
+        };
+        if now >= code_expires {
+            let outcome = Outcome::failed(FailureCode::CodeExpired, None);
+            self.finish(&[PaymentStatus::AwaitingCode], outcome).await?;
+            return Ok(CodeReply::Finished(self.row.status));
+        }
+        if !code_matches(&self.deps.hash_key, &self.row.id, code, hash) {
+            return self.code_failed(now).await;
+        }
+        self.debit(now).await
+    }
+
+    async fn code_failed(&mut self, now: DateTime<Utc>) -> Result<CodeReply, PaymentError> {
+        let client = self.deps.pool.get().await?;
+        let failures: Option<i32> = client
+            .query_opt(
+                "UPDATE payments SET code_failures = code_failures + 1, updated_at = $2
+                 WHERE id = $1 AND status = 'awaiting_code' RETURNING code_failures",
+                &[&self.row.id, &now],
+            )
+            .await?
+            .map(|r| r.get(0));
+        drop(client);
+        let Some(failures) = failures else {
+            self.reload().await?;
+            return Ok(CodeReply::Finished(self.row.status));
+        };
+        self.row.code_failures = failures;
+        let max = i32::try_from(self.settings().code_attempts_max).unwrap_or(i32::MAX);
+        if failures >= max {
+            let outcome = Outcome::failed(FailureCode::CodeAttemptsExceeded, None);
+            self.finish(&[PaymentStatus::AwaitingCode], outcome).await?;
+            return Ok(CodeReply::Finished(self.row.status));
+        }
+        Ok(CodeReply::Wrong {
+            attempts_left: u32::try_from(max - failures).unwrap_or(0),
+        })
+    }
+
+    // ---- resend -------------------------------------------------------------------------------
+
+    /// A new code, over the same or another channel. A real resend (a code was delivered) is
+    /// bounded and spaced; a retry after a failed delivery is bounded by
+    /// [`CODE_DELIVERY_FAILURES_MAX`].
+    pub async fn resend(
+        &mut self,
+        session: &str,
+        choice: Option<ChannelChoice>,
+    ) -> Result<ResendReply, PaymentError> {
+        if let Some(done) = self.require(PaymentStatus::AwaitingCode)? {
+            return Err(PaymentError::WrongState(done));
+        }
+        if !self.session_ok(session) {
+            return Err(PaymentError::WrongSession);
+        }
+        let now = self.now();
+        let delivered_before = self.row.code_sends > 0 && self.row.code_hash.is_some();
+        if delivered_before {
+            let resends = u32::try_from(self.row.code_sends - 1).unwrap_or(0);
+            if resends >= self.settings().code_resends_max {
+                return Ok(ResendReply::Exhausted);
+            }
+            let interval = Duration::seconds(secs_i64(self.settings().code_resend_interval_s));
+            if let Some(sent) = self.row.code_sent_at
+                && now < sent + interval
+            {
+                return Ok(ResendReply::TooSoon {
+                    wait_s: seconds_until(now, sent + interval),
+                });
+            }
+        } else if self.row.code_delivery_failures >= CODE_DELIVERY_FAILURES_MAX {
+            return Ok(ResendReply::Exhausted);
+        }
+        let customer_id = self
+            .row
+            .customer_id
+            .clone()
+            .ok_or_else(|| PaymentError::Storage("awaiting_code without a customer".into()))?;
+        let choice = choice.unwrap_or_else(|| self.current_choice());
+        let route = match self.route(&customer_id, None, &choice).await? {
+            Ok(route) => route,
+            Err(reason) => return Ok(ResendReply::NotDelivered { reason }),
+        };
+        let mut client = self.deps.pool.get().await?;
+        let tx = client.transaction().await?;
+        let code = self.issue_code(&tx, &route, now).await?;
+        tx.commit().await?;
+        drop(client);
+        Ok(match self.send_code(&route, code).await? {
+            Ok(()) => ResendReply::Sent {
+                destination: route.label,
+            },
+            Err(reason) => ResendReply::NotDelivered { reason },
+        })
+    }
+
+    /// The channel the last code went to.
+    fn current_choice(&self) -> ChannelChoice {
+        match self.row.channel.as_deref() {
+            Some("terminal") => ChannelChoice::Terminal {
+                terminal: self.row.terminal_id.clone(),
+            },
+            _ => ChannelChoice::Sms {
+                receiver: self
+                    .row
+                    .receiver_msisdn
+                    .as_deref()
+                    .and_then(|m| Msisdn::parse(m).ok()),
+            },
+        }
+    }
+
+    // ---- the debit ----------------------------------------------------------------------------
+
+    async fn debit(&mut self, now: DateTime<Utc>) -> Result<CodeReply, PaymentError> {
+        let request = self.debit_request().await?;
+        let mut client = self.deps.pool.get().await?;
+        let tx = client.transaction().await?;
+        let moved = tx
+            .execute(
+                "UPDATE payments SET status = 'processing', rrn = $2, code_hash = NULL,
+                     code_expires_at = NULL, debit_sent_at = $3, updated_at = $3
+                 WHERE id = $1 AND status = 'awaiting_code'",
+                &[&self.row.id, &request.rrn, &now],
+            )
+            .await?;
+        if moved == 0 {
+            tx.rollback().await?;
+            drop(client);
+            self.reload().await?;
+            return Ok(CodeReply::Finished(self.row.status));
+        }
+        event::audit(
+            &tx,
+            now,
+            &self.row.id,
+            "debit_sent",
+            json!({ "rrn": request.rrn }),
+        )
+        .await?;
+        tx.commit().await?;
+        drop(client);
+        self.row.status = PaymentStatus::Processing;
+        self.row.rrn = Some(request.rrn.clone());
+        self.row.code_hash = None;
+        let wait = StdDuration::from_millis(self.settings().debit_timeout_ms);
+        let answer = tokio::time::timeout(wait, self.deps.bank.send(Debit(request))).await;
+        let end = match answer {
+            Ok(Ok(answer)) => debit_end(answer),
+            Ok(Err(_mailbox)) => DebitEnd::Unknown("bank_router_gone", None),
+            Err(_elapsed) => DebitEnd::Unknown("no_answer", None),
+        };
+        match end {
+            DebitEnd::Outcome(outcome, link) => {
+                self.record_link(link).await?;
+                self.finish(&[PaymentStatus::Processing], outcome).await?;
+            }
+            DebitEnd::Unknown(reason, link) => {
+                self.record_link(link).await?;
+                self.reverse_then_fail(reason).await?;
+            }
+        }
+        Ok(CodeReply::Finished(self.row.status))
+    }
+
+    async fn debit_request(&mut self) -> Result<DebitRequest, PaymentError> {
+        let client = self.deps.pool.get().await?;
+        let customer_id = self
+            .row
+            .customer_id
+            .clone()
+            .ok_or_else(|| PaymentError::Storage("awaiting_code without a customer".into()))?;
+        let (payer_bank, payer_account) = store::payer(&client, &customer_id).await?;
+        if self.merchant.is_none() {
+            self.merchant =
+                Some(store::merchant_debit_fields(&client, &self.row.merchant_id).await?);
+        }
+        let merchant = self
+            .merchant
+            .clone()
+            .ok_or_else(|| PaymentError::Storage("merchant fields".into()))?;
+        Ok(DebitRequest {
+            payment_id: self.row.id.clone(),
+            rrn: new_rrn(),
+            amount: self.row.amount,
+            currency: self.row.currency,
+            payer_bank,
+            payer_account,
+            payee_account: merchant.account,
+            terminal_id: merchant.terminal_id,
+            card_acceptor_id: merchant.card_acceptor_id,
+            merchant_name_location: merchant.name_location,
+        })
+    }
+
+    async fn record_link(&self, link: Option<String>) -> Result<(), PaymentError> {
+        if let Some(link) = link {
+            let client = self.deps.pool.get().await?;
+            client
+                .execute(
+                    "UPDATE payments SET bank_link = $2 WHERE id = $1",
+                    &[&self.row.id, &link],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// For a payment whose debit outcome is unknown: queue the reversal with the bank router,
+    /// and only then write `failed`/`bank_unavailable`. If the router refuses, the payment stays
+    /// `processing` and the actor tries again later.
+    async fn reverse_then_fail(&mut self, reason: &str) -> Result<bool, PaymentError> {
+        let Some(rrn) = self.row.rrn.clone() else {
+            // No RRN was ever recorded, so no debit was ever sent.
+            let outcome = Outcome::failed(FailureCode::BankUnavailable, None);
+            self.finish(&[PaymentStatus::Processing], outcome).await?;
+            return Ok(true);
+        };
+        let customer_id = self.row.customer_id.clone().unwrap_or_default();
+        let client = self.deps.pool.get().await?;
+        let (payer_bank, _) = store::payer(&client, &customer_id).await?;
+        drop(client);
+        let request = ReverseRequest {
+            payment_id: self.row.id.clone(),
+            rrn,
+            amount: self.row.amount,
+            currency: self.row.currency,
+            payer_bank,
+            reason: reason.to_string(),
+        };
+        let wait = StdDuration::from_millis(self.settings().debit_timeout_ms);
+        let queued = tokio::time::timeout(wait, self.deps.reverser.send(Reverse(request))).await;
+        if !matches!(queued, Ok(Ok(Ok(())))) {
+            tracing::warn!(payment = %self.row.id, ?queued, "reversal not queued yet; will retry");
+            return Ok(false);
+        }
+        let outcome = Outcome::failed(FailureCode::BankUnavailable, None);
+        self.finish(&[PaymentStatus::Processing], outcome).await?;
+        Ok(true)
+    }
+
+    // ---- deadlines and restarts ---------------------------------------------------------------
+
+    /// Applies whatever is due: the payment lifetime, a code that expired with no resend left,
+    /// and a `processing` payment with no debit in progress (after a restart, or a reversal that
+    /// could not be queued): reversal, then `failed`/`bank_unavailable`.
+    pub async fn check_deadlines(&mut self) -> Result<(), PaymentError> {
+        let now = self.now();
+        match self.row.status {
+            PaymentStatus::AwaitingCustomer | PaymentStatus::AwaitingCode
+                if now >= self.row.expires_at =>
+            {
+                let from = [PaymentStatus::AwaitingCustomer, PaymentStatus::AwaitingCode];
+                self.finish(&from, Outcome::expired()).await?;
+            }
+            PaymentStatus::AwaitingCode => {
+                let resends_left = u32::try_from(self.row.code_sends - 1)
+                    .is_ok_and(|r| r < self.settings().code_resends_max);
+                let lapsed = self.row.code_expires_at.is_some_and(|at| now >= at);
+                if lapsed && !resends_left {
+                    let outcome = Outcome::failed(FailureCode::CodeExpired, None);
+                    self.finish(&[PaymentStatus::AwaitingCode], outcome).await?;
+                }
+            }
+            PaymentStatus::Processing => {
+                self.reverse_then_fail("restart_while_processing").await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The next instant at which [`check_deadlines`](Self::check_deadlines) may have work.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        match self.row.status {
+            PaymentStatus::AwaitingCustomer => Some(self.row.expires_at),
+            PaymentStatus::AwaitingCode => Some(match self.row.code_expires_at {
+                Some(code) => code.min(self.row.expires_at),
+                None => self.row.expires_at,
+            }),
+            PaymentStatus::Processing => Some(self.now() + Duration::milliseconds(self.retry_ms())),
+            _ => None,
+        }
+    }
+
+    fn retry_ms(&self) -> i64 {
+        i64::try_from(self.settings().reversal_retry_ms).unwrap_or(i64::MAX)
+    }
+
+    // ---- the outcome --------------------------------------------------------------------------
+
+    /// Writes the final status with its webhook event, from one of `from`.
+    async fn finish(
+        &mut self,
+        from: &[PaymentStatus],
+        outcome: Outcome,
+    ) -> Result<(), PaymentError> {
+        let now = self.now();
+        let public_url = self.settings().public_url.clone();
+        let mut client = self.deps.pool.get().await?;
+        let tx = client.transaction().await?;
+        let done = event::finish(&tx, &self.row.id, from, &outcome, now, &public_url).await?;
+        tx.commit().await?;
+        drop(client);
+        self.after_finish(done, &outcome).await
+    }
+
+    async fn after_finish(&mut self, done: bool, outcome: &Outcome) -> Result<(), PaymentError> {
+        if !done {
+            return self.reload().await;
+        }
+        self.deps.webhook_wake.notify_one();
+        self.row.status = outcome.status;
+        self.row.code_hash = None;
+        self.row.code_expires_at = None;
+        Ok(())
+    }
+
+    /// The outcome notice for the customer, over the channel the code went to (when one did).
+    pub fn outcome_delivery(&self) -> Option<Deliver> {
+        if !self.row.status.is_final() || self.row.code_sends == 0 {
+            return None;
+        }
+        let destination = match self.row.channel.as_deref() {
+            Some("terminal") => Destination::Terminal(self.row.terminal_id.clone()?),
+            Some("sms") => {
+                Destination::Sms(Msisdn::parse(self.row.receiver_msisdn.as_deref()?).ok()?)
+            }
+            _ => return None,
+        };
+        let notice = self.notice(
+            NoticeKind::Outcome,
+            None,
+            Some(self.row.status.as_str().to_string()),
+            false,
+        );
+        Some(Deliver {
+            destination,
+            notice,
+        })
+    }
+}
+
+fn terminal_route(terminals: &[TerminalRow], wanted: Option<&str>) -> Result<Route, String> {
+    let chosen = match wanted.map(str::trim).filter(|w| !w.is_empty()) {
+        Some(w) => terminals
+            .iter()
+            .find(|t| t.id == w || t.label.eq_ignore_ascii_case(w))
+            .ok_or("None of your registered terminals has that name.")?,
+        None => terminals
+            .iter()
+            .find(|t| t.kind == "dedicated")
+            .or_else(|| terminals.iter().find(|t| t.kind != "mobile"))
+            .or_else(|| terminals.first())
+            .ok_or("No terminal is registered for your account. Choose SMS instead.")?,
+    };
+    let label = if chosen.label.is_empty() {
+        format!("your {} terminal", chosen.kind)
+    } else {
+        chosen.label.clone()
+    };
+    Ok(Route {
+        channel: "terminal",
+        terminal_id: Some(chosen.id.clone()),
+        msisdn: None,
+        destination: Destination::Terminal(chosen.id.clone()),
+        label,
+        unregistered: false,
+    })
+}
+
+fn delivery_reason(e: &crate::messages::DeliveryError) -> String {
+    use crate::messages::DeliveryError::*;
+    match e {
+        Offline => "Your terminal is offline, so the code could not reach it. \
+                    Switch it on, or choose another way to receive the code."
+            .into(),
+        Rejected(_) => "The message service refused the message. \
+                        Choose another way to receive the code."
+            .into(),
+        Timeout => "The code could not be confirmed as delivered in time. \
+                    Ask for a new code or choose another way."
+            .into(),
+        Unavailable => "That channel is not available right now. \
+                        Choose another way to receive the code."
+            .into(),
+    }
+}
+
+/// How field 39 (or its absence) ends the payment.
+fn debit_end(answer: Result<DebitResponse, BankError>) -> DebitEnd {
+    match answer {
+        Ok(r) if r.response_code == "00" => {
+            DebitEnd::Outcome(Outcome::succeeded(r.approval_code), Some(r.link))
+        }
+        // A duplicate: the original's outcome. An approval code says it was approved; without one
+        // the outcome cannot be known.
+        Ok(r) if r.response_code == "94" => match r.approval_code {
+            Some(approval) => DebitEnd::Outcome(Outcome::succeeded(Some(approval)), Some(r.link)),
+            None => DebitEnd::Unknown("duplicate_without_outcome", Some(r.link)),
+        },
+        Ok(r) => DebitEnd::Outcome(
+            Outcome::failed(FailureCode::BankDeclined, Some(r.response_code)),
+            Some(r.link),
+        ),
+        // The router queued the reversal itself.
+        Err(BankError::Timeout) => {
+            DebitEnd::Outcome(Outcome::failed(FailureCode::BankUnavailable, None), None)
+        }
+        // Never sent.
+        Err(BankError::NoRoute(_) | BankError::Unavailable | BankError::Busy) => {
+            DebitEnd::Outcome(Outcome::failed(FailureCode::BankUnavailable, None), None)
+        }
+        Err(BankError::Protocol(_)) => DebitEnd::Unknown("protocol_error", None),
+    }
+}
+
+async fn verify_password(password: Secret<String>, customer: Option<&CustomerLogin>) -> bool {
+    let phc = customer.map(|c| c.password_hash.clone());
+    tokio::task::spawn_blocking(move || match phc {
+        Some(phc) => crate::password::verify_blocking(&password, &phc),
+        None => {
+            // The same work as a wrong password, so an unknown identity cannot be told apart.
+            let _ = crate::password::verify_blocking(&password, crate::password::decoy_hash());
+            false
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+fn secs_i64(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX / 1_000_000)
+}
+
+fn seconds_until(now: DateTime<Utc>, until: DateTime<Utc>) -> u64 {
+    let ms = (until - now).num_milliseconds().max(0);
+    u64::try_from(ms).unwrap_or(0).div_ceil(1_000)
+}

@@ -1,0 +1,128 @@
+//! The `PaymentRegistry`: finds or starts the one `TransactionActor` of a payment, bounds how
+//! many run at once (`in_flight_max`), and after a restart starts again every payment that was
+//! waiting for its code or in `processing`.
+
+use super::actor::{Gone, Tick, TransactionActor};
+use super::{Deps, PaymentError};
+use actix::prelude::*;
+use std::collections::HashMap;
+
+/// The actor of a payment, started when needed.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Addr<TransactionActor>, PaymentError>")]
+pub struct Lookup(pub String);
+
+/// How many payment actors are alive.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct InFlight;
+
+/// Every actor looks at its deadlines now (operators, and tests that move a manual clock).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct TickAll;
+
+pub struct PaymentRegistry {
+    deps: Deps,
+    actors: HashMap<String, (u64, Addr<TransactionActor>)>,
+    next_generation: u64,
+}
+
+/// Starts the registry on the current actix arbiter; it resumes payments left in flight.
+pub fn start_registry(deps: Deps) -> Addr<PaymentRegistry> {
+    PaymentRegistry {
+        deps,
+        actors: HashMap::new(),
+        next_generation: 0,
+    }
+    .start()
+}
+
+impl PaymentRegistry {
+    fn spawn(&mut self, payment_id: String, ctx: &mut Context<Self>) -> Addr<TransactionActor> {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let actor = TransactionActor::new(
+            payment_id.clone(),
+            generation,
+            self.deps.clone(),
+            Some(ctx.address().recipient()),
+        )
+        .start();
+        self.actors.insert(payment_id, (generation, actor.clone()));
+        actor
+    }
+}
+
+impl Actor for PaymentRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let pool = self.deps.pool.clone();
+        let limit = i64::try_from(self.deps.settings.in_flight_max).unwrap_or(i64::MAX);
+        ctx.wait(
+            async move {
+                let client = pool.get().await?;
+                super::store::resumable_payments(&client, limit).await
+            }
+            .into_actor(self)
+            .map(|resumed, act, ctx| match resumed {
+                Ok(ids) => {
+                    tracing::info!(payments = ids.len(), "resuming payments in flight");
+                    for id in ids {
+                        act.spawn(id, ctx);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot resume payments in flight"),
+            }),
+        );
+    }
+}
+
+impl Handler<Lookup> for PaymentRegistry {
+    type Result = Result<Addr<TransactionActor>, PaymentError>;
+
+    fn handle(&mut self, msg: Lookup, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some((_, addr)) = self.actors.get(&msg.0)
+            && addr.connected()
+        {
+            return Ok(addr.clone());
+        }
+        if self.actors.len() >= self.deps.settings.in_flight_max {
+            return Err(PaymentError::Busy);
+        }
+        Ok(self.spawn(msg.0, ctx))
+    }
+}
+
+impl Handler<Gone> for PaymentRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Gone, _: &mut Context<Self>) {
+        if self
+            .actors
+            .get(&msg.payment_id)
+            .is_some_and(|(generation, _)| *generation == msg.generation)
+        {
+            self.actors.remove(&msg.payment_id);
+        }
+    }
+}
+
+impl Handler<InFlight> for PaymentRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _: InFlight, _: &mut Context<Self>) -> usize {
+        self.actors.len()
+    }
+}
+
+impl Handler<TickAll> for PaymentRegistry {
+    type Result = ();
+
+    fn handle(&mut self, _: TickAll, _: &mut Context<Self>) {
+        for (_, addr) in self.actors.values() {
+            addr.do_send(Tick);
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The rows a payment actor reads and the small writes it makes outside the final transition.
+
+use super::PaymentError;
+use crate::domain::{AccountNumber, Amount, BankId, Currency, PaymentStatus};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+/// What a payment actor keeps of its `payments` row and its merchant.
+#[derive(Debug, Clone)]
+pub struct PaymentRow {
+    pub id: String,
+    pub merchant_id: String,
+    pub merchant_name: String,
+    pub status: PaymentStatus,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub customer_id: Option<String>,
+    pub password_failures: i32,
+    pub session_hash: Option<Vec<u8>>,
+    pub channel: Option<String>,
+    pub terminal_id: Option<String>,
+    pub receiver_msisdn: Option<String>,
+    pub code_hash: Option<Vec<u8>>,
+    pub code_expires_at: Option<DateTime<Utc>>,
+    pub code_failures: i32,
+    pub code_sends: i32,
+    pub code_sent_at: Option<DateTime<Utc>>,
+    pub code_delivery_failures: i32,
+    pub rrn: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+const PAYMENT_COLUMNS: &str = "p.id, p.merchant_id, m.name AS merchant_name, p.status,
+    p.amount_minor, p.currency, p.customer_id, p.password_failures, p.session_hash, p.channel,
+    p.terminal_id, p.receiver_msisdn, p.code_hash, p.code_expires_at, p.code_failures,
+    p.code_sends, p.code_sent_at, p.code_delivery_failures, p.rrn, p.expires_at";
+
+fn corrupt(field: &str) -> PaymentError {
+    PaymentError::Storage(format!("payments.{field} holds an invalid value"))
+}
+
+impl PaymentRow {
+    fn from_row(row: &Row) -> Result<Self, PaymentError> {
+        let status: String = row.get("status");
+        let currency: String = row.get("currency");
+        Ok(Self {
+            id: row.get("id"),
+            merchant_id: row.get("merchant_id"),
+            merchant_name: row.get("merchant_name"),
+            status: PaymentStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+            amount: Amount::parse(row.get("amount_minor")).map_err(|_| corrupt("amount_minor"))?,
+            currency: Currency::parse(&currency).map_err(|_| corrupt("currency"))?,
+            customer_id: row.get("customer_id"),
+            password_failures: row.get("password_failures"),
+            session_hash: row.get("session_hash"),
+            channel: row.get("channel"),
+            terminal_id: row.get("terminal_id"),
+            receiver_msisdn: row.get("receiver_msisdn"),
+            code_hash: row.get("code_hash"),
+            code_expires_at: row.get("code_expires_at"),
+            code_failures: row.get("code_failures"),
+            code_sends: row.get("code_sends"),
+            code_sent_at: row.get("code_sent_at"),
+            code_delivery_failures: row.get("code_delivery_failures"),
+            rrn: row.get("rrn"),
+            expires_at: row.get("expires_at"),
+        })
+    }
+}
+
+pub async fn load_payment(
+    client: &impl GenericClient,
+    payment_id: &str,
+) -> Result<PaymentRow, PaymentError> {
+    let sql = format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments p JOIN merchants m ON m.id = p.merchant_id
+         WHERE p.id = $1"
+    );
+    match client.query_opt(&sql, &[&payment_id]).await? {
+        Some(row) => PaymentRow::from_row(&row),
+        None => Err(PaymentError::NotFound),
+    }
+}
+
+/// Ids of the payments whose actor must run again after a restart.
+pub async fn resumable_payments(
+    client: &impl GenericClient,
+    limit: i64,
+) -> Result<Vec<String>, PaymentError> {
+    let rows = client
+        .query(
+            "SELECT id FROM payments WHERE status IN ('awaiting_code', 'processing')
+             ORDER BY expires_at LIMIT $1",
+            &[&limit],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// A customer found by the identity typed on the login page.
+#[derive(Debug, Clone)]
+pub struct CustomerLogin {
+    pub id: String,
+    pub password_hash: String,
+    /// The mobile number typed as the identity, when that is how the customer signed in.
+    pub typed_msisdn: Option<String>,
+}
+
+/// The enabled customer whose online id, or registered mobile number, is `identity`.
+pub async fn find_customer(
+    client: &impl GenericClient,
+    identity: &str,
+) -> Result<Option<CustomerLogin>, PaymentError> {
+    if let Some(row) = client
+        .query_opt(
+            "SELECT id, password_hash FROM customers WHERE online_id = $1 AND status = 'enabled'",
+            &[&identity],
+        )
+        .await?
+    {
+        return Ok(Some(CustomerLogin {
+            id: row.get(0),
+            password_hash: row.get(1),
+            typed_msisdn: None,
+        }));
+    }
+    let Ok(msisdn) = crate::domain::Msisdn::parse(identity) else {
+        return Ok(None);
+    };
+    let row = client
+        .query_opt(
+            "SELECT c.id, c.password_hash, t.msisdn FROM terminals t
+             JOIN customers c ON c.id = t.customer_id
+             WHERE t.kind = 'mobile' AND t.status = 'enabled' AND c.status = 'enabled'
+               AND t.msisdn IN ($1, $2)",
+            &[&msisdn.digits(), &format!("+{}", msisdn.digits()).as_str()],
+        )
+        .await?;
+    Ok(row.map(|row| CustomerLogin {
+        id: row.get(0),
+        password_hash: row.get(1),
+        typed_msisdn: Some(row.get(2)),
+    }))
+}
+
+/// The key under which failures of `identity` count: the customer when known (so that the online
+/// id and the mobile number share one count), the typed identity otherwise.
+pub fn lockout_key(customer: Option<&CustomerLogin>, identity: &str) -> String {
+    match customer {
+        Some(c) => format!("customer:{}", c.id),
+        None => format!("identity:{}", identity.to_lowercase()),
+    }
+}
+
+/// When the identity is locked, until when: the last `failures_max` failures fell within one
+/// lockout window, and the newest of them is less than a window old.
+pub async fn locked_until(
+    client: &impl GenericClient,
+    key: &str,
+    failures_max: u32,
+    window: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, PaymentError> {
+    let rows = client
+        .query(
+            "SELECT failed_at FROM login_failures WHERE identity = $1 AND failed_at > $2
+             ORDER BY failed_at DESC LIMIT $3",
+            &[&key, &(now - window - window), &i64::from(failures_max)],
+        )
+        .await?;
+    if failures_max == 0 || rows.len() < failures_max as usize {
+        return Ok(None);
+    }
+    let newest: DateTime<Utc> = rows[0].get(0);
+    let oldest: DateTime<Utc> = rows[rows.len() - 1].get(0);
+    let until = newest + window;
+    Ok((newest - oldest <= window && now < until).then_some(until))
+}
+
+/// The payer's bank and account, for the debit.
+pub async fn payer(
+    client: &impl GenericClient,
+    customer_id: &str,
+) -> Result<(BankId, AccountNumber), PaymentError> {
+    let row = client
+        .query_opt(
+            "SELECT bank_id, account FROM customers WHERE id = $1",
+            &[&customer_id],
+        )
+        .await?
+        .ok_or(PaymentError::NotFound)?;
+    let bank = BankId::parse(row.get(0)).map_err(|_| corrupt("customers.bank_id"))?;
+    let account = AccountNumber::parse(row.get(1)).map_err(|_| corrupt("customers.account"))?;
+    Ok((bank, account))
+}
+
+/// The merchant's side of the debit: fields 103, 41, 42 and 43.
+#[derive(Debug, Clone)]
+pub struct MerchantDebitFields {
+    pub account: AccountNumber,
+    pub terminal_id: String,
+    pub card_acceptor_id: String,
+    pub name_location: String,
+}
+
+pub async fn merchant_debit_fields(
+    client: &impl GenericClient,
+    merchant_id: &str,
+) -> Result<MerchantDebitFields, PaymentError> {
+    let row = client
+        .query_opt(
+            "SELECT name, location, account, terminal_id, card_acceptor_id FROM merchants
+             WHERE id = $1",
+            &[&merchant_id],
+        )
+        .await?
+        .ok_or(PaymentError::NotFound)?;
+    let name: String = row.get(0);
+    let location: String = row.get(1);
+    Ok(MerchantDebitFields {
+        account: AccountNumber::parse(row.get(2)).map_err(|_| corrupt("merchants.account"))?,
+        terminal_id: row.get(3),
+        card_acceptor_id: row.get(4),
+        name_location: name_location(&name, &location),
+    })
+}
+
+/// Field 43: the name in the first 25 characters, the location in the remaining 15, 40 in all.
+fn name_location(name: &str, location: &str) -> String {
+    let clean = |s: &str, n: usize| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_graphic() { c } else { ' ' })
+            .take(n)
+            .collect()
+    };
+    format!("{:<25}{:<15}", clean(name, 25), clean(location, 15))
+}
+
+/// A customer's registered terminal, as offered for the code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TerminalRow {
+    pub id: String,
+    pub kind: String,
+    pub label: String,
+    pub msisdn: Option<String>,
+}
+
+pub async fn customer_terminals(
+    client: &impl GenericClient,
+    customer_id: &str,
+) -> Result<Vec<TerminalRow>, PaymentError> {
+    let rows = client
+        .query(
+            "SELECT id, kind, label, msisdn FROM terminals
+             WHERE customer_id = $1 AND status = 'enabled' ORDER BY created_at, id LIMIT 32",
+            &[&customer_id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| TerminalRow {
+            id: r.get(0),
+            kind: r.get(1),
+            label: r.get(2),
+            msisdn: r.get(3),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn field_43_is_forty_characters() {
+        let f = super::name_location("Book Shop 书店", "Beijing CN");
+        assert_eq!(f.len(), 40);
+        assert!(f.starts_with("Book Shop"));
+        assert_eq!(&f[25..35], "Beijing CN");
+    }
+}

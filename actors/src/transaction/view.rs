@@ -1,0 +1,121 @@
+//! What the customer pages show, read straight from the row (the actor is only needed to change
+//! it).
+
+use super::PaymentError;
+use super::store::customer_terminals;
+use crate::domain::{Amount, Currency, Msisdn, PaymentStatus};
+use crate::keyed_hash::HashKey;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+
+#[derive(Debug, Clone)]
+pub struct PaymentView {
+    pub id: String,
+    pub merchant_name: String,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub description: String,
+    pub status: PaymentStatus,
+    pub failure_code: Option<String>,
+    pub bank_response_code: Option<String>,
+    pub approval_code: Option<String>,
+    pub return_url: String,
+    pub expires_at: DateTime<Utc>,
+    pub customer_id: Option<String>,
+    session_hash: Option<Vec<u8>>,
+    pub has_live_code: bool,
+    pub code_expires_at: Option<DateTime<Utc>>,
+    pub code_sends: i32,
+    pub code_delivery_error: Option<String>,
+}
+
+impl PaymentView {
+    /// `12.34 CNY`.
+    pub fn amount_text(&self) -> String {
+        self.currency.format_amount(self.amount)
+    }
+
+    /// Whether `token` is the browser session that passed this payment's password step.
+    pub fn session_matches(&self, key: &HashKey, token: &str) -> bool {
+        self.session_hash
+            .as_deref()
+            .is_some_and(|h| super::code::session_matches(key, &self.id, token, h))
+    }
+}
+
+pub async fn load_view(
+    client: &impl GenericClient,
+    payment_id: &str,
+) -> Result<Option<PaymentView>, PaymentError> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT p.id, m.name, p.amount_minor, p.currency, p.description, p.status,
+                 p.failure_code, p.bank_response_code, p.approval_code, p.return_url, p.expires_at,
+                 p.customer_id, p.session_hash, p.code_hash IS NOT NULL, p.code_expires_at,
+                 p.code_sends, p.code_delivery_error
+             FROM payments p JOIN merchants m ON m.id = p.merchant_id WHERE p.id = $1",
+            &[&payment_id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let bad = |f: &str| PaymentError::Storage(format!("payments.{f} holds an invalid value"));
+    Ok(Some(PaymentView {
+        id: row.get(0),
+        merchant_name: row.get(1),
+        amount: Amount::parse(row.get(2)).map_err(|_| bad("amount_minor"))?,
+        currency: Currency::parse(row.get(3)).map_err(|_| bad("currency"))?,
+        description: row.get(4),
+        status: PaymentStatus::parse(row.get(5)).ok_or_else(|| bad("status"))?,
+        failure_code: row.get(6),
+        bank_response_code: row.get(7),
+        approval_code: row.get(8),
+        return_url: row.get(9),
+        expires_at: row.get(10),
+        customer_id: row.get(11),
+        session_hash: row.get(12),
+        has_live_code: row.get(13),
+        code_expires_at: row.get(14),
+        code_sends: row.get(15),
+        code_delivery_error: row.get(16),
+    }))
+}
+
+/// One way the customer may receive a code, as offered on the code page.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RouteOption {
+    /// `sms` or `terminal:<id>`.
+    pub value: String,
+    pub label: String,
+}
+
+pub async fn route_options(
+    client: &impl GenericClient,
+    customer_id: &str,
+) -> Result<Vec<RouteOption>, PaymentError> {
+    let terminals = customer_terminals(client, customer_id).await?;
+    let mut options = Vec::new();
+    for t in &terminals {
+        if t.kind == "mobile" {
+            if let Some(m) = t.msisdn.as_deref().and_then(|m| Msisdn::parse(m).ok()) {
+                options.push(RouteOption {
+                    value: "sms".into(),
+                    label: format!("SMS to {}", m.masked()),
+                });
+            }
+        } else {
+            let label = if t.label.is_empty() {
+                format!("Your {} terminal", t.kind)
+            } else {
+                format!("Terminal: {}", t.label)
+            };
+            options.push(RouteOption {
+                value: format!("terminal:{}", t.id),
+                label,
+            });
+        }
+    }
+    options.dedup_by(|a, b| a.value == b.value);
+    Ok(options)
+}

@@ -1,0 +1,68 @@
+//! The notice as a text message to the terminal's registered number, through the SMPP channel:
+//! for PDAs (and any other kind whose devices take SMS). It is available exactly when the SMS
+//! channel is; the SMPP actor records the `customer_messages` row.
+
+use super::ChannelAdapter;
+use crate::channels::router::TerminalKind;
+use actix::Recipient;
+use futures::future::BoxFuture;
+use payhub_actors::domain::Msisdn;
+use payhub_actors::messages::{Deliver, DeliveryError, DeliveryReceipt, Destination, Notice};
+use std::time::Duration;
+
+pub struct SmsTextAdapter {
+    kind: TerminalKind,
+    sms: Recipient<Deliver>,
+    timeout: Duration,
+}
+
+impl SmsTextAdapter {
+    /// Serves `kind` over `sms`, waiting at most `timeout` for the SMS channel's answer.
+    pub fn new(kind: TerminalKind, sms: Recipient<Deliver>, timeout: Duration) -> Self {
+        Self { kind, sms, timeout }
+    }
+}
+
+impl ChannelAdapter for SmsTextAdapter {
+    fn kind(&self) -> TerminalKind {
+        self.kind
+    }
+
+    fn channel(&self) -> &'static str {
+        "sms"
+    }
+
+    fn available(&self) -> bool {
+        self.sms.connected()
+    }
+
+    fn records_messages(&self) -> bool {
+        true
+    }
+
+    fn deliver(
+        &self,
+        number: Msisdn,
+        notice: Notice,
+    ) -> BoxFuture<'static, Result<DeliveryReceipt, DeliveryError>> {
+        Box::pin(send_sms(self.sms.clone(), number, notice, self.timeout))
+    }
+}
+
+/// Hands one notice to the SMS channel, waiting at most `timeout` for its answer.
+pub async fn send_sms(
+    sms: Recipient<Deliver>,
+    number: Msisdn,
+    notice: Notice,
+    timeout: Duration,
+) -> Result<DeliveryReceipt, DeliveryError> {
+    let deliver = Deliver {
+        destination: Destination::Sms(number),
+        notice,
+    };
+    match tokio::time::timeout(timeout, sms.send(deliver)).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_mailbox_closed)) => Err(DeliveryError::Unavailable),
+        Err(_) => Err(DeliveryError::Timeout),
+    }
+}

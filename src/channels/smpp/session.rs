@@ -1,0 +1,403 @@
+//! The session actor and the task that keeps its bind: connect, `bind_transceiver`, serve what the
+//! SMSC sends (receipts, unbind), and after any loss re-bind with a doubling, capped backoff.
+//! The current bound client is published on a watch channel; deliveries read it and fail fast
+//! with `Unavailable` while there is none.
+
+use super::settings::{SmppSettings, SmppSettingsError};
+use super::{pdu, receipt, store, submit};
+use actix::prelude::*;
+use deadpool_postgres::Pool;
+use futures::{Stream, StreamExt};
+use payhub_actors::clock::SharedClock;
+use payhub_actors::messages::{Deliver, DeliveryError, DeliveryReceipt};
+use payhub_actors::metrics::{global, labels};
+use rusmpp::pdus::DeliverSmResp;
+use rusmpp::{Command, CommandId, CommandStatus, Pdu};
+use rusmppc::{Client, ConnectionBuilder, Event};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
+
+/// Largest PDU accepted from the SMSC, in bytes.
+const COMMAND_LENGTH_MAX_BYTES: usize = 4_096;
+/// Delivery receipts being recorded at once, per session.
+const RECEIPTS_IN_FLIGHT_MAX: usize = 8;
+
+/// Starts the session actor for one SMSC (call inside an actix system: `serve`, or
+/// `#[actix_rt::test]`). It binds in the background; until it is bound, deliveries are answered
+/// `Unavailable`. Bad settings are refused here, one line per problem.
+pub fn start(
+    pool: Pool,
+    clock: SharedClock,
+    settings: SmppSettings,
+) -> Result<Addr<SmppSession>, SmppSettingsError> {
+    settings.validate()?;
+    let (bound_tx, bound_rx) = watch::channel(None);
+    let (stop_tx, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        window: Semaphore::new(settings.window_max),
+        pending: Semaphore::new(settings.pending_max),
+        settings,
+        pool,
+        clock,
+        bound: bound_rx,
+        status: Mutex::new(StatusInner::default()),
+    });
+    Ok(SmppSession {
+        shared,
+        stop: stop_tx,
+        bound_tx: Some(bound_tx),
+        runner: None,
+    }
+    .start())
+}
+
+/// What the session's deliveries and its keeper share.
+pub(super) struct Shared {
+    pub(super) settings: SmppSettings,
+    pub(super) pool: Pool,
+    pub(super) clock: SharedClock,
+    /// One permit per `submit_sm` that may be outstanding.
+    pub(super) window: Semaphore,
+    /// One permit per delivery accepted and not yet finished.
+    pub(super) pending: Semaphore,
+    /// The bound client, when there is one.
+    pub(super) bound: watch::Receiver<Option<Client>>,
+    status: Mutex<StatusInner>,
+}
+
+#[derive(Debug, Default)]
+struct StatusInner {
+    binds: u64,
+    last_error: Option<String>,
+}
+
+impl Shared {
+    pub(super) fn bound_client(&self) -> Option<Client> {
+        self.bound.borrow().clone()
+    }
+
+    fn note(&self, update: impl FnOnce(&mut StatusInner)) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        update(&mut status);
+    }
+
+    fn status(&self) -> SmppStatus {
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        SmppStatus {
+            bound: self.bound.borrow().is_some(),
+            binds: status.binds,
+            last_error: status.last_error.clone(),
+            in_flight: self.settings.window_max - self.window.available_permits(),
+            window_max: self.settings.window_max,
+        }
+    }
+}
+
+/// The actor: one per SMSC.
+pub struct SmppSession {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    bound_tx: Option<watch::Sender<Option<Client>>>,
+    runner: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Actor for SmppSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        if let Some(bound_tx) = self.bound_tx.take() {
+            let keeper = keep_bound(self.shared.clone(), bound_tx, self.stop.subscribe());
+            self.runner = Some(actix::spawn(keeper));
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // The keeper unbinds on its own once told.
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Handler<Deliver> for SmppSession {
+    type Result = ResponseFuture<Result<DeliveryReceipt, DeliveryError>>;
+
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) -> Self::Result {
+        Box::pin(submit::deliver(self.shared.clone(), msg))
+    }
+}
+
+/// Graceful stop: no new deliveries, outstanding submits answered (or timed out), `unbind`,
+/// then the actor stops.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for SmppSession {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        let _ = self.stop.send(true);
+        let runner = self.runner.take();
+        // Draining the window and the unbind each wait at most one response timeout.
+        let wait = self.shared.settings.response_timeout() * 3;
+        Box::pin(
+            async move {
+                if let Some(runner) = runner {
+                    let _ = tokio::time::timeout(wait, runner).await;
+                }
+            }
+            .into_actor(self)
+            .map(|(), _act, ctx| ctx.stop()),
+        )
+    }
+}
+
+/// The session as operators and tests see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmppStatus {
+    pub bound: bool,
+    /// Successful binds since start (1 + re-binds).
+    pub binds: u64,
+    /// Why the last bind failed or the last session ended.
+    pub last_error: Option<String>,
+    /// `submit_sm` outstanding now.
+    pub in_flight: usize,
+    pub window_max: usize,
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "SmppStatus")]
+pub struct GetStatus;
+
+impl Handler<GetStatus> for SmppSession {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _msg: GetStatus, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.shared.status())
+    }
+}
+
+enum SessionEnd {
+    Stop,
+    Lost(String),
+}
+
+fn stopping(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow() || stop.has_changed().is_err()
+}
+
+/// Binds, serves, and re-binds after any loss until told to stop.
+async fn keep_bound(
+    shared: Arc<Shared>,
+    bound_tx: watch::Sender<Option<Client>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let addr = shared.settings.addr.clone();
+    let mut failures: u32 = 0;
+    while !stopping(&stop) {
+        match connect_and_bind(&shared.settings).await {
+            Ok((client, events)) => {
+                failures = 0;
+                shared.note(|s| s.binds += 1);
+                tracing::info!(smsc = %addr, "SMPP session bound");
+                bound_tx.send_replace(Some(client.clone()));
+                let end = serve(&shared, &client, events, &mut stop).await;
+                bound_tx.send_replace(None);
+                match end {
+                    SessionEnd::Stop => {
+                        unbind(&shared, &client).await;
+                        return;
+                    }
+                    SessionEnd::Lost(reason) => {
+                        tracing::warn!(smsc = %addr, %reason, "SMPP session lost");
+                        shared.note(|s| s.last_error = Some(reason));
+                        let _ = client.close().await;
+                    }
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(smsc = %addr, %reason, "SMPP bind failed");
+                shared.note(|s| s.last_error = Some(reason));
+            }
+        }
+        failures = failures.saturating_add(1);
+        let backoff = shared.settings.rebind_backoff(failures);
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+type Events = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
+
+async fn connect_and_bind(settings: &SmppSettings) -> Result<(Client, Events), String> {
+    let builder = ConnectionBuilder::new()
+        .max_command_length(COMMAND_LENGTH_MAX_BYTES)
+        .enquire_link_interval(Duration::from_secs(settings.enquire_link_interval_s))
+        .enquire_link_response_timeout(settings.response_timeout())
+        .response_timeout(settings.response_timeout())
+        // payhub speaks v3.4; the library encodes v5.0, whose PDUs we use are the same.
+        .disable_interface_version_check();
+    let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
+    let addr = &settings.addr;
+    let (client, events): (Client, Events) = if settings.tls {
+        let connecting = builder.connect(format!("smpps://{addr}"));
+        let (client, events) = tokio::time::timeout(connect_timeout, connecting)
+            .await
+            .map_err(|_| format!("connecting to {addr}: timed out"))?
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        (client, Box::pin(events))
+    } else {
+        let stream = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("connecting to {addr}: timed out"))?
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        // Small PDUs must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let (client, events) = builder.connected(stream);
+        (client, Box::pin(events))
+    };
+    let bind = pdu::bind_transceiver(settings).map_err(|e| e.to_string())?;
+    let answer = tokio::time::timeout(settings.response_timeout(), client.bind_transceiver(bind))
+        .await
+        .map_err(|_| "bind_transceiver: no answer in time".to_string());
+    let refusal = match answer {
+        Ok(Ok(_)) => return Ok((client, events)),
+        Ok(Err(rusmppc::error::Error::UnexpectedResponse { response })) => format!(
+            "bind_transceiver refused by the SMSC: {}",
+            pdu::status_name(response.status())
+        ),
+        Ok(Err(e)) => format!("bind_transceiver: {e}"),
+        Err(timeout) => timeout,
+    };
+    let _ = client.close().await;
+    Err(refusal)
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    client: &Client,
+    mut events: Events,
+    stop: &mut watch::Receiver<bool>,
+) -> SessionEnd {
+    let receipts = Arc::new(Semaphore::new(RECEIPTS_IN_FLIGHT_MAX));
+    let mut last_error = None;
+    loop {
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return SessionEnd::Stop;
+                }
+            }
+            event = events.next() => match event {
+                None => {
+                    return SessionEnd::Lost(
+                        last_error.unwrap_or_else(|| "the SMSC closed the session".into()),
+                    );
+                }
+                Some(Event::Error(e)) => last_error = Some(e.to_string()),
+                Some(Event::Incoming(command)) => {
+                    if let Some(end) = on_incoming(shared, client, &receipts, command).await {
+                        return end;
+                    }
+                }
+            },
+        }
+    }
+}
+
+async fn on_incoming(
+    shared: &Arc<Shared>,
+    client: &Client,
+    receipts: &Arc<Semaphore>,
+    command: Command,
+) -> Option<SessionEnd> {
+    let sequence_number = command.sequence_number();
+    match command.id() {
+        CommandId::DeliverSm => {
+            // Receipts are recorded side by side; waiting for a slot slows reading, which is the
+            // back-pressure the SMSC's window expects.
+            let Ok(slot) = receipts.clone().acquire_owned().await else {
+                return None;
+            };
+            let (shared, client) = (shared.clone(), client.clone());
+            actix::spawn(async move {
+                let status = on_deliver_sm(&shared, &command).await;
+                let _ = client
+                    .status(status)
+                    .deliver_sm_resp(sequence_number, DeliverSmResp::default())
+                    .await;
+                drop(slot);
+            });
+            None
+        }
+        CommandId::Unbind => {
+            let _ = client.unbind_resp(sequence_number).await;
+            Some(SessionEnd::Lost("the SMSC unbound".into()))
+        }
+        CommandId::EnquireLink => {
+            let _ = client.enquire_link_resp(sequence_number).await;
+            None
+        }
+        // A response that came after its request timed out.
+        id if id.is_response() => None,
+        _ => {
+            let _ = client
+                .status(CommandStatus::EsmeRinvcmdid)
+                .generic_nack(sequence_number)
+                .await;
+            None
+        }
+    }
+}
+
+/// Keeps a delivery receipt; the answer's status asks the SMSC to send it again when the
+/// database could not take it.
+async fn on_deliver_sm(shared: &Shared, command: &Command) -> CommandStatus {
+    let Some(Pdu::DeliverSm(deliver)) = command.pdu() else {
+        return CommandStatus::EsmeRinvcmdlen;
+    };
+    if !receipt::is_receipt_esm_class(u8::from(deliver.esm_class)) {
+        tracing::info!("ignored a mobile-originated SMS");
+        return CommandStatus::EsmeRok;
+    }
+    let Some(receipt) = receipt::parse(deliver.short_message().as_ref()) else {
+        tracing::warn!("unreadable delivery receipt ignored");
+        return CommandStatus::EsmeRok;
+    };
+    global()
+        .smpp_receipts
+        .get_or_create(&labels(&[("stat", receipt.stat)]))
+        .inc();
+    let recording = store::record_receipt(
+        &shared.pool,
+        shared.clock.now(),
+        &receipt.message_id,
+        receipt.stat,
+    );
+    match tokio::time::timeout(shared.settings.database_timeout(), recording).await {
+        Ok(Ok(_)) => CommandStatus::EsmeRok,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "delivery receipt not recorded; the SMSC will resend it");
+            CommandStatus::EsmeRxTAppn
+        }
+        Err(_) => {
+            tracing::error!("delivery receipt not recorded in time; the SMSC will resend it");
+            CommandStatus::EsmeRxTAppn
+        }
+    }
+}
+
+/// Lets outstanding submits finish (bounded), then unbinds and closes.
+async fn unbind(shared: &Shared, client: &Client) {
+    let timeout = shared.settings.response_timeout();
+    let window = u32::try_from(shared.settings.window_max).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(timeout, shared.window.acquire_many(window)).await;
+    match tokio::time::timeout(timeout, client.unbind()).await {
+        Ok(Ok(())) => tracing::info!(smsc = %shared.settings.addr, "SMPP session unbound"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "SMPP unbind not acknowledged"),
+        Err(_) => tracing::warn!("SMPP unbind not acknowledged in time"),
+    }
+    let _ = tokio::time::timeout(timeout, client.close_and_wait()).await;
+}

@@ -1,0 +1,193 @@
+//! One delivery: record the row, wait for a window slot, `submit_sm`, retry throttling with
+//! backoff, record the outcome. Every wait has a bound.
+
+use super::pdu::{self, SubmitVerdict};
+use super::session::Shared;
+use super::store;
+use payhub_actors::messages::{Deliver, DeliveryError, DeliveryReceipt, Destination, NoticeKind};
+use payhub_actors::metrics::{global, labels};
+use rusmpp::CommandStatus;
+use rusmpp::pdus::SubmitSm;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Extra wait beyond the client's own response timeout, so its typed timeout wins.
+const SUBMIT_GRACE_MS: u64 = 250;
+
+/// Why a delivery failed: what the caller is told, and what the row keeps.
+struct Failure {
+    error: DeliveryError,
+    detail: String,
+}
+
+impl Failure {
+    fn new(error: DeliveryError, detail: impl Into<String>) -> Self {
+        Self {
+            error,
+            detail: detail.into(),
+        }
+    }
+}
+
+enum Attempt {
+    Accepted(String),
+    Retry(CommandStatus),
+}
+
+pub(super) async fn deliver(
+    shared: Arc<Shared>,
+    msg: Deliver,
+) -> Result<DeliveryReceipt, DeliveryError> {
+    let Destination::Sms(msisdn) = &msg.destination else {
+        return Err(DeliveryError::Rejected(
+            "the SMPP channel carries SMS destinations only".into(),
+        ));
+    };
+    if shared.bound_client().is_none() {
+        return Err(DeliveryError::Unavailable);
+    }
+    let Ok(_pending) = shared.pending.try_acquire() else {
+        tracing::warn!("SMPP deliveries at their limit; refused one");
+        return Err(DeliveryError::Unavailable);
+    };
+    let notice = &msg.notice;
+    let submit = pdu::submit_sm(&shared.settings.source_addr, msisdn, &notice.text())
+        .map_err(|e| DeliveryError::Rejected(e.to_string()))?;
+    let masked = msisdn.masked();
+    let queued = store::insert_queued(
+        &shared.pool,
+        shared.clock.now(),
+        &notice.payment_id,
+        notice.kind,
+        &masked,
+    );
+    let row = within(&shared, queued).await.map_err(|e| {
+        tracing::error!(error = %e, payment = %notice.payment_id, "SMS not recorded; not sent");
+        DeliveryError::Unavailable
+    })?;
+    match submit_with_retries(&shared, submit).await {
+        Ok(message_ref) => {
+            let sent = store::mark_sent(&shared.pool, shared.clock.now(), row, &message_ref);
+            if let Err(e) = within(&shared, sent).await {
+                // The SMSC has the message; the row stays `queued` and says no more.
+                tracing::error!(error = %e, row, "SMS sent but its row not updated");
+            }
+            count_submit("ok");
+            if notice.kind == NoticeKind::Code {
+                global()
+                    .codes_sent
+                    .get_or_create(&labels(&[("channel", "sms")]))
+                    .inc();
+            }
+            Ok(DeliveryReceipt { message_ref })
+        }
+        Err(failure) => {
+            count_submit("error");
+            tracing::warn!(payment = %notice.payment_id, reason = %failure.detail, "SMS not sent");
+            let failed = store::mark_failed(&shared.pool, shared.clock.now(), row, &failure.detail);
+            if let Err(e) = within(&shared, failed).await {
+                tracing::error!(error = %e, row, "failed SMS row not updated");
+            }
+            Err(failure.error)
+        }
+    }
+}
+
+async fn within<T>(
+    shared: &Shared,
+    work: impl Future<Output = Result<T, payhub_actors::store::StoreError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(shared.settings.database_timeout(), work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("database: no answer in time".into()),
+    }
+}
+
+fn count_submit(result: &str) {
+    global()
+        .smpp_submits
+        .get_or_create(&labels(&[("result", result)]))
+        .inc();
+}
+
+async fn submit_with_retries(shared: &Shared, submit: SubmitSm) -> Result<String, Failure> {
+    let attempts_max = shared.settings.submit_attempts_max;
+    let mut attempt = 1;
+    loop {
+        match submit_once(shared, submit.clone()).await? {
+            Attempt::Accepted(message_ref) => return Ok(message_ref),
+            Attempt::Retry(status) => {
+                count_submit("throttled");
+                global().smpp_throttles.inc();
+                if attempt >= attempts_max {
+                    return Err(Failure::new(
+                        DeliveryError::Unavailable,
+                        format!(
+                            "the SMSC still answered {} after {attempt} tries",
+                            pdu::status_name(status)
+                        ),
+                    ));
+                }
+                tokio::time::sleep(shared.settings.throttle_backoff(attempt)).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+async fn submit_once(shared: &Shared, submit: SubmitSm) -> Result<Attempt, Failure> {
+    let timeout = shared.settings.response_timeout();
+    let slot = tokio::time::timeout(timeout, shared.window.acquire())
+        .await
+        .map_err(|_| Failure::new(DeliveryError::Timeout, "no SMPP window slot in time"))?
+        .map_err(|_| Failure::new(DeliveryError::Unavailable, "the session is closed"))?;
+    let Some(client) = shared.bound_client() else {
+        return Err(Failure::new(
+            DeliveryError::Unavailable,
+            "the SMPP session is not bound",
+        ));
+    };
+    let answer = tokio::time::timeout(
+        timeout + Duration::from_millis(SUBMIT_GRACE_MS),
+        client.submit_sm(submit),
+    )
+    .await;
+    drop(slot);
+    use rusmppc::error::Error;
+    match answer {
+        Ok(Ok(response)) => Ok(Attempt::Accepted(message_id(
+            response.message_id().as_str(),
+        ))),
+        Ok(Err(Error::UnexpectedResponse { response })) => {
+            let status = response.status();
+            match pdu::submit_verdict(status) {
+                SubmitVerdict::Retry => Ok(Attempt::Retry(status)),
+                SubmitVerdict::Refused | SubmitVerdict::Accepted => {
+                    let name = pdu::status_name(status);
+                    Err(Failure::new(
+                        DeliveryError::Rejected(format!("the SMSC answered {name}")),
+                        format!("submit_sm refused: {name}"),
+                    ))
+                }
+            }
+        }
+        Err(_) | Ok(Err(Error::ResponseTimeout { .. })) => Err(Failure::new(
+            DeliveryError::Timeout,
+            "no submit_sm_resp in time",
+        )),
+        Ok(Err(e)) => Err(Failure::new(
+            DeliveryError::Unavailable,
+            format!("submit_sm: {e}"),
+        )),
+    }
+}
+
+/// The SMSC's id as stored: visible ASCII, at most 64 characters.
+fn message_id(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(64)
+        .collect()
+}

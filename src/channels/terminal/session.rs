@@ -1,0 +1,256 @@
+//! One `TerminalSessionActor` per authenticated terminal connection: it delivers code and outcome
+//! frames, matches acknowledgements, answers and sends keep-alives, and fails every waiting
+//! delivery the moment the connection ends. Reading comes in as a stream of frames; writing goes
+//! out through a bounded queue to a writer task, so a stalled peer never blocks the actor.
+
+use super::frame::{CODE_MAX_BYTES, MERCHANT_MAX_BYTES, PAYMENT_ID_MAX_BYTES, TEXT_MAX_BYTES};
+use super::frame::{CodeFrame, ErrorCode, Frame, FrameError, OutcomeFrame, truncate};
+use super::registry::SwitchRegistry;
+use actix::prelude::*;
+use payhub_actors::messages::{DeliveryError, DeliveryReceipt, Notice, NoticeKind};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Limits and timers of one session.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// How long a delivery waits for the terminal's ACK.
+    pub ack_timeout: Duration,
+    /// The switch sends PING this often; a terminal silent for two intervals is dropped.
+    pub keepalive_interval: Duration,
+    /// Deliveries waiting for an ACK at once; more are refused as `Unavailable`.
+    pub pending_max: usize,
+}
+
+/// Frames queued for the writer task.
+pub const OUTBOX_MAX: usize = 32;
+/// Silence allowed from a terminal, in keep-alive intervals, before the switch drops it.
+pub const SILENT_INTERVALS_MAX: u32 = 2;
+
+type Reply = oneshot::Sender<Result<DeliveryReceipt, DeliveryError>>;
+
+pub struct TerminalSessionActor {
+    terminal_id: String,
+    session_no: u64,
+    limits: SessionLimits,
+    registry: SwitchRegistry,
+    outbox: mpsc::Sender<Frame>,
+    pending: HashMap<u32, Reply>,
+    next_msg_id: u32,
+    next_ping: u32,
+    last_heard: Instant,
+}
+
+impl TerminalSessionActor {
+    pub fn new(
+        terminal_id: String,
+        session_no: u64,
+        limits: SessionLimits,
+        registry: SwitchRegistry,
+        outbox: mpsc::Sender<Frame>,
+    ) -> Self {
+        Self {
+            terminal_id,
+            session_no,
+            limits,
+            registry,
+            outbox,
+            pending: HashMap::new(),
+            next_msg_id: 0,
+            next_ping: 0,
+            last_heard: Instant::now(),
+        }
+    }
+
+    fn send_frame(&mut self, frame: Frame) -> bool {
+        self.outbox.try_send(frame).is_ok()
+    }
+
+    /// Sends ERROR and ends the session.
+    fn close(&mut self, code: ErrorCode, reason: &str, ctx: &mut Context<Self>) {
+        let _ = self.send_frame(Frame::error(code, reason));
+        ctx.stop();
+    }
+
+    fn keepalive(&mut self, ctx: &mut Context<Self>) {
+        let silent_max = self.limits.keepalive_interval * SILENT_INTERVALS_MAX;
+        if self.last_heard.elapsed() > silent_max {
+            tracing::warn!(terminal_id = %self.terminal_id, "terminal missed its keep-alives; closing");
+            self.close(ErrorCode::Timeout, "no keep-alive answer", ctx);
+            return;
+        }
+        self.next_ping = self.next_ping.wrapping_add(1);
+        if !self.send_frame(Frame::Ping {
+            nonce: self.next_ping,
+        }) {
+            ctx.stop();
+        }
+    }
+
+    fn settle(&mut self, msg_id: u32, result: Result<DeliveryReceipt, DeliveryError>) {
+        match self.pending.remove(&msg_id) {
+            Some(reply) => {
+                let _ = reply.send(result);
+            }
+            None => {
+                tracing::debug!(terminal_id = %self.terminal_id, msg_id, "answer for no waiting delivery")
+            }
+        }
+    }
+
+    fn message_ref(&self, msg_id: u32) -> String {
+        format!("{}/{}/{}", self.terminal_id, self.session_no, msg_id)
+    }
+}
+
+impl Actor for TerminalSessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.limits.pending_max.max(1));
+        ctx.run_interval(self.limits.keepalive_interval, |act, ctx| {
+            act.keepalive(ctx)
+        });
+        tracing::info!(terminal_id = %self.terminal_id, session = self.session_no, "terminal session started");
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.registry.unregister(&self.terminal_id, self.session_no);
+        let waiting = self.pending.len();
+        for (_, reply) in self.pending.drain() {
+            // The terminal went away before it acknowledged: it is offline now.
+            let _ = reply.send(Err(DeliveryError::Offline));
+        }
+        tracing::info!(terminal_id = %self.terminal_id, session = self.session_no, waiting, "terminal session ended");
+    }
+}
+
+/// Delivers one notice to this session's terminal and waits for its ACK.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<DeliveryReceipt, DeliveryError>")]
+pub struct SessionDeliver(pub Notice);
+
+impl Handler<SessionDeliver> for TerminalSessionActor {
+    type Result = ResponseFuture<Result<DeliveryReceipt, DeliveryError>>;
+
+    fn handle(
+        &mut self,
+        SessionDeliver(notice): SessionDeliver,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        if self.pending.len() >= self.limits.pending_max {
+            return Box::pin(async { Err(DeliveryError::Unavailable) });
+        }
+        self.next_msg_id = self.next_msg_id.wrapping_add(1);
+        let msg_id = self.next_msg_id;
+        let frame = match notice_frame(msg_id, &notice) {
+            Ok(frame) => frame,
+            Err(reason) => return Box::pin(async move { Err(DeliveryError::Rejected(reason)) }),
+        };
+        if !self.send_frame(frame) {
+            return Box::pin(async { Err(DeliveryError::Offline) });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.pending.insert(msg_id, reply);
+        ctx.run_later(self.limits.ack_timeout, move |act, _| {
+            act.settle(msg_id, Err(DeliveryError::Timeout))
+        });
+        Box::pin(async move { answer.await.unwrap_or(Err(DeliveryError::Offline)) })
+    }
+}
+
+/// Ends the session with an ERROR frame (replaced, shutting down).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Close {
+    pub code: ErrorCode,
+    pub reason: &'static str,
+}
+
+impl Handler<Close> for TerminalSessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
+        self.close(msg.code, msg.reason, ctx);
+    }
+}
+
+impl StreamHandler<Result<Frame, FrameError>> for TerminalSessionActor {
+    fn handle(&mut self, item: Result<Frame, FrameError>, ctx: &mut Context<Self>) {
+        self.last_heard = Instant::now();
+        let frame = match item {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::warn!(terminal_id = %self.terminal_id, error = %e, "bad frame from terminal; closing");
+                self.close(ErrorCode::Protocol, &e.to_string(), ctx);
+                return;
+            }
+        };
+        match frame {
+            Frame::Ack { msg_id } => {
+                let receipt = DeliveryReceipt {
+                    message_ref: self.message_ref(msg_id),
+                };
+                self.settle(msg_id, Ok(receipt));
+            }
+            Frame::Nack { msg_id, reason } => {
+                self.settle(msg_id, Err(DeliveryError::Rejected(reason)));
+            }
+            Frame::Ping { nonce } => {
+                let _ = self.send_frame(Frame::Pong { nonce });
+            }
+            Frame::Pong { .. } => {}
+            Frame::Error { code, message } => {
+                tracing::info!(terminal_id = %self.terminal_id, code, message = %message, "terminal closed the session");
+                ctx.stop();
+            }
+            other => {
+                let reason = format!("{} is not expected after authentication", other.name());
+                self.close(ErrorCode::Protocol, &reason, ctx);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// The CODE or OUTCOME frame for a notice.
+fn notice_frame(msg_id: u32, notice: &Notice) -> Result<Frame, String> {
+    if notice.payment_id.len() > PAYMENT_ID_MAX_BYTES {
+        return Err("payment id too long for the terminal protocol".into());
+    }
+    let amount_minor = u64::try_from(notice.amount.minor()).map_err(|_| "negative amount")?;
+    let merchant = truncate(&notice.merchant_name, MERCHANT_MAX_BYTES);
+    let text = truncate(&notice.text(), TEXT_MAX_BYTES);
+    Ok(match (notice.kind, &notice.code) {
+        (NoticeKind::Code, Some(code)) => {
+            if code.expose().len() > CODE_MAX_BYTES {
+                return Err("code too long for the terminal protocol".into());
+            }
+            Frame::Code(CodeFrame {
+                msg_id,
+                payment_id: notice.payment_id.clone(),
+                code: code.expose().clone(),
+                amount_minor,
+                currency: notice.currency.alpha().to_string(),
+                merchant,
+                validity_s: notice.validity_s,
+                flags: u8::from(notice.unregistered_receiver),
+                text,
+            })
+        }
+        (NoticeKind::Code, None) => return Err("a code notice without a code".into()),
+        (NoticeKind::Outcome, _) => Frame::Outcome(OutcomeFrame {
+            msg_id,
+            payment_id: notice.payment_id.clone(),
+            outcome: truncate(notice.outcome.as_deref().unwrap_or("updated"), 32),
+            amount_minor,
+            currency: notice.currency.alpha().to_string(),
+            merchant,
+            text,
+        }),
+    })
+}

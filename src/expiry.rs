@@ -1,0 +1,103 @@
+//! The expiry worker: payments that wait for their customer past `expires_at` become `expired`,
+//! each with its `payment.expired` webhook event in the same transaction (the webhook worker
+//! delivers it). It also forgets idempotency keys past their 24 h replay window. Work per tick is
+//! bounded; time comes from the injected clock.
+
+use payhub_actors::clock::SharedClock;
+use payhub_actors::metrics::{global, labels};
+use payhub_actors::store::{StoreError, idempotency, payments};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ExpirySettings {
+    /// Pause between sweeps.
+    pub interval_ms: u64,
+    /// Payments expired per transaction.
+    pub batch_max: i64,
+    /// Transactions per sweep, so one sweep cannot run forever after a long outage.
+    pub batches_per_sweep_max: usize,
+    /// The gateway's `http.public_url`, for the payment object in the event.
+    pub public_url: url::Url,
+}
+
+impl ExpirySettings {
+    pub fn new(public_url: url::Url) -> Self {
+        Self {
+            interval_ms: 1_000,
+            batch_max: 500,
+            batches_per_sweep_max: 20,
+            public_url,
+        }
+    }
+}
+
+/// One transaction's worth: expires up to `batch_max` due payments and forgets up to as many
+/// stale idempotency keys. Returns the number of payments expired.
+pub async fn run_once(
+    pool: &deadpool_postgres::Pool,
+    clock: &SharedClock,
+    settings: &ExpirySettings,
+) -> Result<usize, StoreError> {
+    let now = clock.now();
+    let mut client = pool.get().await?;
+    let expired =
+        payments::expire_due(&mut client, now, settings.batch_max, &settings.public_url).await?;
+    for p in &expired {
+        tracing::info!(payment_id = %p.id, merchant_id = %p.merchant_id, "payment expired");
+    }
+    if !expired.is_empty() {
+        global()
+            .payments
+            .get_or_create(&labels(&[("status", "expired")]))
+            .inc_by(expired.len() as u64);
+    }
+    idempotency::purge_stale(&client, now, settings.batch_max).await?;
+    Ok(expired.len())
+}
+
+/// The running worker; `stop` ends it after the sweep in progress.
+#[derive(Debug)]
+pub struct ExpiryWorker {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ExpiryWorker {
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the worker on the current tokio runtime.
+pub fn spawn(
+    pool: deadpool_postgres::Pool,
+    clock: SharedClock,
+    settings: ExpirySettings,
+) -> ExpiryWorker {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let interval = Duration::from_millis(settings.interval_ms.max(1));
+        loop {
+            sweep(&pool, &clock, &settings).await;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stopped.changed() => return,
+            }
+        }
+    });
+    ExpiryWorker { stop, task }
+}
+
+async fn sweep(pool: &deadpool_postgres::Pool, clock: &SharedClock, settings: &ExpirySettings) {
+    for _ in 0..settings.batches_per_sweep_max {
+        match run_once(pool, clock, settings).await {
+            Ok(n) if (n as i64) < settings.batch_max => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "expiry sweep failed; retrying next interval");
+                return;
+            }
+        }
+    }
+}

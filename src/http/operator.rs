@@ -1,0 +1,333 @@
+//! The operator listener, bound apart from the merchant API (loopback by default): `/metrics`,
+//! `/healthz`, `/readyz` and an HTML page with bank links, throughput, recent payments and
+//! backlogs. Protected by `operator.token` when one is set, otherwise loopback peers only.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use deadpool_postgres::Pool;
+use futures::future::BoxFuture;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a readiness or page query may take before it is answered as failed.
+pub const QUERY_TIMEOUT_MS: u64 = 2_000;
+/// Recent payments shown on the page.
+pub const RECENT_PAYMENTS_MAX: i64 = 20;
+
+/// One bank link as the operator sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkView {
+    pub name: String,
+    pub owner: String,
+    pub state: String,
+    pub signed_on: bool,
+    pub in_flight: usize,
+    pub last_echo_age_s: Option<u64>,
+    pub latency_ms: Option<f64>,
+    pub reversals_pending: u64,
+}
+
+/// Where the operator page reads the bank links from (the bank router, wired by serve.rs).
+pub trait LinkStatusSource: Send + Sync + 'static {
+    fn links(&self) -> BoxFuture<'static, Vec<LinkView>>;
+}
+
+/// No bank links configured.
+pub struct NoLinks;
+
+impl LinkStatusSource for NoLinks {
+    fn links(&self) -> BoxFuture<'static, Vec<LinkView>> {
+        Box::pin(async { Vec::new() })
+    }
+}
+
+#[derive(Clone)]
+pub struct OperatorState {
+    pub pool: Pool,
+    pub links: Arc<dyn LinkStatusSource>,
+    pub token: Option<payhub_actors::Secret<String>>,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/", web::get().to(page))
+        .route("/api/links", web::get().to(links_json));
+}
+
+/// Starts the operator listener; returns the bound address and the server handle.
+pub fn start(
+    listen: SocketAddr,
+    state: OperatorState,
+) -> std::io::Result<(SocketAddr, actix_web::dev::Server)> {
+    let data = web::Data::new(state);
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .configure(routes)
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(listen)?;
+    let addr = server.addrs().first().copied().unwrap_or(listen);
+    Ok((addr, server.run()))
+}
+
+fn allowed(req: &HttpRequest, state: &OperatorState) -> bool {
+    match &state.token {
+        Some(token) => {
+            let presented = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_owned)
+                .or_else(|| {
+                    web::Query::<std::collections::HashMap<String, String>>::from_query(
+                        req.query_string(),
+                    )
+                    .ok()
+                    .and_then(|q| q.get("token").cloned())
+                });
+            presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.expose().as_bytes()))
+        }
+        None => req.peer_addr().is_some_and(|a| a.ip().is_loopback()),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn forbidden() -> HttpResponse {
+    HttpResponse::Forbidden()
+        .json(serde_json::json!({"error":{"code":"forbidden","message":"operator token required"}}))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status":"up"}))
+}
+
+async fn database_ok(pool: &Pool) -> bool {
+    let check = async {
+        let client = pool.get().await.ok()?;
+        client.query_one("SELECT 1", &[]).await.ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(QUERY_TIMEOUT_MS), check).await,
+        Ok(Some(_))
+    )
+}
+
+async fn readyz(state: web::Data<OperatorState>) -> HttpResponse {
+    let database = database_ok(&state.pool).await;
+    let links = state.links.links().await;
+    let signed_on = links.iter().filter(|l| l.signed_on).count();
+    let body = serde_json::json!({
+        "database": database,
+        "bank_links_signed_on": signed_on,
+        "bank_links": links.len(),
+    });
+    if database && signed_on > 0 {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn metrics(req: HttpRequest, state: web::Data<OperatorState>) -> HttpResponse {
+    if !allowed(&req, &state) {
+        return forbidden();
+    }
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(payhub_actors::metrics::global().render())
+}
+
+async fn links_json(req: HttpRequest, state: web::Data<OperatorState>) -> HttpResponse {
+    if !allowed(&req, &state) {
+        return forbidden();
+    }
+    HttpResponse::Ok().json(state.links.links().await)
+}
+
+#[derive(Debug, Serialize)]
+struct RecentPayment {
+    id: String,
+    merchant: String,
+    amount: String,
+    status: String,
+    failure_code: Option<String>,
+    account: String,
+    created_at: String,
+}
+
+#[derive(Debug, Serialize, Default)]
+struct Backlogs {
+    reversals_pending: i64,
+    reversal_oldest_age_s: Option<i64>,
+    webhooks_pending: i64,
+    webhook_oldest_age_s: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct MinuteBar {
+    x: usize,
+    height: i64,
+    count: i64,
+    label: String,
+}
+
+async fn page(req: HttpRequest, state: web::Data<OperatorState>) -> HttpResponse {
+    if !allowed(&req, &state) {
+        return forbidden();
+    }
+    let links = state.links.links().await;
+    let data = tokio::time::timeout(
+        Duration::from_millis(QUERY_TIMEOUT_MS),
+        page_data(&state.pool),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok);
+    let (recent, backlogs, bars, database) = match data {
+        Some((r, b, m)) => (r, b, m, true),
+        None => (Vec::new(), Backlogs::default(), Vec::new(), false),
+    };
+    let ctx = minijinja::context! { links, recent, backlogs, bars, database };
+    match templates()
+        .get_template("operator.html")
+        .and_then(|t| t.render(ctx))
+    {
+        Ok(html) => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(html),
+        Err(e) => {
+            tracing::error!(error = %e, "operator page template");
+            HttpResponse::ServiceUnavailable().body("operator page unavailable")
+        }
+    }
+}
+
+fn templates() -> &'static minijinja::Environment<'static> {
+    static ENV: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = minijinja::Environment::new();
+        env.add_template(
+            "operator.html",
+            include_str!("../../templates/operator/operator.html"),
+        )
+        .expect("the operator template parses");
+        env
+    })
+}
+
+type PageData = (Vec<RecentPayment>, Backlogs, Vec<MinuteBar>);
+
+async fn page_data(pool: &Pool) -> anyhow::Result<PageData> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT p.id, m.name, p.amount_minor, p.currency, p.status, p.failure_code, \
+                    c.account, to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') \
+             FROM payments p JOIN merchants m ON m.id = p.merchant_id \
+             LEFT JOIN customers c ON c.id = p.customer_id \
+             ORDER BY p.created_at DESC LIMIT $1",
+            &[&RECENT_PAYMENTS_MAX],
+        )
+        .await?;
+    let recent = rows
+        .iter()
+        .map(|r| {
+            let minor: i64 = r.get(2);
+            let currency: String = r.get(3);
+            RecentPayment {
+                id: r.get(0),
+                merchant: r.get(1),
+                amount: format!("{}.{:02} {currency}", minor / 100, minor % 100),
+                status: r.get(4),
+                failure_code: r.get(5),
+                account: r
+                    .get::<_, Option<String>>(6)
+                    .map(|a| payhub_actors::secret::mask_account(&a))
+                    .unwrap_or_default(),
+                created_at: r.get(7),
+            }
+        })
+        .collect();
+    let b = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM reversals WHERE completed_at IS NULL), \
+                    (SELECT extract(epoch FROM now() - min(created_at))::bigint FROM reversals WHERE completed_at IS NULL), \
+                    (SELECT count(*) FROM webhook_events WHERE delivered_at IS NULL AND given_up_at IS NULL), \
+                    (SELECT extract(epoch FROM now() - min(created_at))::bigint FROM webhook_events WHERE delivered_at IS NULL AND given_up_at IS NULL)",
+            &[],
+        )
+        .await?;
+    let backlogs = Backlogs {
+        reversals_pending: b.get(0),
+        reversal_oldest_age_s: b.get(1),
+        webhooks_pending: b.get(2),
+        webhook_oldest_age_s: b.get(3),
+    };
+    let minutes = client
+        .query(
+            "SELECT (extract(epoch FROM date_trunc('minute', now()) - date_trunc('minute', created_at)) / 60)::int AS ago, count(*) \
+             FROM payments WHERE created_at > now() - interval '60 minutes' GROUP BY ago",
+            &[],
+        )
+        .await?;
+    let mut counts = [0i64; 60];
+    for row in minutes {
+        let ago: i32 = row.get(0);
+        if let Some(slot) = usize::try_from(59 - ago)
+            .ok()
+            .and_then(|i| counts.get_mut(i))
+        {
+            *slot = row.get(1);
+        }
+    }
+    Ok((recent, backlogs, minute_bars(&counts)))
+}
+
+/// Bars of a 60-minute chart, scaled to 100 px.
+fn minute_bars(counts: &[i64; 60]) -> Vec<MinuteBar> {
+    let max = counts.iter().copied().max().unwrap_or(0).max(1);
+    counts
+        .iter()
+        .enumerate()
+        .map(|(i, &count)| MinuteBar {
+            x: i * 10,
+            height: count * 100 / max,
+            count,
+            label: format!("{} min ago: {count}", 59 - i),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_scale_to_the_busiest_minute() {
+        let mut counts = [0i64; 60];
+        counts[59] = 10;
+        counts[0] = 5;
+        let bars = minute_bars(&counts);
+        assert_eq!(bars.len(), 60);
+        assert_eq!(bars[59].height, 100);
+        assert_eq!(bars[0].height, 50);
+        assert_eq!(bars[0].label, "59 min ago: 5");
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,757 @@
+//! The customer pages (gateway-http.md): `/pay/{id}` (sign in), `/pay/{id}/login`,
+//! `/pay/{id}/code` (the one page that takes the code), `/pay/{id}/resend` and `/pay/{id}/result`.
+//! Server-rendered HTML from the templates in `templates/pay/`, no JavaScript. Every form carries a
+//! CSRF token bound to a `payhub_csrf` cookie and the payment; the browser that passes the
+//! password step gets a `payhub_session` cookie (`HttpOnly; SameSite=Strict`, `Secure` over TLS)
+//! scoped to that payment's path. Bad input gets a calm page with a 4xx, never a 5xx.
+
+mod render;
+
+use actix::{Addr, MailboxError};
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use deadpool_postgres::Pool;
+use payhub_actors::clock::SharedClock;
+use payhub_actors::domain::{Msisdn, OnlineId, PaymentStatus};
+use payhub_actors::keyed_hash::HashKey;
+use payhub_actors::password::PASSWORD_MAX_BYTES;
+use payhub_actors::secret::Secret;
+use payhub_actors::transaction::actor::{Login, Resend, SubmitCode};
+use payhub_actors::transaction::registry::Lookup;
+use payhub_actors::transaction::view::{PaymentView, load_view};
+use payhub_actors::transaction::{
+    ChannelChoice, CodeReply, LoginReply, PaymentError, PaymentRegistry, ResendReply,
+    TransactionActor,
+};
+use render::{Page, Templates};
+use serde::Deserialize;
+use std::sync::Arc;
+
+pub const CSRF_COOKIE: &str = "payhub_csrf";
+pub const SESSION_COOKIE: &str = "payhub_session";
+/// Largest form a customer page accepts.
+pub const FORM_MAX_BYTES: usize = 4 * 1024;
+/// Longest code accepted in the form (the configured length is 6..=8).
+pub const CODE_INPUT_MAX_CHARS: usize = 16;
+/// Longest payment id in a path.
+pub const PAYMENT_ID_MAX_CHARS: usize = 64;
+
+/// What the pages need.
+#[derive(Clone)]
+pub struct PagesState {
+    pub registry: Addr<PaymentRegistry>,
+    pub pool: Pool,
+    pub hash_key: HashKey,
+    pub clock: SharedClock,
+    pub allow_unregistered_receiver: bool,
+    templates: Arc<Templates>,
+}
+
+impl PagesState {
+    pub fn new(
+        registry: Addr<PaymentRegistry>,
+        pool: Pool,
+        hash_key: HashKey,
+        clock: SharedClock,
+        allow_unregistered_receiver: bool,
+    ) -> Self {
+        Self {
+            registry,
+            pool,
+            hash_key,
+            clock,
+            allow_unregistered_receiver,
+            templates: Arc::new(Templates::new()),
+        }
+    }
+}
+
+/// The pages as a configurator for the HTTPS server builder (or any actix-web `App`).
+pub fn configure(state: PagesState) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+    move |cfg: &mut web::ServiceConfig| {
+        let form_errors = state.templates.clone();
+        cfg.app_data(web::Data::new(state.clone()))
+            .app_data(
+                web::FormConfig::default()
+                    .limit(FORM_MAX_BYTES)
+                    .error_handler(move |err, _req| {
+                        let page = render::message(
+                            &form_errors,
+                            StatusCode::BAD_REQUEST,
+                            "This form could not be read",
+                            "Please go back, reload the page and try again.",
+                            None,
+                        );
+                        actix_web::error::InternalError::from_response(err, page).into()
+                    }),
+            )
+            .route("/pay/{id}", web::get().to(pay_page))
+            .route("/pay/{id}/login", web::post().to(login))
+            .route("/pay/{id}/code", web::get().to(code_page))
+            .route("/pay/{id}/code", web::post().to(submit_code))
+            .route("/pay/{id}/resend", web::post().to(resend))
+            .route("/pay/{id}/result", web::get().to(result_page));
+    }
+}
+
+// ---- handlers -----------------------------------------------------------------------------------
+
+async fn pay_page(
+    req: HttpRequest,
+    state: web::Data<PagesState>,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let ctx = match Ctx::load(&req, &state, &id).await {
+        Ok(ctx) => ctx,
+        Err(page) => return page,
+    };
+    match ctx.view.status {
+        PaymentStatus::AwaitingCustomer => {
+            ctx.login_page(StatusCode::OK, None, &LoginForm::default())
+        }
+        PaymentStatus::AwaitingCode if ctx.has_session() => see_other(&ctx.path("/code")),
+        PaymentStatus::AwaitingCode => ctx.message(
+            StatusCode::OK,
+            "Waiting for the code",
+            "Someone signed in for this payment in another browser, which now waits for the \
+             authorization code. Enter the code in that browser.",
+        ),
+        _ => see_other(&ctx.path("/result")),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct LoginForm {
+    csrf_token: String,
+    identity: String,
+    password: String,
+    channel: String,
+    terminal: String,
+    receiver: String,
+}
+
+async fn login(
+    req: HttpRequest,
+    state: web::Data<PagesState>,
+    id: web::Path<String>,
+    form: web::Form<LoginForm>,
+) -> HttpResponse {
+    let ctx = match Ctx::load(&req, &state, &id).await {
+        Ok(ctx) => ctx,
+        Err(page) => return page,
+    };
+    if !ctx.csrf_ok(&form.csrf_token) {
+        return ctx.stale_form();
+    }
+    if ctx.view.status != PaymentStatus::AwaitingCustomer {
+        return see_other(&ctx.path(""));
+    }
+    let (identity, choice) = match parse_login(&form, state.allow_unregistered_receiver) {
+        Ok(parsed) => parsed,
+        Err(problem) => {
+            return ctx.login_page(StatusCode::UNPROCESSABLE_ENTITY, Some(problem), &form);
+        }
+    };
+    let msg = Login {
+        identity,
+        password: Secret::new(form.password.clone()),
+        choice,
+    };
+    let reply = match ctx.actor().await {
+        Ok(actor) => actor.send(msg).await,
+        Err(e) => return ctx.payment_error(e),
+    };
+    match flatten(reply) {
+        Ok(LoginReply::CodeSent { session, .. })
+        | Ok(LoginReply::CodeNotDelivered { session, .. }) => {
+            let mut response = see_other(&ctx.path("/code"));
+            let _ = response.add_cookie(&ctx.session_cookie(session.expose()));
+            response
+        }
+        Ok(LoginReply::BadCredentials { attempts_left }) => {
+            let text = format!(
+                "The online ID or mobile number, or the password, is not right. \
+                 {attempts_left} {} left for this payment.",
+                if attempts_left == 1 { "try" } else { "tries" }
+            );
+            ctx.login_page(StatusCode::UNAUTHORIZED, Some(text), &form)
+        }
+        Ok(LoginReply::Locked { retry_after_s }) => {
+            let text = format!(
+                "Too many failed sign-ins for this identity. It is locked for now; \
+                 please try again in {}.",
+                minutes_text(retry_after_s)
+            );
+            ctx.login_page(StatusCode::TOO_MANY_REQUESTS, Some(text), &form)
+        }
+        Ok(LoginReply::Finished(_)) => see_other(&ctx.path("/result")),
+        Err(Failure::Payment(e)) => ctx.payment_error(e),
+        Err(Failure::Gone) => see_other(&ctx.path("")),
+    }
+}
+
+async fn code_page(
+    req: HttpRequest,
+    state: web::Data<PagesState>,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let ctx = match Ctx::load(&req, &state, &id).await {
+        Ok(ctx) => ctx,
+        Err(page) => return page,
+    };
+    match ctx.view.status {
+        PaymentStatus::AwaitingCode if ctx.has_session() => {
+            ctx.code_page(StatusCode::OK, None, None).await
+        }
+        PaymentStatus::AwaitingCode => ctx.wrong_session(),
+        PaymentStatus::AwaitingCustomer => see_other(&ctx.path("")),
+        _ => see_other(&ctx.path("/result")),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CodeForm {
+    csrf_token: String,
+    code: String,
+}
+
+async fn submit_code(
+    req: HttpRequest,
+    state: web::Data<PagesState>,
+    id: web::Path<String>,
+    form: web::Form<CodeForm>,
+) -> HttpResponse {
+    let ctx = match Ctx::load(&req, &state, &id).await {
+        Ok(ctx) => ctx,
+        Err(page) => return page,
+    };
+    if !ctx.csrf_ok(&form.csrf_token) {
+        return ctx.stale_form();
+    }
+    let Some(session) = ctx.session.clone() else {
+        return ctx.wrong_session();
+    };
+    let code: String = form.code.chars().filter(|c| !c.is_whitespace()).collect();
+    if code.is_empty() || code.chars().count() > CODE_INPUT_MAX_CHARS {
+        let problem = "Enter the code exactly as you received it.".to_string();
+        return ctx
+            .code_page(StatusCode::UNPROCESSABLE_ENTITY, Some(problem), None)
+            .await;
+    }
+    let msg = SubmitCode {
+        session: Secret::new(session),
+        code: Secret::new(code),
+    };
+    let reply = match ctx.actor().await {
+        Ok(actor) => actor.send(msg).await,
+        Err(e) => return ctx.payment_error(e),
+    };
+    match flatten(reply) {
+        Ok(CodeReply::Wrong { attempts_left }) => {
+            let text = format!(
+                "That code is not right. {attempts_left} {} left.",
+                if attempts_left == 1 { "try" } else { "tries" }
+            );
+            ctx.reload_view()
+                .await
+                .code_page(StatusCode::UNPROCESSABLE_ENTITY, Some(text), None)
+                .await
+        }
+        Ok(CodeReply::NoLiveCode) => {
+            let text = "There is no code waiting for this payment. Choose where to send one.";
+            ctx.reload_view()
+                .await
+                .code_page(StatusCode::CONFLICT, Some(text.into()), None)
+                .await
+        }
+        Ok(CodeReply::Finished(_)) => see_other(&ctx.path("/result")),
+        Err(Failure::Payment(e)) => ctx.payment_error(e),
+        Err(Failure::Gone) => see_other(&ctx.path("/result")),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ResendForm {
+    csrf_token: String,
+    /// `sms` or `terminal:<id>`; empty for the same channel as before.
+    route: String,
+}
+
+async fn resend(
+    req: HttpRequest,
+    state: web::Data<PagesState>,
+    id: web::Path<String>,
+    form: web::Form<ResendForm>,
+) -> HttpResponse {
+    let ctx = match Ctx::load(&req, &state, &id).await {
+        Ok(ctx) => ctx,
+        Err(page) => return page,
+    };
+    if !ctx.csrf_ok(&form.csrf_token) {
+        return ctx.stale_form();
+    }
+    let Some(session) = ctx.session.clone() else {
+        return ctx.wrong_session();
+    };
+    let choice = match parse_route(&form.route) {
+        Ok(choice) => choice,
+        Err(problem) => {
+            return ctx
+                .code_page(StatusCode::UNPROCESSABLE_ENTITY, Some(problem), None)
+                .await;
+        }
+    };
+    let msg = Resend {
+        session: Secret::new(session),
+        choice,
+    };
+    let reply = match ctx.actor().await {
+        Ok(actor) => actor.send(msg).await,
+        Err(e) => return ctx.payment_error(e),
+    };
+    let (status, error, info) = match flatten(reply) {
+        Ok(ResendReply::Sent { destination }) => (
+            StatusCode::OK,
+            None,
+            Some(format!(
+                "A new code was sent ({destination}). The earlier code no longer works."
+            )),
+        ),
+        Ok(ResendReply::NotDelivered { reason }) => (StatusCode::OK, Some(reason), None),
+        Ok(ResendReply::TooSoon { wait_s }) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(format!(
+                "A new code can be sent in {wait_s} seconds. Codes can take a moment to arrive."
+            )),
+            None,
+        ),
+        Ok(ResendReply::Exhausted) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("No more codes can be sent for this payment.".into()),
+            None,
+        ),
+        Err(Failure::Payment(e)) => return ctx.payment_error(e),
+        Err(Failure::Gone) => return see_other(&ctx.path("/result")),
+    };
+    ctx.reload_view().await.code_page(status, error, info).await
+}
+
+async fn result_page(
+    req: HttpRequest,
+    state: web::Data<PagesState>,
+    id: web::Path<String>,
+) -> HttpResponse {
+    match Ctx::load(&req, &state, &id).await {
+        Ok(ctx) => ctx.result_page(),
+        Err(page) => page,
+    }
+}
+
+// ---- input --------------------------------------------------------------------------------------
+
+fn parse_login(form: &LoginForm, allow_receiver: bool) -> Result<(String, ChannelChoice), String> {
+    let identity = OnlineId::parse(&form.identity)
+        .map_err(|_| "Enter your online ID or registered mobile number (up to 64 characters).")?;
+    let password_len = form.password.len();
+    if password_len == 0 || password_len > PASSWORD_MAX_BYTES {
+        return Err("Enter your password.".into());
+    }
+    let terminal = form.terminal.trim();
+    if terminal.chars().count() > PAYMENT_ID_MAX_CHARS {
+        return Err("The terminal name is too long.".into());
+    }
+    let choice = match form.channel.as_str() {
+        "" | "sms" => {
+            let receiver = match form.receiver.trim() {
+                "" => None,
+                _ if !allow_receiver => None,
+                r => Some(Msisdn::parse(r).map_err(
+                    |_| "The other mobile number must be 6 to 15 digits, optionally after a '+'.",
+                )?),
+            };
+            ChannelChoice::Sms { receiver }
+        }
+        "terminal" => ChannelChoice::Terminal {
+            terminal: (!terminal.is_empty()).then(|| terminal.to_string()),
+        },
+        _ => return Err("Choose SMS or your terminal for the code.".into()),
+    };
+    Ok((identity.as_str().to_string(), choice))
+}
+
+fn parse_route(route: &str) -> Result<Option<ChannelChoice>, String> {
+    match route.trim() {
+        "" => Ok(None),
+        "sms" => Ok(Some(ChannelChoice::Sms { receiver: None })),
+        r => match r.strip_prefix("terminal:") {
+            Some(t) if !t.is_empty() && t.chars().count() <= PAYMENT_ID_MAX_CHARS => {
+                Ok(Some(ChannelChoice::Terminal {
+                    terminal: Some(t.to_string()),
+                }))
+            }
+            _ => Err("Choose one of the offered ways to receive the code.".into()),
+        },
+    }
+}
+
+fn valid_payment_id(id: &str) -> bool {
+    id.len() <= PAYMENT_ID_MAX_CHARS
+        && id.strip_prefix("pay_").is_some_and(|rest| {
+            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+}
+
+// ---- per-request context ------------------------------------------------------------------------
+
+/// One request's view of its payment, cookies and tokens.
+struct Ctx {
+    state: web::Data<PagesState>,
+    view: PaymentView,
+    secure: bool,
+    /// The CSRF cookie's value; freshly drawn (and set on the response) when the browser had none.
+    csrf_cookie: String,
+    csrf_is_new: bool,
+    session: Option<String>,
+}
+
+enum Failure {
+    Payment(PaymentError),
+    /// The payment's actor stopped (it just became final): the row tells the rest.
+    Gone,
+}
+
+fn flatten<T>(reply: Result<Result<T, PaymentError>, MailboxError>) -> Result<T, Failure> {
+    match reply {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Failure::Payment(e)),
+        Err(_) => Err(Failure::Gone),
+    }
+}
+
+impl Ctx {
+    async fn load(
+        req: &HttpRequest,
+        state: &web::Data<PagesState>,
+        id: &str,
+    ) -> Result<Ctx, HttpResponse> {
+        let templates = &state.templates;
+        if !valid_payment_id(id) {
+            return Err(render::not_found(templates));
+        }
+        let view = match read_view(&state.pool, id).await {
+            Ok(Some(view)) => view,
+            Ok(None) => return Err(render::not_found(templates)),
+            Err(e) => return Err(render::unavailable(templates, &e)),
+        };
+        let (csrf_cookie, csrf_is_new) = match req.cookie(CSRF_COOKIE) {
+            Some(c)
+                if c.value().len() == 32 && c.value().bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                (c.value().to_string(), false)
+            }
+            _ => (hex::encode(payhub_actors::ids::os_random::<16>()), true),
+        };
+        let session = req
+            .cookie(SESSION_COOKIE)
+            .map(|c| c.value().to_string())
+            .filter(|v| v.len() <= 128);
+        Ok(Ctx {
+            state: state.clone(),
+            view,
+            secure: req.app_config().secure(),
+            csrf_cookie,
+            csrf_is_new,
+            session,
+        })
+    }
+
+    async fn reload_view(mut self) -> Self {
+        if let Ok(Some(view)) = read_view(&self.state.pool, &self.view.id).await {
+            self.view = view;
+        }
+        self
+    }
+
+    fn path(&self, suffix: &str) -> String {
+        format!("/pay/{}{suffix}", self.view.id)
+    }
+
+    fn has_session(&self) -> bool {
+        self.session
+            .as_deref()
+            .is_some_and(|s| self.view.session_matches(&self.state.hash_key, s))
+    }
+
+    fn csrf_token(&self) -> String {
+        let input = format!("{}\0{}", self.view.id, self.csrf_cookie);
+        hex::encode(self.state.hash_key.hash(
+            payhub_actors::transaction::code::CSRF_PURPOSE,
+            input.as_bytes(),
+        ))
+    }
+
+    fn csrf_ok(&self, token: &str) -> bool {
+        if self.csrf_is_new {
+            return false;
+        }
+        let Ok(bytes) = hex::decode(token.trim()) else {
+            return false;
+        };
+        let input = format!("{}\0{}", self.view.id, self.csrf_cookie);
+        self.state.hash_key.verify(
+            payhub_actors::transaction::code::CSRF_PURPOSE,
+            input.as_bytes(),
+            &bytes,
+        )
+    }
+
+    fn cookie<'c>(&self, name: &'c str, value: String, path: String) -> Cookie<'c> {
+        Cookie::build(name, value)
+            .path(path)
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .secure(self.secure)
+            .finish()
+    }
+
+    fn session_cookie(&self, token: &str) -> Cookie<'static> {
+        self.cookie(SESSION_COOKIE, token.to_string(), self.path(""))
+    }
+
+    /// Finishes a page: the CSRF cookie when it is new.
+    fn finish(&self, mut response: HttpResponse) -> HttpResponse {
+        if self.csrf_is_new {
+            let cookie = self.cookie(CSRF_COOKIE, self.csrf_cookie.clone(), "/pay".into());
+            let _ = response.add_cookie(&cookie);
+        }
+        response
+    }
+
+    async fn actor(&self) -> Result<Addr<TransactionActor>, PaymentError> {
+        match self.state.registry.send(Lookup(self.view.id.clone())).await {
+            Ok(found) => found,
+            Err(_) => Err(PaymentError::Busy),
+        }
+    }
+
+    fn page(&self) -> Page<'_> {
+        Page::new(&self.state.templates, &self.view)
+    }
+
+    fn login_page(
+        &self,
+        status: StatusCode,
+        error: Option<String>,
+        form: &LoginForm,
+    ) -> HttpResponse {
+        let page = self.page().render(
+            status,
+            "pay/login.html",
+            minijinja::context! {
+                error,
+                csrf_token => self.csrf_token(),
+                identity => form.identity.trim(),
+                channel => form.channel,
+                terminal => form.terminal,
+                receiver => form.receiver,
+                allow_unregistered_receiver => self.state.allow_unregistered_receiver,
+            },
+        );
+        self.finish(page)
+    }
+
+    async fn code_page(
+        &self,
+        status: StatusCode,
+        error: Option<String>,
+        info: Option<String>,
+    ) -> HttpResponse {
+        let routes = match &self.view.customer_id {
+            Some(customer) => read_routes(&self.state.pool, customer).await,
+            None => Vec::new(),
+        };
+        let now = self.state.clock.now();
+        let valid_for = self
+            .view
+            .code_expires_at
+            .filter(|at| *at > now)
+            .map(|at| minutes_text(u64::try_from((at - now).num_seconds()).unwrap_or(0)));
+        let error = error.or_else(|| {
+            (!self.view.has_live_code)
+                .then(|| self.view.code_delivery_error.clone())
+                .flatten()
+        });
+        let page = self.page().render(
+            status,
+            "pay/code.html",
+            minijinja::context! {
+                error,
+                info,
+                csrf_token => self.csrf_token(),
+                has_live_code => self.view.has_live_code,
+                valid_for,
+                can_send => true,
+                routes,
+            },
+        );
+        self.finish(page)
+    }
+
+    fn result_page(&self) -> HttpResponse {
+        let v = &self.view;
+        let (heading, tone, message) = render::outcome_text(v);
+        let page = self.page().render(
+            StatusCode::OK,
+            "pay/result.html",
+            minijinja::context! {
+                heading,
+                tone,
+                message,
+                approval_code => v.approval_code,
+                return_url => v.status.is_final().then_some(v.return_url.as_str()),
+            },
+        );
+        self.finish(page)
+    }
+
+    fn message(&self, status: StatusCode, heading: &str, text: &str) -> HttpResponse {
+        let page = self.page().render(
+            status,
+            "pay/message.html",
+            minijinja::context! { heading, message => text },
+        );
+        self.finish(page)
+    }
+
+    fn stale_form(&self) -> HttpResponse {
+        let page = self.page().render(
+            StatusCode::FORBIDDEN,
+            "pay/message.html",
+            minijinja::context! {
+                heading => "Please try again",
+                message => "This form has expired or did not come from this page. \
+                            Open the payment page again and repeat the step.",
+                link => self.path(""),
+                link_text => "Back to the payment",
+            },
+        );
+        self.finish(page)
+    }
+
+    fn wrong_session(&self) -> HttpResponse {
+        self.message(
+            StatusCode::FORBIDDEN,
+            "Use the browser you signed in with",
+            "The authorization code can only be entered in the browser that signed in for this \
+             payment, on this payment's code page.",
+        )
+    }
+
+    fn payment_error(&self, e: PaymentError) -> HttpResponse {
+        match e {
+            PaymentError::NotFound => render::not_found(&self.state.templates),
+            PaymentError::WrongSession => self.wrong_session(),
+            PaymentError::WrongState(PaymentStatus::AwaitingCustomer) => see_other(&self.path("")),
+            PaymentError::WrongState(PaymentStatus::AwaitingCode) => see_other(&self.path("/code")),
+            PaymentError::WrongState(_) => see_other(&self.path("/result")),
+            PaymentError::Busy => self.message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy right now",
+                "The gateway is handling many payments. Please try again in a minute.",
+            ),
+            PaymentError::Storage(detail) => {
+                tracing::error!(payment = %self.view.id, %detail, "payment step failed");
+                render::unavailable(&self.state.templates, &detail)
+            }
+        }
+    }
+}
+
+async fn read_view(pool: &Pool, id: &str) -> Result<Option<PaymentView>, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    load_view(&client, id).await.map_err(|e| e.to_string())
+}
+
+async fn read_routes(
+    pool: &Pool,
+    customer_id: &str,
+) -> Vec<payhub_actors::transaction::view::RouteOption> {
+    let Ok(client) = pool.get().await else {
+        return Vec::new();
+    };
+    payhub_actors::transaction::view::route_options(&client, customer_id)
+        .await
+        .unwrap_or_default()
+}
+
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header(("Location", location))
+        .insert_header(("Cache-Control", "no-store"))
+        .finish()
+}
+
+fn minutes_text(seconds: u64) -> String {
+    match seconds {
+        0..=59 => format!("{seconds} seconds"),
+        60..=119 => "1 minute".into(),
+        s => format!("{} minutes", s.div_ceil(60)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payment_ids_in_paths_are_checked() {
+        assert!(valid_payment_id("pay_0123abcd"));
+        assert!(!valid_payment_id("pay_"));
+        assert!(!valid_payment_id("mer_0123"));
+        assert!(!valid_payment_id("pay_../x"));
+        assert!(!valid_payment_id(&format!("pay_{}", "a".repeat(80))));
+    }
+
+    #[test]
+    fn login_forms_are_parsed_with_clear_problems() {
+        let mut form = LoginForm {
+            identity: "alice".into(),
+            password: "pw".into(),
+            channel: "terminal".into(),
+            terminal: "Desk".into(),
+            ..LoginForm::default()
+        };
+        let (id, choice) = parse_login(&form, false).unwrap();
+        assert_eq!(id, "alice");
+        assert_eq!(
+            choice,
+            ChannelChoice::Terminal {
+                terminal: Some("Desk".into())
+            }
+        );
+        form.channel = "pigeon".into();
+        assert!(parse_login(&form, false).is_err());
+        form.channel = "sms".into();
+        form.receiver = "+86 138".into();
+        // The receiver is ignored unless the policy allows it.
+        assert!(parse_login(&form, false).is_ok());
+        assert!(parse_login(&form, true).is_err());
+        form.identity = String::new();
+        assert!(parse_login(&form, false).is_err());
+    }
+
+    #[test]
+    fn routes_parse() {
+        assert_eq!(parse_route(""), Ok(None));
+        assert_eq!(
+            parse_route("sms"),
+            Ok(Some(ChannelChoice::Sms { receiver: None }))
+        );
+        assert!(parse_route("terminal:").is_err());
+        assert!(parse_route("carrier pigeon").is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! The gateway's HTTPS listener: one TLS socket (actix-web over OpenSSL) for the merchant API and
+//! the customer pages. Other parts add their routes as configurators; tests and `serve` start it
+//! in-process, on port 0 if they like, and get the bound address back.
+//!
+//! ```ignore
+//! let server = server::start(settings, &tls, pool, clock, vec![Arc::new(pages::configure)])?;
+//! println!("listening on {}", server.addr);
+//! ```
+
+use crate::http::{error, merchant, mtls};
+use actix_web::dev::{ServerHandle, Service};
+use actix_web::{App, HttpServer, web};
+use futures::FutureExt;
+use payhub_actors::clock::SharedClock;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Routes another part adds to the listener (PAY's customer pages).
+pub type Configurator = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+
+/// How long a graceful stop waits for requests in progress.
+pub const SHUTDOWN_TIMEOUT_S: u64 = 5;
+/// How long a client may take to send a request's head.
+pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// How long an idle keep-alive connection is kept.
+pub const KEEP_ALIVE_S: u64 = 30;
+
+/// What the listener needs besides TLS material, the pool and the clock.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    /// Largest request body accepted, in bytes.
+    pub body_max_bytes: usize,
+    /// The gateway's address as customers see it (`pay_url` starts with it).
+    pub public_url: url::Url,
+    /// How long a payment waits for its customer before it expires.
+    pub payment_lifetime_s: u64,
+}
+
+impl ServerSettings {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            listen: config.http.listen,
+            workers: config.http.workers.max(1),
+            body_max_bytes: config.http.body_max_bytes,
+            public_url: config.http.public_url.clone(),
+            payment_lifetime_s: config.payments.lifetime_s,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("TLS set-up: {0}")]
+    Tls(#[from] openssl::error::ErrorStack),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started listener. Dropping it leaves the server running; call [`RunningServer::stop`].
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The bound address (the real port when the settings said 0).
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets requests in progress finish (up to `SHUTDOWN_TIMEOUT_S`).
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (for `serve`).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// Binds and starts the listener on the current tokio runtime. The server does not handle
+/// signals itself: its owner stops it.
+pub fn start(
+    settings: ServerSettings,
+    tls: &mtls::ServerTls,
+    pool: deadpool_postgres::Pool,
+    clock: SharedClock,
+    extra: Vec<Configurator>,
+) -> Result<RunningServer, ServerError> {
+    let acceptor = tls.acceptor()?;
+    let api = merchant::MerchantApi {
+        public_url: settings.public_url.clone(),
+        payment_lifetime_s: settings.payment_lifetime_s,
+        body_max_bytes: settings.body_max_bytes,
+        clock,
+    };
+    let pool = web::Data::new(pool);
+    let api = web::Data::new(api);
+    let extra = Arc::new(extra);
+    let body_max_bytes = settings.body_max_bytes;
+    let server = HttpServer::new(move || {
+        let extra = Arc::clone(&extra);
+        App::new()
+            .app_data(pool.clone())
+            .app_data(api.clone())
+            .app_data(web::PayloadConfig::new(body_max_bytes))
+            .app_data(web::FormConfig::default().limit(body_max_bytes))
+            .app_data(web::JsonConfig::default().limit(body_max_bytes))
+            .wrap_fn(|req, srv| {
+                let started = std::time::Instant::now();
+                srv.call(req).map(move |res| {
+                    if let Ok(res) = &res {
+                        observe(res, started);
+                    }
+                    res
+                })
+            })
+            .configure(merchant::configure)
+            .configure(move |cfg| {
+                for add in extra.iter() {
+                    add(cfg);
+                }
+            })
+            .default_service(web::to(error::no_route))
+    })
+    .workers(settings.workers.max(1))
+    .on_connect(mtls::on_connect)
+    .keep_alive(std::time::Duration::from_secs(KEEP_ALIVE_S))
+    .client_request_timeout(std::time::Duration::from_millis(CLIENT_REQUEST_TIMEOUT_MS))
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
+    .disable_signals()
+    .bind_openssl(settings.listen, acceptor)
+    .map_err(|source| ServerError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+    let addr = server.addrs().first().copied().unwrap_or(settings.listen);
+    let server = server.run();
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    tracing::info!(%addr, "gateway HTTPS listener started");
+    Ok(RunningServer { addr, handle, task })
+}
+
+/// Request latency by route pattern (never the raw path: it holds payment ids).
+fn observe<B>(res: &actix_web::dev::ServiceResponse<B>, started: std::time::Instant) {
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let status = res.status().as_u16().to_string();
+    payhub_actors::metrics::global()
+        .http_request_seconds
+        .get_or_create(&payhub_actors::metrics::labels(&[
+            ("listener", "gateway"),
+            ("route", &route),
+            ("status", &status),
+        ]))
+        .observe(started.elapsed().as_secs_f64());
+}

@@ -1,0 +1,257 @@
+//! The merchant webhook worker. Final statuses write their event into `webhook_events` in the same
+//! transaction (the outbox); this worker claims due events, POSTs them signed to `notify_url`,
+//! records every attempt in `webhook_attempts`, and retries with exponential backoff until a 2xx or
+//! until `give_up_after_s` (at least 24 h) has passed. It also sends events other parts write
+//! (`payment.expired`). State lives in the database, so a restart loses nothing: an event claimed
+//! by a process that died is claimed again when its lease runs out.
+
+pub mod signature;
+
+use crate::config::WebhooksConfig;
+use chrono::{DateTime, Duration, Utc};
+use deadpool_postgres::Pool;
+use payhub_actors::clock::SharedClock;
+use payhub_actors::metrics::{global, labels};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// How often the worker looks for due events when nobody wakes it.
+pub const POLL_INTERVAL_MS: u64 = 1_000;
+/// Beyond the request timeout, how long a claimed event stays reserved for this worker.
+pub const LEASE_MARGIN_MS: i64 = 5_000;
+/// Longest error text kept per attempt.
+pub const ERROR_TEXT_MAX_CHARS: usize = 200;
+
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub timeout_ms: u64,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub give_up_after_s: u64,
+    pub concurrency_max: usize,
+    pub poll_interval_ms: u64,
+}
+
+impl From<&WebhooksConfig> for WebhookSettings {
+    fn from(c: &WebhooksConfig) -> Self {
+        Self {
+            timeout_ms: c.timeout_ms,
+            retry_base_ms: c.retry_base_ms,
+            retry_max_ms: c.retry_max_ms,
+            give_up_after_s: c.give_up_after_s,
+            concurrency_max: c.concurrency_max.max(1),
+            poll_interval_ms: POLL_INTERVAL_MS,
+        }
+    }
+}
+
+/// A running worker: wake it when an event is written, cancel it to stop.
+#[derive(Debug, Clone)]
+pub struct WebhookWorker {
+    pub wake: Arc<Notify>,
+    pub shutdown: CancellationToken,
+}
+
+/// Starts the worker on the current tokio runtime. `wake` is the one given to the payment actors.
+pub fn start_worker(
+    pool: Pool,
+    clock: SharedClock,
+    settings: WebhookSettings,
+    wake: Arc<Notify>,
+) -> anyhow::Result<WebhookWorker> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(settings.timeout_ms))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("payhub-webhooks/1")
+        .build()?;
+    let shutdown = CancellationToken::new();
+    let worker = Worker {
+        pool,
+        clock,
+        settings,
+        client,
+    };
+    let (w, s) = (wake.clone(), shutdown.clone());
+    tokio::spawn(async move { worker.run(w, s).await });
+    Ok(WebhookWorker { wake, shutdown })
+}
+
+struct Worker {
+    pool: Pool,
+    clock: SharedClock,
+    settings: WebhookSettings,
+    client: reqwest::Client,
+}
+
+/// One event, claimed for delivery.
+struct Claimed {
+    id: String,
+    body: String,
+    notify_url: String,
+    attempts: i32,
+    created_at: DateTime<Utc>,
+    secret: payhub_actors::Secret<String>,
+}
+
+impl Worker {
+    async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
+        let poll = std::time::Duration::from_millis(self.settings.poll_interval_ms);
+        loop {
+            let claimed = match self.claim_due().await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook worker cannot claim events");
+                    Vec::new()
+                }
+            };
+            if claimed.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(poll) => {}
+                }
+                continue;
+            }
+            futures::future::join_all(claimed.into_iter().map(|e| self.deliver(e))).await;
+            if shutdown.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    async fn claim_due(&self) -> anyhow::Result<Vec<Claimed>> {
+        let now = self.clock.now();
+        let timeout_ms = i64::try_from(self.settings.timeout_ms).unwrap_or(i64::MAX / 2);
+        let lease = now + Duration::milliseconds(timeout_ms + LEASE_MARGIN_MS);
+        let limit = i64::try_from(self.settings.concurrency_max).unwrap_or(1);
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "UPDATE webhook_events e SET next_attempt_at = $2
+                 FROM merchants m
+                 WHERE m.id = e.merchant_id AND e.id IN (
+                     SELECT id FROM webhook_events
+                     WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
+                     ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 RETURNING e.id, e.body, e.notify_url, e.attempts, e.created_at, m.webhook_secret",
+                &[&now, &lease, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Claimed {
+                id: r.get(0),
+                body: r.get(1),
+                notify_url: r.get(2),
+                attempts: r.get(3),
+                created_at: r.get(4),
+                secret: payhub_actors::Secret::new(r.get(5)),
+            })
+            .collect())
+    }
+
+    async fn deliver(&self, event: Claimed) {
+        let started = Instant::now();
+        let t = self.clock.now().timestamp();
+        let header = signature::sign(event.secret.expose().as_bytes(), t, event.body.as_bytes());
+        let sent = self
+            .client
+            .post(&event.notify_url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(signature::HEADER, header)
+            .body(event.body.clone())
+            .send()
+            .await;
+        let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
+        let (status_code, error) = match sent {
+            Ok(response) => (Some(i32::from(response.status().as_u16())), None),
+            Err(e) => (None, Some(error_text(&e))),
+        };
+        let delivered = status_code.is_some_and(|s| (200..300).contains(&s));
+        if let Err(e) = self
+            .record(&event, delivered, status_code, error, duration_ms)
+            .await
+        {
+            // The lease runs out and the event is tried again: at least once, never lost.
+            tracing::warn!(event = %event.id, error = %e, "webhook attempt not recorded");
+        }
+    }
+
+    async fn record(
+        &self,
+        event: &Claimed,
+        delivered: bool,
+        status_code: Option<i32>,
+        error: Option<String>,
+        duration_ms: i32,
+    ) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        let attempts = event.attempts + 1;
+        let next = now + self.backoff(attempts);
+        let give_up_at = event.created_at
+            + Duration::seconds(
+                i64::try_from(self.settings.give_up_after_s).unwrap_or(i64::MAX / 2_000),
+            );
+        let given_up = !delivered && next > give_up_at;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO webhook_attempts (event_id, attempted_at, status_code, error, duration_ms)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&event.id, &now, &status_code, &error, &duration_ms],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE webhook_events SET attempts = $2, next_attempt_at = $3, delivered_at = $4,
+                 given_up_at = $5
+             WHERE id = $1",
+            &[
+                &event.id,
+                &attempts,
+                &next,
+                &delivered.then_some(now),
+                &given_up.then_some(now),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        let result = if delivered { "delivered" } else { "failed" };
+        global()
+            .webhook_deliveries
+            .get_or_create(&labels(&[("result", result)]))
+            .inc();
+        if !delivered && !given_up {
+            global().webhook_retries.inc();
+        }
+        if given_up {
+            tracing::warn!(event = %event.id, attempts, "webhook given up");
+        }
+        Ok(())
+    }
+
+    /// `retry_base_ms · 2^(attempts-1)`, at most `retry_max_ms`.
+    fn backoff(&self, attempts: i32) -> Duration {
+        let exponent = u32::try_from(attempts.saturating_sub(1))
+            .unwrap_or(0)
+            .min(32);
+        let ms = self
+            .settings
+            .retry_base_ms
+            .saturating_mul(1u64 << exponent)
+            .min(self.settings.retry_max_ms);
+        Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX / 2))
+    }
+}
+
+fn error_text(e: &reqwest::Error) -> String {
+    let text = if e.is_timeout() {
+        "timeout".to_string()
+    } else if e.is_connect() {
+        format!("connect: {e}")
+    } else {
+        e.to_string()
+    };
+    text.chars().take(ERROR_TEXT_MAX_CHARS).collect()
+}

@@ -1,0 +1,817 @@
+//! End to end through the customer pages, as a browser: real PostgreSQL, the real pages over HTTP
+//! on port 0, the real payment actors and webhook worker, the real SMPP session and channel router
+//! against the SMSC simulator, and a webhook receiver on port 0. The bank router is the test double
+//! of `e2e_support::doubles` until the bank router and simulator are merged.
+
+mod e2e_support;
+
+use actix::Actor;
+use chrono::{Duration, Utc};
+use e2e_support::doubles::{BankDouble, BankScript};
+use e2e_support::*;
+use payhub_actors::clock::{ManualClock, SharedClock};
+use payhub_actors::keyed_hash::HashKey;
+use payhub_actors::store::testing::{TestDb, fresh_database};
+use payhub_actors::transaction::PaymentSettings;
+use std::sync::Arc;
+
+struct World {
+    db: TestDb,
+    clock: ManualClock,
+    key: HashKey,
+    smsc: payhub::sim::smsc::SmscSim,
+    bank: BankDouble,
+    outside: Outside,
+    gateway: Option<Gateway>,
+    merchant: Merchant,
+    customer: Customer,
+    receiver: Receiver,
+}
+
+fn settings() -> PaymentSettings {
+    PaymentSettings {
+        public_url: "https://gateway.example".into(),
+        delivery_timeout_ms: 2_000,
+        debit_timeout_ms: 2_000,
+        reversal_retry_ms: 200,
+        ..PaymentSettings::default()
+    }
+}
+
+impl World {
+    async fn new() -> World {
+        Self::with(settings(), vec![]).await
+    }
+
+    async fn with(settings: PaymentSettings, webhook_script: Vec<u16>) -> World {
+        let db = fresh_database().await;
+        let clock = ManualClock::new(Utc::now());
+        let key = HashKey::random();
+        let smsc = start_smsc().await;
+        let bank = BankDouble::default();
+        let bank_addr = bank.clone().start();
+        let outside = Outside {
+            smsc: smsc.smpp_addr(),
+            bank: bank_addr.clone().recipient(),
+            reverser: bank_addr.recipient(),
+        };
+        let merchant = seed_merchant(&db.pool, "Book Shop").await;
+        let customer = seed_customer(&db.pool, "alice", "6222000011112222").await;
+        let receiver = Receiver::start(webhook_script);
+        let shared: SharedClock = Arc::new(clock.clone());
+        let gateway = Gateway::start(
+            db.pool.clone(),
+            shared,
+            key.clone(),
+            settings,
+            outside.clone(),
+        );
+        World {
+            db,
+            clock,
+            key,
+            smsc,
+            bank,
+            outside,
+            gateway: Some(gateway),
+            merchant,
+            customer,
+            receiver,
+        }
+    }
+
+    /// Texts the customer's phone received.
+    fn texts(&self) -> Vec<String> {
+        texts_to(&self.smsc, &self.customer.mobile)
+    }
+
+    fn codes(&self) -> Vec<String> {
+        self.texts()
+            .iter()
+            .filter(|t| t.contains("code "))
+            .map(|t| code_in(t))
+            .collect()
+    }
+
+    fn last_code(&self) -> String {
+        self.codes().pop().expect("a code reached the phone")
+    }
+
+    fn base(&self) -> String {
+        self.gateway.as_ref().unwrap().base.clone()
+    }
+
+    fn browser(&self) -> Browser {
+        Browser::new(&self.base())
+    }
+
+    async fn payment(&self) -> String {
+        create_payment(
+            &self.db.pool,
+            &self.merchant,
+            1234,
+            &self.receiver.url,
+            self.clock.now(),
+        )
+        .await
+    }
+
+    async fn status(&self, id: &str) -> (String, Option<String>, Option<String>, Option<String>) {
+        payment_status(&self.db.pool, id).await
+    }
+
+    /// Stops the gateway as a crash would and starts a new one on the same database.
+    async fn restart(&mut self, settings: PaymentSettings) {
+        self.gateway.take().unwrap().stop().await;
+        let shared: SharedClock = Arc::new(self.clock.clone());
+        self.gateway = Some(Gateway::start(
+            self.db.pool.clone(),
+            shared,
+            self.key.clone(),
+            settings,
+            self.outside.clone(),
+        ));
+    }
+}
+
+use futures::FutureExt;
+use payhub_actors::Clock;
+
+#[actix_rt::test]
+async fn happy_path_pays_once_tells_customer_and_signs_the_webhook() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    let first = browser.get(&format!("/pay/{pay}")).await;
+    assert_eq!(first.status, 200);
+    assert!(first.body.contains("Book Shop") && first.body.contains("12.34 CNY"));
+    assert!(first.body.contains("2 books"));
+    let page = browser
+        .login(&pay, &w.customer.online_id, &w.customer.password, "sms", "")
+        .await;
+    assert_eq!(page.path(), format!("/pay/{pay}/code"), "{}", page.body);
+    assert!(page.body.contains("name=\"code\""));
+    assert_eq!(w.status(&pay).await.0, "awaiting_code");
+    let code = w.last_code();
+    assert_eq!(code.len(), 6);
+    let text = w.texts()[0].clone();
+    assert!(
+        text.contains("12.34 CNY") && text.contains("Book Shop"),
+        "{text}"
+    );
+    // The code is stored only as a keyed hash.
+    let stored: i64 = count(
+        &w.db.pool,
+        "SELECT count(*) FROM payments WHERE id = $1 AND code_hash IS NOT NULL AND length(code_hash) = 32",
+        &pay,
+    )
+    .await;
+    assert_eq!(stored, 1);
+
+    let csrf = browser.get(&format!("/pay/{pay}/code")).await.csrf();
+    let result = browser.submit_code(&pay, &code).await;
+    assert_eq!(result.path(), format!("/pay/{pay}/result"));
+    assert!(result.body.contains("Payment complete"), "{}", result.body);
+    // The link back to the shop (minijinja escapes the slashes).
+    assert!(result.body.contains("shop.example") && result.body.contains("Back to Book Shop"));
+    let (status, failure, _, approval) = w.status(&pay).await;
+    assert_eq!(
+        (status.as_str(), failure, approval.as_deref()),
+        ("succeeded", None, Some("A1B2C3"))
+    );
+    assert_eq!(w.bank.debits.lock().unwrap().len(), 1);
+
+    eventually("outcome notice", || async { w.texts().len() == 2 }).await;
+    let outcome = &w.texts()[1];
+    assert!(
+        outcome.contains("succeeded") && outcome.contains("12.34 CNY"),
+        "{outcome}"
+    );
+
+    eventually("webhook delivered", || async {
+        !w.receiver.requests().is_empty()
+    })
+    .await;
+    let hook = &w.receiver.requests()[0];
+    let now = w.clock.now().timestamp();
+    payhub::webhooks::signature::verify(
+        w.merchant.webhook_secret.as_bytes(),
+        &hook.signature,
+        hook.body.as_bytes(),
+        now,
+        300,
+    )
+    .expect("signature verifies with the merchant's secret");
+    let body: serde_json::Value = serde_json::from_str(&hook.body).unwrap();
+    assert_eq!(body["type"], "payment.succeeded");
+    assert_eq!(body["data"]["id"], pay.as_str());
+    assert_eq!(body["data"]["status"], "succeeded");
+    assert_eq!(body["data"]["approval_code"], "A1B2C3");
+    assert!(body["id"].as_str().unwrap().starts_with("evt_"));
+    eventually("attempt recorded", || async {
+        count(
+            &w.db.pool,
+            "SELECT count(*) FROM webhook_attempts a JOIN webhook_events e ON e.id = a.event_id
+             WHERE e.payment_id = $1 AND a.status_code = 200",
+            &pay,
+        )
+        .await
+            == 1
+    })
+    .await;
+    // A second code post changes nothing.
+    let again = browser
+        .post(
+            &format!("/pay/{pay}/code"),
+            &[("csrf_token", &csrf), ("code", &code)],
+        )
+        .await;
+    assert_eq!(again.path(), format!("/pay/{pay}/result"));
+    assert_eq!(w.bank.debits.lock().unwrap().len(), 1);
+}
+
+#[actix_rt::test]
+async fn three_wrong_passwords_fail_the_payment_with_one_wording() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    let unknown = browser.login(&pay, "nobody", "whatever", "sms", "").await;
+    assert_eq!(unknown.status, 401);
+    let wrong = browser
+        .login(&pay, "alice", "wrong password", "sms", "")
+        .await;
+    assert_eq!(wrong.status, 401);
+    let strip = |s: &str| s.replace("2 tries", "N").replace("1 try", "N");
+    let error = |body: &str| {
+        let start = body.find("role=\"alert\">").unwrap();
+        let end = body[start..].find("</p>").unwrap() + start;
+        body[start..end].to_string()
+    };
+    assert_eq!(strip(&error(&unknown.body)), strip(&error(&wrong.body)));
+    let third = browser.login(&pay, "alice", "wrong again", "sms", "").await;
+    assert_eq!(third.path(), format!("/pay/{pay}/result"));
+    assert!(third.body.contains("too many unsuccessful sign-ins"));
+    let (status, failure, ..) = w.status(&pay).await;
+    assert_eq!(
+        (status.as_str(), failure.as_deref()),
+        ("failed", Some("authentication_failed"))
+    );
+    assert!(w.codes().is_empty());
+    eventually("failed webhook", || async {
+        w.receiver
+            .requests()
+            .iter()
+            .any(|r| r.body.contains("payment.failed"))
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn five_failures_lock_the_identity_across_payments_for_15_minutes() {
+    let w = World::new().await;
+    let browser = w.browser();
+    let mut pays = Vec::new();
+    for _ in 0..3 {
+        pays.push(w.payment().await);
+    }
+    // Two failures on each of the first two payments, then one more: five for `alice`.
+    for (pay, tries) in [(&pays[0], 2), (&pays[1], 2), (&pays[2], 1)] {
+        for _ in 0..tries {
+            browser.login(pay, "alice", "nope", "sms", "").await;
+        }
+    }
+    // The right password is refused now, whatever the payment, with the mobile number too.
+    let locked = browser
+        .login(&pays[2], "alice", &w.customer.password, "sms", "")
+        .await;
+    assert_eq!(locked.status, 429, "{}", locked.body);
+    assert!(locked.body.contains("locked"));
+    let by_mobile = browser
+        .login(
+            &pays[2],
+            &w.customer.mobile,
+            &w.customer.password,
+            "sms",
+            "",
+        )
+        .await;
+    assert_eq!(by_mobile.status, 429);
+    assert_eq!(w.status(&pays[2]).await.0, "awaiting_customer");
+    w.clock
+        .advance(Duration::minutes(15) + Duration::seconds(1));
+    let pay = w.payment().await;
+    let ok = browser
+        .login(&pay, &w.customer.mobile, &w.customer.password, "sms", "")
+        .await;
+    assert_eq!(ok.path(), format!("/pay/{pay}/code"), "{}", ok.body);
+}
+
+#[actix_rt::test]
+async fn three_wrong_codes_fail_and_no_debit_is_sent() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    let real = w.last_code();
+    let wrong = if real == "000000" { "111111" } else { "000000" };
+    let first = browser.submit_code(&pay, wrong).await;
+    assert_eq!(first.status, 422);
+    assert!(first.body.contains("2 tries left"), "{}", first.body);
+    browser.submit_code(&pay, wrong).await;
+    let last = browser.submit_code(&pay, wrong).await;
+    assert_eq!(last.path(), format!("/pay/{pay}/result"));
+    let (status, failure, ..) = w.status(&pay).await;
+    assert_eq!(
+        (status.as_str(), failure.as_deref()),
+        ("failed", Some("code_attempts_exceeded"))
+    );
+    assert!(w.bank.debits.lock().unwrap().is_empty());
+}
+
+#[actix_rt::test]
+async fn a_late_code_fails_the_payment() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    let code = w.last_code();
+    w.clock.advance(Duration::seconds(301));
+    let page = browser.submit_code(&pay, &code).await;
+    assert_eq!(page.path(), format!("/pay/{pay}/result"));
+    assert!(page.body.contains("expired before it was entered"));
+    let (status, failure, ..) = w.status(&pay).await;
+    assert_eq!(
+        (status.as_str(), failure.as_deref()),
+        ("failed", Some("code_expired"))
+    );
+    assert!(w.bank.debits.lock().unwrap().is_empty());
+}
+
+#[actix_rt::test]
+async fn resend_voids_the_old_code_is_spaced_and_bounded() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    let first = w.last_code();
+    let too_soon = browser.resend(&pay, "").await;
+    assert_eq!(too_soon.status, 429);
+    assert!(too_soon.body.contains("seconds"));
+    w.clock.advance(Duration::seconds(31));
+    let sent = browser.resend(&pay, "").await;
+    assert_eq!(sent.status, 200);
+    assert!(sent.body.contains("A new code was sent"));
+    let second = w.last_code();
+    // The old code no longer works (unless the draw repeated it).
+    if first != second {
+        let old = browser.submit_code(&pay, &first).await;
+        assert_eq!(old.status, 422);
+    }
+    // Even after the first code's validity, a resend keeps the payment alive.
+    w.clock.advance(Duration::seconds(301));
+    let third = browser.resend(&pay, "").await;
+    assert_eq!(third.status, 200, "{}", third.body);
+    w.clock.advance(Duration::seconds(31));
+    let exhausted = browser.resend(&pay, "").await;
+    assert_eq!(exhausted.status, 429);
+    assert!(exhausted.body.contains("No more codes"));
+    let code = w.last_code();
+    let done = browser.submit_code(&pay, &code).await;
+    assert!(done.body.contains("Payment complete"), "{}", done.body);
+    assert_eq!(w.codes().len(), 3);
+}
+
+#[actix_rt::test]
+async fn a_code_from_another_browser_session_is_refused() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let alice = w.browser();
+    alice
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    let code = w.last_code();
+    let mallory = w.browser();
+    let page = mallory.get(&format!("/pay/{pay}/code")).await;
+    assert_eq!(page.status, 403);
+    // Mallory fetches a CSRF token of her own from the payment page and posts the right code.
+    let pay_page = mallory.get(&format!("/pay/{pay}")).await;
+    assert!(pay_page.body.contains("another browser"));
+    let csrf_source = mallory.get(&format!("/pay/{pay}/code")).await;
+    assert!(!csrf_source.body.contains("csrf_token"));
+    let forged = mallory
+        .post(
+            &format!("/pay/{pay}/code"),
+            &[("csrf_token", "00"), ("code", &code)],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(w.status(&pay).await.0, "awaiting_code");
+    assert!(w.bank.debits.lock().unwrap().is_empty());
+    let ok = alice.submit_code(&pay, &code).await;
+    assert!(ok.body.contains("Payment complete"));
+}
+
+#[actix_rt::test]
+async fn insufficient_funds_is_declined_with_field_39() {
+    let w = World::new().await;
+    w.bank
+        .script
+        .lock()
+        .unwrap()
+        .insert("6222000011112222".into(), BankScript::Answer("51"));
+    let pay = w.payment().await;
+    let browser = w.browser();
+    browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    let page = browser.submit_code(&pay, &w.last_code()).await;
+    assert!(page.body.contains("insufficient funds"), "{}", page.body);
+    let (status, failure, code, approval) = w.status(&pay).await;
+    assert_eq!(
+        (
+            status.as_str(),
+            failure.as_deref(),
+            code.as_deref(),
+            approval
+        ),
+        ("failed", Some("bank_declined"), Some("51"), None)
+    );
+    eventually("webhook", || async { !w.receiver.requests().is_empty() }).await;
+    let body: serde_json::Value = serde_json::from_str(&w.receiver.requests()[0].body).unwrap();
+    assert_eq!(body["data"]["failure_code"], "bank_declined");
+    assert_eq!(body["data"]["bank_response_code"], "51");
+}
+
+#[actix_rt::test]
+async fn bank_timeout_is_bank_unavailable() {
+    let w = World::new().await;
+    w.bank
+        .script
+        .lock()
+        .unwrap()
+        .insert("6222000011112222".into(), BankScript::Timeout);
+    let pay = w.payment().await;
+    let browser = w.browser();
+    browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    let page = browser.submit_code(&pay, &w.last_code()).await;
+    assert!(
+        page.body.contains("returned automatically"),
+        "{}",
+        page.body
+    );
+    let (status, failure, ..) = w.status(&pay).await;
+    assert_eq!(
+        (status.as_str(), failure.as_deref()),
+        ("failed", Some("bank_unavailable"))
+    );
+}
+
+#[actix_rt::test]
+async fn an_offline_terminal_is_said_at_once_and_sms_is_offered() {
+    let w = World::new().await;
+    add_terminal(&w.db.pool, &w.customer.id, "dedicated", "Desk unit", None).await;
+    // The dedicated terminal is registered but not connected to the switch: offline.
+    let pay = w.payment().await;
+    let browser = w.browser();
+    let page = browser
+        .login(&pay, "alice", &w.customer.password, "terminal", "")
+        .await;
+    assert_eq!(page.path(), format!("/pay/{pay}/code"));
+    assert!(page.body.contains("offline"), "{}", page.body);
+    assert!(page.body.contains("value=\"sms\""), "{}", page.body);
+    assert!(!page.body.contains("name=\"code\""));
+    let sent = browser.resend(&pay, "sms").await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let done = browser.submit_code(&pay, &w.last_code()).await;
+    assert!(done.body.contains("Payment complete"));
+}
+
+#[actix_rt::test]
+async fn bad_input_gets_calm_4xx_pages() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    assert_eq!(browser.get("/pay/pay_doesnotexist").await.status, 404);
+    assert_eq!(browser.get("/pay/..%2f..%2fetc").await.status, 404);
+    // No CSRF cookie yet: refused.
+    let fresh = w.browser();
+    let p = fresh
+        .post(
+            &format!("/pay/{pay}/login"),
+            &[("identity", "alice"), ("password", "x")],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+    let page = browser.get(&format!("/pay/{pay}")).await;
+    let csrf = page.csrf();
+    let long = "x".repeat(10_000);
+    let big = browser
+        .post(
+            &format!("/pay/{pay}/login"),
+            &[("csrf_token", &csrf), ("identity", &long)],
+        )
+        .await;
+    assert_eq!(big.status, 400);
+    let odd = browser
+        .post(
+            &format!("/pay/{pay}/login"),
+            &[
+                ("csrf_token", &csrf),
+                ("identity", "alice"),
+                ("password", "pw"),
+                ("channel", "fax"),
+            ],
+        )
+        .await;
+    assert_eq!(odd.status, 422);
+    let no_session = browser
+        .post(
+            &format!("/pay/{pay}/code"),
+            &[("csrf_token", &csrf), ("code", "123456")],
+        )
+        .await;
+    assert_eq!(no_session.status, 403);
+    assert_eq!(w.status(&pay).await.0, "awaiting_customer");
+}
+
+#[actix_rt::test]
+async fn the_session_cookie_is_http_only_and_strict() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let page = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = w.base();
+    let first = page.get(format!("{base}/pay/{pay}")).send().await.unwrap();
+    let body = first.text().await.unwrap();
+    let csrf = Page {
+        status: 200,
+        url: String::new(),
+        body,
+    }
+    .csrf();
+    let login = page
+        .post(format!("{base}/pay/{pay}/login"))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("identity", "alice"),
+            ("password", w.customer.password.as_str()),
+            ("channel", "sms"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    assert_eq!(
+        login.headers()["location"],
+        format!("/pay/{pay}/code").as_str()
+    );
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("payhub_session="), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(cookie.contains(&format!("Path=/pay/{pay}")), "{cookie}");
+}
+
+#[actix_rt::test]
+async fn smsc_throttling_delays_but_delivers_the_code() {
+    let w = World::new().await;
+    w.smsc.update_switches(|s| s.throttle_next = 2);
+    let pay = w.payment().await;
+    let browser = w.browser();
+    let page = browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    assert_eq!(page.path(), format!("/pay/{pay}/code"), "{}", page.body);
+    assert!(page.body.contains("name=\"code\""), "{}", page.body);
+    assert!(w.smsc.stats().submits_refused >= 2, "{:?}", w.smsc.stats());
+    let done = browser.submit_code(&pay, &w.last_code()).await;
+    assert!(done.body.contains("Payment complete"));
+}
+
+#[actix_rt::test]
+async fn an_unregistered_receiver_is_refused_unless_the_policy_allows_it() {
+    for allow in [false, true] {
+        let w = World::with(
+            PaymentSettings {
+                allow_unregistered_receiver: allow,
+                ..settings()
+            },
+            vec![],
+        )
+        .await;
+        let pay = w.payment().await;
+        let browser = w.browser();
+        let page = browser.get(&format!("/pay/{pay}")).await;
+        assert_eq!(page.body.contains("name=\"receiver\""), allow);
+        let csrf = page.csrf();
+        let other = "8613900001111";
+        let done = browser
+            .post(
+                &format!("/pay/{pay}/login"),
+                &[
+                    ("csrf_token", csrf.as_str()),
+                    ("identity", "alice"),
+                    ("password", w.customer.password.as_str()),
+                    ("channel", "sms"),
+                    ("receiver", other),
+                ],
+            )
+            .await;
+        assert_eq!(done.path(), format!("/pay/{pay}/code"));
+        let to_other = texts_to(&w.smsc, other);
+        let audited = count(
+            &w.db.pool,
+            "SELECT count(*) FROM audit_log WHERE payment_id = $1 AND event = 'code_issued'
+               AND detail->>'unregistered_receiver' = 'true'",
+            &pay,
+        )
+        .await;
+        if allow {
+            assert_eq!(
+                to_other.len(),
+                1,
+                "policy on: the code goes to the named number"
+            );
+            assert_eq!(audited, 1);
+        } else {
+            // Policy off: the receiver field is ignored, the code goes to the registered mobile.
+            assert!(to_other.is_empty());
+            assert_eq!(w.codes().len(), 1);
+            assert_eq!(audited, 0);
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_restart_while_awaiting_the_customer_or_the_code_continues() {
+    let mut w = World::new().await;
+    let early = w.payment().await;
+    let mid = w.payment().await;
+    let mut browser = w.browser();
+    browser.get(&format!("/pay/{early}")).await;
+    browser
+        .login(&mid, "alice", &w.customer.password, "sms", "")
+        .await;
+    let code = w.last_code();
+    w.restart(settings()).await;
+    browser.at(&w.base());
+    // awaiting_code: the same browser session enters the code it already has.
+    let done = browser.submit_code(&mid, &code).await;
+    assert!(done.body.contains("Payment complete"), "{}", done.body);
+    // awaiting_customer: the payment starts from the beginning.
+    browser
+        .login(&early, "alice", &w.customer.password, "sms", "")
+        .await;
+    let done = browser.submit_code(&early, &w.last_code()).await;
+    assert!(done.body.contains("Payment complete"), "{}", done.body);
+    assert_eq!(w.bank.debits.lock().unwrap().len(), 2);
+}
+
+#[actix_rt::test]
+async fn a_restart_while_processing_reverses_and_fails_without_a_second_debit() {
+    let mut w = World::new().await;
+    w.bank
+        .script
+        .lock()
+        .unwrap()
+        .insert("6222000011112222".into(), BankScript::Hang);
+    let pay = w.payment().await;
+    let browser = w.browser();
+    browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    let code = w.last_code();
+    let csrf = browser.get(&format!("/pay/{pay}/code")).await.csrf();
+    let (http, url) = (browser.http.clone(), format!("{}/pay/{pay}/code", w.base()));
+    // The browser waits on the debit that never answers…
+    let waiting = actix_rt::spawn(async move {
+        let _ = http
+            .post(url)
+            .form(&[("csrf_token", csrf.as_str()), ("code", code.as_str())])
+            .send()
+            .await;
+    });
+    let pool = w.db.pool.clone();
+    let id = pay.clone();
+    eventually("processing", || {
+        let (pool, id) = (pool.clone(), id.clone());
+        async move { payment_status(&pool, &id).await.0 == "processing" }
+    })
+    .await;
+    // …and the gateway dies.
+    w.restart(settings()).await;
+    waiting.abort();
+    let pool = w.db.pool.clone();
+    eventually("resolved after restart", || {
+        let (pool, id) = (pool.clone(), pay.clone());
+        async move { payment_status(&pool, &id).await.0 == "failed" }
+    })
+    .await;
+    let (_, failure, ..) = w.status(&pay).await;
+    assert_eq!(failure.as_deref(), Some("bank_unavailable"));
+    let debits = w.bank.debits.lock().unwrap().clone();
+    assert_eq!(debits.len(), 1, "never debited twice");
+    assert_eq!(
+        *w.bank.reversals.lock().unwrap(),
+        debits,
+        "the debit is reversed"
+    );
+    eventually("failed webhook", || async {
+        w.receiver
+            .requests()
+            .iter()
+            .any(|r| r.body.contains("bank_unavailable"))
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn webhooks_are_retried_with_backoff_across_a_restart_until_acknowledged() {
+    let mut w = World::with(settings(), vec![500, 503]).await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    browser.submit_code(&pay, &w.last_code()).await;
+    eventually("first attempt", || async {
+        w.receiver.requests().len() == 1
+    })
+    .await;
+    let attempts = |w: &World| {
+        let pool = w.db.pool.clone();
+        let pay = pay.clone();
+        async move {
+            count(
+                &pool,
+                "SELECT count(*) FROM webhook_attempts a JOIN webhook_events e ON e.id = a.event_id
+                 WHERE e.payment_id = $1",
+                &pay,
+            )
+            .await
+        }
+    };
+    eventually("first attempt recorded", || attempts(&w).map(|n| n == 1)).await;
+    // Nothing more until the backoff (5 s, then 10 s) has passed on the gateway's clock.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(w.receiver.requests().len(), 1);
+    w.clock.advance(Duration::seconds(6));
+    eventually("second attempt", || async {
+        w.receiver.requests().len() == 2
+    })
+    .await;
+    eventually("second attempt recorded", || attempts(&w).map(|n| n == 2)).await;
+    w.restart(settings()).await;
+    w.clock.advance(Duration::seconds(11));
+    eventually("third attempt", || async {
+        w.receiver.requests().len() == 3
+    })
+    .await;
+    eventually("delivered", || {
+        let pool = w.db.pool.clone();
+        let pay = pay.clone();
+        async move {
+            count(
+                &pool,
+                "SELECT count(*) FROM webhook_events WHERE payment_id = $1 AND delivered_at IS NOT NULL
+                   AND attempts = 3",
+                &pay,
+            )
+            .await
+                == 1
+        }
+    })
+    .await;
+    let requests = w.receiver.requests();
+    // The same event each time, each signed with its own timestamp.
+    assert!(requests.iter().all(|r| r.body == requests[0].body));
+    for r in &requests {
+        payhub::webhooks::signature::verify(
+            w.merchant.webhook_secret.as_bytes(),
+            &r.signature,
+            r.body.as_bytes(),
+            w.clock.now().timestamp(),
+            600,
+        )
+        .expect("each attempt is signed");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        w.receiver.requests().len(),
+        3,
+        "acknowledged: no more attempts"
+    );
+}

@@ -1,0 +1,533 @@
+//! Shared harness of the end-to-end tests: a gateway (registry, pages, webhook worker) in an actix
+//! system of its own that can be stopped and started again on the same database (a restart), rows
+//! seeded with SQL, a browser (reqwest with cookies) that reads CSRF tokens from the HTML, and a
+//! webhook receiver on port 0.
+#![allow(dead_code)]
+
+pub mod doubles;
+
+use actix::Recipient;
+use actix_web::{App, HttpServer, web};
+use chrono::{DateTime, Duration, Utc};
+use deadpool_postgres::Pool;
+use payhub::http::pages::{PagesState, configure};
+use payhub::webhooks::{WebhookSettings, start_worker};
+use payhub_actors::clock::SharedClock;
+use payhub_actors::keyed_hash::HashKey;
+use payhub_actors::messages::{Debit, Deliver, Reverse};
+use payhub_actors::secret::Secret;
+use payhub_actors::transaction::registry::TickAll;
+use payhub_actors::transaction::{Deps, PaymentRegistry, PaymentSettings, start_registry};
+use std::sync::{Arc, Mutex};
+
+/// The parts outside the gateway that a payment talks to. The channel side is the real one: the
+/// gateway starts its SMPP session to the SMSC simulator at `smsc` and the real channel router
+/// with its terminal switch (plain TCP on port 0), inside the gateway, so they restart with it.
+#[derive(Clone)]
+pub struct Outside {
+    pub smsc: std::net::SocketAddr,
+    pub bank: Recipient<Debit>,
+    pub reverser: Recipient<Reverse>,
+}
+
+pub const SMSC_SYSTEM_ID: &str = "payhub";
+pub const SMSC_PASSWORD: &str = "secret";
+
+/// The gateway's channels: SMPP session bound to the simulator, and the router in front of it.
+async fn start_channels(
+    pool: &Pool,
+    clock: &SharedClock,
+    smsc: std::net::SocketAddr,
+) -> Recipient<Deliver> {
+    use payhub::channels::smpp::{self, GetStatus, SmppSettings};
+    let config = payhub::config::SmppConfig {
+        addr: smsc.to_string(),
+        system_id: SMSC_SYSTEM_ID.into(),
+        password: SMSC_PASSWORD.into(),
+        response_timeout_ms: 1_000,
+        ..Default::default()
+    };
+    let mut settings = SmppSettings::from_config(&config);
+    settings.rebind_backoff_min_ms = 50;
+    settings.rebind_backoff_max_ms = 200;
+    settings.throttle_backoff_min_ms = 20;
+    settings.throttle_backoff_max_ms = 100;
+    let session = smpp::start(pool.clone(), clock.clone(), settings).expect("SMPP settings");
+    for _ in 0..200 {
+        if session
+            .send(GetStatus)
+            .await
+            .map(|s| s.bound)
+            .unwrap_or(false)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let switch = payhub::channels::terminal::SwitchSettings::from_config(&Default::default());
+    let channels = payhub::channels::router::start(
+        pool.clone(),
+        clock.clone(),
+        switch,
+        None,
+        Some(session.recipient()),
+    )
+    .await
+    .expect("channel router");
+    channels.recipient()
+}
+
+/// A running gateway: pages on `base`, payments' actors, the webhook worker.
+pub struct Gateway {
+    pub base: String,
+    pub registry: actix::Addr<PaymentRegistry>,
+    server: actix_web::dev::ServerHandle,
+    system: actix::System,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+pub fn webhook_settings() -> WebhookSettings {
+    WebhookSettings {
+        timeout_ms: 2_000,
+        retry_base_ms: 5_000,
+        retry_max_ms: 3_600_000,
+        give_up_after_s: 3 * 24 * 3600,
+        concurrency_max: 8,
+        poll_interval_ms: 100,
+    }
+}
+
+impl Gateway {
+    pub fn start(
+        pool: Pool,
+        clock: SharedClock,
+        key: HashKey,
+        settings: PaymentSettings,
+        outside: Outside,
+    ) -> Gateway {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let system = actix::System::new();
+            system.block_on(async move {
+                let wake = Arc::new(tokio::sync::Notify::new());
+                let channel = start_channels(&pool, &clock, outside.smsc).await;
+                let allow = settings.allow_unregistered_receiver;
+                let deps = Deps {
+                    pool: pool.clone(),
+                    clock: clock.clone(),
+                    settings: Arc::new(settings),
+                    hash_key: key.clone(),
+                    channel,
+                    bank: outside.bank,
+                    reverser: outside.reverser,
+                    webhook_wake: wake.clone(),
+                };
+                let registry = start_registry(deps);
+                start_worker(pool.clone(), clock.clone(), webhook_settings(), wake)
+                    .expect("webhook worker");
+                let state = PagesState::new(registry.clone(), pool, key, clock, allow);
+                let server =
+                    HttpServer::new(move || App::new().configure(configure(state.clone())))
+                        .workers(1)
+                        .disable_signals()
+                        .bind(("127.0.0.1", 0))
+                        .expect("bind");
+                let addr = server.addrs()[0];
+                let server = server.run();
+                tx.send((addr, server.handle(), actix::System::current(), registry))
+                    .expect("report");
+                let _ = server.await;
+            });
+        });
+        let (addr, server, system, registry) = rx.recv().expect("gateway started");
+        Gateway {
+            base: format!("http://{addr}"),
+            registry,
+            server,
+            system,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops everything at once, as a crash would (no actor finishes its work).
+    pub async fn stop(mut self) {
+        self.system.stop();
+        self.server.stop(false).await;
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+
+    pub async fn tick_all(&self) {
+        let _ = self.registry.send(TickAll).await;
+    }
+}
+
+// ---- rows -----------------------------------------------------------------------------------------
+
+pub struct Merchant {
+    pub id: String,
+    pub webhook_secret: String,
+}
+
+pub async fn seed_merchant(pool: &Pool, name: &str) -> Merchant {
+    let id = payhub_actors::ids::new_id("mer");
+    let secret = format!(
+        "whsec_{}",
+        hex::encode(payhub_actors::ids::os_random::<16>())
+    );
+    let client = pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO merchants (id, name, cert_fingerprint, cert_serial, webhook_secret,
+                 bank_id, account, terminal_id, card_acceptor_id, location)
+             VALUES ($1, $2, $3, '01', $4, '0002', '6222000099990001', 'T0000001',
+                 'SHOP00000000001', 'Beijing CN')",
+            &[
+                &id,
+                &name,
+                &hex::encode(payhub_actors::ids::os_random::<32>()),
+                &secret,
+            ],
+        )
+        .await
+        .unwrap();
+    Merchant {
+        id,
+        webhook_secret: secret,
+    }
+}
+
+pub struct Customer {
+    pub id: String,
+    pub online_id: String,
+    pub password: String,
+    pub mobile: String,
+}
+
+/// A customer with a registered mobile terminal (for SMS).
+pub async fn seed_customer(pool: &Pool, online_id: &str, account: &str) -> Customer {
+    let id = payhub_actors::ids::new_id("cus");
+    let password = "correct horse battery".to_string();
+    let hash = payhub_actors::password::hash(Secret::new(password.clone()))
+        .await
+        .unwrap();
+    let mobile = format!(
+        "86138{:08}",
+        u32::from_le_bytes(payhub_actors::ids::os_random::<4>()) % 100_000_000
+    );
+    let client = pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO customers (id, real_name, online_id, bank_id, account, password_hash)
+             VALUES ($1, 'Alice Example', $2, '0001', $3, $4)",
+            &[&id, &online_id, &account, &hash],
+        )
+        .await
+        .unwrap();
+    add_terminal(pool, &id, "mobile", "My phone", Some(&mobile)).await;
+    Customer {
+        id,
+        online_id: online_id.into(),
+        password,
+        mobile,
+    }
+}
+
+pub async fn add_terminal(
+    pool: &Pool,
+    customer: &str,
+    kind: &str,
+    label: &str,
+    msisdn: Option<&str>,
+) -> String {
+    let id = payhub_actors::ids::new_id("trm");
+    let key = payhub_actors::ids::os_random::<32>().to_vec();
+    let client = pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO terminals (id, customer_id, kind, label, msisdn, shared_key)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&id, &customer, &kind, &label, &msisdn, &key],
+        )
+        .await
+        .unwrap();
+    id
+}
+
+pub async fn create_payment(
+    pool: &Pool,
+    merchant: &Merchant,
+    amount: i64,
+    notify_url: &str,
+    now: DateTime<Utc>,
+) -> String {
+    let id = payhub_actors::ids::new_id("pay");
+    let client = pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO payments (id, merchant_id, order_id, amount_minor, currency, description,
+                 return_url, notify_url, created_at, expires_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'CNY', '2 books', 'https://shop.example/return', $5, $6, $7, $6)",
+            &[
+                &id,
+                &merchant.id,
+                &format!("A-{id}"),
+                &amount,
+                &notify_url,
+                &now,
+                &(now + Duration::minutes(15)),
+            ],
+        )
+        .await
+        .unwrap();
+    id
+}
+
+/// `(status, failure_code, bank_response_code, approval_code)` of a payment.
+pub async fn payment_status(
+    pool: &Pool,
+    id: &str,
+) -> (String, Option<String>, Option<String>, Option<String>) {
+    let client = pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT status, failure_code, bank_response_code, approval_code FROM payments WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
+pub async fn count(pool: &Pool, sql: &str, id: &str) -> i64 {
+    let client = pool.get().await.unwrap();
+    client.query_one(sql, &[&id]).await.unwrap().get(0)
+}
+
+/// Waits (bounded) until `check` holds.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+// ---- a browser -----------------------------------------------------------------------------------
+
+pub struct Browser {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+pub struct Page {
+    pub status: u16,
+    pub url: String,
+    pub body: String,
+}
+
+impl Page {
+    pub fn csrf(&self) -> String {
+        let marker = "name=\"csrf_token\" value=\"";
+        let start = self.body.find(marker).expect("page has a CSRF token") + marker.len();
+        let end = self.body[start..].find('"').expect("token ends") + start;
+        self.body[start..end].to_string()
+    }
+
+    pub fn path(&self) -> String {
+        url::Url::parse(&self.url).unwrap().path().to_string()
+    }
+}
+
+impl Browser {
+    pub fn new(base: &str) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .build()
+                .unwrap(),
+            base: base.to_string(),
+        }
+    }
+
+    pub fn at(&mut self, base: &str) {
+        self.base = base.to_string();
+    }
+
+    async fn page(response: reqwest::Response) -> Page {
+        let status = response.status().as_u16();
+        let url = response.url().to_string();
+        let body = response.text().await.unwrap();
+        Page { status, url, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Page {
+        Self::page(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        Self::page(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .form(form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Opens the payment page and signs in; returns the page the gateway ends on.
+    pub async fn login(
+        &self,
+        payment: &str,
+        identity: &str,
+        password: &str,
+        channel: &str,
+        terminal: &str,
+    ) -> Page {
+        let page = self.get(&format!("/pay/{payment}")).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let csrf = page.csrf();
+        self.post(
+            &format!("/pay/{payment}/login"),
+            &[
+                ("csrf_token", csrf.as_str()),
+                ("identity", identity),
+                ("password", password),
+                ("channel", channel),
+                ("terminal", terminal),
+            ],
+        )
+        .await
+    }
+
+    pub async fn submit_code(&self, payment: &str, code: &str) -> Page {
+        let page = self.get(&format!("/pay/{payment}/code")).await;
+        let csrf = page.csrf();
+        self.post(
+            &format!("/pay/{payment}/code"),
+            &[("csrf_token", csrf.as_str()), ("code", code)],
+        )
+        .await
+    }
+
+    pub async fn resend(&self, payment: &str, route: &str) -> Page {
+        let page = self.get(&format!("/pay/{payment}/code")).await;
+        let csrf = page.csrf();
+        self.post(
+            &format!("/pay/{payment}/resend"),
+            &[("csrf_token", csrf.as_str()), ("route", route)],
+        )
+        .await
+    }
+}
+
+/// The SMSC simulator, on port 0.
+pub async fn start_smsc() -> payhub::sim::smsc::SmscSim {
+    payhub::sim::smsc::start(payhub::sim::smsc::SmscSimOptions::loopback(
+        SMSC_SYSTEM_ID,
+        SMSC_PASSWORD,
+    ))
+    .await
+    .expect("SMSC simulator")
+}
+
+/// Texts the SMSC simulator accepted for `msisdn`, oldest first.
+pub fn texts_to(sim: &payhub::sim::smsc::SmscSim, msisdn: &str) -> Vec<String> {
+    sim.messages()
+        .into_iter()
+        .filter(|m| m.destination_addr.trim_start_matches('+') == msisdn)
+        .map(|m| m.text)
+        .collect()
+}
+
+/// The digits after `code ` in a customer message.
+pub fn code_in(text: &str) -> String {
+    let start = text.find("code ").expect("message has a code") + 5;
+    text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect()
+}
+
+// ---- a webhook receiver --------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub signature: String,
+    pub body: String,
+}
+
+/// A merchant's endpoint on port 0: answers the scripted statuses in order (then 200), records
+/// every request.
+pub struct Receiver {
+    pub url: String,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    pub fn start(script: Vec<u16>) -> Receiver {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
+        let (r, s) = (received.clone(), script.clone());
+        let server = HttpServer::new(move || {
+            let (r, s) = (r.clone(), s.clone());
+            App::new().route(
+                "/hooks",
+                web::post().to(move |req: actix_web::HttpRequest, body: web::Bytes| {
+                    let (r, s) = (r.clone(), s.clone());
+                    async move {
+                        let signature = req
+                            .headers()
+                            .get("Payhub-Signature")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string();
+                        r.lock().unwrap().push(Received {
+                            signature,
+                            body: String::from_utf8_lossy(&body).to_string(),
+                        });
+                        let status = s.lock().unwrap().pop_front().unwrap_or(200);
+                        actix_web::HttpResponse::build(
+                            actix_web::http::StatusCode::from_u16(status).unwrap(),
+                        )
+                        .finish()
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Receiver {
+            url: format!("http://{addr}/hooks"),
+            received,
+            server: handle,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}

@@ -1,0 +1,443 @@
+//! The merchant API over real TLS with real client certificates, against real PostgreSQL: the
+//! server runs in-process on port 0 (`TestGateway`), the client is reqwest with native-tls.
+
+use payhub::http::merchant::ROUTES;
+use payhub::http::merchant_testing::{TestGateway, register_merchant};
+use payhub::pki::{self, Validity};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn order(order_id: &str) -> Value {
+    json!({"order_id": order_id, "amount": 1234, "currency": "CNY", "description": "2 books",
+           "return_url": "https://shop.example/return",
+           "notify_url": "https://shop.example/hooks/payhub"})
+}
+
+async fn body(res: reqwest::Response) -> (StatusCode, Value) {
+    let status = res.status();
+    let ct = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = res.text().await.unwrap();
+    assert_eq!(ct.as_deref(), Some("application/json"), "{status} {text}");
+    (status, serde_json::from_str(&text).unwrap())
+}
+
+async fn create(gw: &TestGateway, client: &reqwest::Client, b: &Value) -> (StatusCode, Value) {
+    body(
+        client
+            .post(gw.url("/v1/payments"))
+            .json(b)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+async fn read(gw: &TestGateway, client: &reqwest::Client, path: &str) -> (StatusCode, Value) {
+    body(client.get(gw.url(path)).send().await.unwrap()).await
+}
+
+fn error_code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+async fn count(gw: &TestGateway, table: &str) -> i64 {
+    let c = gw.db.pool.get().await.unwrap();
+    c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[actix_rt::test]
+async fn create_read_replay_and_conflicts() {
+    let gw = TestGateway::spawn(vec![]).await;
+    let shop = gw.enroll_merchant("Book Shop").await;
+    let client = gw.client(Some(&shop.cert));
+    let post = |key: &str, b: &Value| {
+        client
+            .post(gw.url("/v1/payments"))
+            .header("Idempotency-Key", key)
+            .json(b)
+            .send()
+    };
+
+    let (status, created) = body(post("k-1", &order("A-1001")).await.unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap();
+    assert!(id.starts_with("pay_"));
+    assert_eq!(created["status"], "awaiting_customer");
+    assert_eq!(created["amount"], 1234);
+    assert_eq!(created["currency"], "CNY");
+    assert_eq!(created["order_id"], "A-1001");
+    assert_eq!(created["description"], "2 books");
+    assert_eq!(created["pay_url"], format!("https://gateway.test/pay/{id}"));
+    let created_at =
+        chrono::DateTime::parse_from_rfc3339(created["created_at"].as_str().unwrap()).unwrap();
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(created["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!((expires_at - created_at).num_seconds(), 900);
+
+    let (status, fetched) = read(&gw, &client, &format!("/v1/payments/{id}")).await;
+    assert_eq!((status, &fetched), (StatusCode::OK, &created));
+
+    // The same body with its keys in another order is the same request: replayed verbatim.
+    let reordered: Value = serde_json::from_str(
+        r#"{"notify_url":"https://shop.example/hooks/payhub","currency":"CNY","amount":1234,
+            "order_id":"A-1001","return_url":"https://shop.example/return","description":"2 books"}"#,
+    )
+    .unwrap();
+    let replay = post("k-1", &reordered).await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let (status, replayed) = body(replay).await;
+    assert_eq!((status, &replayed), (StatusCode::CREATED, &created));
+
+    let mut other = order("A-1001");
+    other["amount"] = json!(999);
+    let (status, err) = body(post("k-1", &other).await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_code(&err), "idempotency_key_reused");
+
+    let (status, err) = body(post("k-2", &order("A-1001")).await.unwrap()).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(error_code(&err), "order_exists");
+    let unkeyed = client
+        .post(gw.url("/v1/payments"))
+        .json(&order("A-1001"))
+        .send()
+        .await
+        .unwrap();
+    let (status, err) = body(unkeyed).await;
+    assert_eq!(
+        (status, error_code(&err)),
+        (StatusCode::CONFLICT, "order_exists")
+    );
+
+    // Nothing half-written: one payment, one key (the 409 under k-2 stored nothing).
+    assert_eq!(count(&gw, "payments").await, 1);
+    assert_eq!(count(&gw, "idempotency_keys").await, 1);
+
+    // Without a key, a new order is simply created.
+    let (status, _) = create(&gw, &client, &order("A-1002")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    gw.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_key_is_replayed_for_24_hours_then_forgotten() {
+    let gw = TestGateway::spawn(vec![]).await;
+    let shop = gw.enroll_merchant("Shop").await;
+    let client = gw.client(Some(&shop.cert));
+    let post = |b: Value| {
+        client
+            .post(gw.url("/v1/payments"))
+            .header("Idempotency-Key", "daily")
+            .json(&b)
+            .send()
+    };
+    let (status, first) = body(post(order("D-1")).await.unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    gw.clock.advance(chrono::Duration::hours(23));
+    let (_, again) = body(post(order("D-1")).await.unwrap()).await;
+    assert_eq!(again, first);
+    gw.clock.advance(chrono::Duration::hours(2));
+    let (status, next) = body(post(order("D-2")).await.unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED, "{next}");
+    assert_ne!(next["id"], first["id"]);
+    gw.stop().await;
+}
+
+#[actix_rt::test]
+async fn concurrent_retries_with_one_key_create_one_payment() {
+    let gw = TestGateway::spawn(vec![]).await;
+    let shop = gw.enroll_merchant("Shop").await;
+    let client = gw.client(Some(&shop.cert));
+    let tries = (0..8).map(|_| {
+        client
+            .post(gw.url("/v1/payments"))
+            .header("Idempotency-Key", "race")
+            .json(&order("R-1"))
+            .send()
+    });
+    let mut bodies = Vec::new();
+    for res in futures::future::join_all(tries).await {
+        let (status, b) = body(res.unwrap()).await;
+        assert_eq!(status, StatusCode::CREATED, "{b}");
+        bodies.push(b);
+    }
+    assert!(bodies.iter().all(|b| b == &bodies[0]));
+    assert_eq!(count(&gw, "payments").await, 1);
+    gw.stop().await;
+}
+
+#[actix_rt::test]
+async fn another_merchants_payment_is_not_found() {
+    let gw = TestGateway::spawn(vec![]).await;
+    let a = gw.enroll_merchant("A").await;
+    let b = gw.enroll_merchant("B").await;
+    let (_, created) = create(&gw, &gw.client(Some(&a.cert)), &order("X-1")).await;
+    let path = format!("/v1/payments/{}", created["id"].as_str().unwrap());
+    let (status, err) = read(&gw, &gw.client(Some(&b.cert)), &path).await;
+    assert_eq!(
+        (status, error_code(&err)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    // The same order id is free for another merchant.
+    let (status, _) = create(&gw, &gw.client(Some(&b.cert)), &order("X-1")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = read(
+        &gw,
+        &gw.client(Some(&a.cert)),
+        "/v1/payments/pay_doesnotexist",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    gw.stop().await;
+}
+
+async fn expect_unauthenticated(gw: &TestGateway, client: reqwest::Client, why: &str) {
+    let (status, err) = create(&gw, &client, &order("U-1")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}: {err}");
+    assert_eq!(error_code(&err), "unauthenticated", "{why}");
+    let (status, _) = read(&gw, &client, "/v1/payments/pay_x").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}");
+}
+
+#[actix_rt::test]
+async fn requests_without_an_acceptable_certificate_are_401() {
+    let gw = TestGateway::spawn(vec![]).await;
+    expect_unauthenticated(&gw, gw.client(None), "no certificate").await;
+
+    // A certificate from another CA, even with its fingerprint registered (pinned).
+    let rogue_ca = pki::new_ca("rogue CA").unwrap();
+    let rogue = pki::issue_client(&rogue_ca, "rogue", Validity::days_from_now(1)).unwrap();
+    register_merchant(&gw.db.pool, "Rogue", rogue.clone()).await;
+    expect_unauthenticated(&gw, gw.client(Some(&rogue)), "another CA").await;
+
+    // The right CA, but not registered.
+    let unregistered = gw.pki.client_cert("nobody");
+    expect_unauthenticated(&gw, gw.client(Some(&unregistered)), "unregistered").await;
+
+    // Registered, but expired.
+    let now = chrono::Utc::now().timestamp();
+    let old = pki::issue_client(
+        &gw.pki.merchant_ca,
+        "old",
+        Validity {
+            not_before_unix: now - 7200,
+            not_after_unix: now - 3600,
+        },
+    )
+    .unwrap();
+    register_merchant(&gw.db.pool, "Old", old.clone()).await;
+    expect_unauthenticated(&gw, gw.client(Some(&old)), "expired").await;
+
+    // Registered and then disabled: refused from the next request on.
+    let shop = gw.enroll_merchant("Shop").await;
+    let client = gw.client(Some(&shop.cert));
+    let ok = client
+        .post(gw.url("/v1/payments"))
+        .json(&order("ok"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::CREATED);
+    let db = gw.db.pool.get().await.unwrap();
+    payhub_actors::store::merchants::set_status(
+        &db,
+        &shop.id,
+        payhub_actors::store::merchants::MerchantStatus::Disabled,
+    )
+    .await
+    .unwrap();
+    expect_unauthenticated(&gw, client, "disabled").await;
+    assert_eq!(count(&gw, "payments").await, 1);
+    gw.stop().await;
+}
+
+#[actix_rt::test]
+async fn bad_input_gets_the_error_shape_never_a_5xx() {
+    let gw = TestGateway::spawn_with(|s| s.body_max_bytes = 2048, vec![]).await;
+    let shop = gw.enroll_merchant("Shop").await;
+    let client = gw.client(Some(&shop.cert));
+    let raw = |b: String| {
+        client
+            .post(gw.url("/v1/payments"))
+            .header("content-type", "application/json")
+            .body(b)
+            .send()
+    };
+    let good = order("B-1").to_string();
+    let with = |k: &str, v: Value| {
+        let mut o = order("B-1");
+        o[k] = v;
+        o.to_string()
+    };
+    let cases: Vec<(String, StatusCode, &str, Option<&str>)> = vec![
+        (
+            "{\"order_id\":".into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            None,
+        ),
+        ("[]".into(), StatusCode::BAD_REQUEST, "malformed_json", None),
+        (
+            with("amount", json!("1234")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            Some("amount"),
+        ),
+        (
+            with("amount", json!(0)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            Some("amount"),
+        ),
+        (
+            with("amount", json!(1_000_000_000_000_i64)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            Some("amount"),
+        ),
+        (
+            with("currency", json!("GBP")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            Some("currency"),
+        ),
+        (
+            with("order_id", json!(7)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            Some("order_id"),
+        ),
+        (
+            with("order_id", json!("x".repeat(65))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            Some("order_id"),
+        ),
+        (
+            with("notify_url", json!("javascript:alert(1)")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            Some("notify_url"),
+        ),
+        (
+            with("return_url", json!(null)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            Some("return_url"),
+        ),
+        (
+            with("notify_uri", json!("https://x.example")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            Some("notify_uri"),
+        ),
+        (
+            with("description", json!("x".repeat(3000))),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            None,
+        ),
+    ];
+    for (b, want_status, want_code, want_field) in cases {
+        let (status, err) = body(raw(b.clone()).await.unwrap()).await;
+        assert_eq!((status, error_code(&err)), (want_status, want_code), "{b}");
+        assert_eq!(err["error"]["field"].as_str(), want_field, "{b}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+
+    let wrong_type = client
+        .post(gw.url("/v1/payments"))
+        .header("content-type", "text/plain")
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    let (status, err) = body(wrong_type).await;
+    assert_eq!(
+        (status, error_code(&err)),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+    );
+
+    let long_key = client
+        .post(gw.url("/v1/payments"))
+        .header("Idempotency-Key", "k".repeat(256))
+        .json(&order("B-1"))
+        .send()
+        .await
+        .unwrap();
+    let (status, err) = body(long_key).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(err["error"]["field"], "Idempotency-Key");
+
+    let (status, err) = body(client.get(gw.url("/v1/nothing")).send().await.unwrap()).await;
+    assert_eq!(
+        (status, error_code(&err)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    let (status, err) = body(client.delete(gw.url("/v1/payments")).send().await.unwrap()).await;
+    assert_eq!(
+        (status, error_code(&err)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+    assert_eq!(count(&gw, "payments").await, 0);
+    // And the good body still works after all that.
+    let (status, _) = body(raw(good).await.unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    gw.stop().await;
+}
+
+#[actix_rt::test]
+async fn openapi_document_is_served_and_lists_every_route() {
+    let gw = TestGateway::spawn(vec![]).await;
+    let shop = gw.enroll_merchant("Shop").await;
+    let client = gw.client(Some(&shop.cert));
+    let (status, doc) = body(client.get(gw.url("/v1/openapi.json")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    for (method, path) in ROUTES {
+        let op = &doc["paths"][path][method.to_lowercase()];
+        assert!(op.is_object(), "{method} {path} missing from the document");
+        // Every listed route is really served (anything but the catch-all's "no route").
+        let url = gw.url(&path.replace("{id}", "pay_x"));
+        let req = match *method {
+            "POST" => client.post(url).json(&order("O-1")),
+            _ => client.get(url),
+        };
+        let res = req.send().await.unwrap();
+        let text = res.text().await.unwrap();
+        assert!(!text.contains("no route for"), "{method} {path}: {text}");
+    }
+    gw.stop().await;
+}
+
+#[actix_rt::test]
+async fn extra_configurators_share_the_listener_without_a_certificate() {
+    use actix_web::web;
+    let pages: payhub::http::server::Configurator =
+        std::sync::Arc::new(|cfg: &mut web::ServiceConfig| {
+            cfg.route(
+                "/pay/{id}",
+                web::get().to(|id: web::Path<String>| async move { format!("page for {id}") }),
+            );
+        });
+    let gw = TestGateway::spawn(vec![pages]).await;
+    let res = gw
+        .client(None)
+        .get(gw.url("/pay/pay_1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.text().await.unwrap(), "page for pay_1");
+    gw.stop().await;
+}

@@ -1,0 +1,636 @@
+//! The SMPP session actor against the SMSC simulator, over real TCP on port 0, with a real
+//! PostgreSQL database per test.
+
+use actix::Addr;
+use payhub::channels::smpp::{self, GetStatus, Shutdown, SmppSession, SmppSettings};
+use payhub::sim::smsc::{self, SmscSim, SmscSimOptions};
+use payhub_actors::clock::SharedClock;
+use payhub_actors::domain::{Amount, Currency, Msisdn};
+use payhub_actors::messages::{
+    Deliver, DeliveryError, DeliveryReceipt, Destination, Notice, NoticeKind,
+};
+use payhub_actors::store::testing::{TestDb, fresh_database};
+use payhub_actors::{Secret, SystemClock};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SYSTEM_ID: &str = "payhub";
+const PASSWORD: &str = "secret";
+const MSISDN: &str = "+8613800138000";
+const CODE: &str = "493817";
+
+fn settings(sim: &SmscSim) -> SmppSettings {
+    let config = payhub::config::SmppConfig {
+        addr: sim.smpp_addr().to_string(),
+        system_id: SYSTEM_ID.into(),
+        password: PASSWORD.into(),
+        response_timeout_ms: 1_000,
+        ..Default::default()
+    };
+    let mut settings = SmppSettings::from_config(&config);
+    settings.rebind_backoff_min_ms = 50;
+    settings.rebind_backoff_max_ms = 200;
+    settings.throttle_backoff_min_ms = 20;
+    settings.throttle_backoff_max_ms = 100;
+    settings
+}
+
+async fn simulator() -> SmscSim {
+    smsc::start(SmscSimOptions::loopback(SYSTEM_ID, PASSWORD))
+        .await
+        .expect("simulator starts")
+}
+
+fn clock() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+/// A merchant and a payment for the message rows to belong to.
+async fn payment(db: &TestDb) -> String {
+    let client = db.pool.get().await.unwrap();
+    let suffix = hex::encode(payhub_actors::ids::os_random::<4>());
+    let merchant = format!("mer_{suffix}");
+    let payment = format!("pay_{suffix}");
+    client
+        .execute(
+            "INSERT INTO merchants (id, name, cert_fingerprint, cert_serial, webhook_secret, \
+               bank_id, account, terminal_id, card_acceptor_id) \
+             VALUES ($1, 'Book Shop', $1, '01', 'whsec', '0001', '6222000011112222', 'T0000001', 'M00000000000001')",
+            &[&merchant],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO payments (id, merchant_id, order_id, amount_minor, currency, return_url, \
+               notify_url, created_at, expires_at, updated_at) \
+             VALUES ($1, $2, 'A-1', 1234, 'CNY', 'https://shop/r', 'https://shop/n', now(), now() + interval '15 minutes', now())",
+            &[&payment, &merchant],
+        )
+        .await
+        .unwrap();
+    payment
+}
+
+fn code_message(payment_id: &str) -> Deliver {
+    Deliver {
+        destination: Destination::Sms(Msisdn::parse(MSISDN).unwrap()),
+        notice: Notice {
+            payment_id: payment_id.into(),
+            kind: NoticeKind::Code,
+            merchant_name: "Book Shop".into(),
+            amount: Amount::parse(1234).unwrap(),
+            currency: Currency::Cny,
+            code: Some(Secret::new(CODE.into())),
+            validity_s: 300,
+            outcome: None,
+            unregistered_receiver: false,
+        },
+    }
+}
+
+async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut done: F) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn bound_session(db: &TestDb, settings: SmppSettings) -> Addr<SmppSession> {
+    let session = smpp::start(db.pool.clone(), clock(), settings).expect("valid settings");
+    let probe = session.clone();
+    wait_until("the session is bound", async || {
+        probe.send(GetStatus).await.unwrap().bound
+    })
+    .await;
+    session
+}
+
+/// A database with one payment, a simulator, and a session bound to it. Keep `db` bound (`_db`,
+/// not `_`): dropping it drops the database.
+struct Rig {
+    db: TestDb,
+    sim: SmscSim,
+    payment_id: String,
+    session: Addr<SmppSession>,
+}
+
+async fn rig(tweak: impl FnOnce(&mut SmppSettings)) -> Rig {
+    let db = fresh_database().await;
+    let sim = simulator().await;
+    let payment_id = payment(&db).await;
+    let mut settings = settings(&sim);
+    tweak(&mut settings);
+    let session = bound_session(&db, settings).await;
+    Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    }
+}
+
+#[derive(Debug)]
+struct Row {
+    status: String,
+    message_ref: Option<String>,
+    receipt_status: Option<String>,
+    error: Option<String>,
+    destination: String,
+    everything: String,
+}
+
+async fn rows(db: &TestDb, payment_id: &str) -> Vec<Row> {
+    let client = db.pool.get().await.unwrap();
+    client
+        .query(
+            "SELECT status, message_ref, receipt_status, error, destination, \
+               row_to_json(m)::text FROM customer_messages m WHERE payment_id = $1 ORDER BY id",
+            &[&payment_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| Row {
+            status: r.get(0),
+            message_ref: r.get(1),
+            receipt_status: r.get(2),
+            error: r.get(3),
+            destination: r.get(4),
+            everything: r.get(5),
+        })
+        .collect()
+}
+
+async fn deliver(
+    session: &Addr<SmppSession>,
+    msg: Deliver,
+) -> Result<DeliveryReceipt, DeliveryError> {
+    session.send(msg).await.expect("the actor answers")
+}
+
+#[actix_rt::test]
+async fn a_code_message_reaches_the_smsc_and_its_row_keeps_no_text() {
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
+
+    let receipt = deliver(&session, code_message(&payment_id)).await.unwrap();
+
+    let messages = sim.messages();
+    assert_eq!(messages.len(), 1);
+    let m = &messages[0];
+    assert_eq!(m.message_id, receipt.message_ref);
+    assert!(m.text.contains(&format!("code {CODE}")), "{}", m.text);
+    assert!(
+        m.text.contains("12.34 CNY") && m.text.contains("Book Shop"),
+        "{}",
+        m.text
+    );
+    assert!(m.text.chars().count() <= 160);
+    assert_eq!((m.source_addr.as_str(), m.source_addr_ton), ("PAYHUB", 5));
+    assert_eq!(m.destination_addr, "8613800138000");
+    assert_eq!((m.dest_addr_ton, m.dest_addr_npi), (1, 1));
+    assert_eq!((m.registered_delivery, m.data_coding), (1, 0));
+    assert_eq!(m.system_id, SYSTEM_ID);
+
+    let rows = rows(&db, &payment_id).await;
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert!(row.status == "sent" || row.status == "delivered", "{row:?}");
+    assert_eq!(
+        row.message_ref.as_deref(),
+        Some(receipt.message_ref.as_str())
+    );
+    assert_eq!(row.destination, "861380***8000");
+    assert!(!row.everything.contains(CODE), "{}", row.everything);
+    assert!(
+        row.everything.contains("\"kind\":\"code\""),
+        "{}",
+        row.everything
+    );
+    assert!(
+        row.everything.contains("\"channel\":\"sms\""),
+        "{}",
+        row.everything
+    );
+}
+
+#[actix_rt::test]
+async fn delivery_receipts_are_answered_and_kept_on_the_row() {
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
+
+    deliver(&session, code_message(&payment_id)).await.unwrap();
+    wait_until("the receipt is recorded", async || {
+        rows(&db, &payment_id).await[0].receipt_status.is_some()
+    })
+    .await;
+    let row = &rows(&db, &payment_id).await[0];
+    assert_eq!(row.receipt_status.as_deref(), Some("DELIVRD"));
+    assert_eq!(row.status, "delivered");
+    wait_until("the SMSC saw deliver_sm_resp", async || {
+        sim.messages()[0].receipt_acknowledged
+    })
+    .await;
+
+    sim.update_switches(|s| s.receipt_stat = "UNDELIV".into());
+    let receipt = deliver(&session, code_message(&payment_id)).await.unwrap();
+    wait_until("the second receipt is recorded", async || {
+        rows(&db, &payment_id).await[1].receipt_status.is_some()
+    })
+    .await;
+    let row = &rows(&db, &payment_id).await[1];
+    assert_eq!(
+        row.message_ref.as_deref(),
+        Some(receipt.message_ref.as_str())
+    );
+    assert_eq!(row.receipt_status.as_deref(), Some("UNDELIV"));
+    assert_eq!(row.status, "undeliverable");
+}
+
+#[actix_rt::test]
+async fn a_receipt_before_the_message_id_is_recorded_is_not_lost() {
+    let db = fresh_database().await;
+    let payment_id = payment(&db).await;
+    let now = chrono::Utc::now();
+    let id = smpp::store::insert_queued(&db.pool, now, &payment_id, NoticeKind::Code, "86****00")
+        .await
+        .unwrap();
+    let matched = smpp::store::record_receipt(&db.pool, now, "early-1", "DELIVRD")
+        .await
+        .unwrap();
+    assert!(!matched);
+    smpp::store::mark_sent(&db.pool, now, id, "early-1")
+        .await
+        .unwrap();
+    let row = &rows(&db, &payment_id).await[0];
+    assert_eq!(row.status, "delivered");
+    assert_eq!(row.receipt_status.as_deref(), Some("DELIVRD"));
+    let left: i64 = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM smpp_early_receipts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+#[actix_rt::test]
+async fn a_wrong_password_is_refused_clearly_and_deliveries_fail_fast() {
+    let db = fresh_database().await;
+    let sim = simulator().await;
+    let payment_id = payment(&db).await;
+    let mut settings = settings(&sim);
+    settings.password = Secret::new("wrong".into());
+    let session = smpp::start(db.pool.clone(), clock(), settings).unwrap();
+
+    wait_until("the bind is refused", async || {
+        session.send(GetStatus).await.unwrap().last_error.is_some()
+    })
+    .await;
+    let status = session.send(GetStatus).await.unwrap();
+    assert!(!status.bound);
+    let error = status.last_error.unwrap();
+    assert!(
+        error.contains("bind_transceiver refused") && error.contains("(0x0000000E)"),
+        "{error}"
+    );
+    assert!(sim.stats().binds_refused >= 1);
+    assert_eq!(sim.stats().binds_accepted, 0);
+
+    let started = Instant::now();
+    let answer = deliver(&session, code_message(&payment_id)).await;
+    assert_eq!(answer, Err(DeliveryError::Unavailable));
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "no wait for a timeout"
+    );
+    assert!(rows(&db, &payment_id).await.is_empty());
+    assert!(sim.messages().is_empty());
+}
+
+#[actix_rt::test]
+async fn throttling_is_retried_with_backoff_then_delivered() {
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
+    sim.update_switches(|s| {
+        s.throttle_next = 2;
+        s.queue_full_next = 1;
+    });
+
+    let receipt = deliver(&session, code_message(&payment_id)).await.unwrap();
+
+    assert_eq!(sim.stats().submits, 4);
+    assert_eq!(sim.stats().submits_refused, 3);
+    assert_eq!(sim.messages().len(), 1);
+    let row = &rows(&db, &payment_id).await[0];
+    assert_eq!(
+        row.message_ref.as_deref(),
+        Some(receipt.message_ref.as_str())
+    );
+    assert!(row.error.is_none());
+}
+
+#[actix_rt::test]
+async fn throttling_beyond_the_tries_fails_the_delivery() {
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|s| s.submit_attempts_max = 3).await;
+    sim.update_switches(|s| s.throttle_next = 100);
+
+    let answer = deliver(&session, code_message(&payment_id)).await;
+
+    assert_eq!(answer, Err(DeliveryError::Unavailable));
+    assert_eq!(sim.stats().submits, 3);
+    let row = &rows(&db, &payment_id).await[0];
+    assert_eq!(row.status, "failed");
+    assert!(
+        row.error.as_deref().unwrap().contains("0x00000058"),
+        "{row:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn an_error_status_fails_that_delivery_only() {
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
+    sim.update_switches(|s| s.error_status = 0x0B);
+
+    let answer = deliver(&session, code_message(&payment_id)).await;
+
+    let Err(DeliveryError::Rejected(reason)) = answer else {
+        panic!("expected a rejection, got {answer:?}");
+    };
+    assert!(reason.contains("0x0000000B"), "{reason}");
+    assert_eq!(sim.stats().submits, 1, "an error status is not retried");
+    let row = &rows(&db, &payment_id).await[0];
+    assert_eq!(row.status, "failed");
+    assert!(row.message_ref.is_none());
+    assert!(row.error.as_deref().unwrap().contains("0x0000000B"));
+
+    sim.update_switches(|s| s.error_status = 0);
+    let receipt = deliver(&session, code_message(&payment_id)).await.unwrap();
+    let row = &rows(&db, &payment_id).await[1];
+    assert_eq!(
+        row.message_ref.as_deref(),
+        Some(receipt.message_ref.as_str())
+    );
+}
+
+#[actix_rt::test]
+async fn after_an_smsc_restart_the_session_rebinds_and_delivers_again() {
+    let db = fresh_database().await;
+    let sim = simulator().await;
+    let payment_id = payment(&db).await;
+    let settings = settings(&sim);
+    let listen = sim.smpp_addr();
+    let session = bound_session(&db, settings).await;
+    deliver(&session, code_message(&payment_id)).await.unwrap();
+
+    sim.stop().await;
+    wait_until("the loss is noticed", async || {
+        !session.send(GetStatus).await.unwrap().bound
+    })
+    .await;
+    let started = Instant::now();
+    assert_eq!(
+        deliver(&session, code_message(&payment_id)).await,
+        Err(DeliveryError::Unavailable)
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "no wait for a timeout"
+    );
+
+    let mut options = SmscSimOptions::loopback(SYSTEM_ID, PASSWORD);
+    options.listen = listen;
+    let restarted = smsc::start(options).await.unwrap();
+    wait_until("the session is bound again", async || {
+        let status = session.send(GetStatus).await.unwrap();
+        status.bound && status.binds == 2
+    })
+    .await;
+    deliver(&session, code_message(&payment_id)).await.unwrap();
+    assert_eq!(restarted.messages().len(), 1);
+}
+
+#[actix_rt::test]
+async fn a_dropped_connection_fails_in_flight_and_the_session_recovers() {
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
+    sim.update_switches(|s| s.drop_next = 1);
+
+    let answer = deliver(&session, code_message(&payment_id)).await;
+    assert_eq!(answer, Err(DeliveryError::Unavailable));
+    assert_eq!(rows(&db, &payment_id).await[0].status, "failed");
+
+    wait_until("the session is bound again", async || {
+        let status = session.send(GetStatus).await.unwrap();
+        status.bound && status.binds == 2
+    })
+    .await;
+    deliver(&session, code_message(&payment_id)).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn no_more_than_the_window_of_submits_is_outstanding() {
+    let Rig {
+        db: _db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|s| s.window_max = 3).await;
+    sim.update_switches(|s| s.delay_ms = 300);
+
+    let sends = (0..9).map(|_| deliver(&session, code_message(&payment_id)));
+    let answers = futures::future::join_all(sends).await;
+
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!(sim.messages().len(), 9);
+    assert_eq!(sim.stats().max_outstanding, 3);
+}
+
+#[actix_rt::test]
+async fn graceful_shutdown_unbinds() {
+    let Rig {
+        db: _db,
+        sim,
+        session,
+        ..
+    } = rig(|_| {}).await;
+
+    session.send(Shutdown).await.unwrap();
+
+    assert_eq!(sim.stats().unbinds, 1);
+    wait_until("the simulator sees no bound session", async || {
+        sim.stats().sessions_bound == 0
+    })
+    .await;
+    wait_until("the actor stops", async || !session.connected()).await;
+}
+
+#[actix_rt::test]
+async fn only_sms_destinations_are_carried() {
+    let Rig {
+        db: _db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
+    let mut msg = code_message(&payment_id);
+    msg.destination = Destination::Terminal("trm_1".into());
+    let answer = deliver(&session, msg).await;
+    assert!(
+        matches!(answer, Err(DeliveryError::Rejected(_))),
+        "{answer:?}"
+    );
+    assert!(sim.messages().is_empty());
+}
+
+#[actix_rt::test]
+async fn the_simulator_lists_messages_and_takes_switches_over_http() {
+    let Rig {
+        db: _db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
+    let receipt = deliver(&session, code_message(&payment_id)).await.unwrap();
+    let base = format!("http://{}", sim.http_addr().unwrap());
+    let http = reqwest::Client::new();
+
+    let listed: serde_json::Value = http
+        .get(format!("{base}/messages"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first = &listed[0];
+    assert_eq!(first["message_id"], receipt.message_ref.as_str());
+    assert_eq!(first["destination_addr"], "8613800138000");
+    assert_eq!(first["source_addr"], "PAYHUB");
+    assert!(
+        first["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("code {CODE}"))
+    );
+    assert!(chrono::DateTime::parse_from_rfc3339(first["received_at"].as_str().unwrap()).is_ok());
+
+    let filtered = |number: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}/messages");
+        async move {
+            let listed: serde_json::Value = http
+                .get(url)
+                .query(&[("destination", number)])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            listed.as_array().unwrap().len()
+        }
+    };
+    assert_eq!(filtered("+8613800138000").await, 1);
+    assert_eq!(filtered("8613900000000").await, 0);
+
+    let changed = http
+        .post(format!("{base}/switches"))
+        .body(r#"{"throttle_next": 1, "delay_ms": 5}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_eq!(sim.switches().throttle_next, 1);
+    assert_eq!(sim.switches().delay_ms, 5);
+    assert!(sim.switches().receipts, "other switches keep their values");
+
+    let refused = http
+        .post(format!("{base}/switches"))
+        .body(r#"{"throttle_next": "many"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let error: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "invalid_request");
+}
+
+#[actix_rt::test]
+async fn the_bind_is_kept_alive_with_enquire_link_both_ways() {
+    let Rig {
+        db: _db,
+        sim,
+        session,
+        ..
+    } = rig(|s| s.enquire_link_interval_s = 1).await;
+    sim.update_switches(|s| s.enquire_link_interval_ms = 100);
+
+    wait_until("the SMSC's enquire_link is answered", async || {
+        sim.stats().enquire_link_resps >= 2
+    })
+    .await;
+    wait_until("the gateway sent its own enquire_link", async || {
+        sim.stats().enquire_links >= 1
+    })
+    .await;
+    let status = session.send(GetStatus).await.unwrap();
+    assert!(status.bound);
+    assert_eq!(status.binds, 1, "keep-alive never costs a re-bind");
+}
+
+#[actix_rt::test]
+async fn an_outcome_message_is_sent_and_recorded_as_an_outcome() {
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
+    let mut msg = code_message(&payment_id);
+    msg.notice.kind = NoticeKind::Outcome;
+    msg.notice.code = None;
+    msg.notice.outcome = Some("succeeded".into());
+
+    deliver(&session, msg).await.unwrap();
+
+    let text = &sim.messages()[0].text;
+    assert!(
+        text.contains("succeeded") && text.contains("Book Shop"),
+        "{text}"
+    );
+    assert!(!text.contains("code "), "{text}");
+    let row = &rows(&db, &payment_id).await[0];
+    assert!(row.everything.contains("\"kind\":\"outcome\""), "{row:?}");
+}
