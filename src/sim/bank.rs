@@ -59,6 +59,9 @@ pub struct BankSimArgs {
     /// Address of the control port (fault switches at run time, stats, balances).
     #[arg(long)]
     pub control: Option<SocketAddr>,
+    /// Hex of the 16-byte X9.19 MAC key: requests must carry a good MAC, answers carry one.
+    #[arg(long)]
+    pub mac_key: Option<String>,
     /// Seed of the fault generator, so a run can be replayed.
     #[arg(long, default_value_t = 1)]
     pub rng_seed: u64,
@@ -83,6 +86,7 @@ pub struct SimOptions {
     pub faults: Faults,
     pub rng_seed: u64,
     pub control: Option<SocketAddr>,
+    pub mac_key: Option<[u8; 16]>,
 }
 
 impl SimOptions {
@@ -96,6 +100,7 @@ impl SimOptions {
             faults: Faults::default(),
             rng_seed: 1,
             control: None,
+            mac_key: None,
         }
     }
 }
@@ -180,6 +185,7 @@ pub async fn start(options: SimOptions) -> anyhow::Result<SimHandle> {
         faults: faults::FaultSwitches::new(options.faults),
         stats: SimStats::default(),
         rng_seed: options.rng_seed,
+        mac: options.mac_key.map(payhub_iso8583::mac::MacKey::new),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let control_addr = match options.control {
@@ -215,6 +221,15 @@ pub async fn run(args: BankSimArgs) -> anyhow::Result<()> {
         }
         None => Vec::new(),
     };
+    let mac_key = match &args.mac_key {
+        Some(hex_key) => Some(
+            hex::decode(hex_key.trim())
+                .ok()
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .ok_or_else(|| anyhow::anyhow!("--mac-key: must be 32 hex characters"))?,
+        ),
+        None => None,
+    };
     let store = match args.store {
         StoreKind::Memory => SimStoreChoice::Memory,
         StoreKind::Postgres => {
@@ -240,6 +255,7 @@ pub async fn run(args: BankSimArgs) -> anyhow::Result<()> {
         faults: args.faults,
         rng_seed: args.rng_seed,
         control: args.control,
+        mac_key,
     })
     .await?;
     let control = handle

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use payhub_iso8583::Message;
 use payhub_iso8583::codec::{CodecError, MessageCodec};
+use payhub_iso8583::mac::{self, MacKey};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -222,6 +223,8 @@ pub struct BankLinkActor {
     stopping: bool,
     sign_off_sent: bool,
     metrics: LinkMetrics,
+    /// X9.19 key when the link MACs its messages (field 64/128).
+    mac: Option<MacKey>,
 }
 
 impl BankLinkActor {
@@ -232,7 +235,9 @@ impl BankLinkActor {
             settings.reconnect_backoff_max_ms,
         );
         let metrics = LinkMetrics::new(&settings.name);
+        let mac = settings.mac_key.as_ref().map(|k| MacKey::new(*k.expose()));
         Self {
+            mac,
             settings,
             deps,
             shared,
@@ -333,11 +338,13 @@ impl BankLinkActor {
         self.set_state(LinkState::Down);
         for ((_, stan), pending) in std::mem::take(&mut self.pending) {
             self.stans.release(stan);
-            if let PendingKind::Debit { request, reply, .. } = pending.kind
+            if let PendingKind::Debit {
+                request, reply, f7, ..
+            } = pending.kind
                 && reply.send(LinkOutcome::Dropped).is_err()
             {
                 // Nobody waits for this debit any more: the link reverses it itself.
-                self.reverse_orphan(&request, stan, ctx);
+                self.reverse_orphan_with(&request, stan, f7, ReversalReason::Timeout, ctx);
             }
         }
         self.debits_in_flight = 0;
@@ -356,7 +363,13 @@ impl BankLinkActor {
         self.stans.allocate()
     }
 
-    fn write(&mut self, message: Message) -> bool {
+    fn write(&mut self, mut message: Message) -> bool {
+        if let Some(key) = &self.mac
+            && let Err(e) = mac::sign(&mut message, key)
+        {
+            tracing::error!(link = %self.settings.name, error = %e, "signing a message");
+            return false;
+        }
         match self.conn.as_mut() {
             Some(conn) => {
                 conn.writer.write(message);
@@ -519,11 +532,6 @@ impl BankLinkActor {
     }
 
     /// Queues (durably) and sends a reversal for a debit whose caller is gone.
-    fn reverse_orphan(&mut self, request: &DebitRequest, stan: u32, ctx: &mut Context<Self>) {
-        let f7 = wire::transmission_time(self.deps.clock.now());
-        self.reverse_orphan_with(request, stan, f7, ReversalReason::Timeout, ctx);
-    }
-
     fn reverse_orphan_with(
         &mut self,
         request: &DebitRequest,
@@ -544,7 +552,25 @@ impl BankLinkActor {
 
     // ----- receiving -----
 
+    /// Whether the message carries a good MAC (always, on a link without MAC).
+    fn mac_ok(&self, message: &Message) -> bool {
+        let Some(key) = &self.mac else {
+            return true;
+        };
+        // Packing is canonical, so the re-packed bytes are the bytes received.
+        let verified = message
+            .pack()
+            .and_then(|bytes| mac::unpack_verified(&bytes, key));
+        if let Err(e) = &verified {
+            tracing::warn!(link = %self.settings.name, error = %e, "message with a bad MAC dropped");
+        }
+        verified.is_ok()
+    }
+
     fn on_message(&mut self, message: Message, ctx: &mut Context<Self>) {
+        if !self.mac_ok(&message) {
+            return;
+        }
         self.last_activity = Instant::now();
         let mti = message.mti().to_owned();
         if !wire::is_response(&mti) {
@@ -598,7 +624,7 @@ impl BankLinkActor {
                     );
                 }
                 if self.stopping {
-                    self.try_sign_off();
+                    self.try_sign_off(ctx);
                 }
             }
             PendingKind::Network { code, .. } => self.on_network_answer(code, &message, ctx),
@@ -712,7 +738,7 @@ impl BankLinkActor {
             self.send_due_reversals();
         }
         if self.stopping {
-            self.try_sign_off();
+            self.try_sign_off(ctx);
         }
         self.metrics.in_flight.set(self.debits_in_flight as i64);
     }
@@ -737,6 +763,9 @@ impl BankLinkActor {
                 request, reply, f7, ..
             } => {
                 self.debits_in_flight -= 1;
+                self.shared
+                    .in_flight
+                    .store(self.debits_in_flight, Ordering::Relaxed);
                 self.metrics.timeouts.inc();
                 if reply.send(LinkOutcome::Dropped).is_err() {
                     self.reverse_orphan_with(&request, key.1, f7, ReversalReason::Timeout, ctx);
@@ -746,13 +775,20 @@ impl BankLinkActor {
         }
     }
 
-    fn try_sign_off(&mut self) {
+    fn try_sign_off(&mut self, ctx: &mut Context<Self>) {
         if self.sign_off_sent || self.debits_in_flight > 0 {
             return;
         }
         self.sign_off_sent = true;
         if self.state() == LinkState::SignedOn {
             self.send_network(NetworkCode::SignOff);
+        } else {
+            // Not signed on: nothing to sign off from.
+            if self.conn.is_some() {
+                self.drop_connection("stopping", ctx);
+            } else {
+                ctx.stop();
+            }
         }
     }
 }
@@ -957,7 +993,7 @@ impl Handler<SignOff> for BankLinkActor {
             ctx.stop();
             return;
         }
-        self.try_sign_off();
+        self.try_sign_off(ctx);
     }
 }
 

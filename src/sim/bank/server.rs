@@ -84,6 +84,8 @@ pub struct SimShared {
     pub faults: FaultSwitches,
     pub stats: SimStats,
     pub rng_seed: u64,
+    /// X9.19 key: when set, requests must carry a good MAC and answers carry one.
+    pub mac: Option<payhub_iso8583::mac::MacKey>,
 }
 
 /// Accepts connections until `shutdown` turns true.
@@ -207,6 +209,19 @@ enum Flow {
 
 impl Connection {
     fn encode(&mut self, message: &Message) {
+        let signed;
+        let message = match &self.shared.mac {
+            Some(key) => {
+                let mut copy = message.clone();
+                if let Err(e) = payhub_iso8583::mac::sign(&mut copy, key) {
+                    tracing::error!(error = %e, "bank-sim: signing an answer");
+                    return;
+                }
+                signed = copy;
+                &signed
+            }
+            None => message,
+        };
         if let Err(e) = MessageCodec.encode(message, &mut self.out) {
             tracing::error!(error = %e, "bank-sim: encoding an answer");
         }
@@ -249,6 +264,16 @@ impl Connection {
     }
 
     async fn receive(&mut self, message: Message) -> Flow {
+        if let Some(key) = &self.shared.mac {
+            let verified = message
+                .pack()
+                .and_then(|bytes| payhub_iso8583::mac::unpack_verified(&bytes, key));
+            if let Err(e) = verified {
+                bump(&self.shared.stats.malformed);
+                tracing::warn!(error = %e, "bank-sim: bad MAC; message dropped");
+                return Flow::Continue;
+            }
+        }
         let faults = self.shared.faults.get();
         self.received += 1;
         if faults.close_every > 0 && self.received % u64::from(faults.close_every) == 0 {
