@@ -63,7 +63,7 @@ pub mod sample {
             bank: THIRD_PARTY_BANK,
             account: "6222000011112222",
             mobile: "8613800138000",
-            balance_minor: 100_000_00,
+            balance_minor: 10_000_000,
         },
         Customer {
             real_name: "Han Meimei",
@@ -72,7 +72,7 @@ pub mod sample {
             bank: PAYER_BANK,
             account: "6222000033334444",
             mobile: "8613900139000",
-            balance_minor: 50_000_00,
+            balance_minor: 5_000_000,
         },
     ];
 }
@@ -91,7 +91,10 @@ impl DemoDatabase {
         let data = dir.join("pg");
         let cluster = LocalCluster::start(&data, ClusterOptions::DEMO)
             .with_context(|| format!("starting PostgreSQL in {}", data.display()))?;
-        Ok(Self { url: cluster.url("postgres"), cluster: Some(cluster) })
+        Ok(Self {
+            url: cluster.url("postgres"),
+            cluster: Some(cluster),
+        })
     }
 }
 
@@ -99,7 +102,9 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     if path.is_absolute() {
         return Ok(path.to_path_buf());
     }
-    Ok(std::env::current_dir().context("reading the current folder")?.join(path))
+    Ok(std::env::current_dir()
+        .context("reading the current folder")?
+        .join(path))
 }
 
 /// Refuses early, with the fix, when a fixed port is taken.
@@ -126,8 +131,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating the demo folder {}", dir.display()))?;
     let db = DemoDatabase::open(&dir)?;
     let pool = payhub_actors::store::pool(&db.url, 4)?;
-    payhub_actors::store::migrate(&pool).await.context("applying migrations")?;
-    println!("PostgreSQL ready ({}).", crate::serve::redacted_url(&db.url));
+    payhub_actors::store::migrate(&pool)
+        .await
+        .context("applying migrations")?;
+    println!(
+        "PostgreSQL ready ({}).",
+        crate::serve::redacted_url(&db.url)
+    );
 
     let running = start_all(&args, &dir, &db.url, pool.clone()).await;
     let running = match running {
@@ -164,7 +174,9 @@ async fn start_all(
     let mut smsc_options = sim::smsc::SmscSimOptions::loopback("payhub", "demo-smsc");
     smsc_options.http = Some(args.smsc_http_listen);
     smsc_options.print = false;
-    let smsc = sim::smsc::start(smsc_options).await.context("starting the SMSC simulator")?;
+    let smsc = sim::smsc::start(smsc_options)
+        .await
+        .context("starting the SMSC simulator")?;
 
     let config_path = write_config(args, dir, db_url, &banks, smsc.smpp_addr())?;
     let config = Config::load(&config_path)?;
@@ -172,7 +184,12 @@ async fn start_all(
     let gateway = Gateway::start(&config, clock).await?;
     enroll(&config_path, dir, &pool).await?;
     let terminal = start_terminal(dir, &gateway).await?;
-    Ok(Running { gateway, banks, smsc, terminal })
+    Ok(Running {
+        gateway,
+        banks,
+        smsc,
+        terminal,
+    })
 }
 
 async fn stop_all(running: Running) {
@@ -196,9 +213,10 @@ async fn start_banks(pool: deadpool_postgres::Pool) -> anyhow::Result<Vec<sim::b
                     .filter(|c| c.bank == bank)
                     .map(|c| format!("{bank},{},{},CNY\n", c.account, c.balance_minor)),
             )
-            .chain((bank == sample::THIRD_PARTY_BANK).then(|| {
-                format!("{bank},{},0,CNY\n", sample::MERCHANT_ACCOUNT)
-            }))
+            .chain(
+                (bank == sample::THIRD_PARTY_BANK)
+                    .then(|| format!("{bank},{},0,CNY\n", sample::MERCHANT_ACCOUNT)),
+            )
             .collect();
         options.seed = sim::bank::ledger::parse_seed(&seed, &[bank.to_string()])
             .map_err(anyhow::Error::msg)?;
@@ -321,7 +339,7 @@ async fn payhub_command(args: &[&str], stdin: Option<&str>) -> anyhow::Result<se
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(serde_json::from_slice(&out.stdout).context("reading the command's JSON")?)
+    serde_json::from_slice(&out.stdout).context("reading the command's JSON")
 }
 
 /// The sample merchant, customers and dedicated terminal, registered once and kept.
@@ -354,7 +372,10 @@ async fn enroll(config: &Path, dir: &Path, pool: &deadpool_postgres::Pool) -> an
     let client = pool.get().await?;
     for c in &sample::CUSTOMERS {
         let known = client
-            .query_opt("SELECT 1 FROM customers WHERE online_id = $1", &[&c.online_id])
+            .query_opt(
+                "SELECT 1 FROM customers WHERE online_id = $1",
+                &[&c.online_id],
+            )
             .await?
             .is_some();
         if known {
@@ -362,9 +383,21 @@ async fn enroll(config: &Path, dir: &Path, pool: &deadpool_postgres::Pool) -> an
         }
         payhub_command(
             &[
-                "customer", "add", "--config", &config_arg, "--real-name", c.real_name,
-                "--online-id", c.online_id, "--password-stdin", "--bank", c.bank, "--account",
-                c.account, "--mobile", c.mobile,
+                "customer",
+                "add",
+                "--config",
+                &config_arg,
+                "--real-name",
+                c.real_name,
+                "--online-id",
+                c.online_id,
+                "--password-stdin",
+                "--bank",
+                c.bank,
+                "--account",
+                c.account,
+                "--mobile",
+                c.mobile,
             ],
             Some(&format!("{}\n", c.password)),
         )
@@ -399,8 +432,11 @@ async fn enroll(config: &Path, dir: &Path, pool: &deadpool_postgres::Pool) -> an
 /// each code it gets; a person types it on the pay page.
 async fn start_terminal(dir: &Path, gateway: &Gateway) -> anyhow::Result<sim::terminal::SimHandle> {
     use crate::channels::terminal::{auth::SharedKey, client::ClientOptions, tls::ClientTls};
-    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("terminal.json"))?)?;
-    let id = saved["terminal_id"].as_str().context("terminal.json: no terminal_id")?;
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("terminal.json"))?)?;
+    let id = saved["terminal_id"]
+        .as_str()
+        .context("terminal.json: no terminal_id")?;
     let key = saved["key"].as_str().context("terminal.json: no key")?;
     let ca = std::fs::read(dir.join("pki").join(crate::pki::SERVER_CA_CERT))?;
     let config = sim::terminal::SimConfig {
@@ -415,14 +451,21 @@ async fn start_terminal(dir: &Path, gateway: &Gateway) -> anyhow::Result<sim::te
         answer_pings: true,
         answer: None,
     };
-    let mut handle =
-        sim::terminal::spawn(config).await.context("connecting the simulated terminal")?;
+    let mut handle = sim::terminal::spawn(config)
+        .await
+        .context("connecting the simulated terminal")?;
     let (_, none) = tokio::sync::mpsc::channel(1);
     let mut events = std::mem::replace(&mut handle.events, none);
     actix_rt::spawn(async move {
         while let Some(event) = events.recv().await {
-            if let sim::terminal::SimEvent::Code { code, amount, currency, merchant, payment_id, .. } =
-                event
+            if let sim::terminal::SimEvent::Code {
+                code,
+                amount,
+                currency,
+                merchant,
+                payment_id,
+                ..
+            } = event
             {
                 // The demo's console stands for the device's screen; logs never carry codes.
                 println!(

@@ -10,7 +10,10 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("bad command line").trim();
-            eprintln!("payhub: {} (see --help)", first.trim_start_matches("error: "));
+            eprintln!(
+                "payhub: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
             return std::process::ExitCode::from(2);
         }
     };

@@ -191,12 +191,7 @@ pub fn payment_settings(config: &Config) -> PaymentSettings {
         identity_lockout_s: p.identity_lockout_s,
         allow_unregistered_receiver: p.allow_unregistered_receiver,
         in_flight_max: p.in_flight_max,
-        public_url: config
-            .http
-            .public_url
-            .as_str()
-            .trim_end_matches('/')
-            .to_string(),
+        public_url: config.http.public_url.clone(),
         // The router answers on its own within a link's timeout; this only guards against a
         // router that never answers.
         debit_timeout_ms: PaymentSettings::default()

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 /// How long each wait of the self-check may take (a code to arrive, the outcome to be stored).
 pub const STEP_TIMEOUT_MS: u64 = 30_000;
 
-fn https_client(dir: &Path, identity: Option<reqwest::Identity>) -> anyhow::Result<reqwest::Client> {
+fn https_client(
+    dir: &Path,
+    identity: Option<reqwest::Identity>,
+) -> anyhow::Result<reqwest::Client> {
     let ca = std::fs::read(dir.join("pki").join(crate::pki::SERVER_CA_CERT))?;
     let mut builder = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
@@ -31,7 +34,9 @@ fn merchant_identity(dir: &Path) -> anyhow::Result<reqwest::Identity> {
     Ok(reqwest::Identity::from_pkcs8_pem(&cert, &key)?)
 }
 
-async fn page(response: reqwest::Response) -> anyhow::Result<(reqwest::StatusCode, String, String)> {
+async fn page(
+    response: reqwest::Response,
+) -> anyhow::Result<(reqwest::StatusCode, String, String)> {
     let status = response.status();
     let url = response.url().path().to_string();
     Ok((status, url, response.text().await?))
@@ -45,7 +50,10 @@ fn csrf(html: &str) -> anyhow::Result<String> {
 pub async fn run(gateway: &Gateway, dir: &Path, smsc: &SmscSim) -> anyhow::Result<String> {
     let base = format!("https://localhost:{}", gateway.https_addr.port());
     let merchant = https_client(dir, Some(merchant_identity(dir)?))?;
-    let order = format!("selfcheck-{}", hex::encode(payhub_actors::ids::os_random::<4>()));
+    let order = format!(
+        "selfcheck-{}",
+        hex::encode(payhub_actors::ids::os_random::<4>())
+    );
     let created: serde_json::Value = merchant
         .post(format!("{base}/v1/payments"))
         .header("Idempotency-Key", &order)
@@ -79,7 +87,10 @@ pub async fn run(gateway: &Gateway, dir: &Path, smsc: &SmscSim) -> anyhow::Resul
             .await?,
     )
     .await?;
-    anyhow::ensure!(at.ends_with("/code"), "sign-in did not lead to the code page ({status})");
+    anyhow::ensure!(
+        at.ends_with("/code"),
+        "sign-in did not lead to the code page ({status})"
+    );
     let code = wait_for_code(smsc, sent_before, customer.mobile).await?;
     let (_, at, _) = page(
         browser
@@ -89,10 +100,16 @@ pub async fn run(gateway: &Gateway, dir: &Path, smsc: &SmscSim) -> anyhow::Resul
             .await?,
     )
     .await?;
-    anyhow::ensure!(at.ends_with("/result"), "the code was not accepted (at {at})");
+    anyhow::ensure!(
+        at.ends_with("/result"),
+        "the code was not accepted (at {at})"
+    );
     let payment = wait_for_outcome(&merchant, &format!("{base}/v1/payments/{id}")).await?;
     let status = payment["status"].as_str().unwrap_or("unknown");
-    anyhow::ensure!(status == "succeeded", "payment {id} ended {status}: {payment}");
+    anyhow::ensure!(
+        status == "succeeded",
+        "payment {id} ended {status}: {payment}"
+    );
     Ok(format!(
         "payment {id} of 12.34 CNY from {} to {} succeeded (approval code {}).",
         customer.online_id,
@@ -125,12 +142,17 @@ fn code_in(text: &str) -> Option<String> {
     (digits.len() >= 6).then_some(digits)
 }
 
-async fn wait_for_outcome(merchant: &reqwest::Client, url: &str) -> anyhow::Result<serde_json::Value> {
+async fn wait_for_outcome(
+    merchant: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_millis(STEP_TIMEOUT_MS);
     loop {
         let payment: serde_json::Value = merchant.get(url).send().await?.json().await?;
         let status = payment["status"].as_str().unwrap_or_default().to_string();
-        if matches!(status.as_str(), "succeeded" | "failed" | "expired") || Instant::now() > deadline {
+        if matches!(status.as_str(), "succeeded" | "failed" | "expired")
+            || Instant::now() > deadline
+        {
             return Ok(payment);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -7,7 +7,7 @@ use super::link::{self, BankLinkActor, LinkDeps, LinkShared, LinkState, SignOff}
 use super::reversals::{self, ReversalReason, ReversalRecord};
 use super::settings::LinkSettings;
 use crate::domain::BankId;
-use crate::messages::{BankError, Debit, DebitRequest, DebitResponse, Reverse};
+use crate::messages::{BankError, Debit, DebitRequest, DebitResponse};
 use crate::store::StoreError;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -161,22 +161,6 @@ impl Handler<ReverseDebit> for BankRouter {
         ReverseDebit(request): ReverseDebit,
         _ctx: &mut Context<Self>,
     ) -> Self::Result {
-        self.queue_reversal(ReversalOf {
-            payment_id: request.payment_id,
-            rrn: request.rrn,
-            amount: request.amount,
-            currency: request.currency,
-            payer_bank: request.payer_bank,
-        })
-    }
-}
-
-/// The payment side's word for the same thing: a debit whose outcome the gateway cannot know or
-/// complete (found `processing` after a restart, or its answer never came back).
-impl Handler<Reverse> for BankRouter {
-    type Result = ResponseFuture<Result<(), BankError>>;
-
-    fn handle(&mut self, Reverse(request): Reverse, _ctx: &mut Context<Self>) -> Self::Result {
         self.queue_reversal(ReversalOf {
             payment_id: request.payment_id,
             rrn: request.rrn,
