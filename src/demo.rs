@@ -171,7 +171,7 @@ async fn start_all(
     pool: deadpool_postgres::Pool,
 ) -> anyhow::Result<Running> {
     let banks = start_banks(pool.clone()).await?;
-    let mut smsc_options = sim::smsc::SmscSimOptions::loopback("payhub", "demo-smsc");
+    let mut smsc_options = sim::smsc::SmscSimOptions::loopback("payhub", "demosmsc");
     smsc_options.http = Some(args.smsc_http_listen);
     smsc_options.print = false;
     let smsc = sim::smsc::start(smsc_options)
@@ -271,7 +271,7 @@ secret_key_file = {secret}
 [smpp]
 addr = "{smsc}"
 system_id = "payhub"
-password = "demo-smsc"
+password = "demosmsc"
 source_addr = "PAYHUB"
 
 [terminal_switch]

@@ -67,17 +67,31 @@ impl Gateway {
         let hash_key = crate::secret_key::load_or_create(&config.secret_key_path())?;
         let links =
             crate::bank_links::all_link_settings(&config.links).map_err(anyhow::Error::msg)?;
+        let smpp_settings = smpp::SmppSettings::from_config(&config.smpp);
+        if config.smpp.enabled {
+            smpp_settings
+                .validate()
+                .map_err(|e| anyhow::anyhow!("smpp: {}", e.0.join("; ")))?;
+        }
+        // From here on actors run: a failure must stop them again.
         let bank = bank::start(pool.clone(), clock.clone(), links, &config.institution.id)?;
-
-        let smpp = if config.smpp.enabled {
-            let settings = smpp::SmppSettings::from_config(&config.smpp);
-            Some(
-                smpp::start(pool.clone(), clock.clone(), settings)
-                    .map_err(|e| anyhow::anyhow!("smpp: {}", e.0.join("; ")))?,
-            )
-        } else {
-            None
+        let smpp = match config.smpp.enabled {
+            true => smpp::start(pool.clone(), clock.clone(), smpp_settings).ok(),
+            false => None,
         };
+        let parts = Parts { pool, clock, tls, hash_key, bank: bank.clone(), smpp: smpp.clone() };
+        let started = Self::start_rest(config, parts).await;
+        if started.is_err() {
+            let _ = bank.send(bank::Shutdown).await;
+            if let Some(smpp) = smpp {
+                let _ = smpp.send(smpp::Shutdown).await;
+            }
+        }
+        started
+    }
+
+    async fn start_rest(config: &Config, parts: Parts) -> anyhow::Result<Gateway> {
+        let Parts { pool, clock, tls, hash_key, bank, smpp } = parts;
         let sms = smpp.clone().map(|a| a.recipient());
         let channels = router::start_from_config(config, pool.clone(), clock.clone(), sms).await?;
 
@@ -107,7 +121,7 @@ impl Gateway {
         );
 
         let links: Arc<dyn LinkStatusSource> = Arc::new(BankLinks(bank.clone()));
-        let (operator_addr, operator_server) = operator::start(
+        let operator_started = operator::start(
             config.operator.listen,
             OperatorState {
                 pool: pool.clone(),
@@ -119,12 +133,14 @@ impl Gateway {
                     .map(payhub_actors::Secret::new),
             },
         )
-        .with_context(|| {
-            format!(
-                "operator listener: cannot listen on {}",
-                config.operator.listen
-            )
-        })?;
+        .with_context(|| format!("operator listener: cannot listen on {}", config.operator.listen));
+        let (operator_addr, operator_server) = match operator_started {
+            Ok(started) => started,
+            Err(e) => {
+                channels.shutdown();
+                return Err(e);
+            }
+        };
         let operator = operator_server.handle();
         actix_rt::spawn(operator_server);
 
@@ -134,7 +150,15 @@ impl Gateway {
             pool.clone(),
             clock.clone(),
             vec![Arc::new(pages::configure(pages))],
-        )?;
+        );
+        let https = match https {
+            Ok(https) => https,
+            Err(e) => {
+                operator.stop(false).await;
+                channels.shutdown();
+                return Err(e.into());
+            }
+        };
         let expiry = crate::expiry::spawn(
             pool.clone(),
             clock.clone(),
@@ -169,6 +193,16 @@ impl Gateway {
         let _ = self.bank.send(bank::Shutdown).await;
         self.pool.close();
     }
+}
+
+/// What `Gateway::start` has made before the parts that can still fail.
+struct Parts {
+    pool: deadpool_postgres::Pool,
+    clock: SharedClock,
+    tls: mtls::ServerTls,
+    hash_key: payhub_actors::keyed_hash::HashKey,
+    bank: Addr<BankRouter>,
+    smpp: Option<Addr<smpp::SmppSession>>,
 }
 
 /// The `[payments]` rules as the payment actors take them.
