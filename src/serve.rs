@@ -79,7 +79,14 @@ impl Gateway {
             true => smpp::start(pool.clone(), clock.clone(), smpp_settings).ok(),
             false => None,
         };
-        let parts = Parts { pool, clock, tls, hash_key, bank: bank.clone(), smpp: smpp.clone() };
+        let parts = Parts {
+            pool,
+            clock,
+            tls,
+            hash_key,
+            bank: bank.clone(),
+            smpp: smpp.clone(),
+        };
         let started = Self::start_rest(config, parts).await;
         if started.is_err() {
             let _ = bank.send(bank::Shutdown).await;
@@ -91,7 +98,14 @@ impl Gateway {
     }
 
     async fn start_rest(config: &Config, parts: Parts) -> anyhow::Result<Gateway> {
-        let Parts { pool, clock, tls, hash_key, bank, smpp } = parts;
+        let Parts {
+            pool,
+            clock,
+            tls,
+            hash_key,
+            bank,
+            smpp,
+        } = parts;
         let sms = smpp.clone().map(|a| a.recipient());
         let channels = router::start_from_config(config, pool.clone(), clock.clone(), sms).await?;
 
@@ -133,7 +147,12 @@ impl Gateway {
                     .map(payhub_actors::Secret::new),
             },
         )
-        .with_context(|| format!("operator listener: cannot listen on {}", config.operator.listen));
+        .with_context(|| {
+            format!(
+                "operator listener: cannot listen on {}",
+                config.operator.listen
+            )
+        });
         let (operator_addr, operator_server) = match operator_started {
             Ok(started) => started,
             Err(e) => {

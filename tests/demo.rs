@@ -1,0 +1,131 @@
+//! `payhub demo` as a newcomer runs it: to its self-check, then Ctrl-C, then a clean exit. Its log
+//! (standard error) is grepped for the sample account numbers, passwords and codes.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The demo starts PostgreSQL, two banks, an SMSC and the gateway, then pays once.
+const DEMO_START_TIMEOUT_S: u64 = 240;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn demo_runs_its_self_check_and_stops_cleanly_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    // The private cluster runs as the `postgres` user, who must reach the data folder.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_payhub"))
+        .arg("demo")
+        .arg("--dir")
+        .arg(dir.path().join("demo"))
+        .args(["--https-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--operator-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--smsc-http-listen", &format!("127.0.0.1:{}", free_port())])
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(DEMO_START_TIMEOUT_S);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                let ready = line.contains("Press Ctrl-C to stop.");
+                printed.push(line);
+                if ready {
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    let out = printed.join("\n");
+    assert!(
+        out.contains("Press Ctrl-C to stop."),
+        "the demo did not come up:\n{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Self-check: payment pay_") && l.contains("succeeded")),
+        "{out}"
+    );
+    for what in [
+        "pay_url",
+        "lilei / demo-pass-lilei",
+        "/messages",
+        "curl --cacert",
+        "--cert",
+    ] {
+        assert!(
+            out.contains(what),
+            "the guide does not mention {what}:\n{out}"
+        );
+    }
+
+    let pid = i32::try_from(child.id()).unwrap();
+    assert_eq!(
+        Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap()
+            .code(),
+        Some(0)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not stop after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "exit {status:?}; {}", rest.join("\n"));
+    assert!(
+        rest.iter().any(|l| l.contains("payhub demo stopped.")),
+        "{rest:?}"
+    );
+
+    let log = log.join().unwrap();
+    for secret in [
+        "6222000011112222",
+        "6222000033334444",
+        "6222000099990000",
+        "demo-pass-lilei",
+        "demo-pass-hanmeimei",
+        "demosmsc",
+    ] {
+        assert!(!log.contains(secret), "the log shows {secret}");
+    }
+    assert!(
+        !log.contains("code "),
+        "the log may show an authorization code:\n{log}"
+    );
+}
