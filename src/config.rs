@@ -488,6 +488,10 @@ fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Result<(), Con
         let Some(path) = name.strip_prefix("PAYHUB_") else {
             continue;
         };
+        // Other PAYHUB_ variables (PAYHUB_LOG, the log filter) are not configuration keys.
+        if !path.contains("__") {
+            continue;
+        }
         let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
         if keys.iter().any(String::is_empty) {
             problems.push(format!("{name}: expected PAYHUB_<SECTION>__<KEY>"));
