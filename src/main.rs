@@ -8,12 +8,15 @@ fn main() -> std::process::ExitCode {
         // --help and --version print in full; a bad flag is one line on standard error.
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
+            // clap's message without its usage block and hint, on one line.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad command line").trim();
-            eprintln!(
-                "payhub: {} (see --help)",
-                first.trim_start_matches("error: ")
-            );
+            let line: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("{} (see --help)", line.join(" "));
             return std::process::ExitCode::from(2);
         }
     };

@@ -268,7 +268,12 @@ async fn timeout_queues_a_reversal_that_is_repeated_until_0430() {
         .unwrap_err();
     assert_eq!(err, BankError::Timeout);
     // The debit was applied; its reversal is stored and repeated while the answers are lost.
-    assert_eq!(balance(&sim, 0).await, 700);
+    // The first 0420 may already have undone it (only its 0430 is lost), so either is right here.
+    let balance_now = balance(&sim, 0).await;
+    assert!(
+        balance_now == 700 || balance_now == 1_000,
+        "balance {balance_now}"
+    );
     assert_eq!(pending_reversals(&db).await, 1);
     eventually("the reversal was repeated", || async {
         sim.stats().reversals >= 2
