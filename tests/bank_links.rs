@@ -614,11 +614,7 @@ async fn a_prepared_debit_goes_out_with_its_reserved_stan_and_field_7() {
     assert!(!shown.contains(&account(0)), "{shown}");
     assert_eq!(sim.stats().debits, 0, "nothing leaves before SendPrepared");
     let committed = prepared.original();
-    let answer = router
-        .send(SendPrepared(prepared))
-        .await
-        .unwrap()
-        .unwrap();
+    let answer = router.send(SendPrepared(prepared)).await.unwrap().unwrap();
     assert_eq!(answer.response_code, "00");
     assert_eq!(answer.link, "bips-a");
     assert_eq!(balance(&sim, 0).await, 700);
@@ -676,7 +672,11 @@ async fn after_a_crash_the_committed_original_reverses_the_debit() {
         pending_reversals(&db).await == 0
     })
     .await;
-    assert_eq!(balance(&sim, 0).await, 1_000, "the customer's money is back");
+    assert_eq!(
+        balance(&sim, 0).await,
+        1_000,
+        "the customer's money is back"
+    );
     let stats = sim.stats();
     assert_eq!((stats.reversals_applied, stats.reversal_mismatches), (1, 0));
 }
@@ -707,7 +707,10 @@ async fn a_reversal_naming_another_stan_undoes_nothing_and_is_counted() {
     };
     router.send(reverse).await.unwrap().unwrap();
     // The bank answers 0430/00 ("never saw that one"), so the reversal is closed...
-    eventually("the 0430 came", || async { pending_reversals(&db).await == 0 }).await;
+    eventually("the 0430 came", || async {
+        pending_reversals(&db).await == 0
+    })
+    .await;
     // ...but it undid nothing, and says so.
     assert_eq!(balance(&sim, 0).await, 750);
     let stats = sim.stats();
@@ -718,7 +721,10 @@ async fn a_reversal_naming_another_stan_undoes_nothing_and_is_counted() {
         original: Some(original("bips-a", "12", &real.transmission_time)),
     };
     let err = router.send(bad).await.unwrap().unwrap_err();
-    assert!(matches!(err, BankError::Protocol(ref m) if m.contains("STAN")), "{err:?}");
+    assert!(
+        matches!(err, BankError::Protocol(ref m) if m.contains("STAN")),
+        "{err:?}"
+    );
 }
 
 #[actix_rt::test]
@@ -851,6 +857,9 @@ async fn a_bank_certificate_from_another_ca_keeps_the_link_down_with_a_clear_err
         .lines()
         .find(|l| l.contains("certificate verify failed"))
         .unwrap();
-    assert!(line.contains("bips-a") && line.contains("TLS to 127.0.0.1"), "{line}");
+    assert!(
+        line.contains("bips-a") && line.contains("TLS to 127.0.0.1"),
+        "{line}"
+    );
     assert_eq!(balance(&sim, 0).await, 1_000);
 }

@@ -502,7 +502,10 @@ impl BankLinkActor {
         self.send_reservation(stan, reservation)
     }
 
-    fn hold_reservation(&mut self, request: Arc<DebitRequest>) -> Result<LinkReservation, BankError> {
+    fn hold_reservation(
+        &mut self,
+        request: Arc<DebitRequest>,
+    ) -> Result<LinkReservation, BankError> {
         let (stan, reservation) = self.reserve(request)?;
         let answer = LinkReservation {
             stan,
@@ -515,7 +518,10 @@ impl BankLinkActor {
 
     fn send_reserved(&mut self, stan: u32, token: u64) -> Result<DebitTicket, BankError> {
         // Lapsed (its STAN released) or never made here: nothing goes out.
-        let reservation = self.reserved.take(stan, token).ok_or(BankError::Unavailable)?;
+        let reservation = self
+            .reserved
+            .take(stan, token)
+            .ok_or(BankError::Unavailable)?;
         self.send_reservation(stan, reservation)
     }
 

@@ -186,7 +186,11 @@ impl Handler<PrepareDebit> for BankRouter {
             let request = Arc::new(msg.0);
             let (index, entry, reserved) = on_first_link(candidates, |addr| {
                 let message = LinkReserve(request.clone());
-                async move { addr.send(message).await.map_err(|_| BankError::Unavailable)? }
+                async move {
+                    addr.send(message)
+                        .await
+                        .map_err(|_| BankError::Unavailable)?
+                }
             })
             .await?;
             Ok(PreparedDebit {

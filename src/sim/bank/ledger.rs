@@ -246,9 +246,18 @@ mod tests {
         };
         let good = order(&f90);
         assert_eq!(good.original.acquirer_id, "00099990001");
-        assert_eq!(reversal_outcome(true, Some(&wire()), &good), ReversalOutcome::Reversed);
-        assert_eq!(reversal_outcome(false, Some(&wire()), &good), ReversalOutcome::NothingToUndo);
-        assert_eq!(reversal_outcome(true, None, &good), ReversalOutcome::Reversed);
+        assert_eq!(
+            reversal_outcome(true, Some(&wire()), &good),
+            ReversalOutcome::Reversed
+        );
+        assert_eq!(
+            reversal_outcome(false, Some(&wire()), &good),
+            ReversalOutcome::NothingToUndo
+        );
+        assert_eq!(
+            reversal_outcome(true, None, &good),
+            ReversalOutcome::Reversed
+        );
         let other_stan = order(&f90.replacen("000042", "000043", 1));
         assert_eq!(
             reversal_outcome(true, Some(&wire()), &other_stan),

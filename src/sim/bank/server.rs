@@ -3,13 +3,14 @@
 //! request waits on the database or a delay fault).
 
 use super::faults::{FaultSwitches, Faults};
-use crate::channels::terminal::tls::accept_server;
 use super::ledger::{
     self, Answer, DebitOrder, OriginalElements, ReversalOrder, ReversalOutcome, WireIdentity,
 };
 use super::store::SimStore;
+use crate::channels::terminal::tls::accept_server;
 use bytes::BytesMut;
 use futures::StreamExt;
+use openssl::ssl::SslAcceptor;
 use payhub_iso8583::Message;
 use payhub_iso8583::codec::MessageCodec;
 use rand::rngs::StdRng;
@@ -18,7 +19,6 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use openssl::ssl::SslAcceptor;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};

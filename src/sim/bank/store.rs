@@ -4,7 +4,8 @@
 //! answer, and a reversal undoes an approved debit at most once.
 
 use super::ledger::{
-    self, AccountView, Answer, DebitOrder, ReversalOrder, ReversalOutcome, SeedAccount, WireIdentity,
+    self, AccountView, Answer, DebitOrder, ReversalOrder, ReversalOutcome, SeedAccount,
+    WireIdentity,
 };
 use deadpool_postgres::Pool;
 use std::collections::HashMap;
@@ -516,7 +517,12 @@ async fn undo_debit(
         tx.execute(
             "INSERT INTO bank_sim.credits (bank_id, account, amount_minor, rrn)
              VALUES ($1, $2, $3, $4)",
-            &[&bank, &row.get::<_, &str>("payee_account"), &(-amount), &rrn],
+            &[
+                &bank,
+                &row.get::<_, &str>("payee_account"),
+                &(-amount),
+                &rrn,
+            ],
         )
         .await?;
     }

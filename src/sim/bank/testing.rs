@@ -27,7 +27,8 @@ pub async fn spawn_on_own_thread(options: SimOptions) -> SimHandle {
             let _ = stopped.wait_for(|s| *s).await;
         });
     });
-    rx.await.expect("the bank simulator thread reports its handle")
+    rx.await
+        .expect("the bank simulator thread reports its handle")
 }
 
 /// Seed rows for `bank`: `(account, balance_minor)` pairs, in CNY.
