@@ -6,11 +6,11 @@ use payhub::sim::bank::testing::{seed_accounts, spawn_on_own_thread};
 use payhub::sim::bank::{Faults, SimHandle, SimOptions, SimStoreChoice, SimTls};
 use payhub_actors::bank::{
     self, BankRouter, LinkOwner, LinkSettings, LinkStatuses, OriginalDebit, PrepareDebit,
-    ReverseDebit, SendPrepared, Shutdown,
+    PreparedDebit, ReverseDebit, SendPrepared, Shutdown,
 };
 use payhub_actors::clock::SharedClock;
 use payhub_actors::domain::{AccountNumber, Amount, BankId, Currency};
-use payhub_actors::messages::{BankError, Debit, DebitRequest};
+use payhub_actors::messages::{BankError, Debit, DebitRequest, DebitResponse};
 use payhub_actors::store::testing::{TestDb, fresh_database};
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +103,25 @@ async fn wait_signed_on(router: &Addr<BankRouter>, links: usize) {
     .await;
 }
 
+/// A fresh database, the simulator with account 0 holding `opening`, and a router whose one link
+/// to it is signed on.
+async fn one_link(opening: i64) -> (TestDb, SimHandle, Addr<BankRouter>) {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| opening).await;
+    let router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
+    wait_signed_on(&router, 1).await;
+    (db, sim, router)
+}
+
+/// A debit the router must answer (approved or declined).
+async fn debit(router: &Addr<BankRouter>, request: DebitRequest) -> DebitResponse {
+    router.send(Debit(request)).await.unwrap().unwrap()
+}
+
+async fn prepare(router: &Addr<BankRouter>, request: DebitRequest) -> PreparedDebit {
+    router.send(PrepareDebit(request)).await.unwrap().unwrap()
+}
+
 async fn pending_reversals(db: &TestDb) -> i64 {
     let client = db.pool.get().await.unwrap();
     client
@@ -125,11 +144,7 @@ async fn signs_on_before_any_debit_and_debits_once() {
     let sim = start_sim(&db, 2, |_| 10_000).await;
     let router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
     wait_signed_on(&router, 1).await;
-    let answer = router
-        .send(Debit(request(1, 0, 2_500)))
-        .await
-        .unwrap()
-        .unwrap();
+    let answer = debit(&router, request(1, 0, 2_500)).await;
     assert_eq!(answer.response_code, "00");
     assert_eq!(answer.link, "bips-a");
     assert_eq!(answer.approval_code.as_deref().map(str::len), Some(6));
@@ -137,27 +152,15 @@ async fn signs_on_before_any_debit_and_debits_once() {
     assert_eq!(stats.sign_ons, 1);
     assert_eq!(stats.before_sign_on, 0, "a 0200 went out before the 0810");
     // The same RRN again: the original answer, no second debit.
-    let again = router
-        .send(Debit(request(1, 0, 2_500)))
-        .await
-        .unwrap()
-        .unwrap();
+    let again = debit(&router, request(1, 0, 2_500)).await;
     assert_eq!(again, answer);
     assert_eq!(balance(&sim, 0).await, 7_500);
     assert_eq!(sim.balance(BANK, SHOP).await.unwrap(), Some(2_500));
     // Declines: insufficient funds, unknown account.
-    let poor = router
-        .send(Debit(request(2, 1, 10_001)))
-        .await
-        .unwrap()
-        .unwrap();
+    let poor = debit(&router, request(2, 1, 10_001)).await;
     assert_eq!(poor.response_code, "51");
     assert_eq!(poor.approval_code, None);
-    let stranger = router
-        .send(Debit(request(3, 99, 1)))
-        .await
-        .unwrap()
-        .unwrap();
+    let stranger = debit(&router, request(3, 99, 1)).await;
     assert_eq!(stranger.response_code, "14");
     router.send(Shutdown).await.unwrap();
     eventually("the link signed off", || async {
@@ -234,10 +237,7 @@ async fn thousand_concurrent_debits_are_matched_to_their_answers() {
 
 #[actix_rt::test]
 async fn timeout_queues_a_reversal_that_is_repeated_until_0430() {
-    let db = fresh_database().await;
-    let sim = start_sim(&db, 1, |_| 1_000).await;
-    let router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
-    wait_signed_on(&router, 1).await;
+    let (db, sim, router) = one_link(1_000).await;
     sim.set_faults(Faults {
         drop_pct: 100,
         ..Faults::default()
@@ -309,20 +309,13 @@ async fn reversal_survives_a_gateway_restart() {
     .await;
     assert!(sim.stats().reversals > reversals_seen);
     assert_eq!(balance(&sim, 0).await, 1_000);
-    let answer = second
-        .send(Debit(request(2, 0, 50)))
-        .await
-        .unwrap()
-        .unwrap();
+    let answer = debit(&second, request(2, 0, 50)).await;
     assert_eq!(answer.response_code, "00");
 }
 
 #[actix_rt::test]
 async fn link_drop_and_reconnect() {
-    let db = fresh_database().await;
-    let sim = start_sim(&db, 1, |_| 1_000_000).await;
-    let router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
-    wait_signed_on(&router, 1).await;
+    let (db, sim, router) = one_link(1_000_000).await;
     // Every 4th message closes the connection: sign-on, two debits, then a drop.
     sim.set_faults(Faults {
         close_every: 4,
@@ -362,11 +355,7 @@ async fn second_link_takes_over_and_busy_at_the_limit() {
     live.in_flight_max = 2;
     let router = start_router(&db, vec![settings("bips-a", &dead), live]);
     wait_signed_on(&router, 1).await;
-    let answer = router
-        .send(Debit(request(1, 0, 10)))
-        .await
-        .unwrap()
-        .unwrap();
+    let answer = debit(&router, request(1, 0, 10)).await;
     assert_eq!(answer.link, "bips-b");
     sim.set_faults(Faults {
         delay_ms: 100,
@@ -384,15 +373,8 @@ async fn second_link_takes_over_and_busy_at_the_limit() {
 
 #[actix_rt::test]
 async fn gateway_reversal_of_an_approved_debit() {
-    let db = fresh_database().await;
-    let sim = start_sim(&db, 1, |_| 1_000).await;
-    let router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
-    wait_signed_on(&router, 1).await;
-    let answer = router
-        .send(Debit(request(1, 0, 250)))
-        .await
-        .unwrap()
-        .unwrap();
+    let (db, sim, router) = one_link(1_000).await;
+    let answer = debit(&router, request(1, 0, 250)).await;
     assert_eq!(answer.response_code, "00");
     assert_eq!(balance(&sim, 0).await, 750);
     router
@@ -535,11 +517,7 @@ async fn mac_is_sent_and_checked() {
     wrong.mac_key = Some(payhub_actors::Secret::new([9u8; 16]));
     let router = start_router(&db, vec![good, wrong]);
     wait_signed_on(&router, 1).await;
-    let answer = router
-        .send(Debit(request(1, 0, 100)))
-        .await
-        .unwrap()
-        .unwrap();
+    let answer = debit(&router, request(1, 0, 100)).await;
     assert_eq!(answer.response_code, "00");
     // The link with the wrong key never gets a sign-on the bank accepts.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -587,6 +565,30 @@ impl Process {
     }
 }
 
+/// Reverses with a committed original and waits until the bank's 0430 closed the reversal.
+async fn reverse_until_0430(
+    router: &Addr<BankRouter>,
+    db: &TestDb,
+    request: DebitRequest,
+    original: OriginalDebit,
+) {
+    let reverse = ReverseDebit {
+        request,
+        original: Some(original),
+    };
+    router.send(reverse).await.unwrap().unwrap();
+    eventually("the 0430 closed the reversal", || async {
+        pending_reversals(db).await == 0
+    })
+    .await;
+}
+
+/// `(reversals applied, reversals whose field 90 named another debit)` at the bank.
+fn reversal_counts(sim: &SimHandle) -> (u64, u64) {
+    let stats = sim.stats();
+    (stats.reversals_applied, stats.reversal_mismatches)
+}
+
 fn original(link: &str, stan: &str, f7: &str) -> OriginalDebit {
     OriginalDebit {
         link: link.into(),
@@ -597,15 +599,8 @@ fn original(link: &str, stan: &str, f7: &str) -> OriginalDebit {
 
 #[actix_rt::test]
 async fn a_prepared_debit_goes_out_with_its_reserved_stan_and_field_7() {
-    let db = fresh_database().await;
-    let sim = start_sim(&db, 1, |_| 1_000).await;
-    let router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
-    wait_signed_on(&router, 1).await;
-    let prepared = router
-        .send(PrepareDebit(request(1, 0, 300)))
-        .await
-        .unwrap()
-        .unwrap();
+    let (db, sim, router) = one_link(1_000).await;
+    let prepared = prepare(&router, request(1, 0, 300)).await;
     assert_eq!(prepared.link, "bips-a");
     assert!(prepared.stan.len() == 6 && prepared.stan.bytes().all(|b| b.is_ascii_digit()));
     assert!(prepared.transmission_time.len() == 10);
@@ -619,15 +614,9 @@ async fn a_prepared_debit_goes_out_with_its_reserved_stan_and_field_7() {
     assert_eq!(answer.link, "bips-a");
     assert_eq!(balance(&sim, 0).await, 700);
     // The bank recorded that STAN and field 7: a reversal naming them undoes the debit.
-    let reverse = ReverseDebit {
-        request: request(1, 0, 300),
-        original: Some(committed),
-    };
-    router.send(reverse).await.unwrap().unwrap();
-    eventually("reversed", || async { pending_reversals(&db).await == 0 }).await;
+    reverse_until_0430(&router, &db, request(1, 0, 300), committed).await;
     assert_eq!(balance(&sim, 0).await, 1_000);
-    let stats = sim.stats();
-    assert_eq!((stats.reversals_applied, stats.reversal_mismatches), (1, 0));
+    assert_eq!(reversal_counts(&sim), (1, 0));
 }
 
 #[actix_rt::test]
@@ -642,12 +631,7 @@ async fn after_a_crash_the_committed_original_reverses_the_debit() {
         drop_pct: 100,
         ..Faults::default()
     });
-    let prepared = first
-        .router
-        .send(PrepareDebit(request(1, 0, 400)))
-        .await
-        .unwrap()
-        .unwrap();
+    let prepared = prepare(&first.router, request(1, 0, 400)).await;
     // What the payment commits with `processing`, before the 0200 leaves.
     let committed = prepared.original();
     let waiting = first.router.send(SendPrepared(prepared));
@@ -663,35 +647,19 @@ async fn after_a_crash_the_committed_original_reverses_the_debit() {
     sim.set_faults(Faults::default());
     let second = start_router(&db, vec![link]);
     wait_signed_on(&second, 1).await;
-    let reverse = ReverseDebit {
-        request: request(1, 0, 400),
-        original: Some(committed),
-    };
-    second.send(reverse).await.unwrap().unwrap();
-    eventually("the reversal completed", || async {
-        pending_reversals(&db).await == 0
-    })
-    .await;
+    reverse_until_0430(&second, &db, request(1, 0, 400), committed).await;
     assert_eq!(
         balance(&sim, 0).await,
         1_000,
         "the customer's money is back"
     );
-    let stats = sim.stats();
-    assert_eq!((stats.reversals_applied, stats.reversal_mismatches), (1, 0));
+    assert_eq!(reversal_counts(&sim), (1, 0));
 }
 
 #[actix_rt::test]
 async fn a_reversal_naming_another_stan_undoes_nothing_and_is_counted() {
-    let db = fresh_database().await;
-    let sim = start_sim(&db, 1, |_| 1_000).await;
-    let router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
-    wait_signed_on(&router, 1).await;
-    let prepared = router
-        .send(PrepareDebit(request(1, 0, 250)))
-        .await
-        .unwrap()
-        .unwrap();
+    let (db, sim, router) = one_link(1_000).await;
+    let prepared = prepare(&router, request(1, 0, 250)).await;
     let real = prepared.original();
     let answer = router.send(SendPrepared(prepared)).await.unwrap().unwrap();
     assert_eq!(answer.response_code, "00");
@@ -701,20 +669,10 @@ async fn a_reversal_naming_another_stan_undoes_nothing_and_is_counted() {
         "000001"
     };
     let wrong = original("bips-a", other_stan, &real.transmission_time);
-    let reverse = ReverseDebit {
-        request: request(1, 0, 250),
-        original: Some(wrong),
-    };
-    router.send(reverse).await.unwrap().unwrap();
-    // The bank answers 0430/00 ("never saw that one"), so the reversal is closed...
-    eventually("the 0430 came", || async {
-        pending_reversals(&db).await == 0
-    })
-    .await;
+    reverse_until_0430(&router, &db, request(1, 0, 250), wrong).await;
     // ...but it undid nothing, and says so.
     assert_eq!(balance(&sim, 0).await, 750);
-    let stats = sim.stats();
-    assert_eq!((stats.reversals_applied, stats.reversal_mismatches), (0, 1));
+    assert_eq!(reversal_counts(&sim), (0, 1));
     // A committed value that cannot be field 90 is refused before anything is stored.
     let bad = ReverseDebit {
         request: request(2, 0, 1),
@@ -736,11 +694,7 @@ async fn a_reservation_never_sent_lapses_after_the_response_timeout() {
     link.response_timeout_ms = 200;
     let router = start_router(&db, vec![link]);
     wait_signed_on(&router, 1).await;
-    let abandoned = router
-        .send(PrepareDebit(request(1, 0, 10)))
-        .await
-        .unwrap()
-        .unwrap();
+    let abandoned = prepare(&router, request(1, 0, 10)).await;
     // The reservation holds the link's only slot.
     let refused = router.send(PrepareDebit(request(2, 0, 10))).await.unwrap();
     assert_eq!(refused.unwrap_err(), BankError::Busy);
@@ -791,11 +745,7 @@ async fn a_link_signs_on_and_debits_over_tls() {
     link.tls_ca_cert = Some(ca);
     let router = start_router(&db, vec![link]);
     wait_signed_on(&router, 1).await;
-    let answer = router
-        .send(Debit(request(1, 0, 100)))
-        .await
-        .unwrap()
-        .unwrap();
+    let answer = debit(&router, request(1, 0, 100)).await;
     assert_eq!(answer.response_code, "00");
     assert_eq!(balance(&sim, 0).await, 900);
     assert_eq!(sim.stats().sign_ons, 1);
