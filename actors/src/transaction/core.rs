@@ -670,8 +670,14 @@ impl PaymentCore {
         let request = self.debit_request(rrn).await?;
         tracing::info!(payment = %self.row.id, reason, "reversing a debit of unknown outcome");
         let wait = StdDuration::from_millis(self.settings().debit_timeout_ms);
-        let queued =
-            tokio::time::timeout(wait, self.deps.reverser.send(ReverseDebit(request))).await;
+        let queued = tokio::time::timeout(
+            wait,
+            self.deps.reverser.send(ReverseDebit {
+                request,
+                original: None,
+            }),
+        )
+        .await;
         if !matches!(queued, Ok(Ok(Ok(())))) {
             tracing::warn!(payment = %self.row.id, ?queued, "reversal not queued yet; will retry");
             return Ok(false);
