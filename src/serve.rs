@@ -122,8 +122,7 @@ impl Gateway {
             settings: Arc::new(payment_settings(config)),
             hash_key: hash_key.clone(),
             channel: channels.recipient(),
-            bank: bank.clone().recipient(),
-            reverser: bank.clone().recipient(),
+            bank: bank.clone(),
             webhook_wake: wake,
         });
         let pages = pages::PagesState::new(

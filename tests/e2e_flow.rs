@@ -790,7 +790,8 @@ async fn a_restart_while_processing_reverses_and_fails_without_a_second_debit() 
         async move { payment_status(&pool, &id).await.0 == "processing" }
     })
     .await;
-    // …and the gateway dies.
+    // …and the gateway dies (the lost 0210 stays lost; the bank answers again from now on).
+    w.bank.set_faults(payhub::sim::bank::Faults::default());
     w.restart(settings()).await;
     waiting.abort();
     let pool = w.db.pool.clone();
@@ -802,9 +803,7 @@ async fn a_restart_while_processing_reverses_and_fails_without_a_second_debit() 
     let (_, failure, ..) = w.status(&pay).await;
     assert_eq!(failure.as_deref(), Some("bank_unavailable"));
     assert_eq!(w.debits(), 1, "never debited twice");
-    // The reversal is stored durably with the bank router before `failed` is written.
-    // (Known gap, BANK: a reversal queued through `ReverseDebit` after a restart was not seen at
-    // the simulator within 10 s in this run, so the balance is not asserted here.)
+    // The reversal is stored durably with the bank router before `failed` is written…
     let queued = count(
         &w.db.pool,
         "SELECT count(*) FROM reversals r JOIN payments p ON p.rrn = r.rrn WHERE p.id = $1",
@@ -812,6 +811,13 @@ async fn a_restart_while_processing_reverses_and_fails_without_a_second_debit() 
     )
     .await;
     assert_eq!(queued, 1, "the debit's reversal is queued");
+    // …and names the original exactly (field 90 from the committed STAN and field 7), so the
+    // strict simulator undoes the debit.
+    eventually("the money back", || async {
+        w.bank.stats().reversals_applied >= 1 && w.balance().await == ALICE_BALANCE
+    })
+    .await;
+    assert_eq!(w.bank.stats().reversal_mismatches, 0);
     eventually("failed webhook", || async {
         w.receiver
             .requests()

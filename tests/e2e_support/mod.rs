@@ -170,8 +170,7 @@ impl Gateway {
                     settings: Arc::new(settings),
                     hash_key: key.clone(),
                     channel,
-                    bank: bank.clone().recipient(),
-                    reverser: bank.recipient(),
+                    bank,
                     webhook_wake: wake.clone(),
                 };
                 let registry = start_registry(deps);

@@ -10,10 +10,10 @@ use super::{
     CODE_DELIVERY_FAILURES_MAX, ChannelChoice, CodeReply, Deps, LoginReply, PaymentError,
     ResendReply,
 };
-use crate::bank::ReverseDebit;
+use crate::bank::{PrepareDebit, ReverseDebit, SendPrepared};
 use crate::domain::{FailureCode, Msisdn, PaymentStatus};
 use crate::messages::{
-    BankError, Debit, DebitRequest, DebitResponse, Deliver, Destination, Notice, NoticeKind,
+    BankError, DebitRequest, DebitResponse, Deliver, Destination, Notice, NoticeKind,
 };
 use crate::secret::Secret;
 use chrono::{DateTime, Duration, Utc};
@@ -35,27 +35,21 @@ struct Route {
 
 /// How a debit ended, before it is written.
 enum DebitEnd {
-    Outcome(Outcome, Option<String>),
+    Outcome(Outcome),
     /// The outcome cannot be known: reverse, then `failed`/`bank_unavailable`.
-    Unknown(&'static str, Option<String>),
+    Unknown(&'static str),
 }
 
 pub struct PaymentCore {
     deps: Deps,
     row: PaymentRow,
-    /// The bank link that carried the debit, once one answered for it.
-    bank_link: Option<String>,
 }
 
 impl PaymentCore {
     pub async fn load(deps: Deps, payment_id: &str) -> Result<Self, PaymentError> {
         let client = deps.pool.get().await?;
         let row = store::load_payment(&client, payment_id).await?;
-        Ok(Self {
-            deps,
-            row,
-            bank_link: None,
-        })
+        Ok(Self { deps, row })
     }
 
     pub fn row(&self) -> &PaymentRow {
@@ -187,7 +181,6 @@ impl PaymentCore {
                 &self.row,
                 &[PaymentStatus::AwaitingCustomer],
                 &outcome,
-                None,
                 now,
                 &self.settings().public_url,
             )
@@ -602,34 +595,48 @@ impl PaymentCore {
 
     // ---- the debit ----------------------------------------------------------------------------
 
+    /// Two phases: the bank router reserves the 0200's wire identity (link, STAN, field 7), the
+    /// payment commits it with `processing`, and only then does the 0200 leave. A reversal, even
+    /// after a restart, can then name the original exactly.
     async fn debit(&mut self, now: DateTime<Utc>) -> Result<CodeReply, PaymentError> {
         let request = self.debit_request(new_rrn()).await?;
+        let wait = StdDuration::from_millis(self.settings().debit_timeout_ms);
+        let prepared = match tokio::time::timeout(wait, self.deps.bank.send(PrepareDebit(request)))
+            .await
+        {
+            Ok(Ok(Ok(prepared))) => prepared,
+            // Nothing was sent: the payment fails while still awaiting its code.
+            unsent => {
+                tracing::warn!(payment = %self.row.id, ?unsent, "no bank link took the debit");
+                let outcome = Outcome::failed(FailureCode::BankUnavailable, None);
+                self.finish(&[PaymentStatus::AwaitingCode], outcome).await?;
+                return Ok(CodeReply::Finished(self.row.status));
+            }
+        };
+        let original = prepared.original();
         let client = self.deps.pool.get().await?;
-        let moved = store::mark_processing(&client, &self.row.id, &request.rrn, now).await?;
+        let moved = store::mark_processing(&client, &self.row.id, prepared.rrn(), &original, now)
+            .await?;
         drop(client);
         if !moved {
+            // The reservation lapses unsent.
             self.reload().await?;
             return Ok(CodeReply::Finished(self.row.status));
         }
         self.row.status = PaymentStatus::Processing;
-        self.row.rrn = Some(request.rrn.clone());
+        self.row.rrn = Some(prepared.rrn().to_owned());
+        self.row.original_debit = Some(original);
         self.row.code_hash = None;
-        let wait = StdDuration::from_millis(self.settings().debit_timeout_ms);
-        let answer = tokio::time::timeout(wait, self.deps.bank.send(Debit(request))).await;
-        let end = match answer {
-            Ok(Ok(answer)) => debit_end(answer),
-            Ok(Err(_mailbox)) => DebitEnd::Unknown("bank_router_gone", None),
-            Err(_elapsed) => DebitEnd::Unknown("no_answer", None),
-        };
-        match end {
-            DebitEnd::Outcome(outcome, link) => {
-                self.bank_link = link;
-                self.finish(&[PaymentStatus::Processing], outcome).await?;
-            }
-            DebitEnd::Unknown(reason, link) => {
-                self.bank_link = link;
-                self.reverse_then_fail(reason).await?;
-            }
+        let answer = tokio::time::timeout(wait, self.deps.bank.send(SendPrepared(prepared))).await;
+        match answer {
+            Ok(Ok(answer)) => match debit_end(answer) {
+                DebitEnd::Outcome(outcome) => {
+                    self.finish(&[PaymentStatus::Processing], outcome).await?
+                }
+                DebitEnd::Unknown(reason) => _ = self.reverse_then_fail(reason).await?,
+            },
+            Ok(Err(_mailbox)) => _ = self.reverse_then_fail("bank_router_gone").await?,
+            Err(_elapsed) => _ = self.reverse_then_fail("no_answer").await?,
         }
         Ok(CodeReply::Finished(self.row.status))
     }
@@ -670,14 +677,11 @@ impl PaymentCore {
         let request = self.debit_request(rrn).await?;
         tracing::info!(payment = %self.row.id, reason, "reversing a debit of unknown outcome");
         let wait = StdDuration::from_millis(self.settings().debit_timeout_ms);
-        let queued = tokio::time::timeout(
-            wait,
-            self.deps.reverser.send(ReverseDebit {
-                request,
-                original: None,
-            }),
-        )
-        .await;
+        let reverse = ReverseDebit {
+            request,
+            original: self.row.original_debit.clone(),
+        };
+        let queued = tokio::time::timeout(wait, self.deps.bank.send(reverse)).await;
         if !matches!(queued, Ok(Ok(Ok(())))) {
             tracing::warn!(payment = %self.row.id, ?queued, "reversal not queued yet; will retry");
             return Ok(false);
@@ -750,7 +754,6 @@ impl PaymentCore {
             &self.row,
             from,
             &outcome,
-            self.bank_link.as_deref(),
             now,
             &self.settings().public_url,
         )
@@ -844,28 +847,23 @@ fn delivery_reason(e: &crate::messages::DeliveryError) -> String {
 /// How field 39 (or its absence) ends the payment.
 fn debit_end(answer: Result<DebitResponse, BankError>) -> DebitEnd {
     match answer {
-        Ok(r) if r.response_code == "00" => {
-            DebitEnd::Outcome(Outcome::succeeded(r.approval_code), Some(r.link))
-        }
+        Ok(r) if r.response_code == "00" => DebitEnd::Outcome(Outcome::succeeded(r.approval_code)),
         // A duplicate: the original's outcome. An approval code says it was approved; without one
         // the outcome cannot be known.
         Ok(r) if r.response_code == "94" => match r.approval_code {
-            Some(approval) => DebitEnd::Outcome(Outcome::succeeded(Some(approval)), Some(r.link)),
-            None => DebitEnd::Unknown("duplicate_without_outcome", Some(r.link)),
+            Some(approval) => DebitEnd::Outcome(Outcome::succeeded(Some(approval))),
+            None => DebitEnd::Unknown("duplicate_without_outcome"),
         },
-        Ok(r) => DebitEnd::Outcome(
-            Outcome::failed(FailureCode::BankDeclined, Some(r.response_code)),
-            Some(r.link),
-        ),
-        // The router queued the reversal itself.
-        Err(BankError::Timeout) => {
-            DebitEnd::Outcome(Outcome::failed(FailureCode::BankUnavailable, None), None)
+        Ok(r) => DebitEnd::Outcome(Outcome::failed(
+            FailureCode::BankDeclined,
+            Some(r.response_code),
+        )),
+        // The router queued the reversal itself (`Timeout`), or nothing was sent (a reservation
+        // that lapsed or a link that went down: `Unavailable`).
+        Err(BankError::Timeout | BankError::NoRoute(_) | BankError::Unavailable | BankError::Busy) => {
+            DebitEnd::Outcome(Outcome::failed(FailureCode::BankUnavailable, None))
         }
-        // Never sent.
-        Err(BankError::NoRoute(_) | BankError::Unavailable | BankError::Busy) => {
-            DebitEnd::Outcome(Outcome::failed(FailureCode::BankUnavailable, None), None)
-        }
-        Err(BankError::Protocol(_)) => DebitEnd::Unknown("protocol_error", None),
+        Err(BankError::Protocol(_)) => DebitEnd::Unknown("protocol_error"),
     }
 }
 

@@ -84,14 +84,13 @@ pub fn final_record(row: &PaymentRow, outcome: &Outcome, now: DateTime<Utc>) -> 
 /// Moves the payment from one of `from` to the final `outcome`, and writes its webhook event
 /// (the one payment object of the API) and an audit line, in one statement: a payment is never
 /// final without its event, and a debit's outcome costs one round trip and one commit.
-/// `bank_link` records the link that carried the debit, when one did. `Ok(false)` when the
+/// `Ok(false)` when the
 /// payment was no longer in one of `from` (someone else finished it): nothing is written.
 pub async fn finish(
     client: &impl GenericClient,
     row: &PaymentRow,
     from: &[PaymentStatus],
     outcome: &Outcome,
-    bank_link: Option<&str>,
     now: DateTime<Utc>,
     public_url: &url::Url,
 ) -> Result<bool, PaymentError> {
@@ -122,7 +121,6 @@ pub async fn finish(
                 &outcome.bank_response_code,
                 &outcome.approval_code,
                 &from,
-                &bank_link,
                 &event_id,
                 &event_type,
                 &body,
@@ -149,15 +147,15 @@ pub async fn finish(
 const FINISH_SQL: &str = "WITH moved AS (
         UPDATE payments SET status = $3, failure_code = $4, bank_response_code = $5,
             approval_code = $6, finished_at = $2, updated_at = $2,
-            code_hash = NULL, code_expires_at = NULL, bank_link = COALESCE($8, bank_link)
+            code_hash = NULL, code_expires_at = NULL
         WHERE id = $1 AND status = ANY($7)
         RETURNING id, merchant_id, notify_url),
     event AS (
         INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url,
             created_at, next_attempt_at)
-        SELECT $9, id, merchant_id, $10, $11, notify_url, $2, $2 FROM moved),
+        SELECT $8, id, merchant_id, $9, $10, notify_url, $2, $2 FROM moved),
     audit AS (
-        INSERT INTO audit_log (at, payment_id, event, detail) SELECT $2, id, $3, $12 FROM moved)
+        INSERT INTO audit_log (at, payment_id, event, detail) SELECT $2, id, $3, $11 FROM moved)
     SELECT id FROM moved";
 
 /// One line of the audit log. Never secrets, never full account numbers.

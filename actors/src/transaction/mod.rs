@@ -16,13 +16,13 @@ pub mod registry;
 pub mod store;
 pub mod view;
 
-use crate::bank::ReverseDebit;
+use crate::bank::BankRouter;
 use crate::clock::SharedClock;
 use crate::domain::{Msisdn, PaymentStatus};
 use crate::keyed_hash::HashKey;
-use crate::messages::{Debit, Deliver};
+use crate::messages::Deliver;
 use crate::secret::Secret;
-use actix::Recipient;
+use actix::{Addr, Recipient};
 use deadpool_postgres::Pool;
 use std::sync::Arc;
 
@@ -86,10 +86,8 @@ pub struct Deps {
     pub hash_key: HashKey,
     /// The channel router (SMS and terminals).
     pub channel: Recipient<Deliver>,
-    /// The bank router.
-    pub bank: Recipient<Debit>,
-    /// The bank router's durable reversal queue (`BankRouter` handles `ReverseDebit`).
-    pub reverser: Recipient<ReverseDebit>,
+    /// The bank router: two-phase debits, and reversals through its durable queue.
+    pub bank: Addr<BankRouter>,
     /// Woken when a webhook event is written, so the worker sends it at once.
     pub webhook_wake: Arc<tokio::sync::Notify>,
 }

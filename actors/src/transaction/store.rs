@@ -1,6 +1,7 @@
 //! The rows a payment actor reads and the small writes it makes outside the final transition.
 
 use super::PaymentError;
+use crate::bank::OriginalDebit;
 use crate::domain::{AccountNumber, Amount, BankId, Currency, PaymentStatus};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -28,6 +29,8 @@ pub struct PaymentRow {
     pub code_sent_at: Option<DateTime<Utc>>,
     pub code_delivery_failures: i32,
     pub rrn: Option<String>,
+    /// The 0200's wire identity, committed with `processing`.
+    pub original_debit: Option<OriginalDebit>,
     pub expires_at: DateTime<Utc>,
     // What the payment object (and so the webhook event) shows besides the above.
     pub order_id: String,
@@ -40,7 +43,7 @@ pub struct PaymentRow {
 const PAYMENT_COLUMNS: &str = "p.id, p.merchant_id, m.name AS merchant_name, p.status,
     p.amount_minor, p.currency, p.customer_id, p.password_failures, p.session_hash, p.channel,
     p.terminal_id, p.receiver_msisdn, p.code_hash, p.code_expires_at, p.code_failures,
-    p.code_sends, p.code_sent_at, p.code_delivery_failures, p.rrn, p.expires_at, p.order_id,
+    p.code_sends, p.code_sent_at, p.code_delivery_failures, p.rrn, p.bank_link, p.debit_stan, p.debit_f7, p.expires_at, p.order_id,
     p.description, p.return_url, p.notify_url, p.created_at";
 
 fn corrupt(field: &str) -> PaymentError {
@@ -71,6 +74,7 @@ impl PaymentRow {
             code_sent_at: row.get("code_sent_at"),
             code_delivery_failures: row.get("code_delivery_failures"),
             rrn: row.get("rrn"),
+            original_debit: original_debit(row),
             expires_at: row.get("expires_at"),
             order_id: row.get("order_id"),
             description: row.get("description"),
@@ -79,6 +83,14 @@ impl PaymentRow {
             created_at: row.get("created_at"),
         })
     }
+}
+
+fn original_debit(row: &Row) -> Option<OriginalDebit> {
+    Some(OriginalDebit {
+        link: row.get::<_, Option<String>>("bank_link")?,
+        stan: row.get::<_, Option<String>>("debit_stan")?,
+        transmission_time: row.get::<_, Option<String>>("debit_f7")?,
+    })
 }
 
 pub async fn load_payment(
@@ -230,19 +242,22 @@ pub async fn debit_parties(
     })
 }
 
-/// Moves the payment to `processing` with the RRN of its debit, and writes the audit line, in one
-/// statement (committed before the debit leaves). `false` when it was no longer awaiting its code.
+/// Moves the payment to `processing` with its debit's RRN and wire identity, and writes the audit
+/// line, in one statement (committed before the 0200 leaves). `false` when it was no longer
+/// awaiting its code.
 pub async fn mark_processing(
     client: &impl GenericClient,
     payment_id: &str,
     rrn: &str,
+    original: &OriginalDebit,
     now: DateTime<Utc>,
 ) -> Result<bool, PaymentError> {
     let statement = client
         .prepare_cached(
             "WITH moved AS (
                  UPDATE payments SET status = 'processing', rrn = $2, code_hash = NULL,
-                     code_expires_at = NULL, debit_sent_at = $3, updated_at = $3
+                     code_expires_at = NULL, debit_sent_at = $3, updated_at = $3,
+                     bank_link = $4, debit_stan = $5, debit_f7 = $6
                  WHERE id = $1 AND status = 'awaiting_code' RETURNING id),
              audit AS (
                  INSERT INTO audit_log (at, payment_id, event, detail)
@@ -250,7 +265,15 @@ pub async fn mark_processing(
              SELECT id FROM moved",
         )
         .await?;
-    Ok(client.execute(&statement, &[&payment_id, &rrn, &now]).await? == 1)
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        &payment_id,
+        &rrn,
+        &now,
+        &original.link,
+        &original.stan,
+        &original.transmission_time,
+    ];
+    Ok(client.execute(&statement, &params).await? == 1)
 }
 
 /// Field 43: the name in the first 25 characters, the location in the remaining 15, 40 in all.
