@@ -105,6 +105,11 @@ impl Chromium {
             .unwrap();
         let endpoint = wait_for_endpoint(profile.path());
         let (socket, _) = tungstenite::connect(endpoint).expect("DevTools socket");
+        if let MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+            // A browser that stops answering fails the test instead of hanging it.
+            let wait = Duration::from_millis(ANSWER_TIMEOUT_MS);
+            tcp.set_read_timeout(Some(wait)).unwrap();
+        }
         let mut browser = Chromium {
             child,
             socket,

@@ -63,8 +63,11 @@ async fn scrape(base: &str) -> String {
     response.text().await.unwrap()
 }
 
-/// The series issue 7 lists, each as `(name, labels, least increase over one payment)`.
-const SERIES: &[(&str, &[(&str, &str)], f64)] = &[
+/// A series: its name, the labels it must have, and its least increase over one payment.
+type Series = (&'static str, &'static [(&'static str, &'static str)], f64);
+
+/// The series issue 7 lists.
+const SERIES: &[Series] = &[
     (
         "payhub_payments_total",
         &[("status", "succeeded"), ("failure_code", "")],
@@ -109,12 +112,7 @@ fn assert_increases(before: &str, after: &str) {
 
 /// The operator's view of the link shows the debit's round trip.
 async fn assert_link_latency(base: &str) {
-    let links: serde_json::Value = reqwest::get(format!("{base}/api/links"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let links = e2e_support::get_json(&format!("{base}/api/links")).await;
     assert_eq!(links[0]["name"], "bips-a", "{links}");
     assert_eq!(links[0]["state"], "signed_on", "{links}");
     let latency_ms = links[0]["latency_ms"].as_f64().expect("a latency");

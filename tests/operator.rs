@@ -129,12 +129,7 @@ async fn readyz_is_503_until_a_real_bank_link_signs_on() {
         (&body["bank_links"], &body["bank_links_signed_on"]),
         (&1.into(), &0.into())
     );
-    let links: serde_json::Value = reqwest::get(format!("{base}/api/links"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let links = e2e_support::get_json(&format!("{base}/api/links")).await;
     assert_eq!(links[0]["state"], "down", "{links}");
 
     let bank = e2e_support::start_bank(&[]).await;

@@ -396,6 +396,17 @@ where
     panic!("timed out waiting for: {what}");
 }
 
+/// The JSON body of `GET url` (plain HTTP, as on the operator listener).
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let response = reqwest::get(url).await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
 // ---- a browser -----------------------------------------------------------------------------------
 
 pub struct Browser {
