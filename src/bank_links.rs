@@ -1,12 +1,12 @@
 //! The `[[links]]` of the configuration file as the bank link actors want them, and the bank
 //! router as the operator listener sees it.
 
-use crate::config::{LinkConfig, LinkOwner as ConfigOwner};
+use crate::config::LinkConfig;
 use crate::http::operator::{LinkStatusSource, LinkView, QUERY_TIMEOUT_MS};
 use actix::Addr;
 use futures::future::BoxFuture;
 use payhub_actors::Secret;
-use payhub_actors::bank::{self, BankRouter, LinkOwner, LinkSettings};
+use payhub_actors::bank::{self, BankRouter, LinkSettings};
 use payhub_actors::domain::BankId;
 
 /// Converts one `[[links]]` entry; errors name the link and the key.
@@ -19,13 +19,7 @@ pub fn link_settings(config: &LinkConfig) -> Result<LinkSettings, String> {
             BankId::parse(b).map_err(|_| format!("links.{name}.banks: {b} is not 1 to 11 digits"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let owner = match config.owner {
-        ConfigOwner::Gateway => LinkOwner::Gateway,
-        ConfigOwner::PayerBank => LinkOwner::PayerBank,
-        ConfigOwner::PayeeBank => LinkOwner::PayeeBank,
-        ConfigOwner::ThirdParty => LinkOwner::ThirdParty,
-    };
-    let mut settings = LinkSettings::new(name, &config.addr, owner, banks);
+    let mut settings = LinkSettings::new(name, &config.addr, config.owner, banks);
     settings.response_timeout_ms = config.response_timeout_ms;
     settings.echo_interval_ms = config.echo_interval_s.saturating_mul(1_000);
     settings.in_flight_max = config.in_flight_max;
@@ -89,12 +83,13 @@ fn link_view(l: bank::LinkStatus) -> LinkView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use payhub_actors::bank::LinkOwner;
 
     fn config() -> LinkConfig {
         LinkConfig {
             name: "bips-a".into(),
             addr: "127.0.0.1:8583".into(),
-            owner: ConfigOwner::ThirdParty,
+            owner: LinkOwner::ThirdParty,
             banks: vec!["0001".into(), "0002".into()],
             response_timeout_ms: 5_000,
             echo_interval_s: 30,

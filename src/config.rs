@@ -101,25 +101,8 @@ impl Default for SmppConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkOwner {
-    Gateway,
-    PayerBank,
-    PayeeBank,
-    ThirdParty,
-}
-
-impl LinkOwner {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Gateway => "gateway",
-            Self::PayerBank => "payer_bank",
-            Self::PayeeBank => "payee_bank",
-            Self::ThirdParty => "third_party",
-        }
-    }
-}
+/// Who runs the BIPS at the other end of a link (`owner` in `[[links]]`).
+pub use payhub_actors::bank::LinkOwner;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

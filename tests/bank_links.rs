@@ -2,14 +2,15 @@
 //! simulator, both on a fresh PostgreSQL database.
 
 use actix::Addr;
-use payhub::sim::bank::ledger::SeedAccount;
-use payhub::sim::bank::{self as sim, Faults, SimHandle, SimOptions, SimStoreChoice};
+use payhub::sim::bank::testing::{seed_accounts, spawn_on_own_thread};
+use payhub::sim::bank::{Faults, SimHandle, SimOptions, SimStoreChoice, SimTls};
 use payhub_actors::bank::{
-    self, BankRouter, LinkOwner, LinkSettings, LinkStatuses, ReverseDebit, Shutdown,
+    self, BankRouter, LinkOwner, LinkSettings, LinkStatuses, OriginalDebit, PrepareDebit,
+    PreparedDebit, ReverseDebit, SendPrepared, Shutdown,
 };
 use payhub_actors::clock::SharedClock;
 use payhub_actors::domain::{AccountNumber, Amount, BankId, Currency};
-use payhub_actors::messages::{BankError, Debit, DebitRequest};
+use payhub_actors::messages::{BankError, Debit, DebitRequest, DebitResponse};
 use payhub_actors::store::testing::{TestDb, fresh_database};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,41 +29,21 @@ fn account(n: usize) -> String {
 
 /// Accounts `acct000000..` with `balance(n)` each, plus the shop's settlement account.
 async fn start_sim(db: &TestDb, accounts: usize, balance: impl Fn(usize) -> i64) -> SimHandle {
-    start_sim_with(db, accounts, balance, None).await
+    start_sim_with(db, accounts, balance, |_| {}).await
 }
 
 async fn start_sim_with(
     db: &TestDb,
     accounts: usize,
     balance: impl Fn(usize) -> i64,
-    mac_key: Option<[u8; 16]>,
+    configure: impl FnOnce(&mut SimOptions),
 ) -> SimHandle {
     let pool = payhub_actors::store::pool(&db.url, 16).unwrap();
     let mut options = SimOptions::new(SimStoreChoice::Postgres(pool), &[BANK, "0002"]);
-    let acc = |account: String, balance_minor| SeedAccount {
-        bank_id: BANK.into(),
-        account,
-        balance_minor,
-        currency_numeric: "156".into(),
-    };
-    options.seed = (0..accounts).map(|n| acc(account(n), balance(n))).collect();
-    options.seed.push(acc(SHOP.into(), 0));
-    options.mac_key = mac_key;
-    // The bank runs on a thread of its own, as a separate system would.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let handle = sim::start(options).await.unwrap();
-            let mut stopped = handle.stopped();
-            let _ = tx.send(handle);
-            let _ = stopped.wait_for(|s| *s).await;
-        });
-    });
-    rx.await.unwrap()
+    let rows = (0..accounts).map(|n| (account(n), balance(n)));
+    options.seed = seed_accounts(BANK, rows.chain([(SHOP.to_owned(), 0)]));
+    configure(&mut options);
+    spawn_on_own_thread(options).await
 }
 
 fn settings(name: &str, addr: &str) -> LinkSettings {
@@ -122,6 +103,25 @@ async fn wait_signed_on(router: &Addr<BankRouter>, links: usize) {
     .await;
 }
 
+/// A fresh database, the simulator with account 0 holding `opening`, and a router whose one link
+/// to it is signed on.
+async fn one_link(opening: i64) -> (TestDb, SimHandle, Addr<BankRouter>) {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| opening).await;
+    let router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
+    wait_signed_on(&router, 1).await;
+    (db, sim, router)
+}
+
+/// A debit the router must answer (approved or declined).
+async fn debit(router: &Addr<BankRouter>, request: DebitRequest) -> DebitResponse {
+    router.send(Debit(request)).await.unwrap().unwrap()
+}
+
+async fn prepare(router: &Addr<BankRouter>, request: DebitRequest) -> PreparedDebit {
+    router.send(PrepareDebit(request)).await.unwrap().unwrap()
+}
+
 async fn pending_reversals(db: &TestDb) -> i64 {
     let client = db.pool.get().await.unwrap();
     client
@@ -144,11 +144,7 @@ async fn signs_on_before_any_debit_and_debits_once() {
     let sim = start_sim(&db, 2, |_| 10_000).await;
     let router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
     wait_signed_on(&router, 1).await;
-    let answer = router
-        .send(Debit(request(1, 0, 2_500)))
-        .await
-        .unwrap()
-        .unwrap();
+    let answer = debit(&router, request(1, 0, 2_500)).await;
     assert_eq!(answer.response_code, "00");
     assert_eq!(answer.link, "bips-a");
     assert_eq!(answer.approval_code.as_deref().map(str::len), Some(6));
@@ -156,27 +152,15 @@ async fn signs_on_before_any_debit_and_debits_once() {
     assert_eq!(stats.sign_ons, 1);
     assert_eq!(stats.before_sign_on, 0, "a 0200 went out before the 0810");
     // The same RRN again: the original answer, no second debit.
-    let again = router
-        .send(Debit(request(1, 0, 2_500)))
-        .await
-        .unwrap()
-        .unwrap();
+    let again = debit(&router, request(1, 0, 2_500)).await;
     assert_eq!(again, answer);
     assert_eq!(balance(&sim, 0).await, 7_500);
     assert_eq!(sim.balance(BANK, SHOP).await.unwrap(), Some(2_500));
     // Declines: insufficient funds, unknown account.
-    let poor = router
-        .send(Debit(request(2, 1, 10_001)))
-        .await
-        .unwrap()
-        .unwrap();
+    let poor = debit(&router, request(2, 1, 10_001)).await;
     assert_eq!(poor.response_code, "51");
     assert_eq!(poor.approval_code, None);
-    let stranger = router
-        .send(Debit(request(3, 99, 1)))
-        .await
-        .unwrap()
-        .unwrap();
+    let stranger = debit(&router, request(3, 99, 1)).await;
     assert_eq!(stranger.response_code, "14");
     router.send(Shutdown).await.unwrap();
     eventually("the link signed off", || async {
@@ -253,10 +237,7 @@ async fn thousand_concurrent_debits_are_matched_to_their_answers() {
 
 #[actix_rt::test]
 async fn timeout_queues_a_reversal_that_is_repeated_until_0430() {
-    let db = fresh_database().await;
-    let sim = start_sim(&db, 1, |_| 1_000).await;
-    let router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
-    wait_signed_on(&router, 1).await;
+    let (db, sim, router) = one_link(1_000).await;
     sim.set_faults(Faults {
         drop_pct: 100,
         ..Faults::default()
@@ -328,20 +309,13 @@ async fn reversal_survives_a_gateway_restart() {
     .await;
     assert!(sim.stats().reversals > reversals_seen);
     assert_eq!(balance(&sim, 0).await, 1_000);
-    let answer = second
-        .send(Debit(request(2, 0, 50)))
-        .await
-        .unwrap()
-        .unwrap();
+    let answer = debit(&second, request(2, 0, 50)).await;
     assert_eq!(answer.response_code, "00");
 }
 
 #[actix_rt::test]
 async fn link_drop_and_reconnect() {
-    let db = fresh_database().await;
-    let sim = start_sim(&db, 1, |_| 1_000_000).await;
-    let router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
-    wait_signed_on(&router, 1).await;
+    let (db, sim, router) = one_link(1_000_000).await;
     // Every 4th message closes the connection: sign-on, two debits, then a drop.
     sim.set_faults(Faults {
         close_every: 4,
@@ -381,11 +355,7 @@ async fn second_link_takes_over_and_busy_at_the_limit() {
     live.in_flight_max = 2;
     let router = start_router(&db, vec![settings("bips-a", &dead), live]);
     wait_signed_on(&router, 1).await;
-    let answer = router
-        .send(Debit(request(1, 0, 10)))
-        .await
-        .unwrap()
-        .unwrap();
+    let answer = debit(&router, request(1, 0, 10)).await;
     assert_eq!(answer.link, "bips-b");
     sim.set_faults(Faults {
         delay_ms: 100,
@@ -403,19 +373,15 @@ async fn second_link_takes_over_and_busy_at_the_limit() {
 
 #[actix_rt::test]
 async fn gateway_reversal_of_an_approved_debit() {
-    let db = fresh_database().await;
-    let sim = start_sim(&db, 1, |_| 1_000).await;
-    let router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
-    wait_signed_on(&router, 1).await;
-    let answer = router
-        .send(Debit(request(1, 0, 250)))
-        .await
-        .unwrap()
-        .unwrap();
+    let (db, sim, router) = one_link(1_000).await;
+    let answer = debit(&router, request(1, 0, 250)).await;
     assert_eq!(answer.response_code, "00");
     assert_eq!(balance(&sim, 0).await, 750);
     router
-        .send(ReverseDebit(request(1, 0, 250)))
+        .send(ReverseDebit {
+            request: request(1, 0, 250),
+            original: None,
+        })
         .await
         .unwrap()
         .unwrap();
@@ -428,6 +394,7 @@ async fn gateway_reversal_of_an_approved_debit() {
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "gateway_incomplete");
     assert_ne!(row.get::<_, String>(1), "000000");
+    assert_eq!(sim.stats().reversal_mismatches, 0);
 }
 
 /// 2,000 debits with every fault switch on (seeded): whatever was lost, duplicated, delayed, cut
@@ -542,7 +509,7 @@ async fn seeded_faults_keep_every_balance_exact() {
 async fn mac_is_sent_and_checked() {
     let db = fresh_database().await;
     let key = [7u8; 16];
-    let sim = start_sim_with(&db, 1, |_| 1_000, Some(key)).await;
+    let sim = start_sim_with(&db, 1, |_| 1_000, |o| o.mac_key = Some(key)).await;
     let mut good = settings("bips-a", &sim.addr().to_string());
     good.mac_key = Some(payhub_actors::Secret::new(key));
     let mut wrong = settings("bips-b", &sim.addr().to_string());
@@ -550,15 +517,299 @@ async fn mac_is_sent_and_checked() {
     wrong.mac_key = Some(payhub_actors::Secret::new([9u8; 16]));
     let router = start_router(&db, vec![good, wrong]);
     wait_signed_on(&router, 1).await;
-    let answer = router
-        .send(Debit(request(1, 0, 100)))
-        .await
-        .unwrap()
-        .unwrap();
+    let answer = debit(&router, request(1, 0, 100)).await;
     assert_eq!(answer.response_code, "00");
     // The link with the wrong key never gets a sign-on the bank accepts.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let statuses = router.send(LinkStatuses).await.unwrap().unwrap();
     assert_eq!(statuses[1].state, "connected");
     assert!(sim.stats().malformed >= 1);
+}
+
+// ----- two-phase debits: the 0200's identity is known (and committed) before it leaves -----
+
+/// A gateway process of its own: the bank router on an actix system in a thread, which can die at
+/// once, as a crash would (no actor finishes its work, nothing more is stored).
+struct Process {
+    router: Addr<BankRouter>,
+    system: actix::System,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Process {
+    fn start(db: &TestDb, links: Vec<LinkSettings>) -> Process {
+        let pool = payhub_actors::store::pool(&db.url, 4).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let system = actix::System::new();
+            system.block_on(async move {
+                let router = bank::start(pool, clock(), links, INSTITUTION).unwrap();
+                tx.send((router, actix::System::current())).unwrap();
+            });
+            let _ = system.run();
+        });
+        let (router, system) = rx.recv().unwrap();
+        Process {
+            router,
+            system,
+            thread,
+        }
+    }
+
+    async fn crash(self) {
+        self.system.stop();
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+    }
+}
+
+/// Reverses with a committed original and waits until the bank's 0430 closed the reversal.
+async fn reverse_until_0430(
+    router: &Addr<BankRouter>,
+    db: &TestDb,
+    request: DebitRequest,
+    original: OriginalDebit,
+) {
+    let reverse = ReverseDebit {
+        request,
+        original: Some(original),
+    };
+    router.send(reverse).await.unwrap().unwrap();
+    eventually("the 0430 closed the reversal", || async {
+        pending_reversals(db).await == 0
+    })
+    .await;
+}
+
+/// `(reversals applied, reversals whose field 90 named another debit)` at the bank.
+fn reversal_counts(sim: &SimHandle) -> (u64, u64) {
+    let stats = sim.stats();
+    (stats.reversals_applied, stats.reversal_mismatches)
+}
+
+fn original(link: &str, stan: &str, f7: &str) -> OriginalDebit {
+    OriginalDebit {
+        link: link.into(),
+        stan: stan.into(),
+        transmission_time: f7.into(),
+    }
+}
+
+#[actix_rt::test]
+async fn a_prepared_debit_goes_out_with_its_reserved_stan_and_field_7() {
+    let (db, sim, router) = one_link(1_000).await;
+    let prepared = prepare(&router, request(1, 0, 300)).await;
+    assert_eq!(prepared.link, "bips-a");
+    assert!(prepared.stan.len() == 6 && prepared.stan.bytes().all(|b| b.is_ascii_digit()));
+    assert!(prepared.transmission_time.len() == 10);
+    assert_eq!(prepared.rrn(), "000000000001");
+    let shown = format!("{prepared:?}");
+    assert!(!shown.contains(&account(0)), "{shown}");
+    assert_eq!(sim.stats().debits, 0, "nothing leaves before SendPrepared");
+    let committed = prepared.original();
+    let answer = router.send(SendPrepared(prepared)).await.unwrap().unwrap();
+    assert_eq!(answer.response_code, "00");
+    assert_eq!(answer.link, "bips-a");
+    assert_eq!(balance(&sim, 0).await, 700);
+    // The bank recorded that STAN and field 7: a reversal naming them undoes the debit.
+    reverse_until_0430(&router, &db, request(1, 0, 300), committed).await;
+    assert_eq!(balance(&sim, 0).await, 1_000);
+    assert_eq!(reversal_counts(&sim), (1, 0));
+}
+
+#[actix_rt::test]
+async fn after_a_crash_the_committed_original_reverses_the_debit() {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| 1_000).await;
+    let mut link = settings("bips-a", &sim.addr().to_string());
+    link.response_timeout_ms = 30_000;
+    let first = Process::start(&db, vec![link.clone()]);
+    wait_signed_on(&first.router, 1).await;
+    sim.set_faults(Faults {
+        drop_pct: 100,
+        ..Faults::default()
+    });
+    let prepared = prepare(&first.router, request(1, 0, 400)).await;
+    // What the payment commits with `processing`, before the 0200 leaves.
+    let committed = prepared.original();
+    let waiting = first.router.send(SendPrepared(prepared));
+    let waiting = actix_rt::spawn(waiting);
+    eventually("the bank applied the debit", || async {
+        balance(&sim, 0).await == 600
+    })
+    .await;
+    // The gateway dies while it waits for the lost 0210: no reversal was stored.
+    first.crash().await;
+    waiting.abort();
+    assert_eq!(pending_reversals(&db).await, 0);
+    sim.set_faults(Faults::default());
+    let second = start_router(&db, vec![link]);
+    wait_signed_on(&second, 1).await;
+    reverse_until_0430(&second, &db, request(1, 0, 400), committed).await;
+    assert_eq!(
+        balance(&sim, 0).await,
+        1_000,
+        "the customer's money is back"
+    );
+    assert_eq!(reversal_counts(&sim), (1, 0));
+}
+
+#[actix_rt::test]
+async fn a_reversal_naming_another_stan_undoes_nothing_and_is_counted() {
+    let (db, sim, router) = one_link(1_000).await;
+    let prepared = prepare(&router, request(1, 0, 250)).await;
+    let real = prepared.original();
+    let answer = router.send(SendPrepared(prepared)).await.unwrap().unwrap();
+    assert_eq!(answer.response_code, "00");
+    let other_stan = if real.stan == "000001" {
+        "000002"
+    } else {
+        "000001"
+    };
+    let wrong = original("bips-a", other_stan, &real.transmission_time);
+    reverse_until_0430(&router, &db, request(1, 0, 250), wrong).await;
+    // ...but it undid nothing, and says so.
+    assert_eq!(balance(&sim, 0).await, 750);
+    assert_eq!(reversal_counts(&sim), (0, 1));
+    // A committed value that cannot be field 90 is refused before anything is stored.
+    let bad = ReverseDebit {
+        request: request(2, 0, 1),
+        original: Some(original("bips-a", "12", &real.transmission_time)),
+    };
+    let err = router.send(bad).await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, BankError::Protocol(ref m) if m.contains("STAN")),
+        "{err:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_reservation_never_sent_lapses_after_the_response_timeout() {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| 1_000).await;
+    let mut link = settings("bips-a", &sim.addr().to_string());
+    link.in_flight_max = 1;
+    link.response_timeout_ms = 200;
+    let router = start_router(&db, vec![link]);
+    wait_signed_on(&router, 1).await;
+    let abandoned = prepare(&router, request(1, 0, 10)).await;
+    // The reservation holds the link's only slot.
+    let refused = router.send(PrepareDebit(request(2, 0, 10))).await.unwrap();
+    assert_eq!(refused.unwrap_err(), BankError::Busy);
+    // Free again once the reservation lapsed (the link's housekeeping releases it).
+    let mut next = None;
+    for _ in 0..200 {
+        if let Ok(prepared) = router.send(PrepareDebit(request(2, 0, 10))).await.unwrap() {
+            next = Some(prepared);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let next = next.expect("the lapsed reservation was released");
+    // The lapsed one cannot be sent any more: nothing leaves for it.
+    let late = router.send(SendPrepared(abandoned)).await.unwrap();
+    assert_eq!(late.unwrap_err(), BankError::Unavailable);
+    assert_eq!(sim.stats().debits, 0);
+    let answer = router.send(SendPrepared(next)).await.unwrap().unwrap();
+    assert_eq!(answer.response_code, "00");
+    assert_eq!(balance(&sim, 0).await, 990);
+}
+
+// ----- TLS on the link -----
+
+/// A server certificate for 127.0.0.1 and localhost from a fresh CA: (CA PEM file, simulator TLS).
+fn tls_files(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, SimTls) {
+    let ca = payhub::pki::new_ca(&format!("{name} CA")).unwrap();
+    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+    let server = payhub::pki::issue_server(&ca, &hosts).unwrap();
+    let write = |file: &str, pem: Vec<u8>| {
+        let path = dir.join(format!("{name}-{file}"));
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let ca_file = write("ca.pem", ca.cert_pem());
+    let cert = write("server.pem", server.cert_pem());
+    let key = write("server.key", server.key_pem());
+    (ca_file, SimTls::from_files(&cert, &key).unwrap())
+}
+
+#[actix_rt::test]
+async fn a_link_signs_on_and_debits_over_tls() {
+    let db = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, tls) = tls_files(dir.path(), "bips");
+    let sim = start_sim_with(&db, 1, |_| 1_000, |o| o.tls = Some(tls)).await;
+    let mut link = settings("bips-a", &sim.addr().to_string());
+    link.tls_ca_cert = Some(ca);
+    let router = start_router(&db, vec![link]);
+    wait_signed_on(&router, 1).await;
+    let answer = debit(&router, request(1, 0, 100)).await;
+    assert_eq!(answer.response_code, "00");
+    assert_eq!(balance(&sim, 0).await, 900);
+    assert_eq!(sim.stats().sign_ons, 1);
+}
+
+/// Log lines written while the test runs on this thread.
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[actix_rt::test]
+async fn a_bank_certificate_from_another_ca_keeps_the_link_down_with_a_clear_error() {
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let db = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, tls) = tls_files(dir.path(), "bips");
+    let (other_ca, _) = tls_files(dir.path(), "stranger");
+    let sim = start_sim_with(&db, 1, |_| 1_000, |o| o.tls = Some(tls)).await;
+    let mut link = settings("bips-a", &sim.addr().to_string());
+    link.tls_ca_cert = Some(other_ca);
+    let router = start_router(&db, vec![link]);
+    eventually("a refused handshake was logged", || async {
+        log.text().contains("certificate verify failed")
+    })
+    .await;
+    let statuses = router.send(LinkStatuses).await.unwrap().unwrap();
+    assert_eq!(statuses[0].state, "down");
+    assert_eq!(sim.stats().sign_ons, 0);
+    let err = router
+        .send(Debit(request(1, 0, 100)))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err, BankError::Unavailable);
+    let text = log.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("certificate verify failed"))
+        .unwrap();
+    assert!(
+        line.contains("bips-a") && line.contains("TLS to 127.0.0.1"),
+        "{line}"
+    );
+    assert_eq!(balance(&sim, 0).await, 1_000);
 }

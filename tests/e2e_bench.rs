@@ -14,7 +14,7 @@ use payhub::http::merchant_testing::TestPki;
 use payhub_actors::clock::SharedClock;
 use payhub_actors::keyed_hash::HashKey;
 use payhub_actors::secret::Secret;
-use payhub_actors::store::testing::fresh_database;
+use payhub_actors::store::testing::{fresh_database, fresh_database_with_pool};
 use payhub_actors::transaction::PaymentSettings;
 use payhub_actors::transaction::actor::SubmitCode;
 use payhub_actors::transaction::code::{code_hash, session_hash};
@@ -23,10 +23,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const ACCOUNT: &str = "6222000011112222";
-const FLOW_PAYMENTS: usize = 48;
-const FLOW_CONCURRENCY: usize = 8;
-const DEBIT_PAYMENTS: usize = 2_000;
-const DEBIT_CONCURRENCY: usize = 64;
+/// Knobs (environment), with their defaults: `BENCH_FLOW_PAYMENTS` 192, `BENCH_FLOW_CONCURRENCY`
+/// 32, `BENCH_DEBIT_PAYMENTS` 4000, `BENCH_DEBIT_CONCURRENCY` 64.
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+const DB_POOL_SIZE: usize = 32;
 const WAITING_PAYMENTS: i64 = 10_000;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -79,10 +84,17 @@ async fn argon2_bound(cores: usize, n: usize) -> f64 {
 #[actix_rt::test]
 #[ignore = "benchmark: run on demand with --ignored --nocapture"]
 async fn payments_end_to_end() {
+    let flow_payments = knob("BENCH_FLOW_PAYMENTS", 192);
+    let flow_concurrency = knob("BENCH_FLOW_CONCURRENCY", 32);
+    let debit_payments = knob("BENCH_DEBIT_PAYMENTS", 4_000);
+    let debit_concurrency = knob("BENCH_DEBIT_CONCURRENCY", 64);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let db = fresh_database().await;
+    // Durable commits, as in production; a pool wide enough for PostgreSQL's group commit.
+    payhub_actors::store::testing::use_durable_cluster();
+    let db = fresh_database_with_pool(DB_POOL_SIZE).await;
+    print_durability(&db.pool).await;
     let smsc = start_smsc().await;
     let bank = start_bank(&[(ACCOUNT, i64::MAX / 4)]).await;
     let receiver = Receiver::start(vec![]);
@@ -118,7 +130,7 @@ async fn payments_end_to_end() {
 
     // 2. The whole flow through the pages.
     let mut ids = Vec::new();
-    for _ in 0..FLOW_PAYMENTS {
+    for _ in 0..flow_payments {
         ids.push(create_payment(&db.pool, &merchant, 1234, &receiver.url, Utc::now()).await);
     }
     let started = Instant::now();
@@ -158,10 +170,10 @@ async fn payments_end_to_end() {
                 (ms(t0, t1), ms(t1, t2), ms(t3, t4))
             }
         })
-        .buffer_unordered(FLOW_CONCURRENCY)
+        .buffer_unordered(flow_concurrency)
         .collect()
         .await;
-    let flow_rate = FLOW_PAYMENTS as f64 / started.elapsed().as_secs_f64();
+    let flow_rate = flow_payments as f64 / started.elapsed().as_secs_f64();
     println!(
         "  whole flow              {flow_rate:.1} payments/s ({:.0}% of the argon2 bound)",
         100.0 * flow_rate / bound
@@ -173,7 +185,7 @@ async fn payments_end_to_end() {
     // 3. The debit path alone: payments awaiting their code, the code submitted to the actor.
     let mut ready = Vec::new();
     let client = db.pool.get().await.unwrap();
-    for i in 0..DEBIT_PAYMENTS {
+    for i in 0..debit_payments {
         let pay = create_payment(&db.pool, &merchant, 100, &receiver.url, Utc::now()).await;
         let (code, session) = (format!("{:06}", i % 1_000_000), format!("s{i}"));
         client
@@ -220,12 +232,12 @@ async fn payments_end_to_end() {
                 t.elapsed().as_secs_f64() * 1e3
             }
         })
-        .buffer_unordered(DEBIT_CONCURRENCY)
+        .buffer_unordered(debit_concurrency)
         .collect()
         .await;
-    let debit_rate = DEBIT_PAYMENTS as f64 / started.elapsed().as_secs_f64();
+    let debit_rate = debit_payments as f64 / started.elapsed().as_secs_f64();
     println!(
-        "  debit path alone        {debit_rate:.0} payments/s (concurrency {DEBIT_CONCURRENCY})"
+        "  debit path alone        {debit_rate:.0} payments/s (concurrency {debit_concurrency})"
     );
     report("code → outcome + event", latencies);
 
@@ -273,6 +285,21 @@ async fn payments_end_to_end() {
     gateway.stop().await;
 }
 
+async fn print_durability(pool: &deadpool_postgres::Pool) {
+    let row = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT current_setting('fsync'), current_setting('synchronous_commit')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (fsync, commit): (String, String) = (row.get(0), row.get(1));
+    println!("  postgres: fsync={fsync} synchronous_commit={commit}");
+}
+
 /// This payment's code: its `customer_messages` row names the SMSC message id, and the simulator
 /// holds that message's text.
 async fn find_code(
@@ -280,7 +307,8 @@ async fn find_code(
     pool: &deadpool_postgres::Pool,
     pay: &str,
 ) -> String {
-    for _ in 0..200 {
+    // Up to 30 s: under full load the SMSC's answer may queue behind many others.
+    for _ in 0..3_000 {
         let client = pool.get().await.unwrap();
         let reference: Option<String> = client
             .query_opt(
@@ -301,7 +329,23 @@ async fn find_code(
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    panic!("no code message for {pay}");
+    let client = pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT kind, status, message_ref, error FROM customer_messages WHERE payment_id = $1",
+            &[&pay],
+        )
+        .await
+        .unwrap();
+    let seen: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let (kind, status): (String, String) = (r.get(0), r.get(1));
+            let (reference, error): (Option<String>, Option<String>) = (r.get(2), r.get(3));
+            format!("{kind} {status} {reference:?} {error:?}")
+        })
+        .collect();
+    panic!("no code message for {pay}; its messages: {seen:?}");
 }
 
 /// Resident memory of the gateway with 10,000 payments awaiting their code, alone in its process:
@@ -309,6 +353,8 @@ async fn find_code(
 #[actix_rt::test]
 #[ignore = "benchmark: run on demand with --ignored --nocapture"]
 async fn memory_with_10000_payments_awaiting_their_code() {
+    // Both benchmarks of this process share one cluster: the durable one.
+    payhub_actors::store::testing::use_durable_cluster();
     let db = fresh_database().await;
     let smsc = start_smsc().await;
     let bank = start_bank(&[(ACCOUNT, 1_000_000)]).await;

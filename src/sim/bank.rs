@@ -6,9 +6,10 @@ pub mod faults;
 pub mod ledger;
 pub mod server;
 pub mod store;
+pub mod testing;
 
 pub use faults::Faults;
-pub use server::StatsSnapshot;
+pub use server::{SimTls, StatsSnapshot};
 
 use anyhow::Context as _;
 use server::{SimShared, SimStats};
@@ -23,9 +24,13 @@ Fault switches (all off by default) are set at start by the flags above and at r
 control port (--control ADDR), a line protocol over TCP, one command per line:
   faults                      the switches as JSON
   set SWITCH VALUE            drop_pct | delay_ms | duplicate_pct | close_every | fail_pct
-  stats                       counters as JSON (connections, sign_ons, debits, reversals, ...)
+  stats                       counters as JSON (connections, sign_ons, debits, reversals,
+                              reversals_applied, reversal_mismatches, ...)
   balance BANK_ID ACCOUNT     an account's balance in minor units
 Each answer is one line: JSON, a number, `ok`, or `error: REASON`.
+A 0420/0421 undoes the debit of its field 37 only when field 90 repeats that 0200's MTI, STAN,
+field 7 and field 32; otherwise nothing is undone, the 0430 still says 00, and
+reversal_mismatches counts it.
 Example: printf 'set drop_pct 10\\n' | nc 127.0.0.1 9001
 
 The seed file is CSV with the header `bank_id,account,balance_minor,currency` (currency CNY,
@@ -62,6 +67,12 @@ pub struct BankSimArgs {
     /// Hex of the 16-byte X9.19 MAC key: requests must carry a good MAC, answers carry one.
     #[arg(long)]
     pub mac_key: Option<String>,
+    /// Serve TLS with this certificate (PEM, chain allowed); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Seed of the fault generator, so a run can be replayed.
     #[arg(long, default_value_t = 1)]
     pub rng_seed: u64,
@@ -87,6 +98,8 @@ pub struct SimOptions {
     pub rng_seed: u64,
     pub control: Option<SocketAddr>,
     pub mac_key: Option<[u8; 16]>,
+    /// Serve TLS instead of plain TCP.
+    pub tls: Option<SimTls>,
 }
 
 impl SimOptions {
@@ -101,6 +114,7 @@ impl SimOptions {
             rng_seed: 1,
             control: None,
             mac_key: None,
+            tls: None,
         }
     }
 }
@@ -186,6 +200,7 @@ pub async fn start(options: SimOptions) -> anyhow::Result<SimHandle> {
         stats: SimStats::default(),
         rng_seed: options.rng_seed,
         mac: options.mac_key.map(payhub_iso8583::mac::MacKey::new),
+        tls: options.tls,
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let control_addr = match options.control {
@@ -221,14 +236,10 @@ pub async fn run(args: BankSimArgs) -> anyhow::Result<()> {
         }
         None => Vec::new(),
     };
-    let mac_key = match &args.mac_key {
-        Some(hex_key) => Some(
-            hex::decode(hex_key.trim())
-                .ok()
-                .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                .ok_or_else(|| anyhow::anyhow!("--mac-key: must be 32 hex characters"))?,
-        ),
-        None => None,
+    let mac_key = args.mac_key.as_deref().map(parse_mac_key).transpose()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(SimTls::from_files(cert, key)?),
+        _ => None,
     };
     let store = match args.store {
         StoreKind::Memory => SimStoreChoice::Memory,
@@ -256,6 +267,7 @@ pub async fn run(args: BankSimArgs) -> anyhow::Result<()> {
         rng_seed: args.rng_seed,
         control: args.control,
         mac_key,
+        tls,
     })
     .await?;
     let control = handle
@@ -265,6 +277,14 @@ pub async fn run(args: BankSimArgs) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     handle.shutdown();
     Ok(())
+}
+
+/// `--mac-key`: 32 hex characters.
+fn parse_mac_key(hex_key: &str) -> anyhow::Result<[u8; 16]> {
+    hex::decode(hex_key.trim())
+        .ok()
+        .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        .ok_or_else(|| anyhow::anyhow!("--mac-key: must be 32 hex characters"))
 }
 
 /// The URL without its password, for error messages.

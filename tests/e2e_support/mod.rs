@@ -70,32 +70,11 @@ async fn start_bank_router(
 
 /// The bank simulator (accounts in memory), on a thread of its own as a separate system would be.
 pub async fn start_bank(accounts: &[(&str, i64)]) -> payhub::sim::bank::SimHandle {
-    use payhub::sim::bank::{self as sim, SimOptions, SimStoreChoice, ledger::SeedAccount};
+    use payhub::sim::bank::testing::{seed_accounts, spawn_on_own_thread};
+    use payhub::sim::bank::{SimOptions, SimStoreChoice};
     let mut options = SimOptions::new(SimStoreChoice::Memory, &[BANK]);
-    options.seed = accounts
-        .iter()
-        .chain([(SHOP_ACCOUNT, 0)].iter())
-        .map(|(account, balance_minor)| SeedAccount {
-            bank_id: BANK.into(),
-            account: account.to_string(),
-            balance_minor: *balance_minor,
-            currency_numeric: "156".into(),
-        })
-        .collect();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let handle = sim::start(options).await.unwrap();
-            let mut stopped = handle.stopped();
-            let _ = tx.send(handle);
-            let _ = stopped.wait_for(|s| *s).await;
-        });
-    });
-    rx.await.unwrap()
+    options.seed = seed_accounts(BANK, accounts.iter().chain(&[(SHOP_ACCOUNT, 0)]).copied());
+    spawn_on_own_thread(options).await
 }
 
 pub const SMSC_SYSTEM_ID: &str = "payhub";

@@ -8,6 +8,7 @@
 //! every `reversal_interval_ms` until a 0430, on this connection or the next.
 
 use super::connection::{self, LinkReader, LinkWriter, LinkWriterIo};
+use super::prepared::{LinkReservation, Reservation, Reservations};
 use super::reversals::{self, PendingReversal, ReversalReason, ReversalRecord};
 use super::settings::{Backoff, LinkSettings};
 use super::stan::{StanAllocator, format_stan};
@@ -134,6 +135,19 @@ pub struct DebitTicket {
 #[rtype(result = "Result<DebitTicket, BankError>")]
 pub struct LinkDebit(pub Arc<DebitRequest>);
 
+/// Reserve a STAN and field 7 for a debit sent later with `LinkSendReserved`.
+#[derive(Message)]
+#[rtype(result = "Result<LinkReservation, BankError>")]
+pub struct LinkReserve(pub Arc<DebitRequest>);
+
+/// Send the 0200 reserved under `stan` and `token`.
+#[derive(Message)]
+#[rtype(result = "Result<DebitTicket, BankError>")]
+pub struct LinkSendReserved {
+    pub stan: u32,
+    pub token: u64,
+}
+
 /// The caller's timeout ran out: forget the debit if still unanswered (`true`), or the answer is
 /// already in the ticket (`false`).
 #[derive(Message)]
@@ -217,6 +231,8 @@ pub struct BankLinkActor {
     stans: StanAllocator,
     pending: HashMap<(u8, u32), Pending>,
     debits_in_flight: usize,
+    /// 0200s prepared but not yet sent; they count against `in_flight_max`.
+    reserved: Reservations,
     seq: u64,
     reversals: BTreeMap<i64, PendingReversal>,
     reversals_in_flight: HashSet<i64>,
@@ -248,6 +264,7 @@ impl BankLinkActor {
             stans: StanAllocator::new(seed),
             pending: HashMap::new(),
             debits_in_flight: 0,
+            reserved: Reservations::default(),
             seq: 0,
             reversals: BTreeMap::new(),
             reversals_in_flight: HashSet::new(),
@@ -408,11 +425,12 @@ impl BankLinkActor {
         }
     }
 
-    fn send_debit(&mut self, request: Arc<DebitRequest>) -> Result<DebitTicket, BankError> {
+    /// Allocates a STAN and builds the 0200 with field 7 from the clock; nothing is sent yet.
+    fn reserve(&mut self, request: Arc<DebitRequest>) -> Result<(u32, Reservation), BankError> {
         if self.state() != LinkState::SignedOn || self.stopping {
             return Err(BankError::Unavailable);
         }
-        if self.debits_in_flight >= self.settings.in_flight_max {
+        if self.debits_in_flight + self.reserved.len() >= self.settings.in_flight_max {
             return Err(BankError::Busy);
         }
         let stan = self.allocate_stan().ok_or(BankError::Busy)?;
@@ -428,7 +446,33 @@ impl BankLinkActor {
             };
         let f7 = message.get(7).unwrap_or_default().to_owned();
         self.seq += 1;
-        let seq = self.seq;
+        let reservation = Reservation {
+            token: self.seq,
+            request,
+            message,
+            f7,
+            lapses_at: Instant::now() + self.settings.response_timeout(),
+        };
+        Ok((stan, reservation))
+    }
+
+    /// Puts a reserved 0200 on the wire, exactly as it was built.
+    fn send_reservation(
+        &mut self,
+        stan: u32,
+        reservation: Reservation,
+    ) -> Result<DebitTicket, BankError> {
+        if self.state() != LinkState::SignedOn || self.stopping {
+            self.stans.release(stan);
+            return Err(BankError::Unavailable);
+        }
+        let Reservation {
+            token: seq,
+            request,
+            message,
+            f7,
+            ..
+        } = reservation;
         let (tx, rx) = oneshot::channel();
         self.pending.insert(
             (b'2', stan),
@@ -453,6 +497,42 @@ impl BankLinkActor {
             seq,
             f7,
         })
+    }
+
+    fn send_debit(&mut self, request: Arc<DebitRequest>) -> Result<DebitTicket, BankError> {
+        let (stan, reservation) = self.reserve(request)?;
+        self.send_reservation(stan, reservation)
+    }
+
+    fn hold_reservation(
+        &mut self,
+        request: Arc<DebitRequest>,
+    ) -> Result<LinkReservation, BankError> {
+        let (stan, reservation) = self.reserve(request)?;
+        let answer = LinkReservation {
+            stan,
+            token: reservation.token,
+            f7: reservation.f7.clone(),
+        };
+        self.reserved.insert(stan, reservation);
+        Ok(answer)
+    }
+
+    fn send_reserved(&mut self, stan: u32, token: u64) -> Result<DebitTicket, BankError> {
+        // Lapsed (its STAN released) or never made here: nothing goes out.
+        let reservation = self
+            .reserved
+            .take(stan, token)
+            .ok_or(BankError::Unavailable)?;
+        self.send_reservation(stan, reservation)
+    }
+
+    /// Releases the STANs of reservations nobody sent within the response timeout.
+    fn lapse_reservations(&mut self, now: Instant) {
+        for stan in self.reserved.lapse(now) {
+            self.stans.release(stan);
+            tracing::info!(link = %self.name(), stan, "a prepared debit was never sent; released");
+        }
     }
 
     fn send_due_reversals(&mut self) {
@@ -542,6 +622,7 @@ impl BankLinkActor {
         reason: ReversalReason,
         ctx: &mut Context<Self>,
     ) {
+        let stan = format_stan(stan);
         let record = reversal_record(request, &self.settings.name, stan, f7, &self.deps);
         let deps = self.deps.clone();
         let addr = ctx.address();
@@ -724,6 +805,7 @@ impl BankLinkActor {
                 return; // the connection was dropped
             }
         }
+        self.lapse_reservations(now);
         if self.state() == LinkState::SignedOn {
             let idle = now.duration_since(self.last_activity);
             let echo_outstanding = self.pending.values().any(|p| {
@@ -796,11 +878,11 @@ impl BankLinkActor {
     }
 }
 
-/// The reversal of a debit sent on `link` with `stan` at `f7`.
+/// The reversal of a debit sent on `link` with `stan` (field 11 text) at `f7`.
 pub fn reversal_record(
     request: &DebitRequest,
     link: &str,
-    stan: u32,
+    stan: String,
     f7: String,
     deps: &LinkDeps,
 ) -> ReversalRecord {
@@ -810,7 +892,7 @@ pub fn reversal_record(
         rrn: request.rrn.clone(),
         amount_minor: request.amount.minor(),
         currency_numeric: request.currency.numeric().to_owned(),
-        original_stan: format_stan(stan),
+        original_stan: stan,
         original_f7: f7,
         acquirer_id: deps.institution_id.clone(),
     }
@@ -942,6 +1024,22 @@ impl Handler<LinkDebit> for BankLinkActor {
     }
 }
 
+impl Handler<LinkReserve> for BankLinkActor {
+    type Result = Result<LinkReservation, BankError>;
+
+    fn handle(&mut self, msg: LinkReserve, _ctx: &mut Context<Self>) -> Self::Result {
+        self.hold_reservation(msg.0)
+    }
+}
+
+impl Handler<LinkSendReserved> for BankLinkActor {
+    type Result = Result<DebitTicket, BankError>;
+
+    fn handle(&mut self, msg: LinkSendReserved, _ctx: &mut Context<Self>) -> Self::Result {
+        self.send_reserved(msg.stan, msg.token)
+    }
+}
+
 impl Handler<Expire> for BankLinkActor {
     type Result = bool;
 
@@ -1000,22 +1098,24 @@ impl Handler<SignOff> for BankLinkActor {
     }
 }
 
-/// One debit over one link: send, wait up to the response timeout, and on silence or 91/96 queue
-/// the reversal before answering.
-pub async fn debit(
+/// Hands a debit to the link: its ticket, or why the link refused it (then nothing was sent).
+pub async fn submit<M>(addr: &Addr<BankLinkActor>, msg: M) -> Result<DebitTicket, BankError>
+where
+    M: actix::Message<Result = Result<DebitTicket, BankError>> + Send + 'static,
+    BankLinkActor: Handler<M>,
+{
+    addr.send(msg).await.map_err(|_| BankError::Unavailable)?
+}
+
+/// Waits for the answer to a sent 0200, up to the response timeout; on silence or 91/96 the
+/// reversal is queued before answering.
+pub async fn outcome(
     addr: &Addr<BankLinkActor>,
     settings: &LinkSettings,
     deps: &LinkDeps,
-    request: Arc<DebitRequest>,
-) -> Result<(DebitResponse, DebitTicketInfo), BankError> {
-    let mut ticket = addr
-        .send(LinkDebit(request.clone()))
-        .await
-        .map_err(|_| BankError::Unavailable)??;
-    let info = DebitTicketInfo {
-        stan: ticket.stan,
-        f7: ticket.f7.clone(),
-    };
+    request: &DebitRequest,
+    mut ticket: DebitTicket,
+) -> Result<DebitResponse, BankError> {
     let outcome = match tokio::time::timeout(settings.response_timeout(), &mut ticket.reply).await {
         Ok(outcome) => outcome.unwrap_or(LinkOutcome::Dropped),
         Err(_) => {
@@ -1034,7 +1134,8 @@ pub async fn debit(
         }
     };
     let reverse = |reason| {
-        let record = reversal_record(&request, &settings.name, info.stan, info.f7.clone(), deps);
+        let stan = format_stan(ticket.stan);
+        let record = reversal_record(request, &settings.name, stan, ticket.f7.clone(), deps);
         async move {
             let stored = store_reversal(deps, &record, reason).await;
             if let Ok(p) = stored {
@@ -1061,19 +1162,11 @@ pub async fn debit(
                 }
                 _ => {}
             }
-            let response = DebitResponse {
+            Ok(DebitResponse {
                 response_code,
                 approval_code,
                 link: settings.name.clone(),
-            };
-            Ok((response, info))
+            })
         }
     }
-}
-
-/// What identifies the 0200 on the wire, for a later reversal's field 90.
-#[derive(Debug, Clone)]
-pub struct DebitTicketInfo {
-    pub stan: u32,
-    pub f7: String,
 }

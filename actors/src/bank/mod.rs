@@ -4,13 +4,18 @@
 //! ```ignore
 //! let router = payhub_actors::bank::start(pool, clock, links, "99990001")?;
 //! let answer = router.send(Debit(request)).await?;          // Result<DebitResponse, BankError>
-//! router.send(ReverseDebit(request)).await?;                // approved but cannot complete
+//! // Two-phase, so the 0200's identity is committed before it leaves:
+//! let prepared = router.send(PrepareDebit(request)).await??; // link, STAN, field 7 reserved
+//! let original = prepared.original();                        // commit it with `processing`
+//! let answer = router.send(SendPrepared(prepared)).await?;   // exactly that 0200
+//! router.send(ReverseDebit { request, original: Some(original) }).await?; // field 90 from it
 //! let statuses = router.send(LinkStatuses).await?;          // for the operator page
 //! router.send(Shutdown).await?;                             // sign off, stop
 //! ```
 
 pub mod connection;
 pub mod link;
+pub mod prepared;
 pub mod reversals;
 pub mod router;
 pub mod settings;
@@ -18,6 +23,7 @@ pub mod stan;
 pub mod wire;
 
 pub use link::{BankLinkActor, LinkState};
+pub use prepared::{OriginalDebit, PrepareDebit, PreparedDebit, SendPrepared};
 pub use router::{BankRouter, LinkStatus, LinkStatuses, ReverseDebit, Shutdown};
 pub use settings::{LinkOwner, LinkSettings};
 

@@ -1,11 +1,16 @@
 //! `BankRouter`: picks the link for the payer's bank (field 100) from the links' `banks` lists —
-//! the first signed-on link in configuration order wins — and answers `Debit`. It also queues
-//! reversals the gateway asks for, reports link status to operators, and signs every link off on
-//! shutdown.
+//! the first signed-on link in configuration order wins — and answers `Debit`, `PrepareDebit` and
+//! `SendPrepared`. It also queues reversals the gateway asks for, reports link status to
+//! operators, and signs every link off on shutdown.
 
-use super::link::{self, BankLinkActor, LinkDeps, LinkShared, LinkState, SignOff};
-use super::reversals::{self, ReversalReason, ReversalRecord};
+use super::link::{
+    self, BankLinkActor, DebitTicket, LinkDebit, LinkDeps, LinkReserve, LinkSendReserved,
+    LinkShared, LinkState, SignOff,
+};
+use super::prepared::{OriginalDebit, PrepareDebit, PreparedDebit, PreparedHandle, SendPrepared};
+use super::reversals::{self, ReversalReason};
 use super::settings::LinkSettings;
+use super::stan::format_stan;
 use crate::domain::BankId;
 use crate::messages::{BankError, Debit, DebitRequest, DebitResponse};
 use crate::store::StoreError;
@@ -13,11 +18,13 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Approved debits remembered for `ReverseDebit` (their STAN and field 7 go into field 90).
-pub const RECENT_APPROVALS_MAX: usize = 100_000;
+/// Debits sent, remembered for a `ReverseDebit` without an original (their link, STAN and field 7
+/// go into field 90).
+pub const RECENT_DEBITS_MAX: usize = 100_000;
 /// How long a graceful shutdown waits for the links to sign off.
 pub const SHUTDOWN_WAIT_MS_MAX: u64 = 10_000;
 
@@ -28,42 +35,57 @@ pub(crate) struct LinkEntry {
     pub shared: Arc<LinkShared>,
 }
 
+/// Where a debit went on the wire.
 #[derive(Debug, Clone)]
-struct Approval {
+struct Sent {
     link: usize,
-    stan: u32,
+    stan: String,
     f7: String,
 }
 
-/// A bounded memory of recent approvals, oldest forgotten first.
+/// A bounded memory of the debits sent by this process, oldest forgotten first.
 #[derive(Debug, Default)]
-struct RecentApprovals {
-    by_rrn: HashMap<String, Approval>,
+struct RecentDebits {
+    by_rrn: HashMap<String, Sent>,
     order: VecDeque<String>,
 }
 
-impl RecentApprovals {
-    fn remember(&mut self, rrn: String, approval: Approval) {
-        if self.by_rrn.insert(rrn.clone(), approval).is_none() {
-            self.order.push_back(rrn);
+impl RecentDebits {
+    fn remember(&mut self, rrn: &str, link: usize, ticket: &DebitTicket) {
+        let sent = Sent {
+            link,
+            stan: format_stan(ticket.stan),
+            f7: ticket.f7.clone(),
+        };
+        if self.by_rrn.insert(rrn.to_owned(), sent).is_none() {
+            self.order.push_back(rrn.to_owned());
         }
-        while self.order.len() > RECENT_APPROVALS_MAX {
+        while self.order.len() > RECENT_DEBITS_MAX {
             if let Some(old) = self.order.pop_front() {
                 self.by_rrn.remove(&old);
             }
         }
     }
 
-    fn get(&self, rrn: &str) -> Option<Approval> {
+    fn get(&self, rrn: &str) -> Option<Sent> {
         self.by_rrn.get(rrn).cloned()
     }
+}
+
+type SharedRecent = Arc<Mutex<RecentDebits>>;
+
+fn remember(recent: &SharedRecent, rrn: &str, link: usize, ticket: &DebitTicket) {
+    recent
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remember(rrn, link, ticket);
 }
 
 pub struct BankRouter {
     links: Vec<LinkEntry>,
     routes: HashMap<BankId, Vec<usize>>,
     deps: LinkDeps,
-    recent: Arc<Mutex<RecentApprovals>>,
+    recent: SharedRecent,
 }
 
 impl BankRouter {
@@ -95,6 +117,30 @@ impl BankRouter {
     }
 }
 
+/// Offers a request to each signed-on candidate in order until one takes it; a full or just-dropped
+/// link passes it to the next.
+async fn on_first_link<T, F, Fut>(
+    candidates: Vec<(usize, LinkEntry)>,
+    mut attempt: F,
+) -> Result<(usize, LinkEntry, T), BankError>
+where
+    F: FnMut(Addr<BankLinkActor>) -> Fut,
+    Fut: Future<Output = Result<T, BankError>>,
+{
+    let mut last = BankError::Unavailable;
+    for (index, entry) in candidates {
+        if entry.shared.state() != LinkState::SignedOn {
+            continue;
+        }
+        match attempt(entry.addr.clone()).await {
+            Err(e @ (BankError::Busy | BankError::Unavailable)) => last = e,
+            Err(e) => return Err(e),
+            Ok(taken) => return Ok((index, entry, taken)),
+        }
+    }
+    Err(last)
+}
+
 impl Actor for BankRouter {
     type Context = Context<Self>;
 
@@ -117,102 +163,147 @@ impl Handler<Debit> for BankRouter {
         let recent = self.recent.clone();
         Box::pin(async move {
             let request = Arc::new(request);
-            let mut last = BankError::Unavailable;
-            for (index, entry) in candidates {
-                if entry.shared.state() != LinkState::SignedOn {
-                    continue;
-                }
-                match link::debit(&entry.addr, &entry.settings, &deps, request.clone()).await {
-                    // A full or just-dropped link: the next healthy one may take it.
-                    Err(e @ (BankError::Busy | BankError::Unavailable)) => last = e,
-                    Err(e) => return Err(e),
-                    Ok((response, info)) => {
-                        if response.response_code == "00" {
-                            let approval = Approval {
-                                link: index,
-                                stan: info.stan,
-                                f7: info.f7,
-                            };
-                            recent
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .remember(request.rrn.clone(), approval);
-                        }
-                        return Ok(response);
-                    }
-                }
-            }
-            Err(last)
+            let (index, entry, ticket) = on_first_link(candidates, |addr| {
+                let message = LinkDebit(request.clone());
+                async move { link::submit(&addr, message).await }
+            })
+            .await?;
+            remember(&recent, &request.rrn, index, &ticket);
+            link::outcome(&entry.addr, &entry.settings, &deps, &request, ticket).await
         })
     }
 }
 
-/// The gateway cannot complete a payment whose debit was approved: reverse it (durably queued,
-/// then 0420/0421 until 0430). Answers once the reversal is stored.
+impl Handler<PrepareDebit> for BankRouter {
+    type Result = ResponseFuture<Result<PreparedDebit, BankError>>;
+
+    fn handle(&mut self, msg: PrepareDebit, _ctx: &mut Context<Self>) -> Self::Result {
+        let candidates = match self.candidates(&msg.0.payer_bank) {
+            Ok(c) => c,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        Box::pin(async move {
+            let request = Arc::new(msg.0);
+            let (index, entry, reserved) = on_first_link(candidates, |addr| {
+                let message = LinkReserve(request.clone());
+                async move {
+                    addr.send(message)
+                        .await
+                        .map_err(|_| BankError::Unavailable)?
+                }
+            })
+            .await?;
+            Ok(PreparedDebit {
+                link: entry.settings.name.clone(),
+                stan: format_stan(reserved.stan),
+                transmission_time: reserved.f7,
+                handle: PreparedHandle {
+                    link_index: index,
+                    request,
+                    stan: reserved.stan,
+                    token: reserved.token,
+                },
+            })
+        })
+    }
+}
+
+impl Handler<SendPrepared> for BankRouter {
+    type Result = ResponseFuture<Result<DebitResponse, BankError>>;
+
+    fn handle(&mut self, msg: SendPrepared, _ctx: &mut Context<Self>) -> Self::Result {
+        let prepared = msg.0;
+        let entry = self
+            .links
+            .get(prepared.handle.link_index)
+            .filter(|e| e.settings.name == prepared.link)
+            .cloned();
+        let deps = self.deps.clone();
+        let recent = self.recent.clone();
+        Box::pin(async move {
+            // Prepared by another router (or made up): nothing to send it with.
+            let entry = entry.ok_or(BankError::Unavailable)?;
+            let h = prepared.handle;
+            let send = LinkSendReserved {
+                stan: h.stan,
+                token: h.token,
+            };
+            let ticket = link::submit(&entry.addr, send).await?;
+            remember(&recent, &h.request.rrn, h.link_index, &ticket);
+            link::outcome(&entry.addr, &entry.settings, &deps, &h.request, ticket).await
+        })
+    }
+}
+
+/// Reverse a debit: the gateway cannot complete a payment whose debit was approved, or does not
+/// know its outcome. The reversal is queued durably, then sent as 0420/0421 until a 0430; the
+/// answer comes once it is stored.
+///
+/// With `original` (what the payment committed before its 0200 left), field 90 carries exactly
+/// that STAN and field 7 and the reversal goes over that link while it is configured (otherwise
+/// by routing). Without it, the router uses what it remembers of the debits it sent since it
+/// started, and failing that STAN `000000` and the current time (a strict BIPS will not match
+/// those: commit the original).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), BankError>")]
-pub struct ReverseDebit(pub DebitRequest);
+pub struct ReverseDebit {
+    pub request: DebitRequest,
+    pub original: Option<OriginalDebit>,
+}
 
 impl Handler<ReverseDebit> for BankRouter {
     type Result = ResponseFuture<Result<(), BankError>>;
 
-    fn handle(
-        &mut self,
-        ReverseDebit(request): ReverseDebit,
-        _ctx: &mut Context<Self>,
-    ) -> Self::Result {
-        self.queue_reversal(ReversalOf {
-            payment_id: request.payment_id,
-            rrn: request.rrn,
-            amount: request.amount,
-            currency: request.currency,
-            payer_bank: request.payer_bank,
-        })
+    fn handle(&mut self, msg: ReverseDebit, _ctx: &mut Context<Self>) -> Self::Result {
+        let target = match &msg.original {
+            Some(original) => self.committed_target(original, &msg.request.payer_bank),
+            None => self.remembered_target(&msg.request),
+        };
+        self.queue_reversal(msg.request, target)
     }
 }
 
-/// What a reversal needs to know of the debit it undoes.
-struct ReversalOf {
-    payment_id: String,
-    rrn: String,
-    amount: crate::domain::Amount,
-    currency: crate::domain::Currency,
-    payer_bank: BankId,
-}
+/// The link and the original STAN and field 7 a reversal is sent with.
+type Target = Result<(LinkEntry, String, String), BankError>;
 
 impl BankRouter {
-    /// Stores a reversal for `debit` durably and hands it to its link; answers once stored.
-    fn queue_reversal(&self, debit: ReversalOf) -> ResponseFuture<Result<(), BankError>> {
+    fn committed_target(&self, original: &OriginalDebit, payer_bank: &BankId) -> Target {
+        original.check()?;
+        let entry = match self.links.iter().find(|l| l.settings.name == original.link) {
+            Some(entry) => entry.clone(),
+            None => self.candidates(payer_bank)?[0].1.clone(),
+        };
+        let (stan, f7) = (original.stan.clone(), original.transmission_time.clone());
+        Ok((entry, stan, f7))
+    }
+
+    fn remembered_target(&self, request: &DebitRequest) -> Target {
         let known = self
             .recent
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&debit.rrn);
-        let entry = match known {
-            Some(a) => Ok((self.links[a.link].clone(), a.stan, a.f7)),
-            // Not remembered (a restart since): the BIPS finds the debit by field 37.
-            None => self.candidates(&debit.payer_bank).map(|c| {
+            .get(&request.rrn);
+        match known {
+            Some(sent) => Ok((self.links[sent.link].clone(), sent.stan, sent.f7)),
+            // Not remembered (a restart since): only a lenient BIPS finds it by field 37 alone.
+            None => {
                 let f7 = super::wire::transmission_time(self.deps.clock.now());
-                (c[0].1.clone(), 0, f7)
-            }),
-        };
+                let entry = self.candidates(&request.payer_bank)?[0].1.clone();
+                Ok((entry, "000000".into(), f7))
+            }
+        }
+    }
+
+    /// Stores a reversal for `request` durably and hands it to its link; answers once stored.
+    fn queue_reversal(
+        &self,
+        request: DebitRequest,
+        target: Target,
+    ) -> ResponseFuture<Result<(), BankError>> {
         let deps = self.deps.clone();
         Box::pin(async move {
-            let (entry, stan, f7) = entry?;
-            let record = ReversalRecord {
-                payment_id: Some(debit.payment_id),
-                link_name: entry.settings.name.clone(),
-                rrn: debit.rrn,
-                amount_minor: debit.amount.minor(),
-                currency_numeric: debit.currency.numeric().to_owned(),
-                original_stan: if stan == 0 {
-                    "000000".into()
-                } else {
-                    super::stan::format_stan(stan)
-                },
-                original_f7: f7,
-                acquirer_id: deps.institution_id.clone(),
-            };
+            let (entry, stan, f7) = target?;
+            let record = link::reversal_record(&request, &entry.settings.name, stan, f7, &deps);
             let stored = link::store_reversal(&deps, &record, ReversalReason::GatewayIncomplete)
                 .await
                 .map_err(|e| {

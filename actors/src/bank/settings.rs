@@ -4,8 +4,10 @@ use crate::domain::BankId;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Who runs the bank information processing system at the other end of a link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who runs the bank information processing system at the other end of a link (the `owner` key
+/// of a `[[links]]` entry in the configuration file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LinkOwner {
     Gateway,
     PayerBank,

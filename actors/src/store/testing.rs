@@ -15,6 +15,7 @@ use tokio_postgres::NoTls;
 pub const TEST_POOL_SIZE: usize = 8;
 
 static ADMIN_URL: OnceLock<Result<String, String>> = OnceLock::new();
+static CLUSTER_OPTIONS: OnceLock<ClusterOptions> = OnceLock::new();
 static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
 
 /// A database of its own for one test, migrated, dropped when the value is dropped.
@@ -29,6 +30,12 @@ impl std::fmt::Debug for TestDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TestDb").field("name", &self.name).finish()
     }
+}
+
+/// Benchmarks: this process's private cluster commits durably (fsync and synchronous_commit on),
+/// as a real deployment does. Call before the first database; tests keep the fast cluster.
+pub fn use_durable_cluster() {
+    let _ = CLUSTER_OPTIONS.set(ClusterOptions::DEMO);
 }
 
 /// The admin URL of the server this test process uses. Panics (in tests only) with the reason when
@@ -47,13 +54,14 @@ fn start_server() -> Result<String, String> {
     let base = std::env::temp_dir().join("payhub-test-pg");
     remove_stale_clusters(&base);
     let dir = base.join(std::process::id().to_string());
+    let options = *CLUSTER_OPTIONS.get_or_init(|| ClusterOptions::TEST);
     let (tx, rx) = std::sync::mpsc::channel();
     // The cluster lives on a thread that never exits: the server's parent-death signal is tied to
     // this thread, so it stops when the test process ends, and not when one test's thread ends.
     std::thread::Builder::new()
         .name("pg-test-cluster".into())
         .spawn(
-            move || match LocalCluster::start(&dir, ClusterOptions::TEST) {
+            move || match LocalCluster::start(&dir, options) {
                 Ok(cluster) => {
                     let _ = tx.send(Ok(cluster.url("postgres")));
                     loop {
@@ -150,6 +158,11 @@ async fn template(admin: &str) -> String {
 
 /// A fresh, migrated database for one test.
 pub async fn fresh_database() -> TestDb {
+    fresh_database_with_pool(TEST_POOL_SIZE).await
+}
+
+/// A fresh, migrated database whose pool opens up to `pool_size` connections.
+pub async fn fresh_database_with_pool(pool_size: usize) -> TestDb {
     let admin = admin_url();
     let tpl = template(&admin).await;
     let name = format!("payhub_test_{}", hex::encode(crate::ids::os_random::<6>()));
@@ -159,7 +172,7 @@ pub async fn fresh_database() -> TestDb {
         .await
         .unwrap_or_else(|e| panic!("creating the test database: {e}"));
     let url = url_for_database(&admin, &name);
-    let pool = super::pool(&url, TEST_POOL_SIZE).expect("test pool");
+    let pool = super::pool(&url, pool_size).expect("test pool");
     TestDb {
         pool,
         url,

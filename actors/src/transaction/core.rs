@@ -5,7 +5,7 @@
 
 use super::code::{code_hash, code_matches, new_code, new_rrn, new_session_token, session_hash};
 use super::event::{self, Outcome};
-use super::store::{self, CustomerLogin, MerchantDebitFields, PaymentRow, TerminalRow};
+use super::store::{self, CustomerLogin, PaymentRow, TerminalRow};
 use super::{
     CODE_DELIVERY_FAILURES_MAX, ChannelChoice, CodeReply, Deps, LoginReply, PaymentError,
     ResendReply,
@@ -43,7 +43,8 @@ enum DebitEnd {
 pub struct PaymentCore {
     deps: Deps,
     row: PaymentRow,
-    merchant: Option<MerchantDebitFields>,
+    /// The bank link that carried the debit, once one answered for it.
+    bank_link: Option<String>,
 }
 
 impl PaymentCore {
@@ -53,7 +54,7 @@ impl PaymentCore {
         Ok(Self {
             deps,
             row,
-            merchant: None,
+            bank_link: None,
         })
     }
 
@@ -181,14 +182,14 @@ impl PaymentCore {
         let max = i32::try_from(self.settings().password_attempts_max).unwrap_or(i32::MAX);
         if failures >= max {
             let outcome = Outcome::failed(FailureCode::AuthenticationFailed, None);
-            let public_url = self.settings().public_url.clone();
             let done = event::finish(
                 &tx,
-                &self.row.id,
+                &self.row,
                 &[PaymentStatus::AwaitingCustomer],
                 &outcome,
+                None,
                 now,
-                &public_url,
+                &self.settings().public_url,
             )
             .await?;
             tx.commit().await?;
@@ -597,32 +598,14 @@ impl PaymentCore {
 
     async fn debit(&mut self, now: DateTime<Utc>) -> Result<CodeReply, PaymentError> {
         let request = self.debit_request(new_rrn()).await?;
-        let mut client = self.deps.pool.get().await?;
-        let tx = client.transaction().await?;
-        let moved = tx
-            .execute(
-                "UPDATE payments SET status = 'processing', rrn = $2, code_hash = NULL,
-                     code_expires_at = NULL, debit_sent_at = $3, updated_at = $3
-                 WHERE id = $1 AND status = 'awaiting_code'",
-                &[&self.row.id, &request.rrn, &now],
-            )
-            .await?;
-        if moved == 0 {
-            tx.rollback().await?;
-            drop(client);
+        let client = self.deps.pool.get().await?;
+        let moved = store::mark_processing(&client, &self.row.id, &request.rrn, now).await?;
+        drop(client);
+        if !moved {
             self.reload().await?;
             return Ok(CodeReply::Finished(self.row.status));
         }
-        event::audit(
-            &tx,
-            now,
-            &self.row.id,
-            "debit_sent",
-            json!({ "rrn": request.rrn }),
-        )
-        .await?;
-        tx.commit().await?;
-        drop(client);
+        event::log_step("debit_sent");
         self.row.status = PaymentStatus::Processing;
         self.row.rrn = Some(request.rrn.clone());
         self.row.code_hash = None;
@@ -635,58 +618,37 @@ impl PaymentCore {
         };
         match end {
             DebitEnd::Outcome(outcome, link) => {
-                self.record_link(link).await?;
+                self.bank_link = link;
                 self.finish(&[PaymentStatus::Processing], outcome).await?;
             }
             DebitEnd::Unknown(reason, link) => {
-                self.record_link(link).await?;
+                self.bank_link = link;
                 self.reverse_then_fail(reason).await?;
             }
         }
         Ok(CodeReply::Finished(self.row.status))
     }
 
-    async fn debit_request(&mut self, rrn: String) -> Result<DebitRequest, PaymentError> {
-        let client = self.deps.pool.get().await?;
+    async fn debit_request(&self, rrn: String) -> Result<DebitRequest, PaymentError> {
         let customer_id = self
             .row
             .customer_id
-            .clone()
+            .as_deref()
             .ok_or_else(|| PaymentError::Storage("awaiting_code without a customer".into()))?;
-        let (payer_bank, payer_account) = store::payer(&client, &customer_id).await?;
-        if self.merchant.is_none() {
-            self.merchant =
-                Some(store::merchant_debit_fields(&client, &self.row.merchant_id).await?);
-        }
-        let merchant = self
-            .merchant
-            .clone()
-            .ok_or_else(|| PaymentError::Storage("merchant fields".into()))?;
+        let client = self.deps.pool.get().await?;
+        let parties = store::debit_parties(&client, customer_id, &self.row.merchant_id).await?;
         Ok(DebitRequest {
             payment_id: self.row.id.clone(),
             rrn,
             amount: self.row.amount,
             currency: self.row.currency,
-            payer_bank,
-            payer_account,
-            payee_account: merchant.account,
-            terminal_id: merchant.terminal_id,
-            card_acceptor_id: merchant.card_acceptor_id,
-            merchant_name_location: merchant.name_location,
+            payer_bank: parties.payer_bank,
+            payer_account: parties.payer_account,
+            payee_account: parties.merchant_account,
+            terminal_id: parties.terminal_id,
+            card_acceptor_id: parties.card_acceptor_id,
+            merchant_name_location: parties.name_location,
         })
-    }
-
-    async fn record_link(&self, link: Option<String>) -> Result<(), PaymentError> {
-        if let Some(link) = link {
-            let client = self.deps.pool.get().await?;
-            client
-                .execute(
-                    "UPDATE payments SET bank_link = $2 WHERE id = $1",
-                    &[&self.row.id, &link],
-                )
-                .await?;
-        }
-        Ok(())
     }
 
     /// For a payment whose debit outcome is unknown: queue the reversal with the bank router,
@@ -703,8 +665,14 @@ impl PaymentCore {
         let request = self.debit_request(rrn).await?;
         tracing::info!(payment = %self.row.id, reason, "reversing a debit of unknown outcome");
         let wait = StdDuration::from_millis(self.settings().debit_timeout_ms);
-        let queued =
-            tokio::time::timeout(wait, self.deps.reverser.send(ReverseDebit(request))).await;
+        let queued = tokio::time::timeout(
+            wait,
+            self.deps.reverser.send(ReverseDebit {
+                request,
+                original: None,
+            }),
+        )
+        .await;
         if !matches!(queued, Ok(Ok(Ok(())))) {
             tracing::warn!(payment = %self.row.id, ?queued, "reversal not queued yet; will retry");
             return Ok(false);
@@ -771,11 +739,17 @@ impl PaymentCore {
         outcome: Outcome,
     ) -> Result<(), PaymentError> {
         let now = self.now();
-        let public_url = self.settings().public_url.clone();
-        let mut client = self.deps.pool.get().await?;
-        let tx = client.transaction().await?;
-        let done = event::finish(&tx, &self.row.id, from, &outcome, now, &public_url).await?;
-        tx.commit().await?;
+        let client = self.deps.pool.get().await?;
+        let done = event::finish(
+            &client,
+            &self.row,
+            from,
+            &outcome,
+            self.bank_link.as_deref(),
+            now,
+            &self.settings().public_url,
+        )
+        .await?;
         drop(client);
         self.after_finish(done, &outcome).await
     }

@@ -1,12 +1,14 @@
-//! The final status and its webhook event, in one transaction (the outbox). The event body is the
+//! The final status and its webhook event, in one statement (the outbox). The event body is the
 //! payment object of gateway-http.md, built by `store::payments` (one definition for the API and
 //! the webhooks).
 
 use super::PaymentError;
+use super::store::PaymentRow;
 use crate::domain::{FailureCode, PaymentStatus};
-use crate::store::payments;
+use crate::ids;
+use crate::store::payments::{self, PaymentRecord};
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use serde_json::{Value, json};
 
 /// The outcome a payment ends with.
@@ -56,58 +58,82 @@ impl Outcome {
     }
 }
 
+/// The record the payment will hold once `outcome` is written at `now`.
+pub fn final_record(row: &PaymentRow, outcome: &Outcome, now: DateTime<Utc>) -> PaymentRecord {
+    PaymentRecord {
+        id: row.id.clone(),
+        merchant_id: row.merchant_id.clone(),
+        order_id: row.order_id.clone(),
+        amount: row.amount,
+        currency: row.currency,
+        description: row.description.clone(),
+        return_url: row.return_url.clone(),
+        notify_url: row.notify_url.clone(),
+        status: outcome.status,
+        failure_code: outcome.failure_code,
+        bank_response_code: outcome.bank_response_code.clone(),
+        approval_code: outcome.approval_code.clone(),
+        customer_id: row.customer_id.clone(),
+        created_at: row.created_at,
+        expires_at: row.expires_at,
+        updated_at: now,
+        finished_at: Some(now),
+    }
+}
+
 /// Moves the payment from one of `from` to the final `outcome`, and writes its webhook event
-/// (MERCHANT's `insert_final_event`, with the one payment object of the API) and an audit line, in
-/// `tx`. `Ok(false)` when the payment was no longer in one of `from` (someone else finished it):
-/// nothing is written.
+/// (the one payment object of the API) and an audit line, in one statement: a payment is never
+/// final without its event, and a debit's outcome costs one round trip and one commit.
+/// `bank_link` records the link that carried the debit, when one did. `Ok(false)` when the
+/// payment was no longer in one of `from` (someone else finished it): nothing is written.
 pub async fn finish(
-    tx: &Transaction<'_>,
-    payment_id: &str,
+    client: &impl GenericClient,
+    row: &PaymentRow,
     from: &[PaymentStatus],
     outcome: &Outcome,
+    bank_link: Option<&str>,
     now: DateTime<Utc>,
     public_url: &url::Url,
 ) -> Result<bool, PaymentError> {
     assert!(outcome.status.is_final(), "finish takes a final status");
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    let moved = tx
+    let record = final_record(row, outcome, now);
+    let event_id = ids::new_id("evt");
+    let event_type = outcome.event_type();
+    let body = payments::event_body(
+        &event_id,
+        event_type,
+        now,
+        &record.to_api_object(public_url),
+    );
+    let detail = json!({
+        "failure_code": outcome.failure_code.map(|c| c.as_str()),
+        "bank_response_code": outcome.bank_response_code,
+    });
+    let statement = client.prepare_cached(FINISH_SQL).await?;
+    let moved = client
         .execute(
-            "UPDATE payments SET status = $3, failure_code = $4, bank_response_code = $5,
-                 approval_code = $6, finished_at = $2, updated_at = $2,
-                 code_hash = NULL, code_expires_at = NULL
-             WHERE id = $1 AND status = ANY($7)",
+            &statement,
             &[
-                &payment_id,
+                &row.id,
                 &now,
                 &outcome.status.as_str(),
                 &outcome.failure_code.map(|c| c.as_str()),
                 &outcome.bank_response_code,
                 &outcome.approval_code,
                 &from,
+                &bank_link,
+                &event_id,
+                &event_type,
+                &body,
+                &detail,
             ],
         )
         .await?;
     if moved == 0 {
         return Ok(false);
     }
-    let record = payments::load(tx, payment_id)
-        .await
-        .map_err(|e| PaymentError::Storage(e.to_string()))?
-        .ok_or(PaymentError::NotFound)?;
-    payments::insert_final_event(tx, &record, public_url, now)
-        .await
-        .map_err(|e| PaymentError::Storage(e.to_string()))?;
-    audit(
-        tx,
-        now,
-        payment_id,
-        outcome.status.as_str(),
-        json!({
-            "failure_code": outcome.failure_code.map(|c| c.as_str()),
-            "bank_response_code": outcome.bank_response_code,
-        }),
-    )
-    .await?;
+    log_step(outcome.status.as_str());
     let failure = outcome.failure_code.map(|c| c.as_str()).unwrap_or("");
     crate::metrics::global()
         .payments
@@ -119,21 +145,44 @@ pub async fn finish(
     Ok(true)
 }
 
+/// The final transition, its webhook event and its audit line. The event and the audit line
+/// are written only when the payment moved.
+const FINISH_SQL: &str = "WITH moved AS (
+        UPDATE payments SET status = $3, failure_code = $4, bank_response_code = $5,
+            approval_code = $6, finished_at = $2, updated_at = $2,
+            code_hash = NULL, code_expires_at = NULL, bank_link = COALESCE($8, bank_link)
+        WHERE id = $1 AND status = ANY($7)
+        RETURNING id, merchant_id, notify_url),
+    event AS (
+        INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url,
+            created_at, next_attempt_at)
+        SELECT $9, id, merchant_id, $10, $11, notify_url, $2, $2 FROM moved),
+    audit AS (
+        INSERT INTO audit_log (at, payment_id, event, detail) SELECT $2, id, $3, $12 FROM moved)
+    SELECT id FROM moved";
+
+/// The log's line for an audit line, in the payment's span (which carries its id); the detail
+/// stays in the audit table.
+pub fn log_step(event: &str) {
+    tracing::info!(event, "payment step");
+}
+
 /// One line of the audit log. Never secrets, never full account numbers.
 pub async fn audit(
-    tx: &Transaction<'_>,
+    client: &impl GenericClient,
     now: DateTime<Utc>,
     payment_id: &str,
     event: &str,
     detail: Value,
 ) -> Result<(), tokio_postgres::Error> {
-    // In the payment's span (it carries the id); the detail may hold masked data only, and is
-    // left to the audit table.
-    tracing::info!(event, "payment step");
-    tx.execute(
-        "INSERT INTO audit_log (at, payment_id, event, detail) VALUES ($1, $2, $3, $4)",
-        &[&now, &payment_id, &event, &detail],
-    )
-    .await
-    .map(|_| ())
+    log_step(event);
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO audit_log (at, payment_id, event, detail) VALUES ($1, $2, $3, $4)",
+        )
+        .await?;
+    client
+        .execute(&statement, &[&now, &payment_id, &event, &detail])
+        .await
+        .map(|_| ())
 }

@@ -29,12 +29,19 @@ pub struct PaymentRow {
     pub code_delivery_failures: i32,
     pub rrn: Option<String>,
     pub expires_at: DateTime<Utc>,
+    // What the payment object (and so the webhook event) shows besides the above.
+    pub order_id: String,
+    pub description: String,
+    pub return_url: String,
+    pub notify_url: String,
+    pub created_at: DateTime<Utc>,
 }
 
 const PAYMENT_COLUMNS: &str = "p.id, p.merchant_id, m.name AS merchant_name, p.status,
     p.amount_minor, p.currency, p.customer_id, p.password_failures, p.session_hash, p.channel,
     p.terminal_id, p.receiver_msisdn, p.code_hash, p.code_expires_at, p.code_failures,
-    p.code_sends, p.code_sent_at, p.code_delivery_failures, p.rrn, p.expires_at";
+    p.code_sends, p.code_sent_at, p.code_delivery_failures, p.rrn, p.expires_at, p.order_id,
+    p.description, p.return_url, p.notify_url, p.created_at";
 
 fn corrupt(field: &str) -> PaymentError {
     PaymentError::Storage(format!("payments.{field} holds an invalid value"))
@@ -65,6 +72,11 @@ impl PaymentRow {
             code_delivery_failures: row.get("code_delivery_failures"),
             rrn: row.get("rrn"),
             expires_at: row.get("expires_at"),
+            order_id: row.get("order_id"),
+            description: row.get("description"),
+            return_url: row.get("return_url"),
+            notify_url: row.get("notify_url"),
+            created_at: row.get("created_at"),
         })
     }
 }
@@ -77,7 +89,8 @@ pub async fn load_payment(
         "SELECT {PAYMENT_COLUMNS} FROM payments p JOIN merchants m ON m.id = p.merchant_id
          WHERE p.id = $1"
     );
-    match client.query_opt(&sql, &[&payment_id]).await? {
+    let statement = client.prepare_cached(&sql).await?;
+    match client.query_opt(&statement, &[&payment_id]).await? {
         Some(row) => PaymentRow::from_row(&row),
         None => Err(PaymentError::NotFound),
     }
@@ -178,52 +191,66 @@ pub async fn locked_until(
     Ok((newest - oldest <= window && now < until).then_some(until))
 }
 
-/// The payer's bank and account, for the debit.
-pub async fn payer(
-    client: &impl GenericClient,
-    customer_id: &str,
-) -> Result<(BankId, AccountNumber), PaymentError> {
-    let row = client
-        .query_opt(
-            "SELECT bank_id, account FROM customers WHERE id = $1",
-            &[&customer_id],
-        )
-        .await?
-        .ok_or(PaymentError::NotFound)?;
-    let bank = BankId::parse(row.get(0)).map_err(|_| corrupt("customers.bank_id"))?;
-    let account = AccountNumber::parse(row.get(1)).map_err(|_| corrupt("customers.account"))?;
-    Ok((bank, account))
-}
-
-/// The merchant's side of the debit: fields 103, 41, 42 and 43.
+/// Who the debit is between: the payer's bank and account (fields 100, 102) and the merchant's
+/// side (fields 103, 41, 42 and 43).
 #[derive(Debug, Clone)]
-pub struct MerchantDebitFields {
-    pub account: AccountNumber,
+pub struct DebitParties {
+    pub payer_bank: BankId,
+    pub payer_account: AccountNumber,
+    pub merchant_account: AccountNumber,
     pub terminal_id: String,
     pub card_acceptor_id: String,
     pub name_location: String,
 }
 
-pub async fn merchant_debit_fields(
+pub async fn debit_parties(
     client: &impl GenericClient,
+    customer_id: &str,
     merchant_id: &str,
-) -> Result<MerchantDebitFields, PaymentError> {
-    let row = client
-        .query_opt(
-            "SELECT name, location, account, terminal_id, card_acceptor_id FROM merchants
-             WHERE id = $1",
-            &[&merchant_id],
+) -> Result<DebitParties, PaymentError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT c.bank_id, c.account, m.name, m.location, m.account, m.terminal_id,
+                 m.card_acceptor_id
+             FROM customers c, merchants m WHERE c.id = $1 AND m.id = $2",
         )
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&customer_id, &merchant_id])
         .await?
         .ok_or(PaymentError::NotFound)?;
-    let name: String = row.get(0);
-    let location: String = row.get(1);
-    Ok(MerchantDebitFields {
-        account: AccountNumber::parse(row.get(2)).map_err(|_| corrupt("merchants.account"))?,
-        terminal_id: row.get(3),
-        card_acceptor_id: row.get(4),
-        name_location: name_location(&name, &location),
+    let account = |i: usize, what: &str| AccountNumber::parse(row.get(i)).map_err(|_| corrupt(what));
+    Ok(DebitParties {
+        payer_bank: BankId::parse(row.get(0)).map_err(|_| corrupt("customers.bank_id"))?,
+        payer_account: account(1, "customers.account")?,
+        name_location: name_location(row.get(2), row.get(3)),
+        merchant_account: account(4, "merchants.account")?,
+        terminal_id: row.get(5),
+        card_acceptor_id: row.get(6),
     })
+}
+
+/// Moves the payment to `processing` with the RRN of its debit, and writes the audit line, in one
+/// statement (committed before the debit leaves). `false` when it was no longer awaiting its code.
+pub async fn mark_processing(
+    client: &impl GenericClient,
+    payment_id: &str,
+    rrn: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, PaymentError> {
+    let statement = client
+        .prepare_cached(
+            "WITH moved AS (
+                 UPDATE payments SET status = 'processing', rrn = $2, code_hash = NULL,
+                     code_expires_at = NULL, debit_sent_at = $3, updated_at = $3
+                 WHERE id = $1 AND status = 'awaiting_code' RETURNING id),
+             audit AS (
+                 INSERT INTO audit_log (at, payment_id, event, detail)
+                 SELECT $3, id, 'debit_sent', jsonb_build_object('rrn', $2::text) FROM moved)
+             SELECT id FROM moved",
+        )
+        .await?;
+    Ok(client.execute(&statement, &[&payment_id, &rrn, &now]).await? == 1)
 }
 
 /// Field 43: the name in the first 25 characters, the location in the remaining 15, 40 in all.

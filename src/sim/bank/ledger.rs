@@ -16,6 +16,84 @@ pub struct DebitOrder {
     pub amount_minor: i64,
     /// Field 49, ISO 4217 numeric.
     pub currency_numeric: String,
+    /// Fields 11, 7 and 32, for matching its reversal.
+    pub wire: WireIdentity,
+}
+
+/// How a 0200 was identified on the wire (fields 11, 7 and 32): what field 90 of its reversal must
+/// repeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireIdentity {
+    pub stan: String,
+    pub transmission_time: String,
+    pub acquirer_id: String,
+}
+
+/// Field 90 of a 0420/0421: original MTI(4) STAN(6) field 7(10) field 32 zero-filled(11) zeros(11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginalElements {
+    pub mti: String,
+    pub stan: String,
+    pub transmission_time: String,
+    /// Right-justified, zero-filled to 11 digits.
+    pub acquirer_id: String,
+}
+
+/// The length of field 90.
+pub const FIELD_90_LEN: usize = 42;
+
+impl OriginalElements {
+    /// Splits field 90; `None` when it is not 42 digits.
+    pub fn parse(field_90: &str) -> Option<Self> {
+        let ok = field_90.len() == FIELD_90_LEN && field_90.bytes().all(|b| b.is_ascii_digit());
+        ok.then(|| Self {
+            mti: field_90[0..4].to_owned(),
+            stan: field_90[4..10].to_owned(),
+            transmission_time: field_90[10..20].to_owned(),
+            acquirer_id: field_90[20..31].to_owned(),
+        })
+    }
+
+    /// Whether these are the elements of the 0200 recorded as `original` (the profile's "the
+    /// debit identified by field 37 and field 90").
+    pub fn identify(&self, original: &WireIdentity) -> bool {
+        self.mti == "0200"
+            && self.stan == original.stan
+            && self.transmission_time == original.transmission_time
+            && self.acquirer_id == format!("{:0>11}", original.acquirer_id)
+    }
+}
+
+/// A parsed 0420/0421: undo the debit with field 37 `rrn`, if field 90 names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReversalOrder {
+    pub rrn: String,
+    pub original: OriginalElements,
+}
+
+/// What a reversal did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReversalOutcome {
+    /// An approved debit was undone.
+    Reversed,
+    /// Nothing to undo: declined, already reversed, or never seen (then remembered as reversed).
+    NothingToUndo,
+    /// Field 37 found a debit, but field 90 does not identify it: nothing undone.
+    Mismatch,
+}
+
+/// The outcome of a reversal of a debit recorded as `state_approved`, with its wire identity
+/// (`None` for a row recorded before identities were kept: field 37 alone decides).
+pub fn reversal_outcome(
+    approved: bool,
+    recorded: Option<&WireIdentity>,
+    order: &ReversalOrder,
+) -> ReversalOutcome {
+    match recorded {
+        Some(original) if !order.original.identify(original) => ReversalOutcome::Mismatch,
+        _ if approved => ReversalOutcome::Reversed,
+        _ => ReversalOutcome::NothingToUndo,
+    }
 }
 
 /// An account as the decision needs it.
@@ -147,7 +225,51 @@ mod tests {
             payee_account: "6222000099990000".into(),
             amount_minor,
             currency_numeric: "156".into(),
+            wire: wire(),
         }
+    }
+
+    fn wire() -> WireIdentity {
+        WireIdentity {
+            stan: "000042".into(),
+            transmission_time: "1128110000".into(),
+            acquirer_id: "99990001".into(),
+        }
+    }
+
+    #[test]
+    fn field_90_identifies_the_original() {
+        let f90 = "0200000042112811000000099990001".to_owned() + "00000000000";
+        let order = |f90: &str| ReversalOrder {
+            rrn: "r".into(),
+            original: OriginalElements::parse(f90).unwrap(),
+        };
+        let good = order(&f90);
+        assert_eq!(good.original.acquirer_id, "00099990001");
+        assert_eq!(
+            reversal_outcome(true, Some(&wire()), &good),
+            ReversalOutcome::Reversed
+        );
+        assert_eq!(
+            reversal_outcome(false, Some(&wire()), &good),
+            ReversalOutcome::NothingToUndo
+        );
+        assert_eq!(
+            reversal_outcome(true, None, &good),
+            ReversalOutcome::Reversed
+        );
+        let other_stan = order(&f90.replacen("000042", "000043", 1));
+        assert_eq!(
+            reversal_outcome(true, Some(&wire()), &other_stan),
+            ReversalOutcome::Mismatch
+        );
+        let other_time = order(&f90.replacen("1128110000", "1128110001", 1));
+        assert_eq!(
+            reversal_outcome(true, Some(&wire()), &other_time),
+            ReversalOutcome::Mismatch
+        );
+        assert_eq!(OriginalElements::parse("0200"), None);
+        assert_eq!(OriginalElements::parse(&f90.replace('0', "x")), None);
     }
 
     #[test]

@@ -3,10 +3,14 @@
 //! request waits on the database or a delay fault).
 
 use super::faults::{FaultSwitches, Faults};
-use super::ledger::{self, Answer, DebitOrder};
+use super::ledger::{
+    self, Answer, DebitOrder, OriginalElements, ReversalOrder, ReversalOutcome, WireIdentity,
+};
 use super::store::SimStore;
+use crate::channels::terminal::tls::accept_server;
 use bytes::BytesMut;
 use futures::StreamExt;
+use openssl::ssl::SslAcceptor;
 use payhub_iso8583::Message;
 use payhub_iso8583::codec::MessageCodec;
 use rand::rngs::StdRng;
@@ -15,7 +19,7 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::codec::{Encoder, FramedRead};
@@ -26,6 +30,8 @@ pub const DB_REQUESTS_IN_FLIGHT_MAX: usize = 256;
 pub const ANSWERS_QUEUED_MAX: usize = 4_096;
 /// Connections served at once.
 pub const CONNECTIONS_MAX: usize = 256;
+/// A TLS client that has not finished its handshake by then is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 
 /// What the simulator has seen, for tests and the control port.
 #[derive(Debug, Default)]
@@ -36,6 +42,10 @@ pub struct SimStats {
     pub echoes: AtomicU64,
     pub debits: AtomicU64,
     pub reversals: AtomicU64,
+    /// Reversals that undid an approved debit.
+    pub reversals_applied: AtomicU64,
+    /// Reversals whose field 90 did not identify the debit field 37 found (nothing undone).
+    pub reversal_mismatches: AtomicU64,
     /// Financial messages received on a connection before its sign-on.
     pub before_sign_on: AtomicU64,
     pub malformed: AtomicU64,
@@ -50,6 +60,8 @@ pub struct StatsSnapshot {
     pub echoes: u64,
     pub debits: u64,
     pub reversals: u64,
+    pub reversals_applied: u64,
+    pub reversal_mismatches: u64,
     pub before_sign_on: u64,
     pub malformed: u64,
     pub answers_dropped: u64,
@@ -65,6 +77,8 @@ impl SimStats {
             echoes: g(&self.echoes),
             debits: g(&self.debits),
             reversals: g(&self.reversals),
+            reversals_applied: g(&self.reversals_applied),
+            reversal_mismatches: g(&self.reversal_mismatches),
             before_sign_on: g(&self.before_sign_on),
             malformed: g(&self.malformed),
             answers_dropped: g(&self.answers_dropped),
@@ -86,6 +100,25 @@ pub struct SimShared {
     pub rng_seed: u64,
     /// X9.19 key: when set, requests must carry a good MAC and answers carry one.
     pub mac: Option<payhub_iso8583::mac::MacKey>,
+    /// When set, every connection starts with a TLS handshake.
+    pub tls: Option<SimTls>,
+}
+
+/// The simulator's TLS server side (`--tls-cert`, `--tls-key`).
+#[derive(Clone)]
+pub struct SimTls(pub SslAcceptor);
+
+impl SimTls {
+    /// From PEM files: the certificate (chain) and its private key; errors name the file.
+    pub fn from_files(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<Self> {
+        crate::channels::terminal::tls::acceptor_from_files(cert, key).map(Self)
+    }
+}
+
+impl std::fmt::Debug for SimTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimTls")
+    }
 }
 
 /// Accepts connections until `shutdown` turns true.
@@ -118,12 +151,34 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let _ = socket.set_nodelay(true);
-            let (conn, answers) = Connection::new(shared, number);
-            if let Err(e) = run_connection(conn, answers, socket, shutdown).await {
+            if let Err(e) = serve_connection(socket, shared, number, shutdown).await {
                 tracing::info!(%peer, error = %e, "bank-sim connection ended");
             }
         });
     }
+}
+
+/// Serves one accepted connection, after its TLS handshake when the simulator talks TLS.
+async fn serve_connection(
+    socket: TcpStream,
+    shared: Arc<SimShared>,
+    number: u64,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let tls = shared.tls.clone();
+    let (conn, answers) = Connection::new(shared, number);
+    let Some(acceptor) = tls else {
+        let (reader, writer) = socket.into_split();
+        return run_connection(conn, answers, reader, writer, shutdown).await;
+    };
+    let wait = Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS);
+    let stream = match tokio::time::timeout(wait, accept_server(&acceptor.0, socket)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(std::io::Error::other(e.to_string())),
+        Err(_) => return Err(std::io::Error::other("TLS handshake timed out")),
+    };
+    let (reader, writer) = tokio::io::split(stream);
+    run_connection(conn, answers, reader, writer, shutdown).await
 }
 
 struct Connection {
@@ -156,14 +211,18 @@ impl Connection {
     }
 }
 
-async fn run_connection(
+async fn run_connection<R, W>(
     mut conn: Connection,
     mut answers_rx: mpsc::Receiver<Message>,
-    socket: TcpStream,
+    reader: R,
+    mut writer: W,
     mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     {
-        let (reader, mut writer) = socket.into_split();
         let mut frames = FramedRead::new(reader, MessageCodec);
         loop {
             tokio::select! {
@@ -371,21 +430,25 @@ impl Connection {
 
     async fn reversal(&mut self, request: Message, faults: Faults) {
         bump(&self.shared.stats.reversals);
-        let Some(rrn) = request.get(37).map(str::to_owned) else {
+        let Some(order) = parse_reversal(&request) else {
             let answer = respond(&request, "0430", ECHOED_0430, ledger::FORMAT_ERROR, None);
             self.answer(answer, &faults);
             return;
         };
-        let store = self.shared.store.clone();
+        let shared = self.shared.clone();
         let work = async move {
-            match store.reverse(&rrn).await {
-                Ok(()) => Some(()),
+            match shared.store.reverse(&order).await {
+                Ok(outcome) => {
+                    count_reversal(&shared.stats, &order, outcome);
+                    Some(())
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "bank-sim: reversal failed; not answered");
                     None
                 }
             }
         };
+        // 00 whatever was undone: "never saw it" and "not that one" are answered alike.
         let build = |request: &Message, done: &Option<()>| {
             done.and_then(|()| respond(request, "0430", ECHOED_0430, ledger::APPROVED, None))
         };
@@ -496,15 +559,41 @@ fn debit_answer(request: &Message, answer: &Answer) -> Option<Message> {
     )
 }
 
+fn count_reversal(stats: &SimStats, order: &ReversalOrder, outcome: ReversalOutcome) {
+    match outcome {
+        ReversalOutcome::Reversed => bump(&stats.reversals_applied),
+        ReversalOutcome::NothingToUndo => {}
+        ReversalOutcome::Mismatch => {
+            bump(&stats.reversal_mismatches);
+            tracing::warn!(
+                rrn = %order.rrn,
+                original_stan = %order.original.stan,
+                original_f7 = %order.original.transmission_time,
+                "bank-sim: field 90 does not identify the debit of field 37; nothing reversed"
+            );
+        }
+    }
+}
+
+/// The reversal a 0420/0421 asks for: field 37 and a well-formed field 90.
+pub fn parse_reversal(request: &Message) -> Option<ReversalOrder> {
+    Some(ReversalOrder {
+        rrn: request.get(37)?.to_owned(),
+        original: OriginalElements::parse(request.get(90)?)?,
+    })
+}
+
 /// The debit a 0200 asks for, or the response code refusing it.
 pub fn parse_debit(request: &Message, banks: &[String]) -> Result<DebitOrder, &'static str> {
     let field = |n: u8| request.get(n).ok_or(ledger::FORMAT_ERROR);
     if field(3)? != "000000" {
         return Err(ledger::INVALID_TRANSACTION);
     }
-    for n in [7, 11, 32] {
-        field(n)?;
-    }
+    let wire = WireIdentity {
+        stan: field(11)?.to_owned(),
+        transmission_time: field(7)?.to_owned(),
+        acquirer_id: field(32)?.to_owned(),
+    };
     let amount_minor: i64 = field(4)?.parse().map_err(|_| ledger::FORMAT_ERROR)?;
     if amount_minor == 0 {
         return Err(ledger::INVALID_AMOUNT);
@@ -520,5 +609,6 @@ pub fn parse_debit(request: &Message, banks: &[String]) -> Result<DebitOrder, &'
         payee_account: field(103)?.to_owned(),
         amount_minor,
         currency_numeric: field(49)?.to_owned(),
+        wire,
     })
 }

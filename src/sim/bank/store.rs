@@ -3,7 +3,10 @@
 //! a debit and its credit happen together or not at all, a repeated field 37 returns the recorded
 //! answer, and a reversal undoes an approved debit at most once.
 
-use super::ledger::{self, AccountView, Answer, DebitOrder, SeedAccount};
+use super::ledger::{
+    self, AccountView, Answer, DebitOrder, ReversalOrder, ReversalOutcome, SeedAccount,
+    WireIdentity,
+};
 use deadpool_postgres::Pool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -91,14 +94,12 @@ impl SimStore {
         }
     }
 
-    /// Applies a 0420/0421 for field 37: undoes an approved debit once; otherwise nothing.
-    pub async fn reverse(&self, rrn: &str) -> Result<(), SimStoreError> {
+    /// Applies a 0420/0421: undoes the approved debit with its field 37 once, when field 90
+    /// identifies it; otherwise nothing.
+    pub async fn reverse(&self, order: &ReversalOrder) -> Result<ReversalOutcome, SimStoreError> {
         match self {
-            Self::Memory(m) => {
-                lock(m).reverse(rrn);
-                Ok(())
-            }
-            Self::Postgres(p) => p.reverse(rrn).await,
+            Self::Memory(m) => Ok(lock(m).reverse(order)),
+            Self::Postgres(p) => p.reverse(order).await,
         }
     }
 
@@ -135,6 +136,8 @@ struct DebitRow {
     /// The account credited, when it is held here.
     payee: Option<(String, String)>,
     amount_minor: i64,
+    /// How the 0200 was identified (none for a reversal of an unseen debit).
+    wire: Option<WireIdentity>,
 }
 
 #[derive(Debug)]
@@ -201,6 +204,7 @@ impl MemoryLedger {
                 payer,
                 payee,
                 amount_minor: order.amount_minor,
+                wire: Some(order.wire.clone()),
             },
         );
         answer
@@ -215,22 +219,25 @@ impl MemoryLedger {
         }
     }
 
-    fn reverse(&mut self, rrn: &str) {
-        let Some(row) = self.debits.get_mut(rrn) else {
+    fn reverse(&mut self, order: &ReversalOrder) -> ReversalOutcome {
+        let Some(row) = self.debits.get_mut(&order.rrn) else {
             self.debits.insert(
-                rrn.to_owned(),
+                order.rrn.clone(),
                 DebitRow {
                     answer: answer_for_reversed_unseen(),
                     state: DebitState::ReversedUnseen,
                     payer: Default::default(),
                     payee: None,
                     amount_minor: 0,
+                    wire: None,
                 },
             );
-            return;
+            return ReversalOutcome::NothingToUndo;
         };
-        if row.state != DebitState::Approved {
-            return;
+        let approved = row.state == DebitState::Approved;
+        let outcome = ledger::reversal_outcome(approved, row.wire.as_ref(), order);
+        if outcome != ReversalOutcome::Reversed {
+            return outcome;
         }
         row.state = DebitState::Reversed;
         let (payer, payee, amount) = (row.payer.clone(), row.payee.clone(), row.amount_minor);
@@ -239,6 +246,7 @@ impl MemoryLedger {
         } else if let Some(a) = self.accounts.get_mut(&payer) {
             a.balance_minor += amount;
         }
+        outcome
     }
 }
 
@@ -270,6 +278,10 @@ CREATE TABLE IF NOT EXISTS bank_sim.debits (
     created_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
     reversed_at       TIMESTAMPTZ
 );
+-- How each 0200 was identified (fields 11, 7, 32): its reversal's field 90 must repeat them.
+ALTER TABLE bank_sim.debits ADD COLUMN IF NOT EXISTS stan TEXT;
+ALTER TABLE bank_sim.debits ADD COLUMN IF NOT EXISTS transmission_time TEXT;
+ALTER TABLE bank_sim.debits ADD COLUMN IF NOT EXISTS acquirer_id TEXT;
 -- Credits to payees are appended, not applied to the account row: a merchant's settlement
 -- account receives most debits, and one hot row would serialise them all.
 CREATE TABLE IF NOT EXISTS bank_sim.credits (
@@ -342,8 +354,9 @@ impl PgLedger {
         let claimed = tx
             .execute(
                 "INSERT INTO bank_sim.debits (rrn, state, response_code, payer_bank,
-                     payer_account, payee_account, amount_minor)
-                 VALUES ($1, 'claimed', '', $2, $3, $4, $5)
+                     payer_account, payee_account, amount_minor, stan, transmission_time,
+                     acquirer_id)
+                 VALUES ($1, 'claimed', '', $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (rrn) DO NOTHING",
                 &[
                     &order.rrn,
@@ -351,6 +364,9 @@ impl PgLedger {
                     &order.payer_account,
                     &order.payee_account,
                     &order.amount_minor,
+                    &order.wire.stan,
+                    &order.wire.transmission_time,
+                    &order.wire.acquirer_id,
                 ],
             )
             .await?;
@@ -432,57 +448,90 @@ impl PgLedger {
         Ok(answer)
     }
 
-    async fn reverse(&self, rrn: &str) -> Result<(), SimStoreError> {
+    async fn reverse(&self, order: &ReversalOrder) -> Result<ReversalOutcome, SimStoreError> {
+        let rrn = &order.rrn;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         // Remember a reversal of an unseen debit (a concurrent 0200 holding the key makes this
         // wait, then do nothing, and the row is read below).
+        let unseen = tx
+            .execute(
+                "INSERT INTO bank_sim.debits (rrn, state, response_code, payer_bank,
+                     payer_account, payee_account, amount_minor, reversed_at)
+                 VALUES ($1, $2, $3, '', '', '', 0, now())
+                 ON CONFLICT (rrn) DO NOTHING",
+                &[
+                    rrn,
+                    &DebitState::ReversedUnseen.as_str(),
+                    &answer_for_reversed_unseen().response_code,
+                ],
+            )
+            .await?;
+        if unseen == 1 {
+            tx.commit().await?;
+            return Ok(ReversalOutcome::NothingToUndo);
+        }
+        let row = tx
+            .query_one(
+                "SELECT state, payer_bank, payer_account, payee_bank, payee_account, amount_minor,
+                     stan, transmission_time, acquirer_id
+                 FROM bank_sim.debits WHERE rrn = $1 FOR UPDATE",
+                &[rrn],
+            )
+            .await?;
+        let approved = row.get::<_, &str>(0) == DebitState::Approved.as_str();
+        let outcome = ledger::reversal_outcome(approved, recorded_wire(&row).as_ref(), order);
+        if outcome == ReversalOutcome::Reversed {
+            undo_debit(&tx, &row, rrn).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}
+
+/// The wire identity recorded with a debit row (none on rows from before it was kept).
+fn recorded_wire(row: &tokio_postgres::Row) -> Option<WireIdentity> {
+    Some(WireIdentity {
+        stan: row.get::<_, Option<String>>("stan")?,
+        transmission_time: row.get::<_, Option<String>>("transmission_time")?,
+        acquirer_id: row.get::<_, Option<String>>("acquirer_id")?,
+    })
+}
+
+/// Gives an approved debit's money back to the payer and takes it from the payee's credits.
+async fn undo_debit(
+    tx: &deadpool_postgres::Transaction<'_>,
+    row: &tokio_postgres::Row,
+    rrn: &str,
+) -> Result<(), SimStoreError> {
+    let amount: i64 = row.get("amount_minor");
+    let payer: (&str, &str) = (row.get("payer_bank"), row.get("payer_account"));
+    let payee_bank: Option<&str> = row.get("payee_bank");
+    tx.execute(
+        "UPDATE bank_sim.accounts SET balance_minor = balance_minor + $3
+         WHERE bank_id = $1 AND account = $2",
+        &[&payer.0, &payer.1, &amount],
+    )
+    .await?;
+    if let Some(bank) = payee_bank {
         tx.execute(
-            "INSERT INTO bank_sim.debits (rrn, state, response_code, payer_bank, payer_account,
-                 payee_account, amount_minor, reversed_at)
-             VALUES ($1, $2, $3, '', '', '', 0, now())
-             ON CONFLICT (rrn) DO NOTHING",
+            "INSERT INTO bank_sim.credits (bank_id, account, amount_minor, rrn)
+             VALUES ($1, $2, $3, $4)",
             &[
+                &bank,
+                &row.get::<_, &str>("payee_account"),
+                &(-amount),
                 &rrn,
-                &DebitState::ReversedUnseen.as_str(),
-                &answer_for_reversed_unseen().response_code,
             ],
         )
         .await?;
-        let row = tx
-            .query_one(
-                "SELECT state, payer_bank, payer_account, payee_bank, payee_account, amount_minor
-                 FROM bank_sim.debits WHERE rrn = $1 FOR UPDATE",
-                &[&rrn],
-            )
-            .await?;
-        if row.get::<_, &str>(0) == DebitState::Approved.as_str() {
-            let amount: i64 = row.get(5);
-            let payer: (&str, &str) = (row.get(1), row.get(2));
-            let payee_bank: Option<&str> = row.get(3);
-            tx.execute(
-                "UPDATE bank_sim.accounts SET balance_minor = balance_minor + $3
-                 WHERE bank_id = $1 AND account = $2",
-                &[&payer.0, &payer.1, &amount],
-            )
-            .await?;
-            if let Some(bank) = payee_bank {
-                tx.execute(
-                    "INSERT INTO bank_sim.credits (bank_id, account, amount_minor, rrn)
-                     VALUES ($1, $2, $3, $4)",
-                    &[&bank, &row.get::<_, &str>(4), &(-amount), &rrn],
-                )
-                .await?;
-            }
-            tx.execute(
-                "UPDATE bank_sim.debits SET state = $2, reversed_at = now() WHERE rrn = $1",
-                &[&rrn, &DebitState::Reversed.as_str()],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
+    tx.execute(
+        "UPDATE bank_sim.debits SET state = $2, reversed_at = now() WHERE rrn = $1",
+        &[&rrn, &DebitState::Reversed.as_str()],
+    )
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -508,6 +557,20 @@ mod tests {
             payee_account: "shop".into(),
             amount_minor,
             currency_numeric: "156".into(),
+            wire: WireIdentity {
+                stan: "000042".into(),
+                transmission_time: "1128110000".into(),
+                acquirer_id: "99990001".into(),
+            },
+        }
+    }
+
+    /// A reversal of `rrn` whose field 90 names STAN `stan` (the debits above used 000042).
+    fn reversal(rrn: &str, stan: &str) -> ReversalOrder {
+        let f90 = format!("0200{stan}112811000000099990001{}", "0".repeat(11));
+        ReversalOrder {
+            rrn: rrn.into(),
+            original: ledger::OriginalElements::parse(&f90).unwrap(),
         }
     }
 
@@ -524,11 +587,18 @@ mod tests {
         let mut stranger = order("r3", 1);
         stranger.payer_account = "nobody".into();
         assert_eq!(store.debit(&stranger).await.unwrap().response_code, "14");
-        store.reverse("r1").await.unwrap();
-        store.reverse("r1").await.unwrap();
+        // Field 90 naming another 0200: found by field 37, but not undone.
+        let wrong = store.reverse(&reversal("r1", "000043")).await.unwrap();
+        assert_eq!(wrong, ReversalOutcome::Mismatch);
+        assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(400));
+        let right = store.reverse(&reversal("r1", "000042")).await.unwrap();
+        assert_eq!(right, ReversalOutcome::Reversed);
+        let again = store.reverse(&reversal("r1", "000042")).await.unwrap();
+        assert_eq!(again, ReversalOutcome::NothingToUndo);
         assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(1_000));
         assert_eq!(store.balance("0002", "shop").await.unwrap(), Some(0));
-        store.reverse("r9").await.unwrap();
+        let unseen = store.reverse(&reversal("r9", "000042")).await.unwrap();
+        assert_eq!(unseen, ReversalOutcome::NothingToUndo);
         let late = store.debit(&order("r9", 10)).await.unwrap();
         assert_eq!(late.response_code, "12");
         assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(1_000));
