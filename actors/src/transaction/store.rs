@@ -219,7 +219,8 @@ pub async fn debit_parties(
         .query_opt(&statement, &[&customer_id, &merchant_id])
         .await?
         .ok_or(PaymentError::NotFound)?;
-    let account = |i: usize, what: &str| AccountNumber::parse(row.get(i)).map_err(|_| corrupt(what));
+    let account =
+        |i: usize, what: &str| AccountNumber::parse(row.get(i)).map_err(|_| corrupt(what));
     Ok(DebitParties {
         payer_bank: BankId::parse(row.get(0)).map_err(|_| corrupt("customers.bank_id"))?,
         payer_account: account(1, "customers.account")?,
@@ -250,7 +251,10 @@ pub async fn mark_processing(
              SELECT id FROM moved",
         )
         .await?;
-    Ok(client.execute(&statement, &[&payment_id, &rrn, &now]).await? == 1)
+    Ok(client
+        .execute(&statement, &[&payment_id, &rrn, &now])
+        .await?
+        == 1)
 }
 
 /// Field 43: the name in the first 25 characters, the location in the remaining 15, 40 in all.
