@@ -1,8 +1,12 @@
-//! The `[[links]]` of the configuration file as the bank link actors want them.
+//! The `[[links]]` of the configuration file as the bank link actors want them, and the bank
+//! router as the operator listener sees it.
 
 use crate::config::LinkConfig;
+use crate::http::operator::{LinkStatusSource, LinkView, QUERY_TIMEOUT_MS};
+use actix::Addr;
+use futures::future::BoxFuture;
 use payhub_actors::Secret;
-use payhub_actors::bank::LinkSettings;
+use payhub_actors::bank::{self, BankRouter, LinkSettings};
 use payhub_actors::domain::BankId;
 
 /// Converts one `[[links]]` entry; errors name the link and the key.
@@ -39,6 +43,41 @@ pub fn link_settings(config: &LinkConfig) -> Result<LinkSettings, String> {
 /// Every link of the configuration.
 pub fn all_link_settings(links: &[LinkConfig]) -> Result<Vec<LinkSettings>, String> {
     links.iter().map(link_settings).collect()
+}
+
+/// The operator listener's view of the bank router: `/readyz`, `/api/links` and the page.
+pub struct BankLinks(pub Addr<BankRouter>);
+
+impl LinkStatusSource for BankLinks {
+    fn links(&self) -> BoxFuture<'static, Vec<LinkView>> {
+        let router = self.0.clone();
+        Box::pin(async move {
+            let asked = tokio::time::timeout(
+                std::time::Duration::from_millis(QUERY_TIMEOUT_MS),
+                router.send(bank::LinkStatuses),
+            )
+            .await;
+            let Ok(Ok(Ok(links))) = asked else {
+                return Vec::new();
+            };
+            links.into_iter().map(link_view).collect()
+        })
+    }
+}
+
+fn link_view(l: bank::LinkStatus) -> LinkView {
+    LinkView {
+        signed_on: l.state == "signed_on",
+        state: l.state.to_string(),
+        owner: l.owner.to_string(),
+        in_flight: l.in_flight,
+        last_echo_age_s: l
+            .last_echo_at
+            .map(|t| (chrono::Utc::now() - t).num_seconds().max(0) as u64),
+        latency_ms: l.round_trip_us.map(|us| us as f64 / 1_000.0),
+        reversals_pending: l.reversals_pending.max(0) as u64,
+        name: l.name,
+    }
 }
 
 #[cfg(test)]

@@ -5,11 +5,10 @@
 
 use crate::channels::{router, smpp};
 use crate::config::Config;
-use crate::http::operator::{self, LinkStatusSource, LinkView, OperatorState};
+use crate::http::operator::{self, LinkStatusSource, OperatorState};
 use crate::http::{mtls, pages, server};
 use actix::Addr;
 use anyhow::Context;
-use futures::future::BoxFuture;
 use payhub_actors::bank::{self, BankRouter};
 use payhub_actors::clock::SharedClock;
 use payhub_actors::transaction::{Deps, PaymentRegistry, PaymentSettings, start_registry};
@@ -133,7 +132,7 @@ impl Gateway {
             config.payments.allow_unregistered_receiver,
         );
 
-        let links: Arc<dyn LinkStatusSource> = Arc::new(BankLinks(bank.clone()));
+        let links: Arc<dyn LinkStatusSource> = Arc::new(crate::bank_links::BankLinks(bank.clone()));
         let operator_started = operator::start(
             config.operator.listen,
             OperatorState {
@@ -250,40 +249,6 @@ pub fn payment_settings(config: &Config) -> PaymentSettings {
             .debit_timeout_ms
             .max(longest_link_ms * 2),
         ..PaymentSettings::default()
-    }
-}
-
-/// The operator page's view of the bank router.
-struct BankLinks(Addr<BankRouter>);
-
-impl LinkStatusSource for BankLinks {
-    fn links(&self) -> BoxFuture<'static, Vec<LinkView>> {
-        let router = self.0.clone();
-        Box::pin(async move {
-            let asked = tokio::time::timeout(
-                std::time::Duration::from_millis(operator::QUERY_TIMEOUT_MS),
-                router.send(bank::LinkStatuses),
-            )
-            .await;
-            let Ok(Ok(Ok(links))) = asked else {
-                return Vec::new();
-            };
-            links
-                .into_iter()
-                .map(|l| LinkView {
-                    signed_on: l.state == "signed_on",
-                    state: l.state.to_string(),
-                    owner: l.owner.to_string(),
-                    in_flight: l.in_flight,
-                    last_echo_age_s: l
-                        .last_echo_at
-                        .map(|t| (chrono::Utc::now() - t).num_seconds().max(0) as u64),
-                    latency_ms: None,
-                    reversals_pending: l.reversals_pending.max(0) as u64,
-                    name: l.name,
-                })
-                .collect()
-        })
     }
 }
 

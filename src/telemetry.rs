@@ -1,12 +1,23 @@
 //! Logging with `tracing`: human-readable on a terminal, JSON with `--log-format json`.
 
+use tracing_subscriber::fmt::MakeWriter;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
 }
 
+/// Logs to standard error.
 pub fn init(format: LogFormat) {
+    init_with_writer(format, std::io::stderr);
+}
+
+/// Logs to `writer` (tests capture the log this way); does nothing when a logger is already set.
+pub fn init_with_writer<W>(format: LogFormat, writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_from_env("PAYHUB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
         // rusmpp logs whole PDUs at debug level: the SMS text (the code) and the bind password.
@@ -14,7 +25,7 @@ pub fn init(format: LogFormat) {
         .add_directive("rusmppc=off".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

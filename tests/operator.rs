@@ -1,30 +1,43 @@
 //! The operator listener over real HTTP on port 0 against a real PostgreSQL.
 
-use futures::future::BoxFuture;
-use payhub::http::operator::{self, LinkStatusSource, LinkView, NoLinks, OperatorState};
+mod e2e_support;
+
+use payhub::bank_links::BankLinks;
+use payhub::http::operator::{self, LinkStatusSource, NoLinks, OperatorState};
+use payhub_actors::bank::{self, LinkOwner, LinkSettings};
+use payhub_actors::domain::BankId;
 use payhub_actors::store::testing::fresh_database;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-struct OneLink {
-    signed_on: bool,
+/// The real bank router with one link per `(name, addr)`, as `serve` starts it, seen through the
+/// adapter `serve` gives the operator listener.
+fn bank_links(pool: &deadpool_postgres::Pool, links: &[(&str, SocketAddr)]) -> Arc<BankLinks> {
+    let settings = links
+        .iter()
+        .map(|(name, addr)| {
+            let bank = BankId::parse(e2e_support::BANK).unwrap();
+            let mut link =
+                LinkSettings::new(name, &addr.to_string(), LinkOwner::ThirdParty, vec![bank]);
+            link.reconnect_backoff_min_ms = 20;
+            link.reconnect_backoff_max_ms = 200;
+            link
+        })
+        .collect();
+    let clock: payhub_actors::clock::SharedClock = Arc::new(payhub_actors::SystemClock);
+    let router = bank::start(pool.clone(), clock, settings, e2e_support::INSTITUTION).unwrap();
+    Arc::new(BankLinks(router))
 }
 
-impl LinkStatusSource for OneLink {
-    fn links(&self) -> BoxFuture<'static, Vec<LinkView>> {
-        let signed_on = self.signed_on;
-        Box::pin(async move {
-            vec![LinkView {
-                name: "bips-a".into(),
-                owner: "third_party".into(),
-                state: if signed_on { "signed_on" } else { "down" }.into(),
-                signed_on,
-                in_flight: 0,
-                last_echo_age_s: Some(3),
-                latency_ms: Some(1.5),
-                reversals_pending: 0,
-            }]
-        })
-    }
+/// An address nothing listens on.
+fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+async fn readyz(base: &str) -> (u16, serde_json::Value) {
+    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    (ready.status().as_u16(), ready.json().await.unwrap())
 }
 
 async fn seed_payment(pool: &deadpool_postgres::Pool) {
@@ -47,30 +60,31 @@ fn start(state: OperatorState) -> String {
     format!("http://{addr}")
 }
 
+fn state(pool: &deadpool_postgres::Pool, links: Arc<dyn LinkStatusSource>) -> OperatorState {
+    OperatorState {
+        pool: pool.clone(),
+        links,
+        token: None,
+    }
+}
+
 #[actix_rt::test]
 async fn health_metrics_and_page() {
     let db = fresh_database().await;
     seed_payment(&db.pool).await;
-    let base = start(OperatorState {
-        pool: db.pool.clone(),
-        links: Arc::new(OneLink { signed_on: true }),
-        token: None,
-    });
+    let bank = e2e_support::start_bank(&[]).await;
+    let links = bank_links(&db.pool, &[("bips-a", bank.addr())]);
+    let base = start(state(&db.pool, links));
     let http = reqwest::Client::new();
 
     let health = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 
-    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 200);
+    e2e_support::eventually("ready once the link signs on", || async {
+        readyz(&base).await.0 == 200
+    })
+    .await;
 
-    payhub_actors::metrics::global()
-        .payments
-        .get_or_create(&payhub_actors::metrics::labels(&[
-            ("status", "succeeded"),
-            ("failure_code", ""),
-        ]))
-        .inc();
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()
@@ -80,7 +94,7 @@ async fn health_metrics_and_page() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("payhub_payments_total{status=\"succeeded\""),
+        metrics.contains("payhub_bank_link_state{link=\"bips-a\"} 2"),
         "{metrics}"
     );
 
@@ -88,7 +102,7 @@ async fn health_metrics_and_page() {
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(
-        html.contains("bips-a") && html.contains("third_party"),
+        html.contains("bips-a") && html.contains("third_party") && html.contains("signed_on"),
         "{html}"
     );
     assert!(
@@ -100,23 +114,39 @@ async fn health_metrics_and_page() {
 }
 
 #[actix_rt::test]
-async fn readyz_fails_with_no_link_signed_on() {
+async fn readyz_is_503_until_a_real_bank_link_signs_on() {
     let db = fresh_database().await;
-    for links in [
-        Arc::new(NoLinks) as Arc<dyn LinkStatusSource>,
-        Arc::new(OneLink { signed_on: false }),
-    ] {
-        let base = start(OperatorState {
-            pool: db.pool.clone(),
-            links,
-            token: None,
-        });
-        let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
-        assert_eq!(ready.status(), 503);
-        let body: serde_json::Value = ready.json().await.unwrap();
-        assert_eq!(body["database"], true);
-        assert_eq!(body["bank_links_signed_on"], 0);
-    }
+    let none = start(state(&db.pool, Arc::new(NoLinks)));
+    let (status, body) = readyz(&none).await;
+    assert_eq!((status, &body["bank_links_signed_on"]), (503, &0.into()));
+    assert_eq!(body["database"], true);
+
+    let down = bank_links(&db.pool, &[("bips-down", closed_port())]);
+    let base = start(state(&db.pool, down));
+    let (status, body) = readyz(&base).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        (&body["bank_links"], &body["bank_links_signed_on"]),
+        (&1.into(), &0.into())
+    );
+    let links = e2e_support::get_json(&format!("{base}/api/links")).await;
+    assert_eq!(links[0]["state"], "down", "{links}");
+
+    let bank = e2e_support::start_bank(&[]).await;
+    let both = bank_links(
+        &db.pool,
+        &[("bips-down", closed_port()), ("bips-up", bank.addr())],
+    );
+    let base = start(state(&db.pool, both));
+    e2e_support::eventually("the simulator's link signs on", || async {
+        readyz(&base).await.0 == 200
+    })
+    .await;
+    let (_, body) = readyz(&base).await;
+    assert_eq!(
+        (&body["bank_links"], &body["bank_links_signed_on"]),
+        (&2.into(), &1.into())
+    );
 }
 
 #[actix_rt::test]

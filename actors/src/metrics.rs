@@ -9,6 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub type Labels = Vec<(String, String)>;
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
@@ -140,6 +141,37 @@ impl Metrics {
     }
 }
 
+/// A moving average of durations (each new one weighs 1/8), readable without locks: the bank
+/// link's round trip as the operator page shows it.
+#[derive(Debug, Default)]
+pub struct MovingAverage {
+    /// Microseconds; 0 until the first observation.
+    micros: AtomicU64,
+}
+
+impl MovingAverage {
+    const WEIGHT_INVERSE: u64 = 8;
+
+    pub fn observe(&self, duration: std::time::Duration) {
+        let new = u64::try_from(duration.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let _ = self
+            .micros
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(match old {
+                    0 => new,
+                    old => old - old / Self::WEIGHT_INVERSE + new / Self::WEIGHT_INVERSE,
+                })
+            });
+    }
+
+    /// The average so far, in microseconds; `None` before any observation.
+    pub fn micros(&self) -> Option<u64> {
+        Some(self.micros.load(Ordering::Relaxed)).filter(|&m| m > 0)
+    }
+}
+
 /// The process's metrics.
 pub fn global() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -149,6 +181,16 @@ pub fn global() -> &'static Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn moving_average_starts_at_the_first_value_and_moves_an_eighth() {
+        let average = MovingAverage::default();
+        assert_eq!(average.micros(), None);
+        average.observe(std::time::Duration::from_micros(800));
+        assert_eq!(average.micros(), Some(800));
+        average.observe(std::time::Duration::from_micros(1_600));
+        assert_eq!(average.micros(), Some(900));
+    }
 
     #[test]
     fn renders_registered_metrics_with_labels() {

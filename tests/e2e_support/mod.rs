@@ -128,6 +128,8 @@ async fn start_channels(
 pub struct Gateway {
     pub base: String,
     pub registry: actix::Addr<PaymentRegistry>,
+    /// The bank router, for the operator's view of its links.
+    pub bank: actix::Addr<payhub_actors::bank::BankRouter>,
     server: actix_web::dev::ServerHandle,
     system: actix::System,
     pub pki: TestPki,
@@ -170,7 +172,7 @@ impl Gateway {
                     settings: Arc::new(settings),
                     hash_key: key.clone(),
                     channel,
-                    bank,
+                    bank: bank.clone(),
                     webhook_wake: wake.clone(),
                 };
                 let registry = start_registry(deps);
@@ -198,16 +200,18 @@ impl Gateway {
                     server.handle.clone(),
                     actix::System::current(),
                     registry,
+                    bank,
                 ))
                 .expect("report");
                 let _ = server.wait().await;
             });
         });
-        let (addr, server, system, registry) = rx.await.expect("gateway started");
+        let (addr, server, system, registry, bank) = rx.await.expect("gateway started");
         Gateway {
             base: format!("https://127.0.0.1:{}", addr.port()),
             pki,
             registry,
+            bank,
             server,
             system,
             thread: Some(thread),
@@ -368,6 +372,17 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("timed out waiting for: {what}");
+}
+
+/// The JSON body of `GET url` (plain HTTP, as on the operator listener).
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let response = reqwest::get(url).await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
 }
 
 // ---- a browser -----------------------------------------------------------------------------------
@@ -587,5 +602,101 @@ impl Receiver {
 
     pub fn requests(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+}
+
+// ---- a whole stage ---------------------------------------------------------------------------------
+
+/// The payer's account on a [`Stage`], and its balance.
+pub const PAYER_ACCOUNT: &str = "6222000011112222";
+pub const PAYER_BALANCE: i64 = 1_000_000;
+
+/// Everything one payment needs: a fresh database, the SMSC and bank simulators, a gateway, a
+/// merchant "Book Shop", a customer `alice` with a mobile, and the merchant's webhook receiver.
+pub struct Stage {
+    pub db: payhub_actors::store::testing::TestDb,
+    pub clock: payhub_actors::clock::ManualClock,
+    pub smsc: payhub::sim::smsc::SmscSim,
+    pub bank: payhub::sim::bank::SimHandle,
+    pub gateway: Gateway,
+    pub merchant: Merchant,
+    pub customer: Customer,
+    pub receiver: Receiver,
+}
+
+impl Stage {
+    pub async fn start() -> Stage {
+        let db = payhub_actors::store::testing::fresh_database().await;
+        let clock = payhub_actors::clock::ManualClock::new(Utc::now());
+        let smsc = start_smsc().await;
+        let bank = start_bank(&[(PAYER_ACCOUNT, PAYER_BALANCE)]).await;
+        let outside = Outside {
+            smsc: smsc.smpp_addr(),
+            bank: bank.addr(),
+            bank_response_timeout_ms: 2_000,
+        };
+        let pki = TestPki::new();
+        let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
+        let customer = seed_customer(&db.pool, "alice", PAYER_ACCOUNT).await;
+        let receiver = Receiver::start(vec![]);
+        let settings = PaymentSettings {
+            public_url: url::Url::parse("https://gateway.example").unwrap(),
+            delivery_timeout_ms: 2_000,
+            debit_timeout_ms: 4_000,
+            ..PaymentSettings::default()
+        };
+        let shared: SharedClock = Arc::new(clock.clone());
+        let gateway = Gateway::start(
+            db.pool.clone(),
+            shared,
+            HashKey::random(),
+            settings,
+            outside,
+            pki,
+        )
+        .await;
+        Stage {
+            db,
+            clock,
+            smsc,
+            bank,
+            gateway,
+            merchant,
+            customer,
+            receiver,
+        }
+    }
+
+    /// A payment of 12.34 CNY to the merchant, waiting for the customer.
+    pub async fn payment(&self) -> String {
+        use payhub_actors::Clock;
+        create_payment(
+            &self.db.pool,
+            &self.merchant,
+            1234,
+            &self.receiver.url,
+            self.clock.now(),
+        )
+        .await
+    }
+
+    /// Pays `payment` as the customer does in a browser (password, then the code sent by SMS);
+    /// returns the code.
+    pub async fn pay(&self, payment: &str) -> String {
+        let browser = Browser::new(&self.gateway.base, &self.gateway.pki);
+        let c = &self.customer;
+        let page = browser
+            .login(payment, &c.online_id, &c.password, "sms", "")
+            .await;
+        assert_eq!(page.path(), format!("/pay/{payment}/code"), "{}", page.body);
+        let code = texts_to(&self.smsc, &c.mobile)
+            .iter()
+            .rev()
+            .find(|t| t.contains("code "))
+            .map(|t| code_in(t))
+            .expect("a code reached the phone");
+        let result = browser.submit_code(payment, &code).await;
+        assert!(result.body.contains("Payment complete"), "{}", result.body);
+        code
     }
 }

@@ -77,6 +77,8 @@ pub struct LinkShared {
     in_flight: AtomicUsize,
     reversals_queued: AtomicUsize,
     last_echo_at: Mutex<Option<DateTime<Utc>>>,
+    /// Debits' round trip, for the operator page.
+    pub round_trip: crate::metrics::MovingAverage,
 }
 
 impl LinkShared {
@@ -688,6 +690,7 @@ impl BankLinkActor {
                     .in_flight
                     .store(self.debits_in_flight, Ordering::Relaxed);
                 self.metrics.round_trip.observe(elapsed.as_secs_f64());
+                self.shared.round_trip.observe(elapsed);
                 let response_code = message.get(39).unwrap_or("").to_owned();
                 let approved = response_code == "00";
                 let answer = LinkOutcome::Answered {

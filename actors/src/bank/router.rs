@@ -327,6 +327,8 @@ pub struct LinkStatus {
     pub in_flight: usize,
     pub in_flight_max: usize,
     pub last_echo_at: Option<DateTime<Utc>>,
+    /// Moving average of debits' round trips; `None` before the first answer.
+    pub round_trip_us: Option<u64>,
     pub reversals_pending: i64,
     pub oldest_pending_reversal_at: Option<DateTime<Utc>>,
     pub oldest_pending_reversal_age_s: Option<i64>,
@@ -358,6 +360,7 @@ impl Handler<LinkStatuses> for BankRouter {
                     in_flight: entry.shared.in_flight(),
                     in_flight_max: s.in_flight_max,
                     last_echo_at: entry.shared.last_echo_at(),
+                    round_trip_us: entry.shared.round_trip.micros(),
                     reversals_pending: backlog.pending,
                     oldest_pending_reversal_at: backlog.oldest_created_at,
                     oldest_pending_reversal_age_s: backlog

@@ -60,19 +60,17 @@ fn start_server() -> Result<String, String> {
     // this thread, so it stops when the test process ends, and not when one test's thread ends.
     std::thread::Builder::new()
         .name("pg-test-cluster".into())
-        .spawn(
-            move || match LocalCluster::start(&dir, options) {
-                Ok(cluster) => {
-                    let _ = tx.send(Ok(cluster.url("postgres")));
-                    loop {
-                        std::thread::park();
-                    }
+        .spawn(move || match LocalCluster::start(&dir, options) {
+            Ok(cluster) => {
+                let _ = tx.send(Ok(cluster.url("postgres")));
+                loop {
+                    std::thread::park();
                 }
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
-                }
-            },
-        )
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+            }
+        })
         .map_err(|e| e.to_string())?;
     rx.recv().map_err(|e| e.to_string())?
 }

@@ -10,6 +10,7 @@ use crate::secret::Secret;
 use actix::prelude::*;
 use std::future::Future;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Longest a timer sleeps before the actor looks at its deadlines again (so a clock moved by a
 /// test, or a changed row, is noticed).
@@ -63,6 +64,8 @@ pub struct TransactionActor {
     core: Option<PaymentCore>,
     registry: Option<Recipient<Gone>>,
     timer: Option<SpawnHandle>,
+    /// Every step of this payment runs in it, so each log line carries the payment id.
+    span: tracing::Span,
 }
 
 impl TransactionActor {
@@ -72,7 +75,9 @@ impl TransactionActor {
         deps: Deps,
         registry: Option<Recipient<Gone>>,
     ) -> Self {
+        let span = tracing::info_span!("payment", payment_id = %payment_id);
         Self {
+            span,
             payment_id,
             generation,
             deps,
@@ -95,7 +100,8 @@ impl TransactionActor {
             return AtomicResponse::new(Box::pin(fut::ready(Err(PaymentError::NotFound))));
         };
         let was_final = core.status().is_final();
-        AtomicResponse::new(Box::pin(step(core).into_actor(self).map(
+        let step = step(core).instrument(self.span.clone());
+        AtomicResponse::new(Box::pin(step.into_actor(self).map(
             move |(core, result), act, ctx| {
                 act.core = Some(core);
                 act.after_step(ctx, was_final);
@@ -111,12 +117,13 @@ impl TransactionActor {
                 let channel = self.deps.channel.clone();
                 let wait = Duration::from_millis(self.deps.settings.delivery_timeout_ms);
                 // Detached: the actor stops now; the channel records the message's fate.
-                actix::spawn(async move {
+                let notice = async move {
                     let sent = tokio::time::timeout(wait, channel.send(deliver)).await;
                     if !matches!(sent, Ok(Ok(Ok(_)))) {
                         tracing::warn!(?sent, "outcome notice not delivered");
                     }
-                });
+                };
+                actix::spawn(notice.instrument(self.span.clone()));
             }
             ctx.stop();
             return;
@@ -150,6 +157,7 @@ impl Actor for TransactionActor {
         // `wait`: no message is handled before the row is here.
         ctx.wait(
             async move { PaymentCore::load(deps, &id).await }
+                .instrument(self.span.clone())
                 .into_actor(self)
                 .map(|loaded, act, ctx| match loaded {
                     Ok(core) if core.status().is_final() => ctx.stop(),

@@ -392,16 +392,10 @@ impl PaymentCore {
         code: Secret<String>,
     ) -> Result<Result<(), String>, PaymentError> {
         let notice = self.notice(NoticeKind::Code, Some(code), None, route.unregistered);
-        let sent = self.deliver(route.destination.clone(), notice).await;
-        let labels = crate::metrics::labels(&[("channel", route.channel)]);
-        match sent {
-            Ok(()) => {
-                crate::metrics::global()
-                    .codes_sent
-                    .get_or_create(&labels)
-                    .inc();
-                Ok(Ok(()))
-            }
+        // `codes_sent` is counted where each channel records the message's fate (the SMPP
+        // session, the channel router), not here as well.
+        match self.deliver(route.destination.clone(), notice).await {
+            Ok(()) => Ok(Ok(())),
             Err(reason) => {
                 let now = self.now();
                 let mut client = self.deps.pool.get().await?;
@@ -623,6 +617,7 @@ impl PaymentCore {
             self.reload().await?;
             return Ok(CodeReply::Finished(self.row.status));
         }
+        event::log_step("debit_sent");
         self.row.status = PaymentStatus::Processing;
         self.row.rrn = Some(prepared.rrn().to_owned());
         self.row.original_debit = Some(original);

@@ -131,6 +131,7 @@ pub async fn finish(
     if moved == 0 {
         return Ok(false);
     }
+    log_step(outcome.status.as_str());
     let failure = outcome.failure_code.map(|c| c.as_str()).unwrap_or("");
     crate::metrics::global()
         .payments
@@ -158,6 +159,12 @@ const FINISH_SQL: &str = "WITH moved AS (
         INSERT INTO audit_log (at, payment_id, event, detail) SELECT $2, id, $3, $11 FROM moved)
     SELECT id FROM moved";
 
+/// The log's line for an audit line, in the payment's span (which carries its id); the detail
+/// stays in the audit table.
+pub fn log_step(event: &str) {
+    tracing::info!(event, "payment step");
+}
+
 /// One line of the audit log. Never secrets, never full account numbers.
 pub async fn audit(
     client: &impl GenericClient,
@@ -166,8 +173,11 @@ pub async fn audit(
     event: &str,
     detail: Value,
 ) -> Result<(), tokio_postgres::Error> {
+    log_step(event);
     let statement = client
-        .prepare_cached("INSERT INTO audit_log (at, payment_id, event, detail) VALUES ($1, $2, $3, $4)")
+        .prepare_cached(
+            "INSERT INTO audit_log (at, payment_id, event, detail) VALUES ($1, $2, $3, $4)",
+        )
         .await?;
     client
         .execute(&statement, &[&now, &payment_id, &event, &detail])

@@ -231,7 +231,8 @@ pub async fn debit_parties(
         .query_opt(&statement, &[&customer_id, &merchant_id])
         .await?
         .ok_or(PaymentError::NotFound)?;
-    let account = |i: usize, what: &str| AccountNumber::parse(row.get(i)).map_err(|_| corrupt(what));
+    let account =
+        |i: usize, what: &str| AccountNumber::parse(row.get(i)).map_err(|_| corrupt(what));
     Ok(DebitParties {
         payer_bank: BankId::parse(row.get(0)).map_err(|_| corrupt("customers.bank_id"))?,
         payer_account: account(1, "customers.account")?,
