@@ -374,13 +374,15 @@ async fn second_link_takes_over_and_busy_at_the_limit() {
 #[actix_rt::test]
 async fn gateway_reversal_of_an_approved_debit() {
     let (db, sim, router) = one_link(1_000).await;
-    let answer = debit(&router, request(1, 0, 250)).await;
+    let prepared = prepare(&router, request(1, 0, 250)).await;
+    let original = prepared.original();
+    let answer = router.send(SendPrepared(prepared)).await.unwrap().unwrap();
     assert_eq!(answer.response_code, "00");
     assert_eq!(balance(&sim, 0).await, 750);
     router
         .send(ReverseDebit {
             request: request(1, 0, 250),
-            original: None,
+            original: Some(original),
         })
         .await
         .unwrap()

@@ -4,8 +4,8 @@
 //! operators, and signs every link off on shutdown.
 
 use super::link::{
-    self, BankLinkActor, DebitTicket, LinkDebit, LinkDeps, LinkReserve, LinkSendReserved,
-    LinkShared, LinkState, SignOff,
+    self, BankLinkActor, LinkDebit, LinkDeps, LinkReserve, LinkSendReserved, LinkShared, LinkState,
+    SignOff,
 };
 use super::prepared::{OriginalDebit, PrepareDebit, PreparedDebit, PreparedHandle, SendPrepared};
 use super::reversals::{self, ReversalReason};
@@ -17,14 +17,11 @@ use crate::store::StoreError;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Debits sent, remembered for a `ReverseDebit` without an original (their link, STAN and field 7
-/// go into field 90).
-pub const RECENT_DEBITS_MAX: usize = 100_000;
 /// How long a graceful shutdown waits for the links to sign off.
 pub const SHUTDOWN_WAIT_MS_MAX: u64 = 10_000;
 
@@ -35,92 +32,47 @@ pub(crate) struct LinkEntry {
     pub shared: Arc<LinkShared>,
 }
 
-/// Where a debit went on the wire.
-#[derive(Debug, Clone)]
-struct Sent {
-    link: usize,
-    stan: String,
-    f7: String,
-}
-
-/// A bounded memory of the debits sent by this process, oldest forgotten first.
-#[derive(Debug, Default)]
-struct RecentDebits {
-    by_rrn: HashMap<String, Sent>,
-    order: VecDeque<String>,
-}
-
-impl RecentDebits {
-    fn remember(&mut self, rrn: &str, link: usize, ticket: &DebitTicket) {
-        let sent = Sent {
-            link,
-            stan: format_stan(ticket.stan),
-            f7: ticket.f7.clone(),
-        };
-        if self.by_rrn.insert(rrn.to_owned(), sent).is_none() {
-            self.order.push_back(rrn.to_owned());
-        }
-        while self.order.len() > RECENT_DEBITS_MAX {
-            if let Some(old) = self.order.pop_front() {
-                self.by_rrn.remove(&old);
-            }
-        }
-    }
-
-    fn get(&self, rrn: &str) -> Option<Sent> {
-        self.by_rrn.get(rrn).cloned()
-    }
-}
-
-type SharedRecent = Arc<Mutex<RecentDebits>>;
-
-fn remember(recent: &SharedRecent, rrn: &str, link: usize, ticket: &DebitTicket) {
-    recent
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remember(rrn, link, ticket);
-}
+/// The links serving one bank, in configuration order, with their indexes.
+type Candidates = Arc<[(usize, LinkEntry)]>;
 
 pub struct BankRouter {
     links: Vec<LinkEntry>,
-    routes: HashMap<BankId, Vec<usize>>,
+    routes: HashMap<BankId, Candidates>,
     deps: LinkDeps,
-    recent: SharedRecent,
 }
 
 impl BankRouter {
     pub(crate) fn new(links: Vec<LinkEntry>, deps: LinkDeps) -> Self {
-        let mut routes: HashMap<BankId, Vec<usize>> = HashMap::new();
+        let mut lists: HashMap<BankId, Vec<(usize, LinkEntry)>> = HashMap::new();
         for (index, entry) in links.iter().enumerate() {
             for bank in &entry.settings.banks {
-                routes.entry(bank.clone()).or_default().push(index);
+                lists
+                    .entry(bank.clone())
+                    .or_default()
+                    .push((index, entry.clone()));
             }
         }
+        let routes = lists.into_iter().map(|(b, l)| (b, l.into())).collect();
         Self {
             links,
             routes,
             deps,
-            recent: Arc::default(),
         }
     }
 
-    /// The links serving `bank`, in configuration order.
-    fn candidates(&self, bank: &BankId) -> Result<Vec<(usize, LinkEntry)>, BankError> {
-        let indexes = self
-            .routes
+    /// The links serving `bank`, in configuration order (shared: no allocation per debit).
+    fn candidates(&self, bank: &BankId) -> Result<Candidates, BankError> {
+        self.routes
             .get(bank)
-            .ok_or_else(|| BankError::NoRoute(bank.clone()))?;
-        Ok(indexes
-            .iter()
-            .map(|&i| (i, self.links[i].clone()))
-            .collect())
+            .cloned()
+            .ok_or_else(|| BankError::NoRoute(bank.clone()))
     }
 }
 
 /// Offers a request to each signed-on candidate in order until one takes it; a full or just-dropped
 /// link passes it to the next.
 async fn on_first_link<T, F, Fut>(
-    candidates: Vec<(usize, LinkEntry)>,
+    candidates: Candidates,
     mut attempt: F,
 ) -> Result<(usize, LinkEntry, T), BankError>
 where
@@ -128,14 +80,14 @@ where
     Fut: Future<Output = Result<T, BankError>>,
 {
     let mut last = BankError::Unavailable;
-    for (index, entry) in candidates {
+    for (index, entry) in candidates.iter() {
         if entry.shared.state() != LinkState::SignedOn {
             continue;
         }
         match attempt(entry.addr.clone()).await {
             Err(e @ (BankError::Busy | BankError::Unavailable)) => last = e,
             Err(e) => return Err(e),
-            Ok(taken) => return Ok((index, entry, taken)),
+            Ok(taken) => return Ok((*index, entry.clone(), taken)),
         }
     }
     Err(last)
@@ -160,15 +112,13 @@ impl Handler<Debit> for BankRouter {
             Err(e) => return Box::pin(async move { Err(e) }),
         };
         let deps = self.deps.clone();
-        let recent = self.recent.clone();
         Box::pin(async move {
             let request = Arc::new(request);
-            let (index, entry, ticket) = on_first_link(candidates, |addr| {
+            let (_, entry, ticket) = on_first_link(candidates, |addr| {
                 let message = LinkDebit(request.clone());
                 async move { link::submit(&addr, message).await }
             })
             .await?;
-            remember(&recent, &request.rrn, index, &ticket);
             link::outcome(&entry.addr, &entry.settings, &deps, &request, ticket).await
         })
     }
@@ -219,7 +169,6 @@ impl Handler<SendPrepared> for BankRouter {
             .filter(|e| e.settings.name == prepared.link)
             .cloned();
         let deps = self.deps.clone();
-        let recent = self.recent.clone();
         Box::pin(async move {
             // Prepared by another router (or made up): nothing to send it with.
             let entry = entry.ok_or(BankError::Unavailable)?;
@@ -229,7 +178,6 @@ impl Handler<SendPrepared> for BankRouter {
                 token: h.token,
             };
             let ticket = link::submit(&entry.addr, send).await?;
-            remember(&recent, &h.request.rrn, h.link_index, &ticket);
             link::outcome(&entry.addr, &entry.settings, &deps, &h.request, ticket).await
         })
     }
@@ -241,9 +189,9 @@ impl Handler<SendPrepared> for BankRouter {
 ///
 /// With `original` (what the payment committed before its 0200 left), field 90 carries exactly
 /// that STAN and field 7 and the reversal goes over that link while it is configured (otherwise
-/// by routing). Without it, the router uses what it remembers of the debits it sent since it
-/// started, and failing that STAN `000000` and the current time (a strict BIPS will not match
-/// those: commit the original).
+/// by routing). Without it (a debit sent with the one-phase `Debit`, whose caller committed
+/// nothing), field 90 carries STAN `000000` and the current time, which only a BIPS matching by
+/// field 37 alone accepts: payments always commit the original (`PrepareDebit`).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), BankError>")]
 pub struct ReverseDebit {
@@ -257,7 +205,7 @@ impl Handler<ReverseDebit> for BankRouter {
     fn handle(&mut self, msg: ReverseDebit, _ctx: &mut Context<Self>) -> Self::Result {
         let target = match &msg.original {
             Some(original) => self.committed_target(original, &msg.request.payer_bank),
-            None => self.remembered_target(&msg.request),
+            None => self.uncommitted_target(&msg.request),
         };
         self.queue_reversal(msg.request, target)
     }
@@ -277,21 +225,10 @@ impl BankRouter {
         Ok((entry, stan, f7))
     }
 
-    fn remembered_target(&self, request: &DebitRequest) -> Target {
-        let known = self
-            .recent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&request.rrn);
-        match known {
-            Some(sent) => Ok((self.links[sent.link].clone(), sent.stan, sent.f7)),
-            // Not remembered (a restart since): only a lenient BIPS finds it by field 37 alone.
-            None => {
-                let f7 = super::wire::transmission_time(self.deps.clock.now());
-                let entry = self.candidates(&request.payer_bank)?[0].1.clone();
-                Ok((entry, "000000".into(), f7))
-            }
-        }
+    fn uncommitted_target(&self, request: &DebitRequest) -> Target {
+        let f7 = super::wire::transmission_time(self.deps.clock.now());
+        let entry = self.candidates(&request.payer_bank)?[0].1.clone();
+        Ok((entry, "000000".into(), f7))
     }
 
     /// Stores a reversal for `request` durably and hands it to its link; answers once stored.

@@ -595,22 +595,21 @@ impl PaymentCore {
     async fn debit(&mut self, now: DateTime<Utc>) -> Result<CodeReply, PaymentError> {
         let request = self.debit_request(new_rrn()).await?;
         let wait = StdDuration::from_millis(self.settings().debit_timeout_ms);
-        let prepared = match tokio::time::timeout(wait, self.deps.bank.send(PrepareDebit(request)))
-            .await
-        {
-            Ok(Ok(Ok(prepared))) => prepared,
-            // Nothing was sent: the payment fails while still awaiting its code.
-            unsent => {
-                tracing::warn!(payment = %self.row.id, ?unsent, "no bank link took the debit");
-                let outcome = Outcome::failed(FailureCode::BankUnavailable, None);
-                self.finish(&[PaymentStatus::AwaitingCode], outcome).await?;
-                return Ok(CodeReply::Finished(self.row.status));
-            }
-        };
+        let prepared =
+            match tokio::time::timeout(wait, self.deps.bank.send(PrepareDebit(request))).await {
+                Ok(Ok(Ok(prepared))) => prepared,
+                // Nothing was sent: the payment fails while still awaiting its code.
+                unsent => {
+                    tracing::warn!(payment = %self.row.id, ?unsent, "no bank link took the debit");
+                    let outcome = Outcome::failed(FailureCode::BankUnavailable, None);
+                    self.finish(&[PaymentStatus::AwaitingCode], outcome).await?;
+                    return Ok(CodeReply::Finished(self.row.status));
+                }
+            };
         let original = prepared.original();
         let client = self.deps.pool.get().await?;
-        let moved = store::mark_processing(&client, &self.row.id, prepared.rrn(), &original, now)
-            .await?;
+        let moved =
+            store::mark_processing(&client, &self.row.id, prepared.rrn(), &original, now).await?;
         drop(client);
         if !moved {
             // The reservation lapses unsent.
@@ -855,9 +854,9 @@ fn debit_end(answer: Result<DebitResponse, BankError>) -> DebitEnd {
         )),
         // The router queued the reversal itself (`Timeout`), or nothing was sent (a reservation
         // that lapsed or a link that went down: `Unavailable`).
-        Err(BankError::Timeout | BankError::NoRoute(_) | BankError::Unavailable | BankError::Busy) => {
-            DebitEnd::Outcome(Outcome::failed(FailureCode::BankUnavailable, None))
-        }
+        Err(
+            BankError::Timeout | BankError::NoRoute(_) | BankError::Unavailable | BankError::Busy,
+        ) => DebitEnd::Outcome(Outcome::failed(FailureCode::BankUnavailable, None)),
         Err(BankError::Protocol(_)) => DebitEnd::Unknown("protocol_error"),
     }
 }
