@@ -2,6 +2,9 @@
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: payhub::Allocator = payhub::Allocator;
+
 fn main() -> std::process::ExitCode {
     let cli = match payhub::cli::Cli::try_parse() {
         Ok(cli) => cli,

@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+#[global_allocator]
+static ALLOCATOR: payhub::Allocator = payhub::Allocator;
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()

@@ -22,6 +22,9 @@ use payhub_actors::transaction::registry::{InFlight, Lookup};
 use std::sync::Arc;
 use std::time::Instant;
 
+#[global_allocator]
+static ALLOCATOR: payhub::Allocator = payhub::Allocator;
+
 const ACCOUNT: &str = "6222000011112222";
 /// Knobs (environment), with their defaults: `BENCH_FLOW_PAYMENTS` 192, `BENCH_FLOW_CONCURRENCY`
 /// 32, `BENCH_DEBIT_PAYMENTS` 4000, `BENCH_DEBIT_CONCURRENCY` 64.
