@@ -48,10 +48,13 @@ pub fn transmission_time(now: DateTime<Utc>) -> String {
 }
 
 fn fixed(value: &str, len: usize) -> String {
-    let mut out: String = value.chars().take(len).collect();
-    while out.chars().count() < len {
-        out.push(' ');
+    let mut out = String::with_capacity(len);
+    let mut taken = 0;
+    for c in value.chars().take(len) {
+        out.push(c);
+        taken += 1;
     }
+    out.extend(std::iter::repeat_n(' ', len - taken));
     out
 }
 
