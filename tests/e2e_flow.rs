@@ -64,6 +64,7 @@ impl World {
             smsc: smsc.smpp_addr(),
             bank: bank.addr(),
             bank_response_timeout_ms,
+            smpp_response_timeout_ms: 1_000,
         };
         let pki = TestPki::new();
         let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;

@@ -30,6 +30,8 @@ pub struct Outside {
     pub bank: std::net::SocketAddr,
     /// The link's wait for a 0210.
     pub bank_response_timeout_ms: u64,
+    /// The SMPP session's wait for a `submit_sm_resp` (short in tests, longer under bench load).
+    pub smpp_response_timeout_ms: u64,
 }
 
 pub const INSTITUTION: &str = "99990001";
@@ -81,17 +83,13 @@ pub const SMSC_SYSTEM_ID: &str = "payhub";
 pub const SMSC_PASSWORD: &str = "secret";
 
 /// The gateway's channels: SMPP session bound to the simulator, and the router in front of it.
-async fn start_channels(
-    pool: &Pool,
-    clock: &SharedClock,
-    smsc: std::net::SocketAddr,
-) -> Recipient<Deliver> {
+async fn start_channels(pool: &Pool, clock: &SharedClock, outside: &Outside) -> Recipient<Deliver> {
     use payhub::channels::smpp::{self, GetStatus, SmppSettings};
     let config = payhub::config::SmppConfig {
-        addr: smsc.to_string(),
+        addr: outside.smsc.to_string(),
         system_id: SMSC_SYSTEM_ID.into(),
         password: SMSC_PASSWORD.into(),
-        response_timeout_ms: 1_000,
+        response_timeout_ms: outside.smpp_response_timeout_ms,
         ..Default::default()
     };
     let mut settings = SmppSettings::from_config(&config);
@@ -162,7 +160,7 @@ impl Gateway {
             let system = actix::System::new();
             system.block_on(async move {
                 let wake = Arc::new(tokio::sync::Notify::new());
-                let channel = start_channels(&pool, &clock, outside.smsc).await;
+                let channel = start_channels(&pool, &clock, &outside).await;
                 let bank = start_bank_router(&pool, &clock, &outside).await;
                 let allow = settings.allow_unregistered_receiver;
                 let settings_url = settings.public_url.clone();
@@ -634,6 +632,7 @@ impl Stage {
             smsc: smsc.smpp_addr(),
             bank: bank.addr(),
             bank_response_timeout_ms: 2_000,
+            smpp_response_timeout_ms: 1_000,
         };
         let pki = TestPki::new();
         let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;

@@ -335,14 +335,17 @@ async fn on_incoming(
     let sequence_number = command.sequence_number();
     match command.id() {
         CommandId::DeliverSm => {
-            // Receipts are recorded side by side; waiting for a slot slows reading, which is the
-            // back-pressure the SMSC's window expects.
-            let Ok(slot) = receipts.clone().acquire_owned().await else {
-                return None;
-            };
+            // Receipts are recorded side by side, at most RECEIPTS_IN_FLIGHT_MAX at once. Past
+            // that the SMSC is asked to send the receipt again later: waiting for a slot here
+            // would stop this loop reading, and with it the submit_sm_resps the code messages
+            // wait for (and the deliver_sm_resps that free the slots), a deadlock under load.
+            let slot = receipts.clone().try_acquire_owned().ok();
             let (shared, client) = (shared.clone(), client.clone());
             actix::spawn(async move {
-                let status = on_deliver_sm(&shared, &command).await;
+                let status = match slot {
+                    Some(_) => on_deliver_sm(&shared, &command).await,
+                    None => CommandStatus::EsmeRxTAppn,
+                };
                 let _ = client
                     .status(status)
                     .deliver_sm_resp(sequence_number, DeliverSmResp::default())
