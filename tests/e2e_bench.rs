@@ -98,7 +98,7 @@ async fn payments_end_to_end() {
     payhub_actors::store::testing::use_durable_cluster();
     let db = fresh_database_with_pool(DB_POOL_SIZE).await;
     print_durability(&db.pool).await;
-    let smsc = start_smsc().await;
+    let smsc = start_smsc_on_own_thread();
     let bank = start_bank(&[(ACCOUNT, i64::MAX / 4)]).await;
     let receiver = Receiver::start(vec![]);
     let pki = TestPki::new();

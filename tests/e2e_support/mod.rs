@@ -518,6 +518,20 @@ pub async fn start_smsc() -> payhub::sim::smsc::SmscSim {
     .expect("SMSC simulator")
 }
 
+/// The SMSC simulator on a thread and actix system of its own, as a separate SMSC would run:
+/// benchmarks' many browsers on the test's thread must not delay its answers.
+pub fn start_smsc_on_own_thread() -> payhub::sim::smsc::SmscSim {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let _ = tx.send(start_smsc().await);
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv()
+        .expect("the SMSC simulator thread reports its handle")
+}
+
 /// Texts the SMSC simulator accepted for `msisdn`, oldest first.
 pub fn texts_to(sim: &payhub::sim::smsc::SmscSim, msisdn: &str) -> Vec<String> {
     sim.messages()
