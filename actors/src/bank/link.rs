@@ -378,6 +378,22 @@ impl BankLinkActor {
 
     // ----- sending -----
 
+    /// A debit took a place in the in-flight table (what the router and operators read, too).
+    fn debit_entered(&mut self) {
+        self.debits_in_flight += 1;
+        self.shared
+            .in_flight
+            .store(self.debits_in_flight, Ordering::Relaxed);
+    }
+
+    /// A debit left the in-flight table: answered, timed out, or given up by its caller.
+    fn debit_left(&mut self) {
+        self.debits_in_flight -= 1;
+        self.shared
+            .in_flight
+            .store(self.debits_in_flight, Ordering::Relaxed);
+    }
+
     fn allocate_stan(&mut self) -> Option<u32> {
         self.stans.allocate()
     }
@@ -486,10 +502,7 @@ impl BankLinkActor {
                 sent_at: Instant::now(),
             },
         );
-        self.debits_in_flight += 1;
-        self.shared
-            .in_flight
-            .store(self.debits_in_flight, Ordering::Relaxed);
+        self.debit_entered();
         self.write(message);
         Ok(DebitTicket {
             reply: rx,
@@ -685,10 +698,7 @@ impl BankLinkActor {
             PendingKind::Debit {
                 request, reply, f7, ..
             } => {
-                self.debits_in_flight -= 1;
-                self.shared
-                    .in_flight
-                    .store(self.debits_in_flight, Ordering::Relaxed);
+                self.debit_left();
                 self.metrics.round_trip.observe(elapsed.as_secs_f64());
                 self.shared.round_trip.observe(elapsed);
                 let response_code = message.get(39).unwrap_or("").to_owned();
@@ -847,10 +857,7 @@ impl BankLinkActor {
             PendingKind::Debit {
                 request, reply, f7, ..
             } => {
-                self.debits_in_flight -= 1;
-                self.shared
-                    .in_flight
-                    .store(self.debits_in_flight, Ordering::Relaxed);
+                self.debit_left();
                 self.metrics.timeouts.inc();
                 if reply.send(LinkOutcome::Dropped).is_err() {
                     self.reverse_orphan_with(&request, key.1, f7, ReversalReason::Timeout, ctx);
@@ -1054,10 +1061,7 @@ impl Handler<Expire> for BankLinkActor {
         }
         self.pending.remove(&key);
         self.stans.release(msg.stan);
-        self.debits_in_flight -= 1;
-        self.shared
-            .in_flight
-            .store(self.debits_in_flight, Ordering::Relaxed);
+        self.debit_left();
         self.metrics.timeouts.inc();
         true
     }
