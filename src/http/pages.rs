@@ -230,15 +230,10 @@ async fn submit_code(
     id: web::Path<String>,
     form: web::Form<CodeForm>,
 ) -> HttpResponse {
-    let ctx = match Ctx::load(&req, &state, &id).await {
-        Ok(ctx) => ctx,
+    let (ctx, session) = match Ctx::load_for_session_form(&req, &state, &id, &form.csrf_token).await
+    {
+        Ok(loaded) => loaded,
         Err(page) => return page,
-    };
-    if !ctx.csrf_ok(&form.csrf_token) {
-        return ctx.stale_form();
-    }
-    let Some(session) = ctx.session.clone() else {
-        return ctx.wrong_session();
     };
     let code: String = form.code.chars().filter(|c| !c.is_whitespace()).collect();
     if code.is_empty() || code.chars().count() > CODE_INPUT_MAX_CHARS {
@@ -293,15 +288,10 @@ async fn resend(
     id: web::Path<String>,
     form: web::Form<ResendForm>,
 ) -> HttpResponse {
-    let ctx = match Ctx::load(&req, &state, &id).await {
-        Ok(ctx) => ctx,
+    let (ctx, session) = match Ctx::load_for_session_form(&req, &state, &id, &form.csrf_token).await
+    {
+        Ok(loaded) => loaded,
         Err(page) => return page,
-    };
-    if !ctx.csrf_ok(&form.csrf_token) {
-        return ctx.stale_form();
-    }
-    let Some(session) = ctx.session.clone() else {
-        return ctx.wrong_session();
     };
     let choice = match parse_route(&form.route) {
         Ok(choice) => choice,
@@ -439,6 +429,24 @@ fn flatten<T>(reply: Result<Result<T, PaymentError>, MailboxError>) -> Result<T,
 }
 
 impl Ctx {
+    /// For a form that only the browser which passed the password step may post (code, resend):
+    /// the page context and that browser's session token, or the page that refuses the post.
+    async fn load_for_session_form(
+        req: &HttpRequest,
+        state: &web::Data<PagesState>,
+        id: &str,
+        csrf_token: &str,
+    ) -> Result<(Ctx, String), HttpResponse> {
+        let ctx = Ctx::load(req, state, id).await?;
+        if !ctx.csrf_ok(csrf_token) {
+            return Err(ctx.stale_form());
+        }
+        match ctx.session.clone() {
+            Some(session) => Ok((ctx, session)),
+            None => Err(ctx.wrong_session()),
+        }
+    }
+
     async fn load(
         req: &HttpRequest,
         state: &web::Data<PagesState>,
