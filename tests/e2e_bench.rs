@@ -250,7 +250,34 @@ async fn payments_end_to_end() {
 
     // 4. Memory with 10,000 payments awaiting their code (rebuilt as actors after a restart).
     gateway.stop().await;
-    let client = db.pool.get().await.unwrap();
+    seed_waiting_payments(&db.pool, &merchant, &customer).await;
+    let before = rss_kib();
+    let gateway = Gateway::start(db.pool.clone(), clock, key, settings, outside, pki).await;
+    for _ in 0..600 {
+        if gateway.registry.send(InFlight).await.unwrap() >= WAITING_PAYMENTS as usize {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let in_flight = gateway.registry.send(InFlight).await.unwrap();
+    let after = rss_kib();
+    println!(
+        "  {in_flight} payments awaiting their code: RSS {:.1} MiB for the whole test process \
+         ({:.1} MiB more than before they were loaded)",
+        after as f64 / 1024.0,
+        after.saturating_sub(before) as f64 / 1024.0
+    );
+    gateway.stop().await;
+}
+
+/// `WAITING_PAYMENTS` payments awaiting their code, written straight into the table.
+async fn seed_waiting_payments(
+    pool: &deadpool_postgres::Pool,
+    merchant: &Merchant,
+    customer: &Customer,
+) {
+    let client = pool.get().await.unwrap();
     client
         .execute(
             "INSERT INTO payments (id, merchant_id, order_id, amount_minor, currency, description,
@@ -271,25 +298,6 @@ async fn payments_end_to_end() {
         )
         .await
         .unwrap();
-    drop(client);
-    let before = rss_kib();
-    let gateway = Gateway::start(db.pool.clone(), clock, key, settings, outside, pki).await;
-    for _ in 0..600 {
-        if gateway.registry.send(InFlight).await.unwrap() >= WAITING_PAYMENTS as usize {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let in_flight = gateway.registry.send(InFlight).await.unwrap();
-    let after = rss_kib();
-    println!(
-        "  {in_flight} payments awaiting their code: RSS {:.1} MiB for the whole test process \
-         ({:.1} MiB more than before they were loaded)",
-        after as f64 / 1024.0,
-        after.saturating_sub(before) as f64 / 1024.0
-    );
-    gateway.stop().await;
 }
 
 async fn print_durability(pool: &deadpool_postgres::Pool) {
@@ -368,28 +376,7 @@ async fn memory_with_10000_payments_awaiting_their_code() {
     let pki = TestPki::new();
     let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
     let customer = seed_customer(&db.pool, "alice", ACCOUNT).await;
-    let client = db.pool.get().await.unwrap();
-    client
-        .execute(
-            "INSERT INTO payments (id, merchant_id, order_id, amount_minor, currency, description,
-                 return_url, notify_url, created_at, expires_at, updated_at, status, customer_id,
-                 session_hash, channel, receiver_msisdn, code_hash, code_expires_at, code_sends,
-                 code_sent_at)
-             SELECT 'pay_w' || g, $1, 'W-' || g, 1234, 'CNY', '2 books', 'https://shop.example/r',
-                 'https://shop.example/n', now(), now() + interval '15 minutes', now(),
-                 'awaiting_code', $2, '\\x00', 'sms', $3, '\\x00', now() + interval '5 minutes', 1,
-                 now()
-             FROM generate_series(1, $4::bigint) g",
-            &[
-                &merchant.id,
-                &customer.id,
-                &customer.mobile,
-                &WAITING_PAYMENTS,
-            ],
-        )
-        .await
-        .unwrap();
-    drop(client);
+    seed_waiting_payments(&db.pool, &merchant, &customer).await;
     let outside = Outside {
         smsc: smsc.smpp_addr(),
         bank: bank.addr(),
