@@ -16,6 +16,7 @@ use crate::sim;
 use anyhow::Context;
 use payhub_actors::clock::SharedClock;
 use payhub_actors::store::local_cluster::{ClusterOptions, LocalCluster};
+use payhub_actors::store::prepared::Prepared;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -372,7 +373,7 @@ async fn enroll(config: &Path, dir: &Path, pool: &deadpool_postgres::Pool) -> an
     let client = pool.get().await?;
     for c in &sample::CUSTOMERS {
         let known = client
-            .query_opt(
+            .query_opt_cached(
                 "SELECT 1 FROM customers WHERE online_id = $1",
                 &[&c.online_id],
             )

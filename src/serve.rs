@@ -11,6 +11,7 @@ use actix::Addr;
 use anyhow::Context;
 use payhub_actors::bank::{self, BankRouter};
 use payhub_actors::clock::SharedClock;
+use payhub_actors::store::prepared::Prepared;
 use payhub_actors::transaction::{Deps, PaymentRegistry, PaymentSettings, start_registry};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -259,7 +260,7 @@ async fn check_database(pool: &deadpool_postgres::Pool, url: &str) -> anyhow::Re
         .await
         .with_context(|| format!("database {} is not reachable", redacted_url(url)))?;
     client
-        .query_one("SELECT 1", &[])
+        .query_one_cached("SELECT 1", &[])
         .await
         .with_context(|| format!("database {} does not answer", redacted_url(url)))?;
     Ok(())

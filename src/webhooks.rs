@@ -12,6 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Pool;
 use payhub_actors::clock::SharedClock;
 use payhub_actors::metrics::{global, labels};
+use payhub_actors::store::prepared::Prepared;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Notify;
@@ -128,7 +129,7 @@ impl Worker {
         let limit = i64::try_from(self.settings.concurrency_max).unwrap_or(1);
         let client = self.pool.get().await?;
         let rows = client
-            .query(
+            .query_cached(
                 "UPDATE webhook_events e SET next_attempt_at = $2
                  FROM merchants m
                  WHERE m.id = e.merchant_id AND e.id IN (
@@ -197,13 +198,13 @@ impl Worker {
         let given_up = !delivered && next > give_up_at;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO webhook_attempts (event_id, attempted_at, status_code, error, duration_ms)
              VALUES ($1, $2, $3, $4, $5)",
             &[&event.id, &now, &status_code, &error, &duration_ms],
         )
         .await?;
-        tx.execute(
+        tx.execute_cached(
             "UPDATE webhook_events SET attempts = $2, next_attempt_at = $3, delivered_at = $4,
                  given_up_at = $5
              WHERE id = $1",

@@ -21,6 +21,7 @@ use payhub_actors::messages::{
     Deliver, DeliveryError, DeliveryReceipt, Destination, Notice, NoticeKind,
 };
 use payhub_actors::metrics::{global, labels};
+use payhub_actors::store::prepared::Prepared;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,7 +144,7 @@ impl Routes {
     async fn terminal(&self, id: &str, payment_id: &str) -> Result<TerminalRow, DeliveryError> {
         let client = self.pool.get().await.map_err(|e| db_unavailable(&e))?;
         let row = client
-            .query_opt(
+            .query_opt_cached(
                 "SELECT t.kind, t.msisdn, t.status, c.status, t.customer_id,
                         (SELECT p.customer_id FROM payments p WHERE p.id = $2)
                    FROM terminals t JOIN customers c ON c.id = t.customer_id
@@ -234,7 +235,7 @@ impl Routes {
         let now = self.clock.now();
         let client = self.pool.get().await.map_err(|e| db_unavailable(&e))?;
         let row = client
-            .query_one(
+            .query_one_cached(
                 "INSERT INTO customer_messages
                      (payment_id, kind, channel, destination, status, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, 'queued', $5, $5) RETURNING id",
@@ -269,7 +270,7 @@ impl Routes {
         let update = async {
             let client = self.pool.get().await.map_err(|e| e.to_string())?;
             client
-                .execute(
+                .execute_cached(
                     "UPDATE customer_messages SET status = $2, message_ref = $3, error = $4,
                             updated_at = $5 WHERE id = $1",
                     &[&record.id, &status, &message_ref, &error, &now],
@@ -287,7 +288,7 @@ impl Routes {
     async fn choices(&self, customer_id: &str) -> Result<Vec<TerminalChoice>, DeliveryError> {
         let client = self.pool.get().await.map_err(|e| db_unavailable(&e))?;
         let rows = client
-            .query(
+            .query_cached(
                 "SELECT id, kind, label FROM terminals
                   WHERE customer_id = $1 AND status = 'enabled' ORDER BY created_at, id",
                 &[&customer_id],

@@ -5,6 +5,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use deadpool_postgres::Pool;
 use futures::future::BoxFuture;
+use payhub_actors::store::prepared::Prepared;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -114,7 +115,7 @@ async fn healthz() -> HttpResponse {
 async fn database_ok(pool: &Pool) -> bool {
     let check = async {
         let client = pool.get().await.ok()?;
-        client.query_one("SELECT 1", &[]).await.ok()
+        client.query_one_cached("SELECT 1", &[]).await.ok()
     };
     matches!(
         tokio::time::timeout(Duration::from_millis(QUERY_TIMEOUT_MS), check).await,
@@ -230,7 +231,7 @@ type PageData = (Vec<RecentPayment>, Backlogs, Vec<MinuteBar>);
 async fn page_data(pool: &Pool) -> anyhow::Result<PageData> {
     let client = pool.get().await?;
     let rows = client
-        .query(
+        .query_cached(
             "SELECT p.id, m.name, p.amount_minor, p.currency, p.status, p.failure_code, \
                     c.account, to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') \
              FROM payments p JOIN merchants m ON m.id = p.merchant_id \
@@ -259,7 +260,7 @@ async fn page_data(pool: &Pool) -> anyhow::Result<PageData> {
         })
         .collect();
     let b = client
-        .query_one(
+        .query_one_cached(
             "SELECT (SELECT count(*) FROM reversals WHERE completed_at IS NULL), \
                     (SELECT extract(epoch FROM now() - min(created_at))::bigint FROM reversals WHERE completed_at IS NULL), \
                     (SELECT count(*) FROM webhook_events WHERE delivered_at IS NULL AND given_up_at IS NULL), \
@@ -274,7 +275,7 @@ async fn page_data(pool: &Pool) -> anyhow::Result<PageData> {
         webhook_oldest_age_s: b.get(3),
     };
     let minutes = client
-        .query(
+        .query_cached(
             "SELECT (extract(epoch FROM date_trunc('minute', now()) - date_trunc('minute', created_at)) / 60)::int AS ago, count(*) \
              FROM payments WHERE created_at > now() - interval '60 minutes' GROUP BY ago",
             &[],

@@ -3,6 +3,7 @@
 //! after a reconnect or a restart.
 
 use crate::store::StoreError;
+use crate::store::prepared::Prepared;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 
@@ -87,7 +88,7 @@ pub async fn queue(
     // payment_id references payments: a debit sent for no stored payment (an operator's test
     // debit) keeps its reversal, without the reference.
     let inserted = client
-        .query_opt(
+        .query_opt_cached(
             "INSERT INTO reversals (payment_id, link_name, rrn, amount_minor, currency_numeric,
                  original_mti, original_stan, original_f7, acquirer_id, reason, created_at,
                  next_attempt_at)
@@ -171,7 +172,7 @@ pub async fn mark_sent(
 ) -> Result<(), StoreError> {
     let client = pool.get().await?;
     client
-        .execute(
+        .execute_cached(
             "UPDATE reversals SET attempts = attempts + 1, last_sent_at = $2, next_attempt_at = $3
              WHERE id = $1 AND completed_at IS NULL",
             &[&id, &now, &next_attempt_at],
@@ -189,7 +190,7 @@ pub async fn complete(
 ) -> Result<(), StoreError> {
     let client = pool.get().await?;
     client
-        .execute(
+        .execute_cached(
             "UPDATE reversals SET completed_at = $2, response_code = $3
              WHERE id = $1 AND completed_at IS NULL",
             &[&id, &now, &response_code],
@@ -208,7 +209,7 @@ pub struct ReversalBacklog {
 pub async fn backlog(pool: &Pool, link_name: &str) -> Result<ReversalBacklog, StoreError> {
     let client = pool.get().await?;
     let row = client
-        .query_one(
+        .query_one_cached(
             "SELECT count(*), min(created_at) FROM reversals
              WHERE link_name = $1 AND completed_at IS NULL",
             &[&link_name],

@@ -7,6 +7,7 @@ use super::merchants::is_unique_violation;
 use super::terminals::{self, NewTerminal, TerminalError};
 use crate::domain::{AccountNumber, BankId, Msisdn, OnlineId};
 use crate::secret::Secret;
+use crate::store::prepared::Prepared;
 use deadpool_postgres::GenericClient;
 
 #[derive(Debug, Clone)]
@@ -48,7 +49,7 @@ pub async fn insert(
 ) -> Result<Option<String>, CustomerError> {
     let tx = client.transaction().await?;
     let result = tx
-        .execute(
+        .execute_cached(
             "INSERT INTO customers (id, real_name, national_id, online_id, bank_id, account, \
              password_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
@@ -88,7 +89,7 @@ pub async fn id_by_online_id(
     online_id: &OnlineId,
 ) -> Result<Option<String>, StoreError> {
     let row = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT id FROM customers WHERE online_id = $1",
             &[&online_id.as_str()],
         )

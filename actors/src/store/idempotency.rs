@@ -3,6 +3,7 @@
 //! request under the same key is refused.
 
 use super::StoreError;
+use crate::store::prepared::Prepared;
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::GenericClient;
 use sha2::{Digest, Sha256};
@@ -90,7 +91,7 @@ pub async fn delete_stale(
     created_at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     client
-        .execute(
+        .execute_cached(
             "DELETE FROM idempotency_keys WHERE merchant_id = $1 AND key = $2 AND created_at = $3",
             &[&merchant_id, &key.as_str(), &created_at],
         )
@@ -106,7 +107,7 @@ pub async fn purge_stale(
 ) -> Result<u64, StoreError> {
     let cutoff = now - Duration::seconds(REPLAY_WINDOW_S);
     Ok(client
-        .execute(
+        .execute_cached(
             "DELETE FROM idempotency_keys WHERE ctid IN (SELECT ctid FROM idempotency_keys \
              WHERE created_at <= $1 LIMIT $2)",
             &[&cutoff, &batch_max],

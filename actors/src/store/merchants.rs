@@ -4,6 +4,7 @@
 use super::StoreError;
 use crate::domain::{AccountNumber, BankId};
 use crate::secret::Secret;
+use crate::store::prepared::Prepared;
 use deadpool_postgres::GenericClient;
 
 /// Field 41 (card acceptor terminal id) is 8 characters; field 42 (card acceptor id) 15.
@@ -95,7 +96,7 @@ pub async fn insert(client: &impl GenericClient, m: &NewMerchant) -> Result<(), 
         "field 42 length"
     );
     let result = client
-        .execute(
+        .execute_cached(
             "INSERT INTO merchants (id, name, cert_fingerprint, cert_serial, webhook_secret, \
              bank_id, account, terminal_id, card_acceptor_id, location) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -148,7 +149,7 @@ pub async fn by_fingerprint(
 
 pub async fn load(client: &impl GenericClient, id: &str) -> Result<Option<Merchant>, StoreError> {
     let row = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT id, name, webhook_secret, bank_id, account, terminal_id, card_acceptor_id, \
              location, status FROM merchants WHERE id = $1",
             &[&id],
@@ -175,7 +176,7 @@ pub async fn set_status(
     status: MerchantStatus,
 ) -> Result<(), MerchantError> {
     let n = client
-        .execute(
+        .execute_cached(
             "UPDATE merchants SET status = $2 WHERE id = $1",
             &[&id, &status.as_str()],
         )

@@ -6,6 +6,7 @@ pub mod idempotency;
 pub mod local_cluster;
 pub mod merchants;
 pub mod payments;
+pub mod prepared;
 pub mod terminals;
 pub mod testing;
 

@@ -6,6 +6,7 @@ use super::StoreError;
 use super::idempotency::{self, IdempotencyKey};
 use super::merchants::is_unique_violation;
 use crate::domain::{Amount, Currency, FailureCode, OrderId, PaymentStatus};
+use crate::store::prepared::Prepared;
 use chrono::{DateTime, SecondsFormat, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
@@ -405,7 +406,7 @@ pub async fn insert_final_event(
         &payment.to_api_object(public_url),
     );
     client
-        .execute(
+        .execute_cached(
             "INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url, \
              created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
             &[

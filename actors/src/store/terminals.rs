@@ -6,6 +6,7 @@ use super::StoreError;
 use super::merchants::is_unique_violation;
 use crate::domain::{Msisdn, TerminalKind};
 use crate::secret::Secret;
+use crate::store::prepared::Prepared;
 use deadpool_postgres::GenericClient;
 
 /// Length of a dedicated terminal's shared key.
@@ -93,7 +94,7 @@ impl NewTerminal {
 pub async fn insert(client: &impl GenericClient, t: &NewTerminal) -> Result<(), TerminalError> {
     t.check()?;
     let result = client
-        .execute(
+        .execute_cached(
             "INSERT INTO terminals (id, customer_id, kind, label, msisdn, serial, shared_key, \
              public_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[

@@ -16,6 +16,7 @@ use crate::messages::{
     BankError, DebitRequest, DebitResponse, Deliver, Destination, Notice, NoticeKind,
 };
 use crate::secret::Secret;
+use crate::store::prepared::Prepared;
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Transaction;
 use serde_json::json;
@@ -153,13 +154,13 @@ impl PaymentCore {
     ) -> Result<LoginReply, PaymentError> {
         let mut client = self.deps.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO login_failures (identity, failed_at) VALUES ($1, $2)",
             &[&key, &now],
         )
         .await?;
         let failures: Option<i32> = tx
-            .query_opt(
+            .query_opt_cached(
                 "UPDATE payments SET password_failures = password_failures + 1, updated_at = $2
                  WHERE id = $1 AND status = 'awaiting_customer' RETURNING password_failures",
                 &[&self.row.id, &now],
@@ -215,10 +216,10 @@ impl PaymentCore {
             .await?;
         let mut client = self.deps.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute("DELETE FROM login_failures WHERE identity = $1", &[&key])
+        tx.execute_cached("DELETE FROM login_failures WHERE identity = $1", &[&key])
             .await?;
         let moved = tx
-            .execute(
+            .execute_cached(
                 "UPDATE payments SET status = 'awaiting_code', customer_id = $2, session_hash = $3,
                      updated_at = $4
                  WHERE id = $1 AND status = 'awaiting_customer'",
@@ -325,7 +326,7 @@ impl PaymentCore {
         let hash = code_hash(&self.deps.hash_key, &self.row.id, code.expose());
         let expires = now + Duration::seconds(secs_i64(self.settings().code_validity_s));
         let msisdn = route.msisdn.as_ref().map(|m| m.digits().to_string());
-        tx.execute(
+        tx.execute_cached(
             "UPDATE payments SET code_hash = $2, code_expires_at = $3, code_sent_at = $4,
                  code_sends = code_sends + 1, channel = $5, terminal_id = $6,
                  receiver_msisdn = $7, code_delivery_error = NULL, updated_at = $4
@@ -371,7 +372,7 @@ impl PaymentCore {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), PaymentError> {
-        tx.execute(
+        tx.execute_cached(
             "UPDATE payments SET code_hash = NULL, code_expires_at = NULL,
                  code_delivery_error = $2, code_delivery_failures = code_delivery_failures + 1,
                  updated_at = $3
@@ -400,7 +401,7 @@ impl PaymentCore {
                 let now = self.now();
                 let mut client = self.deps.pool.get().await?;
                 let tx = client.transaction().await?;
-                tx.execute(
+                tx.execute_cached(
                     "UPDATE payments SET code_sends = code_sends - 1 WHERE id = $1",
                     &[&self.row.id],
                 )
@@ -490,7 +491,7 @@ impl PaymentCore {
     async fn code_failed(&mut self, now: DateTime<Utc>) -> Result<CodeReply, PaymentError> {
         let client = self.deps.pool.get().await?;
         let failures: Option<i32> = client
-            .query_opt(
+            .query_opt_cached(
                 "UPDATE payments SET code_failures = code_failures + 1, updated_at = $2
                  WHERE id = $1 AND status = 'awaiting_code' RETURNING code_failures",
                 &[&self.row.id, &now],

@@ -3,6 +3,7 @@
 use super::PaymentError;
 use crate::bank::OriginalDebit;
 use crate::domain::{AccountNumber, Amount, BankId, Currency, PaymentStatus};
+use crate::store::prepared::Prepared;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
@@ -114,7 +115,7 @@ pub async fn resumable_payments(
     limit: i64,
 ) -> Result<Vec<String>, PaymentError> {
     let rows = client
-        .query(
+        .query_cached(
             "SELECT id FROM payments WHERE status IN ('awaiting_code', 'processing')
              ORDER BY expires_at LIMIT $1",
             &[&limit],
@@ -138,7 +139,7 @@ pub async fn find_customer(
     identity: &str,
 ) -> Result<Option<CustomerLogin>, PaymentError> {
     if let Some(row) = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT id, password_hash FROM customers WHERE online_id = $1 AND status = 'enabled'",
             &[&identity],
         )
@@ -154,7 +155,7 @@ pub async fn find_customer(
         return Ok(None);
     };
     let row = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT c.id, c.password_hash, t.msisdn FROM terminals t
              JOIN customers c ON c.id = t.customer_id
              WHERE t.kind = 'mobile' AND t.status = 'enabled' AND c.status = 'enabled'
@@ -188,7 +189,7 @@ pub async fn locked_until(
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, PaymentError> {
     let rows = client
-        .query(
+        .query_cached(
             "SELECT failed_at FROM login_failures WHERE identity = $1 AND failed_at > $2
              ORDER BY failed_at DESC LIMIT $3",
             &[&key, &(now - window - window), &i64::from(failures_max)],
@@ -302,7 +303,7 @@ pub async fn customer_terminals(
     customer_id: &str,
 ) -> Result<Vec<TerminalRow>, PaymentError> {
     let rows = client
-        .query(
+        .query_cached(
             "SELECT id, kind, label, msisdn FROM terminals
              WHERE customer_id = $1 AND status = 'enabled' ORDER BY created_at, id LIMIT 32",
             &[&customer_id],

@@ -5,6 +5,7 @@ use super::PaymentError;
 use super::store::customer_terminals;
 use crate::domain::{Amount, Currency, Msisdn, PaymentStatus};
 use crate::keyed_hash::HashKey;
+use crate::store::prepared::Prepared;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
@@ -48,7 +49,7 @@ pub async fn load_view(
     payment_id: &str,
 ) -> Result<Option<PaymentView>, PaymentError> {
     let Some(row) = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT p.id, m.name, p.amount_minor, p.currency, p.description, p.status,
                  p.failure_code, p.bank_response_code, p.approval_code, p.return_url, p.expires_at,
                  p.customer_id, p.session_hash, p.code_hash IS NOT NULL, p.code_expires_at,

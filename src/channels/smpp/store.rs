@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use payhub_actors::messages::NoticeKind;
 use payhub_actors::store::StoreError;
+use payhub_actors::store::prepared::Prepared;
 
 /// First key of the advisory locks taken per SMSC message id.
 const RECEIPT_LOCK_CLASS: i32 = 3034;
@@ -31,7 +32,7 @@ pub async fn insert_queued(
 ) -> Result<i64, StoreError> {
     let client = pool.get().await?;
     let row = client
-        .query_one(
+        .query_one_cached(
             "INSERT INTO customer_messages \
                (payment_id, kind, channel, destination, status, created_at, updated_at) \
              VALUES ($1, $2, 'sms', $3, 'queued', $4, $4) RETURNING id",
@@ -51,14 +52,14 @@ pub async fn mark_sent(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     lock_message_ref(&tx, message_ref).await?;
-    tx.execute(
+    tx.execute_cached(
         "UPDATE customer_messages SET status = 'sent', message_ref = $2, updated_at = $3 \
          WHERE id = $1",
         &[&id, &message_ref, &now],
     )
     .await?;
     let early = tx
-        .query_opt(
+        .query_opt_cached(
             "DELETE FROM smpp_early_receipts WHERE message_ref = $1 RETURNING stat",
             &[&message_ref],
         )
@@ -80,7 +81,7 @@ pub async fn mark_failed(
 ) -> Result<(), StoreError> {
     let client = pool.get().await?;
     client
-        .execute(
+        .execute_cached(
             "UPDATE customer_messages SET status = 'failed', error = $2, updated_at = $3 \
              WHERE id = $1 AND status = 'queued'",
             &[&id, &error, &now],
@@ -105,12 +106,12 @@ pub async fn record_receipt(
         // Receipts for ids payhub never recorded (another ESME on the account, a lost row) are
         // kept a day, not forever.
         let expired = now - chrono::Duration::hours(EARLY_RECEIPT_KEEP_H);
-        tx.execute(
+        tx.execute_cached(
             "DELETE FROM smpp_early_receipts WHERE received_at < $1",
             &[&expired],
         )
         .await?;
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO smpp_early_receipts (message_ref, stat, received_at) VALUES ($1, $2, $3) \
              ON CONFLICT (message_ref) DO UPDATE SET stat = EXCLUDED.stat, received_at = EXCLUDED.received_at",
             &[&message_ref, &stat, &now],
@@ -125,7 +126,7 @@ async fn lock_message_ref(
     tx: &deadpool_postgres::Transaction<'_>,
     message_ref: &str,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    tx.execute_cached(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
         &[&RECEIPT_LOCK_CLASS, &message_ref],
     )
@@ -141,7 +142,7 @@ async fn apply_receipt(
 ) -> Result<u64, StoreError> {
     let status = receipt::row_status(stat);
     Ok(tx
-        .execute(
+        .execute_cached(
             "UPDATE customer_messages SET receipt_status = $2, \
                status = COALESCE($3, status), updated_at = $4 \
              WHERE message_ref = $1 AND channel = 'sms'",

@@ -12,6 +12,7 @@ use deadpool_postgres::Pool;
 use futures::{SinkExt, StreamExt};
 use openssl::ssl::SslAcceptor;
 use payhub_actors::clock::SharedClock;
+use payhub_actors::store::prepared::Prepared;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,7 +252,7 @@ async fn registered_keys(pool: &Pool, terminal_id: &str) -> Result<Registered, R
         .await
         .map_err(|e| Refusal::Database(e.to_string()))?;
     let row = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT t.kind, t.status, c.status, t.shared_key, t.public_key
                FROM terminals t JOIN customers c ON c.id = t.customer_id
               WHERE t.id = $1",
@@ -303,7 +304,7 @@ async fn refuse(
     if let Ok(client) = shared.pool.get().await {
         let at = shared.clock.now();
         if let Err(e) = client
-            .execute(
+            .execute_cached(
                 "INSERT INTO audit_log (at, event, detail) VALUES ($1, 'terminal_refused', $2)",
                 &[&at, &detail],
             )
