@@ -196,28 +196,30 @@ impl Worker {
                 i64::try_from(self.settings.give_up_after_s).unwrap_or(i64::MAX / 2_000),
             );
         let given_up = !delivered && next > give_up_at;
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        tx.execute_cached(
-            "INSERT INTO webhook_attempts (event_id, attempted_at, status_code, error, duration_ms)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[&event.id, &now, &status_code, &error, &duration_ms],
-        )
-        .await?;
-        tx.execute_cached(
-            "UPDATE webhook_events SET attempts = $2, next_attempt_at = $3, delivered_at = $4,
-                 given_up_at = $5
-             WHERE id = $1",
-            &[
-                &event.id,
-                &attempts,
-                &next,
-                &delivered.then_some(now),
-                &given_up.then_some(now),
-            ],
-        )
-        .await?;
-        tx.commit().await?;
+        // The attempt and the event's new state in one statement: one commit.
+        let client = self.pool.get().await?;
+        client
+            .execute_cached(
+                "WITH attempt AS (
+                     INSERT INTO webhook_attempts
+                         (event_id, attempted_at, status_code, error, duration_ms)
+                     VALUES ($1, $6, $7, $8, $9))
+                 UPDATE webhook_events SET attempts = $2, next_attempt_at = $3,
+                     delivered_at = $4, given_up_at = $5
+                 WHERE id = $1",
+                &[
+                    &event.id,
+                    &attempts,
+                    &next,
+                    &delivered.then_some(now),
+                    &given_up.then_some(now),
+                    &now,
+                    &status_code,
+                    &error,
+                    &duration_ms,
+                ],
+            )
+            .await?;
         let result = if delivered { "delivered" } else { "failed" };
         global()
             .webhook_deliveries

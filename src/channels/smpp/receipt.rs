@@ -70,15 +70,6 @@ pub fn format(message_id: &str, stat: &str, submitted: &str, done: &str) -> Stri
     )
 }
 
-/// The `customer_messages.status` a final state leads to; `None` keeps the status.
-pub fn row_status(stat: &str) -> Option<&'static str> {
-    match stat {
-        "DELIVRD" => Some("delivered"),
-        "EXPIRED" | "DELETED" | "UNDELIV" | "REJECTD" => Some("undeliverable"),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,11 +106,8 @@ mod tests {
     }
 
     #[test]
-    fn receipt_esm_class_and_row_status() {
+    fn receipt_esm_class() {
         assert!(is_receipt_esm_class(0x04));
         assert!(!is_receipt_esm_class(0x00));
-        assert_eq!(row_status("DELIVRD"), Some("delivered"));
-        assert_eq!(row_status("REJECTD"), Some("undeliverable"));
-        assert_eq!(row_status("ENROUTE"), None);
     }
 }
