@@ -1,5 +1,5 @@
 //! Customer passwords: argon2id (19 MiB, t=2, p=1 — OWASP's minimum), hashed and verified on the
-//! blocking pool, never on the async worker threads.
+//! blocking pool, never on the async worker threads, and at most one per core at once.
 
 use crate::secret::Secret;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -55,15 +55,35 @@ pub fn verify_blocking(password: &Secret<String>, phc: &str) -> bool {
 }
 
 pub async fn hash(password: Secret<String>) -> Result<String, PasswordError> {
-    tokio::task::spawn_blocking(move || hash_blocking(&password))
+    bounded(move || hash_blocking(&password))
         .await
-        .map_err(|_| PasswordError::Pool)?
+        .ok_or(PasswordError::Pool)?
 }
 
 pub async fn verify(password: Secret<String>, phc: String) -> bool {
-    tokio::task::spawn_blocking(move || verify_blocking(&password, &phc))
+    bounded(move || verify_blocking(&password, &phc))
         .await
         .unwrap_or(false)
+}
+
+/// Runs `work` (a hash or a verification) on the blocking pool, at most one per core at once.
+/// Each holds 19 MiB: a flood of logins waits here rather than holding gigabytes on the blocking
+/// pool's 512 threads, and the ones running do not evict each other from the caches.
+/// `None` if the blocking pool is gone.
+pub async fn bounded<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    static SLOTS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
+    let slots = SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::sync::Arc::new(tokio::sync::Semaphore::new(cores))
+    });
+    let slot = slots.clone().acquire_owned().await.ok()?;
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        work()
+    })
+    .await
+    .ok()
 }
 
 /// A hash of a password nobody knows, verified when the identity is unknown so that an unknown

@@ -864,7 +864,7 @@ fn debit_end(answer: Result<DebitResponse, BankError>) -> DebitEnd {
 
 async fn verify_password(password: Secret<String>, customer: Option<&CustomerLogin>) -> bool {
     let phc = customer.map(|c| c.password_hash.clone());
-    tokio::task::spawn_blocking(move || match phc {
+    crate::password::bounded(move || match phc {
         Some(phc) => crate::password::verify_blocking(&password, &phc),
         None => {
             // The same work as a wrong password, so an unknown identity cannot be told apart.
