@@ -247,6 +247,7 @@ async fn payments_end_to_end() {
         "  debit path alone        {debit_rate:.0} payments/s (concurrency {debit_concurrency})"
     );
     report("code → outcome + event", latencies);
+    outcome_notices_drained(&db.pool, started).await;
 
     // 4. Memory with 10,000 payments awaiting their code (rebuilt as actors after a restart).
     gateway.stop().await;
@@ -298,6 +299,35 @@ async fn seed_waiting_payments(
         )
         .await
         .unwrap();
+}
+
+/// The outcome SMS of the debit path go out behind it, through the one SMPP session: how long
+/// until none is left queued (at most a minute), and how they ended.
+async fn outcome_notices_drained(pool: &deadpool_postgres::Pool, debit_started: Instant) {
+    let client = pool.get().await.unwrap();
+    let mut by_status = Vec::new();
+    for _ in 0..600 {
+        let rows = client
+            .query(
+                "SELECT status || COALESCE(': ' || error, ''), count(*) FROM customer_messages
+                 WHERE kind = 'outcome' GROUP BY 1 ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        by_status = rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+            .collect::<Vec<_>>();
+        if by_status.iter().all(|(status, _)| !status.starts_with("queued")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    println!(
+        "  outcome SMS             {by_status:?} {:.1} s after the debit path started",
+        debit_started.elapsed().as_secs_f64()
+    );
 }
 
 async fn print_durability(pool: &deadpool_postgres::Pool) {

@@ -22,6 +22,7 @@ const SENDERS: usize = 64;
 #[actix_rt::test]
 #[ignore = "a measurement; run by hand"]
 async fn sms_channel_throughput() {
+    let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).try_init();
     for window_max in [1, 10] {
         measure(window_max).await;
     }
