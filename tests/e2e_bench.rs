@@ -319,7 +319,10 @@ async fn outcome_notices_drained(pool: &deadpool_postgres::Pool, debit_started: 
             .iter()
             .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
             .collect::<Vec<_>>();
-        if by_status.iter().all(|(status, _)| !status.starts_with("queued")) {
+        if by_status
+            .iter()
+            .all(|(status, _)| !status.starts_with("queued"))
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -22,7 +22,9 @@ const SENDERS: usize = 64;
 #[actix_rt::test]
 #[ignore = "a measurement; run by hand"]
 async fn sms_channel_throughput() {
-    let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("SMPP_LOG").unwrap_or_else(|_| "warn".into()))
+        .try_init();
     for window_max in [1, 10] {
         measure(window_max).await;
     }
