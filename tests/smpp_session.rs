@@ -392,6 +392,47 @@ async fn no_more_than_the_window_of_submits_is_outstanding() {
     assert_eq!(sim.stats().max_outstanding, 3);
 }
 
+/// A burst with delivery receipts on: the client library once stopped writing at its per-poll
+/// limits without waking itself, and every submit behind it timed out (vendor/README.md).
+#[actix_rt::test]
+async fn a_burst_with_receipts_all_goes_out() {
+    const BURST: usize = 200;
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|s| s.window_max = 1).await;
+
+    let sends = (0..BURST).map(|_| deliver(&session, code_message(&payment_id)));
+    let answers = futures::future::join_all(sends).await;
+
+    let failed: Vec<_> = answers.iter().filter(|a| a.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert_eq!(sim.messages().len(), BURST);
+    // Every receipt the gateway acknowledged is on its row (past 8 being recorded at once it asks
+    // the SMSC to send one again, which the simulator does not).
+    wait_until("every acknowledged receipt is on its row", async || {
+        let acknowledged = sim
+            .messages()
+            .iter()
+            .filter(|m| m.receipt_acknowledged)
+            .count();
+        let kept = rows(&db, &payment_id)
+            .await
+            .iter()
+            .filter(|r| r.receipt_status.as_deref() == Some("DELIVRD"))
+            .count();
+        acknowledged > 0 && kept == acknowledged
+    })
+    .await;
+}
+
 #[actix_rt::test]
 async fn graceful_shutdown_unbinds() {
     let Rig {
