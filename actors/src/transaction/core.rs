@@ -761,6 +761,7 @@ impl PaymentCore {
         if !done {
             return self.reload().await;
         }
+        event::finished(outcome);
         self.deps.webhook_wake.notify_one();
         self.row.status = outcome.status;
         self.row.code_hash = None;

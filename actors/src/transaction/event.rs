@@ -84,8 +84,8 @@ pub fn final_record(row: &PaymentRow, outcome: &Outcome, now: DateTime<Utc>) -> 
 /// Moves the payment from one of `from` to the final `outcome`, and writes its webhook event
 /// (the one payment object of the API) and an audit line, in one statement: a payment is never
 /// final without its event, and a debit's outcome costs one round trip and one commit.
-/// `Ok(false)` when the
-/// payment was no longer in one of `from` (someone else finished it): nothing is written.
+/// `Ok(false)` when the payment was no longer in one of `from` (someone else finished it):
+/// nothing is written. The caller calls [`finished`] once the transaction has committed.
 pub async fn finish(
     client: &impl GenericClient,
     row: &PaymentRow,
@@ -128,9 +128,11 @@ pub async fn finish(
             ],
         )
         .await?;
-    if moved == 0 {
-        return Ok(false);
-    }
+    Ok(moved > 0)
+}
+
+/// The log line and the metric of a final status, once its transaction has committed.
+pub fn finished(outcome: &Outcome) {
     log_step(outcome.status.as_str());
     let failure = outcome.failure_code.map(|c| c.as_str()).unwrap_or("");
     crate::metrics::global()
@@ -140,7 +142,6 @@ pub async fn finish(
             ("failure_code", failure),
         ]))
         .inc();
-    Ok(true)
 }
 
 /// The final transition, its webhook event and its audit line. The event and the audit line
