@@ -260,6 +260,22 @@ async fn happy_path_pays_once_tells_customer_and_signs_the_webhook() {
         outcome.contains("succeeded") && outcome.contains("12.34 CNY"),
         "{outcome}"
     );
+    // Its one row, written with the final status, carries the SMSC's id once it is accepted.
+    eventually("outcome row sent", || async {
+        count(
+            &w.db.pool,
+            "SELECT count(*) FROM customer_messages WHERE payment_id = $1 AND kind = 'outcome'
+               AND channel = 'sms' AND status IN ('sent', 'delivered')
+               AND message_ref IS NOT NULL AND destination LIKE '%*%'",
+            &pay,
+        )
+        .await
+            == 1
+    })
+    .await;
+    let outcome_rows =
+        "SELECT count(*) FROM customer_messages WHERE payment_id = $1 AND kind = 'outcome'";
+    assert_eq!(count(&w.db.pool, outcome_rows, &pay).await, 1);
 
     eventually("webhook delivered", || async {
         !w.receiver.requests().is_empty()
@@ -679,6 +695,38 @@ async fn smsc_throttling_delays_but_delivers_the_code() {
     assert!(w.smsc.stats().submits_refused >= 2, "{:?}", w.smsc.stats());
     let done = browser.submit_code(&pay, &w.last_code()).await;
     assert!(done.body.contains("Payment complete"));
+}
+
+/// The outcome SMS's row is written with the final status; when the SMSC then refuses the
+/// message, that row (not a second one) says so, and the payment's outcome stands.
+#[actix_rt::test]
+async fn a_refused_outcome_sms_leaves_its_row_failed() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    let page = browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    assert_eq!(page.path(), format!("/pay/{pay}/code"), "{}", page.body);
+    // ESME_RSUBMITFAIL for every submit from now on.
+    w.smsc.update_switches(|s| s.error_status = 0x45);
+    let done = browser.submit_code(&pay, &w.last_code()).await;
+    assert!(done.body.contains("Payment complete"), "{}", done.body);
+    eventually("outcome row failed", || async {
+        count(
+            &w.db.pool,
+            "SELECT count(*) FROM customer_messages WHERE payment_id = $1 AND kind = 'outcome'
+               AND status = 'failed' AND error IS NOT NULL",
+            &pay,
+        )
+        .await
+            == 1
+    })
+    .await;
+    let outcome_rows =
+        "SELECT count(*) FROM customer_messages WHERE payment_id = $1 AND kind = 'outcome'";
+    assert_eq!(count(&w.db.pool, outcome_rows, &pay).await, 1);
+    assert_eq!(w.status(&pay).await.0, "succeeded");
 }
 
 #[actix_rt::test]

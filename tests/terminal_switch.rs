@@ -192,6 +192,7 @@ impl Env {
         let sent = self.channels.router.send(Deliver {
             destination,
             notice,
+            recorded: None,
         });
         tokio::time::timeout(PROMPT, sent)
             .await
@@ -982,6 +983,7 @@ async fn bench_code_delivery_round_trip() {
                         .send(Deliver {
                             destination,
                             notice,
+                            recorded: None,
                         })
                         .await,
                 );
@@ -1085,6 +1087,7 @@ async fn mobile_terminals_and_pdas_go_to_their_numbers_over_sms() {
     let to_box = Deliver {
         destination: Destination::Terminal("trm_box".into()),
         notice: code_notice("pay_1", "111111"),
+        recorded: None,
     };
     let offline = tokio::time::timeout(PROMPT, channels.router.send(to_box))
         .await
@@ -1095,6 +1098,7 @@ async fn mobile_terminals_and_pdas_go_to_their_numbers_over_sms() {
         let deliver = Deliver {
             destination: Destination::Terminal(terminal.into()),
             notice: code_notice("pay_1", code),
+            recorded: None,
         };
         tokio::time::timeout(PROMPT, channels.router.send(deliver))
             .await

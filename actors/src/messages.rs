@@ -80,6 +80,11 @@ pub enum DeliveryError {
 pub struct Deliver {
     pub destination: Destination,
     pub notice: Notice,
+    /// Its `customer_messages` row, when the sender already wrote it (`queued`; SMS destinations
+    /// only): the payment writes its outcome SMS's row with the final status, in the same
+    /// statement. The channel records the message's fate on that row instead of writing one; a
+    /// delivery that fails before reaching the channel is marked on it by the sender.
+    pub recorded: Option<i64>,
 }
 
 /// One debit, as the payment hands it to the bank router. The RRN (field 37) is the idempotency

@@ -99,7 +99,7 @@ impl Handler<Deliver> for ChannelRouter {
 
     fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) -> Self::Result {
         let routes = self.routes.clone();
-        Box::pin(async move { routes.deliver(msg.destination, msg.notice).await })
+        Box::pin(async move { routes.deliver(msg).await })
     }
 }
 
@@ -110,17 +110,20 @@ struct TerminalRow {
 }
 
 impl Routes {
-    async fn deliver(
-        &self,
-        destination: Destination,
-        notice: Notice,
-    ) -> Result<DeliveryReceipt, DeliveryError> {
+    async fn deliver(&self, msg: Deliver) -> Result<DeliveryReceipt, DeliveryError> {
+        let Deliver {
+            destination,
+            notice,
+            recorded,
+        } = msg;
         match destination {
-            Destination::Sms(number) => self.sms(number, notice).await,
+            Destination::Sms(number) => self.sms(number, notice, recorded).await,
             Destination::Terminal(id) => {
                 let terminal = self.terminal(&id, &notice.payment_id).await?;
                 match terminal.kind {
-                    TerminalKind::Mobile => self.sms(registered_number(&terminal)?, notice).await,
+                    TerminalKind::Mobile => {
+                        self.sms(registered_number(&terminal)?, notice, None).await
+                    }
                     TerminalKind::Dedicated => self.dedicated(&id, notice).await,
                     kind => self.adapter(kind, &id, &terminal, notice).await,
                 }
@@ -128,11 +131,16 @@ impl Routes {
         }
     }
 
-    async fn sms(&self, number: Msisdn, notice: Notice) -> Result<DeliveryReceipt, DeliveryError> {
+    async fn sms(
+        &self,
+        number: Msisdn,
+        notice: Notice,
+        recorded: Option<i64>,
+    ) -> Result<DeliveryReceipt, DeliveryError> {
         let Some(sms) = self.sms.clone() else {
             return Err(DeliveryError::Unavailable);
         };
-        send_sms(sms, number, notice, self.forward_timeout()).await
+        send_sms(sms, number, notice, recorded, self.forward_timeout()).await
     }
 
     fn forward_timeout(&self) -> Duration {

@@ -84,6 +84,7 @@ pub fn code_message(payment_id: &str) -> Deliver {
             outcome: None,
             unregistered_receiver: false,
         },
+        recorded: None,
     }
 }
 

@@ -5,6 +5,7 @@ pub mod customers;
 pub mod idempotency;
 pub mod local_cluster;
 pub mod merchants;
+pub mod messages;
 pub mod payments;
 pub mod prepared;
 pub mod terminals;

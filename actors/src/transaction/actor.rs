@@ -114,15 +114,7 @@ impl TransactionActor {
         let Some(core) = &self.core else { return };
         if core.status().is_final() {
             if !was_final && let Some(deliver) = core.outcome_delivery() {
-                let channel = self.deps.channel.clone();
-                let wait = Duration::from_millis(self.deps.settings.delivery_timeout_ms);
-                // Detached: the actor stops now; the channel records the message's fate.
-                let notice = async move {
-                    let sent = tokio::time::timeout(wait, channel.send(deliver)).await;
-                    if !matches!(sent, Ok(Ok(Ok(_)))) {
-                        tracing::warn!(?sent, "outcome notice not delivered");
-                    }
-                };
+                let notice = send_outcome_notice(self.deps.clone(), deliver);
                 actix::spawn(notice.instrument(self.span.clone()));
             }
             ctx.stop();
@@ -235,5 +227,27 @@ impl Handler<Tick> for TransactionActor {
             let reply = core.check_deadlines().await.map(|()| core.status());
             (core, reply)
         })
+    }
+}
+
+/// Detached: the actor stops at once. The channel records the message's fate; a notice whose row
+/// the payment wrote, and that failed before the channel took it, is marked failed here (a row
+/// the channel already moved on is left alone).
+async fn send_outcome_notice(deps: Deps, deliver: crate::messages::Deliver) {
+    let recorded = deliver.recorded;
+    let wait = Duration::from_millis(deps.settings.delivery_timeout_ms);
+    let sent = tokio::time::timeout(wait, deps.channel.send(deliver)).await;
+    let error = match sent {
+        Ok(Ok(Ok(_))) => return,
+        Ok(Ok(Err(e))) => e.to_string(),
+        Ok(Err(_mailbox)) => "the channel router is not running".to_string(),
+        Err(_) => format!("no answer from the channel in {} ms", wait.as_millis()),
+    };
+    tracing::warn!(error, "outcome notice not delivered");
+    if let Some(row) = recorded
+        && let Err(e) =
+            crate::store::messages::mark_failed(&deps.pool, deps.clock.now(), row, &error).await
+    {
+        tracing::error!(error = %e, row, "failed outcome notice not recorded");
     }
 }

@@ -44,13 +44,19 @@ enum DebitEnd {
 pub struct PaymentCore {
     deps: Deps,
     row: PaymentRow,
+    /// The outcome SMS's `customer_messages` row, written with the final status.
+    outcome_notice_row: Option<i64>,
 }
 
 impl PaymentCore {
     pub async fn load(deps: Deps, payment_id: &str) -> Result<Self, PaymentError> {
         let client = deps.pool.get().await?;
         let row = store::load_payment(&client, payment_id).await?;
-        Ok(Self { deps, row })
+        Ok(Self {
+            deps,
+            row,
+            outcome_notice_row: None,
+        })
     }
 
     pub fn row(&self) -> &PaymentRow {
@@ -177,18 +183,19 @@ impl PaymentCore {
         let max = i32::try_from(self.settings().password_attempts_max).unwrap_or(i32::MAX);
         if failures >= max {
             let outcome = Outcome::failed(FailureCode::AuthenticationFailed, None);
-            let done = event::finish(
+            let finish = event::finish(
                 &tx,
                 &self.row,
                 &[PaymentStatus::AwaitingCustomer],
                 &outcome,
                 now,
                 &self.settings().public_url,
+                self.outcome_sms_destination().as_deref(),
             )
             .await?;
             tx.commit().await?;
             drop(client);
-            self.after_finish(done, &outcome).await?;
+            self.after_finish(finish, &outcome).await?;
             return Ok(LoginReply::Finished(self.row.status));
         }
         tx.commit().await?;
@@ -442,6 +449,7 @@ impl PaymentCore {
             self.deps.channel.send(Deliver {
                 destination,
                 notice,
+                recorded: None,
             }),
         )
         .await;
@@ -744,23 +752,29 @@ impl PaymentCore {
     ) -> Result<(), PaymentError> {
         let now = self.now();
         let client = self.deps.pool.get().await?;
-        let done = event::finish(
+        let finish = event::finish(
             &client,
             &self.row,
             from,
             &outcome,
             now,
             &self.settings().public_url,
+            self.outcome_sms_destination().as_deref(),
         )
         .await?;
         drop(client);
-        self.after_finish(done, &outcome).await
+        self.after_finish(finish, &outcome).await
     }
 
-    async fn after_finish(&mut self, done: bool, outcome: &Outcome) -> Result<(), PaymentError> {
-        if !done {
+    async fn after_finish(
+        &mut self,
+        finish: event::Finish,
+        outcome: &Outcome,
+    ) -> Result<(), PaymentError> {
+        let event::Finish::Moved { notice_row } = finish else {
             return self.reload().await;
-        }
+        };
+        self.outcome_notice_row = notice_row;
         event::finished(outcome);
         self.deps.webhook_wake.notify_one();
         self.row.status = outcome.status;
@@ -769,18 +783,35 @@ impl PaymentCore {
         Ok(())
     }
 
-    /// The outcome notice for the customer, over the channel the code went to (when one did).
-    pub fn outcome_delivery(&self) -> Option<Deliver> {
-        if !self.row.status.is_final() || self.row.code_sends == 0 {
+    /// Where the outcome notice goes: the channel the code went to (when one did).
+    fn outcome_destination(&self) -> Option<Destination> {
+        if self.row.code_sends == 0 {
             return None;
         }
-        let destination = match self.row.channel.as_deref() {
-            Some("terminal") => Destination::Terminal(self.row.terminal_id.clone()?),
-            Some("sms") => {
-                Destination::Sms(Msisdn::parse(self.row.receiver_msisdn.as_deref()?).ok()?)
-            }
-            _ => return None,
-        };
+        match self.row.channel.as_deref() {
+            Some("terminal") => Some(Destination::Terminal(self.row.terminal_id.clone()?)),
+            Some("sms") => Some(Destination::Sms(
+                Msisdn::parse(self.row.receiver_msisdn.as_deref()?).ok()?,
+            )),
+            _ => None,
+        }
+    }
+
+    /// The masked number of an outcome notice that will go by SMS: its row is written with the
+    /// final status.
+    fn outcome_sms_destination(&self) -> Option<String> {
+        match self.outcome_destination()? {
+            Destination::Sms(number) => Some(number.masked()),
+            Destination::Terminal(_) => None,
+        }
+    }
+
+    /// The outcome notice for the customer, once the payment is final.
+    pub fn outcome_delivery(&self) -> Option<Deliver> {
+        if !self.row.status.is_final() {
+            return None;
+        }
+        let destination = self.outcome_destination()?;
         let notice = self.notice(
             NoticeKind::Outcome,
             None,
@@ -790,6 +821,7 @@ impl PaymentCore {
         Some(Deliver {
             destination,
             notice,
+            recorded: self.outcome_notice_row,
         })
     }
 }

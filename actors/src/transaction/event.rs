@@ -82,10 +82,12 @@ pub fn final_record(row: &PaymentRow, outcome: &Outcome, now: DateTime<Utc>) -> 
 }
 
 /// Moves the payment from one of `from` to the final `outcome`, and writes its webhook event
-/// (the one payment object of the API) and an audit line, in one statement: a payment is never
-/// final without its event, and a debit's outcome costs one round trip and one commit.
-/// `Ok(false)` when the payment was no longer in one of `from` (someone else finished it):
-/// nothing is written. The caller calls [`finished`] once the transaction has committed.
+/// (the one payment object of the API), an audit line and, when `outcome_sms_to` (a masked
+/// number) says the customer is told by SMS, that message's `queued` row, in one statement: a
+/// payment is never final without its event, and a debit's outcome costs one round trip and one
+/// commit. [`Finish::NotMoved`] when the payment was no longer in one of `from` (someone else
+/// finished it): nothing is written. The caller calls [`finished`] once the transaction has
+/// committed.
 pub async fn finish(
     client: &impl GenericClient,
     row: &PaymentRow,
@@ -93,7 +95,8 @@ pub async fn finish(
     outcome: &Outcome,
     now: DateTime<Utc>,
     public_url: &url::Url,
-) -> Result<bool, PaymentError> {
+    outcome_sms_to: Option<&str>,
+) -> Result<Finish, PaymentError> {
     assert!(outcome.status.is_final(), "finish takes a final status");
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let record = final_record(row, outcome, now);
@@ -111,7 +114,7 @@ pub async fn finish(
     });
     let statement = client.prepare_cached(FINISH_SQL).await?;
     let moved = client
-        .execute(
+        .query_opt(
             &statement,
             &[
                 &row.id,
@@ -125,10 +128,23 @@ pub async fn finish(
                 &event_type,
                 &body,
                 &detail,
+                &outcome_sms_to,
             ],
         )
         .await?;
-    Ok(moved > 0)
+    Ok(match moved {
+        Some(row) => Finish::Moved {
+            notice_row: row.get(1),
+        },
+        None => Finish::NotMoved,
+    })
+}
+
+pub enum Finish {
+    /// The payment is final; `notice_row` is its outcome SMS's `customer_messages` row.
+    Moved { notice_row: Option<i64> },
+    /// It was no longer in one of `from`: nothing was written.
+    NotMoved,
 }
 
 /// The log line and the metric of a final status, once its transaction has committed.
@@ -144,8 +160,9 @@ pub fn finished(outcome: &Outcome) {
         .inc();
 }
 
-/// The final transition, its webhook event and its audit line. The event and the audit line
-/// are written only when the payment moved.
+/// The final transition, its webhook event, its audit line and, when the outcome goes by SMS
+/// (`$12`, the masked number), the outcome message's `queued` row. All but the transition are
+/// written only when the payment moved.
 const FINISH_SQL: &str = "WITH moved AS (
         UPDATE payments SET status = $3, failure_code = $4, bank_response_code = $5,
             approval_code = $6, finished_at = $2, updated_at = $2,
@@ -157,8 +174,13 @@ const FINISH_SQL: &str = "WITH moved AS (
             created_at, next_attempt_at)
         SELECT $8, id, merchant_id, $9, $10, notify_url, $2, $2 FROM moved),
     audit AS (
-        INSERT INTO audit_log (at, payment_id, event, detail) SELECT $2, id, $3, $11 FROM moved)
-    SELECT id FROM moved";
+        INSERT INTO audit_log (at, payment_id, event, detail) SELECT $2, id, $3, $11 FROM moved),
+    notice AS (
+        INSERT INTO customer_messages
+            (payment_id, kind, channel, destination, status, created_at, updated_at)
+        SELECT id, 'outcome', 'sms', $12, 'queued', $2, $2 FROM moved WHERE $12::text IS NOT NULL
+        RETURNING id)
+    SELECT id, (SELECT id FROM notice) FROM moved";
 
 /// The log's line for an audit line, in the payment's span (which carries its id); the detail
 /// stays in the audit table.

@@ -45,7 +45,13 @@ impl ChannelAdapter for SmsTextAdapter {
         number: Msisdn,
         notice: Notice,
     ) -> BoxFuture<'static, Result<DeliveryReceipt, DeliveryError>> {
-        Box::pin(send_sms(self.sms.clone(), number, notice, self.timeout))
+        Box::pin(send_sms(
+            self.sms.clone(),
+            number,
+            notice,
+            None,
+            self.timeout,
+        ))
     }
 }
 
@@ -54,11 +60,13 @@ pub async fn send_sms(
     sms: Recipient<Deliver>,
     number: Msisdn,
     notice: Notice,
+    recorded: Option<i64>,
     timeout: Duration,
 ) -> Result<DeliveryReceipt, DeliveryError> {
     let deliver = Deliver {
         destination: Destination::Sms(number),
         notice,
+        recorded,
     };
     match tokio::time::timeout(timeout, sms.send(deliver)).await {
         Ok(Ok(result)) => result,

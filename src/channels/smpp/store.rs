@@ -58,23 +58,7 @@ pub async fn mark_sent(
     Ok(())
 }
 
-/// The message could not be sent. A row a late acceptance already marked `sent` keeps that.
-pub async fn mark_failed(
-    pool: &Pool,
-    now: DateTime<Utc>,
-    id: i64,
-    error: &str,
-) -> Result<(), StoreError> {
-    let client = pool.get().await?;
-    client
-        .execute_cached(
-            "UPDATE customer_messages SET status = 'failed', error = $2, updated_at = $3 \
-             WHERE id = $1 AND status = 'queued'",
-            &[&id, &error, &now],
-        )
-        .await?;
-    Ok(())
-}
+pub use payhub_actors::store::messages::mark_failed;
 
 /// Keeps a receipt's state on its message row, or aside until the row has the id
 /// (`smpp_record_receipt`, migration V60). Returns whether a row carried the id already.

@@ -1,5 +1,5 @@
-//! One delivery: record the row, wait for a window slot, `submit_sm`, retry throttling with
-//! backoff, record the outcome. Every wait has a bound.
+//! One delivery: record the row (unless the sender did), wait for a window slot, `submit_sm`,
+//! retry throttling with backoff, record the outcome. Every wait has a bound.
 
 use super::pdu::{self, SubmitVerdict};
 use super::session::Shared;
@@ -58,18 +58,23 @@ pub(super) async fn deliver(
     let notice = &msg.notice;
     let submit = pdu::submit_sm(&shared.settings.source_addr, msisdn, &notice.text())
         .map_err(|e| DeliveryError::Rejected(e.to_string()))?;
-    let masked = msisdn.masked();
-    let queued = store::insert_queued(
-        &shared.pool,
-        shared.clock.now(),
-        &notice.payment_id,
-        notice.kind,
-        &masked,
-    );
-    let row = within(&shared, queued).await.map_err(|e| {
-        tracing::error!(error = %e, payment = %notice.payment_id, "SMS not recorded; not sent");
-        DeliveryError::Unavailable
-    })?;
+    let row = match msg.recorded {
+        Some(row) => row,
+        None => {
+            let masked = msisdn.masked();
+            let queued = store::insert_queued(
+                &shared.pool,
+                shared.clock.now(),
+                &notice.payment_id,
+                notice.kind,
+                &masked,
+            );
+            within(&shared, queued).await.map_err(|e| {
+                tracing::error!(error = %e, payment = %notice.payment_id, "SMS not recorded; not sent");
+                DeliveryError::Unavailable
+            })?
+        }
+    };
     match submit_with_retries(&shared, submit).await {
         Ok(message_ref) => {
             let sent = store::mark_sent(&shared.pool, shared.clock.now(), row, &message_ref);

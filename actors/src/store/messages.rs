@@ -1,0 +1,25 @@
+//! The `customer_messages` rows as more than one part writes them: the channels record each
+//! message's fate, and a payment writes its outcome SMS's row with its final status.
+
+use super::StoreError;
+use super::prepared::Prepared;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+
+/// The message could not be sent. A row a late acceptance already marked `sent` keeps that.
+pub async fn mark_failed(
+    pool: &Pool,
+    now: DateTime<Utc>,
+    id: i64,
+    error: &str,
+) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    client
+        .execute_cached(
+            "UPDATE customer_messages SET status = 'failed', error = $2, updated_at = $3 \
+             WHERE id = $1 AND status = 'queued'",
+            &[&id, &error, &now],
+        )
+        .await?;
+    Ok(())
+}
