@@ -69,6 +69,35 @@ pub struct TransactionActor {
 }
 
 impl TransactionActor {
+    /// The actor of a payment whose row is already loaded (resumed after a restart).
+    pub fn with_core(mut self, core: PaymentCore) -> Self {
+        self.core = Some(core);
+        self
+    }
+
+    /// The row is here: a final payment stops; one found `processing` is resolved with the bank
+    /// at once (no debit is in progress in this process); any other waits for its deadline.
+    fn begin(&mut self, loaded: Result<PaymentCore, PaymentError>, ctx: &mut Context<Self>) {
+        match loaded {
+            Ok(core) if core.status().is_final() => ctx.stop(),
+            Ok(core) => {
+                let processing = core.status() == PaymentStatus::Processing;
+                self.core = Some(core);
+                if processing {
+                    ctx.address().do_send(Tick);
+                } else {
+                    self.arm_timer(ctx);
+                }
+            }
+            Err(e) => {
+                if e != PaymentError::NotFound {
+                    tracing::warn!(payment = %self.payment_id, error = %e, "cannot load");
+                }
+                ctx.stop();
+            }
+        }
+    }
+
     pub fn new(
         payment_id: String,
         generation: u64,
@@ -144,6 +173,11 @@ impl Actor for TransactionActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        if let Some(core) = self.core.take() {
+            // Resumed after a restart: the registry loaded the row together with the others.
+            self.begin(Ok(core), ctx);
+            return;
+        }
         let deps = self.deps.clone();
         let id = self.payment_id.clone();
         // `wait`: no message is handled before the row is here.
@@ -151,26 +185,7 @@ impl Actor for TransactionActor {
             async move { PaymentCore::load(deps, &id).await }
                 .instrument(self.span.clone())
                 .into_actor(self)
-                .map(|loaded, act, ctx| match loaded {
-                    Ok(core) if core.status().is_final() => ctx.stop(),
-                    Ok(core) => {
-                        let processing = core.status() == PaymentStatus::Processing;
-                        act.core = Some(core);
-                        if processing {
-                            // Found `processing` when the actor starts: no debit is in progress
-                            // here, so it is resolved with the bank at once.
-                            ctx.address().do_send(Tick);
-                        } else {
-                            act.arm_timer(ctx);
-                        }
-                    }
-                    Err(e) => {
-                        if e != PaymentError::NotFound {
-                            tracing::warn!(payment = %act.payment_id, error = %e, "cannot load");
-                        }
-                        ctx.stop();
-                    }
-                }),
+                .map(|loaded, act, ctx| act.begin(loaded, ctx)),
         );
     }
 

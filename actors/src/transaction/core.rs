@@ -52,11 +52,15 @@ impl PaymentCore {
     pub async fn load(deps: Deps, payment_id: &str) -> Result<Self, PaymentError> {
         let client = deps.pool.get().await?;
         let row = store::load_payment(&client, payment_id).await?;
-        Ok(Self {
+        Ok(Self::from_row(deps, row))
+    }
+
+    pub fn from_row(deps: Deps, row: PaymentRow) -> Self {
+        Self {
             deps,
             row,
             outcome_notice_row: None,
-        })
+        }
     }
 
     pub fn row(&self) -> &PaymentRow {

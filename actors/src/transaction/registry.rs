@@ -3,6 +3,8 @@
 //! waiting for its code or in `processing`.
 
 use super::actor::{Gone, Tick, TransactionActor};
+use super::core::PaymentCore;
+use super::store::PaymentRow;
 use super::{Deps, PaymentError};
 use actix::prelude::*;
 use std::collections::HashMap;
@@ -39,16 +41,25 @@ pub fn start_registry(deps: Deps) -> Addr<PaymentRegistry> {
 }
 
 impl PaymentRegistry {
-    fn spawn(&mut self, payment_id: String, ctx: &mut Context<Self>) -> Addr<TransactionActor> {
+    /// Starts the actor of `payment_id`; it loads its row unless `row` is given.
+    fn spawn(
+        &mut self,
+        payment_id: String,
+        row: Option<PaymentRow>,
+        ctx: &mut Context<Self>,
+    ) -> Addr<TransactionActor> {
         self.next_generation += 1;
         let generation = self.next_generation;
-        let actor = TransactionActor::new(
+        let mut actor = TransactionActor::new(
             payment_id.clone(),
             generation,
             self.deps.clone(),
             Some(ctx.address().recipient()),
-        )
-        .start();
+        );
+        if let Some(row) = row {
+            actor = actor.with_core(PaymentCore::from_row(self.deps.clone(), row));
+        }
+        let actor = actor.start();
         self.actors.insert(payment_id, (generation, actor.clone()));
         actor
     }
@@ -67,10 +78,10 @@ impl Actor for PaymentRegistry {
             }
             .into_actor(self)
             .map(|resumed, act, ctx| match resumed {
-                Ok(ids) => {
-                    tracing::info!(payments = ids.len(), "resuming payments in flight");
-                    for id in ids {
-                        act.spawn(id, ctx);
+                Ok(rows) => {
+                    tracing::info!(payments = rows.len(), "resuming payments in flight");
+                    for row in rows {
+                        act.spawn(row.id.clone(), Some(row), ctx);
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot resume payments in flight"),
@@ -91,7 +102,7 @@ impl Handler<Lookup> for PaymentRegistry {
         if self.actors.len() >= self.deps.settings.in_flight_max {
             return Err(PaymentError::Busy);
         }
-        Ok(self.spawn(msg.0, ctx))
+        Ok(self.spawn(msg.0, None, ctx))
     }
 }
 
