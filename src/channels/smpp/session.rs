@@ -25,6 +25,15 @@ const COMMAND_LENGTH_MAX_BYTES: usize = 4_096;
 const UNANSWERED_MAX: usize = 1_024;
 /// Delivery receipts being recorded at once, per session.
 const RECEIPTS_IN_FLIGHT_MAX: usize = 8;
+/// Delivery receipts taken in, recorded or waiting their turn, per session. Past this the SMSC is
+/// asked to send them again later.
+const RECEIPTS_TAKEN_MAX: usize = 256;
+
+/// The two bounds on the receipts of one session.
+struct ReceiptSlots {
+    recording: Arc<Semaphore>,
+    taken: Arc<Semaphore>,
+}
 
 /// Starts the session actor for one SMSC (call inside an actix system: `serve`, or
 /// `#[actix_rt::test]`). It binds in the background; until it is bound, deliveries are answered
@@ -300,7 +309,10 @@ async fn serve(
     mut events: Events,
     stop: &mut watch::Receiver<bool>,
 ) -> SessionEnd {
-    let receipts = Arc::new(Semaphore::new(RECEIPTS_IN_FLIGHT_MAX));
+    let receipts = ReceiptSlots {
+        recording: Arc::new(Semaphore::new(RECEIPTS_IN_FLIGHT_MAX)),
+        taken: Arc::new(Semaphore::new(RECEIPTS_TAKEN_MAX)),
+    };
     let mut last_error = None;
     loop {
         tokio::select! {
@@ -329,20 +341,30 @@ async fn serve(
 async fn on_incoming(
     shared: &Arc<Shared>,
     client: &Client,
-    receipts: &Arc<Semaphore>,
+    receipts: &ReceiptSlots,
     command: Command,
 ) -> Option<SessionEnd> {
     let sequence_number = command.sequence_number();
     match command.id() {
         CommandId::DeliverSm => {
-            // Receipts are recorded side by side, at most RECEIPTS_IN_FLIGHT_MAX at once. Past
-            // that the SMSC is asked to send the receipt again later: waiting for a slot here
-            // would stop this loop reading, and with it the submit_sm_resps the code messages
-            // wait for (and the deliver_sm_resps that free the slots), a deadlock under load.
-            let slot = receipts.clone().try_acquire_owned().ok();
+            // Receipts are recorded side by side, at most RECEIPTS_IN_FLIGHT_MAX at once; up to
+            // RECEIPTS_TAKEN_MAX wait their turn (no longer than the database timeout). Past
+            // either the SMSC is asked to send the receipt again later. Waiting here instead would
+            // stop this loop reading, and with it the submit_sm_resps the code messages wait for
+            // (and the deliver_sm_resps that free the slots): a deadlock under load.
+            let taken = receipts.taken.clone().try_acquire_owned().ok();
+            let recording = receipts.recording.clone();
             let (shared, client) = (shared.clone(), client.clone());
             actix::spawn(async move {
-                let status = match slot {
+                let wait = shared.settings.database_timeout();
+                let slot = match &taken {
+                    Some(_) => tokio::time::timeout(wait, recording.acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                    None => None,
+                };
+                let status = match &slot {
                     Some(_) => on_deliver_sm(&shared, &command).await,
                     None => CommandStatus::EsmeRxTAppn,
                 };
@@ -350,7 +372,7 @@ async fn on_incoming(
                     .status(status)
                     .deliver_sm_resp(sequence_number, DeliverSmResp::default())
                     .await;
-                drop(slot);
+                drop((slot, taken));
             });
             None
         }
