@@ -66,14 +66,12 @@ pub async fn find(
     merchant_id: &str,
     key: &IdempotencyKey,
 ) -> Result<Option<StoredResponse>, StoreError> {
-    let stmt = client
-        .prepare_cached(
+    let row = client
+        .query_opt_cached(
             "SELECT request_hash, response_status, response_body, created_at \
              FROM idempotency_keys WHERE merchant_id = $1 AND key = $2",
+            &[&merchant_id, &key.as_str()],
         )
-        .await?;
-    let row = client
-        .query_opt(&stmt, &[&merchant_id, &key.as_str()])
         .await?;
     Ok(row.map(|r| StoredResponse {
         request_hash: r.get(0),

@@ -136,10 +136,12 @@ pub async fn by_fingerprint(
     client: &impl GenericClient,
     fingerprint: &str,
 ) -> Result<Option<MerchantIdentity>, StoreError> {
-    let stmt = client
-        .prepare_cached("SELECT id, name, status FROM merchants WHERE cert_fingerprint = $1")
+    let row = client
+        .query_opt_cached(
+            "SELECT id, name, status FROM merchants WHERE cert_fingerprint = $1",
+            &[&fingerprint],
+        )
         .await?;
-    let row = client.query_opt(&stmt, &[&fingerprint]).await?;
     Ok(row.map(|r| MerchantIdentity {
         id: r.get(0),
         name: r.get(1),

@@ -176,10 +176,8 @@ pub async fn load(
     client: &impl GenericClient,
     id: &str,
 ) -> Result<Option<PaymentRecord>, StoreError> {
-    let stmt = client
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM payments WHERE id = $1"))
-        .await?;
-    match client.query_opt(&stmt, &[&id]).await? {
+    let sql = format!("SELECT {COLUMNS} FROM payments WHERE id = $1");
+    match client.query_opt_cached(&sql, &[&id]).await? {
         Some(row) => Ok(Some(PaymentRecord::from_row(&row)?)),
         None => Ok(None),
     }
@@ -191,12 +189,8 @@ pub async fn load_for_merchant(
     merchant_id: &str,
     id: &str,
 ) -> Result<Option<PaymentRecord>, StoreError> {
-    let stmt = client
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM payments WHERE id = $1 AND merchant_id = $2"
-        ))
-        .await?;
-    match client.query_opt(&stmt, &[&id, &merchant_id]).await? {
+    let sql = format!("SELECT {COLUMNS} FROM payments WHERE id = $1 AND merchant_id = $2");
+    match client.query_opt_cached(&sql, &[&id, &merchant_id]).await? {
         Some(row) => Ok(Some(PaymentRecord::from_row(&row)?)),
         None => Ok(None),
     }
@@ -322,13 +316,11 @@ async fn insert_unkeyed(
     client: &impl GenericClient,
     new: &NewPayment,
 ) -> Result<CreateOutcome, StoreError> {
-    let stmt = client
-        .prepare_cached(&format!(
-            "{INSERT_VALUES} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'awaiting_customer', $9, $10, $9)"
-        ))
-        .await?;
+    let sql = format!(
+        "{INSERT_VALUES} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'awaiting_customer', $9, $10, $9)"
+    );
     let values = PaymentValues::of(new);
-    let result = client.execute(&stmt, &values.params()).await;
+    let result = client.execute_cached(&sql, &values.params()).await;
     match result {
         Ok(_) => Ok(CreateOutcome::Created),
         Err(e) => order_exists_or(e),
@@ -343,20 +335,18 @@ async fn insert_keyed(
     keyed: &KeyedRequest,
     body: &str,
 ) -> Result<Option<CreateOutcome>, StoreError> {
-    let stmt = client
-        .prepare_cached(&format!(
-            "WITH key_row AS (INSERT INTO idempotency_keys (merchant_id, key, request_hash, \
+    let sql = format!(
+        "WITH key_row AS (INSERT INTO idempotency_keys (merchant_id, key, request_hash, \
              response_status, response_body, created_at) VALUES ($2, $11, $12, 201, $13, $9) \
              ON CONFLICT (merchant_id, key) DO NOTHING RETURNING 1) \
              {INSERT_VALUES} SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'awaiting_customer', $9, $10, $9 \
              WHERE EXISTS (SELECT 1 FROM key_row)"
-        ))
-        .await?;
+    );
     let values = PaymentValues::of(new);
     let (key, hash) = (keyed.key.as_str(), &keyed.request_hash[..]);
     let mut params = values.params().to_vec();
     params.extend_from_slice(&[&key, &hash, &body]);
-    let result = client.execute(&stmt, &params).await;
+    let result = client.execute_cached(&sql, &params).await;
     match result {
         Ok(1) => Ok(Some(CreateOutcome::Created)),
         Ok(_) => Ok(None),

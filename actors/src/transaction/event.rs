@@ -7,6 +7,7 @@ use super::store::PaymentRow;
 use crate::domain::{FailureCode, PaymentStatus};
 use crate::ids;
 use crate::store::payments::{self, PaymentRecord};
+use crate::store::prepared::Prepared;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde_json::{Value, json};
@@ -112,10 +113,9 @@ pub async fn finish(
         "failure_code": outcome.failure_code.map(|c| c.as_str()),
         "bank_response_code": outcome.bank_response_code,
     });
-    let statement = client.prepare_cached(FINISH_SQL).await?;
     let moved = client
-        .query_opt(
-            &statement,
+        .query_opt_cached(
+            FINISH_SQL,
             &[
                 &row.id,
                 &now,
@@ -197,13 +197,11 @@ pub async fn audit(
     detail: Value,
 ) -> Result<(), tokio_postgres::Error> {
     log_step(event);
-    let statement = client
-        .prepare_cached(
-            "INSERT INTO audit_log (at, payment_id, event, detail) VALUES ($1, $2, $3, $4)",
-        )
-        .await?;
     client
-        .execute(&statement, &[&now, &payment_id, &event, &detail])
+        .execute_cached(
+            "INSERT INTO audit_log (at, payment_id, event, detail) VALUES ($1, $2, $3, $4)",
+            &[&now, &payment_id, &event, &detail],
+        )
         .await
         .map(|_| ())
 }

@@ -102,8 +102,7 @@ pub async fn load_payment(
         "SELECT {PAYMENT_COLUMNS} FROM payments p JOIN merchants m ON m.id = p.merchant_id
          WHERE p.id = $1"
     );
-    let statement = client.prepare_cached(&sql).await?;
-    match client.query_opt(&statement, &[&payment_id]).await? {
+    match client.query_opt_cached(&sql, &[&payment_id]).await? {
         Some(row) => PaymentRow::from_row(&row),
         None => Err(PaymentError::NotFound),
     }
@@ -119,9 +118,8 @@ pub async fn resumable_payments(
         "SELECT {PAYMENT_COLUMNS} FROM payments p JOIN merchants m ON m.id = p.merchant_id
          WHERE p.status IN ('awaiting_code', 'processing') ORDER BY p.expires_at LIMIT $1"
     );
-    let statement = client.prepare_cached(&sql).await?;
     client
-        .query(&statement, &[&limit])
+        .query_cached(&sql, &[&limit])
         .await?
         .iter()
         .map(PaymentRow::from_row)
@@ -225,15 +223,13 @@ pub async fn debit_parties(
     customer_id: &str,
     merchant_id: &str,
 ) -> Result<DebitParties, PaymentError> {
-    let statement = client
-        .prepare_cached(
+    let row = client
+        .query_opt_cached(
             "SELECT c.bank_id, c.account, m.name, m.location, m.account, m.terminal_id,
                  m.card_acceptor_id
              FROM customers c, merchants m WHERE c.id = $1 AND m.id = $2",
+            &[&customer_id, &merchant_id],
         )
-        .await?;
-    let row = client
-        .query_opt(&statement, &[&customer_id, &merchant_id])
         .await?
         .ok_or(PaymentError::NotFound)?;
     let account =
@@ -258,9 +254,7 @@ pub async fn mark_processing(
     original: &OriginalDebit,
     now: DateTime<Utc>,
 ) -> Result<bool, PaymentError> {
-    let statement = client
-        .prepare_cached(
-            "WITH moved AS (
+    let sql = "WITH moved AS (
                  UPDATE payments SET status = 'processing', rrn = $2, code_hash = NULL,
                      code_expires_at = NULL, debit_sent_at = $3, updated_at = $3,
                      bank_link = $4, debit_stan = $5, debit_f7 = $6
@@ -268,9 +262,7 @@ pub async fn mark_processing(
              audit AS (
                  INSERT INTO audit_log (at, payment_id, event, detail)
                  SELECT $3, id, 'debit_sent', jsonb_build_object('rrn', $2::text) FROM moved)
-             SELECT id FROM moved",
-        )
-        .await?;
+             SELECT id FROM moved";
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
         &payment_id,
         &rrn,
@@ -279,7 +271,7 @@ pub async fn mark_processing(
         &original.stan,
         &original.transmission_time,
     ];
-    Ok(client.execute(&statement, &params).await? == 1)
+    Ok(client.execute_cached(sql, &params).await? == 1)
 }
 
 /// Field 43: the name in the first 25 characters, the location in the remaining 15, 40 in all.
