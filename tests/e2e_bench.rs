@@ -254,14 +254,7 @@ async fn payments_end_to_end() {
     seed_waiting_payments(&db.pool, &merchant, &customer).await;
     let before = rss_kib();
     let gateway = Gateway::start(db.pool.clone(), clock, key, settings, outside, pki).await;
-    for _ in 0..600 {
-        if gateway.registry.send(InFlight).await.unwrap() >= WAITING_PAYMENTS as usize {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let in_flight = gateway.registry.send(InFlight).await.unwrap();
+    let in_flight = resumed_payments(&gateway).await;
     let after = rss_kib();
     println!(
         "  {in_flight} payments awaiting their code: RSS {:.1} MiB for the whole test process \
@@ -270,6 +263,19 @@ async fn payments_end_to_end() {
         after.saturating_sub(before) as f64 / 1024.0
     );
     gateway.stop().await;
+}
+
+/// How many payment actors a freshly started gateway runs once it has resumed the
+/// `WAITING_PAYMENTS` (up to a minute), after two more seconds to settle.
+async fn resumed_payments(gateway: &Gateway) -> usize {
+    for _ in 0..600 {
+        if gateway.registry.send(InFlight).await.unwrap() >= WAITING_PAYMENTS as usize {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    gateway.registry.send(InFlight).await.unwrap()
 }
 
 /// `WAITING_PAYMENTS` payments awaiting their code, written straight into the table.
@@ -443,14 +449,7 @@ async fn memory_with_10000_payments_awaiting_their_code() {
         pki,
     )
     .await;
-    for _ in 0..600 {
-        if gateway.registry.send(InFlight).await.unwrap() >= WAITING_PAYMENTS as usize {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let in_flight = gateway.registry.send(InFlight).await.unwrap();
+    let in_flight = resumed_payments(&gateway).await;
     let after = rss_kib();
     println!(
         "{in_flight} payment actors awaiting their code: process RSS {:.1} MiB; with a gateway \

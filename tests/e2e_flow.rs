@@ -94,6 +94,15 @@ impl World {
         }
     }
 
+    /// How many outcome-message rows of this payment meet `condition` (constant SQL).
+    async fn outcome_rows(&self, pay: &str, condition: &str) -> i64 {
+        let sql = format!(
+            "SELECT count(*) FROM customer_messages WHERE payment_id = $1 AND kind = 'outcome'
+               AND {condition}"
+        );
+        count(&self.db.pool, &sql, pay).await
+    }
+
     /// Texts the customer's phone received.
     fn texts(&self) -> Vec<String> {
         texts_to(&self.smsc, &self.customer.mobile)
@@ -262,20 +271,16 @@ async fn happy_path_pays_once_tells_customer_and_signs_the_webhook() {
     );
     // Its one row, written with the final status, carries the SMSC's id once it is accepted.
     eventually("outcome row sent", || async {
-        count(
-            &w.db.pool,
-            "SELECT count(*) FROM customer_messages WHERE payment_id = $1 AND kind = 'outcome'
-               AND channel = 'sms' AND status IN ('sent', 'delivered')
-               AND message_ref IS NOT NULL AND destination LIKE '%*%'",
+        w.outcome_rows(
             &pay,
+            "channel = 'sms' AND status IN ('sent', 'delivered') AND message_ref IS NOT NULL
+               AND destination LIKE '%*%'",
         )
         .await
             == 1
     })
     .await;
-    let outcome_rows =
-        "SELECT count(*) FROM customer_messages WHERE payment_id = $1 AND kind = 'outcome'";
-    assert_eq!(count(&w.db.pool, outcome_rows, &pay).await, 1);
+    assert_eq!(w.outcome_rows(&pay, "true").await, 1);
 
     eventually("webhook delivered", || async {
         !w.receiver.requests().is_empty()
@@ -713,19 +718,12 @@ async fn a_refused_outcome_sms_leaves_its_row_failed() {
     let done = browser.submit_code(&pay, &w.last_code()).await;
     assert!(done.body.contains("Payment complete"), "{}", done.body);
     eventually("outcome row failed", || async {
-        count(
-            &w.db.pool,
-            "SELECT count(*) FROM customer_messages WHERE payment_id = $1 AND kind = 'outcome'
-               AND status = 'failed' AND error IS NOT NULL",
-            &pay,
-        )
-        .await
+        w.outcome_rows(&pay, "status = 'failed' AND error IS NOT NULL")
+            .await
             == 1
     })
     .await;
-    let outcome_rows =
-        "SELECT count(*) FROM customer_messages WHERE payment_id = $1 AND kind = 'outcome'";
-    assert_eq!(count(&w.db.pool, outcome_rows, &pay).await, 1);
+    assert_eq!(w.outcome_rows(&pay, "true").await, 1);
     assert_eq!(w.status(&pay).await.0, "succeeded");
 }
 
