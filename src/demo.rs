@@ -154,8 +154,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Err(e) => println!("\nSelf-check FAILED: {}", crate::cli::one_line_error(e)),
     }
     if outcome.is_ok() && !args.check_only {
+        let shutdown = crate::serve::ShutdownSignal::install();
         print_guide(&args, &dir, &running);
-        crate::serve::shutdown_signal().await;
+        shutdown.wait().await;
         println!("\nShutting down: signing off the bank links, unbinding from the SMSC, draining.");
     }
     stop_all(running).await;

@@ -16,6 +16,7 @@ use payhub_actors::transaction::{Deps, PaymentRegistry, PaymentSettings, start_r
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub async fn migrate(config: &Path) -> anyhow::Result<()> {
     let config = Config::load(config)?;
@@ -266,20 +267,37 @@ async fn check_database(pool: &deadpool_postgres::Pool, url: &str) -> anyhow::Re
     Ok(())
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending::<()>().await,
+/// Ctrl-C and SIGTERM, caught from the moment this is made. Make it before telling anyone the
+/// process is ready: a signal that comes before its handler is installed kills the process.
+pub struct ShutdownSignal {
+    interrupt: Option<Signal>,
+    terminate: Option<Signal>,
+}
+
+impl ShutdownSignal {
+    pub fn install() -> Self {
+        Self {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+    }
+
+    /// Waits for Ctrl-C or SIGTERM.
+    pub async fn wait(mut self) {
+        tokio::select! {
+            _ = next(self.interrupt.as_mut()) => {}
+            _ = next(self.terminate.as_mut()) => {}
+        }
+    }
+}
+
+/// The next delivery of a signal; never, if its handler could not be installed.
+async fn next(signal: Option<&mut Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
@@ -287,6 +305,7 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
     let config = Config::load(config)?;
     let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
     let gateway = Gateway::start(&config, clock).await?;
+    let shutdown = ShutdownSignal::install();
     println!(
         "{}",
         serde_json::json!({
@@ -296,7 +315,7 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
         })
     );
     tracing::info!(https = %gateway.https_addr, operator = %gateway.operator_addr, "payhub serving");
-    shutdown_signal().await;
+    shutdown.wait().await;
     tracing::info!("shutting down");
     gateway.shutdown().await;
     Ok(())

@@ -270,11 +270,12 @@ pub async fn run(args: BankSimArgs) -> anyhow::Result<()> {
         tls,
     })
     .await?;
+    let shutdown = crate::serve::ShutdownSignal::install();
     let control = handle
         .control_addr()
         .map_or("null".to_string(), |a| format!("\"{a}\""));
     println!("{{\"listen\":\"{}\",\"control\":{control}}}", handle.addr());
-    tokio::signal::ctrl_c().await?;
+    shutdown.wait().await;
     handle.shutdown();
     Ok(())
 }

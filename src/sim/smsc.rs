@@ -233,13 +233,12 @@ pub async fn run(args: SmscSimArgs) -> anyhow::Result<()> {
         print: true,
     };
     let sim = start(options).await?;
+    let shutdown = crate::serve::ShutdownSignal::install();
     println!("smsc-sim: SMPP listening on {}", sim.smpp_addr());
     if let Some(http) = sim.http_addr() {
         println!("smsc-sim: HTTP listening on http://{http} (GET /messages, POST /switches)");
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("smsc-sim: waiting for Ctrl-C")?;
+    shutdown.wait().await;
     sim.stop().await;
     Ok(())
 }
