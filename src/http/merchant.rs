@@ -15,6 +15,7 @@ use futures::StreamExt;
 use payhub_actors::clock::SharedClock;
 use payhub_actors::domain::{Amount, Currency, OrderId};
 use payhub_actors::metrics::{global, labels};
+use payhub_actors::store::create_batch::CreateBatcher;
 use payhub_actors::store::idempotency::{self, IdempotencyKey};
 use payhub_actors::store::payments::{
     self, CreateOutcome, KeyedRequest, NewPayment, PaymentRecord,
@@ -258,7 +259,7 @@ pub async fn create_payment(
     req: HttpRequest,
     payload: web::Payload,
     api: web::Data<MerchantApi>,
-    pool: web::Data<deadpool_postgres::Pool>,
+    writer: web::Data<CreateBatcher>,
 ) -> Result<HttpResponse, ApiError> {
     check_content_type(&req)?;
     let key = idempotency_key(&req)?;
@@ -285,8 +286,10 @@ pub async fn create_payment(
         key,
         request_hash: idempotency::request_hash("POST", PAYMENTS_PATH, &canonical),
     });
-    let client = pool.get().await?;
-    match payments::create(&client, &new, keyed.as_ref(), &created_body).await? {
+    let outcome = writer
+        .create(new.clone(), keyed, created_body.clone())
+        .await?;
+    match outcome {
         CreateOutcome::Created => {
             global()
                 .payments

@@ -12,6 +12,7 @@ use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpServer, web};
 use futures::FutureExt;
 use payhub_actors::clock::SharedClock;
+use payhub_actors::store::create_batch::CreateBatcher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -105,6 +106,7 @@ pub fn start(
         body_max_bytes: settings.body_max_bytes,
         clock,
     };
+    let batcher = web::Data::new(CreateBatcher::start(pool.clone()));
     let pool = web::Data::new(pool);
     let api = web::Data::new(api);
     let extra = Arc::new(extra);
@@ -113,6 +115,7 @@ pub fn start(
         let extra = Arc::clone(&extra);
         App::new()
             .app_data(pool.clone())
+            .app_data(batcher.clone())
             .app_data(api.clone())
             .app_data(cache.clone())
             .app_data(web::PayloadConfig::new(body_max_bytes))

@@ -1,6 +1,7 @@
 //! The PostgreSQL store: the connection pool, the embedded migrations, a private cluster for the
 //! demo and the tests, and a fresh database per test.
 
+pub mod create_batch;
 pub mod customers;
 pub mod idempotency;
 pub mod local_cluster;
