@@ -165,6 +165,15 @@ async fn run() {
         pct(0.99),
         errors.load(Ordering::Relaxed)
     );
+    let counts = running.creates.counts();
+    let batches = counts.batches.load(Ordering::Relaxed);
+    println!(
+        "api_create: {} creates written in {batches} batches ({:.1} per batch), {} alone, {} batches refused",
+        counts.created_in_batches.load(Ordering::Relaxed),
+        counts.created_in_batches.load(Ordering::Relaxed) as f64 / batches.max(1) as f64,
+        counts.written_alone.load(Ordering::Relaxed),
+        counts.batches_refused.load(Ordering::Relaxed),
+    );
     running.stop().await;
     drop(cluster);
 }

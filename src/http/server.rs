@@ -68,6 +68,8 @@ pub struct RunningServer {
     /// The bound address (the real port when the settings said 0).
     pub addr: SocketAddr,
     pub handle: ServerHandle,
+    /// The payment create writer (its counts show how creates were batched).
+    pub creates: CreateBatcher,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -106,7 +108,8 @@ pub fn start(
         body_max_bytes: settings.body_max_bytes,
         clock,
     };
-    let batcher = web::Data::new(CreateBatcher::start(pool.clone()));
+    let creates = CreateBatcher::start(pool.clone());
+    let batcher = web::Data::new(creates.clone());
     let pool = web::Data::new(pool);
     let api = web::Data::new(api);
     let extra = Arc::new(extra);
@@ -154,7 +157,12 @@ pub fn start(
     let handle = server.handle();
     let task = tokio::spawn(server);
     tracing::info!(%addr, "gateway HTTPS listener started");
-    Ok(RunningServer { addr, handle, task })
+    Ok(RunningServer {
+        addr,
+        handle,
+        creates,
+        task,
+    })
 }
 
 /// Request latency by route pattern (never the raw path: it holds payment ids).

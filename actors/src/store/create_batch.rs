@@ -20,12 +20,15 @@ use crate::store::prepared::Prepared;
 use deadpool_postgres::{Object, Pool};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Most creates written by one statement.
 pub const CREATE_BATCH_MAX: usize = 64;
-/// Most batch statements running at once (each holds a pooled connection).
-pub const CREATE_BATCHES_IN_FLIGHT_MAX: usize = 4;
+/// Most batch statements running at once (each holds a pooled connection). Two: one commits
+/// while the next fills. More in flight made smaller batches, and PostgreSQL's CPU per create
+/// rose by 40% (benches/api_create).
+pub const CREATE_BATCHES_IN_FLIGHT_MAX: usize = 2;
 /// Most creates waiting for a batch; a sender past it waits for room.
 pub const CREATE_QUEUE_MAX: usize = 1_024;
 
@@ -39,17 +42,36 @@ struct Pending {
 }
 
 /// The handle request handlers use. Cloning shares the one writer.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct CreateBatcher {
     queue: mpsc::Sender<Pending>,
+    counts: Arc<BatchCounts>,
+}
+
+/// What the writer has done so far, for benchmarks and tests.
+#[derive(Debug, Default)]
+pub struct BatchCounts {
+    /// Batch statements that committed.
+    pub batches: AtomicU64,
+    /// Creates those statements inserted.
+    pub created_in_batches: AtomicU64,
+    /// Batch statements that failed as a whole (their creates were then written alone).
+    pub batches_refused: AtomicU64,
+    /// Creates written one at a time (alone in their turn, repeats, skipped or refused).
+    pub written_alone: AtomicU64,
 }
 
 impl CreateBatcher {
     /// Starts the writer on the current tokio runtime. It stops when every handle is dropped.
     pub fn start(pool: Pool) -> Self {
         let (queue, receiver) = mpsc::channel(CREATE_QUEUE_MAX);
-        tokio::spawn(write_batches(pool, receiver));
-        Self { queue }
+        let counts = Arc::new(BatchCounts::default());
+        tokio::spawn(write_batches(pool, receiver, Arc::clone(&counts)));
+        Self { queue, counts }
+    }
+
+    pub fn counts(&self) -> &BatchCounts {
+        &self.counts
     }
 
     /// Stores `new` (with its key record when `keyed`) like [`payments::create`], in a batch.
@@ -78,7 +100,11 @@ impl CreateBatcher {
 
 /// Takes the creates that queued while the previous batches were written, up to
 /// `CREATE_BATCH_MAX`, and writes them as one batch.
-async fn write_batches(pool: Pool, mut receiver: mpsc::Receiver<Pending>) {
+async fn write_batches(
+    pool: Pool,
+    mut receiver: mpsc::Receiver<Pending>,
+    counts: Arc<BatchCounts>,
+) {
     let in_flight = Arc::new(Semaphore::new(CREATE_BATCHES_IN_FLIGHT_MAX));
     loop {
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
@@ -94,15 +120,15 @@ async fn write_batches(pool: Pool, mut receiver: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let pool = pool.clone();
+        let (pool, counts) = (pool.clone(), Arc::clone(&counts));
         tokio::spawn(async move {
-            write_batch(&pool, batch).await;
+            write_batch(&pool, batch, &counts).await;
             drop(permit);
         });
     }
 }
 
-async fn write_batch(pool: &Pool, batch: Vec<Pending>) {
+async fn write_batch(pool: &Pool, batch: Vec<Pending>, counts: &BatchCounts) {
     let client = match pool.get().await {
         Ok(client) => client,
         Err(e) => {
@@ -120,12 +146,18 @@ async fn write_batch(pool: &Pool, batch: Vec<Pending>) {
                 let (created, skipped): (Vec<_>, Vec<_>) = together
                     .into_iter()
                     .partition(|p| inserted.contains(&p.new.id));
+                counts.batches.fetch_add(1, Ordering::Relaxed);
+                let created_count = u64::try_from(created.len()).unwrap_or(u64::MAX);
+                counts
+                    .created_in_batches
+                    .fetch_add(created_count, Ordering::Relaxed);
                 for pending in created {
                     let _ = pending.reply.send(Ok(CreateOutcome::Created));
                 }
                 alone.extend(skipped);
             }
             Err(e) => {
+                counts.batches_refused.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, size = together.len(), "create batch refused; writing each alone");
                 alone.append(&mut together);
             }
@@ -133,6 +165,10 @@ async fn write_batch(pool: &Pool, batch: Vec<Pending>) {
     } else {
         alone.append(&mut together);
     }
+    let alone_count = u64::try_from(alone.len()).unwrap_or(u64::MAX);
+    counts
+        .written_alone
+        .fetch_add(alone_count, Ordering::Relaxed);
     write_alone(&client, alone).await;
 }
 
