@@ -21,6 +21,7 @@ use deadpool_postgres::{Object, Pool};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Most creates written by one statement.
@@ -31,6 +32,9 @@ pub const CREATE_BATCH_MAX: usize = 64;
 pub const CREATE_BATCHES_IN_FLIGHT_MAX: usize = 2;
 /// Most creates waiting for a batch; a sender past it waits for room.
 pub const CREATE_QUEUE_MAX: usize = 1_024;
+/// Longest a create waits for its answer (queue, batch, commit) before it is told the database
+/// is unavailable. Whether it was stored is then unknown: the merchant retries with its key.
+pub const CREATE_WAIT_MAX_MS: u64 = 10_000;
 
 /// One create waiting to be written, and where its outcome goes.
 struct Pending {
@@ -88,13 +92,22 @@ impl CreateBatcher {
             body,
             reply,
         };
-        self.queue
-            .send(pending)
+        let answered = async {
+            self.queue
+                .send(pending)
+                .await
+                .map_err(|_| StoreError::Pool("the payment writer has stopped".into()))?;
+            outcome
+                .await
+                .map_err(|_| StoreError::Pool("the payment writer dropped a create".into()))?
+        };
+        tokio::time::timeout(Duration::from_millis(CREATE_WAIT_MAX_MS), answered)
             .await
-            .map_err(|_| StoreError::Pool("the payment writer has stopped".into()))?;
-        outcome
-            .await
-            .map_err(|_| StoreError::Pool("the payment writer dropped a create".into()))?
+            .map_err(|_| {
+                StoreError::Pool(format!(
+                    "no answer from the database in {CREATE_WAIT_MAX_MS} ms"
+                ))
+            })?
     }
 }
 
