@@ -1,10 +1,8 @@
 //! Group commit for payment creates: the merchant API's hot path (issue 2: 5,000 creates/s with
 //! durable commits).
 //!
-//! One create alone costs PostgreSQL a statement start, its CHECK constraints parsed anew, a
-//! commit and a WAL flush; those were most of its CPU. Creates that arrive while earlier ones
-//! are being written wait in a queue and go together, as one statement: one atomic transaction,
-//! one commit for all of them.
+//! Creates that arrive while earlier ones are being written go together, as one statement: one
+//! atomic transaction, one commit for all of them (`group_commit`).
 //!
 //! The batch statement handles only the plain case: a new key (or none) and a new order id. Any
 //! create it does not insert goes through [`payments::create`] one at a time, which gives the
@@ -15,40 +13,36 @@
 //!   writes nothing, and each of its creates is retried alone.
 
 use crate::store::StoreError;
+use crate::store::group_commit::{Job, Limits, Writer, refuse_all};
 use crate::store::payments::{self, CreateOutcome, KeyedRequest, NewPayment};
 use crate::store::prepared::Prepared;
 use deadpool_postgres::{Object, Pool};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, oneshot};
 
-/// Most creates written by one statement.
-pub const CREATE_BATCH_MAX: usize = 64;
-/// Most batch statements running at once (each holds a pooled connection). Two: one commits
-/// while the next fills. More in flight made smaller batches, and PostgreSQL's CPU per create
-/// rose by 40% (benches/api_create).
-pub const CREATE_BATCHES_IN_FLIGHT_MAX: usize = 2;
-/// Most creates waiting for a batch; a sender past it waits for room.
-pub const CREATE_QUEUE_MAX: usize = 1_024;
-/// Longest a create waits for its answer (queue, batch, commit) before it is told the database
-/// is unavailable. Whether it was stored is then unknown: the merchant retries with its key.
-pub const CREATE_WAIT_MAX_MS: u64 = 10_000;
+/// The create writer's bounds. Two batches in flight: with four, batches were smaller and
+/// PostgreSQL's CPU per create rose by 40% (benches/api_create).
+pub const CREATE_LIMITS: Limits = Limits {
+    batch_max: 64,
+    in_flight_max: 2,
+    queue_max: 1_024,
+    answer_wait_max_ms: 10_000,
+};
 
-/// One create waiting to be written, and where its outcome goes.
-struct Pending {
-    new: NewPayment,
-    keyed: Option<KeyedRequest>,
-    /// The 201 body a replay repeats.
-    body: String,
-    reply: oneshot::Sender<Result<CreateOutcome, StoreError>>,
+/// One create: the payment, its key, and the 201 body a replay repeats.
+pub struct Create {
+    pub new: NewPayment,
+    pub keyed: Option<KeyedRequest>,
+    pub body: String,
 }
+
+type Pending = Job<Create, CreateOutcome>;
 
 /// The handle request handlers use. Cloning shares the one writer.
 #[derive(Debug, Clone)]
 pub struct CreateBatcher {
-    queue: mpsc::Sender<Pending>,
+    writer: Writer<Create, CreateOutcome>,
     counts: Arc<BatchCounts>,
 }
 
@@ -68,10 +62,13 @@ pub struct BatchCounts {
 impl CreateBatcher {
     /// Starts the writer on the current tokio runtime. It stops when every handle is dropped.
     pub fn start(pool: Pool) -> Self {
-        let (queue, receiver) = mpsc::channel(CREATE_QUEUE_MAX);
         let counts = Arc::new(BatchCounts::default());
-        tokio::spawn(write_batches(pool, receiver, Arc::clone(&counts)));
-        Self { queue, counts }
+        let batch_counts = Arc::clone(&counts);
+        let writer = Writer::start(pool, CREATE_LIMITS, move |pool, batch| {
+            let counts = Arc::clone(&batch_counts);
+            async move { write_batch(&pool, batch, &counts).await }
+        });
+        Self { writer, counts }
     }
 
     pub fn counts(&self) -> &BatchCounts {
@@ -85,72 +82,14 @@ impl CreateBatcher {
         keyed: Option<KeyedRequest>,
         body: String,
     ) -> Result<CreateOutcome, StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        let pending = Pending {
-            new,
-            keyed,
-            body,
-            reply,
-        };
-        let answered = async {
-            self.queue
-                .send(pending)
-                .await
-                .map_err(|_| StoreError::Pool("the payment writer has stopped".into()))?;
-            outcome
-                .await
-                .map_err(|_| StoreError::Pool("the payment writer dropped a create".into()))?
-        };
-        tokio::time::timeout(Duration::from_millis(CREATE_WAIT_MAX_MS), answered)
-            .await
-            .map_err(|_| {
-                StoreError::Pool(format!(
-                    "no answer from the database in {CREATE_WAIT_MAX_MS} ms"
-                ))
-            })?
-    }
-}
-
-/// Takes the creates that queued while the previous batches were written, up to
-/// `CREATE_BATCH_MAX`, and writes them as one batch.
-async fn write_batches(
-    pool: Pool,
-    mut receiver: mpsc::Receiver<Pending>,
-    counts: Arc<BatchCounts>,
-) {
-    let in_flight = Arc::new(Semaphore::new(CREATE_BATCHES_IN_FLIGHT_MAX));
-    loop {
-        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-            return;
-        };
-        let Some(first) = receiver.recv().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < CREATE_BATCH_MAX {
-            match receiver.try_recv() {
-                Ok(pending) => batch.push(pending),
-                Err(_) => break,
-            }
-        }
-        let (pool, counts) = (pool.clone(), Arc::clone(&counts));
-        tokio::spawn(async move {
-            write_batch(&pool, batch, &counts).await;
-            drop(permit);
-        });
+        self.writer.ask(Create { new, keyed, body }).await
     }
 }
 
 async fn write_batch(pool: &Pool, batch: Vec<Pending>, counts: &BatchCounts) {
     let client = match pool.get().await {
         Ok(client) => client,
-        Err(e) => {
-            let message = e.to_string();
-            for pending in batch {
-                let _ = pending.reply.send(Err(StoreError::Pool(message.clone())));
-            }
-            return;
-        }
+        Err(e) => return refuse_all(batch, &e),
     };
     let (mut together, mut alone) = split_repeats(batch);
     if together.len() > 1 {
@@ -158,14 +97,14 @@ async fn write_batch(pool: &Pool, batch: Vec<Pending>, counts: &BatchCounts) {
             Ok(inserted) => {
                 let (created, skipped): (Vec<_>, Vec<_>) = together
                     .into_iter()
-                    .partition(|p| inserted.contains(&p.new.id));
+                    .partition(|p| inserted.contains(&p.write.new.id));
                 counts.batches.fetch_add(1, Ordering::Relaxed);
                 let created_count = u64::try_from(created.len()).unwrap_or(u64::MAX);
                 counts
                     .created_in_batches
                     .fetch_add(created_count, Ordering::Relaxed);
                 for pending in created {
-                    let _ = pending.reply.send(Ok(CreateOutcome::Created));
+                    pending.reply(Ok(CreateOutcome::Created));
                 }
                 alone.extend(skipped);
             }
@@ -190,7 +129,8 @@ async fn write_batch(pool: &Pool, batch: Vec<Pending>, counts: &BatchCounts) {
 fn split_repeats(batch: Vec<Pending>) -> (Vec<Pending>, Vec<Pending>) {
     let mut keys = HashSet::new();
     let mut orders = HashSet::new();
-    batch.into_iter().partition(|p| {
+    batch.into_iter().partition(|job| {
+        let p = &job.write;
         let merchant = &p.new.merchant_id;
         let key_is_new = match &p.keyed {
             Some(k) => keys.insert((merchant.clone(), k.key.as_str().to_owned())),
@@ -205,10 +145,11 @@ fn split_repeats(batch: Vec<Pending>) -> (Vec<Pending>, Vec<Pending>) {
 async fn write_alone(client: &Object, alone: Vec<Pending>) {
     let outcomes = alone
         .iter()
+        .map(|job| &job.write)
         .map(|p| payments::create(client, &p.new, p.keyed.as_ref(), &p.body));
     let outcomes = futures::future::join_all(outcomes).await;
     for (pending, outcome) in alone.into_iter().zip(outcomes) {
-        let _ = pending.reply.send(outcome);
+        pending.reply(outcome);
     }
 }
 
@@ -247,7 +188,8 @@ async fn insert_together(
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
 }
 
-fn lock_order(p: &Pending) -> (&str, Option<&str>) {
+fn lock_order(job: &Pending) -> (&str, Option<&str>) {
+    let p = &job.write;
     (
         p.new.merchant_id.as_str(),
         p.keyed.as_ref().map(|k| k.key.as_str()),
@@ -273,6 +215,7 @@ struct Columns<'a> {
 
 impl<'a> Columns<'a> {
     fn of(batch: &'a [Pending]) -> Self {
+        let batch: Vec<&Create> = batch.iter().map(|job| &job.write).collect();
         Self {
             id: batch.iter().map(|p| p.new.id.as_str()).collect(),
             merchant_id: batch.iter().map(|p| p.new.merchant_id.as_str()).collect(),

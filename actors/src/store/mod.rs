@@ -3,6 +3,7 @@
 
 pub mod create_batch;
 pub mod customers;
+pub mod group_commit;
 pub mod idempotency;
 pub mod local_cluster;
 pub mod merchants;

@@ -1,0 +1,143 @@
+//! Group commit: one writer task per kind of write, fed by a bounded queue. The writes that queue
+//! while earlier batches are being written go together, as one statement and one durable
+//! commit. Each write still gets its own answer, only after its commit.
+//!
+//! PostgreSQL's cost of a small write is mostly per statement: executor start, the table's CHECK
+//! constraints parsed again, the commit and its WAL flush. A batch pays those once. The writers
+//! here decide what a batch statement looks like and how a write it could not take is written
+//! alone; this module only gathers the batches and bounds them.
+
+use crate::store::StoreError;
+use deadpool_postgres::Pool;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// The bounds of one writer.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most writes in one batch statement.
+    pub batch_max: usize,
+    /// Most batches being written at once (each holds a pooled connection). Two: one commits
+    /// while the next fills; more make smaller batches.
+    pub in_flight_max: usize,
+    /// Most writes waiting for a batch; a sender past it waits for room.
+    pub queue_max: usize,
+    /// Longest a write waits for its answer (queue, batch, commit) before it is told the
+    /// database is unavailable. Whether it was stored is then unknown, as after any lost reply.
+    pub answer_wait_max_ms: u64,
+}
+
+/// A write waiting in the queue: what to write, and where its answer goes.
+pub struct Job<W, A> {
+    pub write: W,
+    pub answer: oneshot::Sender<Result<A, StoreError>>,
+}
+
+impl<W, A> Job<W, A> {
+    pub fn reply(self, answer: Result<A, StoreError>) {
+        // The asker may have given up waiting; its answer is then nobody's.
+        let _ = self.answer.send(answer);
+    }
+}
+
+/// The handle that askers hold; cloning shares the one writer.
+pub struct Writer<W, A> {
+    queue: mpsc::Sender<Job<W, A>>,
+    limits: Limits,
+}
+
+impl<W, A> Clone for Writer<W, A> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+            limits: self.limits,
+        }
+    }
+}
+
+impl<W, A> std::fmt::Debug for Writer<W, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl<W: Send + 'static, A: Send + 'static> Writer<W, A> {
+    /// Starts the writer on the current tokio runtime; `write_batch` writes one batch and
+    /// answers every job in it. The writer stops when every handle is dropped.
+    pub fn start<F, Fut>(pool: Pool, limits: Limits, write_batch: F) -> Self
+    where
+        F: Fn(Pool, Vec<Job<W, A>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        assert!(limits.batch_max >= 1 && limits.in_flight_max >= 1 && limits.queue_max >= 1);
+        let (queue, receiver) = mpsc::channel(limits.queue_max);
+        tokio::spawn(gather(pool, limits, receiver, write_batch));
+        Self { queue, limits }
+    }
+
+    /// Queues `write` and waits for its answer, at most `answer_wait_max_ms`.
+    pub async fn ask(&self, write: W) -> Result<A, StoreError> {
+        let (answer, answered) = oneshot::channel();
+        let asked = async {
+            self.queue
+                .send(Job { write, answer })
+                .await
+                .map_err(|_| StoreError::Pool("the database writer has stopped".into()))?;
+            answered
+                .await
+                .map_err(|_| StoreError::Pool("the database writer dropped a write".into()))?
+        };
+        let wait_ms = self.limits.answer_wait_max_ms;
+        tokio::time::timeout(Duration::from_millis(wait_ms), asked)
+            .await
+            .map_err(|_| StoreError::Pool(format!("no answer from the database in {wait_ms} ms")))?
+    }
+}
+
+/// Takes the jobs that queued while the previous batches were written, up to `batch_max`, and
+/// hands them to `write_batch` once a batch slot is free.
+async fn gather<W, A, F, Fut>(
+    pool: Pool,
+    limits: Limits,
+    mut receiver: mpsc::Receiver<Job<W, A>>,
+    write_batch: F,
+) where
+    W: Send + 'static,
+    A: Send + 'static,
+    F: Fn(Pool, Vec<Job<W, A>>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let in_flight = Arc::new(Semaphore::new(limits.in_flight_max));
+    loop {
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
+        let Some(first) = receiver.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < limits.batch_max {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let batch_written = write_batch(pool.clone(), batch);
+        tokio::spawn(async move {
+            batch_written.await;
+            drop(permit);
+        });
+    }
+}
+
+/// Every job of `batch` gets the pool's error (no connection for the batch).
+pub fn refuse_all<W, A>(batch: Vec<Job<W, A>>, error: &deadpool_postgres::PoolError) {
+    let message = error.to_string();
+    for job in batch {
+        job.reply(Err(StoreError::Pool(message.clone())));
+    }
+}
