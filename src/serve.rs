@@ -12,6 +12,7 @@ use anyhow::Context;
 use payhub_actors::bank::{self, BankRouter};
 use payhub_actors::clock::SharedClock;
 use payhub_actors::store::prepared::Prepared;
+use payhub_actors::transaction::writer::PaymentWriter;
 use payhub_actors::transaction::{Deps, PaymentRegistry, PaymentSettings, start_registry};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -119,6 +120,7 @@ impl Gateway {
         )?;
         let registry = start_registry(Deps {
             pool: pool.clone(),
+            writer: PaymentWriter::start(pool.clone()),
             clock: clock.clone(),
             settings: Arc::new(payment_settings(config)),
             hash_key: hash_key.clone(),

@@ -18,6 +18,7 @@ use payhub_actors::keyed_hash::HashKey;
 use payhub_actors::messages::Deliver;
 use payhub_actors::secret::Secret;
 use payhub_actors::transaction::registry::TickAll;
+use payhub_actors::transaction::writer::PaymentWriter;
 use payhub_actors::transaction::{Deps, PaymentRegistry, PaymentSettings, start_registry};
 use std::sync::{Arc, Mutex};
 
@@ -166,6 +167,7 @@ impl Gateway {
                 let settings_url = settings.public_url.clone();
                 let deps = Deps {
                     pool: pool.clone(),
+                    writer: PaymentWriter::start(pool.clone()),
                     clock: clock.clone(),
                     settings: Arc::new(settings),
                     hash_key: key.clone(),

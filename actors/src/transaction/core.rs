@@ -6,6 +6,7 @@
 use super::code::{code_hash, code_matches, new_code, new_rrn, new_session_token, session_hash};
 use super::event::{self, Outcome};
 use super::store::{self, CustomerLogin, PaymentRow, TerminalRow};
+use super::writer::ToProcessing;
 use super::{
     CODE_DELIVERY_FAILURES_MAX, ChannelChoice, CodeReply, Deps, LoginReply, PaymentError,
     ResendReply,
@@ -187,8 +188,7 @@ impl PaymentCore {
         let max = i32::try_from(self.settings().password_attempts_max).unwrap_or(i32::MAX);
         if failures >= max {
             let outcome = Outcome::failed(FailureCode::AuthenticationFailed, None);
-            let finish = event::finish(
-                &tx,
+            let finish = event::to_final(
                 &self.row,
                 &[PaymentStatus::AwaitingCustomer],
                 &outcome,
@@ -196,6 +196,7 @@ impl PaymentCore {
                 &self.settings().public_url,
                 self.outcome_sms_destination().as_deref(),
             )
+            .write(&tx)
             .await?;
             tx.commit().await?;
             drop(client);
@@ -620,10 +621,13 @@ impl PaymentCore {
                 }
             };
         let original = prepared.original();
-        let client = self.deps.pool.get().await?;
-        let moved =
-            store::mark_processing(&client, &self.row.id, prepared.rrn(), &original, now).await?;
-        drop(client);
+        let to_processing = ToProcessing {
+            payment_id: self.row.id.clone(),
+            rrn: prepared.rrn().to_owned(),
+            original: original.clone(),
+            at: now,
+        };
+        let moved = self.deps.writer.to_processing(to_processing).await?;
         if !moved {
             // The reservation lapses unsent.
             self.reload().await?;
@@ -754,19 +758,15 @@ impl PaymentCore {
         from: &[PaymentStatus],
         outcome: Outcome,
     ) -> Result<(), PaymentError> {
-        let now = self.now();
-        let client = self.deps.pool.get().await?;
-        let finish = event::finish(
-            &client,
+        let write = event::to_final(
             &self.row,
             from,
             &outcome,
-            now,
+            self.now(),
             &self.settings().public_url,
             self.outcome_sms_destination().as_deref(),
-        )
-        .await?;
-        drop(client);
+        );
+        let finish = self.deps.writer.to_final(write).await?;
         self.after_finish(finish, &outcome).await
     }
 

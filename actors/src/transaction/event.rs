@@ -2,8 +2,8 @@
 //! payment object of gateway-http.md, built by `store::payments` (one definition for the API and
 //! the webhooks).
 
-use super::PaymentError;
 use super::store::PaymentRow;
+use super::writer::ToFinal;
 use crate::domain::{FailureCode, PaymentStatus};
 use crate::ids;
 use crate::store::payments::{self, PaymentRecord};
@@ -82,24 +82,25 @@ pub fn final_record(row: &PaymentRow, outcome: &Outcome, now: DateTime<Utc>) -> 
     }
 }
 
-/// Moves the payment from one of `from` to the final `outcome`, and writes its webhook event
-/// (the one payment object of the API), an audit line and, when `outcome_sms_to` (a masked
-/// number) says the customer is told by SMS, that message's `queued` row, in one statement: a
-/// payment is never final without its event, and a debit's outcome costs one round trip and one
-/// commit. [`Finish::NotMoved`] when the payment was no longer in one of `from` (someone else
-/// finished it): nothing is written. The caller calls [`finished`] once the transaction has
-/// committed.
-pub async fn finish(
-    client: &impl GenericClient,
+/// The write that moves the payment from one of `from` to the final `outcome`, with its webhook
+/// event (the one payment object of the API), an audit line and, when `outcome_sms_to` (a masked
+/// number) says the customer is told by SMS, that message's `queued` row. Written as one
+/// statement (alone with [`ToFinal::write`], or batched by the `PaymentWriter`): a payment is
+/// never final without its event. [`Finish::NotMoved`] when the payment was no longer in one of
+/// `from` (someone else finished it): nothing is written. The caller calls [`finished`] once the
+/// write has committed.
+pub fn to_final(
     row: &PaymentRow,
     from: &[PaymentStatus],
     outcome: &Outcome,
     now: DateTime<Utc>,
     public_url: &url::Url,
     outcome_sms_to: Option<&str>,
-) -> Result<Finish, PaymentError> {
-    assert!(outcome.status.is_final(), "finish takes a final status");
-    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+) -> ToFinal {
+    assert!(
+        outcome.status.is_final(),
+        "a final write takes a final status"
+    );
     let record = final_record(row, outcome, now);
     let event_id = ids::new_id("evt");
     let event_type = outcome.event_type();
@@ -109,35 +110,23 @@ pub async fn finish(
         now,
         &record.to_api_object(public_url),
     );
-    let detail = json!({
-        "failure_code": outcome.failure_code.map(|c| c.as_str()),
-        "bank_response_code": outcome.bank_response_code,
-    });
-    let moved = client
-        .query_opt_cached(
-            FINISH_SQL,
-            &[
-                &row.id,
-                &now,
-                &outcome.status.as_str(),
-                &outcome.failure_code.map(|c| c.as_str()),
-                &outcome.bank_response_code,
-                &outcome.approval_code,
-                &from,
-                &event_id,
-                &event_type,
-                &body,
-                &detail,
-                &outcome_sms_to,
-            ],
-        )
-        .await?;
-    Ok(match moved {
-        Some(row) => Finish::Moved {
-            notice_row: row.get(1),
-        },
-        None => Finish::NotMoved,
-    })
+    ToFinal {
+        payment_id: row.id.clone(),
+        at: now,
+        status: outcome.status.as_str(),
+        failure_code: outcome.failure_code.map(|c| c.as_str()),
+        bank_response_code: outcome.bank_response_code.clone(),
+        approval_code: outcome.approval_code.clone(),
+        from: from.iter().map(|s| s.as_str()).collect(),
+        event_id,
+        event_type,
+        body,
+        detail: json!({
+            "failure_code": outcome.failure_code.map(|c| c.as_str()),
+            "bank_response_code": outcome.bank_response_code,
+        }),
+        outcome_sms_to: outcome_sms_to.map(str::to_owned),
+    }
 }
 
 pub enum Finish {
@@ -163,7 +152,7 @@ pub fn finished(outcome: &Outcome) {
 /// The final transition, its webhook event, its audit line and, when the outcome goes by SMS
 /// (`$12`, the masked number), the outcome message's `queued` row. All but the transition are
 /// written only when the payment moved.
-const FINISH_SQL: &str = "WITH moved AS (
+pub(super) const FINISH_SQL: &str = "WITH moved AS (
         UPDATE payments SET status = $3, failure_code = $4, bank_response_code = $5,
             approval_code = $6, finished_at = $2, updated_at = $2,
             code_hash = NULL, code_expires_at = NULL

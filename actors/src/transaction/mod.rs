@@ -15,6 +15,7 @@ pub mod event;
 pub mod registry;
 pub mod store;
 pub mod view;
+pub mod writer;
 
 use crate::bank::BankRouter;
 use crate::clock::SharedClock;
@@ -81,6 +82,8 @@ pub const CODE_DELIVERY_FAILURES_MAX: i32 = 5;
 #[derive(Clone)]
 pub struct Deps {
     pub pool: Pool,
+    /// The group-committed writes of the debit path (`processing`, final statuses).
+    pub writer: writer::PaymentWriter,
     pub clock: SharedClock,
     pub settings: Arc<PaymentSettings>,
     pub hash_key: HashKey,
@@ -135,6 +138,12 @@ pub enum PaymentError {
 
 impl From<tokio_postgres::Error> for PaymentError {
     fn from(e: tokio_postgres::Error) -> Self {
+        PaymentError::Storage(e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for PaymentError {
+    fn from(e: crate::store::StoreError) -> Self {
         PaymentError::Storage(e.to_string())
     }
 }

@@ -244,36 +244,6 @@ pub async fn debit_parties(
     })
 }
 
-/// Moves the payment to `processing` with its debit's RRN and wire identity, and writes the audit
-/// line, in one statement (committed before the 0200 leaves). `false` when it was no longer
-/// awaiting its code.
-pub async fn mark_processing(
-    client: &impl GenericClient,
-    payment_id: &str,
-    rrn: &str,
-    original: &OriginalDebit,
-    now: DateTime<Utc>,
-) -> Result<bool, PaymentError> {
-    let sql = "WITH moved AS (
-                 UPDATE payments SET status = 'processing', rrn = $2, code_hash = NULL,
-                     code_expires_at = NULL, debit_sent_at = $3, updated_at = $3,
-                     bank_link = $4, debit_stan = $5, debit_f7 = $6
-                 WHERE id = $1 AND status = 'awaiting_code' RETURNING id),
-             audit AS (
-                 INSERT INTO audit_log (at, payment_id, event, detail)
-                 SELECT $3, id, 'debit_sent', jsonb_build_object('rrn', $2::text) FROM moved)
-             SELECT id FROM moved";
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
-        &payment_id,
-        &rrn,
-        &now,
-        &original.link,
-        &original.stan,
-        &original.transmission_time,
-    ];
-    Ok(client.execute_cached(sql, &params).await? == 1)
-}
-
 /// Field 43: the name in the first 25 characters, the location in the remaining 15, 40 in all.
 fn name_location(name: &str, location: &str) -> String {
     let clean = |s: &str, n: usize| -> String {

@@ -1,0 +1,343 @@
+//! Group commit for the payment actors' two hot writes: `processing` before the 0200 leaves, and
+//! the final status with its event, audit line and outcome notice row. The writes of many
+//! payments that queue meanwhile go as one statement and one durable commit
+//! (`store::group_commit`); each actor still waits for its own answer, after the commit, before
+//! anything leaves the process.
+//!
+//! A batch is decided row by row by the same guard as the single statement (`status = ...`): a
+//! payment the batch does not move was not in the expected status, which is that payment's
+//! answer. If the batch statement fails as a whole, nothing of it was written and each write is
+//! made alone, so one bad row costs the others nothing but time.
+
+use super::event::{FINISH_SQL, Finish};
+use crate::bank::OriginalDebit;
+use crate::store::StoreError;
+use crate::store::group_commit::{Job, Limits, Writer, refuse_all};
+use crate::store::prepared::Prepared;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Object, Pool};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+
+/// Bounds of each of the two writers. Two batches in flight, as for creates: one commits while
+/// the next fills.
+pub const PAYMENT_WRITE_LIMITS: Limits = Limits {
+    batch_max: 64,
+    in_flight_max: 2,
+    queue_max: 4_096,
+    answer_wait_max_ms: 10_000,
+};
+
+/// The payment moves from `awaiting_code` to `processing` with its debit's RRN and wire identity.
+#[derive(Debug, Clone)]
+pub struct ToProcessing {
+    pub payment_id: String,
+    pub rrn: String,
+    pub original: OriginalDebit,
+    pub at: DateTime<Utc>,
+}
+
+/// The payment moves from one of `from` to its final status, with its webhook event, audit line
+/// and, when `outcome_sms_to` (a masked number) is set, its outcome message's `queued` row.
+#[derive(Debug, Clone)]
+pub struct ToFinal {
+    pub payment_id: String,
+    pub at: DateTime<Utc>,
+    pub status: &'static str,
+    pub failure_code: Option<&'static str>,
+    pub bank_response_code: Option<String>,
+    pub approval_code: Option<String>,
+    pub from: Vec<&'static str>,
+    pub event_id: String,
+    pub event_type: &'static str,
+    /// The webhook event's JSON.
+    pub body: String,
+    /// The audit line's detail.
+    pub detail: Value,
+    pub outcome_sms_to: Option<String>,
+}
+
+/// The handle every payment actor shares.
+#[derive(Debug, Clone)]
+pub struct PaymentWriter {
+    processing: Writer<ToProcessing, bool>,
+    finals: Writer<ToFinal, Finish>,
+}
+
+impl PaymentWriter {
+    /// Starts both writers on the current tokio runtime.
+    pub fn start(pool: Pool) -> Self {
+        Self {
+            processing: Writer::start(pool.clone(), PAYMENT_WRITE_LIMITS, write_batch),
+            finals: Writer::start(pool, PAYMENT_WRITE_LIMITS, write_batch),
+        }
+    }
+
+    /// `false` when the payment was no longer awaiting its code: nothing was written.
+    pub async fn to_processing(&self, write: ToProcessing) -> Result<bool, StoreError> {
+        self.processing.ask(write).await
+    }
+
+    pub async fn to_final(&self, write: ToFinal) -> Result<Finish, StoreError> {
+        self.finals.ask(write).await
+    }
+}
+
+/// A write that can be made alone or with others of its kind.
+trait PaymentWrite: Sized + Send + Sync + 'static {
+    type Answer: Send + 'static;
+    fn payment_id(&self) -> &str;
+    /// The answer for a payment the batch statement did not move.
+    fn not_moved() -> Self::Answer;
+    fn write_alone(
+        &self,
+        client: &Object,
+    ) -> impl Future<Output = Result<Self::Answer, StoreError>> + Send;
+    /// One statement for all of `batch` (distinct payments); the answers of the payments moved.
+    fn write_together(
+        client: &Object,
+        batch: &[&Self],
+    ) -> impl Future<Output = Result<HashMap<String, Self::Answer>, StoreError>> + Send;
+}
+
+async fn write_batch<W: PaymentWrite>(pool: Pool, mut batch: Vec<Job<W, W::Answer>>) {
+    let client = match pool.get().await {
+        Ok(client) => client,
+        Err(e) => return refuse_all(batch, &e),
+    };
+    // Row locks in one order across batches; a payment twice in one batch is written alone.
+    batch.sort_by(|a, b| a.write.payment_id().cmp(b.write.payment_id()));
+    let mut seen = HashSet::new();
+    let (together, alone): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .partition(|job| seen.insert(job.write.payment_id().to_owned()));
+    let mut alone = alone;
+    if together.len() > 1 {
+        let writes: Vec<&W> = together.iter().map(|job| &job.write).collect();
+        match W::write_together(&client, &writes).await {
+            Ok(mut moved) => {
+                for job in together {
+                    let answer = moved
+                        .remove(job.write.payment_id())
+                        .unwrap_or_else(W::not_moved);
+                    job.reply(Ok(answer));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, size = together.len(), "payment batch refused; writing each alone");
+                alone.extend(together);
+            }
+        }
+    } else {
+        alone.extend(together);
+    }
+    for job in alone {
+        let answer = job.write.write_alone(&client).await;
+        job.reply(answer);
+    }
+}
+
+const PROCESSING_SQL: &str = "WITH moved AS (
+        UPDATE payments SET status = 'processing', rrn = $2, code_hash = NULL,
+            code_expires_at = NULL, debit_sent_at = $3, updated_at = $3,
+            bank_link = $4, debit_stan = $5, debit_f7 = $6
+        WHERE id = $1 AND status = 'awaiting_code' RETURNING id),
+    audit AS (
+        INSERT INTO audit_log (at, payment_id, event, detail)
+        SELECT $3, id, 'debit_sent', jsonb_build_object('rrn', $2::text) FROM moved)
+    SELECT id FROM moved";
+
+/// `PROCESSING_SQL` for many payments: the same columns as arrays, one element per payment.
+const PROCESSING_BATCH_SQL: &str = "WITH input AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
+            $6::text[]) AS t(id, rrn, at, link, stan, f7)),
+    moved AS (
+        UPDATE payments p SET status = 'processing', rrn = i.rrn, code_hash = NULL,
+            code_expires_at = NULL, debit_sent_at = i.at, updated_at = i.at,
+            bank_link = i.link, debit_stan = i.stan, debit_f7 = i.f7
+        FROM input i WHERE p.id = i.id AND p.status = 'awaiting_code'
+        RETURNING p.id, i.rrn, i.at),
+    audit AS (
+        INSERT INTO audit_log (at, payment_id, event, detail)
+        SELECT at, id, 'debit_sent', jsonb_build_object('rrn', rrn) FROM moved)
+    SELECT id FROM moved";
+
+impl ToProcessing {
+    /// The single statement, on any client (also inside a transaction).
+    pub async fn write(&self, client: &impl GenericClient) -> Result<bool, StoreError> {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &self.payment_id,
+            &self.rrn,
+            &self.at,
+            &self.original.link,
+            &self.original.stan,
+            &self.original.transmission_time,
+        ];
+        Ok(client.execute_cached(PROCESSING_SQL, &params).await? == 1)
+    }
+}
+
+impl PaymentWrite for ToProcessing {
+    type Answer = bool;
+
+    fn payment_id(&self) -> &str {
+        &self.payment_id
+    }
+
+    fn not_moved() -> bool {
+        false
+    }
+
+    async fn write_alone(&self, client: &Object) -> Result<bool, StoreError> {
+        self.write(client).await
+    }
+
+    async fn write_together(
+        client: &Object,
+        batch: &[&Self],
+    ) -> Result<HashMap<String, bool>, StoreError> {
+        let ids: Vec<&str> = batch.iter().map(|w| w.payment_id.as_str()).collect();
+        let rrns: Vec<&str> = batch.iter().map(|w| w.rrn.as_str()).collect();
+        let ats: Vec<DateTime<Utc>> = batch.iter().map(|w| w.at).collect();
+        let links: Vec<&str> = batch.iter().map(|w| w.original.link.as_str()).collect();
+        let stans: Vec<&str> = batch.iter().map(|w| w.original.stan.as_str()).collect();
+        let f7s: Vec<&str> = batch
+            .iter()
+            .map(|w| w.original.transmission_time.as_str())
+            .collect();
+        let rows = client
+            .query_cached(
+                PROCESSING_BATCH_SQL,
+                &[&ids, &rrns, &ats, &links, &stans, &f7s],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), true)).collect())
+    }
+}
+
+/// `FINISH_SQL` for many payments. Each payment's `from` statuses travel as one comma-separated
+/// text (arrays of arrays do not unnest row by row).
+const FINAL_BATCH_SQL: &str = "WITH input AS (
+        SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+            $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[],
+            $12::text[])
+        AS t(id, at, status, failure_code, bank_response_code, approval_code, from_statuses,
+            event_id, event_type, body, detail, sms_to)),
+    moved AS (
+        UPDATE payments p SET status = i.status, failure_code = i.failure_code,
+            bank_response_code = i.bank_response_code, approval_code = i.approval_code,
+            finished_at = i.at, updated_at = i.at, code_hash = NULL, code_expires_at = NULL
+        FROM input i
+        WHERE p.id = i.id AND p.status = ANY(string_to_array(i.from_statuses, ','))
+        RETURNING p.id, p.merchant_id, p.notify_url, i.at, i.status, i.event_id, i.event_type,
+            i.body, i.detail, i.sms_to),
+    event AS (
+        INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url,
+            created_at, next_attempt_at)
+        SELECT event_id, id, merchant_id, event_type, body, notify_url, at, at FROM moved),
+    audit AS (
+        INSERT INTO audit_log (at, payment_id, event, detail)
+        SELECT at, id, status, detail FROM moved),
+    notice AS (
+        INSERT INTO customer_messages
+            (payment_id, kind, channel, destination, status, created_at, updated_at)
+        SELECT id, 'outcome', 'sms', sms_to, 'queued', at, at FROM moved
+        WHERE sms_to IS NOT NULL
+        RETURNING id, payment_id)
+    SELECT m.id, n.id FROM moved m LEFT JOIN notice n ON n.payment_id = m.id";
+
+impl ToFinal {
+    /// The single statement, on any client (also inside a transaction).
+    pub async fn write(&self, client: &impl GenericClient) -> Result<Finish, StoreError> {
+        let moved = client
+            .query_opt_cached(
+                FINISH_SQL,
+                &[
+                    &self.payment_id,
+                    &self.at,
+                    &self.status,
+                    &self.failure_code,
+                    &self.bank_response_code,
+                    &self.approval_code,
+                    &self.from,
+                    &self.event_id,
+                    &self.event_type,
+                    &self.body,
+                    &self.detail,
+                    &self.outcome_sms_to,
+                ],
+            )
+            .await?;
+        Ok(match moved {
+            Some(row) => Finish::Moved {
+                notice_row: row.get(1),
+            },
+            None => Finish::NotMoved,
+        })
+    }
+}
+
+impl PaymentWrite for ToFinal {
+    type Answer = Finish;
+
+    fn payment_id(&self) -> &str {
+        &self.payment_id
+    }
+
+    fn not_moved() -> Finish {
+        Finish::NotMoved
+    }
+
+    async fn write_alone(&self, client: &Object) -> Result<Finish, StoreError> {
+        self.write(client).await
+    }
+
+    async fn write_together(
+        client: &Object,
+        batch: &[&Self],
+    ) -> Result<HashMap<String, Finish>, StoreError> {
+        let ids: Vec<&str> = batch.iter().map(|w| w.payment_id.as_str()).collect();
+        let ats: Vec<DateTime<Utc>> = batch.iter().map(|w| w.at).collect();
+        let statuses: Vec<&str> = batch.iter().map(|w| w.status).collect();
+        let failures: Vec<Option<&str>> = batch.iter().map(|w| w.failure_code).collect();
+        let bank_codes: Vec<Option<&str>> = batch
+            .iter()
+            .map(|w| w.bank_response_code.as_deref())
+            .collect();
+        let approvals: Vec<Option<&str>> =
+            batch.iter().map(|w| w.approval_code.as_deref()).collect();
+        let froms: Vec<String> = batch.iter().map(|w| w.from.join(",")).collect();
+        let event_ids: Vec<&str> = batch.iter().map(|w| w.event_id.as_str()).collect();
+        let event_types: Vec<&str> = batch.iter().map(|w| w.event_type).collect();
+        let bodies: Vec<&str> = batch.iter().map(|w| w.body.as_str()).collect();
+        let details: Vec<&Value> = batch.iter().map(|w| &w.detail).collect();
+        let sms_to: Vec<Option<&str>> = batch.iter().map(|w| w.outcome_sms_to.as_deref()).collect();
+        let rows = client
+            .query_cached(
+                FINAL_BATCH_SQL,
+                &[
+                    &ids,
+                    &ats,
+                    &statuses,
+                    &failures,
+                    &bank_codes,
+                    &approvals,
+                    &froms,
+                    &event_ids,
+                    &event_types,
+                    &bodies,
+                    &details,
+                    &sms_to,
+                ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let notice_row: Option<i64> = r.get(1);
+                (r.get(0), Finish::Moved { notice_row })
+            })
+            .collect())
+    }
+}
