@@ -11,6 +11,7 @@
 
 use super::event::{FINISH_SQL, Finish};
 use crate::bank::OriginalDebit;
+use crate::domain::PaymentStatus;
 use crate::store::StoreError;
 use crate::store::group_commit::{Job, Limits, Writer, refuse_all};
 use crate::store::prepared::Prepared;
@@ -148,15 +149,19 @@ const PROCESSING_SQL: &str = "WITH moved AS (
         SELECT $3, id, 'debit_sent', jsonb_build_object('rrn', $2::text) FROM moved)
     SELECT id FROM moved";
 
-/// `PROCESSING_SQL` for many payments: the same columns as arrays, one element per payment.
+/// `PROCESSING_SQL` for many payments: the same columns as arrays, one element per payment. The
+/// expected status travels per row (`from_status`, always `awaiting_code`) so that, as in
+/// `FINAL_BATCH_SQL`, the guard cannot match a partial index's predicate: with statistics a
+/// little stale, the planner otherwise read every payment in flight through `payments_in_flight`
+/// for each batch, instead of one primary-key lookup per row.
 const PROCESSING_BATCH_SQL: &str = "WITH input AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
-            $6::text[]) AS t(id, rrn, at, link, stan, f7)),
+            $6::text[], $7::text[]) AS t(id, rrn, at, link, stan, f7, from_status)),
     moved AS (
         UPDATE payments p SET status = 'processing', rrn = i.rrn, code_hash = NULL,
             code_expires_at = NULL, debit_sent_at = i.at, updated_at = i.at,
             bank_link = i.link, debit_stan = i.stan, debit_f7 = i.f7
-        FROM input i WHERE p.id = i.id AND p.status = 'awaiting_code'
+        FROM input i WHERE p.id = i.id AND p.status = i.from_status
         RETURNING p.id, i.rrn, i.at),
     audit AS (
         INSERT INTO audit_log (at, payment_id, event, detail)
@@ -206,10 +211,11 @@ impl PaymentWrite for ToProcessing {
             .iter()
             .map(|w| w.original.transmission_time.as_str())
             .collect();
+        let from_status = vec![PaymentStatus::AwaitingCode.as_str(); batch.len()];
         let rows = client
             .query_cached(
                 PROCESSING_BATCH_SQL,
-                &[&ids, &rrns, &ats, &links, &stans, &f7s],
+                &[&ids, &rrns, &ats, &links, &stans, &f7s, &from_status],
             )
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), true)).collect())
