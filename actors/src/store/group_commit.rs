@@ -8,7 +8,8 @@
 //! alone; this module only gathers the batches and bounds them.
 
 use crate::store::StoreError;
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,6 +132,70 @@ async fn gather<W, A, F, Fut>(
             batch_written.await;
             drop(permit);
         });
+    }
+}
+
+/// A write to one row (one payment, one message) that can be made alone or with others of its
+/// kind in one statement.
+pub trait RowWrite: Sized + Send + Sync + 'static {
+    type Answer: Send + 'static;
+    /// The row written; a batch never holds two writes to one row.
+    fn row_key(&self) -> String;
+    /// The answer for a write the batch statement did not apply (its row's guard failed).
+    fn not_moved() -> Self::Answer;
+    fn write_alone(
+        &self,
+        client: &Object,
+    ) -> impl Future<Output = Result<Self::Answer, StoreError>> + Send;
+    /// One statement for all of `batch` (distinct rows, in key order); the answers by row key.
+    fn write_together(
+        client: &Object,
+        batch: &[&Self],
+    ) -> impl Future<Output = Result<HashMap<String, Self::Answer>, StoreError>> + Send;
+}
+
+impl<W: RowWrite> Writer<W, W::Answer> {
+    /// A writer of [`RowWrite`]s.
+    pub fn start_rows(pool: Pool, limits: Limits) -> Self {
+        Writer::start(pool, limits, write_rows::<W>)
+    }
+}
+
+/// One batch of row writes: in key order, so concurrent batches take row locks in one order;
+/// a second write to a row waits for the batch and goes alone, as does every write of a batch
+/// statement that failed as a whole (it wrote nothing).
+async fn write_rows<W: RowWrite>(pool: Pool, mut batch: Vec<Job<W, W::Answer>>) {
+    let client = match pool.get().await {
+        Ok(client) => client,
+        Err(e) => return refuse_all(batch, &e),
+    };
+    batch.sort_by_cached_key(|job| job.write.row_key());
+    let mut seen = HashSet::new();
+    let (together, mut alone): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .partition(|job| seen.insert(job.write.row_key()));
+    if together.len() > 1 {
+        let writes: Vec<&W> = together.iter().map(|job| &job.write).collect();
+        match W::write_together(&client, &writes).await {
+            Ok(mut answers) => {
+                for job in together {
+                    let answer = answers
+                        .remove(&job.write.row_key())
+                        .unwrap_or_else(W::not_moved);
+                    job.reply(Ok(answer));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, size = together.len(), "batch refused; writing each alone");
+                alone.splice(0..0, together);
+            }
+        }
+    } else {
+        alone.splice(0..0, together);
+    }
+    for job in alone {
+        let answer = job.write.write_alone(&client).await;
+        job.reply(answer);
     }
 }
 

@@ -6,20 +6,18 @@
 //!
 //! A batch is decided row by row by the same guard as the single statement (`status = ...`): a
 //! payment the batch does not move was not in the expected status, which is that payment's
-//! answer. If the batch statement fails as a whole, nothing of it was written and each write is
-//! made alone, so one bad row costs the others nothing but time.
+//! answer ([`RowWrite`] has the rest: one order of row locks, a refused batch written alone).
 
 use super::event::{FINISH_SQL, Finish};
 use crate::bank::OriginalDebit;
 use crate::domain::PaymentStatus;
 use crate::store::StoreError;
-use crate::store::group_commit::{Job, Limits, Writer, refuse_all};
+use crate::store::group_commit::{Limits, RowWrite, Writer};
 use crate::store::prepared::Prepared;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Object, Pool};
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
+use std::collections::HashMap;
 
 /// Bounds of each of the two writers. Two batches in flight, as for creates: one commits while
 /// the next fills.
@@ -70,8 +68,8 @@ impl PaymentWriter {
     /// Starts both writers on the current tokio runtime.
     pub fn start(pool: Pool) -> Self {
         Self {
-            processing: Writer::start(pool.clone(), PAYMENT_WRITE_LIMITS, write_batch),
-            finals: Writer::start(pool, PAYMENT_WRITE_LIMITS, write_batch),
+            processing: Writer::start_rows(pool.clone(), PAYMENT_WRITE_LIMITS),
+            finals: Writer::start_rows(pool, PAYMENT_WRITE_LIMITS),
         }
     }
 
@@ -82,60 +80,6 @@ impl PaymentWriter {
 
     pub async fn to_final(&self, write: ToFinal) -> Result<Finish, StoreError> {
         self.finals.ask(write).await
-    }
-}
-
-/// A write that can be made alone or with others of its kind.
-trait PaymentWrite: Sized + Send + Sync + 'static {
-    type Answer: Send + 'static;
-    fn payment_id(&self) -> &str;
-    /// The answer for a payment the batch statement did not move.
-    fn not_moved() -> Self::Answer;
-    fn write_alone(
-        &self,
-        client: &Object,
-    ) -> impl Future<Output = Result<Self::Answer, StoreError>> + Send;
-    /// One statement for all of `batch` (distinct payments); the answers of the payments moved.
-    fn write_together(
-        client: &Object,
-        batch: &[&Self],
-    ) -> impl Future<Output = Result<HashMap<String, Self::Answer>, StoreError>> + Send;
-}
-
-async fn write_batch<W: PaymentWrite>(pool: Pool, mut batch: Vec<Job<W, W::Answer>>) {
-    let client = match pool.get().await {
-        Ok(client) => client,
-        Err(e) => return refuse_all(batch, &e),
-    };
-    // Row locks in one order across batches; a payment twice in one batch is written alone.
-    batch.sort_by(|a, b| a.write.payment_id().cmp(b.write.payment_id()));
-    let mut seen = HashSet::new();
-    let (together, alone): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .partition(|job| seen.insert(job.write.payment_id().to_owned()));
-    let mut alone = alone;
-    if together.len() > 1 {
-        let writes: Vec<&W> = together.iter().map(|job| &job.write).collect();
-        match W::write_together(&client, &writes).await {
-            Ok(mut moved) => {
-                for job in together {
-                    let answer = moved
-                        .remove(job.write.payment_id())
-                        .unwrap_or_else(W::not_moved);
-                    job.reply(Ok(answer));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, size = together.len(), "payment batch refused; writing each alone");
-                alone.extend(together);
-            }
-        }
-    } else {
-        alone.extend(together);
-    }
-    for job in alone {
-        let answer = job.write.write_alone(&client).await;
-        job.reply(answer);
     }
 }
 
@@ -183,11 +127,11 @@ impl ToProcessing {
     }
 }
 
-impl PaymentWrite for ToProcessing {
+impl RowWrite for ToProcessing {
     type Answer = bool;
 
-    fn payment_id(&self) -> &str {
-        &self.payment_id
+    fn row_key(&self) -> String {
+        self.payment_id.clone()
     }
 
     fn not_moved() -> bool {
@@ -284,11 +228,11 @@ impl ToFinal {
     }
 }
 
-impl PaymentWrite for ToFinal {
+impl RowWrite for ToFinal {
     type Answer = Finish;
 
-    fn payment_id(&self) -> &str {
-        &self.payment_id
+    fn row_key(&self) -> String {
+        self.payment_id.clone()
     }
 
     fn not_moved() -> Finish {
