@@ -180,16 +180,66 @@ async fn a_receipt_before_the_message_id_is_recorded_is_not_lost() {
     let id = smpp::store::insert_queued(&db.pool, now, &payment_id, NoticeKind::Code, "86****00")
         .await
         .unwrap();
-    let matched = smpp::store::record_receipt(&db.pool, now, "early-1", "DELIVRD")
+    let writes = smpp::store::SmppWrites::start(db.pool.clone());
+    let matched = writes
+        .record_receipt(now, "early-1", "DELIVRD")
         .await
         .unwrap();
     assert!(!matched);
-    smpp::store::mark_sent(&db.pool, now, id, "early-1")
-        .await
-        .unwrap();
+    writes.mark_sent(now, id, "early-1").await.unwrap();
     let row = &rows(&db, &payment_id).await[0];
     assert_eq!(row.status, "delivered");
     assert_eq!(row.receipt_status.as_deref(), Some("DELIVRD"));
+    let left: i64 = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM smpp_early_receipts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+/// Message ids and receipts that arrive together are written in batches; whichever of the two
+/// comes first, every row ends `delivered` and no receipt is left aside.
+#[actix_rt::test]
+async fn message_ids_and_receipts_written_in_batches_all_meet() {
+    let db = fresh_database().await;
+    let payment_id = payment(&db).await;
+    let now = chrono::Utc::now();
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let queued =
+            smpp::store::insert_queued(&db.pool, now, &payment_id, NoticeKind::Outcome, "86****00");
+        ids.push(queued.await.unwrap());
+    }
+    let refs: Vec<String> = (0..ids.len()).map(|n| format!("burst-{n}")).collect();
+    let writes = smpp::store::SmppWrites::start(db.pool.clone());
+    // Even rows: the receipt first; odd rows: the id first. All sent at once, so they batch.
+    let early = ids.iter().enumerate().filter(|(n, _)| n % 2 == 0);
+    let receipts_first = early.map(|(n, _)| writes.record_receipt(now, &refs[n], "DELIVRD"));
+    let matched = futures::future::join_all(receipts_first).await;
+    assert!(
+        matched.iter().all(|m| matches!(m, Ok(false))),
+        "{matched:?}"
+    );
+    let sent = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| writes.mark_sent(now, *id, &refs[n]));
+    for result in futures::future::join_all(sent).await {
+        result.unwrap();
+    }
+    let late = ids.iter().enumerate().filter(|(n, _)| n % 2 == 1);
+    let receipts_after = late.map(|(n, _)| writes.record_receipt(now, &refs[n], "DELIVRD"));
+    let matched = futures::future::join_all(receipts_after).await;
+    assert!(matched.iter().all(|m| matches!(m, Ok(true))), "{matched:?}");
+
+    let all = rows(&db, &payment_id).await;
+    assert_eq!(all.len(), 40);
+    assert!(all.iter().all(|r| r.status == "delivered"), "{all:?}");
     let left: i64 = db
         .pool
         .get()

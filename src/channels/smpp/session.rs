@@ -50,6 +50,7 @@ pub fn start(
         window: Semaphore::new(settings.window_max),
         pending: Semaphore::new(settings.pending_max),
         settings,
+        writes: store::SmppWrites::start(pool.clone()),
         pool,
         clock,
         bound: bound_rx,
@@ -68,6 +69,8 @@ pub fn start(
 pub(super) struct Shared {
     pub(super) settings: SmppSettings,
     pub(super) pool: Pool,
+    /// Message ids and receipts, group-committed.
+    pub(super) writes: store::SmppWrites,
     pub(super) clock: SharedClock,
     /// One permit per `submit_sm` that may be outstanding.
     pub(super) window: Semaphore,
@@ -414,7 +417,9 @@ fn on_late_submit_resp(shared: &Arc<Shared>, command: &Command) {
     let message_ref = submit::message_id(resp.message_id().as_str());
     let shared = shared.clone();
     actix::spawn(async move {
-        let sent = store::mark_sent(&shared.pool, shared.clock.now(), row, &message_ref);
+        let sent = shared
+            .writes
+            .mark_sent(shared.clock.now(), row, &message_ref);
         match tokio::time::timeout(shared.settings.database_timeout(), sent).await {
             Ok(Ok(())) => tracing::warn!(row, "SMS accepted by the SMSC after its timeout"),
             _ => tracing::error!(row, "late SMS acceptance not recorded"),
@@ -440,12 +445,10 @@ async fn on_deliver_sm(shared: &Shared, command: &Command) -> CommandStatus {
         .smpp_receipts
         .get_or_create(&labels(&[("stat", receipt.stat)]))
         .inc();
-    let recording = store::record_receipt(
-        &shared.pool,
-        shared.clock.now(),
-        &receipt.message_id,
-        receipt.stat,
-    );
+    let recording =
+        shared
+            .writes
+            .record_receipt(shared.clock.now(), &receipt.message_id, receipt.stat);
     match tokio::time::timeout(shared.settings.database_timeout(), recording).await {
         Ok(Ok(_)) => CommandStatus::EsmeRok,
         Ok(Err(e)) => {

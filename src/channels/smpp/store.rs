@@ -5,10 +5,12 @@
 //! first.
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
 use payhub_actors::messages::NoticeKind;
 use payhub_actors::store::StoreError;
+use payhub_actors::store::group_commit::{Limits, RowWrite, Writer};
 use payhub_actors::store::prepared::Prepared;
+use std::collections::HashMap;
 
 /// How long a receipt waits for its message id to be recorded.
 const EARLY_RECEIPT_KEEP_H: i64 = 24;
@@ -40,43 +42,161 @@ pub async fn insert_queued(
     Ok(row.get(0))
 }
 
-/// The SMSC accepted the message as `message_ref`; applies a receipt that came first
-/// (`smpp_mark_sent`, migration V60).
-pub async fn mark_sent(
-    pool: &Pool,
-    now: DateTime<Utc>,
-    id: i64,
-    message_ref: &str,
-) -> Result<(), StoreError> {
-    let client = pool.get().await?;
-    client
-        .execute_cached(
-            "SELECT smpp_mark_sent($1, $2, $3)",
-            &[&id, &message_ref, &now],
-        )
-        .await?;
-    Ok(())
-}
-
 pub use payhub_actors::store::messages::mark_failed;
 
-/// Keeps a receipt's state on its message row, or aside until the row has the id
-/// (`smpp_record_receipt`, migration V60). Returns whether a row carried the id already.
-pub async fn record_receipt(
-    pool: &Pool,
-    now: DateTime<Utc>,
-    message_ref: &str,
-    stat: &str,
-) -> Result<bool, StoreError> {
-    // Receipts for ids payhub never recorded (another ESME on the account, a lost row) are kept a
-    // day, not forever.
-    let keep_since = now - chrono::Duration::hours(EARLY_RECEIPT_KEEP_H);
-    let client = pool.get().await?;
-    let row = client
-        .query_one_cached(
-            "SELECT smpp_record_receipt($1, $2, $3, $4)",
-            &[&message_ref, &stat, &now, &keep_since],
-        )
-        .await?;
-    Ok(row.get(0))
+/// The SMS channel's two hot writes, group-committed (`group_commit`): the SMSC's message id
+/// on a row after `submit_sm_resp`, and delivery receipts. Each is a call of its V60 function;
+/// a batch is one statement calling it once per write.
+#[derive(Debug, Clone)]
+pub struct SmppWrites {
+    sent: Writer<Sent, ()>,
+    receipts: Writer<Receipt, bool>,
+}
+
+/// Bounds of each writer: a session's window of submits and its receipts fit in one batch.
+pub const SMPP_WRITE_LIMITS: Limits = Limits {
+    batch_max: 64,
+    in_flight_max: 2,
+    queue_max: 4_096,
+    answer_wait_max_ms: 10_000,
+};
+
+impl SmppWrites {
+    pub fn start(pool: Pool) -> Self {
+        Self {
+            sent: Writer::start_rows(pool.clone(), SMPP_WRITE_LIMITS),
+            receipts: Writer::start_rows(pool, SMPP_WRITE_LIMITS),
+        }
+    }
+
+    /// The SMSC accepted the message on row `id` as `message_ref`; applies a receipt that came
+    /// first (`smpp_mark_sent`).
+    pub async fn mark_sent(
+        &self,
+        now: DateTime<Utc>,
+        id: i64,
+        message_ref: &str,
+    ) -> Result<(), StoreError> {
+        let write = Sent {
+            id,
+            message_ref: message_ref.to_owned(),
+            at: now,
+        };
+        self.sent.ask(write).await
+    }
+
+    /// Keeps a receipt's state on its message row, or aside until the row has the id
+    /// (`smpp_record_receipt`). Returns whether a row carried the id already.
+    pub async fn record_receipt(
+        &self,
+        now: DateTime<Utc>,
+        message_ref: &str,
+        stat: &str,
+    ) -> Result<bool, StoreError> {
+        let write = Receipt {
+            message_ref: message_ref.to_owned(),
+            stat: stat.to_owned(),
+            at: now,
+        };
+        self.receipts.ask(write).await
+    }
+}
+
+struct Sent {
+    id: i64,
+    message_ref: String,
+    at: DateTime<Utc>,
+}
+
+impl RowWrite for Sent {
+    type Answer = ();
+
+    // By message id: the advisory lock both functions take is on it.
+    fn row_key(&self) -> String {
+        self.message_ref.clone()
+    }
+
+    fn not_moved() {}
+
+    async fn write_alone(&self, client: &Object) -> Result<(), StoreError> {
+        client
+            .execute_cached(
+                "SELECT smpp_mark_sent($1, $2, $3)",
+                &[&self.id, &self.message_ref, &self.at],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn write_together(
+        client: &Object,
+        batch: &[&Self],
+    ) -> Result<HashMap<String, ()>, StoreError> {
+        let ids: Vec<i64> = batch.iter().map(|w| w.id).collect();
+        let refs: Vec<&str> = batch.iter().map(|w| w.message_ref.as_str()).collect();
+        let ats: Vec<DateTime<Utc>> = batch.iter().map(|w| w.at).collect();
+        client
+            .execute_cached(
+                "SELECT smpp_mark_sent(t.id, t.ref, t.at)
+                 FROM unnest($1::int8[], $2::text[], $3::timestamptz[]) AS t(id, ref, at)",
+                &[&ids, &refs, &ats],
+            )
+            .await?;
+        Ok(refs.iter().map(|r| ((*r).to_owned(), ())).collect())
+    }
+}
+
+struct Receipt {
+    message_ref: String,
+    stat: String,
+    at: DateTime<Utc>,
+}
+
+impl Receipt {
+    /// Receipts for ids payhub never recorded (another ESME on the account, a lost row) are
+    /// kept a day, not forever.
+    fn keep_since(&self) -> DateTime<Utc> {
+        self.at - chrono::Duration::hours(EARLY_RECEIPT_KEEP_H)
+    }
+}
+
+impl RowWrite for Receipt {
+    type Answer = bool;
+
+    fn row_key(&self) -> String {
+        self.message_ref.clone()
+    }
+
+    fn not_moved() -> bool {
+        false
+    }
+
+    async fn write_alone(&self, client: &Object) -> Result<bool, StoreError> {
+        let row = client
+            .query_one_cached(
+                "SELECT smpp_record_receipt($1, $2, $3, $4)",
+                &[&self.message_ref, &self.stat, &self.at, &self.keep_since()],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    async fn write_together(
+        client: &Object,
+        batch: &[&Self],
+    ) -> Result<HashMap<String, bool>, StoreError> {
+        let refs: Vec<&str> = batch.iter().map(|w| w.message_ref.as_str()).collect();
+        let stats: Vec<&str> = batch.iter().map(|w| w.stat.as_str()).collect();
+        let ats: Vec<DateTime<Utc>> = batch.iter().map(|w| w.at).collect();
+        let keeps: Vec<DateTime<Utc>> = batch.iter().map(|w| w.keep_since()).collect();
+        let rows = client
+            .query_cached(
+                "SELECT t.ref, smpp_record_receipt(t.ref, t.stat, t.at, t.keep)
+                 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+                     AS t(ref, stat, at, keep)",
+                &[&refs, &stats, &ats, &keeps],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
 }

@@ -77,7 +77,9 @@ pub(super) async fn deliver(
     };
     match submit_with_retries(&shared, submit).await {
         Ok(message_ref) => {
-            let sent = store::mark_sent(&shared.pool, shared.clock.now(), row, &message_ref);
+            let sent = shared
+                .writes
+                .mark_sent(shared.clock.now(), row, &message_ref);
             if let Err(e) = within(&shared, sent).await {
                 // The SMSC has the message; the row stays `queued` and says no more.
                 tracing::error!(error = %e, row, "SMS sent but its row not updated");
