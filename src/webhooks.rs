@@ -5,6 +5,7 @@
 //! (`payment.expired`). State lives in the database, so a restart loses nothing: an event claimed
 //! by a process that died is claimed again when its lease runs out.
 
+pub mod attempts;
 pub mod signature;
 
 use crate::config::WebhooksConfig;
@@ -69,6 +70,7 @@ pub fn start_worker(
         .build()?;
     let shutdown = CancellationToken::new();
     let worker = Worker {
+        attempts: attempts::start(pool.clone()),
         pool,
         clock,
         settings,
@@ -81,6 +83,8 @@ pub fn start_worker(
 
 struct Worker {
     pool: Pool,
+    /// Attempts are group-committed.
+    attempts: attempts::AttemptWriter,
     clock: SharedClock,
     settings: WebhookSettings,
     client: reqwest::Client,
@@ -196,30 +200,18 @@ impl Worker {
                 i64::try_from(self.settings.give_up_after_s).unwrap_or(i64::MAX / 2_000),
             );
         let given_up = !delivered && next > give_up_at;
-        // The attempt and the event's new state in one statement: one commit.
-        let client = self.pool.get().await?;
-        client
-            .execute_cached(
-                "WITH attempt AS (
-                     INSERT INTO webhook_attempts
-                         (event_id, attempted_at, status_code, error, duration_ms)
-                     VALUES ($1, $6, $7, $8, $9))
-                 UPDATE webhook_events SET attempts = $2, next_attempt_at = $3,
-                     delivered_at = $4, given_up_at = $5
-                 WHERE id = $1",
-                &[
-                    &event.id,
-                    &attempts,
-                    &next,
-                    &delivered.then_some(now),
-                    &given_up.then_some(now),
-                    &now,
-                    &status_code,
-                    &error,
-                    &duration_ms,
-                ],
-            )
-            .await?;
+        let attempt = attempts::Attempt {
+            event_id: event.id.clone(),
+            at: now,
+            status_code,
+            error,
+            duration_ms,
+            attempts,
+            next_attempt_at: next,
+            delivered_at: delivered.then_some(now),
+            given_up_at: given_up.then_some(now),
+        };
+        self.attempts.ask(attempt).await?;
         let result = if delivered { "delivered" } else { "failed" };
         global()
             .webhook_deliveries
