@@ -6,6 +6,7 @@
 //! `BENCH_WORKERS` (server workers, 2), `BENCH_POOL` (database connections, 32).
 //! Client, server and PostgreSQL share the machine's cores; the figures include all three.
 
+use payhub::host_cpu::CpuTicks;
 use payhub::http::merchant_testing::{TestPki, https_client, register_merchant};
 use payhub::http::server::{self, ServerSettings};
 use payhub_actors::store::local_cluster::{ClusterOptions, LocalCluster};
@@ -138,10 +139,12 @@ async fn run() {
     }
     tokio::time::sleep(Duration::from_secs(warmup)).await;
     measuring.store(true, Ordering::Relaxed);
+    let cpu_before = CpuTicks::now();
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
+    let stolen = cpu_before.stolen_percent_until(&CpuTicks::now());
     stop.store(true, Ordering::Relaxed);
     let mut all: Vec<u32> = Vec::new();
     for t in tasks {
@@ -165,6 +168,8 @@ async fn run() {
         pct(0.99),
         errors.load(Ordering::Relaxed)
     );
+    // A virtual machine's host may take CPU time from it; figures from such a run are low.
+    println!("api_create: CPU time stolen by the host during the run: {stolen:.0}%");
     let counts = running.creates.counts();
     let batches = counts.batches.load(Ordering::Relaxed);
     println!(

@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod enroll;
 pub mod expiry;
+pub mod host_cpu;
 pub mod http;
 pub mod iso_cli;
 pub mod pki;

@@ -10,6 +10,7 @@ mod e2e_support;
 use chrono::{Duration, Utc};
 use e2e_support::*;
 use futures::StreamExt;
+use payhub::host_cpu::CpuTicks;
 use payhub::http::merchant_testing::TestPki;
 use payhub_actors::clock::SharedClock;
 use payhub_actors::keyed_hash::HashKey;
@@ -215,6 +216,7 @@ async fn payments_end_to_end() {
     }
     drop(client);
     let registry = gateway.registry.clone();
+    let cpu_before = CpuTicks::now();
     let started = Instant::now();
     let latencies: Vec<f64> = futures::stream::iter(ready)
         .map(|(pay, code, session)| {
@@ -243,8 +245,10 @@ async fn payments_end_to_end() {
         .collect()
         .await;
     let debit_rate = debit_payments as f64 / started.elapsed().as_secs_f64();
+    let stolen = cpu_before.stolen_percent_until(&CpuTicks::now());
     println!(
-        "  debit path alone        {debit_rate:.0} payments/s (concurrency {debit_concurrency})"
+        "  debit path alone        {debit_rate:.0} payments/s (concurrency {debit_concurrency}; \
+         {stolen:.0}% of the CPU time stolen by the host)"
     );
     report("code → outcome + event", latencies);
     outcome_notices_drained(&db.pool, started).await;
