@@ -190,16 +190,17 @@ async fn a_receipt_before_the_message_id_is_recorded_is_not_lost() {
     let row = &rows(&db, &payment_id).await[0];
     assert_eq!(row.status, "delivered");
     assert_eq!(row.receipt_status.as_deref(), Some("DELIVRD"));
-    let left: i64 = db
-        .pool
-        .get()
-        .await
-        .unwrap()
+    assert_eq!(early_receipts_left(&db).await, 0);
+}
+
+/// Receipts kept aside for a message id nobody has recorded yet.
+async fn early_receipts_left(db: &TestDb) -> i64 {
+    let client = db.pool.get().await.unwrap();
+    client
         .query_one("SELECT count(*) FROM smpp_early_receipts", &[])
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(left, 0);
+        .get(0)
 }
 
 /// Message ids and receipts that arrive together are written in batches; whichever of the two
@@ -240,16 +241,7 @@ async fn message_ids_and_receipts_written_in_batches_all_meet() {
     let all = rows(&db, &payment_id).await;
     assert_eq!(all.len(), 40);
     assert!(all.iter().all(|r| r.status == "delivered"), "{all:?}");
-    let left: i64 = db
-        .pool
-        .get()
-        .await
-        .unwrap()
-        .query_one("SELECT count(*) FROM smpp_early_receipts", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 0);
+    assert_eq!(early_receipts_left(&db).await, 0);
 }
 
 #[actix_rt::test]

@@ -127,6 +127,12 @@ async fn gather<W, A, F, Fut>(
                 Err(_) => break,
             }
         }
+        // A write whose asker stopped waiting was answered "unavailable, outcome unknown": it is
+        // not made late, behind the asker's back.
+        batch.retain(|job| !job.answer.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let batch_written = write_batch(pool.clone(), batch);
         tokio::spawn(async move {
             batch_written.await;
