@@ -91,8 +91,9 @@ async fn write_batch(pool: &Pool, batch: Vec<Pending>, counts: &BatchCounts) {
         Ok(client) => client,
         Err(e) => return refuse_all(batch, &e),
     };
-    let (mut together, mut alone) = split_repeats(batch);
-    if together.len() > 1 {
+    let (mut together, repeats) = split_repeats(batch);
+    // Written alone afterwards, in arrival order: a repeat after the create it repeats.
+    let mut alone = if together.len() > 1 {
         match insert_together(&client, &mut together).await {
             Ok(inserted) => {
                 let (created, skipped): (Vec<_>, Vec<_>) = together
@@ -106,17 +107,18 @@ async fn write_batch(pool: &Pool, batch: Vec<Pending>, counts: &BatchCounts) {
                 for pending in created {
                     pending.reply(Ok(CreateOutcome::Created));
                 }
-                alone.extend(skipped);
+                skipped
             }
             Err(e) => {
                 counts.batches_refused.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, size = together.len(), "create batch refused; writing each alone");
-                alone.append(&mut together);
+                together
             }
         }
     } else {
-        alone.append(&mut together);
-    }
+        together
+    };
+    alone.extend(repeats);
     let alone_count = u64::try_from(alone.len()).unwrap_or(u64::MAX);
     counts
         .written_alone
