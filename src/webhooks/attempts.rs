@@ -40,8 +40,8 @@ pub struct Attempt {
 impl RowWrite for Attempt {
     type Answer = ();
 
-    fn row_key(&self) -> String {
-        self.event_id.clone()
+    fn row_key(&self) -> &str {
+        &self.event_id
     }
 
     fn not_moved() {}

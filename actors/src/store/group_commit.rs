@@ -146,7 +146,7 @@ async fn gather<W, A, F, Fut>(
 pub trait RowWrite: Sized + Send + Sync + 'static {
     type Answer: Send + 'static;
     /// The row written; a batch never holds two writes to one row.
-    fn row_key(&self) -> String;
+    fn row_key(&self) -> &str;
     /// The answer for a write the batch statement did not apply (its row's guard failed).
     fn not_moved() -> Self::Answer;
     fn write_alone(
@@ -175,18 +175,18 @@ async fn write_rows<W: RowWrite>(pool: Pool, mut batch: Vec<Job<W, W::Answer>>) 
         Ok(client) => client,
         Err(e) => return refuse_all(batch, &e),
     };
-    batch.sort_by_cached_key(|job| job.write.row_key());
+    batch.sort_by(|a, b| a.write.row_key().cmp(b.write.row_key()));
     let mut seen = HashSet::new();
     let (together, mut alone): (Vec<_>, Vec<_>) = batch
         .into_iter()
-        .partition(|job| seen.insert(job.write.row_key()));
+        .partition(|job| seen.insert(job.write.row_key().to_owned()));
     if together.len() > 1 {
         let writes: Vec<&W> = together.iter().map(|job| &job.write).collect();
         match W::write_together(&client, &writes).await {
             Ok(mut answers) => {
                 for job in together {
                     let answer = answers
-                        .remove(&job.write.row_key())
+                        .remove(job.write.row_key())
                         .unwrap_or_else(W::not_moved);
                     job.reply(Ok(answer));
                 }

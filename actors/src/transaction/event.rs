@@ -149,28 +149,6 @@ pub fn finished(outcome: &Outcome) {
         .inc();
 }
 
-/// The final transition, its webhook event, its audit line and, when the outcome goes by SMS
-/// (`$12`, the masked number), the outcome message's `queued` row. All but the transition are
-/// written only when the payment moved.
-pub(super) const FINISH_SQL: &str = "WITH moved AS (
-        UPDATE payments SET status = $3, failure_code = $4, bank_response_code = $5,
-            approval_code = $6, finished_at = $2, updated_at = $2,
-            code_hash = NULL, code_expires_at = NULL
-        WHERE id = $1 AND status = ANY($7)
-        RETURNING id, merchant_id, notify_url),
-    event AS (
-        INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url,
-            created_at, next_attempt_at)
-        SELECT $8, id, merchant_id, $9, $10, notify_url, $2, $2 FROM moved),
-    audit AS (
-        INSERT INTO audit_log (at, payment_id, event, detail) SELECT $2, id, $3, $11 FROM moved),
-    notice AS (
-        INSERT INTO customer_messages
-            (payment_id, kind, channel, destination, status, created_at, updated_at)
-        SELECT id, 'outcome', 'sms', $12, 'queued', $2, $2 FROM moved WHERE $12::text IS NOT NULL
-        RETURNING id)
-    SELECT id, (SELECT id FROM notice) FROM moved";
-
 /// The log's line for an audit line, in the payment's span (which carries its id); the detail
 /// stays in the audit table.
 pub fn log_step(event: &str) {

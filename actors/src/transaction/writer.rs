@@ -8,7 +8,7 @@
 //! payment the batch does not move was not in the expected status, which is that payment's
 //! answer ([`RowWrite`] has the rest: one order of row locks, a refused batch written alone).
 
-use super::event::{FINISH_SQL, Finish};
+use super::event::Finish;
 use crate::bank::OriginalDebit;
 use crate::domain::PaymentStatus;
 use crate::store::StoreError;
@@ -130,8 +130,8 @@ impl ToProcessing {
 impl RowWrite for ToProcessing {
     type Answer = bool;
 
-    fn row_key(&self) -> String {
-        self.payment_id.clone()
+    fn row_key(&self) -> &str {
+        &self.payment_id
     }
 
     fn not_moved() -> bool {
@@ -165,6 +165,28 @@ impl RowWrite for ToProcessing {
         Ok(rows.iter().map(|r| (r.get(0), true)).collect())
     }
 }
+
+/// The final transition, its webhook event, its audit line and, when the outcome goes by SMS
+/// (`$12`, the masked number), the outcome message's `queued` row. All but the transition are
+/// written only when the payment moved.
+const FINISH_SQL: &str = "WITH moved AS (
+        UPDATE payments SET status = $3, failure_code = $4, bank_response_code = $5,
+            approval_code = $6, finished_at = $2, updated_at = $2,
+            code_hash = NULL, code_expires_at = NULL
+        WHERE id = $1 AND status = ANY($7)
+        RETURNING id, merchant_id, notify_url),
+    event AS (
+        INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url,
+            created_at, next_attempt_at)
+        SELECT $8, id, merchant_id, $9, $10, notify_url, $2, $2 FROM moved),
+    audit AS (
+        INSERT INTO audit_log (at, payment_id, event, detail) SELECT $2, id, $3, $11 FROM moved),
+    notice AS (
+        INSERT INTO customer_messages
+            (payment_id, kind, channel, destination, status, created_at, updated_at)
+        SELECT id, 'outcome', 'sms', $12, 'queued', $2, $2 FROM moved WHERE $12::text IS NOT NULL
+        RETURNING id)
+    SELECT id, (SELECT id FROM notice) FROM moved";
 
 /// `FINISH_SQL` for many payments. Each payment's `from` statuses travel as one comma-separated
 /// text (arrays of arrays do not unnest row by row).
@@ -231,8 +253,8 @@ impl ToFinal {
 impl RowWrite for ToFinal {
     type Answer = Finish;
 
-    fn row_key(&self) -> String {
-        self.payment_id.clone()
+    fn row_key(&self) -> &str {
+        &self.payment_id
     }
 
     fn not_moved() -> Finish {

@@ -112,8 +112,8 @@ impl RowWrite for Sent {
     type Answer = ();
 
     // By message id: the advisory lock both functions take is on it.
-    fn row_key(&self) -> String {
-        self.message_ref.clone()
+    fn row_key(&self) -> &str {
+        &self.message_ref
     }
 
     fn not_moved() {}
@@ -163,8 +163,8 @@ impl Receipt {
 impl RowWrite for Receipt {
     type Answer = bool;
 
-    fn row_key(&self) -> String {
-        self.message_ref.clone()
+    fn row_key(&self) -> &str {
+        &self.message_ref
     }
 
     fn not_moved() -> bool {
