@@ -76,6 +76,12 @@ async fn writes_sent_at_once_each_get_their_own_answer() {
         .await
         .unwrap();
     drop(client);
+    let open = "SELECT count(*) FROM payments_open o JOIN payments p ON p.id = o.payment_id";
+    assert_eq!(
+        count(&db, open).await,
+        29,
+        "the expired payment left the open list"
+    );
     let writer = PaymentWriter::start(db.pool.clone());
 
     let moves = ids
@@ -89,6 +95,11 @@ async fn writes_sent_at_once_each_get_their_own_answer() {
     assert_eq!(
         count(&db, "SELECT count(*) FROM payments WHERE status = 'processing' AND rrn IS NOT NULL AND debit_stan IS NOT NULL").await,
         29
+    );
+    assert_eq!(
+        count(&db, open).await,
+        29,
+        "processing payments are still open"
     );
     assert_eq!(
         count(
@@ -130,6 +141,11 @@ async fn writes_sent_at_once_each_get_their_own_answer() {
         29
     );
     assert_eq!(count(&db, "SELECT count(*) FROM webhook_events").await, 29);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM payments_open").await,
+        0,
+        "every finished payment left the open list"
+    );
     assert_eq!(
         count(
             &db,

@@ -426,9 +426,9 @@ pub async fn expire_due(
     let rows = tx
         .query(
             &format!(
-                "WITH due AS (SELECT id FROM payments \
-                 WHERE status IN ('awaiting_customer', 'awaiting_code') AND expires_at <= $1 \
-                 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                "WITH due AS (SELECT p.id FROM payments_open o JOIN payments p ON p.id = o.payment_id \
+                 WHERE o.expires_at <= $1 AND p.status IN ('awaiting_customer', 'awaiting_code') \
+                 ORDER BY o.expires_at LIMIT $2 FOR UPDATE OF p SKIP LOCKED) \
                  UPDATE payments p SET status = 'expired', updated_at = $1, finished_at = $1 \
                  FROM due WHERE p.id = due.id RETURNING {}",
                 COLUMNS

@@ -115,8 +115,9 @@ pub async fn resumable_payments(
     limit: i64,
 ) -> Result<Vec<PaymentRow>, PaymentError> {
     let sql = format!(
-        "SELECT {PAYMENT_COLUMNS} FROM payments p JOIN merchants m ON m.id = p.merchant_id
-         WHERE p.status IN ('awaiting_code', 'processing') ORDER BY p.expires_at LIMIT $1"
+        "SELECT {PAYMENT_COLUMNS} FROM payments_open o JOIN payments p ON p.id = o.payment_id
+         JOIN merchants m ON m.id = p.merchant_id
+         WHERE p.status IN ('awaiting_code', 'processing') ORDER BY o.expires_at LIMIT $1"
     );
     client
         .query_cached(&sql, &[&limit])
