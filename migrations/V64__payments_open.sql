@@ -54,3 +54,6 @@ ALTER TABLE payments SET (fillfactor = 75);
 -- row, per message) guarded nothing more, and cost about 40 µs per row: a sixth of the
 -- final-status statement.
 ALTER TABLE customer_messages DROP CONSTRAINT customer_messages_payment_id_fkey;
+
+-- Likewise, an attempt row is written only by the webhook worker, for an event it has just read.
+ALTER TABLE webhook_attempts DROP CONSTRAINT webhook_attempts_event_id_fkey;

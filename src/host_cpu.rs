@@ -1,13 +1,20 @@
-//! How much CPU time the host took from this virtual machine (`steal` in `/proc/stat`). The
-//! benchmarks print it: on a shared host, a run with a large share stolen measures the host, not
-//! payhub.
+//! How much CPU time the host took from this virtual machine (`steal` in `/proc/stat`), and how
+//! much this machine's processes used. The benchmarks print both: on a shared host, a run with a
+//! large share stolen measures the host, not payhub, while the CPU time each operation costs
+//! (gateway, simulators and PostgreSQL together) varies much less with the host.
 
 use std::time::Instant;
+
+/// Ticks per second of `/proc/stat`: Linux fixes it at 100 for user space on every architecture
+/// it reports in ticks.
+const USER_HZ: f64 = 100.0;
 
 /// The machine's CPU counters at one instant.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuTicks {
     steal: u64,
+    /// Ticks spent running code (user, nice, system, irq, softirq): not idle, I/O wait or stolen.
+    busy: u64,
     total: u64,
     at: Instant,
 }
@@ -24,8 +31,10 @@ impl CpuTicks {
             .skip(1)
             .filter_map(|t| t.parse().ok())
             .collect();
+        let tick = |i: usize| ticks.get(i).copied().unwrap_or(0);
         Self {
-            steal: ticks.get(7).copied().unwrap_or(0),
+            steal: tick(7),
+            busy: tick(0) + tick(1) + tick(2) + tick(5) + tick(6),
             total: ticks.iter().sum(),
             at: Instant::now(),
         }
@@ -36,5 +45,10 @@ impl CpuTicks {
         debug_assert!(later.at >= self.at);
         let total = later.total.saturating_sub(self.total).max(1);
         100.0 * later.steal.saturating_sub(self.steal) as f64 / total as f64
+    }
+
+    /// CPU time all processes of the machine used since `self`, in milliseconds.
+    pub fn busy_ms_until(&self, later: &CpuTicks) -> f64 {
+        later.busy.saturating_sub(self.busy) as f64 * 1_000.0 / USER_HZ
     }
 }

@@ -254,6 +254,14 @@ async fn payments_end_to_end() {
     );
     report("code → outcome + event", latencies);
     outcome_notices_drained(&db.pool, started).await;
+    webhooks_delivered(&db.pool, started).await;
+    // Through the outcome SMS and webhooks sent after the last answer; a figure that moves
+    // much less with the host than the rate does.
+    let cpu_ms = cpu_before.busy_ms_until(&CpuTicks::now());
+    println!(
+        "  CPU per debit           {:.0} µs, all processes of the machine",
+        1_000.0 * cpu_ms / debit_payments as f64
+    );
 
     // 4. Memory with 10,000 payments awaiting their code (rebuilt as actors after a restart).
     gateway.stop().await;
@@ -341,6 +349,30 @@ async fn outcome_notices_drained(pool: &deadpool_postgres::Pool, debit_started: 
     }
     println!(
         "  outcome SMS             {by_status:?} {:.1} s after the debit path started",
+        debit_started.elapsed().as_secs_f64()
+    );
+}
+
+/// Waits (up to a minute) until every webhook event has been delivered.
+async fn webhooks_delivered(pool: &deadpool_postgres::Pool, debit_started: Instant) {
+    let client = pool.get().await.unwrap();
+    let mut waiting = 0;
+    for _ in 0..600 {
+        waiting = client
+            .query_one(
+                "SELECT count(*) FROM webhook_events WHERE delivered_at IS NULL",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        if waiting == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    println!(
+        "  webhooks                {waiting} not delivered {:.1} s after the debit path started",
         debit_started.elapsed().as_secs_f64()
     );
 }
