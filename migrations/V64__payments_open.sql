@@ -45,7 +45,8 @@ CREATE TRIGGER payments_closed AFTER UPDATE OF status ON payments FOR EACH ROW
 
 DROP INDEX payments_in_flight;
 
--- Room on each page for the new versions of its rows, so that status changes stay on the page.
+-- Room on each page for the new versions of its rows, so that status changes stay on the page
+-- (pages written from now on; existing ones are left as they are).
 ALTER TABLE payments SET (fillfactor = 75);
 
 -- A message row is written only for a payment that exists: the outcome notice's by the statement
