@@ -321,32 +321,45 @@ async fn seed_waiting_payments(
         .unwrap();
 }
 
+/// Asks `probe` every 100 ms, for at most a minute, until `done` holds of its answer; the last
+/// answer.
+async fn poll_until<T>(mut probe: impl AsyncFnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let mut answer = probe().await;
+    for _ in 0..600 {
+        if done(&answer) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        answer = probe().await;
+    }
+    answer
+}
+
 /// The outcome SMS of the debit path go out behind it, through the one SMPP session: how long
 /// until none is left queued (at most a minute), and how they ended.
 async fn outcome_notices_drained(pool: &deadpool_postgres::Pool, debit_started: Instant) {
     let client = pool.get().await.unwrap();
-    let mut by_status = Vec::new();
-    for _ in 0..600 {
-        let rows = client
-            .query(
-                "SELECT status || COALESCE(': ' || error, ''), count(*) FROM customer_messages
-                 WHERE kind = 'outcome' GROUP BY 1 ORDER BY 1",
-                &[],
-            )
-            .await
-            .unwrap();
-        by_status = rows
-            .iter()
-            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
-            .collect::<Vec<_>>();
-        if by_status
-            .iter()
-            .all(|(status, _)| !status.starts_with("queued"))
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let by_status = poll_until(
+        async || {
+            client
+                .query(
+                    "SELECT status || COALESCE(': ' || error, ''), count(*) FROM customer_messages
+                     WHERE kind = 'outcome' GROUP BY 1 ORDER BY 1",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+                .collect::<Vec<_>>()
+        },
+        |by_status| {
+            by_status
+                .iter()
+                .all(|(status, _)| !status.starts_with("queued"))
+        },
+    )
+    .await;
     println!(
         "  outcome SMS             {by_status:?} {:.1} s after the debit path started",
         debit_started.elapsed().as_secs_f64()
@@ -356,21 +369,20 @@ async fn outcome_notices_drained(pool: &deadpool_postgres::Pool, debit_started: 
 /// Waits (up to a minute) until every webhook event has been delivered.
 async fn webhooks_delivered(pool: &deadpool_postgres::Pool, debit_started: Instant) {
     let client = pool.get().await.unwrap();
-    let mut waiting = 0;
-    for _ in 0..600 {
-        waiting = client
-            .query_one(
-                "SELECT count(*) FROM webhook_events WHERE delivered_at IS NULL",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0);
-        if waiting == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let waiting = poll_until(
+        async || {
+            client
+                .query_one(
+                    "SELECT count(*) FROM webhook_events WHERE delivered_at IS NULL",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        },
+        |waiting| *waiting == 0,
+    )
+    .await;
     println!(
         "  webhooks                {waiting} not delivered {:.1} s after the debit path started",
         debit_started.elapsed().as_secs_f64()
