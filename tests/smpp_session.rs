@@ -193,6 +193,23 @@ async fn a_receipt_before_the_message_id_is_recorded_is_not_lost() {
     assert_eq!(early_receipts_left(&db).await, 0);
 }
 
+/// A receipt for an id payhub never records (another ESME on the account, a lost row) is kept a
+/// day, and dropped by the next receipt kept aside after that.
+#[actix_rt::test]
+async fn a_receipt_nobody_claims_is_dropped_after_a_day() {
+    let db = fresh_database().await;
+    let writes = smpp::store::SmppWrites::start(db.pool.clone());
+    let then = chrono::Utc::now();
+    let record = |at, reference| writes.record_receipt(at, reference, "DELIVRD");
+    assert!(!record(then, "stray-1").await.unwrap());
+    let within_a_day = then + chrono::Duration::hours(23);
+    assert!(!record(within_a_day, "stray-2").await.unwrap());
+    assert_eq!(early_receipts_left(&db).await, 2);
+    let after_a_day = then + chrono::Duration::hours(25);
+    assert!(!record(after_a_day, "stray-3").await.unwrap());
+    assert_eq!(early_receipts_left(&db).await, 2, "stray-1 is dropped");
+}
+
 /// Receipts kept aside for a message id nobody has recorded yet.
 async fn early_receipts_left(db: &TestDb) -> i64 {
     let client = db.pool.get().await.unwrap();
