@@ -1,8 +1,8 @@
 //! The SMS channel's rows in `customer_messages`. The text is never stored: it holds the code.
 //!
-//! A receipt may race the recording of its message id. Both sides are SQL functions (migrations
-//! V60, V65) that take the same transaction advisory lock on the id: whichever commits second sees
-//! the first.
+//! A receipt may race the recording of its message id. Both sides are SQL functions (migration
+//! V60) that take the same transaction advisory lock on the id: whichever commits second sees the
+//! first.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Object, Pool};
@@ -45,8 +45,8 @@ pub async fn insert_queued(
 pub use payhub_actors::store::messages::mark_failed;
 
 /// The SMS channel's two hot writes, group-committed (`group_commit`): the SMSC's message id
-/// on a row after `submit_sm_resp`, and delivery receipts. A batch is one call of its V65
-/// function, which takes every row at once; a write alone is a batch of one.
+/// on a row after `submit_sm_resp`, and delivery receipts. Each is a call of its V60 function;
+/// a batch is one statement calling it once per write.
 #[derive(Debug, Clone)]
 pub struct SmppWrites {
     sent: Writer<Sent, ()>,
@@ -70,7 +70,7 @@ impl SmppWrites {
     }
 
     /// The SMSC accepted the message on row `id` as `message_ref`; applies a receipt that came
-    /// first (`smpp_mark_sent_batch`).
+    /// first (`smpp_mark_sent`).
     pub async fn mark_sent(
         &self,
         now: DateTime<Utc>,
@@ -86,7 +86,7 @@ impl SmppWrites {
     }
 
     /// Keeps a receipt's state on its message row, or aside until the row has the id
-    /// (`smpp_record_receipt_batch`). Returns whether a row carried the id already.
+    /// (`smpp_record_receipt`). Returns whether a row carried the id already.
     pub async fn record_receipt(
         &self,
         now: DateTime<Utc>,
@@ -119,7 +119,13 @@ impl RowWrite for Sent {
     fn not_moved() {}
 
     async fn write_alone(&self, client: &Object) -> Result<(), StoreError> {
-        Self::write_together(client, &[self]).await.map(drop)
+        client
+            .execute_cached(
+                "SELECT smpp_mark_sent($1, $2, $3)",
+                &[&self.id, &self.message_ref, &self.at],
+            )
+            .await?;
+        Ok(())
     }
 
     async fn write_together(
@@ -131,7 +137,8 @@ impl RowWrite for Sent {
         let ats: Vec<DateTime<Utc>> = batch.iter().map(|w| w.at).collect();
         client
             .execute_cached(
-                "SELECT smpp_mark_sent_batch($1, $2, $3)",
+                "SELECT smpp_mark_sent(t.id, t.ref, t.at)
+                 FROM unnest($1::int8[], $2::text[], $3::timestamptz[]) AS t(id, ref, at)",
                 &[&ids, &refs, &ats],
             )
             .await?;
@@ -143,6 +150,14 @@ struct Receipt {
     message_ref: String,
     stat: String,
     at: DateTime<Utc>,
+}
+
+impl Receipt {
+    /// Receipts for ids payhub never recorded (another ESME on the account, a lost row) are
+    /// kept a day, not forever.
+    fn keep_since(&self) -> DateTime<Utc> {
+        self.at - chrono::Duration::hours(EARLY_RECEIPT_KEEP_H)
+    }
 }
 
 impl RowWrite for Receipt {
@@ -157,8 +172,13 @@ impl RowWrite for Receipt {
     }
 
     async fn write_alone(&self, client: &Object) -> Result<bool, StoreError> {
-        let answers = Self::write_together(client, &[self]).await?;
-        Ok(answers.get(&self.message_ref).copied().unwrap_or(false))
+        let row = client
+            .query_one_cached(
+                "SELECT smpp_record_receipt($1, $2, $3, $4)",
+                &[&self.message_ref, &self.stat, &self.at, &self.keep_since()],
+            )
+            .await?;
+        Ok(row.get(0))
     }
 
     async fn write_together(
@@ -168,14 +188,13 @@ impl RowWrite for Receipt {
         let refs: Vec<&str> = batch.iter().map(|w| w.message_ref.as_str()).collect();
         let stats: Vec<&str> = batch.iter().map(|w| w.stat.as_str()).collect();
         let ats: Vec<DateTime<Utc>> = batch.iter().map(|w| w.at).collect();
-        // Receipts for ids payhub never recorded (another ESME on the account, a lost row) are
-        // kept a day, not forever.
-        let oldest = ats.iter().min().copied().unwrap_or_default();
-        let keep_since = oldest - chrono::Duration::hours(EARLY_RECEIPT_KEEP_H);
+        let keeps: Vec<DateTime<Utc>> = batch.iter().map(|w| w.keep_since()).collect();
         let rows = client
             .query_cached(
-                "SELECT o_ref, o_applied FROM smpp_record_receipt_batch($1, $2, $3, $4)",
-                &[&refs, &stats, &ats, &keep_since],
+                "SELECT t.ref, smpp_record_receipt(t.ref, t.stat, t.at, t.keep)
+                 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+                     AS t(ref, stat, at, keep)",
+                &[&refs, &stats, &ats, &keeps],
             )
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
