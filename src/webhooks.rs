@@ -11,6 +11,7 @@ pub mod signature;
 use crate::config::WebhooksConfig;
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Pool;
+use futures::stream::{FuturesUnordered, StreamExt};
 use payhub_actors::clock::SharedClock;
 use payhub_actors::metrics::{global, labels};
 use payhub_actors::store::prepared::Prepared;
@@ -101,36 +102,48 @@ struct Claimed {
 }
 
 impl Worker {
+    /// Sends continuously: a delivery starts as soon as a slot is free, rather than in groups
+    /// that each wait for their slowest. A claim refills at least half the slots, so that one
+    /// statement serves many deliveries.
     async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
-        let poll = std::time::Duration::from_millis(self.settings.poll_interval_ms);
+        let slots = self.settings.concurrency_max.max(1);
+        let refill_at = slots.div_ceil(2);
+        let mut poll = tokio::time::interval(std::time::Duration::from_millis(
+            self.settings.poll_interval_ms,
+        ));
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut in_flight = FuturesUnordered::new();
+        // Whether events may be due: after a wake or a tick, until a claim finds fewer than it
+        // asked for.
+        let mut maybe_due = true;
         loop {
-            let claimed = match self.claim_due().await {
-                Ok(claimed) => claimed,
-                Err(e) => {
+            let free = slots - in_flight.len();
+            if maybe_due && free >= refill_at && !shutdown.is_cancelled() {
+                let claimed = self.claim_due(free).await.unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "webhook worker cannot claim events");
                     Vec::new()
-                }
-            };
-            if claimed.is_empty() {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(poll) => {}
-                }
+                });
+                maybe_due = claimed.len() == free;
+                in_flight.extend(claimed.into_iter().map(|e| self.deliver(e)));
                 continue;
             }
-            futures::future::join_all(claimed.into_iter().map(|e| self.deliver(e))).await;
-            if shutdown.is_cancelled() {
-                return;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                _ = wake.notified() => maybe_due = true,
+                _ = poll.tick() => maybe_due = true,
             }
         }
+        // Deliveries under way finish and are recorded (each bounded by `timeout_ms`).
+        while in_flight.next().await.is_some() {}
     }
 
-    async fn claim_due(&self) -> anyhow::Result<Vec<Claimed>> {
+    /// Up to `limit` due events, each reserved for this worker for a lease.
+    async fn claim_due(&self, limit: usize) -> anyhow::Result<Vec<Claimed>> {
         let now = self.clock.now();
         let timeout_ms = i64::try_from(self.settings.timeout_ms).unwrap_or(i64::MAX / 2);
         let lease = now + Duration::milliseconds(timeout_ms + LEASE_MARGIN_MS);
-        let limit = i64::try_from(self.settings.concurrency_max).unwrap_or(1);
+        let limit = i64::try_from(limit).unwrap_or(1);
         let client = self.pool.get().await?;
         let rows = client
             .query_cached(

@@ -1,0 +1,79 @@
+//! The webhook worker on its own: events written straight into the outbox, a real receiver on
+//! port 0, and a merchant endpoint that accepts connections and never answers.
+
+mod e2e_support;
+
+use e2e_support::*;
+use payhub::http::merchant_testing::TestPki;
+use payhub::webhooks::{WebhookSettings, start_worker};
+use payhub_actors::clock::SharedClock;
+use payhub_actors::store::testing::fresh_database;
+use std::sync::Arc;
+
+/// An endpoint that takes each connection and holds it without a word, for as long as it runs.
+async fn silent_endpoint() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    actix_rt::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    format!("http://{addr}/hooks")
+}
+
+async fn write_event(pool: &deadpool_postgres::Pool, merchant: &Merchant, n: usize, url: &str) {
+    let client = pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url,
+                 created_at, next_attempt_at)
+             VALUES ($1, $2, $3, 'payment.succeeded', '{}', $4, now(), now())",
+            &[&format!("evt_{n}"), &format!("pay_{n}"), &merchant.id, &url],
+        )
+        .await
+        .unwrap();
+}
+
+async fn delivered(pool: &deadpool_postgres::Pool) -> i64 {
+    let client = pool.get().await.unwrap();
+    let sql = "SELECT count(*) FROM webhook_events WHERE delivered_at IS NOT NULL";
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// Deliveries start as slots free up, not in groups that wait for their slowest: an endpoint
+/// that hangs holds one slot until its timeout, while the other events go out through the rest.
+#[actix_rt::test]
+async fn a_silent_endpoint_holds_one_slot_and_the_other_events_go_out() {
+    let db = fresh_database().await;
+    let pki = TestPki::new();
+    let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
+    let receiver = Receiver::start(vec![]);
+    let silent = silent_endpoint().await;
+    write_event(&db.pool, &merchant, 0, &silent).await;
+    for n in 1..=12 {
+        write_event(&db.pool, &merchant, n, &receiver.url).await;
+    }
+    let settings = WebhookSettings {
+        // Far beyond this test's wait: the silent event is still in flight at its end.
+        timeout_ms: 60_000,
+        concurrency_max: 2,
+        ..webhook_settings()
+    };
+    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
+    let worker = start_worker(db.pool.clone(), clock, settings, Default::default()).unwrap();
+
+    eventually("the twelve other events delivered", || async {
+        delivered(&db.pool).await == 12
+    })
+    .await;
+    assert_eq!(receiver.requests().len(), 12);
+    let silent_attempts = "SELECT count(*) FROM webhook_attempts WHERE event_id = $1";
+    assert_eq!(
+        count(&db.pool, silent_attempts, "evt_0").await,
+        0,
+        "the silent endpoint's attempt is still under way"
+    );
+    worker.shutdown.cancel();
+}
