@@ -5,9 +5,12 @@
 //! debit path alone (code accepted → outcome stored → webhook queued), and the resident memory with
 //! 10,000 payments awaiting their code. Figures go to BENCHMARKS.md (`## Payments end to end`).
 
+#[path = "e2e_bench_parts/cpu_parts.rs"]
+mod cpu_parts;
 mod e2e_support;
 
 use chrono::{Duration, Utc};
+use cpu_parts::CpuParts;
 use e2e_support::*;
 use futures::StreamExt;
 use payhub::host_cpu::CpuTicks;
@@ -141,6 +144,7 @@ async fn payments_end_to_end() {
     // The bench's own connections look for the codes, so its polling does not queue behind the
     // gateway's pool.
     let probe = payhub_actors::store::pool(&db.url, 4).unwrap();
+    let cpu_before = CpuParts::now();
     let started = Instant::now();
     let steps: Vec<(f64, f64, f64)> = futures::stream::iter(ids)
         .map(|pay| {
@@ -185,6 +189,14 @@ async fn payments_end_to_end() {
     println!(
         "  whole flow              {flow_rate:.1} payments/s ({:.0}% of the argon2 bound)",
         100.0 * flow_rate / bound
+    );
+    let [argon2, gateway_ms, postgres, harness] =
+        CpuParts::now().ms_per_op_since(&cpu_before, flow_payments);
+    println!(
+        "  CPU per payment         argon2 {argon2:.1} ms, gateway {gateway_ms:.1} ms, PostgreSQL \
+         {postgres:.1} ms, browsers and simulators {harness:.1} ms: the gateway and its database \
+         cost {:.0}% beside the hash",
+        100.0 * (gateway_ms + postgres) / argon2
     );
     report("open page", steps.iter().map(|s| s.0).collect());
     report("password step", steps.iter().map(|s| s.1).collect());

@@ -157,55 +157,59 @@ impl Gateway {
     ) -> Gateway {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let tls = pki.server_tls();
-        let thread = std::thread::spawn(move || {
-            let system = actix::System::new();
-            system.block_on(async move {
-                let wake = Arc::new(tokio::sync::Notify::new());
-                let channel = start_channels(&pool, &clock, &outside).await;
-                let bank = start_bank_router(&pool, &clock, &outside).await;
-                let allow = settings.allow_unregistered_receiver;
-                let settings_url = settings.public_url.clone();
-                let deps = Deps {
-                    pool: pool.clone(),
-                    writer: PaymentWriter::start(pool.clone()),
-                    clock: clock.clone(),
-                    settings: Arc::new(settings),
-                    hash_key: key.clone(),
-                    channel,
-                    bank: bank.clone(),
-                    webhook_wake: wake.clone(),
-                };
-                let registry = start_registry(deps);
-                start_worker(pool.clone(), clock.clone(), webhook_settings(), wake)
-                    .expect("webhook worker");
-                let server_settings = ServerSettings {
-                    listen: "127.0.0.1:0".parse().expect("address"),
-                    workers: 1,
-                    body_max_bytes: 16 * 1024,
-                    public_url: settings_url,
-                    payment_lifetime_s: 900,
-                };
-                let state =
-                    PagesState::new(registry.clone(), pool.clone(), key, clock.clone(), allow);
-                let server = server::start(
-                    server_settings,
-                    &tls,
-                    pool,
-                    clock,
-                    vec![Arc::new(configure(state))],
-                )
-                .expect("server starts");
-                tx.send((
-                    server.addr,
-                    server.handle.clone(),
-                    actix::System::current(),
-                    registry,
-                    bank,
-                ))
-                .expect("report");
-                let _ = server.wait().await;
+        // Named, so that benchmarks can tell the gateway's CPU time from the browsers'.
+        let thread = std::thread::Builder::new()
+            .name("gateway".into())
+            .spawn(move || {
+                let system = actix::System::new();
+                system.block_on(async move {
+                    let wake = Arc::new(tokio::sync::Notify::new());
+                    let channel = start_channels(&pool, &clock, &outside).await;
+                    let bank = start_bank_router(&pool, &clock, &outside).await;
+                    let allow = settings.allow_unregistered_receiver;
+                    let settings_url = settings.public_url.clone();
+                    let deps = Deps {
+                        pool: pool.clone(),
+                        writer: PaymentWriter::start(pool.clone()),
+                        clock: clock.clone(),
+                        settings: Arc::new(settings),
+                        hash_key: key.clone(),
+                        channel,
+                        bank: bank.clone(),
+                        webhook_wake: wake.clone(),
+                    };
+                    let registry = start_registry(deps);
+                    start_worker(pool.clone(), clock.clone(), webhook_settings(), wake)
+                        .expect("webhook worker");
+                    let server_settings = ServerSettings {
+                        listen: "127.0.0.1:0".parse().expect("address"),
+                        workers: 1,
+                        body_max_bytes: 16 * 1024,
+                        public_url: settings_url,
+                        payment_lifetime_s: 900,
+                    };
+                    let state =
+                        PagesState::new(registry.clone(), pool.clone(), key, clock.clone(), allow);
+                    let server = server::start(
+                        server_settings,
+                        &tls,
+                        pool,
+                        clock,
+                        vec![Arc::new(configure(state))],
+                    )
+                    .expect("server starts");
+                    tx.send((
+                        server.addr,
+                        server.handle.clone(),
+                        actix::System::current(),
+                        registry,
+                        bank,
+                    ))
+                    .expect("report");
+                    let _ = server.wait().await;
+                });
             });
-        });
+        let thread = thread.expect("gateway thread");
         let (addr, server, system, registry, bank) = rx.await.expect("gateway started");
         Gateway {
             base: format!("https://127.0.0.1:{}", addr.port()),
@@ -229,6 +233,11 @@ impl Gateway {
 
     pub async fn tick_all(&self) {
         let _ = self.registry.send(TickAll).await;
+    }
+
+    /// The gateway's actix system: its HTTP workers' threads are named `actix-rt|system:{id}|…`.
+    pub fn system_id(&self) -> usize {
+        self.system.id()
     }
 }
 
@@ -542,7 +551,8 @@ pub async fn start_smsc() -> payhub::sim::smsc::SmscSim {
 /// benchmarks' many browsers on the test's thread must not delay its answers.
 pub fn start_smsc_on_own_thread() -> payhub::sim::smsc::SmscSim {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let named = std::thread::Builder::new().name("smsc-sim".into());
+    let _ = named.spawn(move || {
         actix::System::new().block_on(async move {
             let _ = tx.send(start_smsc().await);
             std::future::pending::<()>().await;
