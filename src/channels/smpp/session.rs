@@ -23,8 +23,9 @@ use tokio::sync::{Semaphore, watch};
 const COMMAND_LENGTH_MAX_BYTES: usize = 4_096;
 /// Timed-out submits remembered per bind, for their late answers.
 const UNANSWERED_MAX: usize = 1_024;
-/// Delivery receipts being recorded at once, per session.
-const RECEIPTS_IN_FLIGHT_MAX: usize = 8;
+/// Delivery receipts being recorded at once, per session: one group-committed batch
+/// (`store::SMPP_WRITE_LIMITS.batch_max`), so that a burst costs few commits.
+const RECEIPTS_IN_FLIGHT_MAX: usize = store::SMPP_WRITE_LIMITS.batch_max;
 /// Delivery receipts taken in, recorded or waiting their turn, per session. Past this the SMSC is
 /// asked to send them again later.
 const RECEIPTS_TAKEN_MAX: usize = 256;
