@@ -246,6 +246,7 @@ impl PaymentCore {
         }
         self.row.status = PaymentStatus::AwaitingCode;
         self.row.customer_id = Some(customer.id.clone());
+        self.row.payer = Some(customer.payer.clone());
         self.row.session_hash = Some(session_hash);
         match route {
             Ok(route) => {
@@ -653,13 +654,12 @@ impl PaymentCore {
     }
 
     async fn debit_request(&self, rrn: String) -> Result<DebitRequest, PaymentError> {
-        let customer_id = self
-            .row
-            .customer_id
-            .as_deref()
-            .ok_or_else(|| PaymentError::Storage("awaiting_code without a customer".into()))?;
-        let client = self.deps.pool.get().await?;
-        let parties = store::debit_parties(&client, customer_id, &self.row.merchant_id).await?;
+        if self.row.customer_id.is_none() {
+            return Err(PaymentError::Storage(
+                "awaiting_code without a customer".into(),
+            ));
+        }
+        let parties = store::DebitParties::of(&self.row)?;
         Ok(DebitRequest {
             payment_id: self.row.id.clone(),
             rrn,

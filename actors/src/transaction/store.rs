@@ -39,13 +39,40 @@ pub struct PaymentRow {
     pub return_url: String,
     pub notify_url: String,
     pub created_at: DateTime<Utc>,
+    /// The merchant's side of the debit, read with the row.
+    pub merchant_side: MerchantSide,
+    /// The payer's bank and account: read with the row, or at login.
+    pub payer: Option<Payer>,
+}
+
+/// The merchant's fields of a debit besides its name (fields 103, 41, 42 and 43), as stored.
+#[derive(Debug, Clone)]
+pub struct MerchantSide {
+    pub location: String,
+    pub account: String,
+    pub terminal_id: String,
+    pub card_acceptor_id: String,
+}
+
+/// The payer's bank and account (fields 100 and 102), as stored; parsed when a debit is made.
+#[derive(Debug, Clone)]
+pub struct Payer {
+    pub bank_id: String,
+    pub account: String,
 }
 
 const PAYMENT_COLUMNS: &str = "p.id, p.merchant_id, m.name AS merchant_name, p.status,
     p.amount_minor, p.currency, p.customer_id, p.password_failures, p.session_hash, p.channel,
     p.terminal_id, p.receiver_msisdn, p.code_hash, p.code_expires_at, p.code_failures,
     p.code_sends, p.code_sent_at, p.code_delivery_failures, p.rrn, p.bank_link, p.debit_stan, p.debit_f7, p.expires_at, p.order_id,
-    p.description, p.return_url, p.notify_url, p.created_at";
+    p.description, p.return_url, p.notify_url, p.created_at, m.location AS merchant_location,
+    m.account AS merchant_account, m.terminal_id AS merchant_terminal_id,
+    m.card_acceptor_id AS merchant_card_acceptor_id, c.bank_id AS payer_bank_id,
+    c.account AS payer_account";
+
+/// The tables `PAYMENT_COLUMNS` reads, after `payments p`.
+const PAYMENT_JOINS: &str = "JOIN merchants m ON m.id = p.merchant_id
+    LEFT JOIN customers c ON c.id = p.customer_id";
 
 fn corrupt(field: &str) -> PaymentError {
     PaymentError::Storage(format!("payments.{field} holds an invalid value"))
@@ -82,8 +109,22 @@ impl PaymentRow {
             return_url: row.get("return_url"),
             notify_url: row.get("notify_url"),
             created_at: row.get("created_at"),
+            merchant_side: MerchantSide {
+                location: row.get("merchant_location"),
+                account: row.get("merchant_account"),
+                terminal_id: row.get("merchant_terminal_id"),
+                card_acceptor_id: row.get("merchant_card_acceptor_id"),
+            },
+            payer: payer(row.get("payer_bank_id"), row.get("payer_account")),
         })
     }
+}
+
+fn payer(bank_id: Option<String>, account: Option<String>) -> Option<Payer> {
+    Some(Payer {
+        bank_id: bank_id?,
+        account: account?,
+    })
 }
 
 fn original_debit(row: &Row) -> Option<OriginalDebit> {
@@ -98,10 +139,7 @@ pub async fn load_payment(
     client: &impl GenericClient,
     payment_id: &str,
 ) -> Result<PaymentRow, PaymentError> {
-    let sql = format!(
-        "SELECT {PAYMENT_COLUMNS} FROM payments p JOIN merchants m ON m.id = p.merchant_id
-         WHERE p.id = $1"
-    );
+    let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments p {PAYMENT_JOINS} WHERE p.id = $1");
     match client.query_opt_cached(&sql, &[&payment_id]).await? {
         Some(row) => PaymentRow::from_row(&row),
         None => Err(PaymentError::NotFound),
@@ -116,7 +154,7 @@ pub async fn resumable_payments(
 ) -> Result<Vec<PaymentRow>, PaymentError> {
     let sql = format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments_open o JOIN payments p ON p.id = o.payment_id
-         JOIN merchants m ON m.id = p.merchant_id
+         {PAYMENT_JOINS}
          WHERE p.status IN ('awaiting_code', 'processing') ORDER BY o.expires_at LIMIT $1"
     );
     client
@@ -134,6 +172,8 @@ pub struct CustomerLogin {
     pub password_hash: String,
     /// The mobile number typed as the identity, when that is how the customer signed in.
     pub typed_msisdn: Option<String>,
+    /// Whom a debit after this login takes the money from.
+    pub payer: Payer,
 }
 
 /// The enabled customer whose online id, or registered mobile number, is `identity`.
@@ -143,7 +183,8 @@ pub async fn find_customer(
 ) -> Result<Option<CustomerLogin>, PaymentError> {
     if let Some(row) = client
         .query_opt_cached(
-            "SELECT id, password_hash FROM customers WHERE online_id = $1 AND status = 'enabled'",
+            "SELECT id, password_hash, bank_id, account FROM customers
+             WHERE online_id = $1 AND status = 'enabled'",
             &[&identity],
         )
         .await?
@@ -152,6 +193,10 @@ pub async fn find_customer(
             id: row.get(0),
             password_hash: row.get(1),
             typed_msisdn: None,
+            payer: Payer {
+                bank_id: row.get(2),
+                account: row.get(3),
+            },
         }));
     }
     let Ok(msisdn) = crate::domain::Msisdn::parse(identity) else {
@@ -159,7 +204,7 @@ pub async fn find_customer(
     };
     let row = client
         .query_opt_cached(
-            "SELECT c.id, c.password_hash, t.msisdn FROM terminals t
+            "SELECT c.id, c.password_hash, t.msisdn, c.bank_id, c.account FROM terminals t
              JOIN customers c ON c.id = t.customer_id
              WHERE t.kind = 'mobile' AND t.status = 'enabled' AND c.status = 'enabled'
                AND t.msisdn IN ($1, $2)",
@@ -170,6 +215,10 @@ pub async fn find_customer(
         id: row.get(0),
         password_hash: row.get(1),
         typed_msisdn: Some(row.get(2)),
+        payer: Payer {
+            bank_id: row.get(3),
+            account: row.get(4),
+        },
     }))
 }
 
@@ -219,30 +268,23 @@ pub struct DebitParties {
     pub name_location: String,
 }
 
-pub async fn debit_parties(
-    client: &impl GenericClient,
-    customer_id: &str,
-    merchant_id: &str,
-) -> Result<DebitParties, PaymentError> {
-    let row = client
-        .query_opt_cached(
-            "SELECT c.bank_id, c.account, m.name, m.location, m.account, m.terminal_id,
-                 m.card_acceptor_id
-             FROM customers c, merchants m WHERE c.id = $1 AND m.id = $2",
-            &[&customer_id, &merchant_id],
-        )
-        .await?
-        .ok_or(PaymentError::NotFound)?;
-    let account =
-        |i: usize, what: &str| AccountNumber::parse(row.get(i)).map_err(|_| corrupt(what));
-    Ok(DebitParties {
-        payer_bank: BankId::parse(row.get(0)).map_err(|_| corrupt("customers.bank_id"))?,
-        payer_account: account(1, "customers.account")?,
-        name_location: name_location(row.get(2), row.get(3)),
-        merchant_account: account(4, "merchants.account")?,
-        terminal_id: row.get(5),
-        card_acceptor_id: row.get(6),
-    })
+impl DebitParties {
+    /// From what the payment's row holds: no read on the debit path.
+    pub fn of(row: &PaymentRow) -> Result<DebitParties, PaymentError> {
+        let payer = row.payer.as_ref().ok_or(PaymentError::NotFound)?;
+        let invalid = |what: &str| PaymentError::Storage(format!("{what} holds an invalid value"));
+        let account =
+            |number: &str, what: &str| AccountNumber::parse(number).map_err(|_| invalid(what));
+        let side = &row.merchant_side;
+        Ok(DebitParties {
+            payer_bank: BankId::parse(&payer.bank_id).map_err(|_| invalid("customers.bank_id"))?,
+            payer_account: account(&payer.account, "customers.account")?,
+            name_location: name_location(&row.merchant_name, &side.location),
+            merchant_account: account(&side.account, "merchants.account")?,
+            terminal_id: side.terminal_id.clone(),
+            card_acceptor_id: side.card_acceptor_id.clone(),
+        })
+    }
 }
 
 /// Field 43: the name in the first 25 characters, the location in the remaining 15, 40 in all.
