@@ -5,9 +5,9 @@
 
 use std::time::Instant;
 
-/// Ticks per second of `/proc/stat`: Linux fixes it at 100 for user space on every architecture
-/// it reports in ticks.
-const USER_HZ: f64 = 100.0;
+/// Ticks per second of `/proc/stat` and `/proc/<pid>/stat`: Linux fixes it at 100 for user space
+/// on every architecture it reports in ticks.
+pub const USER_HZ: f64 = 100.0;
 
 /// The machine's CPU counters at one instant.
 #[derive(Debug, Clone, Copy)]

@@ -3,10 +3,8 @@
 //! simulators. The target is about the gateway's cost beside the hash; on one machine the
 //! harness's share is counted apart, so that it is not taken for the gateway's.
 
+use payhub::host_cpu::USER_HZ;
 use std::fs;
-
-/// Ticks per second of `/proc/.../stat` (Linux fixes it at 100 for user space).
-const USER_HZ: f64 = 100.0;
 
 /// CPU ticks used so far by each part of the run.
 #[derive(Debug, Default, Clone, Copy)]

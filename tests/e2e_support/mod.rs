@@ -208,8 +208,8 @@ impl Gateway {
                     .expect("report");
                     let _ = server.wait().await;
                 });
-            });
-        let thread = thread.expect("gateway thread");
+            })
+            .expect("gateway thread");
         let (addr, server, system, registry, bank) = rx.await.expect("gateway started");
         Gateway {
             base: format!("https://127.0.0.1:{}", addr.port()),
@@ -233,11 +233,6 @@ impl Gateway {
 
     pub async fn tick_all(&self) {
         let _ = self.registry.send(TickAll).await;
-    }
-
-    /// The gateway's actix system: its HTTP workers' threads are named `actix-rt|system:{id}|…`.
-    pub fn system_id(&self) -> usize {
-        self.system.id()
     }
 }
 
@@ -552,12 +547,14 @@ pub async fn start_smsc() -> payhub::sim::smsc::SmscSim {
 pub fn start_smsc_on_own_thread() -> payhub::sim::smsc::SmscSim {
     let (tx, rx) = std::sync::mpsc::channel();
     let named = std::thread::Builder::new().name("smsc-sim".into());
-    let _ = named.spawn(move || {
-        actix::System::new().block_on(async move {
-            let _ = tx.send(start_smsc().await);
-            std::future::pending::<()>().await;
-        });
-    });
+    named
+        .spawn(move || {
+            actix::System::new().block_on(async move {
+                let _ = tx.send(start_smsc().await);
+                std::future::pending::<()>().await;
+            });
+        })
+        .expect("SMSC simulator thread");
     rx.recv()
         .expect("the SMSC simulator thread reports its handle")
 }

@@ -75,7 +75,12 @@ const PAYMENT_JOINS: &str = "JOIN merchants m ON m.id = p.merchant_id
     LEFT JOIN customers c ON c.id = p.customer_id";
 
 fn corrupt(field: &str) -> PaymentError {
-    PaymentError::Storage(format!("payments.{field} holds an invalid value"))
+    invalid(&format!("payments.{field}"))
+}
+
+/// A stored value that does not parse; `column` is qualified with its table.
+fn invalid(column: &str) -> PaymentError {
+    PaymentError::Storage(format!("{column} holds an invalid value"))
 }
 
 impl PaymentRow {
@@ -272,7 +277,6 @@ impl DebitParties {
     /// From what the payment's row holds: no read on the debit path.
     pub fn of(row: &PaymentRow) -> Result<DebitParties, PaymentError> {
         let payer = row.payer.as_ref().ok_or(PaymentError::NotFound)?;
-        let invalid = |what: &str| PaymentError::Storage(format!("{what} holds an invalid value"));
         let account =
             |number: &str, what: &str| AccountNumber::parse(number).map_err(|_| invalid(what));
         let side = &row.merchant_side;
