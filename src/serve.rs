@@ -111,13 +111,8 @@ impl Gateway {
         let sms = smpp.clone().map(|a| a.recipient());
         let channels = router::start_from_config(config, pool.clone(), clock.clone(), sms).await?;
 
-        let wake = Arc::new(tokio::sync::Notify::new());
-        let webhooks = crate::webhooks::start_worker(
-            pool.clone(),
-            clock.clone(),
-            (&config.webhooks).into(),
-            wake.clone(),
-        )?;
+        let webhooks =
+            crate::webhooks::start_worker(pool.clone(), clock.clone(), (&config.webhooks).into())?;
         let registry = start_registry(Deps {
             pool: pool.clone(),
             writer: PaymentWriter::start(pool.clone()),
@@ -126,7 +121,7 @@ impl Gateway {
             hash_key: hash_key.clone(),
             channel: channels.recipient(),
             bank: bank.clone(),
-            webhook_wake: wake,
+            webhook_outbox: webhooks.outbox.clone(),
         });
         let pages = pages::PagesState::new(
             registry.clone(),

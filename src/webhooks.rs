@@ -4,20 +4,26 @@
 //! until `give_up_after_s` (at least 24 h) has passed. It also sends events other parts write
 //! (`payment.expired`). State lives in the database, so a restart loses nothing: an event claimed
 //! by a process that died is claimed again when its lease runs out.
+//!
+//! The payment actors hand their committed events over in memory when the worker's queue has
+//! room (`payhub_actors::transaction::outbox`), so that most events are never claimed: the claim
+//! was an `UPDATE` and a commit of its own for every few events.
 
 pub mod attempts;
 pub mod signature;
 
 use crate::config::WebhooksConfig;
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use deadpool_postgres::Pool;
 use futures::stream::{FuturesUnordered, StreamExt};
 use payhub_actors::clock::SharedClock;
 use payhub_actors::metrics::{global, labels};
 use payhub_actors::store::prepared::Prepared;
+use payhub_actors::transaction::outbox::{WebhookEvent, WebhookOutbox};
+use payhub_actors::transaction::writer::PAYMENT_WRITE_LIMITS;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// How often the worker looks for due events when nobody wakes it.
@@ -26,6 +32,8 @@ pub const POLL_INTERVAL_MS: u64 = 1_000;
 pub const LEASE_MARGIN_MS: i64 = 5_000;
 /// Longest error text kept per attempt.
 pub const ERROR_TEXT_MAX_CHARS: usize = 200;
+/// Events handed over in memory that may wait for a slot, per slot.
+pub const HANDOFF_DEPTH: usize = 2;
 
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
@@ -50,19 +58,36 @@ impl From<&WebhooksConfig> for WebhookSettings {
     }
 }
 
-/// A running worker: wake it when an event is written, cancel it to stop.
+impl WebhookSettings {
+    /// Events waiting in the handoff queue, at most.
+    fn handoff_capacity(&self) -> usize {
+        HANDOFF_DEPTH * self.concurrency_max.max(1)
+    }
+
+    /// How long a handed event is reserved for this worker, from before its write: the write's
+    /// longest wait, then `HANDOFF_DEPTH` deliveries ahead of it in its slot and its own, then the
+    /// claim's margin for recording the attempt.
+    fn handoff_lease_ms(&self) -> i64 {
+        let deliveries_ms = (HANDOFF_DEPTH as u64 + 1).saturating_mul(self.timeout_ms);
+        let write_ms = PAYMENT_WRITE_LIMITS.answer_wait_max_ms;
+        i64::try_from(deliveries_ms.saturating_add(write_ms))
+            .unwrap_or(i64::MAX / 2)
+            .saturating_add(LEASE_MARGIN_MS)
+    }
+}
+
+/// A running worker: the payment actors hand it events through `outbox`; cancel it to stop.
 #[derive(Debug, Clone)]
 pub struct WebhookWorker {
-    pub wake: Arc<Notify>,
+    pub outbox: WebhookOutbox,
     pub shutdown: CancellationToken,
 }
 
-/// Starts the worker on the current tokio runtime. `wake` is the one given to the payment actors.
+/// Starts the worker on the current tokio runtime.
 pub fn start_worker(
     pool: Pool,
     clock: SharedClock,
     settings: WebhookSettings,
-    wake: Arc<Notify>,
 ) -> anyhow::Result<WebhookWorker> {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_millis(settings.timeout_ms))
@@ -70,6 +95,12 @@ pub fn start_worker(
         .user_agent("payhub-webhooks/1")
         .build()?;
     let shutdown = CancellationToken::new();
+    let wake = Arc::new(Notify::new());
+    let (outbox, handed) = WebhookOutbox::with_handoff(
+        wake.clone(),
+        settings.handoff_capacity(),
+        settings.handoff_lease_ms(),
+    );
     let worker = Worker {
         attempts: attempts::start(pool.clone()),
         pool,
@@ -77,9 +108,9 @@ pub fn start_worker(
         settings,
         client,
     };
-    let (w, s) = (wake.clone(), shutdown.clone());
-    tokio::spawn(async move { worker.run(w, s).await });
-    Ok(WebhookWorker { wake, shutdown })
+    let s = shutdown.clone();
+    tokio::spawn(async move { worker.run(wake, handed, s).await });
+    Ok(WebhookWorker { outbox, shutdown })
 }
 
 struct Worker {
@@ -91,21 +122,17 @@ struct Worker {
     client: reqwest::Client,
 }
 
-/// One event, claimed for delivery.
-struct Claimed {
-    id: String,
-    body: String,
-    notify_url: String,
-    attempts: i32,
-    created_at: DateTime<Utc>,
-    secret: payhub_actors::Secret<String>,
-}
-
 impl Worker {
     /// Sends continuously: a delivery starts as soon as a slot is free, rather than in groups
-    /// that each wait for their slowest. A claim refills at least half the slots, so that one
-    /// statement serves many deliveries.
-    async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
+    /// that each wait for their slowest. Handed events go first; a claim refills at least half
+    /// the slots, so that one statement serves many deliveries. On shutdown the handed events
+    /// not yet started stay leased in the table, and are claimed after their lease.
+    async fn run(
+        self,
+        wake: Arc<Notify>,
+        mut handed: mpsc::Receiver<WebhookEvent>,
+        shutdown: CancellationToken,
+    ) {
         let slots = self.settings.concurrency_max.max(1);
         let refill_at = slots.div_ceil(2);
         let mut poll = tokio::time::interval(std::time::Duration::from_millis(
@@ -118,6 +145,12 @@ impl Worker {
         let mut maybe_due = true;
         loop {
             let free = slots - in_flight.len();
+            if free > 0
+                && let Ok(event) = handed.try_recv()
+            {
+                in_flight.push(self.deliver(event));
+                continue;
+            }
             if maybe_due && free >= refill_at && !shutdown.is_cancelled() {
                 let claimed = self.claim_due(free).await.unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "webhook worker cannot claim events");
@@ -130,6 +163,7 @@ impl Worker {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                Some(event) = handed.recv(), if free > 0 => in_flight.push(self.deliver(event)),
                 _ = wake.notified() => maybe_due = true,
                 _ = poll.tick() => maybe_due = true,
             }
@@ -139,7 +173,7 @@ impl Worker {
     }
 
     /// Up to `limit` due events, each reserved for this worker for a lease.
-    async fn claim_due(&self, limit: usize) -> anyhow::Result<Vec<Claimed>> {
+    async fn claim_due(&self, limit: usize) -> anyhow::Result<Vec<WebhookEvent>> {
         let now = self.clock.now();
         let timeout_ms = i64::try_from(self.settings.timeout_ms).unwrap_or(i64::MAX / 2);
         let lease = now + Duration::milliseconds(timeout_ms + LEASE_MARGIN_MS);
@@ -159,7 +193,7 @@ impl Worker {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| Claimed {
+            .map(|r| WebhookEvent {
                 id: r.get(0),
                 body: r.get(1),
                 notify_url: r.get(2),
@@ -170,7 +204,7 @@ impl Worker {
             .collect())
     }
 
-    async fn deliver(&self, event: Claimed) {
+    async fn deliver(&self, event: WebhookEvent) {
         let started = Instant::now();
         let t = self.clock.now().timestamp();
         let header = signature::sign(event.secret.expose().as_bytes(), t, event.body.as_bytes());
@@ -199,7 +233,7 @@ impl Worker {
 
     async fn record(
         &self,
-        event: &Claimed,
+        event: &WebhookEvent,
         delivered: bool,
         status_code: Option<i32>,
         error: Option<String>,

@@ -38,7 +38,6 @@ fn knob(name: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
-const DB_POOL_SIZE: usize = 32;
 const WAITING_PAYMENTS: i64 = 10_000;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -100,7 +99,7 @@ async fn payments_end_to_end() {
         .unwrap_or(2);
     // Durable commits, as in production; a pool wide enough for PostgreSQL's group commit.
     payhub_actors::store::testing::use_durable_cluster();
-    let db = fresh_database_with_pool(DB_POOL_SIZE).await;
+    let db = fresh_database_with_pool(knob("BENCH_DB_POOL_SIZE", 32)).await;
     print_durability(&db.pool).await;
     let smsc = start_smsc_on_own_thread();
     let bank = start_bank(&[(ACCOUNT, i64::MAX / 4)]).await;

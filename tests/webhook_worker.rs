@@ -62,7 +62,7 @@ async fn a_silent_endpoint_holds_one_slot_and_the_other_events_go_out() {
         ..webhook_settings()
     };
     let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
-    let worker = start_worker(db.pool.clone(), clock, settings, Default::default()).unwrap();
+    let worker = start_worker(db.pool.clone(), clock, settings).unwrap();
 
     eventually("the twelve other events delivered", || async {
         delivered(&db.pool).await == 12

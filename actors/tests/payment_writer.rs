@@ -54,6 +54,7 @@ fn to_final(id: &str, sms: bool) -> ToFinal {
         body: format!("{{\"id\":\"evt_{id}\"}}"),
         detail: json!({}),
         outcome_sms_to: sms.then(|| "+86138****0000".to_owned()),
+        event_due_at: Utc::now(),
     }
 }
 
@@ -121,7 +122,7 @@ async fn writes_sent_at_once_each_get_their_own_answer() {
     let answers: Vec<Finish> = answers.into_iter().map(|a| a.unwrap()).collect();
     for (n, answer) in answers.iter().enumerate().take(30) {
         match answer {
-            Finish::Moved { notice_row } => {
+            Finish::Moved { notice_row, .. } => {
                 assert_ne!(n, 7, "an expired payment was moved");
                 assert_eq!(notice_row.is_some(), n % 2 == 0, "payment {n}'s notice row");
             }

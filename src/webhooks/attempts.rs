@@ -11,7 +11,7 @@ use std::collections::HashMap;
 /// Bounds of the attempt writer: a worker's deliveries in flight fit in one batch.
 pub const ATTEMPT_WRITE_LIMITS: Limits = Limits {
     batch_max: 64,
-    in_flight_max: 2,
+    in_flight_max: 1,
     queue_max: 1_024,
     answer_wait_max_ms: 10_000,
 };

@@ -141,7 +141,7 @@ pub fn webhook_settings() -> WebhookSettings {
         retry_base_ms: 5_000,
         retry_max_ms: 3_600_000,
         give_up_after_s: 3 * 24 * 3600,
-        concurrency_max: 8,
+        concurrency_max: 32,
         poll_interval_ms: 100,
     }
 }
@@ -163,7 +163,8 @@ impl Gateway {
             .spawn(move || {
                 let system = actix::System::new();
                 system.block_on(async move {
-                    let wake = Arc::new(tokio::sync::Notify::new());
+                    let webhooks = start_worker(pool.clone(), clock.clone(), webhook_settings())
+                        .expect("webhook worker");
                     let channel = start_channels(&pool, &clock, &outside).await;
                     let bank = start_bank_router(&pool, &clock, &outside).await;
                     let allow = settings.allow_unregistered_receiver;
@@ -176,11 +177,9 @@ impl Gateway {
                         hash_key: key.clone(),
                         channel,
                         bank: bank.clone(),
-                        webhook_wake: wake.clone(),
+                        webhook_outbox: webhooks.outbox,
                     };
                     let registry = start_registry(deps);
-                    start_worker(pool.clone(), clock.clone(), webhook_settings(), wake)
-                        .expect("webhook worker");
                     let server_settings = ServerSettings {
                         listen: "127.0.0.1:0".parse().expect("address"),
                         workers: 1,

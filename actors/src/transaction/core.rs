@@ -5,6 +5,7 @@
 
 use super::code::{code_hash, code_matches, new_code, new_rrn, new_session_token, session_hash};
 use super::event::{self, Outcome};
+use super::outbox::Reservation;
 use super::store::{self, CustomerLogin, PaymentRow, TerminalRow};
 use super::writer::ToProcessing;
 use super::{
@@ -200,7 +201,7 @@ impl PaymentCore {
             .await?;
             tx.commit().await?;
             drop(client);
-            self.after_finish(finish, &outcome).await?;
+            self.after_finish(finish, None, &outcome).await?;
             return Ok(LoginReply::Finished(self.row.status));
         }
         tx.commit().await?;
@@ -758,29 +759,36 @@ impl PaymentCore {
         from: &[PaymentStatus],
         outcome: Outcome,
     ) -> Result<(), PaymentError> {
-        let write = event::to_final(
+        let now = self.now();
+        let mut write = event::to_final(
             &self.row,
             from,
             &outcome,
-            self.now(),
+            now,
             &self.settings().public_url,
             self.outcome_sms_destination().as_deref(),
         );
+        let reservation = self.deps.webhook_outbox.reserve(now);
+        if let Some(reservation) = &reservation {
+            write.event_due_at = reservation.leased_until;
+        }
         let finish = self.deps.writer.to_final(write).await?;
-        self.after_finish(finish, &outcome).await
+        self.after_finish(finish, reservation, &outcome).await
     }
 
+    /// `reservation`: the event's place in the worker's queue, when it was written leased.
     async fn after_finish(
         &mut self,
         finish: event::Finish,
+        reservation: Option<Reservation>,
         outcome: &Outcome,
     ) -> Result<(), PaymentError> {
-        let event::Finish::Moved { notice_row } = finish else {
+        let event::Finish::Moved { notice_row, event } = finish else {
             return self.reload().await;
         };
         self.outcome_notice_row = notice_row;
         event::finished(outcome);
-        self.deps.webhook_wake.notify_one();
+        self.deps.webhook_outbox.committed(reservation, event);
         self.row.status = outcome.status;
         self.row.code_hash = None;
         self.row.code_expires_at = None;

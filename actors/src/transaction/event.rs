@@ -2,6 +2,7 @@
 //! payment object of gateway-http.md, built by `store::payments` (one definition for the API and
 //! the webhooks).
 
+use super::outbox::WebhookEvent;
 use super::store::PaymentRow;
 use super::writer::ToFinal;
 use crate::domain::{FailureCode, PaymentStatus};
@@ -126,12 +127,17 @@ pub fn to_final(
             "bank_response_code": outcome.bank_response_code,
         }),
         outcome_sms_to: outcome_sms_to.map(str::to_owned),
+        event_due_at: now,
     }
 }
 
 pub enum Finish {
-    /// The payment is final; `notice_row` is its outcome SMS's `customer_messages` row.
-    Moved { notice_row: Option<i64> },
+    /// The payment is final; `notice_row` is its outcome SMS's `customer_messages` row, `event`
+    /// its committed webhook event.
+    Moved {
+        notice_row: Option<i64>,
+        event: WebhookEvent,
+    },
     /// It was no longer in one of `from`: nothing was written.
     NotMoved,
 }

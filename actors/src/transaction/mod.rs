@@ -12,6 +12,7 @@ pub mod actor;
 pub mod code;
 pub mod core;
 pub mod event;
+pub mod outbox;
 pub mod registry;
 pub mod store;
 pub mod view;
@@ -91,8 +92,8 @@ pub struct Deps {
     pub channel: Recipient<Deliver>,
     /// The bank router: two-phase debits, and reversals through its durable queue.
     pub bank: Addr<BankRouter>,
-    /// Woken when a webhook event is written, so the worker sends it at once.
-    pub webhook_wake: Arc<tokio::sync::Notify>,
+    /// How committed webhook events reach the worker at once.
+    pub webhook_outbox: outbox::WebhookOutbox,
 }
 
 impl std::fmt::Debug for Deps {

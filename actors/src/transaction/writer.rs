@@ -9,8 +9,10 @@
 //! answer ([`RowWrite`] has the rest: one order of row locks, a refused batch written alone).
 
 use super::event::Finish;
+use super::outbox::WebhookEvent;
 use crate::bank::OriginalDebit;
 use crate::domain::PaymentStatus;
+use crate::secret::Secret;
 use crate::store::StoreError;
 use crate::store::group_commit::{Limits, RowWrite, Writer};
 use crate::store::prepared::Prepared;
@@ -23,7 +25,7 @@ use std::collections::HashMap;
 /// the next fills.
 pub const PAYMENT_WRITE_LIMITS: Limits = Limits {
     batch_max: 64,
-    in_flight_max: 2,
+    in_flight_max: 1,
     queue_max: 4_096,
     answer_wait_max_ms: 10_000,
 };
@@ -55,6 +57,9 @@ pub struct ToFinal {
     /// The audit line's detail.
     pub detail: Value,
     pub outcome_sms_to: Option<String>,
+    /// The event's first `next_attempt_at`: `at`, or later when it is handed to this process's
+    /// worker in memory (`outbox`), which holds it until then.
+    pub event_due_at: DateTime<Utc>,
 }
 
 /// The handle every payment actor shares.
@@ -178,7 +183,7 @@ const FINISH_SQL: &str = "WITH moved AS (
     event AS (
         INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url,
             created_at, next_attempt_at)
-        SELECT $8, id, merchant_id, $9, $10, notify_url, $2, $2 FROM moved),
+        SELECT $8, id, merchant_id, $9, $10, notify_url, $2, $13 FROM moved),
     audit AS (
         INSERT INTO audit_log (at, payment_id, event, detail) SELECT $2, id, $3, $11 FROM moved),
     notice AS (
@@ -186,16 +191,17 @@ const FINISH_SQL: &str = "WITH moved AS (
             (payment_id, kind, channel, destination, status, created_at, updated_at)
         SELECT id, 'outcome', 'sms', $12, 'queued', $2, $2 FROM moved WHERE $12::text IS NOT NULL
         RETURNING id)
-    SELECT id, (SELECT id FROM notice) FROM moved";
+    SELECT m.id, (SELECT id FROM notice), m.notify_url, k.webhook_secret
+    FROM moved m JOIN merchants k ON k.id = m.merchant_id";
 
 /// `FINISH_SQL` for many payments. Each payment's `from` statuses travel as one comma-separated
 /// text (arrays of arrays do not unnest row by row).
 const FINAL_BATCH_SQL: &str = "WITH input AS (
         SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[],
-            $12::text[])
+            $12::text[], $13::timestamptz[])
         AS t(id, at, status, failure_code, bank_response_code, approval_code, from_statuses,
-            event_id, event_type, body, detail, sms_to)),
+            event_id, event_type, body, detail, sms_to, due_at)),
     moved AS (
         UPDATE payments p SET status = i.status, failure_code = i.failure_code,
             bank_response_code = i.bank_response_code, approval_code = i.approval_code,
@@ -203,11 +209,11 @@ const FINAL_BATCH_SQL: &str = "WITH input AS (
         FROM input i
         WHERE p.id = i.id AND p.status = ANY(string_to_array(i.from_statuses, ','))
         RETURNING p.id, p.merchant_id, p.notify_url, i.at, i.status, i.event_id, i.event_type,
-            i.body, i.detail, i.sms_to),
+            i.body, i.detail, i.sms_to, i.due_at),
     event AS (
         INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url,
             created_at, next_attempt_at)
-        SELECT event_id, id, merchant_id, event_type, body, notify_url, at, at FROM moved),
+        SELECT event_id, id, merchant_id, event_type, body, notify_url, at, due_at FROM moved),
     audit AS (
         INSERT INTO audit_log (at, payment_id, event, detail)
         SELECT at, id, status, detail FROM moved),
@@ -217,7 +223,9 @@ const FINAL_BATCH_SQL: &str = "WITH input AS (
         SELECT id, 'outcome', 'sms', sms_to, 'queued', at, at FROM moved
         WHERE sms_to IS NOT NULL
         RETURNING id, payment_id)
-    SELECT m.id, n.id FROM moved m LEFT JOIN notice n ON n.payment_id = m.id";
+    SELECT m.id, n.id, m.notify_url, k.webhook_secret
+    FROM moved m JOIN merchants k ON k.id = m.merchant_id
+        LEFT JOIN notice n ON n.payment_id = m.id";
 
 impl ToFinal {
     /// The single statement, on any client (also inside a transaction).
@@ -238,15 +246,26 @@ impl ToFinal {
                     &self.body,
                     &self.detail,
                     &self.outcome_sms_to,
+                    &self.event_due_at,
                 ],
             )
             .await?;
-        Ok(match moved {
-            Some(row) => Finish::Moved {
-                notice_row: row.get(1),
+        Ok(moved.map_or(Finish::NotMoved, |row| self.moved(&row)))
+    }
+
+    /// The answer for this write's row of `FINISH_SQL` or `FINAL_BATCH_SQL`.
+    fn moved(&self, row: &tokio_postgres::Row) -> Finish {
+        Finish::Moved {
+            notice_row: row.get(1),
+            event: WebhookEvent {
+                id: self.event_id.clone(),
+                body: self.body.clone(),
+                notify_url: row.get(2),
+                attempts: 0,
+                created_at: self.at,
+                secret: Secret::new(row.get(3)),
             },
-            None => Finish::NotMoved,
-        })
+        }
     }
 }
 
@@ -285,6 +304,7 @@ impl RowWrite for ToFinal {
         let bodies: Vec<&str> = batch.iter().map(|w| w.body.as_str()).collect();
         let details: Vec<&Value> = batch.iter().map(|w| &w.detail).collect();
         let sms_to: Vec<Option<&str>> = batch.iter().map(|w| w.outcome_sms_to.as_deref()).collect();
+        let due: Vec<DateTime<Utc>> = batch.iter().map(|w| w.event_due_at).collect();
         let rows = client
             .query_cached(
                 FINAL_BATCH_SQL,
@@ -301,14 +321,17 @@ impl RowWrite for ToFinal {
                     &bodies,
                     &details,
                     &sms_to,
+                    &due,
                 ],
             )
             .await?;
+        let writes: HashMap<&str, &&Self> = batch.iter().map(|w| (w.row_key(), w)).collect();
         Ok(rows
             .iter()
-            .map(|r| {
-                let notice_row: Option<i64> = r.get(1);
-                (r.get(0), Finish::Moved { notice_row })
+            .filter_map(|r| {
+                let id: String = r.get(0);
+                let finish = writes.get(id.as_str())?.moved(r);
+                Some((id, finish))
             })
             .collect())
     }

@@ -56,7 +56,7 @@ pub struct SmppWrites {
 /// Bounds of each writer: a session's window of submits and its receipts fit in one batch.
 pub const SMPP_WRITE_LIMITS: Limits = Limits {
     batch_max: 64,
-    in_flight_max: 2,
+    in_flight_max: 1,
     queue_max: 4_096,
     answer_wait_max_ms: 10_000,
 };
