@@ -187,3 +187,54 @@ async fn a_refused_batch_is_written_alone_and_only_the_bad_write_fails() {
         "the refused write left its payment as it was"
     );
 }
+
+#[tokio::test]
+async fn a_final_write_answers_its_event_signed_by_the_merchant_and_leased_as_asked() {
+    let db = fresh_database().await;
+    let ids = seed_awaiting_code(&db, 3).await;
+    let client = db.pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO merchants (id, name, cert_fingerprint, cert_serial, webhook_secret,
+                 bank_id, account, terminal_id, card_acceptor_id)
+             VALUES ('mer_w', 'W', 'ab', '01', 'whsec_w', 'bank-a', '6222', 'T0000001',
+                 'M00000000000001')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let writer = PaymentWriter::start(db.pool.clone());
+    let leased_until = Utc::now() + chrono::Duration::seconds(45);
+    // Three at once (a batch, or some alone): each answer is its own payment's event.
+    let finals = ids.iter().map(|id| {
+        let mut write = to_final(id, false);
+        write.from = vec!["awaiting_code"];
+        write.event_due_at = leased_until;
+        writer.to_final(write)
+    });
+    for (id, answer) in ids.iter().zip(futures::future::join_all(finals).await) {
+        let Finish::Moved {
+            event: Some(event), ..
+        } = answer.unwrap()
+        else {
+            panic!("{id}: moved, with its event");
+        };
+        assert_eq!(event.id, format!("evt_{id}"));
+        assert_eq!(event.body, format!("{{\"id\":\"evt_{id}\"}}"));
+        assert_eq!(event.notify_url, "https://shop.example/n");
+        assert_eq!(event.secret.expose(), "whsec_w");
+        assert_eq!(event.attempts, 0);
+    }
+    let leased = client
+        .query_one(
+            "SELECT count(*) FROM webhook_events WHERE next_attempt_at = $1",
+            &[&leased_until],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        leased.get::<_, i64>(0),
+        3,
+        "no worker claims a handed event before its lease"
+    );
+}

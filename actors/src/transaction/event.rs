@@ -136,7 +136,7 @@ pub enum Finish {
     /// its committed webhook event.
     Moved {
         notice_row: Option<i64>,
-        event: WebhookEvent,
+        event: Option<WebhookEvent>,
     },
     /// It was no longer in one of `from`: nothing was written.
     NotMoved,

@@ -90,12 +90,12 @@ impl WebhookOutbox {
     }
 
     /// The event's write has committed: hand it over, or wake the worker to claim it.
-    pub fn committed(&self, reservation: Option<Reservation>, event: WebhookEvent) {
-        match reservation {
-            Some(reservation) => {
+    pub fn committed(&self, reservation: Option<Reservation>, event: Option<WebhookEvent>) {
+        match (reservation, event) {
+            (Some(reservation), Some(event)) => {
                 reservation.permit.send(event);
             }
-            None => self.wake.notify_one(),
+            _ => self.wake.notify_one(),
         }
     }
 }
@@ -122,7 +122,7 @@ mod tests {
         let reservation = outbox.reserve(now).expect("room for one");
         assert_eq!(reservation.leased_until, now + Duration::seconds(60));
         assert!(outbox.reserve(now).is_none(), "the queue holds one");
-        outbox.committed(Some(reservation), event("evt_1"));
+        outbox.committed(Some(reservation), Some(event("evt_1")));
         assert_eq!(handed.recv().await.unwrap().id, "evt_1");
         assert!(outbox.reserve(now).is_some(), "the place is free again");
     }
@@ -132,7 +132,7 @@ mod tests {
         let wake = Arc::new(Notify::new());
         let outbox = WebhookOutbox::claim_only(wake.clone());
         assert!(outbox.reserve(Utc::now()).is_none());
-        outbox.committed(None, event("evt_2"));
+        outbox.committed(None, Some(event("evt_2")));
         tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified())
             .await
             .expect("woken");

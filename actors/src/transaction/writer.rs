@@ -192,7 +192,7 @@ const FINISH_SQL: &str = "WITH moved AS (
         SELECT id, 'outcome', 'sms', $12, 'queued', $2, $2 FROM moved WHERE $12::text IS NOT NULL
         RETURNING id)
     SELECT m.id, (SELECT id FROM notice), m.notify_url, k.webhook_secret
-    FROM moved m JOIN merchants k ON k.id = m.merchant_id";
+    FROM moved m LEFT JOIN merchants k ON k.id = m.merchant_id";
 
 /// `FINISH_SQL` for many payments. Each payment's `from` statuses travel as one comma-separated
 /// text (arrays of arrays do not unnest row by row).
@@ -224,7 +224,7 @@ const FINAL_BATCH_SQL: &str = "WITH input AS (
         WHERE sms_to IS NOT NULL
         RETURNING id, payment_id)
     SELECT m.id, n.id, m.notify_url, k.webhook_secret
-    FROM moved m JOIN merchants k ON k.id = m.merchant_id
+    FROM moved m LEFT JOIN merchants k ON k.id = m.merchant_id
         LEFT JOIN notice n ON n.payment_id = m.id";
 
 impl ToFinal {
@@ -253,18 +253,21 @@ impl ToFinal {
         Ok(moved.map_or(Finish::NotMoved, |row| self.moved(&row)))
     }
 
-    /// The answer for this write's row of `FINISH_SQL` or `FINAL_BATCH_SQL`.
+    /// The answer for this write's row of `FINISH_SQL` or `FINAL_BATCH_SQL`. Payments do not
+    /// hold their merchant by a foreign key: without the merchant's row there is no secret to
+    /// sign the event with, and nothing to hand over.
     fn moved(&self, row: &tokio_postgres::Row) -> Finish {
+        let secret: Option<String> = row.get(3);
         Finish::Moved {
             notice_row: row.get(1),
-            event: WebhookEvent {
+            event: secret.map(|secret| WebhookEvent {
                 id: self.event_id.clone(),
                 body: self.body.clone(),
                 notify_url: row.get(2),
                 attempts: 0,
                 created_at: self.at,
-                secret: Secret::new(row.get(3)),
-            },
+                secret: Secret::new(secret),
+            }),
         }
     }
 }
