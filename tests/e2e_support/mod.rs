@@ -141,6 +141,7 @@ pub fn webhook_settings() -> WebhookSettings {
         retry_base_ms: 5_000,
         retry_max_ms: 3_600_000,
         give_up_after_s: 3 * 24 * 3600,
+        // The gateway's default `webhooks.concurrency_max`.
         concurrency_max: 32,
         poll_interval_ms: 100,
     }
