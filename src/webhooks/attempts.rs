@@ -8,7 +8,8 @@ use payhub_actors::store::group_commit::{Limits, RowWrite, Writer};
 use payhub_actors::store::prepared::Prepared;
 use std::collections::HashMap;
 
-/// Bounds of the attempt writer: a worker's deliveries in flight fit in one batch.
+/// Bounds of the attempt writer: a worker's deliveries in flight fit in one batch; one batch in
+/// flight, as for the payment writer (`PAYMENT_WRITE_LIMITS`).
 pub const ATTEMPT_WRITE_LIMITS: Limits = Limits {
     batch_max: 64,
     in_flight_max: 1,

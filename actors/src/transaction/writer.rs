@@ -21,8 +21,10 @@ use deadpool_postgres::{GenericClient, Object, Pool};
 use serde_json::Value;
 use std::collections::HashMap;
 
-/// Bounds of each of the two writers. Two batches in flight, as for creates: one commits while
-/// the next fills.
+/// Bounds of each of the two writers. One batch in flight: the next fills while it commits. With
+/// two, as for creates, the debit path's batches held about 11 rows instead of 15 to 17, and
+/// PostgreSQL spent more on commits (BENCHMARKS.md, 29 Nov). The SMPP and webhook attempt writers
+/// do the same.
 pub const PAYMENT_WRITE_LIMITS: Limits = Limits {
     batch_max: 64,
     in_flight_max: 1,

@@ -53,7 +53,8 @@ pub struct SmppWrites {
     receipts: Writer<Receipt, bool>,
 }
 
-/// Bounds of each writer: a session's window of submits and its receipts fit in one batch.
+/// Bounds of each writer: a session's window of submits and its receipts fit in one batch; one
+/// batch in flight, as for the payment writer (`PAYMENT_WRITE_LIMITS`).
 pub const SMPP_WRITE_LIMITS: Limits = Limits {
     batch_max: 64,
     in_flight_max: 1,
