@@ -146,6 +146,7 @@ impl Worker {
         loop {
             let free = slots - in_flight.len();
             if free > 0
+                && !shutdown.is_cancelled()
                 && let Ok(event) = handed.try_recv()
             {
                 in_flight.push(self.deliver(event));
