@@ -74,11 +74,6 @@ impl WebhookOutbox {
         (outbox, handed)
     }
 
-    /// The worker's wake-up, for events written by others (expiry).
-    pub fn wake(&self) -> Arc<Notify> {
-        self.wake.clone()
-    }
-
     /// A place in the queue, if there is one free.
     pub fn reserve(&self, now: DateTime<Utc>) -> Option<Reservation> {
         let handoff = self.handoff.as_ref()?;
