@@ -28,11 +28,6 @@ pub struct WebhookEvent {
 #[derive(Debug, Clone)]
 pub struct WebhookOutbox {
     wake: Arc<Notify>,
-    handoff: Option<Handoff>,
-}
-
-#[derive(Debug, Clone)]
-struct Handoff {
     queue: mpsc::Sender<WebhookEvent>,
     lease_ms: i64,
 }
@@ -46,16 +41,9 @@ pub struct Reservation {
 }
 
 impl WebhookOutbox {
-    /// Events are only claimed from the table; `wake` tells the worker one was written.
-    pub fn claim_only(wake: Arc<Notify>) -> Self {
-        Self {
-            wake,
-            handoff: None,
-        }
-    }
-
-    /// Events are handed over through a queue of `capacity`. The worker must start delivering
-    /// each within `lease_ms` of its write.
+    /// Events are handed over through a queue of `capacity`; `wake` tells the worker to claim
+    /// an event the queue had no room for. The worker must start delivering each handed event
+    /// within `lease_ms` of its write.
     pub fn with_handoff(
         wake: Arc<Notify>,
         capacity: usize,
@@ -66,21 +54,20 @@ impl WebhookOutbox {
             "a handoff needs room and a lease"
         );
         let (queue, handed) = mpsc::channel(capacity);
-        let handoff = Handoff { queue, lease_ms };
         let outbox = Self {
             wake,
-            handoff: Some(handoff),
+            queue,
+            lease_ms,
         };
         (outbox, handed)
     }
 
     /// A place in the queue, if there is one free.
     pub fn reserve(&self, now: DateTime<Utc>) -> Option<Reservation> {
-        let handoff = self.handoff.as_ref()?;
-        let permit = handoff.queue.clone().try_reserve_owned().ok()?;
+        let permit = self.queue.clone().try_reserve_owned().ok()?;
         Some(Reservation {
             permit,
-            leased_until: now + Duration::milliseconds(handoff.lease_ms),
+            leased_until: now + Duration::milliseconds(self.lease_ms),
         })
     }
 
@@ -123,9 +110,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn without_a_handoff_the_worker_is_woken() {
+    async fn an_event_the_queue_had_no_room_for_wakes_the_worker() {
         let wake = Arc::new(Notify::new());
-        let outbox = WebhookOutbox::claim_only(wake.clone());
+        let (outbox, _handed) = WebhookOutbox::with_handoff(wake.clone(), 1, 60_000);
+        let _held = outbox.reserve(Utc::now()).expect("room for one");
         assert!(outbox.reserve(Utc::now()).is_none());
         outbox.committed(None, Some(event("evt_2")));
         tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified())
