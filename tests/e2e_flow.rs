@@ -702,6 +702,43 @@ async fn smsc_throttling_delays_but_delivers_the_code() {
     assert!(done.body.contains("Payment complete"));
 }
 
+/// The code's SMS row is written with the code; when the SMSC refuses the message, that row
+/// (not a second one) says so, the code is void and the code page says what happened.
+#[actix_rt::test]
+async fn a_refused_code_sms_leaves_its_row_failed_and_the_code_void() {
+    let w = World::new().await;
+    // ESME_RSUBMITFAIL for every submit from now on.
+    w.smsc.update_switches(|s| s.error_status = 0x45);
+    let pay = w.payment().await;
+    let page = w
+        .browser()
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    assert_eq!(page.path(), format!("/pay/{pay}/code"), "{}", page.body);
+    assert!(!page.body.contains("name=\"code\""), "{}", page.body);
+    let code_rows = |condition: &'static str| {
+        let sql = format!(
+            "SELECT count(*) FROM customer_messages WHERE payment_id = $1 AND kind = 'code'
+               AND {condition}"
+        );
+        let (pool, pay) = (w.db.pool.clone(), pay.clone());
+        async move { count(&pool, &sql, &pay).await }
+    };
+    assert_eq!(
+        code_rows("status = 'failed' AND error IS NOT NULL").await,
+        1
+    );
+    assert_eq!(code_rows("true").await, 1);
+    let live_codes = count(
+        &w.db.pool,
+        "SELECT count(*) FROM payments WHERE id = $1 AND (code_hash IS NOT NULL OR code_sends > 0)",
+        &pay,
+    )
+    .await;
+    assert_eq!(live_codes, 0);
+    assert_eq!(w.status(&pay).await.0, "awaiting_code");
+}
+
 /// The outcome SMS's row is written with the final status; when the SMSC then refuses the
 /// message, that row (not a second one) says so, and the payment's outcome stands.
 #[actix_rt::test]

@@ -4,7 +4,7 @@
 use super::StoreError;
 use super::prepared::Prepared;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 
 /// The message could not be sent. A row a late acceptance already marked `sent` keeps that.
 pub async fn mark_failed(
@@ -14,6 +14,17 @@ pub async fn mark_failed(
     error: &str,
 ) -> Result<(), StoreError> {
     let client = pool.get().await?;
+    mark_failed_on(&client, now, id, error).await?;
+    Ok(())
+}
+
+/// [`mark_failed`] on a given connection or transaction.
+pub async fn mark_failed_on(
+    client: &impl GenericClient,
+    now: DateTime<Utc>,
+    id: i64,
+    error: &str,
+) -> Result<(), tokio_postgres::Error> {
     client
         .execute_cached(
             "UPDATE customer_messages SET status = 'failed', error = $2, updated_at = $3 \

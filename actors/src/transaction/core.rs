@@ -36,6 +36,21 @@ struct Route {
     unregistered: bool,
 }
 
+/// What a passed password step adds to its code's write.
+struct PassedLogin<'a> {
+    customer: &'a CustomerLogin,
+    session_hash: Vec<u8>,
+    /// The identity's failed sign-ins, cleared by the same write.
+    lockout_key: &'a str,
+}
+
+/// A code written, not yet sent.
+struct IssuedCode {
+    code: Secret<String>,
+    /// The SMS's `customer_messages` row, written with the code.
+    message_row: Option<i64>,
+}
+
 /// How a debit ended, before it is written.
 enum DebitEnd {
     Outcome(Outcome),
@@ -227,6 +242,43 @@ impl PaymentCore {
         let route = self
             .route(&customer.id, customer.typed_msisdn.as_deref(), &choice)
             .await?;
+        let route = match route {
+            Ok(route) => route,
+            Err(reason) => {
+                return self
+                    .passed_without_route(key, &customer, session, session_hash, reason, now)
+                    .await;
+            }
+        };
+        let login = PassedLogin {
+            customer: &customer,
+            session_hash,
+            lockout_key: key,
+        };
+        let Some(issued) = self.issue_code(&route, now, Some(login)).await? else {
+            self.reload().await?;
+            return Ok(LoginReply::Finished(self.row.status));
+        };
+        match self.send_code(&route, issued).await? {
+            Ok(()) => Ok(LoginReply::CodeSent {
+                session,
+                destination: route.label,
+            }),
+            Err(reason) => Ok(LoginReply::CodeNotDelivered { session, reason }),
+        }
+    }
+
+    /// The password passed but no code can go where the customer asked: the browser session is
+    /// kept, with the reason, so that another channel can be chosen on the code page.
+    async fn passed_without_route(
+        &mut self,
+        key: &str,
+        customer: &CustomerLogin,
+        session: Secret<String>,
+        session_hash: Vec<u8>,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Result<LoginReply, PaymentError> {
         let mut client = self.deps.pool.get().await?;
         let tx = client.transaction().await?;
         tx.execute_cached("DELETE FROM login_failures WHERE identity = $1", &[&key])
@@ -245,29 +297,13 @@ impl PaymentCore {
             self.reload().await?;
             return Ok(LoginReply::Finished(self.row.status));
         }
+        self.record_delivery_failure(&tx, &reason, now).await?;
+        tx.commit().await?;
         self.row.status = PaymentStatus::AwaitingCode;
         self.row.customer_id = Some(customer.id.clone());
         self.row.payer = Some(customer.payer.clone());
         self.row.session_hash = Some(session_hash);
-        match route {
-            Ok(route) => {
-                let code = self.issue_code(&tx, &route, now).await?;
-                tx.commit().await?;
-                drop(client);
-                match self.send_code(&route, code).await? {
-                    Ok(()) => Ok(LoginReply::CodeSent {
-                        session,
-                        destination: route.label,
-                    }),
-                    Err(reason) => Ok(LoginReply::CodeNotDelivered { session, reason }),
-                }
-            }
-            Err(reason) => {
-                self.record_delivery_failure(&tx, &reason, now).await?;
-                tx.commit().await?;
-                Ok(LoginReply::CodeNotDelivered { session, reason })
-            }
-        }
+        Ok(LoginReply::CodeNotDelivered { session, reason })
     }
 
     // ---- routes and codes ---------------------------------------------------------------------
@@ -329,47 +365,68 @@ impl PaymentCore {
         })
     }
 
-    /// Writes a fresh code for `route` (voiding any earlier one), in `tx`.
+    /// Writes a fresh code for `route` (voiding any earlier one) in one statement; at login the
+    /// same statement moves the payment to `awaiting_code`. `None` when the payment was no longer
+    /// in the status the step expects: nothing was written.
     async fn issue_code(
         &mut self,
-        tx: &Transaction<'_>,
         route: &Route,
         now: DateTime<Utc>,
-    ) -> Result<Secret<String>, PaymentError> {
+        login: Option<PassedLogin<'_>>,
+    ) -> Result<Option<IssuedCode>, PaymentError> {
         let code = new_code(self.settings().code_digits);
         let hash = code_hash(&self.deps.hash_key, &self.row.id, code.expose());
         let expires = now + Duration::seconds(secs_i64(self.settings().code_validity_s));
         let msisdn = route.msisdn.as_ref().map(|m| m.digits().to_string());
-        tx.execute_cached(
-            "UPDATE payments SET code_hash = $2, code_expires_at = $3, code_sent_at = $4,
-                 code_sends = code_sends + 1, channel = $5, terminal_id = $6,
-                 receiver_msisdn = $7, code_delivery_error = NULL, updated_at = $4
-             WHERE id = $1",
-            &[
-                &self.row.id,
-                &hash,
-                &expires,
-                &now,
-                &route.channel,
-                &route.terminal_id,
-                &msisdn,
-            ],
-        )
-        .await?;
-        let masked = route.msisdn.as_ref().map(|m| m.masked());
-        event::audit(
-            tx,
-            now,
-            &self.row.id,
-            "code_issued",
-            json!({
+        let sms_to = match &route.destination {
+            Destination::Sms(number) => Some(number.masked()),
+            Destination::Terminal(_) => None,
+        };
+        let missing = || PaymentError::Storage("awaiting_code without its session".into());
+        let (from, customer_id, session_hash) = match &login {
+            Some(l) => (
+                PaymentStatus::AwaitingCustomer,
+                l.customer.id.clone(),
+                l.session_hash.clone(),
+            ),
+            None => (
+                PaymentStatus::AwaitingCode,
+                self.row.customer_id.clone().ok_or_else(missing)?,
+                self.row.session_hash.clone().ok_or_else(missing)?,
+            ),
+        };
+        let issue = store::CodeIssue {
+            payment_id: &self.row.id,
+            from,
+            customer_id: &customer_id,
+            session_hash: &session_hash,
+            code_hash: &hash,
+            code_expires_at: expires,
+            at: now,
+            channel: route.channel,
+            terminal_id: route.terminal_id.as_deref(),
+            receiver_msisdn: msisdn.as_deref(),
+            cleared_failures: login.as_ref().map(|l| l.lockout_key),
+            audit_detail: json!({
                 "channel": route.channel,
                 "terminal_id": route.terminal_id,
-                "msisdn": masked,
+                "msisdn": route.msisdn.as_ref().map(|m| m.masked()),
                 "unregistered_receiver": route.unregistered,
             }),
-        )
-        .await?;
+            sms_to: sms_to.as_deref(),
+        };
+        let client = self.deps.pool.get().await?;
+        let Some(message_row) = store::issue_code(&client, &issue).await? else {
+            return Ok(None);
+        };
+        drop(client);
+        event::log_step("code_issued");
+        if let Some(login) = login {
+            self.row.payer = Some(login.customer.payer.clone());
+        }
+        self.row.status = PaymentStatus::AwaitingCode;
+        self.row.customer_id = Some(customer_id);
+        self.row.session_hash = Some(session_hash);
         self.row.code_hash = Some(hash);
         self.row.code_expires_at = Some(expires);
         self.row.code_sent_at = Some(now);
@@ -377,7 +434,7 @@ impl PaymentCore {
         self.row.channel = Some(route.channel.to_string());
         self.row.terminal_id = route.terminal_id.clone();
         self.row.receiver_msisdn = msisdn;
-        Ok(code)
+        Ok(Some(IssuedCode { code, message_row }))
     }
 
     async fn record_delivery_failure(
@@ -400,32 +457,42 @@ impl PaymentCore {
         Ok(())
     }
 
-    /// Sends the code (already committed); on failure the code is voided and the reason kept.
+    /// Sends the code (already committed); on failure the code is voided, the reason kept and
+    /// the message's row, if the code's write made one, marked failed.
     async fn send_code(
         &mut self,
         route: &Route,
-        code: Secret<String>,
+        issued: IssuedCode,
     ) -> Result<Result<(), String>, PaymentError> {
-        let notice = self.notice(NoticeKind::Code, Some(code), None, route.unregistered);
+        let notice = self.notice(
+            NoticeKind::Code,
+            Some(issued.code),
+            None,
+            route.unregistered,
+        );
         // `codes_sent` is counted where each channel records the message's fate (the SMPP
         // session, the channel router), not here as well.
-        match self.deliver(route.destination.clone(), notice).await {
-            Ok(()) => Ok(Ok(())),
-            Err(reason) => {
-                let now = self.now();
-                let mut client = self.deps.pool.get().await?;
-                let tx = client.transaction().await?;
-                tx.execute_cached(
-                    "UPDATE payments SET code_sends = code_sends - 1 WHERE id = $1",
-                    &[&self.row.id],
-                )
-                .await?;
-                self.record_delivery_failure(&tx, &reason, now).await?;
-                tx.commit().await?;
-                self.row.code_sends -= 1;
-                Ok(Err(reason))
-            }
+        let sent = self
+            .deliver(route.destination.clone(), notice, issued.message_row)
+            .await;
+        let Err(reason) = sent else {
+            return Ok(Ok(()));
+        };
+        let now = self.now();
+        let mut client = self.deps.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute_cached(
+            "UPDATE payments SET code_sends = code_sends - 1 WHERE id = $1",
+            &[&self.row.id],
+        )
+        .await?;
+        self.record_delivery_failure(&tx, &reason, now).await?;
+        if let Some(row) = issued.message_row {
+            crate::store::messages::mark_failed_on(&tx, now, row, &reason).await?;
         }
+        tx.commit().await?;
+        self.row.code_sends -= 1;
+        Ok(Err(reason))
     }
 
     fn notice(
@@ -449,14 +516,19 @@ impl PaymentCore {
     }
 
     /// One notice through the channel router, bounded in time; the error is said to the customer.
-    async fn deliver(&self, destination: Destination, notice: Notice) -> Result<(), String> {
+    async fn deliver(
+        &self,
+        destination: Destination,
+        notice: Notice,
+        recorded: Option<i64>,
+    ) -> Result<(), String> {
         let wait = StdDuration::from_millis(self.settings().delivery_timeout_ms);
         let sent = tokio::time::timeout(
             wait,
             self.deps.channel.send(Deliver {
                 destination,
                 notice,
-                recorded: None,
+                recorded,
             }),
         )
         .await;
@@ -574,12 +646,11 @@ impl PaymentCore {
             Ok(route) => route,
             Err(reason) => return Ok(ResendReply::NotDelivered { reason }),
         };
-        let mut client = self.deps.pool.get().await?;
-        let tx = client.transaction().await?;
-        let code = self.issue_code(&tx, &route, now).await?;
-        tx.commit().await?;
-        drop(client);
-        Ok(match self.send_code(&route, code).await? {
+        let Some(issued) = self.issue_code(&route, now, None).await? else {
+            self.reload().await?;
+            return Err(PaymentError::WrongState(self.row.status));
+        };
+        Ok(match self.send_code(&route, issued).await? {
             Ok(()) => ResendReply::Sent {
                 destination: route.label,
             },

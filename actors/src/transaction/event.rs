@@ -8,10 +8,8 @@ use super::writer::ToFinal;
 use crate::domain::{FailureCode, PaymentStatus};
 use crate::ids;
 use crate::store::payments::{self, PaymentRecord};
-use crate::store::prepared::Prepared;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// The outcome a payment ends with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,22 +157,4 @@ pub fn finished(outcome: &Outcome) {
 /// stays in the audit table.
 pub fn log_step(event: &str) {
     tracing::info!(event, "payment step");
-}
-
-/// One line of the audit log. Never secrets, never full account numbers.
-pub async fn audit(
-    client: &impl GenericClient,
-    now: DateTime<Utc>,
-    payment_id: &str,
-    event: &str,
-    detail: Value,
-) -> Result<(), tokio_postgres::Error> {
-    log_step(event);
-    client
-        .execute_cached(
-            "INSERT INTO audit_log (at, payment_id, event, detail) VALUES ($1, $2, $3, $4)",
-            &[&now, &payment_id, &event, &detail],
-        )
-        .await
-        .map(|_| ())
 }

@@ -261,6 +261,81 @@ pub async fn locked_until(
     Ok((newest - oldest <= window && now < until).then_some(until))
 }
 
+/// A fresh code, written as one statement: the payment's code (voiding any earlier one) and its
+/// channel, an audit line, and, when the code goes by SMS, that message's `queued` row. At login
+/// the same statement moves the payment to `awaiting_code` with its customer and browser session,
+/// and clears the identity's failed sign-ins.
+#[derive(Debug)]
+pub struct CodeIssue<'a> {
+    pub payment_id: &'a str,
+    /// The status the payment must still be in: `awaiting_customer` at login, `awaiting_code` for
+    /// a resend.
+    pub from: PaymentStatus,
+    pub customer_id: &'a str,
+    pub session_hash: &'a [u8],
+    pub code_hash: &'a [u8],
+    pub code_expires_at: DateTime<Utc>,
+    pub at: DateTime<Utc>,
+    pub channel: &'a str,
+    pub terminal_id: Option<&'a str>,
+    pub receiver_msisdn: Option<&'a str>,
+    /// The lockout key whose failures a passed password step clears.
+    pub cleared_failures: Option<&'a str>,
+    pub audit_detail: serde_json::Value,
+    /// The masked number when the code goes by SMS.
+    pub sms_to: Option<&'a str>,
+}
+
+const ISSUE_CODE_SQL: &str = "
+    WITH moved AS (
+        UPDATE payments SET status = 'awaiting_code', customer_id = $2, session_hash = $3,
+            code_hash = $4, code_expires_at = $5, code_sent_at = $6, code_sends = code_sends + 1,
+            channel = $7, terminal_id = $8, receiver_msisdn = $9, code_delivery_error = NULL,
+            updated_at = $6
+        WHERE id = $1 AND status = $10
+        RETURNING id),
+    cleared AS (
+        DELETE FROM login_failures WHERE identity = $11 AND EXISTS (SELECT FROM moved)),
+    audited AS (
+        INSERT INTO audit_log (at, payment_id, event, detail)
+        SELECT $6, id, 'code_issued', $12 FROM moved),
+    message AS (
+        INSERT INTO customer_messages
+            (payment_id, kind, channel, destination, status, created_at, updated_at)
+        SELECT id, 'code', 'sms', $13, 'queued', $6, $6 FROM moved WHERE $13::text IS NOT NULL
+        RETURNING id)
+    SELECT EXISTS (SELECT FROM moved), (SELECT id FROM message)";
+
+/// Writes `issue`; `None` when the payment was no longer in `issue.from` (nothing is written),
+/// otherwise the SMS's `customer_messages` row, if any.
+pub async fn issue_code(
+    client: &impl GenericClient,
+    issue: &CodeIssue<'_>,
+) -> Result<Option<Option<i64>>, PaymentError> {
+    let row = client
+        .query_one_cached(
+            ISSUE_CODE_SQL,
+            &[
+                &issue.payment_id,
+                &issue.customer_id,
+                &issue.session_hash,
+                &issue.code_hash,
+                &issue.code_expires_at,
+                &issue.at,
+                &issue.channel,
+                &issue.terminal_id,
+                &issue.receiver_msisdn,
+                &issue.from.as_str(),
+                &issue.cleared_failures,
+                &issue.audit_detail,
+                &issue.sms_to,
+            ],
+        )
+        .await?;
+    let moved: bool = row.get(0);
+    Ok(moved.then(|| row.get(1)))
+}
+
 /// Who the debit is between: the payer's bank and account (fields 100, 102) and the merchant's
 /// side (fields 103, 41, 42 and 43).
 #[derive(Debug, Clone)]
