@@ -12,6 +12,9 @@ use payhub_actors::clock::{ManualClock, SharedClock};
 use payhub_actors::keyed_hash::HashKey;
 use payhub_actors::store::testing::{TestDb, fresh_database};
 use payhub_actors::transaction::PaymentSettings;
+use payhub_actors::transaction::actor::ViewPayment;
+use payhub_actors::transaction::registry::Peek;
+use payhub_actors::transaction::view::{PaymentView, load_view, route_options};
 use std::sync::Arc;
 
 struct World {
@@ -101,6 +104,21 @@ impl World {
                AND {condition}"
         );
         count(&self.db.pool, &sql, pay).await
+    }
+
+    /// The running actor's view of `pay` against the row's, timestamps to the database's
+    /// microsecond; returns the view.
+    async fn assert_actor_view_is_row(&self, pay: &str) -> PaymentView {
+        let registry = &self.gateway.as_ref().unwrap().registry;
+        let actor = registry.send(Peek(pay.to_owned())).await.unwrap();
+        let seen = actor.expect("running").send(ViewPayment).await.unwrap();
+        let (view, routes) = seen.expect("in flight");
+        let client = self.db.pool.get().await.unwrap();
+        let stored = load_view(&client, pay).await.unwrap().expect("stored");
+        assert_eq!(to_micros(view.clone()), to_micros(stored));
+        let stored_routes = route_options(&client, &self.customer.id).await.unwrap();
+        assert_eq!(routes, Some(stored_routes));
+        view
     }
 
     /// Texts the customer's phone received.
@@ -739,6 +757,27 @@ async fn a_refused_code_sms_leaves_its_row_failed_and_the_code_void() {
     assert_eq!(w.status(&pay).await.0, "awaiting_code");
 }
 
+/// While a payment runs, its pages take its view from its actor: that view says what the row
+/// says, after a code that could not be sent and after one that was.
+#[actix_rt::test]
+async fn the_actors_view_of_a_payment_is_its_row() {
+    let w = World::new().await;
+    w.smsc.update_switches(|s| s.error_status = 0x45);
+    let pay = w.payment().await;
+    let browser = w.browser();
+    let page = browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    assert_eq!(page.path(), format!("/pay/{pay}/code"), "{}", page.body);
+    let delivery_failed = w.assert_actor_view_is_row(&pay).await;
+    assert!(delivery_failed.code_delivery_error.is_some());
+    w.smsc.update_switches(|s| s.error_status = 0);
+    let page = browser.resend(&pay, "").await;
+    assert!(page.body.contains("name=\"code\""), "{}", page.body);
+    let code_sent = w.assert_actor_view_is_row(&pay).await;
+    assert!(code_sent.has_live_code && code_sent.code_delivery_error.is_none());
+}
+
 /// The outcome SMS's row is written with the final status; when the SMSC then refuses the
 /// message, that row (not a second one) says so, and the payment's outcome stands.
 #[actix_rt::test]
@@ -987,4 +1026,15 @@ async fn webhooks_are_retried_with_backoff_across_a_restart_until_acknowledged()
         3,
         "acknowledged: no more attempts"
     );
+}
+
+fn to_micros(mut view: PaymentView) -> PaymentView {
+    view.expires_at = micros(view.expires_at);
+    view.code_expires_at = view.code_expires_at.map(micros);
+    view
+}
+
+/// `t` as the database keeps it.
+fn micros(t: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp_micros(t.timestamp_micros()).expect("in range")
 }

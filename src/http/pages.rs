@@ -17,9 +17,9 @@ use payhub_actors::domain::{Msisdn, OnlineId, PaymentStatus};
 use payhub_actors::keyed_hash::HashKey;
 use payhub_actors::password::PASSWORD_MAX_BYTES;
 use payhub_actors::secret::Secret;
-use payhub_actors::transaction::actor::{Login, Resend, SubmitCode};
-use payhub_actors::transaction::registry::Lookup;
-use payhub_actors::transaction::view::{PaymentView, load_view};
+use payhub_actors::transaction::actor::{Login, Resend, SubmitCode, ViewPayment};
+use payhub_actors::transaction::registry::{Lookup, Peek};
+use payhub_actors::transaction::view::{PaymentView, RouteOption, load_view, route_options};
 use payhub_actors::transaction::{
     ChannelChoice, CodeReply, LoginReply, PaymentError, PaymentRegistry, ResendReply,
     TransactionActor,
@@ -27,6 +27,7 @@ use payhub_actors::transaction::{
 use render::{Page, Templates};
 use serde::Deserialize;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const CSRF_COOKIE: &str = "payhub_csrf";
 pub const SESSION_COOKIE: &str = "payhub_session";
@@ -36,6 +37,9 @@ pub const FORM_MAX_BYTES: usize = 4 * 1024;
 pub const CODE_INPUT_MAX_CHARS: usize = 16;
 /// Longest payment id in a path.
 pub const PAYMENT_ID_MAX_CHARS: usize = 64;
+/// How long a page waits for the view of a payment whose actor is busy with a step (a password
+/// hash, a debit) before it reads the row instead.
+pub const ACTOR_VIEW_WAIT_MAX_MS: u64 = 100;
 
 /// What the pages need.
 #[derive(Clone)]
@@ -108,7 +112,7 @@ async fn pay_page(
     state: web::Data<PagesState>,
     id: web::Path<String>,
 ) -> HttpResponse {
-    let ctx = match Ctx::load(&req, &state, &id).await {
+    let ctx = match Ctx::load(&req, &state, &id, false).await {
         Ok(ctx) => ctx,
         Err(page) => return page,
     };
@@ -144,7 +148,7 @@ async fn login(
     id: web::Path<String>,
     form: web::Form<LoginForm>,
 ) -> HttpResponse {
-    let ctx = match Ctx::load(&req, &state, &id).await {
+    let ctx = match Ctx::load(&req, &state, &id, true).await {
         Ok(ctx) => ctx,
         Err(page) => return page,
     };
@@ -203,7 +207,7 @@ async fn code_page(
     state: web::Data<PagesState>,
     id: web::Path<String>,
 ) -> HttpResponse {
-    let ctx = match Ctx::load(&req, &state, &id).await {
+    let ctx = match Ctx::load(&req, &state, &id, false).await {
         Ok(ctx) => ctx,
         Err(page) => return page,
     };
@@ -341,7 +345,7 @@ async fn result_page(
     state: web::Data<PagesState>,
     id: web::Path<String>,
 ) -> HttpResponse {
-    match Ctx::load(&req, &state, &id).await {
+    match Ctx::load(&req, &state, &id, false).await {
         Ok(ctx) => ctx.result_page(),
         Err(page) => page,
     }
@@ -407,6 +411,8 @@ fn valid_payment_id(id: &str) -> bool {
 struct Ctx {
     state: web::Data<PagesState>,
     view: PaymentView,
+    /// The code page's routes, when the payment's actor knows them.
+    routes: Option<Vec<RouteOption>>,
     secure: bool,
     /// The CSRF cookie's value; freshly drawn (and set on the response) when the browser had none.
     csrf_cookie: String,
@@ -437,7 +443,7 @@ impl Ctx {
         id: &str,
         csrf_token: &str,
     ) -> Result<(Ctx, String), HttpResponse> {
-        let ctx = Ctx::load(req, state, id).await?;
+        let ctx = Ctx::load(req, state, id, false).await?;
         if !ctx.csrf_ok(csrf_token) {
             return Err(ctx.stale_form());
         }
@@ -447,16 +453,19 @@ impl Ctx {
         }
     }
 
+    /// `start_actor` for a step that needs the payment's actor anyway: its view then comes from
+    /// memory, as it does whenever the actor already runs.
     async fn load(
         req: &HttpRequest,
         state: &web::Data<PagesState>,
         id: &str,
+        start_actor: bool,
     ) -> Result<Ctx, HttpResponse> {
         let templates = &state.templates;
         if !valid_payment_id(id) {
             return Err(render::not_found(templates));
         }
-        let view = match read_view(&state.pool, id).await {
+        let (view, routes) = match current_view(state, id, start_actor).await {
             Ok(Some(view)) => view,
             Ok(None) => return Err(render::not_found(templates)),
             Err(e) => return Err(render::unavailable(templates, &e)),
@@ -476,6 +485,7 @@ impl Ctx {
         Ok(Ctx {
             state: state.clone(),
             view,
+            routes,
             secure: req.app_config().secure(),
             csrf_cookie,
             csrf_is_new,
@@ -484,8 +494,9 @@ impl Ctx {
     }
 
     async fn reload_view(mut self) -> Self {
-        if let Ok(Some(view)) = read_view(&self.state.pool, &self.view.id).await {
+        if let Ok(Some((view, routes))) = current_view(&self.state, &self.view.id, false).await {
             self.view = view;
+            self.routes = routes;
         }
         self
     }
@@ -584,9 +595,10 @@ impl Ctx {
         error: Option<String>,
         info: Option<String>,
     ) -> HttpResponse {
-        let routes = match &self.view.customer_id {
-            Some(customer) => read_routes(&self.state.pool, customer).await,
-            None => Vec::new(),
+        let routes = match (&self.routes, &self.view.customer_id) {
+            (Some(routes), _) => routes.clone(),
+            (None, Some(customer)) => read_routes(&self.state.pool, customer).await,
+            (None, None) => Vec::new(),
         };
         let now = self.state.clock.now();
         let valid_for = self
@@ -685,19 +697,47 @@ impl Ctx {
     }
 }
 
+/// The payment as its pages show it, with the code page's routes when its actor knows them: from
+/// the actor when it runs (`start_actor` starts it), read from the row otherwise.
+async fn current_view(
+    state: &PagesState,
+    id: &str,
+    start_actor: bool,
+) -> Result<Option<(PaymentView, Option<Vec<RouteOption>>)>, String> {
+    let actor = if start_actor {
+        state
+            .registry
+            .send(Lookup(id.to_owned()))
+            .await
+            .ok()
+            .and_then(Result::ok)
+    } else {
+        state
+            .registry
+            .send(Peek(id.to_owned()))
+            .await
+            .ok()
+            .flatten()
+    };
+    if let Some(actor) = actor {
+        let wait = Duration::from_millis(ACTOR_VIEW_WAIT_MAX_MS);
+        if let Ok(Ok(Some(seen))) = tokio::time::timeout(wait, actor.send(ViewPayment)).await {
+            return Ok(Some(seen));
+        }
+    }
+    Ok(read_view(&state.pool, id).await?.map(|view| (view, None)))
+}
+
 async fn read_view(pool: &Pool, id: &str) -> Result<Option<PaymentView>, String> {
     let client = pool.get().await.map_err(|e| e.to_string())?;
     load_view(&client, id).await.map_err(|e| e.to_string())
 }
 
-async fn read_routes(
-    pool: &Pool,
-    customer_id: &str,
-) -> Vec<payhub_actors::transaction::view::RouteOption> {
+async fn read_routes(pool: &Pool, customer_id: &str) -> Vec<RouteOption> {
     let Ok(client) = pool.get().await else {
         return Vec::new();
     };
-    payhub_actors::transaction::view::route_options(&client, customer_id)
+    route_options(&client, customer_id)
         .await
         .unwrap_or_default()
 }

@@ -4,6 +4,7 @@
 //! the customer the outcome, and stops once the payment is final.
 
 use super::core::PaymentCore;
+use super::view::{PaymentView, RouteOption};
 use super::{ChannelChoice, CodeReply, Deps, LoginReply, PaymentError, ResendReply};
 use crate::domain::PaymentStatus;
 use crate::secret::Secret;
@@ -47,6 +48,12 @@ pub struct Resend {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<PaymentStatus, PaymentError>")]
 pub struct Tick;
+
+/// What the customer pages show, from memory: the view and the code page's routes (when the
+/// actor read the customer's terminals). `None` once the payment is final.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<(PaymentView, Option<Vec<RouteOption>>)>")]
+pub struct ViewPayment;
 
 /// Told to the registry when an actor stops.
 #[derive(Debug, Message)]
@@ -242,6 +249,16 @@ impl Handler<Tick> for TransactionActor {
             let reply = core.check_deadlines().await.map(|()| core.status());
             (core, reply)
         })
+    }
+}
+
+impl Handler<ViewPayment> for TransactionActor {
+    type Result = Option<(PaymentView, Option<Vec<RouteOption>>)>;
+
+    /// A step's `AtomicResponse` holds the mailbox until it is done, so the view is never taken
+    /// halfway through one.
+    fn handle(&mut self, _: ViewPayment, _: &mut Context<Self>) -> Self::Result {
+        self.core.as_ref()?.view()
     }
 }
 

@@ -7,6 +7,7 @@ use super::code::{code_hash, code_matches, new_code, new_rrn, new_session_token,
 use super::event::{self, Outcome};
 use super::outbox::Reservation;
 use super::store::{self, CustomerLogin, PaymentRow, TerminalRow};
+use super::view::{PaymentView, RouteOption, route_options_of};
 use super::writer::ToProcessing;
 use super::{
     CODE_DELIVERY_FAILURES_MAX, ChannelChoice, CodeReply, Deps, LoginReply, PaymentError,
@@ -61,6 +62,8 @@ enum DebitEnd {
 pub struct PaymentCore {
     deps: Deps,
     row: PaymentRow,
+    /// The customer's terminals as last read for a code's route: the code page offers them.
+    terminals: Option<Vec<TerminalRow>>,
     /// The outcome SMS's `customer_messages` row, written with the final status.
     outcome_notice_row: Option<i64>,
 }
@@ -76,6 +79,7 @@ impl PaymentCore {
         Self {
             deps,
             row,
+            terminals: None,
             outcome_notice_row: None,
         }
     }
@@ -86,6 +90,16 @@ impl PaymentCore {
 
     pub fn status(&self) -> PaymentStatus {
         self.row.status
+    }
+
+    /// What the customer pages show, from memory; `None` once the payment is final (the pages
+    /// then read the outcome from the row).
+    pub fn view(&self) -> Option<(PaymentView, Option<Vec<RouteOption>>)> {
+        if self.row.status.is_final() {
+            return None;
+        }
+        let routes = self.terminals.as_deref().map(route_options_of);
+        Some((PaymentView::of_row(&self.row), routes))
     }
 
     async fn reload(&mut self) -> Result<(), PaymentError> {
@@ -310,17 +324,19 @@ impl PaymentCore {
 
     /// Resolves the customer's channel choice; `Ok(Err(reason))` when it cannot be served.
     async fn route(
-        &self,
+        &mut self,
         customer_id: &str,
         typed_msisdn: Option<&str>,
         choice: &ChannelChoice,
     ) -> Result<Result<Route, String>, PaymentError> {
         let client = self.deps.pool.get().await?;
         let terminals = store::customer_terminals(&client, customer_id).await?;
-        Ok(match choice {
+        let route = match choice {
             ChannelChoice::Sms { receiver } => self.sms_route(&terminals, typed_msisdn, receiver),
             ChannelChoice::Terminal { terminal } => terminal_route(&terminals, terminal.as_deref()),
-        })
+        };
+        self.terminals = Some(terminals);
+        Ok(route)
     }
 
     fn sms_route(
@@ -434,6 +450,7 @@ impl PaymentCore {
         self.row.channel = Some(route.channel.to_string());
         self.row.terminal_id = route.terminal_id.clone();
         self.row.receiver_msisdn = msisdn;
+        self.row.code_delivery_error = None;
         Ok(Some(IssuedCode { code, message_row }))
     }
 
@@ -454,6 +471,7 @@ impl PaymentCore {
         self.row.code_hash = None;
         self.row.code_expires_at = None;
         self.row.code_delivery_failures += 1;
+        self.row.code_delivery_error = Some(reason.to_owned());
         Ok(())
     }
 

@@ -14,6 +14,11 @@ use std::collections::HashMap;
 #[rtype(result = "Result<Addr<TransactionActor>, PaymentError>")]
 pub struct Lookup(pub String);
 
+/// The actor of a payment if it is running; none is started.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<Addr<TransactionActor>>")]
+pub struct Peek(pub String);
+
 /// How many payment actors are alive.
 #[derive(Debug, Message)]
 #[rtype(result = "usize")]
@@ -65,6 +70,16 @@ impl PaymentRegistry {
     }
 }
 
+impl PaymentRegistry {
+    fn running(&self, payment_id: &str) -> Option<Addr<TransactionActor>> {
+        self.actors
+            .get(payment_id)
+            .map(|(_, addr)| addr)
+            .filter(|addr| addr.connected())
+            .cloned()
+    }
+}
+
 impl Actor for PaymentRegistry {
     type Context = Context<Self>;
 
@@ -94,15 +109,21 @@ impl Handler<Lookup> for PaymentRegistry {
     type Result = Result<Addr<TransactionActor>, PaymentError>;
 
     fn handle(&mut self, msg: Lookup, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some((_, addr)) = self.actors.get(&msg.0)
-            && addr.connected()
-        {
-            return Ok(addr.clone());
+        if let Some(addr) = self.running(&msg.0) {
+            return Ok(addr);
         }
         if self.actors.len() >= self.deps.settings.in_flight_max {
             return Err(PaymentError::Busy);
         }
         Ok(self.spawn(msg.0, None, ctx))
+    }
+}
+
+impl Handler<Peek> for PaymentRegistry {
+    type Result = Option<Addr<TransactionActor>>;
+
+    fn handle(&mut self, msg: Peek, _: &mut Context<Self>) -> Self::Result {
+        self.running(&msg.0)
     }
 }
 

@@ -29,6 +29,8 @@ pub struct PaymentRow {
     pub code_sends: i32,
     pub code_sent_at: Option<DateTime<Utc>>,
     pub code_delivery_failures: i32,
+    /// Why the last code could not be sent, until a code is.
+    pub code_delivery_error: Option<String>,
     pub rrn: Option<String>,
     /// The 0200's wire identity, committed with `processing`.
     pub original_debit: Option<OriginalDebit>,
@@ -64,7 +66,7 @@ pub struct Payer {
 const PAYMENT_COLUMNS: &str = "p.id, p.merchant_id, m.name AS merchant_name, p.status,
     p.amount_minor, p.currency, p.customer_id, p.password_failures, p.session_hash, p.channel,
     p.terminal_id, p.receiver_msisdn, p.code_hash, p.code_expires_at, p.code_failures,
-    p.code_sends, p.code_sent_at, p.code_delivery_failures, p.rrn, p.bank_link, p.debit_stan, p.debit_f7, p.expires_at, p.order_id,
+    p.code_sends, p.code_sent_at, p.code_delivery_failures, p.code_delivery_error, p.rrn, p.bank_link, p.debit_stan, p.debit_f7, p.expires_at, p.order_id,
     p.description, p.return_url, p.notify_url, p.created_at, m.location AS merchant_location,
     m.account AS merchant_account, m.terminal_id AS merchant_terminal_id,
     m.card_acceptor_id AS merchant_card_acceptor_id, c.bank_id AS payer_bank_id,
@@ -106,6 +108,7 @@ impl PaymentRow {
             code_sends: row.get("code_sends"),
             code_sent_at: row.get("code_sent_at"),
             code_delivery_failures: row.get("code_delivery_failures"),
+            code_delivery_error: row.get("code_delivery_error"),
             rrn: row.get("rrn"),
             original_debit: original_debit(row),
             expires_at: row.get("expires_at"),

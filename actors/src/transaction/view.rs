@@ -1,15 +1,15 @@
-//! What the customer pages show, read straight from the row (the actor is only needed to change
-//! it).
+//! What the customer pages show: from the payment's actor while it is in flight, read from the
+//! row otherwise.
 
 use super::PaymentError;
-use super::store::customer_terminals;
+use super::store::{PaymentRow, TerminalRow, customer_terminals};
 use crate::domain::{Amount, Currency, Msisdn, PaymentStatus};
 use crate::keyed_hash::HashKey;
 use crate::store::prepared::Prepared;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentView {
     pub id: String,
     pub merchant_name: String,
@@ -41,6 +41,32 @@ impl PaymentView {
         self.session_hash
             .as_deref()
             .is_some_and(|h| super::code::session_matches(key, &self.id, token, h))
+    }
+}
+
+impl PaymentView {
+    /// The view of a payment in flight, from its actor's copy of the row.
+    pub fn of_row(row: &PaymentRow) -> Self {
+        Self {
+            id: row.id.clone(),
+            merchant_name: row.merchant_name.clone(),
+            amount: row.amount,
+            currency: row.currency,
+            description: row.description.clone(),
+            status: row.status,
+            // Set with a final status only, and an actor's view is never final.
+            failure_code: None,
+            bank_response_code: None,
+            approval_code: None,
+            return_url: row.return_url.clone(),
+            expires_at: row.expires_at,
+            customer_id: row.customer_id.clone(),
+            session_hash: row.session_hash.clone(),
+            has_live_code: row.code_hash.is_some(),
+            code_expires_at: row.code_expires_at,
+            code_sends: row.code_sends,
+            code_delivery_error: row.code_delivery_error.clone(),
+        }
     }
 }
 
@@ -95,9 +121,15 @@ pub async fn route_options(
     client: &impl GenericClient,
     customer_id: &str,
 ) -> Result<Vec<RouteOption>, PaymentError> {
-    let terminals = customer_terminals(client, customer_id).await?;
+    Ok(route_options_of(
+        &customer_terminals(client, customer_id).await?,
+    ))
+}
+
+/// The code page's choices among the customer's `terminals`.
+pub fn route_options_of(terminals: &[TerminalRow]) -> Vec<RouteOption> {
     let mut options = Vec::new();
-    for t in &terminals {
+    for t in terminals {
         if t.kind == "mobile" {
             if let Some(m) = t.msisdn.as_deref().and_then(|m| Msisdn::parse(m).ok()) {
                 options.push(RouteOption {
@@ -118,5 +150,5 @@ pub async fn route_options(
         }
     }
     options.dedup_by(|a, b| a.value == b.value);
-    Ok(options)
+    options
 }
