@@ -121,6 +121,15 @@ impl World {
         view
     }
 
+    /// Alice signs in for `pay` with her password, the code to go by SMS: the code page.
+    async fn signed_in_by_sms(&self, browser: &Browser, pay: &str) -> Page {
+        let page = browser
+            .login(pay, "alice", &self.customer.password, "sms", "")
+            .await;
+        assert_eq!(page.path(), format!("/pay/{pay}/code"), "{}", page.body);
+        page
+    }
+
     /// Texts the customer's phone received.
     fn texts(&self) -> Vec<String> {
         texts_to(&self.smsc, &self.customer.mobile)
@@ -710,10 +719,7 @@ async fn smsc_throttling_delays_but_delivers_the_code() {
     w.smsc.update_switches(|s| s.throttle_next = 2);
     let pay = w.payment().await;
     let browser = w.browser();
-    let page = browser
-        .login(&pay, "alice", &w.customer.password, "sms", "")
-        .await;
-    assert_eq!(page.path(), format!("/pay/{pay}/code"), "{}", page.body);
+    let page = w.signed_in_by_sms(&browser, &pay).await;
     assert!(page.body.contains("name=\"code\""), "{}", page.body);
     assert!(w.smsc.stats().submits_refused >= 2, "{:?}", w.smsc.stats());
     let done = browser.submit_code(&pay, &w.last_code()).await;
@@ -728,11 +734,7 @@ async fn a_refused_code_sms_leaves_its_row_failed_and_the_code_void() {
     // ESME_RSUBMITFAIL for every submit from now on.
     w.smsc.update_switches(|s| s.error_status = 0x45);
     let pay = w.payment().await;
-    let page = w
-        .browser()
-        .login(&pay, "alice", &w.customer.password, "sms", "")
-        .await;
-    assert_eq!(page.path(), format!("/pay/{pay}/code"), "{}", page.body);
+    let page = w.signed_in_by_sms(&w.browser(), &pay).await;
     assert!(!page.body.contains("name=\"code\""), "{}", page.body);
     let code_rows = |condition: &'static str| {
         let sql = format!(
@@ -765,10 +767,7 @@ async fn the_actors_view_of_a_payment_is_its_row() {
     w.smsc.update_switches(|s| s.error_status = 0x45);
     let pay = w.payment().await;
     let browser = w.browser();
-    let page = browser
-        .login(&pay, "alice", &w.customer.password, "sms", "")
-        .await;
-    assert_eq!(page.path(), format!("/pay/{pay}/code"), "{}", page.body);
+    w.signed_in_by_sms(&browser, &pay).await;
     let delivery_failed = w.assert_actor_view_is_row(&pay).await;
     assert!(delivery_failed.code_delivery_error.is_some());
     w.smsc.update_switches(|s| s.error_status = 0);
@@ -785,10 +784,7 @@ async fn a_refused_outcome_sms_leaves_its_row_failed() {
     let w = World::new().await;
     let pay = w.payment().await;
     let browser = w.browser();
-    let page = browser
-        .login(&pay, "alice", &w.customer.password, "sms", "")
-        .await;
-    assert_eq!(page.path(), format!("/pay/{pay}/code"), "{}", page.body);
+    w.signed_in_by_sms(&browser, &pay).await;
     // ESME_RSUBMITFAIL for every submit from now on.
     w.smsc.update_switches(|s| s.error_status = 0x45);
     let done = browser.submit_code(&pay, &w.last_code()).await;
