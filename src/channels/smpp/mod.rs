@@ -6,6 +6,7 @@
 //! `window_max` `submit_sm` outstanding, retries throttling, and keeps delivery receipts on the
 //! message row. [`Shutdown`] unbinds.
 
+mod ids_in_writing;
 pub mod pdu;
 pub mod receipt;
 mod session;

@@ -10,7 +10,9 @@ use payhub_actors::messages::NoticeKind;
 use payhub_actors::store::StoreError;
 use payhub_actors::store::group_commit::{Limits, RowWrite, Writer};
 use payhub_actors::store::prepared::Prepared;
+use super::ids_in_writing::IdsInWriting;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// How long a receipt waits for its message id to be recorded.
 const EARLY_RECEIPT_KEEP_H: i64 = 24;
@@ -51,6 +53,8 @@ pub use payhub_actors::store::messages::mark_failed;
 pub struct SmppWrites {
     sent: Writer<Sent, ()>,
     receipts: Writer<Receipt, bool>,
+    /// A receipt waits for its id's `sent` write, when one runs.
+    ids_in_writing: Arc<IdsInWriting>,
 }
 
 /// Bounds of each writer: a session's window of submits and its receipts fit in one batch; one
@@ -67,6 +71,7 @@ impl SmppWrites {
         Self {
             sent: Writer::start_rows(pool.clone(), SMPP_WRITE_LIMITS),
             receipts: Writer::start_rows(pool, SMPP_WRITE_LIMITS),
+            ids_in_writing: Arc::default(),
         }
     }
 
@@ -83,11 +88,13 @@ impl SmppWrites {
             message_ref: message_ref.to_owned(),
             at: now,
         };
+        let _writing = self.ids_in_writing.begin(message_ref);
         self.sent.ask(write).await
     }
 
     /// Keeps a receipt's state on its message row, or aside until the row has the id
-    /// (`smpp_record_receipt`). Returns whether a row carried the id already.
+    /// (`smpp_record_receipt`), after its id's `sent` write if one runs. Returns whether a row
+    /// carried the id already.
     pub async fn record_receipt(
         &self,
         now: DateTime<Utc>,
@@ -99,6 +106,7 @@ impl SmppWrites {
             stat: stat.to_owned(),
             at: now,
         };
+        self.ids_in_writing.wait_for(message_ref).await;
         self.receipts.ask(write).await
     }
 }
