@@ -46,6 +46,14 @@ pub fn start_registry(deps: Deps) -> Addr<PaymentRegistry> {
 }
 
 impl PaymentRegistry {
+    fn running(&self, payment_id: &str) -> Option<Addr<TransactionActor>> {
+        self.actors
+            .get(payment_id)
+            .map(|(_, addr)| addr)
+            .filter(|addr| addr.connected())
+            .cloned()
+    }
+
     /// Starts the actor of `payment_id`; it loads its row unless `row` is given.
     fn spawn(
         &mut self,
@@ -67,16 +75,6 @@ impl PaymentRegistry {
         let actor = actor.start();
         self.actors.insert(payment_id, (generation, actor.clone()));
         actor
-    }
-}
-
-impl PaymentRegistry {
-    fn running(&self, payment_id: &str) -> Option<Addr<TransactionActor>> {
-        self.actors
-            .get(payment_id)
-            .map(|(_, addr)| addr)
-            .filter(|addr| addr.connected())
-            .cloned()
     }
 }
 

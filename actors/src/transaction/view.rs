@@ -42,9 +42,7 @@ impl PaymentView {
             .as_deref()
             .is_some_and(|h| super::code::session_matches(key, &self.id, token, h))
     }
-}
 
-impl PaymentView {
     /// The view of a payment in flight, from its actor's copy of the row.
     pub fn of_row(row: &PaymentRow) -> Self {
         Self {

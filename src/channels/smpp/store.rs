@@ -4,13 +4,13 @@
 //! V60) that take the same transaction advisory lock on the id: whichever commits second sees the
 //! first.
 
+use super::ids_in_writing::IdsInWriting;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Object, Pool};
 use payhub_actors::messages::NoticeKind;
 use payhub_actors::store::StoreError;
 use payhub_actors::store::group_commit::{Limits, RowWrite, Writer};
 use payhub_actors::store::prepared::Prepared;
-use super::ids_in_writing::IdsInWriting;
 use std::collections::HashMap;
 use std::sync::Arc;
 
