@@ -97,10 +97,11 @@ impl World {
         }
     }
 
-    /// How many outcome-message rows of this payment meet `condition` (constant SQL).
-    async fn outcome_rows(&self, pay: &str, condition: &str) -> i64 {
+    /// How many message rows of this payment, of `kind` (`code` or `outcome`), meet `condition`
+    /// (constant SQL).
+    async fn message_rows(&self, pay: &str, kind: &str, condition: &str) -> i64 {
         let sql = format!(
-            "SELECT count(*) FROM customer_messages WHERE payment_id = $1 AND kind = 'outcome'
+            "SELECT count(*) FROM customer_messages WHERE payment_id = $1 AND kind = '{kind}'
                AND {condition}"
         );
         count(&self.db.pool, &sql, pay).await
@@ -298,8 +299,9 @@ async fn happy_path_pays_once_tells_customer_and_signs_the_webhook() {
     );
     // Its one row, written with the final status, carries the SMSC's id once it is accepted.
     eventually("outcome row sent", || async {
-        w.outcome_rows(
+        w.message_rows(
             &pay,
+            "outcome",
             "channel = 'sms' AND status IN ('sent', 'delivered') AND message_ref IS NOT NULL
                AND destination LIKE '%*%'",
         )
@@ -307,7 +309,7 @@ async fn happy_path_pays_once_tells_customer_and_signs_the_webhook() {
             == 1
     })
     .await;
-    assert_eq!(w.outcome_rows(&pay, "true").await, 1);
+    assert_eq!(w.message_rows(&pay, "outcome", "true").await, 1);
 
     eventually("webhook delivered", || async {
         !w.receiver.requests().is_empty()
@@ -736,19 +738,12 @@ async fn a_refused_code_sms_leaves_its_row_failed_and_the_code_void() {
     let pay = w.payment().await;
     let page = w.signed_in_by_sms(&w.browser(), &pay).await;
     assert!(!page.body.contains("name=\"code\""), "{}", page.body);
-    let code_rows = |condition: &'static str| {
-        let sql = format!(
-            "SELECT count(*) FROM customer_messages WHERE payment_id = $1 AND kind = 'code'
-               AND {condition}"
-        );
-        let (pool, pay) = (w.db.pool.clone(), pay.clone());
-        async move { count(&pool, &sql, &pay).await }
-    };
     assert_eq!(
-        code_rows("status = 'failed' AND error IS NOT NULL").await,
+        w.message_rows(&pay, "code", "status = 'failed' AND error IS NOT NULL")
+            .await,
         1
     );
-    assert_eq!(code_rows("true").await, 1);
+    assert_eq!(w.message_rows(&pay, "code", "true").await, 1);
     let live_codes = count(
         &w.db.pool,
         "SELECT count(*) FROM payments WHERE id = $1 AND (code_hash IS NOT NULL OR code_sends > 0)",
@@ -790,12 +785,12 @@ async fn a_refused_outcome_sms_leaves_its_row_failed() {
     let done = browser.submit_code(&pay, &w.last_code()).await;
     assert!(done.body.contains("Payment complete"), "{}", done.body);
     eventually("outcome row failed", || async {
-        w.outcome_rows(&pay, "status = 'failed' AND error IS NOT NULL")
+        w.message_rows(&pay, "outcome", "status = 'failed' AND error IS NOT NULL")
             .await
             == 1
     })
     .await;
-    assert_eq!(w.outcome_rows(&pay, "true").await, 1);
+    assert_eq!(w.message_rows(&pay, "outcome", "true").await, 1);
     assert_eq!(w.status(&pay).await.0, "succeeded");
 }
 

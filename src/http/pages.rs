@@ -19,7 +19,9 @@ use payhub_actors::password::PASSWORD_MAX_BYTES;
 use payhub_actors::secret::Secret;
 use payhub_actors::transaction::actor::{Login, Resend, SubmitCode, ViewPayment};
 use payhub_actors::transaction::registry::{Lookup, Peek};
-use payhub_actors::transaction::view::{PaymentView, RouteOption, load_view, route_options};
+use payhub_actors::transaction::view::{
+    PaymentView, RouteOption, ViewWithRoutes, load_view, route_options,
+};
 use payhub_actors::transaction::{
     ChannelChoice, CodeReply, LoginReply, PaymentError, PaymentRegistry, ResendReply,
     TransactionActor,
@@ -112,7 +114,7 @@ async fn pay_page(
     state: web::Data<PagesState>,
     id: web::Path<String>,
 ) -> HttpResponse {
-    let ctx = match Ctx::load(&req, &state, &id, false).await {
+    let ctx = match Ctx::load(&req, &state, &id, ActorUse::IfRunning).await {
         Ok(ctx) => ctx,
         Err(page) => return page,
     };
@@ -148,7 +150,7 @@ async fn login(
     id: web::Path<String>,
     form: web::Form<LoginForm>,
 ) -> HttpResponse {
-    let ctx = match Ctx::load(&req, &state, &id, true).await {
+    let ctx = match Ctx::load(&req, &state, &id, ActorUse::Start).await {
         Ok(ctx) => ctx,
         Err(page) => return page,
     };
@@ -207,7 +209,7 @@ async fn code_page(
     state: web::Data<PagesState>,
     id: web::Path<String>,
 ) -> HttpResponse {
-    let ctx = match Ctx::load(&req, &state, &id, false).await {
+    let ctx = match Ctx::load(&req, &state, &id, ActorUse::IfRunning).await {
         Ok(ctx) => ctx,
         Err(page) => return page,
     };
@@ -345,7 +347,7 @@ async fn result_page(
     state: web::Data<PagesState>,
     id: web::Path<String>,
 ) -> HttpResponse {
-    match Ctx::load(&req, &state, &id, false).await {
+    match Ctx::load(&req, &state, &id, ActorUse::IfRunning).await {
         Ok(ctx) => ctx.result_page(),
         Err(page) => page,
     }
@@ -443,7 +445,7 @@ impl Ctx {
         id: &str,
         csrf_token: &str,
     ) -> Result<(Ctx, String), HttpResponse> {
-        let ctx = Ctx::load(req, state, id, false).await?;
+        let ctx = Ctx::load(req, state, id, ActorUse::IfRunning).await?;
         if !ctx.csrf_ok(csrf_token) {
             return Err(ctx.stale_form());
         }
@@ -453,19 +455,17 @@ impl Ctx {
         }
     }
 
-    /// `start_actor` for a step that needs the payment's actor anyway: its view then comes from
-    /// memory, as it does whenever the actor already runs.
     async fn load(
         req: &HttpRequest,
         state: &web::Data<PagesState>,
         id: &str,
-        start_actor: bool,
+        actor_use: ActorUse,
     ) -> Result<Ctx, HttpResponse> {
         let templates = &state.templates;
         if !valid_payment_id(id) {
             return Err(render::not_found(templates));
         }
-        let (view, routes) = match current_view(state, id, start_actor).await {
+        let (view, routes) = match current_view(state, id, actor_use).await {
             Ok(Some(view)) => view,
             Ok(None) => return Err(render::not_found(templates)),
             Err(e) => return Err(render::unavailable(templates, &e)),
@@ -494,7 +494,9 @@ impl Ctx {
     }
 
     async fn reload_view(mut self) -> Self {
-        if let Ok(Some((view, routes))) = current_view(&self.state, &self.view.id, false).await {
+        if let Ok(Some((view, routes))) =
+            current_view(&self.state, &self.view.id, ActorUse::IfRunning).await
+        {
             self.view = view;
             self.routes = routes;
         }
@@ -697,27 +699,30 @@ impl Ctx {
     }
 }
 
+/// Where a page's view of its payment comes from.
+#[derive(Debug, Clone, Copy)]
+enum ActorUse {
+    /// A step that needs the payment's actor anyway (the login): start it and ask it.
+    Start,
+    /// Ask the actor if it already runs; read the row otherwise.
+    IfRunning,
+}
+
 /// The payment as its pages show it, with the code page's routes when its actor knows them: from
-/// the actor when it runs (`start_actor` starts it), read from the row otherwise.
+/// the actor when it runs (or `ActorUse::Start` starts it), read from the row otherwise.
 async fn current_view(
     state: &PagesState,
     id: &str,
-    start_actor: bool,
-) -> Result<Option<(PaymentView, Option<Vec<RouteOption>>)>, String> {
-    let actor = if start_actor {
-        state
-            .registry
+    actor_use: ActorUse,
+) -> Result<Option<ViewWithRoutes>, String> {
+    let registry = &state.registry;
+    let actor = match actor_use {
+        ActorUse::Start => registry
             .send(Lookup(id.to_owned()))
             .await
             .ok()
-            .and_then(Result::ok)
-    } else {
-        state
-            .registry
-            .send(Peek(id.to_owned()))
-            .await
-            .ok()
-            .flatten()
+            .and_then(Result::ok),
+        ActorUse::IfRunning => registry.send(Peek(id.to_owned())).await.ok().flatten(),
     };
     if let Some(actor) = actor {
         let wait = Duration::from_millis(ACTOR_VIEW_WAIT_MAX_MS);

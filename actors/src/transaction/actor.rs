@@ -4,7 +4,7 @@
 //! the customer the outcome, and stops once the payment is final.
 
 use super::core::PaymentCore;
-use super::view::{PaymentView, RouteOption};
+use super::view::ViewWithRoutes;
 use super::{ChannelChoice, CodeReply, Deps, LoginReply, PaymentError, ResendReply};
 use crate::domain::PaymentStatus;
 use crate::secret::Secret;
@@ -52,7 +52,7 @@ pub struct Tick;
 /// What the customer pages show, from memory: the view and the code page's routes (when the
 /// actor read the customer's terminals). `None` once the payment is final.
 #[derive(Debug, Message)]
-#[rtype(result = "Option<(PaymentView, Option<Vec<RouteOption>>)>")]
+#[rtype(result = "Option<ViewWithRoutes>")]
 pub struct ViewPayment;
 
 /// Told to the registry when an actor stops.
@@ -253,7 +253,7 @@ impl Handler<Tick> for TransactionActor {
 }
 
 impl Handler<ViewPayment> for TransactionActor {
-    type Result = Option<(PaymentView, Option<Vec<RouteOption>>)>;
+    type Result = Option<ViewWithRoutes>;
 
     /// A step's `AtomicResponse` holds the mailbox until it is done, so the view is never taken
     /// halfway through one.

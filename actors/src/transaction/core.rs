@@ -7,7 +7,7 @@ use super::code::{code_hash, code_matches, new_code, new_rrn, new_session_token,
 use super::event::{self, Outcome};
 use super::outbox::Reservation;
 use super::store::{self, CustomerLogin, PaymentRow, TerminalRow};
-use super::view::{PaymentView, RouteOption, route_options_of};
+use super::view::{PaymentView, ViewWithRoutes, route_options_of};
 use super::writer::ToProcessing;
 use super::{
     CODE_DELIVERY_FAILURES_MAX, ChannelChoice, CodeReply, Deps, LoginReply, PaymentError,
@@ -94,7 +94,7 @@ impl PaymentCore {
 
     /// What the customer pages show, from memory; `None` once the payment is final (the pages
     /// then read the outcome from the row).
-    pub fn view(&self) -> Option<(PaymentView, Option<Vec<RouteOption>>)> {
+    pub fn view(&self) -> Option<ViewWithRoutes> {
         if self.row.status.is_final() {
             return None;
         }

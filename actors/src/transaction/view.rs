@@ -107,6 +107,10 @@ pub async fn load_view(
     }))
 }
 
+/// A running payment's view, with the code page's routes when its actor read the customer's
+/// terminals.
+pub type ViewWithRoutes = (PaymentView, Option<Vec<RouteOption>>);
+
 /// One way the customer may receive a code, as offered on the code page.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RouteOption {
