@@ -5,6 +5,10 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// Longest any payment duration may be configured (lifetime, code validity, resend interval,
+/// lockout): larger values are mistakes, and would overflow the clock arithmetic.
+pub const PAYMENT_DURATION_S_MAX: u64 = 366 * 24 * 3600;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -396,6 +400,19 @@ impl Config {
         if p.code_validity_s == 0 || p.lifetime_s == 0 {
             problems.push("payments: code_validity_s and lifetime_s must be positive".to_string());
         }
+        let durations = [
+            ("lifetime_s", p.lifetime_s),
+            ("code_validity_s", p.code_validity_s),
+            ("code_resend_interval_s", p.code_resend_interval_s),
+            ("identity_lockout_s", p.identity_lockout_s),
+        ];
+        for (name, seconds) in durations {
+            if seconds > PAYMENT_DURATION_S_MAX {
+                problems.push(format!(
+                    "payments.{name}: at most {PAYMENT_DURATION_S_MAX} (one year)"
+                ));
+            }
+        }
         if self.webhooks.give_up_after_s < 24 * 3600 {
             problems.push("webhooks.give_up_after_s: must be at least 86400 (24 h)".to_string());
         }
@@ -619,6 +636,16 @@ echo_interval_s = 30
         let err = Config::from_toml(&text, &[]).unwrap_err();
         assert_eq!(err.0.len(), 2, "{err}");
         assert!(err.0.iter().all(|l| !l.contains('\n')));
+    }
+
+    #[test]
+    fn durations_beyond_a_year_are_refused() {
+        let env = [(
+            "PAYHUB_PAYMENTS__LIFETIME_S".to_string(),
+            "9223372036854775807".to_string(),
+        )];
+        let err = Config::from_toml(MINIMAL, &env).unwrap_err();
+        assert!(err.to_string().contains("payments.lifetime_s"), "{err}");
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The expiry worker: payments that wait for their customer past `expires_at` become `expired`,
 //! each with its `payment.expired` webhook event in the same transaction (the webhook worker
-//! delivers it). It also forgets idempotency keys past their 24 h replay window. Work per tick is
-//! bounded; time comes from the injected clock.
+//! delivers it). It also forgets idempotency keys past their 24 h replay window, and failed
+//! sign-ins too old for any lockout decision. Work per tick is bounded; time comes from the
+//! injected clock.
 
 use payhub_actors::clock::SharedClock;
 use payhub_actors::metrics::{global, labels};
-use payhub_actors::store::{StoreError, idempotency, payments};
+use payhub_actors::store::{StoreError, customers, idempotency, payments};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -18,6 +19,12 @@ pub struct ExpirySettings {
     pub batches_per_sweep_max: usize,
     /// The gateway's `http.public_url`, for the payment object in the event.
     pub public_url: url::Url,
+    /// How long after its expiry a payment waiting for its code is left to its actor, which
+    /// expires it on time and tells the customer; the sweep takes it only after that (its actor
+    /// is not running).
+    pub awaiting_code_grace_ms: u64,
+    /// How long a failed sign-in is kept: two lockout windows (the lockout reads no further back).
+    pub login_failures_kept_s: u64,
 }
 
 impl ExpirySettings {
@@ -27,12 +34,14 @@ impl ExpirySettings {
             batch_max: 500,
             batches_per_sweep_max: 20,
             public_url,
+            awaiting_code_grace_ms: 10_000,
+            login_failures_kept_s: 2 * 15 * 60,
         }
     }
 }
 
 /// One transaction's worth: expires up to `batch_max` due payments and forgets up to as many
-/// stale idempotency keys. Returns the number of payments expired.
+/// stale idempotency keys and old failed sign-ins. Returns the number of payments expired.
 pub async fn run_once(
     pool: &deadpool_postgres::Pool,
     clock: &SharedClock,
@@ -40,8 +49,17 @@ pub async fn run_once(
 ) -> Result<usize, StoreError> {
     let now = clock.now();
     let mut client = pool.get().await?;
-    let expired =
-        payments::expire_due(&mut client, now, settings.batch_max, &settings.public_url).await?;
+    let grace = chrono::Duration::milliseconds(
+        i64::try_from(settings.awaiting_code_grace_ms).unwrap_or(i64::MAX),
+    );
+    let expired = payments::expire_due(
+        &mut client,
+        now,
+        now - grace,
+        settings.batch_max,
+        &settings.public_url,
+    )
+    .await?;
     for p in &expired {
         tracing::info!(payment_id = %p.id, merchant_id = %p.merchant_id, "payment expired");
     }
@@ -52,6 +70,10 @@ pub async fn run_once(
             .inc_by(expired.len() as u64);
     }
     idempotency::purge_stale(&client, now, settings.batch_max).await?;
+    let kept = chrono::Duration::seconds(
+        i64::try_from(settings.login_failures_kept_s).unwrap_or(i64::MAX),
+    );
+    customers::purge_login_failures(&client, now - kept, settings.batch_max).await?;
     Ok(expired.len())
 }
 

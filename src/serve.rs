@@ -178,7 +178,10 @@ impl Gateway {
         let expiry = crate::expiry::spawn(
             pool.clone(),
             clock.clone(),
-            crate::expiry::ExpirySettings::new(config.http.public_url.clone()),
+            crate::expiry::ExpirySettings {
+                login_failures_kept_s: 2 * config.payments.identity_lockout_s,
+                ..crate::expiry::ExpirySettings::new(config.http.public_url.clone())
+            },
         );
         Ok(Gateway {
             https_addr: https.addr,

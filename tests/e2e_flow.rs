@@ -429,6 +429,64 @@ async fn five_failures_lock_the_identity_across_payments_for_15_minutes() {
     assert_eq!(ok.path(), format!("/pay/{pay}/code"), "{}", ok.body);
 }
 
+/// Each payment has its own actor: sign-ins on many payments at once must still count against
+/// one identity, so an attacker with many payment pages gets no more than five guesses.
+#[actix_rt::test]
+async fn sign_ins_at_once_on_many_payments_get_five_guesses_in_all() {
+    let w = World::new().await;
+    let mut pays = Vec::new();
+    for _ in 0..8 {
+        pays.push(w.payment().await);
+    }
+    let browsers: Vec<Browser> = pays.iter().map(|_| w.browser()).collect();
+    let tries = pays
+        .iter()
+        .zip(&browsers)
+        .map(|(pay, browser)| browser.login(pay, "alice", "guess", "sms", ""));
+    let statuses: Vec<u16> = futures::future::join_all(tries)
+        .await
+        .iter()
+        .map(|page| page.status)
+        .collect();
+    let wrong = statuses.iter().filter(|s| **s == 401).count();
+    let locked = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(wrong + locked, pays.len(), "{statuses:?}");
+    assert!(wrong <= 5 && locked >= 3, "{statuses:?}");
+    let counted = count(
+        &w.db.pool,
+        "SELECT count(*) FROM login_failures WHERE identity = 'customer:' || $1",
+        &w.customer.id,
+    )
+    .await;
+    assert_eq!(counted, 5, "only the guesses that were checked count");
+}
+
+/// Five failures within the window lock the identity, even with a right password in between.
+#[actix_rt::test]
+async fn a_sign_in_between_failures_does_not_forget_them() {
+    let w = World::new().await;
+    let browser = w.browser();
+    for _ in 0..2 {
+        let pay = w.payment().await;
+        for _ in 0..2 {
+            let wrong = browser.login(&pay, "alice", "nope", "sms", "").await;
+            assert_eq!(wrong.status, 401, "{}", wrong.body);
+        }
+    }
+    let pay = w.payment().await;
+    let ok = browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    assert_eq!(ok.path(), format!("/pay/{pay}/code"), "{}", ok.body);
+    let pay = w.payment().await;
+    let fifth = browser.login(&pay, "alice", "nope", "sms", "").await;
+    assert_eq!(fifth.status, 429, "{}", fifth.body);
+    let refused = browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+}
+
 #[actix_rt::test]
 async fn three_wrong_codes_fail_and_no_debit_is_sent() {
     let w = World::new().await;

@@ -3,6 +3,7 @@
 
 use payhub::expiry::{self, ExpirySettings};
 use payhub::http::merchant_testing::TestGateway;
+use payhub_actors::Clock;
 use payhub_actors::clock::SharedClock;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -187,5 +188,78 @@ async fn stale_idempotency_keys_are_purged() {
         .await
         .unwrap();
     assert_eq!(keys().await, 0);
+    gw.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_payment_awaiting_its_code_is_left_to_its_actor_for_a_grace() {
+    let gw = TestGateway::spawn(vec![]).await;
+    let shop = gw.enroll_merchant("Shop").await;
+    let client = gw.client(Some(&shop.cert));
+    let id = create(&gw, &client, "C-1").await;
+    let db = gw.db.pool.get().await.unwrap();
+    db.execute(
+        "UPDATE payments SET status = 'awaiting_code' WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let clock: SharedClock = Arc::new(gw.clock.clone());
+    let settings = ExpirySettings::new(gw.settings.public_url.clone());
+    let status = || async {
+        let row = db
+            .query_one("SELECT status FROM payments WHERE id = $1", &[&id])
+            .await
+            .unwrap();
+        row.get::<_, String>(0)
+    };
+    // Just past its lifetime: its actor expires it and tells the customer, not the sweep.
+    gw.clock.advance(chrono::Duration::seconds(901));
+    let swept = expiry::run_once(&gw.db.pool, &clock, &settings).await;
+    assert_eq!(swept.unwrap(), 0);
+    assert_eq!(status().await, "awaiting_code");
+    // No actor took it within the grace: the sweep does.
+    let grace = i64::try_from(settings.awaiting_code_grace_ms).unwrap();
+    gw.clock.advance(chrono::Duration::milliseconds(grace));
+    let swept = expiry::run_once(&gw.db.pool, &clock, &settings).await;
+    assert_eq!(swept.unwrap(), 1);
+    assert_eq!(status().await, "expired");
+    gw.stop().await;
+}
+
+#[actix_rt::test]
+async fn failed_sign_ins_are_forgotten_after_two_lockout_windows() {
+    let gw = TestGateway::spawn(vec![]).await;
+    let clock: SharedClock = Arc::new(gw.clock.clone());
+    let settings = ExpirySettings::new(gw.settings.public_url.clone());
+    let kept = i64::try_from(settings.login_failures_kept_s).unwrap();
+    let now = gw.clock.now();
+    let db = gw.db.pool.get().await.unwrap();
+    for age_s in [kept + 1, kept - 60] {
+        db.execute(
+            "INSERT INTO login_failures (identity, failed_at) VALUES ('identity:x', $1)",
+            &[&(now - chrono::Duration::seconds(age_s))],
+        )
+        .await
+        .unwrap();
+    }
+    expiry::run_once(&gw.db.pool, &clock, &settings)
+        .await
+        .unwrap();
+    let ages_left: Vec<f64> = db
+        .query(
+            "SELECT extract(epoch FROM $1 - failed_at)::float8 FROM login_failures",
+            &[&now],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ages_left.len(), 1, "{ages_left:?}");
+    assert!(
+        (ages_left[0] - (kept - 60) as f64).abs() < 1.0,
+        "{ages_left:?}"
+    );
     gw.stop().await;
 }

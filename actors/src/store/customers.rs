@@ -96,3 +96,18 @@ pub async fn id_by_online_id(
         .await?;
     Ok(row.map(|r| r.get(0)))
 }
+/// Deletes up to `batch_max` failed sign-ins from before `cutoff` (too old for any lockout
+/// decision); returns how many.
+pub async fn purge_login_failures(
+    client: &impl GenericClient,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    batch_max: i64,
+) -> Result<u64, StoreError> {
+    Ok(client
+        .execute_cached(
+            "DELETE FROM login_failures WHERE id IN (SELECT id FROM login_failures \
+             WHERE failed_at < $1 LIMIT $2)",
+            &[&cutoff, &batch_max],
+        )
+        .await?)
+}

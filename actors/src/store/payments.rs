@@ -414,11 +414,14 @@ pub async fn insert_final_event(
 }
 
 /// Marks up to `batch_max` payments still waiting for the customer past their `expires_at` as
-/// `expired`, each with its `payment.expired` event, in one transaction. Payments already
+/// `expired`, each with its `payment.expired` event, in one transaction. A payment waiting for its
+/// code is taken only if it expired before `awaiting_code_before`: until then it is its actor's,
+/// which also tells the customer over the channel the code went by. Payments already
 /// `processing` are left to the bank's answer. Returns the payments expired.
 pub async fn expire_due(
     client: &mut deadpool_postgres::Client,
     now: DateTime<Utc>,
+    awaiting_code_before: DateTime<Utc>,
     batch_max: i64,
     public_url: &url::Url,
 ) -> Result<Vec<PaymentRecord>, StoreError> {
@@ -427,7 +430,8 @@ pub async fn expire_due(
         .query(
             &format!(
                 "WITH due AS (SELECT p.id FROM payments_open o JOIN payments p ON p.id = o.payment_id \
-                 WHERE o.expires_at <= $1 AND p.status IN ('awaiting_customer', 'awaiting_code') \
+                 WHERE o.expires_at <= $1 AND (p.status = 'awaiting_customer' \
+                     OR (p.status = 'awaiting_code' AND o.expires_at <= $3)) \
                  ORDER BY o.expires_at LIMIT $2 FOR UPDATE OF p SKIP LOCKED) \
                  UPDATE payments p SET status = 'expired', updated_at = $1, finished_at = $1 \
                  FROM due WHERE p.id = due.id RETURNING {}",
@@ -437,7 +441,7 @@ pub async fn expire_due(
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            &[&now, &batch_max],
+            &[&now, &batch_max, &awaiting_code_before],
         )
         .await?;
     let mut expired = Vec::with_capacity(rows.len());

@@ -6,12 +6,12 @@
 use super::code::{code_hash, code_matches, new_code, new_rrn, new_session_token, session_hash};
 use super::event::{self, Outcome};
 use super::outbox::Reservation;
-use super::store::{self, CustomerLogin, PaymentRow, TerminalRow};
+use super::store::{self, Attempt, CustomerLogin, PaymentRow, TerminalRow};
 use super::view::{PaymentView, ViewWithRoutes, route_options_of};
 use super::writer::ToProcessing;
 use super::{
-    CODE_DELIVERY_FAILURES_MAX, ChannelChoice, CodeReply, Deps, LoginReply, PaymentError,
-    ResendReply,
+    CODE_DELIVERY_FAILURES_MAX, ChannelChoice, CodeReply, DEADLINE_RETRY_MS, Deps, LoginReply,
+    PaymentError, ResendReply,
 };
 use crate::bank::{PrepareDebit, ReverseDebit, SendPrepared};
 use crate::domain::{FailureCode, Msisdn, PaymentStatus};
@@ -41,8 +41,8 @@ struct Route {
 struct PassedLogin<'a> {
     customer: &'a CustomerLogin,
     session_hash: Vec<u8>,
-    /// The identity's failed sign-ins, cleared by the same write.
-    lockout_key: &'a str,
+    /// The sign-in attempt (counted as a failure until now), removed by the same write.
+    attempt: i64,
 }
 
 /// A code written, not yet sent.
@@ -66,6 +66,8 @@ pub struct PaymentCore {
     terminals: Option<Vec<TerminalRow>>,
     /// The outcome SMS's `customer_messages` row, written with the final status.
     outcome_notice_row: Option<i64>,
+    /// Set when due deadline work failed (the database refused it): not tried again before then.
+    deadline_retry_at: Option<DateTime<Utc>>,
 }
 
 impl PaymentCore {
@@ -81,6 +83,7 @@ impl PaymentCore {
             row,
             terminals: None,
             outcome_notice_row: None,
+            deadline_retry_at: None,
         }
     }
 
@@ -155,11 +158,14 @@ impl PaymentCore {
         let client = self.deps.pool.get().await?;
         let customer = store::find_customer(&client, identity).await?;
         let key = store::lockout_key(customer.as_ref(), identity);
-        if let Some(until) = self.locked_until(&client, &key, now).await? {
-            return Ok(LoginReply::Locked {
-                retry_after_s: seconds_until(now, until),
-            });
-        }
+        let attempt = match self.begin_attempt(&client, &key, now).await? {
+            Attempt::Counted(attempt) => attempt,
+            Attempt::Locked(until) => {
+                return Ok(LoginReply::Locked {
+                    retry_after_s: seconds_until(now, until),
+                });
+            }
+        };
         drop(client);
         if !verify_password(password, customer.as_ref()).await {
             return self.password_failed(&key, now).await;
@@ -168,7 +174,24 @@ impl PaymentCore {
             // verify_password never accepts an unknown identity.
             return Err(PaymentError::Storage("unknown identity accepted".into()));
         };
-        self.password_passed(&key, customer, choice, now).await
+        self.password_passed(attempt, customer, choice, now).await
+    }
+
+    async fn begin_attempt(
+        &self,
+        client: &deadpool_postgres::Client,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Attempt, PaymentError> {
+        let (failures_max, window) = self.lockout();
+        store::begin_attempt(client, key, failures_max, window, now).await
+    }
+
+    /// Failures of one identity that lock it, and the window they must fall in (also the lock's
+    /// length).
+    fn lockout(&self) -> (u32, Duration) {
+        let window = Duration::seconds(secs_i64(self.settings().identity_lockout_s));
+        (self.settings().identity_failures_max, window)
     }
 
     async fn locked_until(
@@ -177,15 +200,8 @@ impl PaymentCore {
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, PaymentError> {
-        let window = Duration::seconds(secs_i64(self.settings().identity_lockout_s));
-        store::locked_until(
-            client,
-            key,
-            self.settings().identity_failures_max,
-            window,
-            now,
-        )
-        .await
+        let (failures_max, window) = self.lockout();
+        store::locked_until(client, key, failures_max, window, now).await
     }
 
     async fn password_failed(
@@ -194,12 +210,8 @@ impl PaymentCore {
         now: DateTime<Utc>,
     ) -> Result<LoginReply, PaymentError> {
         let mut client = self.deps.pool.get().await?;
+        // The attempt's `login_failures` row, written before the hash, stays: it is the failure.
         let tx = client.transaction().await?;
-        tx.execute_cached(
-            "INSERT INTO login_failures (identity, failed_at) VALUES ($1, $2)",
-            &[&key, &now],
-        )
-        .await?;
         let failures: Option<i32> = tx
             .query_opt_cached(
                 "UPDATE payments SET password_failures = password_failures + 1, updated_at = $2
@@ -246,7 +258,7 @@ impl PaymentCore {
 
     async fn password_passed(
         &mut self,
-        key: &str,
+        attempt: i64,
         customer: CustomerLogin,
         choice: ChannelChoice,
         now: DateTime<Utc>,
@@ -260,14 +272,14 @@ impl PaymentCore {
             Ok(route) => route,
             Err(reason) => {
                 return self
-                    .passed_without_route(key, &customer, session, session_hash, reason, now)
+                    .passed_without_route(attempt, &customer, session, session_hash, reason, now)
                     .await;
             }
         };
         let login = PassedLogin {
             customer: &customer,
             session_hash,
-            lockout_key: key,
+            attempt,
         };
         let Some(issued) = self.issue_code(&route, now, Some(login)).await? else {
             self.reload().await?;
@@ -286,7 +298,7 @@ impl PaymentCore {
     /// kept, with the reason, so that another channel can be chosen on the code page.
     async fn passed_without_route(
         &mut self,
-        key: &str,
+        attempt: i64,
         customer: &CustomerLogin,
         session: Secret<String>,
         session_hash: Vec<u8>,
@@ -295,7 +307,7 @@ impl PaymentCore {
     ) -> Result<LoginReply, PaymentError> {
         let mut client = self.deps.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute_cached("DELETE FROM login_failures WHERE identity = $1", &[&key])
+        tx.execute_cached("DELETE FROM login_failures WHERE id = $1", &[&attempt])
             .await?;
         let moved = tx
             .execute_cached(
@@ -422,7 +434,7 @@ impl PaymentCore {
             channel: route.channel,
             terminal_id: route.terminal_id.as_deref(),
             receiver_msisdn: msisdn.as_deref(),
-            cleared_failures: login.as_ref().map(|l| l.lockout_key),
+            passed_attempt: login.as_ref().map(|l| l.attempt),
             audit_detail: json!({
                 "channel": route.channel,
                 "terminal_id": route.terminal_id,
@@ -799,6 +811,14 @@ impl PaymentCore {
     /// could not be queued): reversal, then `failed`/`bank_unavailable`.
     pub async fn check_deadlines(&mut self) -> Result<(), PaymentError> {
         let now = self.now();
+        let done = self.apply_due_deadlines(now).await;
+        self.deadline_retry_at = done
+            .is_err()
+            .then(|| now + Duration::milliseconds(DEADLINE_RETRY_MS));
+        done
+    }
+
+    async fn apply_due_deadlines(&mut self, now: DateTime<Utc>) -> Result<(), PaymentError> {
         match self.row.status {
             PaymentStatus::AwaitingCustomer | PaymentStatus::AwaitingCode
                 if now >= self.row.expires_at =>
@@ -806,14 +826,9 @@ impl PaymentCore {
                 let from = [PaymentStatus::AwaitingCustomer, PaymentStatus::AwaitingCode];
                 self.finish(&from, Outcome::expired()).await?;
             }
-            PaymentStatus::AwaitingCode => {
-                let resends_left = u32::try_from(self.row.code_sends - 1)
-                    .is_ok_and(|r| r < self.settings().code_resends_max);
-                let lapsed = self.row.code_expires_at.is_some_and(|at| now >= at);
-                if lapsed && !resends_left {
-                    let outcome = Outcome::failed(FailureCode::CodeExpired, None);
-                    self.finish(&[PaymentStatus::AwaitingCode], outcome).await?;
-                }
+            PaymentStatus::AwaitingCode if self.code_lapsed(now) && !self.resends_left() => {
+                let outcome = Outcome::failed(FailureCode::CodeExpired, None);
+                self.finish(&[PaymentStatus::AwaitingCode], outcome).await?;
             }
             PaymentStatus::Processing => {
                 self.reverse_then_fail("restart_while_processing").await?;
@@ -823,17 +838,30 @@ impl PaymentCore {
         Ok(())
     }
 
+    fn code_lapsed(&self, now: DateTime<Utc>) -> bool {
+        self.row.code_expires_at.is_some_and(|at| now >= at)
+    }
+
+    /// Whether the customer may still ask for another code (a lapsed code is then no deadline:
+    /// the payment waits for the resend, or for its lifetime to end).
+    fn resends_left(&self) -> bool {
+        u32::try_from(self.row.code_sends - 1).is_ok_and(|r| r < self.settings().code_resends_max)
+    }
+
     /// The next instant at which [`check_deadlines`](Self::check_deadlines) may have work.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
-        match self.row.status {
-            PaymentStatus::AwaitingCustomer => Some(self.row.expires_at),
-            PaymentStatus::AwaitingCode => Some(match self.row.code_expires_at {
-                Some(code) => code.min(self.row.expires_at),
-                None => self.row.expires_at,
-            }),
-            PaymentStatus::Processing => Some(self.now() + Duration::milliseconds(self.retry_ms())),
-            _ => None,
-        }
+        let due = match self.row.status {
+            PaymentStatus::AwaitingCustomer => self.row.expires_at,
+            PaymentStatus::AwaitingCode => awaiting_code_deadline(
+                self.row.expires_at,
+                self.row.code_expires_at,
+                self.resends_left(),
+                self.now(),
+            ),
+            PaymentStatus::Processing => self.now() + Duration::milliseconds(self.retry_ms()),
+            _ => return None,
+        };
+        Some(self.deadline_retry_at.map_or(due, |retry| due.max(retry)))
     }
 
     fn retry_ms(&self) -> i64 {
@@ -927,6 +955,21 @@ impl PaymentCore {
     }
 }
 
+/// The next deadline of a payment awaiting its code: the code's expiry while it is valid, or when
+/// no resend is left (it then fails the payment); otherwise the payment's own expiry. A lapsed
+/// code with resends left is no deadline: the payment waits for a resend.
+fn awaiting_code_deadline(
+    expires_at: DateTime<Utc>,
+    code_expires_at: Option<DateTime<Utc>>,
+    resends_left: bool,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    match code_expires_at {
+        Some(code) if now < code || !resends_left => code.min(expires_at),
+        _ => expires_at,
+    }
+}
+
 fn terminal_route(terminals: &[TerminalRow], wanted: Option<&str>) -> Result<Route, String> {
     let chosen = match wanted.map(str::trim).filter(|w| !w.is_empty()) {
         Some(w) => terminals
@@ -1017,4 +1060,42 @@ fn secs_i64(s: u64) -> i64 {
 fn seconds_until(now: DateTime<Utc>, until: DateTime<Utc>) -> u64 {
     let ms = (until - now).num_milliseconds().max(0);
     u64::try_from(ms).unwrap_or(0).div_ceil(1_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::awaiting_code_deadline;
+    use chrono::{DateTime, Duration, Utc};
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn a_lapsed_code_with_resends_left_waits_for_the_payments_expiry() {
+        let (expires, code) = (at(900), Some(at(300)));
+        // Before the code lapses its expiry is next, whatever the resends.
+        assert_eq!(awaiting_code_deadline(expires, code, true, at(10)), at(300));
+        assert_eq!(
+            awaiting_code_deadline(expires, code, false, at(10)),
+            at(300)
+        );
+        // Lapsed: a deadline in the past would fire again at once, for ever. Only with no resend
+        // left is it due (it fails the payment); otherwise the payment's expiry is next.
+        assert_eq!(
+            awaiting_code_deadline(expires, code, true, at(301)),
+            at(900)
+        );
+        assert_eq!(
+            awaiting_code_deadline(expires, code, false, at(301)),
+            at(300)
+        );
+        assert_eq!(awaiting_code_deadline(expires, None, true, at(10)), at(900));
+        // A code valid past the payment's lifetime ends with it.
+        let late = Some(at(900) + Duration::seconds(60));
+        assert_eq!(
+            awaiting_code_deadline(expires, late, false, at(10)),
+            at(900)
+        );
+    }
 }

@@ -240,6 +240,41 @@ pub fn lockout_key(customer: Option<&CustomerLogin>, identity: &str) -> String {
     }
 }
 
+/// A sign-in attempt, counted before the password is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Its `login_failures` row: a failure unless a right password removes it.
+    Counted(i64),
+    /// The identity is locked until then; nothing was counted.
+    Locked(DateTime<Utc>),
+}
+
+/// Counts an attempt for `key` as a failure, unless the identity is locked (the rule of
+/// [`locked_until`]). One statement under a per-identity lock (V65), so concurrent attempts on
+/// several payments see each other.
+pub async fn begin_attempt(
+    client: &impl GenericClient,
+    key: &str,
+    failures_max: u32,
+    window: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Result<Attempt, PaymentError> {
+    let max = i32::try_from(failures_max).unwrap_or(i32::MAX);
+    let row = client
+        .query_one_cached(
+            "SELECT attempt_id, locked_until FROM login_attempt_begin($1, $2, $3, $4)",
+            &[&key, &now, &window.num_seconds(), &max],
+        )
+        .await?;
+    match (row.get(0), row.get(1)) {
+        (Some(id), _) => Ok(Attempt::Counted(id)),
+        (None, Some(until)) => Ok(Attempt::Locked(until)),
+        (None, None) => Err(PaymentError::Storage(
+            "login_attempt_begin answered neither".into(),
+        )),
+    }
+}
+
 /// When the identity is locked, until when: the last `failures_max` failures fell within one
 /// lockout window, and the newest of them is less than a window old.
 pub async fn locked_until(
@@ -268,7 +303,7 @@ pub async fn locked_until(
 /// A fresh code, written as one statement: the payment's code (voiding any earlier one) and its
 /// channel, an audit line, and, when the code goes by SMS, that message's `queued` row. At login
 /// the same statement moves the payment to `awaiting_code` with its customer and browser session,
-/// and clears the identity's failed sign-ins.
+/// and removes the sign-in attempt, counted as a failure until then.
 #[derive(Debug)]
 pub struct CodeIssue<'a> {
     pub payment_id: &'a str,
@@ -283,8 +318,8 @@ pub struct CodeIssue<'a> {
     pub channel: &'a str,
     pub terminal_id: Option<&'a str>,
     pub receiver_msisdn: Option<&'a str>,
-    /// The lockout key whose failures a passed password step clears.
-    pub cleared_failures: Option<&'a str>,
+    /// The sign-in attempt a passed password step removes (it was counted as a failure).
+    pub passed_attempt: Option<i64>,
     pub audit_detail: serde_json::Value,
     /// The masked number when the code goes by SMS.
     pub sms_to: Option<&'a str>,
@@ -299,7 +334,7 @@ const ISSUE_CODE_SQL: &str = "
         WHERE id = $1 AND status = $10
         RETURNING id),
     cleared AS (
-        DELETE FROM login_failures WHERE identity = $11 AND EXISTS (SELECT FROM moved)),
+        DELETE FROM login_failures WHERE id = $11 AND EXISTS (SELECT FROM moved)),
     audited AS (
         INSERT INTO audit_log (at, payment_id, event, detail)
         SELECT $6, id, 'code_issued', $12 FROM moved),
@@ -330,7 +365,7 @@ pub async fn issue_code(
                 &issue.terminal_id,
                 &issue.receiver_msisdn,
                 &issue.from.as_str(),
-                &issue.cleared_failures,
+                &issue.passed_attempt,
                 &issue.audit_detail,
                 &issue.sms_to,
             ],
