@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::pki::{self, CertifiedKey, Validity};
 use anyhow::Context;
+use openssl::x509::X509Ref;
 use payhub_actors::Secret;
 use payhub_actors::domain::{AccountNumber, BankId, Msisdn, OnlineId, TerminalKind};
 use payhub_actors::store::customers::{self, NewCustomer};
@@ -41,9 +42,14 @@ pub struct MerchantAddArgs {
     /// The settlement account.
     #[arg(long)]
     pub account: String,
-    /// Where merchant.crt, merchant.key and ca.crt are written.
+    /// Where merchant.crt, merchant.key and ca.crt are written (a certificate issued by the
+    /// merchant CA).
+    #[arg(long, required_unless_present = "cert", conflicts_with = "cert")]
+    pub cert_out: Option<PathBuf>,
+    /// Instead of issuing one: the merchant's own certificate (PEM), pinned by its SHA-256
+    /// fingerprint.
     #[arg(long)]
-    pub cert_out: PathBuf,
+    pub cert: Option<PathBuf>,
     /// Field 41 (8 characters); random digits by default.
     #[arg(long)]
     pub terminal_id: Option<String>,
@@ -173,15 +179,15 @@ pub fn new_merchant(
     name: &str,
     bank_id: BankId,
     account: AccountNumber,
-    cert: &CertifiedKey,
+    cert: &X509Ref,
     fields: Option<AcceptorFields>,
 ) -> NewMerchant {
     let fields = fields.unwrap_or_default();
     NewMerchant {
         id: payhub_actors::ids::new_id("mer"),
         name: name.trim().to_string(),
-        cert_fingerprint: cert.fingerprint(),
-        cert_serial: cert.serial_hex(),
+        cert_fingerprint: pki::fingerprint(cert),
+        cert_serial: pki::serial_hex(cert),
         webhook_secret: Secret::new(format!(
             "whsec_{}",
             hex::encode(payhub_actors::ids::os_random::<32>())
@@ -238,6 +244,14 @@ async fn merchant_add(args: MerchantAddArgs) -> anyhow::Result<()> {
         location: args.location.clone(),
     };
     let config = load_config(&args.config)?;
+    if let Some(uploaded) = &args.cert {
+        let cert = read_uploaded_cert(uploaded)?;
+        let new = new_merchant(args.name.trim(), bank, account, &cert, Some(fields));
+        merchants::insert(&connect(&config).await?, &new).await?;
+        let cert_path = std::path::absolute(uploaded).unwrap_or_else(|_| uploaded.clone());
+        print_merchant(&new, &cert_path, None);
+        return Ok(());
+    }
     let ca_key = config.http.merchant_ca_key.as_ref().with_context(
         || "http.merchant_ca_key: not set; `merchant add` signs with the merchant CA key",
     )?;
@@ -250,26 +264,44 @@ async fn merchant_add(args: MerchantAddArgs) -> anyhow::Result<()> {
         args.name.trim(),
         Validity::days_from_now(args.cert_days),
     )?;
-    let new = new_merchant(args.name.trim(), bank, account, &cert, Some(fields));
-    let files = write_merchant_files(&args.cert_out, &cert, &server_ca.to_pem()?, args.force)?;
+    let new = new_merchant(args.name.trim(), bank, account, &cert.cert, Some(fields));
+    let out = args.cert_out.as_deref().context("--cert-out: missing")?;
+    let files = write_merchant_files(out, &cert, &server_ca.to_pem()?, args.force)?;
     if let Err(e) = merchants::insert(&client, &new).await {
         for f in &files {
             let _ = std::fs::remove_file(f);
         }
         return Err(e.into());
     }
+    print_merchant(&new, &files[0], Some((&files[1], &files[2])));
+    Ok(())
+}
+
+/// The merchant's own certificate: one PEM certificate, within its validity.
+fn read_uploaded_cert(path: &Path) -> anyhow::Result<openssl::x509::X509> {
+    let pem = std::fs::read(path).with_context(|| format!("--cert: reading {}", path.display()))?;
+    let cert = openssl::x509::X509::from_pem(&pem)
+        .map_err(|_| anyhow::anyhow!("--cert: {} is not a PEM certificate", path.display()))?;
+    let now = openssl::asn1::Asn1Time::days_from_now(0)?;
+    if cert.not_after() < now || cert.not_before() > now {
+        anyhow::bail!("--cert: the certificate is not within its validity");
+    }
+    Ok(cert)
+}
+
+/// The JSON `merchant add` prints; `key` and `ca` only when the gateway issued the certificate.
+fn print_merchant(new: &NewMerchant, cert: &Path, issued: Option<(&PathBuf, &PathBuf)>) {
     println!(
         "{}",
         serde_json::json!({
             "merchant_id": new.id,
             "webhook_secret": new.webhook_secret.expose(),
-            "cert": files[0],
-            "key": files[1],
-            "ca": files[2],
+            "cert": cert,
+            "key": issued.map(|(key, _)| key),
+            "ca": issued.map(|(_, ca)| ca),
             "fingerprint": new.cert_fingerprint,
         })
     );
-    Ok(())
 }
 
 /// `merchant.crt`, `merchant.key` (0600) and `ca.crt` in `dir`; returns their absolute paths.

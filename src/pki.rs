@@ -14,7 +14,7 @@ use openssl::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
     SubjectKeyIdentifier,
 };
-use openssl::x509::{X509, X509Builder, X509NameBuilder};
+use openssl::x509::{X509, X509Builder, X509NameBuilder, X509Ref};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -107,11 +107,7 @@ impl CertifiedKey {
 
     /// The serial number in upper-case hex.
     pub fn serial_hex(&self) -> String {
-        self.cert
-            .serial_number()
-            .to_bn()
-            .and_then(|bn| bn.to_hex_str().map(|s| s.to_string()))
-            .unwrap_or_default()
+        serial_hex(&self.cert)
     }
 
     fn common_name(&self) -> String {
@@ -133,7 +129,15 @@ impl CertifiedKey {
 }
 
 /// SHA-256 of a certificate's DER, lower-case hex.
-pub fn fingerprint(cert: &X509) -> String {
+/// The serial number of `cert` in upper-case hex.
+pub fn serial_hex(cert: &X509Ref) -> String {
+    cert.serial_number()
+        .to_bn()
+        .and_then(|bn| bn.to_hex_str().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+pub fn fingerprint(cert: &X509Ref) -> String {
     cert.digest(MessageDigest::sha256())
         .map(|d| hex::encode(&*d))
         .unwrap_or_default()

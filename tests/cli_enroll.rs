@@ -202,6 +202,60 @@ async fn pki_init_and_merchant_add_give_a_working_merchant() {
 }
 
 #[actix_rt::test]
+async fn merchant_add_pins_an_uploaded_certificate() {
+    let db = fresh_database().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = init(&tmp.path().join("pki"), &db);
+    let own_ca = payhub::pki::new_ca("shop's own CA").unwrap();
+    let own = payhub::pki::issue_client(&own_ca, "shop", payhub::pki::Validity::days_from_now(30))
+        .unwrap();
+    let cert_file = tmp.path().join("own.crt");
+    std::fs::write(&cert_file, own.cert_pem()).unwrap();
+    let add = |cert: &str| {
+        vec![
+            "merchant".to_string(),
+            "add".into(),
+            "--config".into(),
+            config.clone(),
+            "--name".into(),
+            "Own Cert Shop".into(),
+            "--bank".into(),
+            "0002".into(),
+            "--account".into(),
+            "6222000011113333".into(),
+            "--cert".into(),
+            cert.into(),
+        ]
+    };
+    let args = add(cert_file.to_str().unwrap());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let added = ok_json(&args, None);
+    assert_eq!(added["fingerprint"], payhub::pki::fingerprint(&own.cert));
+    assert_eq!((&added["key"], &added["ca"]), (&Value::Null, &Value::Null));
+    let client = db.pool.get().await.unwrap();
+    let pinned: String = client
+        .query_one(
+            "SELECT cert_fingerprint FROM merchants WHERE id = $1",
+            &[&added["merchant_id"].as_str().unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pinned, payhub::pki::fingerprint(&own.cert));
+
+    // Not a certificate; both ways at once.
+    let not_pem = tmp.path().join("not.crt");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let args = add(not_pem.to_str().unwrap());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails_with(&args, None, "not a PEM certificate");
+    let mut both = add(cert_file.to_str().unwrap());
+    both.extend(["--cert-out".to_string(), "x".to_string()]);
+    let both: Vec<&str> = both.iter().map(String::as_str).collect();
+    refused_by_clap(&both, "--cert");
+}
+
+#[actix_rt::test]
 async fn customer_and_terminal_add() {
     let db = fresh_database().await;
     let tmp = tempfile::tempdir().unwrap();

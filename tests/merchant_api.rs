@@ -206,15 +206,45 @@ async fn expect_unauthenticated(gw: &TestGateway, client: reqwest::Client, why: 
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}");
 }
 
+/// "An uploaded certificate may instead be pinned by SHA-256 fingerprint": the merchant's own
+/// client certificate, from a CA the gateway does not know, is accepted once registered, within
+/// its validity. A CA certificate presented as a client's stays refused (wrong purpose).
+#[actix_rt::test]
+async fn an_uploaded_certificate_pinned_by_fingerprint_is_accepted() {
+    let gw = TestGateway::spawn(vec![]).await;
+    let other_ca = pki::new_ca("the merchant's own CA").unwrap();
+    let own = pki::issue_client(&other_ca, "own", Validity::days_from_now(1)).unwrap();
+    let client = gw.client(Some(&own));
+    expect_unauthenticated(&gw, client.clone(), "not pinned yet").await;
+    register_merchant(&gw.db.pool, "Own CA", own).await;
+    // Unknown fingerprints are cached too: past the cache's life the pin is seen.
+    gw.clock.advance(chrono::Duration::milliseconds(
+        payhub::http::mtls::MERCHANT_CACHE_TTL_MS + 1,
+    ));
+    let (status, body) = create(&gw, &client, &order("pinned")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    register_merchant(&gw.db.pool, "A CA", other_ca.clone()).await;
+    expect_unauthenticated(&gw, gw.client(Some(&other_ca)), "a CA certificate").await;
+    // Pinned, but expired: refused.
+    let now = chrono::Utc::now().timestamp();
+    let expired = Validity {
+        not_before_unix: now - 7200,
+        not_after_unix: now - 3600,
+    };
+    let old = pki::issue_client(&other_ca, "old own", expired).unwrap();
+    register_merchant(&gw.db.pool, "Old own", old.clone()).await;
+    expect_unauthenticated(&gw, gw.client(Some(&old)), "pinned but expired").await;
+    gw.stop().await;
+}
+
 #[actix_rt::test]
 async fn requests_without_an_acceptable_certificate_are_401() {
     let gw = TestGateway::spawn(vec![]).await;
     expect_unauthenticated(&gw, gw.client(None), "no certificate").await;
 
-    // A certificate from another CA, even with its fingerprint registered (pinned).
+    // A certificate from another CA whose fingerprint is not registered (not pinned).
     let rogue_ca = pki::new_ca("rogue CA").unwrap();
     let rogue = pki::issue_client(&rogue_ca, "rogue", Validity::days_from_now(1)).unwrap();
-    register_merchant(&gw.db.pool, "Rogue", rogue.clone()).await;
     expect_unauthenticated(&gw, gw.client(Some(&rogue)), "another CA").await;
 
     // The right CA, but not registered.

@@ -75,7 +75,7 @@ pub async fn register_merchant(
 ) -> TestMerchant {
     let bank = payhub_actors::domain::BankId::parse("0001").expect("bank id");
     let account = payhub_actors::domain::AccountNumber::parse("6222000000000001").expect("account");
-    let new = crate::enroll::new_merchant(name, bank, account, &cert, None);
+    let new = crate::enroll::new_merchant(name, bank, account, &cert.cert, None);
     let client = pool.get().await.expect("pool");
     payhub_actors::store::merchants::insert(&client, &new)
         .await

@@ -5,7 +5,10 @@
 //! verifying it against the merchant CA is recorded per connection (`on_connect`) and judged by the
 //! merchant routes, which answer 401 in the API's error shape instead of a bare handshake failure.
 //! A merchant is authenticated when its certificate chains to the merchant CA and is within its
-//! validity, its SHA-256 fingerprint is registered, and the merchant is enabled.
+//! validity, its SHA-256 fingerprint is registered, and the merchant is enabled. A certificate of
+//! the merchant's own (`merchant add --cert`) does not chain to the merchant CA: it is accepted
+//! when it is within its validity and its fingerprint is registered (pinned), and only when the
+//! chain failed for want of a trusted issuer, never for any other fault.
 
 use crate::http::error::ApiError;
 use actix_tls::accept::openssl::TlsStream;
@@ -14,11 +17,12 @@ use actix_web::rt::net::TcpStream;
 use actix_web::{FromRequest, HttpRequest, web};
 use anyhow::Context;
 use futures::future::LocalBoxFuture;
+use openssl::asn1::Asn1Time;
 use openssl::error::ErrorStack;
 use openssl::pkey::PKey;
 use openssl::ssl::{SslAcceptor, SslAcceptorBuilder, SslMethod, SslVerifyMode};
 use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::{X509, X509VerifyResult};
+use openssl::x509::{X509, X509Ref, X509VerifyResult};
 use payhub_actors::Secret;
 use payhub_actors::clock::SharedClock;
 use payhub_actors::store::merchants;
@@ -81,6 +85,8 @@ impl ServerTls {
 pub enum ClientCertificate {
     /// Chains to the merchant CA and is within its validity.
     Verified { fingerprint: String },
+    /// Within its validity, issued by no CA the gateway trusts: acceptable only if pinned.
+    Uploaded { fingerprint: String },
     /// Presented but not acceptable (another CA, expired, …).
     Rejected { reason: String },
 }
@@ -94,16 +100,31 @@ pub fn on_connect(conn: &dyn Any, data: &mut Extensions) {
     let Some(cert) = ssl.peer_certificate() else {
         return;
     };
-    let verdict = ssl.verify_result();
-    data.insert(if verdict == X509VerifyResult::OK {
-        ClientCertificate::Verified {
-            fingerprint: crate::pki::fingerprint(&cert),
-        }
-    } else {
-        ClientCertificate::Rejected {
-            reason: verdict.error_string().to_string(),
-        }
-    });
+    data.insert(judge(&cert, ssl.verify_result()));
+}
+
+/// The verdict on a presented certificate, from OpenSSL's verification against the merchant CA.
+fn judge(cert: &X509Ref, verdict: X509VerifyResult) -> ClientCertificate {
+    let fingerprint = crate::pki::fingerprint(cert);
+    if verdict == X509VerifyResult::OK {
+        return ClientCertificate::Verified { fingerprint };
+    }
+    if UNTRUSTED_ISSUER.contains(&verdict.as_raw()) && within_validity(cert) {
+        return ClientCertificate::Uploaded { fingerprint };
+    }
+    ClientCertificate::Rejected {
+        reason: verdict.error_string().to_string(),
+    }
+}
+
+/// OpenSSL's verdicts (`X509_V_ERR_*`, stable numbers) for a certificate whose issuer the gateway
+/// does not trust, with nothing else wrong with it that verification reached: depth-zero
+/// self-signed (18), self-signed in the chain (19), issuer not found (20), leaf signature not
+/// verifiable (21).
+const UNTRUSTED_ISSUER: [i32; 4] = [18, 19, 20, 21];
+
+fn within_validity(cert: &X509Ref) -> bool {
+    Asn1Time::days_from_now(0).is_ok_and(|now| cert.not_before() <= now && now <= cert.not_after())
 }
 
 /// The merchant behind the request's client certificate; a handler that takes it answers 401
@@ -126,7 +147,8 @@ impl FromRequest for AuthenticatedMerchant {
         let cache = req.app_data::<web::Data<MerchantCache>>().cloned();
         Box::pin(async move {
             let fingerprint = match cert {
-                Some(ClientCertificate::Verified { fingerprint }) => fingerprint,
+                Some(ClientCertificate::Verified { fingerprint })
+                | Some(ClientCertificate::Uploaded { fingerprint }) => fingerprint,
                 Some(ClientCertificate::Rejected { reason }) => {
                     return Err(ApiError::unauthenticated(format!(
                         "the client certificate is not accepted: {reason}"
