@@ -438,7 +438,7 @@ async fn on_deliver_sm(shared: &Shared, command: &Command) -> CommandStatus {
         tracing::info!("ignored a mobile-originated SMS");
         return CommandStatus::EsmeRok;
     }
-    let Some(receipt) = receipt::parse(deliver.short_message().as_ref()) else {
+    let Some(receipt) = receipt::of_deliver_sm(deliver) else {
         tracing::warn!("unreadable delivery receipt ignored");
         return CommandStatus::EsmeRok;
     };
