@@ -30,7 +30,7 @@ pub fn link_settings(config: &LinkConfig) -> Result<LinkSettings, String> {
         .min(config.reconnect_backoff_max_ms.max(1));
     settings.tls_ca_cert = config.tls_ca_cert.clone();
     if let Some(hex_key) = &config.mac_key_hex {
-        let bytes = hex::decode(hex_key.trim())
+        let bytes = hex::decode(hex_key.expose().trim())
             .ok()
             .and_then(|b| <[u8; 16]>::try_from(b).ok())
             .ok_or_else(|| format!("links.{name}.mac_key_hex: must be 32 hex characters"))?;

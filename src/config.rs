@@ -1,6 +1,7 @@
 //! The TOML configuration of operations.md, with `PAYHUB_<SECTION>__<KEY>` environment overrides
 //! and `DATABASE_URL`. Every problem is reported on a line of its own.
 
+use payhub_actors::Secret;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,13 +32,23 @@ pub struct Config {
     pub security: SecurityConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     #[serde(default)]
     pub url: String,
     #[serde(default = "defaults::pool_size")]
     pub pool_size: usize,
+}
+
+/// The URL's password, if any, never reaches Debug output.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &crate::serve::redacted_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -73,7 +84,7 @@ pub struct SmppConfig {
     #[serde(default = "defaults::smpp_system_id")]
     pub system_id: String,
     #[serde(default)]
-    pub password: String,
+    pub password: Secret<String>,
     #[serde(default = "defaults::smpp_source_addr")]
     pub source_addr: String,
     #[serde(default = "defaults::enquire_link_interval_s")]
@@ -94,7 +105,7 @@ impl Default for SmppConfig {
         Self {
             addr: defaults::smpp_addr(),
             system_id: defaults::smpp_system_id(),
-            password: String::new(),
+            password: Secret::default(),
             source_addr: defaults::smpp_source_addr(),
             enquire_link_interval_s: defaults::enquire_link_interval_s(),
             window_max: defaults::smpp_window_max(),
@@ -130,7 +141,7 @@ pub struct LinkConfig {
     pub tls_ca_cert: Option<PathBuf>,
     /// Hex of the 16-byte X9.19 MAC key; when set, field 128 is sent and checked.
     #[serde(default)]
-    pub mac_key_hex: Option<String>,
+    pub mac_key_hex: Option<Secret<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -194,7 +205,7 @@ pub struct OperatorConfig {
     pub listen: SocketAddr,
     /// When set, the operator page asks for it (`Authorization: Bearer …`); otherwise loopback only.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret<String>>,
 }
 
 impl Default for OperatorConfig {
@@ -437,6 +448,7 @@ impl Config {
                 ));
             }
             if let Some(key) = &link.mac_key_hex {
+                let key = key.expose();
                 if key.len() != 32 || hex::decode(key).is_err() {
                     problems.push(format!("links[{i}].mac_key_hex: must be 32 hex digits"));
                 }
@@ -497,7 +509,7 @@ fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Result<(), Con
             problems.push(format!("{name}: expected PAYHUB_<SECTION>__<KEY>"));
             continue;
         }
-        if let Err(e) = set_path(root, &keys, env_value(raw)) {
+        if let Err(e) = set_path(root, &keys, raw) {
             problems.push(format!("{name}: {e}"));
         }
     }
@@ -515,15 +527,16 @@ fn env_value(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
-fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
+fn set_path(table: &mut toml::Table, keys: &[String], raw: &str) -> Result<(), String> {
     let Some((first, rest)) = keys.split_first() else {
         return Err("empty key".into());
     };
     if rest.is_empty() {
-        // A string that merely looks like a number stays a string where the file has one.
-        let value = match (table.get(first), value) {
-            (Some(toml::Value::String(_)), v) if !v.is_str() => toml::Value::String(v.to_string()),
-            (_, v) => v,
+        // Where the file has a string, the variable's text is taken as it is: `0x1F` or `1_000`
+        // stay what the operator wrote, not the number TOML would read.
+        let value = match table.get(first) {
+            Some(toml::Value::String(_)) => toml::Value::String(raw.to_string()),
+            _ => env_value(raw),
         };
         table.insert(first.clone(), value);
         return Ok(());
@@ -532,7 +545,7 @@ fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Res
         .entry(first.clone())
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     match child {
-        toml::Value::Table(t) => set_path(t, rest, value),
+        toml::Value::Table(t) => set_path(t, rest, raw),
         toml::Value::Array(items) => {
             let index: usize = rest[0]
                 .parse()
@@ -541,7 +554,7 @@ fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Res
                 .get_mut(index)
                 .ok_or_else(|| format!("no {first}[{index}]"))?;
             match item {
-                toml::Value::Table(t) if rest.len() > 1 => set_path(t, &rest[1..], value),
+                toml::Value::Table(t) if rest.len() > 1 => set_path(t, &rest[1..], raw),
                 _ => Err(format!("cannot set {first}[{index}]")),
             }
         }
@@ -604,8 +617,17 @@ echo_interval_s = 30
             ),
             ("PAYHUB_INSTITUTION__ID".to_string(), "12345".to_string()),
             ("PAYHUB_LOG".to_string(), "debug".to_string()),
+            // Text that TOML would read as a number stays as written where the file has text.
+            ("PAYHUB_SMPP__PASSWORD".to_string(), "0x1F".to_string()),
+            ("PAYHUB_SMPP__SYSTEM_ID".to_string(), "1_000".to_string()),
         ];
         let c = Config::from_toml(MINIMAL, &env).unwrap();
+        assert_eq!(c.smpp.password.expose(), "0x1F");
+        assert!(
+            !format!("{c:?}").contains("0x1F"),
+            "the password in Debug output"
+        );
+        assert_eq!(c.smpp.system_id, "1_000");
         assert_eq!(c.database.url, "postgres://other/db");
         assert_eq!(c.database.pool_size, 4);
         assert_eq!(c.links[0].addr, "10.0.0.1:9000");

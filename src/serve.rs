@@ -137,11 +137,7 @@ impl Gateway {
             OperatorState {
                 pool: pool.clone(),
                 links,
-                token: config
-                    .operator
-                    .token
-                    .clone()
-                    .map(payhub_actors::Secret::new),
+                token: config.operator.token.clone(),
             },
         )
         .with_context(|| {

@@ -49,7 +49,7 @@ impl SmppSettings {
         Self {
             addr: config.addr.clone(),
             system_id: config.system_id.clone(),
-            password: Secret::new(config.password.clone()),
+            password: config.password.clone(),
             source_addr: config.source_addr.clone(),
             enquire_link_interval_s: config.enquire_link_interval_s,
             window_max: config.window_max,
