@@ -651,8 +651,7 @@ impl PaymentCore {
         let now = self.now();
         let delivered_before = self.row.code_sends > 0 && self.row.code_hash.is_some();
         if delivered_before {
-            let resends = u32::try_from(self.row.code_sends - 1).unwrap_or(0);
-            if resends >= self.settings().code_resends_max {
+            if !self.resends_left() {
                 return Ok(ResendReply::Exhausted);
             }
             let interval = Duration::seconds(secs_i64(self.settings().code_resend_interval_s));
