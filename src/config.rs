@@ -124,7 +124,8 @@ pub struct LinkConfig {
     /// Verify the BIPS's certificate against this CA and talk TLS.
     #[serde(default)]
     pub tls_ca_cert: Option<PathBuf>,
-    /// Hex of the 16-byte X9.19 MAC key; when set, field 128 is sent and checked.
+    /// Hex of the 16-byte X9.19 MAC key; when set, messages are signed in field 128 and each one
+    /// received is checked (MAC in field 128, else 64).
     #[serde(default)]
     pub mac_key_hex: Option<String>,
 }

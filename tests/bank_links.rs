@@ -12,6 +12,8 @@ use payhub_actors::clock::SharedClock;
 use payhub_actors::domain::{AccountNumber, Amount, BankId, Currency};
 use payhub_actors::messages::{BankError, Debit, DebitRequest, DebitResponse};
 use payhub_actors::store::testing::{TestDb, fresh_database};
+use payhub_iso8583::Message;
+use payhub_iso8583::mac::{MacKey, retail_mac};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -814,4 +816,141 @@ async fn a_bank_certificate_from_another_ca_keeps_the_link_down_with_a_clear_err
         "{line}"
     );
     assert_eq!(balance(&sim, 0).await, 1_000);
+}
+
+// ----- a bank written in the test from the profile alone: raw frames over TCP -----
+
+/// One connection of a bank written here from the profile, reading and writing raw frames.
+struct Peer {
+    stream: tokio::net::TcpStream,
+}
+
+/// A listening socket on port 0 and its address.
+async fn peer_listener() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    (listener, addr)
+}
+
+impl Peer {
+    async fn accept(listener: &tokio::net::TcpListener) -> Peer {
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("the link connects")
+            .unwrap();
+        Peer { stream }
+    }
+
+    /// The next message's bytes as received (without the 2-byte length header).
+    async fn read_raw(&mut self) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let len = self.stream.read_u16().await.unwrap();
+            let mut body = vec![0; usize::from(len)];
+            self.stream.read_exact(&mut body).await.unwrap();
+            body
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("the link sends a message")
+    }
+
+    async fn read(&mut self) -> Message {
+        Message::unpack(&self.read_raw().await).unwrap()
+    }
+
+    async fn write_raw(&mut self, body: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let len = u16::try_from(body.len()).unwrap();
+        self.stream.write_all(&len.to_be_bytes()).await.unwrap();
+        self.stream.write_all(body).await.unwrap();
+    }
+}
+
+/// The answer `mti` to `request`: its fields 4, 7, 11, 37 and 70 echoed, plus `fields`.
+fn answer(request: &Message, mti: &str, fields: &[(u8, &str)]) -> Message {
+    let echoed = [4u8, 7, 11, 37, 70]
+        .into_iter()
+        .filter_map(|f| request.get(f).map(|v| (f, v)));
+    let mut all: Vec<(u8, &str)> = echoed.chain(fields.iter().copied()).collect();
+    all.sort_by_key(|(f, _)| *f);
+    all.into_iter()
+        .fold(Message::new(mti), |m, (f, v)| m.and_then(|m| m.with(f, v)))
+        .unwrap()
+}
+
+fn hex_upper(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// `wire` with its last 16 bytes (the MAC field) set to the X9.19 MAC of the bytes before them.
+fn put_mac(mut wire: Vec<u8>, key: &MacKey) -> Vec<u8> {
+    let at = wire.len() - 16;
+    let mac = hex_upper(&retail_mac(key, &wire[..at]));
+    wire[at..].copy_from_slice(mac.as_bytes());
+    wire
+}
+
+/// `message` with its MAC in `field` (64 or 128), packed and signed as the bank does it.
+fn peer_signed(message: &Message, field: u8, key: &MacKey) -> Vec<u8> {
+    let with_field = message.clone().with(field, "0000000000000000").unwrap();
+    put_mac(with_field.pack().unwrap(), key)
+}
+
+/// `wire` (a message without secondary fields) with an empty secondary bitmap announced and
+/// written after the primary one, as some banks send it.
+fn with_empty_secondary_bitmap(wire: &[u8]) -> Vec<u8> {
+    let first = u8::from_str_radix(std::str::from_utf8(&wire[4..5]).unwrap(), 16).unwrap();
+    let mut out = wire[..4].to_vec();
+    out.extend(format!("{:X}", first | 8).bytes());
+    out.extend(&wire[5..20]);
+    out.extend(b"0000000000000000");
+    out.extend(&wire[20..]);
+    out
+}
+
+/// A link to `addr` that MACs under `key`, and the router over it.
+fn mac_link(db: &TestDb, addr: &str, key: [u8; 16]) -> Addr<BankRouter> {
+    let mut link = settings("bips-a", addr);
+    link.mac_key = Some(payhub_actors::Secret::new(key));
+    start_router(db, vec![link])
+}
+
+#[actix_rt::test]
+async fn a_bank_that_macs_in_field_128_as_the_profile_says_is_understood() {
+    let db = fresh_database().await;
+    let key_bytes = [7u8; 16];
+    let key = MacKey::new(key_bytes);
+    let (listener, addr) = peer_listener().await;
+    let router = mac_link(&db, &addr, key_bytes);
+    let mut bank = Peer::accept(&listener).await;
+    // The gateway signs in field 128, the only MAC field of the profile's table.
+    let sign_on = bank.read_raw().await;
+    let sign_on_0800 = Message::unpack(&sign_on).unwrap();
+    assert!(
+        sign_on_0800.has(128) && !sign_on_0800.has(64),
+        "{sign_on_0800:?}"
+    );
+    assert_eq!(put_mac(sign_on.clone(), &key), sign_on, "the gateway's MAC");
+    let accepted = answer(&sign_on_0800, "0810", &[(39, "00")]);
+    bank.write_raw(&peer_signed(&accepted, 128, &key)).await;
+    wait_signed_on(&router, 1).await;
+    let waiting = actix_rt::spawn(router.send(Debit(request(1, 0, 100))));
+    let debit_0200 = bank.read().await;
+    // A 0210 whose only secondary field is its MAC in 128.
+    let approved = answer(&debit_0200, "0210", &[(38, "A00001"), (39, "00")]);
+    assert!((65..=128).all(|f| !approved.has(f)));
+    bank.write_raw(&peer_signed(&approved, 128, &key)).await;
+    let answer_1 = waiting.await.unwrap().unwrap().unwrap();
+    assert_eq!(answer_1.approval_code.as_deref(), Some("A00001"));
+    // A bank on the ISO convention: MAC in 64, here after an empty secondary bitmap. Checked over
+    // the bytes as received (re-packed, the message would lose that bitmap and its MAC).
+    let waiting = actix_rt::spawn(router.send(Debit(request(2, 0, 100))));
+    let debit_0200 = bank.read().await;
+    let approved = answer(&debit_0200, "0210", &[(38, "A00002"), (39, "00")]);
+    let unsigned = approved.clone().with(64, "0000000000000000").unwrap();
+    let wire = put_mac(with_empty_secondary_bitmap(&unsigned.pack().unwrap()), &key);
+    bank.write_raw(&wire).await;
+    let answer_2 = waiting.await.unwrap().unwrap().unwrap();
+    assert_eq!(answer_2.approval_code.as_deref(), Some("A00002"));
 }

@@ -44,7 +44,8 @@ pub struct LinkSettings {
     pub reconnect_backoff_max_ms: u64,
     /// When set, the link talks TLS and checks the BIPS's certificate against this CA.
     pub tls_ca_cert: Option<PathBuf>,
-    /// The 16-byte X9.19 MAC key; when set, field 128 is sent and checked.
+    /// The 16-byte X9.19 MAC key; when set, every message is signed in field 128 and every message
+    /// received must carry a good MAC in its last field (128, else 64).
     pub mac_key: Option<crate::Secret<[u8; 16]>>,
 }
 
