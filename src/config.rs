@@ -111,6 +111,7 @@ pub struct LinkConfig {
     pub addr: String,
     pub owner: LinkOwner,
     pub banks: Vec<String>,
+    /// Also bounds opening the connection (TCP connect and TLS handshake).
     #[serde(default = "defaults::response_timeout_ms")]
     pub response_timeout_ms: u64,
     #[serde(default = "defaults::echo_interval_s")]

@@ -954,3 +954,45 @@ async fn a_bank_that_macs_in_field_128_as_the_profile_says_is_understood() {
     let answer_2 = waiting.await.unwrap().unwrap().unwrap();
     assert_eq!(answer_2.approval_code.as_deref(), Some("A00002"));
 }
+
+#[actix_rt::test]
+async fn a_tls_handshake_the_bank_never_answers_times_out_and_the_link_retries() {
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let db = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _) = tls_files(dir.path(), "bips");
+    // Plain TCP where the gateway expects TLS: accepts, reads nothing, answers nothing.
+    let (listener, addr) = peer_listener().await;
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    actix_rt::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let mut link = settings("bips-a", &addr);
+    link.tls_ca_cert = Some(ca);
+    link.response_timeout_ms = 200;
+    let router = start_router(&db, vec![link]);
+    eventually(
+        "the link gave up a handshake and connected again",
+        || async { accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2 },
+    )
+    .await;
+    let text = log.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("TLS handshake not done within 200 ms"))
+        .unwrap_or_else(|| panic!("no line for the handshake timeout in {text}"));
+    assert!(line.contains("bips-a"), "{line}");
+    let statuses = router.send(LinkStatuses).await.unwrap().unwrap();
+    assert_eq!(statuses[0].state, "down");
+}

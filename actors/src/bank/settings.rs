@@ -110,6 +110,16 @@ impl LinkSettings {
         Duration::from_millis(self.response_timeout_ms)
     }
 
+    /// Opening a connection (TCP connect and TLS handshake together) is bounded by the response
+    /// timeout: a bank slower than that to connect could not answer in time anyway.
+    pub fn connect_timeout_ms(&self) -> u64 {
+        self.response_timeout_ms
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms())
+    }
+
     pub fn echo_interval(&self) -> Duration {
         Duration::from_millis(self.echo_interval_ms)
     }
