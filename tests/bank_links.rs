@@ -865,6 +865,17 @@ impl Peer {
         self.stream.write_all(&len.to_be_bytes()).await.unwrap();
         self.stream.write_all(body).await.unwrap();
     }
+
+    async fn write(&mut self, message: &Message) {
+        self.write_raw(&message.pack().unwrap()).await;
+    }
+
+    /// Reads the 0800/001 and accepts it.
+    async fn sign_on(&mut self) {
+        let request = self.read().await;
+        assert_eq!((request.mti(), request.get(70)), ("0800", Some("001")));
+        self.write(&answer(&request, "0810", &[(39, "00")])).await;
+    }
 }
 
 /// The answer `mti` to `request`: its fields 4, 7, 11, 37 and 70 echoed, plus `fields`.
@@ -995,4 +1006,32 @@ async fn a_tls_handshake_the_bank_never_answers_times_out_and_the_link_retries()
     assert!(line.contains("bips-a"), "{line}");
     let statuses = router.send(LinkStatuses).await.unwrap().unwrap();
     assert_eq!(statuses[0].state, "down");
+}
+
+#[actix_rt::test]
+async fn a_duplicate_answer_keeps_its_approval_code() {
+    let db = fresh_database().await;
+    let (listener, addr) = peer_listener().await;
+    let router = start_router(&db, vec![settings("bips-a", &addr)]);
+    let mut bank = Peer::accept(&listener).await;
+    bank.sign_on().await;
+    wait_signed_on(&router, 1).await;
+    // 94 with the original's approval code: the original was approved.
+    let waiting = actix_rt::spawn(router.send(Debit(request(1, 0, 100))));
+    let debit_0200 = bank.read().await;
+    let duplicate = answer(&debit_0200, "0210", &[(38, "A00001"), (39, "94")]);
+    bank.write(&duplicate).await;
+    let approved = waiting.await.unwrap().unwrap().unwrap();
+    assert_eq!(approved.response_code, "94");
+    assert_eq!(approved.approval_code.as_deref(), Some("A00001"));
+    // 94 alone: the original's outcome is not told, and none is made up.
+    let waiting = actix_rt::spawn(router.send(Debit(request(2, 0, 100))));
+    let debit_0200 = bank.read().await;
+    bank.write(&answer(&debit_0200, "0210", &[(39, "94")]))
+        .await;
+    let untold = waiting.await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        (untold.response_code.as_str(), untold.approval_code),
+        ("94", None)
+    );
 }

@@ -110,7 +110,7 @@ pub struct DebitRequest {
 pub struct DebitResponse {
     /// Field 39.
     pub response_code: String,
-    /// Field 38, when approved.
+    /// Field 38, whenever the 0210 carries it (with 94 it is what tells an approved original).
     pub approval_code: Option<String>,
     /// The link that carried the debit.
     pub link: String,

@@ -111,7 +111,7 @@ pub struct LinkDeps {
 /// The outcome of one 0200 on the link.
 #[derive(Debug)]
 pub enum LinkOutcome {
-    /// The matching 0210's field 39 and field 38.
+    /// The matching 0210's field 39 and field 38 (when it carries one, whatever field 39 says).
     Answered {
         response_code: String,
         approval_code: Option<String>,
@@ -687,13 +687,15 @@ impl BankLinkActor {
                 self.metrics.round_trip.observe(elapsed.as_secs_f64());
                 self.shared.round_trip.observe(elapsed);
                 let response_code = message.get(39).unwrap_or("").to_owned();
-                let approved = response_code == "00";
+                // 00, or 94 (the original's outcome): the debit may have been made.
+                let maybe_debited = matches!(response_code.as_str(), "00" | "94");
                 let answer = LinkOutcome::Answered {
-                    approval_code: message.get(38).filter(|_| approved).map(str::to_owned),
+                    // Whatever the code: with 94 an approval code is what says "approved".
+                    approval_code: message.get(38).map(str::to_owned),
                     response_code,
                 };
-                if reply.send(answer).is_err() && approved {
-                    // Approved, but the payment no longer waits for it: undo it.
+                if reply.send(answer).is_err() && maybe_debited {
+                    // Perhaps debited, but the payment no longer waits for it: undo it.
                     self.reverse_orphan_with(
                         &request,
                         stan,

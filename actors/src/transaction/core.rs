@@ -53,6 +53,7 @@ struct IssuedCode {
 }
 
 /// How a debit ended, before it is written.
+#[derive(Debug, PartialEq)]
 enum DebitEnd {
     Outcome(Outcome),
     /// The outcome cannot be known: reverse, then `failed`/`bank_unavailable`.
@@ -1017,4 +1018,37 @@ fn secs_i64(s: u64) -> i64 {
 fn seconds_until(now: DateTime<Utc>, until: DateTime<Utc>) -> u64 {
     let ms = (until - now).num_milliseconds().max(0);
     u64::try_from(ms).unwrap_or(0).div_ceil(1_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(code: &str, approval: Option<&str>) -> Result<DebitResponse, BankError> {
+        Ok(DebitResponse {
+            response_code: code.into(),
+            approval_code: approval.map(Into::into),
+            link: "bips-a".into(),
+        })
+    }
+
+    #[test]
+    fn a_duplicate_is_the_original_outcome_when_it_tells_it() {
+        assert_eq!(
+            debit_end(answered("94", Some("A00001"))),
+            DebitEnd::Outcome(Outcome::succeeded(Some("A00001".into())))
+        );
+        assert_eq!(
+            debit_end(answered("94", None)),
+            DebitEnd::Unknown("duplicate_without_outcome")
+        );
+        // Field 38 on a decline changes nothing.
+        assert_eq!(
+            debit_end(answered("51", Some("A00001"))),
+            DebitEnd::Outcome(Outcome::failed(
+                FailureCode::BankDeclined,
+                Some("51".into())
+            ))
+        );
+    }
 }
