@@ -1035,3 +1035,46 @@ async fn a_duplicate_answer_keeps_its_approval_code() {
         ("94", None)
     );
 }
+
+/// Makes the database refuse (or take again) every new reversal.
+async fn refuse_reversals(db: &TestDb, refuse: bool) {
+    let client = db.pool.get().await.unwrap();
+    let sql = if refuse {
+        "CREATE FUNCTION refuse_reversal() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'reversals refused by the test'; END $$;
+         CREATE TRIGGER refuse_reversal BEFORE INSERT ON reversals
+             FOR EACH ROW EXECUTE FUNCTION refuse_reversal();"
+    } else {
+        "DROP TRIGGER refuse_reversal ON reversals; DROP FUNCTION refuse_reversal();"
+    };
+    client.batch_execute(sql).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_reversal_the_database_refuses_is_reported_and_asked_for_again() {
+    let (db, sim, router) = one_link(1_000).await;
+    refuse_reversals(&db, true).await;
+    // The bank applies the debit but its 0210 is lost: the outcome is unknown.
+    sim.set_faults(Faults {
+        drop_pct: 100,
+        ..Faults::default()
+    });
+    let prepared = prepare(&router, request(1, 0, 100)).await;
+    let committed = prepared.original();
+    let lost = router.send(SendPrepared(prepared)).await.unwrap();
+    assert_eq!(lost.unwrap_err(), BankError::ReversalNotStored);
+    assert_eq!(balance(&sim, 0).await, 900);
+    // What the payment asks for next is refused the same way, not assumed done.
+    let reverse = ReverseDebit {
+        request: request(1, 0, 100),
+        original: Some(committed.clone()),
+    };
+    let refused = router.send(reverse).await.unwrap();
+    assert_eq!(refused.unwrap_err(), BankError::ReversalNotStored);
+    assert_eq!(pending_reversals(&db).await, 0);
+    // Asked again once the database takes it: stored, sent, and the money is back.
+    refuse_reversals(&db, false).await;
+    sim.set_faults(Faults::default());
+    reverse_until_0430(&router, &db, request(1, 0, 100), committed).await;
+    assert_eq!(balance(&sim, 0).await, 1_000);
+}

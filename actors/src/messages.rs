@@ -127,6 +127,10 @@ pub enum BankError {
     Timeout,
     #[error("the link is at its in-flight limit")]
     Busy,
+    /// The debit's outcome is unknown (no answer, 91, 96, a 0210 without field 39) or a reversal
+    /// was asked for, and the reversal could not be stored: nothing may be final until it is.
+    #[error("the reversal could not be stored")]
+    ReversalNotStored,
     #[error("bank link protocol error: {0}")]
     Protocol(String),
 }

@@ -642,9 +642,8 @@ impl BankLinkActor {
         let deps = self.deps.clone();
         let addr = ctx.address();
         actix::spawn(async move {
-            if let Ok(p) = store_reversal(&deps, &record, reason).await {
-                addr.do_send(ReversalQueued(p));
-            }
+            // Nobody waits for the answer; a failure is logged by `store_reversal`.
+            let _ = queue_reversal(&addr, &deps, &record, reason).await;
         });
     }
 
@@ -892,8 +891,23 @@ pub fn reversal_record(
     }
 }
 
+/// Stores a reversal and hands it to the link `addr` to send; `ReversalNotStored` when the
+/// database refused it (the caller keeps the payment open and asks again later).
+pub async fn queue_reversal(
+    addr: &Addr<BankLinkActor>,
+    deps: &LinkDeps,
+    record: &ReversalRecord,
+    reason: ReversalReason,
+) -> Result<(), BankError> {
+    let stored = store_reversal(deps, record, reason)
+        .await
+        .map_err(|_| BankError::ReversalNotStored)?;
+    addr.do_send(ReversalQueued(stored));
+    Ok(())
+}
+
 /// Stores a reversal, retrying briefly while the database is unavailable.
-pub async fn store_reversal(
+async fn store_reversal(
     deps: &LinkDeps,
     record: &ReversalRecord,
     reason: ReversalReason,
@@ -1099,7 +1113,7 @@ where
 }
 
 /// Waits for the answer to a sent 0200, up to the response timeout; on silence or 91/96 the
-/// reversal is queued before answering.
+/// reversal is stored before answering, and `ReversalNotStored` is the answer if it could not be.
 pub async fn outcome(
     addr: &Addr<BankLinkActor>,
     settings: &LinkSettings,
@@ -1124,19 +1138,16 @@ pub async fn outcome(
             }
         }
     };
+    // A reversal that could not be stored fails the answer (`ReversalNotStored`): the payment
+    // must not be final until its reversal is durable.
     let reverse = |reason| {
         let stan = format_stan(ticket.stan);
         let record = reversal_record(request, &settings.name, stan, ticket.f7.clone(), deps);
-        async move {
-            let stored = store_reversal(deps, &record, reason).await;
-            if let Ok(p) = stored {
-                addr.do_send(ReversalQueued(p));
-            }
-        }
+        async move { queue_reversal(addr, deps, &record, reason).await }
     };
     match outcome {
         LinkOutcome::Dropped => {
-            reverse(ReversalReason::Timeout).await;
+            reverse(ReversalReason::Timeout).await?;
             Err(BankError::Timeout)
         }
         LinkOutcome::Answered {
@@ -1144,11 +1155,11 @@ pub async fn outcome(
             approval_code,
         } => {
             match response_code.as_str() {
-                "91" => reverse(ReversalReason::Response91).await,
-                "96" => reverse(ReversalReason::Response96).await,
+                "91" => reverse(ReversalReason::Response91).await?,
+                "96" => reverse(ReversalReason::Response96).await?,
                 // A 0210 without a valid field 39 says nothing: undo whatever it did.
                 code if code.len() != 2 => {
-                    reverse(ReversalReason::Timeout).await;
+                    reverse(ReversalReason::Timeout).await?;
                     return Err(BankError::Protocol("0210 without field 39".into()));
                 }
                 _ => {}

@@ -988,12 +988,14 @@ fn debit_end(answer: Result<DebitResponse, BankError>) -> DebitEnd {
             FailureCode::BankDeclined,
             Some(r.response_code),
         )),
-        // The router queued the reversal itself (`Timeout`), or nothing was sent (a reservation
+        // The router stored the reversal itself (`Timeout`), or nothing was sent (a reservation
         // that lapsed or a link that went down: `Unavailable`).
         Err(
             BankError::Timeout | BankError::NoRoute(_) | BankError::Unavailable | BankError::Busy,
         ) => DebitEnd::Outcome(Outcome::failed(FailureCode::BankUnavailable, None)),
         Err(BankError::Protocol(_)) => DebitEnd::Unknown("protocol_error"),
+        // The router could not store the reversal: the payment stays `processing` until one is.
+        Err(BankError::ReversalNotStored) => DebitEnd::Unknown("reversal_not_stored"),
     }
 }
 
@@ -1049,6 +1051,18 @@ mod tests {
                 FailureCode::BankDeclined,
                 Some("51".into())
             ))
+        );
+    }
+
+    #[test]
+    fn a_reversal_not_stored_keeps_the_payment_open() {
+        assert_eq!(
+            debit_end(Err(BankError::ReversalNotStored)),
+            DebitEnd::Unknown("reversal_not_stored")
+        );
+        assert_eq!(
+            debit_end(Err(BankError::Timeout)),
+            DebitEnd::Outcome(Outcome::failed(FailureCode::BankUnavailable, None))
         );
     }
 }
