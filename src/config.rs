@@ -114,6 +114,7 @@ pub struct LinkConfig {
     /// Also bounds opening the connection (TCP connect and TLS handshake).
     #[serde(default = "defaults::response_timeout_ms")]
     pub response_timeout_ms: u64,
+    /// An echo (0800/301) goes out when nothing was received from the bank for this long.
     #[serde(default = "defaults::echo_interval_s")]
     pub echo_interval_s: u64,
     #[serde(default = "defaults::in_flight_max")]

@@ -841,18 +841,22 @@ impl Peer {
         Peer { stream }
     }
 
-    /// The next message's bytes as received (without the 2-byte length header).
-    async fn read_raw(&mut self) -> Vec<u8> {
+    /// The next message's bytes as received (without the 2-byte length header), or `None` once
+    /// the link closed the connection.
+    async fn next_raw(&mut self) -> Option<Vec<u8>> {
         use tokio::io::AsyncReadExt;
-        let read = async {
-            let len = self.stream.read_u16().await.unwrap();
-            let mut body = vec![0; usize::from(len)];
-            self.stream.read_exact(&mut body).await.unwrap();
-            body
-        };
-        tokio::time::timeout(Duration::from_secs(5), read)
+        let len = self.stream.read_u16().await.ok()?;
+        let mut body = vec![0; usize::from(len)];
+        self.stream.read_exact(&mut body).await.ok()?;
+        Some(body)
+    }
+
+    /// The next message's bytes as received; the link must send one within 5 s.
+    async fn read_raw(&mut self) -> Vec<u8> {
+        tokio::time::timeout(Duration::from_secs(5), self.next_raw())
             .await
             .expect("the link sends a message")
+            .expect("the link keeps the connection")
     }
 
     async fn read(&mut self) -> Message {
@@ -1077,4 +1081,58 @@ async fn a_reversal_the_database_refuses_is_reported_and_asked_for_again() {
     sim.set_faults(Faults::default());
     reverse_until_0430(&router, &db, request(1, 0, 100), committed).await;
     assert_eq!(balance(&sim, 0).await, 1_000);
+}
+
+#[actix_rt::test]
+async fn a_bank_that_reads_but_never_answers_is_dropped_while_debits_flow() {
+    const ECHO_INTERVAL_MS: u64 = 300;
+    const RESPONSE_TIMEOUT_MS: u64 = 200;
+    // The housekeeping tick's and the test's own polling.
+    const SLACK_MS: u64 = 300;
+    let db = fresh_database().await;
+    let (listener, addr) = peer_listener().await;
+    let mut link = settings("bips-a", &addr);
+    link.echo_interval_ms = ECHO_INTERVAL_MS;
+    link.response_timeout_ms = RESPONSE_TIMEOUT_MS;
+    let router = start_router(&db, vec![link]);
+    let mut bank = Peer::accept(&listener).await;
+    bank.sign_on().await;
+    wait_signed_on(&router, 1).await;
+    let signed_on_at = std::time::Instant::now();
+    // From now on the bank reads everything and answers nothing.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    actix_rt::spawn(async move {
+        while let Some(body) = bank.next_raw().await {
+            let Ok(m) = Message::unpack(&body) else {
+                continue;
+            };
+            log.lock()
+                .unwrap()
+                .push((m.mti().to_owned(), m.get(70).map(str::to_owned)));
+        }
+    });
+    // A debit every 50 ms: the gateway writes far more often than the echo interval.
+    let sender = router.clone();
+    let debits = actix_rt::spawn(async move {
+        for rrn in 1.. {
+            actix_rt::spawn(sender.send(Debit(request(rrn, 0, 1))));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    eventually("the silent bank's link left signed_on", || async {
+        let statuses = router.send(LinkStatuses).await.unwrap().unwrap();
+        statuses[0].state != "signed_on"
+    })
+    .await;
+    let took = signed_on_at.elapsed();
+    debits.abort();
+    let bound = Duration::from_millis(ECHO_INTERVAL_MS + RESPONSE_TIMEOUT_MS + SLACK_MS);
+    assert!(took < bound, "{took:?}");
+    let echo = ("0800".to_owned(), Some("301".to_owned()));
+    assert!(seen.lock().unwrap().contains(&echo), "no echo was sent");
+    // ...and it connects again.
+    let mut again = Peer::accept(&listener).await;
+    again.sign_on().await;
+    wait_signed_on(&router, 1).await;
 }

@@ -5,7 +5,9 @@
 //! → `Down` and a reconnect after a capped exponential backoff. Only a signed-on link carries
 //! financial messages. Debits are pipelined up to `in_flight_max` and matched by MTI class + STAN
 //! (and field 37). Reversals come from the durable queue (`reversals.rs`): 0420 once, then 0421
-//! every `reversal_interval_ms` until a 0430, on this connection or the next.
+//! every `reversal_interval_ms` until a 0430, on this connection or the next. An echo (0800/301)
+//! goes out when nothing was received for `echo_interval_ms`, however much was sent, so a bank
+//! that reads but stops answering is found within the echo interval plus the response timeout.
 
 use super::connection::{self, LinkReader, LinkWriter, LinkWriterIo};
 use super::prepared::{LinkReservation, Reservation, Reservations};
@@ -237,7 +239,9 @@ pub struct BankLinkActor {
     reversals: BTreeMap<i64, PendingReversal>,
     reversals_in_flight: HashSet<i64>,
     backoff: Backoff,
-    last_activity: Instant,
+    /// When the bank last sent anything. Only what is received counts: writes succeed into a
+    /// dead peer's socket buffer, so counting them would keep a silent bank from being echoed.
+    last_received: Instant,
     stopping: bool,
     sign_off_sent: bool,
     metrics: LinkMetrics,
@@ -269,7 +273,7 @@ impl BankLinkActor {
             reversals: BTreeMap::new(),
             reversals_in_flight: HashSet::new(),
             backoff,
-            last_activity: Instant::now(),
+            last_received: Instant::now(),
             stopping: false,
             sign_off_sent: false,
             metrics,
@@ -410,7 +414,6 @@ impl BankLinkActor {
         match self.conn.as_mut() {
             Some(conn) => {
                 conn.writer.write(message);
-                self.last_activity = Instant::now();
                 true
             }
             None => false,
@@ -651,7 +654,7 @@ impl BankLinkActor {
 
     /// A message whose MAC the reader's codec checked (on a link that MACs its messages).
     fn on_message(&mut self, message: Message, ctx: &mut Context<Self>) {
-        self.last_activity = Instant::now();
+        self.last_received = Instant::now();
         let mti = message.mti().to_owned();
         if !wire::is_response(&mti) {
             self.on_request(&message);
@@ -803,7 +806,7 @@ impl BankLinkActor {
         }
         self.lapse_reservations(now);
         if self.state() == LinkState::SignedOn {
-            let idle = now.duration_since(self.last_activity);
+            let idle = now.duration_since(self.last_received);
             let echo_outstanding = self.pending.values().any(|p| {
                 matches!(
                     p.kind,

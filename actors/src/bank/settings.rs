@@ -36,6 +36,7 @@ pub struct LinkSettings {
     /// Payer banks (field 100) routed over this link, in the order of the configuration.
     pub banks: Vec<BankId>,
     pub response_timeout_ms: u64,
+    /// An echo (0800/301) goes out when nothing was received from the bank for this long.
     pub echo_interval_ms: u64,
     pub in_flight_max: usize,
     /// How often an unanswered reversal is repeated as 0421.
