@@ -126,8 +126,10 @@ pub struct LinkConfig {
     pub addr: String,
     pub owner: LinkOwner,
     pub banks: Vec<String>,
+    /// Also bounds opening the connection (TCP connect and TLS handshake).
     #[serde(default = "defaults::response_timeout_ms")]
     pub response_timeout_ms: u64,
+    /// An echo (0800/301) goes out when nothing was received from the bank for this long.
     #[serde(default = "defaults::echo_interval_s")]
     pub echo_interval_s: u64,
     #[serde(default = "defaults::in_flight_max")]
@@ -139,7 +141,8 @@ pub struct LinkConfig {
     /// Verify the BIPS's certificate against this CA and talk TLS.
     #[serde(default)]
     pub tls_ca_cert: Option<PathBuf>,
-    /// Hex of the 16-byte X9.19 MAC key; when set, field 128 is sent and checked.
+    /// Hex of the 16-byte X9.19 MAC key; when set, messages are signed in field 128 and each one
+    /// received is checked (MAC in field 128, else 64).
     #[serde(default)]
     pub mac_key_hex: Option<Secret<String>>,
 }

@@ -12,6 +12,8 @@ use payhub_actors::clock::SharedClock;
 use payhub_actors::domain::{AccountNumber, Amount, BankId, Currency};
 use payhub_actors::messages::{BankError, Debit, DebitRequest, DebitResponse};
 use payhub_actors::store::testing::{TestDb, fresh_database};
+use payhub_iso8583::Message;
+use payhub_iso8583::mac::{MacKey, retail_mac};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -814,4 +816,323 @@ async fn a_bank_certificate_from_another_ca_keeps_the_link_down_with_a_clear_err
         "{line}"
     );
     assert_eq!(balance(&sim, 0).await, 1_000);
+}
+
+// ----- a bank written in the test from the profile alone: raw frames over TCP -----
+
+/// One connection of a bank written here from the profile, reading and writing raw frames.
+struct Peer {
+    stream: tokio::net::TcpStream,
+}
+
+/// A listening socket on port 0 and its address.
+async fn peer_listener() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    (listener, addr)
+}
+
+impl Peer {
+    async fn accept(listener: &tokio::net::TcpListener) -> Peer {
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("the link connects")
+            .unwrap();
+        Peer { stream }
+    }
+
+    /// The next message's bytes as received (without the 2-byte length header), or `None` once
+    /// the link closed the connection.
+    async fn next_raw(&mut self) -> Option<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let len = self.stream.read_u16().await.ok()?;
+        let mut body = vec![0; usize::from(len)];
+        self.stream.read_exact(&mut body).await.ok()?;
+        Some(body)
+    }
+
+    /// The next message's bytes as received; the link must send one within 5 s.
+    async fn read_raw(&mut self) -> Vec<u8> {
+        tokio::time::timeout(Duration::from_secs(5), self.next_raw())
+            .await
+            .expect("the link sends a message")
+            .expect("the link keeps the connection")
+    }
+
+    async fn read(&mut self) -> Message {
+        Message::unpack(&self.read_raw().await).unwrap()
+    }
+
+    async fn write_raw(&mut self, body: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let len = u16::try_from(body.len()).unwrap();
+        self.stream.write_all(&len.to_be_bytes()).await.unwrap();
+        self.stream.write_all(body).await.unwrap();
+    }
+
+    async fn write(&mut self, message: &Message) {
+        self.write_raw(&message.pack().unwrap()).await;
+    }
+
+    /// Reads the 0800/001 and accepts it.
+    async fn sign_on(&mut self) {
+        let request = self.read().await;
+        assert_eq!((request.mti(), request.get(70)), ("0800", Some("001")));
+        self.write(&answer(&request, "0810", &[(39, "00")])).await;
+    }
+}
+
+/// The answer `mti` to `request`: its fields 4, 7, 11, 37 and 70 echoed, plus `fields`.
+fn answer(request: &Message, mti: &str, fields: &[(u8, &str)]) -> Message {
+    let echoed = [4u8, 7, 11, 37, 70]
+        .into_iter()
+        .filter_map(|f| request.get(f).map(|v| (f, v)));
+    let mut all: Vec<(u8, &str)> = echoed.chain(fields.iter().copied()).collect();
+    all.sort_by_key(|(f, _)| *f);
+    all.into_iter()
+        .fold(Message::new(mti), |m, (f, v)| m.and_then(|m| m.with(f, v)))
+        .unwrap()
+}
+
+fn hex_upper(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// `wire` with its last 16 bytes (the MAC field) set to the X9.19 MAC of the bytes before them.
+fn put_mac(mut wire: Vec<u8>, key: &MacKey) -> Vec<u8> {
+    let at = wire.len() - 16;
+    let mac = hex_upper(&retail_mac(key, &wire[..at]));
+    wire[at..].copy_from_slice(mac.as_bytes());
+    wire
+}
+
+/// `message` with its MAC in `field` (64 or 128), packed and signed as the bank does it.
+fn peer_signed(message: &Message, field: u8, key: &MacKey) -> Vec<u8> {
+    let with_field = message.clone().with(field, "0000000000000000").unwrap();
+    put_mac(with_field.pack().unwrap(), key)
+}
+
+/// `wire` (a message without secondary fields) with an empty secondary bitmap announced and
+/// written after the primary one, as some banks send it.
+fn with_empty_secondary_bitmap(wire: &[u8]) -> Vec<u8> {
+    let first = u8::from_str_radix(std::str::from_utf8(&wire[4..5]).unwrap(), 16).unwrap();
+    let mut out = wire[..4].to_vec();
+    out.extend(format!("{:X}", first | 8).bytes());
+    out.extend(&wire[5..20]);
+    out.extend(b"0000000000000000");
+    out.extend(&wire[20..]);
+    out
+}
+
+/// A link to `addr` that MACs under `key`, and the router over it.
+fn mac_link(db: &TestDb, addr: &str, key: [u8; 16]) -> Addr<BankRouter> {
+    let mut link = settings("bips-a", addr);
+    link.mac_key = Some(payhub_actors::Secret::new(key));
+    start_router(db, vec![link])
+}
+
+#[actix_rt::test]
+async fn a_bank_that_macs_in_field_128_as_the_profile_says_is_understood() {
+    let db = fresh_database().await;
+    let key_bytes = [7u8; 16];
+    let key = MacKey::new(key_bytes);
+    let (listener, addr) = peer_listener().await;
+    let router = mac_link(&db, &addr, key_bytes);
+    let mut bank = Peer::accept(&listener).await;
+    // The gateway signs in field 128, the only MAC field of the profile's table.
+    let sign_on = bank.read_raw().await;
+    let sign_on_0800 = Message::unpack(&sign_on).unwrap();
+    assert!(
+        sign_on_0800.has(128) && !sign_on_0800.has(64),
+        "{sign_on_0800:?}"
+    );
+    assert_eq!(put_mac(sign_on.clone(), &key), sign_on, "the gateway's MAC");
+    let accepted = answer(&sign_on_0800, "0810", &[(39, "00")]);
+    bank.write_raw(&peer_signed(&accepted, 128, &key)).await;
+    wait_signed_on(&router, 1).await;
+    let waiting = actix_rt::spawn(router.send(Debit(request(1, 0, 100))));
+    let debit_0200 = bank.read().await;
+    // A 0210 whose only secondary field is its MAC in 128.
+    let approved = answer(&debit_0200, "0210", &[(38, "A00001"), (39, "00")]);
+    assert!((65..=128).all(|f| !approved.has(f)));
+    bank.write_raw(&peer_signed(&approved, 128, &key)).await;
+    let answer_1 = waiting.await.unwrap().unwrap().unwrap();
+    assert_eq!(answer_1.approval_code.as_deref(), Some("A00001"));
+    // A bank on the ISO convention: MAC in 64, here after an empty secondary bitmap. Checked over
+    // the bytes as received (re-packed, the message would lose that bitmap and its MAC).
+    let waiting = actix_rt::spawn(router.send(Debit(request(2, 0, 100))));
+    let debit_0200 = bank.read().await;
+    let approved = answer(&debit_0200, "0210", &[(38, "A00002"), (39, "00")]);
+    let unsigned = approved.clone().with(64, "0000000000000000").unwrap();
+    let wire = put_mac(with_empty_secondary_bitmap(&unsigned.pack().unwrap()), &key);
+    bank.write_raw(&wire).await;
+    let answer_2 = waiting.await.unwrap().unwrap().unwrap();
+    assert_eq!(answer_2.approval_code.as_deref(), Some("A00002"));
+}
+
+#[actix_rt::test]
+async fn a_tls_handshake_the_bank_never_answers_times_out_and_the_link_retries() {
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let db = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _) = tls_files(dir.path(), "bips");
+    // Plain TCP where the gateway expects TLS: accepts, reads nothing, answers nothing.
+    let (listener, addr) = peer_listener().await;
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    actix_rt::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let mut link = settings("bips-a", &addr);
+    link.tls_ca_cert = Some(ca);
+    link.response_timeout_ms = 200;
+    let router = start_router(&db, vec![link]);
+    eventually(
+        "the link gave up a handshake and connected again",
+        || async { accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2 },
+    )
+    .await;
+    let text = log.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("TLS handshake not done within 200 ms"))
+        .unwrap_or_else(|| panic!("no line for the handshake timeout in {text}"));
+    assert!(line.contains("bips-a"), "{line}");
+    let statuses = router.send(LinkStatuses).await.unwrap().unwrap();
+    assert_eq!(statuses[0].state, "down");
+}
+
+#[actix_rt::test]
+async fn a_duplicate_answer_keeps_its_approval_code() {
+    let db = fresh_database().await;
+    let (listener, addr) = peer_listener().await;
+    let router = start_router(&db, vec![settings("bips-a", &addr)]);
+    let mut bank = Peer::accept(&listener).await;
+    bank.sign_on().await;
+    wait_signed_on(&router, 1).await;
+    // 94 with the original's approval code: the original was approved.
+    let waiting = actix_rt::spawn(router.send(Debit(request(1, 0, 100))));
+    let debit_0200 = bank.read().await;
+    let duplicate = answer(&debit_0200, "0210", &[(38, "A00001"), (39, "94")]);
+    bank.write(&duplicate).await;
+    let approved = waiting.await.unwrap().unwrap().unwrap();
+    assert_eq!(approved.response_code, "94");
+    assert_eq!(approved.approval_code.as_deref(), Some("A00001"));
+    // 94 alone: the original's outcome is not told, and none is made up.
+    let waiting = actix_rt::spawn(router.send(Debit(request(2, 0, 100))));
+    let debit_0200 = bank.read().await;
+    bank.write(&answer(&debit_0200, "0210", &[(39, "94")]))
+        .await;
+    let untold = waiting.await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        (untold.response_code.as_str(), untold.approval_code),
+        ("94", None)
+    );
+}
+
+/// Makes the database refuse (or take again) every new reversal.
+async fn refuse_reversals(db: &TestDb, refuse: bool) {
+    let client = db.pool.get().await.unwrap();
+    let sql = if refuse {
+        "CREATE FUNCTION refuse_reversal() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'reversals refused by the test'; END $$;
+         CREATE TRIGGER refuse_reversal BEFORE INSERT ON reversals
+             FOR EACH ROW EXECUTE FUNCTION refuse_reversal();"
+    } else {
+        "DROP TRIGGER refuse_reversal ON reversals; DROP FUNCTION refuse_reversal();"
+    };
+    client.batch_execute(sql).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_reversal_the_database_refuses_is_reported_and_asked_for_again() {
+    let (db, sim, router) = one_link(1_000).await;
+    refuse_reversals(&db, true).await;
+    // The bank applies the debit but its 0210 is lost: the outcome is unknown.
+    sim.set_faults(Faults {
+        drop_pct: 100,
+        ..Faults::default()
+    });
+    let prepared = prepare(&router, request(1, 0, 100)).await;
+    let committed = prepared.original();
+    let lost = router.send(SendPrepared(prepared)).await.unwrap();
+    assert_eq!(lost.unwrap_err(), BankError::ReversalNotStored);
+    assert_eq!(balance(&sim, 0).await, 900);
+    // What the payment asks for next is refused the same way, not assumed done.
+    let reverse = ReverseDebit {
+        request: request(1, 0, 100),
+        original: Some(committed.clone()),
+    };
+    let refused = router.send(reverse).await.unwrap();
+    assert_eq!(refused.unwrap_err(), BankError::ReversalNotStored);
+    assert_eq!(pending_reversals(&db).await, 0);
+    // Asked again once the database takes it: stored, sent, and the money is back.
+    refuse_reversals(&db, false).await;
+    sim.set_faults(Faults::default());
+    reverse_until_0430(&router, &db, request(1, 0, 100), committed).await;
+    assert_eq!(balance(&sim, 0).await, 1_000);
+}
+
+#[actix_rt::test]
+async fn a_bank_that_reads_but_never_answers_is_dropped_while_debits_flow() {
+    const ECHO_INTERVAL_MS: u64 = 300;
+    const RESPONSE_TIMEOUT_MS: u64 = 200;
+    // The housekeeping tick's and the test's own polling.
+    const SLACK_MS: u64 = 300;
+    let db = fresh_database().await;
+    let (listener, addr) = peer_listener().await;
+    let mut link = settings("bips-a", &addr);
+    link.echo_interval_ms = ECHO_INTERVAL_MS;
+    link.response_timeout_ms = RESPONSE_TIMEOUT_MS;
+    let router = start_router(&db, vec![link]);
+    let mut bank = Peer::accept(&listener).await;
+    bank.sign_on().await;
+    wait_signed_on(&router, 1).await;
+    let signed_on_at = std::time::Instant::now();
+    // From now on the bank reads everything and answers nothing.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    actix_rt::spawn(async move {
+        while let Some(body) = bank.next_raw().await {
+            let Ok(m) = Message::unpack(&body) else {
+                continue;
+            };
+            log.lock()
+                .unwrap()
+                .push((m.mti().to_owned(), m.get(70).map(str::to_owned)));
+        }
+    });
+    // A debit every 50 ms: the gateway writes far more often than the echo interval.
+    let sender = router.clone();
+    let debits = actix_rt::spawn(async move {
+        for rrn in 1.. {
+            actix_rt::spawn(sender.send(Debit(request(rrn, 0, 1))));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    eventually("the silent bank's link left signed_on", || async {
+        let statuses = router.send(LinkStatuses).await.unwrap().unwrap();
+        statuses[0].state != "signed_on"
+    })
+    .await;
+    let took = signed_on_at.elapsed();
+    debits.abort();
+    let bound = Duration::from_millis(ECHO_INTERVAL_MS + RESPONSE_TIMEOUT_MS + SLACK_MS);
+    assert!(took < bound, "{took:?}");
+    let echo = ("0800".to_owned(), Some("301".to_owned()));
+    assert!(seen.lock().unwrap().contains(&echo), "no echo was sent");
+    // ...and it connects again.
+    let mut again = Peer::accept(&listener).await;
+    again.sign_on().await;
+    wait_signed_on(&router, 1).await;
 }

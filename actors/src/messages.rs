@@ -110,7 +110,7 @@ pub struct DebitRequest {
 pub struct DebitResponse {
     /// Field 39.
     pub response_code: String,
-    /// Field 38, when approved.
+    /// Field 38, whenever the 0210 carries it (with 94 it is what tells an approved original).
     pub approval_code: Option<String>,
     /// The link that carried the debit.
     pub link: String,
@@ -127,6 +127,10 @@ pub enum BankError {
     Timeout,
     #[error("the link is at its in-flight limit")]
     Busy,
+    /// The debit's outcome is unknown (no answer, 91, 96, a 0210 without field 39) or a reversal
+    /// was asked for, and the reversal could not be stored: nothing may be final until it is.
+    #[error("the reversal could not be stored")]
+    ReversalNotStored,
     #[error("bank link protocol error: {0}")]
     Protocol(String),
 }

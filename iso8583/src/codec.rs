@@ -3,6 +3,7 @@
 
 use crate::error::Error;
 use crate::frame::{HEADER_LEN, split_frame};
+use crate::mac::{MacKey, unpack_verified};
 use crate::message::{Message, Sink};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -28,16 +29,51 @@ impl Decoder for MessageCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
-        match split_frame(src).map_err(CodecError::Frame)? {
-            Some((message, consumed)) => {
-                let unpacked = Message::unpack(message);
-                src.advance(consumed);
-                Ok(Some(unpacked))
-            }
-            None => {
-                src.reserve(HEADER_LEN + 256);
-                Ok(None)
-            }
+        decode_with(src, Message::unpack)
+    }
+}
+
+/// `MessageCodec`'s decoder for a link that may MAC its messages: with a key, each message's MAC
+/// is checked over the bytes as received (`mac::unpack_verified`), since the message re-packed may
+/// differ from them (an empty secondary bitmap is accepted but never written). A bad or missing
+/// MAC is a malformed message, not a stream error.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyingCodec {
+    key: Option<MacKey>,
+}
+
+impl VerifyingCodec {
+    pub fn new(key: Option<MacKey>) -> Self {
+        Self { key }
+    }
+}
+
+impl Decoder for VerifyingCodec {
+    type Item = Result<Message, Error>;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
+        match &self.key {
+            Some(key) => decode_with(src, |bytes| unpack_verified(bytes, key)),
+            None => decode_with(src, Message::unpack),
+        }
+    }
+}
+
+/// Takes one whole frame off `src` and unpacks its message with `unpack`.
+fn decode_with(
+    src: &mut BytesMut,
+    unpack: impl FnOnce(&[u8]) -> Result<Message, Error>,
+) -> Result<Option<Result<Message, Error>>, CodecError> {
+    match split_frame(src).map_err(CodecError::Frame)? {
+        Some((message, consumed)) => {
+            let unpacked = unpack(message);
+            src.advance(consumed);
+            Ok(Some(unpacked))
+        }
+        None => {
+            src.reserve(HEADER_LEN + 256);
+            Ok(None)
         }
     }
 }
@@ -130,6 +166,30 @@ mod tests {
             Err(Error::BadCharacter { field: 0, .. })
         ));
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn the_verifying_codec_checks_the_mac_of_each_message() {
+        let key = MacKey::new([7; 16]);
+        let echo = Message::new("0800")
+            .and_then(|m| m.with(11, "000001"))
+            .and_then(|m| m.with(70, "301"))
+            .expect("valid");
+        let mut wire = BytesMut::new();
+        let signed = crate::mac::pack_signed(&echo, &key).expect("sign");
+        FrameCodec.encode(&signed[..], &mut wire).expect("encode");
+        MessageCodec.encode(&echo, &mut wire).expect("encode");
+        let mut codec = VerifyingCodec::new(Some(key));
+        let first = codec.decode(&mut wire).expect("framing").expect("a frame");
+        assert!(first.expect("verifies").has(128));
+        let second = codec.decode(&mut wire).expect("framing").expect("a frame");
+        assert_eq!(second, Err(Error::MacMissing { field: 128 }));
+        let mut wire = BytesMut::new();
+        MessageCodec.encode(&echo, &mut wire).expect("encode");
+        let unchecked = VerifyingCodec::new(None)
+            .decode(&mut wire)
+            .expect("framing");
+        assert_eq!(unchecked, Some(Ok(echo)));
     }
 
     #[test]

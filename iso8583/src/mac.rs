@@ -1,8 +1,10 @@
-//! ANSI X9.19 retail MAC (ISO 9797-1 MAC algorithm 3 with DES, padding method 1) in field 64 or
-//! 128, over the packed message up to the MAC field (the bitmap already announcing the MAC).
+//! ANSI X9.19 retail MAC (ISO 9797-1 MAC algorithm 3 with DES, padding method 1) over the packed
+//! message up to the MAC field (the bitmap already announcing the MAC).
 //!
-//! The MAC is the last field on the wire: field 64 when the message has no secondary fields,
-//! field 128 otherwise (ISO 8583 convention).
+//! The profile's field table names only field 128 as the MAC, so every message is signed in 128.
+//! A received message is checked over its bytes as received, with the MAC in its last field:
+//! 128 when present, else 64 (peers on the ISO 8583 convention MAC a message without secondary
+//! fields in 64).
 
 use crate::error::Error;
 use crate::message::Message;
@@ -75,21 +77,32 @@ pub fn retail_mac(key: &MacKey, data: &[u8]) -> [u8; 8] {
     chain.into()
 }
 
-/// The field that carries the MAC of `message`: 64 without secondary fields, else 128.
-pub fn mac_field(message: &Message) -> u8 {
+/// The field every message is signed in: the only MAC field of the profile's table.
+pub const MAC_FIELD_SENT: u8 = 128;
+
+/// The field carrying the MAC of a received message: 128 when present; else 64 when it is the last
+/// field. Anything else carries no MAC in its last field.
+fn received_mac_field(message: &Message) -> Result<u8, Error> {
+    if message.has(128) {
+        return Ok(128);
+    }
     let secondary = (65..128).any(|f| message.has(f));
-    if secondary { 128 } else { 64 }
+    if message.has(64) && !secondary {
+        Ok(64)
+    } else {
+        Err(Error::MacMissing {
+            field: MAC_FIELD_SENT,
+        })
+    }
 }
 
-/// Puts the MAC of `message` under `key` in field 64 or 128 (replacing any MAC it had).
+/// Puts the MAC of `message` under `key` in field 128 (replacing any MAC it had, in 64 or 128).
 pub fn sign(message: &mut Message, key: &MacKey) -> Result<(), Error> {
     message.remove(64);
-    message.remove(128);
-    let field = mac_field(message);
-    message.set(field, "0000000000000000")?;
+    message.set(MAC_FIELD_SENT, "0000000000000000")?;
     let packed = message.pack()?;
     let covered = packed.get(..packed.len() - MAC_HEX_LEN).unwrap_or_default();
-    message.set(field, &to_hex(&retail_mac(key, covered)))?;
+    message.set(MAC_FIELD_SENT, &to_hex(&retail_mac(key, covered)))?;
     Ok(())
 }
 
@@ -100,11 +113,11 @@ pub fn pack_signed(message: &Message, key: &MacKey) -> Result<Vec<u8>, Error> {
     signed.pack()
 }
 
-/// Unpacks `bytes` and checks its MAC (the last field, 64 or 128) under `key`, over the bytes as
+/// Unpacks `bytes` and checks its MAC (the last field: 128, else 64) under `key`, over the bytes as
 /// received. A message without a MAC in its last field is `MacMissing`; a wrong one `MacMismatch`.
 pub fn unpack_verified(bytes: &[u8], key: &MacKey) -> Result<Message, Error> {
     let message = Message::unpack(bytes)?;
-    let field = mac_field(&message);
+    let field = received_mac_field(&message)?;
     let received = message.get(field).ok_or(Error::MacMissing { field })?;
     let covered_len = bytes.len().saturating_sub(MAC_HEX_LEN);
     let covered = bytes.get(..covered_len).unwrap_or_default();
@@ -181,11 +194,67 @@ mod tests {
             unpack_verified(&echo.pack().expect("pack"), &key()),
             Err(Error::MacMissing { field: 128 })
         );
-        let short = Message::new("0810")
-            .and_then(|m| m.with(39, "00"))
-            .expect("valid");
-        let wire = pack_signed(&short, &key()).expect("pack");
-        assert!(unpack_verified(&wire, &key()).expect("verifies").has(64));
         assert_eq!(format!("{:?}", key()), "MacKey(***)");
+    }
+
+    fn answer_0810() -> Message {
+        Message::new("0810")
+            .and_then(|m| m.with(11, "000001"))
+            .and_then(|m| m.with(39, "00"))
+            .expect("valid")
+    }
+
+    /// `wire` with its last 16 bytes replaced by the MAC of the bytes before them, as a peer
+    /// computes it (independently of `sign`).
+    fn mac_last_field(mut wire: Vec<u8>) -> Vec<u8> {
+        let covered = wire.len() - MAC_HEX_LEN;
+        let mac = to_hex(&retail_mac(&key(), &wire[..covered]));
+        wire[covered..].copy_from_slice(mac.as_bytes());
+        wire
+    }
+
+    #[test]
+    fn a_message_without_other_secondary_fields_is_signed_and_checked_in_128() {
+        let wire = pack_signed(&answer_0810(), &key()).expect("pack");
+        let back = unpack_verified(&wire, &key()).expect("verifies");
+        assert!(back.has(128) && !back.has(64));
+        // Signing again moves a MAC in 64 to 128.
+        let mut in_64 = answer_0810();
+        in_64.set(64, "0000000000000000").expect("valid");
+        sign(&mut in_64, &key()).expect("sign");
+        assert!(in_64.has(128) && !in_64.has(64));
+    }
+
+    #[test]
+    fn a_received_mac_in_64_is_checked_over_the_bytes_as_received() {
+        let mut message = answer_0810();
+        message.set(64, "0000000000000000").expect("valid");
+        let in_64 = mac_last_field(message.pack().expect("pack"));
+        assert!(unpack_verified(&in_64, &key()).expect("verifies").has(64));
+        // The same with an empty secondary bitmap: bit 1 set, 16 zeros after the primary bitmap.
+        // Re-packing would drop that bitmap, so only the bytes as received verify.
+        let plain = message.pack().expect("pack");
+        let mut empty_secondary = plain[..4].to_vec();
+        let first = u8::from_str_radix(std::str::from_utf8(&plain[4..5]).unwrap(), 16).unwrap();
+        empty_secondary.extend(format!("{:X}", first | 8).bytes());
+        empty_secondary.extend(&plain[5..20]);
+        empty_secondary.extend(b"0000000000000000");
+        empty_secondary.extend(&plain[20..]);
+        let received = mac_last_field(empty_secondary);
+        let back = unpack_verified(&received, &key()).expect("verifies");
+        assert_ne!(back.pack().expect("pack"), received);
+        assert!(back.has(64));
+    }
+
+    #[test]
+    fn a_mac_in_64_before_secondary_fields_is_not_the_mac() {
+        let mut message = answer_0810();
+        message.set(64, "0000000000000000").expect("valid");
+        message.set(70, "301").expect("valid");
+        let wire = message.pack().expect("pack");
+        assert_eq!(
+            unpack_verified(&wire, &key()),
+            Err(Error::MacMissing { field: 128 })
+        );
     }
 }

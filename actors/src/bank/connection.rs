@@ -19,25 +19,33 @@ pub enum ConnectError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("connecting to {addr}: no answer within {timeout_ms} ms")]
-    Timeout { addr: String, timeout_ms: u64 },
+    /// The TCP connect or the TLS handshake did not finish within the connect timeout.
+    #[error("connecting to {addr}: {stage} not done within {timeout_ms} ms")]
+    Timeout {
+        addr: String,
+        stage: &'static str,
+        timeout_ms: u64,
+    },
     #[error("TLS to {addr}: {reason}")]
     Tls { addr: String, reason: String },
 }
 
-/// Connects within the link's response timeout.
+/// Connects, TCP and TLS handshake together, within the link's connect timeout: a peer that
+/// accepts and never answers the handshake (plain TCP where TLS is configured) must not hold the
+/// link forever.
 pub async fn open(settings: &LinkSettings) -> Result<(LinkReader, LinkWriterIo), ConnectError> {
     let addr = settings.addr.clone();
+    let deadline = tokio::time::Instant::now() + settings.connect_timeout();
+    let timeout = |stage| ConnectError::Timeout {
+        addr: settings.addr.clone(),
+        stage,
+        timeout_ms: settings.connect_timeout_ms(),
+    };
     let connect = TcpStream::connect(addr.clone());
-    let tcp = match tokio::time::timeout(settings.response_timeout(), connect).await {
+    let tcp = match tokio::time::timeout_at(deadline, connect).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
-        Err(_) => {
-            return Err(ConnectError::Timeout {
-                addr,
-                timeout_ms: settings.response_timeout_ms,
-            });
-        }
+        Err(_) => return Err(timeout("TCP connect")),
     };
     // Requests are small and pipelined: send each as soon as it is written.
     tcp.set_nodelay(true).map_err(|source| ConnectError::Io {
@@ -50,7 +58,10 @@ pub async fn open(settings: &LinkSettings) -> Result<(LinkReader, LinkWriterIo),
             Ok((Box::new(r), Box::new(w)))
         }
         Some(ca) => {
-            let tls = tls_connect(tcp, &addr, ca).await?;
+            let handshake = tls_connect(tcp, &addr, ca);
+            let tls = tokio::time::timeout_at(deadline, handshake)
+                .await
+                .map_err(|_| timeout("TLS handshake"))??;
             let (r, w) = tokio::io::split(tls);
             Ok((Box::new(r), Box::new(w)))
         }

@@ -5,7 +5,9 @@
 //! → `Down` and a reconnect after a capped exponential backoff. Only a signed-on link carries
 //! financial messages. Debits are pipelined up to `in_flight_max` and matched by MTI class + STAN
 //! (and field 37). Reversals come from the durable queue (`reversals.rs`): 0420 once, then 0421
-//! every `reversal_interval_ms` until a 0430, on this connection or the next.
+//! every `reversal_interval_ms` until a 0430, on this connection or the next. An echo (0800/301)
+//! goes out when nothing was received for `echo_interval_ms`, however much was sent, so a bank
+//! that reads but stops answering is found within the echo interval plus the response timeout.
 
 use super::connection::{self, LinkReader, LinkWriter, LinkWriterIo};
 use super::prepared::{LinkReservation, Reservation, Reservations};
@@ -20,7 +22,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use payhub_iso8583::Message;
-use payhub_iso8583::codec::{CodecError, MessageCodec};
+use payhub_iso8583::codec::{CodecError, MessageCodec, VerifyingCodec};
 use payhub_iso8583::mac::{self, MacKey};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -111,7 +113,7 @@ pub struct LinkDeps {
 /// The outcome of one 0200 on the link.
 #[derive(Debug)]
 pub enum LinkOutcome {
-    /// The matching 0210's field 39 and field 38.
+    /// The matching 0210's field 39 and field 38 (when it carries one, whatever field 39 says).
     Answered {
         response_code: String,
         approval_code: Option<String>,
@@ -237,11 +239,13 @@ pub struct BankLinkActor {
     reversals: BTreeMap<i64, PendingReversal>,
     reversals_in_flight: HashSet<i64>,
     backoff: Backoff,
-    last_activity: Instant,
+    /// When the bank last sent anything. Only what is received counts: writes succeed into a
+    /// dead peer's socket buffer, so counting them would keep a silent bank from being echoed.
+    last_received: Instant,
     stopping: bool,
     sign_off_sent: bool,
     metrics: LinkMetrics,
-    /// X9.19 key when the link MACs its messages (field 64/128).
+    /// X9.19 key when the link MACs its messages (sent in field 128; checked in 128, else 64).
     mac: Option<MacKey>,
 }
 
@@ -269,7 +273,7 @@ impl BankLinkActor {
             reversals: BTreeMap::new(),
             reversals_in_flight: HashSet::new(),
             backoff,
-            last_activity: Instant::now(),
+            last_received: Instant::now(),
             stopping: false,
             sign_off_sent: false,
             metrics,
@@ -329,7 +333,9 @@ impl BankLinkActor {
         }
         self.generation += 1;
         let generation = self.generation;
-        let frames = tokio_util::codec::FramedRead::new(reader, MessageCodec);
+        // The MAC is checked over the bytes as received, which a re-packed message may not be.
+        let codec = VerifyingCodec::new(self.mac.clone());
+        let frames = tokio_util::codec::FramedRead::new(reader, codec);
         let stream = futures::StreamExt::chain(
             futures::StreamExt::map(frames, move |item| Inbound::Frame(generation, item)),
             futures::stream::once(async move { Inbound::Closed(generation) }),
@@ -408,7 +414,6 @@ impl BankLinkActor {
         match self.conn.as_mut() {
             Some(conn) => {
                 conn.writer.write(message);
-                self.last_activity = Instant::now();
                 true
             }
             None => false,
@@ -640,34 +645,16 @@ impl BankLinkActor {
         let deps = self.deps.clone();
         let addr = ctx.address();
         actix::spawn(async move {
-            if let Ok(p) = store_reversal(&deps, &record, reason).await {
-                addr.do_send(ReversalQueued(p));
-            }
+            // Nobody waits for the answer; a failure is logged by `store_reversal`.
+            let _ = queue_reversal(&addr, &deps, &record, reason).await;
         });
     }
 
     // ----- receiving -----
 
-    /// Whether the message carries a good MAC (always, on a link without MAC).
-    fn mac_ok(&self, message: &Message) -> bool {
-        let Some(key) = &self.mac else {
-            return true;
-        };
-        // Packing is canonical, so the re-packed bytes are the bytes received.
-        let verified = message
-            .pack()
-            .and_then(|bytes| mac::unpack_verified(&bytes, key));
-        if let Err(e) = &verified {
-            tracing::warn!(link = %self.settings.name, error = %e, "message with a bad MAC dropped");
-        }
-        verified.is_ok()
-    }
-
+    /// A message whose MAC the reader's codec checked (on a link that MACs its messages).
     fn on_message(&mut self, message: Message, ctx: &mut Context<Self>) {
-        if !self.mac_ok(&message) {
-            return;
-        }
-        self.last_activity = Instant::now();
+        self.last_received = Instant::now();
         let mti = message.mti().to_owned();
         if !wire::is_response(&mti) {
             self.on_request(&message);
@@ -702,13 +689,15 @@ impl BankLinkActor {
                 self.metrics.round_trip.observe(elapsed.as_secs_f64());
                 self.shared.round_trip.observe(elapsed);
                 let response_code = message.get(39).unwrap_or("").to_owned();
-                let approved = response_code == "00";
+                // 00, or 94 (the original's outcome): the debit may have been made.
+                let maybe_debited = matches!(response_code.as_str(), "00" | "94");
                 let answer = LinkOutcome::Answered {
-                    approval_code: message.get(38).filter(|_| approved).map(str::to_owned),
+                    // Whatever the code: with 94 an approval code is what says "approved".
+                    approval_code: message.get(38).map(str::to_owned),
                     response_code,
                 };
-                if reply.send(answer).is_err() && approved {
-                    // Approved, but the payment no longer waits for it: undo it.
+                if reply.send(answer).is_err() && maybe_debited {
+                    // Perhaps debited, but the payment no longer waits for it: undo it.
                     self.reverse_orphan_with(
                         &request,
                         stan,
@@ -817,7 +806,7 @@ impl BankLinkActor {
         }
         self.lapse_reservations(now);
         if self.state() == LinkState::SignedOn {
-            let idle = now.duration_since(self.last_activity);
+            let idle = now.duration_since(self.last_received);
             let echo_outstanding = self.pending.values().any(|p| {
                 matches!(
                     p.kind,
@@ -905,8 +894,23 @@ pub fn reversal_record(
     }
 }
 
+/// Stores a reversal and hands it to the link `addr` to send; `ReversalNotStored` when the
+/// database refused it (the caller keeps the payment open and asks again later).
+pub async fn queue_reversal(
+    addr: &Addr<BankLinkActor>,
+    deps: &LinkDeps,
+    record: &ReversalRecord,
+    reason: ReversalReason,
+) -> Result<(), BankError> {
+    let stored = store_reversal(deps, record, reason)
+        .await
+        .map_err(|_| BankError::ReversalNotStored)?;
+    addr.do_send(ReversalQueued(stored));
+    Ok(())
+}
+
 /// Stores a reversal, retrying briefly while the database is unavailable.
-pub async fn store_reversal(
+async fn store_reversal(
     deps: &LinkDeps,
     record: &ReversalRecord,
     reason: ReversalReason,
@@ -1112,7 +1116,7 @@ where
 }
 
 /// Waits for the answer to a sent 0200, up to the response timeout; on silence or 91/96 the
-/// reversal is queued before answering.
+/// reversal is stored before answering, and `ReversalNotStored` is the answer if it could not be.
 pub async fn outcome(
     addr: &Addr<BankLinkActor>,
     settings: &LinkSettings,
@@ -1137,19 +1141,16 @@ pub async fn outcome(
             }
         }
     };
+    // A reversal that could not be stored fails the answer (`ReversalNotStored`): the payment
+    // must not be final until its reversal is durable.
     let reverse = |reason| {
         let stan = format_stan(ticket.stan);
         let record = reversal_record(request, &settings.name, stan, ticket.f7.clone(), deps);
-        async move {
-            let stored = store_reversal(deps, &record, reason).await;
-            if let Ok(p) = stored {
-                addr.do_send(ReversalQueued(p));
-            }
-        }
+        async move { queue_reversal(addr, deps, &record, reason).await }
     };
     match outcome {
         LinkOutcome::Dropped => {
-            reverse(ReversalReason::Timeout).await;
+            reverse(ReversalReason::Timeout).await?;
             Err(BankError::Timeout)
         }
         LinkOutcome::Answered {
@@ -1157,11 +1158,11 @@ pub async fn outcome(
             approval_code,
         } => {
             match response_code.as_str() {
-                "91" => reverse(ReversalReason::Response91).await,
-                "96" => reverse(ReversalReason::Response96).await,
+                "91" => reverse(ReversalReason::Response91).await?,
+                "96" => reverse(ReversalReason::Response96).await?,
                 // A 0210 without a valid field 39 says nothing: undo whatever it did.
                 code if code.len() != 2 => {
-                    reverse(ReversalReason::Timeout).await;
+                    reverse(ReversalReason::Timeout).await?;
                     return Err(BankError::Protocol("0210 without field 39".into()));
                 }
                 _ => {}

@@ -241,13 +241,8 @@ impl BankRouter {
         Box::pin(async move {
             let (entry, stan, f7) = target?;
             let record = link::reversal_record(&request, &entry.settings.name, stan, f7, &deps);
-            let stored = link::store_reversal(&deps, &record, ReversalReason::GatewayIncomplete)
-                .await
-                .map_err(|e| {
-                    BankError::Protocol(format!("the reversal could not be stored: {e}"))
-                })?;
-            entry.addr.do_send(link::ReversalQueued(stored));
-            Ok(())
+            let reason = ReversalReason::GatewayIncomplete;
+            link::queue_reversal(&entry.addr, &deps, &record, reason).await
         })
     }
 }

@@ -36,6 +36,7 @@ pub struct LinkSettings {
     /// Payer banks (field 100) routed over this link, in the order of the configuration.
     pub banks: Vec<BankId>,
     pub response_timeout_ms: u64,
+    /// An echo (0800/301) goes out when nothing was received from the bank for this long.
     pub echo_interval_ms: u64,
     pub in_flight_max: usize,
     /// How often an unanswered reversal is repeated as 0421.
@@ -44,7 +45,8 @@ pub struct LinkSettings {
     pub reconnect_backoff_max_ms: u64,
     /// When set, the link talks TLS and checks the BIPS's certificate against this CA.
     pub tls_ca_cert: Option<PathBuf>,
-    /// The 16-byte X9.19 MAC key; when set, field 128 is sent and checked.
+    /// The 16-byte X9.19 MAC key; when set, every message is signed in field 128 and every message
+    /// received must carry a good MAC in its last field (128, else 64).
     pub mac_key: Option<crate::Secret<[u8; 16]>>,
 }
 
@@ -107,6 +109,16 @@ impl LinkSettings {
 
     pub fn response_timeout(&self) -> Duration {
         Duration::from_millis(self.response_timeout_ms)
+    }
+
+    /// Opening a connection (TCP connect and TLS handshake together) is bounded by the response
+    /// timeout: a bank slower than that to connect could not answer in time anyway.
+    pub fn connect_timeout_ms(&self) -> u64 {
+        self.response_timeout_ms
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms())
     }
 
     pub fn echo_interval(&self) -> Duration {

@@ -53,6 +53,7 @@ struct IssuedCode {
 }
 
 /// How a debit ended, before it is written.
+#[derive(Debug, PartialEq)]
 enum DebitEnd {
     Outcome(Outcome),
     /// The outcome cannot be known: reverse, then `failed`/`bank_unavailable`.
@@ -1029,12 +1030,14 @@ fn debit_end(answer: Result<DebitResponse, BankError>) -> DebitEnd {
             FailureCode::BankDeclined,
             Some(r.response_code),
         )),
-        // The router queued the reversal itself (`Timeout`), or nothing was sent (a reservation
+        // The router stored the reversal itself (`Timeout`), or nothing was sent (a reservation
         // that lapsed or a link that went down: `Unavailable`).
         Err(
             BankError::Timeout | BankError::NoRoute(_) | BankError::Unavailable | BankError::Busy,
         ) => DebitEnd::Outcome(Outcome::failed(FailureCode::BankUnavailable, None)),
         Err(BankError::Protocol(_)) => DebitEnd::Unknown("protocol_error"),
+        // The router could not store the reversal: the payment stays `processing` until one is.
+        Err(BankError::ReversalNotStored) => DebitEnd::Unknown("reversal_not_stored"),
     }
 }
 
@@ -1063,8 +1066,48 @@ fn seconds_until(now: DateTime<Utc>, until: DateTime<Utc>) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::awaiting_code_deadline;
+    use super::*;
     use chrono::{DateTime, Duration, Utc};
+
+    fn answered(code: &str, approval: Option<&str>) -> Result<DebitResponse, BankError> {
+        Ok(DebitResponse {
+            response_code: code.into(),
+            approval_code: approval.map(Into::into),
+            link: "bips-a".into(),
+        })
+    }
+
+    #[test]
+    fn a_duplicate_is_the_original_outcome_when_it_tells_it() {
+        assert_eq!(
+            debit_end(answered("94", Some("A00001"))),
+            DebitEnd::Outcome(Outcome::succeeded(Some("A00001".into())))
+        );
+        assert_eq!(
+            debit_end(answered("94", None)),
+            DebitEnd::Unknown("duplicate_without_outcome")
+        );
+        // Field 38 on a decline changes nothing.
+        assert_eq!(
+            debit_end(answered("51", Some("A00001"))),
+            DebitEnd::Outcome(Outcome::failed(
+                FailureCode::BankDeclined,
+                Some("51".into())
+            ))
+        );
+    }
+
+    #[test]
+    fn a_reversal_not_stored_keeps_the_payment_open() {
+        assert_eq!(
+            debit_end(Err(BankError::ReversalNotStored)),
+            DebitEnd::Unknown("reversal_not_stored")
+        );
+        assert_eq!(
+            debit_end(Err(BankError::Timeout)),
+            DebitEnd::Outcome(Outcome::failed(FailureCode::BankUnavailable, None))
+        );
+    }
 
     fn at(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use futures::StreamExt;
 use openssl::ssl::SslAcceptor;
 use payhub_iso8583::Message;
-use payhub_iso8583::codec::MessageCodec;
+use payhub_iso8583::codec::{MessageCodec, VerifyingCodec};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -223,7 +223,9 @@ where
     W: AsyncWrite + Unpin,
 {
     {
-        let mut frames = FramedRead::new(reader, MessageCodec);
+        // A bad or missing MAC arrives as a malformed message: checked over the bytes as received.
+        let codec = VerifyingCodec::new(conn.shared.mac.clone());
+        let mut frames = FramedRead::new(reader, codec);
         loop {
             tokio::select! {
                 biased;
@@ -323,16 +325,6 @@ impl Connection {
     }
 
     async fn receive(&mut self, message: Message) -> Flow {
-        if let Some(key) = &self.shared.mac {
-            let verified = message
-                .pack()
-                .and_then(|bytes| payhub_iso8583::mac::unpack_verified(&bytes, key));
-            if let Err(e) = verified {
-                bump(&self.shared.stats.malformed);
-                tracing::warn!(error = %e, "bank-sim: bad MAC; message dropped");
-                return Flow::Continue;
-            }
-        }
         let faults = self.shared.faults.get();
         self.received += 1;
         if faults.close_every > 0 && self.received % u64::from(faults.close_every) == 0 {
