@@ -771,6 +771,17 @@ impl std::io::Write for CapturedLog {
 }
 
 impl CapturedLog {
+    /// Captures this thread's log lines until the guard is dropped.
+    fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+        let log = CapturedLog::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        (log, tracing::subscriber::set_default(subscriber))
+    }
+
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
@@ -778,13 +789,7 @@ impl CapturedLog {
 
 #[actix_rt::test]
 async fn a_bank_certificate_from_another_ca_keeps_the_link_down_with_a_clear_error() {
-    let log = CapturedLog::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = CapturedLog::install();
     let db = fresh_database().await;
     let dir = tempfile::tempdir().unwrap();
     let (_, tls) = tls_files(dir.path(), "bips");
@@ -972,13 +977,7 @@ async fn a_bank_that_macs_in_field_128_as_the_profile_says_is_understood() {
 
 #[actix_rt::test]
 async fn a_tls_handshake_the_bank_never_answers_times_out_and_the_link_retries() {
-    let log = CapturedLog::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = CapturedLog::install();
     let db = fresh_database().await;
     let dir = tempfile::tempdir().unwrap();
     let (ca, _) = tls_files(dir.path(), "bips");
