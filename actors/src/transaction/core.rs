@@ -730,7 +730,18 @@ impl PaymentCore {
             original: original.clone(),
             at: now,
         };
-        let moved = self.deps.writer.to_processing(to_processing).await?;
+        let moved = match self.deps.writer.to_processing(to_processing).await {
+            Ok(moved) => moved,
+            Err(e) => {
+                // A write that timed out may still commit: the row, not memory, then says where
+                // the payment is, and a `processing` one is reversed at its next deadline (its
+                // reserved 0200 never left) instead of when its code would have lapsed.
+                if let Err(reload) = self.reload().await {
+                    tracing::warn!(payment = %self.row.id, error = %reload, "cannot reload");
+                }
+                return Err(e.into());
+            }
+        };
         if !moved {
             // The reservation lapses unsent.
             self.reload().await?;
