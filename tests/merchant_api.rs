@@ -115,6 +115,10 @@ async fn create_read_replay_and_conflicts() {
         (status, error_code(&err)),
         (StatusCode::CONFLICT, "order_exists")
     );
+    // It names the order's payment, so a merchant whose first create was answered `unavailable`
+    // (and committed after all) finds it.
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains(id), "{message}");
 
     // Nothing half-written: one payment, one key (the 409 under k-2 stored nothing).
     assert_eq!(count(&gw, "payments").await, 1);

@@ -260,6 +260,7 @@ pub async fn create_payment(
     payload: web::Payload,
     api: web::Data<MerchantApi>,
     writer: web::Data<CreateBatcher>,
+    pool: web::Data<deadpool_postgres::Pool>,
 ) -> Result<HttpResponse, ApiError> {
     check_content_type(&req)?;
     let key = idempotency_key(&req)?;
@@ -312,15 +313,26 @@ pub async fn create_payment(
             "idempotency_key_reused",
             "this Idempotency-Key was used with a different request body",
         )),
-        CreateOutcome::OrderExists => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "order_exists",
-            format!(
-                "a payment for order_id `{}` already exists",
-                new.order_id.as_str()
-            ),
-        )),
+        CreateOutcome::OrderExists => Err(order_exists(&pool, &new).await),
     }
+}
+
+/// `409 order_exists`, naming the order's payment when it can be read: a merchant whose create
+/// was answered `unavailable` but committed can then find it.
+async fn order_exists(pool: &deadpool_postgres::Pool, new: &NewPayment) -> ApiError {
+    let order_id = new.order_id.as_str();
+    let existing = match pool.get().await {
+        Ok(client) => payments::id_for_order(&client, &new.merchant_id, order_id)
+            .await
+            .ok()
+            .flatten(),
+        Err(_) => None,
+    };
+    let message = match existing {
+        Some(id) => format!("a payment for order_id `{order_id}` already exists: `{id}`"),
+        None => format!("a payment for order_id `{order_id}` already exists"),
+    };
+    ApiError::new(StatusCode::CONFLICT, "order_exists", message)
 }
 
 /// Reads a payment; only the merchant that created it sees it.

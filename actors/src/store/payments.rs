@@ -196,6 +196,21 @@ pub async fn load_for_merchant(
     }
 }
 
+/// The id of the merchant's payment for `order_id`, if there is one.
+pub async fn id_for_order(
+    client: &impl GenericClient,
+    merchant_id: &str,
+    order_id: &str,
+) -> Result<Option<String>, StoreError> {
+    let row = client
+        .query_opt_cached(
+            "SELECT id FROM payments WHERE merchant_id = $1 AND order_id = $2",
+            &[&merchant_id, &order_id],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// An idempotency key with the hash of the request it came with.
 #[derive(Debug, Clone)]
 pub struct KeyedRequest {
