@@ -122,6 +122,7 @@ async fn payments_end_to_end() {
         bank: bank.addr(),
         bank_response_timeout_ms: 5_000,
         smpp_response_timeout_ms: 10_000,
+        code_page_wait_ms: payhub::http::pages::CODE_STEP_WAIT_MAX_MS,
     };
     let gateway = Gateway::start(
         db.pool.clone(),
@@ -511,6 +512,7 @@ async fn memory_with_10000_payments_awaiting_their_code() {
         bank: bank.addr(),
         bank_response_timeout_ms: 5_000,
         smpp_response_timeout_ms: 10_000,
+        code_page_wait_ms: payhub::http::pages::CODE_STEP_WAIT_MAX_MS,
     };
     let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
     // Everything but the payment actors: a gateway over an empty table first.

@@ -8,6 +8,7 @@ mod e2e_support;
 use chrono::{Duration, Utc};
 use e2e_support::*;
 use payhub::http::merchant_testing::TestPki;
+use payhub::http::pages::CODE_STEP_WAIT_MAX_MS;
 use payhub_actors::clock::{ManualClock, SharedClock};
 use payhub_actors::keyed_hash::HashKey;
 use payhub_actors::store::testing::{TestDb, fresh_database};
@@ -49,7 +50,14 @@ impl World {
     }
 
     async fn with(settings: PaymentSettings, webhook_script: Vec<u16>) -> World {
-        Self::build(settings, webhook_script, ALICE_BALANCE, 500).await
+        Self::build(
+            settings,
+            webhook_script,
+            ALICE_BALANCE,
+            500,
+            CODE_STEP_WAIT_MAX_MS,
+        )
+        .await
     }
 
     async fn build(
@@ -57,6 +65,7 @@ impl World {
         webhook_script: Vec<u16>,
         balance: i64,
         bank_response_timeout_ms: u64,
+        code_page_wait_ms: u64,
     ) -> World {
         let db = fresh_database().await;
         let clock = ManualClock::new(Utc::now());
@@ -68,6 +77,7 @@ impl World {
             bank: bank.addr(),
             bank_response_timeout_ms,
             smpp_response_timeout_ms: 1_000,
+            code_page_wait_ms,
         };
         let pki = TestPki::new();
         let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
@@ -600,7 +610,7 @@ async fn a_code_from_another_browser_session_is_refused() {
 
 #[actix_rt::test]
 async fn insufficient_funds_is_declined_with_field_39() {
-    let w = World::build(settings(), vec![], 1_000, 500).await;
+    let w = World::build(settings(), vec![], 1_000, 500, CODE_STEP_WAIT_MAX_MS).await;
     let pay = w.payment().await;
     let browser = w.browser();
     browser
@@ -656,6 +666,35 @@ async fn bank_timeout_is_bank_unavailable_and_the_debit_is_reversed() {
     })
     .await;
     assert_eq!(w.debits(), 1);
+}
+
+/// A bank slow to answer does not hold the customer's browser: past the code page's wait it shows
+/// the payment in progress, reloading itself, and then the outcome.
+#[actix_rt::test]
+async fn a_slow_bank_shows_the_payment_in_progress_then_its_outcome() {
+    let w = World::build(settings(), vec![], ALICE_BALANCE, 1_500, 200).await;
+    w.bank.set_faults(payhub::sim::bank::Faults {
+        drop_pct: 100,
+        ..Default::default()
+    });
+    let pay = w.payment().await;
+    let browser = w.browser();
+    browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    let page = browser.submit_code(&pay, &w.last_code()).await;
+    let refresh = "http-equiv=\"refresh\"";
+    assert_eq!(page.path(), format!("/pay/{pay}/result"));
+    assert!(page.body.contains("Payment in progress"), "{}", page.body);
+    assert!(page.body.contains(refresh), "{}", page.body);
+    assert_eq!(w.status(&pay).await.0, "processing");
+    eventually("the debit's outcome", || async {
+        w.status(&pay).await.0 == "failed"
+    })
+    .await;
+    let done = browser.get(&format!("/pay/{pay}/result")).await;
+    assert!(done.body.contains("Payment not completed"), "{}", done.body);
+    assert!(!done.body.contains(refresh), "{}", done.body);
 }
 
 #[actix_rt::test]
@@ -934,7 +973,14 @@ async fn a_restart_while_awaiting_the_customer_or_the_code_continues() {
 #[actix_rt::test]
 async fn a_restart_while_processing_reverses_and_fails_without_a_second_debit() {
     // A long link timeout, so the gateway dies while it still waits for the 0210.
-    let mut w = World::build(settings(), vec![], ALICE_BALANCE, 30_000).await;
+    let mut w = World::build(
+        settings(),
+        vec![],
+        ALICE_BALANCE,
+        30_000,
+        CODE_STEP_WAIT_MAX_MS,
+    )
+    .await;
     w.bank.set_faults(payhub::sim::bank::Faults {
         drop_pct: 100,
         ..Default::default()

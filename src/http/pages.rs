@@ -42,6 +42,11 @@ pub const PAYMENT_ID_MAX_CHARS: usize = 64;
 /// How long a page waits for the view of a payment whose actor is busy with a step (a password
 /// hash, a debit) before it reads the row instead.
 pub const ACTOR_VIEW_WAIT_MAX_MS: u64 = 100;
+/// How long the code page waits for the debit's outcome before it shows the payment in progress
+/// (a bank slow to answer, then a reversal, can take minutes); the debit goes on regardless.
+pub const CODE_STEP_WAIT_MAX_MS: u64 = 20_000;
+/// How often a result page of a payment in progress reloads itself.
+pub const IN_PROGRESS_REFRESH_S: u64 = 3;
 
 /// What the pages need.
 #[derive(Clone)]
@@ -51,6 +56,8 @@ pub struct PagesState {
     pub hash_key: HashKey,
     pub clock: SharedClock,
     pub allow_unregistered_receiver: bool,
+    /// See [`CODE_STEP_WAIT_MAX_MS`] (shorter in tests).
+    pub code_step_wait_ms: u64,
     templates: Arc<Templates>,
 }
 
@@ -68,6 +75,7 @@ impl PagesState {
             hash_key,
             clock,
             allow_unregistered_receiver,
+            code_step_wait_ms: CODE_STEP_WAIT_MAX_MS,
             templates: Arc::new(Templates::new()),
         }
     }
@@ -252,8 +260,13 @@ async fn submit_code(
         session: Secret::new(session),
         code: Secret::new(code),
     };
+    let wait = std::time::Duration::from_millis(state.code_step_wait_ms);
     let reply = match ctx.actor().await {
-        Ok(actor) => actor.send(msg).await,
+        Ok(actor) => match tokio::time::timeout(wait, actor.send(msg)).await {
+            Ok(reply) => reply,
+            // The actor goes on with the debit; the result page says so and reloads itself.
+            Err(_elapsed) => return see_other(&ctx.path("/result")),
+        },
         Err(e) => return ctx.payment_error(e),
     };
     match flatten(reply) {
@@ -641,6 +654,7 @@ impl Ctx {
                 message,
                 approval_code => v.approval_code,
                 return_url => v.status.is_final().then_some(v.return_url.as_str()),
+                refresh_s => (v.status == PaymentStatus::Processing).then_some(IN_PROGRESS_REFRESH_S),
             },
         );
         self.finish(page)

@@ -33,6 +33,8 @@ pub struct Outside {
     pub bank_response_timeout_ms: u64,
     /// The SMPP session's wait for a `submit_sm_resp` (short in tests, longer under bench load).
     pub smpp_response_timeout_ms: u64,
+    /// The code page's wait for the debit's outcome (`PagesState::code_step_wait_ms`).
+    pub code_page_wait_ms: u64,
 }
 
 pub const INSTITUTION: &str = "99990001";
@@ -188,8 +190,9 @@ impl Gateway {
                         public_url: settings_url,
                         payment_lifetime_s: 900,
                     };
-                    let state =
+                    let mut state =
                         PagesState::new(registry.clone(), pool.clone(), key, clock.clone(), allow);
+                    state.code_step_wait_ms = outside.code_page_wait_ms;
                     let server = server::start(
                         server_settings,
                         &tls,
@@ -674,6 +677,7 @@ impl Stage {
             bank: bank.addr(),
             bank_response_timeout_ms: 2_000,
             smpp_response_timeout_ms: 1_000,
+            code_page_wait_ms: payhub::http::pages::CODE_STEP_WAIT_MAX_MS,
         };
         let pki = TestPki::new();
         let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;

@@ -156,7 +156,7 @@ pub fn outcome_text(v: &PaymentView) -> (&'static str, &'static str, String) {
         PaymentStatus::Processing => (
             "Payment in progress",
             "info",
-            "Your bank is confirming the payment. Reload this page in a moment.".into(),
+            "Your bank is confirming the payment. This page updates itself in a moment.".into(),
         ),
         PaymentStatus::AwaitingCustomer | PaymentStatus::AwaitingCode => (
             "Payment not finished",
