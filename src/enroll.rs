@@ -282,8 +282,7 @@ fn read_uploaded_cert(path: &Path) -> anyhow::Result<openssl::x509::X509> {
     let pem = std::fs::read(path).with_context(|| format!("--cert: reading {}", path.display()))?;
     let cert = openssl::x509::X509::from_pem(&pem)
         .map_err(|_| anyhow::anyhow!("--cert: {} is not a PEM certificate", path.display()))?;
-    let now = openssl::asn1::Asn1Time::days_from_now(0)?;
-    if cert.not_after() < now || cert.not_before() > now {
+    if !pki::within_validity(&cert) {
         anyhow::bail!("--cert: the certificate is not within its validity");
     }
     Ok(cert)

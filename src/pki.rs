@@ -129,6 +129,11 @@ impl CertifiedKey {
 }
 
 /// SHA-256 of a certificate's DER, lower-case hex.
+/// Whether `cert` is within its validity now.
+pub fn within_validity(cert: &X509Ref) -> bool {
+    Asn1Time::days_from_now(0).is_ok_and(|now| cert.not_before() <= now && now <= cert.not_after())
+}
+
 /// The serial number of `cert` in upper-case hex.
 pub fn serial_hex(cert: &X509Ref) -> String {
     cert.serial_number()

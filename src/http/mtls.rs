@@ -17,7 +17,6 @@ use actix_web::rt::net::TcpStream;
 use actix_web::{FromRequest, HttpRequest, web};
 use anyhow::Context;
 use futures::future::LocalBoxFuture;
-use openssl::asn1::Asn1Time;
 use openssl::error::ErrorStack;
 use openssl::pkey::PKey;
 use openssl::ssl::{SslAcceptor, SslAcceptorBuilder, SslMethod, SslVerifyMode};
@@ -109,7 +108,7 @@ fn judge(cert: &X509Ref, verdict: X509VerifyResult) -> ClientCertificate {
     if verdict == X509VerifyResult::OK {
         return ClientCertificate::Verified { fingerprint };
     }
-    if UNTRUSTED_ISSUER.contains(&verdict.as_raw()) && within_validity(cert) {
+    if UNTRUSTED_ISSUER.contains(&verdict.as_raw()) && crate::pki::within_validity(cert) {
         return ClientCertificate::Uploaded { fingerprint };
     }
     ClientCertificate::Rejected {
@@ -122,10 +121,6 @@ fn judge(cert: &X509Ref, verdict: X509VerifyResult) -> ClientCertificate {
 /// self-signed (18), self-signed in the chain (19), issuer not found (20), leaf signature not
 /// verifiable (21).
 const UNTRUSTED_ISSUER: [i32; 4] = [18, 19, 20, 21];
-
-fn within_validity(cert: &X509Ref) -> bool {
-    Asn1Time::days_from_now(0).is_ok_and(|now| cert.not_before() <= now && now <= cert.not_after())
-}
 
 /// The merchant behind the request's client certificate; a handler that takes it answers 401
 /// to anyone else.
