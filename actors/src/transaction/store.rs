@@ -259,11 +259,11 @@ pub async fn begin_attempt(
     window: chrono::Duration,
     now: DateTime<Utc>,
 ) -> Result<Attempt, PaymentError> {
-    let max = i32::try_from(failures_max).unwrap_or(i32::MAX);
+    let (window_s, max) = lockout_params(failures_max, window);
     let row = client
         .query_one_cached(
             "SELECT attempt_id, locked_until FROM login_attempt_begin($1, $2, $3, $4)",
-            &[&key, &now, &window.num_seconds(), &max],
+            &[&key, &now, &window_s, &max],
         )
         .await?;
     match (row.get(0), row.get(1)) {
@@ -276,7 +276,8 @@ pub async fn begin_attempt(
 }
 
 /// When the identity is locked, until when: the last `failures_max` failures fell within one
-/// lockout window, and the newest of them is less than a window old.
+/// lockout window, and the newest of them is less than a window old. The rule is V65's
+/// `login_locked_until`, which `login_attempt_begin` applies too.
 pub async fn locked_until(
     client: &impl GenericClient,
     key: &str,
@@ -284,20 +285,20 @@ pub async fn locked_until(
     window: chrono::Duration,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, PaymentError> {
-    let rows = client
-        .query_cached(
-            "SELECT failed_at FROM login_failures WHERE identity = $1 AND failed_at > $2
-             ORDER BY failed_at DESC LIMIT $3",
-            &[&key, &(now - window - window), &i64::from(failures_max)],
+    let (window_s, max) = lockout_params(failures_max, window);
+    let row = client
+        .query_one_cached(
+            "SELECT login_locked_until($1, $2, $3, $4)",
+            &[&key, &now, &window_s, &max],
         )
         .await?;
-    if failures_max == 0 || rows.len() < failures_max as usize {
-        return Ok(None);
-    }
-    let newest: DateTime<Utc> = rows[0].get(0);
-    let oldest: DateTime<Utc> = rows[rows.len() - 1].get(0);
-    let until = newest + window;
-    Ok((newest - oldest <= window && now < until).then_some(until))
+    Ok(row.get(0))
+}
+
+/// The lockout's bounds as V65's functions take them: the window in seconds, the failures.
+fn lockout_params(failures_max: u32, window: chrono::Duration) -> (i64, i32) {
+    let max = i32::try_from(failures_max).unwrap_or(i32::MAX);
+    (window.num_seconds(), max)
 }
 
 /// A fresh code, written as one statement: the payment's code (voiding any earlier one) and its
