@@ -141,6 +141,14 @@ impl World {
         page
     }
 
+    /// From now on the bank applies each debit, but its 0210 never arrives.
+    fn silence_bank(&self) {
+        self.bank.set_faults(payhub::sim::bank::Faults {
+            drop_pct: 100,
+            ..Default::default()
+        });
+    }
+
     /// Texts the customer's phone received.
     fn texts(&self) -> Vec<String> {
         texts_to(&self.smsc, &self.customer.mobile)
@@ -484,10 +492,7 @@ async fn a_sign_in_between_failures_does_not_forget_them() {
         }
     }
     let pay = w.payment().await;
-    let ok = browser
-        .login(&pay, "alice", &w.customer.password, "sms", "")
-        .await;
-    assert_eq!(ok.path(), format!("/pay/{pay}/code"), "{}", ok.body);
+    w.signed_in_by_sms(&browser, &pay).await;
     let pay = w.payment().await;
     let fifth = browser.login(&pay, "alice", "nope", "sms", "").await;
     assert_eq!(fifth.status, 429, "{}", fifth.body);
@@ -638,10 +643,7 @@ async fn insufficient_funds_is_declined_with_field_39() {
 async fn bank_timeout_is_bank_unavailable_and_the_debit_is_reversed() {
     let w = World::new().await;
     // The bank applies the debit but its 0210 never arrives.
-    w.bank.set_faults(payhub::sim::bank::Faults {
-        drop_pct: 100,
-        ..Default::default()
-    });
+    w.silence_bank();
     let pay = w.payment().await;
     let browser = w.browser();
     browser
@@ -673,15 +675,10 @@ async fn bank_timeout_is_bank_unavailable_and_the_debit_is_reversed() {
 #[actix_rt::test]
 async fn a_slow_bank_shows_the_payment_in_progress_then_its_outcome() {
     let w = World::build(settings(), vec![], ALICE_BALANCE, 1_500, 200).await;
-    w.bank.set_faults(payhub::sim::bank::Faults {
-        drop_pct: 100,
-        ..Default::default()
-    });
+    w.silence_bank();
     let pay = w.payment().await;
     let browser = w.browser();
-    browser
-        .login(&pay, "alice", &w.customer.password, "sms", "")
-        .await;
+    w.signed_in_by_sms(&browser, &pay).await;
     let page = browser.submit_code(&pay, &w.last_code()).await;
     let refresh = "http-equiv=\"refresh\"";
     assert_eq!(page.path(), format!("/pay/{pay}/result"));
@@ -981,10 +978,7 @@ async fn a_restart_while_processing_reverses_and_fails_without_a_second_debit() 
         CODE_STEP_WAIT_MAX_MS,
     )
     .await;
-    w.bank.set_faults(payhub::sim::bank::Faults {
-        drop_pct: 100,
-        ..Default::default()
-    });
+    w.silence_bank();
     let pay = w.payment().await;
     let browser = w.browser();
     browser
