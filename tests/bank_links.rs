@@ -1130,3 +1130,112 @@ async fn a_bank_that_reads_but_never_answers_is_dropped_while_debits_flow() {
     again.sign_on().await;
     wait_signed_on(&router, 1).await;
 }
+
+#[actix_rt::test]
+async fn a_bank_that_sends_requests_and_never_reads_is_dropped() {
+    use tokio::io::AsyncWriteExt;
+    let db = fresh_database().await;
+    // A small receive buffer, so the link's answers pile up on its side soon.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4_096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(8).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let router = start_router(&db, vec![settings("bips-a", &addr)]);
+    let mut bank = Peer::accept(&listener).await;
+    bank.sign_on().await;
+    wait_signed_on(&router, 1).await;
+    // From now on the bank sends echo requests as fast as it can and reads nothing. Each is
+    // answered with an 0810 that the bank never takes.
+    let echo = Message::new("0800")
+        .and_then(|m| m.with(7, "1129120000"))
+        .and_then(|m| m.with(11, "000001"))
+        .and_then(|m| m.with(70, "301"))
+        .unwrap()
+        .pack()
+        .unwrap();
+    let mut frame = u16::try_from(echo.len()).unwrap().to_be_bytes().to_vec();
+    frame.extend(&echo);
+    let frames = frame.repeat(64);
+    let flood = actix_rt::spawn(async move {
+        let mut sent: u64 = 0;
+        while bank.stream.write_all(&frames).await.is_ok() {
+            sent += 64;
+        }
+        sent
+    });
+    let sent = tokio::time::timeout(Duration::from_secs(60), flood)
+        .await
+        .expect("the link drops a bank that does not read")
+        .unwrap();
+    // Over a mebibyte of answers was owed before the link gave up (an 0810 is about as long
+    // as its 0800), and no more than the kernel's buffers besides.
+    let owed_bytes = sent * frame.len() as u64;
+    assert!(owed_bytes > 1 << 20, "dropped after {owed_bytes} bytes");
+    // ...and it connects again.
+    let mut again = Peer::accept(&listener).await;
+    again.sign_on().await;
+    wait_signed_on(&router, 1).await;
+}
+
+/// Makes the database refuse, or take again, the record of a reversal's send.
+async fn refuse_reversal_sends(db: &TestDb, refuse: bool) {
+    let client = db.pool.get().await.unwrap();
+    let sql = if refuse {
+        "CREATE FUNCTION refuse_send() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'reversal sends refused by the test'; END $$;
+         CREATE TRIGGER refuse_send BEFORE UPDATE ON reversals
+             FOR EACH ROW EXECUTE FUNCTION refuse_send();"
+    } else {
+        "DROP TRIGGER refuse_send ON reversals; DROP FUNCTION refuse_send();"
+    };
+    client.batch_execute(sql).await.unwrap();
+}
+
+async fn reversal_sends(db: &TestDb) -> i32 {
+    let client = db.pool.get().await.unwrap();
+    let row = client
+        .query_one("SELECT attempts FROM reversals", &[])
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+#[actix_rt::test]
+async fn a_reversal_leaves_only_once_its_send_is_recorded() {
+    let db = fresh_database().await;
+    let (listener, addr) = peer_listener().await;
+    let router = start_router(&db, vec![settings("bips-a", &addr)]);
+    let mut bank = Peer::accept(&listener).await;
+    bank.sign_on().await;
+    wait_signed_on(&router, 1).await;
+    refuse_reversal_sends(&db, true).await;
+    let reverse = ReverseDebit {
+        request: request(1, 0, 100),
+        original: Some(original("bips-a", "000042", "1129120000")),
+    };
+    router.send(reverse).await.unwrap().unwrap();
+    // Several repeat intervals go by: the send cannot be recorded, so nothing leaves.
+    let early = tokio::time::timeout(Duration::from_millis(600), bank.next_raw()).await;
+    assert!(
+        early.is_err(),
+        "a reversal left before its send was recorded"
+    );
+    assert_eq!(reversal_sends(&db).await, 0);
+    refuse_reversal_sends(&db, false).await;
+    // Each advice is on record when it arrives: after a crash, the next is a repeat.
+    let advice = bank.read().await;
+    assert_eq!(
+        (advice.mti(), advice.get(37)),
+        ("0420", Some("000000000001"))
+    );
+    assert_eq!(reversal_sends(&db).await, 1);
+    let repeat = bank.read().await;
+    assert_eq!(repeat.mti(), "0421");
+    assert_eq!(reversal_sends(&db).await, 2);
+    bank.write(&answer(&repeat, "0430", &[(39, "00")])).await;
+    eventually("the 0430 closed the reversal", || async {
+        pending_reversals(&db).await == 0
+    })
+    .await;
+}

@@ -2,15 +2,16 @@
 //! link's CA. The two halves go to the link's reader (frames in) and writer (frames out).
 
 use super::settings::LinkSettings;
+use super::unsent::{CountingCodec, CountingTransport};
 use payhub_iso8583::Message;
-use payhub_iso8583::codec::MessageCodec;
 use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 pub type LinkReader = Box<dyn AsyncRead + Unpin + Send>;
 pub type LinkWriterIo = Box<dyn AsyncWrite + Unpin + Send>;
-pub type LinkWriter = actix::io::FramedWrite<Message, LinkWriterIo, MessageCodec>;
+pub type LinkWriter =
+    actix::io::FramedWrite<Message, CountingTransport<LinkWriterIo>, CountingCodec>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {

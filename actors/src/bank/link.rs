@@ -14,6 +14,7 @@ use super::prepared::{LinkReservation, Reservation, Reservations};
 use super::reversals::{self, PendingReversal, ReversalReason, ReversalRecord};
 use super::settings::{Backoff, LinkSettings};
 use super::stan::{StanAllocator, format_stan};
+use super::unsent::Unsent;
 use super::wire::{self, NetworkCode};
 use crate::clock::SharedClock;
 use crate::messages::{BankError, DebitRequest, DebitResponse};
@@ -22,7 +23,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use payhub_iso8583::Message;
-use payhub_iso8583::codec::{CodecError, MessageCodec, VerifyingCodec};
+use payhub_iso8583::codec::{CodecError, VerifyingCodec};
 use payhub_iso8583::mac::{self, MacKey};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -45,6 +46,11 @@ const STALE_DEBIT_TIMEOUTS: u32 = 2;
 /// Attempts to store a reversal before the failure is reported (the database may be restarting).
 const REVERSAL_STORE_ATTEMPTS_MAX: u32 = 5;
 const REVERSAL_STORE_RETRY_MS: u64 = 200;
+/// A request from the bank (an 0800) is answered only while less than this waits for the socket.
+/// More, beyond the kernel's own buffers, is thousands of messages the bank has not read: a bank
+/// that keeps sending requests without reading would grow the writer's buffer without end, so
+/// the link is dropped instead.
+const ANSWERING_UNSENT_MAX_BYTES: usize = 1 << 20;
 
 /// The link's state as operators and the router see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +203,8 @@ struct Pending {
 
 struct Conn {
     writer: LinkWriter,
+    /// Bytes written to `writer` that the socket has not yet taken.
+    unsent: Unsent,
     reader: SpawnHandle,
     generation: u64,
 }
@@ -341,9 +349,11 @@ impl BankLinkActor {
             futures::stream::once(async move { Inbound::Closed(generation) }),
         );
         let reader = ctx.add_stream(stream);
-        let writer = actix::io::FramedWrite::new(writer, MessageCodec, ctx);
+        let unsent = Unsent::default();
+        let writer = actix::io::FramedWrite::new(unsent.transport(writer), unsent.codec(), ctx);
         self.conn = Some(Conn {
             writer,
+            unsent,
             reader,
             generation,
         });
@@ -354,12 +364,14 @@ impl BankLinkActor {
 
     /// Closes the connection, fails what was outstanding on it and plans the next attempt.
     fn drop_connection(&mut self, why: &str, ctx: &mut Context<Self>) {
-        let Some(mut conn) = self.conn.take() else {
+        let Some(conn) = self.conn.take() else {
             return;
         };
         tracing::warn!(link = %self.name(), reason = why, "bank link down");
         ctx.cancel_future(conn.reader);
-        conn.writer.close();
+        // Not a graceful close: flushing to a bank that does not read would never end, and what
+        // is still unsent is given up below anyway.
+        ctx.cancel_future(conn.writer.handle());
         self.set_state(LinkState::Down);
         for ((_, stan), pending) in std::mem::take(&mut self.pending) {
             self.stans.release(stan);
@@ -553,7 +565,7 @@ impl BankLinkActor {
         }
     }
 
-    fn send_due_reversals(&mut self) {
+    fn send_due_reversals(&mut self, ctx: &mut Context<Self>) {
         if self.state() != LinkState::SignedOn {
             return;
         }
@@ -566,37 +578,61 @@ impl BankLinkActor {
             .take(REVERSALS_IN_FLIGHT_MAX.saturating_sub(self.reversals_in_flight.len()))
             .collect();
         for id in due {
-            self.send_reversal(id, now);
+            self.mark_reversal_sent(id, now, ctx);
         }
     }
 
-    fn send_reversal(&mut self, id: i64, now: DateTime<Utc>) {
-        let Some(reversal) = self.reversals.get(&id) else {
+    /// Records a reversal's send before it leaves (`ReversalMarked` then sends it): after a crash
+    /// in between, the next send is a `0421`, the repeat a BIPS may have seen already, never a
+    /// second `0420`.
+    fn mark_reversal_sent(&mut self, id: i64, now: DateTime<Utc>, ctx: &mut Context<Self>) {
+        let (Some(reversal), Some(conn)) = (self.reversals.get_mut(&id), &self.conn) else {
             return;
-        };
-        let Some(stan) = self.stans.allocate() else {
-            return;
-        };
-        let message = match wire::reversal_advice(
-            &reversal.record,
-            reversal.attempts > 0,
-            &format_stan(stan),
-            now,
-        ) {
-            Ok(m) => m,
-            Err(e) => {
-                self.stans.release(stan);
-                tracing::error!(link = %self.settings.name, id, error = %e, "building a reversal");
-                return;
-            }
         };
         let next = now
             + chrono::Duration::from_std(self.settings.reversal_interval())
                 .unwrap_or(chrono::Duration::seconds(10));
-        if let Some(r) = self.reversals.get_mut(&id) {
-            r.attempts += 1;
-            r.next_attempt_at = next;
-        }
+        let repeat = reversal.attempts > 0;
+        reversal.next_attempt_at = next;
+        self.reversals_in_flight.insert(id);
+        let generation = conn.generation;
+        let pool = self.deps.pool.clone();
+        let link = self.settings.name.clone();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let marked = reversals::mark_sent(&pool, id, now, next).await;
+            if let Err(e) = &marked {
+                tracing::warn!(link = %link, id, error = %e, "recording a reversal send");
+            }
+            addr.do_send(ReversalMarked {
+                id,
+                repeat,
+                generation,
+                marked: marked.is_ok(),
+            });
+        });
+    }
+
+    fn send_reversal(&mut self, id: i64, repeat: bool) {
+        let Some(reversal) = self.reversals.get(&id) else {
+            self.reversals_in_flight.remove(&id);
+            return;
+        };
+        let Some(stan) = self.stans.allocate() else {
+            self.reversals_in_flight.remove(&id);
+            return;
+        };
+        let now = self.deps.clock.now();
+        let message = match wire::reversal_advice(&reversal.record, repeat, &format_stan(stan), now)
+        {
+            Ok(m) => m,
+            Err(e) => {
+                self.stans.release(stan);
+                self.reversals_in_flight.remove(&id);
+                tracing::error!(link = %self.settings.name, id, error = %e, "building a reversal");
+                return;
+            }
+        };
         let sent_at = Instant::now();
         self.pending.insert(
             (b'4', stan),
@@ -608,15 +644,7 @@ impl BankLinkActor {
                 sent_at,
             },
         );
-        self.reversals_in_flight.insert(id);
         self.write(message);
-        let pool = self.deps.pool.clone();
-        let link = self.settings.name.clone();
-        actix::spawn(async move {
-            if let Err(e) = reversals::mark_sent(&pool, id, now, next).await {
-                tracing::warn!(link = %link, id, error = %e, "recording a reversal send");
-            }
-        });
     }
 
     fn load_reversals(&mut self, ctx: &mut Context<Self>) {
@@ -657,7 +685,7 @@ impl BankLinkActor {
         self.last_received = Instant::now();
         let mti = message.mti().to_owned();
         if !wire::is_response(&mti) {
-            self.on_request(&message);
+            self.on_request(&message, ctx);
             return;
         }
         let Some(stan) = wire::stan_of(&message) else {
@@ -715,8 +743,12 @@ impl BankLinkActor {
         }
     }
 
-    fn on_request(&mut self, message: &Message) {
-        if message.mti() == "0800" {
+    fn on_request(&mut self, message: &Message, ctx: &mut Context<Self>) {
+        let unsent = self.conn.as_ref().map_or(0, |c| c.unsent.bytes());
+        if unsent > ANSWERING_UNSENT_MAX_BYTES {
+            let why = format!("the bank sends requests and does not read: {unsent} bytes unsent");
+            self.drop_connection(&why, ctx);
+        } else if message.mti() == "0800" {
             match wire::network_answer(message) {
                 Ok(answer) => {
                     self.write(answer);
@@ -736,7 +768,7 @@ impl BankLinkActor {
                 self.set_state(LinkState::SignedOn);
                 self.backoff.reset();
                 self.load_reversals(ctx);
-                self.send_due_reversals();
+                self.send_due_reversals(ctx);
             }
             NetworkCode::SignOn => {
                 self.drop_connection("sign-on refused", ctx);
@@ -819,7 +851,7 @@ impl BankLinkActor {
             if idle >= self.settings.echo_interval() && !echo_outstanding {
                 self.send_network(NetworkCode::Echo);
             }
-            self.send_due_reversals();
+            self.send_due_reversals(ctx);
         }
         if self.stopping {
             self.try_sign_off(ctx);
@@ -1074,22 +1106,56 @@ impl Handler<Expire> for BankLinkActor {
 impl Handler<ReversalQueued> for BankLinkActor {
     type Result = ();
 
-    fn handle(&mut self, msg: ReversalQueued, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: ReversalQueued, ctx: &mut Context<Self>) {
         self.reversals.entry(msg.0.id).or_insert(msg.0);
         self.publish_reversal_count();
-        self.send_due_reversals();
+        self.send_due_reversals(ctx);
     }
 }
 
 impl Handler<ReversalsLoaded> for BankLinkActor {
     type Result = ();
 
-    fn handle(&mut self, msg: ReversalsLoaded, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: ReversalsLoaded, ctx: &mut Context<Self>) {
         for r in msg.0 {
             self.reversals.entry(r.id).or_insert(r);
         }
         self.publish_reversal_count();
-        self.send_due_reversals();
+        self.send_due_reversals(ctx);
+    }
+}
+
+/// A reversal's send was recorded (or could not be): now it may leave, on the connection it was
+/// marked for.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ReversalMarked {
+    id: i64,
+    /// Sent before: a `0421`.
+    repeat: bool,
+    generation: u64,
+    marked: bool,
+}
+
+impl Handler<ReversalMarked> for BankLinkActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReversalMarked, _ctx: &mut Context<Self>) {
+        if msg.marked
+            && let Some(reversal) = self.reversals.get_mut(&msg.id)
+        {
+            reversal.attempts += 1;
+        }
+        if self.conn.as_ref().map(|c| c.generation) != Some(msg.generation) {
+            // That connection is gone, and its reversals in flight with it.
+            return;
+        }
+        if !msg.marked || self.state() != LinkState::SignedOn {
+            // Tried again at its next attempt.
+            self.reversals_in_flight.remove(&msg.id);
+            return;
+        }
+        self.send_reversal(msg.id, msg.repeat);
     }
 }
 

@@ -20,6 +20,7 @@ pub mod reversals;
 pub mod router;
 pub mod settings;
 pub mod stan;
+pub mod unsent;
 pub mod wire;
 
 pub use link::{BankLinkActor, LinkState};
