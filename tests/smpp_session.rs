@@ -673,3 +673,77 @@ async fn an_acceptance_after_the_timeout_is_still_recorded() {
     assert!(row.error.as_deref().unwrap().contains("in time"), "{row:?}");
     assert!(session.send(GetStatus).await.unwrap().bound);
 }
+
+/// A raw SMSC on `listener`: accepts the session's connection and its bind.
+async fn accept_bind(
+    listener: &tokio::net::TcpListener,
+) -> tokio_util::codec::Framed<tokio::net::TcpStream, rusmpp::tokio_codec::CommandCodec> {
+    use futures::{SinkExt, StreamExt};
+    use rusmpp::pdus::BindTransceiverResp;
+    use rusmpp::{Command, CommandId, CommandStatus};
+    let (stream, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+        .await
+        .expect("the session connects")
+        .unwrap();
+    let mut smsc = tokio_util::codec::Framed::new(stream, rusmpp::tokio_codec::CommandCodec::new());
+    let bind = smsc.next().await.unwrap().unwrap();
+    assert_eq!(bind.id(), CommandId::BindTransceiver);
+    let system_id = std::str::FromStr::from_str("smsc").unwrap();
+    let resp = BindTransceiverResp::builder().system_id(system_id).build();
+    let answer = Command::new(CommandStatus::EsmeRok, bind.sequence_number(), resp);
+    smsc.send(answer).await.unwrap();
+    smsc
+}
+
+#[actix_rt::test]
+async fn an_smsc_that_sends_requests_and_never_reads_is_dropped_and_bound_again() {
+    use futures::SinkExt;
+    use rusmpp::{Command, CommandStatus, Pdu};
+    let db = fresh_database().await;
+    // A small receive buffer, so the session's answers pile up on its side soon.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4_096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(8).unwrap();
+    let config = payhub::config::SmppConfig {
+        addr: listener.local_addr().unwrap().to_string(),
+        system_id: SYSTEM_ID.into(),
+        password: PASSWORD.into(),
+        response_timeout_ms: 1_000,
+        ..Default::default()
+    };
+    let mut settings = SmppSettings::from_config(&config);
+    settings.rebind_backoff_min_ms = 50;
+    let session = smpp::start(db.pool.clone(), clock(), settings).expect("valid settings");
+    let mut smsc = accept_bind(&listener).await;
+    // From now on the SMSC sends enquire_link as fast as it can and reads nothing.
+    let flood = actix_rt::spawn(async move {
+        for sequence_number in 2.. {
+            let enquire = Command::new(CommandStatus::EsmeRok, sequence_number, Pdu::EnquireLink);
+            let sent = if sequence_number % 64 == 0 {
+                smsc.send(enquire).await
+            } else {
+                smsc.feed(enquire).await
+            };
+            if sent.is_err() {
+                return sequence_number;
+            }
+        }
+        unreachable!("the session never dropped the connection")
+    });
+    let sent = tokio::time::timeout(Duration::from_secs(60), flood)
+        .await
+        .expect("the session drops an SMSC that does not read")
+        .unwrap();
+    // Each answer is 16 bytes: the kernel's buffers held many before the bound was reached.
+    assert!(sent > 1_024, "dropped after {sent} requests");
+    let _again = accept_bind(&listener).await;
+    wait_until("the session is bound again", async || {
+        let status = session.send(GetStatus).await.unwrap();
+        status.bound && status.binds == 2
+    })
+    .await;
+    let status = session.send(GetStatus).await.unwrap();
+    let why = status.last_error.unwrap_or_default();
+    assert!(why.contains("without reading the answers"), "{why}");
+}

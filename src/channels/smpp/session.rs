@@ -29,11 +29,19 @@ const RECEIPTS_IN_FLIGHT_MAX: usize = store::SMPP_WRITE_LIMITS.batch_max;
 /// Delivery receipts taken in, recorded or waiting their turn, per session. Past this the SMSC is
 /// asked to send them again later.
 const RECEIPTS_TAKEN_MAX: usize = 256;
+/// Requests from the SMSC whose answers are not yet written, per session. An SMSC that keeps
+/// sending and never reads our answers would otherwise grow the connection's write queue without
+/// end; past this bound the session is dropped and bound again.
+const ANSWERS_OWED_MAX: usize = 1_024;
 
-/// The two bounds on the receipts of one session.
-struct ReceiptSlots {
+/// The bounds on what one session owes the SMSC.
+struct Owed {
+    /// Receipts being recorded.
     recording: Arc<Semaphore>,
+    /// Receipts taken in.
     taken: Arc<Semaphore>,
+    /// Answers not yet written.
+    answers: Arc<Semaphore>,
 }
 
 /// Starts the session actor for one SMSC (call inside an actix system: `serve`, or
@@ -224,7 +232,11 @@ async fn keep_bound(
     let mut failures: u32 = 0;
     while !stopping(&stop) {
         match connect_and_bind(&shared.settings).await {
-            Ok((client, events)) => {
+            Ok(Bound {
+                client,
+                events,
+                connection,
+            }) => {
                 failures = 0;
                 shared.note(|s| {
                     s.binds += 1;
@@ -238,12 +250,13 @@ async fn keep_bound(
                 match end {
                     SessionEnd::Stop => {
                         unbind(&shared, &client).await;
+                        connection.abort();
                         return;
                     }
                     SessionEnd::Lost(reason) => {
                         tracing::warn!(smsc = %addr, %reason, "SMPP session lost");
                         shared.note(|s| s.last_error = Some(reason));
-                        let _ = client.close().await;
+                        close(&shared.settings, &client, connection).await;
                     }
                 }
             }
@@ -263,23 +276,43 @@ async fn keep_bound(
 
 type Events = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
 
-async fn connect_and_bind(settings: &SmppSettings) -> Result<(Client, Events), String> {
+/// A bound session: the client, what the SMSC sends, and the task that runs the connection.
+struct Bound {
+    client: Client,
+    events: Events,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+/// Closes the connection, waiting no longer than a response timeout: a graceful close first
+/// writes every queued PDU, which an SMSC that does not read never lets happen. Then the
+/// connection's task ends, and the socket with it.
+async fn close(settings: &SmppSettings, client: &Client, connection: tokio::task::JoinHandle<()>) {
+    let _ = tokio::time::timeout(settings.response_timeout(), client.close_and_wait()).await;
+    connection.abort();
+}
+
+async fn connect_and_bind(settings: &SmppSettings) -> Result<Bound, String> {
     let builder = ConnectionBuilder::new()
         .max_command_length(COMMAND_LENGTH_MAX_BYTES)
         .enquire_link_interval(Duration::from_secs(settings.enquire_link_interval_s))
         .enquire_link_response_timeout(settings.response_timeout())
         .response_timeout(settings.response_timeout())
+        // Answered by `on_incoming`, under its bound: the library's own answers queue without one.
+        .disable_auto_enquire_link_response()
         // payhub speaks v3.4; the library encodes v5.0, whose PDUs we use are the same.
-        .disable_interface_version_check();
+        .disable_interface_version_check()
+        // The connection's task is ours, so that it can be ended (`close`).
+        .no_spawn();
     let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
     let addr = &settings.addr;
-    let (client, events): (Client, Events) = if settings.tls {
+    let (client, events, connection) = if settings.tls {
         let connecting = builder.connect(format!("smpps://{addr}"));
-        let (client, events) = tokio::time::timeout(connect_timeout, connecting)
+        let (client, events, connection) = tokio::time::timeout(connect_timeout, connecting)
             .await
             .map_err(|_| format!("connecting to {addr}: timed out"))?
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
-        (client, Box::pin(events))
+        let events: Events = Box::pin(events);
+        (client, events, tokio::spawn(connection))
     } else {
         let stream = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr))
             .await
@@ -287,15 +320,22 @@ async fn connect_and_bind(settings: &SmppSettings) -> Result<(Client, Events), S
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
         // Small PDUs must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let (client, events) = builder.connected(stream);
-        (client, Box::pin(events))
+        let (client, events, connection) = builder.connected(stream);
+        let events: Events = Box::pin(events);
+        (client, events, tokio::spawn(connection))
     };
     let bind = pdu::bind_transceiver(settings).map_err(|e| e.to_string())?;
     let answer = tokio::time::timeout(settings.response_timeout(), client.bind_transceiver(bind))
         .await
         .map_err(|_| "bind_transceiver: no answer in time".to_string());
     let refusal = match answer {
-        Ok(Ok(_)) => return Ok((client, events)),
+        Ok(Ok(_)) => {
+            return Ok(Bound {
+                client,
+                events,
+                connection,
+            });
+        }
         Ok(Err(rusmppc::error::Error::UnexpectedResponse { response })) => format!(
             "bind_transceiver refused by the SMSC: {}",
             pdu::status_name(response.status())
@@ -303,7 +343,7 @@ async fn connect_and_bind(settings: &SmppSettings) -> Result<(Client, Events), S
         Ok(Err(e)) => format!("bind_transceiver: {e}"),
         Err(timeout) => timeout,
     };
-    let _ = client.close().await;
+    close(settings, &client, connection).await;
     Err(refusal)
 }
 
@@ -313,9 +353,10 @@ async fn serve(
     mut events: Events,
     stop: &mut watch::Receiver<bool>,
 ) -> SessionEnd {
-    let receipts = ReceiptSlots {
+    let owed = Owed {
         recording: Arc::new(Semaphore::new(RECEIPTS_IN_FLIGHT_MAX)),
         taken: Arc::new(Semaphore::new(RECEIPTS_TAKEN_MAX)),
+        answers: Arc::new(Semaphore::new(ANSWERS_OWED_MAX)),
     };
     let mut last_error = None;
     loop {
@@ -333,7 +374,7 @@ async fn serve(
                 }
                 Some(Event::Error(e)) => last_error = Some(e.to_string()),
                 Some(Event::Incoming(command)) => {
-                    if let Some(end) = on_incoming(shared, client, &receipts, command).await {
+                    if let Some(end) = on_incoming(shared, client, &owed, command).await {
                         return end;
                     }
                 }
@@ -345,62 +386,89 @@ async fn serve(
 async fn on_incoming(
     shared: &Arc<Shared>,
     client: &Client,
-    receipts: &ReceiptSlots,
+    owed: &Owed,
     command: Command,
 ) -> Option<SessionEnd> {
     let sequence_number = command.sequence_number();
-    match command.id() {
+    let id = command.id();
+    if id.is_response() {
+        if id == CommandId::SubmitSmResp {
+            on_late_submit_resp(shared, &command);
+        }
+        // Any other response came after its request timed out.
+        return None;
+    }
+    // Answers are written by tasks, never awaited here: this loop must keep reading the
+    // submit_sm_resps that the code messages wait for.
+    let Ok(answer_slot) = owed.answers.clone().try_acquire_owned() else {
+        return Some(SessionEnd::Lost(format!(
+            "the SMSC sent {ANSWERS_OWED_MAX} requests without reading the answers"
+        )));
+    };
+    let client = client.clone();
+    match id {
         CommandId::DeliverSm => {
-            // Receipts are recorded side by side, at most RECEIPTS_IN_FLIGHT_MAX at once; up to
-            // RECEIPTS_TAKEN_MAX wait their turn (no longer than the database timeout). Past
-            // either the SMSC is asked to send the receipt again later. Waiting here instead would
-            // stop this loop reading, and with it the submit_sm_resps the code messages wait for
-            // (and the deliver_sm_resps that free the slots): a deadlock under load.
-            let taken = receipts.taken.clone().try_acquire_owned().ok();
-            let recording = receipts.recording.clone();
-            let (shared, client) = (shared.clone(), client.clone());
+            let deliver = on_deliver_sm_in_turn(shared.clone(), owed, command);
             actix::spawn(async move {
-                let wait = shared.settings.database_timeout();
-                let slot = match &taken {
-                    Some(_) => tokio::time::timeout(wait, recording.acquire_owned())
-                        .await
-                        .ok()
-                        .and_then(Result::ok),
-                    None => None,
-                };
-                let status = match &slot {
-                    Some(_) => on_deliver_sm(&shared, &command).await,
-                    None => CommandStatus::EsmeRxTAppn,
-                };
+                let status = deliver.await;
                 let _ = client
                     .status(status)
                     .deliver_sm_resp(sequence_number, DeliverSmResp::default())
                     .await;
-                drop((slot, taken));
+                drop(answer_slot);
             });
             None
         }
         CommandId::Unbind => {
-            let _ = client.unbind_resp(sequence_number).await;
+            let answered = client.unbind_resp(sequence_number);
+            let _ = tokio::time::timeout(shared.settings.response_timeout(), answered).await;
             Some(SessionEnd::Lost("the SMSC unbound".into()))
         }
         CommandId::EnquireLink => {
-            let _ = client.enquire_link_resp(sequence_number).await;
+            actix::spawn(async move {
+                let _ = client.enquire_link_resp(sequence_number).await;
+                drop(answer_slot);
+            });
             None
         }
-        CommandId::SubmitSmResp => {
-            on_late_submit_resp(shared, &command);
-            None
-        }
-        // Another response that came after its request timed out.
-        id if id.is_response() => None,
         _ => {
-            let _ = client
-                .status(CommandStatus::EsmeRinvcmdid)
-                .generic_nack(sequence_number)
-                .await;
+            actix::spawn(async move {
+                let nack = client.status(CommandStatus::EsmeRinvcmdid);
+                let _ = nack.generic_nack(sequence_number).await;
+                drop(answer_slot);
+            });
             None
         }
+    }
+}
+
+/// A `deliver_sm`'s status, once it has had its turn. Receipts are recorded side by side, at most
+/// RECEIPTS_IN_FLIGHT_MAX at once; up to RECEIPTS_TAKEN_MAX wait their turn (no longer than the
+/// database timeout). Past either the SMSC is asked to send the receipt again later. Waiting in
+/// the reading loop instead would stop it, and with it the submit_sm_resps the code messages
+/// wait for (and the deliver_sm_resps that free the slots): a deadlock under load.
+fn on_deliver_sm_in_turn(
+    shared: Arc<Shared>,
+    owed: &Owed,
+    command: Command,
+) -> impl Future<Output = CommandStatus> + use<> {
+    let taken = owed.taken.clone().try_acquire_owned().ok();
+    let recording = owed.recording.clone();
+    async move {
+        let wait = shared.settings.database_timeout();
+        let slot = match &taken {
+            Some(_) => tokio::time::timeout(wait, recording.acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok),
+            None => None,
+        };
+        let status = match &slot {
+            Some(_) => on_deliver_sm(&shared, &command).await,
+            None => CommandStatus::EsmeRxTAppn,
+        };
+        drop((slot, taken));
+        status
     }
 }
 

@@ -537,6 +537,14 @@ where
                 }
             }
 
+            // payhub patch: while closing, the stream is not read, so nothing below returns. When
+            // the sink could not take every request (a peer that does not read), the loop spun
+            // here without ever yielding, and held the whole thread. The sink (or its limit) has
+            // arranged a wake-up: wait for it.
+            if !matches!(self.state, State::Active) {
+                return Poll::Pending;
+            }
+
             if matches!(self.state, State::Active) {
                 'stream: loop {
                     stream_polls += 1;
