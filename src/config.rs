@@ -382,10 +382,8 @@ impl Config {
     pub fn from_toml(text: &str, env: &[(String, String)]) -> Result<Config, ConfigErrors> {
         let mut value: toml::Table =
             toml::from_str(text).map_err(|e| ConfigErrors(vec![one_line(&e.to_string())]))?;
-        apply_env(&mut value, env)?;
-        let config: Config = toml::Value::Table(value)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigErrors(vec![one_line(&e.to_string())]))?;
+        let guesses = apply_env(&mut value, env)?;
+        let config = deserialize(value, guesses)?;
         config.validate()?;
         Ok(config)
     }
@@ -480,10 +478,55 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// A value that only the environment gives, read as TOML: a number, say. The key's type is
+/// known only when the configuration is read.
+struct Guess {
+    keys: Vec<String>,
+    raw: String,
+}
+
+/// The configuration in `table`. Where a guess turns out to be text (a numeric token, say), it is
+/// taken again as the text it was.
+fn deserialize(mut table: toml::Table, mut guesses: Vec<Guess>) -> Result<Config, ConfigErrors> {
+    loop {
+        let value = toml::Value::Table(table.clone());
+        let error = match serde_path_to_error::deserialize::<_, Config>(value) {
+            Ok(config) => return Ok(config),
+            Err(error) => error,
+        };
+        let wrong = guesses.iter().position(|g| path_is(error.path(), &g.keys));
+        let Some(guess) = wrong.map(|at| guesses.swap_remove(at)) else {
+            let line = match error.path().iter().next() {
+                Some(_) => format!("{}: {}", error.path(), error.inner()),
+                None => error.inner().to_string(),
+            };
+            return Err(ConfigErrors(vec![one_line(&line)]));
+        };
+        set_path(&mut table, &guess.keys, &guess.raw, Read::Text)
+            .map_err(|e| ConfigErrors(vec![e]))?;
+    }
+}
+
+fn path_is(path: &serde_path_to_error::Path, keys: &[String]) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    segments.len() == keys.len()
+        && segments
+            .iter()
+            .zip(keys)
+            .all(|(segment, key)| match segment {
+                Segment::Map { key: name } => name == key,
+                Segment::Seq { index } => key.parse() == Ok(*index),
+                _ => false,
+            })
+}
+
 /// `PAYHUB_HTTP__LISTEN=…` sets `http.listen`; `PAYHUB_LINKS__0__ADDR` sets `links[0].addr`.
-/// Values are read as TOML when they parse (numbers, booleans, arrays), else as strings.
-fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigErrors> {
+/// Where the file has text, the value is taken as text; else it is read as TOML when it parses
+/// (numbers, booleans, arrays), and the keys read so without the file's word are the guesses.
+fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Result<Vec<Guess>, ConfigErrors> {
     let mut problems = Vec::new();
+    let mut guesses = Vec::new();
     for (name, raw) in env {
         if name == "DATABASE_URL" {
             let db = root
@@ -512,12 +555,17 @@ fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Result<(), Con
             problems.push(format!("{name}: expected PAYHUB_<SECTION>__<KEY>"));
             continue;
         }
-        if let Err(e) = set_path(root, &keys, raw) {
-            problems.push(format!("{name}: {e}"));
+        match set_path(root, &keys, raw, Read::AsFile) {
+            Ok(true) => guesses.push(Guess {
+                keys,
+                raw: raw.clone(),
+            }),
+            Ok(false) => {}
+            Err(e) => problems.push(format!("{name}: {e}")),
         }
     }
     if problems.is_empty() {
-        Ok(())
+        Ok(guesses)
     } else {
         Err(ConfigErrors(problems))
     }
@@ -530,25 +578,44 @@ fn env_value(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
-fn set_path(table: &mut toml::Table, keys: &[String], raw: &str) -> Result<(), String> {
+/// How an environment value is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// As the file has the key: text where it has text, else TOML when it parses.
+    AsFile,
+    /// As text, whatever it looks like.
+    Text,
+}
+
+/// Sets the value at `keys` from `raw`, read as `read` says; `true` when the value is a guess.
+fn set_path(
+    table: &mut toml::Table,
+    keys: &[String],
+    raw: &str,
+    read: Read,
+) -> Result<bool, String> {
     let Some((first, rest)) = keys.split_first() else {
         return Err("empty key".into());
     };
     if rest.is_empty() {
         // Where the file has a string, the variable's text is taken as it is: `0x1F` or `1_000`
         // stay what the operator wrote, not the number TOML would read.
-        let value = match table.get(first) {
-            Some(toml::Value::String(_)) => toml::Value::String(raw.to_string()),
-            _ => env_value(raw),
+        let in_file = table.get(first);
+        let as_text = read == Read::Text || matches!(in_file, Some(toml::Value::String(_)));
+        let value = if as_text {
+            toml::Value::String(raw.to_string())
+        } else {
+            env_value(raw)
         };
+        let guessed = in_file.is_none() && !value.is_str();
         table.insert(first.clone(), value);
-        return Ok(());
+        return Ok(guessed);
     }
     let child = table
         .entry(first.clone())
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     match child {
-        toml::Value::Table(t) => set_path(t, rest, raw),
+        toml::Value::Table(t) => set_path(t, rest, raw, read),
         toml::Value::Array(items) => {
             let index: usize = rest[0]
                 .parse()
@@ -557,7 +624,7 @@ fn set_path(table: &mut toml::Table, keys: &[String], raw: &str) -> Result<(), S
                 .get_mut(index)
                 .ok_or_else(|| format!("no {first}[{index}]"))?;
             match item {
-                toml::Value::Table(t) if rest.len() > 1 => set_path(t, &rest[1..], raw),
+                toml::Value::Table(t) if rest.len() > 1 => set_path(t, &rest[1..], raw, read),
                 _ => Err(format!("cannot set {first}[{index}]")),
             }
         }
@@ -635,6 +702,26 @@ echo_interval_s = 30
         assert_eq!(c.database.pool_size, 4);
         assert_eq!(c.links[0].addr, "10.0.0.1:9000");
         assert_eq!(c.institution.id, "12345");
+    }
+
+    #[test]
+    fn an_environment_value_for_a_key_the_file_lacks_takes_the_key_type() {
+        let env = [
+            // Text that reads as a number, for a text key: the text.
+            ("PAYHUB_OPERATOR__TOKEN".to_string(), "0012345".to_string()),
+            // A number for a number key: the number.
+            ("PAYHUB_PAYMENTS__CODE_DIGITS".to_string(), "8".to_string()),
+        ];
+        let c = Config::from_toml(MINIMAL, &env).unwrap();
+        assert_eq!(c.operator.token.unwrap().expose(), "0012345");
+        assert_eq!(c.payments.code_digits, 8);
+        // Text for a number key is refused, naming the key.
+        let env = [(
+            "PAYHUB_PAYMENTS__CODE_DIGITS".to_string(),
+            "six".to_string(),
+        )];
+        let err = Config::from_toml(MINIMAL, &env).unwrap_err();
+        assert!(err.to_string().contains("payments.code_digits"), "{err}");
     }
 
     #[test]
