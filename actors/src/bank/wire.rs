@@ -84,8 +84,16 @@ pub fn debit_request(
 ) -> Result<Message, BuildError> {
     let f7 = transmission_time(now);
     let amount = format!("{:012}", request.amount.minor());
-    let local_time = format!("{:02}{:02}{:02}", now.hour(), now.minute(), now.second());
-    let local_date = format!("{:02}{:02}", now.month(), now.day());
+    // Fields 12 and 13 are the acceptor's local time: the gateway host's time zone. Field 7 is
+    // in UTC, as ISO 8583 has it.
+    let local = now.with_timezone(&chrono::Local);
+    let local_time = format!(
+        "{:02}{:02}{:02}",
+        local.hour(),
+        local.minute(),
+        local.second()
+    );
+    let local_date = format!("{:02}{:02}", local.month(), local.day());
     build(
         "0200",
         &[
@@ -191,6 +199,15 @@ mod tests {
         let back = Message::unpack(&m.pack().unwrap()).unwrap();
         assert_eq!(back.get(4), Some("000000001234"));
         assert_eq!(back.get(7), Some("1128090507"));
+        let local = now.with_timezone(&chrono::Local);
+        assert_eq!(
+            back.get(12),
+            Some(local.format("%H%M%S").to_string().as_str())
+        );
+        assert_eq!(
+            back.get(13),
+            Some(local.format("%m%d").to_string().as_str())
+        );
         assert_eq!(back.get(41), Some("T1      "));
         assert_eq!(back.get(49), Some("156"));
         assert_eq!(back.get(100), Some("0001"));
