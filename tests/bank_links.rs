@@ -1131,16 +1131,22 @@ async fn a_bank_that_reads_but_never_answers_is_dropped_while_debits_flow() {
     wait_signed_on(&router, 1).await;
 }
 
-#[actix_rt::test]
-async fn a_bank_that_sends_requests_and_never_reads_is_dropped() {
-    use tokio::io::AsyncWriteExt;
-    let db = fresh_database().await;
-    // A small receive buffer, so the link's answers pile up on its side soon.
+/// A listening socket on port 0 whose connections have a small receive buffer, so that what the
+/// link sends and the bank does not read piles up on the link's side soon.
+fn small_buffer_listener() -> (tokio::net::TcpListener, String) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4_096).unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listener = socket.listen(8).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    (listener, addr)
+}
+
+#[actix_rt::test]
+async fn a_bank_that_sends_requests_and_never_reads_is_dropped() {
+    use tokio::io::AsyncWriteExt;
+    let db = fresh_database().await;
+    let (listener, addr) = small_buffer_listener();
     let router = start_router(&db, vec![settings("bips-a", &addr)]);
     let mut bank = Peer::accept(&listener).await;
     bank.sign_on().await;
@@ -1238,4 +1244,58 @@ async fn a_reversal_leaves_only_once_its_send_is_recorded() {
         pending_reversals(&db).await == 0
     })
     .await;
+}
+
+#[actix_rt::test]
+async fn a_bank_that_answers_but_never_reads_is_dropped() {
+    // More debits than the kernel's send buffer (at most 4 MiB here) takes at about 250 bytes each.
+    const DEBITS: u64 = 20_000;
+    let db = fresh_database().await;
+    let (listener, addr) = small_buffer_listener();
+    let mut link = settings("bips-a", &addr);
+    link.response_timeout_ms = 1_000;
+    link.in_flight_max = DEBITS as usize;
+    let router = start_router(&db, vec![link]);
+    let mut bank = Peer::accept(&listener).await;
+    bank.sign_on().await;
+    wait_signed_on(&router, 1).await;
+    // From now on the bank reads nothing, and every 50 ms sends an answer to nothing: never
+    // silent, so the echo never finds it out.
+    let stray = Message::new("0810")
+        .and_then(|m| m.with(11, "999999"))
+        .and_then(|m| m.with(39, "00"))
+        .and_then(|m| m.with(70, "301"))
+        .and_then(|m| m.pack())
+        .unwrap();
+    let mut frame = u16::try_from(stray.len()).unwrap().to_be_bytes().to_vec();
+    frame.extend(&stray);
+    let strays = actix_rt::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        // Until the link drops the connection.
+        while bank.stream.write_all(&frame).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    // Debits that the bank never takes fill the socket's buffers.
+    for rrn in 1..=DEBITS {
+        actix_rt::spawn(router.send(Debit(request(rrn, 0, 1))));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let statuses = router.send(LinkStatuses).await.unwrap().unwrap();
+        if statuses[0].state != "signed_on" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the link stayed signed on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The link closed that connection: the bank's next write fails. (It reconnects as after any
+    // drop; the debits still queued keep this debug build too busy to sign on in time here.)
+    tokio::time::timeout(Duration::from_secs(5), strays)
+        .await
+        .expect("the link closed the connection")
+        .unwrap();
 }

@@ -46,11 +46,14 @@ const STALE_DEBIT_TIMEOUTS: u32 = 2;
 /// Attempts to store a reversal before the failure is reported (the database may be restarting).
 const REVERSAL_STORE_ATTEMPTS_MAX: u32 = 5;
 const REVERSAL_STORE_RETRY_MS: u64 = 200;
-/// A request from the bank (an 0800) is answered only while less than this waits for the socket.
-/// More, beyond the kernel's own buffers, is thousands of messages the bank has not read: a bank
-/// that keeps sending requests without reading would grow the writer's buffer without end, so
-/// the link is dropped instead.
-const ANSWERING_UNSENT_MAX_BYTES: usize = 1 << 20;
+/// Bytes that may wait for the socket beyond the link's own outstanding messages (every debit and
+/// reversal in flight, at `MESSAGE_MAX_BYTES` each). More, beyond the kernel's own buffers, is
+/// what the bank has not read: the writer's buffer has no bound of its own, so the link is dropped
+/// instead (checked on each tick, and before answering each request from the bank, which a bank
+/// can send as fast as it likes).
+const UNSENT_BEYOND_IN_FLIGHT_BYTES: usize = 1 << 20;
+/// A generous size for one message on the wire (a 0200 with its MAC is about 230 bytes).
+const MESSAGE_MAX_BYTES: usize = 512;
 
 /// The link's state as operators and the router see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +208,8 @@ struct Conn {
     writer: LinkWriter,
     /// Bytes written to `writer` that the socket has not yet taken.
     unsent: Unsent,
+    /// The socket's intake when last seen to move (or to have nothing waiting), and when.
+    taken_at: (u64, Instant),
     reader: SpawnHandle,
     generation: u64,
 }
@@ -354,6 +359,7 @@ impl BankLinkActor {
         self.conn = Some(Conn {
             writer,
             unsent,
+            taken_at: (0, Instant::now()),
             reader,
             generation,
         });
@@ -745,7 +751,7 @@ impl BankLinkActor {
 
     fn on_request(&mut self, message: &Message, ctx: &mut Context<Self>) {
         let unsent = self.conn.as_ref().map_or(0, |c| c.unsent.bytes());
-        if unsent > ANSWERING_UNSENT_MAX_BYTES {
+        if unsent > self.unsent_max_bytes() {
             let why = format!("the bank sends requests and does not read: {unsent} bytes unsent");
             self.drop_connection(&why, ctx);
         } else if message.mti() == "0800" {
@@ -836,6 +842,10 @@ impl BankLinkActor {
                 return; // the connection was dropped
             }
         }
+        if let Some(why) = self.not_reading(now) {
+            self.drop_connection(&why, ctx);
+            return;
+        }
         self.lapse_reservations(now);
         if self.state() == LinkState::SignedOn {
             let idle = now.duration_since(self.last_received);
@@ -857,6 +867,34 @@ impl BankLinkActor {
             self.try_sign_off(ctx);
         }
         self.metrics.in_flight.set(self.debits_in_flight as i64);
+    }
+
+    /// The most bytes that may wait for the socket.
+    fn unsent_max_bytes(&self) -> usize {
+        let own = self.settings.in_flight_max + REVERSALS_IN_FLIGHT_MAX;
+        own.saturating_mul(MESSAGE_MAX_BYTES)
+            .saturating_add(UNSENT_BEYOND_IN_FLIGHT_BYTES)
+    }
+
+    /// Why the bank is taken not to read: more than `unsent_max_bytes` wait for the socket, or
+    /// some have waited a response timeout while the socket took nothing. A bank that sends
+    /// (answers, echoes) but never reads is not silent, so the echo does not find it out.
+    fn not_reading(&mut self, now: Instant) -> Option<String> {
+        let (timeout, unsent_max) = (self.settings.response_timeout(), self.unsent_max_bytes());
+        let conn = self.conn.as_mut()?;
+        let (unsent, taken) = (conn.unsent.bytes(), conn.unsent.taken());
+        if unsent > unsent_max {
+            return Some(format!("the bank does not read: {unsent} bytes unsent"));
+        }
+        if unsent == 0 || taken != conn.taken_at.0 {
+            conn.taken_at = (taken, now);
+            return None;
+        }
+        let stalled = now.duration_since(conn.taken_at.1) >= timeout;
+        stalled.then(|| {
+            let ms = timeout.as_millis();
+            format!("the bank has read nothing for {ms} ms: {unsent} bytes unsent")
+        })
     }
 
     /// Handles one late entry; `true` when the connection was dropped because of it.

@@ -1,25 +1,37 @@
-//! How many bytes the link has handed to its writer that the socket has not yet taken. The
-//! writer's buffer has no bound of its own: a bank that keeps sending requests and never reads the
-//! answers would grow it without end. The codec counts what it encodes, the transport what the
-//! socket accepts; the link reads the difference.
+//! How many bytes the link has handed to its writer that the socket has not yet taken, and how
+//! many the socket has taken in all. The writer's buffer has no bound of its own: a bank that
+//! never reads would grow it without end. The codec counts what it encodes, the transport what the
+//! socket accepts; the link reads the difference, and whether it still moves.
 
 use bytes::BytesMut;
 use payhub_iso8583::Message;
 use payhub_iso8583::codec::{CodecError, MessageCodec};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use tokio_util::codec::Encoder;
 
-/// The count shared by one connection's codec and transport.
+/// The counts shared by one connection's codec and transport.
 #[derive(Clone, Debug, Default)]
-pub struct Unsent(Arc<AtomicUsize>);
+pub struct Unsent(Arc<Counts>);
+
+#[derive(Debug, Default)]
+struct Counts {
+    unsent: AtomicUsize,
+    taken: AtomicU64,
+}
 
 impl Unsent {
+    /// Bytes encoded and not yet taken by the socket.
     pub fn bytes(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.0.unsent.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the socket has taken since the connection opened.
+    pub fn taken(&self) -> u64 {
+        self.0.taken.load(Ordering::Relaxed)
     }
 
     /// `MessageCodec`, counting what it encodes.
@@ -44,7 +56,10 @@ impl Encoder<Message> for CountingCodec {
     fn encode(&mut self, message: Message, dst: &mut BytesMut) -> Result<(), CodecError> {
         let before = dst.len();
         MessageCodec.encode(&message, dst)?;
-        (self.0).0.fetch_add(dst.len() - before, Ordering::Relaxed);
+        (self.0)
+            .0
+            .unsent
+            .fetch_add(dst.len() - before, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -62,10 +77,14 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for CountingTransport<W> {
     ) -> Poll<std::io::Result<usize>> {
         let written = Pin::new(&mut self.io).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = written {
+            let counts = &self.unsent.0;
             // Saturating: bytes written by anything but the counting codec are not counted in.
-            let _ = (self.unsent.0).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |unsent| {
-                Some(unsent.saturating_sub(n))
-            });
+            let _ = counts
+                .unsent
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |unsent| {
+                    Some(unsent.saturating_sub(n))
+                });
+            counts.taken.fetch_add(n as u64, Ordering::Relaxed);
         }
         written
     }
@@ -96,5 +115,6 @@ mod tests {
         assert_eq!(unsent.bytes(), buffer.len() - 5);
         transport.write_all(&buffer[5..]).await.unwrap();
         assert_eq!(unsent.bytes(), 0);
+        assert_eq!(unsent.taken(), buffer.len() as u64);
     }
 }
