@@ -83,13 +83,10 @@ async fn run() {
     let pki = TestPki::new();
     let shop = register_merchant(&pool, "Bench Shop", pki.client_cert("bench")).await;
     let running = server::start(
-        ServerSettings {
-            listen: "127.0.0.1:0".parse().expect("addr"),
+        ServerSettings::loopback(
             workers,
-            body_max_bytes: 16 * 1024,
-            public_url: url::Url::parse("https://gateway.bench").expect("url"),
-            payment_lifetime_s: 900,
-        },
+            url::Url::parse("https://gateway.bench").expect("url"),
+        ),
         &pki.server_tls(),
         pool.clone(),
         Arc::new(payhub_actors::SystemClock),

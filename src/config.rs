@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 /// Longest any payment duration may be configured (lifetime, code validity, resend interval,
 /// lockout): larger values are mistakes, and would overflow the clock arithmetic.
 pub const PAYMENT_DURATION_S_MAX: u64 = 366 * 24 * 3600;
+/// Bounds on `http.request_deadline_ms`: above the code page's own wait for the bank, with room
+/// for the page after it; at most ten minutes.
+pub const REQUEST_DEADLINE_MIN_MS: u64 = crate::http::pages::CODE_STEP_WAIT_MAX_MS + 10_000;
+pub const REQUEST_DEADLINE_MAX_MS: u64 = 600_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +71,10 @@ pub struct HttpConfig {
     pub body_max_bytes: usize,
     #[serde(default = "defaults::workers")]
     pub workers: usize,
+    /// The longest a request may take, its body included: a client that sends a head and then
+    /// holds its body back would otherwise keep the connection for ever.
+    #[serde(default = "defaults::request_deadline_ms")]
+    pub request_deadline_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -248,7 +256,8 @@ pub struct SecurityConfig {
     pub secret_key_file: Option<PathBuf>,
 }
 
-mod defaults {
+/// Each key's default, where the file leaves it out.
+pub mod defaults {
     use std::net::SocketAddr;
 
     pub fn yes() -> bool {
@@ -262,6 +271,9 @@ mod defaults {
     }
     pub fn body_max_bytes() -> usize {
         16 * 1024
+    }
+    pub fn request_deadline_ms() -> u64 {
+        60_000
     }
     pub fn workers() -> usize {
         std::thread::available_parallelism()
@@ -398,6 +410,15 @@ impl Config {
         }
         if !matches!(self.http.public_url.scheme(), "http" | "https") {
             problems.push("http.public_url: must be an http or https URL".to_string());
+        }
+        if !(REQUEST_DEADLINE_MIN_MS..=REQUEST_DEADLINE_MAX_MS)
+            .contains(&self.http.request_deadline_ms)
+        {
+            problems.push(format!(
+                "http.request_deadline_ms: must be {REQUEST_DEADLINE_MIN_MS} to \
+                 {REQUEST_DEADLINE_MAX_MS} (the code page alone may wait {} ms for the bank)",
+                crate::http::pages::CODE_STEP_WAIT_MAX_MS
+            ));
         }
         if self.institution.id.is_empty()
             || self.institution.id.len() > 11
@@ -748,6 +769,21 @@ echo_interval_s = 30
         let err = Config::from_toml(&text, &[]).unwrap_err();
         assert_eq!(err.0.len(), 2, "{err}");
         assert!(err.0.iter().all(|l| !l.contains('\n')));
+    }
+
+    #[test]
+    fn a_request_deadline_shorter_than_the_code_pages_wait_is_refused() {
+        let env = [(
+            "PAYHUB_HTTP__REQUEST_DEADLINE_MS".to_string(),
+            "5000".to_string(),
+        )];
+        let err = Config::from_toml(MINIMAL, &env).unwrap_err();
+        assert!(
+            err.to_string().contains("http.request_deadline_ms"),
+            "{err}"
+        );
+        let c = Config::from_toml(MINIMAL, &[]).unwrap();
+        assert_eq!(c.http.request_deadline_ms, 60_000);
     }
 
     #[test]

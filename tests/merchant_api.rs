@@ -479,3 +479,38 @@ async fn extra_configurators_share_the_listener_without_a_certificate() {
     assert_eq!(res.text().await.unwrap(), "page for pay_1");
     gw.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_request_whose_body_is_held_back_is_cut_off_at_the_deadline() {
+    use std::io::{Read, Write};
+    let gw = TestGateway::spawn_with(|s| s.request_deadline_ms = 500, vec![]).await;
+    let shop = gw.enroll_merchant("Shop").await;
+    let identity =
+        native_tls::Identity::from_pkcs8(&shop.cert.cert_pem(), &shop.cert.key_pem()).unwrap();
+    let addr = gw.server.addr;
+    // A client that sends the head and the start of a body, then nothing.
+    let answer = tokio::task::spawn_blocking(move || {
+        let connector = native_tls::TlsConnector::builder()
+            .identity(identity)
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut tls = connector.connect("127.0.0.1", tcp).unwrap();
+        let head = "POST /v1/payments HTTP/1.1\r\nHost: gateway.test\r\n\
+                    Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"order_id\":";
+        tls.write_all(head.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        // Until the gateway closes the connection (or, failing the test, 10 s pass).
+        let _ = tls.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+    assert_eq!(count(&gw, "payments").await, 0);
+    gw.stop().await;
+}

@@ -125,13 +125,8 @@ impl TestGateway {
         let db = fresh_database().await;
         let pki = TestPki::new();
         let clock = ManualClock::new(chrono::Utc::now());
-        let mut settings = ServerSettings {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            workers: 2,
-            body_max_bytes: 16 * 1024,
-            public_url: url::Url::parse("https://gateway.test").expect("url"),
-            payment_lifetime_s: 900,
-        };
+        let public_url = url::Url::parse("https://gateway.test").expect("url");
+        let mut settings = ServerSettings::loopback(2, public_url);
         adjust(&mut settings);
         let server = server::start(
             settings.clone(),

@@ -25,6 +25,9 @@ pub const SHUTDOWN_TIMEOUT_S: u64 = 5;
 pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// How long an idle keep-alive connection is kept.
 pub const KEEP_ALIVE_S: u64 = 30;
+/// Connections open at once, per worker (actix's own default is 25,000): each holds a file
+/// descriptor, which the whole process shares.
+pub const CONNECTIONS_PER_WORKER_MAX: usize = 4_096;
 
 /// What the listener needs besides TLS material, the pool and the clock.
 #[derive(Debug, Clone)]
@@ -37,9 +40,24 @@ pub struct ServerSettings {
     pub public_url: url::Url,
     /// How long a payment waits for its customer before it expires.
     pub payment_lifetime_s: u64,
+    /// The longest a request may take, its body included; past it the answer is
+    /// `408 request_timeout`.
+    pub request_deadline_ms: u64,
 }
 
 impl ServerSettings {
+    /// On 127.0.0.1, any free port, with the configuration's defaults (tests and benchmarks).
+    pub fn loopback(workers: usize, public_url: url::Url) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers,
+            body_max_bytes: crate::config::defaults::body_max_bytes(),
+            public_url,
+            payment_lifetime_s: 900,
+            request_deadline_ms: crate::config::defaults::request_deadline_ms(),
+        }
+    }
+
     pub fn from_config(config: &crate::config::Config) -> Self {
         Self {
             listen: config.http.listen,
@@ -47,6 +65,7 @@ impl ServerSettings {
             body_max_bytes: config.http.body_max_bytes,
             public_url: config.http.public_url.clone(),
             payment_lifetime_s: config.payments.lifetime_s,
+            request_deadline_ms: config.http.request_deadline_ms,
         }
     }
 }
@@ -114,6 +133,7 @@ pub fn start(
     let api = web::Data::new(api);
     let extra = Arc::new(extra);
     let body_max_bytes = settings.body_max_bytes;
+    let deadline = std::time::Duration::from_millis(settings.request_deadline_ms);
     let server = HttpServer::new(move || {
         let extra = Arc::clone(&extra);
         App::new()
@@ -124,9 +144,12 @@ pub fn start(
             .app_data(web::PayloadConfig::new(body_max_bytes))
             .app_data(web::FormConfig::default().limit(body_max_bytes))
             .app_data(web::JsonConfig::default().limit(body_max_bytes))
-            .wrap_fn(|req, srv| {
+            .wrap_fn(move |req, srv| {
                 let started = std::time::Instant::now();
-                srv.call(req).map(move |res| {
+                // The deadline covers the extractors, so a body held back is cut off too.
+                tokio::time::timeout(deadline, srv.call(req)).map(move |res| {
+                    let res =
+                        res.unwrap_or_else(|_| Err(error::ApiError::request_timeout().into()));
                     if let Ok(res) = &res {
                         observe(res, started);
                     }
@@ -142,6 +165,7 @@ pub fn start(
             .default_service(web::to(error::no_route))
     })
     .workers(settings.workers.max(1))
+    .max_connections(CONNECTIONS_PER_WORKER_MAX)
     .on_connect(mtls::on_connect)
     .keep_alive(std::time::Duration::from_secs(KEEP_ALIVE_S))
     .client_request_timeout(std::time::Duration::from_millis(CLIENT_REQUEST_TIMEOUT_MS))

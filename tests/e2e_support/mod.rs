@@ -183,13 +183,7 @@ impl Gateway {
                         webhook_outbox: webhooks.outbox,
                     };
                     let registry = start_registry(deps);
-                    let server_settings = ServerSettings {
-                        listen: "127.0.0.1:0".parse().expect("address"),
-                        workers: 1,
-                        body_max_bytes: 16 * 1024,
-                        public_url: settings_url,
-                        payment_lifetime_s: 900,
-                    };
+                    let server_settings = ServerSettings::loopback(1, settings_url);
                     let mut state =
                         PagesState::new(registry.clone(), pool.clone(), key, clock.clone(), allow);
                     state.code_step_wait_ms = outside.code_page_wait_ms;
