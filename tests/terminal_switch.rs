@@ -684,6 +684,17 @@ async fn garbage_bytes_get_a_protocol_error_and_the_switch_keeps_serving() {
         .unwrap();
     assert_eq!(head, [0x00, 0x21, 0x02], "a 33-byte CHALLENGE");
     channels.shutdown();
+    // None of those connections named a terminal: none costs an audit row.
+    let client = db.pool.get().await.unwrap();
+    let audited: i64 = client
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE event = 'terminal_refused'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 0);
 }
 
 #[actix_rt::test]

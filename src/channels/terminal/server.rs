@@ -107,6 +107,8 @@ pub(crate) async fn accept_loop(
 const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
 /// How long the switch tries to deliver an ERROR frame to a refused terminal.
 const REFUSAL_WRITE_TIMEOUT_MS: u64 = 1_000;
+/// How long the audit line of a refusal may take: the connection holds a handshake slot meanwhile.
+const REFUSAL_AUDIT_TIMEOUT_MS: u64 = 1_000;
 
 async fn serve_connection(
     tcp: TcpStream,
@@ -119,11 +121,13 @@ async fn serve_connection(
         return;
     };
     let _ = tcp.set_nodelay(true);
+    // TLS, HELLO, CHALLENGE and PROOF all within one handshake timeout (terminal-protocol.md).
     let handshake_timeout = Duration::from_millis(shared.settings.handshake_timeout_ms);
+    let deadline = tokio::time::Instant::now() + handshake_timeout;
     let io: BoxIo = match &shared.tls {
         None => Box::new(tcp),
         Some(acceptor) => {
-            match tokio::time::timeout(handshake_timeout, accept_server(acceptor, tcp)).await {
+            match tokio::time::timeout_at(deadline, accept_server(acceptor, tcp)).await {
                 Ok(Ok(io)) => io,
                 Ok(Err(e)) => {
                     tracing::warn!(%peer, error = %e, "terminal TLS handshake failed");
@@ -139,7 +143,7 @@ async fn serve_connection(
     let mut framed = Framed::new(io, FrameCodec);
     let outcome = tokio::select! {
         _ = stop.cancelled() => return,
-        outcome = tokio::time::timeout(handshake_timeout, authenticate(&mut framed, &shared)) => outcome,
+        outcome = tokio::time::timeout_at(deadline, authenticate(&mut framed, &shared)) => outcome,
     };
     match outcome {
         Ok(Ok(terminal_id)) => start_session(framed, terminal_id, &shared).await,
@@ -296,24 +300,38 @@ async fn refuse(
 ) {
     let reason = refusal.reason();
     tracing::warn!(%peer, terminal_id = terminal_id.as_deref().unwrap_or("-"), reason = %reason, "terminal refused");
+    // Only a refusal of a claimed terminal id is audited: a peer that names none (it closed, or
+    // sent no HELLO) could otherwise add a row per connection. The log line above still tells.
+    if let Some(terminal_id) = &terminal_id {
+        let audit = audit_refusal(shared, peer, terminal_id, &reason);
+        let timeout = Duration::from_millis(REFUSAL_AUDIT_TIMEOUT_MS);
+        if tokio::time::timeout(timeout, audit).await.is_err() {
+            tracing::warn!("could not audit a terminal refusal in time");
+        }
+    }
+    let _ = send_briefly(framed, refusal.to_terminal()).await;
+}
+
+async fn audit_refusal(shared: &Shared, peer: SocketAddr, terminal_id: &str, reason: &str) {
     let detail = serde_json::json!({
         "terminal_id": terminal_id,
         "peer": peer.to_string(),
         "reason": reason,
     });
-    if let Ok(client) = shared.pool.get().await {
-        let at = shared.clock.now();
-        if let Err(e) = client
-            .execute_cached(
-                "INSERT INTO audit_log (at, event, detail) VALUES ($1, 'terminal_refused', $2)",
-                &[&at, &detail],
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "could not audit a terminal refusal");
-        }
+    let Ok(client) = shared.pool.get().await else {
+        tracing::warn!("could not audit a terminal refusal: no database connection");
+        return;
+    };
+    let at = shared.clock.now();
+    if let Err(e) = client
+        .execute_cached(
+            "INSERT INTO audit_log (at, event, detail) VALUES ($1, 'terminal_refused', $2)",
+            &[&at, &detail],
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "could not audit a terminal refusal");
     }
-    let _ = send_briefly(framed, refusal.to_terminal()).await;
 }
 
 async fn send_briefly(
