@@ -1039,24 +1039,28 @@ async fn a_duplicate_answer_keeps_its_approval_code() {
     );
 }
 
-/// Makes the database refuse (or take again) every new reversal.
-async fn refuse_reversals(db: &TestDb, refuse: bool) {
+/// Makes the database refuse (or take again) every `event` (`INSERT`: a new reversal; `UPDATE`:
+/// the record of a send) on reversals.
+async fn refuse_on_reversals(db: &TestDb, event: &str, refuse: bool) {
     let client = db.pool.get().await.unwrap();
+    let name = format!("refuse_{}", event.to_lowercase());
     let sql = if refuse {
-        "CREATE FUNCTION refuse_reversal() RETURNS trigger LANGUAGE plpgsql AS
-             $$ BEGIN RAISE EXCEPTION 'reversals refused by the test'; END $$;
-         CREATE TRIGGER refuse_reversal BEFORE INSERT ON reversals
-             FOR EACH ROW EXECUTE FUNCTION refuse_reversal();"
+        format!(
+            "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION '{event} on reversals refused by the test'; END $$;
+             CREATE TRIGGER {name} BEFORE {event} ON reversals
+                 FOR EACH ROW EXECUTE FUNCTION {name}();"
+        )
     } else {
-        "DROP TRIGGER refuse_reversal ON reversals; DROP FUNCTION refuse_reversal();"
+        format!("DROP TRIGGER {name} ON reversals; DROP FUNCTION {name}();")
     };
-    client.batch_execute(sql).await.unwrap();
+    client.batch_execute(&sql).await.unwrap();
 }
 
 #[actix_rt::test]
 async fn a_reversal_the_database_refuses_is_reported_and_asked_for_again() {
     let (db, sim, router) = one_link(1_000).await;
-    refuse_reversals(&db, true).await;
+    refuse_on_reversals(&db, "INSERT", true).await;
     // The bank applies the debit but its 0210 is lost: the outcome is unknown.
     sim.set_faults(Faults {
         drop_pct: 100,
@@ -1076,7 +1080,7 @@ async fn a_reversal_the_database_refuses_is_reported_and_asked_for_again() {
     assert_eq!(refused.unwrap_err(), BankError::ReversalNotStored);
     assert_eq!(pending_reversals(&db).await, 0);
     // Asked again once the database takes it: stored, sent, and the money is back.
-    refuse_reversals(&db, false).await;
+    refuse_on_reversals(&db, "INSERT", false).await;
     sim.set_faults(Faults::default());
     reverse_until_0430(&router, &db, request(1, 0, 100), committed).await;
     assert_eq!(balance(&sim, 0).await, 1_000);
@@ -1184,20 +1188,6 @@ async fn a_bank_that_sends_requests_and_never_reads_is_dropped() {
     wait_signed_on(&router, 1).await;
 }
 
-/// Makes the database refuse, or take again, the record of a reversal's send.
-async fn refuse_reversal_sends(db: &TestDb, refuse: bool) {
-    let client = db.pool.get().await.unwrap();
-    let sql = if refuse {
-        "CREATE FUNCTION refuse_send() RETURNS trigger LANGUAGE plpgsql AS
-             $$ BEGIN RAISE EXCEPTION 'reversal sends refused by the test'; END $$;
-         CREATE TRIGGER refuse_send BEFORE UPDATE ON reversals
-             FOR EACH ROW EXECUTE FUNCTION refuse_send();"
-    } else {
-        "DROP TRIGGER refuse_send ON reversals; DROP FUNCTION refuse_send();"
-    };
-    client.batch_execute(sql).await.unwrap();
-}
-
 async fn reversal_sends(db: &TestDb) -> i32 {
     let client = db.pool.get().await.unwrap();
     let row = client
@@ -1215,7 +1205,7 @@ async fn a_reversal_leaves_only_once_its_send_is_recorded() {
     let mut bank = Peer::accept(&listener).await;
     bank.sign_on().await;
     wait_signed_on(&router, 1).await;
-    refuse_reversal_sends(&db, true).await;
+    refuse_on_reversals(&db, "UPDATE", true).await;
     let reverse = ReverseDebit {
         request: request(1, 0, 100),
         original: Some(original("bips-a", "000042", "1129120000")),
@@ -1228,7 +1218,7 @@ async fn a_reversal_leaves_only_once_its_send_is_recorded() {
         "a reversal left before its send was recorded"
     );
     assert_eq!(reversal_sends(&db).await, 0);
-    refuse_reversal_sends(&db, false).await;
+    refuse_on_reversals(&db, "UPDATE", false).await;
     // Each advice is on record when it arrives: after a crash, the next is a repeat.
     let advice = bank.read().await;
     assert_eq!(

@@ -705,15 +705,7 @@ async fn an_smsc_that_sends_requests_and_never_reads_is_dropped_and_bound_again(
     socket.set_recv_buffer_size(4_096).unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listener = socket.listen(8).unwrap();
-    let config = payhub::config::SmppConfig {
-        addr: listener.local_addr().unwrap().to_string(),
-        system_id: SYSTEM_ID.into(),
-        password: PASSWORD.into(),
-        response_timeout_ms: 1_000,
-        ..Default::default()
-    };
-    let mut settings = SmppSettings::from_config(&config);
-    settings.rebind_backoff_min_ms = 50;
+    let settings = settings_for(listener.local_addr().unwrap().to_string());
     let session = smpp::start(db.pool.clone(), clock(), settings).expect("valid settings");
     let mut smsc = accept_bind(&listener).await;
     // From now on the SMSC sends enquire_link as fast as it can and reads nothing.

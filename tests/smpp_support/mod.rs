@@ -18,8 +18,13 @@ pub const MSISDN: &str = "+8613800138000";
 pub const CODE: &str = "493817";
 
 pub fn settings(sim: &SmscSim) -> SmppSettings {
+    settings_for(sim.smpp_addr().to_string())
+}
+
+/// A fast session configuration for the SMSC at `addr`.
+pub fn settings_for(addr: String) -> SmppSettings {
     let config = payhub::config::SmppConfig {
-        addr: sim.smpp_addr().to_string(),
+        addr,
         system_id: SYSTEM_ID.into(),
         password: PASSWORD.into(),
         response_timeout_ms: 1_000,
