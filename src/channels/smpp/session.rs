@@ -303,6 +303,8 @@ async fn connect_and_bind(settings: &SmppSettings) -> Result<Bound, String> {
         .disable_interface_version_check()
         // The connection's task is ours, so that it can be ended (`close`).
         .no_spawn();
+    // Built before connecting: a connection is never left behind by a bad PDU.
+    let bind = pdu::bind_transceiver(settings).map_err(|e| e.to_string())?;
     let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
     let addr = &settings.addr;
     let (client, events, connection) = if settings.tls {
@@ -324,7 +326,6 @@ async fn connect_and_bind(settings: &SmppSettings) -> Result<Bound, String> {
         let events: Events = Box::pin(events);
         (client, events, tokio::spawn(connection))
     };
-    let bind = pdu::bind_transceiver(settings).map_err(|e| e.to_string())?;
     let answer = tokio::time::timeout(settings.response_timeout(), client.bind_transceiver(bind))
         .await
         .map_err(|_| "bind_transceiver: no answer in time".to_string());

@@ -63,13 +63,23 @@ impl TerminalSessionActor {
         }
     }
 
-    fn send_frame(&mut self, frame: Frame) -> bool {
-        self.outbox.try_send(frame).is_ok()
+    /// Queues `frame` for the writer; `false` when it cannot. A closed outbox means the writer has
+    /// ended (its write failed or timed out): the session ends with it, so that deliveries find
+    /// the terminal offline at once.
+    fn send_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) -> bool {
+        match self.outbox.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                ctx.stop();
+                false
+            }
+        }
     }
 
     /// Sends ERROR and ends the session.
     fn close(&mut self, code: ErrorCode, reason: &str, ctx: &mut Context<Self>) {
-        let _ = self.send_frame(Frame::error(code, reason));
+        let _ = self.send_frame(Frame::error(code, reason), ctx);
         ctx.stop();
     }
 
@@ -81,9 +91,10 @@ impl TerminalSessionActor {
             return;
         }
         self.next_ping = self.next_ping.wrapping_add(1);
-        if !self.send_frame(Frame::Ping {
+        let ping = Frame::Ping {
             nonce: self.next_ping,
-        }) {
+        };
+        if !self.send_frame(ping, ctx) {
             ctx.stop();
         }
     }
@@ -148,7 +159,7 @@ impl Handler<SessionDeliver> for TerminalSessionActor {
             Ok(frame) => frame,
             Err(reason) => return Box::pin(async move { Err(DeliveryError::Rejected(reason)) }),
         };
-        if !self.send_frame(frame) {
+        if !self.send_frame(frame, ctx) {
             return Box::pin(async { Err(DeliveryError::Offline) });
         }
         let (reply, answer) = oneshot::channel();
@@ -198,7 +209,7 @@ impl StreamHandler<Result<Frame, FrameError>> for TerminalSessionActor {
                 self.settle(msg_id, Err(DeliveryError::Rejected(reason)));
             }
             Frame::Ping { nonce } => {
-                let _ = self.send_frame(Frame::Pong { nonce });
+                let _ = self.send_frame(Frame::Pong { nonce }, ctx);
             }
             Frame::Pong { .. } => {}
             Frame::Error { code, message } => {
