@@ -605,16 +605,26 @@ impl BankLinkActor {
         let pool = self.deps.pool.clone();
         let link = self.settings.name.clone();
         let addr = ctx.address();
+        // Not recorded in time: not sent now, but tried again at its next attempt.
+        let wait = self.settings.response_timeout();
         actix::spawn(async move {
-            let marked = reversals::mark_sent(&pool, id, now, next).await;
-            if let Err(e) = &marked {
-                tracing::warn!(link = %link, id, error = %e, "recording a reversal send");
-            }
+            let marking = reversals::mark_sent(&pool, id, now, next);
+            let marked = match tokio::time::timeout(wait, marking).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::warn!(link = %link, id, error = %e, "recording a reversal send");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(link = %link, id, "recording a reversal send: timed out");
+                    false
+                }
+            };
             addr.do_send(ReversalMarked {
                 id,
                 repeat,
                 generation,
-                marked: marked.is_ok(),
+                marked,
             });
         });
     }
