@@ -59,6 +59,7 @@ pub struct Gateway {
 impl Gateway {
     /// Starts every part from `config`. Nothing is left running when it fails.
     pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Gateway> {
+        raise_open_files_limit();
         let pool = payhub_actors::store::pool(&config.database.url, config.database.pool_size)?;
         check_database(&pool, &config.database.url).await?;
         let tls = mtls::ServerTls::load(
@@ -294,6 +295,34 @@ async fn next(signal: Option<&mut Signal>) {
             s.recv().await;
         }
         None => std::future::pending::<()>().await,
+    }
+}
+
+/// Raises the soft limit on open files to the hard one. Every connection (HTTPS, terminals, bank
+/// links, the SMSC, the database pool) holds a file descriptor, and the common soft default of
+/// 1,024 is far below what the listeners' own caps allow. A failure is logged, not fatal.
+#[allow(unsafe_code)]
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
+    let raised = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            false
+        } else if limit.rlim_cur >= limit.rlim_max {
+            true
+        } else {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if raised {
+        tracing::info!(open_files_max = limit.rlim_cur, "open files limit");
+    } else {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(%error, "could not raise the open files limit");
     }
 }
 
