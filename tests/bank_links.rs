@@ -870,13 +870,19 @@ impl Peer {
 
     async fn write_raw(&mut self, body: &[u8]) {
         use tokio::io::AsyncWriteExt;
-        let len = u16::try_from(body.len()).unwrap();
-        self.stream.write_all(&len.to_be_bytes()).await.unwrap();
-        self.stream.write_all(body).await.unwrap();
+        self.stream.write_all(&framed(body)).await.unwrap();
     }
 
     async fn write(&mut self, message: &Message) {
         self.write_raw(&message.pack().unwrap()).await;
+    }
+
+    /// Accepts the link's connection and its sign-on, and waits until the router sees it.
+    async fn signed_on(listener: &tokio::net::TcpListener, router: &Addr<BankRouter>) -> Peer {
+        let mut peer = Peer::accept(listener).await;
+        peer.sign_on().await;
+        wait_signed_on(router, 1).await;
+        peer
     }
 
     /// Reads the 0800/001 and accepts it.
@@ -885,6 +891,13 @@ impl Peer {
         assert_eq!((request.mti(), request.get(70)), ("0800", Some("001")));
         self.write(&answer(&request, "0810", &[(39, "00")])).await;
     }
+}
+
+/// `body` with its 2-byte length header, as it goes on the wire.
+fn framed(body: &[u8]) -> Vec<u8> {
+    let mut frame = u16::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+    frame.extend(body);
+    frame
 }
 
 /// The answer `mti` to `request`: its fields 4, 7, 11, 37 and 70 echoed, plus `fields`.
@@ -1016,9 +1029,7 @@ async fn a_duplicate_answer_keeps_its_approval_code() {
     let db = fresh_database().await;
     let (listener, addr) = peer_listener().await;
     let router = start_router(&db, vec![settings("bips-a", &addr)]);
-    let mut bank = Peer::accept(&listener).await;
-    bank.sign_on().await;
-    wait_signed_on(&router, 1).await;
+    let mut bank = Peer::signed_on(&listener, &router).await;
     // 94 with the original's approval code: the original was approved.
     let waiting = actix_rt::spawn(router.send(Debit(request(1, 0, 100))));
     let debit_0200 = bank.read().await;
@@ -1096,9 +1107,7 @@ async fn a_bank_that_reads_but_never_answers_is_dropped_while_debits_flow() {
     link.echo_interval_ms = ECHO_INTERVAL_MS;
     link.response_timeout_ms = RESPONSE_TIMEOUT_MS;
     let router = start_router(&db, vec![link]);
-    let mut bank = Peer::accept(&listener).await;
-    bank.sign_on().await;
-    wait_signed_on(&router, 1).await;
+    let mut bank = Peer::signed_on(&listener, &router).await;
     // From now on the bank reads everything and answers nothing.
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
@@ -1130,9 +1139,7 @@ async fn a_bank_that_reads_but_never_answers_is_dropped_while_debits_flow() {
     let echo = ("0800".to_owned(), Some("301".to_owned()));
     assert!(seen.lock().unwrap().contains(&echo), "no echo was sent");
     // ...and it connects again.
-    let mut again = Peer::accept(&listener).await;
-    again.sign_on().await;
-    wait_signed_on(&router, 1).await;
+    let _again = Peer::signed_on(&listener, &router).await;
 }
 
 /// A listening socket on port 0 whose connections have a small receive buffer, so that what the
@@ -1152,9 +1159,7 @@ async fn a_bank_that_sends_requests_and_never_reads_is_dropped() {
     let db = fresh_database().await;
     let (listener, addr) = small_buffer_listener();
     let router = start_router(&db, vec![settings("bips-a", &addr)]);
-    let mut bank = Peer::accept(&listener).await;
-    bank.sign_on().await;
-    wait_signed_on(&router, 1).await;
+    let mut bank = Peer::signed_on(&listener, &router).await;
     // From now on the bank sends echo requests as fast as it can and reads nothing. Each is
     // answered with an 0810 that the bank never takes.
     let echo = Message::new("0800")
@@ -1164,8 +1169,7 @@ async fn a_bank_that_sends_requests_and_never_reads_is_dropped() {
         .unwrap()
         .pack()
         .unwrap();
-    let mut frame = u16::try_from(echo.len()).unwrap().to_be_bytes().to_vec();
-    frame.extend(&echo);
+    let frame = framed(&echo);
     let frames = frame.repeat(64);
     let flood = actix_rt::spawn(async move {
         let mut sent: u64 = 0;
@@ -1183,9 +1187,7 @@ async fn a_bank_that_sends_requests_and_never_reads_is_dropped() {
     let owed_bytes = sent * frame.len() as u64;
     assert!(owed_bytes > 1 << 20, "dropped after {owed_bytes} bytes");
     // ...and it connects again.
-    let mut again = Peer::accept(&listener).await;
-    again.sign_on().await;
-    wait_signed_on(&router, 1).await;
+    let _again = Peer::signed_on(&listener, &router).await;
 }
 
 async fn reversal_sends(db: &TestDb) -> i32 {
@@ -1202,9 +1204,7 @@ async fn a_reversal_leaves_only_once_its_send_is_recorded() {
     let db = fresh_database().await;
     let (listener, addr) = peer_listener().await;
     let router = start_router(&db, vec![settings("bips-a", &addr)]);
-    let mut bank = Peer::accept(&listener).await;
-    bank.sign_on().await;
-    wait_signed_on(&router, 1).await;
+    let mut bank = Peer::signed_on(&listener, &router).await;
     refuse_on_reversals(&db, "UPDATE", true).await;
     let reverse = ReverseDebit {
         request: request(1, 0, 100),
@@ -1246,9 +1246,7 @@ async fn a_bank_that_answers_but_never_reads_is_dropped() {
     link.response_timeout_ms = 1_000;
     link.in_flight_max = DEBITS as usize;
     let router = start_router(&db, vec![link]);
-    let mut bank = Peer::accept(&listener).await;
-    bank.sign_on().await;
-    wait_signed_on(&router, 1).await;
+    let mut bank = Peer::signed_on(&listener, &router).await;
     // From now on the bank reads nothing, and every 50 ms sends an answer to nothing: never
     // silent, so the echo never finds it out.
     let stray = Message::new("0810")
@@ -1257,8 +1255,7 @@ async fn a_bank_that_answers_but_never_reads_is_dropped() {
         .and_then(|m| m.with(70, "301"))
         .and_then(|m| m.pack())
         .unwrap();
-    let mut frame = u16::try_from(stray.len()).unwrap().to_be_bytes().to_vec();
-    frame.extend(&stray);
+    let frame = framed(&stray);
     let strays = actix_rt::spawn(async move {
         use tokio::io::AsyncWriteExt;
         // Until the link drops the connection.

@@ -760,9 +760,8 @@ impl BankLinkActor {
     }
 
     fn on_request(&mut self, message: &Message, ctx: &mut Context<Self>) {
-        let unsent = self.conn.as_ref().map_or(0, |c| c.unsent.bytes());
-        if unsent > self.unsent_max_bytes() {
-            let why = format!("the bank sends requests and does not read: {unsent} bytes unsent");
+        // A bank can send requests faster than the tick comes round: check before answering.
+        if let Some(why) = self.not_reading(Instant::now()) {
             self.drop_connection(&why, ctx);
         } else if message.mti() == "0800" {
             match wire::network_answer(message) {
