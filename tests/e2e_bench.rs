@@ -247,6 +247,7 @@ async fn payments_end_to_end() {
         "the warm-up's webhooks"
     );
     let cpu_before = CpuTicks::now();
+    let parts_before = CpuParts::now();
     let started = Instant::now();
     let latencies = submit_codes(measured, debit_concurrency).await;
     let debit_rate = debit_payments as f64 / started.elapsed().as_secs_f64();
@@ -261,9 +262,16 @@ async fn payments_end_to_end() {
     // Through the outcome SMS and webhooks sent after the last answer; a figure that moves
     // much less with the host than the rate does.
     let cpu_ms = cpu_before.busy_ms_until(&CpuTicks::now());
+    let [_, gateway_ms, postgres, harness] =
+        CpuParts::now().ms_per_op_since(&parts_before, debit_payments);
     println!(
-        "  CPU per debit           {:.0} µs, all processes of the machine",
-        1_000.0 * cpu_ms / debit_payments as f64
+        "  CPU per debit           {:.0} µs, all processes of the machine: gateway {:.0} µs \
+         (with the webhook receiver's worker), PostgreSQL {:.0} µs, the rest of the benchmark \
+         (SMSC and bank simulators) {:.0} µs",
+        1_000.0 * cpu_ms / debit_payments as f64,
+        1_000.0 * gateway_ms,
+        1_000.0 * postgres,
+        1_000.0 * harness,
     );
 
     // 4. Memory with 10,000 payments awaiting their code (rebuilt as actors after a restart).
