@@ -220,6 +220,23 @@ async fn early_receipts_left(db: &TestDb) -> i64 {
         .get(0)
 }
 
+/// 40 outcome message rows `queued` for `payment_id`, and a message id for each.
+async fn queued_outcome_rows(
+    db: &TestDb,
+    payment_id: &str,
+    prefix: &str,
+) -> (Vec<i64>, Vec<String>) {
+    let now = chrono::Utc::now();
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let queued =
+            smpp::store::insert_queued(&db.pool, now, payment_id, NoticeKind::Outcome, "86****00");
+        ids.push(queued.await.unwrap());
+    }
+    let refs = (0..ids.len()).map(|n| format!("{prefix}-{n}")).collect();
+    (ids, refs)
+}
+
 /// Message ids and receipts that arrive together are written in batches; whichever of the two
 /// comes first, every row ends `delivered` and no receipt is left aside.
 #[actix_rt::test]
@@ -227,13 +244,7 @@ async fn message_ids_and_receipts_written_in_batches_all_meet() {
     let db = fresh_database().await;
     let payment_id = payment(&db).await;
     let now = chrono::Utc::now();
-    let mut ids = Vec::new();
-    for _ in 0..40 {
-        let queued =
-            smpp::store::insert_queued(&db.pool, now, &payment_id, NoticeKind::Outcome, "86****00");
-        ids.push(queued.await.unwrap());
-    }
-    let refs: Vec<String> = (0..ids.len()).map(|n| format!("burst-{n}")).collect();
+    let (ids, refs) = queued_outcome_rows(&db, &payment_id, "burst").await;
     let writes = smpp::store::SmppWrites::start(db.pool.clone());
     // Even rows: the receipt first; odd rows: the id first. All sent at once, so they batch.
     let early = ids.iter().enumerate().filter(|(n, _)| n % 2 == 0);
@@ -258,6 +269,52 @@ async fn message_ids_and_receipts_written_in_batches_all_meet() {
     let all = rows(&db, &payment_id).await;
     assert_eq!(all.len(), 40);
     assert!(all.iter().all(|r| r.status == "delivered"), "{all:?}");
+    assert_eq!(early_receipts_left(&db).await, 0);
+}
+
+/// A receipt that comes while its message id's write is still queued (an SMSC may send it right
+/// after `submit_sm_resp`) is written by that write: one update of the row, and the receipt is
+/// answered only after the commit.
+#[actix_rt::test]
+async fn receipts_that_come_while_their_ids_are_queued_ride_with_them() {
+    let db = fresh_database().await;
+    let payment_id = payment(&db).await;
+    let now = chrono::Utc::now();
+    let (ids, refs) = queued_outcome_rows(&db, &payment_id, "ride").await;
+    let writes = smpp::store::SmppWrites::start(db.pool.clone());
+    // Every id's write is queued (polled first) before any batch is taken.
+    let sent = ids
+        .iter()
+        .zip(&refs)
+        .map(|(id, r)| writes.mark_sent(now, *id, r));
+    let stats = ["DELIVRD", "UNDELIV"];
+    let receipts = refs
+        .iter()
+        .enumerate()
+        .map(|(n, r)| writes.record_receipt(now, r, stats[n % 2]));
+    let (sent, receipts) = futures::future::join(
+        futures::future::join_all(sent),
+        futures::future::join_all(receipts),
+    )
+    .await;
+    assert!(sent.iter().all(|s| s.is_ok()), "{sent:?}");
+    assert!(
+        receipts.iter().all(|m| matches!(m, Ok(true))),
+        "{receipts:?}"
+    );
+    assert_eq!(writes.receipts_carried(), 40);
+
+    let all = rows(&db, &payment_id).await;
+    assert_eq!(all.len(), 40);
+    for (n, row) in all.iter().enumerate() {
+        let expected = [("delivered", "DELIVRD"), ("undeliverable", "UNDELIV")][n % 2];
+        assert_eq!(
+            (row.status.as_str(), row.receipt_status.as_deref()),
+            (expected.0, Some(expected.1)),
+            "{row:?}"
+        );
+        assert_eq!(row.message_ref.as_deref(), Some(refs[n].as_str()));
+    }
     assert_eq!(early_receipts_left(&db).await, 0);
 }
 

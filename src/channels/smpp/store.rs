@@ -4,7 +4,7 @@
 //! V60) that take the same transaction advisory lock on the id: whichever commits second sees the
 //! first.
 
-use super::ids_in_writing::IdsInWriting;
+use super::ids_in_writing::{Carried, IdsInWriting, Ride, Writing};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Object, Pool};
 use payhub_actors::messages::NoticeKind;
@@ -13,6 +13,7 @@ use payhub_actors::store::group_commit::{Limits, RowWrite, Writer};
 use payhub_actors::store::prepared::Prepared;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How long a receipt waits for its message id to be recorded.
 const EARLY_RECEIPT_KEEP_H: i64 = 24;
@@ -53,8 +54,9 @@ pub use payhub_actors::store::messages::mark_failed;
 pub struct SmppWrites {
     sent: Writer<Sent, ()>,
     receipts: Writer<Receipt, bool>,
-    /// A receipt waits for its id's `sent` write, when one runs.
+    /// A receipt rides with or waits for its id's `sent` write, when one runs.
     ids_in_writing: Arc<IdsInWriting>,
+    receipts_carried: Arc<AtomicU64>,
 }
 
 /// Bounds of each writer: a session's window of submits and its receipts fit in one batch; one
@@ -72,42 +74,60 @@ impl SmppWrites {
             sent: Writer::start_rows(pool.clone(), SMPP_WRITE_LIMITS),
             receipts: Writer::start_rows(pool, SMPP_WRITE_LIMITS),
             ids_in_writing: Arc::default(),
+            receipts_carried: Arc::default(),
         }
     }
 
     /// The SMSC accepted the message on row `id` as `message_ref`; applies a receipt that came
-    /// first (`smpp_mark_sent`).
+    /// first, or one that rode with this write (`smpp_mark_sent`).
     pub async fn mark_sent(
         &self,
         now: DateTime<Utc>,
         id: i64,
         message_ref: &str,
     ) -> Result<(), StoreError> {
+        let writing = self.ids_in_writing.begin(message_ref);
         let write = Sent {
             id,
             message_ref: message_ref.to_owned(),
             at: now,
+            seat: writing.as_ref().map(|guard| guard.writing()),
         };
-        let _writing = self.ids_in_writing.begin(message_ref);
-        self.sent.ask(write).await
+        let written = self.sent.ask(write).await;
+        if let (Ok(()), Some(guard)) = (&written, writing) {
+            guard.recorded();
+        }
+        written
     }
 
     /// Keeps a receipt's state on its message row, or aside until the row has the id
-    /// (`smpp_record_receipt`), after its id's `sent` write if one runs. Returns whether a row
-    /// carried the id already.
+    /// (`smpp_record_receipt`). While its id's `sent` write runs, the receipt rides with it or
+    /// waits for it. Returns whether a row carried the id already.
     pub async fn record_receipt(
         &self,
         now: DateTime<Utc>,
         message_ref: &str,
         stat: &str,
     ) -> Result<bool, StoreError> {
+        let carried = Carried {
+            stat: stat.to_owned(),
+            at: now,
+        };
+        if self.ids_in_writing.ride_or_wait(message_ref, carried).await == Ride::Recorded {
+            self.receipts_carried.fetch_add(1, Ordering::Relaxed);
+            return Ok(true);
+        }
         let write = Receipt {
             message_ref: message_ref.to_owned(),
             stat: stat.to_owned(),
             at: now,
         };
-        self.ids_in_writing.wait_for(message_ref).await;
         self.receipts.ask(write).await
+    }
+
+    /// Receipts recorded by their id's write so far.
+    pub fn receipts_carried(&self) -> u64 {
+        self.receipts_carried.load(Ordering::Relaxed)
     }
 }
 
@@ -115,6 +135,16 @@ struct Sent {
     id: i64,
     message_ref: String,
     at: DateTime<Utc>,
+    /// Where a receipt that comes meanwhile boards (none when the id is not tracked).
+    seat: Option<Arc<Writing>>,
+}
+
+impl Sent {
+    /// The stat of the receipt riding with this write; none boards once this is read.
+    fn receipt_stat(&self) -> Option<String> {
+        let carried = self.seat.as_ref()?.take_receipt()?;
+        Some(carried.stat)
+    }
 }
 
 impl RowWrite for Sent {
@@ -130,8 +160,8 @@ impl RowWrite for Sent {
     async fn write_alone(&self, client: &Object) -> Result<(), StoreError> {
         client
             .execute_cached(
-                "SELECT smpp_mark_sent($1, $2, $3)",
-                &[&self.id, &self.message_ref, &self.at],
+                "SELECT smpp_mark_sent($1, $2, $3, $4)",
+                &[&self.id, &self.message_ref, &self.at, &self.receipt_stat()],
             )
             .await?;
         Ok(())
@@ -144,11 +174,13 @@ impl RowWrite for Sent {
         let ids: Vec<i64> = batch.iter().map(|w| w.id).collect();
         let refs: Vec<&str> = batch.iter().map(|w| w.message_ref.as_str()).collect();
         let ats: Vec<DateTime<Utc>> = batch.iter().map(|w| w.at).collect();
+        let stats: Vec<Option<String>> = batch.iter().map(|w| w.receipt_stat()).collect();
         client
             .execute_cached(
-                "SELECT smpp_mark_sent(t.id, t.ref, t.at)
-                 FROM unnest($1::int8[], $2::text[], $3::timestamptz[]) AS t(id, ref, at)",
-                &[&ids, &refs, &ats],
+                "SELECT smpp_mark_sent(t.id, t.ref, t.at, t.stat)
+                 FROM unnest($1::int8[], $2::text[], $3::timestamptz[], $4::text[])
+                     AS t(id, ref, at, stat)",
+                &[&ids, &refs, &ats, &stats],
             )
             .await?;
         Ok(refs.iter().map(|r| ((*r).to_owned(), ())).collect())
