@@ -59,9 +59,10 @@ pub struct Gateway {
 impl Gateway {
     /// Starts every part from `config`. Nothing is left running when it fails.
     pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Gateway> {
-        raise_open_files_limit();
         let pool = payhub_actors::store::pool(&config.database.url, config.database.pool_size)?;
         check_database(&pool, &config.database.url).await?;
+        // After the database answers: a gateway that cannot start says so in one line.
+        raise_open_files_limit();
         let tls = mtls::ServerTls::load(
             &config.http.tls_cert,
             &config.http.tls_key,

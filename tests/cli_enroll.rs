@@ -532,6 +532,14 @@ fn bad_flags_and_unreachable_databases_are_one_line() {
         "--bank",
     );
     refused_by_clap(&["merchant", "add", "--config", config], "--name");
+    fails_with(&["serve", "--config", config], None, "is not reachable");
+    fails_with(&["migrate", "--config", config], None, "migrating");
+    fails_with(
+        &["merchant"],
+        None,
+        "payhub merchant: a subcommand is required: add, disable, enable",
+    );
+    fails_with(&[], None, "payhub: a subcommand is required: ");
     fails_with(
         &["pki", "init", "--dir", dir.to_str().unwrap()],
         None,

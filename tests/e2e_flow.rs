@@ -670,6 +670,42 @@ async fn bank_timeout_is_bank_unavailable_and_the_debit_is_reversed() {
     assert_eq!(w.debits(), 1);
 }
 
+/// 91 (issuer or switch inoperative) and 96 (system malfunction) are the bank not deciding: the
+/// payment fails as `bank_unavailable` with the bank's code, and the debit is reversed to be safe
+/// (96 applied it first).
+#[actix_rt::test]
+async fn a_bank_malfunction_is_bank_unavailable_and_the_debit_is_reversed() {
+    let w = World::new().await;
+    w.bank.set_faults(payhub::sim::bank::Faults {
+        fail_pct: 100,
+        ..Default::default()
+    });
+    let pay = w.payment().await;
+    let browser = w.browser();
+    w.signed_in_by_sms(&browser, &pay).await;
+    let page = browser.submit_code(&pay, &w.last_code()).await;
+    assert!(
+        page.body.contains("returned automatically"),
+        "{}",
+        page.body
+    );
+    let (status, failure, code, _) = w.status(&pay).await;
+    let code = code.expect("the bank's field 39");
+    assert!(code == "91" || code == "96", "{code}");
+    assert_eq!(
+        (status.as_str(), failure.as_deref()),
+        ("failed", Some("bank_unavailable"))
+    );
+    eventually("webhook", || async { !w.receiver.requests().is_empty() }).await;
+    let body: serde_json::Value = serde_json::from_str(&w.receiver.requests()[0].body).unwrap();
+    assert_eq!(body["data"]["failure_code"], "bank_unavailable");
+    assert_eq!(body["data"]["bank_response_code"], code.as_str());
+    eventually("reversal applied", || async {
+        w.bank.stats().reversals >= 1 && w.balance().await == ALICE_BALANCE
+    })
+    .await;
+}
+
 /// A bank slow to answer does not hold the customer's browser: past the code page's wait it shows
 /// the payment in progress, reloading itself, and then the outcome.
 #[actix_rt::test]

@@ -1270,15 +1270,12 @@ pub async fn outcome(
             response_code,
             approval_code,
         } => {
-            match response_code.as_str() {
-                "91" => reverse(ReversalReason::Response91).await?,
-                "96" => reverse(ReversalReason::Response96).await?,
+            if let Some(reason) = ReversalReason::of_response(&response_code) {
+                reverse(reason).await?;
+            } else if response_code.len() != 2 {
                 // A 0210 without a valid field 39 says nothing: undo whatever it did.
-                code if code.len() != 2 => {
-                    reverse(ReversalReason::Timeout).await?;
-                    return Err(BankError::Protocol("0210 without field 39".into()));
-                }
-                _ => {}
+                reverse(ReversalReason::Timeout).await?;
+                return Err(BankError::Protocol("0210 without field 39".into()));
             }
             Ok(DebitResponse {
                 response_code,

@@ -24,6 +24,16 @@ pub enum ReversalReason {
 }
 
 impl ReversalReason {
+    /// The 0210 answers after which the debit is reversed to be safe (iso8583-profile.md: 91
+    /// issuer or switch inoperative, 96 system malfunction): the bank may have debited anyway.
+    pub fn of_response(response_code: &str) -> Option<Self> {
+        match response_code {
+            "91" => Some(Self::Response91),
+            "96" => Some(Self::Response96),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Timeout => "timeout",

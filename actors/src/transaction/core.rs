@@ -13,6 +13,7 @@ use super::{
     CODE_DELIVERY_FAILURES_MAX, ChannelChoice, CodeReply, DEADLINE_RETRY_MS, Deps, LoginReply,
     PaymentError, ResendReply,
 };
+use crate::bank::reversals::ReversalReason;
 use crate::bank::{PrepareDebit, ReverseDebit, SendPrepared};
 use crate::domain::{FailureCode, Msisdn, PaymentStatus};
 use crate::messages::{
@@ -1037,6 +1038,11 @@ fn debit_end(answer: Result<DebitResponse, BankError>) -> DebitEnd {
             Some(approval) => DebitEnd::Outcome(Outcome::succeeded(Some(approval))),
             None => DebitEnd::Unknown("duplicate_without_outcome"),
         },
+        // The bank could not decide, and the debit was reversed to be safe: the bank was
+        // unavailable, not the customer declined (a merchant may try again later).
+        Ok(r) if ReversalReason::of_response(&r.response_code).is_some() => DebitEnd::Outcome(
+            Outcome::failed(FailureCode::BankUnavailable, Some(r.response_code)),
+        ),
         Ok(r) => DebitEnd::Outcome(Outcome::failed(
             FailureCode::BankDeclined,
             Some(r.response_code),
@@ -1106,6 +1112,19 @@ mod tests {
                 Some("51".into())
             ))
         );
+    }
+
+    #[test]
+    fn a_bank_that_cannot_decide_is_unavailable_not_a_decline() {
+        for code in ["91", "96"] {
+            assert_eq!(
+                debit_end(answered(code, None)),
+                DebitEnd::Outcome(Outcome::failed(
+                    FailureCode::BankUnavailable,
+                    Some(code.into())
+                ))
+            );
+        }
     }
 
     #[test]
