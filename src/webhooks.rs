@@ -13,7 +13,7 @@ pub mod attempts;
 pub mod signature;
 
 use crate::config::WebhooksConfig;
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Pool;
 use futures::stream::{FuturesUnordered, StreamExt};
 use payhub_actors::clock::SharedClock;
@@ -73,6 +73,33 @@ impl WebhookSettings {
         i64::try_from(deliveries_ms.saturating_add(write_ms))
             .unwrap_or(i64::MAX / 2)
             .saturating_add(LEASE_MARGIN_MS)
+    }
+
+    /// When an event whose attempt number `attempts` failed at `now` is tried again, or `None`
+    /// when it is given up. Retries back off exponentially, and the last one falls when
+    /// `give_up_after_s` have passed since the event: whatever the backoff's cap, an event is
+    /// tried for at least that long (gateway-http.md: at least 24 h).
+    fn retry_after_failure(
+        &self,
+        created_at: DateTime<Utc>,
+        attempts: i32,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let give_up_after_s = i64::try_from(self.give_up_after_s).unwrap_or(i64::MAX / 2_000);
+        let give_up_at = created_at + Duration::seconds(give_up_after_s);
+        (now < give_up_at).then(|| (now + self.backoff(attempts)).min(give_up_at))
+    }
+
+    /// `retry_base_ms · 2^(attempts-1)`, at most `retry_max_ms`.
+    fn backoff(&self, attempts: i32) -> Duration {
+        let exponent = u32::try_from(attempts.saturating_sub(1))
+            .unwrap_or(0)
+            .min(32);
+        let ms = self
+            .retry_base_ms
+            .saturating_mul(1u64 << exponent)
+            .min(self.retry_max_ms);
+        Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX / 2))
     }
 }
 
@@ -242,12 +269,14 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let now = self.clock.now();
         let attempts = event.attempts + 1;
-        let next = now + self.backoff(attempts);
-        let give_up_at = event.created_at
-            + Duration::seconds(
-                i64::try_from(self.settings.give_up_after_s).unwrap_or(i64::MAX / 2_000),
-            );
-        let given_up = !delivered && next > give_up_at;
+        let retry = (!delivered)
+            .then(|| {
+                self.settings
+                    .retry_after_failure(event.created_at, attempts, now)
+            })
+            .flatten();
+        let given_up = !delivered && retry.is_none();
+        let next = retry.unwrap_or(now);
         let attempt = attempts::Attempt {
             event_id: event.id.clone(),
             at: now,
@@ -273,19 +302,6 @@ impl Worker {
         }
         Ok(())
     }
-
-    /// `retry_base_ms · 2^(attempts-1)`, at most `retry_max_ms`.
-    fn backoff(&self, attempts: i32) -> Duration {
-        let exponent = u32::try_from(attempts.saturating_sub(1))
-            .unwrap_or(0)
-            .min(32);
-        let ms = self
-            .settings
-            .retry_base_ms
-            .saturating_mul(1u64 << exponent)
-            .min(self.settings.retry_max_ms);
-        Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX / 2))
-    }
 }
 
 fn error_text(e: &reqwest::Error) -> String {
@@ -297,4 +313,63 @@ fn error_text(e: &reqwest::Error) -> String {
         e.to_string()
     };
     text.chars().take(ERROR_TEXT_MAX_CHARS).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(retry_max_ms: u64, give_up_after_s: u64) -> WebhookSettings {
+        WebhookSettings {
+            timeout_ms: 10_000,
+            retry_base_ms: 5_000,
+            retry_max_ms,
+            give_up_after_s,
+            concurrency_max: 1,
+            poll_interval_ms: POLL_INTERVAL_MS,
+        }
+    }
+
+    /// Follows one event that never gets a 2xx: the times of its attempts.
+    fn attempts_until_given_up(settings: &WebhookSettings) -> Vec<DateTime<Utc>> {
+        let created = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut at = vec![created];
+        while let Some(next) =
+            settings.retry_after_failure(created, at.len() as i32, at[at.len() - 1])
+        {
+            assert!(next > at[at.len() - 1], "always later");
+            at.push(next);
+            assert!(at.len() < 100_000, "ends");
+        }
+        at
+    }
+
+    #[test]
+    fn a_failing_event_is_tried_until_its_give_up_time_whatever_the_backoff_cap() {
+        let day_s = 86_400;
+        for (retry_max_ms, give_up_after_s) in [
+            (3_600_000, day_s),
+            (86_400_000, day_s),
+            (3_600_000, 3 * day_s),
+            (1_000, day_s),
+        ] {
+            let s = settings(retry_max_ms, give_up_after_s);
+            let at = attempts_until_given_up(&s);
+            let last = at[at.len() - 1] - at[0];
+            assert_eq!(
+                last,
+                Duration::seconds(give_up_after_s as i64),
+                "cap {retry_max_ms} ms: the last attempt at the give-up time"
+            );
+            let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+            assert_eq!(
+                gaps[0],
+                Duration::seconds(5).min(Duration::milliseconds(retry_max_ms as i64))
+            );
+            assert!(
+                gaps[..gaps.len() - 1].windows(2).all(|g| g[1] >= g[0]),
+                "backs off"
+            );
+        }
+    }
 }
