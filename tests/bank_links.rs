@@ -1190,6 +1190,74 @@ async fn a_bank_that_sends_requests_and_never_reads_is_dropped() {
     let _again = Peer::signed_on(&listener, &router).await;
 }
 
+/// A network management request from the bank, with field 70 `code`.
+fn bank_0800(code: &str, stan: &str) -> Message {
+    Message::new("0800")
+        .and_then(|m| m.with(7, "1129120000"))
+        .and_then(|m| m.with(11, stan))
+        .and_then(|m| m.with(70, code))
+        .unwrap()
+}
+
+/// A bank that signs off (for maintenance, say) gets no financial message until the link has
+/// signed on again, after the backoff's delay; a code the profile does not name is refused.
+#[actix_rt::test]
+async fn a_bank_that_signs_off_gets_no_debit_until_the_link_signs_on_again() {
+    let db = fresh_database().await;
+    let (listener, addr) = peer_listener().await;
+    let mut s = settings("bips-a", &addr);
+    (s.reconnect_backoff_min_ms, s.reconnect_backoff_max_ms) = (1_000, 2_000);
+    let router = start_router(&db, vec![s]);
+    let mut bank = Peer::signed_on(&listener, &router).await;
+
+    bank.write(&bank_0800("999", "000001")).await;
+    let refused = bank.read().await;
+    let seen = |m: &Message| {
+        (
+            m.mti().to_owned(),
+            m.get(11).map(str::to_owned),
+            m.get(39).map(str::to_owned),
+        )
+    };
+    assert_eq!(
+        seen(&refused),
+        ("0810".into(), Some("000001".into()), Some("12".into()))
+    );
+    assert_eq!(
+        router.send(LinkStatuses).await.unwrap().unwrap()[0].state,
+        "signed_on"
+    );
+
+    bank.write(&bank_0800("002", "000002")).await;
+    let accepted = bank.read().await;
+    assert_eq!(
+        seen(&accepted),
+        ("0810".into(), Some("000002".into()), Some("00".into()))
+    );
+    assert_eq!(accepted.get(70), Some("002"));
+    eventually("the link is out of service", || async {
+        router.send(LinkStatuses).await.unwrap().unwrap()[0].state == "connected"
+    })
+    .await;
+    let refused = router.send(Debit(request(1, 0, 100))).await.unwrap();
+    assert_eq!(refused.unwrap_err(), BankError::Unavailable);
+
+    // The same connection signs on again, and carries debits.
+    bank.sign_on().await;
+    wait_signed_on(&router, 1).await;
+    let debit = actix_rt::spawn(async move { router.send(Debit(request(2, 0, 100))).await });
+    let request_0200 = bank.read().await;
+    assert_eq!(request_0200.mti(), "0200");
+    bank.write(&answer(
+        &request_0200,
+        "0210",
+        &[(38, "A00001"), (39, "00")],
+    ))
+    .await;
+    let answered = debit.await.unwrap().unwrap().unwrap();
+    assert_eq!(answered.response_code, "00");
+}
+
 async fn reversal_sends(db: &TestDb) -> i32 {
     let client = db.pool.get().await.unwrap();
     let row = client

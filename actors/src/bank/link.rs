@@ -1,6 +1,7 @@
 //! `BankLinkActor`: one long-lived connection to one bank information processing system.
 //!
-//! State machine: `Down` → (connect) → `Connected` → (0800/001, 0810/00) → `SignedOn`; any
+//! State machine: `Down` → (connect) → `Connected` → (0800/001, 0810/00) → `SignedOn`; a sign-off
+//! (ours, or the bank's 0800/002) → `Connected`, and after the bank's a sign-on again; any
 //! failure (connect, sign-on refused or unanswered, echo unanswered, socket error, protocol error)
 //! → `Down` and a reconnect after a capped exponential backoff. Only a signed-on link carries
 //! financial messages. Debits are pipelined up to `in_flight_max` and matched by MTI class + STAN
@@ -764,15 +765,41 @@ impl BankLinkActor {
         if let Some(why) = self.not_reading(Instant::now()) {
             self.drop_connection(&why, ctx);
         } else if message.mti() == "0800" {
-            match wire::network_answer(message) {
-                Ok(answer) => {
-                    self.write(answer);
-                }
-                Err(e) => tracing::warn!(link = %self.name(), error = %e, "answering a 0800"),
-            }
+            self.on_network_request(message, ctx);
         } else {
             tracing::warn!(link = %self.name(), mti = %message.mti(), "unexpected request dropped");
         }
+    }
+
+    /// A bank's 0800: its sign-on and echo are accepted; a code the profile does not name is
+    /// refused (12, invalid transaction) rather than accepted and ignored.
+    fn on_network_request(&mut self, message: &Message, ctx: &mut Context<Self>) {
+        let code = message.get(70).and_then(NetworkCode::parse);
+        let response_code = if code.is_some() { "00" } else { "12" };
+        match wire::network_answer(message, response_code) {
+            Ok(answer) => {
+                self.write(answer);
+            }
+            Err(e) => tracing::warn!(link = %self.name(), error = %e, "answering a 0800"),
+        }
+        if code == Some(NetworkCode::SignOff) && self.state() == LinkState::SignedOn {
+            self.signed_off_by_bank(ctx);
+        }
+    }
+
+    /// The bank signed off (maintenance, say): no financial message goes out on this link, so the
+    /// router picks another, until a sign-on after the backoff's delay is accepted. A refused
+    /// sign-on drops the connection, and the link reconnects with backoff as after any failure.
+    fn signed_off_by_bank(&mut self, ctx: &mut Context<Self>) {
+        tracing::warn!(link = %self.name(), "the bank signed off; signing on again later");
+        self.set_state(LinkState::Connected);
+        let generation = self.generation;
+        ctx.run_later(self.backoff.next_delay(), move |act, _| {
+            let same_connection = act.conn.as_ref().map(|c| c.generation) == Some(generation);
+            if same_connection && act.state() == LinkState::Connected && !act.stopping {
+                act.send_network(NetworkCode::SignOn);
+            }
+        });
     }
 
     fn on_network_answer(&mut self, code: NetworkCode, message: &Message, ctx: &mut Context<Self>) {
@@ -942,6 +969,8 @@ impl BankLinkActor {
         self.sign_off_sent = true;
         if self.state() == LinkState::SignedOn {
             self.send_network(NetworkCode::SignOff);
+            // Nothing financial (a due reversal, say) follows the sign-off.
+            self.set_state(LinkState::Connected);
         } else {
             // Not signed on: nothing to sign off from.
             if self.conn.is_some() {

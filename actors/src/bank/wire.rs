@@ -15,6 +15,13 @@ pub enum NetworkCode {
 }
 
 impl NetworkCode {
+    /// Field 70 of a network management request; `None` for a code the profile does not name.
+    pub fn parse(field_70: &str) -> Option<Self> {
+        [Self::SignOn, Self::SignOff, Self::Echo]
+            .into_iter()
+            .find(|code| code.as_str() == field_70)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::SignOn => "001",
@@ -154,9 +161,10 @@ pub fn network_request(
     )
 }
 
-/// The 0810 answer to a network management request the BIPS sends us (e.g. its own echo).
-pub fn network_answer(request: &Message) -> Result<Message, BuildError> {
-    let mut fields = vec![(39u8, "00")];
+/// The 0810 answer, with field 39 `response_code`, to a network management request the BIPS
+/// sends us (e.g. its own echo).
+pub fn network_answer(request: &Message, response_code: &str) -> Result<Message, BuildError> {
+    let mut fields = vec![(39u8, response_code)];
     for field in [7u8, 11, 70] {
         if let Some(value) = request.get(field) {
             fields.push((field, value));
