@@ -752,6 +752,48 @@ async fn accept_bind(
     smsc
 }
 
+/// SMPP v3.4 §4.12: an alert_notification has no response. A request an ESME does not take is
+/// refused with generic_nack.
+#[actix_rt::test]
+async fn an_alert_notification_gets_no_answer_and_an_unknown_request_a_generic_nack() {
+    use futures::{SinkExt, StreamExt};
+    use rusmpp::pdus::{AlertNotification, QuerySm};
+    use rusmpp::{Command, CommandId, CommandStatus, Pdu};
+    let db = fresh_database().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let settings = settings_for(listener.local_addr().unwrap().to_string());
+    let _session = smpp::start(db.pool.clone(), clock(), settings).expect("valid settings");
+    let mut smsc = accept_bind(&listener).await;
+    let requests = [
+        Command::new(
+            CommandStatus::EsmeRok,
+            2,
+            AlertNotification::builder().build(),
+        ),
+        Command::new(CommandStatus::EsmeRok, 3, QuerySm::builder().build()),
+        Command::new(CommandStatus::EsmeRok, 4, Pdu::EnquireLink),
+    ];
+    for request in requests {
+        smsc.send(request).await.unwrap();
+    }
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        let next = tokio::time::timeout(Duration::from_secs(5), smsc.next()).await;
+        let answer = next.expect("the session answers").unwrap().unwrap();
+        if answer.id() != CommandId::EnquireLink {
+            answers.push((answer.id(), answer.sequence_number(), answer.status()));
+        }
+    }
+    answers.sort_by_key(|a| a.1);
+    assert_eq!(
+        answers,
+        [
+            (CommandId::GenericNack, 3, CommandStatus::EsmeRinvcmdid),
+            (CommandId::EnquireLinkResp, 4, CommandStatus::EsmeRok),
+        ]
+    );
+}
+
 #[actix_rt::test]
 async fn an_smsc_that_sends_requests_and_never_reads_is_dropped_and_bound_again() {
     use futures::SinkExt;

@@ -68,18 +68,20 @@ pub fn submit_sm(source_addr: &str, to: &Msisdn, text: &str) -> Result<SubmitSm,
         .build())
 }
 
-/// The text as the SMSC default alphabet can carry it: characters outside the GSM 03.38 basic
-/// set that ASCII shares become `?`, and the text is cut to 160 characters. The code comes
-/// first in every notice, so a cut never loses it.
+/// The text as the SMSC default alphabet can carry it (`data_coding` 0): every character that
+/// GSM 03.38 and ASCII do not put at the same code point becomes `?`, and the text is cut to 160
+/// characters. The code comes first in every notice, so a cut never loses it.
 pub fn sms_text(text: &str) -> String {
     text.chars()
-        .map(|c| if is_gsm_basic_ascii(c) { c } else { '?' })
+        .map(|c| if same_in_gsm_and_ascii(c) { c } else { '?' })
         .take(SMS_TEXT_CHARS_MAX)
         .collect()
 }
 
-fn is_gsm_basic_ascii(c: char) -> bool {
-    c.is_ascii_alphanumeric() || " \n\r!\"#$%&'()*+,-./:;<=>?@_".contains(c)
+/// `@`, `$` and `_` are in both alphabets but at other code points (GSM 0x00, 0x02, 0x11): an
+/// SMSC that reads the bytes as GSM would show `¡`, `¤` and `§`.
+fn same_in_gsm_and_ascii(c: char) -> bool {
+    c.is_ascii_alphanumeric() || " \n\r!\"#%&'()*+,-./:;<=>?".contains(c)
 }
 
 /// How payhub treats a `submit_sm_resp` status.
@@ -129,6 +131,7 @@ mod tests {
         let long = format!("code 123456 {}", "x".repeat(300));
         assert_eq!(sms_text(&long).chars().count(), 160);
         assert_eq!(sms_text("Café {shop} 书"), "Caf? ?shop? ?");
+        assert_eq!(sms_text("a@b $1 c_d #2"), "a?b ?1 c?d #2");
     }
 
     #[test]

@@ -432,6 +432,12 @@ async fn on_incoming(
             });
             None
         }
+        // SMPP v3.4 §4.12: an alert_notification has no response.
+        CommandId::AlertNotification => {
+            tracing::info!("alert_notification from the SMSC ignored");
+            drop(answer_slot);
+            None
+        }
         _ => {
             actix::spawn(async move {
                 let nack = client.status(CommandStatus::EsmeRinvcmdid);
