@@ -378,6 +378,35 @@ async fn throttling_is_retried_with_backoff_then_delivered() {
     assert!(row.error.is_none());
 }
 
+/// A throttling answer slows the whole bind, as an SMSC operator expects: no other message is
+/// submitted until the backoff has passed, then both go out.
+#[actix_rt::test]
+async fn throttling_pauses_every_submit_of_the_bind() {
+    let Rig {
+        db: _db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|s| (s.throttle_backoff_min_ms, s.throttle_backoff_max_ms) = (1_000, 1_000)).await;
+    sim.update_switches(|s| s.throttle_next = 1);
+    let first = actix_rt::spawn(session.send(code_message(&payment_id)));
+    wait_until("the first submit is throttled", async || {
+        sim.stats().submits_refused == 1
+    })
+    .await;
+    let second = actix_rt::spawn(session.send(code_message(&payment_id)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sim.stats().submits,
+        1,
+        "nothing is submitted during the pause"
+    );
+    first.await.unwrap().unwrap().unwrap();
+    second.await.unwrap().unwrap().unwrap();
+    assert_eq!(sim.stats().submits, 3);
+    assert_eq!(sim.messages().len(), 2);
+}
+
 #[actix_rt::test]
 async fn throttling_beyond_the_tries_fails_the_delivery() {
     let Rig {

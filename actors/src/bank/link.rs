@@ -837,6 +837,12 @@ impl BankLinkActor {
         }
         self.publish_reversal_count();
         let code = message.get(39).unwrap_or("").to_owned();
+        if code != "00" {
+            // The profile ends a reversal at its 0430 whatever field 39 says (a BIPS answers 00
+            // also when it never saw the original). Anything else may mean the debit stands: the
+            // code is kept on the reversal's row, and said here for the operator.
+            tracing::warn!(link = %self.name(), id, response_code = %code, "reversal answered other than 00");
+        }
         let pool = self.deps.pool.clone();
         let now = self.deps.clock.now();
         let link = self.settings.name.clone();

@@ -64,6 +64,7 @@ pub fn start(
         clock,
         bound: bound_rx,
         status: Mutex::new(StatusInner::default()),
+        submits_paused_until: Mutex::new(None),
     });
     Ok(SmppSession {
         shared,
@@ -88,6 +89,8 @@ pub(super) struct Shared {
     /// The bound client, when there is one.
     pub(super) bound: watch::Receiver<Option<Client>>,
     status: Mutex<StatusInner>,
+    /// No submit goes out before this: the SMSC answered one with a throttling status.
+    submits_paused_until: Mutex<Option<tokio::time::Instant>>,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +105,34 @@ struct StatusInner {
 impl Shared {
     pub(super) fn bound_client(&self) -> Option<Client> {
         self.bound.borrow().clone()
+    }
+
+    /// The SMSC asked the session to slow down (ESME_RTHROTTLED, ESME_RMSGQFUL): none of its
+    /// submits goes out for `pause`, not only the one refused.
+    pub(super) fn pause_submits(&self, pause: Duration) {
+        let until = tokio::time::Instant::now() + pause;
+        let mut paused = self
+            .submits_paused_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *paused = Some(paused.map_or(until, |earlier| earlier.max(until)));
+    }
+
+    /// Returns once no pause asked for by the SMSC is running (each is at most the throttling
+    /// backoff's cap).
+    pub(super) async fn submits_resumed(&self) {
+        loop {
+            let until = *self
+                .submits_paused_until
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match until {
+                Some(until) if until > tokio::time::Instant::now() => {
+                    tokio::time::sleep_until(until).await;
+                }
+                _ => return,
+            }
+        }
     }
 
     /// Remembers a timed-out `submit_sm`, so that its late answer can still be recorded.

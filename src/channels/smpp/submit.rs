@@ -145,7 +145,7 @@ async fn submit_with_retries(shared: &Shared, submit: SubmitSm) -> Result<String
                         ),
                     ));
                 }
-                tokio::time::sleep(shared.settings.throttle_backoff(attempt)).await;
+                shared.pause_submits(shared.settings.throttle_backoff(attempt));
                 attempt += 1;
             }
         }
@@ -153,6 +153,7 @@ async fn submit_with_retries(shared: &Shared, submit: SubmitSm) -> Result<String
 }
 
 async fn submit_once(shared: &Shared, submit: SubmitSm) -> Result<Attempt, Failure> {
+    shared.submits_resumed().await;
     let timeout = shared.settings.response_timeout();
     let slot = tokio::time::timeout(timeout, shared.window.acquire())
         .await
