@@ -1,6 +1,6 @@
 //! The real `payhub` binary: `pki init`, `merchant add|disable`, `customer add`, `terminal add`,
-//! against a fresh PostgreSQL database; then the real server started from the written files
-//! accepts the issued merchant certificate.
+//! `migrate` and `serve`, against a fresh PostgreSQL database; then the real server started from
+//! the written files accepts the issued merchant certificate.
 
 use payhub::http::mtls::ServerTls;
 use payhub::http::server::{self, ServerSettings};
@@ -574,4 +574,72 @@ fn bad_flags_and_unreachable_databases_are_one_line() {
         ],
         "--password-stdin",
     );
+}
+
+/// `payhub migrate` and `payhub serve` as an operator runs them, from the file `pki init` wrote:
+/// migrating again applies nothing; `serve` prints its bound addresses (port 0 means any free
+/// port), answers on them, and stops cleanly on SIGTERM.
+#[actix_rt::test]
+async fn migrate_and_serve_run_from_the_starter_config() {
+    use std::io::BufRead;
+    let db = fresh_database().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = init(&tmp.path().join("pki"), &db);
+    for _ in 0..2 {
+        let applied = ok_json(&["migrate", "--config", &config], None);
+        assert_eq!(
+            applied["applied"], 0,
+            "the test database is migrated already"
+        );
+    }
+
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_payhub"))
+        .args(["serve", "--config", &config])
+        .env_remove("DATABASE_URL")
+        // No SMSC or bank here: the session and the links keep retrying, as in production.
+        .env("PAYHUB_SMPP__ADDR", "127.0.0.1:9")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read as it comes, so that the log never fills the pipe and stalls the server.
+    let mut log = serve.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut log, &mut text).map(|_| text)
+    });
+    let mut stdout = std::io::BufReader::new(serve.stdout.take().unwrap());
+    let mut first_line = String::new();
+    stdout.read_line(&mut first_line).unwrap();
+    let bound: Value =
+        serde_json::from_str(&first_line).unwrap_or_else(|e| panic!("{e}: {first_line:?}"));
+    for listener in ["https", "operator", "terminal_switch"] {
+        let addr: std::net::SocketAddr = bound[listener].as_str().unwrap().parse().unwrap();
+        assert_ne!(addr.port(), 0, "{listener} is printed as bound");
+    }
+    let operator = bound["operator"].as_str().unwrap();
+    let health = reqwest::get(format!("http://{operator}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    // SAFETY: sends a signal to the child this test started.
+    #[allow(unsafe_code)]
+    let signalled = unsafe { libc::kill(serve.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(signalled, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve stops on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let stderr = log.join().unwrap().unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
