@@ -823,6 +823,65 @@ async fn an_alert_notification_gets_no_answer_and_an_unknown_request_a_generic_n
     );
 }
 
+/// Some SMSCs send delivery receipts as `data_sm` (its text in `message_payload`): each gets its
+/// `data_sm_resp`, and a receipt lands on its row as from a `deliver_sm`.
+#[actix_rt::test]
+async fn a_receipt_in_a_data_sm_is_kept_and_answered() {
+    use futures::{SinkExt, StreamExt};
+    use rusmpp::pdus::DataSm;
+    use rusmpp::tlvs::MessageSubmissionRequestTlvValue as Tlv;
+    use rusmpp::types::AnyOctetString;
+    use rusmpp::values::{EsmClass, MessagePayload};
+    use rusmpp::{Command, CommandId, CommandStatus};
+    let db = fresh_database().await;
+    let payment_id = payment(&db).await;
+    let now = chrono::Utc::now();
+    let row = smpp::store::insert_queued(&db.pool, now, &payment_id, NoticeKind::Code, "86****00");
+    let row = row.await.unwrap();
+    smpp::store::SmppWrites::start(db.pool.clone())
+        .mark_sent(now, row, "dsm-1")
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let settings = settings_for(listener.local_addr().unwrap().to_string());
+    let _session = smpp::start(db.pool.clone(), clock(), settings).expect("valid settings");
+    let mut smsc = accept_bind(&listener).await;
+    let data_sm = |esm_class: u8, text: &[u8]| {
+        let payload = MessagePayload::new(AnyOctetString::from_slice(text));
+        DataSm::builder()
+            .esm_class(EsmClass::from(esm_class))
+            .tlvs(vec![Tlv::MessagePayload(payload)])
+            .build()
+    };
+    let receipt = data_sm(
+        0x04,
+        b"id:dsm-1 sub:001 dlvrd:001 stat:DELIVRD err:000 text:",
+    );
+    let mobile_originated = data_sm(0x00, b"hello");
+    smsc.send(Command::new(CommandStatus::EsmeRok, 2, receipt))
+        .await
+        .unwrap();
+    smsc.send(Command::new(CommandStatus::EsmeRok, 3, mobile_originated))
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        let next = tokio::time::timeout(Duration::from_secs(5), smsc.next()).await;
+        let answer = next.expect("the session answers").unwrap().unwrap();
+        if answer.id() != CommandId::EnquireLink {
+            answers.push((answer.id(), answer.sequence_number(), answer.status()));
+        }
+    }
+    answers.sort_by_key(|a| a.1);
+    let ok = |n| (CommandId::DataSmResp, n, CommandStatus::EsmeRok);
+    assert_eq!(answers, [ok(2), ok(3)]);
+    let kept = &rows(&db, &payment_id).await[0];
+    assert_eq!(
+        (kept.status.as_str(), kept.receipt_status.as_deref()),
+        ("delivered", Some("DELIVRD"))
+    );
+}
+
 #[actix_rt::test]
 async fn an_smsc_that_sends_requests_and_never_reads_is_dropped_and_bound_again() {
     use futures::SinkExt;

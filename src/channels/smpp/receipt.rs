@@ -6,8 +6,8 @@
 //! the standard, so the `receipted_message_id` and `message_state` TLVs come first when an SMSC
 //! sends them, and the text may come in `message_payload` instead of `short_message`.
 
-use rusmpp::pdus::DeliverSm;
-use rusmpp::tlvs::TlvValue;
+use rusmpp::pdus::{DataSm, DeliverSm};
+use rusmpp::tlvs::{Tlv, TlvValue};
 use rusmpp::values::MessageState;
 
 /// The message id as payhub stores it: at most 64 visible ASCII characters.
@@ -33,8 +33,18 @@ pub fn is_receipt_esm_class(esm_class: u8) -> bool {
 /// The receipt a `deliver_sm` carries: each of the id and the state from its TLV when present,
 /// otherwise from the text. `None` when either is missing or malformed.
 pub fn of_deliver_sm(deliver: &DeliverSm) -> Option<Receipt> {
+    of_parts(deliver.tlvs(), deliver.short_message().as_ref())
+}
+
+/// The receipt a `data_sm` carries, as for a `deliver_sm`: a `data_sm` has no `short_message`,
+/// so its text is in `message_payload`.
+pub fn of_data_sm(data: &DataSm) -> Option<Receipt> {
+    of_parts(data.tlvs(), &[])
+}
+
+fn of_parts(tlvs: &[Tlv], short_message: &[u8]) -> Option<Receipt> {
     let (mut tlv_id, mut tlv_state, mut payload) = (None, None, None);
-    for tlv in deliver.tlvs() {
+    for tlv in tlvs {
         match tlv.value() {
             Some(TlvValue::ReceiptedMessageId(id)) => tlv_id = Some(id.as_str()),
             Some(TlvValue::MessageState(state)) => tlv_state = stat_of_state(*state),
@@ -42,7 +52,6 @@ pub fn of_deliver_sm(deliver: &DeliverSm) -> Option<Receipt> {
             _ => {}
         }
     }
-    let short_message: &[u8] = deliver.short_message().as_ref();
     let text = match payload {
         Some(payload) if short_message.is_empty() => payload,
         _ => short_message,

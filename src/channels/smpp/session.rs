@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 use payhub_actors::clock::SharedClock;
 use payhub_actors::messages::{Deliver, DeliveryError, DeliveryReceipt};
 use payhub_actors::metrics::{global, labels};
-use rusmpp::pdus::DeliverSmResp;
+use rusmpp::pdus::{DataSmResp, DeliverSmResp};
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 use rusmppc::{Client, ConnectionBuilder, Event};
 use std::collections::HashMap;
@@ -440,12 +440,25 @@ async fn on_incoming(
     let client = client.clone();
     match id {
         CommandId::DeliverSm => {
-            let deliver = on_deliver_sm_in_turn(shared.clone(), owed, command);
+            let deliver = on_message_in_turn(shared.clone(), owed, command);
             actix::spawn(async move {
                 let status = deliver.await;
                 let _ = client
                     .status(status)
                     .deliver_sm_resp(sequence_number, DeliverSmResp::default())
+                    .await;
+                drop(answer_slot);
+            });
+            None
+        }
+        // Some SMSCs send receipts (or mobile-originated messages) as `data_sm`.
+        CommandId::DataSm => {
+            let data = on_message_in_turn(shared.clone(), owed, command);
+            actix::spawn(async move {
+                let status = data.await;
+                let _ = client
+                    .status(status)
+                    .data_sm_resp(sequence_number, DataSmResp::default())
                     .await;
                 drop(answer_slot);
             });
@@ -480,12 +493,12 @@ async fn on_incoming(
     }
 }
 
-/// A `deliver_sm`'s status, once it has had its turn. Receipts are recorded side by side, at most
+/// A `deliver_sm`'s or `data_sm`'s status, once it has had its turn. Receipts are recorded side by side, at most
 /// RECEIPTS_IN_FLIGHT_MAX at once; up to RECEIPTS_TAKEN_MAX wait their turn (no longer than the
 /// database timeout). Past either the SMSC is asked to send the receipt again later. Waiting in
 /// the reading loop instead would stop it, and with it the submit_sm_resps the code messages
 /// wait for (and the deliver_sm_resps that free the slots): a deadlock under load.
-fn on_deliver_sm_in_turn(
+fn on_message_in_turn(
     shared: Arc<Shared>,
     owed: &Owed,
     command: Command,
@@ -502,7 +515,7 @@ fn on_deliver_sm_in_turn(
             None => None,
         };
         let status = match &slot {
-            Some(_) => on_deliver_sm(&shared, &command).await,
+            Some(_) => on_message(&shared, &command).await,
             None => CommandStatus::EsmeRxTAppn,
         };
         drop((slot, taken));
@@ -534,17 +547,19 @@ fn on_late_submit_resp(shared: &Arc<Shared>, command: &Command) {
     });
 }
 
-/// Keeps a delivery receipt; the answer's status asks the SMSC to send it again when the
-/// database could not take it.
-async fn on_deliver_sm(shared: &Shared, command: &Command) -> CommandStatus {
-    let Some(Pdu::DeliverSm(deliver)) = command.pdu() else {
-        return CommandStatus::EsmeRinvcmdlen;
+/// Keeps a delivery receipt (a `deliver_sm`'s or a `data_sm`'s); the answer's status asks the
+/// SMSC to send it again when the database could not take it.
+async fn on_message(shared: &Shared, command: &Command) -> CommandStatus {
+    let (esm_class, receipt) = match command.pdu() {
+        Some(Pdu::DeliverSm(deliver)) => (deliver.esm_class, receipt::of_deliver_sm(deliver)),
+        Some(Pdu::DataSm(data)) => (data.esm_class, receipt::of_data_sm(data)),
+        _ => return CommandStatus::EsmeRinvcmdlen,
     };
-    if !receipt::is_receipt_esm_class(u8::from(deliver.esm_class)) {
+    if !receipt::is_receipt_esm_class(u8::from(esm_class)) {
         tracing::info!("ignored a mobile-originated SMS");
         return CommandStatus::EsmeRok;
     }
-    let Some(receipt) = receipt::of_deliver_sm(deliver) else {
+    let Some(receipt) = receipt else {
         tracing::warn!("unreadable delivery receipt ignored");
         return CommandStatus::EsmeRok;
     };

@@ -11,7 +11,7 @@ use rusmpp::{
     command::CommandParts,
     pdus::{
         BindReceiver, BindReceiverResp, BindTransceiver, BindTransceiverResp, BindTransmitter,
-        BindTransmitterResp, DeliverSmResp, SubmitSm, SubmitSmResp,
+        BindTransmitterResp, DataSmResp, DeliverSmResp, SubmitSm, SubmitSmResp,
     },
     values::InterfaceVersion,
 };
@@ -101,6 +101,18 @@ impl Client {
     ) -> Result<(), Error> {
         self.unregistered_request()
             .deliver_sm_resp(sequence_number, deliver_sm_resp)
+            .await
+    }
+
+    /// Sends a [`DataSmResp`] command to the server. (payhub patch 3: an SMSC may send a
+    /// `data_sm`, a delivery receipt say, and expects its `data_sm_resp`.)
+    pub async fn data_sm_resp(
+        &self,
+        sequence_number: u32,
+        data_sm_resp: impl Into<DataSmResp>,
+    ) -> Result<(), Error> {
+        self.unregistered_request()
+            .data_sm_resp(sequence_number, data_sm_resp)
             .await
     }
 
@@ -349,6 +361,16 @@ impl<'a> UnregisteredRequestBuilder<'a> {
         deliver_sm_resp: impl Into<DeliverSmResp>,
     ) -> Result<(), Error> {
         self.unregistered_request(deliver_sm_resp.into(), sequence_number)
+            .await
+    }
+
+    /// Sends a [`DataSmResp`] command to the server. (payhub patch 3)
+    pub async fn data_sm_resp(
+        self,
+        sequence_number: u32,
+        data_sm_resp: impl Into<DataSmResp>,
+    ) -> Result<(), Error> {
+        self.unregistered_request(data_sm_resp.into(), sequence_number)
             .await
     }
 
