@@ -5,7 +5,6 @@
 //! it lands on its row; otherwise it would be kept aside in `smpp_early_receipts` and moved over
 //! by the id's write: two more writes, and a wait on the advisory lock both take.
 
-use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Semaphore;
@@ -17,13 +16,6 @@ pub const IDS_IN_WRITING_MAX: usize = 4_096;
 #[derive(Debug, Default)]
 pub struct IdsInWriting {
     ids: Mutex<HashMap<String, Arc<Writing>>>,
-}
-
-/// A receipt's state, handed to its id's write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Carried {
-    pub stat: String,
-    pub at: DateTime<Utc>,
 }
 
 /// What became of a receipt offered to its id's write.
@@ -46,7 +38,8 @@ pub struct Writing {
 
 #[derive(Debug, Default)]
 struct Seat {
-    receipt: Option<Carried>,
+    /// The riding receipt's `stat`.
+    receipt: Option<String>,
     /// The write has read `receipt` into its statement: no receipt may board any more.
     taken: bool,
     /// The write committed.
@@ -56,7 +49,7 @@ struct Seat {
 impl Writing {
     /// The receipt riding with this write, read as its statement is built; none boards after.
     /// A write tried again (alone, after its batch failed) reads the same receipt.
-    pub fn take_receipt(&self) -> Option<Carried> {
+    pub fn take_receipt(&self) -> Option<String> {
         let mut seat = self.seat();
         seat.taken = true;
         seat.receipt.clone()
@@ -86,9 +79,9 @@ impl IdsInWriting {
         })
     }
 
-    /// Offers a receipt for `id` to that id's write, and returns once the write has ended (at
-    /// once when no write runs).
-    pub async fn ride_or_wait(&self, id: &str, receipt: Carried) -> Ride {
+    /// Offers a receipt (its `stat`) for `id` to that id's write, and returns once the write has
+    /// ended (at once when no write runs).
+    pub async fn ride_or_wait(&self, id: &str, stat: &str) -> Ride {
         let Some(writing) = self.lock().get(id).cloned() else {
             return Ride::WriteAlone;
         };
@@ -96,7 +89,7 @@ impl IdsInWriting {
             let mut seat = writing.seat();
             let free = !seat.taken && seat.receipt.is_none();
             if free {
-                seat.receipt = Some(receipt);
+                seat.receipt = Some(stat.to_owned());
             }
             free
         };
@@ -144,13 +137,6 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn delivered() -> Carried {
-        Carried {
-            stat: "DELIVRD".into(),
-            at: Utc::now(),
-        }
-    }
-
     async fn boarded(guard: &WritingGuard) {
         let boarding = async {
             while guard.writing().seat().receipt.is_none() {
@@ -166,23 +152,20 @@ mod tests {
     async fn a_receipt_rides_with_a_queued_write_and_is_recorded_with_it() {
         let ids = Arc::new(IdsInWriting::default());
         assert_eq!(
-            ids.ride_or_wait("unknown", delivered()).await,
+            ids.ride_or_wait("unknown", "DELIVRD").await,
             Ride::WriteAlone
         );
         let guard = ids.begin("m1").expect("tracked");
         assert!(ids.begin("m1").is_none(), "one write per id");
         let ids2 = ids.clone();
-        let rider = tokio::spawn(async move { ids2.ride_or_wait("m1", delivered()).await });
+        let rider = tokio::spawn(async move { ids2.ride_or_wait("m1", "DELIVRD").await });
         boarded(&guard).await;
-        assert_eq!(
-            guard.writing().take_receipt().map(|r| r.stat).as_deref(),
-            Some("DELIVRD")
-        );
+        assert_eq!(guard.writing().take_receipt().as_deref(), Some("DELIVRD"));
         assert!(!rider.is_finished(), "waits while the write runs");
         guard.recorded();
         let ride = tokio::time::timeout(Duration::from_secs(5), rider).await;
         assert_eq!(ride.expect("ends with the write").unwrap(), Ride::Recorded);
-        assert_eq!(ids.ride_or_wait("m1", delivered()).await, Ride::WriteAlone);
+        assert_eq!(ids.ride_or_wait("m1", "DELIVRD").await, Ride::WriteAlone);
     }
 
     #[tokio::test]
@@ -191,7 +174,7 @@ mod tests {
         let guard = ids.begin("taken").unwrap();
         assert_eq!(guard.writing().take_receipt(), None);
         let ids2 = ids.clone();
-        let late = tokio::spawn(async move { ids2.ride_or_wait("taken", delivered()).await });
+        let late = tokio::spawn(async move { ids2.ride_or_wait("taken", "DELIVRD").await });
         tokio::task::yield_now().await;
         guard.recorded();
         assert_eq!(
@@ -202,7 +185,7 @@ mod tests {
 
         let guard = ids.begin("failed").unwrap();
         let ids2 = ids.clone();
-        let rider = tokio::spawn(async move { ids2.ride_or_wait("failed", delivered()).await });
+        let rider = tokio::spawn(async move { ids2.ride_or_wait("failed", "DELIVRD").await });
         boarded(&guard).await;
         drop(guard);
         assert_eq!(

@@ -4,7 +4,7 @@
 //! V60) that take the same transaction advisory lock on the id: whichever commits second sees the
 //! first.
 
-use super::ids_in_writing::{Carried, IdsInWriting, Ride, Writing};
+use super::ids_in_writing::{IdsInWriting, Ride, Writing};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Object, Pool};
 use payhub_actors::messages::NoticeKind;
@@ -109,11 +109,7 @@ impl SmppWrites {
         message_ref: &str,
         stat: &str,
     ) -> Result<bool, StoreError> {
-        let carried = Carried {
-            stat: stat.to_owned(),
-            at: now,
-        };
-        if self.ids_in_writing.ride_or_wait(message_ref, carried).await == Ride::Recorded {
+        if self.ids_in_writing.ride_or_wait(message_ref, stat).await == Ride::Recorded {
             self.receipts_carried.fetch_add(1, Ordering::Relaxed);
             return Ok(true);
         }
@@ -142,8 +138,7 @@ struct Sent {
 impl Sent {
     /// The stat of the receipt riding with this write; none boards once this is read.
     fn receipt_stat(&self) -> Option<String> {
-        let carried = self.seat.as_ref()?.take_receipt()?;
-        Some(carried.stat)
+        self.seat.as_ref()?.take_receipt()
     }
 }
 
