@@ -269,12 +269,12 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let now = self.clock.now();
         let attempts = event.attempts + 1;
-        let retry = (!delivered)
-            .then(|| {
-                self.settings
-                    .retry_after_failure(event.created_at, attempts, now)
-            })
-            .flatten();
+        let retry = if delivered {
+            None
+        } else {
+            self.settings
+                .retry_after_failure(event.created_at, attempts, now)
+        };
         let given_up = !delivered && retry.is_none();
         let next = retry.unwrap_or(now);
         let attempt = attempts::Attempt {
