@@ -1258,6 +1258,45 @@ async fn a_bank_that_signs_off_gets_no_debit_until_the_link_signs_on_again() {
     assert_eq!(answered.response_code, "00");
 }
 
+/// A sign-on answered other than 00 leaves the link without service: it drops the connection and
+/// connects again after its backoff.
+#[actix_rt::test]
+async fn a_refused_sign_on_drops_the_connection_and_the_link_tries_again() {
+    let db = fresh_database().await;
+    let (listener, addr) = peer_listener().await;
+    let router = start_router(&db, vec![settings("bips-a", &addr)]);
+    let mut bank = Peer::accept(&listener).await;
+    let sign_on = bank.read().await;
+    assert_eq!(sign_on.get(70), Some("001"));
+    bank.write(&answer(&sign_on, "0810", &[(39, "91")])).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), bank.next_raw()).await;
+    assert_eq!(closed.expect("the link closes the connection"), None);
+    assert_ne!(
+        router.send(LinkStatuses).await.unwrap().unwrap()[0].state,
+        "signed_on"
+    );
+    let _again = Peer::signed_on(&listener, &router).await;
+}
+
+/// A length header past the profile's 8,192 bytes is a broken stream: the link drops it and
+/// connects again, rather than reading on.
+#[actix_rt::test]
+async fn a_frame_longer_than_the_profile_allows_drops_the_connection() {
+    use tokio::io::AsyncWriteExt;
+    let db = fresh_database().await;
+    let (listener, addr) = peer_listener().await;
+    let router = start_router(&db, vec![settings("bips-a", &addr)]);
+    let mut bank = Peer::signed_on(&listener, &router).await;
+    bank.stream
+        .write_all(&9_000u16.to_be_bytes())
+        .await
+        .unwrap();
+    bank.stream.write_all(&[b'0'; 64]).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), bank.next_raw()).await;
+    assert_eq!(closed.expect("the link closes the connection"), None);
+    let _again = Peer::signed_on(&listener, &router).await;
+}
+
 async fn reversal_sends(db: &TestDb) -> i32 {
     let client = db.pool.get().await.unwrap();
     let row = client

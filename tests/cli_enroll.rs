@@ -576,6 +576,37 @@ fn bad_flags_and_unreachable_databases_are_one_line() {
     );
 }
 
+/// operations.md: "Every command answers `--help`".
+#[test]
+fn every_command_answers_help() {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["demo"],
+        &["pki", "init"],
+        &["serve"],
+        &["migrate"],
+        &["merchant", "add"],
+        &["customer", "add"],
+        &["terminal", "add"],
+        &["bank-sim"],
+        &["smsc-sim"],
+        &["iso8583", "decode"],
+        &["iso8583", "encode"],
+        &["terminal-sim"],
+    ];
+    for command in commands {
+        let args: Vec<&str> = command.iter().copied().chain(["--help"]).collect();
+        let out = payhub(&args, None);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("Usage: payhub"), "{args:?}: {stdout}");
+    }
+}
+
 /// `payhub migrate` and `payhub serve` as an operator runs them, from the file `pki init` wrote:
 /// migrating again applies nothing; `serve` prints its bound addresses (port 0 means any free
 /// port), answers on them, and stops cleanly on SIGTERM.
