@@ -781,6 +781,46 @@ async fn accept_bind(
     smsc
 }
 
+/// The SMSC's own unbind is answered, and the session binds again; an SMSC that stops answering
+/// enquire_link loses the bind too, and the session binds again.
+#[actix_rt::test]
+async fn an_smsc_that_unbinds_or_stops_answering_is_bound_again() {
+    use futures::{SinkExt, StreamExt};
+    use rusmpp::{Command, CommandId, CommandStatus, Pdu};
+    let db = fresh_database().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut settings = settings_for(listener.local_addr().unwrap().to_string());
+    settings.enquire_link_interval_s = 1;
+    let session = smpp::start(db.pool.clone(), clock(), settings).expect("valid settings");
+
+    let mut smsc = accept_bind(&listener).await;
+    smsc.send(Command::new(CommandStatus::EsmeRok, 7, Pdu::Unbind))
+        .await
+        .unwrap();
+    let answer = loop {
+        let next = tokio::time::timeout(Duration::from_secs(5), smsc.next()).await;
+        let answer = next.expect("the session answers").unwrap().unwrap();
+        if answer.id() != CommandId::EnquireLink {
+            break answer;
+        }
+    };
+    assert_eq!(
+        (answer.id(), answer.sequence_number()),
+        (CommandId::UnbindResp, 7)
+    );
+
+    // Bound again; this SMSC reads but never answers, so its enquire_link goes unanswered.
+    let mut silent = accept_bind(&listener).await;
+    let reading = actix_rt::spawn(async move { while let Some(Ok(_)) = silent.next().await {} });
+    let _third = accept_bind(&listener).await;
+    reading.abort();
+    wait_until("the session is bound a third time", async || {
+        let status = session.send(GetStatus).await.unwrap();
+        status.bound && status.binds == 3
+    })
+    .await;
+}
+
 /// SMPP v3.4 §4.12: an alert_notification has no response. A request an ESME does not take is
 /// refused with generic_nack.
 #[actix_rt::test]
