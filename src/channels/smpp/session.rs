@@ -4,6 +4,7 @@
 //! with `Unavailable` while there is none.
 
 use super::settings::{SmppSettings, SmppSettingsError};
+use super::store::Ride;
 use super::{pdu, receipt, store, submit};
 use actix::prelude::*;
 use deadpool_postgres::Pool;
@@ -493,10 +494,11 @@ async fn on_incoming(
     }
 }
 
-/// A `deliver_sm`'s or `data_sm`'s status, once it has had its turn. Receipts are recorded side by side, at most
-/// RECEIPTS_IN_FLIGHT_MAX at once; up to RECEIPTS_TAKEN_MAX wait their turn (no longer than the
-/// database timeout). Past either the SMSC is asked to send the receipt again later. Waiting in
-/// the reading loop instead would stop it, and with it the submit_sm_resps the code messages
+/// A `deliver_sm`'s or `data_sm`'s status. Up to RECEIPTS_TAKEN_MAX receipts are taken in at
+/// once; a receipt that rides with its message id's write costs no more. The others are written
+/// side by side, at most RECEIPTS_IN_FLIGHT_MAX at once, each waiting its turn no longer than the
+/// database timeout. Past either bound the SMSC is asked to send the receipt again later. Waiting
+/// in the reading loop instead would stop it, and with it the submit_sm_resps the code messages
 /// wait for (and the deliver_sm_resps that free the slots): a deadlock under load.
 fn on_message_in_turn(
     shared: Arc<Shared>,
@@ -506,19 +508,11 @@ fn on_message_in_turn(
     let taken = owed.taken.clone().try_acquire_owned().ok();
     let recording = owed.recording.clone();
     async move {
-        let wait = shared.settings.database_timeout();
-        let slot = match &taken {
-            Some(_) => tokio::time::timeout(wait, recording.acquire_owned())
-                .await
-                .ok()
-                .and_then(Result::ok),
-            None => None,
-        };
-        let status = match &slot {
-            Some(_) => on_message(&shared, &command).await,
+        let status = match taken {
+            Some(_) => on_message(&shared, &command, recording).await,
             None => CommandStatus::EsmeRxTAppn,
         };
-        drop((slot, taken));
+        drop(taken);
         status
     }
 }
@@ -549,7 +543,11 @@ fn on_late_submit_resp(shared: &Arc<Shared>, command: &Command) {
 
 /// Keeps a delivery receipt (a `deliver_sm`'s or a `data_sm`'s); the answer's status asks the
 /// SMSC to send it again when the database could not take it.
-async fn on_message(shared: &Shared, command: &Command) -> CommandStatus {
+async fn on_message(
+    shared: &Shared,
+    command: &Command,
+    recording: Arc<Semaphore>,
+) -> CommandStatus {
     let (esm_class, receipt) = match command.pdu() {
         Some(Pdu::DeliverSm(deliver)) => (deliver.esm_class, receipt::of_deliver_sm(deliver)),
         Some(Pdu::DataSm(data)) => (data.esm_class, receipt::of_data_sm(data)),
@@ -567,11 +565,36 @@ async fn on_message(shared: &Shared, command: &Command) -> CommandStatus {
         .smpp_receipts
         .get_or_create(&labels(&[("stat", receipt.stat)]))
         .inc();
-    let recording =
-        shared
-            .writes
-            .record_receipt(shared.clock.now(), &receipt.message_id, receipt.stat);
-    match tokio::time::timeout(shared.settings.database_timeout(), recording).await {
+    keep_receipt(shared, &receipt, recording).await
+}
+
+/// The receipt rides with its message id's write, or is written on its own once a recording
+/// slot is free.
+async fn keep_receipt(
+    shared: &Shared,
+    receipt: &receipt::Receipt,
+    recording: Arc<Semaphore>,
+) -> CommandStatus {
+    let (message_ref, stat) = (receipt.message_id.as_str(), receipt.stat);
+    let wait = shared.settings.database_timeout();
+    match tokio::time::timeout(wait, shared.writes.ride(message_ref, stat)).await {
+        Ok(Ride::Recorded) => return CommandStatus::EsmeRok,
+        Ok(Ride::WriteAlone) => {}
+        Err(_) => {
+            tracing::error!(
+                "delivery receipt's message id not recorded in time; the SMSC will resend it"
+            );
+            return CommandStatus::EsmeRxTAppn;
+        }
+    }
+    let Ok(Ok(_slot)) = tokio::time::timeout(wait, recording.acquire_owned()).await else {
+        tracing::warn!("delivery receipts at their limit; the SMSC will resend this one");
+        return CommandStatus::EsmeRxTAppn;
+    };
+    let writing = shared
+        .writes
+        .write_receipt(shared.clock.now(), message_ref, stat);
+    match tokio::time::timeout(wait, writing).await {
         Ok(Ok(_)) => CommandStatus::EsmeRok,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "delivery receipt not recorded; the SMSC will resend it");

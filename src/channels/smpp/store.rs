@@ -4,7 +4,8 @@
 //! V60) that take the same transaction advisory lock on the id: whichever commits second sees the
 //! first.
 
-use super::ids_in_writing::{IdsInWriting, Ride, Writing};
+pub use super::ids_in_writing::Ride;
+use super::ids_in_writing::{IdsInWriting, Writing};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Object, Pool};
 use payhub_actors::messages::NoticeKind;
@@ -109,10 +110,30 @@ impl SmppWrites {
         message_ref: &str,
         stat: &str,
     ) -> Result<bool, StoreError> {
-        if self.ids_in_writing.ride_or_wait(message_ref, stat).await == Ride::Recorded {
-            self.receipts_carried.fetch_add(1, Ordering::Relaxed);
+        if self.ride(message_ref, stat).await == Ride::Recorded {
             return Ok(true);
         }
+        self.write_receipt(now, message_ref, stat).await
+    }
+
+    /// Offers a receipt to its id's `sent` write, when one runs: `Recorded` once that write has
+    /// committed with it; otherwise the receipt is the caller's to write, after that write.
+    pub async fn ride(&self, message_ref: &str, stat: &str) -> Ride {
+        let ride = self.ids_in_writing.ride_or_wait(message_ref, stat).await;
+        if ride == Ride::Recorded {
+            self.receipts_carried.fetch_add(1, Ordering::Relaxed);
+        }
+        ride
+    }
+
+    /// Writes a receipt on its own (`smpp_record_receipt`): on its row, or aside until the row
+    /// has the id. Returns whether a row carried the id already.
+    pub async fn write_receipt(
+        &self,
+        now: DateTime<Utc>,
+        message_ref: &str,
+        stat: &str,
+    ) -> Result<bool, StoreError> {
         let write = Receipt {
             message_ref: message_ref.to_owned(),
             stat: stat.to_owned(),
