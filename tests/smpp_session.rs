@@ -797,17 +797,8 @@ async fn an_smsc_that_unbinds_or_stops_answering_is_bound_again() {
     smsc.send(Command::new(CommandStatus::EsmeRok, 7, Pdu::Unbind))
         .await
         .unwrap();
-    let answer = loop {
-        let next = tokio::time::timeout(Duration::from_secs(5), smsc.next()).await;
-        let answer = next.expect("the session answers").unwrap().unwrap();
-        if answer.id() != CommandId::EnquireLink {
-            break answer;
-        }
-    };
-    assert_eq!(
-        (answer.id(), answer.sequence_number()),
-        (CommandId::UnbindResp, 7)
-    );
+    let answer = answers_to(&mut smsc, 1).await[0];
+    assert_eq!((answer.0, answer.1), (CommandId::UnbindResp, 7));
 
     // Bound again; this SMSC reads but never answers, so its enquire_link goes unanswered.
     let mut silent = accept_bind(&listener).await;
@@ -825,7 +816,7 @@ async fn an_smsc_that_unbinds_or_stops_answering_is_bound_again() {
 /// refused with generic_nack.
 #[actix_rt::test]
 async fn an_alert_notification_gets_no_answer_and_an_unknown_request_a_generic_nack() {
-    use futures::{SinkExt, StreamExt};
+    use futures::SinkExt;
     use rusmpp::pdus::{AlertNotification, QuerySm};
     use rusmpp::{Command, CommandId, CommandStatus, Pdu};
     let db = fresh_database().await;
@@ -845,15 +836,7 @@ async fn an_alert_notification_gets_no_answer_and_an_unknown_request_a_generic_n
     for request in requests {
         smsc.send(request).await.unwrap();
     }
-    let mut answers = Vec::new();
-    while answers.len() < 2 {
-        let next = tokio::time::timeout(Duration::from_secs(5), smsc.next()).await;
-        let answer = next.expect("the session answers").unwrap().unwrap();
-        if answer.id() != CommandId::EnquireLink {
-            answers.push((answer.id(), answer.sequence_number(), answer.status()));
-        }
-    }
-    answers.sort_by_key(|a| a.1);
+    let answers = answers_to(&mut smsc, 2).await;
     assert_eq!(
         answers,
         [
@@ -867,7 +850,7 @@ async fn an_alert_notification_gets_no_answer_and_an_unknown_request_a_generic_n
 /// `data_sm_resp`, and a receipt lands on its row as from a `deliver_sm`.
 #[actix_rt::test]
 async fn a_receipt_in_a_data_sm_is_kept_and_answered() {
-    use futures::{SinkExt, StreamExt};
+    use futures::SinkExt;
     use rusmpp::pdus::DataSm;
     use rusmpp::tlvs::MessageSubmissionRequestTlvValue as Tlv;
     use rusmpp::types::AnyOctetString;
@@ -904,15 +887,7 @@ async fn a_receipt_in_a_data_sm_is_kept_and_answered() {
     smsc.send(Command::new(CommandStatus::EsmeRok, 3, mobile_originated))
         .await
         .unwrap();
-    let mut answers = Vec::new();
-    while answers.len() < 2 {
-        let next = tokio::time::timeout(Duration::from_secs(5), smsc.next()).await;
-        let answer = next.expect("the session answers").unwrap().unwrap();
-        if answer.id() != CommandId::EnquireLink {
-            answers.push((answer.id(), answer.sequence_number(), answer.status()));
-        }
-    }
-    answers.sort_by_key(|a| a.1);
+    let answers = answers_to(&mut smsc, 2).await;
     let ok = |n| (CommandId::DataSmResp, n, CommandStatus::EsmeRok);
     assert_eq!(answers, [ok(2), ok(3)]);
     let kept = &rows(&db, &payment_id).await[0];
@@ -920,6 +895,25 @@ async fn a_receipt_in_a_data_sm_is_kept_and_answered() {
         (kept.status.as_str(), kept.receipt_status.as_deref()),
         ("delivered", Some("DELIVRD"))
     );
+}
+
+/// The session's next `n` answers to the SMSC's requests (its own enquire_links skipped), by
+/// sequence number: (command, sequence number, status).
+async fn answers_to(
+    smsc: &mut tokio_util::codec::Framed<tokio::net::TcpStream, rusmpp::tokio_codec::CommandCodec>,
+    n: usize,
+) -> Vec<(rusmpp::CommandId, u32, rusmpp::CommandStatus)> {
+    use futures::StreamExt;
+    let mut answers = Vec::new();
+    while answers.len() < n {
+        let next = tokio::time::timeout(Duration::from_secs(5), smsc.next()).await;
+        let answer = next.expect("the session answers").unwrap().unwrap();
+        if answer.id() != rusmpp::CommandId::EnquireLink {
+            answers.push((answer.id(), answer.sequence_number(), answer.status()));
+        }
+    }
+    answers.sort_by_key(|a| a.1);
+    answers
 }
 
 #[actix_rt::test]
