@@ -119,8 +119,8 @@ impl Shared {
         *paused = Some(paused.map_or(until, |earlier| earlier.max(until)));
     }
 
-    /// Returns once no pause asked for by the SMSC is running (each is at most the throttling
-    /// backoff's cap).
+    /// Returns once no pause asked for by the SMSC is running. Each pause is at most the
+    /// throttling backoff's cap, but throttled submits may renew it: callers bound the wait.
     pub(super) async fn submits_resumed(&self) {
         loop {
             let until = *self

@@ -153,7 +153,10 @@ async fn submit_with_retries(shared: &Shared, submit: SubmitSm) -> Result<String
 }
 
 async fn submit_once(shared: &Shared, submit: SubmitSm) -> Result<Attempt, Failure> {
-    shared.submits_resumed().await;
+    // At most one backoff cap per attempt: while other submits keep being throttled and keep
+    // renewing the pause, this delivery still makes its bounded number of attempts.
+    let pause_max = Duration::from_millis(shared.settings.throttle_backoff_max_ms);
+    let _ = tokio::time::timeout(pause_max, shared.submits_resumed()).await;
     let timeout = shared.settings.response_timeout();
     let slot = tokio::time::timeout(timeout, shared.window.acquire())
         .await
