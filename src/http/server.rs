@@ -53,7 +53,7 @@ impl ServerSettings {
             workers,
             body_max_bytes: crate::config::defaults::body_max_bytes(),
             public_url,
-            payment_lifetime_s: 900,
+            payment_lifetime_s: crate::config::defaults::payment_lifetime_s(),
             request_deadline_ms: crate::config::defaults::request_deadline_ms(),
         }
     }

@@ -440,27 +440,20 @@ async fn on_incoming(
     };
     let client = client.clone();
     match id {
-        CommandId::DeliverSm => {
-            let deliver = on_message_in_turn(shared.clone(), owed, command);
-            actix::spawn(async move {
-                let status = deliver.await;
-                let _ = client
-                    .status(status)
-                    .deliver_sm_resp(sequence_number, DeliverSmResp::default())
-                    .await;
-                drop(answer_slot);
-            });
-            None
-        }
         // Some SMSCs send receipts (or mobile-originated messages) as `data_sm`.
-        CommandId::DataSm => {
-            let data = on_message_in_turn(shared.clone(), owed, command);
+        CommandId::DeliverSm | CommandId::DataSm => {
+            let message = on_message_in_turn(shared.clone(), owed, command);
             actix::spawn(async move {
-                let status = data.await;
-                let _ = client
-                    .status(status)
-                    .data_sm_resp(sequence_number, DataSmResp::default())
-                    .await;
+                let answer = client.status(message.await);
+                let _ = if id == CommandId::DeliverSm {
+                    answer
+                        .deliver_sm_resp(sequence_number, DeliverSmResp::default())
+                        .await
+                } else {
+                    answer
+                        .data_sm_resp(sequence_number, DataSmResp::default())
+                        .await
+                };
                 drop(answer_slot);
             });
             None
