@@ -157,10 +157,11 @@ impl PaymentCore {
                 .await?;
             return Ok(LoginReply::Finished(self.row.status));
         }
+        let (failures_max, window) = self.lockout();
         let client = self.deps.pool.get().await?;
-        let customer = store::find_customer(&client, identity).await?;
-        let key = store::lockout_key(customer.as_ref(), identity);
-        let attempt = match self.begin_attempt(&client, &key, now).await? {
+        let start = store::begin_login(&client, identity, failures_max, window, now).await?;
+        drop(client);
+        let attempt = match start.attempt {
             Attempt::Counted(attempt) => attempt,
             Attempt::Locked(until) => {
                 return Ok(LoginReply::Locked {
@@ -168,25 +169,15 @@ impl PaymentCore {
                 });
             }
         };
-        drop(client);
-        if !verify_password(password, customer.as_ref()).await {
-            return self.password_failed(&key, now).await;
+        if !verify_password(password, start.customer.as_ref()).await {
+            return self.password_failed(&start.key, now).await;
         }
-        let Some(customer) = customer else {
+        let Some(customer) = start.customer else {
             // verify_password never accepts an unknown identity.
             return Err(PaymentError::Storage("unknown identity accepted".into()));
         };
-        self.password_passed(attempt, customer, choice, now).await
-    }
-
-    async fn begin_attempt(
-        &self,
-        client: &deadpool_postgres::Client,
-        key: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Attempt, PaymentError> {
-        let (failures_max, window) = self.lockout();
-        store::begin_attempt(client, key, failures_max, window, now).await
+        self.password_passed(attempt, customer, start.terminals, choice, now)
+            .await
     }
 
     /// Failures of one identity that lock it, and the window they must fall in (also the lock's
@@ -262,13 +253,19 @@ impl PaymentCore {
         &mut self,
         attempt: i64,
         customer: CustomerLogin,
+        terminals: Vec<TerminalRow>,
         choice: ChannelChoice,
         now: DateTime<Utc>,
     ) -> Result<LoginReply, PaymentError> {
         let session = new_session_token();
         let session_hash = session_hash(&self.deps.hash_key, &self.row.id, session.expose());
         let route = self
-            .route(&customer.id, customer.typed_msisdn.as_deref(), &choice)
+            .route(
+                &customer.id,
+                customer.typed_msisdn.as_deref(),
+                &choice,
+                Some(terminals),
+            )
             .await?;
         let route = match route {
             Ok(route) => route,
@@ -336,15 +333,22 @@ impl PaymentCore {
 
     // ---- routes and codes ---------------------------------------------------------------------
 
-    /// Resolves the customer's channel choice; `Ok(Err(reason))` when it cannot be served.
+    /// Resolves the customer's channel choice; `Ok(Err(reason))` when it cannot be served. The
+    /// customer's terminals are read unless the caller `just_read` them.
     async fn route(
         &mut self,
         customer_id: &str,
         typed_msisdn: Option<&str>,
         choice: &ChannelChoice,
+        just_read: Option<Vec<TerminalRow>>,
     ) -> Result<Result<Route, String>, PaymentError> {
-        let client = self.deps.pool.get().await?;
-        let terminals = store::customer_terminals(&client, customer_id).await?;
+        let terminals = match just_read {
+            Some(terminals) => terminals,
+            None => {
+                let client = self.deps.pool.get().await?;
+                store::customer_terminals(&client, customer_id).await?
+            }
+        };
         let route = match choice {
             ChannelChoice::Sms { receiver } => self.sms_route(&terminals, typed_msisdn, receiver),
             ChannelChoice::Terminal { terminal } => terminal_route(&terminals, terminal.as_deref()),
@@ -673,7 +677,7 @@ impl PaymentCore {
             .clone()
             .ok_or_else(|| PaymentError::Storage("awaiting_code without a customer".into()))?;
         let choice = choice.unwrap_or_else(|| self.current_choice());
-        let route = match self.route(&customer_id, None, &choice).await? {
+        let route = match self.route(&customer_id, None, &choice, None).await? {
             Ok(route) => route,
             Err(reason) => return Ok(ResendReply::NotDelivered { reason }),
         };

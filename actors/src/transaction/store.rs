@@ -185,61 +185,6 @@ pub struct CustomerLogin {
     pub payer: Payer,
 }
 
-/// The enabled customer whose online id, or registered mobile number, is `identity`.
-pub async fn find_customer(
-    client: &impl GenericClient,
-    identity: &str,
-) -> Result<Option<CustomerLogin>, PaymentError> {
-    if let Some(row) = client
-        .query_opt_cached(
-            "SELECT id, password_hash, bank_id, account FROM customers
-             WHERE online_id = $1 AND status = 'enabled'",
-            &[&identity],
-        )
-        .await?
-    {
-        return Ok(Some(CustomerLogin {
-            id: row.get(0),
-            password_hash: row.get(1),
-            typed_msisdn: None,
-            payer: Payer {
-                bank_id: row.get(2),
-                account: row.get(3),
-            },
-        }));
-    }
-    let Ok(msisdn) = crate::domain::Msisdn::parse(identity) else {
-        return Ok(None);
-    };
-    let row = client
-        .query_opt_cached(
-            "SELECT c.id, c.password_hash, t.msisdn, c.bank_id, c.account FROM terminals t
-             JOIN customers c ON c.id = t.customer_id
-             WHERE t.kind = 'mobile' AND t.status = 'enabled' AND c.status = 'enabled'
-               AND t.msisdn IN ($1, $2)",
-            &[&msisdn.digits(), &format!("+{}", msisdn.digits()).as_str()],
-        )
-        .await?;
-    Ok(row.map(|row| CustomerLogin {
-        id: row.get(0),
-        password_hash: row.get(1),
-        typed_msisdn: Some(row.get(2)),
-        payer: Payer {
-            bank_id: row.get(3),
-            account: row.get(4),
-        },
-    }))
-}
-
-/// The key under which failures of `identity` count: the customer when known (so that the online
-/// id and the mobile number share one count), the typed identity otherwise.
-pub fn lockout_key(customer: Option<&CustomerLogin>, identity: &str) -> String {
-    match customer {
-        Some(c) => format!("customer:{}", c.id),
-        None => format!("identity:{}", identity.to_lowercase()),
-    }
-}
-
 /// A sign-in attempt, counted before the password is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
@@ -249,30 +194,92 @@ pub enum Attempt {
     Locked(DateTime<Utc>),
 }
 
-/// Counts an attempt for `key` as a failure, unless the identity is locked (the rule of
-/// [`locked_until`]). One statement under a per-identity lock (V65), so concurrent attempts on
-/// several payments see each other.
-pub async fn begin_attempt(
+/// What the password step knows before the hash: from one statement (V67's `login_begin`).
+#[derive(Debug)]
+pub struct LoginStart {
+    /// The enabled customer whose online id, or registered mobile number, is the identity.
+    pub customer: Option<CustomerLogin>,
+    /// The key under which failures of the identity count: the customer when known (so that the
+    /// online id and the mobile number share one count), the typed identity otherwise.
+    pub key: String,
+    pub attempt: Attempt,
+    /// The known customer's enabled terminals, for the code's route.
+    pub terminals: Vec<TerminalRow>,
+}
+
+/// Finds the customer and counts the attempt as a failure, unless the identity is locked (the
+/// rule of [`locked_until`]), with the customer's terminals: one statement, under a per-identity
+/// lock (V65) so that concurrent attempts on several payments see each other.
+pub async fn begin_login(
     client: &impl GenericClient,
-    key: &str,
+    identity: &str,
     failures_max: u32,
     window: chrono::Duration,
     now: DateTime<Utc>,
-) -> Result<Attempt, PaymentError> {
+) -> Result<LoginStart, PaymentError> {
     let (window_s, max) = lockout_params(failures_max, window);
+    let msisdn = crate::domain::Msisdn::parse(identity).ok();
+    let digits = msisdn.as_ref().map(|m| m.digits().to_string());
+    let plus = digits.as_ref().map(|d| format!("+{d}"));
+    let unknown_key = format!("identity:{}", identity.to_lowercase());
     let row = client
         .query_one_cached(
-            "SELECT attempt_id, locked_until FROM login_attempt_begin($1, $2, $3, $4)",
-            &[&key, &now, &window_s, &max],
+            "SELECT customer_id, password_hash, typed_msisdn, bank_id, account, lockout_key,
+                 attempt_id, locked_until, terminal_ids, terminal_kinds, terminal_labels,
+                 terminal_msisdns
+             FROM login_begin($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &identity,
+                &digits,
+                &plus,
+                &unknown_key,
+                &now,
+                &window_s,
+                &max,
+            ],
         )
         .await?;
-    match (row.get(0), row.get(1)) {
-        (Some(id), _) => Ok(Attempt::Counted(id)),
-        (None, Some(until)) => Ok(Attempt::Locked(until)),
-        (None, None) => Err(PaymentError::Storage(
-            "login_attempt_begin answered neither".into(),
-        )),
-    }
+    let attempt = match (row.get(6), row.get(7)) {
+        (Some(id), _) => Attempt::Counted(id),
+        (None, Some(until)) => Attempt::Locked(until),
+        (None, None) => {
+            return Err(PaymentError::Storage("login_begin answered neither".into()));
+        }
+    };
+    let customer = row.get::<_, Option<String>>(0).map(|id| CustomerLogin {
+        id,
+        password_hash: row.get(1),
+        typed_msisdn: row.get(2),
+        payer: Payer {
+            bank_id: row.get(3),
+            account: row.get(4),
+        },
+    });
+    Ok(LoginStart {
+        customer,
+        key: row.get(5),
+        attempt,
+        terminals: terminals_of(&row, 8),
+    })
+}
+
+/// The terminals `login_begin` returns as four parallel arrays from column `first`.
+fn terminals_of(row: &Row, first: usize) -> Vec<TerminalRow> {
+    let ids: Vec<String> = row.get::<_, Option<_>>(first).unwrap_or_default();
+    let kinds: Vec<String> = row.get::<_, Option<_>>(first + 1).unwrap_or_default();
+    let labels: Vec<String> = row.get::<_, Option<_>>(first + 2).unwrap_or_default();
+    let msisdns: Vec<Option<String>> = row.get::<_, Option<_>>(first + 3).unwrap_or_default();
+    ids.into_iter()
+        .zip(kinds)
+        .zip(labels)
+        .zip(msisdns)
+        .map(|(((id, kind), label), msisdn)| TerminalRow {
+            id,
+            kind,
+            label,
+            msisdn,
+        })
+        .collect()
 }
 
 /// When the identity is locked, until when: the last `failures_max` failures fell within one
