@@ -193,6 +193,15 @@ impl SmscSim {
         self.state.messages()
     }
 
+    /// The newest message accepted for `destination` that `wanted` accepts.
+    pub fn newest_message_to(
+        &self,
+        destination: &str,
+        wanted: impl Fn(&SimMessage) -> bool,
+    ) -> Option<SimMessage> {
+        self.state.newest_message_to(destination, wanted)
+    }
+
     pub fn stats(&self) -> SimStats {
         self.state.stats()
     }

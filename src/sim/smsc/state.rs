@@ -154,6 +154,19 @@ impl SimState {
         lock(&self.messages).iter().cloned().collect()
     }
 
+    /// The newest message to `destination` that `wanted` accepts: what that phone shows last.
+    pub fn newest_message_to(
+        &self,
+        destination: &str,
+        wanted: impl Fn(&SimMessage) -> bool,
+    ) -> Option<SimMessage> {
+        lock(&self.messages)
+            .iter()
+            .rev()
+            .find(|m| m.destination_addr == destination && wanted(m))
+            .cloned()
+    }
+
     pub fn record(&self, message: SimMessage) {
         if self.print {
             println!(
