@@ -9,11 +9,14 @@ use payhub_actors::store::prepared::Prepared;
 use std::collections::HashMap;
 
 /// Bounds of the attempt writer: a worker's deliveries in flight fit in one batch; one batch in
-/// flight, as for the payment writer (`PAYMENT_WRITE_LIMITS`).
+/// flight, as for the payment writer (`PAYMENT_WRITE_LIMITS`). No lingering: each delivery slot
+/// waits on its attempt's write, so a 10 ms linger made every slot wait at least that long per
+/// delivery (with the default 32 slots, webhooks drained about a second later in the benchmark).
 pub const ATTEMPT_WRITE_LIMITS: Limits = Limits {
     batch_max: 64,
     in_flight_max: 1,
     queue_max: 1_024,
+    linger_ms: 0,
     answer_wait_max_ms: 10_000,
 };
 

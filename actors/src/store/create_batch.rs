@@ -27,6 +27,7 @@ pub const CREATE_LIMITS: Limits = Limits {
     batch_max: 64,
     in_flight_max: 2,
     queue_max: 1_024,
+    linger_ms: 0,
     answer_wait_max_ms: 10_000,
 };
 

@@ -25,6 +25,10 @@ pub struct Limits {
     pub in_flight_max: usize,
     /// Most writes waiting for a batch; a sender past it waits for room.
     pub queue_max: usize,
+    /// How long a batch waits for more writes after its first, unless it is full. Zero for a
+    /// write someone waits on (it then takes only what queued meanwhile); a write nobody is
+    /// waiting for, at low load, would otherwise cost a commit of its own.
+    pub linger_ms: u64,
     /// Longest a write waits for its answer (queue, batch, commit) before it is told the
     /// database is unavailable. Whether it was stored is then unknown, as after any lost reply.
     pub answer_wait_max_ms: u64,
@@ -120,13 +124,7 @@ async fn gather<W, A, F, Fut>(
         let Some(first) = receiver.recv().await else {
             return;
         };
-        let mut batch = vec![first];
-        while batch.len() < limits.batch_max {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        let mut batch = fill(first, &mut receiver, &limits).await;
         // A write whose asker stopped waiting was answered "unavailable, outcome unknown": it is
         // not made late, behind the asker's back.
         batch.retain(|job| !job.answer.is_closed());
@@ -139,6 +137,31 @@ async fn gather<W, A, F, Fut>(
             drop(permit);
         });
     }
+}
+
+/// `first` and the jobs queued behind it, up to `batch_max`; waiting up to `linger_ms` for more.
+async fn fill<W, A>(
+    first: Job<W, A>,
+    receiver: &mut mpsc::Receiver<Job<W, A>>,
+    limits: &Limits,
+) -> Vec<Job<W, A>> {
+    let lingered = tokio::time::Instant::now() + Duration::from_millis(limits.linger_ms);
+    let mut batch = vec![first];
+    while batch.len() < limits.batch_max {
+        let next = match receiver.try_recv() {
+            Ok(job) => Some(job),
+            Err(_) if limits.linger_ms == 0 => None,
+            Err(_) => tokio::time::timeout_at(lingered, receiver.recv())
+                .await
+                .ok()
+                .flatten(),
+        };
+        match next {
+            Some(job) => batch.push(job),
+            None => break,
+        }
+    }
+    batch
 }
 
 /// A write to one row (one payment, one message) that can be made alone or with others of its

@@ -29,6 +29,7 @@ pub const PAYMENT_WRITE_LIMITS: Limits = Limits {
     batch_max: 64,
     in_flight_max: 1,
     queue_max: 4_096,
+    linger_ms: 0,
     answer_wait_max_ms: 10_000,
 };
 

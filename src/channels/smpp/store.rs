@@ -61,11 +61,16 @@ pub struct SmppWrites {
 }
 
 /// Bounds of each writer: a session's window of submits and its receipts fit in one batch; one
-/// batch in flight, as for the payment writer (`PAYMENT_WRITE_LIMITS`).
+/// batch in flight, as for the payment writer (`PAYMENT_WRITE_LIMITS`). A batch lingers 10 ms for
+/// more: at low load each id and each receipt would otherwise cost a commit of its own, and an
+/// SMSC that sends a receipt right after its `submit_sm_resp` finds the id's write still open,
+/// so the receipt rides with it. Nobody waits on a receipt's write but the SMSC; a code's id
+/// delays the login's answer by at most that much.
 pub const SMPP_WRITE_LIMITS: Limits = Limits {
     batch_max: 64,
     in_flight_max: 1,
     queue_max: 4_096,
+    linger_ms: 10,
     answer_wait_max_ms: 10_000,
 };
 
