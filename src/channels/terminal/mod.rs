@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod frame;
+pub mod refusal_audits;
 pub mod registry;
 pub mod server;
 pub mod session;
@@ -92,6 +93,7 @@ pub async fn start_switch(
         settings,
         registry: registry.clone(),
         tls,
+        refusal_audits: refusal_audits::RefusalAudits::default(),
     });
     actix_rt::spawn(server::accept_loop(listener, shared, stop.clone()));
     tracing::info!(%addr, "terminal switch listening");

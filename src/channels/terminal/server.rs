@@ -4,6 +4,7 @@
 use super::SwitchSettings;
 use super::auth::{SharedKey, TerminalPublicKey, fresh_nonce, valid_terminal_id};
 use super::frame::{ErrorCode, Frame, FrameCodec, FrameError, PROTOCOL_VERSION};
+use super::refusal_audits::{REFUSAL_AUDITS_PER_MINUTE_MAX, RefusalAudits, Verdict};
 use super::registry::SwitchRegistry;
 use super::session::{OUTBOX_MAX, SessionLimits, TerminalSessionActor};
 use super::tls::{BoxIo, accept_server};
@@ -30,6 +31,8 @@ pub(crate) struct Shared {
     pub tls: Option<SslAcceptor>,
     /// Connections still in TLS or the handshake; more are dropped on accept.
     pub handshakes: Semaphore,
+    /// How many refusals a minute get an audit row.
+    pub refusal_audits: RefusalAudits,
 }
 
 /// Why a terminal was refused. Only `Protocol` and `UnsupportedVersion` are told to the terminal
@@ -301,23 +304,42 @@ async fn refuse(
     let reason = refusal.reason();
     tracing::warn!(%peer, terminal_id = terminal_id.as_deref().unwrap_or("-"), reason = %reason, "terminal refused");
     // Only a refusal of a claimed terminal id is audited: a peer that names none (it closed, or
-    // sent no HELLO) could otherwise add a row per connection. The log line above still tells.
+    // sent no HELLO) could otherwise add a row per connection. Claimed ids are audited up to a
+    // bound a minute, since any peer may claim one. The log line above still tells.
     if let Some(terminal_id) = &terminal_id {
-        let audit = audit_refusal(shared, peer, terminal_id, &reason);
-        let timeout = Duration::from_millis(REFUSAL_AUDIT_TIMEOUT_MS);
-        if tokio::time::timeout(timeout, audit).await.is_err() {
-            tracing::warn!("could not audit a terminal refusal in time");
+        match shared.refusal_audits.decide(shared.clock.now()) {
+            Verdict::Audit { not_audited_before } => {
+                let audit = audit_refusal(shared, peer, terminal_id, &reason, not_audited_before);
+                let timeout = Duration::from_millis(REFUSAL_AUDIT_TIMEOUT_MS);
+                if tokio::time::timeout(timeout, audit).await.is_err() {
+                    tracing::warn!("could not audit a terminal refusal in time");
+                }
+            }
+            Verdict::LogOnly { first: true } => tracing::warn!(
+                "more than {REFUSAL_AUDITS_PER_MINUTE_MAX} terminal refusals this minute: the \
+                 rest are logged but not audited; the next audit row counts them"
+            ),
+            Verdict::LogOnly { first: false } => {}
         }
     }
     let _ = send_briefly(framed, refusal.to_terminal()).await;
 }
 
-async fn audit_refusal(shared: &Shared, peer: SocketAddr, terminal_id: &str, reason: &str) {
-    let detail = serde_json::json!({
+async fn audit_refusal(
+    shared: &Shared,
+    peer: SocketAddr,
+    terminal_id: &str,
+    reason: &str,
+    not_audited_before: u64,
+) {
+    let mut detail = serde_json::json!({
         "terminal_id": terminal_id,
         "peer": peer.to_string(),
         "reason": reason,
     });
+    if not_audited_before > 0 {
+        detail["refusals_not_audited_before"] = not_audited_before.into();
+    }
     let Ok(client) = shared.pool.get().await else {
         tracing::warn!("could not audit a terminal refusal: no database connection");
         return;
