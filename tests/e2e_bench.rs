@@ -479,7 +479,7 @@ async fn print_durability(pool: &deadpool_postgres::Pool) {
 async fn code_on_phone(smsc: &payhub::sim::smsc::SmscSim, mobile: &str) -> String {
     // Up to 30 s: under full load the SMSC's answer may queue behind many others.
     for _ in 0..3_000 {
-        if let Some(m) = smsc.newest_message_to(mobile, |m| m.text.contains("code ")) {
+        if let Some(m) = smsc.newest_message_to(mobile, |m| m.text.starts_with("payhub: code ")) {
             return code_in(&m.text);
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
