@@ -1,6 +1,7 @@
 //! HTTP: the merchant API, the customer pages and the operator endpoints.
 
 pub mod error;
+pub mod listener;
 pub mod merchant;
 pub mod merchant_testing;
 pub mod mtls;

@@ -7,7 +7,7 @@
 //! println!("listening on {}", server.addr);
 //! ```
 
-use crate::http::{error, merchant, mtls};
+use crate::http::{error, listener, merchant, mtls};
 use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpServer, web};
 use futures::FutureExt;
@@ -117,6 +117,11 @@ pub fn start(
     extra: Vec<Configurator>,
 ) -> Result<RunningServer, ServerError> {
     let acceptor = tls.acceptor()?;
+    let bind_failed = |source| ServerError::Bind {
+        addr: settings.listen,
+        source,
+    };
+    let socket = listener::bind(settings.listen).map_err(bind_failed)?;
     let cache = web::Data::new(mtls::MerchantCache::new(
         clock.clone(),
         mtls::MERCHANT_CACHE_TTL_MS,
@@ -167,15 +172,14 @@ pub fn start(
     .workers(settings.workers.max(1))
     .max_connections(CONNECTIONS_PER_WORKER_MAX)
     .on_connect(mtls::on_connect)
+    // Again after the handshake, where the socket did not inherit it (`http::listener`).
+    .tcp_nodelay(true)
     .keep_alive(std::time::Duration::from_secs(KEEP_ALIVE_S))
     .client_request_timeout(std::time::Duration::from_millis(CLIENT_REQUEST_TIMEOUT_MS))
     .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
     .disable_signals()
-    .bind_openssl(settings.listen, acceptor)
-    .map_err(|source| ServerError::Bind {
-        addr: settings.listen,
-        source,
-    })?;
+    .listen_openssl(socket, acceptor)
+    .map_err(bind_failed)?;
     let addr = server.addrs().first().copied().unwrap_or(settings.listen);
     let server = server.run();
     let handle = server.handle();
