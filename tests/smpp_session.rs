@@ -732,6 +732,25 @@ async fn an_outcome_message_is_sent_and_recorded_as_an_outcome() {
 }
 
 #[actix_rt::test]
+async fn a_merchant_named_in_another_script_reaches_the_phone_spelled_in_ascii() {
+    let Rig {
+        db: _db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|_| {}).await;
+    let mut msg = code_message(&payment_id);
+    msg.notice.merchant_name = "书店 Café".into();
+
+    deliver(&session, msg).await.unwrap();
+
+    let text = &sim.messages()[0].text;
+    assert!(text.contains("to Shu Dian Cafe."), "{text}");
+    assert!(text.contains(&format!("code {CODE}")), "{text}");
+    assert!(!text.contains('?'), "{text}");
+}
+
+#[actix_rt::test]
 async fn an_acceptance_after_the_timeout_is_still_recorded() {
     let Rig {
         db,

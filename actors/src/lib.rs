@@ -12,6 +12,7 @@ pub mod messages;
 pub mod metrics;
 pub mod password;
 pub mod secret;
+pub mod spelling;
 pub mod store;
 pub mod transaction;
 

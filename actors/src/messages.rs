@@ -4,6 +4,11 @@
 
 use crate::domain::{AccountNumber, Amount, BankId, Currency, Msisdn};
 use crate::secret::Secret;
+use crate::spelling::ascii_spelling;
+
+/// Most characters of the merchant's name in a notice's text: with the code, the amount and the
+/// warning, an SMS stays within 160 characters.
+pub const MERCHANT_NAME_CHARS_MAX: usize = 40;
 
 /// Where a customer notice goes: a mobile number (SMS through the SMSC) or a registered terminal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +46,18 @@ impl Notice {
     /// The text for channels that carry plain text (SMS: at most 160 GSM characters). The code
     /// appears as `code NNNNNN`, bound to the amount and the merchant.
     pub fn text(&self) -> String {
+        self.text_naming(&self.merchant_name)
+    }
+
+    /// The same text in printable ASCII, for channels that carry nothing else (SMS): the
+    /// merchant's name transliterated ([`ascii_spelling`]), the rest is ASCII already.
+    pub fn ascii_text(&self) -> String {
+        self.text_naming(&ascii_spelling(&self.merchant_name))
+    }
+
+    fn text_naming(&self, merchant: &str) -> String {
         let amount = self.currency.format_amount(self.amount);
-        let merchant: String = self.merchant_name.chars().take(40).collect();
+        let merchant: String = merchant.chars().take(MERCHANT_NAME_CHARS_MAX).collect();
         match (self.kind, &self.code) {
             (NoticeKind::Code, Some(code)) => format!(
                 "payhub: code {} to pay {amount} to {merchant}. Valid {} min. Never share it.",
@@ -143,19 +158,23 @@ pub struct Debit(pub DebitRequest);
 mod tests {
     use super::*;
 
-    #[test]
-    fn code_text_names_amount_merchant_and_code() {
-        let notice = Notice {
+    fn code_notice(merchant_name: &str) -> Notice {
+        Notice {
             payment_id: "pay_1".into(),
             kind: NoticeKind::Code,
-            merchant_name: "Book Shop".into(),
+            merchant_name: merchant_name.into(),
             amount: Amount::parse(1234).unwrap(),
             currency: Currency::Cny,
             code: Some(Secret::new("123456".into())),
             validity_s: 300,
             outcome: None,
             unregistered_receiver: false,
-        };
+        }
+    }
+
+    #[test]
+    fn code_text_names_amount_merchant_and_code() {
+        let notice = code_notice("Book Shop");
         let text = notice.text();
         assert!(text.contains("code 123456"), "{text}");
         assert!(
@@ -164,5 +183,22 @@ mod tests {
         );
         assert!(text.chars().count() <= 160);
         assert!(!format!("{notice:?}").contains("123456"));
+    }
+
+    #[test]
+    fn the_ascii_text_spells_the_merchant_in_ascii_letters() {
+        let notice = code_notice("Book Shop 书店 Café");
+        assert!(notice.text().contains("Book Shop 书店 Café"));
+        let text = notice.ascii_text();
+        assert!(text.contains("to Book Shop Shu Dian Cafe."), "{text}");
+        assert!(text.contains("code 123456"), "{text}");
+        assert!(text.is_ascii(), "{text}");
+    }
+
+    #[test]
+    fn a_long_name_is_cut_after_its_spelling() {
+        let text = code_notice(&"书".repeat(100)).ascii_text();
+        assert!(text.contains("Never share it."), "{text}");
+        assert!(text.chars().count() <= 160, "{text}");
     }
 }

@@ -3,6 +3,7 @@
 use super::PaymentError;
 use crate::bank::OriginalDebit;
 use crate::domain::{AccountNumber, Amount, BankId, Currency, PaymentStatus};
+use crate::spelling::ascii_spelling;
 use crate::store::prepared::Prepared;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -413,14 +414,10 @@ impl DebitParties {
     }
 }
 
-/// Field 43: the name in the first 25 characters, the location in the remaining 15, 40 in all.
+/// Field 43 (`ans`): the name in the first 25 characters, the location in the remaining 15, 40 in
+/// all, spelled in ASCII.
 fn name_location(name: &str, location: &str) -> String {
-    let clean = |s: &str, n: usize| -> String {
-        s.chars()
-            .map(|c| if c.is_ascii_graphic() { c } else { ' ' })
-            .take(n)
-            .collect()
-    };
+    let clean = |s: &str, n: usize| -> String { ascii_spelling(s).chars().take(n).collect() };
     format!("{:<25}{:<15}", clean(name, 25), clean(location, 15))
 }
 
@@ -461,7 +458,10 @@ mod tests {
     fn field_43_is_forty_characters() {
         let f = super::name_location("Book Shop 书店", "Beijing CN");
         assert_eq!(f.len(), 40);
-        assert!(f.starts_with("Book Shop"));
+        assert_eq!(&f[..25], "Book Shop Shu Dian       ");
         assert_eq!(&f[25..35], "Beijing CN");
+        let cut = super::name_location(&"书".repeat(30), "北京\tCN");
+        assert_eq!(cut.len(), 40);
+        assert_eq!(&cut[25..], "Bei Jing CN    ");
     }
 }

@@ -56,7 +56,7 @@ pub(super) async fn deliver(
         return Err(DeliveryError::Unavailable);
     };
     let notice = &msg.notice;
-    let submit = pdu::submit_sm(&shared.settings.source_addr, msisdn, &notice.text())
+    let submit = pdu::submit_sm(&shared.settings.source_addr, msisdn, &notice.ascii_text())
         .map_err(|e| DeliveryError::Rejected(e.to_string()))?;
     let row = match msg.recorded {
         Some(row) => row,
