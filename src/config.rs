@@ -13,6 +13,9 @@ pub const PAYMENT_DURATION_S_MAX: u64 = 366 * 24 * 3600;
 /// for the page after it; at most ten minutes.
 pub const REQUEST_DEADLINE_MIN_MS: u64 = crate::http::pages::CODE_STEP_WAIT_MAX_MS + 10_000;
 pub const REQUEST_DEADLINE_MAX_MS: u64 = 600_000;
+/// Most HTTPS connections that `http.connections_max` may allow: more than a process's file
+/// descriptors on any ordinary system.
+pub const HTTP_CONNECTIONS_MAX: usize = 1_000_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +78,10 @@ pub struct HttpConfig {
     /// holds its body back would otherwise keep the connection for ever.
     #[serde(default = "defaults::request_deadline_ms")]
     pub request_deadline_ms: u64,
+    /// Connections open at once, all workers together; each holds a file descriptor. Past it a
+    /// worker accepts no more until one closes.
+    #[serde(default = "defaults::connections_max")]
+    pub connections_max: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -275,6 +282,9 @@ pub mod defaults {
     pub fn request_deadline_ms() -> u64 {
         60_000
     }
+    pub fn connections_max() -> usize {
+        8_192
+    }
     pub fn workers() -> usize {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -418,6 +428,11 @@ impl Config {
                 "http.request_deadline_ms: must be {REQUEST_DEADLINE_MIN_MS} to \
                  {REQUEST_DEADLINE_MAX_MS} (the code page alone may wait {} ms for the bank)",
                 crate::http::pages::CODE_STEP_WAIT_MAX_MS
+            ));
+        }
+        if !(1..=HTTP_CONNECTIONS_MAX).contains(&self.http.connections_max) {
+            problems.push(format!(
+                "http.connections_max: must be 1 to {HTTP_CONNECTIONS_MAX}"
             ));
         }
         if self.institution.id.is_empty()
@@ -784,6 +799,17 @@ echo_interval_s = 30
         );
         let c = Config::from_toml(MINIMAL, &[]).unwrap();
         assert_eq!(c.http.request_deadline_ms, 60_000);
+    }
+
+    #[test]
+    fn the_connection_bound_is_a_positive_count() {
+        let c = Config::from_toml(MINIMAL, &[]).unwrap();
+        assert_eq!(c.http.connections_max, 8_192);
+        for bad in ["0", "1000001"] {
+            let env = [("PAYHUB_HTTP__CONNECTIONS_MAX".to_string(), bad.to_string())];
+            let err = Config::from_toml(MINIMAL, &env).unwrap_err();
+            assert!(err.to_string().contains("http.connections_max"), "{err}");
+        }
     }
 
     #[test]

@@ -25,9 +25,6 @@ pub const SHUTDOWN_TIMEOUT_S: u64 = 5;
 pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// How long an idle keep-alive connection is kept.
 pub const KEEP_ALIVE_S: u64 = 30;
-/// Connections open at once, per worker (actix's own default is 25,000): each holds a file
-/// descriptor, which the whole process shares.
-pub const CONNECTIONS_PER_WORKER_MAX: usize = 4_096;
 
 /// What the listener needs besides TLS material, the pool and the clock.
 #[derive(Debug, Clone)]
@@ -43,6 +40,9 @@ pub struct ServerSettings {
     /// The longest a request may take, its body included; past it the answer is
     /// `408 request_timeout`.
     pub request_deadline_ms: u64,
+    /// Connections open at once, all workers together (actix's own bound is 25,000 per worker):
+    /// each holds a file descriptor, which the whole process shares.
+    pub connections_max: usize,
 }
 
 impl ServerSettings {
@@ -55,6 +55,7 @@ impl ServerSettings {
             public_url,
             payment_lifetime_s: crate::config::defaults::payment_lifetime_s(),
             request_deadline_ms: crate::config::defaults::request_deadline_ms(),
+            connections_max: crate::config::defaults::connections_max(),
         }
     }
 
@@ -66,6 +67,7 @@ impl ServerSettings {
             public_url: config.http.public_url.clone(),
             payment_lifetime_s: config.payments.lifetime_s,
             request_deadline_ms: config.http.request_deadline_ms,
+            connections_max: config.http.connections_max,
         }
     }
 }
@@ -170,7 +172,7 @@ pub fn start(
             .default_service(web::to(error::no_route))
     })
     .workers(settings.workers.max(1))
-    .max_connections(CONNECTIONS_PER_WORKER_MAX)
+    .max_connections(connections_per_worker(&settings))
     .on_connect(mtls::on_connect)
     // Again after the handshake, where the socket did not inherit it (`http::listener`).
     .tcp_nodelay(true)
@@ -208,4 +210,12 @@ fn observe<B>(res: &actix_web::dev::ServiceResponse<B>, started: std::time::Inst
             ("status", &status),
         ]))
         .observe(started.elapsed().as_secs_f64());
+}
+
+/// actix bounds connections per worker: the configured total, shared out.
+fn connections_per_worker(settings: &ServerSettings) -> usize {
+    settings
+        .connections_max
+        .div_ceil(settings.workers.max(1))
+        .max(1)
 }
