@@ -1,0 +1,291 @@
+//! Seeded fault simulation of the debit: payments have their codes accepted while the bank drops,
+//! delays and repeats its answers, closes the link and fails debits, and while the gateway itself
+//! stops (as in a crash) and starts again on the same database. Whatever happens, once the faults
+//! stop and the reversals have drained:
+//! - every payment is final, with the failure code or approval code its outcome calls for;
+//! - money moved exactly once: the payer lost, and the shop gained, exactly the amounts of the
+//!   payments that succeeded (each payment's amount is distinct, so no two errors can cancel);
+//! - every final payment has one webhook event.
+//!
+//! `PAYHUB_FAULT_SEED=n` replays one run's choices (faults, the moment of the restart); the seed
+//! is printed on failure. The timing of a run is the machine's, and is not replayed.
+
+mod e2e_support;
+
+use actix::Addr;
+use chrono::{Duration, Utc};
+use e2e_support::*;
+use futures::future::join_all;
+use payhub::http::merchant_testing::TestPki;
+use payhub::sim::bank::Faults;
+use payhub_actors::clock::SharedClock;
+use payhub_actors::keyed_hash::HashKey;
+use payhub_actors::secret::Secret;
+use payhub_actors::store::testing::fresh_database;
+use payhub_actors::transaction::PaymentRegistry;
+use payhub_actors::transaction::PaymentSettings;
+use payhub_actors::transaction::actor::SubmitCode;
+use payhub_actors::transaction::code::{code_hash, session_hash};
+use payhub_actors::transaction::registry::Lookup;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+
+const PAYER_ACCOUNT: &str = "6222000044445555";
+const PAYER_OPENING_MINOR: i64 = 1_000_000_000;
+const ROUNDS: usize = 8;
+const PAYMENTS_PER_ROUND: usize = 5;
+/// The link's wait for a 0210: short, so that delayed answers come late.
+const BANK_RESPONSE_TIMEOUT_MS: u64 = 300;
+/// How long a submitted code may take to be answered, whatever the faults.
+const ANSWER_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One round's bank: well, or one kind of fault.
+fn faults_for(rng: &mut StdRng) -> Faults {
+    let mut f = Faults::default();
+    match rng.random_range(0..7) {
+        0 => f.drop_pct = rng.random_range(20..=60),
+        1 => f.delay_ms = rng.random_range(100..=800),
+        2 => f.duplicate_pct = rng.random_range(30..=100),
+        3 => f.close_every = rng.random_range(2..=5),
+        4 => f.fail_pct = rng.random_range(20..=60),
+        5 => {
+            f.drop_pct = rng.random_range(10..=30);
+            f.delay_ms = rng.random_range(100..=500);
+            f.fail_pct = rng.random_range(10..=30);
+        }
+        _ => {}
+    }
+    f
+}
+
+struct World {
+    db: payhub_actors::store::testing::TestDb,
+    pki: TestPki,
+    key: HashKey,
+    clock: SharedClock,
+    outside: Outside,
+    bank: payhub::sim::bank::SimHandle,
+    _smsc: payhub::sim::smsc::SmscSim,
+    _receiver: Receiver,
+    /// (payment id, amount, code, session)
+    payments: Vec<(String, i64, String, String)>,
+}
+
+impl World {
+    async fn start_gateway(&self) -> Gateway {
+        Gateway::start(
+            self.db.pool.clone(),
+            self.clock.clone(),
+            self.key.clone(),
+            PaymentSettings::default(),
+            self.outside.clone(),
+            self.pki.clone(),
+        )
+        .await
+    }
+}
+
+async fn world() -> World {
+    let db = fresh_database().await;
+    let smsc = start_smsc().await;
+    let bank = start_bank(&[(PAYER_ACCOUNT, PAYER_OPENING_MINOR)]).await;
+    let receiver = Receiver::start(vec![]);
+    let pki = TestPki::new();
+    let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
+    let customer = seed_customer(&db.pool, "alice", PAYER_ACCOUNT).await;
+    let key = HashKey::random();
+    let mut payments = Vec::new();
+    let client = db.pool.get().await.unwrap();
+    for i in 0..ROUNDS * PAYMENTS_PER_ROUND {
+        // Distinct amounts: a payment moved twice, or lost, shows in the sums.
+        let amount = 1_000 + 7 * i as i64;
+        let pay = create_payment(&db.pool, &merchant, amount, &receiver.url, Utc::now()).await;
+        let (code, session) = (format!("{:06}", 100_000 + i), format!("session-{i}"));
+        client
+            .execute(
+                "UPDATE payments SET status = 'awaiting_code', customer_id = $2,
+                     session_hash = $3, channel = 'sms', receiver_msisdn = $4, code_hash = $5,
+                     code_expires_at = $6, code_sends = 1, code_sent_at = now()
+                 WHERE id = $1",
+                &[
+                    &pay,
+                    &customer.id,
+                    &session_hash(&key, &pay, &session),
+                    &customer.mobile,
+                    &code_hash(&key, &pay, &code),
+                    &(Utc::now() + Duration::minutes(10)),
+                ],
+            )
+            .await
+            .unwrap();
+        payments.push((pay, amount, code, session));
+    }
+    drop(client);
+    let outside = Outside {
+        smsc: smsc.smpp_addr(),
+        bank: bank.addr(),
+        bank_response_timeout_ms: BANK_RESPONSE_TIMEOUT_MS,
+        smpp_response_timeout_ms: 2_000,
+        code_page_wait_ms: payhub::http::pages::CODE_STEP_WAIT_MAX_MS,
+    };
+    World {
+        db,
+        pki,
+        key,
+        clock: Arc::new(payhub_actors::SystemClock),
+        outside,
+        bank,
+        _smsc: smsc,
+        _receiver: receiver,
+        payments,
+    }
+}
+
+/// Submits each payment's code to its actor, all at once; the answers (an outcome, an error, a
+/// stopped actor) are not checked here: the database and the bank's ledger are, at the end.
+async fn submit_codes(registry: Addr<PaymentRegistry>, batch: Vec<(String, i64, String, String)>) {
+    join_all(batch.iter().map(|(pay, _, code, session)| async {
+        let Ok(Ok(actor)) = registry.send(Lookup(pay.clone())).await else {
+            return;
+        };
+        let submit = actor.send(SubmitCode {
+            session: Secret::new(session.clone()),
+            code: Secret::new(code.clone()),
+        });
+        let _ = tokio::time::timeout(ANSWER_WAIT_MAX, submit).await;
+    }))
+    .await;
+}
+
+async fn ids_in(pool: &deadpool_postgres::Pool, sql: &str) -> Vec<String> {
+    let client = pool.get().await.unwrap();
+    let rows = client.query(sql, &[]).await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[actix_rt::test]
+async fn money_moves_exactly_once_whatever_the_bank_and_a_crash_do() {
+    let seed = std::env::var("PAYHUB_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| u64::from_le_bytes(payhub_actors::ids::os_random::<8>()));
+    let context = format!("PAYHUB_FAULT_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let w = world().await;
+    let crash_round = rng.random_range(0..ROUNDS);
+
+    let mut gateway = w.start_gateway().await;
+    let mut processing_at_crash = 0;
+    for (round, batch) in w.payments.chunks(PAYMENTS_PER_ROUND).enumerate() {
+        let mut faults = faults_for(&mut rng);
+        if round == crash_round {
+            // Lost answers keep the round's debits in flight (until the link's timeout) when the
+            // gateway stops.
+            faults.drop_pct = faults.drop_pct.max(rng.random_range(50..=100));
+        }
+        w.bank.set_faults(faults);
+        let submitted = submit_codes(gateway.registry.clone(), batch.to_vec());
+        if round == crash_round {
+            // Stop the gateway while this round's debits are in flight, then start it again.
+            let submitted = tokio::task::spawn_local(submitted);
+            let crash_after_ms = rng.random_range(20..=250);
+            tokio::time::sleep(std::time::Duration::from_millis(crash_after_ms)).await;
+            gateway.stop().await;
+            processing_at_crash = ids_in(
+                &w.db.pool,
+                "SELECT id FROM payments WHERE status = 'processing'",
+            )
+            .await
+            .len();
+            gateway = w.start_gateway().await;
+            submitted.await.unwrap();
+        } else {
+            submitted.await;
+        }
+    }
+
+    // The bank is well again: codes the crash kept from their actors are submitted once more, and
+    // the reversals go through.
+    w.bank.set_faults(Faults::default());
+    let waiting = ids_in(
+        &w.db.pool,
+        "SELECT id FROM payments WHERE status = 'awaiting_code'",
+    )
+    .await;
+    let again: Vec<_> = w
+        .payments
+        .iter()
+        .filter(|p| waiting.contains(&p.0))
+        .cloned()
+        .collect();
+    submit_codes(gateway.registry.clone(), again).await;
+    for _ in 0..600 {
+        let open = ids_in(
+            &w.db.pool,
+            "SELECT id FROM payments WHERE status NOT IN ('succeeded', 'failed')
+             UNION ALL SELECT rrn FROM reversals WHERE completed_at IS NULL",
+        )
+        .await;
+        if open.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let client = w.db.pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT p.id, p.status, p.failure_code, p.approval_code, p.amount_minor,
+                    (SELECT count(*) FROM webhook_events e WHERE e.payment_id = p.id),
+                    (SELECT count(*) FROM reversals r WHERE r.payment_id = p.id
+                        AND r.completed_at IS NULL)
+             FROM payments p",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), w.payments.len(), "{context}");
+    let mut succeeded_minor = 0;
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for r in &rows {
+        let (id, status) = (r.get::<_, String>(0), r.get::<_, String>(1));
+        let failure = r.get::<_, Option<String>>(2);
+        let approval = r.get::<_, Option<String>>(3);
+        let (events, reversals_open) = (r.get::<_, i64>(5), r.get::<_, i64>(6));
+        let seen = format!("{context}: {id} {status} {failure:?} {approval:?}");
+        match status.as_str() {
+            "succeeded" => {
+                assert!(approval.is_some() && failure.is_none(), "{seen}");
+                succeeded_minor += r.get::<_, i64>(4);
+            }
+            "failed" => assert!(
+                matches!(
+                    failure.as_deref(),
+                    Some("bank_declined" | "bank_unavailable")
+                ),
+                "{seen}"
+            ),
+            _ => panic!("not final: {seen}"),
+        }
+        assert_eq!(events, 1, "one webhook event: {seen}");
+        assert_eq!(reversals_open, 0, "reversal drained: {seen}");
+        *outcomes.entry(format!("{status} {failure:?}")).or_default() += 1;
+    }
+    println!(
+        "{context}: crash in round {crash_round} with {processing_at_crash} debits in flight; \
+         outcomes {outcomes:?}"
+    );
+    let payer = w.bank.balance(BANK, PAYER_ACCOUNT).await.unwrap().unwrap();
+    let shop = w.bank.balance(BANK, SHOP_ACCOUNT).await.unwrap().unwrap();
+    assert_eq!(
+        (PAYER_OPENING_MINOR - payer, shop),
+        (succeeded_minor, succeeded_minor),
+        "{context}: outcomes {outcomes:?}"
+    );
+    assert!(
+        outcomes.keys().any(|k| k.starts_with("succeeded")),
+        "{context}: a run where nothing succeeded checks little: {outcomes:?}"
+    );
+    gateway.stop().await;
+}
