@@ -1,7 +1,7 @@
-//! Seeded fault simulation of the debit: payments have their codes accepted while the bank drops,
-//! delays and repeats its answers, closes the link and fails debits, and while the gateway itself
-//! stops (as in a crash) and starts again on the same database. Whatever happens, once the faults
-//! stop and the reversals have drained:
+//! Seeded fault simulation of the debit: payments have their codes accepted (some sent twice at
+//! once) while the bank drops, delays and repeats its answers, closes the link and fails debits,
+//! and while the gateway itself stops (as in a crash) and starts again on the same database.
+//! Whatever happens, once the faults stop and the reversals have drained:
 //! - every payment is final, with the failure code or approval code its outcome calls for;
 //! - money moved exactly once: the payer lost, and the shop gained, exactly the amounts of the
 //!   payments that succeeded (each payment's amount is distinct, so no two errors can cancel);
@@ -144,16 +144,24 @@ async fn world() -> World {
 
 /// Submits each payment's code to its actor, all at once; the answers (an outcome, an error, a
 /// stopped actor) are not checked here: the database and the bank's ledger are, at the end.
-async fn submit_codes(registry: Addr<PaymentRegistry>, batch: Vec<(String, i64, String, String)>) {
+/// `copies` of each code at once, as a customer who presses the button twice.
+async fn submit_codes(
+    registry: Addr<PaymentRegistry>,
+    batch: Vec<(String, i64, String, String)>,
+    copies: usize,
+) {
     join_all(batch.iter().map(|(pay, _, code, session)| async {
         let Ok(Ok(actor)) = registry.send(Lookup(pay.clone())).await else {
             return;
         };
-        let submit = actor.send(SubmitCode {
-            session: Secret::new(session.clone()),
-            code: Secret::new(code.clone()),
-        });
-        let _ = tokio::time::timeout(ANSWER_WAIT_MAX, submit).await;
+        join_all((0..copies).map(|_| {
+            let submit = actor.send(SubmitCode {
+                session: Secret::new(session.clone()),
+                code: Secret::new(code.clone()),
+            });
+            tokio::time::timeout(ANSWER_WAIT_MAX, submit)
+        }))
+        .await;
     }))
     .await;
 }
@@ -185,7 +193,8 @@ async fn money_moves_exactly_once_whatever_the_bank_and_a_crash_do() {
             faults.drop_pct = faults.drop_pct.max(rng.random_range(50..=100));
         }
         w.bank.set_faults(faults);
-        let submitted = submit_codes(gateway.registry.clone(), batch.to_vec());
+        let copies = rng.random_range(1..=2);
+        let submitted = submit_codes(gateway.registry.clone(), batch.to_vec(), copies);
         if round == crash_round {
             // Stop the gateway while this round's debits are in flight, then start it again.
             let submitted = tokio::task::spawn_local(submitted);
@@ -219,7 +228,7 @@ async fn money_moves_exactly_once_whatever_the_bank_and_a_crash_do() {
         .filter(|p| waiting.contains(&p.0))
         .cloned()
         .collect();
-    submit_codes(gateway.registry.clone(), again).await;
+    submit_codes(gateway.registry.clone(), again, 1).await;
     for _ in 0..600 {
         let open = ids_in(
             &w.db.pool,
