@@ -5,7 +5,7 @@
 //! - every payment is final, with the failure code or approval code its outcome calls for;
 //! - money moved exactly once: the payer lost, and the shop gained, exactly the amounts of the
 //!   payments that succeeded (each payment's amount is distinct, so no two errors can cancel);
-//! - every final payment has one webhook event.
+//! - every final payment became final once (one audit line) and has one webhook event.
 //!
 //! `PAYHUB_FAULT_SEED=n` replays one run's choices (faults, the moment of the restart); the seed
 //! is printed on failure. The timing of a run is the machine's, and is not replayed.
@@ -248,7 +248,9 @@ async fn money_moves_exactly_once_whatever_the_bank_and_a_crash_do() {
             "SELECT p.id, p.status, p.failure_code, p.approval_code, p.amount_minor,
                     (SELECT count(*) FROM webhook_events e WHERE e.payment_id = p.id),
                     (SELECT count(*) FROM reversals r WHERE r.payment_id = p.id
-                        AND r.completed_at IS NULL)
+                        AND r.completed_at IS NULL),
+                    (SELECT count(*) FROM audit_log a WHERE a.payment_id = p.id
+                        AND a.event IN ('succeeded', 'failed'))
              FROM payments p",
             &[],
         )
@@ -262,6 +264,7 @@ async fn money_moves_exactly_once_whatever_the_bank_and_a_crash_do() {
         let failure = r.get::<_, Option<String>>(2);
         let approval = r.get::<_, Option<String>>(3);
         let (events, reversals_open) = (r.get::<_, i64>(5), r.get::<_, i64>(6));
+        let finals_audited = r.get::<_, i64>(7);
         let seen = format!("{context}: {id} {status} {failure:?} {approval:?}");
         match status.as_str() {
             "succeeded" => {
@@ -278,6 +281,7 @@ async fn money_moves_exactly_once_whatever_the_bank_and_a_crash_do() {
             _ => panic!("not final: {seen}"),
         }
         assert_eq!(events, 1, "one webhook event: {seen}");
+        assert_eq!(finals_audited, 1, "final once, never changed: {seen}");
         assert_eq!(reversals_open, 0, "reversal drained: {seen}");
         *outcomes.entry(format!("{status} {failure:?}")).or_default() += 1;
     }
