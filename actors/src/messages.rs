@@ -43,8 +43,9 @@ pub struct Notice {
 }
 
 impl Notice {
-    /// The text for channels that carry plain text (SMS: at most 160 GSM characters). The code
-    /// appears as `code NNNNNN`, bound to the amount and the merchant.
+    /// The notice as one line for a person, for channels that carry UTF-8 (the terminal
+    /// protocol); short enough for an SMS. The code appears as `code NNNNNN`, bound to the amount
+    /// and the merchant.
     pub fn text(&self) -> String {
         self.text_naming(&self.merchant_name)
     }

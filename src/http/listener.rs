@@ -1,4 +1,4 @@
-//! The HTTP listeners' sockets, bound with `TCP_NODELAY`.
+//! The gateway's HTTPS listening socket, bound with `TCP_NODELAY`.
 //!
 //! Nagle's algorithm holds back a small write until the peer acknowledges the one before, and the
 //! peer delays that acknowledgement by up to 40 ms when it has nothing to send. A TLS handshake's
