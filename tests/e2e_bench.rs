@@ -9,7 +9,7 @@
 mod cpu_parts;
 mod e2e_support;
 
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use cpu_parts::CpuParts;
 use e2e_support::*;
 use futures::StreamExt;
@@ -21,7 +21,6 @@ use payhub_actors::secret::Secret;
 use payhub_actors::store::testing::{fresh_database, fresh_database_with_pool};
 use payhub_actors::transaction::PaymentSettings;
 use payhub_actors::transaction::actor::SubmitCode;
-use payhub_actors::transaction::code::{code_hash, session_hash};
 use payhub_actors::transaction::registry::{InFlight, Lookup};
 use std::sync::Arc;
 use std::time::Instant;
@@ -230,22 +229,7 @@ async fn payments_end_to_end() {
     for i in 0..debit_payments + DEBIT_WARMUP_PAYMENTS {
         let pay = create_payment(&db.pool, &merchant, 100, &receiver.url, Utc::now()).await;
         let (code, session) = (format!("{:06}", i % 1_000_000), format!("s{i}"));
-        client
-            .execute(
-                "UPDATE payments SET status = 'awaiting_code', customer_id = $2, session_hash = $3,
-                     channel = 'sms', receiver_msisdn = $4, code_hash = $5, code_expires_at = $6,
-                     code_sends = 1, code_sent_at = now() WHERE id = $1",
-                &[
-                    &pay,
-                    &customer.id,
-                    &session_hash(&key, &pay, &session),
-                    &customer.mobile,
-                    &code_hash(&key, &pay, &code),
-                    &(Utc::now() + Duration::minutes(10)),
-                ],
-            )
-            .await
-            .unwrap();
+        awaiting_code(&client, &key, &pay, &customer, &code, &session).await;
         ready.push((pay, code, session));
     }
     drop(client);

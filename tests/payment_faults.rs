@@ -13,7 +13,7 @@
 mod e2e_support;
 
 use actix::Addr;
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use e2e_support::*;
 use futures::future::join_all;
 use payhub::http::merchant_testing::TestPki;
@@ -25,7 +25,6 @@ use payhub_actors::store::testing::fresh_database;
 use payhub_actors::transaction::PaymentRegistry;
 use payhub_actors::transaction::PaymentSettings;
 use payhub_actors::transaction::actor::SubmitCode;
-use payhub_actors::transaction::code::{code_hash, session_hash};
 use payhub_actors::transaction::registry::Lookup;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -102,23 +101,7 @@ async fn world() -> World {
         let amount = 1_000 + 7 * i as i64;
         let pay = create_payment(&db.pool, &merchant, amount, &receiver.url, Utc::now()).await;
         let (code, session) = (format!("{:06}", 100_000 + i), format!("session-{i}"));
-        client
-            .execute(
-                "UPDATE payments SET status = 'awaiting_code', customer_id = $2,
-                     session_hash = $3, channel = 'sms', receiver_msisdn = $4, code_hash = $5,
-                     code_expires_at = $6, code_sends = 1, code_sent_at = now()
-                 WHERE id = $1",
-                &[
-                    &pay,
-                    &customer.id,
-                    &session_hash(&key, &pay, &session),
-                    &customer.mobile,
-                    &code_hash(&key, &pay, &code),
-                    &(Utc::now() + Duration::minutes(10)),
-                ],
-            )
-            .await
-            .unwrap();
+        awaiting_code(&client, &key, &pay, &customer, &code, &session).await;
         payments.push((pay, amount, code, session));
     }
     drop(client);

@@ -339,6 +339,36 @@ pub async fn create_payment(
     id
 }
 
+/// Puts a payment straight into `awaiting_code`, as if `customer` had passed the password step in
+/// browser `session` and been sent `code` over SMS (valid ten minutes): for tests of the code step
+/// and the debit alone.
+pub async fn awaiting_code(
+    client: &deadpool_postgres::Object,
+    key: &HashKey,
+    pay: &str,
+    customer: &Customer,
+    code: &str,
+    session: &str,
+) {
+    use payhub_actors::transaction::code::{code_hash, session_hash};
+    client
+        .execute(
+            "UPDATE payments SET status = 'awaiting_code', customer_id = $2, session_hash = $3,
+                 channel = 'sms', receiver_msisdn = $4, code_hash = $5, code_expires_at = $6,
+                 code_sends = 1, code_sent_at = now() WHERE id = $1",
+            &[
+                &pay,
+                &customer.id,
+                &session_hash(key, pay, session),
+                &customer.mobile,
+                &code_hash(key, pay, code),
+                &(Utc::now() + Duration::minutes(10)),
+            ],
+        )
+        .await
+        .unwrap();
+}
+
 /// `(status, failure_code, bank_response_code, approval_code)` of a payment.
 pub async fn payment_status(
     pool: &Pool,
