@@ -164,12 +164,33 @@ async fn money_moves_exactly_once_whatever_the_bank_and_a_crash_do() {
     let context = format!("PAYHUB_FAULT_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     let w = world().await;
-    let crash_round = rng.random_range(0..ROUNDS);
 
+    let (gateway, crash) = run_rounds(&w, &mut rng).await;
+    settle(&w, &gateway).await;
+    let (succeeded_minor, outcomes) = check_payments(&w, &context).await;
+    println!("{context}: {crash}; outcomes {outcomes:?}");
+    let payer = w.bank.balance(BANK, PAYER_ACCOUNT).await.unwrap().unwrap();
+    let shop = w.bank.balance(BANK, SHOP_ACCOUNT).await.unwrap().unwrap();
+    assert_eq!(
+        (PAYER_OPENING_MINOR - payer, shop),
+        (succeeded_minor, succeeded_minor),
+        "{context}: outcomes {outcomes:?}"
+    );
+    assert!(
+        outcomes.keys().any(|k| k.starts_with("succeeded")),
+        "{context}: a run where nothing succeeded checks little: {outcomes:?}"
+    );
+    gateway.stop().await;
+}
+
+/// The rounds, each with its faults; in one of them the gateway stops as in a crash, with debits
+/// in flight, and starts again. The running gateway, and what the crash met.
+async fn run_rounds(w: &World, rng: &mut StdRng) -> (Gateway, String) {
+    let crash_round = rng.random_range(0..ROUNDS);
+    let mut crash = String::new();
     let mut gateway = w.start_gateway().await;
-    let mut processing_at_crash = 0;
     for (round, batch) in w.payments.chunks(PAYMENTS_PER_ROUND).enumerate() {
-        let mut faults = faults_for(&mut rng);
+        let mut faults = faults_for(rng);
         if round == crash_round {
             // Lost answers keep the round's debits in flight (until the link's timeout) when the
             // gateway stops.
@@ -178,27 +199,32 @@ async fn money_moves_exactly_once_whatever_the_bank_and_a_crash_do() {
         w.bank.set_faults(faults);
         let copies = rng.random_range(1..=2);
         let submitted = submit_codes(gateway.registry.clone(), batch.to_vec(), copies);
-        if round == crash_round {
-            // Stop the gateway while this round's debits are in flight, then start it again.
-            let submitted = tokio::task::spawn_local(submitted);
-            let crash_after_ms = rng.random_range(20..=250);
-            tokio::time::sleep(std::time::Duration::from_millis(crash_after_ms)).await;
-            gateway.stop().await;
-            processing_at_crash = ids_in(
-                &w.db.pool,
-                "SELECT id FROM payments WHERE status = 'processing'",
-            )
-            .await
-            .len();
-            gateway = w.start_gateway().await;
-            submitted.await.unwrap();
-        } else {
+        if round != crash_round {
             submitted.await;
+            continue;
         }
+        let submitted = tokio::task::spawn_local(submitted);
+        let crash_after_ms = rng.random_range(20..=250);
+        tokio::time::sleep(std::time::Duration::from_millis(crash_after_ms)).await;
+        gateway.stop().await;
+        let in_flight = ids_in(
+            &w.db.pool,
+            "SELECT id FROM payments WHERE status = 'processing'",
+        )
+        .await;
+        crash = format!(
+            "crash in round {round} with {} debits in flight",
+            in_flight.len()
+        );
+        gateway = w.start_gateway().await;
+        submitted.await.unwrap();
     }
+    (gateway, crash)
+}
 
-    // The bank is well again: codes the crash kept from their actors are submitted once more, and
-    // the reversals go through.
+/// The bank is well again: the codes the crash kept from their actors are submitted once more,
+/// and the reversals go through. Waits (at most 30 s) until no payment and no reversal is open.
+async fn settle(w: &World, gateway: &Gateway) {
     w.bank.set_faults(Faults::default());
     let waiting = ids_in(
         &w.db.pool,
@@ -220,11 +246,18 @@ async fn money_moves_exactly_once_whatever_the_bank_and_a_crash_do() {
         )
         .await;
         if open.is_empty() {
-            break;
+            return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
 
+/// Each payment final once, with its codes, one webhook event and no reversal open: the sum of
+/// the amounts that succeeded, and how many payments ended each way.
+async fn check_payments(
+    w: &World,
+    context: &str,
+) -> (i64, std::collections::BTreeMap<String, usize>) {
     let client = w.db.pool.get().await.unwrap();
     let rows = client
         .query(
@@ -268,20 +301,5 @@ async fn money_moves_exactly_once_whatever_the_bank_and_a_crash_do() {
         assert_eq!(reversals_open, 0, "reversal drained: {seen}");
         *outcomes.entry(format!("{status} {failure:?}")).or_default() += 1;
     }
-    println!(
-        "{context}: crash in round {crash_round} with {processing_at_crash} debits in flight; \
-         outcomes {outcomes:?}"
-    );
-    let payer = w.bank.balance(BANK, PAYER_ACCOUNT).await.unwrap().unwrap();
-    let shop = w.bank.balance(BANK, SHOP_ACCOUNT).await.unwrap().unwrap();
-    assert_eq!(
-        (PAYER_OPENING_MINOR - payer, shop),
-        (succeeded_minor, succeeded_minor),
-        "{context}: outcomes {outcomes:?}"
-    );
-    assert!(
-        outcomes.keys().any(|k| k.starts_with("succeeded")),
-        "{context}: a run where nothing succeeded checks little: {outcomes:?}"
-    );
-    gateway.stop().await;
+    (succeeded_minor, outcomes)
 }
