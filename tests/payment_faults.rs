@@ -5,7 +5,9 @@
 //! - every payment is final, with the failure code or approval code its outcome calls for;
 //! - money moved exactly once: the payer lost, and the shop gained, exactly the amounts of the
 //!   payments that succeeded (each payment's amount is distinct, so no two errors can cancel);
-//! - every final payment became final once (one audit line) and has one webhook event.
+//! - every final payment became final once (one audit line), has one webhook event, and its
+//!   customer was sent one outcome SMS, also when the crash came between the final status and the
+//!   SMS.
 //!
 //! `PAYHUB_FAULT_SEED=n` replays one run's choices (faults, the moment of the restart); the seed
 //! is printed on failure. The timing of a run is the machine's, and is not replayed.
@@ -65,7 +67,7 @@ struct World {
     clock: SharedClock,
     outside: Outside,
     bank: payhub::sim::bank::SimHandle,
-    _smsc: payhub::sim::smsc::SmscSim,
+    smsc: payhub::sim::smsc::SmscSim,
     _receiver: Receiver,
     /// (payment id, amount, code, session)
     payments: Vec<(String, i64, String, String)>,
@@ -119,7 +121,7 @@ async fn world() -> World {
         clock: Arc::new(payhub_actors::SystemClock),
         outside,
         bank,
-        _smsc: smsc,
+        smsc,
         _receiver: receiver,
         payments,
     }
@@ -223,7 +225,8 @@ async fn run_rounds(w: &World, rng: &mut StdRng) -> (Gateway, String) {
 }
 
 /// The bank is well again: the codes the crash kept from their actors are submitted once more,
-/// and the reversals go through. Waits (at most 30 s) until no payment and no reversal is open.
+/// and the reversals go through. Waits (at most 30 s) until no payment, reversal or outcome SMS is
+/// left open.
 async fn settle(w: &World, gateway: &Gateway) {
     w.bank.set_faults(Faults::default());
     let waiting = ids_in(
@@ -242,7 +245,9 @@ async fn settle(w: &World, gateway: &Gateway) {
         let open = ids_in(
             &w.db.pool,
             "SELECT id FROM payments WHERE status NOT IN ('succeeded', 'failed')
-             UNION ALL SELECT rrn FROM reversals WHERE completed_at IS NULL",
+             UNION ALL SELECT rrn FROM reversals WHERE completed_at IS NULL
+             UNION ALL SELECT payment_id FROM customer_messages
+                 WHERE kind = 'outcome' AND status = 'queued'",
         )
         .await;
         if open.is_empty() {
@@ -252,8 +257,8 @@ async fn settle(w: &World, gateway: &Gateway) {
     }
 }
 
-/// Each payment final once, with its codes, one webhook event and no reversal open: the sum of
-/// the amounts that succeeded, and how many payments ended each way.
+/// Each payment final once, with its codes, one webhook event, one outcome SMS sent and no
+/// reversal open: the sum of the amounts that succeeded, and how many payments ended each way.
 async fn check_payments(
     w: &World,
     context: &str,
@@ -266,7 +271,9 @@ async fn check_payments(
                     (SELECT count(*) FROM reversals r WHERE r.payment_id = p.id
                         AND r.completed_at IS NULL),
                     (SELECT count(*) FROM audit_log a WHERE a.payment_id = p.id
-                        AND a.event IN ('succeeded', 'failed'))
+                        AND a.event IN ('succeeded', 'failed')),
+                    (SELECT count(*) FROM customer_messages n WHERE n.payment_id = p.id
+                        AND n.kind = 'outcome' AND n.status IN ('sent', 'delivered'))
              FROM payments p",
             &[],
         )
@@ -280,7 +287,7 @@ async fn check_payments(
         let failure = r.get::<_, Option<String>>(2);
         let approval = r.get::<_, Option<String>>(3);
         let (events, reversals_open) = (r.get::<_, i64>(5), r.get::<_, i64>(6));
-        let finals_audited = r.get::<_, i64>(7);
+        let (finals_audited, notices_sent) = (r.get::<_, i64>(7), r.get::<_, i64>(8));
         let seen = format!("{context}: {id} {status} {failure:?} {approval:?}");
         match status.as_str() {
             "succeeded" => {
@@ -299,7 +306,53 @@ async fn check_payments(
         assert_eq!(events, 1, "one webhook event: {seen}");
         assert_eq!(finals_audited, 1, "final once, never changed: {seen}");
         assert_eq!(reversals_open, 0, "reversal drained: {seen}");
+        assert_eq!(
+            notices_sent, 1,
+            "the customer told the outcome once: {seen}"
+        );
         *outcomes.entry(format!("{status} {failure:?}")).or_default() += 1;
     }
     (succeeded_minor, outcomes)
+}
+
+/// The crash the simulation can meet only by chance, made on purpose: a payment final, its outcome
+/// SMS's row still `queued` when the gateway stopped. The next start sends it.
+#[actix_rt::test]
+async fn an_outcome_sms_left_queued_by_a_stopped_gateway_goes_at_the_next_start() {
+    let w = world().await;
+    let payment = w.payments[0].clone();
+    let gateway = w.start_gateway().await;
+    submit_codes(gateway.registry.clone(), vec![payment.clone()], 1).await;
+    let outcome_sent = "SELECT payment_id FROM customer_messages
+        WHERE kind = 'outcome' AND status IN ('sent', 'delivered')";
+    eventually("the outcome SMS sent", || async {
+        ids_in(&w.db.pool, outcome_sent).await == vec![payment.0.clone()]
+    })
+    .await;
+    gateway.stop().await;
+    let client = w.db.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE customer_messages SET status = 'queued', message_ref = NULL,
+                 receipt_status = NULL WHERE kind = 'outcome'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let outcome_texts = || {
+        w.smsc
+            .messages()
+            .into_iter()
+            .filter(|m| m.text.contains("succeeded"))
+            .count()
+    };
+    assert_eq!(outcome_texts(), 1);
+
+    let gateway = w.start_gateway().await;
+    eventually("the outcome SMS sent again", || async {
+        ids_in(&w.db.pool, outcome_sent).await == vec![payment.0.clone()]
+    })
+    .await;
+    assert_eq!(outcome_texts(), 2, "{:?}", w.smsc.messages());
+    gateway.stop().await;
 }

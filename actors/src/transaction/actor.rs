@@ -265,7 +265,7 @@ impl Handler<ViewPayment> for TransactionActor {
 /// Detached: the actor stops at once. The channel records the message's fate; a notice whose row
 /// the payment wrote, and that failed before the channel took it, is marked failed here (a row
 /// the channel already moved on is left alone).
-async fn send_outcome_notice(deps: Deps, deliver: crate::messages::Deliver) {
+pub(super) async fn send_outcome_notice(deps: Deps, deliver: crate::messages::Deliver) {
     let recorded = deliver.recorded;
     let wait = Duration::from_millis(deps.settings.delivery_timeout_ms);
     let sent = tokio::time::timeout(wait, deps.channel.send(deliver)).await;

@@ -89,6 +89,14 @@ impl PaymentCore {
         }
     }
 
+    /// A final payment whose outcome SMS row is `notice_row`: its [`outcome_delivery`] names it.
+    ///
+    /// [`outcome_delivery`]: Self::outcome_delivery
+    pub fn with_outcome_notice_row(mut self, notice_row: i64) -> Self {
+        self.outcome_notice_row = Some(notice_row);
+        self
+    }
+
     pub fn row(&self) -> &PaymentRow {
         &self.row
     }

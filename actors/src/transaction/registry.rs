@@ -1,13 +1,17 @@
 //! The `PaymentRegistry`: finds or starts the one `TransactionActor` of a payment, bounds how
 //! many run at once (`in_flight_max`), and after a restart starts again every payment that was
-//! waiting for its code or in `processing`.
+//! waiting for its code or in `processing`, and sends the outcome SMS that a stopped process left
+//! `queued`.
 
-use super::actor::{Gone, Tick, TransactionActor};
+use super::actor::{Gone, Tick, TransactionActor, send_outcome_notice};
 use super::core::PaymentCore;
 use super::store::PaymentRow;
 use super::{Deps, PaymentError};
 use actix::prelude::*;
 use std::collections::HashMap;
+
+/// Most outcome SMS a start sends for the processes before it; past it they stay `queued`.
+pub const ORPHANED_NOTICES_MAX: i64 = 10_000;
 
 /// The actor of a payment, started when needed.
 #[derive(Debug, Message)]
@@ -100,6 +104,41 @@ impl Actor for PaymentRegistry {
                 Err(e) => tracing::error!(error = %e, "cannot resume payments in flight"),
             }),
         );
+        let started_at = self.deps.clock.now();
+        actix::spawn(send_orphaned_notices(self.deps.clone(), started_at));
+    }
+}
+
+/// The outcome SMS of payments that became final just before an earlier process stopped, before
+/// the channel took them: the customer is told after all. One at a time, in the background. A
+/// process that stopped after the SMSC took a notice but before its row said so sends it twice;
+/// like webhooks, a notice goes at least once. (Another gateway on the same database that is
+/// sending a notice at this moment may send it too.)
+async fn send_orphaned_notices(deps: Deps, started_at: chrono::DateTime<chrono::Utc>) {
+    let orphans = match deps.pool.get().await {
+        Ok(client) => {
+            super::store::orphaned_outcome_notices(&client, started_at, ORPHANED_NOTICES_MAX).await
+        }
+        Err(e) => Err(e.into()),
+    };
+    let orphans = match orphans {
+        Ok(orphans) => orphans,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the outcome notices left queued");
+            return;
+        }
+    };
+    if !orphans.is_empty() {
+        tracing::warn!(
+            notices = orphans.len(),
+            "sending outcome notices left queued"
+        );
+    }
+    for (row, notice_row) in orphans {
+        let core = PaymentCore::from_row(deps.clone(), row).with_outcome_notice_row(notice_row);
+        if let Some(deliver) = core.outcome_delivery() {
+            send_outcome_notice(deps.clone(), deliver).await;
+        }
     }
 }
 

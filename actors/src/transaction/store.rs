@@ -175,6 +175,29 @@ pub async fn resumable_payments(
         .collect()
 }
 
+/// Final payments whose outcome SMS is still `queued` though it was written before `before`
+/// (within the day before it): their notice was lost with the process that was to send it, between
+/// the final status's commit and the channel. Each with its notice's row, oldest first.
+pub async fn orphaned_outcome_notices(
+    client: &impl GenericClient,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(PaymentRow, i64)>, PaymentError> {
+    let sql = format!(
+        "SELECT {PAYMENT_COLUMNS}, n.id AS notice_row
+         FROM customer_messages n JOIN payments p ON p.id = n.payment_id {PAYMENT_JOINS}
+         WHERE n.kind = 'outcome' AND n.status = 'queued' AND n.created_at < $1
+           AND n.created_at > $1 - interval '1 day'
+         ORDER BY n.id LIMIT $2"
+    );
+    client
+        .query(&sql, &[&before, &limit])
+        .await?
+        .iter()
+        .map(|r| Ok((PaymentRow::from_row(r)?, r.get("notice_row"))))
+        .collect()
+}
+
 /// A customer found by the identity typed on the login page.
 #[derive(Debug, Clone)]
 pub struct CustomerLogin {
