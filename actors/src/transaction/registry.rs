@@ -115,13 +115,11 @@ impl Actor for PaymentRegistry {
 /// like webhooks, a notice goes at least once. (Another gateway on the same database that is
 /// sending a notice at this moment may send it too.)
 async fn send_orphaned_notices(deps: Deps, started_at: chrono::DateTime<chrono::Utc>) {
-    let orphans = match deps.pool.get().await {
-        Ok(client) => {
-            super::store::orphaned_outcome_notices(&client, started_at, ORPHANED_NOTICES_MAX).await
-        }
-        Err(e) => Err(e.into()),
+    let read = async {
+        let client = deps.pool.get().await?;
+        super::store::orphaned_outcome_notices(&client, started_at, ORPHANED_NOTICES_MAX).await
     };
-    let orphans = match orphans {
+    let orphans = match read.await {
         Ok(orphans) => orphans,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the outcome notices left queued");
