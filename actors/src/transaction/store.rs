@@ -177,25 +177,29 @@ pub async fn resumable_payments(
 
 /// Final payments whose outcome SMS is still `queued` though it was written before `before`
 /// (within the day before it): their notice was lost with the process that was to send it, between
-/// the final status's commit and the channel. Each with its notice's row, oldest first.
+/// the final status's commit and the channel. Each with its notice's row, oldest first. The day's
+/// messages are found by V68's block range index on their age, not by reading every message.
 pub async fn orphaned_outcome_notices(
     client: &impl GenericClient,
     before: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<(PaymentRow, i64)>, PaymentError> {
-    let sql = format!(
+    client
+        .query(&orphaned_outcome_notices_sql(), &[&before, &limit])
+        .await?
+        .iter()
+        .map(|r| Ok((PaymentRow::from_row(r)?, r.get("notice_row"))))
+        .collect()
+}
+
+fn orphaned_outcome_notices_sql() -> String {
+    format!(
         "SELECT {PAYMENT_COLUMNS}, n.id AS notice_row
          FROM customer_messages n JOIN payments p ON p.id = n.payment_id {PAYMENT_JOINS}
          WHERE n.kind = 'outcome' AND n.status = 'queued' AND n.created_at < $1
            AND n.created_at > $1 - interval '1 day'
          ORDER BY n.id LIMIT $2"
-    );
-    client
-        .query(&sql, &[&before, &limit])
-        .await?
-        .iter()
-        .map(|r| Ok((PaymentRow::from_row(r)?, r.get("notice_row"))))
-        .collect()
+    )
 }
 
 /// A customer found by the identity typed on the login page.
@@ -477,6 +481,37 @@ pub async fn customer_terminals(
 
 #[cfg(test)]
 mod tests {
+    use crate::store::testing::fresh_database;
+
+    /// Whatever the table's size, the start reads the last day's messages through V68's index on
+    /// their age: with sequential scans priced out, a statement no index can serve would still
+    /// scan the table.
+    #[tokio::test]
+    async fn the_start_finds_orphaned_notices_through_the_age_index() {
+        let db = fresh_database().await;
+        let client = db.pool.get().await.unwrap();
+        client
+            .batch_execute("SET enable_seqscan = off")
+            .await
+            .unwrap();
+        let sql = format!(
+            "EXPLAIN {}",
+            super::orphaned_outcome_notices_sql()
+                .replace("$1", "now()")
+                .replace("$2", "10")
+        );
+        let plan: Vec<String> = client
+            .query(&sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains("customer_messages_by_age"), "{plan}");
+        assert!(!plan.contains("Seq Scan on customer_messages"), "{plan}");
+    }
+
     #[test]
     fn field_43_is_forty_characters() {
         let f = super::name_location("Book Shop 书店", "Beijing CN");
