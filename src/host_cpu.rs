@@ -47,6 +47,13 @@ impl CpuTicks {
         100.0 * later.steal.saturating_sub(self.steal) as f64 / total as f64
     }
 
+    /// The share of all CPU time since `self` that ran code (not idle, waiting or stolen), in
+    /// percent: whether a phase kept the machine busy.
+    pub fn busy_percent_until(&self, later: &CpuTicks) -> f64 {
+        let total = later.total.saturating_sub(self.total).max(1);
+        100.0 * later.busy.saturating_sub(self.busy) as f64 / total as f64
+    }
+
     /// CPU time all processes of the machine used since `self`, in milliseconds.
     pub fn busy_ms_until(&self, later: &CpuTicks) -> f64 {
         later.busy.saturating_sub(self.busy) as f64 * 1_000.0 / USER_HZ
