@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 /// At most this many reversals are outstanding on one connection at once.
@@ -86,6 +86,9 @@ impl LinkState {
 #[derive(Debug, Default)]
 pub struct LinkShared {
     state: AtomicU8,
+    /// Told of every sign-on; shared by all the links of one router, whose debits wait on it
+    /// while none of their links is signed on.
+    sign_ons: Arc<Notify>,
     in_flight: AtomicUsize,
     reversals_queued: AtomicUsize,
     last_echo_at: Mutex<Option<DateTime<Utc>>>,
@@ -94,6 +97,13 @@ pub struct LinkShared {
 }
 
 impl LinkShared {
+    pub fn new(sign_ons: Arc<Notify>) -> Self {
+        Self {
+            sign_ons,
+            ..Self::default()
+        }
+    }
+
     pub fn state(&self) -> LinkState {
         LinkState::from_u8(self.state.load(Ordering::Acquire))
     }
@@ -301,6 +311,9 @@ impl BankLinkActor {
     fn set_state(&mut self, state: LinkState) {
         self.shared.state.store(state as u8, Ordering::Release);
         self.metrics.state.set(state as i64);
+        if state == LinkState::SignedOn {
+            self.shared.sign_ons.notify_waiters();
+        }
     }
 
     fn state(&self) -> LinkState {

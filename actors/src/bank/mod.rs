@@ -25,7 +25,9 @@ pub mod wire;
 
 pub use link::{BankLinkActor, LinkState};
 pub use prepared::{OriginalDebit, PrepareDebit, PreparedDebit, SendPrepared};
-pub use router::{BankRouter, LinkStatus, LinkStatuses, ReverseDebit, Shutdown};
+pub use router::{
+    BankRouter, LinkStatus, LinkStatuses, ReverseDebit, SIGN_ON_WAIT_MS_MAX, Shutdown,
+};
 pub use settings::{LinkOwner, LinkSettings};
 
 use crate::clock::SharedClock;
@@ -77,11 +79,12 @@ pub fn start_in(
         clock,
         institution_id: institution_id.to_owned(),
     };
+    let sign_ons = Arc::new(tokio::sync::Notify::new());
     let entries = links
         .into_iter()
         .map(|settings| {
             let settings = Arc::new(settings);
-            let shared = Arc::new(link::LinkShared::default());
+            let shared = Arc::new(link::LinkShared::new(sign_ons.clone()));
             let actor = {
                 let (settings, deps, shared) = (settings.clone(), deps.clone(), shared.clone());
                 move |_: &mut Context<BankLinkActor>| BankLinkActor::new(settings, deps, shared)
@@ -97,5 +100,5 @@ pub fn start_in(
             }
         })
         .collect();
-    Ok(BankRouter::new(entries, deps).start())
+    Ok(BankRouter::new(entries, deps, sign_ons).start())
 }

@@ -21,9 +21,17 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// How long a graceful shutdown waits for the links to sign off.
 pub const SHUTDOWN_WAIT_MS_MAX: u64 = 10_000;
+
+/// Longest a debit waits for one of its links to sign on when none is. Nothing has been sent
+/// yet, and a link that has just dropped is back after its reconnect backoff and a sign-on: the
+/// payments whose codes arrive meanwhile should not fail for it. A bank that stays down costs each
+/// of them this wait, then `BankError::Unavailable` as before.
+pub const SIGN_ON_WAIT_MS_MAX: u64 = 1_000;
 
 #[derive(Clone)]
 pub(crate) struct LinkEntry {
@@ -39,10 +47,12 @@ pub struct BankRouter {
     links: Vec<LinkEntry>,
     routes: HashMap<BankId, Candidates>,
     deps: LinkDeps,
+    /// Told whenever one of the links signs on.
+    sign_ons: Arc<Notify>,
 }
 
 impl BankRouter {
-    pub(crate) fn new(links: Vec<LinkEntry>, deps: LinkDeps) -> Self {
+    pub(crate) fn new(links: Vec<LinkEntry>, deps: LinkDeps, sign_ons: Arc<Notify>) -> Self {
         let mut lists: HashMap<BankId, Vec<(usize, LinkEntry)>> = HashMap::new();
         for (index, entry) in links.iter().enumerate() {
             for bank in &entry.settings.banks {
@@ -57,6 +67,7 @@ impl BankRouter {
             links,
             routes,
             deps,
+            sign_ons,
         }
     }
 
@@ -70,10 +81,39 @@ impl BankRouter {
 }
 
 /// Offers a request to each signed-on candidate in order until one takes it; a full or just-dropped
-/// link passes it to the next.
+/// link passes it to the next. While none is signed on, waits for a sign-on, at most
+/// `SIGN_ON_WAIT_MS_MAX` in all; a full link is answered at once (`BankError::Busy`).
 async fn on_first_link<T, F, Fut>(
     candidates: Candidates,
+    sign_ons: Arc<Notify>,
     mut attempt: F,
+) -> Result<(usize, LinkEntry, T), BankError>
+where
+    F: FnMut(Addr<BankLinkActor>) -> Fut,
+    Fut: Future<Output = Result<T, BankError>>,
+{
+    let waited_until = Instant::now() + Duration::from_millis(SIGN_ON_WAIT_MS_MAX);
+    loop {
+        // Taken before the offer, so that a sign-on while it is made is not missed.
+        let signed_on = sign_ons.notified();
+        match offer(&candidates, &mut attempt).await {
+            Err(BankError::Unavailable) if Instant::now() < waited_until => {
+                if tokio::time::timeout_at(waited_until, signed_on)
+                    .await
+                    .is_err()
+                {
+                    return Err(BankError::Unavailable);
+                }
+            }
+            offered => return offered,
+        }
+    }
+}
+
+/// One pass over the candidates, in order.
+async fn offer<T, F, Fut>(
+    candidates: &Candidates,
+    attempt: &mut F,
 ) -> Result<(usize, LinkEntry, T), BankError>
 where
     F: FnMut(Addr<BankLinkActor>) -> Fut,
@@ -111,10 +151,10 @@ impl Handler<Debit> for BankRouter {
             Ok(c) => c,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
-        let deps = self.deps.clone();
+        let (deps, sign_ons) = (self.deps.clone(), self.sign_ons.clone());
         Box::pin(async move {
             let request = Arc::new(request);
-            let (_, entry, ticket) = on_first_link(candidates, |addr| {
+            let (_, entry, ticket) = on_first_link(candidates, sign_ons, |addr| {
                 let message = LinkDebit(request.clone());
                 async move { link::submit(&addr, message).await }
             })
@@ -132,9 +172,10 @@ impl Handler<PrepareDebit> for BankRouter {
             Ok(c) => c,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
+        let sign_ons = self.sign_ons.clone();
         Box::pin(async move {
             let request = Arc::new(msg.0);
-            let (index, entry, reserved) = on_first_link(candidates, |addr| {
+            let (index, entry, reserved) = on_first_link(candidates, sign_ons, |addr| {
                 let message = LinkReserve(request.clone());
                 async move {
                     addr.send(message)
