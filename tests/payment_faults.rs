@@ -1,9 +1,11 @@
 //! Seeded fault simulation of the debit: payments have their codes accepted (some sent twice at
 //! once) while the bank drops, delays and repeats its answers, closes the link and fails debits,
-//! while the merchant's endpoint fails its first deliveries, and while the gateway itself stops
-//! (as in a crash) and starts again on the same database. Whatever happens, once the faults stop
+//! while the merchant's endpoint fails its first deliveries, while payments' lifetimes end as
+//! their codes arrive, and while the gateway itself stops (as in a crash) and starts again on the
+//! same database. Whatever happens, once the faults stop
 //! and the reversals and webhooks have drained:
-//! - every payment is final, with the failure code or approval code its outcome calls for;
+//! - every payment is final, with the failure code or approval code its outcome calls for, and
+//!   one that expired was not debited;
 //! - money moved exactly once: the payer lost, and the shop gained, exactly the amounts of the
 //!   payments that succeeded (each payment's amount is distinct, so no two errors can cancel);
 //! - every final payment became final once (one audit line), has one webhook event, and its
@@ -202,9 +204,18 @@ async fn money_moves_exactly_once_whatever_the_bank_and_a_crash_do() {
 /// in flight, and starts again. The running gateway, and what the crash met.
 async fn run_rounds(w: &World, rng: &mut StdRng) -> (Gateway, String) {
     let crash_round = rng.random_range(0..ROUNDS);
+    let expiry_round = rng.random_range(0..ROUNDS);
     let mut crash = String::new();
     let mut gateway = w.start_gateway().await;
     for (round, batch) in w.payments.chunks(PAYMENTS_PER_ROUND).enumerate() {
+        if round == expiry_round {
+            expire_soon(w, batch, rng).await;
+            // A restart, as a deploy makes, with the bank calm: each actor holds the lifetime it
+            // read at its start, and a start reads every payment awaiting its code.
+            w.bank.set_faults(Faults::default());
+            gateway.stop().await;
+            gateway = w.start_gateway().await;
+        }
         let mut faults = faults_for(rng);
         if round == crash_round {
             // Lost answers keep the round's debits in flight (until the link's timeout) when the
@@ -234,7 +245,25 @@ async fn run_rounds(w: &World, rng: &mut StdRng) -> (Gateway, String) {
         gateway = w.start_gateway().await;
         submitted.await.unwrap();
     }
-    (gateway, crash)
+    (
+        gateway,
+        format!("{crash}, lifetimes ending in round {expiry_round}"),
+    )
+}
+
+/// Each payment of `batch` reaches the end of its lifetime 0–400 ms from now: with the restart
+/// that follows, its code arrives just before the end, or just after.
+async fn expire_soon(w: &World, batch: &[(String, i64, String, String)], rng: &mut StdRng) {
+    let client = w.db.pool.get().await.unwrap();
+    for (pay, ..) in batch {
+        let after_ms = rng.random_range(0..=400_i64);
+        let expires_at = Utc::now() + chrono::Duration::milliseconds(after_ms);
+        for table_and_key in ["payments WHERE id", "payments_open WHERE payment_id"] {
+            let (table, key) = table_and_key.split_once(" WHERE ").unwrap();
+            let sql = format!("UPDATE {table} SET expires_at = $2 WHERE {key} = $1");
+            client.execute(&sql, &[pay, &expires_at]).await.unwrap();
+        }
+    }
 }
 
 /// The bank is well again: the codes the crash kept from their actors are submitted once more,
@@ -258,7 +287,7 @@ async fn settle(w: &World, gateway: &Gateway) {
     for _ in 0..1_200 {
         let open = ids_in(
             &w.db.pool,
-            "SELECT id FROM payments WHERE status NOT IN ('succeeded', 'failed')
+            "SELECT id FROM payments WHERE status NOT IN ('succeeded', 'failed', 'expired')
              UNION ALL SELECT rrn FROM reversals WHERE completed_at IS NULL
              UNION ALL SELECT payment_id FROM customer_messages
                  WHERE kind = 'outcome' AND status = 'queued'
@@ -286,7 +315,7 @@ async fn check_payments(
                     (SELECT count(*) FROM reversals r WHERE r.payment_id = p.id
                         AND r.completed_at IS NULL),
                     (SELECT count(*) FROM audit_log a WHERE a.payment_id = p.id
-                        AND a.event IN ('succeeded', 'failed')),
+                        AND a.event IN ('succeeded', 'failed', 'expired')),
                     (SELECT count(*) FROM customer_messages n WHERE n.payment_id = p.id
                         AND n.kind = 'outcome' AND n.status IN ('sent', 'delivered'))
              FROM payments p",
@@ -316,6 +345,8 @@ async fn check_payments(
                 ),
                 "{seen}"
             ),
+            // Not debited: the sums of both accounts below show it.
+            "expired" => assert!(failure.is_none() && approval.is_none(), "{seen}"),
             _ => panic!("not final: {seen}"),
         }
         assert_eq!(events, 1, "one webhook event: {seen}");
