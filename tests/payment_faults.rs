@@ -1,6 +1,7 @@
 //! Seeded fault simulation of the debit: payments have their codes accepted (some sent twice at
 //! once) while the bank drops, delays and repeats its answers, closes the link and fails debits,
-//! while the merchant's endpoint fails its first deliveries, while payments' lifetimes end as
+//! while the SMS center throttles and answers slowly, while the merchant's endpoint fails its
+//! first deliveries, while payments' lifetimes end as
 //! their codes arrive, and while the gateway itself stops (as in a crash) and starts again on the
 //! same database. Whatever happens, once the faults stop
 //! and the reversals and webhooks have drained:
@@ -64,6 +65,18 @@ fn faults_for(rng: &mut StdRng) -> Faults {
         _ => {}
     }
     f
+}
+
+/// One round's SMS center: well, throttling a few submits (fewer than a message's tries, so every
+/// outcome SMS still goes), or slow to answer (within the session's response timeout).
+fn smsc_weather(rng: &mut StdRng, switches: &mut payhub::sim::smsc::Switches) {
+    switches.throttle_next = 0;
+    switches.delay_ms = 0;
+    match rng.random_range(0..3) {
+        0 => switches.throttle_next = rng.random_range(1..=4),
+        1 => switches.delay_ms = rng.random_range(50..=500),
+        _ => {}
+    }
 }
 
 struct World {
@@ -223,6 +236,7 @@ async fn run_rounds(w: &World, rng: &mut StdRng) -> (Gateway, String) {
             faults.drop_pct = faults.drop_pct.max(rng.random_range(50..=100));
         }
         w.bank.set_faults(faults);
+        w.smsc.update_switches(|s| smsc_weather(rng, s));
         let copies = rng.random_range(1..=2);
         let submitted = submit_codes(gateway.registry.clone(), batch.to_vec(), copies);
         if round != crash_round {
@@ -266,12 +280,14 @@ async fn expire_soon(w: &World, batch: &[(String, i64, String, String)], rng: &m
     }
 }
 
-/// The bank is well again: the codes the crash kept from their actors are submitted once more,
+/// The bank and the SMS center are well again: the codes the crash kept from their actors are submitted once more,
 /// and the reversals go through. Waits (at most 60 s: the crashed process's webhook events wait out
 /// their lease, about 21 s, and a failed delivery its 5 s backoff) until no payment, reversal,
 /// outcome SMS or webhook event is left open.
 async fn settle(w: &World, gateway: &Gateway) {
     w.bank.set_faults(Faults::default());
+    w.smsc
+        .update_switches(|s| (s.throttle_next, s.delay_ms) = (0, 0));
     let waiting = ids_in(
         &w.db.pool,
         "SELECT id FROM payments WHERE status = 'awaiting_code'",
