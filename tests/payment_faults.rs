@@ -1,10 +1,9 @@
 //! Seeded fault simulation of the debit: payments have their codes accepted (some sent twice at
 //! once) while the bank drops, delays and repeats its answers, closes the link and fails debits,
 //! while the SMS center throttles and answers slowly, while the merchant's endpoint fails its
-//! first deliveries, while payments' lifetimes end as
-//! their codes arrive, and while the gateway itself stops (as in a crash) and starts again on the
-//! same database. Whatever happens, once the faults stop
-//! and the reversals and webhooks have drained:
+//! first deliveries, while payments' lifetimes end as their codes arrive, and while the gateway
+//! itself stops (as in a crash) and starts again on the same database. Whatever happens, once the
+//! faults stop and the reversals and webhooks have drained:
 //! - every payment is final, with the failure code or approval code its outcome calls for, and
 //!   one that expired was not debited;
 //! - money moved exactly once: the payer lost, and the shop gained, exactly the amounts of the
@@ -213,8 +212,9 @@ async fn money_moves_exactly_once_whatever_the_bank_and_a_crash_do() {
     gateway.stop().await;
 }
 
-/// The rounds, each with its faults; in one of them the gateway stops as in a crash, with debits
-/// in flight, and starts again. The running gateway, and what the crash met.
+/// The rounds, each with its bank faults and SMS center weather. In one of them the payments'
+/// lifetimes end as their codes arrive; in one (maybe the same) the gateway stops as in a crash,
+/// with debits in flight, and starts again. The running gateway, and what the run met.
 async fn run_rounds(w: &World, rng: &mut StdRng) -> (Gateway, String) {
     let crash_round = rng.random_range(0..ROUNDS);
     let expiry_round = rng.random_range(0..ROUNDS);
@@ -280,10 +280,10 @@ async fn expire_soon(w: &World, batch: &[(String, i64, String, String)], rng: &m
     }
 }
 
-/// The bank and the SMS center are well again: the codes the crash kept from their actors are submitted once more,
-/// and the reversals go through. Waits (at most 60 s: the crashed process's webhook events wait out
-/// their lease, about 21 s, and a failed delivery its 5 s backoff) until no payment, reversal,
-/// outcome SMS or webhook event is left open.
+/// The bank and the SMS center are well again: the codes the crash kept from their actors are
+/// submitted once more, and the reversals go through. Waits (at most 60 s: the crashed process's
+/// webhook events wait out their lease, about 21 s, and a failed delivery its 5 s backoff) until
+/// no payment, reversal, outcome SMS or webhook event is left open.
 async fn settle(w: &World, gateway: &Gateway) {
     w.bank.set_faults(Faults::default());
     w.smsc
