@@ -884,6 +884,14 @@ impl Peer {
         peer
     }
 
+    /// Reads the next message, a 0200, and approves it.
+    async fn approve_next_debit(&mut self) {
+        let request = self.read().await;
+        assert_eq!(request.mti(), "0200");
+        self.write(&answer(&request, "0210", &[(38, "A00001"), (39, "00")]))
+            .await;
+    }
+
     /// Reads the 0800/001 and accepts it.
     async fn sign_on(&mut self) {
         let request = self.read().await;
@@ -1245,16 +1253,22 @@ async fn a_bank_that_signs_off_gets_no_debit_until_the_link_signs_on_again() {
     bank.sign_on().await;
     wait_signed_on(&router, 1).await;
     let debit = actix_rt::spawn(async move { router.send(Debit(request(2, 0, 100))).await });
-    let request_0200 = bank.read().await;
-    assert_eq!(request_0200.mti(), "0200");
-    bank.write(&answer(
-        &request_0200,
-        "0210",
-        &[(38, "A00001"), (39, "00")],
-    ))
-    .await;
+    bank.approve_next_debit().await;
     let answered = debit.await.unwrap().unwrap().unwrap();
     assert_eq!(answered.response_code, "00");
+}
+
+/// A router whose one link has connected to a bank written here and sent its sign-on, not yet
+/// answered: the router, the bank's listener and its side of the connection, and the 0800.
+async fn a_link_signing_on(
+    db: &TestDb,
+) -> (Addr<BankRouter>, tokio::net::TcpListener, Peer, Message) {
+    let (listener, addr) = peer_listener().await;
+    let router = start_router(db, vec![settings("bips-a", &addr)]);
+    let mut bank = Peer::accept(&listener).await;
+    let sign_on = bank.read().await;
+    assert_eq!(sign_on.get(70), Some("001"));
+    (router, listener, bank, sign_on)
 }
 
 /// A debit that arrives while its link is signing on (after a drop, say) waits for the sign-on and
@@ -1262,25 +1276,14 @@ async fn a_bank_that_signs_off_gets_no_debit_until_the_link_signs_on_again() {
 #[actix_rt::test]
 async fn a_debit_waits_for_its_link_to_sign_on() {
     let db = fresh_database().await;
-    let (listener, addr) = peer_listener().await;
-    let router = start_router(&db, vec![settings("bips-a", &addr)]);
-    let mut bank = Peer::accept(&listener).await;
-    let sign_on = bank.read().await;
-    assert_eq!(sign_on.get(70), Some("001"));
+    let (router, _listener, mut bank, sign_on) = a_link_signing_on(&db).await;
     let asked = router.clone();
     let debit = actix_rt::spawn(async move { asked.send(Debit(request(1, 0, 100))).await });
     // The debit is with the router, the link not yet signed on.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!debit.is_finished());
     bank.write(&answer(&sign_on, "0810", &[(39, "00")])).await;
-    let request_0200 = bank.read().await;
-    assert_eq!(request_0200.mti(), "0200");
-    bank.write(&answer(
-        &request_0200,
-        "0210",
-        &[(38, "A00001"), (39, "00")],
-    ))
-    .await;
+    bank.approve_next_debit().await;
     let answered = debit.await.unwrap().unwrap().unwrap();
     assert_eq!(answered.response_code, "00");
 }
@@ -1290,11 +1293,7 @@ async fn a_debit_waits_for_its_link_to_sign_on() {
 #[actix_rt::test]
 async fn a_refused_sign_on_drops_the_connection_and_the_link_tries_again() {
     let db = fresh_database().await;
-    let (listener, addr) = peer_listener().await;
-    let router = start_router(&db, vec![settings("bips-a", &addr)]);
-    let mut bank = Peer::accept(&listener).await;
-    let sign_on = bank.read().await;
-    assert_eq!(sign_on.get(70), Some("001"));
+    let (router, listener, mut bank, sign_on) = a_link_signing_on(&db).await;
     bank.write(&answer(&sign_on, "0810", &[(39, "91")])).await;
     let closed = tokio::time::timeout(Duration::from_secs(5), bank.next_raw()).await;
     assert_eq!(closed.expect("the link closes the connection"), None);

@@ -396,14 +396,8 @@ async fn check_what_left_the_gateway(w: &World, context: &str) {
         .iter()
         .map(|hook| {
             let now = Utc::now().timestamp();
-            payhub::webhooks::signature::verify(
-                w.merchant.webhook_secret.as_bytes(),
-                &hook.signature,
-                hook.body.as_bytes(),
-                now,
-                300,
-            )
-            .unwrap_or_else(|e| panic!("{context}: a webhook's signature: {e}"));
+            hook.verify(&w.merchant.webhook_secret, now, 300)
+                .unwrap_or_else(|e| panic!("{context}: a webhook's signature: {e}"));
             serde_json::from_str(&hook.body).unwrap()
         })
         .collect();

@@ -612,6 +612,25 @@ pub struct Received {
     pub body: String,
 }
 
+impl Received {
+    /// Whether its `Payhub-Signature` verifies with the merchant's `secret` at `now_unix`, within
+    /// `tolerance_s`; the signature scheme's error otherwise.
+    pub fn verify(
+        &self,
+        secret: &str,
+        now_unix: i64,
+        tolerance_s: i64,
+    ) -> Result<i64, payhub::webhooks::signature::SignatureError> {
+        payhub::webhooks::signature::verify(
+            secret.as_bytes(),
+            &self.signature,
+            self.body.as_bytes(),
+            now_unix,
+            tolerance_s,
+        )
+    }
+}
+
 /// A merchant's endpoint on port 0: answers the scripted statuses in order (then 200), records
 /// every request.
 pub struct Receiver {
