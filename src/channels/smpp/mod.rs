@@ -14,5 +14,5 @@ pub mod settings;
 pub mod store;
 mod submit;
 
-pub use session::{GetStatus, Shutdown, SmppSession, SmppStatus, start};
+pub use session::{BIND_WAIT_MS_MAX, GetStatus, Shutdown, SmppSession, SmppStatus, start};
 pub use settings::{SmppSettings, SmppSettingsError};

@@ -1,7 +1,7 @@
 //! The session actor and the task that keeps its bind: connect, `bind_transceiver`, serve what the
 //! SMSC sends (receipts, unbind), and after any loss re-bind with a doubling, capped backoff.
-//! The current bound client is published on a watch channel; deliveries read it and fail fast
-//! with `Unavailable` while there is none.
+//! The current bound client is published on a watch channel; a delivery that finds none waits for
+//! a bind, at most `BIND_WAIT_MS_MAX`, then fails with `Unavailable`.
 
 use super::settings::{SmppSettings, SmppSettingsError};
 use super::store::Ride;
@@ -19,6 +19,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
+
+/// Longest a delivery waits for the session to bind when it is not bound. A session that has lost
+/// its connection binds again after its first backoff (`rebind_backoff_min_ms`, 500 ms by
+/// default): the code or outcome that comes meanwhile should not be lost for it, and a customer
+/// whose code failed waits 30 s for a resend. An SMSC that stays away costs each delivery this
+/// wait, then `Unavailable`.
+pub const BIND_WAIT_MS_MAX: u64 = 1_000;
 
 /// Largest PDU accepted from the SMSC, in bytes.
 const COMMAND_LENGTH_MAX_BYTES: usize = 4_096;
@@ -46,8 +53,8 @@ struct Owed {
 }
 
 /// Starts the session actor for one SMSC (call inside an actix system: `serve`, or
-/// `#[actix_rt::test]`). It binds in the background; until it is bound, deliveries are answered
-/// `Unavailable`. Bad settings are refused here, one line per problem.
+/// `#[actix_rt::test]`). It binds in the background; a delivery that comes before the bind waits
+/// for it (`BIND_WAIT_MS_MAX`). Bad settings are refused here, one line per problem.
 pub fn start(
     pool: Pool,
     clock: SharedClock,
@@ -106,6 +113,16 @@ struct StatusInner {
 impl Shared {
     pub(super) fn bound_client(&self) -> Option<Client> {
         self.bound.borrow().clone()
+    }
+
+    /// Whether a client is bound, waiting for a bind at most `BIND_WAIT_MS_MAX`.
+    pub(super) async fn bound_soon(&self) -> bool {
+        let mut bound = self.bound.clone();
+        let wait = Duration::from_millis(BIND_WAIT_MS_MAX);
+        matches!(
+            tokio::time::timeout(wait, bound.wait_for(Option::is_some)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// The SMSC asked the session to slow down (ESME_RTHROTTLED, ESME_RMSGQFUL): none of its

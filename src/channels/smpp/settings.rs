@@ -30,8 +30,8 @@ pub struct SmppSettings {
     /// Wait before the second try; doubles per try up to the maximum.
     pub throttle_backoff_min_ms: u64,
     pub throttle_backoff_max_ms: u64,
-    /// Deliveries waiting for the session at once (in the window or for a slot); more are
-    /// answered `Unavailable` at once.
+    /// Deliveries waiting for the session at once (for a bind, in the window or for a slot);
+    /// more are answered `Unavailable` at once.
     pub pending_max: usize,
     /// Bound on each database statement of the channel.
     pub database_timeout_ms: u64,

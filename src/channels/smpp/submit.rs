@@ -48,13 +48,13 @@ pub(super) async fn deliver(
             "the SMPP channel carries SMS destinations only".into(),
         ));
     };
-    if shared.bound_client().is_none() {
-        return Err(DeliveryError::Unavailable);
-    }
     let Ok(_pending) = shared.pending.try_acquire() else {
         tracing::warn!("SMPP deliveries at their limit; refused one");
         return Err(DeliveryError::Unavailable);
     };
+    if !shared.bound_soon().await {
+        return Err(DeliveryError::Unavailable);
+    }
     let notice = &msg.notice;
     let submit = pdu::submit_sm(&shared.settings.source_addr, msisdn, &notice.ascii_text())
         .map_err(|e| DeliveryError::Rejected(e.to_string()))?;
