@@ -272,8 +272,7 @@ async fn expire_soon(w: &World, batch: &[(String, i64, String, String)], rng: &m
     for (pay, ..) in batch {
         let after_ms = rng.random_range(0..=400_i64);
         let expires_at = Utc::now() + chrono::Duration::milliseconds(after_ms);
-        for table_and_key in ["payments WHERE id", "payments_open WHERE payment_id"] {
-            let (table, key) = table_and_key.split_once(" WHERE ").unwrap();
+        for (table, key) in [("payments", "id"), ("payments_open", "payment_id")] {
             let sql = format!("UPDATE {table} SET expires_at = $2 WHERE {key} = $1");
             client.execute(&sql, &[pay, &expires_at]).await.unwrap();
         }
@@ -390,12 +389,12 @@ async fn check_what_left_the_gateway(w: &World, context: &str) {
         )
         .await
         .unwrap();
+    let now = Utc::now().timestamp();
     let hooks: Vec<serde_json::Value> = w
         .receiver
         .requests()
         .iter()
         .map(|hook| {
-            let now = Utc::now().timestamp();
             hook.verify(&w.merchant.webhook_secret, now, 300)
                 .unwrap_or_else(|e| panic!("{context}: a webhook's signature: {e}"));
             serde_json::from_str(&hook.body).unwrap()

@@ -475,11 +475,7 @@ async fn after_an_smsc_restart_the_session_rebinds_and_delivers_again() {
     let session = bound_session(&db, settings).await;
     deliver(&session, code_message(&payment_id)).await.unwrap();
 
-    sim.stop().await;
-    wait_until("the loss is noticed", async || {
-        !session.send(GetStatus).await.unwrap().bound
-    })
-    .await;
+    stop_and_see_the_loss(sim, &session).await;
     let started = Instant::now();
     assert_eq!(
         deliver(&session, code_message(&payment_id)).await,
@@ -487,9 +483,7 @@ async fn after_an_smsc_restart_the_session_rebinds_and_delivers_again() {
     );
     assert_bind_wait_ended(started);
 
-    let mut options = SmscSimOptions::loopback(SYSTEM_ID, PASSWORD);
-    options.listen = listen;
-    let restarted = smsc::start(options).await.unwrap();
+    let restarted = simulator_at(listen).await;
     wait_until("the session is bound again", async || {
         let status = session.send(GetStatus).await.unwrap();
         status.bound && status.binds == 2
@@ -497,6 +491,22 @@ async fn after_an_smsc_restart_the_session_rebinds_and_delivers_again() {
     .await;
     deliver(&session, code_message(&payment_id)).await.unwrap();
     assert_eq!(restarted.messages().len(), 1);
+}
+
+/// Stops the SMSC and waits until the session has noticed the loss.
+async fn stop_and_see_the_loss(sim: SmscSim, session: &Addr<SmppSession>) {
+    sim.stop().await;
+    wait_until("the loss is noticed", async || {
+        !session.send(GetStatus).await.unwrap().bound
+    })
+    .await;
+}
+
+/// The SMSC started again where it listened before.
+async fn simulator_at(listen: std::net::SocketAddr) -> SmscSim {
+    let mut options = SmscSimOptions::loopback(SYSTEM_ID, PASSWORD);
+    options.listen = listen;
+    smsc::start(options).await.unwrap()
 }
 
 /// A code that comes while the session binds again after a loss waits for the bind and goes out,
@@ -508,15 +518,9 @@ async fn a_delivery_during_a_rebind_waits_for_the_bind() {
     let payment_id = payment(&db).await;
     let listen = sim.smpp_addr();
     let session = bound_session(&db, settings(&sim)).await;
-    sim.stop().await;
-    wait_until("the loss is noticed", async || {
-        !session.send(GetStatus).await.unwrap().bound
-    })
-    .await;
+    stop_and_see_the_loss(sim, &session).await;
 
-    let mut options = SmscSimOptions::loopback(SYSTEM_ID, PASSWORD);
-    options.listen = listen;
-    let restarted = smsc::start(options).await.unwrap();
+    let restarted = simulator_at(listen).await;
     let answer = deliver(&session, code_message(&payment_id)).await;
     assert!(answer.is_ok(), "{answer:?}");
     assert_eq!(restarted.messages().len(), 1);
