@@ -179,15 +179,10 @@ impl RowWrite for Sent {
     fn not_moved() {}
 
     async fn write_alone(&self, client: &Object) -> Result<(), StoreError> {
-        client
-            .execute_cached(
-                "SELECT smpp_mark_sent($1, $2, $3, $4)",
-                &[&self.id, &self.message_ref, &self.at, &self.receipt_stat()],
-            )
-            .await?;
-        Ok(())
+        Self::write_together(client, &[self]).await.map(drop)
     }
 
+    /// One statement for the whole batch (`smpp_mark_sent_batch`, V69).
     async fn write_together(
         client: &Object,
         batch: &[&Self],
@@ -198,9 +193,7 @@ impl RowWrite for Sent {
         let stats: Vec<Option<String>> = batch.iter().map(|w| w.receipt_stat()).collect();
         client
             .execute_cached(
-                "SELECT smpp_mark_sent(t.id, t.ref, t.at, t.stat)
-                 FROM unnest($1::int8[], $2::text[], $3::timestamptz[], $4::text[])
-                     AS t(id, ref, at, stat)",
+                "SELECT smpp_mark_sent_batch($1, $2, $3, $4)",
                 &[&ids, &refs, &ats, &stats],
             )
             .await?;
