@@ -25,5 +25,6 @@ pub mod webhooks;
 /// The allocator of the `payhub` binary, and of benchmarks that run its parts in-process (so they
 /// measure what the binary does): `#[global_allocator] static A: payhub::Allocator =
 /// payhub::Allocator;`. mimalloc, because glibc's malloc spent about a fifth of the bank link's
-/// time freeing memory allocated on another thread.
+/// time freeing memory allocated on another thread. Built without transparent huge pages
+/// (`Cargo.toml`): they made the resident memory larger and less predictable.
 pub use mimalloc::MiMalloc as Allocator;
