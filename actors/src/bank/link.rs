@@ -387,7 +387,12 @@ impl BankLinkActor {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        tracing::warn!(link = %self.name(), reason = why, "bank link down");
+        // A link closed because the gateway stops is no news for an operator's alerts.
+        if self.stopping {
+            tracing::info!(link = %self.name(), reason = why, "bank link closed");
+        } else {
+            tracing::warn!(link = %self.name(), reason = why, "bank link down");
+        }
         ctx.cancel_future(conn.reader);
         // Not a graceful close: flushing to a bank that does not read would never end, and what
         // is still unsent is given up below anyway.
