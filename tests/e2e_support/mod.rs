@@ -631,6 +631,25 @@ impl Received {
     }
 }
 
+/// The threads that have served a webhook in this process ([`Receiver`]). They share the gateway's
+/// thread names (`actix-rt|…`), and the benchmark counts them as the merchant's, not the gateway's.
+static RECEIVER_THREADS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+pub fn receiver_threads() -> Vec<u32> {
+    RECEIVER_THREADS.lock().unwrap().clone()
+}
+
+/// Notes the calling thread as a receiver's (`/proc/thread-self` is `PID/task/TID`).
+fn note_receiver_thread() {
+    let tid = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|link| link.file_name()?.to_str()?.parse().ok());
+    let mut threads = RECEIVER_THREADS.lock().unwrap();
+    if let Some(tid) = tid.filter(|tid| !threads.contains(tid)) {
+        threads.push(tid);
+    }
+}
+
 /// A merchant's endpoint on port 0: answers the scripted statuses in order (then 200), records
 /// every request.
 pub struct Receiver {
@@ -650,6 +669,7 @@ impl Receiver {
                 "/hooks",
                 web::post().to(move |req: actix_web::HttpRequest, body: web::Bytes| {
                     let (r, s) = (r.clone(), s.clone());
+                    note_receiver_thread();
                     async move {
                         let signature = req
                             .headers()
