@@ -246,7 +246,11 @@ impl Worker {
             .await;
         let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
         let (status_code, error) = match sent {
-            Ok(response) => (Some(i32::from(response.status().as_u16())), None),
+            Ok(response) => {
+                let status = response.status().as_u16();
+                read_to_end(response).await;
+                (Some(i32::from(status)), None)
+            }
             Err(e) => (None, Some(error_text(&e))),
         };
         let delivered = status_code.is_some_and(|s| (200..300).contains(&s));
@@ -301,6 +305,22 @@ impl Worker {
             tracing::warn!(event = %event.id, attempts, "webhook given up");
         }
         Ok(())
+    }
+}
+
+/// Longest answer body read to its end. A merchant's answer carries nothing payhub uses, but a
+/// connection goes back to the pool only once its answer has been read: left unread, every
+/// webhook opened a connection of its own (a TLS handshake, over HTTPS). A longer body is left,
+/// and its connection closed. The request's `timeout_ms` bounds the reading.
+const ANSWER_READ_MAX_BYTES: usize = 64 * 1024;
+
+async fn read_to_end(mut response: reqwest::Response) {
+    let mut read = 0;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        read += chunk.len();
+        if read > ANSWER_READ_MAX_BYTES {
+            return;
+        }
     }
 }
 

@@ -77,3 +77,80 @@ async fn a_silent_endpoint_holds_one_slot_and_the_other_events_go_out() {
     );
     worker.shutdown.cancel();
 }
+
+/// An endpoint that answers every request `200` with a short body, as many merchants' do, on
+/// connections it keeps open; it counts the connections it was opened.
+async fn answering_endpoint(connections: Arc<std::sync::atomic::AtomicUsize>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    actix_rt::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            actix_rt::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = socket.read(&mut chunk).await {
+                    buffer.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = whole_request(&buffer) {
+                        buffer.drain(..end);
+                        // The body after the head, as a framework that streams it sends it.
+                        let head = "HTTP/1.1 200 OK\r\ncontent-length: 15\r\n\r\n";
+                        if socket.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        if socket.write_all(b"{\"received\":1}\n").await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}/hooks")
+}
+
+/// The length of the first whole request in `buffer` (headers and a `content-length` body).
+fn whole_request(buffer: &[u8]) -> Option<usize> {
+    let head_end = buffer.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+    let body_len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (buffer.len() >= head_end + body_len).then_some(head_end + body_len)
+}
+
+/// A merchant's answer is read to its end, so the connection serves the next delivery: an answer
+/// left unread made every webhook open a connection (and, over HTTPS, a TLS handshake) of its own.
+#[actix_rt::test]
+async fn answers_with_a_body_are_read_and_the_connection_is_reused() {
+    let db = fresh_database().await;
+    let pki = TestPki::new();
+    let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = answering_endpoint(connections.clone()).await;
+    for n in 1..=6 {
+        write_event(&db.pool, &merchant, n, &url).await;
+    }
+    let settings = WebhookSettings {
+        // One delivery at a time: each can take the connection the one before left.
+        concurrency_max: 1,
+        ..webhook_settings()
+    };
+    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
+    let worker = start_worker(db.pool.clone(), clock, settings).unwrap();
+
+    eventually("the six events delivered", || async {
+        delivered(&db.pool).await == 6
+    })
+    .await;
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "one connection for six deliveries"
+    );
+    worker.shutdown.cancel();
+}
