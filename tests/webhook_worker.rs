@@ -42,6 +42,21 @@ async fn delivered(pool: &deadpool_postgres::Pool) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
+/// Starts a worker on the system clock, and waits until `events` events are delivered.
+async fn deliver(
+    pool: &deadpool_postgres::Pool,
+    settings: WebhookSettings,
+    events: i64,
+) -> payhub::webhooks::WebhookWorker {
+    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
+    let worker = start_worker(pool.clone(), clock, settings).unwrap();
+    eventually("the events delivered", || async {
+        delivered(pool).await == events
+    })
+    .await;
+    worker
+}
+
 /// Deliveries start as slots free up, not in groups that wait for their slowest: an endpoint
 /// that hangs holds one slot until its timeout, while the other events go out through the rest.
 #[actix_rt::test]
@@ -61,13 +76,7 @@ async fn a_silent_endpoint_holds_one_slot_and_the_other_events_go_out() {
         concurrency_max: 2,
         ..webhook_settings()
     };
-    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
-    let worker = start_worker(db.pool.clone(), clock, settings).unwrap();
-
-    eventually("the twelve other events delivered", || async {
-        delivered(&db.pool).await == 12
-    })
-    .await;
+    let worker = deliver(&db.pool, settings, 12).await;
     assert_eq!(receiver.requests().len(), 12);
     let silent_attempts = "SELECT count(*) FROM webhook_attempts WHERE event_id = $1";
     assert_eq!(
@@ -140,13 +149,7 @@ async fn answers_with_a_body_are_read_and_the_connection_is_reused() {
         concurrency_max: 1,
         ..webhook_settings()
     };
-    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
-    let worker = start_worker(db.pool.clone(), clock, settings).unwrap();
-
-    eventually("the six events delivered", || async {
-        delivered(&db.pool).await == 6
-    })
-    .await;
+    let worker = deliver(&db.pool, settings, 6).await;
     assert_eq!(
         connections.load(std::sync::atomic::Ordering::Relaxed),
         1,
