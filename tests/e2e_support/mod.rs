@@ -639,14 +639,18 @@ pub fn receiver_threads() -> Vec<u32> {
     RECEIVER_THREADS.lock().unwrap().clone()
 }
 
-/// Notes the calling thread as a receiver's (`/proc/thread-self` is `PID/task/TID`).
+/// Notes the calling thread as a receiver's (`/proc/thread-self` is `PID/task/TID`), once per
+/// thread: the benchmark's receiver serves thousands of webhooks a second.
 fn note_receiver_thread() {
+    thread_local!(static NOTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if NOTED.replace(true) {
+        return;
+    }
     let tid = std::fs::read_link("/proc/thread-self")
         .ok()
         .and_then(|link| link.file_name()?.to_str()?.parse().ok());
-    let mut threads = RECEIVER_THREADS.lock().unwrap();
-    if let Some(tid) = tid.filter(|tid| !threads.contains(tid)) {
-        threads.push(tid);
+    if let Some(tid) = tid {
+        RECEIVER_THREADS.lock().unwrap().push(tid);
     }
 }
 
