@@ -1,0 +1,337 @@
+//! Codes: written (as a keyed hash) before they are sent, sent over the route's channel, checked
+//! on the code page, and resent within their bounds.
+
+use super::login::PassedLogin;
+use super::routes::Route;
+use super::{PaymentCore, seconds_until, secs_i64};
+use crate::domain::{FailureCode, PaymentStatus};
+use crate::messages::{Deliver, Destination, Notice, NoticeKind};
+use crate::secret::Secret;
+use crate::store::prepared::Prepared;
+use crate::transaction::code::{code_hash, code_matches, new_code};
+use crate::transaction::event::{self, Outcome};
+use crate::transaction::store;
+use crate::transaction::{
+    CODE_DELIVERY_FAILURES_MAX, ChannelChoice, CodeReply, PaymentError, ResendReply,
+};
+use chrono::{DateTime, Duration, Utc};
+use deadpool_postgres::Transaction;
+use serde_json::json;
+use std::time::Duration as StdDuration;
+
+/// A code written, not yet sent.
+pub(super) struct IssuedCode {
+    pub(super) code: Secret<String>,
+    /// The SMS's `customer_messages` row, written with the code.
+    pub(super) message_row: Option<i64>,
+}
+
+impl PaymentCore {
+    /// Writes a fresh code for `route` (voiding any earlier one) in one statement; at login the
+    /// same statement moves the payment to `awaiting_code`. `None` when the payment was no longer
+    /// in the status the step expects: nothing was written.
+    pub(super) async fn issue_code(
+        &mut self,
+        route: &Route,
+        now: DateTime<Utc>,
+        login: Option<PassedLogin<'_>>,
+    ) -> Result<Option<IssuedCode>, PaymentError> {
+        let code = new_code(self.settings().code_digits);
+        let hash = code_hash(&self.deps.hash_key, &self.row.id, code.expose());
+        let expires = now + Duration::seconds(secs_i64(self.settings().code_validity_s));
+        let msisdn = route.msisdn.as_ref().map(|m| m.digits().to_string());
+        let sms_to = match &route.destination {
+            Destination::Sms(number) => Some(number.masked()),
+            Destination::Terminal(_) => None,
+        };
+        let missing = || PaymentError::Storage("awaiting_code without its session".into());
+        let (from, customer_id, session_hash) = match &login {
+            Some(l) => (
+                PaymentStatus::AwaitingCustomer,
+                l.customer.id.clone(),
+                l.session_hash.clone(),
+            ),
+            None => (
+                PaymentStatus::AwaitingCode,
+                self.row.customer_id.clone().ok_or_else(missing)?,
+                self.row.session_hash.clone().ok_or_else(missing)?,
+            ),
+        };
+        let issue = store::CodeIssue {
+            payment_id: &self.row.id,
+            from,
+            customer_id: &customer_id,
+            session_hash: &session_hash,
+            code_hash: &hash,
+            code_expires_at: expires,
+            at: now,
+            channel: route.channel,
+            terminal_id: route.terminal_id.as_deref(),
+            receiver_msisdn: msisdn.as_deref(),
+            passed_attempt: login.as_ref().map(|l| l.attempt),
+            audit_detail: json!({
+                "channel": route.channel,
+                "terminal_id": route.terminal_id,
+                "msisdn": route.msisdn.as_ref().map(|m| m.masked()),
+                "unregistered_receiver": route.unregistered,
+            }),
+            sms_to: sms_to.as_deref(),
+        };
+        let client = self.deps.pool.get().await?;
+        let Some(message_row) = store::issue_code(&client, &issue).await? else {
+            return Ok(None);
+        };
+        drop(client);
+        event::log_step("code_issued");
+        if let Some(login) = login {
+            self.row.payer = Some(login.customer.payer.clone());
+        }
+        self.row.status = PaymentStatus::AwaitingCode;
+        self.row.customer_id = Some(customer_id);
+        self.row.session_hash = Some(session_hash);
+        self.row.code_hash = Some(hash);
+        self.row.code_expires_at = Some(expires);
+        self.row.code_sent_at = Some(now);
+        self.row.code_sends += 1;
+        self.row.channel = Some(route.channel.to_string());
+        self.row.terminal_id = route.terminal_id.clone();
+        self.row.receiver_msisdn = msisdn;
+        self.row.code_delivery_error = None;
+        Ok(Some(IssuedCode { code, message_row }))
+    }
+
+    pub(super) async fn record_delivery_failure(
+        &mut self,
+        tx: &Transaction<'_>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), PaymentError> {
+        tx.execute_cached(
+            "UPDATE payments SET code_hash = NULL, code_expires_at = NULL,
+                 code_delivery_error = $2, code_delivery_failures = code_delivery_failures + 1,
+                 updated_at = $3
+             WHERE id = $1",
+            &[&self.row.id, &reason, &now],
+        )
+        .await?;
+        self.row.code_hash = None;
+        self.row.code_expires_at = None;
+        self.row.code_delivery_failures += 1;
+        self.row.code_delivery_error = Some(reason.to_owned());
+        Ok(())
+    }
+
+    /// Sends the code (already committed); on failure the code is voided, the reason kept and
+    /// the message's row, if the code's write made one, marked failed.
+    pub(super) async fn send_code(
+        &mut self,
+        route: &Route,
+        issued: IssuedCode,
+    ) -> Result<Result<(), String>, PaymentError> {
+        let notice = self.notice(
+            NoticeKind::Code,
+            Some(issued.code),
+            None,
+            route.unregistered,
+        );
+        // `codes_sent` is counted where each channel records the message's fate (the SMPP
+        // session, the channel router), not here as well.
+        let sent = self
+            .deliver(route.destination.clone(), notice, issued.message_row)
+            .await;
+        let Err(reason) = sent else {
+            return Ok(Ok(()));
+        };
+        let now = self.now();
+        let mut client = self.deps.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute_cached(
+            "UPDATE payments SET code_sends = code_sends - 1 WHERE id = $1",
+            &[&self.row.id],
+        )
+        .await?;
+        self.record_delivery_failure(&tx, &reason, now).await?;
+        if let Some(row) = issued.message_row {
+            crate::store::messages::mark_failed_on(&tx, now, row, &reason).await?;
+        }
+        tx.commit().await?;
+        self.row.code_sends -= 1;
+        Ok(Err(reason))
+    }
+
+    pub(super) fn notice(
+        &self,
+        kind: NoticeKind,
+        code: Option<Secret<String>>,
+        outcome: Option<String>,
+        unregistered_receiver: bool,
+    ) -> Notice {
+        Notice {
+            payment_id: self.row.id.clone(),
+            kind,
+            merchant_name: self.row.merchant_name.clone(),
+            amount: self.row.amount,
+            currency: self.row.currency,
+            code,
+            validity_s: u32::try_from(self.settings().code_validity_s).unwrap_or(u32::MAX),
+            outcome,
+            unregistered_receiver,
+        }
+    }
+
+    /// One notice through the channel router, bounded in time; the error is said to the customer.
+    async fn deliver(
+        &self,
+        destination: Destination,
+        notice: Notice,
+        recorded: Option<i64>,
+    ) -> Result<(), String> {
+        let wait = StdDuration::from_millis(self.settings().delivery_timeout_ms);
+        let sent = tokio::time::timeout(
+            wait,
+            self.deps.channel.send(Deliver {
+                destination,
+                notice,
+                recorded,
+            }),
+        )
+        .await;
+        match sent {
+            Ok(Ok(Ok(_receipt))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(delivery_reason(&e)),
+            Ok(Err(_)) | Err(_) => {
+                Err("The message service did not answer. Try again or choose another way.".into())
+            }
+        }
+    }
+
+    pub async fn submit_code(
+        &mut self,
+        session: &str,
+        code: &str,
+    ) -> Result<CodeReply, PaymentError> {
+        if let Some(done) = self.require(PaymentStatus::AwaitingCode)? {
+            return Ok(CodeReply::Finished(done));
+        }
+        if !self.session_ok(session) {
+            return Err(PaymentError::WrongSession);
+        }
+        let now = self.now();
+        if now >= self.row.expires_at {
+            self.finish(&[PaymentStatus::AwaitingCode], Outcome::expired())
+                .await?;
+            return Ok(CodeReply::Finished(self.row.status));
+        }
+        let (Some(hash), Some(code_expires)) = (&self.row.code_hash, self.row.code_expires_at)
+        else {
+            return Ok(CodeReply::NoLiveCode);
+        };
+        if now >= code_expires {
+            let outcome = Outcome::failed(FailureCode::CodeExpired, None);
+            self.finish(&[PaymentStatus::AwaitingCode], outcome).await?;
+            return Ok(CodeReply::Finished(self.row.status));
+        }
+        if !code_matches(&self.deps.hash_key, &self.row.id, code, hash) {
+            return self.code_failed(now).await;
+        }
+        self.debit(now).await
+    }
+
+    async fn code_failed(&mut self, now: DateTime<Utc>) -> Result<CodeReply, PaymentError> {
+        let client = self.deps.pool.get().await?;
+        let failures: Option<i32> = client
+            .query_opt_cached(
+                "UPDATE payments SET code_failures = code_failures + 1, updated_at = $2
+                 WHERE id = $1 AND status = 'awaiting_code' RETURNING code_failures",
+                &[&self.row.id, &now],
+            )
+            .await?
+            .map(|r| r.get(0));
+        drop(client);
+        let Some(failures) = failures else {
+            self.reload().await?;
+            return Ok(CodeReply::Finished(self.row.status));
+        };
+        self.row.code_failures = failures;
+        let max = i32::try_from(self.settings().code_attempts_max).unwrap_or(i32::MAX);
+        if failures >= max {
+            let outcome = Outcome::failed(FailureCode::CodeAttemptsExceeded, None);
+            self.finish(&[PaymentStatus::AwaitingCode], outcome).await?;
+            return Ok(CodeReply::Finished(self.row.status));
+        }
+        Ok(CodeReply::Wrong {
+            attempts_left: u32::try_from(max - failures).unwrap_or(0),
+        })
+    }
+
+    /// A new code, over the same or another channel. A real resend (a code was delivered) is
+    /// bounded and spaced; a retry after a failed delivery is bounded by
+    /// [`CODE_DELIVERY_FAILURES_MAX`].
+    pub async fn resend(
+        &mut self,
+        session: &str,
+        choice: Option<ChannelChoice>,
+    ) -> Result<ResendReply, PaymentError> {
+        if let Some(done) = self.require(PaymentStatus::AwaitingCode)? {
+            return Err(PaymentError::WrongState(done));
+        }
+        if !self.session_ok(session) {
+            return Err(PaymentError::WrongSession);
+        }
+        let now = self.now();
+        let delivered_before = self.row.code_sends > 0 && self.row.code_hash.is_some();
+        if delivered_before {
+            if !self.resends_left() {
+                return Ok(ResendReply::Exhausted);
+            }
+            let interval = Duration::seconds(secs_i64(self.settings().code_resend_interval_s));
+            if let Some(sent) = self.row.code_sent_at
+                && now < sent + interval
+            {
+                return Ok(ResendReply::TooSoon {
+                    wait_s: seconds_until(now, sent + interval),
+                });
+            }
+        } else if self.row.code_delivery_failures >= CODE_DELIVERY_FAILURES_MAX {
+            return Ok(ResendReply::Exhausted);
+        }
+        let customer_id = self
+            .row
+            .customer_id
+            .clone()
+            .ok_or_else(|| PaymentError::Storage("awaiting_code without a customer".into()))?;
+        let choice = choice.unwrap_or_else(|| self.current_choice());
+        let route = match self.route(&customer_id, None, &choice, None).await? {
+            Ok(route) => route,
+            Err(reason) => return Ok(ResendReply::NotDelivered { reason }),
+        };
+        let Some(issued) = self.issue_code(&route, now, None).await? else {
+            self.reload().await?;
+            return Err(PaymentError::WrongState(self.row.status));
+        };
+        Ok(match self.send_code(&route, issued).await? {
+            Ok(()) => ResendReply::Sent {
+                destination: route.label,
+            },
+            Err(reason) => ResendReply::NotDelivered { reason },
+        })
+    }
+}
+
+fn delivery_reason(e: &crate::messages::DeliveryError) -> String {
+    use crate::messages::DeliveryError::*;
+    match e {
+        Offline => "Your terminal is offline, so the code could not reach it. \
+                    Switch it on, or choose another way to receive the code."
+            .into(),
+        Rejected(_) => "The message service refused the message. \
+                        Choose another way to receive the code."
+            .into(),
+        Timeout => "The code could not be confirmed as delivered in time. \
+                    Ask for a new code or choose another way."
+            .into(),
+        Unavailable => "That channel is not available right now. \
+                        Choose another way to receive the code."
+            .into(),
+    }
+}

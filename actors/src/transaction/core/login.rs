@@ -1,0 +1,225 @@
+//! The password step: identity and password, the lockout, and on success the code's route.
+
+use super::{PaymentCore, seconds_until, secs_i64};
+use crate::domain::{FailureCode, PaymentStatus};
+use crate::secret::Secret;
+use crate::store::prepared::Prepared;
+use crate::transaction::code::{new_session_token, session_hash};
+use crate::transaction::event::{self, Outcome};
+use crate::transaction::store::{self, Attempt, CustomerLogin, TerminalRow};
+use crate::transaction::{ChannelChoice, LoginReply, PaymentError};
+use chrono::{DateTime, Duration, Utc};
+
+/// What a passed password step adds to its code's write.
+pub(super) struct PassedLogin<'a> {
+    pub(super) customer: &'a CustomerLogin,
+    pub(super) session_hash: Vec<u8>,
+    /// The sign-in attempt (counted as a failure until now), removed by the same write.
+    pub(super) attempt: i64,
+}
+
+impl PaymentCore {
+    /// Identity and password; on success the code goes out over the chosen channel.
+    pub async fn login(
+        &mut self,
+        identity: &str,
+        password: Secret<String>,
+        choice: ChannelChoice,
+    ) -> Result<LoginReply, PaymentError> {
+        if let Some(done) = self.require(PaymentStatus::AwaitingCustomer)? {
+            return Ok(LoginReply::Finished(done));
+        }
+        let now = self.now();
+        if now >= self.row.expires_at {
+            self.finish(&[PaymentStatus::AwaitingCustomer], Outcome::expired())
+                .await?;
+            return Ok(LoginReply::Finished(self.row.status));
+        }
+        let (failures_max, window) = self.lockout();
+        let client = self.deps.pool.get().await?;
+        let start = store::begin_login(&client, identity, failures_max, window, now).await?;
+        drop(client);
+        let attempt = match start.attempt {
+            Attempt::Counted(attempt) => attempt,
+            Attempt::Locked(until) => {
+                return Ok(LoginReply::Locked {
+                    retry_after_s: seconds_until(now, until),
+                });
+            }
+        };
+        if !verify_password(password, start.customer.as_ref()).await {
+            return self.password_failed(&start.key, now).await;
+        }
+        let Some(customer) = start.customer else {
+            // verify_password never accepts an unknown identity.
+            return Err(PaymentError::Storage("unknown identity accepted".into()));
+        };
+        self.password_passed(attempt, customer, start.terminals, choice, now)
+            .await
+    }
+
+    /// Failures of one identity that lock it, and the window they must fall in (also the lock's
+    /// length).
+    fn lockout(&self) -> (u32, Duration) {
+        let window = Duration::seconds(secs_i64(self.settings().identity_lockout_s));
+        (self.settings().identity_failures_max, window)
+    }
+
+    async fn locked_until(
+        &self,
+        client: &deadpool_postgres::Client,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, PaymentError> {
+        let (failures_max, window) = self.lockout();
+        store::locked_until(client, key, failures_max, window, now).await
+    }
+
+    async fn password_failed(
+        &mut self,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<LoginReply, PaymentError> {
+        let mut client = self.deps.pool.get().await?;
+        // The attempt's `login_failures` row, written before the hash, stays: it is the failure.
+        let tx = client.transaction().await?;
+        let failures: Option<i32> = tx
+            .query_opt_cached(
+                "UPDATE payments SET password_failures = password_failures + 1, updated_at = $2
+                 WHERE id = $1 AND status = 'awaiting_customer' RETURNING password_failures",
+                &[&self.row.id, &now],
+            )
+            .await?
+            .map(|r| r.get(0));
+        let Some(failures) = failures else {
+            tx.commit().await?;
+            drop(client);
+            self.reload().await?;
+            return Ok(LoginReply::Finished(self.row.status));
+        };
+        self.row.password_failures = failures;
+        let max = i32::try_from(self.settings().password_attempts_max).unwrap_or(i32::MAX);
+        if failures >= max {
+            let outcome = Outcome::failed(FailureCode::AuthenticationFailed, None);
+            let finish = event::to_final(
+                &self.row,
+                &[PaymentStatus::AwaitingCustomer],
+                &outcome,
+                now,
+                &self.settings().public_url,
+                self.outcome_sms_destination().as_deref(),
+            )
+            .write(&tx)
+            .await?;
+            tx.commit().await?;
+            drop(client);
+            self.after_finish(finish, None, &outcome).await?;
+            return Ok(LoginReply::Finished(self.row.status));
+        }
+        tx.commit().await?;
+        if let Some(until) = self.locked_until(&client, key, now).await? {
+            return Ok(LoginReply::Locked {
+                retry_after_s: seconds_until(now, until),
+            });
+        }
+        Ok(LoginReply::BadCredentials {
+            attempts_left: u32::try_from(max - failures).unwrap_or(0),
+        })
+    }
+
+    async fn password_passed(
+        &mut self,
+        attempt: i64,
+        customer: CustomerLogin,
+        terminals: Vec<TerminalRow>,
+        choice: ChannelChoice,
+        now: DateTime<Utc>,
+    ) -> Result<LoginReply, PaymentError> {
+        let session = new_session_token();
+        let session_hash = session_hash(&self.deps.hash_key, &self.row.id, session.expose());
+        let route = self
+            .route(
+                &customer.id,
+                customer.typed_msisdn.as_deref(),
+                &choice,
+                Some(terminals),
+            )
+            .await?;
+        let route = match route {
+            Ok(route) => route,
+            Err(reason) => {
+                return self
+                    .passed_without_route(attempt, &customer, session, session_hash, reason, now)
+                    .await;
+            }
+        };
+        let login = PassedLogin {
+            customer: &customer,
+            session_hash,
+            attempt,
+        };
+        let Some(issued) = self.issue_code(&route, now, Some(login)).await? else {
+            self.reload().await?;
+            return Ok(LoginReply::Finished(self.row.status));
+        };
+        match self.send_code(&route, issued).await? {
+            Ok(()) => Ok(LoginReply::CodeSent {
+                session,
+                destination: route.label,
+            }),
+            Err(reason) => Ok(LoginReply::CodeNotDelivered { session, reason }),
+        }
+    }
+
+    /// The password passed but no code can go where the customer asked: the browser session is
+    /// kept, with the reason, so that another channel can be chosen on the code page.
+    async fn passed_without_route(
+        &mut self,
+        attempt: i64,
+        customer: &CustomerLogin,
+        session: Secret<String>,
+        session_hash: Vec<u8>,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Result<LoginReply, PaymentError> {
+        let mut client = self.deps.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute_cached("DELETE FROM login_failures WHERE id = $1", &[&attempt])
+            .await?;
+        let moved = tx
+            .execute_cached(
+                "UPDATE payments SET status = 'awaiting_code', customer_id = $2, session_hash = $3,
+                     updated_at = $4
+                 WHERE id = $1 AND status = 'awaiting_customer'",
+                &[&self.row.id, &customer.id, &session_hash, &now],
+            )
+            .await?;
+        if moved == 0 {
+            tx.rollback().await?;
+            drop(client);
+            self.reload().await?;
+            return Ok(LoginReply::Finished(self.row.status));
+        }
+        self.record_delivery_failure(&tx, &reason, now).await?;
+        tx.commit().await?;
+        self.row.status = PaymentStatus::AwaitingCode;
+        self.row.customer_id = Some(customer.id.clone());
+        self.row.payer = Some(customer.payer.clone());
+        self.row.session_hash = Some(session_hash);
+        Ok(LoginReply::CodeNotDelivered { session, reason })
+    }
+}
+
+async fn verify_password(password: Secret<String>, customer: Option<&CustomerLogin>) -> bool {
+    let phc = customer.map(|c| c.password_hash.clone());
+    crate::password::bounded(move || match phc {
+        Some(phc) => crate::password::verify_blocking(&password, &phc),
+        None => {
+            // The same work as a wrong password, so an unknown identity cannot be told apart.
+            let _ = crate::password::verify_blocking(&password, crate::password::decoy_hash());
+            false
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
