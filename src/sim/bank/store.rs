@@ -7,7 +7,7 @@ use super::ledger::{
     self, AccountView, Answer, DebitOrder, ReversalOrder, ReversalOutcome, SeedAccount,
     WireIdentity,
 };
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -351,86 +351,21 @@ impl PgLedger {
         let tx = client.transaction().await?;
         // Claim field 37 first: a concurrent twin waits here until this one commits, then reads
         // the recorded answer instead of debiting again.
-        let claimed = tx
-            .execute(
-                "INSERT INTO bank_sim.debits (rrn, state, response_code, payer_bank,
-                     payer_account, payee_account, amount_minor, stan, transmission_time,
-                     acquirer_id)
-                 VALUES ($1, 'claimed', '', $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (rrn) DO NOTHING",
-                &[
-                    &order.rrn,
-                    &order.payer_bank,
-                    &order.payer_account,
-                    &order.payee_account,
-                    &order.amount_minor,
-                    &order.wire.stan,
-                    &order.wire.transmission_time,
-                    &order.wire.acquirer_id,
-                ],
-            )
-            .await?;
-        if claimed == 0 {
-            let row = tx
-                .query_one(
-                    "SELECT state, response_code, approval_code FROM bank_sim.debits
-                     WHERE rrn = $1",
-                    &[&order.rrn],
-                )
-                .await?;
+        if !claim_rrn(&tx, order).await? {
+            let answer = recorded_answer(&tx, &order.rrn).await?;
             tx.commit().await?;
-            let state: String = row.get(0);
-            if state == DebitState::ReversedUnseen.as_str() {
-                return Ok(answer_for_reversed_unseen());
-            }
-            return Ok(Answer {
-                response_code: row.get(1),
-                approval_code: row.get(2),
-            });
+            return Ok(answer);
         }
-        // Only the payer's row is locked; the payee is credited by an appended row.
-        let payer_row = tx
-            .query_opt(
-                "SELECT a.balance_minor + COALESCE((SELECT sum(c.amount_minor)
-                     FROM bank_sim.credits c WHERE c.bank_id = a.bank_id
-                     AND c.account = a.account), 0)::BIGINT, a.currency_numeric
-                 FROM bank_sim.accounts a WHERE a.bank_id = $1 AND a.account = $2 FOR UPDATE",
-                &[&order.payer_bank, &order.payer_account],
-            )
-            .await?;
-        let payer = payer_row.as_ref().map(|r| AccountView {
-            balance_minor: r.get(0),
-            currency_numeric: r.get(1),
-        });
-        let (answer, state, credited) = match ledger::decide(order, payer) {
-            Some(code) => (Answer::declined(code), DebitState::Declined, None),
-            None => {
-                tx.execute(
-                    "UPDATE bank_sim.accounts SET balance_minor = balance_minor - $3
-                     WHERE bank_id = $1 AND account = $2",
-                    &[&order.payer_bank, &order.payer_account, &order.amount_minor],
-                )
-                .await?;
-                let payee_bank: Option<String> = tx
-                    .query_opt(
-                        "INSERT INTO bank_sim.credits (bank_id, account, amount_minor, rrn)
-                         SELECT bank_id, account, $3, $4 FROM bank_sim.accounts
-                         WHERE account = $1 AND bank_id = ANY($2)
-                         ORDER BY bank_id LIMIT 1
-                         RETURNING bank_id",
-                        &[
-                            &order.payee_account,
-                            &self.banks,
-                            &order.amount_minor,
-                            &order.rrn,
-                        ],
-                    )
-                    .await?
-                    .map(|r| r.get(0));
-                let answer = Answer::approved(ledger::approval_code());
-                (answer, DebitState::Approved, payee_bank)
-            }
-        };
+        let payer = payer_for_update(&tx, order).await?;
+        let (answer, state, credited) =
+            match ledger::decide(order, payer.as_ref().map(account_view)) {
+                Some(code) => (Answer::declined(code), DebitState::Declined, None),
+                None => {
+                    let credited = self.move_money(&tx, order).await?;
+                    let answer = Answer::approved(ledger::approval_code());
+                    (answer, DebitState::Approved, credited)
+                }
+            };
         tx.execute(
             "UPDATE bank_sim.debits SET state = $2, response_code = $3, approval_code = $4,
                  payee_bank = $5
@@ -446,6 +381,38 @@ impl PgLedger {
         .await?;
         tx.commit().await?;
         Ok(answer)
+    }
+
+    /// Debits the payer and credits the payee by an appended row (only the payer's row is
+    /// locked); the payee's bank, when the payee holds an account here.
+    async fn move_money(
+        &self,
+        tx: &Transaction<'_>,
+        order: &DebitOrder,
+    ) -> Result<Option<String>, SimStoreError> {
+        tx.execute(
+            "UPDATE bank_sim.accounts SET balance_minor = balance_minor - $3
+             WHERE bank_id = $1 AND account = $2",
+            &[&order.payer_bank, &order.payer_account, &order.amount_minor],
+        )
+        .await?;
+        let payee_bank = tx
+            .query_opt(
+                "INSERT INTO bank_sim.credits (bank_id, account, amount_minor, rrn)
+                 SELECT bank_id, account, $3, $4 FROM bank_sim.accounts
+                 WHERE account = $1 AND bank_id = ANY($2)
+                 ORDER BY bank_id LIMIT 1
+                 RETURNING bank_id",
+                &[
+                    &order.payee_account,
+                    &self.banks,
+                    &order.amount_minor,
+                    &order.rrn,
+                ],
+            )
+            .await?
+            .map(|r| r.get(0));
+        Ok(payee_bank)
     }
 
     async fn reverse(&self, order: &ReversalOrder) -> Result<ReversalOutcome, SimStoreError> {
@@ -490,6 +457,72 @@ impl PgLedger {
 }
 
 /// The wire identity recorded with a debit row (none on rows from before it was kept).
+/// Records a debit's field 37 as claimed; `false` when it was seen before.
+async fn claim_rrn(tx: &Transaction<'_>, order: &DebitOrder) -> Result<bool, SimStoreError> {
+    let claimed = tx
+        .execute(
+            "INSERT INTO bank_sim.debits (rrn, state, response_code, payer_bank,
+                 payer_account, payee_account, amount_minor, stan, transmission_time,
+                 acquirer_id)
+             VALUES ($1, 'claimed', '', $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (rrn) DO NOTHING",
+            &[
+                &order.rrn,
+                &order.payer_bank,
+                &order.payer_account,
+                &order.payee_account,
+                &order.amount_minor,
+                &order.wire.stan,
+                &order.wire.transmission_time,
+                &order.wire.acquirer_id,
+            ],
+        )
+        .await?;
+    Ok(claimed == 1)
+}
+
+/// The answer recorded for a field 37 seen before.
+async fn recorded_answer(tx: &Transaction<'_>, rrn: &str) -> Result<Answer, SimStoreError> {
+    let row = tx
+        .query_one(
+            "SELECT state, response_code, approval_code FROM bank_sim.debits WHERE rrn = $1",
+            &[&rrn],
+        )
+        .await?;
+    let state: String = row.get(0);
+    if state == DebitState::ReversedUnseen.as_str() {
+        return Ok(answer_for_reversed_unseen());
+    }
+    Ok(Answer {
+        response_code: row.get(1),
+        approval_code: row.get(2),
+    })
+}
+
+/// The payer's balance (with the credits appended to it) and currency, its row locked: read with
+/// [`account_view`].
+async fn payer_for_update(
+    tx: &Transaction<'_>,
+    order: &DebitOrder,
+) -> Result<Option<tokio_postgres::Row>, SimStoreError> {
+    Ok(tx
+        .query_opt(
+            "SELECT a.balance_minor + COALESCE((SELECT sum(c.amount_minor)
+                 FROM bank_sim.credits c WHERE c.bank_id = a.bank_id
+                 AND c.account = a.account), 0)::BIGINT, a.currency_numeric
+             FROM bank_sim.accounts a WHERE a.bank_id = $1 AND a.account = $2 FOR UPDATE",
+            &[&order.payer_bank, &order.payer_account],
+        )
+        .await?)
+}
+
+fn account_view(row: &tokio_postgres::Row) -> AccountView<'_> {
+    AccountView {
+        balance_minor: row.get(0),
+        currency_numeric: row.get(1),
+    }
+}
+
 fn recorded_wire(row: &tokio_postgres::Row) -> Option<WireIdentity> {
     Some(WireIdentity {
         stan: row.get::<_, Option<String>>("stan")?,
@@ -500,7 +533,7 @@ fn recorded_wire(row: &tokio_postgres::Row) -> Option<WireIdentity> {
 
 /// Gives an approved debit's money back to the payer and takes it from the payee's credits.
 async fn undo_debit(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Transaction<'_>,
     row: &tokio_postgres::Row,
     rrn: &str,
 ) -> Result<(), SimStoreError> {
