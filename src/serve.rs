@@ -133,22 +133,7 @@ impl Gateway {
             config.payments.allow_unregistered_receiver,
         );
 
-        let links: Arc<dyn LinkStatusSource> = Arc::new(crate::bank_links::BankLinks(bank.clone()));
-        let operator_started = operator::start(
-            config.operator.listen,
-            OperatorState {
-                pool: pool.clone(),
-                links,
-                token: config.operator.token.clone(),
-            },
-        )
-        .with_context(|| {
-            format!(
-                "operator listener: cannot listen on {}",
-                config.operator.listen
-            )
-        });
-        let (operator_addr, operator_server) = match operator_started {
+        let (operator_addr, operator_server) = match start_operator(config, &pool, &bank) {
             Ok(started) => started,
             Err(e) => {
                 channels.shutdown();
@@ -173,14 +158,7 @@ impl Gateway {
                 return Err(e.into());
             }
         };
-        let expiry = crate::expiry::spawn(
-            pool.clone(),
-            clock.clone(),
-            crate::expiry::ExpirySettings {
-                login_failures_kept_s: 2 * config.payments.identity_lockout_s,
-                ..crate::expiry::ExpirySettings::new(config.http.public_url.clone())
-            },
-        );
+        let expiry = start_expiry(config, &pool, &clock);
         Ok(Gateway {
             https_addr: https.addr,
             operator_addr,
@@ -210,6 +188,43 @@ impl Gateway {
         let _ = self.bank.send(bank::Shutdown).await;
         self.pool.close();
     }
+}
+
+/// The operator listener, not yet spawned.
+fn start_operator(
+    config: &Config,
+    pool: &deadpool_postgres::Pool,
+    bank: &Addr<BankRouter>,
+) -> anyhow::Result<(SocketAddr, actix_web::dev::Server)> {
+    let links: Arc<dyn LinkStatusSource> = Arc::new(crate::bank_links::BankLinks(bank.clone()));
+    let state = OperatorState {
+        pool: pool.clone(),
+        links,
+        token: config.operator.token.clone(),
+    };
+    operator::start(config.operator.listen, state).with_context(|| {
+        format!(
+            "operator listener: cannot listen on {}",
+            config.operator.listen
+        )
+    })
+}
+
+/// The worker that expires payments past their lifetime and forgets old sign-in failures (kept
+/// for two lockout windows).
+fn start_expiry(
+    config: &Config,
+    pool: &deadpool_postgres::Pool,
+    clock: &SharedClock,
+) -> crate::expiry::ExpiryWorker {
+    crate::expiry::spawn(
+        pool.clone(),
+        clock.clone(),
+        crate::expiry::ExpirySettings {
+            login_failures_kept_s: 2 * config.payments.identity_lockout_s,
+            ..crate::expiry::ExpirySettings::new(config.http.public_url.clone())
+        },
+    )
 }
 
 /// What `Gateway::start` has made before the parts that can still fail.
