@@ -1,0 +1,242 @@
+//! Reversals: loaded from the durable queue, sent as 0420 and repeated as 0421 until answered,
+//! and marked in the queue.
+
+use super::{
+    BankLinkActor, LinkDeps, LinkState, Pending, PendingKind, REVERSAL_STORE_ATTEMPTS_MAX,
+    REVERSAL_STORE_RETRY_MS, REVERSALS_IN_FLIGHT_MAX, ReversalMarked, ReversalQueued,
+    ReversalsLoaded,
+};
+use crate::bank::reversals::{self, PendingReversal, ReversalReason, ReversalRecord};
+use crate::bank::stan::format_stan;
+use crate::bank::wire;
+use crate::messages::{BankError, DebitRequest};
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use payhub_iso8583::Message;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::time::Instant;
+
+impl BankLinkActor {
+    pub(super) fn send_due_reversals(&mut self, ctx: &mut Context<Self>) {
+        if self.state() != LinkState::SignedOn {
+            return;
+        }
+        let now = self.deps.clock.now();
+        let due: Vec<i64> = self
+            .reversals
+            .values()
+            .filter(|r| r.next_attempt_at <= now && !self.reversals_in_flight.contains(&r.id))
+            .map(|r| r.id)
+            .take(REVERSALS_IN_FLIGHT_MAX.saturating_sub(self.reversals_in_flight.len()))
+            .collect();
+        for id in due {
+            self.mark_reversal_sent(id, now, ctx);
+        }
+    }
+
+    /// Records a reversal's send before it leaves (`ReversalMarked` then sends it): after a crash
+    /// in between, the next send is a `0421`, the repeat a BIPS may have seen already, never a
+    /// second `0420`.
+    fn mark_reversal_sent(
+        &mut self,
+        id: i64,
+        now: DateTime<Utc>,
+        ctx: &mut Context<Self>,
+    ) {
+        let (Some(reversal), Some(conn)) = (self.reversals.get_mut(&id), &self.conn) else {
+            return;
+        };
+        let next = now
+            + chrono::Duration::from_std(self.settings.reversal_interval())
+                .unwrap_or(chrono::Duration::seconds(10));
+        let repeat = reversal.attempts > 0;
+        reversal.next_attempt_at = next;
+        self.reversals_in_flight.insert(id);
+        let generation = conn.generation;
+        let pool = self.deps.pool.clone();
+        let link = self.settings.name.clone();
+        let addr = ctx.address();
+        // Not recorded in time: not sent now, but tried again at its next attempt.
+        let wait = self.settings.response_timeout();
+        actix::spawn(async move {
+            let marking = reversals::mark_sent(&pool, id, now, next);
+            let marked = match tokio::time::timeout(wait, marking).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::warn!(link = %link, id, error = %e, "recording a reversal send");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(link = %link, id, "recording a reversal send: timed out");
+                    false
+                }
+            };
+            addr.do_send(ReversalMarked {
+                id,
+                repeat,
+                generation,
+                marked,
+            });
+        });
+    }
+
+    pub(super) fn send_reversal(&mut self, id: i64, repeat: bool) {
+        let Some(reversal) = self.reversals.get(&id) else {
+            self.reversals_in_flight.remove(&id);
+            return;
+        };
+        let Some(stan) = self.stans.allocate() else {
+            self.reversals_in_flight.remove(&id);
+            return;
+        };
+        let now = self.deps.clock.now();
+        let message = match wire::reversal_advice(&reversal.record, repeat, &format_stan(stan), now)
+        {
+            Ok(m) => m,
+            Err(e) => {
+                self.stans.release(stan);
+                self.reversals_in_flight.remove(&id);
+                tracing::error!(link = %self.settings.name, id, error = %e, "building a reversal");
+                return;
+            }
+        };
+        let sent_at = Instant::now();
+        self.pending.insert(
+            (b'4', stan),
+            Pending {
+                kind: PendingKind::Reversal {
+                    id,
+                    deadline: sent_at + self.settings.response_timeout(),
+                },
+                sent_at,
+            },
+        );
+        self.write(message);
+    }
+
+    pub(super) fn load_reversals(&mut self, ctx: &mut Context<Self>) {
+        let pool = self.deps.pool.clone();
+        let name = self.settings.name.clone();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            match reversals::pending(&pool, &name).await {
+                Ok(list) => addr.do_send(ReversalsLoaded(list)),
+                Err(e) => tracing::warn!(link = %name, error = %e, "loading pending reversals"),
+            }
+        });
+    }
+
+    /// Queues (durably) and sends a reversal for a debit whose caller is gone.
+    pub(super) fn reverse_orphan_with(
+        &mut self,
+        request: &DebitRequest,
+        stan: u32,
+        f7: String,
+        reason: ReversalReason,
+        ctx: &mut Context<Self>,
+    ) {
+        let stan = format_stan(stan);
+        let record = reversal_record(request, &self.settings.name, stan, f7, &self.deps);
+        let deps = self.deps.clone();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            // Nobody waits for the answer; a failure is logged by `store_reversal`.
+            let _ = queue_reversal(&addr, &deps, &record, reason).await;
+        });
+    }
+
+    pub(super) fn on_reversal_answer(&mut self, id: i64, message: &Message) {
+        self.reversals_in_flight.remove(&id);
+        if self.reversals.remove(&id).is_none() {
+            return;
+        }
+        self.publish_reversal_count();
+        let code = message.get(39).unwrap_or("").to_owned();
+        if code != "00" {
+            // The profile ends a reversal at its 0430 whatever field 39 says (a BIPS answers 00
+            // also when it never saw the original). Anything else may mean the debit stands: the
+            // code is kept on the reversal's row, and said here for the operator.
+            tracing::warn!(link = %self.name(), id, response_code = %code, "reversal answered other than 00");
+        }
+        let pool = self.deps.pool.clone();
+        let now = self.deps.clock.now();
+        let link = self.settings.name.clone();
+        actix::spawn(async move {
+            if let Err(e) = reversals::complete(&pool, id, &code, now).await {
+                tracing::warn!(link = %link, id, error = %e, "closing a reversal");
+            }
+        });
+    }
+
+    pub(super) fn publish_reversal_count(&self) {
+        self.shared
+            .reversals_queued
+            .store(self.reversals.len(), Ordering::Relaxed);
+        self.metrics
+            .reversals_pending
+            .set(self.reversals.len() as i64);
+    }
+}
+
+/// The reversal of a debit sent on `link` with `stan` (field 11 text) at `f7`.
+pub fn reversal_record(
+    request: &DebitRequest,
+    link: &str,
+    stan: String,
+    f7: String,
+    deps: &LinkDeps,
+) -> ReversalRecord {
+    ReversalRecord {
+        payment_id: Some(request.payment_id.clone()),
+        link_name: link.to_owned(),
+        rrn: request.rrn.clone(),
+        amount_minor: request.amount.minor(),
+        currency_numeric: request.currency.numeric().to_owned(),
+        original_stan: stan,
+        original_f7: f7,
+        acquirer_id: deps.institution_id.clone(),
+    }
+}
+
+/// Stores a reversal and hands it to the link `addr` to send; `ReversalNotStored` when the
+/// database refused it (the caller keeps the payment open and asks again later).
+pub async fn queue_reversal(
+    addr: &Addr<BankLinkActor>,
+    deps: &LinkDeps,
+    record: &ReversalRecord,
+    reason: ReversalReason,
+) -> Result<(), BankError> {
+    let stored = store_reversal(deps, record, reason)
+        .await
+        .map_err(|_| BankError::ReversalNotStored)?;
+    addr.do_send(ReversalQueued(stored));
+    Ok(())
+}
+
+/// Stores a reversal, retrying briefly while the database is unavailable.
+async fn store_reversal(
+    deps: &LinkDeps,
+    record: &ReversalRecord,
+    reason: ReversalReason,
+) -> Result<PendingReversal, crate::store::StoreError> {
+    let mut attempt = 1;
+    loop {
+        match reversals::queue(&deps.pool, record, reason, deps.clock.now()).await {
+            Ok(p) => return Ok(p),
+            Err(e) if attempt >= REVERSAL_STORE_ATTEMPTS_MAX => {
+                tracing::error!(
+                    link = %record.link_name,
+                    rrn = %record.rrn,
+                    error = %e,
+                    "a reversal could not be stored"
+                );
+                return Err(e);
+            }
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(REVERSAL_STORE_RETRY_MS)).await;
+            }
+        }
+    }
+}
