@@ -412,6 +412,18 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigErrors> {
         let mut problems = Vec::new();
+        self.check_service(&mut problems);
+        self.check_payments(&mut problems);
+        self.check_links(&mut problems);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+
+    /// The database, the HTTP listener and the institution.
+    fn check_service(&self, problems: &mut Vec<String>) {
         if self.database.url.is_empty() {
             problems.push("database.url: missing (set it, or DATABASE_URL)".to_string());
         }
@@ -441,6 +453,10 @@ impl Config {
         {
             problems.push("institution.id: must be 1 to 11 digits (ISO 8583 field 32)".to_string());
         }
+    }
+
+    /// The payment rules and the webhook retry period.
+    fn check_payments(&self, problems: &mut Vec<String>) {
         let p = &self.payments;
         if !(6..=8).contains(&p.code_digits) {
             problems.push("payments.code_digits: must be 6, 7 or 8".to_string());
@@ -464,6 +480,10 @@ impl Config {
         if self.webhooks.give_up_after_s < 24 * 3600 {
             problems.push("webhooks.give_up_after_s: must be at least 86400 (24 h)".to_string());
         }
+    }
+
+    /// The bank links: unique names, banks served, bounds and MAC keys.
+    fn check_links(&self, problems: &mut Vec<String>) {
         let mut names = std::collections::HashSet::new();
         for (i, link) in self.links.iter().enumerate() {
             if !names.insert(link.name.as_str()) {
@@ -490,11 +510,6 @@ impl Config {
                     problems.push(format!("links[{i}].mac_key_hex: must be 32 hex digits"));
                 }
             }
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(problems))
         }
     }
 

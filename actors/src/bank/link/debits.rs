@@ -28,10 +28,7 @@ impl BankLinkActor {
     }
 
     /// Allocates a STAN and builds the 0200 with field 7 from the clock; nothing is sent yet.
-    fn reserve(
-        &mut self,
-        request: Arc<DebitRequest>,
-    ) -> Result<(u32, Reservation), BankError> {
+    fn reserve(&mut self, request: Arc<DebitRequest>) -> Result<(u32, Reservation), BankError> {
         if self.state() != LinkState::SignedOn || self.stopping {
             return Err(BankError::Unavailable);
         }

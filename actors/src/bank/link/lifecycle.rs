@@ -38,12 +38,7 @@ impl BankLinkActor {
         ctx.run_later(delay, |act, ctx| act.connect(ctx));
     }
 
-    fn on_connected(
-        &mut self,
-        reader: LinkReader,
-        writer: LinkWriterIo,
-        ctx: &mut Context<Self>,
-    ) {
+    fn on_connected(&mut self, reader: LinkReader, writer: LinkWriterIo, ctx: &mut Context<Self>) {
         if self.stopping {
             return;
         }

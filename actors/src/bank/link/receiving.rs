@@ -113,12 +113,7 @@ impl BankLinkActor {
         });
     }
 
-    fn on_network_answer(
-        &mut self,
-        code: NetworkCode,
-        message: &Message,
-        ctx: &mut Context<Self>,
-    ) {
+    fn on_network_answer(&mut self, code: NetworkCode, message: &Message, ctx: &mut Context<Self>) {
         let accepted = message.get(39) == Some("00");
         match code {
             NetworkCode::SignOn if accepted => {

@@ -38,12 +38,7 @@ impl BankLinkActor {
     /// Records a reversal's send before it leaves (`ReversalMarked` then sends it): after a crash
     /// in between, the next send is a `0421`, the repeat a BIPS may have seen already, never a
     /// second `0420`.
-    fn mark_reversal_sent(
-        &mut self,
-        id: i64,
-        now: DateTime<Utc>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn mark_reversal_sent(&mut self, id: i64, now: DateTime<Utc>, ctx: &mut Context<Self>) {
         let (Some(reversal), Some(conn)) = (self.reversals.get_mut(&id), &self.conn) else {
             return;
         };
