@@ -347,6 +347,13 @@ async fn payhub_command(args: &[&str], stdin: Option<&str>) -> anyhow::Result<se
 /// The sample merchant, customers and dedicated terminal, registered once and kept.
 async fn enroll(config: &Path, dir: &Path, pool: &deadpool_postgres::Pool) -> anyhow::Result<()> {
     let config_arg = config.display().to_string();
+    enroll_merchant(&config_arg, dir).await?;
+    enroll_customers(&config_arg, pool).await?;
+    enroll_terminal(&config_arg, dir).await
+}
+
+/// `payhub merchant add`, its certificate and key kept under `dir/merchant`.
+async fn enroll_merchant(config_arg: &str, dir: &Path) -> anyhow::Result<()> {
     let merchant_dir = dir.join("merchant");
     let merchant_file = merchant_dir.join("merchant.json");
     if !merchant_file.exists() {
@@ -355,7 +362,7 @@ async fn enroll(config: &Path, dir: &Path, pool: &deadpool_postgres::Pool) -> an
                 "merchant",
                 "add",
                 "--config",
-                &config_arg,
+                config_arg,
                 "--name",
                 sample::MERCHANT_NAME,
                 "--bank",
@@ -371,6 +378,11 @@ async fn enroll(config: &Path, dir: &Path, pool: &deadpool_postgres::Pool) -> an
         .await?;
         crate::pki::write_private(&merchant_file, out.to_string().as_bytes(), true)?;
     }
+    Ok(())
+}
+
+/// `payhub customer add` for each sample customer not yet registered.
+async fn enroll_customers(config_arg: &str, pool: &deadpool_postgres::Pool) -> anyhow::Result<()> {
     let client = pool.get().await?;
     for c in &sample::CUSTOMERS {
         let known = client
@@ -388,7 +400,7 @@ async fn enroll(config: &Path, dir: &Path, pool: &deadpool_postgres::Pool) -> an
                 "customer",
                 "add",
                 "--config",
-                &config_arg,
+                config_arg,
                 "--real-name",
                 c.real_name,
                 "--online-id",
@@ -405,6 +417,11 @@ async fn enroll(config: &Path, dir: &Path, pool: &deadpool_postgres::Pool) -> an
         )
         .await?;
     }
+    Ok(())
+}
+
+/// `payhub terminal add` for the second customer's set-top box, its credentials kept in `dir`.
+async fn enroll_terminal(config_arg: &str, dir: &Path) -> anyhow::Result<()> {
     let terminal_file = dir.join("terminal.json");
     if !terminal_file.exists() {
         let out = payhub_command(
@@ -412,7 +429,7 @@ async fn enroll(config: &Path, dir: &Path, pool: &deadpool_postgres::Pool) -> an
                 "terminal",
                 "add",
                 "--config",
-                &config_arg,
+                config_arg,
                 "--online-id",
                 sample::CUSTOMERS[1].online_id,
                 "--kind",
