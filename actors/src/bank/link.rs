@@ -10,9 +10,9 @@
 //! goes out when nothing was received for `echo_interval_ms`, however much was sent, so a bank
 //! that reads but stops answering is found within the echo interval plus the response timeout.
 //!
-//! One file per part of the link's work: [`lifecycle`] (connecting, sign-on, the housekeeping
-//! tick), [`debits`] (the in-flight table and reservations), [`receiving`] (answers and the
-//! bank's requests) and [`reversing`] (reversals from the durable queue).
+//! One file per part of the link's work: `lifecycle` (connecting, sign-on, the housekeeping
+//! tick), `debits` (the in-flight table and reservations), `receiving` (answers and the
+//! bank's requests) and `reversing` (reversals from the durable queue).
 
 mod debits;
 mod lifecycle;

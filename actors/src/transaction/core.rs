@@ -1,11 +1,11 @@
-//! The payment state machine as plain async Rust: one [`PaymentCore`] per payment, driven one
+//! The payment state machine as plain async Rust: one `PaymentCore` per payment, driven one
 //! message at a time by its actor. Every transition is committed before its effect leaves the
 //! process: the code hash before the code is sent, `processing` and the RRN before the debit, the
 //! final status with its webhook event before the customer and the merchant hear of it.
 //!
-//! One file per step: [`login`] (the password step), [`routes`] (where a code goes), [`codes`]
-//! (issuing, sending, checking and resending codes), [`debit`], [`deadlines`] (expiry and
-//! restarts) and [`outcome`] (the final status and the customer's notice).
+//! One file per step: `login` (the password step), `routes` (where a code goes), `codes`
+//! (issuing, sending, checking and resending codes), `debit`, `deadlines` (expiry and
+//! restarts) and `outcome` (the final status and the customer's notice).
 
 mod codes;
 mod deadlines;
