@@ -189,6 +189,25 @@ impl World {
         .await
     }
 
+    /// A payment, and a browser that passed its password step with SMS chosen.
+    async fn signed_in(&self) -> (String, Browser) {
+        let pay = self.payment().await;
+        let browser = self.browser();
+        browser
+            .login(&pay, "alice", &self.customer.password, "sms", "")
+            .await;
+        (pay, browser)
+    }
+
+    async fn assert_failed(&self, id: &str, failure_code: &str) {
+        let (status, failure, ..) = self.status(id).await;
+        assert_eq!(
+            (status.as_str(), failure.as_deref()),
+            ("failed", Some(failure_code)),
+            "payment {id}"
+        );
+    }
+
     /// A payment created as a merchant does: `POST /v1/payments` with its client certificate.
     async fn payment_via_api(&self) -> String {
         let order = format!("A-{}", hex::encode(payhub_actors::ids::os_random::<4>()));
@@ -386,11 +405,7 @@ async fn three_wrong_passwords_fail_the_payment_with_one_wording() {
     let third = browser.login(&pay, "alice", "wrong again", "sms", "").await;
     assert_eq!(third.path(), format!("/pay/{pay}/result"));
     assert!(third.body.contains("too many unsuccessful sign-ins"));
-    let (status, failure, ..) = w.status(&pay).await;
-    assert_eq!(
-        (status.as_str(), failure.as_deref()),
-        ("failed", Some("authentication_failed"))
-    );
+    w.assert_failed(&pay, "authentication_failed").await;
     assert!(w.codes().is_empty());
     eventually("failed webhook", || async {
         w.receiver
@@ -499,11 +514,7 @@ async fn a_sign_in_between_failures_does_not_forget_them() {
 #[actix_rt::test]
 async fn three_wrong_codes_fail_and_no_debit_is_sent() {
     let w = World::new().await;
-    let pay = w.payment().await;
-    let browser = w.browser();
-    browser
-        .login(&pay, "alice", &w.customer.password, "sms", "")
-        .await;
+    let (pay, browser) = w.signed_in().await;
     let real = w.last_code();
     let wrong = if real == "000000" { "111111" } else { "000000" };
     let first = browser.submit_code(&pay, wrong).await;
@@ -512,43 +523,27 @@ async fn three_wrong_codes_fail_and_no_debit_is_sent() {
     browser.submit_code(&pay, wrong).await;
     let last = browser.submit_code(&pay, wrong).await;
     assert_eq!(last.path(), format!("/pay/{pay}/result"));
-    let (status, failure, ..) = w.status(&pay).await;
-    assert_eq!(
-        (status.as_str(), failure.as_deref()),
-        ("failed", Some("code_attempts_exceeded"))
-    );
+    w.assert_failed(&pay, "code_attempts_exceeded").await;
     assert!(w.debits() == 0);
 }
 
 #[actix_rt::test]
 async fn a_late_code_fails_the_payment() {
     let w = World::new().await;
-    let pay = w.payment().await;
-    let browser = w.browser();
-    browser
-        .login(&pay, "alice", &w.customer.password, "sms", "")
-        .await;
+    let (pay, browser) = w.signed_in().await;
     let code = w.last_code();
     w.clock.advance(Duration::seconds(301));
     let page = browser.submit_code(&pay, &code).await;
     assert_eq!(page.path(), format!("/pay/{pay}/result"));
     assert!(page.body.contains("expired before it was entered"));
-    let (status, failure, ..) = w.status(&pay).await;
-    assert_eq!(
-        (status.as_str(), failure.as_deref()),
-        ("failed", Some("code_expired"))
-    );
+    w.assert_failed(&pay, "code_expired").await;
     assert!(w.debits() == 0);
 }
 
 #[actix_rt::test]
 async fn resend_voids_the_old_code_is_spaced_and_bounded() {
     let w = World::new().await;
-    let pay = w.payment().await;
-    let browser = w.browser();
-    browser
-        .login(&pay, "alice", &w.customer.password, "sms", "")
-        .await;
+    let (pay, browser) = w.signed_in().await;
     let first = w.last_code();
     let too_soon = browser.resend(&pay, "").await;
     assert_eq!(too_soon.status, 429);
@@ -610,11 +605,7 @@ async fn a_code_from_another_browser_session_is_refused() {
 #[actix_rt::test]
 async fn insufficient_funds_is_declined_with_field_39() {
     let w = World::build(settings(), vec![], 1_000, 500, CODE_STEP_WAIT_MAX_MS).await;
-    let pay = w.payment().await;
-    let browser = w.browser();
-    browser
-        .login(&pay, "alice", &w.customer.password, "sms", "")
-        .await;
+    let (pay, browser) = w.signed_in().await;
     let page = browser.submit_code(&pay, &w.last_code()).await;
     assert!(page.body.contains("insufficient funds"), "{}", page.body);
     let (status, failure, code, approval) = w.status(&pay).await;
@@ -638,22 +629,14 @@ async fn bank_timeout_is_bank_unavailable_and_the_debit_is_reversed() {
     let w = World::new().await;
     // The bank applies the debit but its 0210 never arrives.
     w.silence_bank();
-    let pay = w.payment().await;
-    let browser = w.browser();
-    browser
-        .login(&pay, "alice", &w.customer.password, "sms", "")
-        .await;
+    let (pay, browser) = w.signed_in().await;
     let page = browser.submit_code(&pay, &w.last_code()).await;
     assert!(
         page.body.contains("returned automatically"),
         "{}",
         page.body
     );
-    let (status, failure, ..) = w.status(&pay).await;
-    assert_eq!(
-        (status.as_str(), failure.as_deref()),
-        ("failed", Some("bank_unavailable"))
-    );
+    w.assert_failed(&pay, "bank_unavailable").await;
     // The bank router queued the reversal; once answers flow again it is acknowledged, and the
     // money is back.
     w.bank.set_faults(Default::default());
@@ -1009,11 +992,7 @@ async fn a_restart_while_processing_reverses_and_fails_without_a_second_debit() 
     )
     .await;
     w.silence_bank();
-    let pay = w.payment().await;
-    let browser = w.browser();
-    browser
-        .login(&pay, "alice", &w.customer.password, "sms", "")
-        .await;
+    let (pay, browser) = w.signed_in().await;
     let code = w.last_code();
     let csrf = browser.get(&format!("/pay/{pay}/code")).await.csrf();
     let (http, url) = (browser.http.clone(), format!("{}/pay/{pay}/code", w.base()));
@@ -1072,11 +1051,7 @@ async fn a_restart_while_processing_reverses_and_fails_without_a_second_debit() 
 #[actix_rt::test]
 async fn webhooks_are_retried_with_backoff_across_a_restart_until_acknowledged() {
     let mut w = World::with(settings(), vec![500, 503]).await;
-    let pay = w.payment().await;
-    let browser = w.browser();
-    browser
-        .login(&pay, "alice", &w.customer.password, "sms", "")
-        .await;
+    let (pay, browser) = w.signed_in().await;
     browser.submit_code(&pay, &w.last_code()).await;
     eventually("first attempt", || async {
         w.receiver.requests().len() == 1
