@@ -44,19 +44,7 @@ impl PaymentCore {
             Destination::Sms(number) => Some(number.masked()),
             Destination::Terminal(_) => None,
         };
-        let missing = || PaymentError::Storage("awaiting_code without its session".into());
-        let (from, customer_id, session_hash) = match &login {
-            Some(l) => (
-                PaymentStatus::AwaitingCustomer,
-                l.customer.id.clone(),
-                l.session_hash.clone(),
-            ),
-            None => (
-                PaymentStatus::AwaitingCode,
-                self.row.customer_id.clone().ok_or_else(missing)?,
-                self.row.session_hash.clone().ok_or_else(missing)?,
-            ),
-        };
+        let (from, customer_id, session_hash) = self.code_holder(login.as_ref())?;
         let issue = store::CodeIssue {
             payment_id: &self.row.id,
             from,
@@ -69,12 +57,7 @@ impl PaymentCore {
             terminal_id: route.terminal_id.as_deref(),
             receiver_msisdn: msisdn.as_deref(),
             passed_attempt: login.as_ref().map(|l| l.attempt),
-            audit_detail: json!({
-                "channel": route.channel,
-                "terminal_id": route.terminal_id,
-                "msisdn": route.msisdn.as_ref().map(|m| m.masked()),
-                "unregistered_receiver": route.unregistered,
-            }),
+            audit_detail: audit_detail(route),
             sms_to: sms_to.as_deref(),
         };
         let client = self.deps.pool.get().await?;
@@ -98,6 +81,27 @@ impl PaymentCore {
         self.row.receiver_msisdn = msisdn;
         self.row.code_delivery_error = None;
         Ok(Some(IssuedCode { code, message_row }))
+    }
+
+    /// Whom a code is issued to: the status the payment moves from, the customer, and the browser
+    /// session's hash. At login they come with the passed password step, on a resend from the row.
+    fn code_holder(
+        &self,
+        login: Option<&PassedLogin<'_>>,
+    ) -> Result<(PaymentStatus, String, Vec<u8>), PaymentError> {
+        let missing = || PaymentError::Storage("awaiting_code without its session".into());
+        Ok(match login {
+            Some(l) => (
+                PaymentStatus::AwaitingCustomer,
+                l.customer.id.clone(),
+                l.session_hash.clone(),
+            ),
+            None => (
+                PaymentStatus::AwaitingCode,
+                self.row.customer_id.clone().ok_or_else(missing)?,
+                self.row.session_hash.clone().ok_or_else(missing)?,
+            ),
+        })
     }
 
     pub(super) async fn record_delivery_failure(
@@ -316,6 +320,16 @@ impl PaymentCore {
             Err(reason) => ResendReply::NotDelivered { reason },
         })
     }
+}
+
+/// The audit line of a code's route (the number masked).
+fn audit_detail(route: &Route) -> serde_json::Value {
+    json!({
+        "channel": route.channel,
+        "terminal_id": route.terminal_id,
+        "msisdn": route.msisdn.as_ref().map(|m| m.masked()),
+        "unregistered_receiver": route.unregistered,
+    })
 }
 
 fn delivery_reason(e: &crate::messages::DeliveryError) -> String {
