@@ -4,7 +4,10 @@
 use super::pdu::{self, SubmitVerdict};
 use super::session::Shared;
 use super::store;
-use payhub_actors::messages::{Deliver, DeliveryError, DeliveryReceipt, Destination, NoticeKind};
+use payhub_actors::domain::Msisdn;
+use payhub_actors::messages::{
+    Deliver, DeliveryError, DeliveryReceipt, Destination, Notice, NoticeKind,
+};
 use payhub_actors::metrics::{global, labels};
 use rusmpp::CommandStatus;
 use rusmpp::pdus::SubmitSm;
@@ -60,52 +63,70 @@ pub(super) async fn deliver(
         .map_err(|e| DeliveryError::Rejected(e.to_string()))?;
     let row = match msg.recorded {
         Some(row) => row,
-        None => {
-            let masked = msisdn.masked();
-            let queued = store::insert_queued(
-                &shared.pool,
-                shared.clock.now(),
-                &notice.payment_id,
-                notice.kind,
-                &masked,
-            );
-            within(&shared, queued).await.map_err(|e| {
-                tracing::error!(error = %e, payment = %notice.payment_id, "SMS not recorded; not sent");
-                DeliveryError::Unavailable
-            })?
-        }
+        None => record_queued(&shared, notice, msisdn).await?,
     };
     match submit_with_retries(&shared, submit).await {
         Ok(message_ref) => {
-            let sent = shared
-                .writes
-                .mark_sent(shared.clock.now(), row, &message_ref);
-            if let Err(e) = within(&shared, sent).await {
-                // The SMSC has the message; the row stays `queued` and says no more.
-                tracing::error!(error = %e, row, "SMS sent but its row not updated");
-            }
-            count_submit("ok");
-            if notice.kind == NoticeKind::Code {
-                global()
-                    .codes_sent
-                    .get_or_create(&labels(&[("channel", "sms")]))
-                    .inc();
-            }
+            accepted(&shared, row, notice.kind, &message_ref).await;
             Ok(DeliveryReceipt { message_ref })
         }
         Err(failure) => {
-            if let Some(sequence_number) = failure.unanswered {
-                // Before the row says `failed`, so a late acceptance finds it.
-                shared.await_late_answer(sequence_number, row);
-            }
-            count_submit("error");
-            tracing::warn!(payment = %notice.payment_id, reason = %failure.detail, "SMS not sent");
-            let failed = store::mark_failed(&shared.pool, shared.clock.now(), row, &failure.detail);
-            if let Err(e) = within(&shared, failed).await {
-                tracing::error!(error = %e, row, "failed SMS row not updated");
-            }
+            not_sent(&shared, row, &notice.payment_id, &failure).await;
             Err(failure.error)
         }
+    }
+}
+
+/// The message's row, for a notice whose payment did not write one; no row, no message.
+async fn record_queued(
+    shared: &Shared,
+    notice: &Notice,
+    msisdn: &Msisdn,
+) -> Result<i64, DeliveryError> {
+    let masked = msisdn.masked();
+    let queued = store::insert_queued(
+        &shared.pool,
+        shared.clock.now(),
+        &notice.payment_id,
+        notice.kind,
+        &masked,
+    );
+    within(shared, queued).await.map_err(|e| {
+        tracing::error!(error = %e, payment = %notice.payment_id, "SMS not recorded; not sent");
+        DeliveryError::Unavailable
+    })
+}
+
+/// The SMSC took the message: its id goes on the row.
+async fn accepted(shared: &Shared, row: i64, kind: NoticeKind, message_ref: &str) {
+    let sent = shared
+        .writes
+        .mark_sent(shared.clock.now(), row, message_ref);
+    if let Err(e) = within(shared, sent).await {
+        // The SMSC has the message; the row stays `queued` and says no more.
+        tracing::error!(error = %e, row, "SMS sent but its row not updated");
+    }
+    count_submit("ok");
+    if kind == NoticeKind::Code {
+        global()
+            .codes_sent
+            .get_or_create(&labels(&[("channel", "sms")]))
+            .inc();
+    }
+}
+
+/// The message was refused or never answered: the row says `failed`, after a late acceptance
+/// of an unanswered `submit_sm` is awaited.
+async fn not_sent(shared: &Shared, row: i64, payment_id: &str, failure: &Failure) {
+    if let Some(sequence_number) = failure.unanswered {
+        // Before the row says `failed`, so a late acceptance finds it.
+        shared.await_late_answer(sequence_number, row);
+    }
+    count_submit("error");
+    tracing::warn!(payment = %payment_id, reason = %failure.detail, "SMS not sent");
+    let failed = store::mark_failed(&shared.pool, shared.clock.now(), row, &failure.detail);
+    if let Err(e) = within(shared, failed).await {
+        tracing::error!(error = %e, row, "failed SMS row not updated");
     }
 }
 
