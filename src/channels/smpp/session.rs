@@ -461,16 +461,7 @@ async fn on_incoming(
         CommandId::DeliverSm | CommandId::DataSm => {
             let message = on_message_in_turn(shared.clone(), owed, command);
             actix::spawn(async move {
-                let answer = client.status(message.await);
-                let _ = if id == CommandId::DeliverSm {
-                    answer
-                        .deliver_sm_resp(sequence_number, DeliverSmResp::default())
-                        .await
-                } else {
-                    answer
-                        .data_sm_resp(sequence_number, DataSmResp::default())
-                        .await
-                };
+                answer_message(&client, id, sequence_number, message.await).await;
                 drop(answer_slot);
             });
             None
@@ -502,6 +493,25 @@ async fn on_incoming(
             None
         }
     }
+}
+
+/// The `deliver_sm_resp` or `data_sm_resp` to a message the SMSC sent, with its status.
+async fn answer_message(
+    client: &Client,
+    id: CommandId,
+    sequence_number: u32,
+    status: CommandStatus,
+) {
+    let answer = client.status(status);
+    let _ = if id == CommandId::DeliverSm {
+        answer
+            .deliver_sm_resp(sequence_number, DeliverSmResp::default())
+            .await
+    } else {
+        answer
+            .data_sm_resp(sequence_number, DataSmResp::default())
+            .await
+    };
 }
 
 /// A `deliver_sm`'s or `data_sm`'s status. Up to RECEIPTS_TAKEN_MAX receipts are taken in at
