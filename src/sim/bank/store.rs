@@ -456,7 +456,6 @@ impl PgLedger {
     }
 }
 
-/// The wire identity recorded with a debit row (none on rows from before it was kept).
 /// Records a debit's field 37 as claimed; `false` when it was seen before.
 async fn claim_rrn(tx: &Transaction<'_>, order: &DebitOrder) -> Result<bool, SimStoreError> {
     let claimed = tx
@@ -523,6 +522,7 @@ fn account_view(row: &tokio_postgres::Row) -> AccountView<'_> {
     }
 }
 
+/// The wire identity recorded with a debit row (none on rows from before it was kept).
 fn recorded_wire(row: &tokio_postgres::Row) -> Option<WireIdentity> {
     Some(WireIdentity {
         stan: row.get::<_, Option<String>>("stan")?,
