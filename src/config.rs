@@ -379,9 +379,9 @@ pub mod defaults {
     }
 }
 
-/// Every problem found in a configuration, one per line.
+/// Every problem found in a configuration, on one line, each after a "; ".
 #[derive(Debug, thiserror::Error)]
-#[error("{}", .0.join("\n"))]
+#[error("{}", .0.join("; "))]
 pub struct ConfigErrors(pub Vec<String>);
 
 impl Config {

@@ -10,6 +10,7 @@
 
 mod selfcheck;
 
+use crate::cli::output;
 use crate::config::Config;
 use crate::serve::Gateway;
 use crate::sim;
@@ -135,10 +136,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     payhub_actors::store::migrate(&pool)
         .await
         .context("applying migrations")?;
-    println!(
+    output::note(format!(
         "PostgreSQL ready ({}).",
         crate::serve::redacted_url(&db.url)
-    );
+    ));
 
     let running = start_all(&args, &dir, &db.url, pool.clone()).await;
     let running = match running {
@@ -148,21 +149,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    // As operations.md orders it: the URLs and what to do, one payment end to end, then serving.
+    if !args.check_only {
+        print_guide(&args, &dir, &running);
+    }
     let outcome = selfcheck::run(&running.gateway, &dir, &running.smsc).await;
     match &outcome {
-        Ok(line) => println!("\nSelf-check: {line}"),
-        Err(e) => println!("\nSelf-check FAILED: {}", crate::cli::one_line_error(e)),
+        Ok(line) => output::note(format!("\nSelf-check: {line}")),
+        Err(e) => output::note(format!(
+            "\nSelf-check FAILED: {}",
+            crate::cli::one_line_error(e)
+        )),
     }
     if outcome.is_ok() && !args.check_only {
         let shutdown = crate::serve::ShutdownSignal::install();
-        print_guide(&args, &dir, &running);
+        output::note("\nPress Ctrl-C to stop.");
         shutdown.wait().await;
-        println!("\nShutting down: signing off the bank links, unbinding from the SMSC, draining.");
+        output::note(
+            "\nShutting down: signing off the bank links, unbinding from the SMSC, draining.",
+        );
     }
     stop_all(running).await;
     pool.close();
     drop(db);
-    println!("payhub demo stopped.");
+    output::note("payhub demo stopped.");
     outcome.map(|_| ())
 }
 
@@ -487,11 +497,11 @@ async fn start_terminal(dir: &Path, gateway: &Gateway) -> anyhow::Result<sim::te
             } = event
             {
                 // The demo's console stands for the device's screen; logs never carry codes.
-                println!(
+                output::note(format!(
                     "[set-top box] code {code} to pay {}.{:02} {currency} to {merchant} ({payment_id})",
                     amount / 100,
                     amount % 100
-                );
+                ));
             }
         }
     });
@@ -502,7 +512,7 @@ fn print_guide(args: &DemoArgs, dir: &Path, running: &Running) {
     let https = running.gateway.https_addr;
     let merchant_dir = dir.join("merchant");
     let [lilei, han] = &sample::CUSTOMERS;
-    println!(
+    output::note(format!(
         r#"
 payhub demo is running.
 
@@ -523,9 +533,7 @@ Create a payment as the merchant:
 
 Open the "pay_url" it returns in a browser (accept the demo certificate, or trust {ca}),
 sign in as a sample customer, read the code at http://{smsc}/messages (SMS) or below
-(set-top box), and type it on the code page.
-
-Press Ctrl-C to stop."#,
+(set-top box), and type it on the code page. A first payment runs now, as a self-check."#,
         port = https.port(),
         operator = running.gateway.operator_addr,
         smsc = args.smsc_http_listen,
@@ -542,5 +550,5 @@ Press Ctrl-C to stop."#,
         han_pw = han.password,
         han_mobile = han.mobile,
         han_bank = han.bank,
-    );
+    ));
 }

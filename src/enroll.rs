@@ -143,9 +143,10 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 /// A pooled connection, or one line saying why the database cannot be reached.
 async fn connect(config: &Config) -> anyhow::Result<deadpool_postgres::Client> {
     let pool = payhub_actors::store::pool(&config.database.url, 1)?;
-    pool.get()
-        .await
-        .map_err(|e| anyhow::anyhow!("database unreachable: {e}"))
+    pool.get().await.map_err(|e| {
+        let why = payhub_actors::store::with_causes(&e);
+        anyhow::anyhow!("database unreachable: {why}")
+    })
 }
 
 fn check_name(flag: &str, name: &str) -> anyhow::Result<()> {
@@ -216,11 +217,9 @@ async fn merchant_status(args: MerchantIdArgs, status: MerchantStatus) -> anyhow
     let config = load_config(&args.config)?;
     let client = connect(&config).await?;
     merchants::set_status(&client, &args.merchant_id, status).await?;
-    println!(
-        "{}",
-        serde_json::json!({"merchant_id": args.merchant_id, "status": status.as_str()})
-    );
-    Ok(())
+    crate::cli::output::result(
+        serde_json::json!({"merchant_id": args.merchant_id, "status": status.as_str()}),
+    )
 }
 
 async fn merchant_add(args: MerchantAddArgs) -> anyhow::Result<()> {
@@ -249,8 +248,7 @@ async fn merchant_add(args: MerchantAddArgs) -> anyhow::Result<()> {
         let new = new_merchant(args.name.trim(), bank, account, &cert, Some(fields));
         merchants::insert(&connect(&config).await?, &new).await?;
         let cert_path = std::path::absolute(uploaded).unwrap_or_else(|_| uploaded.clone());
-        print_merchant(&new, &cert_path, None);
-        return Ok(());
+        return print_merchant(&new, &cert_path, None);
     }
     let ca_key = config.http.merchant_ca_key.as_ref().with_context(
         || "http.merchant_ca_key: not set; `merchant add` signs with the merchant CA key",
@@ -273,8 +271,7 @@ async fn merchant_add(args: MerchantAddArgs) -> anyhow::Result<()> {
         }
         return Err(e.into());
     }
-    print_merchant(&new, &files[0], Some((&files[1], &files[2])));
-    Ok(())
+    print_merchant(&new, &files[0], Some((&files[1], &files[2])))
 }
 
 /// The merchant's own certificate: one PEM certificate, within its validity.
@@ -289,18 +286,19 @@ fn read_uploaded_cert(path: &Path) -> anyhow::Result<openssl::x509::X509> {
 }
 
 /// The JSON `merchant add` prints; `key` and `ca` only when the gateway issued the certificate.
-fn print_merchant(new: &NewMerchant, cert: &Path, issued: Option<(&PathBuf, &PathBuf)>) {
-    println!(
-        "{}",
-        serde_json::json!({
-            "merchant_id": new.id,
-            "webhook_secret": new.webhook_secret.expose(),
-            "cert": cert,
-            "key": issued.map(|(key, _)| key),
-            "ca": issued.map(|(_, ca)| ca),
-            "fingerprint": new.cert_fingerprint,
-        })
-    );
+fn print_merchant(
+    new: &NewMerchant,
+    cert: &Path,
+    issued: Option<(&PathBuf, &PathBuf)>,
+) -> anyhow::Result<()> {
+    crate::cli::output::result(serde_json::json!({
+        "merchant_id": new.id,
+        "webhook_secret": new.webhook_secret.expose(),
+        "cert": cert,
+        "key": issued.map(|(key, _)| key),
+        "ca": issued.map(|(_, ca)| ca),
+        "fingerprint": new.cert_fingerprint,
+    }))
 }
 
 /// `merchant.crt`, `merchant.key` (0600) and `ca.crt` in `dir`; returns their absolute paths.
@@ -396,8 +394,7 @@ async fn customer_add(args: CustomerAddArgs) -> anyhow::Result<()> {
     if let Some(t) = terminal_id {
         out["terminal_id"] = t.into();
     }
-    println!("{out}");
-    Ok(())
+    crate::cli::output::result(out)
 }
 
 pub async fn terminal(cmd: TerminalCommand) -> anyhow::Result<()> {
@@ -448,8 +445,7 @@ async fn terminal_add(args: TerminalAddArgs) -> anyhow::Result<()> {
     if let Some(key) = key {
         out["key"] = hex::encode(key).into();
     }
-    println!("{out}");
-    Ok(())
+    crate::cli::output::result(out)
 }
 
 #[cfg(test)]

@@ -36,8 +36,7 @@ pub fn run(cmd: Iso8583Command) -> anyhow::Result<()> {
         }
         Iso8583Command::Encode => encode(&read_stdin()?)?,
     };
-    println!("{line}");
-    Ok(())
+    crate::cli::output::result(line)
 }
 
 /// The JSON line for the message in `hex` (whitespace ignored).

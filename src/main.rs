@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use clap::error::ErrorKind;
+use payhub::cli::output;
 
 #[global_allocator]
 static ALLOCATOR: payhub::Allocator = payhub::Allocator;
@@ -12,7 +13,7 @@ fn main() -> std::process::ExitCode {
         // --help and --version print in full; a bad flag is one line on standard error.
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            eprintln!("{}", missing_subcommand(&e.to_string()));
+            output::warn(missing_subcommand(&e.to_string()));
             return std::process::ExitCode::from(2);
         }
         Err(e) => {
@@ -24,14 +25,14 @@ fn main() -> std::process::ExitCode {
                 .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
                 .filter(|l| !l.is_empty())
                 .collect();
-            eprintln!("{} (see --help)", line.join(" "));
+            output::warn(format!("{} (see --help)", line.join(" ")));
             return std::process::ExitCode::from(2);
         }
     };
     match payhub::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("payhub: {}", payhub::cli::one_line_error(&e));
+            output::warn(format!("payhub: {}", payhub::cli::one_line_error(&e)));
             std::process::ExitCode::FAILURE
         }
     }

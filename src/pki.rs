@@ -66,8 +66,7 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
         PkiCommand::Init(args) => {
             let written = init(&args)?;
             let files: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
-            println!("{}", serde_json::json!({ "dir": args.dir, "files": files }));
-            Ok(())
+            crate::cli::output::result(serde_json::json!({ "dir": args.dir, "files": files }))
         }
     }
 }

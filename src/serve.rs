@@ -25,8 +25,7 @@ pub async fn migrate(config: &Path) -> anyhow::Result<()> {
     let applied = payhub_actors::store::migrate(&pool)
         .await
         .with_context(|| format!("migrating {}", redacted_url(&config.database.url)))?;
-    println!("{{\"applied\":{applied}}}");
-    Ok(())
+    crate::cli::output::result(format!("{{\"applied\":{applied}}}"))
 }
 
 /// The database URL without its password, for messages.
@@ -75,7 +74,7 @@ impl Gateway {
         if config.smpp.enabled {
             smpp_settings
                 .validate()
-                .map_err(|e| anyhow::anyhow!("smpp: {}", e.0.join("; ")))?;
+                .map_err(|e| anyhow::anyhow!("smpp: {e}"))?;
         }
         // From here on actors run: a failure must stop them again.
         let bank = bank::start(pool.clone(), clock.clone(), links, &config.institution.id)?;
@@ -347,14 +346,11 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
     let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
     let gateway = Gateway::start(&config, clock).await?;
     let shutdown = ShutdownSignal::install();
-    println!(
-        "{}",
-        serde_json::json!({
-            "https": gateway.https_addr.to_string(),
-            "operator": gateway.operator_addr.to_string(),
-            "terminal_switch": gateway.terminal_switch_addr.to_string(),
-        })
-    );
+    crate::cli::output::note(serde_json::json!({
+        "https": gateway.https_addr.to_string(),
+        "operator": gateway.operator_addr.to_string(),
+        "terminal_switch": gateway.terminal_switch_addr.to_string(),
+    }));
     tracing::info!(https = %gateway.https_addr, operator = %gateway.operator_addr, "payhub serving");
     shutdown.wait().await;
     tracing::info!("shutting down");

@@ -101,3 +101,24 @@ fn a_malformed_message_is_one_line_naming_the_field_and_exit_1() {
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_reader_that_has_gone_is_one_line_not_a_panic() {
+    // `payhub iso8583 decode … | head -c 0`: the pipe's reading end is closed before the write.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_payhub"))
+        .args(["iso8583", "decode", DEBIT_0200])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("payhub runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("payhub: writing to standard output:"),
+        "{stderr}"
+    );
+}

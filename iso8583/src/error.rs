@@ -29,9 +29,10 @@ pub enum Error {
     /// A field number the profile does not define (or outside 2..=128).
     #[error("{}: unknown field", Loc(*field))]
     UnknownField { field: u8 },
-    /// Bytes left over after the last field the bitmap announces.
-    #[error("trailing bytes: {count} bytes after the last field")]
-    TrailingBytes { count: usize },
+    /// Bytes left over after the last field the bitmap announces (field 1 when it announces
+    /// none): the bitmap or that field's length is wrong.
+    #[error("{}: {count} bytes after it, the last field the bitmap announces", Loc(*last_field))]
+    TrailingBytes { last_field: u8, count: usize },
     /// A frame header announcing more than `FRAME_LEN_MAX` bytes.
     #[error("frame too long: {len} bytes, at most {max}", max = crate::frame::FRAME_LEN_MAX)]
     FrameTooLong { len: usize },
@@ -68,11 +69,12 @@ impl Error {
             | Error::MissingField { field, .. }
             | Error::BadValue { field, .. }
             | Error::MacMismatch { field }
-            | Error::MacMissing { field } => Some(*field),
+            | Error::MacMissing { field }
+            | Error::TrailingBytes {
+                last_field: field, ..
+            } => Some(*field),
             Error::UnexpectedMti { .. } => Some(0),
-            Error::TrailingBytes { .. }
-            | Error::FrameTooLong { .. }
-            | Error::MessageTooLong { .. } => None,
+            Error::FrameTooLong { .. } | Error::MessageTooLong { .. } => None,
         }
     }
 }
@@ -128,8 +130,13 @@ mod tests {
             "field 102 (account identification 1): length 29, must be at most 28"
         );
         assert_eq!(
-            Error::TrailingBytes { count: 2 }.to_string(),
-            "trailing bytes: 2 bytes after the last field"
+            Error::TrailingBytes {
+                last_field: 103,
+                count: 2
+            }
+            .to_string(),
+            "field 103 (account identification 2): 2 bytes after it, the last field the bitmap \
+             announces"
         );
     }
 }

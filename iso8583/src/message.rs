@@ -230,7 +230,9 @@ impl Message {
         let fields_start = reader.pos;
         let mut spans = [Span::default(); 129];
         let mut bits = present;
+        let mut last_field = 1;
         while let Some(field) = next_field(&mut bits) {
+            last_field = field;
             let spec = known_field(field)?;
             let len = reader.length_prefix(field, spec.length)?;
             // The input is at most FRAME_LEN_MAX bytes, so offsets fit in u16.
@@ -247,6 +249,7 @@ impl Message {
         }
         if reader.pos != bytes.len() {
             return Err(Error::TrailingBytes {
+                last_field,
                 count: bytes.len() - reader.pos,
             });
         }
@@ -577,7 +580,10 @@ mod tests {
         extra.push(b'0');
         assert_eq!(
             Message::unpack(&extra),
-            Err(Error::TrailingBytes { count: 1 })
+            Err(Error::TrailingBytes {
+                last_field: 70,
+                count: 1
+            })
         );
         let mut bad = good.clone();
         bad[4] = b'G';

@@ -3,6 +3,8 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+pub mod output;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "payhub",

@@ -251,10 +251,10 @@ pub async fn run(args: BankSimArgs) -> anyhow::Result<()> {
             })?;
             let pool = payhub_actors::store::pool(url, 16)?;
             // Fail now, in one line, when the database cannot be reached.
-            let _probe = pool
-                .get()
-                .await
-                .map_err(|e| anyhow::anyhow!("database {}: {e}", mask_url(url)))?;
+            let _probe = pool.get().await.map_err(|e| {
+                let why = payhub_actors::store::with_causes(&e);
+                anyhow::anyhow!("database {}: {why}", mask_url(url))
+            })?;
             SimStoreChoice::Postgres(pool)
         }
     };
@@ -274,7 +274,10 @@ pub async fn run(args: BankSimArgs) -> anyhow::Result<()> {
     let control = handle
         .control_addr()
         .map_or("null".to_string(), |a| format!("\"{a}\""));
-    println!("{{\"listen\":\"{}\",\"control\":{control}}}", handle.addr());
+    crate::cli::output::note(format!(
+        "{{\"listen\":\"{}\",\"control\":{control}}}",
+        handle.addr()
+    ));
     shutdown.wait().await;
     handle.shutdown();
     Ok(())

@@ -243,9 +243,11 @@ pub async fn run(args: SmscSimArgs) -> anyhow::Result<()> {
     };
     let sim = start(options).await?;
     let shutdown = crate::serve::ShutdownSignal::install();
-    println!("smsc-sim: SMPP listening on {}", sim.smpp_addr());
+    crate::cli::output::note(format!("smsc-sim: SMPP listening on {}", sim.smpp_addr()));
     if let Some(http) = sim.http_addr() {
-        println!("smsc-sim: HTTP listening on http://{http} (GET /messages, POST /switches)");
+        crate::cli::output::note(format!(
+            "smsc-sim: HTTP listening on http://{http} (GET /messages, POST /switches)"
+        ));
     }
     shutdown.wait().await;
     sim.stop().await;

@@ -544,10 +544,10 @@ pub async fn run(args: TerminalSimArgs) -> anyhow::Result<()> {
     loop {
         let lost = match spawn(config.clone()).await {
             Ok(sim) => {
-                eprintln!(
+                crate::cli::output::warn(format!(
                     "terminal {} connected to the switch at {}",
                     args.id, args.switch
-                );
+                ));
                 backoff_ms = RECONNECT_FIRST_MS;
                 match print_events(sim).await? {
                     Some(reason) => reason,
@@ -560,10 +560,10 @@ pub async fn run(args: TerminalSimArgs) -> anyhow::Result<()> {
         if !args.reconnect {
             anyhow::bail!("disconnected: {lost}");
         }
-        eprintln!(
+        crate::cli::output::warn(format!(
             "disconnected: {lost}; reconnecting in {} s",
             backoff_ms / 1_000
-        );
+        ));
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
@@ -586,8 +586,8 @@ async fn print_events(mut sim: SimHandle) -> anyhow::Result<Option<String>> {
             return Ok(Some("the terminal stopped".into()));
         };
         if !matches!(event, SimEvent::Ping { .. }) {
-            println!("{}", serde_json::to_string(&event)?);
-            eprintln!("{}", describe(&event));
+            crate::cli::output::note(serde_json::to_string(&event)?);
+            crate::cli::output::warn(describe(&event));
         }
         if let SimEvent::Closed { reason } = event {
             return Ok(Some(reason));

@@ -35,8 +35,23 @@ pub enum StoreError {
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Pool(e.to_string())
+        StoreError::Pool(with_causes(&e))
     }
+}
+
+/// An error and each of its causes, so that "error connecting to server" says why (for instance
+/// "Connection refused"). A cause that its error's own message already holds is not repeated.
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// How long a caller waits for a pooled connection before it gets an error.

@@ -164,7 +164,7 @@ fn is_printable_ascii(s: &str) -> bool {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{}", .0.join("\n"))]
+#[error("{}", .0.join("; "))]
 pub struct SmppSettingsError(pub Vec<String>);
 
 #[cfg(test)]

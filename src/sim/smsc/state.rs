@@ -169,10 +169,10 @@ impl SimState {
 
     pub fn record(&self, message: SimMessage) {
         if self.print {
-            println!(
+            crate::cli::output::note(format!(
                 "smsc-sim: message {} from {} to {}: {}",
                 message.message_id, message.source_addr, message.destination_addr, message.text
-            );
+            ));
         }
         let mut messages = lock(&self.messages);
         if messages.len() >= MESSAGES_MAX {
