@@ -430,22 +430,14 @@ async fn five_failures_lock_the_identity_across_payments_for_15_minutes() {
             browser.login(pay, "alice", "nope", "sms", "").await;
         }
     }
-    // The right password is refused now, whatever the payment, with the mobile number too.
-    let locked = browser
-        .login(&pays[2], "alice", &w.customer.password, "sms", "")
-        .await;
-    assert_eq!(locked.status, 429, "{}", locked.body);
-    assert!(locked.body.contains("locked"));
-    let by_mobile = browser
-        .login(
-            &pays[2],
-            &w.customer.mobile,
-            &w.customer.password,
-            "sms",
-            "",
-        )
-        .await;
-    assert_eq!(by_mobile.status, 429);
+    // The right password is refused now, whatever the payment and the letter case.
+    for spelling in ["alice", "ALICE"] {
+        let locked = browser
+            .login(&pays[2], spelling, &w.customer.password, "sms", "")
+            .await;
+        assert_eq!(locked.status, 429, "{}", locked.body);
+        assert!(locked.body.contains("locked"));
+    }
     assert_eq!(w.status(&pays[2]).await.0, "awaiting_customer");
     w.clock
         .advance(Duration::minutes(15) + Duration::seconds(1));
@@ -454,6 +446,72 @@ async fn five_failures_lock_the_identity_across_payments_for_15_minutes() {
         .login(&pay, &w.customer.mobile, &w.customer.password, "sms", "")
         .await;
     assert_eq!(ok.path(), format!("/pay/{pay}/code"), "{}", ok.body);
+}
+
+/// A lock must not tell who is registered: failures count under the identity as typed (its
+/// spelling normalised), never under the customer it names. Five failures with one spelling of a
+/// mobile number lock its other spelling the same way, registered or not.
+#[actix_rt::test]
+async fn a_lock_tells_nobody_whether_the_identity_is_registered() {
+    let w = World::new().await;
+    let browser = w.browser();
+    let nobodys = "8613912345678";
+    assert_ne!(w.customer.mobile, nobodys);
+    let mut answers = Vec::new();
+    for number in [w.customer.mobile.as_str(), nobodys] {
+        for attempt in 1..=5 {
+            let pay = w.payment().await;
+            let wrong = browser
+                .login(&pay, &format!("+{number}"), "nope", "sms", "")
+                .await;
+            // The fifth failure is answered with the lock it sets.
+            let expected = if attempt < 5 { 401 } else { 429 };
+            assert_eq!(wrong.status, expected, "{number}, attempt {attempt}");
+        }
+        let pay = w.payment().await;
+        let other_spelling = browser.login(&pay, number, "nope", "sms", "").await;
+        answers.push((
+            other_spelling.status,
+            other_spelling.body.contains("locked"),
+        ));
+    }
+    assert_eq!(answers, [(429, true), (429, true)]);
+    // The online id was never tried: it is not locked, and the customer signs in with it.
+    let pay = w.payment().await;
+    let ok = browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    assert_eq!(ok.path(), format!("/pay/{pay}/code"), "{}", ok.body);
+}
+
+/// A sign-in is counted as a failure until its payment moves on. When the payment ended meanwhile
+/// (here, behind its actor's back), a right password must not stay counted against the identity.
+#[actix_rt::test]
+async fn a_right_password_on_a_payment_that_ended_meanwhile_is_not_a_failure() {
+    let w = World::new().await;
+    let browser = w.browser();
+    let pay = w.payment().await;
+    let wrong = browser.login(&pay, "alice", "nope", "sms", "").await;
+    assert_eq!(wrong.status, 401);
+    let client = w.db.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE payments SET status = 'expired', finished_at = now() WHERE id = $1",
+            &[&pay],
+        )
+        .await
+        .unwrap();
+    browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    let counted = count(
+        &w.db.pool,
+        "SELECT count(*) FROM login_failures WHERE identity = $1",
+        "identity:alice",
+    )
+    .await;
+    assert_eq!(counted, 1, "only the wrong password counts");
+    assert!(w.codes().is_empty());
 }
 
 /// Each payment has its own actor: sign-ins on many payments at once must still count against
@@ -481,8 +539,8 @@ async fn sign_ins_at_once_on_many_payments_get_five_guesses_in_all() {
     assert!(wrong <= 5 && locked >= 3, "{statuses:?}");
     let counted = count(
         &w.db.pool,
-        "SELECT count(*) FROM login_failures WHERE identity = 'customer:' || $1",
-        &w.customer.id,
+        "SELECT count(*) FROM login_failures WHERE identity = $1",
+        "identity:alice",
     )
     .await;
     assert_eq!(counted, 5, "only the guesses that were checked count");

@@ -227,8 +227,7 @@ pub enum Attempt {
 pub struct LoginStart {
     /// The enabled customer whose online id, or registered mobile number, is the identity.
     pub customer: Option<CustomerLogin>,
-    /// The key under which failures of the identity count: the customer when known (so that the
-    /// online id and the mobile number share one count), the typed identity otherwise.
+    /// The key under which failures of the identity count ([`lockout_key`]).
     pub key: String,
     pub attempt: Attempt,
     /// The known customer's enabled terminals, for the code's route.
@@ -249,22 +248,14 @@ pub async fn begin_login(
     let msisdn = crate::domain::Msisdn::parse(identity).ok();
     let digits = msisdn.as_ref().map(|m| m.digits().to_string());
     let plus = digits.as_ref().map(|d| format!("+{d}"));
-    let unknown_key = format!("identity:{}", identity.to_lowercase());
+    let key = lockout_key(identity);
     let row = client
         .query_one_cached(
             "SELECT customer_id, password_hash, typed_msisdn, bank_id, account, lockout_key,
                  attempt_id, locked_until, terminal_ids, terminal_kinds, terminal_labels,
                  terminal_msisdns
              FROM login_begin($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &identity,
-                &digits,
-                &plus,
-                &unknown_key,
-                &now,
-                &window_s,
-                &max,
-            ],
+            &[&identity, &digits, &plus, &key, &now, &window_s, &max],
         )
         .await?;
     let attempt = match (row.get(6), row.get(7)) {
@@ -289,6 +280,17 @@ pub async fn begin_login(
         attempt,
         terminals: terminals_of(&row, 8),
     })
+}
+
+/// The key under which an identity's failures count, made from what was typed alone: a mobile
+/// number's digits, whatever its spelling, or the online id without regard to case. Whether the
+/// identity names a customer must not change the key, or the lock would tell who is registered
+/// (V70).
+pub fn lockout_key(identity: &str) -> String {
+    match crate::domain::Msisdn::parse(identity) {
+        Ok(msisdn) => format!("msisdn:{}", msisdn.digits()),
+        Err(_) => format!("identity:{}", identity.trim().to_lowercase()),
+    }
 }
 
 /// The terminals `login_begin` returns as four parallel arrays from column `first`.
@@ -482,6 +484,15 @@ pub async fn customer_terminals(
 #[cfg(test)]
 mod tests {
     use crate::store::testing::fresh_database;
+
+    #[test]
+    fn the_lockout_key_depends_on_the_typed_identity_alone() {
+        use super::lockout_key;
+        assert_eq!(lockout_key("+8613800138000"), "msisdn:8613800138000");
+        assert_eq!(lockout_key(" 8613800138000"), lockout_key("+8613800138000"));
+        assert_eq!(lockout_key("Alice"), "identity:alice");
+        assert_eq!(lockout_key("ALICE "), lockout_key("alice"));
+    }
 
     /// Whatever the table's size, the start reads the last day's messages through V68's index on
     /// their age: with sequential scans priced out, a statement no index can serve would still

@@ -54,8 +54,31 @@ impl PaymentCore {
             // verify_password never accepts an unknown identity.
             return Err(PaymentError::Storage("unknown identity accepted".into()));
         };
-        self.password_passed(attempt, customer, start.terminals, choice, now)
-            .await
+        let passed = self
+            .password_passed(attempt, customer, start.terminals, choice, now)
+            .await;
+        // The attempt counts as a failure until the statement that moves the payment on removes
+        // it. When none did (the payment ended meanwhile, or the database failed), a right
+        // password must not stay counted against the identity.
+        if matches!(passed, Ok(LoginReply::Finished(_)) | Err(_)) {
+            self.forget_attempt(attempt).await;
+        }
+        passed
+    }
+
+    /// Removes a sign-in attempt that was counted as a failure before its password passed. At
+    /// worst (the database unreachable) it stays counted, and ages out with the lockout window.
+    async fn forget_attempt(&self, attempt: i64) {
+        let forgotten = async {
+            let client = self.deps.pool.get().await?;
+            client
+                .execute_cached("DELETE FROM login_failures WHERE id = $1", &[&attempt])
+                .await?;
+            Ok::<_, PaymentError>(())
+        };
+        if let Err(e) = forgotten.await {
+            tracing::warn!(payment = %self.row.id, error = %e, "a passed sign-in stays counted");
+        }
     }
 
     /// Failures of one identity that lock it, and the window they must fall in (also the lock's
