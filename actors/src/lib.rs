@@ -14,6 +14,7 @@ pub mod password;
 pub mod secret;
 pub mod spelling;
 pub mod store;
+pub mod tls_trust;
 pub mod transaction;
 
 pub use clock::{Clock, ManualClock, SystemClock};

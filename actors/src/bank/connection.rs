@@ -81,9 +81,11 @@ async fn tls_connect(
     };
     let mut builder =
         SslConnector::builder(SslMethod::tls_client()).map_err(|e| tls_err(e.to_string()))?;
-    builder
-        .set_ca_file(ca)
+    let trusted = std::fs::read(ca)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| crate::tls_trust::trusting_only(&pem))
         .map_err(|e| tls_err(format!("CA file {}: {e}", ca.display())))?;
+    builder.set_cert_store(trusted);
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let ssl = builder

@@ -102,11 +102,9 @@ pub async fn connect_client(
     let mut builder = SslConnector::builder(SslMethod::tls_client())?;
     match tls {
         ClientTls::Off => return Ok(Box::new(tcp)),
-        ClientTls::Ca(pem) => {
-            for cert in X509::stack_from_pem(pem)? {
-                builder.cert_store_mut().add_cert(cert)?;
-            }
-        }
+        ClientTls::Ca(pem) => builder.set_cert_store(
+            payhub_actors::tls_trust::trusting_only(pem).map_err(anyhow::Error::msg)?,
+        ),
         ClientTls::System => {}
         ClientTls::Insecure => builder.set_verify(SslVerifyMode::NONE),
     }
