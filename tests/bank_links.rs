@@ -1419,3 +1419,55 @@ async fn a_bank_that_answers_but_never_reads_is_dropped() {
         .expect("the link closed the connection")
         .unwrap();
 }
+
+/// An echo the bank answers with a refusal is a link that cannot serve: the connection is
+/// dropped, as after an unanswered echo, and the link signs on again.
+#[actix_rt::test]
+async fn a_refused_echo_drops_the_connection_and_the_link_signs_on_again() {
+    let db = fresh_database().await;
+    let (listener, addr) = peer_listener().await;
+    let mut s = settings("bips-a", &addr);
+    s.echo_interval_ms = 100;
+    let router = start_router(&db, vec![s]);
+    let mut bank = Peer::signed_on(&listener, &router).await;
+    let echo = bank.read().await;
+    assert_eq!((echo.mti(), echo.get(70)), ("0800", Some("301")));
+    bank.write(&answer(&echo, "0810", &[(39, "91")])).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), bank.next_raw()).await;
+    assert_eq!(
+        closed,
+        Ok(None),
+        "the link keeps a connection whose echo was refused"
+    );
+    Peer::signed_on(&listener, &router).await;
+}
+
+/// A 0430 is matched by STAN, and must also name the reversal's RRN: an answer for another
+/// reversal that once held the STAN must not close this one, or its debit would stand.
+#[actix_rt::test]
+async fn a_0430_with_another_rrn_does_not_close_the_reversal() {
+    let db = fresh_database().await;
+    let (listener, addr) = peer_listener().await;
+    let router = start_router(&db, vec![settings("bips-a", &addr)]);
+    let mut bank = Peer::signed_on(&listener, &router).await;
+    let asked = router.clone();
+    let debit = actix_rt::spawn(async move { asked.send(Debit(request(1, 0, 100))).await });
+    let original = bank.read().await;
+    assert_eq!(original.mti(), "0200");
+    // No 0210: the debit times out, and its reversal goes out.
+    let timed_out = debit.await.unwrap().unwrap();
+    assert_eq!(timed_out.unwrap_err(), BankError::Timeout);
+    let advice = bank.read().await;
+    assert_eq!((advice.mti(), advice.get(37)), ("0420", original.get(37)));
+    let mut stray = answer(&advice, "0430", &[(39, "00")]);
+    stray = stray.with(37, "OTHER0000001").unwrap();
+    bank.write(&stray).await;
+    let repeat = bank.read().await;
+    assert_eq!((repeat.mti(), repeat.get(37)), ("0421", original.get(37)));
+    assert_eq!(pending_reversals(&db).await, 1);
+    bank.write(&answer(&repeat, "0430", &[(39, "00")])).await;
+    eventually("the right 0430 closed the reversal", || async {
+        pending_reversals(&db).await == 0
+    })
+    .await;
+}

@@ -25,11 +25,17 @@ impl BankLinkActor {
             tracing::warn!(link = %self.name(), mti = %mti, stan, "response matches nothing; dropped");
             return;
         };
-        // A late 0210 must carry the RRN of the debit now holding its STAN.
-        if let PendingKind::Debit { request, .. } = &pending.kind
-            && message.get(37) != Some(request.rrn.as_str())
-        {
-            tracing::warn!(link = %self.name(), stan, "0210 with another debit's RRN dropped");
+        // A late answer must carry the RRN of the debit or reversal now holding its STAN: a
+        // reversal closed by another's 0430 would leave its debit standing.
+        let rrn = match &pending.kind {
+            PendingKind::Debit { request, .. } => Some(request.rrn.as_str()),
+            PendingKind::Reversal { id, .. } => {
+                self.reversals.get(id).map(|r| r.record.rrn.as_str())
+            }
+            PendingKind::Network { .. } => None,
+        };
+        if rrn.is_some_and(|rrn| message.get(37) != Some(rrn)) {
+            tracing::warn!(link = %self.name(), mti = %mti, stan, "answer with another RRN dropped");
             return;
         }
         let Some(pending) = self.pending.remove(&key) else {
@@ -125,6 +131,10 @@ impl BankLinkActor {
             }
             NetworkCode::SignOn => {
                 self.drop_connection("sign-on refused", ctx);
+            }
+            NetworkCode::Echo if !accepted => {
+                // As unanswered: the bank says it cannot serve, so the link is not healthy.
+                self.drop_connection("echo refused", ctx);
             }
             NetworkCode::Echo => {
                 let mut last = self
