@@ -40,6 +40,15 @@ impl DebitState {
     }
 }
 
+/// The answer to an applied debit: approved, or 96 when a malfunction follows (fault switches).
+fn approval(then_malfunction: bool) -> Answer {
+    if then_malfunction {
+        Answer::declined(ledger::SYSTEM_MALFUNCTION)
+    } else {
+        Answer::approved(ledger::approval_code())
+    }
+}
+
 /// The answer to a 0200 whose field 37 was reversed before the debit arrived.
 fn answer_for_reversed_unseen() -> Answer {
     Answer::declined(ledger::INVALID_TRANSACTION)
@@ -86,11 +95,16 @@ impl SimStore {
         }
     }
 
-    /// Applies a 0200 (or repeats the recorded answer for its field 37).
-    pub async fn debit(&self, order: &DebitOrder) -> Result<Answer, SimStoreError> {
+    /// Applies a 0200 (or repeats the recorded answer for its field 37). `then_malfunction`: an
+    /// approved debit is applied, and answered (then and on every repeat) with 96.
+    pub async fn debit(
+        &self,
+        order: &DebitOrder,
+        then_malfunction: bool,
+    ) -> Result<Answer, SimStoreError> {
         match self {
-            Self::Memory(m) => Ok(lock(m).debit(order)),
-            Self::Postgres(p) => p.debit(order).await,
+            Self::Memory(m) => Ok(lock(m).debit(order, then_malfunction)),
+            Self::Postgres(p) => p.debit(order, then_malfunction).await,
         }
     }
 
@@ -175,7 +189,7 @@ impl MemoryLedger {
             .find(|key| self.accounts.contains_key(key))
     }
 
-    fn debit(&mut self, order: &DebitOrder) -> Answer {
+    fn debit(&mut self, order: &DebitOrder, then_malfunction: bool) -> Answer {
         if let Some(row) = self.debits.get(&order.rrn) {
             return match row.state {
                 DebitState::ReversedUnseen => answer_for_reversed_unseen(),
@@ -192,8 +206,7 @@ impl MemoryLedger {
             None => {
                 let payee = self.payee_key(&order.payee_account);
                 self.move_money(&payer, payee.as_ref(), order.amount_minor);
-                let answer = Answer::approved(ledger::approval_code());
-                (answer, DebitState::Approved, payee)
+                (approval(then_malfunction), DebitState::Approved, payee)
             }
         };
         self.debits.insert(
@@ -346,7 +359,11 @@ impl PgLedger {
         Ok(row.map(|r| r.get(0)))
     }
 
-    async fn debit(&self, order: &DebitOrder) -> Result<Answer, SimStoreError> {
+    async fn debit(
+        &self,
+        order: &DebitOrder,
+        then_malfunction: bool,
+    ) -> Result<Answer, SimStoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         // Claim field 37 first: a concurrent twin waits here until this one commits, then reads
@@ -362,8 +379,7 @@ impl PgLedger {
                 Some(code) => (Answer::declined(code), DebitState::Declined, None),
                 None => {
                     let credited = self.move_money(&tx, order).await?;
-                    let answer = Answer::approved(ledger::approval_code());
-                    (answer, DebitState::Approved, credited)
+                    (approval(then_malfunction), DebitState::Approved, credited)
                 }
             };
         tx.execute(
@@ -610,16 +626,19 @@ mod tests {
     /// The same story against both stores: approve, repeat, decline, reverse twice, reverse unseen.
     async fn ledger_story(store: SimStore) {
         store.seed(&seed()).await.unwrap();
-        let first = store.debit(&order("r1", 600)).await.unwrap();
+        let first = store.debit(&order("r1", 600), false).await.unwrap();
         assert!(first.is_approved());
-        assert_eq!(store.debit(&order("r1", 600)).await.unwrap(), first);
+        assert_eq!(store.debit(&order("r1", 600), false).await.unwrap(), first);
         assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(400));
         assert_eq!(store.balance("0002", "shop").await.unwrap(), Some(600));
-        let poor = store.debit(&order("r2", 600)).await.unwrap();
+        let poor = store.debit(&order("r2", 600), false).await.unwrap();
         assert_eq!(poor.response_code, "51");
         let mut stranger = order("r3", 1);
         stranger.payer_account = "nobody".into();
-        assert_eq!(store.debit(&stranger).await.unwrap().response_code, "14");
+        assert_eq!(
+            store.debit(&stranger, false).await.unwrap().response_code,
+            "14"
+        );
         // Field 90 naming another 0200: found by field 37, but not undone.
         let wrong = store.reverse(&reversal("r1", "000043")).await.unwrap();
         assert_eq!(wrong, ReversalOutcome::Mismatch);
@@ -632,8 +651,22 @@ mod tests {
         assert_eq!(store.balance("0002", "shop").await.unwrap(), Some(0));
         let unseen = store.reverse(&reversal("r9", "000042")).await.unwrap();
         assert_eq!(unseen, ReversalOutcome::NothingToUndo);
-        let late = store.debit(&order("r9", 10)).await.unwrap();
+        let late = store.debit(&order("r9", 10), false).await.unwrap();
         assert_eq!(late.response_code, "12");
+        assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(1_000));
+        // Applied, then a malfunction: 96, for the repeat too, and the reversal undoes it.
+        let broken = store.debit(&order("r5", 300), true).await.unwrap();
+        assert_eq!(
+            (
+                broken.response_code.as_str(),
+                broken.approval_code.as_deref()
+            ),
+            ("96", None)
+        );
+        assert_eq!(store.debit(&order("r5", 300), false).await.unwrap(), broken);
+        assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(700));
+        let undone = store.reverse(&reversal("r5", "000042")).await.unwrap();
+        assert_eq!(undone, ReversalOutcome::Reversed);
         assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(1_000));
     }
 
@@ -651,7 +684,7 @@ mod tests {
         // Ten concurrent copies of one 0200 debit once.
         let answers = futures::future::join_all((0..10).map(|_| {
             let store = store.clone();
-            async move { store.debit(&order("twin", 100)).await.unwrap() }
+            async move { store.debit(&order("twin", 100), false).await.unwrap() }
         }))
         .await;
         assert!(answers.iter().all(|a| a == &answers[0] && a.is_approved()));
