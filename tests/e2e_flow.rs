@@ -792,6 +792,18 @@ async fn bad_input_gets_calm_4xx_pages() {
     let browser = w.browser();
     assert_eq!(browser.get("/pay/pay_doesnotexist").await.status, 404);
     assert_eq!(browser.get("/pay/..%2f..%2fetc").await.status, 404);
+    // A path or method no page serves is a page too, never the API's JSON.
+    for nowhere in [
+        browser.get(&format!("/pay/{pay}/elsewhere")).await,
+        browser.post(&format!("/pay/{pay}"), &[]).await,
+    ] {
+        assert_eq!(nowhere.status, 404);
+        assert!(
+            nowhere.body.starts_with("<!doctype html>"),
+            "{}",
+            nowhere.body
+        );
+    }
     // No CSRF cookie yet: refused.
     let fresh = w.browser();
     let p = fresh

@@ -423,7 +423,9 @@ async fn bad_input_gets_the_error_shape_never_a_5xx() {
         (status, error_code(&err)),
         (StatusCode::NOT_FOUND, "not_found")
     );
-    let (status, err) = body(client.delete(gw.url("/v1/payments")).send().await.unwrap()).await;
+    let delete = client.delete(gw.url("/v1/payments")).send().await.unwrap();
+    assert_eq!(delete.headers()["allow"], "POST");
+    let (status, err) = body(delete).await;
     assert_eq!(
         (status, error_code(&err)),
         (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")

@@ -149,10 +149,18 @@ pub async fn no_route(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiEr
     )))
 }
 
-pub async fn method_not_allowed(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
+/// A method a resource does not serve: the error shape, with the `Allow` header HTTP asks of a
+/// 405 (`allow`: the methods the resource serves).
+pub fn method_not_allowed(req: &actix_web::HttpRequest, allow: &'static str) -> HttpResponse {
+    let mut res = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         format!("{} is not allowed on {}", req.method(), req.path()),
-    ))
+    )
+    .error_response();
+    res.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static(allow),
+    );
+    res
 }

@@ -50,20 +50,23 @@ pub struct MerchantApi {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use crate::http::error::method_not_allowed;
+    let only = |allow: &'static str| {
+        web::to(move |req: actix_web::HttpRequest| async move { method_not_allowed(&req, allow) })
+    };
     cfg.service(
         web::resource(PAYMENTS_PATH)
             .route(web::post().to(create_payment))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("POST")),
     )
     .service(
         web::resource(PAYMENT_PATH)
             .route(web::get().to(get_payment))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("GET")),
     )
     .service(
         web::resource(OPENAPI_PATH)
             .route(web::get().to(openapi::serve))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("GET")),
     );
 }
 

@@ -110,9 +110,15 @@ pub fn configure(
                 .route("/{id}/code", web::get().to(code_page))
                 .route("/{id}/code", web::post().to(submit_code))
                 .route("/{id}/resend", web::post().to(resend))
-                .route("/{id}/result", web::get().to(result_page)),
+                .route("/{id}/result", web::get().to(result_page))
+                // A browser that asks for anything else under /pay gets a page, not JSON.
+                .default_service(web::to(no_page)),
         );
     }
+}
+
+async fn no_page(state: web::Data<PagesState>) -> HttpResponse {
+    render::not_found(&state.templates)
 }
 
 // ---- handlers -----------------------------------------------------------------------------------
