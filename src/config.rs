@@ -464,6 +464,7 @@ impl Config {
         if p.code_validity_s == 0 || p.lifetime_s == 0 {
             problems.push("payments: code_validity_s and lifetime_s must be positive".to_string());
         }
+        Self::check_fixed_rules(p, problems);
         let durations = [
             ("lifetime_s", p.lifetime_s),
             ("code_validity_s", p.code_validity_s),
@@ -479,6 +480,35 @@ impl Config {
         }
         if self.webhooks.give_up_after_s < 24 * 3600 {
             problems.push("webhooks.give_up_after_s: must be at least 86400 (24 h)".to_string());
+        }
+    }
+
+    /// gateway-http.md fixes the tries, resends and lockout: an operator may make them stricter,
+    /// never looser than the contract that customers and merchants were given.
+    fn check_fixed_rules(p: &PaymentsConfig, problems: &mut Vec<String>) {
+        let counts = [
+            ("code_attempts_max", p.code_attempts_max, 1, 3),
+            ("code_resends_max", p.code_resends_max, 0, 2),
+            ("password_attempts_max", p.password_attempts_max, 1, 3),
+            ("identity_failures_max", p.identity_failures_max, 1, 5),
+        ];
+        for (name, value, min, max) in counts {
+            if !(min..=max).contains(&value) {
+                problems.push(format!(
+                    "payments.{name}: must be {min} to {max} (gateway-http.md allows {max})"
+                ));
+            }
+        }
+        let spans = [
+            ("code_resend_interval_s", p.code_resend_interval_s, 30),
+            ("identity_lockout_s", p.identity_lockout_s, 15 * 60),
+        ];
+        for (name, seconds, min) in spans {
+            if seconds < min {
+                problems.push(format!(
+                    "payments.{name}: must be at least {min} (gateway-http.md)"
+                ));
+            }
         }
     }
 
@@ -773,6 +803,45 @@ echo_interval_s = 30
         )];
         let err = Config::from_toml(MINIMAL, &env).unwrap_err();
         assert!(err.to_string().contains("payments.code_digits"), "{err}");
+    }
+
+    #[test]
+    fn the_rules_of_gateway_http_md_may_be_made_stricter_never_looser() {
+        let with = |pairs: &[(&str, &str)]| {
+            let env: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| (format!("PAYHUB_PAYMENTS__{k}"), v.to_string()))
+                .collect();
+            Config::from_toml(MINIMAL, &env)
+        };
+        let stricter = with(&[("CODE_ATTEMPTS_MAX", "2"), ("CODE_RESEND_INTERVAL_S", "60")]);
+        assert_eq!(stricter.unwrap().payments.code_attempts_max, 2);
+        let looser = with(&[
+            ("CODE_ATTEMPTS_MAX", "4"),
+            ("CODE_RESENDS_MAX", "3"),
+            ("CODE_RESEND_INTERVAL_S", "10"),
+            ("PASSWORD_ATTEMPTS_MAX", "0"),
+            ("IDENTITY_FAILURES_MAX", "6"),
+            ("IDENTITY_LOCKOUT_S", "60"),
+        ])
+        .unwrap_err();
+        let named: Vec<&str> = looser
+            .0
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "payments.code_attempts_max",
+                "payments.code_resends_max",
+                "payments.password_attempts_max",
+                "payments.identity_failures_max",
+                "payments.code_resend_interval_s",
+                "payments.identity_lockout_s",
+            ],
+            "{looser}"
+        );
     }
 
     #[test]
