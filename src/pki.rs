@@ -133,6 +133,14 @@ pub fn within_validity(cert: &X509Ref) -> bool {
     Asn1Time::days_from_now(0).is_ok_and(|now| cert.not_before() <= now && now <= cert.not_after())
 }
 
+/// The end of `cert`'s validity.
+pub fn not_after(cert: &X509Ref) -> Option<chrono::DateTime<chrono::Utc>> {
+    let epoch = Asn1Time::from_unix(0).ok()?;
+    let since = epoch.diff(cert.not_after()).ok()?;
+    let seconds = i64::from(since.days) * 86_400 + i64::from(since.secs);
+    chrono::DateTime::from_timestamp(seconds, 0)
+}
+
 /// The serial number of `cert` in upper-case hex.
 pub fn serial_hex(cert: &X509Ref) -> String {
     cert.serial_number()

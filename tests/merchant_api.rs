@@ -296,6 +296,22 @@ async fn requests_without_an_acceptable_certificate_are_401() {
     gw.stop().await;
 }
 
+/// A keep-alive connection outlives its TLS handshake: a certificate that expires while the
+/// connection stays open is refused from then on.
+#[actix_rt::test]
+async fn a_certificate_that_expires_on_an_open_connection_is_refused_from_then_on() {
+    let gw = TestGateway::spawn(vec![]).await;
+    let shop = gw.enroll_merchant("Shop").await;
+    let client = gw.client(Some(&shop.cert));
+    let (status, _) = create(&gw, &client, &order("before")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // The test PKI's certificates are valid a week.
+    gw.clock.advance(chrono::Duration::days(8));
+    expect_unauthenticated(&gw, client, "expired on the open connection").await;
+    assert_eq!(count(&gw, "payments").await, 1);
+    gw.stop().await;
+}
+
 #[actix_rt::test]
 async fn bad_input_gets_the_error_shape_never_a_5xx() {
     let gw = TestGateway::spawn_with(|s| s.body_max_bytes = 2048, vec![]).await;

@@ -51,9 +51,10 @@ impl TestPki {
         }
     }
 
-    /// A client certificate from the merchant CA, valid for a day.
+    /// A client certificate from the merchant CA, valid for a week: tests that move their clock a
+    /// day or two keep it valid (each request checks it against the gateway's clock).
     pub fn client_cert(&self, common_name: &str) -> CertifiedKey {
-        pki::issue_client(&self.merchant_ca, common_name, Validity::days_from_now(1))
+        pki::issue_client(&self.merchant_ca, common_name, Validity::days_from_now(7))
             .expect("client certificate")
     }
 }

@@ -16,6 +16,7 @@ use actix_web::dev::{Extensions, Payload};
 use actix_web::rt::net::TcpStream;
 use actix_web::{FromRequest, HttpRequest, web};
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use futures::future::LocalBoxFuture;
 use openssl::error::ErrorStack;
 use openssl::pkey::PKey;
@@ -83,9 +84,15 @@ impl ServerTls {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientCertificate {
     /// Chains to the merchant CA and is within its validity.
-    Verified { fingerprint: String },
+    Verified {
+        fingerprint: String,
+        not_after: DateTime<Utc>,
+    },
     /// Within its validity, issued by no CA the gateway trusts: acceptable only if pinned.
-    Uploaded { fingerprint: String },
+    Uploaded {
+        fingerprint: String,
+        not_after: DateTime<Utc>,
+    },
     /// Presented but not acceptable (another CA, expired, …).
     Rejected { reason: String },
 }
@@ -105,11 +112,24 @@ pub fn on_connect(conn: &dyn Any, data: &mut Extensions) {
 /// The verdict on a presented certificate, from OpenSSL's verification against the merchant CA.
 fn judge(cert: &X509Ref, verdict: X509VerifyResult) -> ClientCertificate {
     let fingerprint = crate::pki::fingerprint(cert);
+    // A keep-alive connection (or a resumed session) outlives its handshake: each request checks
+    // the end of the certificate's validity again.
+    let Some(not_after) = crate::pki::not_after(cert) else {
+        return ClientCertificate::Rejected {
+            reason: "the certificate's end of validity cannot be read".into(),
+        };
+    };
     if verdict == X509VerifyResult::OK {
-        return ClientCertificate::Verified { fingerprint };
+        return ClientCertificate::Verified {
+            fingerprint,
+            not_after,
+        };
     }
     if UNTRUSTED_ISSUER.contains(&verdict.as_raw()) && crate::pki::within_validity(cert) {
-        return ClientCertificate::Uploaded { fingerprint };
+        return ClientCertificate::Uploaded {
+            fingerprint,
+            not_after,
+        };
     }
     ClientCertificate::Rejected {
         reason: verdict.error_string().to_string(),
@@ -140,10 +160,17 @@ impl FromRequest for AuthenticatedMerchant {
             .app_data::<web::Data<deadpool_postgres::Pool>>()
             .cloned();
         let cache = req.app_data::<web::Data<MerchantCache>>().cloned();
+        let now = cache.as_ref().map_or_else(Utc::now, |c| c.clock.now());
         Box::pin(async move {
-            let fingerprint = match cert {
-                Some(ClientCertificate::Verified { fingerprint })
-                | Some(ClientCertificate::Uploaded { fingerprint }) => fingerprint,
+            let (fingerprint, not_after) = match cert {
+                Some(ClientCertificate::Verified {
+                    fingerprint,
+                    not_after,
+                })
+                | Some(ClientCertificate::Uploaded {
+                    fingerprint,
+                    not_after,
+                }) => (fingerprint, not_after),
                 Some(ClientCertificate::Rejected { reason }) => {
                     return Err(ApiError::unauthenticated(format!(
                         "the client certificate is not accepted: {reason}"
@@ -155,6 +182,11 @@ impl FromRequest for AuthenticatedMerchant {
                     ));
                 }
             };
+            if now > not_after {
+                return Err(ApiError::unauthenticated(
+                    "the client certificate expired during this connection",
+                ));
+            }
             let merchant = match cache.as_ref().and_then(|c| c.get(&fingerprint)) {
                 Some(cached) => cached,
                 None => {
