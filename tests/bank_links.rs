@@ -1471,3 +1471,33 @@ async fn a_0430_with_another_rrn_does_not_close_the_reversal() {
     })
     .await;
 }
+
+/// A graceful shutdown signs off even with a debit the bank never answers and a response timeout
+/// longer than the router's wait: the debit is given up and reversed, and the 0800/002 leaves.
+#[actix_rt::test]
+async fn shutdown_signs_off_despite_a_debit_the_bank_never_answers() {
+    let db = fresh_database().await;
+    let (listener, addr) = peer_listener().await;
+    let mut s = settings("bips-a", &addr);
+    s.response_timeout_ms = 20_000;
+    let router = start_router(&db, vec![s]);
+    let mut bank = Peer::signed_on(&listener, &router).await;
+    let asked = router.clone();
+    let _debit = actix_rt::spawn(async move { asked.send(Debit(request(1, 0, 100))).await });
+    assert_eq!(bank.read().await.mti(), "0200");
+    let stopping = router.clone();
+    let shutdown = actix_rt::spawn(async move { stopping.send(Shutdown).await });
+    let waited = Duration::from_millis(payhub_actors::bank::router::SHUTDOWN_WAIT_MS_MAX);
+    let sign_off = tokio::time::timeout(waited, bank.next_raw())
+        .await
+        .expect("the sign-off left within the router's shutdown wait")
+        .expect("the connection stays open for the sign-off");
+    let sign_off = Message::unpack(&sign_off).unwrap();
+    assert_eq!((sign_off.mti(), sign_off.get(70)), ("0800", Some("002")));
+    bank.write(&answer(&sign_off, "0810", &[(39, "00")])).await;
+    shutdown.await.unwrap().unwrap();
+    eventually("the unanswered debit's reversal is stored", || async {
+        pending_reversals(&db).await == 1
+    })
+    .await;
+}

@@ -55,6 +55,11 @@ const TICK_MIN_MS: u64 = 5;
 const TICK_MAX_MS: u64 = 250;
 /// A debit whose caller stopped waiting is reclaimed by the link after this many timeouts.
 const STALE_DEBIT_TIMEOUTS: u32 = 2;
+/// Stopping, the sign-off waits for the debits in flight, and must leave within the router's
+/// shutdown wait: a debit unanswered for one timeout, or for half that wait if sooner, is given up
+/// then (its payment has stopped waiting, or is told the link dropped) and reversed.
+const STOPPING_DEBIT_WAIT: std::time::Duration =
+    std::time::Duration::from_millis(super::router::SHUTDOWN_WAIT_MS_MAX / 2);
 /// Attempts to store a reversal before the failure is reported (the database may be restarting).
 const REVERSAL_STORE_ATTEMPTS_MAX: u32 = 5;
 const REVERSAL_STORE_RETRY_MS: u64 = 200;

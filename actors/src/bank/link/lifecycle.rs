@@ -3,7 +3,8 @@
 
 use super::{
     BankLinkActor, Conn, Inbound, LinkOutcome, LinkState, MESSAGE_MAX_BYTES, PendingKind,
-    REVERSALS_IN_FLIGHT_MAX, STALE_DEBIT_TIMEOUTS, UNSENT_BEYOND_IN_FLIGHT_BYTES,
+    REVERSALS_IN_FLIGHT_MAX, STALE_DEBIT_TIMEOUTS, STOPPING_DEBIT_WAIT,
+    UNSENT_BEYOND_IN_FLIGHT_BYTES,
 };
 use crate::bank::connection::{self, LinkReader, LinkWriterIo};
 use crate::bank::reversals::ReversalReason;
@@ -106,7 +107,11 @@ impl BankLinkActor {
     pub(super) fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         let mut expired = Vec::new();
-        let stale_after = self.settings.response_timeout() * STALE_DEBIT_TIMEOUTS;
+        let stale_after = if self.stopping {
+            self.settings.response_timeout().min(STOPPING_DEBIT_WAIT)
+        } else {
+            self.settings.response_timeout() * STALE_DEBIT_TIMEOUTS
+        };
         for (key, p) in &self.pending {
             let late = match &p.kind {
                 PendingKind::Network { deadline, .. } | PendingKind::Reversal { deadline, .. } => {
