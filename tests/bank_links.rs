@@ -1501,3 +1501,36 @@ async fn shutdown_signs_off_despite_a_debit_the_bank_never_answers() {
     })
     .await;
 }
+
+/// More pending reversals than a link holds in memory: the rest are loaded as the first are
+/// answered, so every one is repeated until its 0430 (they waited for the next reconnect).
+#[actix_rt::test]
+async fn reversals_beyond_those_loaded_are_sent_as_the_first_are_answered() {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| 1_000).await;
+    let now = chrono::Utc::now();
+    for i in 0..10u32 {
+        let record = bank::reversals::ReversalRecord {
+            payment_id: None,
+            link_name: "bips-a".into(),
+            rrn: format!("RV{i:010}"),
+            amount_minor: 100,
+            currency_numeric: "156".into(),
+            original_stan: format!("{:06}", i + 1),
+            original_f7: "1128101010".into(),
+            acquirer_id: INSTITUTION.into(),
+        };
+        let reason = bank::reversals::ReversalReason::Timeout;
+        bank::reversals::queue(&db.pool, &record, reason, now)
+            .await
+            .unwrap();
+    }
+    let mut s = settings("bips-a", &sim.addr().to_string());
+    s.reversals_loaded_max = 4;
+    let _router = start_router(&db, vec![s]);
+    eventually("all ten reversals were answered", || async {
+        pending_reversals(&db).await == 0
+    })
+    .await;
+    assert_eq!(sim.stats().reversals, 10);
+}

@@ -53,6 +53,8 @@ pub const REVERSALS_IN_FLIGHT_MAX: usize = 64;
 /// this often and at most this often.
 const TICK_MIN_MS: u64 = 5;
 const TICK_MAX_MS: u64 = 250;
+/// Reversals beyond `reversals_loaded_max` are loaded at most this often, as answers come in.
+const REVERSALS_RELOAD_SPACING: std::time::Duration = std::time::Duration::from_secs(1);
 /// A debit whose caller stopped waiting is reclaimed by the link after this many timeouts.
 const STALE_DEBIT_TIMEOUTS: u32 = 2;
 /// Stopping, the sign-off waits for the debits in flight, and must leave within the router's
@@ -278,6 +280,9 @@ pub struct BankLinkActor {
     seq: u64,
     reversals: BTreeMap<i64, PendingReversal>,
     reversals_in_flight: HashSet<i64>,
+    /// The last load filled `reversals_loaded_max`: more may wait in the table.
+    reversals_beyond_loaded: bool,
+    reversals_loaded_at: Option<Instant>,
     backoff: Backoff,
     /// When the bank last sent anything. Only what is received counts: writes succeed into a
     /// dead peer's socket buffer, so counting them would keep a silent bank from being echoed.
@@ -312,6 +317,8 @@ impl BankLinkActor {
             seq: 0,
             reversals: BTreeMap::new(),
             reversals_in_flight: HashSet::new(),
+            reversals_beyond_loaded: false,
+            reversals_loaded_at: None,
             backoff,
             last_received: Instant::now(),
             stopping: false,
@@ -541,6 +548,7 @@ impl Handler<ReversalsLoaded> for BankLinkActor {
     type Result = ();
 
     fn handle(&mut self, msg: ReversalsLoaded, ctx: &mut Context<Self>) {
+        self.reversals_beyond_loaded = msg.0.len() >= self.settings.reversals_loaded_max;
         for r in msg.0 {
             self.reversals.entry(r.id).or_insert(r);
         }

@@ -1,15 +1,15 @@
 //! The durable reversal queue (store-and-forward): a reversal is written here before its 0420 is
 //! first sent, and stays pending until a 0430 arrives. The link reloads its pending reversals
-//! after a reconnect or a restart.
+//! after a reconnect or a restart, and, when more wait than it holds at once
+//! (`LinkSettings::reversals_loaded_max`), as those it holds are answered.
 
 use crate::store::StoreError;
 use crate::store::prepared::Prepared;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 
-/// At most this many pending reversals are loaded into one link at once; the rest wait in the
-/// table for the next reload.
-pub const PENDING_LOAD_MAX: i64 = 10_000;
+/// The default of `LinkSettings::reversals_loaded_max`.
+pub const PENDING_LOAD_MAX: usize = 10_000;
 
 /// Why a reversal was queued (the `reason` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,15 +159,20 @@ fn from_row(row: &tokio_postgres::Row) -> PendingReversal {
 }
 
 /// The link's reversals still waiting for a 0430, oldest first.
-pub async fn pending(pool: &Pool, link_name: &str) -> Result<Vec<PendingReversal>, StoreError> {
+pub async fn pending(
+    pool: &Pool,
+    link_name: &str,
+    limit: usize,
+) -> Result<Vec<PendingReversal>, StoreError> {
     let client = pool.get().await?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = client
         .query(
             &format!(
                 "{SELECT_REVERSAL} WHERE link_name = $1 AND completed_at IS NULL \
-                 ORDER BY id LIMIT {PENDING_LOAD_MAX}"
+                 ORDER BY id LIMIT $2"
             ),
-            &[&link_name],
+            &[&link_name, &limit],
         )
         .await?;
     Ok(rows.iter().map(from_row).collect())

@@ -41,6 +41,9 @@ pub struct LinkSettings {
     pub in_flight_max: usize,
     /// How often an unanswered reversal is repeated as 0421.
     pub reversal_interval_ms: u64,
+    /// Pending reversals held in memory at once; the rest wait in the table and are loaded as
+    /// these are answered.
+    pub reversals_loaded_max: usize,
     pub reconnect_backoff_min_ms: u64,
     pub reconnect_backoff_max_ms: u64,
     /// When set, the link talks TLS and checks the BIPS's certificate against this CA.
@@ -53,6 +56,7 @@ pub struct LinkSettings {
 /// Upper bounds the settings must respect (TIGER_STYLE: a limit on everything).
 pub const IN_FLIGHT_MAX_LIMIT: usize = 100_000;
 pub const RESPONSE_TIMEOUT_MS_LIMIT: u64 = 600_000;
+pub const REVERSALS_LOADED_MAX_LIMIT: usize = 1_000_000;
 
 impl LinkSettings {
     /// Settings with the defaults of operations.md for everything but the identity of the link.
@@ -66,6 +70,7 @@ impl LinkSettings {
             echo_interval_ms: 30_000,
             in_flight_max: 1_024,
             reversal_interval_ms: 10_000,
+            reversals_loaded_max: crate::bank::reversals::PENDING_LOAD_MAX,
             reconnect_backoff_min_ms: 100,
             reconnect_backoff_max_ms: 30_000,
             tls_ca_cert: None,
@@ -90,6 +95,11 @@ impl LinkSettings {
         if !(1..=RESPONSE_TIMEOUT_MS_LIMIT).contains(&self.response_timeout_ms) {
             return Err(format!(
                 "link {name}: response_timeout_ms must be 1 to {RESPONSE_TIMEOUT_MS_LIMIT}"
+            ));
+        }
+        if !(1..=REVERSALS_LOADED_MAX_LIMIT).contains(&self.reversals_loaded_max) {
+            return Err(format!(
+                "link {name}: reversals_loaded_max must be 1 to {REVERSALS_LOADED_MAX_LIMIT}"
             ));
         }
         if self.echo_interval_ms == 0 || self.reversal_interval_ms == 0 {

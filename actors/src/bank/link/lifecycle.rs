@@ -147,6 +147,7 @@ impl BankLinkActor {
             if idle >= self.settings.echo_interval() && !echo_outstanding {
                 self.send_network(NetworkCode::Echo);
             }
+            self.load_more_reversals(ctx);
             self.send_due_reversals(ctx);
         }
         if self.stopping {

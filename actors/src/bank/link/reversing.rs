@@ -3,8 +3,8 @@
 
 use super::{
     BankLinkActor, LinkDeps, LinkState, Pending, PendingKind, REVERSAL_STORE_ATTEMPTS_MAX,
-    REVERSAL_STORE_RETRY_MS, REVERSALS_IN_FLIGHT_MAX, ReversalMarked, ReversalQueued,
-    ReversalsLoaded,
+    REVERSAL_STORE_RETRY_MS, REVERSALS_IN_FLIGHT_MAX, REVERSALS_RELOAD_SPACING, ReversalMarked,
+    ReversalQueued, ReversalsLoaded,
 };
 use crate::bank::reversals::{self, PendingReversal, ReversalReason, ReversalRecord};
 use crate::bank::stan::format_stan;
@@ -111,11 +111,13 @@ impl BankLinkActor {
     }
 
     pub(super) fn load_reversals(&mut self, ctx: &mut Context<Self>) {
+        self.reversals_loaded_at = Some(Instant::now());
         let pool = self.deps.pool.clone();
         let name = self.settings.name.clone();
+        let limit = self.settings.reversals_loaded_max;
         let addr = ctx.address();
         actix::spawn(async move {
-            match reversals::pending(&pool, &name).await {
+            match reversals::pending(&pool, &name, limit).await {
                 Ok(list) => addr.do_send(ReversalsLoaded(list)),
                 Err(e) => tracing::warn!(link = %name, error = %e, "loading pending reversals"),
             }
@@ -139,6 +141,18 @@ impl BankLinkActor {
             // Nobody waits for the answer; a failure is logged by `store_reversal`.
             let _ = queue_reversal(&addr, &deps, &record, reason).await;
         });
+    }
+
+    /// Past `reversals_loaded_max`, reversals wait in the table: at a tick, more are loaded once
+    /// half of those in memory were answered, at most once per `REVERSALS_RELOAD_SPACING`.
+    pub(super) fn load_more_reversals(&mut self, ctx: &mut Context<Self>) {
+        let low = self.reversals.len() <= self.settings.reversals_loaded_max / 2;
+        let recently = self
+            .reversals_loaded_at
+            .is_some_and(|at| at.elapsed() < REVERSALS_RELOAD_SPACING);
+        if self.reversals_beyond_loaded && low && !recently {
+            self.load_reversals(ctx);
+        }
     }
 
     pub(super) fn on_reversal_answer(&mut self, id: i64, message: &Message) {
