@@ -15,6 +15,7 @@ use rusmpp::{
     Command, CommandId, CommandStatus, Pdu,
     tokio_codec::{DecodeError, EncodeError},
 };
+use futures::channel::mpsc::{Receiver as EventReceiver, Sender as EventSender};
 use tokio::sync::{
     mpsc::{self, UnboundedSender},
     oneshot, watch,
@@ -27,6 +28,12 @@ const TIMER: &str = "rusmppc::connection::smpp::timer";
 const ACTIONS_POLL_LIMIT: u8 = 5;
 const SINK_POLL_LIMIT: u8 = 5;
 const STREAM_POLL_LIMIT: u8 = 5;
+
+// payhub patch: the events channel was unbounded, so an SMSC that sends faster than the client
+// takes events filled memory without limit. While this many events wait, the connection reads
+// nothing more from the SMSC, and TCP pushes back on it. Error events, each the connection's
+// last, are dropped when the channel is full; the stream still ends.
+const EVENTS_CHANNEL_CAPACITY: usize = 1_024;
 
 #[derive(Debug)]
 enum State {
@@ -53,7 +60,7 @@ pin_project! {
         last_enquire_link_sequence_number: Option<u32>,
         enquire_link_response_timeout: Duration,
         auto_enquire_link_response: bool,
-        events: UnboundedSender<Event>,
+        events: EventSender<Event>,
         // Used to let the client wait for the connection to be closed
         _watch: watch::Receiver<()>,
         #[pin]
@@ -78,9 +85,9 @@ impl<D1: Delay, D2: Delay> Connection<(), D1, D2> {
         Self,
         watch::Sender<()>,
         UnboundedSender<Action>,
-        UnboundedReceiverStream<Event>,
+        EventReceiver<Event>,
     ) {
-        let (events_tx, events_rx) = mpsc::unbounded_channel::<Event>();
+        let (events_tx, events_rx) = futures::channel::mpsc::channel::<Event>(EVENTS_CHANNEL_CAPACITY);
         let (actions_tx, actions_rx) = mpsc::unbounded_channel::<Action>();
         let (watch_tx, watch_rx) = watch::channel(());
 
@@ -106,7 +113,7 @@ impl<D1: Delay, D2: Delay> Connection<(), D1, D2> {
             },
             watch_tx,
             actions_tx,
-            UnboundedReceiverStream::new(events_rx),
+            events_rx,
         )
     }
 
@@ -252,8 +259,9 @@ where
 
                         let _ = self
                             .as_mut()
+                            .project()
                             .events
-                            .send(Event::error(Error::EnquireLinkTimeout { timeout }));
+                            .try_send(Event::error(Error::EnquireLinkTimeout { timeout }));
 
                         return Poll::Ready(());
                     }
@@ -425,7 +433,7 @@ where
                                         Err(Err(err)) => {
                                             // Client not waiting
 
-                                            let _ = self.as_mut().events.send(Event::error(err));
+                                            let _ = self.as_mut().project().events.try_send(Event::error(err));
 
                                             return Poll::Ready(());
                                         }
@@ -471,7 +479,7 @@ where
                                             }
                                             Err(Err(err)) => {
                                                 let _ =
-                                                    self.as_mut().events.send(Event::error(err));
+                                                    self.as_mut().project().events.try_send(Event::error(err));
 
                                                 return Poll::Ready(());
                                             }
@@ -499,7 +507,7 @@ where
                                         Err(Err(err)) => {
                                             // Client not waiting
 
-                                            let _ = self.as_mut().events.send(Event::error(err));
+                                            let _ = self.as_mut().project().events.try_send(Event::error(err));
 
                                             return Poll::Ready(());
                                         }
@@ -558,6 +566,12 @@ where
 
                         cx.waker().wake_by_ref();
 
+                        return Poll::Pending;
+                    }
+
+                    // payhub patch: nothing is read while the events channel is full. Closed (the
+                    // client dropped its events), the events below are dropped, as before.
+                    if self.as_mut().project().events.poll_ready(cx).is_pending() {
                         return Poll::Pending;
                     }
 
@@ -623,8 +637,9 @@ where
 
                                                 let _ = self
                                                     .as_mut()
+                                                    .project()
                                                     .events
-                                                    .send(Event::incoming(command));
+                                                    .start_send(Event::incoming(command));
                                             }
                                         }
                                     }
@@ -633,7 +648,7 @@ where
 
                                         // The client might have cancelled the request or it timed out.
                                         // In this case we just send the command as an incoming event.
-                                        let _ = self.as_mut().events.send(Event::incoming(command));
+                                        let _ = self.as_mut().project().events.start_send(Event::incoming(command));
                                     }
                                 }
 
@@ -641,14 +656,14 @@ where
                             }
 
                             // Command is an operation from the server.
-                            let _ = self.as_mut().events.send(Event::incoming(command));
+                            let _ = self.as_mut().project().events.start_send(Event::incoming(command));
                         }
                         Poll::Ready(Some(Err(err))) => {
                             tracing::error!(target: CONN, ?err);
 
                             self.as_mut().set_state(State::Errored);
 
-                            let _ = self.as_mut().events.send(Event::error(Error::from(err)));
+                            let _ = self.as_mut().project().events.try_send(Event::error(Error::from(err)));
 
                             return Poll::Ready(());
                         }
@@ -659,8 +674,9 @@ where
 
                             let _ = self
                                 .as_mut()
-                                .events
-                                .send(Event::error(Error::ConnectionClosedByPeer));
+                                .project()
+                            .events
+                            .try_send(Event::error(Error::ConnectionClosedByPeer));
 
                             return Poll::Ready(());
                         }
