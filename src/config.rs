@@ -2,6 +2,7 @@
 //! and `DATABASE_URL`. Every problem is reported on a line of its own.
 
 use payhub_actors::Secret;
+use payhub_actors::store::{DatabaseTls, StoreError};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,21 @@ pub struct DatabaseConfig {
     pub url: String,
     #[serde(default = "defaults::pool_size")]
     pub pool_size: usize,
+    /// When set, a TLS connection (the URL's `sslmode`: `prefer`, the default, or `require`) must
+    /// show a certificate from this CA for the URL's host. Unset, the certificate is not checked.
+    #[serde(default)]
+    pub tls_ca_cert: Option<PathBuf>,
+}
+
+impl DatabaseConfig {
+    /// A pool of `size` connections to the database, with its TLS checks.
+    pub fn pool(&self, size: usize) -> Result<deadpool_postgres::Pool, StoreError> {
+        let tls = match &self.tls_ca_cert {
+            Some(ca) => DatabaseTls::CheckedAgainst(ca.clone()),
+            None => DatabaseTls::Unchecked,
+        };
+        payhub_actors::store::pool_with_tls(&self.url, size, &tls)
+    }
 }
 
 /// The URL's password, if any, never reaches Debug output.
@@ -54,6 +70,7 @@ impl std::fmt::Debug for DatabaseConfig {
         f.debug_struct("DatabaseConfig")
             .field("url", &crate::serve::redacted_url(&self.url))
             .field("pool_size", &self.pool_size)
+            .field("tls_ca_cert", &self.tls_ca_cert)
             .finish()
     }
 }

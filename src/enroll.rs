@@ -142,7 +142,7 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 
 /// A pooled connection, or one line saying why the database cannot be reached.
 async fn connect(config: &Config) -> anyhow::Result<deadpool_postgres::Client> {
-    let pool = payhub_actors::store::pool(&config.database.url, 1)?;
+    let pool = config.database.pool(1)?;
     pool.get().await.map_err(|e| {
         let why = payhub_actors::store::with_causes(&e);
         anyhow::anyhow!("database unreachable: {why}")

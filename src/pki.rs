@@ -426,9 +426,11 @@ fn starter_config(dir: &Path, hosts: &[String], args: &InitArgs) -> anyhow::Resu
 # Every key can be overridden by PAYHUB_<SECTION>__<KEY>, e.g. PAYHUB_DATABASE__URL.
 
 [database]
-# When empty, DATABASE_URL fills it.
+# When empty, DATABASE_URL fills it. TLS: `?sslmode=require` (or `prefer`, the default, or
+# `disable`); with `tls_ca_cert` the server's certificate must come from that CA for the URL's host.
 url = {db_url}
 pool_size = 16
+# tls_ca_cert = "/etc/payhub/database-ca.crt"
 
 [http]
 listen = {listen}

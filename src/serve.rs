@@ -21,7 +21,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub async fn migrate(config: &Path) -> anyhow::Result<()> {
     let config = Config::load(config)?;
-    let pool = payhub_actors::store::pool(&config.database.url, 1)?;
+    let pool = config.database.pool(1)?;
     let applied = payhub_actors::store::migrate(&pool)
         .await
         .with_context(|| format!("migrating {}", redacted_url(&config.database.url)))?;
@@ -58,7 +58,7 @@ pub struct Gateway {
 impl Gateway {
     /// Starts every part from `config`. Nothing is left running when it fails.
     pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Gateway> {
-        let pool = payhub_actors::store::pool(&config.database.url, config.database.pool_size)?;
+        let pool = config.database.pool(config.database.pool_size)?;
         check_database(&pool, &config.database.url).await?;
         // After the database answers: a gateway that cannot start says so in one line.
         raise_open_files_limit();

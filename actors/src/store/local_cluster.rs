@@ -36,20 +36,30 @@ fn step(step: &'static str) -> impl FnOnce(std::io::Error) -> ClusterError {
 }
 
 /// Options that differ between the demo (durable) and tests (fast, nothing to keep).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClusterOptions {
     pub durable: bool,
     pub max_connections: u32,
+    /// When set, the server also speaks TLS with this certificate and key (PEM).
+    pub tls: Option<ClusterTls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
 }
 
 impl ClusterOptions {
     pub const TEST: ClusterOptions = ClusterOptions {
         durable: false,
         max_connections: 300,
+        tls: None,
     };
     pub const DEMO: ClusterOptions = ClusterOptions {
         durable: true,
         max_connections: 200,
+        tls: None,
     };
 }
 
@@ -169,6 +179,11 @@ impl LocalCluster {
                 "-c",
                 &format!("max_connections={}", options.max_connections),
             ]);
+        if let Some(tls) = &options.tls {
+            write_tls_files(data_dir, tls, user)?;
+            cmd.args(["-c", "ssl=on", "-c", "ssl_cert_file=server.crt"])
+                .args(["-c", "ssl_key_file=server.key"]);
+        }
         if !options.durable {
             cmd.args([
                 "-c",
@@ -254,6 +269,28 @@ impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `server.crt` and `server.key` in the data folder, the key readable by the server's user alone
+/// (PostgreSQL refuses a key others may read).
+fn write_tls_files(
+    data_dir: &Path,
+    tls: &ClusterTls,
+    user: Option<(u32, u32)>,
+) -> Result<(), ClusterError> {
+    use std::os::unix::fs::PermissionsExt;
+    let files = [("server.crt", &tls.cert_pem), ("server.key", &tls.key_pem)];
+    for (name, pem) in files {
+        let path = data_dir.join(name);
+        std::fs::write(&path, pem).map_err(step("writing the TLS files"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(step("chmod the TLS files"))?;
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                .map_err(step("chown the TLS files"))?;
+        }
+    }
+    Ok(())
 }
 
 fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), ClusterError> {

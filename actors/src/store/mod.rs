@@ -31,6 +31,8 @@ pub enum StoreError {
     Migration(String),
     #[error("database row: {0}")]
     Corrupt(String),
+    #[error("database TLS: {0}")]
+    Tls(String),
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
@@ -59,13 +61,49 @@ pub const POOL_WAIT_TIMEOUT_MS: u64 = 5_000;
 /// How long a new connection may take to open.
 pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 
+/// What a TLS connection to PostgreSQL checks. Whether TLS is used at all is the URL's `sslmode`:
+/// `disable`, `prefer` (the default: when the server offers it) or `require`.
+#[derive(Debug, Clone, Default)]
+pub enum DatabaseTls {
+    /// Nothing, as libpq's `prefer` and `require`: the connection is encrypted, but a machine in
+    /// the middle would not be noticed.
+    #[default]
+    Unchecked,
+    /// The server's certificate must chain to this CA file alone and name the URL's host.
+    CheckedAgainst(std::path::PathBuf),
+}
+
+impl DatabaseTls {
+    fn connector(&self) -> Result<postgres_openssl::MakeTlsConnector, StoreError> {
+        use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+        let tls_err = |e: &dyn std::fmt::Display| StoreError::Tls(e.to_string());
+        let mut builder =
+            SslConnector::builder(SslMethod::tls_client()).map_err(|e| tls_err(&e))?;
+        match self {
+            Self::Unchecked => builder.set_verify(SslVerifyMode::NONE),
+            Self::CheckedAgainst(ca) => {
+                let trusted = std::fs::read(ca)
+                    .map_err(|e| e.to_string())
+                    .and_then(|pem| crate::tls_trust::trusting_only(&pem))
+                    .map_err(|e| StoreError::Tls(format!("CA file {}: {e}", ca.display())))?;
+                builder.set_cert_store(trusted);
+            }
+        }
+        Ok(postgres_openssl::MakeTlsConnector::new(builder.build()))
+    }
+}
+
 pub fn pool(url: &str, pool_size: usize) -> Result<Pool, StoreError> {
+    pool_with_tls(url, pool_size, &DatabaseTls::Unchecked)
+}
+
+pub fn pool_with_tls(url: &str, pool_size: usize, tls: &DatabaseTls) -> Result<Pool, StoreError> {
     let mut config =
         tokio_postgres::Config::from_str(url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
     config.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS));
     let manager = Manager::from_config(
         config,
-        tokio_postgres::NoTls,
+        tls.connector()?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

@@ -54,7 +54,7 @@ fn start_server() -> Result<String, String> {
     let base = std::env::temp_dir().join("payhub-test-pg");
     remove_stale_clusters(&base);
     let dir = base.join(std::process::id().to_string());
-    let options = *CLUSTER_OPTIONS.get_or_init(|| ClusterOptions::TEST);
+    let options = CLUSTER_OPTIONS.get_or_init(|| ClusterOptions::TEST).clone();
     let (tx, rx) = std::sync::mpsc::channel();
     // The cluster lives on a thread that never exits: the server's parent-death signal is tied to
     // this thread, so it stops when the test process ends, and not when one test's thread ends.
