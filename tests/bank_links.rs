@@ -1450,20 +1450,19 @@ async fn a_0430_with_another_rrn_does_not_close_the_reversal() {
     let (listener, addr) = peer_listener().await;
     let router = start_router(&db, vec![settings("bips-a", &addr)]);
     let mut bank = Peer::signed_on(&listener, &router).await;
-    let asked = router.clone();
-    let debit = actix_rt::spawn(async move { asked.send(Debit(request(1, 0, 100))).await });
-    let original = bank.read().await;
-    assert_eq!(original.mti(), "0200");
-    // No 0210: the debit times out, and its reversal goes out.
-    let timed_out = debit.await.unwrap().unwrap();
-    assert_eq!(timed_out.unwrap_err(), BankError::Timeout);
+    let reverse = ReverseDebit {
+        request: request(1, 0, 100),
+        original: Some(original("bips-a", "000042", "1129120000")),
+    };
+    router.send(reverse).await.unwrap().unwrap();
     let advice = bank.read().await;
-    assert_eq!((advice.mti(), advice.get(37)), ("0420", original.get(37)));
-    let mut stray = answer(&advice, "0430", &[(39, "00")]);
-    stray = stray.with(37, "OTHER0000001").unwrap();
+    assert_eq!(advice.mti(), "0420");
+    let stray = answer(&advice, "0430", &[(39, "00")])
+        .with(37, "OTHER0000001")
+        .unwrap();
     bank.write(&stray).await;
     let repeat = bank.read().await;
-    assert_eq!((repeat.mti(), repeat.get(37)), ("0421", original.get(37)));
+    assert_eq!((repeat.mti(), repeat.get(37)), ("0421", advice.get(37)));
     assert_eq!(pending_reversals(&db).await, 1);
     bank.write(&answer(&repeat, "0430", &[(39, "00")])).await;
     eventually("the right 0430 closed the reversal", || async {
