@@ -24,11 +24,16 @@ async fn refusal(pool: &deadpool_postgres::Pool) -> String {
     with_causes(&err)
 }
 
+/// A private cluster in a fresh folder (not `DATABASE_URL`'s server, which may speak TLS).
+fn private_cluster(dir: &tempfile::TempDir, options: ClusterOptions) -> LocalCluster {
+    // The cluster runs as the `postgres` user, who must reach its data folder.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    LocalCluster::start(&dir.path().join("pg"), options).unwrap()
+}
+
 #[tokio::test]
 async fn a_database_is_reached_over_tls_and_its_certificate_checked_when_a_ca_is_set() {
     let dir = tempfile::tempdir().unwrap();
-    // The cluster runs as the `postgres` user, who must reach its data folder.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let ca = pki::new_ca("database CA").unwrap();
     let server = pki::issue_server(&ca, &["127.0.0.1".to_string()]).unwrap();
     let options = ClusterOptions {
@@ -38,7 +43,7 @@ async fn a_database_is_reached_over_tls_and_its_certificate_checked_when_a_ca_is
         }),
         ..ClusterOptions::TEST
     };
-    let cluster = LocalCluster::start(&dir.path().join("pg"), options).unwrap();
+    let cluster = private_cluster(&dir, options);
     let url = format!("{}?sslmode=require", cluster.url("postgres"));
     let ca_file = dir.path().join("ca.crt");
     std::fs::write(&ca_file, ca.cert_pem()).unwrap();
@@ -61,11 +66,11 @@ async fn a_database_is_reached_over_tls_and_its_certificate_checked_when_a_ca_is
 
 #[tokio::test]
 async fn a_database_without_tls_refuses_a_url_that_requires_it() {
-    let db = payhub_actors::store::testing::fresh_database().await;
-    let separator = if db.url.contains('?') { '&' } else { '?' };
-    let url = format!("{}{separator}sslmode=require", db.url);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = private_cluster(&dir, ClusterOptions::TEST);
+    let url = format!("{}?sslmode=require", cluster.url("postgres"));
     let why = refusal(&pool(&url, 1).unwrap()).await;
     assert!(why.contains("TLS") || why.contains("SSL"), "{why}");
     // The default, `prefer`: plain, since the server offers no TLS.
-    assert!(!over_tls(&db.pool).await);
+    assert!(!over_tls(&pool(&cluster.url("postgres"), 1).unwrap()).await);
 }
