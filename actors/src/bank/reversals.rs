@@ -299,7 +299,7 @@ mod tests {
         mark_sent(&db.pool, a.id, t0, t0 + chrono::Duration::seconds(10))
             .await
             .unwrap();
-        let listed = pending(&db.pool, "bips-a").await.unwrap();
+        let listed = pending(&db.pool, "bips-a", PENDING_LOAD_MAX).await.unwrap();
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0].mti(), "0421");
         assert_eq!(listed[0].record.payment_id, None);
