@@ -120,12 +120,22 @@ pub fn pool_with_tls(url: &str, pool_size: usize, tls: &DatabaseTls) -> Result<P
 /// Applies the embedded migrations; safe to run again.
 pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
     let mut client = pool.get().await?;
-    let report = migrations::runner()
-        .run_async(&mut **client)
-        .await
-        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    // One run at a time: two `payhub migrate` at once (two deploy scripts, say) would both
+    // apply the same migration, and one would fail half-way through the set.
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    let report = migrations::runner().run_async(&mut **client).await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await;
+    let report = report.map_err(|e| StoreError::Migration(with_causes(&e)))?;
+    unlocked?;
     Ok(report.applied_migrations().len())
 }
+
+/// The session advisory lock that `migrate` holds while it runs ("payhub" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x7061_7968_7562;
 
 /// A short fingerprint of the embedded migrations, so a template database made from an older set
 /// is never reused.
