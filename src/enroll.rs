@@ -2,6 +2,7 @@
 //! the gateway's merchants, customers and customer terminals, printing the JSON operators script
 //! against. Every problem is one line on standard error (see `main.rs`).
 
+use crate::cli::output;
 use crate::config::Config;
 use crate::pki::{self, CertifiedKey, Validity};
 use anyhow::Context;
@@ -217,9 +218,7 @@ async fn merchant_status(args: MerchantIdArgs, status: MerchantStatus) -> anyhow
     let config = load_config(&args.config)?;
     let client = connect(&config).await?;
     merchants::set_status(&client, &args.merchant_id, status).await?;
-    crate::cli::output::result(
-        serde_json::json!({"merchant_id": args.merchant_id, "status": status.as_str()}),
-    )
+    output::result(serde_json::json!({"merchant_id": args.merchant_id, "status": status.as_str()}))
 }
 
 async fn merchant_add(args: MerchantAddArgs) -> anyhow::Result<()> {
@@ -291,7 +290,7 @@ fn print_merchant(
     cert: &Path,
     issued: Option<(&PathBuf, &PathBuf)>,
 ) -> anyhow::Result<()> {
-    crate::cli::output::result(serde_json::json!({
+    output::result(serde_json::json!({
         "merchant_id": new.id,
         "webhook_secret": new.webhook_secret.expose(),
         "cert": cert,
@@ -394,7 +393,7 @@ async fn customer_add(args: CustomerAddArgs) -> anyhow::Result<()> {
     if let Some(t) = terminal_id {
         out["terminal_id"] = t.into();
     }
-    crate::cli::output::result(out)
+    output::result(out)
 }
 
 pub async fn terminal(cmd: TerminalCommand) -> anyhow::Result<()> {
@@ -445,7 +444,7 @@ async fn terminal_add(args: TerminalAddArgs) -> anyhow::Result<()> {
     if let Some(key) = key {
         out["key"] = hex::encode(key).into();
     }
-    crate::cli::output::result(out)
+    output::result(out)
 }
 
 #[cfg(test)]

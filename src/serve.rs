@@ -4,6 +4,7 @@
 //! then the workers, then the channels and the bank links (sign-off, unbind).
 
 use crate::channels::{router, smpp};
+use crate::cli::output;
 use crate::config::Config;
 use crate::http::operator::{self, LinkStatusSource, OperatorState};
 use crate::http::{mtls, pages, server};
@@ -25,7 +26,7 @@ pub async fn migrate(config: &Path) -> anyhow::Result<()> {
     let applied = payhub_actors::store::migrate(&pool)
         .await
         .with_context(|| format!("migrating {}", redacted_url(&config.database.url)))?;
-    crate::cli::output::result(format!("{{\"applied\":{applied}}}"))
+    output::result(format!("{{\"applied\":{applied}}}"))
 }
 
 /// The database URL without its password, for messages.
@@ -346,7 +347,7 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
     let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
     let gateway = Gateway::start(&config, clock).await?;
     let shutdown = ShutdownSignal::install();
-    crate::cli::output::note(serde_json::json!({
+    output::note(serde_json::json!({
         "https": gateway.https_addr.to_string(),
         "operator": gateway.operator_addr.to_string(),
         "terminal_switch": gateway.terminal_switch_addr.to_string(),

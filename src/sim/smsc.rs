@@ -11,6 +11,7 @@ pub mod state;
 
 pub use state::{SimMessage, SimStats, Switches};
 
+use crate::cli::output;
 use anyhow::Context as _;
 use state::SimState;
 use std::net::SocketAddr;
@@ -243,9 +244,9 @@ pub async fn run(args: SmscSimArgs) -> anyhow::Result<()> {
     };
     let sim = start(options).await?;
     let shutdown = crate::serve::ShutdownSignal::install();
-    crate::cli::output::note(format!("smsc-sim: SMPP listening on {}", sim.smpp_addr()));
+    output::note(format!("smsc-sim: SMPP listening on {}", sim.smpp_addr()));
     if let Some(http) = sim.http_addr() {
-        crate::cli::output::note(format!(
+        output::note(format!(
             "smsc-sim: HTTP listening on http://{http} (GET /messages, POST /switches)"
         ));
     }

@@ -8,6 +8,7 @@ use crate::channels::terminal::auth::{SharedKey, TerminalKey};
 use crate::channels::terminal::client::{ClientError, ClientOptions, TerminalClient};
 use crate::channels::terminal::frame::{CodeFrame, Frame, OutcomeFrame};
 use crate::channels::terminal::tls::ClientTls;
+use crate::cli::output;
 use anyhow::Context as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -544,7 +545,7 @@ pub async fn run(args: TerminalSimArgs) -> anyhow::Result<()> {
     loop {
         let lost = match spawn(config.clone()).await {
             Ok(sim) => {
-                crate::cli::output::warn(format!(
+                output::warn(format!(
                     "terminal {} connected to the switch at {}",
                     args.id, args.switch
                 ));
@@ -560,7 +561,7 @@ pub async fn run(args: TerminalSimArgs) -> anyhow::Result<()> {
         if !args.reconnect {
             anyhow::bail!("disconnected: {lost}");
         }
-        crate::cli::output::warn(format!(
+        output::warn(format!(
             "disconnected: {lost}; reconnecting in {} s",
             backoff_ms / 1_000
         ));
@@ -586,8 +587,8 @@ async fn print_events(mut sim: SimHandle) -> anyhow::Result<Option<String>> {
             return Ok(Some("the terminal stopped".into()));
         };
         if !matches!(event, SimEvent::Ping { .. }) {
-            crate::cli::output::note(serde_json::to_string(&event)?);
-            crate::cli::output::warn(describe(&event));
+            output::note(serde_json::to_string(&event)?);
+            output::warn(describe(&event));
         }
         if let SimEvent::Closed { reason } = event {
             return Ok(Some(reason));
