@@ -29,16 +29,7 @@ pub async fn migrate(config: &Path) -> anyhow::Result<()> {
     output::result(format!("{{\"applied\":{applied}}}"))
 }
 
-/// The database URL without its password, for messages.
-pub fn redacted_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
+pub use payhub_actors::store::redacted_url;
 
 /// Every part of the gateway, running.
 pub struct Gateway {

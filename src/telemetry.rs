@@ -22,7 +22,10 @@ where
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
         // rusmpp logs whole PDUs at debug level: the SMS text (the code) and the bind password.
         .add_directive("rusmpp=off".parse().expect("a valid directive"))
-        .add_directive("rusmppc=off".parse().expect("a valid directive"));
+        .add_directive("rusmppc=off".parse().expect("a valid directive"))
+        // tokio-postgres logs each statement's parameters at debug level: accounts, keyed hashes,
+        // webhook secrets. Its notices (info) and errors still come through.
+        .add_directive("tokio_postgres=info".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

@@ -1533,3 +1533,41 @@ async fn reversals_beyond_those_loaded_are_sent_as_the_first_are_answered() {
     .await;
     assert_eq!(sim.stats().reversals, 10);
 }
+
+/// A bank that never answers a 0420 cannot grow the reversals a link holds: past
+/// `reversals_loaded_max` they wait in the table, and follow once those held are answered.
+#[actix_rt::test]
+async fn reversals_queued_past_the_bound_wait_in_the_table() {
+    let db = fresh_database().await;
+    let (listener, addr) = peer_listener().await;
+    let mut s = settings("bips-a", &addr);
+    s.reversals_loaded_max = 2;
+    let router = start_router(&db, vec![s]);
+    let mut bank = Peer::signed_on(&listener, &router).await;
+    for i in 1..=5 {
+        let reverse = ReverseDebit {
+            request: request(i, 0, 100),
+            original: Some(original("bips-a", &format!("{i:06}"), "1129120000")),
+        };
+        router.send(reverse).await.unwrap().unwrap();
+    }
+    // Unanswered, only the two held go out, and are repeated.
+    let mut sent = std::collections::HashSet::new();
+    for _ in 0..8 {
+        sent.insert(bank.read().await.get(37).unwrap().to_owned());
+    }
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(pending_reversals(&db).await, 5);
+    // Answered, the others follow, until every one is closed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while pending_reversals(&db).await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "reversals left");
+        let next = tokio::time::timeout(Duration::from_millis(500), bank.next_raw()).await;
+        if let Ok(Some(raw)) = next {
+            let advice = Message::unpack(&raw).unwrap();
+            sent.insert(advice.get(37).unwrap().to_owned());
+            bank.write(&answer(&advice, "0430", &[(39, "00")])).await;
+        }
+    }
+    assert_eq!(sent.len(), 5);
+}

@@ -253,7 +253,10 @@ pub async fn run(args: BankSimArgs) -> anyhow::Result<()> {
             // Fail now, in one line, when the database cannot be reached.
             let _probe = pool.get().await.map_err(|e| {
                 let why = payhub_actors::store::with_causes(&e);
-                anyhow::anyhow!("database {}: {why}", mask_url(url))
+                anyhow::anyhow!(
+                    "database {}: {why}",
+                    payhub_actors::store::redacted_url(url)
+                )
             })?;
             SimStoreChoice::Postgres(pool)
         }
@@ -289,15 +292,4 @@ fn parse_mac_key(hex_key: &str) -> anyhow::Result<[u8; 16]> {
         .ok()
         .and_then(|b| <[u8; 16]>::try_from(b).ok())
         .ok_or_else(|| anyhow::anyhow!("--mac-key: must be 32 hex characters"))
-}
-
-/// The URL without its password, for error messages.
-fn mask_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.split('?').next().unwrap_or("").to_string(),
-    }
 }

@@ -538,6 +538,12 @@ impl Handler<ReversalQueued> for BankLinkActor {
     type Result = ();
 
     fn handle(&mut self, msg: ReversalQueued, ctx: &mut Context<Self>) {
+        // Stored already: past the bound it waits in the table, and is loaded as those held
+        // are answered (a bank that never answers a 0420 cannot grow this map).
+        if self.reversals.len() >= self.settings.reversals_loaded_max {
+            self.reversals_beyond_loaded = true;
+            return;
+        }
         self.reversals.entry(msg.0.id).or_insert(msg.0);
         self.publish_reversal_count();
         self.send_due_reversals(ctx);

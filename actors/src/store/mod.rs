@@ -61,6 +61,36 @@ pub const POOL_WAIT_TIMEOUT_MS: u64 = 5_000;
 /// How long a new connection may take to open.
 pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 
+/// A database URL as messages show it: the user, the hosts and the database, never a password,
+/// wherever the URL holds one (`user:pw@`, `?password=`, or `password=` in key-value form).
+pub fn redacted_url(url: &str) -> String {
+    let Ok(config) = tokio_postgres::Config::from_str(url) else {
+        return "(a database URL that does not parse)".into();
+    };
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let name = match host {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            match ports.get(i).or(ports.first()) {
+                Some(port) => format!("{name}:{port}"),
+                None => name,
+            }
+        })
+        .collect();
+    format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
 /// What a TLS connection to PostgreSQL checks. Whether TLS is used at all is the URL's `sslmode`:
 /// `disable`, `prefer` (the default: when the server offers it) or `require`.
 #[derive(Debug, Clone, Default)]
@@ -145,4 +175,25 @@ pub fn migrations_fingerprint() -> String {
         sum = sum.wrapping_mul(31).wrapping_add(m.checksum());
     }
     format!("{sum:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn a_shown_database_url_never_carries_its_password() {
+        for url in [
+            "postgres://payhub:hunter2@db.example:5433/payhub",
+            "postgres://payhub@db.example:5433/payhub?password=hunter2&sslmode=require",
+            "host=db.example port=5433 user=payhub password=hunter2 dbname=payhub",
+        ] {
+            assert_eq!(
+                redacted_url(url),
+                "postgres://payhub@db.example:5433/payhub",
+                "{url}"
+            );
+        }
+        assert!(!redacted_url("postgres://u:hunter2@[bad").contains("hunter2"));
+    }
 }
