@@ -17,6 +17,12 @@ pub const REQUEST_DEADLINE_MAX_MS: u64 = 600_000;
 /// Most HTTPS connections that `http.connections_max` may allow: more than a process's file
 /// descriptors on any ordinary system.
 pub const HTTP_CONNECTIONS_MAX: usize = 1_000_000;
+/// Bounds on the other durations and counts of the configuration. Values past them are mistakes,
+/// and would overflow a deadline's arithmetic or a semaphore's count at run time.
+pub const TIMEOUT_MS_MAX: u64 = 600_000;
+pub const INTERVAL_MS_MAX: u64 = 24 * 3600 * 1000;
+pub const DATABASE_POOL_SIZE_MAX: usize = 1_000;
+pub const CONCURRENCY_MAX: usize = 100_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -444,8 +450,10 @@ impl Config {
         if self.database.url.is_empty() {
             problems.push("database.url: missing (set it, or DATABASE_URL)".to_string());
         }
-        if self.database.pool_size == 0 {
-            problems.push("database.pool_size: must be at least 1".to_string());
+        if !(1..=DATABASE_POOL_SIZE_MAX).contains(&self.database.pool_size) {
+            problems.push(format!(
+                "database.pool_size: must be 1 to {DATABASE_POOL_SIZE_MAX}"
+            ));
         }
         if !matches!(self.http.public_url.scheme(), "http" | "https") {
             problems.push("http.public_url: must be an http or https URL".to_string());
@@ -495,8 +503,34 @@ impl Config {
                 ));
             }
         }
-        if self.webhooks.give_up_after_s < 24 * 3600 {
-            problems.push("webhooks.give_up_after_s: must be at least 86400 (24 h)".to_string());
+        self.check_webhooks(problems);
+    }
+
+    /// The webhook worker: at least 24 h of retries, and every bound finite.
+    fn check_webhooks(&self, problems: &mut Vec<String>) {
+        let w = &self.webhooks;
+        if !(24 * 3600..=PAYMENT_DURATION_S_MAX).contains(&w.give_up_after_s) {
+            problems.push(format!(
+                "webhooks.give_up_after_s: must be 86400 (24 h) to {PAYMENT_DURATION_S_MAX}"
+            ));
+        }
+        let spans = [
+            ("timeout_ms", w.timeout_ms, TIMEOUT_MS_MAX),
+            ("retry_base_ms", w.retry_base_ms, INTERVAL_MS_MAX),
+            ("retry_max_ms", w.retry_max_ms, INTERVAL_MS_MAX),
+        ];
+        for (name, value, max) in spans {
+            if !(1..=max).contains(&value) {
+                problems.push(format!("webhooks.{name}: must be 1 to {max}"));
+            }
+        }
+        if w.retry_max_ms < w.retry_base_ms {
+            problems.push("webhooks.retry_max_ms: must be at least retry_base_ms".to_string());
+        }
+        if !(1..=CONCURRENCY_MAX).contains(&w.concurrency_max) {
+            problems.push(format!(
+                "webhooks.concurrency_max: must be 1 to {CONCURRENCY_MAX}"
+            ));
         }
     }
 
@@ -858,6 +892,36 @@ echo_interval_s = 30
                 "payments.identity_lockout_s",
             ],
             "{looser}"
+        );
+    }
+
+    /// Values that would overflow a deadline or a semaphore at run time are refused at start.
+    #[test]
+    fn durations_and_counts_past_their_bounds_are_refused() {
+        let env: Vec<(String, String)> = [
+            ("PAYHUB_DATABASE__POOL_SIZE", "100000"),
+            ("PAYHUB_WEBHOOKS__GIVE_UP_AFTER_S", "9000000000000"),
+            ("PAYHUB_WEBHOOKS__TIMEOUT_MS", "2700000000000000"),
+            ("PAYHUB_WEBHOOKS__CONCURRENCY_MAX", "1000000"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let err = Config::from_toml(MINIMAL, &env).unwrap_err();
+        let named: Vec<&str> = err
+            .0
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "database.pool_size",
+                "webhooks.give_up_after_s",
+                "webhooks.timeout_ms",
+                "webhooks.concurrency_max",
+            ],
+            "{err}"
         );
     }
 

@@ -57,6 +57,7 @@ pub struct LinkSettings {
 pub const IN_FLIGHT_MAX_LIMIT: usize = 100_000;
 pub const RESPONSE_TIMEOUT_MS_LIMIT: u64 = 600_000;
 pub const REVERSALS_LOADED_MAX_LIMIT: usize = 1_000_000;
+pub const INTERVAL_MS_LIMIT: u64 = 24 * 3600 * 1000;
 
 impl LinkSettings {
     /// Settings with the defaults of operations.md for everything but the identity of the link.
@@ -102,16 +103,21 @@ impl LinkSettings {
                 "link {name}: reversals_loaded_max must be 1 to {REVERSALS_LOADED_MAX_LIMIT}"
             ));
         }
-        if self.echo_interval_ms == 0 || self.reversal_interval_ms == 0 {
+        let intervals = [self.echo_interval_ms, self.reversal_interval_ms];
+        if intervals
+            .iter()
+            .any(|ms| !(1..=INTERVAL_MS_LIMIT).contains(ms))
+        {
             return Err(format!(
-                "link {name}: echo and reversal intervals must be positive"
+                "link {name}: echo and reversal intervals must be positive, at most a day"
             ));
         }
         if self.reconnect_backoff_min_ms == 0
             || self.reconnect_backoff_max_ms < self.reconnect_backoff_min_ms
+            || self.reconnect_backoff_max_ms > INTERVAL_MS_LIMIT
         {
             return Err(format!(
-                "link {name}: reconnect backoff must be positive with min <= max"
+                "link {name}: reconnect backoff must be positive with min <= max, at most a day"
             ));
         }
         Ok(())
@@ -188,5 +194,13 @@ mod tests {
     fn settings_without_banks_are_refused() {
         let s = LinkSettings::new("a", "127.0.0.1:1", LinkOwner::Gateway, vec![]);
         assert!(s.check().unwrap_err().contains("banks"));
+    }
+
+    #[test]
+    fn intervals_past_a_day_are_refused() {
+        let bank = vec![BankId::parse("0001").unwrap()];
+        let mut s = LinkSettings::new("a", "127.0.0.1:1", LinkOwner::Gateway, bank);
+        s.reversal_interval_ms = 9_000_000_000_000_000;
+        assert!(s.check().unwrap_err().contains("at most a day"));
     }
 }

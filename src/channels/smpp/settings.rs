@@ -41,6 +41,11 @@ pub struct SmppSettings {
 const SYSTEM_ID_LEN_MAX: usize = 15;
 /// `password` is at most 9 octets with its terminator.
 const PASSWORD_LEN_MAX: usize = 8;
+/// Upper bounds of the session's counts and waits: past them a value is a mistake, and would
+/// overflow a semaphore or a deadline.
+const WINDOW_MAX_LIMIT: usize = 10_000;
+const PENDING_MAX_LIMIT: usize = 1_000_000;
+const TIMEOUT_MS_LIMIT: u64 = 600_000;
 /// GSM alphanumeric senders are at most 11 characters.
 const SOURCE_ADDR_LEN_MAX: usize = 11;
 
@@ -101,22 +106,45 @@ impl SmppSettings {
                 "smpp.source_addr: must be 1 to {SOURCE_ADDR_LEN_MAX} letters, digits or spaces"
             ));
         }
-        if self.window_max == 0 || self.pending_max == 0 || self.submit_attempts_max == 0 {
-            problems.push(
-                "smpp: window_max, pending_max and submit_attempts_max must be positive".into(),
-            );
+        let counts = [
+            ("window_max", self.window_max, WINDOW_MAX_LIMIT),
+            ("pending_max", self.pending_max, PENDING_MAX_LIMIT),
+            (
+                "submit_attempts_max",
+                self.submit_attempts_max as usize,
+                100,
+            ),
+        ];
+        for (name, value, max) in counts {
+            if !(1..=max).contains(&value) {
+                problems.push(format!("smpp.{name}: must be 1 to {max}"));
+            }
         }
-        if self.response_timeout_ms == 0
-            || self.connect_timeout_ms == 0
-            || self.enquire_link_interval_s == 0
-        {
-            problems.push(
-                "smpp: response_timeout_ms, connect_timeout_ms and enquire_link_interval_s must be positive"
-                    .into(),
-            );
+        let spans = [
+            (
+                "response_timeout_ms",
+                self.response_timeout_ms,
+                TIMEOUT_MS_LIMIT,
+            ),
+            (
+                "connect_timeout_ms",
+                self.connect_timeout_ms,
+                TIMEOUT_MS_LIMIT,
+            ),
+            (
+                "enquire_link_interval_s",
+                self.enquire_link_interval_s,
+                24 * 3600,
+            ),
+        ];
+        for (name, value, max) in spans {
+            if !(1..=max).contains(&value) {
+                problems.push(format!("smpp.{name}: must be 1 to {max}"));
+            }
         }
         if self.rebind_backoff_min_ms == 0
             || self.rebind_backoff_max_ms < self.rebind_backoff_min_ms
+            || self.rebind_backoff_max_ms > TIMEOUT_MS_LIMIT
         {
             problems.push("smpp: rebind backoff must be positive, minimum at most maximum".into());
         }
@@ -196,6 +224,16 @@ mod tests {
         assert!(err.to_string().contains("smpp.addr"));
         assert!(err.to_string().contains("smpp.password"));
         assert!(!err.to_string().contains("far too long"));
+        // Past its bound, a wait or a count would overflow a deadline or a semaphore.
+        let mut s = good();
+        s.window_max = usize::MAX;
+        s.response_timeout_ms = u64::MAX;
+        let err = s.validate().unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
+        assert!(
+            err.to_string()
+                .contains("smpp.window_max: must be 1 to 10000")
+        );
     }
 
     #[test]
