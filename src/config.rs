@@ -426,7 +426,7 @@ impl Config {
     /// Parses `text` with overrides from `env` (`PAYHUB_<SECTION>__<KEY>`, `DATABASE_URL`).
     pub fn from_toml(text: &str, env: &[(String, String)]) -> Result<Config, ConfigErrors> {
         let mut value: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigErrors(vec![one_line(&e.to_string())]))?;
+            toml::from_str(text).map_err(|e| ConfigErrors(vec![syntax_error(text, &e)]))?;
         let guesses = apply_env(&mut value, env)?;
         let config = deserialize(value, guesses)?;
         config.validate()?;
@@ -610,6 +610,37 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// A deserializer's message without the values it quotes (between backticks or double quotes):
+/// the wrongly typed value may be a password or a token written without its quotes.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quote = None;
+    for c in message.chars() {
+        match quote {
+            Some(open) if c == open => {
+                out.push('…');
+                quote = None;
+            }
+            Some(_) => {}
+            None if c == '`' || c == '"' => quote = Some(c),
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// A TOML syntax error as its line and column and the reason, without the line's text (which may
+/// hold a password).
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    let at = e.span().map(|span| {
+        let before = text.get(..span.start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    format!("{}{}", at.unwrap_or_default(), one_line(e.message()))
+}
+
 /// A value that only the environment gives, read as TOML: a number, say. The key's type is
 /// known only when the configuration is read.
 struct Guess {
@@ -628,9 +659,11 @@ fn deserialize(mut table: toml::Table, mut guesses: Vec<Guess>) -> Result<Config
         };
         let wrong = guesses.iter().position(|g| path_is(error.path(), &g.keys));
         let Some(guess) = wrong.map(|at| guesses.swap_remove(at)) else {
+            let path = error.path().to_string();
+            let why = without_values(&error.inner().to_string());
             let line = match error.path().iter().next() {
-                Some(_) => format!("{}: {}", error.path(), error.inner()),
-                None => error.inner().to_string(),
+                Some(_) => format!("{path}: {why}"),
+                None => why,
             };
             return Err(ConfigErrors(vec![one_line(&line)]));
         };
@@ -923,6 +956,23 @@ echo_interval_s = 30
             ],
             "{err}"
         );
+    }
+
+    /// A password written wrongly is not repeated in the error: a syntax error gives its line and
+    /// column, a type error the key.
+    #[test]
+    fn a_config_error_does_not_repeat_a_secret() {
+        let bad_escape = MINIMAL.replace(r#"password = "secret""#, r#"password = "s3cr\qet""#);
+        let err = Config::from_toml(&bad_escape, &[]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("line 17, column 19: invalid escape"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cr"), "{err}");
+        let unquoted = MINIMAL.replace(r#"password = "secret""#, "password = 73105566");
+        let err = Config::from_toml(&unquoted, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("smpp.password: invalid type"), "{err}");
+        assert!(!err.contains("73105566"), "{err}");
     }
 
     #[test]
