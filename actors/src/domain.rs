@@ -161,9 +161,16 @@ impl OnlineId {
 
 /// A mobile or telephone number in international form: digits only, 6..=15 (E.164), a leading
 /// `+` accepted and dropped.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Msisdn(String);
+
+/// Masked, as account numbers are: a customer's number is personal data.
+impl fmt::Debug for Msisdn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Msisdn({})", self.masked())
+    }
+}
 
 impl Msisdn {
     pub fn parse(value: &str) -> Result<Self, FieldError> {

@@ -147,7 +147,8 @@ async fn pay_page(
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+// No `Debug`: it holds what the customer typed (a password, a code, a CSRF token).
+#[derive(Default, Deserialize)]
 #[serde(default)]
 struct LoginForm {
     csrf_token: String,
@@ -237,7 +238,8 @@ async fn code_page(
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+// No `Debug`: it holds what the customer typed (a password, a code, a CSRF token).
+#[derive(Default, Deserialize)]
 #[serde(default)]
 struct CodeForm {
     csrf_token: String,
@@ -299,7 +301,8 @@ async fn submit_code(
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+// No `Debug`: it holds what the customer typed (a password, a code, a CSRF token).
+#[derive(Default, Deserialize)]
 #[serde(default)]
 struct ResendForm {
     csrf_token: String,

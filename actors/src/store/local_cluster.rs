@@ -44,10 +44,17 @@ pub struct ClusterOptions {
     pub tls: Option<ClusterTls>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClusterTls {
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
+}
+
+/// The private key stays out of `Debug`.
+impl std::fmt::Debug for ClusterTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterTls").finish_non_exhaustive()
+    }
 }
 
 impl ClusterOptions {

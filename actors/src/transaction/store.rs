@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-/// What a payment actor keeps of its `payments` row and its merchant.
-#[derive(Debug, Clone)]
+/// What a payment actor keeps of its `payments` row and its merchant. `Debug` leaves out the
+/// keyed hashes, the receiver's number and the debit's parties.
+#[derive(Clone)]
 pub struct PaymentRow {
     pub id: String,
     pub merchant_id: String,
@@ -48,8 +49,25 @@ pub struct PaymentRow {
     pub payer: Option<Payer>,
 }
 
+impl std::fmt::Debug for PaymentRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentRow")
+            .field("id", &self.id)
+            .field("merchant_id", &self.merchant_id)
+            .field("status", &self.status)
+            .field("amount", &self.amount)
+            .field("currency", &self.currency)
+            .field("customer_id", &self.customer_id)
+            .field("code_failures", &self.code_failures)
+            .field("code_sends", &self.code_sends)
+            .field("rrn", &self.rrn)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The merchant's fields of a debit besides its name (fields 103, 41, 42 and 43), as stored.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MerchantSide {
     pub location: String,
     pub account: String,
@@ -58,10 +76,29 @@ pub struct MerchantSide {
 }
 
 /// The payer's bank and account (fields 100 and 102), as stored; parsed when a debit is made.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Payer {
     pub bank_id: String,
     pub account: String,
+}
+
+/// Accounts are masked in `Debug`, as everywhere else.
+impl std::fmt::Debug for MerchantSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MerchantSide")
+            .field("account", &crate::secret::mask_account(&self.account))
+            .field("terminal_id", &self.terminal_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Payer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payer")
+            .field("bank_id", &self.bank_id)
+            .field("account", &crate::secret::mask_account(&self.account))
+            .finish()
+    }
 }
 
 const PAYMENT_COLUMNS: &str = "p.id, p.merchant_id, m.name AS merchant_name, p.status,
@@ -202,8 +239,8 @@ fn orphaned_outcome_notices_sql() -> String {
     )
 }
 
-/// A customer found by the identity typed on the login page.
-#[derive(Debug, Clone)]
+/// A customer found by the identity typed on the login page. `Debug` shows the id alone.
+#[derive(Clone)]
 pub struct CustomerLogin {
     pub id: String,
     pub password_hash: String,
@@ -222,8 +259,16 @@ pub enum Attempt {
     Locked(DateTime<Utc>),
 }
 
-/// What the password step knows before the hash: from one statement (V67's `login_begin`).
-#[derive(Debug)]
+impl std::fmt::Debug for CustomerLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomerLogin")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the password step knows before the hash: from one statement (V67's `login_begin`). No
+/// `Debug`: its key holds the identity as typed.
 pub struct LoginStart {
     /// The enabled customer whose online id, or registered mobile number, is the identity.
     pub customer: Option<CustomerLogin>,
@@ -484,6 +529,26 @@ pub async fn customer_terminals(
 #[cfg(test)]
 mod tests {
     use crate::store::testing::fresh_database;
+
+    #[test]
+    fn debug_output_holds_no_hash_account_or_number() {
+        let payer = super::Payer {
+            bank_id: "0001".into(),
+            account: "6222000011112222".into(),
+        };
+        let login = super::CustomerLogin {
+            id: "cus_1".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            typed_msisdn: Some("8613800138000".into()),
+            payer: payer.clone(),
+        };
+        let shown = format!("{payer:?} {login:?}");
+        for secret in ["00001111", "argon2id", "8613800138000"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let msisdn = crate::domain::Msisdn::parse("+8613800138000").unwrap();
+        assert!(!format!("{msisdn:?}").contains("38001380"), "{msisdn:?}");
+    }
 
     #[test]
     fn the_lockout_key_depends_on_the_typed_identity_alone() {
