@@ -909,13 +909,8 @@ echo_interval_s = 30
             ("IDENTITY_LOCKOUT_S", "60"),
         ])
         .unwrap_err();
-        let named: Vec<&str> = looser
-            .0
-            .iter()
-            .map(|p| p.split(':').next().unwrap_or(""))
-            .collect();
         assert_eq!(
-            named,
+            keys_named(&looser),
             [
                 "payments.code_attempts_max",
                 "payments.code_resends_max",
@@ -926,6 +921,15 @@ echo_interval_s = 30
             ],
             "{looser}"
         );
+    }
+
+    /// The key each problem names, in order.
+    fn keys_named(errors: &ConfigErrors) -> Vec<&str> {
+        errors
+            .0
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or(""))
+            .collect()
     }
 
     /// Values that would overflow a deadline or a semaphore at run time are refused at start.
@@ -941,13 +945,8 @@ echo_interval_s = 30
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let err = Config::from_toml(MINIMAL, &env).unwrap_err();
-        let named: Vec<&str> = err
-            .0
-            .iter()
-            .map(|p| p.split(':').next().unwrap_or(""))
-            .collect();
         assert_eq!(
-            named,
+            keys_named(&err),
             [
                 "database.pool_size",
                 "webhooks.give_up_after_s",
