@@ -17,6 +17,14 @@ pub fn trusting_only(pem: &[u8]) -> Result<X509Store, String> {
     Ok(store.build())
 }
 
+/// [`trusting_only`] the certificates of the PEM file at `path`; the error names the file.
+pub fn trusting_only_file(path: &std::path::Path) -> Result<X509Store, String> {
+    std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| trusting_only(&pem))
+        .map_err(|e| format!("CA file {}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,10 +81,7 @@ async fn tls_connect(
     };
     let mut builder =
         SslConnector::builder(SslMethod::tls_client()).map_err(|e| tls_err(e.to_string()))?;
-    let trusted = std::fs::read(ca)
-        .map_err(|e| e.to_string())
-        .and_then(|pem| crate::tls_trust::trusting_only(&pem))
-        .map_err(|e| tls_err(format!("CA file {}: {e}", ca.display())))?;
+    let trusted = crate::tls_trust::trusting_only_file(ca).map_err(tls_err)?;
     builder.set_cert_store(trusted);
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');

@@ -112,10 +112,7 @@ impl DatabaseTls {
         match self {
             Self::Unchecked => builder.set_verify(SslVerifyMode::NONE),
             Self::CheckedAgainst(ca) => {
-                let trusted = std::fs::read(ca)
-                    .map_err(|e| e.to_string())
-                    .and_then(|pem| crate::tls_trust::trusting_only(&pem))
-                    .map_err(|e| StoreError::Tls(format!("CA file {}: {e}", ca.display())))?;
+                let trusted = crate::tls_trust::trusting_only_file(ca).map_err(StoreError::Tls)?;
                 builder.set_cert_store(trusted);
             }
         }
