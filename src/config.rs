@@ -74,7 +74,7 @@ impl DatabaseConfig {
 impl std::fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabaseConfig")
-            .field("url", &crate::serve::redacted_url(&self.url))
+            .field("url", &payhub_actors::store::redacted_url(&self.url))
             .field("pool_size", &self.pool_size)
             .field("tls_ca_cert", &self.tls_ca_cert)
             .finish()

@@ -138,7 +138,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .context("applying migrations")?;
     output::note(format!(
         "PostgreSQL ready ({}).",
-        crate::serve::redacted_url(&db.url)
+        payhub_actors::store::redacted_url(&db.url)
     ));
 
     let running = start_all(&args, &dir, &db.url, pool.clone()).await;

@@ -13,6 +13,7 @@ use anyhow::Context;
 use payhub_actors::bank::{self, BankRouter};
 use payhub_actors::clock::SharedClock;
 use payhub_actors::store::prepared::Prepared;
+use payhub_actors::store::redacted_url;
 use payhub_actors::transaction::writer::PaymentWriter;
 use payhub_actors::transaction::{Deps, PaymentRegistry, PaymentSettings, start_registry};
 use std::net::SocketAddr;
@@ -28,8 +29,6 @@ pub async fn migrate(config: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("migrating {}", redacted_url(&config.database.url)))?;
     output::result(format!("{{\"applied\":{applied}}}"))
 }
-
-pub use payhub_actors::store::redacted_url;
 
 /// Every part of the gateway, running.
 pub struct Gateway {
