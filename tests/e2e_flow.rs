@@ -1118,6 +1118,99 @@ async fn a_restart_while_processing_reverses_and_fails_without_a_second_debit() 
     .await;
 }
 
+/// Makes the database refuse to write a final status for a payment listed in
+/// `final_writes_refused`, as a database that fails the statement would; each refusal is counted
+/// in a sequence, which a refused statement's rollback does not undo.
+async fn refuse_final_writes(pool: &deadpool_postgres::Pool) {
+    let client = pool.get().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE final_writes_refused (payment_id TEXT PRIMARY KEY);
+             CREATE SEQUENCE final_write_refusals;
+             CREATE FUNCTION refuse_final_write() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF OLD.status = 'processing' AND NEW.status <> OLD.status
+                  AND EXISTS (SELECT 1 FROM final_writes_refused WHERE payment_id = NEW.id) THEN
+                 PERFORM nextval('final_write_refusals');
+                 RAISE EXCEPTION 'injected fault: final write refused';
+               END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER refuse_final_write BEFORE UPDATE ON payments
+               FOR EACH ROW EXECUTE FUNCTION refuse_final_write();",
+        )
+        .await
+        .unwrap();
+}
+
+async fn final_write_refusals(pool: &deadpool_postgres::Pool) -> i64 {
+    let client = pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM final_write_refusals",
+            &[],
+        )
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+#[actix_rt::test]
+async fn an_approval_whose_write_failed_is_written_again_not_reversed() {
+    let w = World::new().await;
+    refuse_final_writes(&w.db.pool).await;
+    let (pay, browser) = w.signed_in().await;
+    let client = w.db.pool.get().await.unwrap();
+    client
+        .execute("INSERT INTO final_writes_refused VALUES ($1)", &[&pay])
+        .await
+        .unwrap();
+    // The bank approves, the approval cannot be stored: the customer sees the payment in progress.
+    let page = browser.submit_code(&pay, &w.last_code()).await;
+    assert_eq!(page.path(), format!("/pay/{pay}/result"), "{}", page.body);
+    assert!(page.body.contains("Payment in progress"), "{}", page.body);
+    assert_eq!(w.status(&pay).await.0, "processing");
+    // Its deadline comes while the database still refuses: the answer is tried again, and kept.
+    let refused = final_write_refusals(&w.db.pool).await;
+    assert!(refused >= 1);
+    let pool = w.db.pool.clone();
+    eventually("a write tried again at the deadline", || {
+        let pool = pool.clone();
+        async move { final_write_refusals(&pool).await > refused }
+    })
+    .await;
+    // The database accepts again: the approval the bank gave is the outcome, not a reversal.
+    client
+        .execute("DELETE FROM final_writes_refused", &[])
+        .await
+        .unwrap();
+    eventually("succeeded", || {
+        let (pool, id) = (pool.clone(), pay.clone());
+        async move { payment_status(&pool, &id).await.0 == "succeeded" }
+    })
+    .await;
+    let (_, failure, _, approval) = w.status(&pay).await;
+    assert_eq!(failure, None);
+    assert!(approval.is_some(), "the bank's approval code is kept");
+    assert_eq!(w.debits(), 1);
+    let reversals = count(
+        &w.db.pool,
+        "SELECT count(*) FROM reversals r JOIN payments p ON p.rrn = r.rrn WHERE p.id = $1",
+        &pay,
+    )
+    .await;
+    assert_eq!(reversals, 0, "an answered debit is not reversed");
+    assert_eq!(w.bank.stats().reversals_applied, 0);
+    assert_eq!(w.balance().await, ALICE_BALANCE - 1234);
+    eventually("succeeded webhook", || async {
+        w.receiver
+            .requests()
+            .iter()
+            .any(|r| r.body.contains("payment.succeeded") && r.body.contains(&pay))
+    })
+    .await;
+}
+
 #[actix_rt::test]
 async fn webhooks_are_retried_with_backoff_across_a_restart_until_acknowledged() {
     let mut w = World::with(settings(), vec![500, 503]).await;

@@ -14,6 +14,7 @@ mod login;
 mod outcome;
 mod routes;
 
+use super::event::Outcome;
 use super::store::{self, PaymentRow, TerminalRow};
 use super::view::{PaymentView, ViewWithRoutes, route_options_of};
 use super::{Deps, PaymentError};
@@ -29,6 +30,10 @@ pub struct PaymentCore {
     outcome_notice_row: Option<i64>,
     /// Set when due deadline work failed (the database refused it): not tried again before then.
     deadline_retry_at: Option<DateTime<Utc>>,
+    /// The bank's answer to this payment's debit until its final status is written. A failed
+    /// write is tried again with it at the next deadline: the debit was answered, so reversing it
+    /// (as for a debit of unknown outcome) would undo a payment the bank approved.
+    answered: Option<Box<Outcome>>,
 }
 
 impl PaymentCore {
@@ -45,6 +50,7 @@ impl PaymentCore {
             terminals: None,
             outcome_notice_row: None,
             deadline_retry_at: None,
+            answered: None,
         }
     }
 

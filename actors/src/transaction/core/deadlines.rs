@@ -9,8 +9,9 @@ use chrono::{DateTime, Duration, Utc};
 
 impl PaymentCore {
     /// Applies whatever is due: the payment lifetime, a code that expired with no resend left,
-    /// and a `processing` payment with no debit in progress (after a restart, or a reversal that
-    /// could not be queued): reversal, then `failed`/`bank_unavailable`.
+    /// and a `processing` payment with no debit in progress: the bank's answer written again when
+    /// its first write failed; otherwise (after a restart, or a reversal that could not be
+    /// queued) reversal, then `failed`/`bank_unavailable`.
     pub async fn check_deadlines(&mut self) -> Result<(), PaymentError> {
         let now = self.now();
         let done = self.apply_due_deadlines(now).await;
@@ -32,6 +33,7 @@ impl PaymentCore {
                 let outcome = Outcome::failed(FailureCode::CodeExpired, None);
                 self.finish(&[PaymentStatus::AwaitingCode], outcome).await?;
             }
+            PaymentStatus::Processing if self.answered.is_some() => self.write_answer().await?,
             PaymentStatus::Processing => {
                 self.reverse_then_fail("restart_while_processing").await?;
             }

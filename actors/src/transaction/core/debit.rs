@@ -73,7 +73,12 @@ impl PaymentCore {
         match answer {
             Ok(Ok(answer)) => match debit_end(answer) {
                 DebitEnd::Outcome(outcome) => {
-                    self.finish(&[PaymentStatus::Processing], outcome).await?
+                    self.answered = Some(Box::new(outcome));
+                    if let Err(e) = self.write_answer().await {
+                        // The customer's result page shows the payment in progress meanwhile.
+                        let payment = &self.row.id;
+                        tracing::warn!(%payment, error = %e, "the answer is not stored yet; will retry");
+                    }
                 }
                 DebitEnd::Unknown(reason) => _ = self.reverse_then_fail(reason).await?,
             },
@@ -81,6 +86,16 @@ impl PaymentCore {
             Err(_elapsed) => _ = self.reverse_then_fail("no_answer").await?,
         }
         Ok(CodeReply::Finished(self.row.status))
+    }
+
+    /// Writes the bank's answer held in `answered` as the final status; it is kept until then.
+    pub(super) async fn write_answer(&mut self) -> Result<(), PaymentError> {
+        let Some(outcome) = self.answered.as_deref().cloned() else {
+            return Ok(());
+        };
+        self.finish(&[PaymentStatus::Processing], outcome).await?;
+        self.answered = None;
+        Ok(())
     }
 
     async fn debit_request(&self, rrn: String) -> Result<DebitRequest, PaymentError> {
