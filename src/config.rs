@@ -2,7 +2,7 @@
 //! and `DATABASE_URL`. Every problem is reported on a line of its own.
 
 use payhub_actors::Secret;
-use payhub_actors::store::{DatabaseTls, StoreError};
+use payhub_actors::store::{DatabaseTls, PoolOptions, StoreError};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +22,11 @@ pub const HTTP_CONNECTIONS_MAX: usize = 1_000_000;
 pub const TIMEOUT_MS_MAX: u64 = 600_000;
 pub const INTERVAL_MS_MAX: u64 = 24 * 3600 * 1000;
 pub const DATABASE_POOL_SIZE_MAX: usize = 1_000;
+/// `database.statement_timeout_ms`: a group commit of the busiest writer takes a few ms; the
+/// upper bound keeps a stuck statement from holding a connection for longer than an operator
+/// would wait to hear of it.
+pub const STATEMENT_TIMEOUT_MIN_MS: u64 = 100;
+pub const STATEMENT_TIMEOUT_MAX_MS: u64 = 600_000;
 pub const CONCURRENCY_MAX: usize = 100_000;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,16 +62,24 @@ pub struct DatabaseConfig {
     /// show a certificate from this CA for the URL's host. Unset, the certificate is not checked.
     #[serde(default)]
     pub tls_ca_cert: Option<PathBuf>,
+    /// How long one statement may run, lock waits included, before PostgreSQL cancels it.
+    #[serde(default = "defaults::statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
 }
 
 impl DatabaseConfig {
-    /// A pool of `size` connections to the database, with its TLS checks.
+    /// A pool of `size` connections to the database, with its TLS checks and statement timeout.
     pub fn pool(&self, size: usize) -> Result<deadpool_postgres::Pool, StoreError> {
         let tls = match &self.tls_ca_cert {
             Some(ca) => DatabaseTls::CheckedAgainst(ca.clone()),
             None => DatabaseTls::Unchecked,
         };
-        payhub_actors::store::pool_with_tls(&self.url, size, &tls)
+        let options = PoolOptions {
+            size,
+            tls,
+            statement_timeout_ms: self.statement_timeout_ms,
+        };
+        payhub_actors::store::pool_with(&self.url, &options)
     }
 }
 
@@ -77,6 +90,7 @@ impl std::fmt::Debug for DatabaseConfig {
             .field("url", &payhub_actors::store::redacted_url(&self.url))
             .field("pool_size", &self.pool_size)
             .field("tls_ca_cert", &self.tls_ca_cert)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
             .finish()
     }
 }
@@ -296,6 +310,9 @@ pub mod defaults {
     pub fn pool_size() -> usize {
         16
     }
+    pub fn statement_timeout_ms() -> u64 {
+        payhub_actors::store::STATEMENT_TIMEOUT_MS_DEFAULT
+    }
     pub fn http_listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 8443))
     }
@@ -453,6 +470,14 @@ impl Config {
         if !(1..=DATABASE_POOL_SIZE_MAX).contains(&self.database.pool_size) {
             problems.push(format!(
                 "database.pool_size: must be 1 to {DATABASE_POOL_SIZE_MAX}"
+            ));
+        }
+        if !(STATEMENT_TIMEOUT_MIN_MS..=STATEMENT_TIMEOUT_MAX_MS)
+            .contains(&self.database.statement_timeout_ms)
+        {
+            problems.push(format!(
+                "database.statement_timeout_ms: must be {STATEMENT_TIMEOUT_MIN_MS} to \
+                 {STATEMENT_TIMEOUT_MAX_MS}"
             ));
         }
         if !matches!(self.http.public_url.scheme(), "http" | "https") {
@@ -937,6 +962,7 @@ echo_interval_s = 30
     fn durations_and_counts_past_their_bounds_are_refused() {
         let env: Vec<(String, String)> = [
             ("PAYHUB_DATABASE__POOL_SIZE", "100000"),
+            ("PAYHUB_DATABASE__STATEMENT_TIMEOUT_MS", "0"),
             ("PAYHUB_WEBHOOKS__GIVE_UP_AFTER_S", "9000000000000"),
             ("PAYHUB_WEBHOOKS__TIMEOUT_MS", "2700000000000000"),
             ("PAYHUB_WEBHOOKS__CONCURRENCY_MAX", "1000000"),
@@ -949,6 +975,7 @@ echo_interval_s = 30
             keys_named(&err),
             [
                 "database.pool_size",
+                "database.statement_timeout_ms",
                 "webhooks.give_up_after_s",
                 "webhooks.timeout_ms",
                 "webhooks.concurrency_max",

@@ -431,6 +431,8 @@ fn starter_config(dir: &Path, hosts: &[String], args: &InitArgs) -> anyhow::Resu
 url = {db_url}
 pool_size = 16
 # tls_ca_cert = "/etc/payhub/database-ca.crt"
+# A statement running longer (a lock wait included) is cancelled, and its step fails cleanly.
+statement_timeout_ms = 10000
 
 [http]
 listen = {listen}

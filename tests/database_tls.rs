@@ -3,7 +3,7 @@
 
 use payhub::pki;
 use payhub_actors::store::local_cluster::{ClusterOptions, ClusterTls, LocalCluster};
-use payhub_actors::store::{DatabaseTls, pool, pool_with_tls, with_causes};
+use payhub_actors::store::{DatabaseTls, PoolOptions, pool, pool_with, with_causes};
 use std::os::unix::fs::PermissionsExt;
 
 /// Whether the pool's connection is encrypted, as the server sees it.
@@ -53,15 +53,23 @@ async fn a_database_is_reached_over_tls_and_its_certificate_checked_when_a_ca_is
     // Unchecked, as libpq's `require`: encrypted.
     assert!(over_tls(&pool(&url, 1).unwrap()).await);
     // Checked against the right CA, for the URL's host.
-    let checked = DatabaseTls::CheckedAgainst(ca_file);
-    assert!(over_tls(&pool_with_tls(&url, 1, &checked).unwrap()).await);
+    let checked = checked_against(ca_file);
+    assert!(over_tls(&pool_with(&url, &checked).unwrap()).await);
     // Another CA: refused, saying why.
-    let wrong = DatabaseTls::CheckedAgainst(stranger_file);
-    let why = refusal(&pool_with_tls(&url, 1, &wrong).unwrap()).await;
+    let wrong = checked_against(stranger_file);
+    let why = refusal(&pool_with(&url, &wrong).unwrap()).await;
     assert!(why.contains("certificate verify failed"), "{why}");
     // `sslmode=disable`: plain, as asked.
     let plain = format!("{}?sslmode=disable", cluster.url("postgres"));
     assert!(!over_tls(&pool(&plain, 1).unwrap()).await);
+}
+
+/// One connection whose server certificate must come from the CA in `ca_file`.
+fn checked_against(ca_file: std::path::PathBuf) -> PoolOptions {
+    PoolOptions {
+        tls: DatabaseTls::CheckedAgainst(ca_file),
+        ..PoolOptions::of_size(1)
+    }
 }
 
 #[tokio::test]

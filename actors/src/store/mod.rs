@@ -23,8 +23,9 @@ refinery::embed_migrations!("../migrations");
 pub enum StoreError {
     #[error("database url: {0}")]
     BadUrl(String),
-    #[error("database: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    /// Shown with PostgreSQL's reason; not a `source`, so that nothing shows the server's DETAIL.
+    #[error("database: {}", postgres_reason(.0))]
+    Postgres(tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(String),
     #[error("migrations: {0}")]
@@ -33,6 +34,23 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database TLS: {0}")]
     Tls(String),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Postgres(e)
+    }
+}
+
+/// Why a statement failed: PostgreSQL's message and SQLSTATE ("canceling statement due to
+/// statement timeout (SQLSTATE 57014)"), or the client's error and its causes ("error connecting
+/// to server: Connection refused"). Never the server's DETAIL, which may quote a row's values
+/// (an account number in a duplicate key, say); tokio-postgres alone says only "db error".
+fn postgres_reason(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => with_causes(e),
+    }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
@@ -60,6 +78,10 @@ pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
 pub const POOL_WAIT_TIMEOUT_MS: u64 = 5_000;
 /// How long a new connection may take to open.
 pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// How long one statement may run, lock waits included, before PostgreSQL cancels it (the
+/// default of `database.statement_timeout_ms`). Without it, a statement stuck behind a lock
+/// holds its connection, and a group-commit writer's one batch, until the lock is released.
+pub const STATEMENT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 
 /// A database URL as messages show it: the user, the hosts and the database, never a password,
 /// wherever the URL holds one (`user:pw@`, `?password=`, or `password=` in key-value form).
@@ -120,23 +142,49 @@ impl DatabaseTls {
     }
 }
 
-pub fn pool(url: &str, pool_size: usize) -> Result<Pool, StoreError> {
-    pool_with_tls(url, pool_size, &DatabaseTls::Unchecked)
+/// What a pool is opened with, besides its URL.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub size: usize,
+    pub tls: DatabaseTls,
+    /// Set on each connection as `statement_timeout`; an `options` in the URL may override it.
+    pub statement_timeout_ms: u64,
 }
 
-pub fn pool_with_tls(url: &str, pool_size: usize, tls: &DatabaseTls) -> Result<Pool, StoreError> {
+impl PoolOptions {
+    /// `size` connections, TLS unchecked, the default statement timeout.
+    pub fn of_size(size: usize) -> Self {
+        Self {
+            size,
+            tls: DatabaseTls::Unchecked,
+            statement_timeout_ms: STATEMENT_TIMEOUT_MS_DEFAULT,
+        }
+    }
+}
+
+pub fn pool(url: &str, pool_size: usize) -> Result<Pool, StoreError> {
+    pool_with(url, &PoolOptions::of_size(pool_size))
+}
+
+pub fn pool_with(url: &str, options: &PoolOptions) -> Result<Pool, StoreError> {
     let mut config =
         tokio_postgres::Config::from_str(url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
     config.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS));
+    let timeout = format!("-c statement_timeout={}", options.statement_timeout_ms);
+    let startup = match config.get_options() {
+        Some(from_url) => format!("{timeout} {from_url}"),
+        None => timeout,
+    };
+    config.options(&startup);
     let manager = Manager::from_config(
         config,
-        tls.connector()?,
+        options.tls.connector()?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
     );
     Pool::builder(manager)
-        .max_size(pool_size)
+        .max_size(options.size)
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_millis(POOL_WAIT_TIMEOUT_MS)))
         .create_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)))
@@ -149,6 +197,9 @@ pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
     let mut client = pool.get().await?;
     // One run at a time: two `payhub migrate` at once (two deploy scripts, say) would both
     // apply the same migration, and one would fail half-way through the set.
+    // A migration may rebuild a large table, and wait for another run's lock: neither is a
+    // stuck statement.
+    client.batch_execute("SET statement_timeout = 0").await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
@@ -156,6 +207,7 @@ pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
         .await;
+    client.batch_execute("RESET statement_timeout").await?;
     let report = report.map_err(|e| StoreError::Migration(with_causes(&e)))?;
     unlocked?;
     Ok(report.applied_migrations().len())
