@@ -22,7 +22,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct DemoArgs {
     /// Where the demo keeps its PostgreSQL cluster, certificates and configuration.
     #[arg(long, default_value = ".payhub-demo")]

@@ -20,7 +20,7 @@ pub const NAME_MAX_CHARS: usize = 100;
 /// Field 43's location part is at most this long.
 pub const LOCATION_MAX_CHARS: usize = 40;
 
-#[derive(Debug, clap::Subcommand)]
+#[derive(clap::Subcommand)]
 pub enum MerchantCommand {
     /// Registers a merchant and issues its client certificate from the merchant CA.
     Add(MerchantAddArgs),
@@ -30,7 +30,7 @@ pub enum MerchantCommand {
     Enable(MerchantIdArgs),
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct MerchantAddArgs {
     /// The payhub.toml file.
     #[arg(long)]
@@ -68,7 +68,7 @@ pub struct MerchantAddArgs {
     pub force: bool,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct MerchantIdArgs {
     #[arg(long)]
     pub config: PathBuf,
@@ -76,13 +76,13 @@ pub struct MerchantIdArgs {
     pub merchant_id: String,
 }
 
-#[derive(Debug, clap::Subcommand)]
+#[derive(clap::Subcommand)]
 pub enum CustomerCommand {
     /// Registers a customer (the password is read from standard input).
     Add(CustomerAddArgs),
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct CustomerAddArgs {
     #[arg(long)]
     pub config: PathBuf,
@@ -107,13 +107,13 @@ pub struct CustomerAddArgs {
     pub mobile: Option<String>,
 }
 
-#[derive(Debug, clap::Subcommand)]
+#[derive(clap::Subcommand)]
 pub enum TerminalCommand {
     /// Registers a terminal's initial information for a customer.
     Add(TerminalAddArgs),
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct TerminalAddArgs {
     #[arg(long)]
     pub config: PathBuf,

@@ -10,7 +10,7 @@ use std::io::Read;
 /// JSON is far below this.
 const STDIN_LEN_MAX: u64 = 64 * 1024;
 
-#[derive(Debug, clap::Subcommand)]
+#[derive(clap::Subcommand)]
 pub enum Iso8583Command {
     /// Decodes one message (hex, without its length header) to JSON.
     Decode {

@@ -37,13 +37,13 @@ pub const MERCHANT_CA_KEY: &str = "merchant-ca.key";
 pub const SECRET_KEY: &str = "gateway-secret.key";
 pub const CONFIG_FILE: &str = "payhub.toml";
 
-#[derive(Debug, clap::Subcommand)]
+#[derive(clap::Subcommand)]
 pub enum PkiCommand {
     /// Creates the server certificate and key, the merchant CA, and a starter payhub.toml.
     Init(InitArgs),
 }
 
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct InitArgs {
     #[arg(long)]
     pub dir: PathBuf,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 pub mod output;
 
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(
     name = "payhub",
     version,
@@ -19,7 +19,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub enum Command {
     /// The whole system on one machine with no set-up.
     Demo(crate::demo::DemoArgs),
@@ -50,7 +50,7 @@ pub enum Command {
     Iso8583(crate::iso_cli::Iso8583Command),
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct ConfigArg {
     /// The payhub.toml file.
     #[arg(long)]

@@ -43,7 +43,7 @@ pub enum StoreKind {
     Memory,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct BankSimArgs {
     /// Address of the ISO 8583 listener (port 0: any free port).

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct SmscSimArgs {
     /// SMPP listen address; port 0 picks a free port (printed).
     #[arg(long)]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct TerminalSimArgs {
     /// The terminal switch, `host:port`.
     #[arg(long)]
