@@ -14,14 +14,18 @@ async fn shown_timeout(pool: &deadpool_postgres::Pool) -> String {
         .get(0)
 }
 
+fn one_connection_timed_out_at(url: &str, statement_timeout_ms: u64) -> deadpool_postgres::Pool {
+    let options = PoolOptions {
+        statement_timeout_ms,
+        ..PoolOptions::of_size(1)
+    };
+    pool_with(url, &options).unwrap()
+}
+
 #[tokio::test]
 async fn a_statement_stuck_behind_a_lock_is_cancelled_at_the_timeout() {
     let db = fresh_database().await;
-    let options = PoolOptions {
-        statement_timeout_ms: 300,
-        ..PoolOptions::of_size(1)
-    };
-    let timed = pool_with(&db.url, &options).unwrap();
+    let timed = one_connection_timed_out_at(&db.url, 300);
     assert_eq!(shown_timeout(&timed).await, "300ms");
 
     // Another session holds the table's lock and does not let go.
@@ -63,11 +67,7 @@ async fn the_default_is_ten_seconds_and_the_url_may_override_it() {
 #[tokio::test]
 async fn a_migration_runs_without_the_timeout_and_leaves_it_as_it_was() {
     let db = fresh_database().await;
-    let options = PoolOptions {
-        statement_timeout_ms: 300,
-        ..PoolOptions::of_size(1)
-    };
-    let timed = pool_with(&db.url, &options).unwrap();
+    let timed = one_connection_timed_out_at(&db.url, 300);
     assert_eq!(migrate(&timed).await.unwrap(), 0);
     assert_eq!(shown_timeout(&timed).await, "300ms");
 }
