@@ -19,6 +19,7 @@ pub mod pki;
 pub mod secret_key;
 pub mod serve;
 pub mod sim;
+pub mod single_gateway;
 pub mod telemetry;
 pub mod webhooks;
 

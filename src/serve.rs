@@ -8,6 +8,7 @@ use crate::cli::output;
 use crate::config::Config;
 use crate::http::operator::{self, LinkStatusSource, OperatorState};
 use crate::http::{mtls, pages, server};
+use crate::single_gateway::DatabaseClaim;
 use actix::Addr;
 use anyhow::Context;
 use payhub_actors::bank::{self, BankRouter};
@@ -44,6 +45,8 @@ pub struct Gateway {
     pub bank: Addr<BankRouter>,
     channels: router::Channels,
     smpp: Option<Addr<smpp::SmppSession>>,
+    /// Released last, when every part has stopped.
+    _claim: DatabaseClaim,
 }
 
 impl Gateway {
@@ -51,6 +54,7 @@ impl Gateway {
     pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Gateway> {
         let pool = config.database.pool(config.database.pool_size)?;
         check_database(&pool, &config.database.url).await?;
+        let claim = DatabaseClaim::take(&pool, &config.database.url).await?;
         // After the database answers: a gateway that cannot start says so in one line.
         raise_open_files_limit();
         let tls = mtls::ServerTls::load(
@@ -74,6 +78,7 @@ impl Gateway {
             false => None,
         };
         let parts = Parts {
+            claim,
             pool,
             clock,
             tls,
@@ -93,6 +98,7 @@ impl Gateway {
 
     async fn start_rest(config: &Config, parts: Parts) -> anyhow::Result<Gateway> {
         let Parts {
+            claim,
             pool,
             clock,
             tls,
@@ -162,6 +168,7 @@ impl Gateway {
             bank,
             channels,
             smpp,
+            _claim: claim,
         })
     }
 
@@ -219,6 +226,7 @@ fn start_expiry(
 
 /// What `Gateway::start` has made before the parts that can still fail.
 struct Parts {
+    claim: DatabaseClaim,
     pool: deadpool_postgres::Pool,
     clock: SharedClock,
     tls: mtls::ServerTls,

@@ -654,6 +654,12 @@ async fn migrate_and_serve_run_from_the_starter_config() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    // One gateway per database: a second is refused while the first serves.
+    fails_with(
+        &["serve", "--config", &config],
+        None,
+        "another payhub serve is running on database",
+    );
 
     // SAFETY: sends a signal to the child this test started.
     #[allow(unsafe_code)]
@@ -673,4 +679,8 @@ async fn migrate_and_serve_run_from_the_starter_config() {
     let stderr = log.join().unwrap().unwrap();
     assert!(status.success(), "{status}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // Stopped, it has let the database go.
+    payhub::single_gateway::DatabaseClaim::take(&db.pool, &db.url)
+        .await
+        .expect("the database is free again");
 }
