@@ -157,3 +157,42 @@ async fn answers_with_a_body_are_read_and_the_connection_is_reused() {
     );
     worker.shutdown.cancel();
 }
+
+/// An attempt recorded after the event's delivery (a duplicate sent once its lease ran out, and
+/// refused) is kept in the attempts, and leaves the event delivered: it would otherwise be sent
+/// again, or marked given up.
+#[actix_rt::test]
+async fn a_late_failed_attempt_does_not_undo_a_delivery() {
+    use chrono::Utc;
+    use payhub::webhooks::attempts::{self, Attempt};
+    let db = fresh_database().await;
+    let merchant = seed_merchant(&db.pool, &TestPki::new(), "Book Shop").await;
+    write_event(&db.pool, &merchant, 1, "http://127.0.0.1:9/hooks").await;
+    let writer = attempts::start(db.pool.clone());
+    let now = Utc::now();
+    let attempt = |attempts, status_code, delivered_at, given_up_at| Attempt {
+        event_id: "evt_1".into(),
+        at: now,
+        status_code: Some(status_code),
+        error: None,
+        duration_ms: 5,
+        attempts,
+        next_attempt_at: now + chrono::Duration::hours(1),
+        delivered_at,
+        given_up_at,
+    };
+    writer.ask(attempt(1, 200, Some(now), None)).await.unwrap();
+    writer.ask(attempt(2, 503, None, Some(now))).await.unwrap();
+    let client = db.pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT delivered_at IS NOT NULL, given_up_at IS NULL, attempts,
+                    (SELECT count(*) FROM webhook_attempts WHERE event_id = 'evt_1')
+             FROM webhook_events WHERE id = 'evt_1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let state: (bool, bool, i32, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(state, (true, true, 1, 2));
+}

@@ -1,5 +1,7 @@
 //! A webhook attempt and its event's new state, written in one statement and group-committed
-//! with the other attempts that finish meanwhile (`group_commit`).
+//! with the other attempts that finish meanwhile (`group_commit`). A delivered event stays
+//! delivered: an attempt recorded after the delivery (a duplicate, sent once the event's lease
+//! ran out) is kept with the others, and changes nothing on the event.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Object, Pool};
@@ -59,7 +61,7 @@ impl RowWrite for Attempt {
                      VALUES ($1, $6, $7, $8, $9))
                  UPDATE webhook_events SET attempts = $2, next_attempt_at = $3,
                      delivered_at = $4, given_up_at = $5
-                 WHERE id = $1",
+                 WHERE id = $1 AND delivered_at IS NULL",
                 &[
                     &self.event_id,
                     &self.attempts,
@@ -103,7 +105,7 @@ impl RowWrite for Attempt {
                      SELECT id, at, status_code, error, duration_ms FROM input)
                  UPDATE webhook_events e SET attempts = i.attempts, next_attempt_at = i.next_at,
                      delivered_at = i.delivered_at, given_up_at = i.given_up_at
-                 FROM input i WHERE e.id = i.id",
+                 FROM input i WHERE e.id = i.id AND e.delivered_at IS NULL",
                 &[
                     &ids, &attempts, &next, &delivered, &given_up, &ats, &codes, &errors,
                     &durations,
