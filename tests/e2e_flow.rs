@@ -892,6 +892,34 @@ async fn the_session_cookie_is_http_only_strict_and_secure_over_tls() {
     assert!(cookie.contains(&format!("Path=/pay/{pay}")), "{cookie}");
 }
 
+/// A sign-in that did not come from the payment's own page is refused without starting the
+/// payment's actor: such actors would live until their payments expire, and fill `in_flight_max`
+/// for every merchant.
+#[actix_rt::test]
+async fn a_forged_sign_in_starts_no_actor() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let stranger = w.browser();
+    let refused = stranger
+        .post(
+            &format!("/pay/{pay}/login"),
+            &[
+                ("csrf_token", "00"),
+                ("identity", "alice"),
+                ("password", "guess"),
+                ("channel", "sms"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let registry = &w.gateway.as_ref().unwrap().registry;
+    let actor = registry.send(Peek(pay.clone())).await.unwrap();
+    assert!(actor.is_none(), "no actor for a forged post");
+    // From its own page, the same browser signs in.
+    w.signed_in_by_sms(&stranger, &pay).await;
+    assert!(registry.send(Peek(pay)).await.unwrap().is_some());
+}
+
 #[actix_rt::test]
 async fn smsc_throttling_delays_but_delivers_the_code() {
     let w = World::new().await;

@@ -165,7 +165,17 @@ async fn login(
     id: web::Path<String>,
     form: web::Form<LoginForm>,
 ) -> HttpResponse {
-    let ctx = match Ctx::load(&req, &state, &id, ActorUse::Start).await {
+    // Only a post from this payment's own page starts its actor: an actor waiting for the
+    // customer lives until the payment expires, and each counts against `in_flight_max`.
+    let csrf_cookie = req.cookie(CSRF_COOKIE);
+    let csrf_cookie = csrf_cookie.as_ref().map(|c| c.value());
+    let from_its_page = csrf_cookie.is_some_and(|c| csrf_valid(&state, &id, c, &form.csrf_token));
+    let actor_use = if from_its_page {
+        ActorUse::Start
+    } else {
+        ActorUse::IfRunning
+    };
+    let ctx = match Ctx::load(&req, &state, &id, actor_use).await {
         Ok(ctx) => ctx,
         Err(page) => return page,
     };
@@ -544,18 +554,7 @@ impl Ctx {
     }
 
     fn csrf_ok(&self, token: &str) -> bool {
-        if self.csrf_is_new {
-            return false;
-        }
-        let Ok(bytes) = hex::decode(token.trim()) else {
-            return false;
-        };
-        let input = format!("{}\0{}", self.view.id, self.csrf_cookie);
-        self.state.hash_key.verify(
-            payhub_actors::transaction::code::CSRF_PURPOSE,
-            input.as_bytes(),
-            &bytes,
-        )
+        !self.csrf_is_new && csrf_valid(&self.state, &self.view.id, &self.csrf_cookie, token)
     }
 
     fn cookie<'c>(&self, name: &'c str, value: String, path: String) -> Cookie<'c> {
@@ -720,6 +719,19 @@ impl Ctx {
             }
         }
     }
+}
+
+/// Whether `token` is the CSRF token of payment `id` for the browser holding `csrf_cookie`.
+fn csrf_valid(state: &PagesState, id: &str, csrf_cookie: &str, token: &str) -> bool {
+    let Ok(bytes) = hex::decode(token.trim()) else {
+        return false;
+    };
+    let input = format!("{id}\0{csrf_cookie}");
+    state.hash_key.verify(
+        payhub_actors::transaction::code::CSRF_PURPOSE,
+        input.as_bytes(),
+        &bytes,
+    )
 }
 
 /// Where a page's view of its payment comes from.
