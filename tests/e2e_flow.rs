@@ -634,17 +634,32 @@ async fn resend_voids_the_old_code_is_spaced_and_bounded() {
 async fn a_code_from_another_browser_session_is_refused() {
     let w = World::new().await;
     let pay = w.payment().await;
+    let mallory = w.browser();
+    let her_token = mallory.get(&format!("/pay/{pay}")).await.csrf();
     let alice = w.browser();
     alice
         .login(&pay, "alice", &w.customer.password, "sms", "")
         .await;
     let code = w.last_code();
-    let mallory = w.browser();
     let page = mallory.get(&format!("/pay/{pay}/code")).await;
     assert_eq!(page.status, 403);
+    // A sign-in posted from her own page once Alice's passed gives her no session of Alice's.
+    let again = mallory
+        .post(
+            &format!("/pay/{pay}/login"),
+            &[
+                ("csrf_token", her_token.as_str()),
+                ("identity", "alice"),
+                ("password", "guess"),
+                ("channel", "sms"),
+            ],
+        )
+        .await;
+    assert_eq!(again.path(), format!("/pay/{pay}/code"));
+    assert_eq!(again.status, 403, "{}", again.body);
     // Mallory fetches a CSRF token of her own from the payment page and posts the right code.
     let pay_page = mallory.get(&format!("/pay/{pay}")).await;
-    assert!(pay_page.body.contains("another browser"));
+    assert!(pay_page.body.contains("the browser you signed in with"));
     let csrf_source = mallory.get(&format!("/pay/{pay}/code")).await;
     assert!(!csrf_source.body.contains("csrf_token"));
     let forged = mallory
@@ -845,8 +860,88 @@ async fn bad_input_gets_calm_4xx_pages() {
     assert_eq!(w.status(&pay).await.0, "awaiting_customer");
 }
 
+/// A sign-in posted twice (a double click: the browser drops the first answer, whose cookie it
+/// never sees) still reaches the code page: the second post finds the code sent and gives the
+/// same browser its session again.
 #[actix_rt::test]
-async fn the_session_cookie_is_http_only_strict_and_secure_over_tls() {
+async fn a_sign_in_whose_answer_was_lost_can_be_posted_again() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let base = w.base();
+    let root = reqwest::Certificate::from_pem(&w.pki().server_ca.cert_pem()).unwrap();
+    let client = |jar: Option<Arc<reqwest::cookie::Jar>>| {
+        let builder = reqwest::Client::builder()
+            .use_native_tls()
+            .add_root_certificate(root.clone());
+        match jar {
+            Some(jar) => builder.cookie_provider(jar),
+            // A post whose answer is lost: no cookie kept, no redirect followed.
+            None => builder.redirect(reqwest::redirect::Policy::none()),
+        }
+        .build()
+        .unwrap()
+    };
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let browser = client(Some(jar.clone()));
+    let page = browser
+        .get(format!("{base}/pay/{pay}"))
+        .send()
+        .await
+        .unwrap();
+    let body = page.text().await.unwrap();
+    let csrf = Page {
+        status: 200,
+        url: String::new(),
+        body,
+    }
+    .csrf();
+    let form = [
+        ("csrf_token", csrf.as_str()),
+        ("identity", "alice"),
+        ("password", w.customer.password.as_str()),
+        ("channel", "sms"),
+    ];
+    // The first post goes with the browser's cookies, and its answer is lost.
+    let url: url::Url = base.parse().unwrap();
+    let cookies = reqwest::cookie::CookieStore::cookies(&*jar, &url.join("/pay/x").unwrap());
+    let lost = client(None)
+        .post(format!("{base}/pay/{pay}/login"))
+        .header("cookie", cookies.unwrap())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lost.status(), 303);
+    assert_eq!(w.codes().len(), 1);
+    // The second: the code page, where the code the phone got is accepted.
+    let again = browser
+        .post(format!("{base}/pay/{pay}/login"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.url().path(), format!("/pay/{pay}/code"));
+    assert_eq!(again.status(), 200);
+    assert_eq!(w.codes().len(), 1, "no second code");
+    let code_page = Page {
+        status: 200,
+        url: String::new(),
+        body: again.text().await.unwrap(),
+    };
+    let done = browser
+        .post(format!("{base}/pay/{pay}/code"))
+        .form(&[
+            ("csrf_token", code_page.csrf().as_str()),
+            ("code", w.last_code().as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(done.text().await.unwrap().contains("Payment complete"));
+}
+
+#[actix_rt::test]
+async fn the_cookies_are_http_only_and_secure_over_tls_the_session_strict() {
     let w = World::new().await;
     let pay = w.payment().await;
     let root = reqwest::Certificate::from_pem(&w.pki().server_ca.cert_pem()).unwrap();
@@ -859,6 +954,15 @@ async fn the_session_cookie_is_http_only_strict_and_secure_over_tls() {
         .unwrap();
     let base = w.base();
     let first = page.get(format!("{base}/pay/{pay}")).send().await.unwrap();
+    // The CSRF cookie is sent on arrival from the merchant's site (Lax), so it is not replaced.
+    let csrf_cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(csrf_cookie.starts_with("payhub_csrf="), "{csrf_cookie}");
+    assert!(
+        ["HttpOnly", "SameSite=Lax", "Secure", "Path=/pay"]
+            .iter()
+            .all(|a| csrf_cookie.contains(a)),
+        "{csrf_cookie}"
+    );
     let body = first.text().await.unwrap();
     let csrf = Page {
         status: 200,

@@ -18,6 +18,7 @@ use payhub_actors::keyed_hash::HashKey;
 use payhub_actors::password::PASSWORD_MAX_BYTES;
 use payhub_actors::secret::Secret;
 use payhub_actors::transaction::actor::{Login, Resend, SubmitCode, ViewPayment};
+use payhub_actors::transaction::code::browser_session_token;
 use payhub_actors::transaction::registry::{Lookup, Peek};
 use payhub_actors::transaction::view::{
     PaymentView, RouteOption, ViewWithRoutes, load_view, route_options,
@@ -137,12 +138,7 @@ async fn pay_page(
             ctx.login_page(StatusCode::OK, None, &LoginForm::default())
         }
         PaymentStatus::AwaitingCode if ctx.has_session() => see_other(&ctx.path("/code")),
-        PaymentStatus::AwaitingCode => ctx.message(
-            StatusCode::OK,
-            "Waiting for the code",
-            "Someone signed in for this payment in another browser, which now waits for the \
-             authorization code. Enter the code in that browser.",
-        ),
+        PaymentStatus::AwaitingCode => ctx.waiting_for_the_code(),
         _ => see_other(&ctx.path("/result")),
     }
 }
@@ -182,8 +178,10 @@ async fn login(
     if !ctx.csrf_ok(&form.csrf_token) {
         return ctx.stale_form();
     }
-    if ctx.view.status != PaymentStatus::AwaitingCustomer {
-        return see_other(&ctx.path(""));
+    match ctx.view.status {
+        PaymentStatus::AwaitingCustomer => {}
+        PaymentStatus::AwaitingCode => return ctx.to_the_code_page(),
+        _ => return see_other(&ctx.path("")),
     }
     let (identity, choice) = match parse_login(&form, state.allow_unregistered_receiver) {
         Ok(parsed) => parsed,
@@ -195,17 +193,16 @@ async fn login(
         identity,
         password: Secret::new(form.password.clone()),
         choice,
+        session: ctx.browser_session(),
     };
     let reply = match ctx.actor().await {
         Ok(actor) => actor.send(msg).await,
         Err(e) => return ctx.payment_error(e),
     };
     match flatten(reply) {
-        Ok(LoginReply::CodeSent { session, .. })
-        | Ok(LoginReply::CodeNotDelivered { session, .. }) => {
-            let mut response = see_other(&ctx.path("/code"));
-            let _ = response.add_cookie(&ctx.session_cookie(session.expose()));
-            response
+        Ok(LoginReply::CodeSent { .. } | LoginReply::CodeNotDelivered { .. })
+        | Err(Failure::Payment(PaymentError::WrongState(PaymentStatus::AwaitingCode))) => {
+            ctx.to_the_code_page()
         }
         Ok(LoginReply::BadCredentials { attempts_left }) => {
             let text = format!(
@@ -566,14 +563,32 @@ impl Ctx {
             .finish()
     }
 
-    fn session_cookie(&self, token: &str) -> Cookie<'static> {
-        self.cookie(SESSION_COOKIE, token.to_string(), self.path(""))
+    /// This browser's session token for this payment (from its CSRF cookie).
+    fn browser_session(&self) -> Secret<String> {
+        browser_session_token(&self.state.hash_key, &self.view.id, &self.csrf_cookie)
+    }
+
+    /// The code page, with this browser's session cookie: after its password step passed, and
+    /// again when a sign-in is posted after that (a double click, an answer lost on the way).
+    /// Another browser's session is not the payment's, so it opens the code page only for the
+    /// browser that signed in.
+    fn to_the_code_page(&self) -> HttpResponse {
+        let session = self.browser_session();
+        let cookie = self.cookie(SESSION_COOKIE, session.expose().clone(), self.path(""));
+        let mut response = see_other(&self.path("/code"));
+        let _ = response.add_cookie(&cookie);
+        response
     }
 
     /// Finishes a page: the CSRF cookie when it is new.
     fn finish(&self, mut response: HttpResponse) -> HttpResponse {
         if self.csrf_is_new {
-            let cookie = self.cookie(CSRF_COOKIE, self.csrf_cookie.clone(), "/pay".into());
+            let mut cookie = self.cookie(CSRF_COOKIE, self.csrf_cookie.clone(), "/pay".into());
+            // Sent on arrival from the merchant's site too, so that it is not replaced then (the
+            // forms of other open pages, and the browser's session, hang on it). Other sites
+            // still cannot post with it: Lax is sent on top-level GETs only, and a post needs
+            // the token of this site's page as well.
+            cookie.set_same_site(SameSite::Lax);
             let _ = response.add_cookie(&cookie);
         }
         response
@@ -673,6 +688,25 @@ impl Ctx {
             status,
             "pay/message.html",
             minijinja::context! { heading, message => text },
+        );
+        self.finish(page)
+    }
+
+    /// The payment page of a payment waiting for its code, opened without its session cookie:
+    /// in another browser, or on arrival from the merchant's site (a strict cookie is not sent
+    /// then, but is on this page's link).
+    fn waiting_for_the_code(&self) -> HttpResponse {
+        let page = self.page().render(
+            StatusCode::OK,
+            "pay/message.html",
+            minijinja::context! {
+                heading => "Waiting for the code",
+                message => "This payment waits for its authorization code. If you signed in \
+                            in this browser, continue to the code page; otherwise enter the \
+                            code in the browser you signed in with.",
+                link => self.path("/code"),
+                link_text => "Continue to the code page",
+            },
         );
         self.finish(page)
     }

@@ -26,6 +26,10 @@ pub struct Login {
     pub identity: String,
     pub password: Secret<String>,
     pub choice: ChannelChoice,
+    /// The browser's session token for this payment, set as its cookie if the password passes.
+    /// The page derives it from the browser, so that a sign-in whose answer was lost (a
+    /// double click, a dropped connection) can be answered again with the same session.
+    pub session: Secret<String>,
 }
 
 /// A code typed on the code page, with the browser's session token.
@@ -211,7 +215,9 @@ impl Handler<Login> for TransactionActor {
 
     fn handle(&mut self, msg: Login, _: &mut Context<Self>) -> Self::Result {
         self.run(move |mut core| async move {
-            let reply = core.login(&msg.identity, msg.password, msg.choice).await;
+            let reply = core
+                .login(&msg.identity, msg.password, msg.choice, msg.session)
+                .await;
             (core, reply)
         })
     }

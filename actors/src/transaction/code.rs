@@ -1,4 +1,5 @@
-//! Authorization codes, session tokens and RRNs, all drawn from the OS CSPRNG.
+//! Authorization codes and RRNs, drawn from the OS CSPRNG, and browser session tokens, derived
+//! from the random cookie the gateway gave the browser.
 
 use crate::ids::os_random;
 use crate::keyed_hash::HashKey;
@@ -8,6 +9,7 @@ use crate::secret::Secret;
 pub const CODE_PURPOSE: &str = "authorization-code";
 pub const SESSION_PURPOSE: &str = "browser-session";
 pub const CSRF_PURPOSE: &str = "csrf";
+pub const SESSION_TOKEN_PURPOSE: &str = "browser-session-token";
 
 pub const CODE_DIGITS_MIN: u32 = 6;
 pub const CODE_DIGITS_MAX: u32 = 8;
@@ -48,8 +50,14 @@ pub fn code_matches(key: &HashKey, payment_id: &str, code: &str, expected: &[u8]
 }
 
 /// A browser session token: 256 bits, hex.
-pub fn new_session_token() -> Secret<String> {
-    Secret::new(hex::encode(os_random::<32>()))
+/// The session token of the browser holding `csrf_cookie` (a random value the gateway set) for
+/// payment `payment_id`: the same browser always gets the same token, and only it can.
+pub fn browser_session_token(key: &HashKey, payment_id: &str, csrf_cookie: &str) -> Secret<String> {
+    let token = key.hash(
+        SESSION_TOKEN_PURPOSE,
+        format!("{payment_id}\0{csrf_cookie}").as_bytes(),
+    );
+    Secret::new(hex::encode(token))
 }
 
 pub fn session_hash(key: &HashKey, payment_id: &str, token: &str) -> Vec<u8> {

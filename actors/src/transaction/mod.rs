@@ -23,7 +23,6 @@ use crate::clock::SharedClock;
 use crate::domain::{Msisdn, PaymentStatus};
 use crate::keyed_hash::HashKey;
 use crate::messages::Deliver;
-use crate::secret::Secret;
 use actix::{Addr, Recipient};
 use deadpool_postgres::Pool;
 use std::sync::Arc;
@@ -162,16 +161,11 @@ impl From<deadpool_postgres::PoolError> for PaymentError {
 /// The answer to the password step.
 #[derive(Debug)]
 pub enum LoginReply {
-    /// Password right, code delivered; the browser gets `session` as its cookie.
-    CodeSent {
-        session: Secret<String>,
-        destination: String,
-    },
+    /// Password right, code delivered; the browser gets the session it signed in with as its
+    /// cookie.
+    CodeSent { destination: String },
     /// Password right, but the code could not be delivered; other channels may be tried.
-    CodeNotDelivered {
-        session: Secret<String>,
-        reason: String,
-    },
+    CodeNotDelivered { reason: String },
     /// Unknown identity or wrong password (one answer for both).
     BadCredentials { attempts_left: u32 },
     /// The identity is locked after too many failures.

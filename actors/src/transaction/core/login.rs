@@ -4,7 +4,7 @@ use super::{PaymentCore, seconds_until, secs_i64};
 use crate::domain::{FailureCode, PaymentStatus};
 use crate::secret::Secret;
 use crate::store::prepared::Prepared;
-use crate::transaction::code::{new_session_token, session_hash};
+use crate::transaction::code::session_hash;
 use crate::transaction::event::{self, Outcome};
 use crate::transaction::store::{self, Attempt, CustomerLogin, TerminalRow};
 use crate::transaction::{ChannelChoice, LoginReply, PaymentError};
@@ -25,6 +25,7 @@ impl PaymentCore {
         identity: &str,
         password: Secret<String>,
         choice: ChannelChoice,
+        session: Secret<String>,
     ) -> Result<LoginReply, PaymentError> {
         if let Some(done) = self.require(PaymentStatus::AwaitingCustomer)? {
             return Ok(LoginReply::Finished(done));
@@ -55,7 +56,7 @@ impl PaymentCore {
             return Err(PaymentError::Storage("unknown identity accepted".into()));
         };
         let passed = self
-            .password_passed(attempt, customer, start.terminals, choice, now)
+            .password_passed(attempt, customer, start.terminals, choice, session, now)
             .await;
         // The attempt counts as a failure until the statement that moves the payment on removes
         // it. When none did (the payment ended meanwhile, or the database failed), a right
@@ -156,9 +157,9 @@ impl PaymentCore {
         customer: CustomerLogin,
         terminals: Vec<TerminalRow>,
         choice: ChannelChoice,
+        session: Secret<String>,
         now: DateTime<Utc>,
     ) -> Result<LoginReply, PaymentError> {
-        let session = new_session_token();
         let session_hash = session_hash(&self.deps.hash_key, &self.row.id, session.expose());
         let route = self
             .route(
@@ -172,7 +173,7 @@ impl PaymentCore {
             Ok(route) => route,
             Err(reason) => {
                 return self
-                    .passed_without_route(attempt, &customer, session, session_hash, reason, now)
+                    .passed_without_route(attempt, &customer, session_hash, reason, now)
                     .await;
             }
         };
@@ -187,10 +188,9 @@ impl PaymentCore {
         };
         match self.send_code(&route, issued).await? {
             Ok(()) => Ok(LoginReply::CodeSent {
-                session,
                 destination: route.label,
             }),
-            Err(reason) => Ok(LoginReply::CodeNotDelivered { session, reason }),
+            Err(reason) => Ok(LoginReply::CodeNotDelivered { reason }),
         }
     }
 
@@ -200,7 +200,6 @@ impl PaymentCore {
         &mut self,
         attempt: i64,
         customer: &CustomerLogin,
-        session: Secret<String>,
         session_hash: Vec<u8>,
         reason: String,
         now: DateTime<Utc>,
@@ -229,7 +228,7 @@ impl PaymentCore {
         self.row.customer_id = Some(customer.id.clone());
         self.row.payer = Some(customer.payer.clone());
         self.row.session_hash = Some(session_hash);
-        Ok(LoginReply::CodeNotDelivered { session, reason })
+        Ok(LoginReply::CodeNotDelivered { reason })
     }
 }
 
