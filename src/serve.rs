@@ -71,6 +71,7 @@ impl Gateway {
                 .validate()
                 .map_err(|e| anyhow::anyhow!("smpp: {e}"))?;
         }
+        adopt_orphaned_reversals(&pool, &links).await?;
         // From here on actors run: a failure must stop them again.
         let bank = bank::start(pool.clone(), clock.clone(), links, &config.institution.id)?;
         let smpp = match config.smpp.enabled {
@@ -263,6 +264,32 @@ pub fn payment_settings(config: &Config) -> PaymentSettings {
             .max(longest_link_ms * 2),
         ..PaymentSettings::default()
     }
+}
+
+/// Reversals still pending on a link the configuration no longer has (renamed or removed) go to
+/// the link that now routes their payer's bank; those whose bank no link routes are not sent, and
+/// the operator is told at every start.
+async fn adopt_orphaned_reversals(
+    pool: &deadpool_postgres::Pool,
+    links: &[payhub_actors::bank::LinkSettings],
+) -> anyhow::Result<()> {
+    let adopted = payhub_actors::bank::reversals::adopt_orphans(pool, links)
+        .await
+        .context("pending reversals of links no longer configured")?;
+    if adopted.moved > 0 {
+        tracing::warn!(
+            moved = adopted.moved,
+            "pending reversals of links no longer configured moved to the links of their banks"
+        );
+    }
+    if adopted.stranded > 0 {
+        tracing::error!(
+            stranded = adopted.stranded,
+            "pending reversals of links no longer configured, for banks no link routes: not sent \
+             until a link routes their banks"
+        );
+    }
+    Ok(())
 }
 
 /// A first query with a clear message when the database cannot be reached.

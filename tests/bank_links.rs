@@ -314,6 +314,61 @@ async fn reversal_survives_a_gateway_restart() {
     assert_eq!(answer.response_code, "00");
 }
 
+/// A link renamed in the configuration (or removed, its banks now routed by another): the
+/// reversals still pending on its old name go to the link that routes their payer's bank, and are
+/// sent; one whose bank no link routes stays, and is counted.
+#[actix_rt::test]
+async fn reversals_of_a_link_no_longer_configured_go_to_the_link_of_their_bank() {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| 1_000).await;
+    let old = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
+    wait_signed_on(&old, 1).await;
+    sim.set_faults(Faults {
+        drop_pct: 100,
+        ..Faults::default()
+    });
+    let err = old
+        .send(Debit(request(1, 0, 400)))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err, BankError::Timeout);
+    old.send(Shutdown).await.unwrap();
+    sim.set_faults(Faults::default());
+    let unrouted = bank::reversals::ReversalRecord {
+        payer_bank: Some("0009".into()),
+        rrn: "000000000099".into(),
+        ..bank::reversals::pending(&db.pool, "bips-a", 1)
+            .await
+            .unwrap()[0]
+            .record
+            .clone()
+    };
+    let reason = bank::reversals::ReversalReason::Timeout;
+    bank::reversals::queue(&db.pool, &unrouted, reason, chrono::Utc::now())
+        .await
+        .unwrap();
+
+    // The link is now called bips-b.
+    let renamed = settings("bips-b", &sim.addr().to_string());
+    let adopted = bank::reversals::adopt_orphans(&db.pool, std::slice::from_ref(&renamed))
+        .await
+        .unwrap();
+    assert_eq!(
+        adopted,
+        bank::reversals::Adopted {
+            moved: 1,
+            stranded: 1
+        }
+    );
+    let _new = start_router(&db, vec![renamed]);
+    eventually("the adopted reversal completed", || async {
+        pending_reversals(&db).await == 1
+    })
+    .await;
+    assert_eq!(balance(&sim, 0).await, 1_000, "the debit is undone");
+}
+
 #[actix_rt::test]
 async fn link_drop_and_reconnect() {
     let (db, sim, router) = one_link(1_000_000).await;
@@ -1511,6 +1566,7 @@ async fn reversals_beyond_those_loaded_are_sent_as_the_first_are_answered() {
     for i in 0..10u32 {
         let record = bank::reversals::ReversalRecord {
             payment_id: None,
+            payer_bank: Some(BANK.into()),
             link_name: "bips-a".into(),
             rrn: format!("RV{i:010}"),
             amount_minor: 100,
@@ -1531,7 +1587,8 @@ async fn reversals_beyond_those_loaded_are_sent_as_the_first_are_answered() {
         pending_reversals(&db).await == 0
     })
     .await;
-    assert_eq!(sim.stats().reversals, 10);
+    // Each reached the bank; on a busy machine a 0430 may come after the repeat (0421) left.
+    assert!(sim.stats().reversals >= 10, "{:?}", sim.stats());
 }
 
 /// A bank that never answers a 0420 cannot grow the reversals a link holds: past

@@ -48,6 +48,8 @@ impl ReversalReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReversalRecord {
     pub payment_id: Option<String>,
+    /// The payer's bank (field 100 of the debit); `None` for reversals queued before V71.
+    pub payer_bank: Option<String>,
     pub link_name: String,
     pub rrn: String,
     pub amount_minor: i64,
@@ -101,9 +103,9 @@ pub async fn queue(
         .query_opt_cached(
             "INSERT INTO reversals (payment_id, link_name, rrn, amount_minor, currency_numeric,
                  original_mti, original_stan, original_f7, acquirer_id, reason, created_at,
-                 next_attempt_at)
+                 next_attempt_at, payer_bank)
              VALUES ((SELECT id FROM payments WHERE id = $1), $2, $3, $4, $5, '0200', $6, $7, $8,
-                 $9, $10, $10)
+                 $9, $10, $10, $11)
              ON CONFLICT (rrn) DO NOTHING
              RETURNING id",
             &[
@@ -117,6 +119,7 @@ pub async fn queue(
                 &r.acquirer_id,
                 &reason.as_str(),
                 &now,
+                &r.payer_bank,
             ],
         )
         .await?;
@@ -136,7 +139,7 @@ pub async fn queue(
     }
 }
 
-const SELECT_REVERSAL: &str = "SELECT id, payment_id, link_name, rrn, amount_minor, \
+const SELECT_REVERSAL: &str = "SELECT id, payment_id, payer_bank, link_name, rrn, amount_minor, \
      currency_numeric, original_stan, original_f7, acquirer_id, attempts, next_attempt_at \
      FROM reversals";
 
@@ -145,6 +148,7 @@ fn from_row(row: &tokio_postgres::Row) -> PendingReversal {
         id: row.get("id"),
         record: ReversalRecord {
             payment_id: row.get("payment_id"),
+            payer_bank: row.get("payer_bank"),
             link_name: row.get("link_name"),
             rrn: row.get("rrn"),
             amount_minor: row.get("amount_minor"),
@@ -156,6 +160,55 @@ fn from_row(row: &tokio_postgres::Row) -> PendingReversal {
         attempts: row.get("attempts"),
         next_attempt_at: row.get("next_attempt_at"),
     }
+}
+
+/// What [`adopt_orphans`] did with the pending reversals of links no longer configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adopted {
+    /// Moved to the link that now routes their payer's bank.
+    pub moved: u64,
+    /// Still on an unconfigured link: no configured link routes their payer's bank.
+    pub stranded: i64,
+}
+
+/// Pending reversals of a link that is no longer configured (renamed or removed) would never be
+/// sent: links load theirs by name. Each goes to the first of `links` (in configuration order)
+/// that routes its payer's bank, as a new reversal of that debit would.
+pub async fn adopt_orphans(
+    pool: &Pool,
+    links: &[super::LinkSettings],
+) -> Result<Adopted, StoreError> {
+    let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+    let mut first_by_bank: Vec<(&str, &str)> = Vec::new();
+    for link in links {
+        for bank in &link.banks {
+            if !first_by_bank.iter().any(|(b, _)| *b == bank.as_str()) {
+                first_by_bank.push((bank.as_str(), link.name.as_str()));
+            }
+        }
+    }
+    let (banks, targets): (Vec<&str>, Vec<&str>) = first_by_bank.into_iter().unzip();
+    let client = pool.get().await?;
+    let moved = client
+        .execute(
+            "UPDATE reversals r SET link_name = route.link
+             FROM unnest($1::text[], $2::text[]) AS route(bank, link)
+             WHERE r.completed_at IS NULL AND r.link_name <> ALL($3::text[])
+               AND route.bank = COALESCE(r.payer_bank,
+                   (SELECT c.bank_id FROM payments p JOIN customers c ON c.id = p.customer_id
+                    WHERE p.id = r.payment_id))",
+            &[&banks, &targets, &names],
+        )
+        .await?;
+    let stranded: i64 = client
+        .query_one(
+            "SELECT count(*) FROM reversals
+             WHERE completed_at IS NULL AND link_name <> ALL($1::text[])",
+            &[&names],
+        )
+        .await?
+        .get(0);
+    Ok(Adopted { moved, stranded })
 }
 
 /// The link's reversals still waiting for a 0430, oldest first.
@@ -244,6 +297,7 @@ mod tests {
     fn record(rrn: &str) -> ReversalRecord {
         ReversalRecord {
             payment_id: Some("pay_missing".into()),
+            payer_bank: Some("0001".into()),
             link_name: "bips-a".into(),
             rrn: rrn.into(),
             amount_minor: 1234,

@@ -198,6 +198,7 @@ pub fn reversal_record(
 ) -> ReversalRecord {
     ReversalRecord {
         payment_id: Some(request.payment_id.clone()),
+        payer_bank: Some(request.payer_bank.as_str().to_owned()),
         link_name: link.to_owned(),
         rrn: request.rrn.clone(),
         amount_minor: request.amount.minor(),
