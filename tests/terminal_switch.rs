@@ -332,6 +332,50 @@ async fn dedicated_terminal_authenticates_and_receives_code_amount_and_merchant(
     }
 }
 
+/// An outcome notice whose row the final write made (`recorded`), sent again at a start after a
+/// crash: the delivery ends that row, and writes no other (a row left `queued` is sent again at
+/// every start).
+#[actix_rt::test]
+async fn an_outcome_notice_ends_the_row_written_with_the_final_status() {
+    let env = start(settings(LONG_ACK_MS, 60_000)).await;
+    let key = env.dedicated("trm_box").await;
+    let mut sim = env
+        .terminal("trm_box", &key, DeliveryBehaviour::Acknowledge)
+        .await;
+    let client = env.db.pool.get().await.unwrap();
+    let row: i64 = client
+        .query_one(
+            "INSERT INTO customer_messages
+                 (payment_id, kind, channel, destination, status, created_at, updated_at)
+             VALUES ($1, 'outcome', 'terminal', 'trm_box', 'queued', now(), now()) RETURNING id",
+            &[&env.payment_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut outcome = env.code_notice("000000");
+    outcome.kind = NoticeKind::Outcome;
+    outcome.code = None;
+    outcome.outcome = Some("succeeded".into());
+    let sent = env.channels.router.send(Deliver {
+        destination: Destination::Terminal("trm_box".into()),
+        notice: outcome,
+        recorded: Some(row),
+    });
+    tokio::time::timeout(PROMPT, sent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        sim.next_delivery(PROMPT).await,
+        Some(SimEvent::Outcome { .. })
+    ));
+    let messages = env.messages().await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0].2, "delivered");
+}
+
 async fn refused(env: &Env, terminal_id: &str, key: &SharedKey) -> (u16, String) {
     let config = SimConfig {
         client: env.client_options(terminal_id, key),

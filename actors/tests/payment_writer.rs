@@ -6,7 +6,7 @@ use chrono::Utc;
 use payhub_actors::bank::OriginalDebit;
 use payhub_actors::store::testing::{TestDb, fresh_database};
 use payhub_actors::transaction::event::Finish;
-use payhub_actors::transaction::writer::{PaymentWriter, ToFinal, ToProcessing};
+use payhub_actors::transaction::writer::{NoticeTo, PaymentWriter, ToFinal, ToProcessing};
 use serde_json::json;
 
 /// `count` payments awaiting their code, ids `pay_w0`…
@@ -40,7 +40,8 @@ fn to_processing(id: &str, n: usize) -> ToProcessing {
     }
 }
 
-fn to_final(id: &str, sms: bool) -> ToFinal {
+/// The final write of `id`, its outcome notice going by `channel` (`sms`, `terminal`) if any.
+fn to_final(id: &str, channel: Option<&'static str>) -> ToFinal {
     ToFinal {
         payment_id: id.to_owned(),
         at: Utc::now(),
@@ -53,7 +54,13 @@ fn to_final(id: &str, sms: bool) -> ToFinal {
         event_type: "payment.succeeded",
         body: format!("{{\"id\":\"evt_{id}\"}}"),
         detail: json!({}),
-        outcome_sms_to: sms.then(|| "+86138****0000".to_owned()),
+        outcome_notice: channel.map(|channel| NoticeTo {
+            channel,
+            destination: match channel {
+                "sms" => "+86138****0000".to_owned(),
+                _ => "trm_box".to_owned(),
+            },
+        }),
         event_due_at: Utc::now(),
     }
 }
@@ -111,20 +118,23 @@ async fn writes_sent_at_once_each_get_their_own_answer() {
         29
     );
 
-    // Every other one is told by SMS; pay_w7 (expired) is not moved; pay_w3 is sent twice.
+    // A third are told by SMS, a third on a terminal; pay_w7 (expired) is not moved; pay_w3 is
+    // sent twice.
+    let notice_channel = |n: usize| [Some("sms"), Some("terminal"), None][n % 3];
     let mut finals: Vec<ToFinal> = ids
         .iter()
         .enumerate()
-        .map(|(n, id)| to_final(id, n % 2 == 0))
+        .map(|(n, id)| to_final(id, notice_channel(n)))
         .collect();
-    finals.push(to_final("pay_w3", false));
+    finals.push(to_final("pay_w3", None));
     let answers = futures::future::join_all(finals.into_iter().map(|w| writer.to_final(w))).await;
     let answers: Vec<Finish> = answers.into_iter().map(|a| a.unwrap()).collect();
     for (n, answer) in answers.iter().enumerate().take(30) {
         match answer {
             Finish::Moved { notice_row, .. } => {
                 assert_ne!(n, 7, "an expired payment was moved");
-                assert_eq!(notice_row.is_some(), n % 2 == 0, "payment {n}'s notice row");
+                let told = notice_channel(n).is_some();
+                assert_eq!(notice_row.is_some(), told, "payment {n}'s notice row");
             }
             Finish::NotMoved => assert_eq!(n, 7, "payment {n} was not moved"),
         }
@@ -147,14 +157,17 @@ async fn writes_sent_at_once_each_get_their_own_answer() {
         0,
         "every finished payment left the open list"
     );
+    let queued = "SELECT count(*) FROM customer_messages WHERE kind = 'outcome'
+        AND status = 'queued' AND channel = ";
+    assert_eq!(count(&db, &format!("{queued} 'sms'")).await, 10);
     assert_eq!(
         count(
             &db,
-            "SELECT count(*) FROM customer_messages WHERE kind = 'outcome' AND status = 'queued'"
+            &format!("{queued} 'terminal' AND destination = 'trm_box'")
         )
         .await,
-        15,
-        "one for each even id (pay_w7, not moved, is odd)"
+        9,
+        "pay_w7, not moved, would go to a terminal"
     );
 }
 
@@ -207,7 +220,7 @@ async fn a_final_write_answers_its_event_signed_by_the_merchant_and_leased_as_as
     let leased_until = Utc::now() + chrono::Duration::seconds(45);
     // Three at once (a batch, or some alone): each answer is its own payment's event.
     let finals = ids.iter().map(|id| {
-        let mut write = to_final(id, false);
+        let mut write = to_final(id, None);
         write.from = vec!["awaiting_code"];
         write.event_due_at = leased_until;
         writer.to_final(write)

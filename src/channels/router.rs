@@ -122,10 +122,11 @@ impl Routes {
                 let terminal = self.terminal(&id, &notice.payment_id).await?;
                 match terminal.kind {
                     TerminalKind::Mobile => {
-                        self.sms(registered_number(&terminal)?, notice, None).await
+                        self.sms(registered_number(&terminal)?, notice, recorded)
+                            .await
                     }
-                    TerminalKind::Dedicated => self.dedicated(&id, notice).await,
-                    kind => self.adapter(kind, &id, &terminal, notice).await,
+                    TerminalKind::Dedicated => self.dedicated(&id, notice, recorded).await,
+                    kind => self.adapter(kind, &id, &terminal, notice, recorded).await,
                 }
             }
         }
@@ -184,8 +185,13 @@ impl Routes {
         })
     }
 
-    async fn dedicated(&self, id: &str, notice: Notice) -> Result<DeliveryReceipt, DeliveryError> {
-        let record = self.record("terminal", id, &notice).await?;
+    async fn dedicated(
+        &self,
+        id: &str,
+        notice: Notice,
+        recorded: Option<i64>,
+    ) -> Result<DeliveryReceipt, DeliveryError> {
+        let record = self.record("terminal", id, &notice, recorded).await?;
         let Some(session) = self.registry.session(id) else {
             return self.finish(record, Err(DeliveryError::Offline)).await;
         };
@@ -205,16 +211,21 @@ impl Routes {
         id: &str,
         terminal: &TerminalRow,
         notice: Notice,
+        recorded: Option<i64>,
     ) -> Result<DeliveryReceipt, DeliveryError> {
         let Some(adapter) = self.adapters.for_kind(kind) else {
             return Err(DeliveryError::Unavailable);
         };
         let number = registered_number(terminal)?;
         if adapter.records_messages() {
-            return self.bounded(adapter.as_ref(), number, notice).await;
+            return self
+                .bounded(adapter.as_ref(), number, notice, recorded)
+                .await;
         }
-        let record = self.record(adapter.channel(), id, &notice).await?;
-        let result = self.bounded(adapter.as_ref(), number, notice).await;
+        let record = self
+            .record(adapter.channel(), id, &notice, recorded)
+            .await?;
+        let result = self.bounded(adapter.as_ref(), number, notice, None).await;
         self.finish(record, result).await
     }
 
@@ -223,19 +234,27 @@ impl Routes {
         adapter: &dyn ChannelAdapter,
         number: Msisdn,
         notice: Notice,
+        recorded: Option<i64>,
     ) -> Result<DeliveryReceipt, DeliveryError> {
-        tokio::time::timeout(self.forward_timeout(), adapter.deliver(number, notice))
+        let delivery = adapter.deliver(number, notice, recorded);
+        tokio::time::timeout(self.forward_timeout(), delivery)
             .await
             .unwrap_or(Err(DeliveryError::Timeout))
     }
 
-    /// Writes the `queued` row before anything leaves the process.
+    /// The notice's `queued` row, written before anything leaves the process; `recorded` when
+    /// it is written already (an outcome's, with the final status), which this delivery ends.
     async fn record(
         &self,
         channel: &'static str,
         destination: &str,
         notice: &Notice,
+        recorded: Option<i64>,
     ) -> Result<Recorded, DeliveryError> {
+        let code = notice.kind == NoticeKind::Code;
+        if let Some(id) = recorded {
+            return Ok(Recorded { id, channel, code });
+        }
         let kind = match notice.kind {
             NoticeKind::Code => "code",
             NoticeKind::Outcome => "outcome",
@@ -254,7 +273,7 @@ impl Routes {
         Ok(Recorded {
             id: row.get(0),
             channel,
-            code: notice.kind == NoticeKind::Code,
+            code,
         })
     }
 

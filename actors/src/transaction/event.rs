@@ -4,7 +4,7 @@
 
 use super::outbox::WebhookEvent;
 use super::store::PaymentRow;
-use super::writer::ToFinal;
+use super::writer::{NoticeTo, ToFinal};
 use crate::domain::{FailureCode, PaymentStatus};
 use crate::ids;
 use crate::store::payments::{self, PaymentRecord};
@@ -82,8 +82,8 @@ pub fn final_record(row: &PaymentRow, outcome: &Outcome, now: DateTime<Utc>) -> 
 }
 
 /// The write that moves the payment from one of `from` to the final `outcome`, with its webhook
-/// event (the one payment object of the API), an audit line and, when `outcome_sms_to` (a masked
-/// number) says the customer is told by SMS, that message's `queued` row. Written as one
+/// event (the one payment object of the API), an audit line and, when `outcome_notice` says
+/// where the customer is told, that notice's `queued` row. Written as one
 /// statement (alone with [`ToFinal::write`], or batched by the `PaymentWriter`): a payment is
 /// never final without its event. [`Finish::NotMoved`] when the payment was no longer in one of
 /// `from` (someone else finished it): nothing is written. The caller calls [`finished`] once the
@@ -94,7 +94,7 @@ pub fn to_final(
     outcome: &Outcome,
     now: DateTime<Utc>,
     public_url: &url::Url,
-    outcome_sms_to: Option<&str>,
+    outcome_notice: Option<NoticeTo>,
 ) -> ToFinal {
     assert!(
         outcome.status.is_final(),
@@ -124,7 +124,7 @@ pub fn to_final(
             "failure_code": outcome.failure_code.map(|c| c.as_str()),
             "bank_response_code": outcome.bank_response_code,
         }),
-        outcome_sms_to: outcome_sms_to.map(str::to_owned),
+        outcome_notice,
         event_due_at: now,
     }
 }

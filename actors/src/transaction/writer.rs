@@ -43,7 +43,7 @@ pub struct ToProcessing {
 }
 
 /// The payment moves from one of `from` to its final status, with its webhook event, audit line
-/// and, when `outcome_sms_to` (a masked number) is set, its outcome message's `queued` row.
+/// and, when `outcome_notice` is set, its outcome notice's `queued` row.
 #[derive(Debug, Clone)]
 pub struct ToFinal {
     pub payment_id: String,
@@ -59,10 +59,18 @@ pub struct ToFinal {
     pub body: String,
     /// The audit line's detail.
     pub detail: Value,
-    pub outcome_sms_to: Option<String>,
+    pub outcome_notice: Option<NoticeTo>,
     /// The event's first `next_attempt_at`: `at`, or later when it is handed to this process's
     /// worker in memory (`outbox`), which holds it until then.
     pub event_due_at: DateTime<Utc>,
+}
+
+/// Where the customer's outcome notice goes, as its `customer_messages` row names it: channel
+/// `sms` and the masked number, or `terminal` and the terminal's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticeTo {
+    pub channel: &'static str,
+    pub destination: String,
 }
 
 /// The handle every payment actor shares.
@@ -192,7 +200,7 @@ const FINISH_SQL: &str = "WITH moved AS (
     notice AS (
         INSERT INTO customer_messages
             (payment_id, kind, channel, destination, status, created_at, updated_at)
-        SELECT id, 'outcome', 'sms', $12, 'queued', $2, $2 FROM moved WHERE $12::text IS NOT NULL
+        SELECT id, 'outcome', $14, $12, 'queued', $2, $2 FROM moved WHERE $12::text IS NOT NULL
         RETURNING id)
     SELECT m.id, (SELECT id FROM notice), m.notify_url, k.webhook_secret
     FROM moved m LEFT JOIN merchants k ON k.id = m.merchant_id";
@@ -202,9 +210,9 @@ const FINISH_SQL: &str = "WITH moved AS (
 const FINAL_BATCH_SQL: &str = "WITH input AS (
         SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[],
-            $12::text[], $13::timestamptz[])
+            $12::text[], $13::timestamptz[], $14::text[])
         AS t(id, at, status, failure_code, bank_response_code, approval_code, from_statuses,
-            event_id, event_type, body, detail, sms_to, due_at)),
+            event_id, event_type, body, detail, notice_to, due_at, notice_channel)),
     moved AS (
         UPDATE payments p SET status = i.status, failure_code = i.failure_code,
             bank_response_code = i.bank_response_code, approval_code = i.approval_code,
@@ -212,7 +220,7 @@ const FINAL_BATCH_SQL: &str = "WITH input AS (
         FROM input i
         WHERE p.id = i.id AND p.status = ANY(string_to_array(i.from_statuses, ','))
         RETURNING p.id, p.merchant_id, p.notify_url, i.at, i.status, i.event_id, i.event_type,
-            i.body, i.detail, i.sms_to, i.due_at),
+            i.body, i.detail, i.notice_to, i.due_at, i.notice_channel),
     event AS (
         INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url,
             created_at, next_attempt_at)
@@ -223,8 +231,8 @@ const FINAL_BATCH_SQL: &str = "WITH input AS (
     notice AS (
         INSERT INTO customer_messages
             (payment_id, kind, channel, destination, status, created_at, updated_at)
-        SELECT id, 'outcome', 'sms', sms_to, 'queued', at, at FROM moved
-        WHERE sms_to IS NOT NULL
+        SELECT id, 'outcome', notice_channel, notice_to, 'queued', at, at FROM moved
+        WHERE notice_to IS NOT NULL
         RETURNING id, payment_id)
     SELECT m.id, n.id, m.notify_url, k.webhook_secret
     FROM moved m LEFT JOIN merchants k ON k.id = m.merchant_id
@@ -248,8 +256,9 @@ impl ToFinal {
                     &self.event_type,
                     &self.body,
                     &self.detail,
-                    &self.outcome_sms_to,
+                    &self.outcome_notice.as_ref().map(|n| n.destination.as_str()),
                     &self.event_due_at,
+                    &self.outcome_notice.as_ref().map(|n| n.channel),
                 ],
             )
             .await?;
@@ -309,7 +318,12 @@ impl RowWrite for ToFinal {
         let event_types: Vec<&str> = batch.iter().map(|w| w.event_type).collect();
         let bodies: Vec<&str> = batch.iter().map(|w| w.body.as_str()).collect();
         let details: Vec<&Value> = batch.iter().map(|w| &w.detail).collect();
-        let sms_to: Vec<Option<&str>> = batch.iter().map(|w| w.outcome_sms_to.as_deref()).collect();
+        let notices = batch.iter().map(|w| w.outcome_notice.as_ref());
+        let notice_to: Vec<Option<&str>> = notices
+            .clone()
+            .map(|n| n.map(|n| n.destination.as_str()))
+            .collect();
+        let notice_channels: Vec<Option<&str>> = notices.map(|n| n.map(|n| n.channel)).collect();
         let due: Vec<DateTime<Utc>> = batch.iter().map(|w| w.event_due_at).collect();
         let rows = client
             .query_cached(
@@ -326,8 +340,9 @@ impl RowWrite for ToFinal {
                     &event_types,
                     &bodies,
                     &details,
-                    &sms_to,
+                    &notice_to,
                     &due,
+                    &notice_channels,
                 ],
             )
             .await?;

@@ -29,11 +29,14 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     }
 
     /// Sends `notice` to the terminal's registered number. It must answer within its own bounded
-    /// time; the router also bounds the wait.
+    /// time; the router also bounds the wait. `recorded`: the notice's `customer_messages` row,
+    /// when one is written already (an outcome's, with the final status); an adapter that
+    /// records its own rows ends that one.
     fn deliver(
         &self,
         number: Msisdn,
         notice: Notice,
+        recorded: Option<i64>,
     ) -> BoxFuture<'static, Result<DeliveryReceipt, DeliveryError>>;
 }
 

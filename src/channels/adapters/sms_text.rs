@@ -44,12 +44,13 @@ impl ChannelAdapter for SmsTextAdapter {
         &self,
         number: Msisdn,
         notice: Notice,
+        recorded: Option<i64>,
     ) -> BoxFuture<'static, Result<DeliveryReceipt, DeliveryError>> {
         Box::pin(send_sms(
             self.sms.clone(),
             number,
             notice,
-            None,
+            recorded,
             self.timeout,
         ))
     }

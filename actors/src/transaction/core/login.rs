@@ -131,7 +131,7 @@ impl PaymentCore {
                 &outcome,
                 now,
                 &self.settings().public_url,
-                self.outcome_sms_destination().as_deref(),
+                self.outcome_notice_to(),
             )
             .write(&tx)
             .await?;

@@ -6,6 +6,7 @@ use crate::messages::{Deliver, Destination, NoticeKind};
 use crate::transaction::PaymentError;
 use crate::transaction::event::{self, Outcome};
 use crate::transaction::outbox::Reservation;
+use crate::transaction::writer::NoticeTo;
 
 impl PaymentCore {
     /// Writes the final status with its webhook event, from one of `from`.
@@ -21,7 +22,7 @@ impl PaymentCore {
             &outcome,
             now,
             &self.settings().public_url,
-            self.outcome_sms_destination().as_deref(),
+            self.outcome_notice_to(),
         );
         let reservation = self.deps.webhook_outbox.reserve(now);
         if let Some(reservation) = &reservation {
@@ -64,13 +65,20 @@ impl PaymentCore {
         }
     }
 
-    /// The masked number of an outcome notice that will go by SMS: its row is written with the
-    /// final status.
-    pub(super) fn outcome_sms_destination(&self) -> Option<String> {
-        match self.outcome_destination()? {
-            Destination::Sms(number) => Some(number.masked()),
-            Destination::Terminal(_) => None,
-        }
+    /// Where the outcome notice goes, as its row (written with the final status) names it. A
+    /// crash between that write and the notice leaves the row `queued`, and the next start sends
+    /// it, whatever the channel.
+    pub(super) fn outcome_notice_to(&self) -> Option<NoticeTo> {
+        Some(match self.outcome_destination()? {
+            Destination::Sms(number) => NoticeTo {
+                channel: "sms",
+                destination: number.masked(),
+            },
+            Destination::Terminal(id) => NoticeTo {
+                channel: "terminal",
+                destination: id,
+            },
+        })
     }
 
     /// The outcome notice for the customer, once the payment is final.
