@@ -1024,6 +1024,23 @@ async fn a_forged_sign_in_starts_no_actor() {
     assert!(registry.send(Peek(pay)).await.unwrap().is_some());
 }
 
+/// An SMS center that accepts the code after the gateway stopped waiting: the code may reach the
+/// phone, so it stays valid (voided, the customer would hold a dead code while told none went).
+#[actix_rt::test]
+async fn a_code_whose_delivery_is_unconfirmed_in_time_stays_valid() {
+    let w = World::new().await;
+    // Past the SMPP session's 1 s wait for the submit_sm_resp.
+    w.smsc.update_switches(|s| s.delay_ms = 1_500);
+    let (pay, browser) = w.signed_in().await;
+    eventually("the code reached the phone", || async {
+        w.codes().len() == 1
+    })
+    .await;
+    w.smsc.update_switches(|s| s.delay_ms = 0);
+    let done = browser.submit_code(&pay, &w.last_code()).await;
+    assert!(done.body.contains("Payment complete"), "{}", done.body);
+}
+
 #[actix_rt::test]
 async fn smsc_throttling_delays_but_delivers_the_code() {
     let w = World::new().await;

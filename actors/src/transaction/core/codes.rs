@@ -5,7 +5,7 @@ use super::login::PassedLogin;
 use super::routes::Route;
 use super::{PaymentCore, seconds_until, secs_i64};
 use crate::domain::{FailureCode, PaymentStatus};
-use crate::messages::{Deliver, Destination, Notice, NoticeKind};
+use crate::messages::{Deliver, DeliveryError, Destination, Notice, NoticeKind};
 use crate::secret::Secret;
 use crate::store::prepared::Prepared;
 use crate::transaction::code::{code_hash, code_matches, new_code};
@@ -143,8 +143,17 @@ impl PaymentCore {
         let sent = self
             .deliver(route.destination.clone(), notice, issued.message_row)
             .await;
-        let Err(reason) = sent else {
-            return Ok(Ok(()));
+        let reason = match sent {
+            Ok(()) => return Ok(Ok(())),
+            Err(Undelivered::Unconfirmed) => {
+                // It may still reach the customer (an SMS center or terminal that answers late):
+                // voiding it would leave them holding a dead code while told none was sent. It
+                // stays valid, and counts as sent; a resend voids it.
+                let payment = &self.row.id;
+                tracing::warn!(%payment, "code delivery unconfirmed; the code stays valid");
+                return Ok(Ok(()));
+            }
+            Err(Undelivered::Failed(reason)) => reason,
         };
         let now = self.now();
         let mut client = self.deps.pool.get().await?;
@@ -183,13 +192,13 @@ impl PaymentCore {
         }
     }
 
-    /// One notice through the channel router, bounded in time; the error is said to the customer.
+    /// One notice through the channel router, bounded in time.
     async fn deliver(
         &self,
         destination: Destination,
         notice: Notice,
         recorded: Option<i64>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Undelivered> {
         let wait = StdDuration::from_millis(self.settings().delivery_timeout_ms);
         let sent = tokio::time::timeout(
             wait,
@@ -202,10 +211,11 @@ impl PaymentCore {
         .await;
         match sent {
             Ok(Ok(Ok(_receipt))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(delivery_reason(&e)),
-            Ok(Err(_)) | Err(_) => {
-                Err("The message service did not answer. Try again or choose another way.".into())
-            }
+            Ok(Ok(Err(DeliveryError::Timeout))) | Err(_) => Err(Undelivered::Unconfirmed),
+            Ok(Ok(Err(e))) => Err(Undelivered::Failed(delivery_reason(&e))),
+            Ok(Err(_router_gone)) => Err(Undelivered::Failed(
+                "The message service is not running. Try again or choose another way.".into(),
+            )),
         }
     }
 
@@ -332,8 +342,16 @@ fn audit_detail(route: &Route) -> serde_json::Value {
     })
 }
 
-fn delivery_reason(e: &crate::messages::DeliveryError) -> String {
-    use crate::messages::DeliveryError::*;
+/// Why a code did not (surely) reach the customer.
+enum Undelivered {
+    /// It did not; the reason is said to the customer.
+    Failed(String),
+    /// No answer in time: it may still arrive.
+    Unconfirmed,
+}
+
+fn delivery_reason(e: &DeliveryError) -> String {
+    use DeliveryError::*;
     match e {
         Offline => "Your terminal is offline, so the code could not reach it. \
                     Switch it on, or choose another way to receive the code."
@@ -341,6 +359,7 @@ fn delivery_reason(e: &crate::messages::DeliveryError) -> String {
         Rejected(_) => "The message service refused the message. \
                         Choose another way to receive the code."
             .into(),
+        // Unconfirmed, not failed (see `send_code`).
         Timeout => "The code could not be confirmed as delivered in time. \
                     Ask for a new code or choose another way."
             .into(),
