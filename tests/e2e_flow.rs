@@ -861,8 +861,8 @@ async fn bad_input_gets_calm_4xx_pages() {
 }
 
 /// A sign-in posted twice (a double click: the browser drops the first answer, whose cookie it
-/// never sees) still reaches the code page: the second post finds the code sent and gives the
-/// same browser its session again.
+/// never sees) still reaches the code page: the second post finds the code sent and, the password
+/// checked again, gives the same browser its session again.
 #[actix_rt::test]
 async fn a_sign_in_whose_answer_was_lost_can_be_posted_again() {
     let w = World::new().await;
@@ -906,13 +906,31 @@ async fn a_sign_in_whose_answer_was_lost_can_be_posted_again() {
     let cookies = reqwest::cookie::CookieStore::cookies(&*jar, &url.join("/pay/x").unwrap());
     let lost = client(None)
         .post(format!("{base}/pay/{pay}/login"))
-        .header("cookie", cookies.unwrap())
+        .header("cookie", cookies.clone().unwrap())
         .form(&form)
         .send()
         .await
         .unwrap();
     assert_eq!(lost.status(), 303);
     assert_eq!(w.codes().len(), 1);
+    // Whoever holds the browser's CSRF cookie (planted there, say) but not the password gets no
+    // session: the password is checked again, and counted.
+    let planted = client(None)
+        .post(format!("{base}/pay/{pay}/login"))
+        .header("cookie", cookies.clone().unwrap())
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("identity", "alice"),
+            ("password", "a guess"),
+            ("channel", "sms"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(planted.status(), 401);
+    assert!(planted.headers().get("set-cookie").is_none());
+    let failures = "SELECT count(*) FROM login_failures WHERE identity = $1";
+    assert_eq!(count(&w.db.pool, failures, "identity:alice").await, 1);
     // The second: the code page, where the code the phone got is accepted.
     let again = browser
         .post(format!("{base}/pay/{pay}/login"))
@@ -923,6 +941,7 @@ async fn a_sign_in_whose_answer_was_lost_can_be_posted_again() {
     assert_eq!(again.url().path(), format!("/pay/{pay}/code"));
     assert_eq!(again.status(), 200);
     assert_eq!(w.codes().len(), 1, "no second code");
+    assert_eq!(count(&w.db.pool, failures, "identity:alice").await, 1);
     let code_page = Page {
         status: 200,
         url: String::new(),

@@ -178,10 +178,12 @@ async fn login(
     if !ctx.csrf_ok(&form.csrf_token) {
         return ctx.stale_form();
     }
-    match ctx.view.status {
-        PaymentStatus::AwaitingCustomer => {}
-        PaymentStatus::AwaitingCode => return ctx.to_the_code_page(),
-        _ => return see_other(&ctx.path("")),
+    // Awaiting its code: a sign-in posted again, which the actor answers (`SignedInAgain`).
+    if !matches!(
+        ctx.view.status,
+        PaymentStatus::AwaitingCustomer | PaymentStatus::AwaitingCode
+    ) {
+        return see_other(&ctx.path(""));
     }
     let (identity, choice) = match parse_login(&form, state.allow_unregistered_receiver) {
         Ok(parsed) => parsed,
@@ -200,10 +202,11 @@ async fn login(
         Err(e) => return ctx.payment_error(e),
     };
     match flatten(reply) {
-        Ok(LoginReply::CodeSent { .. } | LoginReply::CodeNotDelivered { .. })
-        | Err(Failure::Payment(PaymentError::WrongState(PaymentStatus::AwaitingCode))) => {
-            ctx.to_the_code_page()
-        }
+        Ok(
+            LoginReply::CodeSent { .. }
+            | LoginReply::CodeNotDelivered { .. }
+            | LoginReply::SignedInAgain,
+        ) => ctx.to_the_code_page(),
         Ok(LoginReply::BadCredentials { attempts_left }) => {
             let text = format!(
                 "The online ID or mobile number, or the password, is not right. \
@@ -569,9 +572,8 @@ impl Ctx {
     }
 
     /// The code page, with this browser's session cookie: after its password step passed, and
-    /// again when a sign-in is posted after that (a double click, an answer lost on the way).
-    /// Another browser's session is not the payment's, so it opens the code page only for the
-    /// browser that signed in.
+    /// again when the same browser posts the sign-in again with the password (a double click, an
+    /// answer lost on the way).
     fn to_the_code_page(&self) -> HttpResponse {
         let session = self.browser_session();
         let cookie = self.cookie(SESSION_COOKIE, session.expose().clone(), self.path(""));

@@ -166,6 +166,9 @@ pub enum LoginReply {
     CodeSent { destination: String },
     /// Password right, but the code could not be delivered; other channels may be tried.
     CodeNotDelivered { reason: String },
+    /// The sign-in was posted again by the browser that passed it, with the password: it gets
+    /// its session again (the code already went).
+    SignedInAgain,
     /// Unknown identity or wrong password (one answer for both).
     BadCredentials { attempts_left: u32 },
     /// The identity is locked after too many failures.

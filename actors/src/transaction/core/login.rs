@@ -27,6 +27,9 @@ impl PaymentCore {
         choice: ChannelChoice,
         session: Secret<String>,
     ) -> Result<LoginReply, PaymentError> {
+        if self.row.status == PaymentStatus::AwaitingCode {
+            return self.signed_in_again(identity, password, session).await;
+        }
         if let Some(done) = self.require(PaymentStatus::AwaitingCustomer)? {
             return Ok(LoginReply::Finished(done));
         }
@@ -65,6 +68,50 @@ impl PaymentCore {
             self.forget_attempt(attempt).await;
         }
         passed
+    }
+
+    /// A sign-in posted again after it passed (a double click, an answer lost on the way): the
+    /// browser that signed in, with the same customer's password, gets its session back. The
+    /// password is checked again, and counted against the identity like any sign-in, because the
+    /// session token comes from the browser's CSRF cookie, which someone able to plant cookies in
+    /// the customer's browser could know. Any other browser is refused before the hash.
+    async fn signed_in_again(
+        &mut self,
+        identity: &str,
+        password: Secret<String>,
+        session: Secret<String>,
+    ) -> Result<LoginReply, PaymentError> {
+        if !self.session_ok(session.expose()) {
+            return Err(PaymentError::WrongState(PaymentStatus::AwaitingCode));
+        }
+        let now = self.now();
+        let (failures_max, window) = self.lockout();
+        let client = self.deps.pool.get().await?;
+        let start = store::begin_login(&client, identity, failures_max, window, now).await?;
+        drop(client);
+        let attempt = match start.attempt {
+            Attempt::Counted(attempt) => attempt,
+            Attempt::Locked(until) => {
+                return Ok(LoginReply::Locked {
+                    retry_after_s: seconds_until(now, until),
+                });
+            }
+        };
+        let payer = self.row.customer_id.as_deref();
+        let same_customer = start
+            .customer
+            .as_ref()
+            .is_some_and(|c| Some(c.id.as_str()) == payer);
+        if !verify_password(password, start.customer.as_ref()).await || !same_customer {
+            // The attempt's failure row stays: it counts against the identity.
+            let max = i32::try_from(self.settings().password_attempts_max).unwrap_or(i32::MAX);
+            let left = max.saturating_sub(self.row.password_failures);
+            return Ok(LoginReply::BadCredentials {
+                attempts_left: u32::try_from(left).unwrap_or(0),
+            });
+        }
+        self.forget_attempt(attempt).await;
+        Ok(LoginReply::SignedInAgain)
     }
 
     /// Removes a sign-in attempt that was counted as a failure before its password passed. At
