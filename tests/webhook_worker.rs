@@ -165,6 +165,7 @@ async fn answers_with_a_body_are_read_and_the_connection_is_reused() {
 async fn a_late_failed_attempt_does_not_undo_a_delivery() {
     use chrono::Utc;
     use payhub::webhooks::attempts::{self, Attempt};
+    use payhub_actors::store::group_commit::RowWrite;
     let db = fresh_database().await;
     let merchant = seed_merchant(&db.pool, &TestPki::new(), "Book Shop").await;
     write_event(&db.pool, &merchant, 1, "http://127.0.0.1:9/hooks").await;
@@ -182,17 +183,29 @@ async fn a_late_failed_attempt_does_not_undo_a_delivery() {
         given_up_at,
     };
     writer.ask(attempt(1, 200, Some(now), None)).await.unwrap();
+    // Alone, and in a batch (with another event's first attempt).
     writer.ask(attempt(2, 503, None, Some(now))).await.unwrap();
+    write_event(&db.pool, &merchant, 2, "http://127.0.0.1:9/hooks").await;
+    let other = Attempt {
+        event_id: "evt_2".into(),
+        ..attempt(1, 503, None, None)
+    };
     let client = db.pool.get().await.unwrap();
+    let late = attempt(3, 503, None, Some(now));
+    Attempt::write_together(&client, &[&late, &other])
+        .await
+        .unwrap();
     let row = client
         .query_one(
             "SELECT delivered_at IS NOT NULL, given_up_at IS NULL, attempts,
-                    (SELECT count(*) FROM webhook_attempts WHERE event_id = 'evt_1')
+                    (SELECT count(*) FROM webhook_attempts WHERE event_id = 'evt_1'),
+                    (SELECT attempts FROM webhook_events WHERE id = 'evt_2')
              FROM webhook_events WHERE id = 'evt_1'",
             &[],
         )
         .await
         .unwrap();
-    let state: (bool, bool, i32, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
-    assert_eq!(state, (true, true, 1, 2));
+    let state: (bool, bool, i32, i64, i32) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    assert_eq!(state, (true, true, 1, 3, 1));
 }

@@ -195,19 +195,28 @@ pub fn pool_with(url: &str, options: &PoolOptions) -> Result<Pool, StoreError> {
 /// Applies the embedded migrations; safe to run again.
 pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
     let mut client = pool.get().await?;
-    // One run at a time: two `payhub migrate` at once (two deploy scripts, say) would both
-    // apply the same migration, and one would fail half-way through the set.
     // A migration may rebuild a large table, and wait for another run's lock: neither is a
-    // stuck statement.
+    // stuck statement. The connection goes back to the pool with its timeout, whatever happened.
     client.batch_execute("SET statement_timeout = 0").await?;
+    let applied = migrate_one_at_a_time(&mut client).await;
+    let reset = client.batch_execute("RESET statement_timeout").await;
+    let applied = applied?;
+    reset?;
+    Ok(applied)
+}
+
+/// One run at a time: two `payhub migrate` at once (two deploy scripts, say) would both apply the
+/// same migration, and one would fail half-way through the set.
+async fn migrate_one_at_a_time(
+    client: &mut deadpool_postgres::Object,
+) -> Result<usize, StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
-    let report = migrations::runner().run_async(&mut **client).await;
+    let report = migrations::runner().run_async(&mut ***client).await;
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
         .await;
-    client.batch_execute("RESET statement_timeout").await?;
     let report = report.map_err(|e| StoreError::Migration(with_causes(&e)))?;
     unlocked?;
     Ok(report.applied_migrations().len())

@@ -179,9 +179,11 @@ async fn submit_once(shared: &Shared, submit: SubmitSm) -> Result<Attempt, Failu
     let pause_max = Duration::from_millis(shared.settings.throttle_backoff_max_ms);
     let _ = tokio::time::timeout(pause_max, shared.submits_resumed()).await;
     let timeout = shared.settings.response_timeout();
+    // Not sent at all (earlier attempts, if any, were throttled): unavailable, not a timeout,
+    // which would mean the message may still arrive.
     let slot = tokio::time::timeout(timeout, shared.window.acquire())
         .await
-        .map_err(|_| Failure::new(DeliveryError::Timeout, "no SMPP window slot in time"))?
+        .map_err(|_| Failure::new(DeliveryError::Unavailable, "no SMPP window slot in time"))?
         .map_err(|_| Failure::new(DeliveryError::Unavailable, "the session is closed"))?;
     let Some(client) = shared.bound_client() else {
         return Err(Failure::new(
