@@ -266,9 +266,9 @@ pub fn payment_settings(config: &Config) -> PaymentSettings {
     }
 }
 
-/// Reversals still pending on a link the configuration no longer has (renamed or removed) go to
-/// the link that now routes their payer's bank; those whose bank no link routes are not sent, and
-/// the operator is told at every start.
+/// Reversals still pending on a link the configuration no longer has follow it when it was
+/// renamed (a configured link has its address); those of a BIPS no longer configured are not
+/// sent, and the operator is told at every start.
 async fn adopt_orphaned_reversals(
     pool: &deadpool_postgres::Pool,
     links: &[payhub_actors::bank::LinkSettings],
@@ -279,14 +279,14 @@ async fn adopt_orphaned_reversals(
     if adopted.moved > 0 {
         tracing::warn!(
             moved = adopted.moved,
-            "pending reversals of links no longer configured moved to the links of their banks"
+            "pending reversals of renamed links moved to their new names"
         );
     }
     if adopted.stranded > 0 {
         tracing::error!(
             stranded = adopted.stranded,
-            "pending reversals of links no longer configured, for banks no link routes: not sent \
-             until a link routes their banks"
+            "pending reversals of links no longer configured (no configured link has their \
+             address): not sent until their BIPS is configured again"
         );
     }
     Ok(())

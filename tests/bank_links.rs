@@ -314,11 +314,11 @@ async fn reversal_survives_a_gateway_restart() {
     assert_eq!(answer.response_code, "00");
 }
 
-/// A link renamed in the configuration (or removed, its banks now routed by another): the
-/// reversals still pending on its old name go to the link that routes their payer's bank, and are
-/// sent; one whose bank no link routes stays, and is counted.
+/// A link renamed in the configuration (same address, the same BIPS): the reversals still pending
+/// on its old name follow it, and are sent. One of a BIPS no longer configured stays, and is
+/// counted: sent to another BIPS, it would be answered `00` there and the debit would stand.
 #[actix_rt::test]
-async fn reversals_of_a_link_no_longer_configured_go_to_the_link_of_their_bank() {
+async fn reversals_of_a_renamed_link_follow_it_and_those_of_a_removed_one_wait() {
     let db = fresh_database().await;
     let sim = start_sim(&db, 1, |_| 1_000).await;
     let old = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
@@ -335,8 +335,9 @@ async fn reversals_of_a_link_no_longer_configured_go_to_the_link_of_their_bank()
     assert_eq!(err, BankError::Timeout);
     old.send(Shutdown).await.unwrap();
     sim.set_faults(Faults::default());
-    let unrouted = bank::reversals::ReversalRecord {
-        payer_bank: Some("0009".into()),
+    let removed = bank::reversals::ReversalRecord {
+        link_name: "bips-gone".into(),
+        link_addr: Some("192.0.2.1:8583".into()),
         rrn: "000000000099".into(),
         ..bank::reversals::pending(&db.pool, "bips-a", 1)
             .await
@@ -345,11 +346,11 @@ async fn reversals_of_a_link_no_longer_configured_go_to_the_link_of_their_bank()
             .clone()
     };
     let reason = bank::reversals::ReversalReason::Timeout;
-    bank::reversals::queue(&db.pool, &unrouted, reason, chrono::Utc::now())
+    bank::reversals::queue(&db.pool, &removed, reason, chrono::Utc::now())
         .await
         .unwrap();
 
-    // The link is now called bips-b.
+    // The link is now called bips-b; bips-gone is no longer configured.
     let renamed = settings("bips-b", &sim.addr().to_string());
     let adopted = bank::reversals::adopt_orphans(&db.pool, std::slice::from_ref(&renamed))
         .await
@@ -362,7 +363,7 @@ async fn reversals_of_a_link_no_longer_configured_go_to_the_link_of_their_bank()
         }
     );
     let _new = start_router(&db, vec![renamed]);
-    eventually("the adopted reversal completed", || async {
+    eventually("the renamed link's reversal completed", || async {
         pending_reversals(&db).await == 1
     })
     .await;
@@ -1566,8 +1567,8 @@ async fn reversals_beyond_those_loaded_are_sent_as_the_first_are_answered() {
     for i in 0..10u32 {
         let record = bank::reversals::ReversalRecord {
             payment_id: None,
-            payer_bank: Some(BANK.into()),
             link_name: "bips-a".into(),
+            link_addr: None,
             rrn: format!("RV{i:010}"),
             amount_minor: 100,
             currency_numeric: "156".into(),

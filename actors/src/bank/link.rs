@@ -649,7 +649,7 @@ pub async fn outcome(
     // must not be final until its reversal is durable.
     let reverse = |reason| {
         let stan = format_stan(ticket.stan);
-        let record = reversal_record(request, &settings.name, stan, ticket.f7.clone(), deps);
+        let record = reversal_record(request, settings, stan, ticket.f7.clone(), deps);
         async move { queue_reversal(addr, deps, &record, reason).await }
     };
     match outcome {

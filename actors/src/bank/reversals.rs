@@ -48,9 +48,9 @@ impl ReversalReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReversalRecord {
     pub payment_id: Option<String>,
-    /// The payer's bank (field 100 of the debit); `None` for reversals queued before V71.
-    pub payer_bank: Option<String>,
     pub link_name: String,
+    /// The link's address (the BIPS that received the debit); `None` before V71.
+    pub link_addr: Option<String>,
     pub rrn: String,
     pub amount_minor: i64,
     pub currency_numeric: String,
@@ -103,7 +103,7 @@ pub async fn queue(
         .query_opt_cached(
             "INSERT INTO reversals (payment_id, link_name, rrn, amount_minor, currency_numeric,
                  original_mti, original_stan, original_f7, acquirer_id, reason, created_at,
-                 next_attempt_at, payer_bank)
+                 next_attempt_at, link_addr)
              VALUES ((SELECT id FROM payments WHERE id = $1), $2, $3, $4, $5, '0200', $6, $7, $8,
                  $9, $10, $10, $11)
              ON CONFLICT (rrn) DO NOTHING
@@ -119,7 +119,7 @@ pub async fn queue(
                 &r.acquirer_id,
                 &reason.as_str(),
                 &now,
-                &r.payer_bank,
+                &r.link_addr,
             ],
         )
         .await?;
@@ -139,7 +139,7 @@ pub async fn queue(
     }
 }
 
-const SELECT_REVERSAL: &str = "SELECT id, payment_id, payer_bank, link_name, rrn, amount_minor, \
+const SELECT_REVERSAL: &str = "SELECT id, payment_id, link_name, link_addr, rrn, amount_minor, \
      currency_numeric, original_stan, original_f7, acquirer_id, attempts, next_attempt_at \
      FROM reversals";
 
@@ -148,8 +148,8 @@ fn from_row(row: &tokio_postgres::Row) -> PendingReversal {
         id: row.get("id"),
         record: ReversalRecord {
             payment_id: row.get("payment_id"),
-            payer_bank: row.get("payer_bank"),
             link_name: row.get("link_name"),
+            link_addr: row.get("link_addr"),
             rrn: row.get("rrn"),
             amount_minor: row.get("amount_minor"),
             currency_numeric: row.get("currency_numeric"),
@@ -165,39 +165,33 @@ fn from_row(row: &tokio_postgres::Row) -> PendingReversal {
 /// What [`adopt_orphans`] did with the pending reversals of links no longer configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Adopted {
-    /// Moved to the link that now routes their payer's bank.
+    /// Moved to the configured link with their link's address: the same BIPS, renamed.
     pub moved: u64,
-    /// Still on an unconfigured link: no configured link routes their payer's bank.
+    /// Still on an unconfigured link: no configured link has its address (the BIPS was removed,
+    /// or its address changed with its name). Sent elsewhere, a reversal would be answered
+    /// `00` by a BIPS that never saw the debit, and the debit would stand; so they wait, and the
+    /// operator is told.
     pub stranded: i64,
 }
 
-/// Pending reversals of a link that is no longer configured (renamed or removed) would never be
-/// sent: links load theirs by name. Each goes to the first of `links` (in configuration order)
-/// that routes its payer's bank, as a new reversal of that debit would.
+/// Pending reversals of a link that is no longer configured would never be sent: links load
+/// theirs by name. Those of a link renamed (a configured link has its address) follow it.
 pub async fn adopt_orphans(
     pool: &Pool,
     links: &[super::LinkSettings],
 ) -> Result<Adopted, StoreError> {
     let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
-    let mut first_by_bank: Vec<(&str, &str)> = Vec::new();
-    for link in links {
-        for bank in &link.banks {
-            if !first_by_bank.iter().any(|(b, _)| *b == bank.as_str()) {
-                first_by_bank.push((bank.as_str(), link.name.as_str()));
-            }
-        }
-    }
-    let (banks, targets): (Vec<&str>, Vec<&str>) = first_by_bank.into_iter().unzip();
+    let addrs: Vec<&str> = links.iter().map(|l| l.addr.as_str()).collect();
     let client = pool.get().await?;
     let moved = client
         .execute(
-            "UPDATE reversals r SET link_name = route.link
-             FROM unnest($1::text[], $2::text[]) AS route(bank, link)
-             WHERE r.completed_at IS NULL AND r.link_name <> ALL($3::text[])
-               AND route.bank = COALESCE(r.payer_bank,
-                   (SELECT c.bank_id FROM payments p JOIN customers c ON c.id = p.customer_id
-                    WHERE p.id = r.payment_id))",
-            &[&banks, &targets, &names],
+            "UPDATE reversals r SET link_name = l.name
+             FROM (SELECT DISTINCT ON (addr) name, addr
+                   FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(name, addr, n)
+                   ORDER BY addr, n) l
+             WHERE r.completed_at IS NULL AND r.link_name <> ALL($1::text[])
+               AND r.link_addr = l.addr",
+            &[&names, &addrs],
         )
         .await?;
     let stranded: i64 = client
@@ -297,8 +291,8 @@ mod tests {
     fn record(rrn: &str) -> ReversalRecord {
         ReversalRecord {
             payment_id: Some("pay_missing".into()),
-            payer_bank: Some("0001".into()),
             link_name: "bips-a".into(),
+            link_addr: Some("127.0.0.1:8583".into()),
             rrn: rrn.into(),
             amount_minor: 1234,
             currency_numeric: "156".into(),

@@ -281,7 +281,7 @@ impl BankRouter {
         let deps = self.deps.clone();
         Box::pin(async move {
             let (entry, stan, f7) = target?;
-            let record = link::reversal_record(&request, &entry.settings.name, stan, f7, &deps);
+            let record = link::reversal_record(&request, &entry.settings, stan, f7, &deps);
             let reason = ReversalReason::GatewayIncomplete;
             link::queue_reversal(&entry.addr, &deps, &record, reason).await
         })

@@ -6,6 +6,7 @@ use super::{
     REVERSAL_STORE_RETRY_MS, REVERSALS_IN_FLIGHT_MAX, REVERSALS_RELOAD_SPACING, ReversalMarked,
     ReversalQueued, ReversalsLoaded,
 };
+use crate::bank::LinkSettings;
 use crate::bank::reversals::{self, PendingReversal, ReversalReason, ReversalRecord};
 use crate::bank::stan::format_stan;
 use crate::bank::wire;
@@ -134,7 +135,7 @@ impl BankLinkActor {
         ctx: &mut Context<Self>,
     ) {
         let stan = format_stan(stan);
-        let record = reversal_record(request, &self.settings.name, stan, f7, &self.deps);
+        let record = reversal_record(request, &self.settings, stan, f7, &self.deps);
         let deps = self.deps.clone();
         let addr = ctx.address();
         actix::spawn(async move {
@@ -191,15 +192,15 @@ impl BankLinkActor {
 /// The reversal of a debit sent on `link` with `stan` (field 11 text) at `f7`.
 pub fn reversal_record(
     request: &DebitRequest,
-    link: &str,
+    link: &LinkSettings,
     stan: String,
     f7: String,
     deps: &LinkDeps,
 ) -> ReversalRecord {
     ReversalRecord {
         payment_id: Some(request.payment_id.clone()),
-        payer_bank: Some(request.payer_bank.as_str().to_owned()),
-        link_name: link.to_owned(),
+        link_name: link.name.clone(),
+        link_addr: Some(link.addr.clone()),
         rrn: request.rrn.clone(),
         amount_minor: request.amount.minor(),
         currency_numeric: request.currency.numeric().to_owned(),
