@@ -694,38 +694,44 @@ impl Ctx {
         self.finish(page)
     }
 
-    /// The payment page of a payment waiting for its code, opened without its session cookie:
-    /// in another browser, or on arrival from the merchant's site (a strict cookie is not sent
-    /// then, but is on this page's link).
-    fn waiting_for_the_code(&self) -> HttpResponse {
+    /// A message page with one link onward: `(path under the payment, its text)`.
+    fn message_with_link(
+        &self,
+        status: StatusCode,
+        heading: &str,
+        text: &str,
+        (link, link_text): (&str, &str),
+    ) -> HttpResponse {
         let page = self.page().render(
-            StatusCode::OK,
+            status,
             "pay/message.html",
-            minijinja::context! {
-                heading => "Waiting for the code",
-                message => "This payment waits for its authorization code. If you signed in \
-                            in this browser, continue to the code page; otherwise enter the \
-                            code in the browser you signed in with.",
-                link => self.path("/code"),
-                link_text => "Continue to the code page",
-            },
+            minijinja::context! { heading, message => text, link => self.path(link), link_text },
         );
         self.finish(page)
     }
 
+    /// The payment page of a payment waiting for its code, opened without its session cookie:
+    /// in another browser, or on arrival from the merchant's site (a strict cookie is not sent
+    /// then, but is on this page's link).
+    fn waiting_for_the_code(&self) -> HttpResponse {
+        self.message_with_link(
+            StatusCode::OK,
+            "Waiting for the code",
+            "This payment waits for its authorization code. If you signed in in this browser, \
+             continue to the code page; otherwise enter the code in the browser you signed in \
+             with.",
+            ("/code", "Continue to the code page"),
+        )
+    }
+
     fn stale_form(&self) -> HttpResponse {
-        let page = self.page().render(
+        self.message_with_link(
             StatusCode::FORBIDDEN,
-            "pay/message.html",
-            minijinja::context! {
-                heading => "Please try again",
-                message => "This form has expired or did not come from this page. \
-                            Open the payment page again and repeat the step.",
-                link => self.path(""),
-                link_text => "Back to the payment",
-            },
-        );
-        self.finish(page)
+            "Please try again",
+            "This form has expired or did not come from this page. Open the payment page again \
+             and repeat the step.",
+            ("", "Back to the payment"),
+        )
     }
 
     fn wrong_session(&self) -> HttpResponse {

@@ -39,17 +39,9 @@ impl PaymentCore {
                 .await?;
             return Ok(LoginReply::Finished(self.row.status));
         }
-        let (failures_max, window) = self.lockout();
-        let client = self.deps.pool.get().await?;
-        let start = store::begin_login(&client, identity, failures_max, window, now).await?;
-        drop(client);
-        let attempt = match start.attempt {
-            Attempt::Counted(attempt) => attempt,
-            Attempt::Locked(until) => {
-                return Ok(LoginReply::Locked {
-                    retry_after_s: seconds_until(now, until),
-                });
-            }
+        let (start, attempt) = match self.count_attempt(identity, now).await? {
+            Ok(counted) => counted,
+            Err(locked) => return Ok(locked),
         };
         if !verify_password(password, start.customer.as_ref()).await {
             return self.password_failed(&start.key, now).await;
@@ -85,17 +77,9 @@ impl PaymentCore {
             return Err(PaymentError::WrongState(PaymentStatus::AwaitingCode));
         }
         let now = self.now();
-        let (failures_max, window) = self.lockout();
-        let client = self.deps.pool.get().await?;
-        let start = store::begin_login(&client, identity, failures_max, window, now).await?;
-        drop(client);
-        let attempt = match start.attempt {
-            Attempt::Counted(attempt) => attempt,
-            Attempt::Locked(until) => {
-                return Ok(LoginReply::Locked {
-                    retry_after_s: seconds_until(now, until),
-                });
-            }
+        let (start, attempt) = match self.count_attempt(identity, now).await? {
+            Ok(counted) => counted,
+            Err(locked) => return Ok(locked),
         };
         let payer = self.row.customer_id.as_deref();
         let same_customer = start
@@ -112,6 +96,24 @@ impl PaymentCore {
         }
         self.forget_attempt(attempt).await;
         Ok(LoginReply::SignedInAgain)
+    }
+
+    /// Counts a sign-in attempt of `identity`, as a failure until its password passes: what the
+    /// identity names and the attempt's id, or the answer when the identity is locked.
+    async fn count_attempt(
+        &self,
+        identity: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(store::LoginStart, i64), LoginReply>, PaymentError> {
+        let (failures_max, window) = self.lockout();
+        let client = self.deps.pool.get().await?;
+        let start = store::begin_login(&client, identity, failures_max, window, now).await?;
+        Ok(match start.attempt {
+            Attempt::Counted(attempt) => Ok((start, attempt)),
+            Attempt::Locked(until) => Err(LoginReply::Locked {
+                retry_after_s: seconds_until(now, until),
+            }),
+        })
     }
 
     /// Removes a sign-in attempt that was counted as a failure before its password passed. At
