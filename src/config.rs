@@ -22,11 +22,10 @@ pub const HTTP_CONNECTIONS_MAX: usize = 1_000_000;
 pub const TIMEOUT_MS_MAX: u64 = 600_000;
 pub const INTERVAL_MS_MAX: u64 = 24 * 3600 * 1000;
 pub const DATABASE_POOL_SIZE_MAX: usize = 1_000;
-/// `database.statement_timeout_ms`: a group commit of the busiest writer takes a few ms; the
-/// upper bound keeps a stuck statement from holding a connection for longer than an operator
-/// would wait to hear of it.
+/// `database.statement_timeout_ms` at least: a group commit of the busiest writer takes a few ms.
+/// At most `TIMEOUT_MS_MAX`, so that a stuck statement does not hold a connection for longer than
+/// an operator would wait to hear of it.
 pub const STATEMENT_TIMEOUT_MIN_MS: u64 = 100;
-pub const STATEMENT_TIMEOUT_MAX_MS: u64 = 600_000;
 pub const CONCURRENCY_MAX: usize = 100_000;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -472,12 +471,12 @@ impl Config {
                 "database.pool_size: must be 1 to {DATABASE_POOL_SIZE_MAX}"
             ));
         }
-        if !(STATEMENT_TIMEOUT_MIN_MS..=STATEMENT_TIMEOUT_MAX_MS)
+        if !(STATEMENT_TIMEOUT_MIN_MS..=TIMEOUT_MS_MAX)
             .contains(&self.database.statement_timeout_ms)
         {
             problems.push(format!(
                 "database.statement_timeout_ms: must be {STATEMENT_TIMEOUT_MIN_MS} to \
-                 {STATEMENT_TIMEOUT_MAX_MS}"
+                 {TIMEOUT_MS_MAX}"
             ));
         }
         if !matches!(self.http.public_url.scheme(), "http" | "https") {

@@ -175,7 +175,9 @@ async fn login(
         Ok(ctx) => ctx,
         Err(page) => return page,
     };
-    if !ctx.csrf_ok(&form.csrf_token) {
+    // The check `csrf_ok` makes, made above (a token is only ever issued for a well-formed
+    // cookie, which `Ctx::load` keeps).
+    if !from_its_page {
         return ctx.stale_form();
     }
     // Awaiting its code: a sign-in posted again, which the actor answers (`SignedInAgain`).
