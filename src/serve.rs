@@ -285,8 +285,9 @@ async fn adopt_orphaned_reversals(
     if adopted.stranded > 0 {
         tracing::error!(
             stranded = adopted.stranded,
+            links = adopted.stranded_links.join(", "),
             "pending reversals of links no longer configured (no configured link has their \
-             address): not sent until their BIPS is configured again"
+             address): not sent until a link of that name is configured again"
         );
     }
     Ok(())

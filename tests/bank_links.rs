@@ -359,12 +359,60 @@ async fn reversals_of_a_renamed_link_follow_it_and_those_of_a_removed_one_wait()
         adopted,
         bank::reversals::Adopted {
             moved: 1,
-            stranded: 1
+            stranded: 1,
+            stranded_links: vec!["bips-gone".into()],
         }
     );
     let _new = start_router(&db, vec![renamed]);
     eventually("the renamed link's reversal completed", || async {
         pending_reversals(&db).await == 1
+    })
+    .await;
+    assert_eq!(balance(&sim, 0).await, 1_000, "the debit is undone");
+}
+
+/// A payment's debit went over a link that is no longer configured (the gateway restarted with
+/// another configuration while the payment was `processing`). Its reversal is not routed to
+/// another BIPS serving the payer's bank, which never saw the debit: it waits under the old name
+/// and is sent once a link of that name is configured again.
+#[actix_rt::test]
+async fn a_reversal_whose_link_was_removed_waits_for_it_and_goes_nowhere_else() {
+    let (db, sim, first) = one_link(1_000).await;
+    let prepared = prepare(&first, request(1, 0, 300)).await;
+    let committed = prepared.original();
+    let answer = first.send(SendPrepared(prepared)).await.unwrap().unwrap();
+    assert_eq!(answer.response_code, "00");
+    first.send(Shutdown).await.unwrap();
+
+    let mut options = SimOptions::new(SimStoreChoice::Memory, &[BANK]);
+    options.seed = seed_accounts(BANK, [(account(0), 1_000), (SHOP.to_owned(), 0)]);
+    let other_bips = spawn_on_own_thread(options).await;
+    let other = settings("bips-other", &other_bips.addr().to_string());
+    let second = start_router(&db, vec![other]);
+    wait_signed_on(&second, 1).await;
+    let reverse = ReverseDebit {
+        request: request(1, 0, 300),
+        original: Some(committed),
+    };
+    second.send(reverse).await.unwrap().unwrap();
+    let client = db.pool.get().await.unwrap();
+    let waiting = client
+        .query_one(
+            "SELECT link_name, link_addr FROM reversals WHERE completed_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (name, addr): (String, Option<String>) = (waiting.get(0), waiting.get(1));
+    assert_eq!((name.as_str(), addr), ("bips-a", None));
+    let statuses = second.send(LinkStatuses).await.unwrap().unwrap();
+    assert_eq!(statuses[0].reversals_pending, 0);
+    second.send(Shutdown).await.unwrap();
+    assert_eq!(other_bips.stats().reversals, 0);
+
+    let _third = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
+    eventually("the waiting reversal completed", || async {
+        pending_reversals(&db).await == 0
     })
     .await;
     assert_eq!(balance(&sim, 0).await, 1_000, "the debit is undone");

@@ -19,7 +19,7 @@ mod lifecycle;
 mod receiving;
 mod reversing;
 
-pub use reversing::{queue_reversal, reversal_record};
+pub use reversing::{park_reversal, queue_reversal, reversal_record, unconfigured_reversal_record};
 
 use super::connection::LinkWriter;
 use super::prepared::{LinkReservation, Reservations};

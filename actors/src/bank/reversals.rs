@@ -163,7 +163,7 @@ fn from_row(row: &tokio_postgres::Row) -> PendingReversal {
 }
 
 /// What [`adopt_orphans`] did with the pending reversals of links no longer configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Adopted {
     /// Moved to the configured link with their link's address: the same BIPS, renamed.
     pub moved: u64,
@@ -172,6 +172,9 @@ pub struct Adopted {
     /// `00` by a BIPS that never saw the debit, and the debit would stand; so they wait, and the
     /// operator is told.
     pub stranded: i64,
+    /// The names of the links they wait for, in order: a link configured again under its name
+    /// sends them.
+    pub stranded_links: Vec<String>,
 }
 
 /// Pending reversals of a link that is no longer configured would never be sent: links load
@@ -194,15 +197,18 @@ pub async fn adopt_orphans(
             &[&names, &addrs],
         )
         .await?;
-    let stranded: i64 = client
+    let stranded = client
         .query_one(
-            "SELECT count(*) FROM reversals
-             WHERE completed_at IS NULL AND link_name <> ALL($1::text[])",
+            "SELECT count(*), coalesce(array_agg(DISTINCT link_name ORDER BY link_name), '{}')
+             FROM reversals WHERE completed_at IS NULL AND link_name <> ALL($1::text[])",
             &[&names],
         )
-        .await?
-        .get(0);
-    Ok(Adopted { moved, stranded })
+        .await?;
+    Ok(Adopted {
+        moved,
+        stranded: stranded.get(0),
+        stranded_links: stranded.get(1),
+    })
 }
 
 /// The link's reversals still waiting for a 0430, oldest first.

@@ -229,8 +229,8 @@ impl Handler<SendPrepared> for BankRouter {
 /// answer comes once it is stored.
 ///
 /// With `original` (what the payment committed before its 0200 left), field 90 carries exactly
-/// that STAN and field 7 and the reversal goes over that link while it is configured (otherwise
-/// by routing). Without it (a debit sent with the one-phase `Debit`, whose caller committed
+/// that STAN and field 7 and the reversal goes over that link; when that link is no longer
+/// configured, the reversal is stored to wait for it (never sent to another BIPS). Without it (a debit sent with the one-phase `Debit`, whose caller committed
 /// nothing), field 90 carries STAN `000000` and the current time, which only a BIPS matching by
 /// field 37 alone accepts: payments always commit the original (`PrepareDebit`).
 #[derive(Debug, Message)]
@@ -245,7 +245,7 @@ impl Handler<ReverseDebit> for BankRouter {
 
     fn handle(&mut self, msg: ReverseDebit, _ctx: &mut Context<Self>) -> Self::Result {
         let target = match &msg.original {
-            Some(original) => self.committed_target(original, &msg.request.payer_bank),
+            Some(original) => self.committed_target(original),
             None => self.uncommitted_target(&msg.request),
         };
         self.queue_reversal(msg.request, target)
@@ -253,23 +253,30 @@ impl Handler<ReverseDebit> for BankRouter {
 }
 
 /// The link and the original STAN and field 7 a reversal is sent with.
-type Target = Result<(LinkEntry, String, String), BankError>;
+type Target = Result<(ReversalLink, String, String), BankError>;
+
+/// Where a reversal goes: a configured link, or (the debit's link having been removed from the
+/// configuration since) the database alone, waiting for that link's name to come back.
+enum ReversalLink {
+    Configured(LinkEntry),
+    Unconfigured(String),
+}
 
 impl BankRouter {
-    fn committed_target(&self, original: &OriginalDebit, payer_bank: &BankId) -> Target {
+    fn committed_target(&self, original: &OriginalDebit) -> Target {
         original.check()?;
-        let entry = match self.links.iter().find(|l| l.settings.name == original.link) {
-            Some(entry) => entry.clone(),
-            None => self.candidates(payer_bank)?[0].1.clone(),
+        let link = match self.links.iter().find(|l| l.settings.name == original.link) {
+            Some(entry) => ReversalLink::Configured(entry.clone()),
+            None => ReversalLink::Unconfigured(original.link.clone()),
         };
         let (stan, f7) = (original.stan.clone(), original.transmission_time.clone());
-        Ok((entry, stan, f7))
+        Ok((link, stan, f7))
     }
 
     fn uncommitted_target(&self, request: &DebitRequest) -> Target {
         let f7 = super::wire::transmission_time(self.deps.clock.now());
         let entry = self.candidates(&request.payer_bank)?[0].1.clone();
-        Ok((entry, "000000".into(), f7))
+        Ok((ReversalLink::Configured(entry), "000000".into(), f7))
     }
 
     /// Stores a reversal for `request` durably and hands it to its link; answers once stored.
@@ -280,10 +287,19 @@ impl BankRouter {
     ) -> ResponseFuture<Result<(), BankError>> {
         let deps = self.deps.clone();
         Box::pin(async move {
-            let (entry, stan, f7) = target?;
-            let record = link::reversal_record(&request, &entry.settings, stan, f7, &deps);
+            let (link, stan, f7) = target?;
             let reason = ReversalReason::GatewayIncomplete;
-            link::queue_reversal(&entry.addr, &deps, &record, reason).await
+            match link {
+                ReversalLink::Configured(entry) => {
+                    let record = link::reversal_record(&request, &entry.settings, stan, f7, &deps);
+                    link::queue_reversal(&entry.addr, &deps, &record, reason).await
+                }
+                ReversalLink::Unconfigured(name) => {
+                    let record =
+                        link::unconfigured_reversal_record(&request, &name, stan, f7, &deps);
+                    link::park_reversal(&deps, &record, reason).await
+                }
+            }
         })
     }
 }

@@ -197,10 +197,23 @@ pub fn reversal_record(
     f7: String,
     deps: &LinkDeps,
 ) -> ReversalRecord {
+    let mut record = unconfigured_reversal_record(request, &link.name, stan, f7, deps);
+    record.link_addr = Some(link.addr.clone());
+    record
+}
+
+/// The reversal of a debit sent on a link that is no longer configured, known by name only.
+pub fn unconfigured_reversal_record(
+    request: &DebitRequest,
+    link_name: &str,
+    stan: String,
+    f7: String,
+    deps: &LinkDeps,
+) -> ReversalRecord {
     ReversalRecord {
         payment_id: Some(request.payment_id.clone()),
-        link_name: link.name.clone(),
-        link_addr: Some(link.addr.clone()),
+        link_name: link_name.to_owned(),
+        link_addr: None,
         rrn: request.rrn.clone(),
         amount_minor: request.amount.minor(),
         currency_numeric: request.currency.numeric().to_owned(),
@@ -222,6 +235,27 @@ pub async fn queue_reversal(
         .await
         .map_err(|_| BankError::ReversalNotStored)?;
     addr.do_send(ReversalQueued(stored));
+    Ok(())
+}
+
+/// Stores a reversal whose link is not configured: it waits, pending, until a link of that name
+/// is configured again (and starts with it). Sending it over another link could reach a BIPS
+/// that never saw the debit, which would answer `00` and leave the debit standing.
+pub async fn park_reversal(
+    deps: &LinkDeps,
+    record: &ReversalRecord,
+    reason: ReversalReason,
+) -> Result<(), BankError> {
+    store_reversal(deps, record, reason)
+        .await
+        .map_err(|_| BankError::ReversalNotStored)?;
+    tracing::error!(
+        link = %record.link_name,
+        rrn = %record.rrn,
+        "a reversal waits for its link, which is no longer configured: configure a link named \
+         {} again to send it",
+        record.link_name
+    );
     Ok(())
 }
 
