@@ -1414,6 +1414,51 @@ async fn an_approval_whose_write_failed_is_written_again_not_reversed() {
     .await;
 }
 
+/// The final write committed, but its answer never reached the actor (a connection lost after
+/// the commit): the actor's retry finds the payment final. The customer's notice then ends the
+/// row that write left `queued`, so the next start does not send the outcome a second time.
+#[actix_rt::test]
+async fn a_final_write_whose_answer_was_lost_ends_its_own_notice_row() {
+    let w = World::new().await;
+    refuse_final_writes(&w.db.pool).await;
+    let (pay, browser) = w.signed_in().await;
+    let mut client = w.db.pool.get().await.unwrap();
+    client
+        .execute("INSERT INTO final_writes_refused VALUES ($1)", &[&pay])
+        .await
+        .unwrap();
+    let page = browser.submit_code(&pay, &w.last_code()).await;
+    assert!(page.body.contains("Payment in progress"), "{}", page.body);
+    // What the lost write committed: the final status and its notice's `queued` row.
+    let tx = client.transaction().await.unwrap();
+    tx.batch_execute("DELETE FROM final_writes_refused")
+        .await
+        .unwrap();
+    tx.execute(
+        "UPDATE payments SET status = 'succeeded', finished_at = now() WHERE id = $1",
+        &[&pay],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "INSERT INTO customer_messages
+             (payment_id, kind, channel, destination, status, created_at, updated_at)
+         VALUES ($1, 'outcome', 'sms', '+86*****0000', 'queued', now(), now())",
+        &[&pay],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    eventually("the outcome notice", || async { w.texts().len() == 2 }).await;
+    eventually("its row sent", || async {
+        w.message_rows(&pay, "outcome", "status IN ('sent', 'delivered')")
+            .await
+            == 1
+    })
+    .await;
+    assert_eq!(w.message_rows(&pay, "outcome", "true").await, 1);
+}
+
 #[actix_rt::test]
 async fn webhooks_are_retried_with_backoff_across_a_restart_until_acknowledged() {
     let mut w = World::with(settings(), vec![500, 503]).await;

@@ -229,6 +229,23 @@ pub async fn orphaned_outcome_notices(
         .collect()
 }
 
+/// The outcome notice row of a final payment still `queued`: written with the final status, its
+/// notice not yet handed to the channel.
+pub async fn queued_outcome_notice(
+    client: &impl GenericClient,
+    payment_id: &str,
+) -> Result<Option<i64>, PaymentError> {
+    let row = client
+        .query_opt(
+            "SELECT id FROM customer_messages
+             WHERE payment_id = $1 AND kind = 'outcome' AND status = 'queued'
+             ORDER BY id DESC LIMIT 1",
+            &[&payment_id],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 fn orphaned_outcome_notices_sql() -> String {
     format!(
         "SELECT {PAYMENT_COLUMNS}, n.id AS notice_row

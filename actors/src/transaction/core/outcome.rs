@@ -6,6 +6,7 @@ use crate::messages::{Deliver, Destination, NoticeKind};
 use crate::transaction::PaymentError;
 use crate::transaction::event::{self, Outcome};
 use crate::transaction::outbox::Reservation;
+use crate::transaction::store;
 use crate::transaction::writer::NoticeTo;
 
 impl PaymentCore {
@@ -40,7 +41,7 @@ impl PaymentCore {
         outcome: &Outcome,
     ) -> Result<(), PaymentError> {
         let event::Finish::Moved { notice_row, event } = finish else {
-            return self.reload().await;
+            return self.reload_after_finish_not_moved().await;
         };
         self.outcome_notice_row = notice_row;
         event::finished(outcome);
@@ -48,6 +49,19 @@ impl PaymentCore {
         self.row.status = outcome.status;
         self.row.code_hash = None;
         self.row.code_expires_at = None;
+        Ok(())
+    }
+
+    /// The payment was no longer in a status the write expected. When it is final, an earlier
+    /// write of this actor may have committed although its answer was lost (`write_answer` tried
+    /// again): the notice then ends the row that write left `queued`, rather than leaving it for
+    /// the next start to send a second time.
+    async fn reload_after_finish_not_moved(&mut self) -> Result<(), PaymentError> {
+        let client = self.deps.pool.get().await?;
+        self.row = store::load_payment(&client, &self.row.id).await?;
+        if self.row.status.is_final() {
+            self.outcome_notice_row = store::queued_outcome_notice(&client, &self.row.id).await?;
+        }
         Ok(())
     }
 
