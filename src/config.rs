@@ -282,6 +282,11 @@ pub struct WebhooksConfig {
     pub give_up_after_s: u64,
     #[serde(default = "defaults::webhook_concurrency_max")]
     pub concurrency_max: usize,
+    /// Whether a `notify_url` may lead to a loopback, private or link-local address. Allowed by
+    /// default, as local receivers (tests, the demo, a merchant beside the gateway) need; an
+    /// operator facing merchants it does not run sets `false`.
+    #[serde(default = "defaults::yes")]
+    pub allow_private_destinations: bool,
 }
 
 impl Default for WebhooksConfig {

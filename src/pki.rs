@@ -454,6 +454,11 @@ system_id = "payhub"
 password = "secret"
 source_addr = "PAYHUB"
 
+[webhooks]
+# Whether a merchant's notify_url may lead to a loopback, private or link-local address (this
+# network). Set false when merchants you do not run choose their notify_url.
+allow_private_destinations = true
+
 # One [[links]] section per bank information processing system, for example:
 # [[links]]
 # name = "bips-a"

@@ -10,6 +10,7 @@
 //! was an `UPDATE` and a commit of its own for every few events.
 
 pub mod attempts;
+pub mod destinations;
 pub mod signature;
 
 use crate::config::WebhooksConfig;
@@ -43,6 +44,7 @@ pub struct WebhookSettings {
     pub give_up_after_s: u64,
     pub concurrency_max: usize,
     pub poll_interval_ms: u64,
+    pub allow_private_destinations: bool,
 }
 
 impl From<&WebhooksConfig> for WebhookSettings {
@@ -54,6 +56,7 @@ impl From<&WebhooksConfig> for WebhookSettings {
             give_up_after_s: c.give_up_after_s,
             concurrency_max: c.concurrency_max.max(1),
             poll_interval_ms: POLL_INTERVAL_MS,
+            allow_private_destinations: c.allow_private_destinations,
         }
     }
 }
@@ -116,11 +119,17 @@ pub fn start_worker(
     clock: SharedClock,
     settings: WebhookSettings,
 ) -> anyhow::Result<WebhookWorker> {
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_millis(settings.timeout_ms))
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent("payhub-webhooks/1")
-        .build()?;
+        .user_agent("payhub-webhooks/1");
+    if !settings.allow_private_destinations {
+        // Through a proxy, only the proxy's name would be resolved here, never the merchant's.
+        client = client
+            .dns_resolver(Arc::new(destinations::PublicOnly))
+            .no_proxy();
+    }
+    let client = client.build()?;
     let shutdown = CancellationToken::new();
     let wake = Arc::new(Notify::new());
     let (outbox, handed) = WebhookOutbox::with_handoff(
@@ -234,6 +243,35 @@ impl Worker {
 
     async fn deliver(&self, event: WebhookEvent) {
         let started = Instant::now();
+        let (status_code, error) = match self.refusal(&event.notify_url) {
+            Some(refused) => (None, Some(refused)),
+            None => self.post(&event).await,
+        };
+        let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
+        let delivered = status_code.is_some_and(|s| (200..300).contains(&s));
+        if let Err(e) = self
+            .record(&event, delivered, status_code, error, duration_ms)
+            .await
+        {
+            // The lease runs out and the event is tried again: at least once, never lost.
+            tracing::warn!(event = %event.id, error = %e, "webhook attempt not recorded");
+        }
+    }
+
+    /// Why the event may not go to `notify_url` as written (its host named as an address).
+    fn refusal(&self, notify_url: &str) -> Option<String> {
+        if self.settings.allow_private_destinations {
+            return None;
+        }
+        let refused = match url::Url::parse(notify_url) {
+            Ok(url) => destinations::written_host_refusal(&url)?,
+            Err(e) => format!("notify_url: {e}"),
+        };
+        Some(format!("refused: {refused}"))
+    }
+
+    /// The signed POST: its status code, or why there is none.
+    async fn post(&self, event: &WebhookEvent) -> (Option<i32>, Option<String>) {
         let t = self.clock.now().timestamp();
         let header = signature::sign(event.secret.expose().as_bytes(), t, event.body.as_bytes());
         let sent = self
@@ -244,22 +282,13 @@ impl Worker {
             .body(event.body.clone())
             .send()
             .await;
-        let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
-        let (status_code, error) = match sent {
+        match sent {
             Ok(response) => {
                 let status = response.status().as_u16();
                 read_to_end(response).await;
                 (Some(i32::from(status)), None)
             }
             Err(e) => (None, Some(error_text(&e))),
-        };
-        let delivered = status_code.is_some_and(|s| (200..300).contains(&s));
-        if let Err(e) = self
-            .record(&event, delivered, status_code, error, duration_ms)
-            .await
-        {
-            // The lease runs out and the event is tried again: at least once, never lost.
-            tracing::warn!(event = %event.id, error = %e, "webhook attempt not recorded");
         }
     }
 
@@ -328,7 +357,13 @@ fn error_text(e: &reqwest::Error) -> String {
     let text = if e.is_timeout() {
         "timeout".to_string()
     } else if e.is_connect() {
-        format!("connect: {e}")
+        // reqwest's own text names the URL only; the innermost cause says why (refused, no
+        // public address, ...).
+        let mut cause: &dyn std::error::Error = e;
+        while let Some(inner) = cause.source() {
+            cause = inner;
+        }
+        format!("connect: {cause}")
     } else {
         e.to_string()
     };
@@ -347,6 +382,7 @@ mod tests {
             give_up_after_s,
             concurrency_max: 1,
             poll_interval_ms: POLL_INTERVAL_MS,
+            allow_private_destinations: true,
         }
     }
 

@@ -410,17 +410,18 @@ async fn bad_input_gets_the_error_shape_never_a_5xx() {
         );
     }
 
-    let wrong_type = client
+    // A form is not JSON.
+    let form = client
         .post(gw.url("/v1/payments"))
-        .header("content-type", "text/plain")
-        .body(good.clone())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("order_id=B-2&amount=1234")
         .send()
         .await
         .unwrap();
-    let (status, err) = body(wrong_type).await;
+    let (status, err) = body(form).await;
     assert_eq!(
         (status, error_code(&err)),
-        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+        (StatusCode::BAD_REQUEST, "malformed_json")
     );
 
     let long_key = client
@@ -450,7 +451,45 @@ async fn bad_input_gets_the_error_shape_never_a_5xx() {
     // And the good body still works after all that.
     let (status, _) = body(raw(good).await.unwrap()).await;
     assert_eq!(status, StatusCode::CREATED);
+    // The body is JSON whatever its declared type: `curl -d` declares a form.
+    let declared_form = client
+        .post(gw.url("/v1/payments"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(order("B-form").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(declared_form).await.0, StatusCode::CREATED);
     gw.stop().await;
+}
+
+/// With `webhooks.allow_private_destinations = false`, a `notify_url` that names a loopback,
+/// private or link-local address (or `localhost`) is refused at creation, naming the field; a
+/// public one is accepted.
+#[actix_rt::test]
+async fn private_notify_urls_are_refused_when_the_operator_says_so() {
+    let gw = TestGateway::spawn_with(|s| s.allow_private_notify_urls = false, vec![]).await;
+    let shop = gw.enroll_merchant("Book Shop").await;
+    let client = gw.client(Some(&shop.cert));
+    for (n, url) in [
+        "http://127.0.0.1:9000/hooks",
+        "http://localhost/hooks",
+        "http://169.254.169.254/latest/meta-data",
+        "https://[fd00::1]/hooks",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut b = order(&format!("private-{n}"));
+        b["notify_url"] = json!(url);
+        let (status, v) = create(&gw, &client, &b).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {v}");
+        assert_eq!(error_code(&v), "invalid_request");
+        assert_eq!(v["error"]["field"], "notify_url", "{v}");
+    }
+    assert_eq!(count(&gw, "payments").await, 0);
+    let (status, v) = create(&gw, &client, &order("public")).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
 }
 
 #[actix_rt::test]

@@ -209,3 +209,36 @@ async fn a_late_failed_attempt_does_not_undo_a_delivery() {
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
     assert_eq!(state, (true, true, 1, 3, 1));
 }
+
+/// With `allow_private_destinations = false`, a `notify_url` naming a loopback address, or
+/// `localhost`, is not posted to: each attempt is recorded as refused, with its reason, and the
+/// event is retried on the usual schedule (a name's addresses may change).
+#[actix_rt::test]
+async fn private_destinations_are_refused_when_the_operator_says_so() {
+    let db = fresh_database().await;
+    let pki = TestPki::new();
+    let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
+    let receiver = Receiver::start(vec![]);
+    let by_name = receiver.url.replace("127.0.0.1", "localhost");
+    write_event(&db.pool, &merchant, 0, &receiver.url).await;
+    write_event(&db.pool, &merchant, 1, &by_name).await;
+    let settings = WebhookSettings {
+        allow_private_destinations: false,
+        ..webhook_settings()
+    };
+    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
+    let worker = start_worker(db.pool.clone(), clock, settings).unwrap();
+    let refused =
+        "SELECT count(*) FROM webhook_attempts a JOIN webhook_events e ON e.id = a.event_id
+         WHERE e.id = $1 AND a.error LIKE 'refused: % is not a public address'
+           AND a.status_code IS NULL AND e.delivered_at IS NULL AND e.given_up_at IS NULL
+           AND e.attempts = 1 AND e.next_attempt_at > now()";
+    for event in ["evt_0", "evt_1"] {
+        eventually("the attempt refused", || async {
+            count(&db.pool, refused, event).await == 1
+        })
+        .await;
+    }
+    assert!(receiver.requests().is_empty());
+    worker.shutdown.cancel();
+}

@@ -14,8 +14,7 @@ pub struct ErrorBody {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// `invalid_request`, `malformed_json`, `body_too_large`, `unsupported_media_type`,
-    /// `unauthenticated`, `not_found`, `method_not_allowed`, `idempotency_key_reused`,
+    /// `invalid_request`, `malformed_json`, `body_too_large`, `unauthenticated`, `not_found`, `method_not_allowed`, `idempotency_key_reused`,
     /// `order_exists`, `unavailable` or `internal`.
     pub code: &'static str,
     pub message: String,

@@ -3,13 +3,15 @@
 //! Request bodies are read under `http.body_max_bytes` and parsed field by field into the domain
 //! newtypes, so every refusal names its field. **Unknown fields are refused** (`422
 //! invalid_request` naming the field): a misspelt `notify_url` must not silently create a payment
-//! whose outcome nobody hears about.
+//! whose outcome nobody hears about. The `Content-Type` is not checked: the body is JSON whatever
+//! it says (`curl -d` sends JSON as a form), and a body that is not gets `400 malformed_json`.
 
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::mtls::AuthenticatedMerchant;
 use crate::http::openapi::{self, CreatePaymentRequest, PaymentObjectSchema};
+use crate::webhooks::destinations;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
 use payhub_actors::clock::SharedClock;
@@ -45,6 +47,7 @@ pub struct MerchantApi {
     pub public_url: url::Url,
     pub payment_lifetime_s: u64,
     pub body_max_bytes: usize,
+    pub allow_private_notify_urls: bool,
     pub clock: SharedClock,
 }
 
@@ -165,30 +168,6 @@ pub fn parse_create(body: &[u8]) -> Result<(CreatePayment, String), ApiError> {
     Ok((parsed, canonical))
 }
 
-/// `application/json` (any parameters) or no content type at all.
-fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
-    let Some(value) = req.headers().get(CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let essence = value
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if essence == "application/json" {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "the body must be application/json",
-        ))
-    }
-}
-
 fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
     match req.headers().get("Idempotency-Key") {
         None => Ok(None),
@@ -252,7 +231,6 @@ fn json_response(status: StatusCode, body: String) -> HttpResponse {
         (status = 401, description = "No acceptable client certificate (`unauthenticated`)", body = ErrorBody),
         (status = 409, description = "The order id has a payment under another key (`order_exists`)", body = ErrorBody),
         (status = 413, description = "The body is larger than `http.body_max_bytes` (`body_too_large`)", body = ErrorBody),
-        (status = 415, description = "Not `application/json` (`unsupported_media_type`)", body = ErrorBody),
         (status = 422, description = "A field is invalid or unknown (`invalid_request`), or the key was used for another body (`idempotency_key_reused`)", body = ErrorBody),
         (status = 503, description = "The database is unavailable; retry with the same key (`unavailable`)", body = ErrorBody),
     )
@@ -265,10 +243,17 @@ pub async fn create_payment(
     writer: web::Data<CreateBatcher>,
     pool: web::Data<deadpool_postgres::Pool>,
 ) -> Result<HttpResponse, ApiError> {
-    check_content_type(&req)?;
     let key = idempotency_key(&req)?;
     let body = read_body(&req, payload, api.body_max_bytes).await?;
     let (input, canonical) = parse_create(&body)?;
+    if !api.allow_private_notify_urls
+        && let Some(refused) = destinations::written_host_refusal(&input.notify_url)
+    {
+        return Err(ApiError::invalid(
+            "notify_url",
+            format!("notify_url must lead to a public address: {refused}"),
+        ));
+    }
     let now = api.clock.now();
     let lifetime_s = i64::try_from(api.payment_lifetime_s).unwrap_or(i64::MAX / 2);
     let new = NewPayment {

@@ -43,6 +43,9 @@ pub struct ServerSettings {
     /// Connections open at once, all workers together (actix's own bound is 25,000 per worker):
     /// each holds a file descriptor, which the whole process shares.
     pub connections_max: usize,
+    /// `webhooks.allow_private_destinations`: whether a `notify_url` may name a loopback or
+    /// private address.
+    pub allow_private_notify_urls: bool,
 }
 
 impl ServerSettings {
@@ -56,6 +59,7 @@ impl ServerSettings {
             payment_lifetime_s: crate::config::defaults::payment_lifetime_s(),
             request_deadline_ms: crate::config::defaults::request_deadline_ms(),
             connections_max: crate::config::defaults::connections_max(),
+            allow_private_notify_urls: true,
         }
     }
 
@@ -68,6 +72,7 @@ impl ServerSettings {
             payment_lifetime_s: config.payments.lifetime_s,
             request_deadline_ms: config.http.request_deadline_ms,
             connections_max: config.http.connections_max,
+            allow_private_notify_urls: config.webhooks.allow_private_destinations,
         }
     }
 }
@@ -132,6 +137,7 @@ pub fn start(
         public_url: settings.public_url.clone(),
         payment_lifetime_s: settings.payment_lifetime_s,
         body_max_bytes: settings.body_max_bytes,
+        allow_private_notify_urls: settings.allow_private_notify_urls,
         clock,
     };
     let creates = CreateBatcher::start(pool.clone());

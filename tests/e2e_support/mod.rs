@@ -146,6 +146,8 @@ pub fn webhook_settings() -> WebhookSettings {
         // The gateway's default `webhooks.concurrency_max`.
         concurrency_max: 32,
         poll_interval_ms: 100,
+        // The tests' receivers listen on loopback.
+        allow_private_destinations: true,
     }
 }
 
