@@ -212,8 +212,8 @@ async fn login(
         Ok(LoginReply::BadCredentials { attempts_left }) => {
             let text = format!(
                 "The online ID or mobile number, or the password, is not right. \
-                 {attempts_left} {} left for this payment.",
-                if attempts_left == 1 { "try" } else { "tries" }
+                 {} left for this payment.",
+                tries(attempts_left)
             );
             ctx.login_page(StatusCode::UNAUTHORIZED, Some(text), &form)
         }
@@ -291,10 +291,7 @@ async fn submit_code(
     };
     match flatten(reply) {
         Ok(CodeReply::Wrong { attempts_left }) => {
-            let text = format!(
-                "That code is not right. {attempts_left} {} left.",
-                if attempts_left == 1 { "try" } else { "tries" }
-            );
+            let text = format!("That code is not right. {} left.", tries(attempts_left));
             ctx.reload_view()
                 .await
                 .code_page(StatusCode::UNPROCESSABLE_ENTITY, Some(text), None)
@@ -839,6 +836,11 @@ fn minutes_text(seconds: u64) -> String {
         60..=119 => "1 minute".into(),
         s => format!("{} minutes", s.div_ceil(60)),
     }
+}
+
+/// "1 try", "2 tries".
+fn tries(left: u32) -> String {
+    format!("{left} {}", if left == 1 { "try" } else { "tries" })
 }
 
 #[cfg(test)]
