@@ -418,6 +418,34 @@ async fn a_reversal_whose_link_was_removed_waits_for_it_and_goes_nowhere_else() 
     assert_eq!(balance(&sim, 0).await, 1_000, "the debit is undone");
 }
 
+/// A BIPS that accepts the sign-on and then drops the connection at once (here, at the first echo)
+/// is reconnected to with a growing delay, not at the minimum each time: a sign-on alone does not
+/// reset the backoff, only a connection that stays signed on does.
+#[actix_rt::test]
+async fn a_bank_that_drops_each_connection_after_its_sign_on_is_backed_off() {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| 1_000).await;
+    sim.set_faults(Faults {
+        close_every: 2,
+        ..Faults::default()
+    });
+    let mut link = settings("bips-a", &sim.addr().to_string());
+    link.echo_interval_ms = 20;
+    link.reconnect_backoff_min_ms = 50;
+    link.reconnect_backoff_max_ms = 5_000;
+    let _router = start_router(&db, vec![link]);
+    eventually("a second connection", || async {
+        sim.stats().connections >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Reset at each sign-on, the backoff allowed a connection every 50 ms and a little: about 20
+    // here. Doubling, 50 + 100 + 200 + 400 + 800 ms allow at most 6.
+    let connections = sim.stats().connections;
+    assert!(connections <= 7, "{connections} connections");
+    assert!(sim.stats().sign_ons >= 2);
+}
+
 #[actix_rt::test]
 async fn link_drop_and_reconnect() {
     let (db, sim, router) = one_link(1_000_000).await;

@@ -71,6 +71,10 @@ const REVERSAL_STORE_RETRY_MS: u64 = 200;
 /// instead (checked on each tick, and before answering each request from the bank, which a bank
 /// can send as fast as it likes).
 const UNSENT_BEYOND_IN_FLIGHT_BYTES: usize = 1 << 20;
+/// The reconnect backoff starts again from its minimum only once a link has stayed signed on
+/// this long: a BIPS that accepts the sign-on and drops the connection at once is otherwise
+/// reconnected to (a sign-on and a reversal load each time) every `reconnect_backoff_min_ms`.
+const BACKOFF_RESET_AFTER_MS: u64 = 10_000;
 /// A generous size for one message on the wire (a 0200 with its MAC is about 230 bytes).
 const MESSAGE_MAX_BYTES: usize = 512;
 

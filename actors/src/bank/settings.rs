@@ -171,7 +171,7 @@ impl Backoff {
         Duration::from_millis(delay)
     }
 
-    /// After a successful sign-on the next failure starts from the minimum again.
+    /// After a connection proved healthy, the next failure starts from the minimum again.
     pub fn reset(&mut self) {
         self.next_ms = self.min_ms;
     }

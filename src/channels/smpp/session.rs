@@ -27,6 +27,11 @@ use tokio::sync::{Semaphore, watch};
 /// wait, then `Unavailable`.
 pub const BIND_WAIT_MS_MAX: u64 = 1_000;
 
+/// The rebind backoff starts again from its minimum only after a session stayed bound this long:
+/// an SMSC that accepts the bind and drops the session at once is otherwise bound to again every
+/// `rebind_backoff_min_ms`.
+const BOUND_STABLE_MS: u64 = 10_000;
+
 /// Largest PDU accepted from the SMSC, in bytes.
 const COMMAND_LENGTH_MAX_BYTES: usize = 4_096;
 /// Timed-out submits remembered per bind, for their late answers.
@@ -286,7 +291,7 @@ async fn keep_bound(
                 events,
                 connection,
             }) => {
-                failures = 0;
+                let bound_at = tokio::time::Instant::now();
                 shared.note(|s| {
                     s.binds += 1;
                     // Sequence numbers start again with each connection.
@@ -303,6 +308,9 @@ async fn keep_bound(
                         return;
                     }
                     SessionEnd::Lost(reason) => {
+                        if bound_at.elapsed() >= Duration::from_millis(BOUND_STABLE_MS) {
+                            failures = 0;
+                        }
                         tracing::warn!(smsc = %addr, %reason, "SMPP session lost");
                         shared.note(|s| s.last_error = Some(reason));
                         close(&shared.settings, &client, connection).await;

@@ -1,10 +1,11 @@
 //! What the bank sends: answers matched to what is in flight, and its network requests.
 
-use super::{BankLinkActor, LinkOutcome, LinkState, PendingKind};
+use super::{BACKOFF_RESET_AFTER_MS, BankLinkActor, LinkOutcome, LinkState, PendingKind};
 use crate::bank::reversals::ReversalReason;
 use crate::bank::wire::{self, NetworkCode};
 use actix::prelude::*;
 use payhub_iso8583::Message;
+use std::time::Duration;
 use tokio::time::Instant;
 
 impl BankLinkActor {
@@ -119,13 +120,26 @@ impl BankLinkActor {
         });
     }
 
+    /// Resets the reconnect backoff if this connection is still signed on after
+    /// [`BACKOFF_RESET_AFTER_MS`].
+    fn reset_backoff_once_stable(&mut self, ctx: &mut Context<Self>) {
+        let generation = self.generation;
+        let stable = Duration::from_millis(BACKOFF_RESET_AFTER_MS);
+        ctx.run_later(stable, move |act, _| {
+            let same_connection = act.conn.as_ref().map(|c| c.generation) == Some(generation);
+            if same_connection && act.state() == LinkState::SignedOn {
+                act.backoff.reset();
+            }
+        });
+    }
+
     fn on_network_answer(&mut self, code: NetworkCode, message: &Message, ctx: &mut Context<Self>) {
         let accepted = message.get(39) == Some("00");
         match code {
             NetworkCode::SignOn if accepted => {
                 tracing::info!(link = %self.name(), "bank link signed on");
                 self.set_state(LinkState::SignedOn);
-                self.backoff.reset();
+                self.reset_backoff_once_stable(ctx);
                 self.load_reversals(ctx);
                 self.send_due_reversals(ctx);
             }
