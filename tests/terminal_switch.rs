@@ -713,6 +713,27 @@ async fn garbage_bytes_get_a_protocol_error_and_the_switch_keeps_serving() {
             .await
             .unwrap();
     }
+    // A HELLO of another version whose id is malformed (a NUL in it) is refused for its id: a
+    // refusal names (in the log and the audit) only a well-formed id.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let bad_id = Frame::Hello {
+        version: 2,
+        terminal_id: "trm\0x".into(),
+    }
+    .to_bytes()
+    .unwrap();
+    tcp.write_all(&bad_id).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PROMPT, tcp.read_to_end(&mut answer))
+        .await
+        .unwrap();
+    let mut buf = bytes::BytesMut::from(&answer[..]);
+    match Frame::decode(&mut buf).unwrap() {
+        Some(Frame::Error { message, .. }) => {
+            assert!(message.contains("HELLO.terminal_id"), "{message}");
+        }
+        other => panic!("expected ERROR, got {other:?}"),
+    }
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let hello = Frame::Hello {
         version: 1,
