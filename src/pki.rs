@@ -456,7 +456,8 @@ source_addr = "PAYHUB"
 
 [webhooks]
 # Whether a merchant's notify_url may lead to a loopback, private or link-local address (this
-# network). Set false when merchants you do not run choose their notify_url.
+# network). Set false when merchants you do not run choose their notify_url; webhooks then also
+# ignore HTTP(S)_PROXY, since a proxy would resolve the merchant's name out of sight.
 allow_private_destinations = true
 
 # One [[links]] section per bank information processing system, for example:

@@ -287,7 +287,7 @@ async fn adopt_orphaned_reversals(
             stranded = adopted.stranded,
             links = adopted.stranded_links.join(", "),
             "pending reversals of links no longer configured (no configured link has their \
-             address): not sent until a link of that name is configured again"
+             name or address): not sent until a link with either is configured"
         );
     }
     Ok(())

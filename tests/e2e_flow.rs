@@ -324,6 +324,10 @@ async fn happy_path_pays_once_tells_customer_and_signs_the_webhook() {
     assert_eq!(approval.len(), 6);
     assert_eq!(w.debits(), 1);
     assert_eq!(w.balance().await, ALICE_BALANCE - 1234, "debited once");
+    // The debit's wire identity was committed with its link's name and address.
+    let committed = "SELECT count(*) FROM payments WHERE id = $1 AND bank_link IS NOT NULL
+         AND debit_link_addr LIKE '127.0.0.1:%' AND debit_stan IS NOT NULL";
+    assert_eq!(count(&w.db.pool, committed, &pay).await, 1);
     let object = w.api_object(&pay).await;
     assert_eq!(object["status"], "succeeded");
     assert_eq!(object["approval_code"], approval.as_str());

@@ -4,6 +4,7 @@
 use payhub::http::merchant::ROUTES;
 use payhub::http::merchant_testing::{TestGateway, register_merchant};
 use payhub::pki::{self, Validity};
+use payhub_actors::clock::Clock;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -490,6 +491,34 @@ async fn private_notify_urls_are_refused_when_the_operator_says_so() {
     assert_eq!(count(&gw, "payments").await, 0);
     let (status, v) = create(&gw, &client, &order("public")).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
+
+    // A request accepted before the operator refused private addresses, retried with its key,
+    // still gets its first response replayed (its stored answer written here as that gateway did).
+    let mut earlier = order("before-the-policy");
+    earlier["notify_url"] = json!("http://127.0.0.1:9000/hooks");
+    let (_, canonical) =
+        payhub::http::merchant::parse_create(earlier.to_string().as_bytes()).unwrap();
+    let hash = payhub_actors::store::idempotency::request_hash("POST", "/v1/payments", &canonical);
+    let db = gw.db.pool.get().await.unwrap();
+    db.execute(
+        "INSERT INTO idempotency_keys VALUES ($1, 'k-before', $2, 201, '{\"id\":\"pay_before\"}', $3)",
+        &[&shop.id, &hash.as_slice(), &gw.clock.now()],
+    )
+    .await
+    .unwrap();
+    let replayed = client
+        .post(gw.url("/v1/payments"))
+        .header("Idempotency-Key", "k-before")
+        .json(&earlier)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    let (status, v) = body(replayed).await;
+    assert_eq!(
+        (status, v["id"].as_str()),
+        (StatusCode::CREATED, Some("pay_before"))
+    );
 }
 
 #[actix_rt::test]

@@ -242,3 +242,48 @@ async fn private_destinations_are_refused_when_the_operator_says_so() {
     assert!(receiver.requests().is_empty());
     worker.shutdown.cancel();
 }
+
+/// A name that resolves only inside the network (here the machine's own name, which the hosts
+/// file points at a loopback address) is resolved by the worker to no address at all.
+#[actix_rt::test]
+async fn a_name_resolving_only_to_private_addresses_is_not_connected_to() {
+    let Some(own_name) = own_name_resolving_privately().await else {
+        eprintln!("skipped: this machine's name does not resolve to a private address");
+        return;
+    };
+    let db = fresh_database().await;
+    let pki = TestPki::new();
+    let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
+    let receiver = Receiver::start(vec![]);
+    let by_name = receiver.url.replace("127.0.0.1", &own_name);
+    write_event(&db.pool, &merchant, 0, &by_name).await;
+    let settings = WebhookSettings {
+        allow_private_destinations: false,
+        ..webhook_settings()
+    };
+    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
+    let worker = start_worker(db.pool.clone(), clock, settings).unwrap();
+    let refused = "SELECT count(*) FROM webhook_attempts
+         WHERE event_id = $1 AND error LIKE 'connect: % resolves to no public address'";
+    eventually("the attempt refused", || async {
+        count(&db.pool, refused, "evt_0").await == 1
+    })
+    .await;
+    assert!(receiver.requests().is_empty());
+    worker.shutdown.cancel();
+}
+
+/// The machine's host name, when it resolves, and only to addresses that are not public.
+async fn own_name_resolving_privately() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim().to_owned();
+    let addrs: Vec<_> = tokio::net::lookup_host((name.as_str(), 0))
+        .await
+        .ok()?
+        .collect();
+    let private = !addrs.is_empty()
+        && addrs
+            .iter()
+            .all(|a| !payhub::webhooks::destinations::is_public(a.ip()));
+    (private && !name.is_empty()).then_some(name)
+}

@@ -33,6 +33,7 @@ fn to_processing(id: &str, n: usize) -> ToProcessing {
         rrn: format!("{n:012}"),
         original: OriginalDebit {
             link: "bank-a".into(),
+            link_addr: Some("127.0.0.1:8583".into()),
             stan: format!("{:06}", n + 1),
             transmission_time: "1128203000".into(),
         },
@@ -101,8 +102,14 @@ async fn writes_sent_at_once_each_get_their_own_answer() {
         assert_eq!(answer.unwrap(), n != 7, "payment {n}");
     }
     assert_eq!(
-        count(&db, "SELECT count(*) FROM payments WHERE status = 'processing' AND rrn IS NOT NULL AND debit_stan IS NOT NULL").await,
-        29
+        count(
+            &db,
+            "SELECT count(*) FROM payments WHERE status = 'processing' AND rrn IS NOT NULL
+               AND debit_stan IS NOT NULL AND debit_link_addr = '127.0.0.1:8583'"
+        )
+        .await,
+        29,
+        "each write, alone or batched, commits the link's name and address"
     );
     assert_eq!(
         count(&db, open).await,

@@ -14,8 +14,9 @@ pub struct ErrorBody {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// `invalid_request`, `malformed_json`, `body_too_large`, `unauthenticated`, `not_found`, `method_not_allowed`, `idempotency_key_reused`,
-    /// `order_exists`, `unavailable` or `internal`.
+    /// `invalid_request`, `malformed_json`, `body_too_large`, `unauthenticated`, `not_found`,
+    /// `method_not_allowed`, `idempotency_key_reused`, `order_exists`, `unavailable` or
+    /// `internal`.
     pub code: &'static str,
     pub message: String,
     /// The request field at fault, for `invalid_request`.

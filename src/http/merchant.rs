@@ -5,6 +5,9 @@
 //! invalid_request` naming the field): a misspelt `notify_url` must not silently create a payment
 //! whose outcome nobody hears about. The `Content-Type` is not checked: the body is JSON whatever
 //! it says (`curl -d` sends JSON as a form), and a body that is not gets `400 malformed_json`.
+//! The cost: a web page could make a browser that holds a merchant's certificate post a JSON body
+//! as `text/plain` without a CORS preflight, and create a payment it cannot read. No money moves
+//! without the customer's password and code, and merchant certificates belong on servers.
 
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::mtls::AuthenticatedMerchant;
@@ -246,15 +249,16 @@ pub async fn create_payment(
     let key = idempotency_key(&req)?;
     let body = read_body(&req, payload, api.body_max_bytes).await?;
     let (input, canonical) = parse_create(&body)?;
+    let now = api.clock.now();
     if !api.allow_private_notify_urls
         && let Some(refused) = destinations::written_host_refusal(&input.notify_url)
+        && !replayable(&pool, &merchant.id, key.as_ref(), now).await
     {
         return Err(ApiError::invalid(
             "notify_url",
             format!("notify_url must lead to a public address: {refused}"),
         ));
     }
-    let now = api.clock.now();
     let lifetime_s = i64::try_from(api.payment_lifetime_s).unwrap_or(i64::MAX / 2);
     let new = NewPayment {
         id: payhub_actors::ids::new_id("pay"),
@@ -303,6 +307,22 @@ pub async fn create_payment(
         )),
         CreateOutcome::OrderExists => Err(order_exists(&pool, &new).await),
     }
+}
+
+/// Whether `key` has a first response to replay: a retry of a request accepted before the
+/// operator refused private `notify_url`s still gets it.
+async fn replayable(
+    pool: &deadpool_postgres::Pool,
+    merchant_id: &str,
+    key: Option<&IdempotencyKey>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let Some(key) = key else { return false };
+    let Ok(client) = pool.get().await else {
+        return false;
+    };
+    let stored = idempotency::find(&client, merchant_id, key).await;
+    stored.ok().flatten().is_some_and(|s| s.is_fresh(now))
 }
 
 /// `409 order_exists`, naming the order's payment when it can be read: a merchant whose create

@@ -42,6 +42,7 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
     let shared = a == 100 && (64..128).contains(&b);
     let benchmarking = a == 198 && (b == 18 || b == 19);
     let protocol_assignments = a == 192 && b == 0 && c == 0;
+    let relay_anycast = a == 192 && b == 88 && c == 99;
     !(ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
@@ -53,7 +54,8 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a >= 240
         || shared
         || benchmarking
-        || protocol_assignments)
+        || protocol_assignments
+        || relay_anycast)
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
@@ -72,17 +74,22 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         return is_public_v4(embedded(seg[1], seg[2]));
     }
     let unique_local = seg[0] & 0xfe00 == 0xfc00;
-    let link_local = seg[0] & 0xffc0 == 0xfe80;
-    let documentation = seg[0] == 0x2001 && seg[1] == 0x0db8;
+    // Link-local fe80::/10, and the old site-local fec0::/10 beside it.
+    let link_or_site_local = seg[0] & 0xff80 == 0xfe80;
+    let documentation = (seg[0] == 0x2001 && seg[1] == 0x0db8) || seg[0] & 0xfff0 == 0x3ff0;
     let teredo = seg[0] == 0x2001 && seg[1] == 0;
+    let benchmarking = seg[0] == 0x2001 && seg[1] == 2 && seg[2] == 0;
+    let discard = seg[..4] == [0x100, 0, 0, 0];
     let local_nat64 = seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1;
     !(ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         || unique_local
-        || link_local
+        || link_or_site_local
         || documentation
         || teredo
+        || benchmarking
+        || discard
         || local_nat64)
 }
 
@@ -135,6 +142,11 @@ mod tests {
             "2002:7f00:1::1",
             "::10.0.0.1",
             "2001::1",
+            "fec0::1",
+            "100::1",
+            "2001:2::1",
+            "3fff::1",
+            "192.88.99.1",
         ] {
             assert!(!is_public(inside.parse().unwrap()), "{inside}");
         }

@@ -32,6 +32,8 @@ pub struct SendPrepared(pub PreparedDebit);
 pub struct PreparedDebit {
     /// The name of the link that holds the reservation.
     pub link: String,
+    /// That link's address.
+    pub link_addr: String,
     /// Field 11, six digits.
     pub stan: String,
     /// Field 7, MMDDhhmmss UTC.
@@ -52,6 +54,7 @@ impl PreparedDebit {
     pub fn original(&self) -> OriginalDebit {
         OriginalDebit {
             link: self.link.clone(),
+            link_addr: Some(self.link_addr.clone()),
             stan: self.stan.clone(),
             transmission_time: self.transmission_time.clone(),
         }
@@ -80,6 +83,8 @@ impl fmt::Debug for PreparedDebit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginalDebit {
     pub link: String,
+    /// The link's address (the BIPS), which a renamed link keeps; `None` before V72.
+    pub link_addr: Option<String>,
     pub stan: String,
     pub transmission_time: String,
 }
@@ -167,6 +172,7 @@ mod tests {
     fn original(stan: &str, f7: &str) -> OriginalDebit {
         OriginalDebit {
             link: "bips-a".into(),
+            link_addr: None,
             stan: stan.into(),
             transmission_time: f7.into(),
         }

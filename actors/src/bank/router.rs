@@ -186,6 +186,7 @@ impl Handler<PrepareDebit> for BankRouter {
             .await?;
             Ok(PreparedDebit {
                 link: entry.settings.name.clone(),
+                link_addr: entry.settings.addr.clone(),
                 stan: format_stan(reserved.stan),
                 transmission_time: reserved.f7,
                 handle: PreparedHandle {
@@ -229,9 +230,10 @@ impl Handler<SendPrepared> for BankRouter {
 /// answer comes once it is stored.
 ///
 /// With `original` (what the payment committed before its 0200 left), field 90 carries exactly
-/// that STAN and field 7 and the reversal goes over that link; when that link is no longer
-/// configured, the reversal is stored to wait for it (never sent to another BIPS). Without it (a debit sent with the one-phase `Debit`, whose caller committed
-/// nothing), field 90 carries STAN `000000` and the current time, which only a BIPS matching by
+/// that STAN and field 7 and the reversal goes over that link (found by name, or by address when
+/// renamed); when that BIPS is no longer configured, the reversal is stored to wait for it (never
+/// sent to another BIPS). Without it (a debit sent with the one-phase `Debit`, whose caller
+/// committed nothing), field 90 carries STAN `000000` and the current time, which only a BIPS matching by
 /// field 37 alone accepts: payments always commit the original (`PrepareDebit`).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), BankError>")]
@@ -255,19 +257,27 @@ impl Handler<ReverseDebit> for BankRouter {
 /// The link and the original STAN and field 7 a reversal is sent with.
 type Target = Result<(ReversalLink, String, String), BankError>;
 
-/// Where a reversal goes: a configured link, or (the debit's link having been removed from the
-/// configuration since) the database alone, waiting for that link's name to come back.
+/// Where a reversal goes: the debit's link (by name, or renamed: by address), or (that BIPS
+/// having been removed from the configuration since) the database alone, waiting for its link.
 enum ReversalLink {
     Configured(LinkEntry),
-    Unconfigured(String),
+    Unconfigured { name: String, addr: Option<String> },
 }
 
 impl BankRouter {
     fn committed_target(&self, original: &OriginalDebit) -> Target {
         original.check()?;
-        let link = match self.links.iter().find(|l| l.settings.name == original.link) {
+        let by_name = self.links.iter().find(|l| l.settings.name == original.link);
+        let by_addr = || {
+            let addr = original.link_addr.as_deref()?;
+            self.links.iter().find(|l| l.settings.addr == addr)
+        };
+        let link = match by_name.or_else(by_addr) {
             Some(entry) => ReversalLink::Configured(entry.clone()),
-            None => ReversalLink::Unconfigured(original.link.clone()),
+            None => ReversalLink::Unconfigured {
+                name: original.link.clone(),
+                addr: original.link_addr.clone(),
+            },
         };
         let (stan, f7) = (original.stan.clone(), original.transmission_time.clone());
         Ok((link, stan, f7))
@@ -294,9 +304,9 @@ impl BankRouter {
                     let record = link::reversal_record(&request, &entry.settings, stan, f7, &deps);
                     link::queue_reversal(&entry.addr, &deps, &record, reason).await
                 }
-                ReversalLink::Unconfigured(name) => {
+                ReversalLink::Unconfigured { name, addr } => {
                     let record =
-                        link::unconfigured_reversal_record(&request, &name, stan, f7, &deps);
+                        link::unconfigured_reversal_record(&request, &name, addr, stan, f7, &deps);
                     link::park_reversal(&deps, &record, reason).await
                 }
             }

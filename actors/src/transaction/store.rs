@@ -105,7 +105,7 @@ const PAYMENT_COLUMNS: &str = "p.id, p.merchant_id, m.name AS merchant_name, p.s
     p.amount_minor, p.currency, p.customer_id, p.password_failures, p.session_hash, p.channel,
     p.terminal_id, p.receiver_msisdn, p.code_hash, p.code_expires_at, p.code_failures,
     p.code_sends, p.code_sent_at, p.code_delivery_failures, p.code_delivery_error, p.rrn,
-    p.bank_link, p.debit_stan, p.debit_f7, p.expires_at, p.order_id,
+    p.bank_link, p.debit_link_addr, p.debit_stan, p.debit_f7, p.expires_at, p.order_id,
     p.description, p.return_url, p.notify_url, p.created_at, m.location AS merchant_location,
     m.account AS merchant_account, m.terminal_id AS merchant_terminal_id,
     m.card_acceptor_id AS merchant_card_acceptor_id, c.bank_id AS payer_bank_id,
@@ -177,6 +177,7 @@ fn payer(bank_id: Option<String>, account: Option<String>) -> Option<Payer> {
 fn original_debit(row: &Row) -> Option<OriginalDebit> {
     Some(OriginalDebit {
         link: row.get::<_, Option<String>>("bank_link")?,
+        link_addr: row.get("debit_link_addr"),
         stan: row.get::<_, Option<String>>("debit_stan")?,
         transmission_time: row.get::<_, Option<String>>("debit_f7")?,
     })

@@ -177,7 +177,11 @@ async fn authenticate(
         } => (version, terminal_id),
         other => return Err((None, unexpected(&other, "HELLO"))),
     };
-    // The id is checked first: a refusal's log and audit line name only a well-formed one.
+    if version != PROTOCOL_VERSION {
+        // A refusal's log and audit line name only a well-formed id.
+        let named = valid_terminal_id(&terminal_id).then_some(terminal_id);
+        return Err((named, Refusal::UnsupportedVersion(version)));
+    }
     if !valid_terminal_id(&terminal_id) {
         return Err((
             None,
@@ -185,9 +189,6 @@ async fn authenticate(
                 "HELLO.terminal_id: must be 1 to 64 printable ASCII characters".into(),
             ),
         ));
-    }
-    if version != PROTOCOL_VERSION {
-        return Err((Some(terminal_id), Refusal::UnsupportedVersion(version)));
     }
     // The challenge goes out whether or not the id is registered, so the answer does not tell
     // which ids exist.

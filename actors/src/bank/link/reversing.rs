@@ -197,15 +197,16 @@ pub fn reversal_record(
     f7: String,
     deps: &LinkDeps,
 ) -> ReversalRecord {
-    let mut record = unconfigured_reversal_record(request, &link.name, stan, f7, deps);
-    record.link_addr = Some(link.addr.clone());
-    record
+    let link_addr = Some(link.addr.clone());
+    unconfigured_reversal_record(request, &link.name, link_addr, stan, f7, deps)
 }
 
-/// The reversal of a debit sent on a link that is no longer configured, known by name only.
+/// The reversal of a debit sent on a link that is no longer configured: its name, and its address
+/// when the payment recorded it.
 pub fn unconfigured_reversal_record(
     request: &DebitRequest,
     link_name: &str,
+    link_addr: Option<String>,
     stan: String,
     f7: String,
     deps: &LinkDeps,
@@ -213,7 +214,7 @@ pub fn unconfigured_reversal_record(
     ReversalRecord {
         payment_id: Some(request.payment_id.clone()),
         link_name: link_name.to_owned(),
-        link_addr: None,
+        link_addr,
         rrn: request.rrn.clone(),
         amount_minor: request.amount.minor(),
         currency_numeric: request.currency.numeric().to_owned(),
@@ -238,23 +239,27 @@ pub async fn queue_reversal(
     Ok(())
 }
 
-/// Stores a reversal whose link is not configured: it waits, pending, until a link of that name
-/// is configured again (and starts with it). Sending it over another link could reach a BIPS
-/// that never saw the debit, which would answer `00` and leave the debit standing.
+/// Stores a reversal whose link is not configured, under any name or address: it waits, pending,
+/// until a link of that name (or, from the next start, of that address) is configured. Sending it
+/// over another link could reach a BIPS that never saw the debit, which would answer `00` and
+/// leave the debit standing.
 pub async fn park_reversal(
     deps: &LinkDeps,
     record: &ReversalRecord,
     reason: ReversalReason,
 ) -> Result<(), BankError> {
-    store_reversal(deps, record, reason)
+    // The stored row: one already queued for this RRN (on whatever link) is kept as it was.
+    let stored = store_reversal(deps, record, reason)
         .await
-        .map_err(|_| BankError::ReversalNotStored)?;
+        .map_err(|_| BankError::ReversalNotStored)?
+        .record;
     tracing::error!(
-        link = %record.link_name,
-        rrn = %record.rrn,
-        "a reversal waits for its link, which is no longer configured: configure a link named \
-         {} again to send it",
-        record.link_name
+        link = %stored.link_name,
+        rrn = %stored.rrn,
+        "a reversal waits for its link, unless that is configured: configure a link named {} \
+         (or one with its address, {}) to send it",
+        stored.link_name,
+        stored.link_addr.as_deref().unwrap_or("not recorded")
     );
     Ok(())
 }
