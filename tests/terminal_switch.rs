@@ -37,6 +37,7 @@ fn settings(ack_timeout_ms: u64, keepalive_interval_ms: u64) -> SwitchSettings {
         keepalive_interval_ms,
         handshake_timeout_ms: 5_000,
         handshakes_max: 16,
+        handshakes_per_peer_max: 8,
         sessions_max: 16,
         pending_max: 4,
     }
@@ -662,6 +663,81 @@ async fn a_reconnecting_terminal_replaces_its_old_session() {
         new.next_delivery(PROMPT).await,
         Some(SimEvent::Code { .. })
     ));
+}
+
+/// One address cannot hold every handshake slot: past its share, its connections are closed on
+/// accept, while another address's still get their CHALLENGE, and so does the first address's
+/// once its idle connections are gone.
+#[actix_rt::test]
+async fn one_address_holds_at_most_its_share_of_the_handshakes() {
+    let mut plain = settings(LONG_ACK_MS, 60_000);
+    plain.handshakes_per_peer_max = 2;
+    let db = fresh_database().await;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let channels = router::start(db.pool.clone(), clock, plain, None, None)
+        .await
+        .unwrap();
+    let addr = channels.switch.addr;
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Taken in: a HELLO would be answered (the switch reads from it).
+        idle.push(tcp);
+    }
+    eventually_challenged_or_closed(addr, None, false).await;
+    if bound_from("127.0.0.2").is_some() {
+        eventually_challenged_or_closed(addr, Some("127.0.0.2"), true).await;
+    } else {
+        eprintln!("skipped the second address: 127.0.0.2 cannot be bound here");
+    }
+    drop(idle);
+    eventually_challenged_or_closed(addr, None, true).await;
+    channels.shutdown();
+}
+
+fn bound_from(ip: &str) -> Option<tokio::net::TcpSocket> {
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind(format!("{ip}:0").parse().ok()?).ok()?;
+    Some(socket)
+}
+
+/// Connects (from `source`, when given) and says HELLO until the switch answers with a CHALLENGE
+/// (`challenged`) or closes the connection without a word (not `challenged`).
+async fn eventually_challenged_or_closed(
+    addr: std::net::SocketAddr,
+    source: Option<&str>,
+    challenged: bool,
+) {
+    let deadline = tokio::time::Instant::now() + PROMPT;
+    loop {
+        let mut tcp = match source.and_then(bound_from) {
+            Some(socket) => socket.connect(addr).await.unwrap(),
+            None => tokio::net::TcpStream::connect(addr).await.unwrap(),
+        };
+        let hello = Frame::Hello {
+            version: 1,
+            terminal_id: "trm_x".into(),
+        }
+        .to_bytes()
+        .unwrap();
+        let _ = tcp.write_all(&hello).await;
+        let mut head = [0u8; 3];
+        let answered = tokio::time::timeout(PROMPT, tcp.read_exact(&mut head))
+            .await
+            .unwrap()
+            .is_ok();
+        if answered == challenged {
+            if challenged {
+                assert_eq!(head, [0x00, 0x21, 0x02], "a 33-byte CHALLENGE");
+            }
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected challenged = {challenged}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Raw bytes, mini-redis style: garbage gets an ERROR frame and a closed connection, and the switch

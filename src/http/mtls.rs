@@ -219,7 +219,8 @@ impl FromRequest for AuthenticatedMerchant {
 /// How long a certificate's merchant (and whether it is enabled) is reused before it is read
 /// again: disabling a merchant takes effect within this time.
 pub const MERCHANT_CACHE_TTL_MS: i64 = 1_000;
-/// Fingerprints remembered at once; past this the cache starts over.
+/// Fingerprints remembered at once; past this the stale ones are forgotten, and if that is not
+/// enough, all of them.
 pub const MERCHANT_CACHE_ENTRIES_MAX: usize = 10_000;
 
 /// A fingerprint's lookup result and when it was read.
@@ -250,10 +251,45 @@ impl MerchantCache {
     }
 
     fn put(&self, fingerprint: String, merchant: Option<MerchantIdentity>) {
+        let now = self.clock.now();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= MERCHANT_CACHE_ENTRIES_MAX {
+            // Stale entries go first, so that strangers' certificates (each a new fingerprint)
+            // do not push the merchants' fresh ones out with them.
+            entries.retain(|_, (_, read_at)| now - *read_at < self.ttl);
+        }
         if entries.len() >= MERCHANT_CACHE_ENTRIES_MAX {
             entries.clear();
         }
-        entries.insert(fingerprint, (merchant, self.clock.now()));
+        entries.insert(fingerprint, (merchant, now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payhub_actors::clock::ManualClock;
+    use std::sync::Arc;
+
+    fn shop() -> Option<MerchantIdentity> {
+        Some(MerchantIdentity {
+            id: "mer_shop".into(),
+            name: "Shop".into(),
+            enabled: true,
+        })
+    }
+
+    #[test]
+    fn a_full_cache_forgets_stale_fingerprints_before_fresh_ones() {
+        let clock = ManualClock::new(chrono::Utc::now());
+        let cache = MerchantCache::new(Arc::new(clock.clone()), MERCHANT_CACHE_TTL_MS);
+        for n in 0..MERCHANT_CACHE_ENTRIES_MAX - 1 {
+            cache.put(format!("stranger-{n}"), None);
+        }
+        clock.advance(chrono::Duration::milliseconds(MERCHANT_CACHE_TTL_MS));
+        cache.put("shop".into(), shop());
+        cache.put("one-more-stranger".into(), None);
+        assert!(cache.get("shop").is_some_and(|m| m.is_some()));
+        assert_eq!(cache.get("stranger-0"), None);
     }
 }

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod frame;
+pub(crate) mod peer_handshakes;
 pub mod refusal_audits;
 pub mod registry;
 pub mod server;
@@ -32,6 +33,8 @@ pub struct SwitchSettings {
     pub handshake_timeout_ms: u64,
     /// Connections in TLS or the handshake at once; more are dropped on accept.
     pub handshakes_max: usize,
+    /// Of those, from one address at once: more from it are dropped on accept.
+    pub handshakes_per_peer_max: usize,
     /// Authenticated terminals at once; more are refused with ERROR busy.
     pub sessions_max: usize,
     /// Deliveries waiting for an ACK per terminal.
@@ -41,6 +44,9 @@ pub struct SwitchSettings {
 impl SwitchSettings {
     pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
     pub const HANDSHAKES_MAX: usize = 256;
+    /// Many terminals may share one address (a carrier's NAT), but a handshake takes a few round
+    /// trips: 16 at once from one address still lets hundreds a second through.
+    pub const HANDSHAKES_PER_PEER_MAX: usize = 16;
     pub const SESSIONS_MAX: usize = 10_000;
     pub const PENDING_MAX: usize = 8;
 
@@ -51,6 +57,7 @@ impl SwitchSettings {
             keepalive_interval_ms: config.keepalive_interval_s.saturating_mul(1_000).max(1_000),
             handshake_timeout_ms: Self::HANDSHAKE_TIMEOUT_MS,
             handshakes_max: Self::HANDSHAKES_MAX,
+            handshakes_per_peer_max: Self::HANDSHAKES_PER_PEER_MAX,
             sessions_max: Self::SESSIONS_MAX,
             pending_max: Self::PENDING_MAX,
         }
@@ -90,6 +97,7 @@ pub async fn start_switch(
         pool,
         clock,
         handshakes: tokio::sync::Semaphore::new(settings.handshakes_max),
+        peer_handshakes: peer_handshakes::PeerHandshakes::new(settings.handshakes_per_peer_max),
         settings,
         registry: registry.clone(),
         tls,

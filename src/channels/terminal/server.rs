@@ -4,6 +4,7 @@
 use super::SwitchSettings;
 use super::auth::{SharedKey, TerminalPublicKey, fresh_nonce, valid_terminal_id};
 use super::frame::{ErrorCode, Frame, FrameCodec, FrameError, PROTOCOL_VERSION};
+use super::peer_handshakes::PeerHandshakes;
 use super::refusal_audits::{REFUSAL_AUDITS_PER_MINUTE_MAX, RefusalAudits, Verdict};
 use super::registry::SwitchRegistry;
 use super::session::{OUTBOX_MAX, SessionLimits, TerminalSessionActor};
@@ -31,6 +32,8 @@ pub(crate) struct Shared {
     pub tls: Option<SslAcceptor>,
     /// Connections still in TLS or the handshake; more are dropped on accept.
     pub handshakes: Semaphore,
+    /// The same, per peer address.
+    pub peer_handshakes: PeerHandshakes,
     /// How many refusals a minute get an audit row.
     pub refusal_audits: RefusalAudits,
 }
@@ -121,6 +124,10 @@ async fn serve_connection(
 ) {
     let Ok(_permit) = shared.handshakes.try_acquire() else {
         tracing::warn!(%peer, "too many terminal handshakes in progress; connection dropped");
+        return;
+    };
+    let Some(_peer_slot) = shared.peer_handshakes.try_take(peer.ip()) else {
+        tracing::warn!(%peer, "too many handshakes in progress from this address; connection dropped");
         return;
     };
     let _ = tcp.set_nodelay(true);
