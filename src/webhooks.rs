@@ -11,6 +11,7 @@
 
 pub mod attempts;
 pub mod destinations;
+pub mod shares;
 pub mod signature;
 
 use crate::config::WebhooksConfig;
@@ -22,6 +23,7 @@ use payhub_actors::metrics::{global, labels};
 use payhub_actors::store::prepared::Prepared;
 use payhub_actors::transaction::outbox::{WebhookEvent, WebhookOutbox};
 use payhub_actors::transaction::writer::PAYMENT_WRITE_LIMITS;
+use shares::{Admission, Shares};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{Notify, mpsc};
@@ -62,9 +64,17 @@ impl From<&WebhooksConfig> for WebhookSettings {
 }
 
 impl WebhookSettings {
-    /// Events waiting in the handoff queue, at most.
+    /// Events waiting in the handoff queue, at most (and, apart, events waiting for their
+    /// destination's share).
     fn handoff_capacity(&self) -> usize {
         HANDOFF_DEPTH * self.concurrency_max.max(1)
+    }
+
+    /// Slots one destination may hold at once: three quarters, so that an endpoint that never
+    /// answers leaves the rest to the others.
+    fn destination_share_max(&self) -> usize {
+        let slots = self.concurrency_max.max(1);
+        (slots - slots / 4).max(1)
     }
 
     /// How long a handed event is reserved for this worker, from before its write: the write's
@@ -161,8 +171,10 @@ struct Worker {
 impl Worker {
     /// Sends continuously: a delivery starts as soon as a slot is free, rather than in groups
     /// that each wait for their slowest. Handed events go first; a claim refills at least half
-    /// the slots, so that one statement serves many deliveries. On shutdown the handed events
-    /// not yet started stay leased in the table, and are claimed after their lease.
+    /// the slots (or what a full destination leaves), so that one statement serves many
+    /// deliveries. No destination holds more than its share of the slots (`shares.rs`). On
+    /// shutdown the handed events not yet started stay leased in the table, and are claimed
+    /// after their lease.
     async fn run(
         self,
         wake: Arc<Notify>,
@@ -170,7 +182,11 @@ impl Worker {
         shutdown: CancellationToken,
     ) {
         let slots = self.settings.concurrency_max.max(1);
-        let refill_at = slots.div_ceil(2);
+        let share_max = self.settings.destination_share_max();
+        // A claim waits for half the slots, or for all those the destinations without a full
+        // share may use, so that a full one does not stop the claims.
+        let refill_at = slots.div_ceil(2).min(slots - share_max).max(1);
+        let mut shares = Shares::new(share_max, self.settings.handoff_capacity());
         let mut poll = tokio::time::interval(std::time::Duration::from_millis(
             self.settings.poll_interval_ms,
         ));
@@ -185,36 +201,57 @@ impl Worker {
                 && !shutdown.is_cancelled()
                 && let Ok(event) = handed.try_recv()
             {
-                in_flight.push(self.deliver(event));
+                in_flight.extend(admitted(&mut shares, event).map(|(d, e)| self.deliver_to(d, e)));
                 continue;
             }
             if maybe_due && free >= refill_at && !shutdown.is_cancelled() {
-                let claimed = self.claim_due(free).await.unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "webhook worker cannot claim events");
-                    Vec::new()
-                });
+                let claimed = self
+                    .claim_due(free, &shares.full())
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "webhook worker cannot claim events");
+                        Vec::new()
+                    });
                 maybe_due = claimed.len() == free;
-                in_flight.extend(claimed.into_iter().map(|e| self.deliver(e)));
+                for event in claimed {
+                    in_flight
+                        .extend(admitted(&mut shares, event).map(|(d, e)| self.deliver_to(d, e)));
+                }
                 continue;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-                Some(event) = handed.recv(), if free > 0 => in_flight.push(self.deliver(event)),
+                Some(destination) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Some((destination, event)) = shares.finished(&destination) {
+                        in_flight.push(self.deliver_to(destination, event));
+                    }
+                }
+                Some(event) = handed.recv(), if free > 0 => {
+                    in_flight.extend(admitted(&mut shares, event).map(|(d, e)| self.deliver_to(d, e)));
+                }
                 _ = wake.notified() => maybe_due = true,
                 _ = poll.tick() => maybe_due = true,
             }
         }
-        // Deliveries under way finish and are recorded (each bounded by `timeout_ms`).
+        // Deliveries under way finish and are recorded (each bounded by `timeout_ms`); parked
+        // events stay leased in the table, and are claimed after their lease.
         while in_flight.next().await.is_some() {}
     }
 
-    /// Up to `limit` due events, each reserved for this worker for a lease.
-    async fn claim_due(&self, limit: usize) -> anyhow::Result<Vec<WebhookEvent>> {
+    /// Delivers `event`, then answers its destination (whose share it held).
+    async fn deliver_to(&self, destination: String, event: WebhookEvent) -> String {
+        self.deliver(event).await;
+        destination
+    }
+
+    /// Up to `limit` due events, each reserved for this worker for a lease; none for the
+    /// destinations in `full`.
+    async fn claim_due(&self, limit: usize, full: &[String]) -> anyhow::Result<Vec<WebhookEvent>> {
         let now = self.clock.now();
         let timeout_ms = i64::try_from(self.settings.timeout_ms).unwrap_or(i64::MAX / 2);
         let lease = now + Duration::milliseconds(timeout_ms + LEASE_MARGIN_MS);
         let limit = i64::try_from(limit).unwrap_or(1);
+        let full_patterns: Vec<String> = full.iter().map(|d| shares::like_pattern(d)).collect();
         let client = self.pool.get().await?;
         let rows = client
             .query_cached(
@@ -223,9 +260,10 @@ impl Worker {
                  WHERE m.id = e.merchant_id AND e.id IN (
                      SELECT id FROM webhook_events
                      WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
+                       AND NOT notify_url LIKE ANY($4)
                      ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
                  RETURNING e.id, e.body, e.notify_url, e.attempts, e.created_at, m.webhook_secret",
-                &[&now, &lease, &limit],
+                &[&now, &lease, &limit, &full_patterns],
             )
             .await?;
         Ok(rows
@@ -334,6 +372,19 @@ impl Worker {
             tracing::warn!(event = %event.id, attempts, "webhook given up");
         }
         Ok(())
+    }
+}
+
+/// `event` with its destination, if that has room in its share (otherwise it waits, or is left
+/// to its lease).
+fn admitted(shares: &mut Shares, event: WebhookEvent) -> Option<(String, WebhookEvent)> {
+    match shares.admit(event) {
+        Admission::Deliver(destination, event) => Some((destination, event)),
+        Admission::Parked => None,
+        Admission::Dropped(event) => {
+            tracing::debug!(event = %event.id, "webhook left to its lease: its destination is busy");
+            None
+        }
     }
 }
 
