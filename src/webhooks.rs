@@ -35,6 +35,9 @@ pub const POLL_INTERVAL_MS: u64 = 1_000;
 pub const LEASE_MARGIN_MS: i64 = 5_000;
 /// Longest error text kept per attempt.
 pub const ERROR_TEXT_MAX_CHARS: usize = 200;
+/// An attempt at least this long (or a fifth of `timeout_ms`, if less) marks its destination
+/// slow, holding it to its share of the slots for a while (`shares.rs`).
+pub const SLOW_ATTEMPT_MS_MAX: u64 = 2_000;
 /// Events handed over in memory that may wait for a slot, per slot.
 pub const HANDOFF_DEPTH: usize = 2;
 
@@ -70,11 +73,17 @@ impl WebhookSettings {
         HANDOFF_DEPTH * self.concurrency_max.max(1)
     }
 
-    /// Slots one destination may hold at once: three quarters, so that an endpoint that never
-    /// answers leaves the rest to the others.
+    /// Slots one slow destination may hold at once: three quarters, so that an endpoint that
+    /// never answers leaves the rest to the others.
     fn destination_share_max(&self) -> usize {
         let slots = self.concurrency_max.max(1);
         (slots - slots / 4).max(1)
+    }
+
+    /// An attempt this long marks its destination slow: a fifth of the request timeout, at most
+    /// `SLOW_ATTEMPT_MS_MAX`.
+    fn slow_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis((self.timeout_ms / 5).min(SLOW_ATTEMPT_MS_MAX))
     }
 
     /// How long a handed event is reserved for this worker, from before its write: the write's
@@ -186,7 +195,11 @@ impl Worker {
         // A claim waits for half the slots, or for all those the destinations without a full
         // share may use, so that a full one does not stop the claims.
         let refill_at = slots.div_ceil(2).min(slots - share_max).max(1);
-        let mut shares = Shares::new(share_max, self.settings.handoff_capacity());
+        let mut shares = Shares::new(
+            share_max,
+            self.settings.handoff_capacity(),
+            self.settings.slow_after(),
+        );
         let mut poll = tokio::time::interval(std::time::Duration::from_millis(
             self.settings.poll_interval_ms,
         ));
@@ -206,7 +219,7 @@ impl Worker {
             }
             if maybe_due && free >= refill_at && !shutdown.is_cancelled() {
                 let claimed = self
-                    .claim_due(free, &shares.full())
+                    .claim_due(free, &shares.full(std::time::Instant::now()))
                     .await
                     .unwrap_or_else(|e| {
                         tracing::warn!(error = %e, "webhook worker cannot claim events");
@@ -221,8 +234,9 @@ impl Worker {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(destination) = in_flight.next(), if !in_flight.is_empty() => {
-                    if let Some((destination, event)) = shares.finished(&destination) {
+                Some((destination, took)) = in_flight.next(), if !in_flight.is_empty() => {
+                    let now = std::time::Instant::now();
+                    if let Some((destination, event)) = shares.finished(&destination, took, now) {
                         in_flight.push(self.deliver_to(destination, event));
                     }
                 }
@@ -238,10 +252,15 @@ impl Worker {
         while in_flight.next().await.is_some() {}
     }
 
-    /// Delivers `event`, then answers its destination (whose share it held).
-    async fn deliver_to(&self, destination: String, event: WebhookEvent) -> String {
-        self.deliver(event).await;
-        destination
+    /// Delivers `event`, then answers its destination (whose share it held) and how long the
+    /// attempt took.
+    async fn deliver_to(
+        &self,
+        destination: String,
+        event: WebhookEvent,
+    ) -> (String, std::time::Duration) {
+        let took = self.deliver(event).await;
+        (destination, took)
     }
 
     /// Up to `limit` due events, each reserved for this worker for a lease; none for the
@@ -279,13 +298,15 @@ impl Worker {
             .collect())
     }
 
-    async fn deliver(&self, event: WebhookEvent) {
+    /// One attempt, recorded; answers how long its request took.
+    async fn deliver(&self, event: WebhookEvent) -> std::time::Duration {
         let started = Instant::now();
         let (status_code, error) = match self.refusal(&event.notify_url) {
             Some(refused) => (None, Some(refused)),
             None => self.post(&event).await,
         };
-        let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
+        let took = started.elapsed();
+        let duration_ms = i32::try_from(took.as_millis()).unwrap_or(i32::MAX);
         let delivered = status_code.is_some_and(|s| (200..300).contains(&s));
         if let Err(e) = self
             .record(&event, delivered, status_code, error, duration_ms)
@@ -294,6 +315,7 @@ impl Worker {
             // The lease runs out and the event is tried again: at least once, never lost.
             tracing::warn!(event = %event.id, error = %e, "webhook attempt not recorded");
         }
+        took
     }
 
     /// Why the event may not go to `notify_url` as written (its host named as an address).
