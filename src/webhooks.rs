@@ -11,7 +11,6 @@
 
 pub mod attempts;
 pub mod destinations;
-pub mod shares;
 pub mod signature;
 
 use crate::config::WebhooksConfig;
@@ -23,7 +22,6 @@ use payhub_actors::metrics::{global, labels};
 use payhub_actors::store::prepared::Prepared;
 use payhub_actors::transaction::outbox::{WebhookEvent, WebhookOutbox};
 use payhub_actors::transaction::writer::PAYMENT_WRITE_LIMITS;
-use shares::{Admission, Shares};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{Notify, mpsc};
@@ -35,9 +33,6 @@ pub const POLL_INTERVAL_MS: u64 = 1_000;
 pub const LEASE_MARGIN_MS: i64 = 5_000;
 /// Longest error text kept per attempt.
 pub const ERROR_TEXT_MAX_CHARS: usize = 200;
-/// An attempt at least this long (or a fifth of `timeout_ms`, if less) marks its destination
-/// slow, holding it to its share of the slots for a while (`shares.rs`).
-pub const SLOW_ATTEMPT_MS_MAX: u64 = 2_000;
 /// Events handed over in memory that may wait for a slot, per slot.
 pub const HANDOFF_DEPTH: usize = 2;
 
@@ -67,23 +62,9 @@ impl From<&WebhooksConfig> for WebhookSettings {
 }
 
 impl WebhookSettings {
-    /// Events waiting in the handoff queue, at most (and, apart, events waiting for their
-    /// destination's share).
+    /// Events waiting in the handoff queue, at most.
     fn handoff_capacity(&self) -> usize {
         HANDOFF_DEPTH * self.concurrency_max.max(1)
-    }
-
-    /// Slots one slow destination may hold at once: three quarters, so that an endpoint that
-    /// never answers leaves the rest to the others.
-    fn destination_share_max(&self) -> usize {
-        let slots = self.concurrency_max.max(1);
-        (slots - slots / 4).max(1)
-    }
-
-    /// An attempt this long marks its destination slow: a fifth of the request timeout, at most
-    /// `SLOW_ATTEMPT_MS_MAX`.
-    fn slow_after(&self) -> std::time::Duration {
-        std::time::Duration::from_millis((self.timeout_ms / 5).min(SLOW_ATTEMPT_MS_MAX))
     }
 
     /// How long a handed event is reserved for this worker, from before its write: the write's
@@ -180,10 +161,8 @@ struct Worker {
 impl Worker {
     /// Sends continuously: a delivery starts as soon as a slot is free, rather than in groups
     /// that each wait for their slowest. Handed events go first; a claim refills at least half
-    /// the slots (or what a full destination leaves), so that one statement serves many
-    /// deliveries. No destination holds more than its share of the slots (`shares.rs`). On
-    /// shutdown the handed events not yet started stay leased in the table, and are claimed
-    /// after their lease.
+    /// the slots, so that one statement serves many deliveries. On shutdown the handed events
+    /// not yet started stay leased in the table, and are claimed after their lease.
     async fn run(
         self,
         wake: Arc<Notify>,
@@ -191,15 +170,7 @@ impl Worker {
         shutdown: CancellationToken,
     ) {
         let slots = self.settings.concurrency_max.max(1);
-        let share_max = self.settings.destination_share_max();
-        // A claim waits for half the slots, or for all those the destinations without a full
-        // share may use, so that a full one does not stop the claims.
-        let refill_at = slots.div_ceil(2).min(slots - share_max).max(1);
-        let mut shares = Shares::new(
-            share_max,
-            self.settings.handoff_capacity(),
-            self.settings.slow_after(),
-        );
+        let refill_at = slots.div_ceil(2);
         let mut poll = tokio::time::interval(std::time::Duration::from_millis(
             self.settings.poll_interval_ms,
         ));
@@ -214,63 +185,36 @@ impl Worker {
                 && !shutdown.is_cancelled()
                 && let Ok(event) = handed.try_recv()
             {
-                in_flight.extend(admitted(&mut shares, event).map(|(d, e)| self.deliver_to(d, e)));
+                in_flight.push(self.deliver(event));
                 continue;
             }
             if maybe_due && free >= refill_at && !shutdown.is_cancelled() {
-                let claimed = self
-                    .claim_due(free, &shares.full(std::time::Instant::now()))
-                    .await
-                    .unwrap_or_else(|e| {
-                        tracing::warn!(error = %e, "webhook worker cannot claim events");
-                        Vec::new()
-                    });
+                let claimed = self.claim_due(free).await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "webhook worker cannot claim events");
+                    Vec::new()
+                });
                 maybe_due = claimed.len() == free;
-                for event in claimed {
-                    in_flight
-                        .extend(admitted(&mut shares, event).map(|(d, e)| self.deliver_to(d, e)));
-                }
+                in_flight.extend(claimed.into_iter().map(|e| self.deliver(e)));
                 continue;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some((destination, took)) = in_flight.next(), if !in_flight.is_empty() => {
-                    let now = std::time::Instant::now();
-                    if let Some((destination, event)) = shares.finished(&destination, took, now) {
-                        in_flight.push(self.deliver_to(destination, event));
-                    }
-                }
-                Some(event) = handed.recv(), if free > 0 => {
-                    in_flight.extend(admitted(&mut shares, event).map(|(d, e)| self.deliver_to(d, e)));
-                }
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                Some(event) = handed.recv(), if free > 0 => in_flight.push(self.deliver(event)),
                 _ = wake.notified() => maybe_due = true,
                 _ = poll.tick() => maybe_due = true,
             }
         }
-        // Deliveries under way finish and are recorded (each bounded by `timeout_ms`); parked
-        // events stay leased in the table, and are claimed after their lease.
+        // Deliveries under way finish and are recorded (each bounded by `timeout_ms`).
         while in_flight.next().await.is_some() {}
     }
 
-    /// Delivers `event`, then answers its destination (whose share it held) and how long the
-    /// attempt took.
-    async fn deliver_to(
-        &self,
-        destination: String,
-        event: WebhookEvent,
-    ) -> (String, std::time::Duration) {
-        let took = self.deliver(event).await;
-        (destination, took)
-    }
-
-    /// Up to `limit` due events, each reserved for this worker for a lease; none for the
-    /// destinations in `full`.
-    async fn claim_due(&self, limit: usize, full: &[String]) -> anyhow::Result<Vec<WebhookEvent>> {
+    /// Up to `limit` due events, each reserved for this worker for a lease.
+    async fn claim_due(&self, limit: usize) -> anyhow::Result<Vec<WebhookEvent>> {
         let now = self.clock.now();
         let timeout_ms = i64::try_from(self.settings.timeout_ms).unwrap_or(i64::MAX / 2);
         let lease = now + Duration::milliseconds(timeout_ms + LEASE_MARGIN_MS);
         let limit = i64::try_from(limit).unwrap_or(1);
-        let full_patterns: Vec<String> = full.iter().map(|d| shares::like_pattern(d)).collect();
         let client = self.pool.get().await?;
         let rows = client
             .query_cached(
@@ -279,10 +223,9 @@ impl Worker {
                  WHERE m.id = e.merchant_id AND e.id IN (
                      SELECT id FROM webhook_events
                      WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
-                       AND NOT notify_url LIKE ANY($4)
                      ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
                  RETURNING e.id, e.body, e.notify_url, e.attempts, e.created_at, m.webhook_secret",
-                &[&now, &lease, &limit, &full_patterns],
+                &[&now, &lease, &limit],
             )
             .await?;
         Ok(rows
@@ -298,15 +241,13 @@ impl Worker {
             .collect())
     }
 
-    /// One attempt, recorded; answers how long its request took.
-    async fn deliver(&self, event: WebhookEvent) -> std::time::Duration {
+    async fn deliver(&self, event: WebhookEvent) {
         let started = Instant::now();
         let (status_code, error) = match self.refusal(&event.notify_url) {
             Some(refused) => (None, Some(refused)),
             None => self.post(&event).await,
         };
-        let took = started.elapsed();
-        let duration_ms = i32::try_from(took.as_millis()).unwrap_or(i32::MAX);
+        let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
         let delivered = status_code.is_some_and(|s| (200..300).contains(&s));
         if let Err(e) = self
             .record(&event, delivered, status_code, error, duration_ms)
@@ -315,7 +256,6 @@ impl Worker {
             // The lease runs out and the event is tried again: at least once, never lost.
             tracing::warn!(event = %event.id, error = %e, "webhook attempt not recorded");
         }
-        took
     }
 
     /// Why the event may not go to `notify_url` as written (its host named as an address).
@@ -394,19 +334,6 @@ impl Worker {
             tracing::warn!(event = %event.id, attempts, "webhook given up");
         }
         Ok(())
-    }
-}
-
-/// `event` with its destination, if that has room in its share (otherwise it waits, or is left
-/// to its lease).
-fn admitted(shares: &mut Shares, event: WebhookEvent) -> Option<(String, WebhookEvent)> {
-    match shares.admit(event) {
-        Admission::Deliver(destination, event) => Some((destination, event)),
-        Admission::Parked => None,
-        Admission::Dropped(event) => {
-            tracing::debug!(event = %event.id, "webhook left to its lease: its destination is busy");
-            None
-        }
     }
 }
 

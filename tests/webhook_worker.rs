@@ -87,44 +87,6 @@ async fn a_silent_endpoint_holds_one_slot_and_the_other_events_go_out() {
     worker.shutdown.cancel();
 }
 
-/// An endpoint that never answers holds every slot for one request timeout at most: its attempts
-/// found slow, it then holds at most its share (three of four here), and events for another
-/// endpoint, due after all of its own, are claimed and go out through the rest. (Without shares,
-/// its 200 events would hold all four slots for 50 s.)
-#[actix_rt::test]
-async fn a_silent_endpoint_cannot_take_every_slot() {
-    let db = fresh_database().await;
-    let pki = TestPki::new();
-    let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
-    let receiver = Receiver::start(vec![]);
-    let silent = silent_endpoint().await;
-    for n in 0..200 {
-        write_event(&db.pool, &merchant, n, &silent).await;
-    }
-    let client = db.pool.get().await.unwrap();
-    for n in 200..203 {
-        write_event(&db.pool, &merchant, n, &receiver.url).await;
-        // Due after every silent one: a claim in due order meets those first.
-        let id = format!("evt_{n}");
-        client
-            .execute(
-                "UPDATE webhook_events SET next_attempt_at = now() + interval '1 millisecond'
-                 WHERE id = $1",
-                &[&id],
-            )
-            .await
-            .unwrap();
-    }
-    let settings = WebhookSettings {
-        timeout_ms: 1_000,
-        concurrency_max: 4,
-        ..webhook_settings()
-    };
-    let worker = deliver(&db.pool, settings, 3).await;
-    assert_eq!(receiver.requests().len(), 3);
-    worker.shutdown.cancel();
-}
-
 /// An endpoint that answers every request `200` with a short body, as many merchants' do, on
 /// connections it keeps open; it counts the connections it was opened.
 async fn answering_endpoint(connections: Arc<std::sync::atomic::AtomicUsize>) -> String {
