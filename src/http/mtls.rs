@@ -257,9 +257,11 @@ impl MerchantCache {
             // Stale entries go first, so that strangers' certificates (each a new fingerprint)
             // do not push the merchants' fresh ones out with them.
             entries.retain(|_, (_, read_at)| now - *read_at < self.ttl);
-        }
-        if entries.len() >= MERCHANT_CACHE_ENTRIES_MAX {
-            entries.clear();
+            // Mostly fresh entries: a stream of new fingerprints. Starting over keeps each scan
+            // above paid for by thousands of insertions.
+            if entries.len() >= MERCHANT_CACHE_ENTRIES_MAX * 3 / 4 {
+                entries.clear();
+            }
         }
         entries.insert(fingerprint, (merchant, now));
     }
