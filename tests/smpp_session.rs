@@ -10,6 +10,8 @@ use payhub_actors::Secret;
 use payhub_actors::messages::{Deliver, DeliveryError, DeliveryReceipt, Destination, NoticeKind};
 use payhub_actors::store::testing::{TestDb, fresh_database};
 use smpp_support::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 async fn bound_session(db: &TestDb, settings: SmppSettings) -> Addr<SmppSession> {
@@ -859,6 +861,33 @@ async fn an_smsc_that_unbinds_or_stops_answering_is_bound_again() {
         status.bound && status.binds == 3
     })
     .await;
+}
+
+/// An SMSC that accepts each bind and then drops the connection is bound to again with a growing
+/// delay: the backoff starts again from its minimum only after a session stayed bound for 10 s.
+#[actix_rt::test]
+async fn an_smsc_that_drops_each_session_after_its_bind_is_backed_off() {
+    let db = fresh_database().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut settings = settings_for(listener.local_addr().unwrap().to_string());
+    settings.rebind_backoff_min_ms = 50;
+    settings.rebind_backoff_max_ms = 5_000;
+    let _session = smpp::start(db.pool.clone(), clock(), settings).expect("valid settings");
+    let binds = Arc::new(AtomicUsize::new(0));
+    let counted = binds.clone();
+    let smsc = actix_rt::spawn(async move {
+        loop {
+            drop(accept_bind(&listener).await);
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    wait_until("a second bind", async || binds.load(Ordering::SeqCst) >= 2).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Reset at each bind, the backoff allowed a bind every 50 ms and a little: about 20 here.
+    // Doubling, 50 + 100 + 200 + 400 + 800 ms allow at most 6.
+    let seen = binds.load(Ordering::SeqCst);
+    smsc.abort();
+    assert!(seen <= 7, "{seen} binds");
 }
 
 /// SMPP v3.4 §4.12: an alert_notification has no response. A request an ESME does not take is
