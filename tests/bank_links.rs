@@ -378,11 +378,7 @@ async fn reversals_of_a_renamed_link_follow_it_and_those_of_a_removed_one_wait()
 #[actix_rt::test]
 async fn a_reversal_whose_link_was_removed_waits_for_it_and_goes_nowhere_else() {
     let (db, sim, first) = one_link(1_000).await;
-    let prepared = prepare(&first, request(1, 0, 300)).await;
-    let committed = prepared.original();
-    let answer = first.send(SendPrepared(prepared)).await.unwrap().unwrap();
-    assert_eq!(answer.response_code, "00");
-    first.send(Shutdown).await.unwrap();
+    let committed = approved_then_stopped(&first).await;
 
     let mut options = SimOptions::new(SimStoreChoice::Memory, &[BANK]);
     options.seed = seed_accounts(BANK, [(account(0), 1_000), (SHOP.to_owned(), 0)]);
@@ -421,6 +417,17 @@ async fn a_reversal_whose_link_was_removed_waits_for_it_and_goes_nowhere_else() 
     assert_eq!(balance(&sim, 0).await, 1_000, "the debit is undone");
 }
 
+/// Debits 300 of account 0 (`request(1, 0, 300)`) through a prepared 0200, approved, then stops
+/// `router` as a restart would: the wire identity the payment committed.
+async fn approved_then_stopped(router: &Addr<BankRouter>) -> OriginalDebit {
+    let prepared = prepare(router, request(1, 0, 300)).await;
+    let committed = prepared.original();
+    let answer = router.send(SendPrepared(prepared)).await.unwrap().unwrap();
+    assert_eq!(answer.response_code, "00");
+    router.send(Shutdown).await.unwrap();
+    committed
+}
+
 /// A BIPS that accepts the sign-on and then drops the connection at once (here, at the first echo)
 /// is reconnected to with a growing delay, not at the minimum each time: a sign-on alone does not
 /// reset the backoff, only a connection that stays signed on does.
@@ -454,12 +461,8 @@ async fn a_bank_that_drops_each_connection_after_its_sign_on_is_backed_off() {
 #[actix_rt::test]
 async fn a_reversal_whose_link_was_renamed_goes_over_it() {
     let (db, sim, first) = one_link(1_000).await;
-    let prepared = prepare(&first, request(1, 0, 300)).await;
-    let committed = prepared.original();
+    let committed = approved_then_stopped(&first).await;
     assert_eq!(committed.link_addr, Some(sim.addr().to_string()));
-    let answer = first.send(SendPrepared(prepared)).await.unwrap().unwrap();
-    assert_eq!(answer.response_code, "00");
-    first.send(Shutdown).await.unwrap();
     let renamed = start_router(&db, vec![settings("bips-b", &sim.addr().to_string())]);
     wait_signed_on(&renamed, 1).await;
     reverse_until_0430(&renamed, &db, request(1, 0, 300), committed).await;

@@ -672,11 +672,7 @@ async fn a_reconnecting_terminal_replaces_its_old_session() {
 async fn one_address_holds_at_most_its_share_of_the_handshakes() {
     let mut plain = settings(LONG_ACK_MS, 60_000);
     plain.handshakes_per_peer_max = 2;
-    let db = fresh_database().await;
-    let clock: SharedClock = Arc::new(SystemClock);
-    let channels = router::start(db.pool.clone(), clock, plain, None, None)
-        .await
-        .unwrap();
+    let (_db, channels) = plain_switch(plain).await;
     let addr = channels.switch.addr;
     let mut idle = Vec::new();
     for _ in 0..2 {
@@ -693,6 +689,16 @@ async fn one_address_holds_at_most_its_share_of_the_handshakes() {
     drop(idle);
     eventually_challenged_or_closed(addr, None, true).await;
     channels.shutdown();
+}
+
+/// A switch over plain TCP (no TLS), to write raw bytes at.
+async fn plain_switch(settings: SwitchSettings) -> (TestDb, Channels) {
+    let db = fresh_database().await;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let channels = router::start(db.pool.clone(), clock, settings, None, None)
+        .await
+        .unwrap();
+    (db, channels)
 }
 
 fn bound_from(ip: &str) -> Option<tokio::net::TcpSocket> {
@@ -746,11 +752,7 @@ async fn eventually_challenged_or_closed(
 async fn garbage_bytes_get_a_protocol_error_and_the_switch_keeps_serving() {
     let mut plain = settings(LONG_ACK_MS, 60_000);
     plain.handshake_timeout_ms = 500;
-    let db = fresh_database().await;
-    let clock: SharedClock = Arc::new(SystemClock);
-    let channels = router::start(db.pool.clone(), clock, plain, None, None)
-        .await
-        .unwrap();
+    let (db, channels) = plain_switch(plain).await;
     let addr = channels.switch.addr;
 
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -233,8 +233,8 @@ impl Handler<SendPrepared> for BankRouter {
 /// that STAN and field 7 and the reversal goes over that link (found by name, or by address when
 /// renamed); when that BIPS is no longer configured, the reversal is stored to wait for it (never
 /// sent to another BIPS). Without it (a debit sent with the one-phase `Debit`, whose caller
-/// committed nothing), field 90 carries STAN `000000` and the current time, which only a BIPS matching by
-/// field 37 alone accepts: payments always commit the original (`PrepareDebit`).
+/// committed nothing), field 90 carries STAN `000000` and the current time, which only a BIPS
+/// matching by field 37 alone accepts: payments always commit the original (`PrepareDebit`).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), BankError>")]
 pub struct ReverseDebit {

@@ -232,9 +232,7 @@ pub async fn queue_reversal(
     record: &ReversalRecord,
     reason: ReversalReason,
 ) -> Result<(), BankError> {
-    let stored = store_reversal(deps, record, reason)
-        .await
-        .map_err(|_| BankError::ReversalNotStored)?;
+    let stored = store_reversal(deps, record, reason).await?;
     addr.do_send(ReversalQueued(stored));
     Ok(())
 }
@@ -249,10 +247,7 @@ pub async fn park_reversal(
     reason: ReversalReason,
 ) -> Result<(), BankError> {
     // The stored row: one already queued for this RRN (on whatever link) is kept as it was.
-    let stored = store_reversal(deps, record, reason)
-        .await
-        .map_err(|_| BankError::ReversalNotStored)?
-        .record;
+    let stored = store_reversal(deps, record, reason).await?.record;
     tracing::error!(
         link = %stored.link_name,
         rrn = %stored.rrn,
@@ -264,12 +259,13 @@ pub async fn park_reversal(
     Ok(())
 }
 
-/// Stores a reversal, retrying briefly while the database is unavailable.
+/// Stores a reversal, retrying briefly while the database is unavailable; `ReversalNotStored`
+/// (the database's error logged here) when it stays so.
 async fn store_reversal(
     deps: &LinkDeps,
     record: &ReversalRecord,
     reason: ReversalReason,
-) -> Result<PendingReversal, crate::store::StoreError> {
+) -> Result<PendingReversal, BankError> {
     let mut attempt = 1;
     loop {
         match reversals::queue(&deps.pool, record, reason, deps.clock.now()).await {
@@ -281,7 +277,7 @@ async fn store_reversal(
                     error = %e,
                     "a reversal could not be stored"
                 );
-                return Err(e);
+                return Err(BankError::ReversalNotStored);
             }
             Err(_) => {
                 attempt += 1;

@@ -88,11 +88,7 @@ impl PaymentCore {
             .is_some_and(|c| Some(c.id.as_str()) == payer);
         if !verify_password(password, start.customer.as_ref()).await || !same_customer {
             // The attempt's failure row stays: it counts against the identity.
-            let max = i32::try_from(self.settings().password_attempts_max).unwrap_or(i32::MAX);
-            let left = max.saturating_sub(self.row.password_failures);
-            return Ok(LoginReply::BadCredentials {
-                attempts_left: u32::try_from(left).unwrap_or(0),
-            });
+            return Ok(self.bad_credentials());
         }
         self.forget_attempt(attempt).await;
         Ok(LoginReply::SignedInAgain)
@@ -171,8 +167,7 @@ impl PaymentCore {
             return Ok(LoginReply::Finished(self.row.status));
         };
         self.row.password_failures = failures;
-        let max = i32::try_from(self.settings().password_attempts_max).unwrap_or(i32::MAX);
-        if failures >= max {
+        if failures >= self.password_attempts_max() {
             let outcome = Outcome::failed(FailureCode::AuthenticationFailed, None);
             let finish = event::to_final(
                 &self.row,
@@ -195,9 +190,21 @@ impl PaymentCore {
                 retry_after_s: seconds_until(now, until),
             });
         }
-        Ok(LoginReply::BadCredentials {
-            attempts_left: u32::try_from(max - failures).unwrap_or(0),
-        })
+        Ok(self.bad_credentials())
+    }
+
+    fn password_attempts_max(&self) -> i32 {
+        i32::try_from(self.settings().password_attempts_max).unwrap_or(i32::MAX)
+    }
+
+    /// The one answer for an unknown identity or a wrong password, with the payment's tries left.
+    fn bad_credentials(&self) -> LoginReply {
+        let left = self
+            .password_attempts_max()
+            .saturating_sub(self.row.password_failures);
+        LoginReply::BadCredentials {
+            attempts_left: u32::try_from(left).unwrap_or(0),
+        }
     }
 
     async fn password_passed(

@@ -57,9 +57,9 @@ impl PaymentCore {
     /// again): the notice then ends the row that write left `queued`, rather than leaving it for
     /// the next start to send a second time.
     async fn reload_after_finish_not_moved(&mut self) -> Result<(), PaymentError> {
-        let client = self.deps.pool.get().await?;
-        self.row = store::load_payment(&client, &self.row.id).await?;
+        self.reload().await?;
         if self.row.status.is_final() {
+            let client = self.deps.pool.get().await?;
             self.outcome_notice_row = store::queued_outcome_notice(&client, &self.row.id).await?;
         }
         Ok(())
