@@ -212,6 +212,62 @@ async fn a_receipt_nobody_claims_is_dropped_after_a_day() {
     assert_eq!(early_receipts_left(&db).await, 2, "stray-1 is dropped");
 }
 
+/// An SMSC that sends receipts for ids payhub never recorded fills the table only to its bound;
+/// the oldest go first, and a receipt that races its id still finds its row.
+#[actix_rt::test]
+async fn receipts_kept_aside_are_bounded_and_the_oldest_go_first() {
+    let db = fresh_database().await;
+    let then = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let client = db.pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO smpp_early_receipts (message_ref, stat, received_at)
+             SELECT 'stray-' || n, 'DELIVRD', $1::timestamptz + n * interval '1 ms'
+             FROM generate_series(1, $2) AS n",
+            &[&then, &smpp::store::EARLY_RECEIPTS_MAX],
+        )
+        .await
+        .unwrap();
+    let payment_id = payment(&db).await;
+    let now = chrono::Utc::now();
+    let id = smpp::store::insert_queued(&db.pool, now, &payment_id, NoticeKind::Code, "86****00")
+        .await
+        .unwrap();
+    let writes = smpp::store::SmppWrites::start(db.pool.clone());
+    for reference in ["racing", "stray-new"] {
+        assert!(
+            !writes
+                .record_receipt(now, reference, "DELIVRD")
+                .await
+                .unwrap()
+        );
+    }
+    let max = i64::from(smpp::store::EARLY_RECEIPTS_MAX);
+    assert_eq!(early_receipts_left(&db).await, max);
+    let kept = |reference: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT count(*) FROM smpp_early_receipts WHERE message_ref = $1",
+                    &[&reference],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        }
+    };
+    assert!(
+        !kept("stray-1").await && !kept("stray-2").await,
+        "the oldest go"
+    );
+    assert!(kept("stray-3").await && kept("stray-new").await);
+    writes.mark_sent(now, id, "racing").await.unwrap();
+    assert_eq!(rows(&db, &payment_id).await[0].status, "delivered");
+    assert_eq!(early_receipts_left(&db).await, max - 1);
+}
+
 /// Receipts kept aside for a message id nobody has recorded yet.
 async fn early_receipts_left(db: &TestDb) -> i64 {
     let client = db.pool.get().await.unwrap();

@@ -19,6 +19,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// How long a receipt waits for its message id to be recorded.
 const EARLY_RECEIPT_KEEP_H: i64 = 24;
 
+/// How many receipts wait for their message id at most; past it the oldest are dropped (V73).
+/// The SMSC's window of submits races its receipts, so a few wait at any time; this many means
+/// a peer sending receipts for ids payhub never recorded.
+pub const EARLY_RECEIPTS_MAX: i32 = 4_096;
+
 pub fn kind_name(kind: NoticeKind) -> &'static str {
     match kind {
         NoticeKind::Code => "code",
@@ -209,7 +214,7 @@ struct Receipt {
 
 impl Receipt {
     /// Receipts for ids payhub never recorded (another ESME on the account, a lost row) are
-    /// kept a day, not forever.
+    /// kept a day, not forever, and at most `EARLY_RECEIPTS_MAX` of them.
     fn keep_since(&self) -> DateTime<Utc> {
         self.at - chrono::Duration::hours(EARLY_RECEIPT_KEEP_H)
     }
@@ -229,8 +234,14 @@ impl RowWrite for Receipt {
     async fn write_alone(&self, client: &Object) -> Result<bool, StoreError> {
         let row = client
             .query_one_cached(
-                "SELECT smpp_record_receipt($1, $2, $3, $4)",
-                &[&self.message_ref, &self.stat, &self.at, &self.keep_since()],
+                "SELECT smpp_record_receipt($1, $2, $3, $4, $5)",
+                &[
+                    &self.message_ref,
+                    &self.stat,
+                    &self.at,
+                    &self.keep_since(),
+                    &EARLY_RECEIPTS_MAX,
+                ],
             )
             .await?;
         Ok(row.get(0))
@@ -246,10 +257,10 @@ impl RowWrite for Receipt {
         let keeps: Vec<DateTime<Utc>> = batch.iter().map(|w| w.keep_since()).collect();
         let rows = client
             .query_cached(
-                "SELECT t.ref, smpp_record_receipt(t.ref, t.stat, t.at, t.keep)
+                "SELECT t.ref, smpp_record_receipt(t.ref, t.stat, t.at, t.keep, $5)
                  FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
                      AS t(ref, stat, at, keep)",
-                &[&refs, &stats, &ats, &keeps],
+                &[&refs, &stats, &ats, &keeps, &EARLY_RECEIPTS_MAX],
             )
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
