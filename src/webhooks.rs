@@ -12,6 +12,7 @@
 pub mod attempts;
 pub mod destinations;
 pub mod signature;
+pub mod slow_merchants;
 
 use crate::config::WebhooksConfig;
 use chrono::{DateTime, Duration, Utc};
@@ -22,6 +23,7 @@ use payhub_actors::metrics::{global, labels};
 use payhub_actors::store::prepared::Prepared;
 use payhub_actors::transaction::outbox::{WebhookEvent, WebhookOutbox};
 use payhub_actors::transaction::writer::PAYMENT_WRITE_LIMITS;
+use slow_merchants::{SlowMerchants, Started};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{Notify, mpsc};
@@ -161,8 +163,9 @@ struct Worker {
 impl Worker {
     /// Sends continuously: a delivery starts as soon as a slot is free, rather than in groups
     /// that each wait for their slowest. Handed events go first; a claim refills at least half
-    /// the slots, so that one statement serves many deliveries. On shutdown the handed events
-    /// not yet started stay leased in the table, and are claimed after their lease.
+    /// the slots slow merchants do not hold, so that one statement serves many deliveries. On
+    /// shutdown the handed events not yet started stay leased in the table, and are claimed
+    /// after their lease.
     async fn run(
         self,
         wake: Arc<Notify>,
@@ -170,7 +173,7 @@ impl Worker {
         shutdown: CancellationToken,
     ) {
         let slots = self.settings.concurrency_max.max(1);
-        let refill_at = slots.div_ceil(2);
+        let mut slow = SlowMerchants::new(slots, self.settings.timeout_ms);
         let mut poll = tokio::time::interval(std::time::Duration::from_millis(
             self.settings.poll_interval_ms,
         ));
@@ -181,26 +184,34 @@ impl Worker {
         let mut maybe_due = true;
         loop {
             let free = slots - in_flight.len();
+            let refill_at = (slots - slow.held()).div_ceil(2);
             if free > 0
                 && !shutdown.is_cancelled()
                 && let Ok(event) = handed.try_recv()
             {
-                in_flight.push(self.deliver(event));
+                in_flight.extend(self.start(&mut slow, event));
                 continue;
             }
-            if maybe_due && free >= refill_at && !shutdown.is_cancelled() {
-                let claimed = self.claim_due(free).await.unwrap_or_else(|e| {
+            if maybe_due && free > 0 && free >= refill_at && !shutdown.is_cancelled() {
+                let claimed = self.claim_due(free, &slow.skipped()).await;
+                let claimed = claimed.unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "webhook worker cannot claim events");
                     Vec::new()
                 });
                 maybe_due = claimed.len() == free;
-                in_flight.extend(claimed.into_iter().map(|e| self.deliver(e)));
+                for event in claimed {
+                    in_flight.extend(self.start(&mut slow, event));
+                }
                 continue;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-                Some(event) = handed.recv(), if free > 0 => in_flight.push(self.deliver(event)),
+                Some(ended) = in_flight.next(), if !in_flight.is_empty() => {
+                    slow.finish(&ended.merchant_id, ended.started, ended.duration_ms);
+                }
+                Some(event) = handed.recv(), if free > 0 => {
+                    in_flight.extend(self.start(&mut slow, event));
+                }
                 _ = wake.notified() => maybe_due = true,
                 _ = poll.tick() => maybe_due = true,
             }
@@ -209,8 +220,34 @@ impl Worker {
         while in_flight.next().await.is_some() {}
     }
 
-    /// Up to `limit` due events, each reserved for this worker for a lease.
-    async fn claim_due(&self, limit: usize) -> anyhow::Result<Vec<WebhookEvent>> {
+    /// The event's delivery, unless its merchant is slow and the slow share is taken: then the
+    /// event stays leased, and is claimed again once its lease runs out.
+    fn start<'a>(
+        &'a self,
+        slow: &mut SlowMerchants,
+        event: WebhookEvent,
+    ) -> Option<impl Future<Output = Ended> + 'a> {
+        let Some(started) = slow.start(&event.merchant_id) else {
+            tracing::debug!(event = %event.id, "webhook left to its lease: its merchant is slow");
+            return None;
+        };
+        Some(async move {
+            let duration_ms = self.deliver(&event).await;
+            Ended {
+                merchant_id: event.merchant_id,
+                started,
+                duration_ms,
+            }
+        })
+    }
+
+    /// Up to `limit` due events of merchants other than `skipped`, each reserved for this worker
+    /// for a lease.
+    async fn claim_due(
+        &self,
+        limit: usize,
+        skipped: &[String],
+    ) -> anyhow::Result<Vec<WebhookEvent>> {
         let now = self.clock.now();
         let timeout_ms = i64::try_from(self.settings.timeout_ms).unwrap_or(i64::MAX / 2);
         let lease = now + Duration::milliseconds(timeout_ms + LEASE_MARGIN_MS);
@@ -223,15 +260,18 @@ impl Worker {
                  WHERE m.id = e.merchant_id AND e.id IN (
                      SELECT id FROM webhook_events
                      WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
+                         AND NOT merchant_id = ANY($4)
                      ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-                 RETURNING e.id, e.body, e.notify_url, e.attempts, e.created_at, m.webhook_secret",
-                &[&now, &lease, &limit],
+                 RETURNING e.id, e.body, e.notify_url, e.attempts, e.created_at, m.webhook_secret,
+                     e.merchant_id",
+                &[&now, &lease, &limit, &skipped],
             )
             .await?;
         Ok(rows
             .iter()
             .map(|r| WebhookEvent {
                 id: r.get(0),
+                merchant_id: r.get(6),
                 body: r.get(1),
                 notify_url: r.get(2),
                 attempts: r.get(3),
@@ -241,21 +281,24 @@ impl Worker {
             .collect())
     }
 
-    async fn deliver(&self, event: WebhookEvent) {
+    /// Sends the event and records the attempt; returns how long the attempt took.
+    async fn deliver(&self, event: &WebhookEvent) -> u64 {
         let started = Instant::now();
         let (status_code, error) = match self.refusal(&event.notify_url) {
             Some(refused) => (None, Some(refused)),
-            None => self.post(&event).await,
+            None => self.post(event).await,
         };
-        let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let duration_ms = i32::try_from(elapsed_ms).unwrap_or(i32::MAX);
         let delivered = status_code.is_some_and(|s| (200..300).contains(&s));
         if let Err(e) = self
-            .record(&event, delivered, status_code, error, duration_ms)
+            .record(event, delivered, status_code, error, duration_ms)
             .await
         {
             // The lease runs out and the event is tried again: at least once, never lost.
             tracing::warn!(event = %event.id, error = %e, "webhook attempt not recorded");
         }
+        elapsed_ms
     }
 
     /// Why the event may not go to `notify_url` as written (its host named as an address).
@@ -335,6 +378,13 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// A delivery that has ended, for the slow merchants' count.
+struct Ended {
+    merchant_id: String,
+    started: Started,
+    duration_ms: u64,
 }
 
 /// Longest answer body read to its end. A merchant's answer carries nothing payhub uses, but a

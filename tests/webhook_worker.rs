@@ -87,6 +87,39 @@ async fn a_silent_endpoint_holds_one_slot_and_the_other_events_go_out() {
     worker.shutdown.cancel();
 }
 
+/// A merchant whose endpoint has gone dark, with a backlog, holds at most three quarters of the
+/// slots once its attempts are seen to time out: the other merchants' webhooks go out through the
+/// rest, before the dark merchant's backlog has had its first attempts.
+#[actix_rt::test]
+async fn a_dark_merchant_holds_at_most_its_share_of_the_slots() {
+    let db = fresh_database().await;
+    let pki = TestPki::new();
+    let dark = seed_merchant(&db.pool, &pki, "Dark Shop").await;
+    let quick = seed_merchant(&db.pool, &pki, "Quick Shop").await;
+    let receiver = Receiver::start(vec![]);
+    let silent = silent_endpoint().await;
+    // Written first, so each claim reaches the dark merchant's events before the other's.
+    for n in 0..12 {
+        write_event(&db.pool, &dark, n, &silent).await;
+    }
+    for n in 100..108 {
+        write_event(&db.pool, &quick, n, &receiver.url).await;
+    }
+    let settings = WebhookSettings {
+        timeout_ms: 3_000,
+        concurrency_max: 4,
+        ..webhook_settings()
+    };
+    let worker = deliver(&db.pool, settings, 8).await;
+    assert_eq!(receiver.requests().len(), 8);
+    let untried = "SELECT count(*) FROM webhook_events WHERE merchant_id = $1 AND attempts = 0";
+    assert!(
+        count(&db.pool, untried, &dark.id).await > 0,
+        "the quick merchant's events did not wait for the whole dark backlog"
+    );
+    worker.shutdown.cancel();
+}
+
 /// An endpoint that answers every request `200` with a short body, as many merchants' do, on
 /// connections it keeps open; it counts the connections it was opened.
 async fn answering_endpoint(connections: Arc<std::sync::atomic::AtomicUsize>) -> String {

@@ -16,6 +16,8 @@ use tokio::sync::{Notify, mpsc};
 #[derive(Debug)]
 pub struct WebhookEvent {
     pub id: String,
+    /// Whose endpoint it goes to: the worker shares its slots by merchant.
+    pub merchant_id: String,
     pub body: String,
     pub notify_url: String,
     /// Attempts so far.
@@ -89,6 +91,7 @@ mod tests {
     fn event(id: &str) -> WebhookEvent {
         WebhookEvent {
             id: id.into(),
+            merchant_id: "mer_1".into(),
             body: "{}".into(),
             notify_url: "http://127.0.0.1:9/".into(),
             attempts: 0,

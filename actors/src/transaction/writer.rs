@@ -217,7 +217,7 @@ const FINISH_SQL: &str = "WITH moved AS (
             (payment_id, kind, channel, destination, status, created_at, updated_at)
         SELECT id, 'outcome', $14, $12, 'queued', $2, $2 FROM moved WHERE $12::text IS NOT NULL
         RETURNING id)
-    SELECT m.id, (SELECT id FROM notice), m.notify_url, k.webhook_secret
+    SELECT m.id, (SELECT id FROM notice), m.notify_url, k.webhook_secret, m.merchant_id
     FROM moved m LEFT JOIN merchants k ON k.id = m.merchant_id";
 
 /// `FINISH_SQL` for many payments. Each payment's `from` statuses travel as one comma-separated
@@ -249,7 +249,7 @@ const FINAL_BATCH_SQL: &str = "WITH input AS (
         SELECT id, 'outcome', notice_channel, notice_to, 'queued', at, at FROM moved
         WHERE notice_to IS NOT NULL
         RETURNING id, payment_id)
-    SELECT m.id, n.id, m.notify_url, k.webhook_secret
+    SELECT m.id, n.id, m.notify_url, k.webhook_secret, m.merchant_id
     FROM moved m LEFT JOIN merchants k ON k.id = m.merchant_id
         LEFT JOIN notice n ON n.payment_id = m.id";
 
@@ -289,6 +289,7 @@ impl ToFinal {
             notice_row: row.get(1),
             event: secret.map(|secret| WebhookEvent {
                 id: self.event_id.clone(),
+                merchant_id: row.get(4),
                 body: self.body.clone(),
                 notify_url: row.get(2),
                 attempts: 0,
