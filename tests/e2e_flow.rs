@@ -602,6 +602,32 @@ async fn a_late_code_fails_the_payment() {
     assert!(w.debits() == 0);
 }
 
+/// A code that lapses is no deadline, even with no resend left: only a late code fails the
+/// payment (`code_expired`); a payment whose customer walks away expires with its lifetime.
+#[actix_rt::test]
+async fn a_lapsed_code_with_no_resend_left_waits_for_the_payments_lifetime() {
+    let w = World::new().await;
+    let (pay, browser) = w.signed_in().await;
+    for _ in 0..2 {
+        w.clock.advance(Duration::seconds(31));
+        assert_eq!(browser.resend(&pay, "").await.status, 200);
+    }
+    w.clock.advance(Duration::seconds(301));
+    let gateway = w.gateway.as_ref().unwrap();
+    gateway.tick_all().await;
+    // The page's view is asked of the actor after its tick.
+    let page = browser.get(&format!("/pay/{pay}/code")).await;
+    assert_eq!(page.path(), format!("/pay/{pay}/code"));
+    assert_eq!(w.status(&pay).await.0, "awaiting_code");
+    w.clock.advance(Duration::minutes(15));
+    gateway.tick_all().await;
+    eventually("the payment expired", || async {
+        w.status(&pay).await.0 == "expired"
+    })
+    .await;
+    assert!(w.debits() == 0);
+}
+
 #[actix_rt::test]
 async fn resend_voids_the_old_code_is_spaced_and_bounded() {
     let w = World::new().await;

@@ -251,6 +251,11 @@ impl PaymentCore {
         self.debit(now).await
     }
 
+    /// Whether the customer may still ask for another code.
+    fn resends_left(&self) -> bool {
+        u32::try_from(self.row.code_sends - 1).is_ok_and(|r| r < self.settings().code_resends_max)
+    }
+
     async fn code_failed(&mut self, now: DateTime<Utc>) -> Result<CodeReply, PaymentError> {
         let client = self.deps.pool.get().await?;
         let failures: Option<i32> = client
