@@ -147,7 +147,7 @@ pub fn start_worker(
         client,
     };
     let s = shutdown.clone();
-    tokio::spawn(async move { worker.run(wake, handed, s).await });
+    tokio::spawn(async move { Arc::new(worker).run(wake, handed, s).await });
     Ok(WebhookWorker { outbox, shutdown })
 }
 
@@ -163,11 +163,12 @@ struct Worker {
 impl Worker {
     /// Sends continuously: a delivery starts as soon as a slot is free, rather than in groups
     /// that each wait for their slowest. Handed events go first; a claim refills at least half
-    /// the slots slow merchants do not hold, so that one statement serves many deliveries. On
-    /// shutdown the handed events not yet started stay leased in the table, and are claimed
-    /// after their lease.
+    /// the slots slow merchants do not hold, so that one statement serves many deliveries. Each
+    /// delivery is a task of its own, so that its time is its own and not this loop's (a claim's
+    /// wait for a connection would otherwise count as the merchant's). On shutdown the handed
+    /// events not yet started stay leased in the table, and are claimed after their lease.
     async fn run(
-        self,
+        self: Arc<Self>,
         wake: Arc<Notify>,
         mut handed: mpsc::Receiver<WebhookEvent>,
         shutdown: CancellationToken,
@@ -193,11 +194,7 @@ impl Worker {
                 continue;
             }
             if maybe_due && free > 0 && free >= refill_at && !shutdown.is_cancelled() {
-                let claimed = self.claim_due(free, &slow.skipped()).await;
-                let claimed = claimed.unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "webhook worker cannot claim events");
-                    Vec::new()
-                });
+                let claimed = self.claim_due(free, &slow).await;
                 maybe_due = claimed.len() == free;
                 for event in claimed {
                     in_flight.extend(self.start(&mut slow, event));
@@ -207,7 +204,7 @@ impl Worker {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(ended) = in_flight.next(), if !in_flight.is_empty() => {
-                    slow.finish(&ended.merchant_id, ended.started, ended.duration_ms);
+                    slow.finish(&ended.merchant_id, ended.started, ended.took, Instant::now());
                 }
                 Some(event) = handed.recv(), if free > 0 => {
                     in_flight.extend(self.start(&mut slow, event));
@@ -222,31 +219,64 @@ impl Worker {
 
     /// The event's delivery, unless its merchant is slow and the slow share is taken: then the
     /// event stays leased, and is claimed again once its lease runs out.
-    fn start<'a>(
-        &'a self,
+    fn start(
+        self: &Arc<Self>,
         slow: &mut SlowMerchants,
         event: WebhookEvent,
-    ) -> Option<impl Future<Output = Ended> + 'a> {
-        let Some(started) = slow.start(&event.merchant_id) else {
+    ) -> Option<impl Future<Output = Ended> + use<>> {
+        let Some(started) = slow.start(&event.merchant_id, Instant::now()) else {
             tracing::debug!(event = %event.id, "webhook left to its lease: its merchant is slow");
             return None;
         };
+        let merchant_id = event.merchant_id.clone();
+        let worker = Arc::clone(self);
+        let delivery = tokio::spawn(async move { worker.deliver(&event).await });
         Some(async move {
-            let duration_ms = self.deliver(&event).await;
+            let took = delivery.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "webhook delivery task ended abnormally");
+                std::time::Duration::ZERO
+            });
             Ended {
-                merchant_id: event.merchant_id,
+                merchant_id,
                 started,
-                duration_ms,
+                took,
             }
         })
     }
 
-    /// Up to `limit` due events of merchants other than `skipped`, each reserved for this worker
-    /// for a lease.
-    async fn claim_due(
+    /// Due events for `free` slots: first slow merchants', as many as their share has room for,
+    /// then the other merchants'. A claim's failure is logged, and leaves its events to their
+    /// lease.
+    async fn claim_due(&self, free: usize, slow: &SlowMerchants) -> Vec<WebhookEvent> {
+        let slow_ids = slow.slow(Instant::now());
+        let mut claimed = Vec::new();
+        let room = slow.room().min(free);
+        if !slow_ids.is_empty() && room > 0 {
+            claimed = self.claim(room, &slow_ids, true).await;
+        }
+        let rest = free - claimed.len();
+        if rest > 0 {
+            claimed.extend(self.claim(rest, &slow_ids, false).await);
+        }
+        claimed
+    }
+
+    /// Up to `limit` due events of the merchants in `merchant_ids` (`among`), or of the others,
+    /// each reserved for this worker for a lease.
+    async fn claim(&self, limit: usize, merchant_ids: &[String], among: bool) -> Vec<WebhookEvent> {
+        self.try_claim(limit, merchant_ids, among)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "webhook worker cannot claim events");
+                Vec::new()
+            })
+    }
+
+    async fn try_claim(
         &self,
         limit: usize,
-        skipped: &[String],
+        merchant_ids: &[String],
+        among: bool,
     ) -> anyhow::Result<Vec<WebhookEvent>> {
         let now = self.clock.now();
         let timeout_ms = i64::try_from(self.settings.timeout_ms).unwrap_or(i64::MAX / 2);
@@ -260,11 +290,11 @@ impl Worker {
                  WHERE m.id = e.merchant_id AND e.id IN (
                      SELECT id FROM webhook_events
                      WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
-                         AND NOT merchant_id = ANY($4)
+                         AND (merchant_id = ANY($4)) = $5
                      ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
                  RETURNING e.id, e.body, e.notify_url, e.attempts, e.created_at, m.webhook_secret,
                      e.merchant_id",
-                &[&now, &lease, &limit, &skipped],
+                &[&now, &lease, &limit, &merchant_ids, &among],
             )
             .await?;
         Ok(rows
@@ -281,15 +311,16 @@ impl Worker {
             .collect())
     }
 
-    /// Sends the event and records the attempt; returns how long the attempt took.
-    async fn deliver(&self, event: &WebhookEvent) -> u64 {
+    /// Sends the event and records the attempt; returns how long the attempt took (its
+    /// recording aside).
+    async fn deliver(&self, event: &WebhookEvent) -> std::time::Duration {
         let started = Instant::now();
         let (status_code, error) = match self.refusal(&event.notify_url) {
             Some(refused) => (None, Some(refused)),
             None => self.post(event).await,
         };
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let duration_ms = i32::try_from(elapsed_ms).unwrap_or(i32::MAX);
+        let took = started.elapsed();
+        let duration_ms = i32::try_from(took.as_millis()).unwrap_or(i32::MAX);
         let delivered = status_code.is_some_and(|s| (200..300).contains(&s));
         if let Err(e) = self
             .record(event, delivered, status_code, error, duration_ms)
@@ -298,7 +329,7 @@ impl Worker {
             // The lease runs out and the event is tried again: at least once, never lost.
             tracing::warn!(event = %event.id, error = %e, "webhook attempt not recorded");
         }
-        elapsed_ms
+        took
     }
 
     /// Why the event may not go to `notify_url` as written (its host named as an address).
@@ -384,7 +415,7 @@ impl Worker {
 struct Ended {
     merchant_id: String,
     started: Started,
-    duration_ms: u64,
+    took: std::time::Duration,
 }
 
 /// Longest answer body read to its end. A merchant's answer carries nothing payhub uses, but a

@@ -212,19 +212,21 @@ async fn a_receipt_nobody_claims_is_dropped_after_a_day() {
     assert_eq!(early_receipts_left(&db).await, 2, "stray-1 is dropped");
 }
 
-/// An SMSC that sends receipts for ids payhub never recorded fills the table only to its bound;
-/// the oldest go first, and a receipt that races its id still finds its row.
+/// An SMSC that sends receipts for ids payhub never recorded fills the table only to about its
+/// bound: every so many receipts kept aside, the oldest go. A receipt that races its id is among
+/// the newest, and still finds its row.
 #[actix_rt::test]
 async fn receipts_kept_aside_are_bounded_and_the_oldest_go_first() {
     let db = fresh_database().await;
     let then = chrono::Utc::now() - chrono::Duration::minutes(10);
     let client = db.pool.get().await.unwrap();
+    let max = smpp::store::EARLY_RECEIPTS_MAX;
     client
         .execute(
             "INSERT INTO smpp_early_receipts (message_ref, stat, received_at)
              SELECT 'stray-' || n, 'DELIVRD', $1::timestamptz + n * interval '1 ms'
-             FROM generate_series(1, $2) AS n",
-            &[&then, &smpp::store::EARLY_RECEIPTS_MAX],
+             FROM generate_series(1, $2::bigint) AS n",
+            &[&then, &max],
         )
         .await
         .unwrap();
@@ -234,35 +236,28 @@ async fn receipts_kept_aside_are_bounded_and_the_oldest_go_first() {
         .await
         .unwrap();
     let writes = smpp::store::SmppWrites::start(db.pool.clone());
-    for reference in ["racing", "stray-new"] {
-        assert!(
-            !writes
-                .record_receipt(now, reference, "DELIVRD")
-                .await
-                .unwrap()
-        );
-    }
-    let max = i64::from(smpp::store::EARLY_RECEIPTS_MAX);
-    assert_eq!(early_receipts_left(&db).await, max);
-    let kept = |reference: &'static str| {
-        let client = &client;
-        async move {
-            client
-                .query_one(
-                    "SELECT count(*) FROM smpp_early_receipts WHERE message_ref = $1",
-                    &[&reference],
-                )
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-                == 1
-        }
-    };
+    let trim_every = smpp::store::EARLY_RECEIPTS_TRIM_EVERY;
+    let references: Vec<String> = (1..trim_every)
+        .map(|n| format!("new-{n}"))
+        .chain(["racing".to_string()])
+        .collect();
+    let kept = futures::future::join_all(
+        references
+            .iter()
+            .map(|r| writes.record_receipt(now, r, "DELIVRD")),
+    )
+    .await;
     assert!(
-        !kept("stray-1").await && !kept("stray-2").await,
-        "the oldest go"
+        kept.into_iter().all(|k| !k.unwrap()),
+        "no row has these ids"
     );
-    assert!(kept("stray-3").await && kept("stray-new").await);
+    assert_eq!(early_receipts_left(&db).await, max);
+    let oldest_kept = i64::try_from(trim_every).unwrap() + 1;
+    for (reference, left) in [("stray-1", false), (&format!("stray-{oldest_kept}"), true)] {
+        let sql = "SELECT count(*) FROM smpp_early_receipts WHERE message_ref = $1";
+        let found: i64 = client.query_one(sql, &[&reference]).await.unwrap().get(0);
+        assert_eq!(found == 1, left, "{reference}");
+    }
     writes.mark_sent(now, id, "racing").await.unwrap();
     assert_eq!(rows(&db, &payment_id).await[0].status, "delivered");
     assert_eq!(early_receipts_left(&db).await, max - 1);

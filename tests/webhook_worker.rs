@@ -117,7 +117,42 @@ async fn a_dark_merchant_holds_at_most_its_share_of_the_slots() {
         count(&db.pool, untried, &dark.id).await > 0,
         "the quick merchant's events did not wait for the whole dark backlog"
     );
+    // The first four attempts found the merchant slow; the next ones held at most 3 of 4 slots.
+    let attempts =
+        "SELECT count(*) FROM webhook_attempts a JOIN webhook_events e ON e.id = a.event_id
+                    WHERE e.merchant_id = $1";
+    eventually("a second round of the dark merchant's attempts", || async {
+        count(&db.pool, attempts, &dark.id).await >= 7
+    })
+    .await;
+    let spans = attempt_spans_ms(&db.pool, &dark.id).await;
+    assert!(most_at_once(&spans[4..]) <= 3, "{spans:?}");
     worker.shutdown.cancel();
+}
+
+/// Each recorded attempt of `merchant_id`'s events as (start, end) in ms, by start.
+async fn attempt_spans_ms(pool: &deadpool_postgres::Pool, merchant_id: &str) -> Vec<(f64, f64)> {
+    let client = pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT (extract(epoch FROM a.attempted_at) * 1000 - a.duration_ms)::float8,
+                    (extract(epoch FROM a.attempted_at) * 1000)::float8
+             FROM webhook_attempts a JOIN webhook_events e ON e.id = a.event_id
+             WHERE e.merchant_id = $1 ORDER BY 1",
+            &[&merchant_id],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// The most of `spans` under way at once.
+fn most_at_once(spans: &[(f64, f64)]) -> usize {
+    spans
+        .iter()
+        .map(|(at, _)| spans.iter().filter(|(s, e)| s <= at && at < e).count())
+        .max()
+        .unwrap_or(0)
 }
 
 /// An endpoint that answers every request `200` with a short body, as many merchants' do, on

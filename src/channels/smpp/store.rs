@@ -19,10 +19,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// How long a receipt waits for its message id to be recorded.
 const EARLY_RECEIPT_KEEP_H: i64 = 24;
 
-/// How many receipts wait for their message id at most; past it the oldest are dropped (V73).
-/// The SMSC's window of submits races its receipts, so a few wait at any time; this many means
-/// a peer sending receipts for ids payhub never recorded.
-pub const EARLY_RECEIPTS_MAX: i32 = 4_096;
+/// How many receipts wait for their message id, at most, once trimmed: the newest are kept.
+/// The SMSC's window of submits races its receipts, so a few wait at any time; this many means a
+/// peer sending receipts for ids payhub never recorded.
+pub const EARLY_RECEIPTS_MAX: i64 = 4_096;
+/// Receipts kept aside by this process between two trims. The table holds at most
+/// `EARLY_RECEIPTS_MAX` plus this many for each gateway writing to it; a trim walks the table
+/// once, so a receipt kept aside costs a quarter of a row's walk, not the table's.
+pub const EARLY_RECEIPTS_TRIM_EVERY: u64 = 1_024;
 
 pub fn kind_name(kind: NoticeKind) -> &'static str {
     match kind {
@@ -63,6 +67,8 @@ pub struct SmppWrites {
     /// A receipt rides with or waits for its id's `sent` write, when one runs.
     ids_in_writing: Arc<IdsInWriting>,
     receipts_carried: Arc<AtomicU64>,
+    receipts_kept_aside: Arc<AtomicU64>,
+    pool: Pool,
 }
 
 /// Bounds of each writer: a session's window of submits and its receipts fit in one batch; one
@@ -83,9 +89,11 @@ impl SmppWrites {
     pub fn start(pool: Pool) -> Self {
         Self {
             sent: Writer::start_rows(pool.clone(), SMPP_WRITE_LIMITS),
-            receipts: Writer::start_rows(pool, SMPP_WRITE_LIMITS),
+            receipts: Writer::start_rows(pool.clone(), SMPP_WRITE_LIMITS),
             ids_in_writing: Arc::default(),
             receipts_carried: Arc::default(),
+            receipts_kept_aside: Arc::default(),
+            pool,
         }
     }
 
@@ -149,13 +157,49 @@ impl SmppWrites {
             stat: stat.to_owned(),
             at: now,
         };
-        self.receipts.ask(write).await
+        let on_its_row = self.receipts.ask(write).await?;
+        if !on_its_row {
+            self.kept_aside().await;
+        }
+        Ok(on_its_row)
+    }
+
+    /// Counts a receipt kept aside; every `EARLY_RECEIPTS_TRIM_EVERY` of them, drops all but the
+    /// newest `EARLY_RECEIPTS_MAX`. A receipt that really races its id's write waits there for
+    /// milliseconds, so the newest are the ones worth keeping.
+    async fn kept_aside(&self) {
+        let kept = self.receipts_kept_aside.fetch_add(1, Ordering::Relaxed) + 1;
+        if kept % EARLY_RECEIPTS_TRIM_EVERY != 0 {
+            return;
+        }
+        match trim_early_receipts(&self.pool).await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::warn!(
+                dropped,
+                "delivery receipts for unknown message ids past the bound were dropped"
+            ),
+            Err(e) => tracing::warn!(error = %e, "receipts kept aside not trimmed"),
+        }
     }
 
     /// Receipts recorded by their id's write so far.
     pub fn receipts_carried(&self) -> u64 {
         self.receipts_carried.load(Ordering::Relaxed)
     }
+}
+
+/// Drops all but the newest `EARLY_RECEIPTS_MAX` receipts kept aside; returns how many went.
+async fn trim_early_receipts(pool: &Pool) -> Result<u64, StoreError> {
+    let client = pool.get().await?;
+    let dropped = client
+        .execute_cached(
+            "DELETE FROM smpp_early_receipts WHERE message_ref IN (
+                 SELECT message_ref FROM smpp_early_receipts
+                 ORDER BY received_at DESC OFFSET $1)",
+            &[&EARLY_RECEIPTS_MAX],
+        )
+        .await?;
+    Ok(dropped)
 }
 
 struct Sent {
@@ -214,7 +258,7 @@ struct Receipt {
 
 impl Receipt {
     /// Receipts for ids payhub never recorded (another ESME on the account, a lost row) are
-    /// kept a day, not forever, and at most `EARLY_RECEIPTS_MAX` of them.
+    /// kept a day, not forever (and not more than about `EARLY_RECEIPTS_MAX`).
     fn keep_since(&self) -> DateTime<Utc> {
         self.at - chrono::Duration::hours(EARLY_RECEIPT_KEEP_H)
     }
@@ -234,14 +278,8 @@ impl RowWrite for Receipt {
     async fn write_alone(&self, client: &Object) -> Result<bool, StoreError> {
         let row = client
             .query_one_cached(
-                "SELECT smpp_record_receipt($1, $2, $3, $4, $5)",
-                &[
-                    &self.message_ref,
-                    &self.stat,
-                    &self.at,
-                    &self.keep_since(),
-                    &EARLY_RECEIPTS_MAX,
-                ],
+                "SELECT smpp_record_receipt($1, $2, $3, $4)",
+                &[&self.message_ref, &self.stat, &self.at, &self.keep_since()],
             )
             .await?;
         Ok(row.get(0))
@@ -257,10 +295,10 @@ impl RowWrite for Receipt {
         let keeps: Vec<DateTime<Utc>> = batch.iter().map(|w| w.keep_since()).collect();
         let rows = client
             .query_cached(
-                "SELECT t.ref, smpp_record_receipt(t.ref, t.stat, t.at, t.keep, $5)
+                "SELECT t.ref, smpp_record_receipt(t.ref, t.stat, t.at, t.keep)
                  FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
                      AS t(ref, stat, at, keep)",
-                &[&refs, &stats, &ats, &keeps, &EARLY_RECEIPTS_MAX],
+                &[&refs, &stats, &ats, &keeps],
             )
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
