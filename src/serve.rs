@@ -184,6 +184,7 @@ impl Gateway {
             let _ = smpp.send(smpp::Shutdown).await;
         }
         let _ = self.bank.send(bank::Shutdown).await;
+        self.webhooks.finished().await;
         self.pool.close();
     }
 }

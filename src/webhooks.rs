@@ -108,11 +108,30 @@ impl WebhookSettings {
     }
 }
 
-/// A running worker: the payment actors hand it events through `outbox`; cancel it to stop.
+/// A running worker: the payment actors hand it events through `outbox`; cancel `shutdown` to
+/// stop it, then await [`finished`](Self::finished).
 #[derive(Debug, Clone)]
 pub struct WebhookWorker {
     pub outbox: WebhookOutbox,
     pub shutdown: CancellationToken,
+    /// Cancelled once the worker has stopped and its deliveries under way are recorded.
+    stopped: CancellationToken,
+    stop_wait_max_ms: u64,
+}
+
+impl WebhookWorker {
+    /// Waits until the worker, once told to stop, has let its deliveries under way finish and
+    /// recorded them: at most one request timeout and the lease margin. An attempt not recorded
+    /// is sent again after its lease (at least once), so the pool should close only after this.
+    pub async fn finished(&self) {
+        let wait = std::time::Duration::from_millis(self.stop_wait_max_ms);
+        if tokio::time::timeout(wait, self.stopped.cancelled())
+            .await
+            .is_err()
+        {
+            tracing::warn!("webhook deliveries still under way at shutdown");
+        }
+    }
 }
 
 /// Starts the worker on the current tokio runtime.
@@ -146,9 +165,22 @@ pub fn start_worker(
         settings,
         client,
     };
-    let s = shutdown.clone();
-    tokio::spawn(async move { Arc::new(worker).run(wake, handed, s).await });
-    Ok(WebhookWorker { outbox, shutdown })
+    let stopped = CancellationToken::new();
+    let stop_wait_max_ms = worker
+        .settings
+        .timeout_ms
+        .saturating_add(LEASE_MARGIN_MS.unsigned_abs());
+    let (s, done) = (shutdown.clone(), stopped.clone().drop_guard());
+    tokio::spawn(async move {
+        Arc::new(worker).run(wake, handed, s).await;
+        drop(done);
+    });
+    Ok(WebhookWorker {
+        outbox,
+        shutdown,
+        stopped,
+        stop_wait_max_ms,
+    })
 }
 
 struct Worker {

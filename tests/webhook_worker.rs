@@ -156,8 +156,12 @@ fn most_at_once(spans: &[(f64, f64)]) -> usize {
 }
 
 /// An endpoint that answers every request `200` with a short body, as many merchants' do, on
-/// connections it keeps open; it counts the connections it was opened.
-async fn answering_endpoint(connections: Arc<std::sync::atomic::AtomicUsize>) -> String {
+/// connections it keeps open, `delay_ms` after the request; it counts the connections it was
+/// opened.
+async fn answering_endpoint(
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    delay_ms: u64,
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -171,6 +175,7 @@ async fn answering_endpoint(connections: Arc<std::sync::atomic::AtomicUsize>) ->
                     buffer.extend_from_slice(&chunk[..n]);
                     while let Some(end) = whole_request(&buffer) {
                         buffer.drain(..end);
+                        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
                         // The body after the head, as a framework that streams it sends it.
                         let head = "HTTP/1.1 200 OK\r\ncontent-length: 15\r\n\r\n";
                         if socket.write_all(head.as_bytes()).await.is_err() {
@@ -208,7 +213,7 @@ async fn answers_with_a_body_are_read_and_the_connection_is_reused() {
     let pki = TestPki::new();
     let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
     let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let url = answering_endpoint(connections.clone()).await;
+    let url = answering_endpoint(connections.clone(), 0).await;
     for n in 1..=6 {
         write_event(&db.pool, &merchant, n, &url).await;
     }
@@ -224,6 +229,28 @@ async fn answers_with_a_body_are_read_and_the_connection_is_reused() {
         "one connection for six deliveries"
     );
     worker.shutdown.cancel();
+}
+
+/// A worker told to stop lets the delivery under way finish and records it before `finished`
+/// returns, so the gateway closes its pool only after: an attempt left unrecorded would be sent
+/// again once its lease ran out.
+#[actix_rt::test]
+async fn a_stopping_worker_records_the_delivery_under_way() {
+    let db = fresh_database().await;
+    let pki = TestPki::new();
+    let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = answering_endpoint(connections.clone(), 500).await;
+    write_event(&db.pool, &merchant, 1, &url).await;
+    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
+    let worker = start_worker(db.pool.clone(), clock, webhook_settings()).unwrap();
+    eventually("the delivery under way", || async {
+        connections.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    worker.shutdown.cancel();
+    worker.finished().await;
+    assert_eq!(delivered(&db.pool).await, 1);
 }
 
 /// An attempt recorded after the event's delivery (a duplicate sent once its lease ran out, and

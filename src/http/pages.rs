@@ -364,13 +364,25 @@ async fn resend(
         ),
         Ok(ResendReply::Exhausted) => (
             StatusCode::TOO_MANY_REQUESTS,
-            Some("No more codes can be sent for this payment.".into()),
+            Some(exhausted_text(&ctx.view, ctx.state.clock.now())),
             None,
         ),
         Err(Failure::Payment(e)) => return ctx.payment_error(e),
         Err(Failure::Gone) => return see_other(&ctx.path("/result")),
     };
     ctx.reload_view().await.code_page(status, error, info).await
+}
+
+/// Why no new code comes; with the code lapsed too, that the payment cannot be completed.
+fn exhausted_text(view: &PaymentView, now: chrono::DateTime<chrono::Utc>) -> String {
+    let none_left = "No more codes can be sent for this payment.";
+    match view.code_expires_at {
+        Some(at) if at <= now => format!(
+            "{none_left} Its code has expired, so it can no longer be paid here: you can go back \
+             to the merchant to pay again."
+        ),
+        _ => none_left.to_string(),
+    }
 }
 
 async fn result_page(
@@ -645,6 +657,15 @@ impl Ctx {
             .code_expires_at
             .filter(|at| *at > now)
             .map(|at| minutes_text(u64::try_from((at - now).num_seconds()).unwrap_or(0)));
+        // A lapsed code is still taken (it ends the payment, `code_expired`), so say so first.
+        let lapsed = self.view.has_live_code && valid_for.is_none();
+        let info = info.or_else(|| {
+            lapsed.then(|| {
+                "Your code has expired. Ask for a new one below: a code entered now would end \
+                 this payment unpaid."
+                    .to_string()
+            })
+        });
         let error = error.or_else(|| {
             (!self.view.has_live_code)
                 .then(|| self.view.code_delivery_error.clone())

@@ -2,10 +2,11 @@
 //!
 //! A delivery holds its slot until the merchant answers or `timeout_ms` passes. One merchant whose
 //! endpoint has gone dark, with a backlog of events, would otherwise hold every slot for its
-//! timeouts while the other merchants' webhooks waited. A merchant one of whose attempts took
-//! `slow_after_ms` or more is slow for `SLOW_FOR_MS` after it: long enough that a merchant with
-//! one dead `notify_url` among live ones (or a balancer with one dead backend) stays slow rather
-//! than turning quick between its timeouts. The deliveries of slow merchants, counted from their
+//! timeouts while the other merchants' webhooks waited. A merchant two of whose attempts in a row
+//! took `slow_after_ms` or more (one stall of a busy endpoint is not enough) is slow until
+//! `SLOW_FOR_MS` after its last slow attempt: long enough that a merchant with one dead
+//! `notify_url` among live ones (or a balancer with one dead backend) stays slow rather than
+//! turning quick between its timeouts. The deliveries of slow merchants, counted from their
 //! start, together hold at most three quarters of the slots, so the rest always serve the others.
 //!
 //! What is not covered: a merchant is found slow by its first slow attempt, so one that goes
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 
 /// An attempt this long or longer marks its merchant slow (half the timeout, when that is less).
 pub const SLOW_ATTEMPT_MS: u64 = 2_000;
+/// Slow attempts in a row that make a merchant slow.
+pub const SLOW_ATTEMPTS_TO_MARK: u8 = 2;
 /// How long a merchant stays slow after its last slow attempt.
 pub const SLOW_FOR_MS: u64 = 600_000;
 /// Slow merchants remembered at most; past it (once those no longer slow are forgotten) a newly
@@ -25,12 +28,30 @@ pub const SLOW_MERCHANTS_MAX: usize = 4_096;
 
 #[derive(Debug)]
 pub struct SlowMerchants {
-    /// Each slow merchant's last slow attempt's end.
-    slow_since: HashMap<String, Instant>,
+    /// Merchants with a recent slow attempt.
+    slow_since: HashMap<String, Slowness>,
     /// Deliveries under way that count against the share: those of merchants slow at their start.
     held: usize,
     share_max: usize,
     slow_after: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slowness {
+    /// Slow attempts in a row, up to `SLOW_ATTEMPTS_TO_MARK`.
+    attempts: u8,
+    /// The last one's end.
+    last_at: Instant,
+}
+
+impl Slowness {
+    fn marks_slow(&self, now: Instant) -> bool {
+        self.attempts >= SLOW_ATTEMPTS_TO_MARK && self.is_recent(now)
+    }
+
+    fn is_recent(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_at) < slow_for()
+    }
 }
 
 /// Whether a delivery that was let start counts against the slow merchants' share.
@@ -54,7 +75,7 @@ impl SlowMerchants {
     fn is_slow(&self, merchant_id: &str, now: Instant) -> bool {
         self.slow_since
             .get(merchant_id)
-            .is_some_and(|at| now.saturating_duration_since(*at) < slow_for())
+            .is_some_and(|s| s.marks_slow(now))
     }
 
     /// Lets a delivery to `merchant_id` start, unless the merchant is slow and the slow share is
@@ -77,14 +98,26 @@ impl SlowMerchants {
             self.held = self.held.saturating_sub(1);
         }
         if took < self.slow_after {
+            // A quick attempt ends a run of slow ones, but not a merchant's slowness.
+            if !self.is_slow(merchant_id, now) {
+                self.slow_since.remove(merchant_id);
+            }
             return;
         }
+        let before = self
+            .slow_since
+            .get(merchant_id)
+            .filter(|s| s.is_recent(now));
+        let attempts = before.map_or(0, |s| s.attempts);
+        let slowness = Slowness {
+            attempts: attempts.saturating_add(1).min(SLOW_ATTEMPTS_TO_MARK),
+            last_at: now,
+        };
         if self.slow_since.len() >= SLOW_MERCHANTS_MAX {
-            self.slow_since
-                .retain(|_, at| now.saturating_duration_since(*at) < slow_for());
+            self.slow_since.retain(|_, s| s.is_recent(now));
         }
         if self.slow_since.len() < SLOW_MERCHANTS_MAX || self.slow_since.contains_key(merchant_id) {
-            self.slow_since.insert(merchant_id.to_owned(), now);
+            self.slow_since.insert(merchant_id.to_owned(), slowness);
         }
     }
 
@@ -102,7 +135,7 @@ impl SlowMerchants {
     pub fn slow(&self, now: Instant) -> Vec<String> {
         self.slow_since
             .iter()
-            .filter(|(_, at)| now.saturating_duration_since(**at) < slow_for())
+            .filter(|(_, s)| s.marks_slow(now))
             .map(|(merchant_id, _)| merchant_id.clone())
             .collect()
     }
@@ -119,17 +152,23 @@ mod tests {
     const TIMEOUT: Duration = Duration::from_secs(10);
     const QUICK: Duration = Duration::from_millis(20);
 
-    fn slow_once(merchants: &mut SlowMerchants, merchant: &str, now: Instant) {
+    fn attempt(merchants: &mut SlowMerchants, merchant: &str, took: Duration, now: Instant) {
         let started = merchants.start(merchant, now).unwrap();
-        merchants.finish(merchant, started, TIMEOUT, now);
+        merchants.finish(merchant, started, took, now);
+    }
+
+    /// Two slow attempts in a row.
+    fn make_slow(merchants: &mut SlowMerchants, merchant: &str, now: Instant) {
+        attempt(merchants, merchant, TIMEOUT, now);
+        attempt(merchants, merchant, TIMEOUT, now);
     }
 
     #[test]
     fn slow_merchants_together_hold_at_most_three_quarters_of_the_slots() {
         let now = Instant::now();
         let mut merchants = SlowMerchants::new(8, 10_000);
-        slow_once(&mut merchants, "dark", now);
-        slow_once(&mut merchants, "dim", now);
+        make_slow(&mut merchants, "dark", now);
+        make_slow(&mut merchants, "dim", now);
         let held: Vec<Started> = (0..6)
             .map(|n| merchants.start(["dark", "dim"][n % 2], now).unwrap())
             .collect();
@@ -145,22 +184,21 @@ mod tests {
     }
 
     #[test]
-    fn a_merchant_stays_slow_between_its_slow_attempts_and_then_is_forgotten() {
+    fn two_slow_attempts_in_a_row_make_a_merchant_slow_until_it_is_forgotten() {
         let now = Instant::now();
         let mut merchants = SlowMerchants::new(4, 1_000);
-        let started = merchants.start("shop", now).unwrap();
-        merchants.finish("shop", started, Duration::from_millis(500), now);
-        assert_eq!(
-            merchants.slow(now),
-            vec!["shop".to_string()],
-            "half the timeout"
-        );
+        let half_the_timeout = Duration::from_millis(500);
+        attempt(&mut merchants, "shop", half_the_timeout, now);
+        attempt(&mut merchants, "shop", QUICK, now);
+        attempt(&mut merchants, "shop", half_the_timeout, now);
+        assert!(merchants.slow(now).is_empty(), "one stall at a time");
+        attempt(&mut merchants, "shop", half_the_timeout, now);
+        assert_eq!(merchants.slow(now), vec!["shop".to_string()]);
         // Quick attempts in between (a live notify_url beside a dead one) do not end it.
         let later = now + Duration::from_secs(60);
-        let started = merchants.start("shop", later).unwrap();
-        merchants.finish("shop", started, QUICK, later);
+        attempt(&mut merchants, "shop", QUICK, later);
         assert!(merchants.start("shop", later).is_some_and(|s| s.counted));
-        let after = now + slow_for();
+        let after = later + slow_for();
         assert!(merchants.slow(after).is_empty());
         assert!(merchants.start("shop", after).is_some_and(|s| !s.counted));
     }
@@ -169,7 +207,7 @@ mod tests {
     fn one_slot_still_serves_a_slow_merchant() {
         let now = Instant::now();
         let mut merchants = SlowMerchants::new(1, 10_000);
-        slow_once(&mut merchants, "dark", now);
+        make_slow(&mut merchants, "dark", now);
         let held = merchants.start("dark", now).expect("the share is one slot");
         assert_eq!(merchants.start("dark", now), None);
         merchants.finish("dark", held, TIMEOUT, now);
@@ -180,16 +218,18 @@ mod tests {
     fn merchants_no_longer_slow_make_room_for_new_ones() {
         let now = Instant::now();
         let mut merchants = SlowMerchants::new(4, 10_000);
+        let uncounted = Started { counted: false };
         for n in 0..SLOW_MERCHANTS_MAX {
-            merchants.finish(&format!("m{n}"), Started { counted: false }, TIMEOUT, now);
+            merchants.finish(&format!("m{n}"), uncounted, TIMEOUT, now);
         }
-        merchants.finish("late", Started { counted: false }, TIMEOUT, now);
-        assert!(
-            !merchants.is_slow("late", now),
-            "the table is full of slow merchants"
-        );
+        for _ in 0..2 {
+            merchants.finish("late", uncounted, TIMEOUT, now);
+        }
+        assert!(!merchants.is_slow("late", now), "the table is full");
         let after = now + slow_for();
-        merchants.finish("late", Started { counted: false }, TIMEOUT, after);
+        for _ in 0..2 {
+            merchants.finish("late", uncounted, TIMEOUT, after);
+        }
         assert!(merchants.is_slow("late", after));
         assert_eq!(merchants.slow_since.len(), 1);
     }

@@ -14,7 +14,7 @@ use payhub_actors::store::group_commit::{Limits, RowWrite, Writer};
 use payhub_actors::store::prepared::Prepared;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// How long a receipt waits for its message id to be recorded.
 const EARLY_RECEIPT_KEEP_H: i64 = 24;
@@ -23,10 +23,16 @@ const EARLY_RECEIPT_KEEP_H: i64 = 24;
 /// The SMSC's window of submits races its receipts, so a few wait at any time; this many means a
 /// peer sending receipts for ids payhub never recorded.
 pub const EARLY_RECEIPTS_MAX: i64 = 4_096;
-/// Receipts kept aside by this process between two trims. The table holds at most
-/// `EARLY_RECEIPTS_MAX` plus this many for each gateway writing to it; a trim walks the table
-/// once, so a receipt kept aside costs a quarter of a row's walk, not the table's.
+/// Receipts kept aside by this process between two trims (and a trim at each start, since a
+/// process's count is lost with it). The table holds at most `EARLY_RECEIPTS_MAX` and this many
+/// for each gateway writing to it. A trim walks the kept receipts once per chunk, about five rows
+/// for each receipt kept aside since the last, where a bound checked at each receipt walked
+/// the whole table each time.
 pub const EARLY_RECEIPTS_TRIM_EVERY: u64 = 1_024;
+/// Receipts a trim drops per statement, so that it holds few row locks at once.
+const EARLY_RECEIPTS_TRIM_CHUNK: i64 = 1_024;
+/// Statements per trim at most; a table this far past its bound is trimmed over several trims.
+const EARLY_RECEIPTS_TRIM_CHUNKS_MAX: usize = 256;
 
 pub fn kind_name(kind: NoticeKind) -> &'static str {
     match kind {
@@ -68,6 +74,8 @@ pub struct SmppWrites {
     ids_in_writing: Arc<IdsInWriting>,
     receipts_carried: Arc<AtomicU64>,
     receipts_kept_aside: Arc<AtomicU64>,
+    /// Whether a trim of the receipts kept aside runs (one at a time).
+    trimming: Arc<AtomicBool>,
     pool: Pool,
 }
 
@@ -87,14 +95,17 @@ pub const SMPP_WRITE_LIMITS: Limits = Limits {
 
 impl SmppWrites {
     pub fn start(pool: Pool) -> Self {
-        Self {
+        let writes = Self {
             sent: Writer::start_rows(pool.clone(), SMPP_WRITE_LIMITS),
             receipts: Writer::start_rows(pool.clone(), SMPP_WRITE_LIMITS),
             ids_in_writing: Arc::default(),
             receipts_carried: Arc::default(),
             receipts_kept_aside: Arc::default(),
+            trimming: Arc::default(),
             pool,
-        }
+        };
+        writes.trim_in_background();
+        writes
     }
 
     /// The SMSC accepted the message on row `id` as `message_ref`; applies a receipt that came
@@ -159,46 +170,65 @@ impl SmppWrites {
         };
         let on_its_row = self.receipts.ask(write).await?;
         if !on_its_row {
-            self.kept_aside().await;
+            self.kept_aside();
         }
         Ok(on_its_row)
-    }
-
-    /// Counts a receipt kept aside; every `EARLY_RECEIPTS_TRIM_EVERY` of them, drops all but the
-    /// newest `EARLY_RECEIPTS_MAX`. A receipt that really races its id's write waits there for
-    /// milliseconds, so the newest are the ones worth keeping.
-    async fn kept_aside(&self) {
-        let kept = self.receipts_kept_aside.fetch_add(1, Ordering::Relaxed) + 1;
-        if kept % EARLY_RECEIPTS_TRIM_EVERY != 0 {
-            return;
-        }
-        match trim_early_receipts(&self.pool).await {
-            Ok(0) => {}
-            Ok(dropped) => tracing::warn!(
-                dropped,
-                "delivery receipts for unknown message ids past the bound were dropped"
-            ),
-            Err(e) => tracing::warn!(error = %e, "receipts kept aside not trimmed"),
-        }
     }
 
     /// Receipts recorded by their id's write so far.
     pub fn receipts_carried(&self) -> u64 {
         self.receipts_carried.load(Ordering::Relaxed)
     }
+
+    /// Counts a receipt kept aside; every `EARLY_RECEIPTS_TRIM_EVERY` of them, trims.
+    fn kept_aside(&self) {
+        let kept = self.receipts_kept_aside.fetch_add(1, Ordering::Relaxed) + 1;
+        if kept % EARLY_RECEIPTS_TRIM_EVERY == 0 {
+            self.trim_in_background();
+        }
+    }
+
+    /// Drops all but the newest `EARLY_RECEIPTS_MAX` receipts kept aside, on a task of its own:
+    /// no SMSC answer waits for it. A receipt that really races its id's write waits there for
+    /// milliseconds, so the newest are the ones worth keeping.
+    fn trim_in_background(&self) {
+        if self.trimming.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (pool, trimming) = (self.pool.clone(), self.trimming.clone());
+        tokio::spawn(async move {
+            match trim_early_receipts(&pool).await {
+                Ok(0) => {}
+                Ok(dropped) => tracing::warn!(
+                    dropped,
+                    "delivery receipts for unknown message ids past the bound were dropped"
+                ),
+                Err(e) => tracing::warn!(error = %e, "receipts kept aside not trimmed"),
+            }
+            trimming.store(false, Ordering::Release);
+        });
+    }
 }
 
-/// Drops all but the newest `EARLY_RECEIPTS_MAX` receipts kept aside; returns how many went.
+/// Drops all but the newest `EARLY_RECEIPTS_MAX` receipts kept aside, a chunk at a time;
+/// returns how many went.
 async fn trim_early_receipts(pool: &Pool) -> Result<u64, StoreError> {
     let client = pool.get().await?;
-    let dropped = client
-        .execute_cached(
-            "DELETE FROM smpp_early_receipts WHERE message_ref IN (
-                 SELECT message_ref FROM smpp_early_receipts
-                 ORDER BY received_at DESC OFFSET $1)",
-            &[&EARLY_RECEIPTS_MAX],
-        )
-        .await?;
+    let mut dropped = 0;
+    for _ in 0..EARLY_RECEIPTS_TRIM_CHUNKS_MAX {
+        let chunk = client
+            .execute_cached(
+                "DELETE FROM smpp_early_receipts WHERE message_ref IN (
+                     SELECT message_ref FROM smpp_early_receipts
+                     ORDER BY received_at DESC OFFSET $1 LIMIT $2)",
+                &[&EARLY_RECEIPTS_MAX, &EARLY_RECEIPTS_TRIM_CHUNK],
+            )
+            .await?;
+        dropped += chunk;
+        if chunk < EARLY_RECEIPTS_TRIM_CHUNK.unsigned_abs() {
+            break;
+        }
+    }
     Ok(dropped)
 }
 
