@@ -236,7 +236,14 @@ impl Worker {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(ended) = in_flight.next(), if !in_flight.is_empty() => {
-                    slow.finish(&ended.merchant_id, ended.started, ended.took, Instant::now());
+                    let now = Instant::now();
+                    if slow.finish(&ended.merchant_id, ended.started, ended.took, now) {
+                        tracing::warn!(
+                            merchant = %ended.merchant_id,
+                            "webhook endpoint slow; its deliveries now share three quarters of \
+                             the slots with other slow merchants'"
+                        );
+                    }
                 }
                 Some(event) = handed.recv(), if free > 0 => {
                     in_flight.extend(self.start(&mut slow, event));
@@ -258,6 +265,7 @@ impl Worker {
     ) -> Option<impl Future<Output = Ended> + use<>> {
         let Some(started) = slow.start(&event.merchant_id, Instant::now()) else {
             tracing::debug!(event = %event.id, "webhook left to its lease: its merchant is slow");
+            global().webhook_held_back.inc();
             return None;
         };
         let merchant_id = event.merchant_id.clone();
@@ -281,6 +289,9 @@ impl Worker {
     /// lease.
     async fn claim_due(&self, free: usize, slow: &SlowMerchants) -> Vec<WebhookEvent> {
         let slow_ids = slow.slow(Instant::now());
+        global()
+            .webhook_slow_merchants
+            .set(i64::try_from(slow_ids.len()).unwrap_or(i64::MAX));
         let mut claimed = Vec::new();
         let room = slow.room().min(free);
         if !slow_ids.is_empty() && room > 0 {

@@ -43,9 +43,12 @@ pub struct Metrics {
     pub bank_link_round_trip_seconds: HistogramFamily,
     pub bank_link_timeouts: Family<Labels, Counter>,
     pub bank_reversals_pending: Family<Labels, Gauge>,
-    /// Webhooks: deliveries (`result`: delivered|failed), retries.
+    /// Webhooks: deliveries (`result`: delivered|failed), retries, merchants slow now, events
+    /// left to their lease because their merchant was slow and the slow share taken.
     pub webhook_deliveries: Family<Labels, Counter>,
     pub webhook_retries: Counter,
+    pub webhook_slow_merchants: Gauge,
+    pub webhook_held_back: Counter,
     /// HTTP request latency (`listener`, `route`, `status`).
     pub http_request_seconds: HistogramFamily,
 }
@@ -66,6 +69,8 @@ impl Metrics {
             bank_reversals_pending: Family::default(),
             webhook_deliveries: Family::default(),
             webhook_retries: Counter::default(),
+            webhook_slow_merchants: Gauge::default(),
+            webhook_held_back: Counter::default(),
             http_request_seconds: Family::new_with_constructor(latency_histogram),
             registry: Registry::default(),
         };
@@ -124,6 +129,16 @@ impl Metrics {
             "webhook_retries",
             "Webhook retries scheduled",
             m.webhook_retries.clone(),
+        );
+        registry.register(
+            "webhook_slow_merchants",
+            "Merchants whose webhook endpoints answer slowly, sharing three quarters of the slots",
+            m.webhook_slow_merchants.clone(),
+        );
+        registry.register(
+            "webhook_held_back",
+            "Webhooks left to their lease: their merchant was slow and the slow share taken",
+            m.webhook_held_back.clone(),
         );
         registry.register(
             "http_request_seconds",

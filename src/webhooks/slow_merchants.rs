@@ -91,8 +91,15 @@ impl SlowMerchants {
         Some(Started { counted })
     }
 
-    /// A delivery to `merchant_id` whose attempt took `took` has ended at `now`.
-    pub fn finish(&mut self, merchant_id: &str, started: Started, took: Duration, now: Instant) {
+    /// A delivery to `merchant_id` whose attempt took `took` has ended at `now`. Returns whether
+    /// this attempt made the merchant slow.
+    pub fn finish(
+        &mut self,
+        merchant_id: &str,
+        started: Started,
+        took: Duration,
+        now: Instant,
+    ) -> bool {
         if started.counted {
             debug_assert!(self.held > 0, "a counted delivery was started");
             self.held = self.held.saturating_sub(1);
@@ -102,8 +109,9 @@ impl SlowMerchants {
             if !self.is_slow(merchant_id, now) {
                 self.slow_since.remove(merchant_id);
             }
-            return;
+            return false;
         }
+        let was_slow = self.is_slow(merchant_id, now);
         let before = self
             .slow_since
             .get(merchant_id)
@@ -119,6 +127,7 @@ impl SlowMerchants {
         if self.slow_since.len() < SLOW_MERCHANTS_MAX || self.slow_since.contains_key(merchant_id) {
             self.slow_since.insert(merchant_id.to_owned(), slowness);
         }
+        !was_slow && self.is_slow(merchant_id, now)
     }
 
     /// Slots held by slow merchants' deliveries.
@@ -192,8 +201,17 @@ mod tests {
         attempt(&mut merchants, "shop", QUICK, now);
         attempt(&mut merchants, "shop", half_the_timeout, now);
         assert!(merchants.slow(now).is_empty(), "one stall at a time");
-        attempt(&mut merchants, "shop", half_the_timeout, now);
+        let uncounted = merchants.start("shop", now).unwrap();
+        assert!(
+            merchants.finish("shop", uncounted, half_the_timeout, now),
+            "now slow"
+        );
         assert_eq!(merchants.slow(now), vec!["shop".to_string()]);
+        let counted = merchants.start("shop", now).unwrap();
+        assert!(
+            !merchants.finish("shop", counted, half_the_timeout, now),
+            "slow already"
+        );
         // Quick attempts in between (a live notify_url beside a dead one) do not end it.
         let later = now + Duration::from_secs(60);
         attempt(&mut merchants, "shop", QUICK, later);
