@@ -122,13 +122,14 @@ impl Gateway {
             bank: bank.clone(),
             webhook_outbox: webhooks.outbox.clone(),
         });
-        let pages = pages::PagesState::new(
+        let mut pages = pages::PagesState::new(
             registry.clone(),
             pool.clone(),
             hash_key,
             clock.clone(),
             config.payments.allow_unregistered_receiver,
         );
+        pages.code_resends_max = config.payments.code_resends_max;
 
         let (operator_addr, operator_server) = match start_operator(config, &pool, &bank) {
             Ok(started) => started,

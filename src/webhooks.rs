@@ -236,8 +236,9 @@ impl Worker {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(ended) = in_flight.next(), if !in_flight.is_empty() => {
-                    let now = Instant::now();
-                    if slow.finish(&ended.merchant_id, ended.started, ended.took, now) {
+                    slow.end(ended.started);
+                    let Some(took) = ended.took else { continue };
+                    if slow.observe(&ended.merchant_id, took, Instant::now()) {
                         tracing::warn!(
                             merchant = %ended.merchant_id,
                             "webhook endpoint slow; its deliveries now share three quarters of \
@@ -272,10 +273,12 @@ impl Worker {
         let worker = Arc::clone(self);
         let delivery = tokio::spawn(async move { worker.deliver(&event).await });
         Some(async move {
-            let took = delivery.await.unwrap_or_else(|e| {
-                tracing::error!(error = %e, "webhook delivery task ended abnormally");
-                std::time::Duration::ZERO
-            });
+            let took = delivery
+                .await
+                .inspect_err(
+                    |e| tracing::error!(error = %e, "webhook delivery task ended abnormally"),
+                )
+                .ok();
             Ended {
                 merchant_id,
                 started,
@@ -458,7 +461,8 @@ impl Worker {
 struct Ended {
     merchant_id: String,
     started: Started,
-    took: std::time::Duration,
+    /// How long the attempt took; none when its task ended abnormally (not the merchant's time).
+    took: Option<std::time::Duration>,
 }
 
 /// Longest answer body read to its end. A merchant's answer carries nothing payhub uses, but a

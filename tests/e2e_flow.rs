@@ -618,10 +618,20 @@ async fn a_lapsed_code_with_no_resend_left_waits_for_the_payments_lifetime() {
     // The page's view is asked of the actor after its tick.
     let page = browser.get(&format!("/pay/{pay}/code")).await;
     assert_eq!(page.path(), format!("/pay/{pay}/code"));
-    assert!(page.body.contains("Your code has expired"), "{}", page.body);
+    assert!(
+        page.body.contains("no new one can be sent"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("Send me a new code"),
+        "no resend offered"
+    );
+    // A resend posted from an older page.
     let none_left = browser.resend(&pay, "").await;
     assert_eq!(none_left.status, 429);
     assert!(none_left.body.contains("can no longer be paid here"));
+    assert!(!none_left.body.contains("Ask for a new one"));
     assert_eq!(w.status(&pay).await.0, "awaiting_code");
     w.clock.advance(Duration::minutes(15));
     gateway.tick_all().await;

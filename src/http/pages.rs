@@ -18,14 +18,14 @@ use payhub_actors::keyed_hash::HashKey;
 use payhub_actors::password::PASSWORD_MAX_BYTES;
 use payhub_actors::secret::Secret;
 use payhub_actors::transaction::actor::{Login, Resend, SubmitCode, ViewPayment};
-use payhub_actors::transaction::code::browser_session_token;
+use payhub_actors::transaction::code::{browser_session_token, resends_left};
 use payhub_actors::transaction::registry::{Lookup, Peek};
 use payhub_actors::transaction::view::{
     PaymentView, RouteOption, ViewWithRoutes, load_view, route_options,
 };
 use payhub_actors::transaction::{
-    ChannelChoice, CodeReply, LoginReply, PaymentError, PaymentRegistry, ResendReply,
-    TransactionActor,
+    ChannelChoice, CodeReply, LoginReply, PaymentError, PaymentRegistry, PaymentSettings,
+    ResendReply, TransactionActor,
 };
 use render::{Page, Templates};
 use serde::Deserialize;
@@ -59,6 +59,8 @@ pub struct PagesState {
     pub allow_unregistered_receiver: bool,
     /// See [`CODE_STEP_WAIT_MAX_MS`] (shorter in tests).
     pub code_step_wait_ms: u64,
+    /// `payments.code_resends_max`: whether the code page offers another code.
+    pub code_resends_max: u32,
     templates: Arc<Templates>,
 }
 
@@ -77,6 +79,7 @@ impl PagesState {
             clock,
             allow_unregistered_receiver,
             code_step_wait_ms: CODE_STEP_WAIT_MAX_MS,
+            code_resends_max: PaymentSettings::default().code_resends_max,
             templates: Arc::new(Templates::new()),
         }
     }
@@ -373,15 +376,25 @@ async fn resend(
     ctx.reload_view().await.code_page(status, error, info).await
 }
 
+/// What a customer whose code has lapsed can do. A lapsed code is still taken (it ends the
+/// payment, `code_expired`), so the page says so before the customer types it.
+fn lapsed_text(none_left: bool) -> String {
+    if none_left {
+        "Your code has expired and no new one can be sent, so this payment can no longer be paid \
+         here: you can go back to the merchant to pay again."
+            .to_string()
+    } else {
+        "Your code has expired. Ask for a new one below: a code entered now would end this \
+         payment unpaid."
+            .to_string()
+    }
+}
+
 /// Why no new code comes; with the code lapsed too, that the payment cannot be completed.
 fn exhausted_text(view: &PaymentView, now: chrono::DateTime<chrono::Utc>) -> String {
-    let none_left = "No more codes can be sent for this payment.";
     match view.code_expires_at {
-        Some(at) if at <= now => format!(
-            "{none_left} Its code has expired, so it can no longer be paid here: you can go back \
-             to the merchant to pay again."
-        ),
-        _ => none_left.to_string(),
+        Some(at) if at <= now => lapsed_text(true),
+        _ => "No more codes can be sent for this payment.".to_string(),
     }
 }
 
@@ -657,15 +670,16 @@ impl Ctx {
             .code_expires_at
             .filter(|at| *at > now)
             .map(|at| minutes_text(u64::try_from((at - now).num_seconds()).unwrap_or(0)));
-        // A lapsed code is still taken (it ends the payment, `code_expired`), so say so first.
-        let lapsed = self.view.has_live_code && valid_for.is_none();
-        let info = info.or_else(|| {
-            lapsed.then(|| {
-                "Your code has expired. Ask for a new one below: a code entered now would end \
-                 this payment unpaid."
-                    .to_string()
-            })
-        });
+        let v = &self.view;
+        // As the resend step decides: once a code went out, only `code_resends_max` more.
+        let none_left = v.code_sends > 0
+            && v.has_live_code
+            && !resends_left(v.code_sends, self.state.code_resends_max);
+        let lapsed = v.has_live_code && v.code_expires_at.is_some_and(|at| at <= now);
+        let info = match (&error, info) {
+            (None, None) if lapsed => Some(lapsed_text(none_left)),
+            (_, info) => info,
+        };
         let error = error.or_else(|| {
             (!self.view.has_live_code)
                 .then(|| self.view.code_delivery_error.clone())
@@ -680,7 +694,7 @@ impl Ctx {
                 csrf_token => self.csrf_token(),
                 has_live_code => self.view.has_live_code,
                 valid_for,
-                can_send => true,
+                can_send => !none_left,
                 routes,
             },
         );

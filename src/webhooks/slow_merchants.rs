@@ -3,28 +3,28 @@
 //! A delivery holds its slot until the merchant answers or `timeout_ms` passes. One merchant whose
 //! endpoint has gone dark, with a backlog of events, would otherwise hold every slot for its
 //! timeouts while the other merchants' webhooks waited. A merchant two of whose attempts in a row
-//! took `slow_after_ms` or more (one stall of a busy endpoint is not enough) is slow until
-//! `SLOW_FOR_MS` after its last slow attempt: long enough that a merchant with one dead
+//! took `SLOW_ATTEMPT_MS` or more (half the request timeout, when less; one stall of a busy
+//! endpoint is not enough) is slow until `SLOW_FOR_MS` after its last slow attempt: long enough that a merchant with one dead
 //! `notify_url` among live ones (or a balancer with one dead backend) stays slow rather than
 //! turning quick between its timeouts. The deliveries of slow merchants, counted from their
 //! start, together hold at most three quarters of the slots, so the rest always serve the others.
 //!
-//! What is not covered: a merchant is found slow by its first slow attempt, so one that goes
+//! What is not covered: a merchant is found slow only by its slow attempts, so one that goes
 //! dark (or any dark merchant after a restart, since this state is the worker's own and kept in
 //! memory) can hold every slot for one `timeout_ms`. With one slot, the share is that slot.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// An attempt this long or longer marks its merchant slow (half the timeout, when that is less).
-pub const SLOW_ATTEMPT_MS: u64 = 2_000;
+/// An attempt this long or longer is slow (half the timeout, when that is less).
+const SLOW_ATTEMPT_MS: u64 = 2_000;
 /// Slow attempts in a row that make a merchant slow.
-pub const SLOW_ATTEMPTS_TO_MARK: u8 = 2;
+const SLOW_ATTEMPTS_TO_MARK: u8 = 2;
 /// How long a merchant stays slow after its last slow attempt.
-pub const SLOW_FOR_MS: u64 = 600_000;
-/// Slow merchants remembered at most; past it (once those no longer slow are forgotten) a newly
-/// slow merchant is treated as any other.
-pub const SLOW_MERCHANTS_MAX: usize = 4_096;
+const SLOW_FOR_MS: u64 = 600_000;
+/// Merchants with a recent slow attempt remembered at most; past it (once those with none
+/// recent are forgotten) a merchant's slow attempts are not counted.
+const SLOW_MERCHANTS_MAX: usize = 4_096;
 
 #[derive(Debug)]
 pub struct SlowMerchants {
@@ -91,43 +91,51 @@ impl SlowMerchants {
         Some(Started { counted })
     }
 
-    /// A delivery to `merchant_id` whose attempt took `took` has ended at `now`. Returns whether
-    /// this attempt made the merchant slow.
-    pub fn finish(
-        &mut self,
-        merchant_id: &str,
-        started: Started,
-        took: Duration,
-        now: Instant,
-    ) -> bool {
+    /// A delivery that was let start has ended: its slot is free.
+    pub fn end(&mut self, started: Started) {
         if started.counted {
             debug_assert!(self.held > 0, "a counted delivery was started");
             self.held = self.held.saturating_sub(1);
         }
+    }
+
+    /// An attempt to `merchant_id` took `took`, ending at `now`. Returns whether it made the
+    /// merchant slow.
+    pub fn observe(&mut self, merchant_id: &str, took: Duration, now: Instant) -> bool {
+        let before = self
+            .slow_since
+            .get(merchant_id)
+            .copied()
+            .filter(|s| s.is_recent(now));
+        let was_slow = before.is_some_and(|s| s.marks_slow(now));
         if took < self.slow_after {
             // A quick attempt ends a run of slow ones, but not a merchant's slowness.
-            if !self.is_slow(merchant_id, now) {
+            if !was_slow {
                 self.slow_since.remove(merchant_id);
             }
             return false;
         }
-        let was_slow = self.is_slow(merchant_id, now);
-        let before = self
-            .slow_since
-            .get(merchant_id)
-            .filter(|s| s.is_recent(now));
-        let attempts = before.map_or(0, |s| s.attempts);
         let slowness = Slowness {
-            attempts: attempts.saturating_add(1).min(SLOW_ATTEMPTS_TO_MARK),
+            attempts: before
+                .map_or(0, |s| s.attempts)
+                .saturating_add(1)
+                .min(SLOW_ATTEMPTS_TO_MARK),
             last_at: now,
         };
+        if !self.has_room_for(merchant_id, now) {
+            return false;
+        }
+        self.slow_since.insert(merchant_id.to_owned(), slowness);
+        !was_slow && slowness.marks_slow(now)
+    }
+
+    /// Whether `merchant_id` has or can have an entry, once those with no recent slow attempt
+    /// are forgotten.
+    fn has_room_for(&mut self, merchant_id: &str, now: Instant) -> bool {
         if self.slow_since.len() >= SLOW_MERCHANTS_MAX {
             self.slow_since.retain(|_, s| s.is_recent(now));
         }
-        if self.slow_since.len() < SLOW_MERCHANTS_MAX || self.slow_since.contains_key(merchant_id) {
-            self.slow_since.insert(merchant_id.to_owned(), slowness);
-        }
-        !was_slow && self.is_slow(merchant_id, now)
+        self.slow_since.len() < SLOW_MERCHANTS_MAX || self.slow_since.contains_key(merchant_id)
     }
 
     /// Slots held by slow merchants' deliveries.
@@ -163,7 +171,8 @@ mod tests {
 
     fn attempt(merchants: &mut SlowMerchants, merchant: &str, took: Duration, now: Instant) {
         let started = merchants.start(merchant, now).unwrap();
-        merchants.finish(merchant, started, took, now);
+        merchants.end(started);
+        merchants.observe(merchant, took, now);
     }
 
     /// Two slow attempts in a row.
@@ -187,7 +196,7 @@ mod tests {
         for _ in 0..8 {
             assert!(merchants.start("quick", now).is_some(), "never held back");
         }
-        merchants.finish("dark", held[0], TIMEOUT, now);
+        merchants.end(held[0]);
         assert_eq!(merchants.room(), 1);
         assert!(merchants.start("dim", now).is_some());
     }
@@ -201,15 +210,10 @@ mod tests {
         attempt(&mut merchants, "shop", QUICK, now);
         attempt(&mut merchants, "shop", half_the_timeout, now);
         assert!(merchants.slow(now).is_empty(), "one stall at a time");
-        let uncounted = merchants.start("shop", now).unwrap();
-        assert!(
-            merchants.finish("shop", uncounted, half_the_timeout, now),
-            "now slow"
-        );
+        assert!(merchants.observe("shop", half_the_timeout, now), "now slow");
         assert_eq!(merchants.slow(now), vec!["shop".to_string()]);
-        let counted = merchants.start("shop", now).unwrap();
         assert!(
-            !merchants.finish("shop", counted, half_the_timeout, now),
+            !merchants.observe("shop", half_the_timeout, now),
             "slow already"
         );
         // Quick attempts in between (a live notify_url beside a dead one) do not end it.
@@ -228,7 +232,7 @@ mod tests {
         make_slow(&mut merchants, "dark", now);
         let held = merchants.start("dark", now).expect("the share is one slot");
         assert_eq!(merchants.start("dark", now), None);
-        merchants.finish("dark", held, TIMEOUT, now);
+        merchants.end(held);
         assert!(merchants.start("dark", now).is_some());
     }
 
@@ -236,19 +240,19 @@ mod tests {
     fn merchants_no_longer_slow_make_room_for_new_ones() {
         let now = Instant::now();
         let mut merchants = SlowMerchants::new(4, 10_000);
-        let uncounted = Started { counted: false };
         for n in 0..SLOW_MERCHANTS_MAX {
-            merchants.finish(&format!("m{n}"), uncounted, TIMEOUT, now);
+            merchants.observe(&format!("m{n}"), TIMEOUT, now);
         }
         for _ in 0..2 {
-            merchants.finish("late", uncounted, TIMEOUT, now);
+            assert!(
+                !merchants.observe("late", TIMEOUT, now),
+                "the table is full"
+            );
         }
-        assert!(!merchants.is_slow("late", now), "the table is full");
+        assert!(!merchants.is_slow("late", now));
         let after = now + slow_for();
-        for _ in 0..2 {
-            merchants.finish("late", uncounted, TIMEOUT, after);
-        }
-        assert!(merchants.is_slow("late", after));
+        merchants.observe("late", TIMEOUT, after);
+        assert!(merchants.observe("late", TIMEOUT, after));
         assert_eq!(merchants.slow_since.len(), 1);
     }
 }

@@ -173,6 +173,7 @@ impl Gateway {
                     let channel = start_channels(&pool, &clock, &outside).await;
                     let bank = start_bank_router(&pool, &clock, &outside).await;
                     let allow = settings.allow_unregistered_receiver;
+                    let code_resends_max = settings.code_resends_max;
                     let settings_url = settings.public_url.clone();
                     let deps = Deps {
                         pool: pool.clone(),
@@ -189,6 +190,7 @@ impl Gateway {
                     let mut state =
                         PagesState::new(registry.clone(), pool.clone(), key, clock.clone(), allow);
                     state.code_step_wait_ms = outside.code_page_wait_ms;
+                    state.code_resends_max = code_resends_max;
                     let server = server::start(
                         server_settings,
                         &tls,

@@ -75,6 +75,11 @@ pub fn session_matches(key: &HashKey, payment_id: &str, token: &str, expected: &
 
 /// A retrieval reference number (ISO 8583 field 37, an 12): 12 characters of `0-9A-Z`, about 62
 /// bits, so RRNs of independent gateways sharing a BIPS do not collide.
+/// Whether a customer sent `code_sends` codes may ask for another, `resends_max` at most.
+pub fn resends_left(code_sends: i32, resends_max: u32) -> bool {
+    u32::try_from(code_sends - 1).is_ok_and(|resent| resent < resends_max)
+}
+
 pub fn new_rrn() -> String {
     const ALPHABET: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
     let bytes = os_random::<12>();

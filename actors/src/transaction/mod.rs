@@ -78,7 +78,7 @@ impl Default for PaymentSettings {
 /// Failed code deliveries after which a payment stops trying other channels.
 pub const CODE_DELIVERY_FAILURES_MAX: i32 = 5;
 
-/// Pause before due deadline work (expiry, a lapsed code, a reversal) is tried again after the
+/// Pause before due deadline work (expiry, a reversal) is tried again after the
 /// database refused it, so a payment past its deadline does not spin on a failing write.
 pub const DEADLINE_RETRY_MS: i64 = 1_000;
 

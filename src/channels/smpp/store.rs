@@ -14,7 +14,8 @@ use payhub_actors::store::group_commit::{Limits, RowWrite, Writer};
 use payhub_actors::store::prepared::Prepared;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::Semaphore;
 
 /// How long a receipt waits for its message id to be recorded.
 const EARLY_RECEIPT_KEEP_H: i64 = 24;
@@ -25,9 +26,10 @@ const EARLY_RECEIPT_KEEP_H: i64 = 24;
 pub const EARLY_RECEIPTS_MAX: i64 = 4_096;
 /// Receipts kept aside by this process between two trims (and a trim at each start, since a
 /// process's count is lost with it). The table holds at most `EARLY_RECEIPTS_MAX` and this many
-/// for each gateway writing to it. A trim walks the kept receipts once per chunk, about five rows
-/// for each receipt kept aside since the last, where a bound checked at each receipt walked
-/// the whole table each time.
+/// for each gateway writing to it, give or take the receipts kept while a trim runs. A trim walks
+/// the kept receipts once per chunk and once more to find none left: about ten rows for each
+/// receipt kept aside since the last, where a bound checked at each receipt walked the whole
+/// table each time.
 pub const EARLY_RECEIPTS_TRIM_EVERY: u64 = 1_024;
 /// Receipts a trim drops per statement, so that it holds few row locks at once.
 const EARLY_RECEIPTS_TRIM_CHUNK: i64 = 1_024;
@@ -74,8 +76,10 @@ pub struct SmppWrites {
     ids_in_writing: Arc<IdsInWriting>,
     receipts_carried: Arc<AtomicU64>,
     receipts_kept_aside: Arc<AtomicU64>,
-    /// Whether a trim of the receipts kept aside runs (one at a time).
-    trimming: Arc<AtomicBool>,
+    /// Trims of the receipts kept aside: at most one runs and one waits to run after it (a trim
+    /// asked for meanwhile is the waiting one's).
+    trims_admitted: Arc<Semaphore>,
+    trim_running: Arc<tokio::sync::Mutex<()>>,
     pool: Pool,
 }
 
@@ -101,7 +105,8 @@ impl SmppWrites {
             ids_in_writing: Arc::default(),
             receipts_carried: Arc::default(),
             receipts_kept_aside: Arc::default(),
-            trimming: Arc::default(),
+            trims_admitted: Arc::new(Semaphore::new(2)),
+            trim_running: Arc::default(),
             pool,
         };
         writes.trim_in_background();
@@ -192,11 +197,13 @@ impl SmppWrites {
     /// no SMSC answer waits for it. A receipt that really races its id's write waits there for
     /// milliseconds, so the newest are the ones worth keeping.
     fn trim_in_background(&self) {
-        if self.trimming.swap(true, Ordering::AcqRel) {
+        let Ok(admitted) = self.trims_admitted.clone().try_acquire_owned() else {
             return;
-        }
-        let (pool, trimming) = (self.pool.clone(), self.trimming.clone());
+        };
+        let (pool, running) = (self.pool.clone(), self.trim_running.clone());
         tokio::spawn(async move {
+            let _running = running.lock().await;
+            let _admitted = admitted;
             match trim_early_receipts(&pool).await {
                 Ok(0) => {}
                 Ok(dropped) => tracing::warn!(
@@ -205,7 +212,6 @@ impl SmppWrites {
                 ),
                 Err(e) => tracing::warn!(error = %e, "receipts kept aside not trimmed"),
             }
-            trimming.store(false, Ordering::Release);
         });
     }
 }

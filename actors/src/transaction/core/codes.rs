@@ -8,7 +8,7 @@ use crate::domain::{FailureCode, PaymentStatus};
 use crate::messages::{Deliver, DeliveryError, Destination, Notice, NoticeKind};
 use crate::secret::Secret;
 use crate::store::prepared::Prepared;
-use crate::transaction::code::{code_hash, code_matches, new_code};
+use crate::transaction::code::{code_hash, code_matches, new_code, resends_left};
 use crate::transaction::event::{self, Outcome};
 use crate::transaction::store;
 use crate::transaction::{
@@ -253,7 +253,7 @@ impl PaymentCore {
 
     /// Whether the customer may still ask for another code.
     fn resends_left(&self) -> bool {
-        u32::try_from(self.row.code_sends - 1).is_ok_and(|r| r < self.settings().code_resends_max)
+        resends_left(self.row.code_sends, self.settings().code_resends_max)
     }
 
     async fn code_failed(&mut self, now: DateTime<Utc>) -> Result<CodeReply, PaymentError> {

@@ -52,7 +52,7 @@ impl PaymentCore {
             Err(e) => {
                 // A write that timed out may still commit: the row, not memory, then says where
                 // the payment is, and a `processing` one is reversed at its next deadline (its
-                // reserved 0200 never left) instead of when its code would have lapsed.
+                // reserved 0200 never left) instead of at the payment's expiry.
                 if let Err(reload) = self.reload().await {
                     tracing::warn!(payment = %self.row.id, error = %reload, "cannot reload");
                 }
