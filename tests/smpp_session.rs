@@ -177,11 +177,7 @@ async fn delivery_receipts_are_answered_and_kept_on_the_row() {
 #[actix_rt::test]
 async fn a_receipt_before_the_message_id_is_recorded_is_not_lost() {
     let db = fresh_database().await;
-    let payment_id = payment(&db).await;
-    let now = chrono::Utc::now();
-    let id = smpp::store::insert_queued(&db.pool, now, &payment_id, NoticeKind::Code, "86****00")
-        .await
-        .unwrap();
+    let (payment_id, id, now) = queued_code_row(&db).await;
     let writes = smpp::store::SmppWrites::start(db.pool.clone());
     let matched = writes
         .record_receipt(now, "early-1", "DELIVRD")
@@ -230,11 +226,7 @@ async fn receipts_kept_aside_are_bounded_and_the_oldest_go_first() {
         )
         .await
         .unwrap();
-    let payment_id = payment(&db).await;
-    let now = chrono::Utc::now();
-    let id = smpp::store::insert_queued(&db.pool, now, &payment_id, NoticeKind::Code, "86****00")
-        .await
-        .unwrap();
+    let (payment_id, id, now) = queued_code_row(&db).await;
     let writes = smpp::store::SmppWrites::start(db.pool.clone());
     let trim_every = smpp::store::EARLY_RECEIPTS_TRIM_EVERY;
     let references: Vec<String> = (1..trim_every)
@@ -264,6 +256,16 @@ async fn receipts_kept_aside_are_bounded_and_the_oldest_go_first() {
     writes.mark_sent(now, id, "racing").await.unwrap();
     assert_eq!(rows(&db, &payment_id).await[0].status, "delivered");
     assert_eq!(early_receipts_left(&db).await, max - 1);
+}
+
+/// A payment with its code message's row `queued` now: (payment, row, now).
+async fn queued_code_row(db: &TestDb) -> (String, i64, chrono::DateTime<chrono::Utc>) {
+    let payment_id = payment(db).await;
+    let now = chrono::Utc::now();
+    let id = smpp::store::insert_queued(&db.pool, now, &payment_id, NoticeKind::Code, "86****00")
+        .await
+        .unwrap();
+    (payment_id, id, now)
 }
 
 /// Receipts kept aside for a message id nobody has recorded yet.
