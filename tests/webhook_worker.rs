@@ -12,11 +12,17 @@ use std::sync::Arc;
 
 /// An endpoint that takes each connection and holds it without a word, for as long as it runs.
 async fn silent_endpoint() -> String {
+    silent_endpoint_counting(Arc::default()).await
+}
+
+/// A silent endpoint that counts the connections it was opened.
+async fn silent_endpoint_counting(connections: Arc<std::sync::atomic::AtomicUsize>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     actix_rt::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = listener.accept().await {
+            connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             held.push(socket);
         }
     });
@@ -127,6 +133,70 @@ async fn a_dark_merchant_holds_at_most_its_share_of_the_slots() {
     .await;
     let spans = attempt_spans_ms(&db.pool, &dark.id).await;
     assert!(most_at_once(&spans[4..]) <= 3, "{spans:?}");
+    worker.shutdown.cancel();
+}
+
+/// An event handed over in memory whose merchant is slow, while slow merchants hold their whole
+/// share, does not start: it stays leased in the table, to be claimed once its lease runs out.
+#[actix_rt::test]
+async fn a_slow_merchants_handed_event_waits_for_its_lease_when_the_share_is_full() {
+    use payhub_actors::metrics::global;
+    use std::sync::atomic::Ordering::Relaxed;
+    let db = fresh_database().await;
+    let pki = TestPki::new();
+    let dark = seed_merchant(&db.pool, &pki, "Dark Shop").await;
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let silent = silent_endpoint_counting(connections.clone()).await;
+    for n in 0..8 {
+        write_event(&db.pool, &dark, n, &silent).await;
+    }
+    let settings = WebhookSettings {
+        timeout_ms: 3_000,
+        concurrency_max: 4,
+        ..webhook_settings()
+    };
+    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
+    let worker = start_worker(db.pool.clone(), clock, settings).unwrap();
+    // Four first attempts time out and make the merchant slow; then three start, its share.
+    eventually("the slow merchant's share taken", || async {
+        connections.load(Relaxed) == 7
+    })
+    .await;
+    let held_back = global().webhook_held_back.get();
+    let now = chrono::Utc::now();
+    let reservation = worker.outbox.reserve(now).expect("room in the handoff");
+    let client = db.pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url,
+                 created_at, next_attempt_at)
+             VALUES ('evt_handed', 'pay_handed', $1, 'payment.succeeded', '{}', $2, $3, $4)",
+            &[&dark.id, &silent, &now, &reservation.leased_until],
+        )
+        .await
+        .unwrap();
+    let event = payhub_actors::transaction::outbox::WebhookEvent {
+        id: "evt_handed".into(),
+        merchant_id: dark.id.clone(),
+        body: "{}".into(),
+        notify_url: silent.clone(),
+        attempts: 0,
+        created_at: now,
+        secret: payhub_actors::Secret::new(dark.webhook_secret.clone()),
+    };
+    worker.outbox.committed(Some(reservation), Some(event));
+    eventually("the handed event held back", || async {
+        global().webhook_held_back.get() > held_back
+    })
+    .await;
+    assert_eq!(connections.load(Relaxed), 7, "it did not start");
+    let leased = "SELECT count(*) FROM webhook_events
+                  WHERE id = $1 AND attempts = 0 AND next_attempt_at > now()";
+    assert_eq!(
+        count(&db.pool, leased, "evt_handed").await,
+        1,
+        "left to its lease"
+    );
     worker.shutdown.cancel();
 }
 
