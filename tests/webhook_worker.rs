@@ -48,14 +48,22 @@ async fn delivered(pool: &deadpool_postgres::Pool) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
+/// A worker on the system clock.
+fn start_on_system_clock(
+    pool: &deadpool_postgres::Pool,
+    settings: WebhookSettings,
+) -> payhub::webhooks::WebhookWorker {
+    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
+    start_worker(pool.clone(), clock, settings).unwrap()
+}
+
 /// Starts a worker on the system clock, and waits until `events` events are delivered.
 async fn deliver(
     pool: &deadpool_postgres::Pool,
     settings: WebhookSettings,
     events: i64,
 ) -> payhub::webhooks::WebhookWorker {
-    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
-    let worker = start_worker(pool.clone(), clock, settings).unwrap();
+    let worker = start_on_system_clock(pool, settings);
     eventually("the events delivered", || async {
         delivered(pool).await == events
     })
@@ -155,8 +163,7 @@ async fn a_slow_merchants_handed_event_waits_for_its_lease_when_the_share_is_ful
         concurrency_max: 4,
         ..webhook_settings()
     };
-    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
-    let worker = start_worker(db.pool.clone(), clock, settings).unwrap();
+    let worker = start_on_system_clock(&db.pool, settings);
     // Four first attempts time out and make the merchant slow; then three start, its share.
     eventually("the slow merchant's share taken", || async {
         connections.load(Relaxed) == 7
@@ -312,8 +319,7 @@ async fn a_stopping_worker_records_the_delivery_under_way() {
     let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let url = answering_endpoint(connections.clone(), 500).await;
     write_event(&db.pool, &merchant, 1, &url).await;
-    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
-    let worker = start_worker(db.pool.clone(), clock, webhook_settings()).unwrap();
+    let worker = start_on_system_clock(&db.pool, webhook_settings());
     eventually("the delivery under way", || async {
         connections.load(std::sync::atomic::Ordering::Relaxed) == 1
     })
@@ -391,8 +397,7 @@ async fn private_destinations_are_refused_when_the_operator_says_so() {
         allow_private_destinations: false,
         ..webhook_settings()
     };
-    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
-    let worker = start_worker(db.pool.clone(), clock, settings).unwrap();
+    let worker = start_on_system_clock(&db.pool, settings);
     let refused =
         "SELECT count(*) FROM webhook_attempts a JOIN webhook_events e ON e.id = a.event_id
          WHERE e.id = $1 AND a.error LIKE 'refused: % is not a public address'
@@ -426,8 +431,7 @@ async fn a_name_resolving_only_to_private_addresses_is_not_connected_to() {
         allow_private_destinations: false,
         ..webhook_settings()
     };
-    let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
-    let worker = start_worker(db.pool.clone(), clock, settings).unwrap();
+    let worker = start_on_system_clock(&db.pool, settings);
     let refused = "SELECT count(*) FROM webhook_attempts
          WHERE event_id = $1 AND error LIKE 'connect: % resolves to no public address'";
     eventually("the attempt refused", || async {

@@ -392,10 +392,16 @@ fn lapsed_text(none_left: bool) -> String {
 
 /// Why no new code comes; with the code lapsed too, that the payment cannot be completed.
 fn exhausted_text(view: &PaymentView, now: chrono::DateTime<chrono::Utc>) -> String {
-    match view.code_expires_at {
-        Some(at) if at <= now => lapsed_text(true),
-        _ => "No more codes can be sent for this payment.".to_string(),
+    if code_lapsed(view, now) {
+        lapsed_text(true)
+    } else {
+        "No more codes can be sent for this payment.".to_string()
     }
+}
+
+/// Whether the payment's code was sent and has lapsed (its hash and expiry go together).
+fn code_lapsed(view: &PaymentView, now: chrono::DateTime<chrono::Utc>) -> bool {
+    view.has_live_code && view.code_expires_at.is_some_and(|at| at <= now)
 }
 
 async fn result_page(
@@ -675,9 +681,8 @@ impl Ctx {
         let none_left = v.code_sends > 0
             && v.has_live_code
             && !resends_left(v.code_sends, self.state.code_resends_max);
-        let lapsed = v.has_live_code && v.code_expires_at.is_some_and(|at| at <= now);
         let info = match (&error, info) {
-            (None, None) if lapsed => Some(lapsed_text(none_left)),
+            (None, None) if code_lapsed(v, now) => Some(lapsed_text(none_left)),
             (_, info) => info,
         };
         let error = error.or_else(|| {
