@@ -1274,25 +1274,8 @@ async fn a_restart_while_processing_reverses_and_fails_without_a_second_debit() 
     )
     .await;
     w.silence_bank();
-    let (pay, browser) = w.signed_in().await;
-    let code = w.last_code();
-    let csrf = browser.get(&format!("/pay/{pay}/code")).await.csrf();
-    let (http, url) = (browser.http.clone(), format!("{}/pay/{pay}/code", w.base()));
     // The browser waits on the debit that never answers…
-    let waiting = actix_rt::spawn(async move {
-        let _ = http
-            .post(url)
-            .form(&[("csrf_token", csrf.as_str()), ("code", code.as_str())])
-            .send()
-            .await;
-    });
-    let pool = w.db.pool.clone();
-    let id = pay.clone();
-    eventually("processing", || {
-        let (pool, id) = (pool.clone(), id.clone());
-        async move { payment_status(&pool, &id).await.0 == "processing" }
-    })
-    .await;
+    let (pay, waiting) = processing(&w).await;
     // …and the gateway dies (the lost 0210 stays lost; the bank answers again from now on).
     w.bank.set_faults(payhub::sim::bank::Faults::default());
     w.restart(settings()).await;
@@ -1328,6 +1311,93 @@ async fn a_restart_while_processing_reverses_and_fails_without_a_second_debit() 
             .any(|r| r.body.contains("bank_unavailable"))
     })
     .await;
+}
+
+/// Sends a payment's code and leaves it in `processing`: the bank must be silenced first, and the
+/// browser's wait for the debit is returned, to be dropped with the gateway.
+async fn processing(w: &World) -> (String, actix_rt::task::JoinHandle<()>) {
+    let (pay, browser) = w.signed_in().await;
+    let code = w.last_code();
+    let csrf = browser.get(&format!("/pay/{pay}/code")).await.csrf();
+    let (http, url) = (browser.http.clone(), format!("{}/pay/{pay}/code", w.base()));
+    let waiting = actix_rt::spawn(async move {
+        let _ = http
+            .post(url)
+            .form(&[("csrf_token", csrf.as_str()), ("code", code.as_str())])
+            .send()
+            .await;
+    });
+    let pool = w.db.pool.clone();
+    let id = pay.clone();
+    eventually("processing", || {
+        let (pool, id) = (pool.clone(), id.clone());
+        async move { payment_status(&pool, &id).await.0 == "processing" }
+    })
+    .await;
+    (pay, waiting)
+}
+
+#[actix_rt::test]
+async fn a_start_that_cannot_read_its_payments_in_flight_tries_again_and_reverses_them() {
+    let mut w = World::build(
+        settings(),
+        vec![],
+        ALICE_BALANCE,
+        30_000,
+        CODE_STEP_WAIT_MAX_MS,
+    )
+    .await;
+    w.silence_bank();
+    // Room for one actor after the restart: the payment in `processing` must be resumed before
+    // the one waiting for its code that expires earlier, and that one after it.
+    let (waiting_code, _browser) = w.signed_in().await;
+    w.clock.advance(Duration::seconds(1));
+    let (pay, waiting) = processing(&w).await;
+    w.bank.set_faults(payhub::sim::bank::Faults::default());
+    // The start's read of the payments to resume fails: the table it reads is gone for a while.
+    let pool = w.db.pool.clone();
+    let rename = |from: &'static str, to: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let client = pool.get().await.unwrap();
+            let sql = format!("ALTER TABLE {from} RENAME TO {to}");
+            client.batch_execute(&sql).await.unwrap();
+        }
+    };
+    rename("payments_open", "payments_open_hidden").await;
+    let failures = || {
+        payhub_actors::metrics::global()
+            .payment_resume_failures
+            .get()
+    };
+    let failures_before = failures();
+    w.restart(PaymentSettings {
+        in_flight_max: 1,
+        ..settings()
+    })
+    .await;
+    waiting.abort();
+    eventually("a failed resume", || async { failures() > failures_before }).await;
+    rename("payments_open_hidden", "payments_open").await;
+    eventually("resolved after the failed resume", || {
+        let (pool, id) = (pool.clone(), pay.clone());
+        async move { payment_status(&pool, &id).await.0 == "failed" }
+    })
+    .await;
+    w.assert_failed(&pay, "bank_unavailable").await;
+    assert_eq!(w.debits(), 1, "never debited twice");
+    eventually("the money back", || async {
+        w.bank.stats().reversals_applied >= 1 && w.balance().await == ALICE_BALANCE
+    })
+    .await;
+    // The table's one place is free again: the payment waiting for its code runs next.
+    let registry = w.gateway.as_ref().unwrap().registry.clone();
+    eventually("the second page resumed", || {
+        let (registry, id) = (registry.clone(), waiting_code.clone());
+        async move { registry.send(Peek(id)).await.unwrap().is_some() }
+    })
+    .await;
+    assert_eq!(w.status(&waiting_code).await.0, "awaiting_code");
 }
 
 /// Makes the database refuse to write a final status for a payment listed in

@@ -30,6 +30,8 @@ pub struct Metrics {
     registry: Registry,
     /// Payments reaching a status (`status`, `failure_code`).
     pub payments: Family<Labels, Counter>,
+    /// Failed reads of the payments a start must resume (each is tried again).
+    pub payment_resume_failures: Counter,
     /// Authorization codes sent (`channel`).
     pub codes_sent: Family<Labels, Counter>,
     /// SMPP: submits (`result`: ok|throttled|error), receipts (`stat`).
@@ -58,6 +60,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("payhub");
         let m = Metrics {
             payments: Family::default(),
+            payment_resume_failures: Counter::default(),
             codes_sent: Family::default(),
             smpp_submits: Family::default(),
             smpp_throttles: Counter::default(),
@@ -75,6 +78,11 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("payments", "Payments reaching a status", m.payments.clone());
+        registry.register(
+            "payment_resume_failures",
+            "Failed reads of the payments in flight a start must resume",
+            m.payment_resume_failures.clone(),
+        );
         registry.register(
             "codes_sent",
             "Authorization codes sent, by channel",

@@ -2,16 +2,30 @@
 //! many run at once (`in_flight_max`), and after a restart starts again every payment that was
 //! waiting for its code or in `processing`, and sends the outcome SMS that a stopped process left
 //! `queued`.
+//!
+//! Nothing else revives a payment left in `processing`, so the resume never gives up: a failed
+//! read is tried again with backoff, and payments beyond the table's room (`processing` first)
+//! are resumed page by page as room frees.
 
 use super::actor::{Gone, Tick, TransactionActor, send_outcome_notice};
 use super::core::PaymentCore;
-use super::store::PaymentRow;
+use super::store::{PaymentRow, ResumePoint};
 use super::{Deps, PaymentError};
+use crate::metrics::global;
 use actix::prelude::*;
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// Most outcome SMS a start sends for the processes before it; past it they stay `queued`.
 pub const ORPHANED_NOTICES_MAX: i64 = 10_000;
+/// Payments resumed per read, so that one read's rows are bounded whatever `in_flight_max` is.
+const RESUME_PAGE_MAX: usize = 10_000;
+/// Pause before the next page of payments to resume, while the table has no room for it.
+const RESUME_ROOM_WAIT_MS: u64 = 1_000;
+/// Backoff after a failed read of what a start must resume: doubles from the minimum up to the
+/// maximum, and never gives up.
+const RESUME_RETRY_MIN_MS: u64 = 500;
+const RESUME_RETRY_MAX_MS: u64 = 30_000;
 
 /// The actor of a payment, started when needed.
 #[derive(Debug, Message)]
@@ -37,6 +51,10 @@ pub struct PaymentRegistry {
     deps: Deps,
     actors: HashMap<String, (u64, Addr<TransactionActor>)>,
     next_generation: u64,
+    /// Where the resume goes on from, while payments may be left to resume.
+    resume_from: Option<ResumePoint>,
+    /// Failed reads in a row, for the resume's backoff.
+    resume_failures: u32,
 }
 
 /// Starts the registry on the current actix arbiter; it resumes payments left in flight.
@@ -45,6 +63,8 @@ pub fn start_registry(deps: Deps) -> Addr<PaymentRegistry> {
         deps,
         actors: HashMap::new(),
         next_generation: 0,
+        resume_from: Some(ResumePoint::start()),
+        resume_failures: 0,
     }
     .start()
 }
@@ -86,44 +106,117 @@ impl Actor for PaymentRegistry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let pool = self.deps.pool.clone();
-        let limit = i64::try_from(self.deps.settings.in_flight_max).unwrap_or(i64::MAX);
-        ctx.wait(
-            async move {
-                let client = pool.get().await?;
-                super::store::resumable_payments(&client, limit).await
-            }
-            .into_actor(self)
-            .map(|resumed, act, ctx| match resumed {
-                Ok(rows) => {
-                    tracing::info!(payments = rows.len(), "resuming payments in flight");
-                    for row in rows {
-                        act.spawn(row.id.clone(), Some(row), ctx);
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "cannot resume payments in flight"),
-            }),
-        );
+        self.resume_page(ctx);
         let started_at = self.deps.clock.now();
         actix::spawn(send_orphaned_notices(self.deps.clone(), started_at));
     }
+}
+
+impl PaymentRegistry {
+    /// Starts the next page of payments to resume, as many as the table has room for. The
+    /// mailbox waits for the read, so no lookup starts a payment's actor while its row is read.
+    fn resume_page(&mut self, ctx: &mut Context<Self>) {
+        let Some(after) = self.resume_from.clone() else {
+            return;
+        };
+        let room = (self.deps.settings.in_flight_max)
+            .saturating_sub(self.actors.len())
+            .min(RESUME_PAGE_MAX);
+        if room == 0 {
+            ctx.run_later(millis(RESUME_ROOM_WAIT_MS), Self::resume_page);
+            return;
+        }
+        let pool = self.deps.pool.clone();
+        let limit = i64::try_from(room).unwrap_or(i64::MAX);
+        ctx.wait(
+            async move {
+                let client = pool.get().await?;
+                super::store::resumable_payments(&client, &after, limit).await
+            }
+            .into_actor(self)
+            .map(move |read, act, ctx| act.resume_read(read, room, ctx)),
+        );
+    }
+
+    fn resume_read(
+        &mut self,
+        read: Result<Vec<PaymentRow>, PaymentError>,
+        room: usize,
+        ctx: &mut Context<Self>,
+    ) {
+        let rows = match read {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.resume_failures = self.resume_failures.saturating_add(1);
+                let wait = resume_backoff(self.resume_failures);
+                global().payment_resume_failures.inc();
+                tracing::error!(
+                    error = %e,
+                    retry_in_ms = wait.as_millis(),
+                    "cannot read the payments in flight to resume; trying again"
+                );
+                ctx.run_later(wait, Self::resume_page);
+                return;
+            }
+        };
+        self.resume_failures = 0;
+        tracing::info!(payments = rows.len(), "resuming payments in flight");
+        let more = rows.len() >= room;
+        let first_page = self.resume_from == Some(ResumePoint::start());
+        self.resume_from = rows.last().filter(|_| more).map(ResumePoint::after);
+        for row in rows {
+            // A login may have started it since the read was planned.
+            if self.running(&row.id).is_none() {
+                self.spawn(row.id.clone(), Some(row), ctx);
+            }
+        }
+        if more {
+            if first_page && self.actors.len() >= self.deps.settings.in_flight_max {
+                tracing::warn!(
+                    in_flight_max = self.deps.settings.in_flight_max,
+                    "more payments to resume than the table has room for; the rest follow as room frees"
+                );
+            }
+            ctx.run_later(Duration::ZERO, Self::resume_page);
+        }
+    }
+}
+
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// The wait after failed read number `failures` (1 = the first).
+fn resume_backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    millis((RESUME_RETRY_MIN_MS << doublings).min(RESUME_RETRY_MAX_MS))
 }
 
 /// The outcome SMS of payments that became final just before an earlier process stopped, before
 /// the channel took them: the customer is told after all. One at a time, in the background. A
 /// process that stopped after the SMSC took a notice but before its row said so sends it twice;
 /// like webhooks, a notice goes at least once. (Another gateway on the same database that is
-/// sending a notice at this moment may send it too.)
+/// sending a notice at this moment may send it too.) A failed read is tried again, like the
+/// resume.
 async fn send_orphaned_notices(deps: Deps, started_at: chrono::DateTime<chrono::Utc>) {
-    let read = async {
+    let read = || async {
         let client = deps.pool.get().await?;
         super::store::orphaned_outcome_notices(&client, started_at, ORPHANED_NOTICES_MAX).await
     };
-    let orphans = match read.await {
-        Ok(orphans) => orphans,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the outcome notices left queued");
-            return;
+    let mut failures = 0;
+    let orphans = loop {
+        match read().await {
+            Ok(orphans) => break orphans,
+            Err(e) => {
+                failures += 1;
+                let wait = resume_backoff(failures);
+                tracing::error!(
+                    error = %e,
+                    retry_in_ms = wait.as_millis(),
+                    "cannot read the outcome notices left queued; trying again"
+                );
+                tokio::time::sleep(wait).await;
+            }
         }
     };
     if !orphans.is_empty() {
@@ -191,5 +284,18 @@ impl Handler<TickAll> for PaymentRegistry {
         for (_, addr) in self.actors.values() {
             addr.do_send(Tick);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resume_backoff_doubles_to_its_cap_without_overflow() {
+        assert_eq!(resume_backoff(1), millis(RESUME_RETRY_MIN_MS));
+        assert_eq!(resume_backoff(2), millis(2 * RESUME_RETRY_MIN_MS));
+        assert_eq!(resume_backoff(7), millis(RESUME_RETRY_MAX_MS));
+        assert_eq!(resume_backoff(u32::MAX), millis(RESUME_RETRY_MAX_MS));
     }
 }

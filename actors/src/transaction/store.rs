@@ -194,19 +194,54 @@ pub async fn load_payment(
     }
 }
 
-/// The payments whose actor must run again after a restart, loaded in one query (not one per
-/// actor: 10,000 actors each waiting for a pooled connection held their loads in memory at once).
+/// Where a resume stopped: the last payment it loaded, in resume order (`processing` first, for
+/// their money is held until the bank is asked to undo the debit; then by expiry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumePoint {
+    awaiting_code: bool,
+    expires_at: DateTime<Utc>,
+    id: String,
+}
+
+impl ResumePoint {
+    /// Before every payment.
+    pub fn start() -> Self {
+        Self {
+            awaiting_code: false,
+            expires_at: DateTime::UNIX_EPOCH,
+            id: String::new(),
+        }
+    }
+
+    pub fn after(row: &PaymentRow) -> Self {
+        Self {
+            awaiting_code: row.status == PaymentStatus::AwaitingCode,
+            expires_at: row.expires_at,
+            id: row.id.clone(),
+        }
+    }
+}
+
+/// The payments whose actor must run again after a restart, after `after` in resume order, at
+/// most `limit`: one query per page, not one per actor (10,000 actors each waiting for a pooled
+/// connection held their loads in memory at once).
 pub async fn resumable_payments(
     client: &impl GenericClient,
+    after: &ResumePoint,
     limit: i64,
 ) -> Result<Vec<PaymentRow>, PaymentError> {
     let sql = format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments_open o JOIN payments p ON p.id = o.payment_id
          {PAYMENT_JOINS}
-         WHERE p.status IN ('awaiting_code', 'processing') ORDER BY o.expires_at LIMIT $1"
+         WHERE p.status IN ('awaiting_code', 'processing')
+           AND (p.status = 'awaiting_code', p.expires_at, p.id) > ($1, $2, $3)
+         ORDER BY p.status = 'awaiting_code', p.expires_at, p.id LIMIT $4"
     );
     client
-        .query_cached(&sql, &[&limit])
+        .query_cached(
+            &sql,
+            &[&after.awaiting_code, &after.expires_at, &after.id, &limit],
+        )
         .await?
         .iter()
         .map(PaymentRow::from_row)
