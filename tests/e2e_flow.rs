@@ -406,6 +406,13 @@ async fn three_wrong_passwords_fail_the_payment_with_one_wording() {
         body[start..end].to_string()
     };
     assert_eq!(strip(&error(&unknown.body)), strip(&error(&wrong.body)));
+    // The address bar now shows the login's address: reloading it shows the payment's page.
+    let reloaded = browser.get(&format!("/pay/{pay}/login")).await;
+    assert_eq!(
+        (reloaded.status, reloaded.path()),
+        (200, format!("/pay/{pay}"))
+    );
+    assert!(reloaded.body.contains("name=\"password\""));
     let third = browser.login(&pay, "alice", "wrong again", "sms", "").await;
     assert_eq!(third.path(), format!("/pay/{pay}/result"));
     assert!(third.body.contains("too many unsuccessful sign-ins"));
@@ -654,6 +661,15 @@ async fn resend_voids_the_old_code_is_spaced_and_bounded() {
     let sent = browser.resend(&pay, "").await;
     assert_eq!(sent.status, 200);
     assert!(sent.body.contains("A new code was sent"));
+    // Reloading the resend's address shows the code page again, and sends nothing.
+    let texts = w.texts().len();
+    let reloaded = browser.get(&format!("/pay/{pay}/resend")).await;
+    assert_eq!(
+        (reloaded.status, reloaded.path()),
+        (200, format!("/pay/{pay}/code"))
+    );
+    assert!(reloaded.body.contains("name=\"code\""));
+    assert_eq!(w.texts().len(), texts);
     let second = w.last_code();
     // The old code no longer works (unless the draw repeated it).
     if first != second {

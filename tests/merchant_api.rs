@@ -441,6 +441,16 @@ async fn bad_input_gets_the_error_shape_never_a_5xx() {
         (status, error_code(&err)),
         (StatusCode::NOT_FOUND, "not_found")
     );
+    // A payment id no payment can have, with a NUL the database would refuse: no such payment.
+    for odd in ["pay_%00", "pay_ab%2Fcd", "pay_%C3%A9", "x"] {
+        let path = format!("/v1/payments/{odd}");
+        let (status, err) = body(client.get(gw.url(&path)).send().await.unwrap()).await;
+        assert_eq!(
+            (status, error_code(&err)),
+            (StatusCode::NOT_FOUND, "not_found"),
+            "{odd}"
+        );
+    }
     let delete = client.delete(gw.url("/v1/payments")).send().await.unwrap();
     assert_eq!(delete.headers()["allow"], "POST");
     let (status, err) = body(delete).await;

@@ -41,8 +41,6 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// Longest description, return and notify URL accepted, in characters.
 pub const DESCRIPTION_MAX_CHARS: usize = 255;
 pub const URL_MAX_CHARS: usize = 2048;
-/// Longest payment id looked up (`pay_` and 32 hex digits; anything longer cannot exist).
-const PAYMENT_ID_MAX_CHARS: usize = 64;
 
 /// What the merchant handlers share.
 #[derive(Clone)]
@@ -363,7 +361,7 @@ pub async fn get_payment(
     pool: web::Data<deadpool_postgres::Pool>,
 ) -> Result<HttpResponse, ApiError> {
     let not_found = || ApiError::not_found(format!("no payment `{id}` for this merchant"));
-    if id.chars().count() > PAYMENT_ID_MAX_CHARS {
+    if !payhub_actors::ids::is_payment_id(&id) {
         return Err(not_found());
     }
     let client = pool.get().await?;

@@ -38,8 +38,8 @@ pub const SESSION_COOKIE: &str = "payhub_session";
 pub const FORM_MAX_BYTES: usize = 4 * 1024;
 /// Longest code accepted in the form (the configured length is 6..=8).
 pub const CODE_INPUT_MAX_CHARS: usize = 16;
-/// Longest payment id in a path.
-pub const PAYMENT_ID_MAX_CHARS: usize = 64;
+/// Longest terminal id taken from a form.
+const TERMINAL_ID_MAX_CHARS: usize = 64;
 /// How long a page waits for the view of a payment whose actor is busy with a step (a password
 /// hash, a debit) before it reads the row instead.
 pub const ACTOR_VIEW_WAIT_MAX_MS: u64 = 100;
@@ -111,9 +111,11 @@ pub fn configure(
                 )
                 .route("/{id}", web::get().to(pay_page))
                 .route("/{id}/login", web::post().to(login))
+                .route("/{id}/login", web::get().to(back_to_the_payment))
                 .route("/{id}/code", web::get().to(code_page))
                 .route("/{id}/code", web::post().to(submit_code))
                 .route("/{id}/resend", web::post().to(resend))
+                .route("/{id}/resend", web::get().to(back_to_the_payment))
                 .route("/{id}/result", web::get().to(result_page))
                 // A browser that asks for anything else under /pay gets a page, not JSON.
                 .default_service(web::to(no_page)),
@@ -143,6 +145,15 @@ async fn pay_page(
         PaymentStatus::AwaitingCode if ctx.has_session() => see_other(&ctx.path("/code")),
         PaymentStatus::AwaitingCode => ctx.waiting_for_the_code(),
         _ => see_other(&ctx.path("/result")),
+    }
+}
+
+/// The address of a page that answered a form (a wrong password, a resend), reloaded or opened
+/// anew: the payment's page, which shows where the payment stands now.
+async fn back_to_the_payment(state: web::Data<PagesState>, id: web::Path<String>) -> HttpResponse {
+    match payhub_actors::ids::is_payment_id(&id) {
+        true => see_other(&format!("/pay/{id}")),
+        false => render::not_found(&state.templates),
     }
 }
 
@@ -425,7 +436,7 @@ fn parse_login(form: &LoginForm, allow_receiver: bool) -> Result<(String, Channe
         return Err("Enter your password.".into());
     }
     let terminal = form.terminal.trim();
-    if terminal.chars().count() > PAYMENT_ID_MAX_CHARS {
+    if terminal.chars().count() > TERMINAL_ID_MAX_CHARS {
         return Err("The terminal name is too long.".into());
     }
     let choice = match form.channel.as_str() {
@@ -452,7 +463,7 @@ fn parse_route(route: &str) -> Result<Option<ChannelChoice>, String> {
         "" => Ok(None),
         "sms" => Ok(Some(ChannelChoice::Sms { receiver: None })),
         r => match r.strip_prefix("terminal:") {
-            Some(t) if !t.is_empty() && t.chars().count() <= PAYMENT_ID_MAX_CHARS => {
+            Some(t) if !t.is_empty() && t.chars().count() <= TERMINAL_ID_MAX_CHARS => {
                 Ok(Some(ChannelChoice::Terminal {
                     terminal: Some(t.to_string()),
                 }))
@@ -460,13 +471,6 @@ fn parse_route(route: &str) -> Result<Option<ChannelChoice>, String> {
             _ => Err("Choose one of the offered ways to receive the code.".into()),
         },
     }
-}
-
-fn valid_payment_id(id: &str) -> bool {
-    id.len() <= PAYMENT_ID_MAX_CHARS
-        && id.strip_prefix("pay_").is_some_and(|rest| {
-            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        })
 }
 
 // ---- per-request context ------------------------------------------------------------------------
@@ -524,7 +528,7 @@ impl Ctx {
         actor_use: ActorUse,
     ) -> Result<Ctx, HttpResponse> {
         let templates = &state.templates;
-        if !valid_payment_id(id) {
+        if !payhub_actors::ids::is_payment_id(id) {
             return Err(render::not_found(templates));
         }
         let (view, routes) = match current_view(state, id, actor_use).await {
@@ -886,15 +890,6 @@ fn tries(left: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn payment_ids_in_paths_are_checked() {
-        assert!(valid_payment_id("pay_0123abcd"));
-        assert!(!valid_payment_id("pay_"));
-        assert!(!valid_payment_id("mer_0123"));
-        assert!(!valid_payment_id("pay_../x"));
-        assert!(!valid_payment_id(&format!("pay_{}", "a".repeat(80))));
-    }
 
     #[test]
     fn login_forms_are_parsed_with_clear_problems() {
