@@ -492,6 +492,37 @@ async fn throttling_beyond_the_tries_fails_the_delivery() {
     );
 }
 
+/// The sender stops waiting after `answer_within`: the session answers by then, and a message it
+/// could not send by then is failed, not left to be refused after nobody waits.
+#[actix_rt::test]
+async fn a_delivery_answers_within_the_senders_wait_whatever_the_retries_left() {
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|s| (s.throttle_backoff_min_ms, s.throttle_backoff_max_ms) = (200, 5_000)).await;
+    // Five tries with their backoffs take 3 s; the sender waits 1.5 s.
+    sim.update_switches(|s| s.throttle_next = 100);
+    let wait = Duration::from_millis(1_500);
+    let message = Deliver {
+        answer_within: wait,
+        ..code_message(&payment_id)
+    };
+
+    let answer = tokio::time::timeout(wait, session.send(message)).await;
+
+    let answer = answer.expect("answered within the sender's wait").unwrap();
+    assert_eq!(answer, Err(DeliveryError::Unavailable));
+    assert!(sim.stats().submits < 5, "{:?}", sim.stats());
+    let row = &rows(&db, &payment_id).await[0];
+    assert_eq!(row.status, "failed");
+    assert!(
+        row.error.as_deref().unwrap().contains("0x00000058"),
+        "{row:?}"
+    );
+}
+
 #[actix_rt::test]
 async fn an_error_status_fails_that_delivery_only() {
     let Rig {

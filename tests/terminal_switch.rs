@@ -194,6 +194,7 @@ impl Env {
             destination,
             notice,
             recorded: None,
+            answer_within: PROMPT,
         });
         tokio::time::timeout(PROMPT, sent)
             .await
@@ -362,6 +363,7 @@ async fn an_outcome_notice_ends_the_row_written_with_the_final_status() {
         destination: Destination::Terminal("trm_box".into()),
         notice: outcome,
         recorded: Some(row),
+        answer_within: PROMPT,
     });
     tokio::time::timeout(PROMPT, sent)
         .await
@@ -1138,6 +1140,7 @@ async fn bench_code_delivery_round_trip() {
                             destination,
                             notice,
                             recorded: None,
+                            answer_within: PROMPT,
                         })
                         .await,
                 );
@@ -1242,6 +1245,7 @@ async fn mobile_terminals_and_pdas_go_to_their_numbers_over_sms() {
         destination: Destination::Terminal("trm_box".into()),
         notice: code_notice("pay_1", "111111"),
         recorded: None,
+        answer_within: PROMPT,
     };
     let offline = tokio::time::timeout(PROMPT, channels.router.send(to_box))
         .await
@@ -1253,6 +1257,7 @@ async fn mobile_terminals_and_pdas_go_to_their_numbers_over_sms() {
             destination: Destination::Terminal(terminal.into()),
             notice: code_notice("pay_1", code),
             recorded: None,
+            answer_within: PROMPT,
         };
         tokio::time::timeout(PROMPT, channels.router.send(deliver))
             .await

@@ -5,6 +5,7 @@
 use crate::domain::{AccountNumber, Amount, BankId, Currency, Msisdn};
 use crate::secret::Secret;
 use crate::spelling::ascii_spelling;
+use std::time::Duration;
 
 /// Most characters of the merchant's name in a notice's text: with the code, the amount and the
 /// warning, an SMS stays within 160 characters.
@@ -101,6 +102,15 @@ pub struct Deliver {
     /// statement. The channel records the message's fate on that row instead of writing one; a
     /// delivery that fails before reaching the channel is marked on it by the sender.
     pub recorded: Option<i64>,
+    /// How long the sender waits for the answer. A channel answers within it: a message that has
+    /// not gone out by then fails (`Unavailable`); one sent and not yet acknowledged is `Timeout`
+    /// (it may still arrive). A refusal after the sender stopped waiting would reach nobody.
+    pub answer_within: Duration,
+}
+
+impl Deliver {
+    /// Taken off a wait by each hop that hands a delivery on, so its answer has time to come back.
+    pub const HOP_MARGIN: Duration = Duration::from_millis(100);
 }
 
 /// One debit, as the payment hands it to the bank router. The RRN (field 37) is the idempotency

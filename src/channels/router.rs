@@ -103,6 +103,22 @@ impl Handler<Deliver> for ChannelRouter {
     }
 }
 
+/// One adapter's delivery, answered within `wait` (the adapter is asked for its answer a hop's
+/// margin before).
+async fn bounded(
+    adapter: &dyn ChannelAdapter,
+    number: Msisdn,
+    notice: Notice,
+    recorded: Option<i64>,
+    wait: Duration,
+) -> Result<DeliveryReceipt, DeliveryError> {
+    let answer_within = wait.saturating_sub(Deliver::HOP_MARGIN);
+    let delivery = adapter.deliver(number, notice, recorded, answer_within);
+    tokio::time::timeout(wait, delivery)
+        .await
+        .unwrap_or(Err(DeliveryError::Timeout))
+}
+
 /// A registered terminal as the router sees it.
 struct TerminalRow {
     kind: TerminalKind,
@@ -111,22 +127,30 @@ struct TerminalRow {
 
 impl Routes {
     async fn deliver(&self, msg: Deliver) -> Result<DeliveryReceipt, DeliveryError> {
+        // The next hop answers within what is left of the sender's wait, and within the
+        // router's own bound.
+        let wait =
+            (msg.answer_within.saturating_sub(Deliver::HOP_MARGIN)).min(self.forward_timeout());
         let Deliver {
             destination,
             notice,
             recorded,
+            ..
         } = msg;
         match destination {
-            Destination::Sms(number) => self.sms(number, notice, recorded).await,
+            Destination::Sms(number) => self.sms(number, notice, recorded, wait).await,
             Destination::Terminal(id) => {
                 let terminal = self.terminal(&id, &notice.payment_id).await?;
                 match terminal.kind {
                     TerminalKind::Mobile => {
-                        self.sms(registered_number(&terminal)?, notice, recorded)
-                            .await
+                        let number = registered_number(&terminal)?;
+                        self.sms(number, notice, recorded, wait).await
                     }
                     TerminalKind::Dedicated => self.dedicated(&id, notice, recorded).await,
-                    kind => self.adapter(kind, &id, &terminal, notice, recorded).await,
+                    kind => {
+                        self.adapter(kind, &id, &terminal, notice, recorded, wait)
+                            .await
+                    }
                 }
             }
         }
@@ -137,11 +161,12 @@ impl Routes {
         number: Msisdn,
         notice: Notice,
         recorded: Option<i64>,
+        wait: Duration,
     ) -> Result<DeliveryReceipt, DeliveryError> {
         let Some(sms) = self.sms.clone() else {
             return Err(DeliveryError::Unavailable);
         };
-        send_sms(sms, number, notice, recorded, self.forward_timeout()).await
+        send_sms(sms, number, notice, recorded, wait).await
     }
 
     fn forward_timeout(&self) -> Duration {
@@ -212,34 +237,20 @@ impl Routes {
         terminal: &TerminalRow,
         notice: Notice,
         recorded: Option<i64>,
+        wait: Duration,
     ) -> Result<DeliveryReceipt, DeliveryError> {
         let Some(adapter) = self.adapters.for_kind(kind) else {
             return Err(DeliveryError::Unavailable);
         };
         let number = registered_number(terminal)?;
         if adapter.records_messages() {
-            return self
-                .bounded(adapter.as_ref(), number, notice, recorded)
-                .await;
+            return bounded(adapter.as_ref(), number, notice, recorded, wait).await;
         }
         let record = self
             .record(adapter.channel(), id, &notice, recorded)
             .await?;
-        let result = self.bounded(adapter.as_ref(), number, notice, None).await;
+        let result = bounded(adapter.as_ref(), number, notice, None, wait).await;
         self.finish(record, result).await
-    }
-
-    async fn bounded(
-        &self,
-        adapter: &dyn ChannelAdapter,
-        number: Msisdn,
-        notice: Notice,
-        recorded: Option<i64>,
-    ) -> Result<DeliveryReceipt, DeliveryError> {
-        let delivery = adapter.deliver(number, notice, recorded);
-        tokio::time::timeout(self.forward_timeout(), delivery)
-            .await
-            .unwrap_or(Err(DeliveryError::Timeout))
     }
 
     /// The notice's `queued` row, written before anything leaves the process; `recorded` when
@@ -426,11 +437,9 @@ impl Channels {
 pub fn default_adapters(sms: Option<&Recipient<Deliver>>) -> AdapterSet {
     let mut set = AdapterSet::default();
     if let Some(sms) = sms {
-        let timeout = Duration::from_millis(RouterSettings::FORWARD_TIMEOUT_MS);
         set = set.with(Arc::new(SmsTextAdapter::new(
             TerminalKind::Pda,
             sms.clone(),
-            timeout,
         )));
     }
     set

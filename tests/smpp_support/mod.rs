@@ -90,6 +90,10 @@ pub fn code_message(payment_id: &str) -> Deliver {
             unregistered_receiver: false,
         },
         recorded: None,
+        // The payment's wait for a channel, by default.
+        answer_within: std::time::Duration::from_millis(
+            payhub_actors::transaction::PaymentSettings::default().delivery_timeout_ms,
+        ),
     }
 }
 

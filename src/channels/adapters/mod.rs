@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use payhub_actors::domain::Msisdn;
 use payhub_actors::messages::{DeliveryError, DeliveryReceipt, Notice};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Delivers notices to one kind of non-dedicated terminal through an outside provider.
 pub trait ChannelAdapter: Send + Sync + 'static {
@@ -28,15 +29,16 @@ pub trait ChannelAdapter: Send + Sync + 'static {
         false
     }
 
-    /// Sends `notice` to the terminal's registered number. It must answer within its own bounded
-    /// time; the router also bounds the wait. `recorded`: the notice's `customer_messages` row,
-    /// when one is written already (an outcome's, with the final status); an adapter that
-    /// records its own rows ends that one.
+    /// Sends `notice` to the terminal's registered number, answering within `answer_within`
+    /// (as `Deliver::answer_within` says); the router also bounds the wait. `recorded`: the
+    /// notice's `customer_messages` row, when one is written already (an outcome's, with the
+    /// final status); an adapter that records its own rows ends that one.
     fn deliver(
         &self,
         number: Msisdn,
         notice: Notice,
         recorded: Option<i64>,
+        answer_within: Duration,
     ) -> BoxFuture<'static, Result<DeliveryReceipt, DeliveryError>>;
 }
 

@@ -13,13 +13,12 @@ use std::time::Duration;
 pub struct SmsTextAdapter {
     kind: TerminalKind,
     sms: Recipient<Deliver>,
-    timeout: Duration,
 }
 
 impl SmsTextAdapter {
-    /// Serves `kind` over `sms`, waiting at most `timeout` for the SMS channel's answer.
-    pub fn new(kind: TerminalKind, sms: Recipient<Deliver>, timeout: Duration) -> Self {
-        Self { kind, sms, timeout }
+    /// Serves `kind` over `sms`.
+    pub fn new(kind: TerminalKind, sms: Recipient<Deliver>) -> Self {
+        Self { kind, sms }
     }
 }
 
@@ -45,31 +44,34 @@ impl ChannelAdapter for SmsTextAdapter {
         number: Msisdn,
         notice: Notice,
         recorded: Option<i64>,
+        answer_within: Duration,
     ) -> BoxFuture<'static, Result<DeliveryReceipt, DeliveryError>> {
         Box::pin(send_sms(
             self.sms.clone(),
             number,
             notice,
             recorded,
-            self.timeout,
+            answer_within,
         ))
     }
 }
 
-/// Hands one notice to the SMS channel, waiting at most `timeout` for its answer.
+/// Hands one notice to the SMS channel, waiting at most `answer_within` for its answer (the
+/// channel is asked for it a hop's margin before).
 pub async fn send_sms(
     sms: Recipient<Deliver>,
     number: Msisdn,
     notice: Notice,
     recorded: Option<i64>,
-    timeout: Duration,
+    answer_within: Duration,
 ) -> Result<DeliveryReceipt, DeliveryError> {
     let deliver = Deliver {
         destination: Destination::Sms(number),
         notice,
         recorded,
+        answer_within: answer_within.saturating_sub(Deliver::HOP_MARGIN),
     };
-    match tokio::time::timeout(timeout, sms.send(deliver)).await {
+    match tokio::time::timeout(answer_within, sms.send(deliver)).await {
         Ok(Ok(result)) => result,
         Ok(Err(_mailbox_closed)) => Err(DeliveryError::Unavailable),
         Err(_) => Err(DeliveryError::Timeout),

@@ -120,12 +120,14 @@ impl Shared {
         self.bound.borrow().clone()
     }
 
-    /// Whether a client is bound, waiting for a bind at most `BIND_WAIT_MS_MAX`.
-    pub(super) async fn bound_soon(&self) -> bool {
+    /// Whether a client is bound, waiting for a bind at most `BIND_WAIT_MS_MAX`, and not past
+    /// `deadline`.
+    pub(super) async fn bound_soon(&self, deadline: tokio::time::Instant) -> bool {
         let mut bound = self.bound.clone();
         let wait = Duration::from_millis(BIND_WAIT_MS_MAX);
+        let until = deadline.min(tokio::time::Instant::now() + wait);
         matches!(
-            tokio::time::timeout(wait, bound.wait_for(Option::is_some)).await,
+            tokio::time::timeout_at(until, bound.wait_for(Option::is_some)).await,
             Ok(Ok(_))
         )
     }

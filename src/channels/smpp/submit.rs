@@ -14,9 +14,13 @@ use rusmpp::pdus::SubmitSm;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Extra wait beyond the client's own response timeout, so its typed timeout wins.
 const SUBMIT_GRACE_MS: u64 = 250;
+/// A `submit_sm` goes out only with at least this long left before the sender's deadline: one
+/// sent later could only be answered after the sender stopped waiting.
+const SUBMIT_TIME_MIN_MS: u64 = 100;
 
 /// Why a delivery failed: what the caller is told, and what the row keeps.
 struct Failure {
@@ -51,11 +55,16 @@ pub(super) async fn deliver(
             "the SMPP channel carries SMS destinations only".into(),
         ));
     };
+    // Everything below answers by then, grace included (`Deliver::answer_within`).
+    let deadline = Instant::now()
+        + msg
+            .answer_within
+            .saturating_sub(Duration::from_millis(SUBMIT_GRACE_MS));
     let Ok(_pending) = shared.pending.try_acquire() else {
         tracing::warn!("SMPP deliveries at their limit; refused one");
         return Err(DeliveryError::Unavailable);
     };
-    if !shared.bound_soon().await {
+    if !shared.bound_soon(deadline).await {
         return Err(DeliveryError::Unavailable);
     }
     let notice = &msg.notice;
@@ -65,7 +74,7 @@ pub(super) async fn deliver(
         Some(row) => row,
         None => record_queued(&shared, notice, msisdn).await?,
     };
-    match submit_with_retries(&shared, submit).await {
+    match submit_with_retries(&shared, submit, deadline).await {
         Ok(message_ref) => {
             accepted(&shared, row, notice.kind, &message_ref).await;
             Ok(DeliveryReceipt { message_ref })
@@ -148,16 +157,24 @@ fn count_submit(result: &str) {
         .inc();
 }
 
-async fn submit_with_retries(shared: &Shared, submit: SubmitSm) -> Result<String, Failure> {
+/// Tries until the SMSC answers other than with throttling, at most `submit_attempts_max` times,
+/// and no try after `deadline` (the sender's).
+async fn submit_with_retries(
+    shared: &Shared,
+    submit: SubmitSm,
+    deadline: Instant,
+) -> Result<String, Failure> {
     let attempts_max = shared.settings.submit_attempts_max;
     let mut attempt = 1;
     loop {
-        match submit_once(shared, submit.clone()).await? {
+        match submit_once(shared, submit.clone(), deadline).await? {
             Attempt::Accepted(message_ref) => return Ok(message_ref),
             Attempt::Retry(status) => {
                 count_submit("throttled");
                 global().smpp_throttles.inc();
-                if attempt >= attempts_max {
+                let backoff = shared.settings.throttle_backoff(attempt);
+                let next_try = Instant::now() + backoff;
+                if attempt >= attempts_max || next_try > deadline {
                     return Err(Failure::new(
                         DeliveryError::Unavailable,
                         format!(
@@ -166,34 +183,48 @@ async fn submit_with_retries(shared: &Shared, submit: SubmitSm) -> Result<String
                         ),
                     ));
                 }
-                shared.pause_submits(shared.settings.throttle_backoff(attempt));
+                shared.pause_submits(backoff);
                 attempt += 1;
             }
         }
     }
 }
 
-async fn submit_once(shared: &Shared, submit: SubmitSm) -> Result<Attempt, Failure> {
+/// Not sent at all (earlier attempts, if any, were throttled): unavailable, not a timeout, which
+/// would mean the message may still arrive.
+fn not_sent_by(detail: &str) -> Failure {
+    Failure::new(DeliveryError::Unavailable, detail)
+}
+
+async fn submit_once(
+    shared: &Shared,
+    submit: SubmitSm,
+    deadline: Instant,
+) -> Result<Attempt, Failure> {
     // At most one backoff cap per attempt: while other submits keep being throttled and keep
     // renewing the pause, this delivery still makes its bounded number of attempts.
     let pause_max = Duration::from_millis(shared.settings.throttle_backoff_max_ms);
-    let _ = tokio::time::timeout(pause_max, shared.submits_resumed()).await;
+    let pause_end = deadline.min(Instant::now() + pause_max);
+    let _ = tokio::time::timeout_at(pause_end, shared.submits_resumed()).await;
     let timeout = shared.settings.response_timeout();
-    // Not sent at all (earlier attempts, if any, were throttled): unavailable, not a timeout,
-    // which would mean the message may still arrive.
-    let slot = tokio::time::timeout(timeout, shared.window.acquire())
+    let slot_by = deadline.min(Instant::now() + timeout);
+    let slot = tokio::time::timeout_at(slot_by, shared.window.acquire())
         .await
-        .map_err(|_| Failure::new(DeliveryError::Unavailable, "no SMPP window slot in time"))?
-        .map_err(|_| Failure::new(DeliveryError::Unavailable, "the session is closed"))?;
-    let Some(client) = shared.bound_client() else {
-        return Err(Failure::new(
-            DeliveryError::Unavailable,
-            "the SMPP session is not bound",
+        .map_err(|_| not_sent_by("no SMPP window slot in time"))?
+        .map_err(|_| not_sent_by("the session is closed"))?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left < Duration::from_millis(SUBMIT_TIME_MIN_MS) {
+        return Err(not_sent_by(
+            "no time left to send before the sender stops waiting",
         ));
+    }
+    let Some(client) = shared.bound_client() else {
+        return Err(not_sent_by("the SMPP session is not bound"));
     };
+    let timeout = timeout.min(left);
     let answer = tokio::time::timeout(
         timeout + Duration::from_millis(SUBMIT_GRACE_MS),
-        client.submit_sm(submit),
+        client.response_timeout(timeout).submit_sm(submit),
     )
     .await;
     drop(slot);

@@ -206,6 +206,7 @@ impl PaymentCore {
                 destination,
                 notice,
                 recorded,
+                answer_within: wait,
             }),
         )
         .await;

@@ -111,6 +111,7 @@ impl PaymentCore {
             destination,
             notice,
             recorded: self.outcome_notice_row,
+            answer_within: std::time::Duration::from_millis(self.settings().delivery_timeout_ms),
         })
     }
 }
