@@ -656,6 +656,40 @@ async fn no_more_than_the_window_of_submits_is_outstanding() {
     assert_eq!(sim.stats().max_outstanding, 3);
 }
 
+/// A `submit_sm` whose answer is late still counts against the window the SMSC agreed to: its
+/// slot comes back with the late answer, not with the timeout.
+#[actix_rt::test]
+async fn submits_answered_late_keep_their_window_slots_until_answered() {
+    let Rig {
+        db: _db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|s| s.window_max = 2).await;
+    // Longer than the 1 s response timeout of these tests.
+    sim.update_switches(|s| s.delay_ms = 1_500);
+
+    let sends = (0..4).map(|_| deliver(&session, code_message(&payment_id)));
+    let answers = futures::future::join_all(sends).await;
+
+    assert!(
+        answers
+            .iter()
+            .all(|a| a == &Err(DeliveryError::Timeout) || a == &Err(DeliveryError::Unavailable)),
+        "{answers:?}"
+    );
+    assert_eq!(sim.stats().max_outstanding, 2, "{:?}", sim.stats());
+    // The late answers gave the slots back: the window works again once the SMSC is quick.
+    sim.update_switches(|s| s.delay_ms = 0);
+    wait_until("both slots back", async || {
+        session.send(GetStatus).await.unwrap().in_flight == 0
+    })
+    .await;
+    let sends = (0..2).map(|_| deliver(&session, code_message(&payment_id)));
+    let answers = futures::future::join_all(sends).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+}
+
 /// A burst with delivery receipts on: the client library once stopped writing at its per-poll
 /// limits without waking itself, and every submit behind it timed out (vendor/README.md).
 #[actix_rt::test]

@@ -18,7 +18,7 @@ use rusmppc::{Client, ConnectionBuilder, Event};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, SemaphorePermit, watch};
 
 /// Longest a delivery waits for the session to bind when it is not bound. A session that has lost
 /// its connection binds again after its first backoff (`rebind_backoff_min_ms`, 500 ms by
@@ -111,7 +111,7 @@ struct StatusInner {
     binds: u64,
     last_error: Option<String>,
     /// `submit_sm` of this bind whose answer came too late to be waited for: sequence number
-    /// → message row.
+    /// → message row. Each holds its window slot: the SMSC still counts it outstanding.
     unanswered: HashMap<u32, i64>,
 }
 
@@ -160,13 +160,37 @@ impl Shared {
         }
     }
 
-    /// Remembers a timed-out `submit_sm`, so that its late answer can still be recorded.
-    pub(super) fn await_late_answer(&self, sequence_number: u32, row: i64) {
+    /// Remembers a timed-out `submit_sm`, so that its late answer can still be recorded, and
+    /// keeps its window slot until then: the SMSC counts it outstanding until it answers, and the
+    /// window is what the SMSC agreed to. The slot comes back with the answer or with the bind's
+    /// end. Past `UNANSWERED_MAX` remembered, the slot is let go at once.
+    pub(super) fn await_late_answer(&self, sequence_number: u32, row: i64, slot: SemaphorePermit) {
         self.note(|s| {
             if s.unanswered.len() < UNANSWERED_MAX {
                 s.unanswered.insert(sequence_number, row);
+                slot.forget();
             }
         });
+    }
+
+    /// A late answer came: its `submit_sm` no longer holds a slot. The row, if it was waited for.
+    fn late_answer(&self, sequence_number: u32) -> Option<i64> {
+        let mut row = None;
+        self.note(|s| row = s.unanswered.remove(&sequence_number));
+        if row.is_some() {
+            self.window.add_permits(1);
+        }
+        row
+    }
+
+    /// A new bind: the last one's unanswered submits will never be answered.
+    fn forget_unanswered(&self) {
+        let mut slots = 0;
+        self.note(|s| {
+            slots = s.unanswered.len();
+            s.unanswered.clear();
+        });
+        self.window.add_permits(slots);
     }
 
     fn note(&self, update: impl FnOnce(&mut StatusInner)) {
@@ -294,11 +318,9 @@ async fn keep_bound(
                 connection,
             }) => {
                 let bound_at = tokio::time::Instant::now();
-                shared.note(|s| {
-                    s.binds += 1;
-                    // Sequence numbers start again with each connection.
-                    s.unanswered.clear();
-                });
+                shared.note(|s| s.binds += 1);
+                // Sequence numbers start again with each connection.
+                shared.forget_unanswered();
                 tracing::info!(smsc = %addr, "SMPP session bound");
                 bound_tx.send_replace(Some(client.clone()));
                 let end = serve(&shared, &client, events, &mut stop).await;
@@ -550,8 +572,7 @@ fn on_message_in_turn(
 /// A `submit_sm_resp` after its wait ended: when the SMSC accepted the message after all, its
 /// row says so (the caller was told `Timeout`; the customer may still get the SMS).
 fn on_late_submit_resp(shared: &Arc<Shared>, command: &Command) {
-    let mut row = None;
-    shared.note(|s| row = s.unanswered.remove(&command.sequence_number()));
+    let row = shared.late_answer(command.sequence_number());
     let (Some(row), Some(Pdu::SubmitSmResp(resp))) = (row, command.pdu()) else {
         return;
     };

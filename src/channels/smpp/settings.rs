@@ -16,7 +16,8 @@ pub struct SmppSettings {
     /// The alphanumeric sender (`source_addr_ton` 5).
     pub source_addr: String,
     pub enquire_link_interval_s: u64,
-    /// Most `submit_sm` outstanding at once.
+    /// Most `submit_sm` outstanding at once, as the SMSC counts them: one answered after its
+    /// timeout holds its slot until the answer comes (or the bind ends).
     pub window_max: usize,
     /// How long to wait for any response (bind, submit, unbind), and for a window slot.
     pub response_timeout_ms: u64,

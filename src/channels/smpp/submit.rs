@@ -26,9 +26,6 @@ const SUBMIT_TIME_MIN_MS: u64 = 100;
 struct Failure {
     error: DeliveryError,
     detail: String,
-    /// The sequence number of a `submit_sm` whose answer did not come in time: the SMSC may
-    /// still accept it.
-    unanswered: Option<u32>,
 }
 
 impl Failure {
@@ -36,7 +33,6 @@ impl Failure {
         Self {
             error,
             detail: detail.into(),
-            unanswered: None,
         }
     }
 }
@@ -74,7 +70,7 @@ pub(super) async fn deliver(
         Some(row) => row,
         None => record_queued(&shared, notice, msisdn).await?,
     };
-    match submit_with_retries(&shared, submit, deadline).await {
+    match submit_with_retries(&shared, submit, row, deadline).await {
         Ok(message_ref) => {
             accepted(&shared, row, notice.kind, &message_ref).await;
             Ok(DeliveryReceipt { message_ref })
@@ -124,13 +120,9 @@ async fn accepted(shared: &Shared, row: i64, kind: NoticeKind, message_ref: &str
     }
 }
 
-/// The message was refused or never answered: the row says `failed`, after a late acceptance
-/// of an unanswered `submit_sm` is awaited.
+/// The message was refused or never answered: the row says `failed` (a late acceptance of an
+/// unanswered `submit_sm`, awaited since its timeout, may still mark it sent).
 async fn not_sent(shared: &Shared, row: i64, payment_id: &str, failure: &Failure) {
-    if let Some(sequence_number) = failure.unanswered {
-        // Before the row says `failed`, so a late acceptance finds it.
-        shared.await_late_answer(sequence_number, row);
-    }
     count_submit("error");
     tracing::warn!(payment = %payment_id, reason = %failure.detail, "SMS not sent");
     let failed = store::mark_failed(&shared.pool, shared.clock.now(), row, &failure.detail);
@@ -162,12 +154,13 @@ fn count_submit(result: &str) {
 async fn submit_with_retries(
     shared: &Shared,
     submit: SubmitSm,
+    row: i64,
     deadline: Instant,
 ) -> Result<String, Failure> {
     let attempts_max = shared.settings.submit_attempts_max;
     let mut attempt = 1;
     loop {
-        match submit_once(shared, submit.clone(), deadline).await? {
+        match submit_once(shared, submit.clone(), row, deadline).await? {
             Attempt::Accepted(message_ref) => return Ok(message_ref),
             Attempt::Retry(status) => {
                 count_submit("throttled");
@@ -196,9 +189,11 @@ fn not_sent_by(detail: &str) -> Failure {
     Failure::new(DeliveryError::Unavailable, detail)
 }
 
+/// One `submit_sm` of the message whose row is `row`.
 async fn submit_once(
     shared: &Shared,
     submit: SubmitSm,
+    row: i64,
     deadline: Instant,
 ) -> Result<Attempt, Failure> {
     // At most one backoff cap per attempt: while other submits keep being throttled and keep
@@ -227,7 +222,6 @@ async fn submit_once(
         client.response_timeout(timeout).submit_sm(submit),
     )
     .await;
-    drop(slot);
     use rusmppc::error::Error;
     match answer {
         Ok(Ok(response)) => Ok(Attempt::Accepted(message_id(
@@ -248,10 +242,14 @@ async fn submit_once(
         }
         Ok(Err(Error::ResponseTimeout {
             sequence_number, ..
-        })) => Err(Failure {
-            unanswered: Some(sequence_number),
-            ..Failure::new(DeliveryError::Timeout, "no submit_sm_resp in time")
-        }),
+        })) => {
+            // Before the row says `failed`, so a late acceptance finds it.
+            shared.await_late_answer(sequence_number, row, slot);
+            Err(Failure::new(
+                DeliveryError::Timeout,
+                "no submit_sm_resp in time",
+            ))
+        }
         Err(_) => Err(Failure::new(
             DeliveryError::Timeout,
             "no submit_sm_resp in time",
