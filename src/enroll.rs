@@ -370,9 +370,9 @@ async fn customer_add(args: CustomerAddArgs) -> anyhow::Result<()> {
     let bank = BankId::parse(&args.bank).map_err(|e| anyhow::anyhow!("--{e}"))?;
     let account = AccountNumber::parse(&args.account).map_err(|e| anyhow::anyhow!("--{e}"))?;
     let mobile = match &args.mobile {
-        Some(m) => Some(Msisdn::parse(m).map_err(|_| {
-            anyhow::anyhow!("--mobile: must be 6 to 15 digits, optionally after a '+'")
-        })?),
+        Some(m) => {
+            Some(Msisdn::parse(m).map_err(|_| anyhow::anyhow!("--mobile: {}", Msisdn::EXPECTED))?)
+        }
         None => None,
     };
     let password = read_password(std::io::stdin().lock())?;

@@ -407,6 +407,28 @@ async fn customer_and_terminal_add() {
         None,
         "kind",
     );
+    // A number in national form (its trunk 0) cannot go out as an international SMS address.
+    fails_with(
+        &[
+            "customer",
+            "add",
+            "--config",
+            &config,
+            "--real-name",
+            "Han Meimei",
+            "--online-id",
+            "hanmeimei",
+            "--password-stdin",
+            "--bank",
+            "0001",
+            "--account",
+            "1",
+            "--mobile",
+            "07700900123",
+        ],
+        Some("pw"),
+        "--mobile: must be an international number",
+    );
     // The same mobile number cannot identify two customers; the online id is unique too.
     fails_with(
         &[

@@ -173,17 +173,23 @@ impl fmt::Debug for Msisdn {
 }
 
 impl Msisdn {
+    /// An international number (E.164): the SMS goes out as one (TON 1, NPI 1), so a national
+    /// form with its trunk `0`, or an international dialling prefix `00`, would be refused or
+    /// misrouted by the SMS center. Country codes never start with 0.
     pub fn parse(value: &str) -> Result<Self, FieldError> {
         let digits = value.trim().strip_prefix('+').unwrap_or(value.trim());
-        if (6..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if (6..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0')
+        {
             Ok(Self(digits.to_owned()))
         } else {
-            Err(FieldError::new(
-                "msisdn",
-                "must be 6 to 15 digits, optionally after a '+'",
-            ))
+            Err(FieldError::new("msisdn", Self::EXPECTED))
         }
     }
+
+    /// What a number must be, for error messages.
+    pub const EXPECTED: &str = "must be an international number: the country code and number, 6 to 15 digits, optionally after a '+'";
 
     pub fn digits(&self) -> &str {
         &self.0
@@ -419,6 +425,10 @@ mod tests {
             "8613800138000"
         );
         assert!(Msisdn::parse("12ab").is_err());
+        // National (trunk 0) and dialled-prefix (00) forms are not international numbers.
+        assert!(Msisdn::parse("07700900123").is_err());
+        assert!(Msisdn::parse("+00447700900123").is_err());
+        assert!(Msisdn::parse("447700900123").is_ok());
         assert!(BankId::parse("0001").is_ok());
         assert!(BankId::parse("000100010001").is_err());
         let acct = AccountNumber::parse("6222000011112222").unwrap();

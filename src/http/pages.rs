@@ -445,7 +445,7 @@ fn parse_login(form: &LoginForm, allow_receiver: bool) -> Result<(String, Channe
                 "" => None,
                 _ if !allow_receiver => None,
                 r => Some(Msisdn::parse(r).map_err(
-                    |_| "The other mobile number must be 6 to 15 digits, optionally after a '+'.",
+                    |_| "Enter the other mobile number in international form: the country code and number, optionally after a '+'.",
                 )?),
             };
             ChannelChoice::Sms { receiver }
