@@ -852,12 +852,33 @@ async fn an_offline_terminal_is_said_at_once_and_sms_is_offered() {
         .await;
     assert_eq!(page.path(), format!("/pay/{pay}/code"));
     assert!(page.body.contains("offline"), "{}", page.body);
-    assert!(page.body.contains("value=\"sms\""), "{}", page.body);
+    assert!(page.body.contains("value=\"sms:trm_"), "{}", page.body);
     assert!(!page.body.contains("name=\"code\""));
     let sent = browser.resend(&pay, "sms").await;
     assert_eq!(sent.status, 200, "{}", sent.body);
     let done = browser.submit_code(&pay, &w.last_code()).await;
     assert!(done.body.contains("Payment complete"));
+}
+
+/// Each registered mobile is offered on its own, and the code goes to the one chosen.
+#[actix_rt::test]
+async fn a_resend_goes_to_the_mobile_chosen_among_several() {
+    let w = World::new().await;
+    add_terminal(&w.db.pool, &w.customer.id, "dedicated", "Desk unit", None).await;
+    let second = "8613900139777";
+    let phone = add_terminal(&w.db.pool, &w.customer.id, "mobile", "Work", Some(second)).await;
+    let (pay, browser) = w.signed_in().await;
+    let page = browser.get(&format!("/pay/{pay}/code")).await;
+    let offered = format!("value=\"sms:{phone}\"");
+    assert!(page.body.contains(&offered), "{}", page.body);
+    assert!(page.body.contains("SMS to"), "{}", page.body);
+    w.clock.advance(Duration::seconds(31));
+    let sent = browser.resend(&pay, &format!("sms:{phone}")).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let to_second = texts_to(&w.smsc, second);
+    assert_eq!(to_second.len(), 1, "{to_second:?}");
+    let done = browser.submit_code(&pay, &code_in(&to_second[0])).await;
+    assert!(done.body.contains("Payment complete"), "{}", done.body);
 }
 
 #[actix_rt::test]

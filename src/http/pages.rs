@@ -448,7 +448,10 @@ fn parse_login(form: &LoginForm, allow_receiver: bool) -> Result<(String, Channe
                     |_| "Enter the other mobile number in international form: the country code and number, optionally after a '+'.",
                 )?),
             };
-            ChannelChoice::Sms { receiver }
+            ChannelChoice::Sms {
+                receiver,
+                mobile: None,
+            }
         }
         "terminal" => ChannelChoice::Terminal {
             terminal: (!terminal.is_empty()).then(|| terminal.to_string()),
@@ -458,19 +461,31 @@ fn parse_login(form: &LoginForm, allow_receiver: bool) -> Result<(String, Channe
     Ok((identity.as_str().to_string(), choice))
 }
 
+/// A route as the code page offers it (`RouteOption::value`): `sms`, `sms:<mobile terminal id>`
+/// or `terminal:<id>`.
 fn parse_route(route: &str) -> Result<Option<ChannelChoice>, String> {
-    match route.trim() {
-        "" => Ok(None),
-        "sms" => Ok(Some(ChannelChoice::Sms { receiver: None })),
-        r => match r.strip_prefix("terminal:") {
-            Some(t) if !t.is_empty() && t.chars().count() <= TERMINAL_ID_MAX_CHARS => {
-                Ok(Some(ChannelChoice::Terminal {
-                    terminal: Some(t.to_string()),
-                }))
-            }
-            _ => Err("Choose one of the offered ways to receive the code.".into()),
-        },
+    let id = |t: &str| {
+        (!t.is_empty() && t.chars().count() <= TERMINAL_ID_MAX_CHARS).then(|| t.to_string())
+    };
+    let route = route.trim();
+    if route.is_empty() {
+        return Ok(None);
     }
+    let choice = match route.split_once(':') {
+        None if route == "sms" => Some(ChannelChoice::Sms {
+            receiver: None,
+            mobile: None,
+        }),
+        Some(("sms", t)) => id(t).map(|t| ChannelChoice::Sms {
+            receiver: None,
+            mobile: Some(t),
+        }),
+        Some(("terminal", t)) => id(t).map(|t| ChannelChoice::Terminal { terminal: Some(t) }),
+        _ => None,
+    };
+    choice
+        .map(Some)
+        .ok_or_else(|| "Choose one of the offered ways to receive the code.".into())
 }
 
 // ---- per-request context ------------------------------------------------------------------------
@@ -924,9 +939,26 @@ mod tests {
         assert_eq!(parse_route(""), Ok(None));
         assert_eq!(
             parse_route("sms"),
-            Ok(Some(ChannelChoice::Sms { receiver: None }))
+            Ok(Some(ChannelChoice::Sms {
+                receiver: None,
+                mobile: None
+            }))
+        );
+        assert_eq!(
+            parse_route("sms:trm_1"),
+            Ok(Some(ChannelChoice::Sms {
+                receiver: None,
+                mobile: Some("trm_1".into())
+            }))
+        );
+        assert_eq!(
+            parse_route("terminal:trm_2"),
+            Ok(Some(ChannelChoice::Terminal {
+                terminal: Some("trm_2".into())
+            }))
         );
         assert!(parse_route("terminal:").is_err());
+        assert!(parse_route("sms:").is_err());
         assert!(parse_route("carrier pigeon").is_err());
     }
 }

@@ -110,8 +110,13 @@ impl std::fmt::Debug for Deps {
 /// Which non-Internet channel the customer chose for the code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelChoice {
-    /// SMS to the registered mobile number, or (when the policy allows) to `receiver`.
-    Sms { receiver: Option<Msisdn> },
+    /// SMS to a registered mobile number: the mobile terminal `mobile` (by id) when given, else
+    /// the number signed in with or the first registered; or (when the policy allows) to
+    /// `receiver`.
+    Sms {
+        receiver: Option<Msisdn>,
+        mobile: Option<String>,
+    },
     /// A registered terminal, by id or label; the customer's first terminal when `None`.
     Terminal { terminal: Option<String> },
 }

@@ -114,7 +114,7 @@ pub type ViewWithRoutes = (PaymentView, Option<Vec<RouteOption>>);
 /// One way the customer may receive a code, as offered on the code page.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RouteOption {
-    /// `sms` or `terminal:<id>`.
+    /// `sms:<id>` (a registered mobile) or `terminal:<id>`.
     pub value: String,
     pub label: String,
 }
@@ -135,7 +135,7 @@ pub fn route_options_of(terminals: &[TerminalRow]) -> Vec<RouteOption> {
         if t.kind == "mobile" {
             if let Some(m) = t.msisdn.as_deref().and_then(|m| Msisdn::parse(m).ok()) {
                 options.push(RouteOption {
-                    value: "sms".into(),
+                    value: format!("sms:{}", t.id),
                     label: format!("SMS to {}", m.masked()),
                 });
             }
@@ -151,6 +151,5 @@ pub fn route_options_of(terminals: &[TerminalRow]) -> Vec<RouteOption> {
             });
         }
     }
-    options.dedup_by(|a, b| a.value == b.value);
     options
 }

@@ -37,7 +37,13 @@ impl PaymentCore {
             }
         };
         let route = match choice {
-            ChannelChoice::Sms { receiver } => self.sms_route(&terminals, typed_msisdn, receiver),
+            ChannelChoice::Sms { receiver, mobile } => {
+                let preferred = match mobile {
+                    Some(id) => Preferred::Mobile(id),
+                    None => Preferred::Typed(typed_msisdn),
+                };
+                self.sms_route(&terminals, preferred, receiver)
+            }
             ChannelChoice::Terminal { terminal } => terminal_route(&terminals, terminal.as_deref()),
         };
         self.terminals = Some(terminals);
@@ -47,34 +53,44 @@ impl PaymentCore {
     fn sms_route(
         &self,
         terminals: &[TerminalRow],
-        typed_msisdn: Option<&str>,
+        preferred: Preferred,
         receiver: &Option<Msisdn>,
     ) -> Result<Route, String> {
-        let registered: Vec<Msisdn> = terminals
+        let registered: Vec<(&str, Msisdn)> = terminals
             .iter()
             .filter(|t| t.kind == "mobile")
-            .filter_map(|t| t.msisdn.as_deref())
-            .filter_map(|m| Msisdn::parse(m).ok())
+            .filter_map(|t| Some((t.id.as_str(), Msisdn::parse(t.msisdn.as_deref()?).ok()?)))
             .collect();
+        let registered_number = |wanted: &Msisdn| registered.iter().any(|(_, m)| m == wanted);
         let (msisdn, unregistered) = match receiver {
-            Some(r) if registered.contains(r) => (r.clone(), false),
+            Some(r) if registered_number(r) => (r.clone(), false),
             Some(r) if self.settings().allow_unregistered_receiver => (r.clone(), true),
             Some(_) => {
                 return Err("That mobile number is not registered for your account. \
                             Leave the number empty to use your registered mobile."
                     .into());
             }
-            None => {
-                let typed = typed_msisdn.and_then(|m| Msisdn::parse(m).ok());
-                match typed.or_else(|| registered.first().cloned()) {
-                    Some(m) => (m, false),
+            None => match preferred {
+                Preferred::Mobile(id) => match registered.iter().find(|(t, _)| *t == id) {
+                    Some((_, m)) => (m.clone(), false),
                     None => {
-                        return Err("No mobile number is registered for SMS. \
-                                    Choose your terminal instead."
+                        return Err("That mobile number is no longer registered for your \
+                                    account. Choose another way to receive the code."
                             .into());
                     }
+                },
+                Preferred::Typed(typed) => {
+                    let typed = typed.and_then(|m| Msisdn::parse(m).ok());
+                    match typed.or_else(|| registered.first().map(|(_, m)| m.clone())) {
+                        Some(m) => (m, false),
+                        None => {
+                            return Err("No mobile number is registered for SMS. \
+                                        Choose your terminal instead."
+                                .into());
+                        }
+                    }
                 }
-            }
+            },
         };
         Ok(Route {
             channel: "sms",
@@ -93,6 +109,7 @@ impl PaymentCore {
                 terminal: self.row.terminal_id.clone(),
             },
             _ => ChannelChoice::Sms {
+                mobile: None,
                 receiver: self
                     .row
                     .receiver_msisdn
@@ -101,6 +118,14 @@ impl PaymentCore {
             },
         }
     }
+}
+
+/// Which registered number an SMS goes to when no other receiver is given.
+enum Preferred<'a> {
+    /// The mobile terminal the customer picked on the code page.
+    Mobile(&'a str),
+    /// The number the customer signed in with, if they did; else the first registered.
+    Typed(Option<&'a str>),
 }
 
 fn terminal_route(terminals: &[TerminalRow], wanted: Option<&str>) -> Result<Route, String> {
