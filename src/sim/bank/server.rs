@@ -6,7 +6,7 @@ use super::faults::{FaultSwitches, Faults};
 use super::ledger::{
     self, Answer, DebitOrder, OriginalElements, ReversalOrder, ReversalOutcome, WireIdentity,
 };
-use super::store::SimStore;
+use super::store::{InjectedFailure, SimStore};
 use crate::channels::terminal::tls::accept_server;
 use bytes::BytesMut;
 use futures::StreamExt;
@@ -386,22 +386,16 @@ impl Connection {
                 return;
             }
         };
-        // 91: the issuer is down, nothing applied. 96: applied, then a malfunction.
-        let failure = self.chance(faults.fail_pct).then(|| {
+        let injected = self.chance(faults.fail_pct).then(|| {
             if self.rng.random_bool(0.5) {
-                ledger::ISSUER_INOPERATIVE
+                InjectedFailure::IssuerInoperative
             } else {
-                ledger::SYSTEM_MALFUNCTION
+                InjectedFailure::MalfunctionAfterApplying
             }
         });
         let store = self.shared.store.clone();
         let work = async move {
-            if failure == Some(ledger::ISSUER_INOPERATIVE) {
-                return Answer::declined(ledger::ISSUER_INOPERATIVE);
-            }
-            // 96 is recorded as the debit's answer, so that a repeat of it gets the 96 too.
-            let then_malfunction = failure == Some(ledger::SYSTEM_MALFUNCTION);
-            match store.debit(&order, then_malfunction).await {
+            match store.debit(&order, injected).await {
                 Ok(answer) => answer,
                 Err(e) => {
                     tracing::error!(error = %e, "bank-sim: debit failed");

@@ -40,12 +40,35 @@ impl DebitState {
     }
 }
 
-/// The answer to an applied debit: approved, or 96 when a malfunction follows (fault switches).
-fn approval(then_malfunction: bool) -> Answer {
-    if then_malfunction {
-        Answer::declined(ledger::SYSTEM_MALFUNCTION)
-    } else {
-        Answer::approved(ledger::approval_code())
+/// A failure the fault switches inject into one debit. Either is recorded as the debit's answer,
+/// so that a repeat of the 0200 gets it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectedFailure {
+    /// 91: the issuer is down; nothing is applied.
+    IssuerInoperative,
+    /// 96: the debit is applied, then the system fails.
+    MalfunctionAfterApplying,
+}
+
+/// The answer to a debit and its state, before its money moves: `None` when it is applied.
+fn decision(
+    order: &DebitOrder,
+    payer: Option<AccountView>,
+    injected: Option<InjectedFailure>,
+) -> Option<Answer> {
+    if injected == Some(InjectedFailure::IssuerInoperative) {
+        return Some(Answer::declined(ledger::ISSUER_INOPERATIVE));
+    }
+    ledger::decide(order, payer).map(Answer::declined)
+}
+
+/// The answer to an applied debit: approved, or 96 when a malfunction follows.
+fn approval(injected: Option<InjectedFailure>) -> Answer {
+    match injected {
+        Some(InjectedFailure::MalfunctionAfterApplying) => {
+            Answer::declined(ledger::SYSTEM_MALFUNCTION)
+        }
+        _ => Answer::approved(ledger::approval_code()),
     }
 }
 
@@ -95,16 +118,16 @@ impl SimStore {
         }
     }
 
-    /// Applies a 0200 (or repeats the recorded answer for its field 37). `then_malfunction`: an
-    /// approved debit is applied, and answered (then and on every repeat) with 96.
+    /// Applies a 0200 (or repeats the recorded answer for its field 37), with the failure the
+    /// fault switches inject, if any: its answer is recorded and repeated like any other.
     pub async fn debit(
         &self,
         order: &DebitOrder,
-        then_malfunction: bool,
+        injected: Option<InjectedFailure>,
     ) -> Result<Answer, SimStoreError> {
         match self {
-            Self::Memory(m) => Ok(lock(m).debit(order, then_malfunction)),
-            Self::Postgres(p) => p.debit(order, then_malfunction).await,
+            Self::Memory(m) => Ok(lock(m).debit(order, injected)),
+            Self::Postgres(p) => p.debit(order, injected).await,
         }
     }
 
@@ -189,7 +212,7 @@ impl MemoryLedger {
             .find(|key| self.accounts.contains_key(key))
     }
 
-    fn debit(&mut self, order: &DebitOrder, then_malfunction: bool) -> Answer {
+    fn debit(&mut self, order: &DebitOrder, injected: Option<InjectedFailure>) -> Answer {
         if let Some(row) = self.debits.get(&order.rrn) {
             return match row.state {
                 DebitState::ReversedUnseen => answer_for_reversed_unseen(),
@@ -201,12 +224,12 @@ impl MemoryLedger {
             balance_minor: a.balance_minor,
             currency_numeric: &a.currency_numeric,
         });
-        let (answer, state, payee) = match ledger::decide(order, view) {
-            Some(code) => (Answer::declined(code), DebitState::Declined, None),
+        let (answer, state, payee) = match decision(order, view, injected) {
+            Some(declined) => (declined, DebitState::Declined, None),
             None => {
                 let payee = self.payee_key(&order.payee_account);
                 self.move_money(&payer, payee.as_ref(), order.amount_minor);
-                (approval(then_malfunction), DebitState::Approved, payee)
+                (approval(injected), DebitState::Approved, payee)
             }
         };
         self.debits.insert(
@@ -362,7 +385,7 @@ impl PgLedger {
     async fn debit(
         &self,
         order: &DebitOrder,
-        then_malfunction: bool,
+        injected: Option<InjectedFailure>,
     ) -> Result<Answer, SimStoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -375,11 +398,11 @@ impl PgLedger {
         }
         let payer = payer_for_update(&tx, order).await?;
         let (answer, state, credited) =
-            match ledger::decide(order, payer.as_ref().map(account_view)) {
-                Some(code) => (Answer::declined(code), DebitState::Declined, None),
+            match decision(order, payer.as_ref().map(account_view), injected) {
+                Some(declined) => (declined, DebitState::Declined, None),
                 None => {
                     let credited = self.move_money(&tx, order).await?;
-                    (approval(then_malfunction), DebitState::Approved, credited)
+                    (approval(injected), DebitState::Approved, credited)
                 }
             };
         tx.execute(
@@ -623,20 +646,21 @@ mod tests {
         }
     }
 
-    /// The same story against both stores: approve, repeat, decline, reverse twice, reverse unseen.
+    /// The same story against both stores: approve, repeat, decline, reverse twice, reverse unseen,
+    /// and the injected failures.
     async fn ledger_story(store: SimStore) {
         store.seed(&seed()).await.unwrap();
-        let first = store.debit(&order("r1", 600), false).await.unwrap();
+        let first = store.debit(&order("r1", 600), None).await.unwrap();
         assert!(first.is_approved());
-        assert_eq!(store.debit(&order("r1", 600), false).await.unwrap(), first);
+        assert_eq!(store.debit(&order("r1", 600), None).await.unwrap(), first);
         assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(400));
         assert_eq!(store.balance("0002", "shop").await.unwrap(), Some(600));
-        let poor = store.debit(&order("r2", 600), false).await.unwrap();
+        let poor = store.debit(&order("r2", 600), None).await.unwrap();
         assert_eq!(poor.response_code, "51");
         let mut stranger = order("r3", 1);
         stranger.payer_account = "nobody".into();
         assert_eq!(
-            store.debit(&stranger, false).await.unwrap().response_code,
+            store.debit(&stranger, None).await.unwrap().response_code,
             "14"
         );
         // Field 90 naming another 0200: found by field 37, but not undone.
@@ -651,11 +675,12 @@ mod tests {
         assert_eq!(store.balance("0002", "shop").await.unwrap(), Some(0));
         let unseen = store.reverse(&reversal("r9", "000042")).await.unwrap();
         assert_eq!(unseen, ReversalOutcome::NothingToUndo);
-        let late = store.debit(&order("r9", 10), false).await.unwrap();
+        let late = store.debit(&order("r9", 10), None).await.unwrap();
         assert_eq!(late.response_code, "12");
         assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(1_000));
         // Applied, then a malfunction: 96, for the repeat too, and the reversal undoes it.
-        let broken = store.debit(&order("r5", 300), true).await.unwrap();
+        let applying = Some(InjectedFailure::MalfunctionAfterApplying);
+        let broken = store.debit(&order("r5", 300), applying).await.unwrap();
         assert_eq!(
             (
                 broken.response_code.as_str(),
@@ -663,10 +688,16 @@ mod tests {
             ),
             ("96", None)
         );
-        assert_eq!(store.debit(&order("r5", 300), false).await.unwrap(), broken);
+        assert_eq!(store.debit(&order("r5", 300), None).await.unwrap(), broken);
         assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(700));
         let undone = store.reverse(&reversal("r5", "000042")).await.unwrap();
         assert_eq!(undone, ReversalOutcome::Reversed);
+        assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(1_000));
+        // The issuer down: 91, nothing applied, and the repeat gets the 91 without a debit.
+        let down = Some(InjectedFailure::IssuerInoperative);
+        let refused = store.debit(&order("r6", 300), down).await.unwrap();
+        assert_eq!(refused.response_code, "91");
+        assert_eq!(store.debit(&order("r6", 300), None).await.unwrap(), refused);
         assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(1_000));
     }
 
@@ -684,7 +715,7 @@ mod tests {
         // Ten concurrent copies of one 0200 debit once.
         let answers = futures::future::join_all((0..10).map(|_| {
             let store = store.clone();
-            async move { store.debit(&order("twin", 100), false).await.unwrap() }
+            async move { store.debit(&order("twin", 100), None).await.unwrap() }
         }))
         .await;
         assert!(answers.iter().all(|a| a == &answers[0] && a.is_approved()));
