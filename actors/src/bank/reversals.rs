@@ -88,13 +88,14 @@ impl PendingReversal {
 }
 
 /// Queues a reversal, due now. A second reversal for the same RRN is the same reversal: the
-/// existing row is returned.
+/// existing row is returned while it waits for its 0430, and `None` once the 0430 came (nothing
+/// is left to send).
 pub async fn queue(
     pool: &Pool,
     record: &ReversalRecord,
     reason: ReversalReason,
     now: DateTime<Utc>,
-) -> Result<PendingReversal, StoreError> {
+) -> Result<Option<PendingReversal>, StoreError> {
     let client = pool.get().await?;
     let r = record;
     // payment_id references payments: a debit sent for no stored payment (an operator's test
@@ -124,17 +125,20 @@ pub async fn queue(
         )
         .await?;
     match inserted {
-        Some(row) => Ok(PendingReversal {
+        Some(row) => Ok(Some(PendingReversal {
             id: row.get(0),
             record: record.clone(),
             attempts: 0,
             next_attempt_at: now,
-        }),
+        })),
         None => {
             let row = client
-                .query_one(&format!("{SELECT_REVERSAL} WHERE rrn = $1"), &[&r.rrn])
+                .query_opt(
+                    &format!("{SELECT_REVERSAL} WHERE rrn = $1 AND completed_at IS NULL"),
+                    &[&r.rrn],
+                )
                 .await?;
-            Ok(from_row(&row))
+            Ok(row.as_ref().map(from_row))
         }
     }
 }
@@ -322,22 +326,13 @@ mod tests {
     async fn queue_is_idempotent_per_rrn_and_tracks_the_backlog() {
         let db = fresh_database().await;
         let t0 = Utc::now();
-        let a = queue(
-            &db.pool,
-            &record("rrn000000001"),
-            ReversalReason::Timeout,
-            t0,
-        )
-        .await
-        .unwrap();
-        let again = queue(
-            &db.pool,
-            &record("rrn000000001"),
-            ReversalReason::Timeout,
-            t0,
-        )
-        .await
-        .unwrap();
+        let queue_again = async |rrn: &str| {
+            queue(&db.pool, &record(rrn), ReversalReason::Timeout, t0)
+                .await
+                .unwrap()
+        };
+        let a = queue_again("rrn000000001").await.unwrap();
+        let again = queue_again("rrn000000001").await.unwrap();
         assert_eq!(a.id, again.id);
         assert_eq!(a.mti(), "0420");
         let _b = queue(
@@ -347,6 +342,7 @@ mod tests {
             t0 + chrono::Duration::seconds(1),
         )
         .await
+        .unwrap()
         .unwrap();
         let backlog0 = backlog(&db.pool, "bips-a").await.unwrap();
         assert_eq!(backlog0.pending, 2);
@@ -361,5 +357,7 @@ mod tests {
         let backlog1 = backlog(&db.pool, "bips-a").await.unwrap();
         assert_eq!(backlog1.pending, 1);
         assert!(backlog1.oldest_created_at.unwrap() > t0);
+        // Answered: queued again, there is nothing left to send.
+        assert!(queue_again("rrn000000001").await.is_none());
     }
 }

@@ -224,16 +224,18 @@ pub fn unconfigured_reversal_record(
     }
 }
 
-/// Stores a reversal and hands it to the link `addr` to send; `ReversalNotStored` when the
-/// database refused it (the caller keeps the payment open and asks again later).
+/// Stores a reversal and hands it to the link `addr` to send (unless its 0430 came already);
+/// `ReversalNotStored` when the database refused it (the caller keeps the payment open and asks
+/// again later).
 pub async fn queue_reversal(
     addr: &Addr<BankLinkActor>,
     deps: &LinkDeps,
     record: &ReversalRecord,
     reason: ReversalReason,
 ) -> Result<(), BankError> {
-    let stored = store_reversal(deps, record, reason).await?;
-    addr.do_send(ReversalQueued(stored));
+    if let Some(stored) = store_reversal(deps, record, reason).await? {
+        addr.do_send(ReversalQueued(stored));
+    }
     Ok(())
 }
 
@@ -247,7 +249,10 @@ pub async fn park_reversal(
     reason: ReversalReason,
 ) -> Result<(), BankError> {
     // The stored row: one already queued for this RRN (on whatever link) is kept as it was.
-    let stored = store_reversal(deps, record, reason).await?.record;
+    let Some(stored) = store_reversal(deps, record, reason).await? else {
+        return Ok(()); // Answered already.
+    };
+    let stored = stored.record;
     tracing::error!(
         link = %stored.link_name,
         rrn = %stored.rrn,
@@ -260,12 +265,12 @@ pub async fn park_reversal(
 }
 
 /// Stores a reversal, retrying briefly while the database is unavailable; `ReversalNotStored`
-/// (the database's error logged here) when it stays so.
+/// (the database's error logged here) when it stays so. `None` when its 0430 came already.
 async fn store_reversal(
     deps: &LinkDeps,
     record: &ReversalRecord,
     reason: ReversalReason,
-) -> Result<PendingReversal, BankError> {
+) -> Result<Option<PendingReversal>, BankError> {
     let mut attempt = 1;
     loop {
         match reversals::queue(&deps.pool, record, reason, deps.clock.now()).await {
