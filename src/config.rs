@@ -27,6 +27,18 @@ pub const DATABASE_POOL_SIZE_MAX: usize = 1_000;
 /// an operator would wait to hear of it.
 pub const STATEMENT_TIMEOUT_MIN_MS: u64 = 100;
 pub const CONCURRENCY_MAX: usize = 100_000;
+/// actix-server's own limit on HTTP workers (it panics past it).
+pub const HTTP_WORKERS_MAX: usize = 512;
+/// Bounds on `http.body_max_bytes`: a payment request is a few KiB.
+pub const BODY_MAX_BYTES_MIN: usize = 1_024;
+pub const BODY_MAX_BYTES_MAX: usize = 1_048_576;
+/// Most payment actors alive at once that may be configured (each holds a few KiB).
+pub const PAYMENTS_IN_FLIGHT_MAX_LIMIT: usize = 10_000_000;
+/// Shortest operator token accepted: it guards the operator page from the network.
+pub const OPERATOR_TOKEN_MIN_CHARS: usize = 16;
+/// Bounds on the terminal switch's ACK wait and keep-alive interval.
+pub const ACK_TIMEOUT_MS_MIN: u64 = 100;
+pub const KEEPALIVE_INTERVAL_S_MAX: u64 = 3_600;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -282,10 +294,11 @@ pub struct WebhooksConfig {
     pub give_up_after_s: u64,
     #[serde(default = "defaults::webhook_concurrency_max")]
     pub concurrency_max: usize,
-    /// Whether a `notify_url` may lead to a loopback, private or link-local address. Allowed by
-    /// default, as local receivers (tests, the demo, a merchant beside the gateway) need; an
-    /// operator facing merchants it does not run sets `false`.
-    #[serde(default = "defaults::yes")]
+    /// Whether a `notify_url` may lead to a loopback, private or link-local address. Refused by
+    /// default: a merchant could otherwise make the gateway post into its own network (the cloud
+    /// metadata address, a database's HTTP port). The demo, and a trial with the merchant on
+    /// the gateway's network, set `true`.
+    #[serde(default)]
     pub allow_private_destinations: bool,
 }
 
@@ -333,6 +346,7 @@ pub mod defaults {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
+            .min(super::HTTP_WORKERS_MAX)
     }
     pub fn smpp_addr() -> String {
         "127.0.0.1:2775".into()
@@ -457,6 +471,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigErrors> {
         let mut problems = Vec::new();
         self.check_service(&mut problems);
+        self.check_listeners(&mut problems);
         self.check_payments(&mut problems);
         self.check_links(&mut problems);
         if problems.is_empty() {
@@ -509,9 +524,58 @@ impl Config {
         }
     }
 
+    /// The HTTP workers and body limit, the terminal switch and the operator page.
+    fn check_listeners(&self, problems: &mut Vec<String>) {
+        let counts = [
+            ("http.workers", self.http.workers, 1, HTTP_WORKERS_MAX),
+            (
+                "http.body_max_bytes",
+                self.http.body_max_bytes,
+                BODY_MAX_BYTES_MIN,
+                BODY_MAX_BYTES_MAX,
+            ),
+        ];
+        let spans = [
+            (
+                "terminal_switch.ack_timeout_ms",
+                self.terminal_switch.ack_timeout_ms,
+                ACK_TIMEOUT_MS_MIN,
+                TIMEOUT_MS_MAX,
+            ),
+            (
+                "terminal_switch.keepalive_interval_s",
+                self.terminal_switch.keepalive_interval_s,
+                1,
+                KEEPALIVE_INTERVAL_S_MAX,
+            ),
+        ];
+        let out_of = counts
+            .iter()
+            .map(|&(name, v, min, max)| (name, v as u64, min as u64, max as u64))
+            .chain(spans);
+        for (name, value, min, max) in out_of {
+            if !(min..=max).contains(&value) {
+                problems.push(format!("{name}: must be {min} to {max}"));
+            }
+        }
+        if let Some(token) = &self.operator.token
+            && token.expose().trim().chars().count() < OPERATOR_TOKEN_MIN_CHARS
+        {
+            problems.push(format!(
+                "operator.token: at least {OPERATOR_TOKEN_MIN_CHARS} characters when set \
+                 (without a token, the operator page answers loopback only)"
+            ));
+        }
+    }
+
     /// The payment rules and the webhook retry period.
     fn check_payments(&self, problems: &mut Vec<String>) {
         let p = &self.payments;
+        if !(1..=PAYMENTS_IN_FLIGHT_MAX_LIMIT).contains(&p.in_flight_max) {
+            problems.push(format!(
+                "payments.in_flight_max: must be 1 to {PAYMENTS_IN_FLIGHT_MAX_LIMIT}"
+            ));
+        }
         if !(6..=8).contains(&p.code_digits) {
             problems.push("payments.code_digits: must be 6, 7 or 8".to_string());
         }
@@ -865,6 +929,9 @@ echo_interval_s = 30
         assert_eq!(c.payments.code_validity_s, 300);
         assert_eq!(c.payments.lifetime_s, 900);
         assert_eq!(c.secret_key_path(), PathBuf::from("/x/gateway-secret.key"));
+        // A merchant's notify_url may not lead into the gateway's own network unless allowed.
+        assert!(!c.webhooks.allow_private_destinations);
+        assert!((1..=HTTP_WORKERS_MAX).contains(&c.http.workers));
     }
 
     #[test]
@@ -902,12 +969,15 @@ echo_interval_s = 30
     fn an_environment_value_for_a_key_the_file_lacks_takes_the_key_type() {
         let env = [
             // Text that reads as a number, for a text key: the text.
-            ("PAYHUB_OPERATOR__TOKEN".to_string(), "0012345".to_string()),
+            (
+                "PAYHUB_OPERATOR__TOKEN".to_string(),
+                "00123456789012345".to_string(),
+            ),
             // A number for a number key: the number.
             ("PAYHUB_PAYMENTS__CODE_DIGITS".to_string(), "8".to_string()),
         ];
         let c = Config::from_toml(MINIMAL, &env).unwrap();
-        assert_eq!(c.operator.token.unwrap().expose(), "0012345");
+        assert_eq!(c.operator.token.unwrap().expose(), "00123456789012345");
         assert_eq!(c.payments.code_digits, 8);
         // Text for a number key is refused, naming the key.
         let env = [(
@@ -986,6 +1056,45 @@ echo_interval_s = 30
             ],
             "{err}"
         );
+    }
+
+    /// Values that would panic at start (actix's 512 workers), refuse every request, open the
+    /// operator page to anyone, or stop every payment (`in_flight_max = 0`) are refused.
+    #[test]
+    fn listener_and_payment_table_bounds_are_refused_past_them() {
+        let env: Vec<(String, String)> = [
+            ("PAYHUB_HTTP__WORKERS", "1024"),
+            ("PAYHUB_HTTP__BODY_MAX_BYTES", "0"),
+            ("PAYHUB_TERMINAL_SWITCH__ACK_TIMEOUT_MS", "0"),
+            ("PAYHUB_TERMINAL_SWITCH__KEEPALIVE_INTERVAL_S", "0"),
+            ("PAYHUB_OPERATOR__TOKEN", ""),
+            ("PAYHUB_PAYMENTS__IN_FLIGHT_MAX", "0"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let err = Config::from_toml(MINIMAL, &env).unwrap_err();
+        assert_eq!(
+            keys_named(&err),
+            [
+                "http.workers",
+                "http.body_max_bytes",
+                "terminal_switch.ack_timeout_ms",
+                "terminal_switch.keepalive_interval_s",
+                "operator.token",
+                "payments.in_flight_max",
+            ],
+            "{err}"
+        );
+        let short_token = [("PAYHUB_OPERATOR__TOKEN".to_string(), "s3cret".to_string())];
+        let err = Config::from_toml(MINIMAL, &short_token).unwrap_err();
+        assert_eq!(keys_named(&err), ["operator.token"], "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let good = [(
+            "PAYHUB_OPERATOR__TOKEN".to_string(),
+            "a-long-enough-operator-token".to_string(),
+        )];
+        assert!(Config::from_toml(MINIMAL, &good).is_ok());
     }
 
     /// A password written wrongly is not repeated in the error: a syntax error gives its line and

@@ -292,6 +292,10 @@ listen = "127.0.0.1:0"
 [operator]
 listen = "{operator}"
 
+[webhooks]
+# The demo's merchant receives its webhooks on this machine.
+allow_private_destinations = true
+
 [[links]]
 name = "bips-third-party"
 addr = "{bank_a}"

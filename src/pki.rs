@@ -456,9 +456,10 @@ source_addr = "PAYHUB"
 
 [webhooks]
 # Whether a merchant's notify_url may lead to a loopback, private or link-local address (this
-# network). Set false when merchants you do not run choose their notify_url; webhooks then also
-# ignore HTTP(S)_PROXY, since a proxy would resolve the merchant's name out of sight.
-allow_private_destinations = true
+# network). Keep false when merchants you do not run choose their notify_url (webhooks then also
+# ignore HTTP(S)_PROXY, since a proxy would resolve the merchant's name out of sight). Set true
+# for a trial with the merchant's receiver on this machine or network.
+allow_private_destinations = false
 
 # One [[links]] section per bank information processing system, for example:
 # [[links]]

@@ -134,15 +134,22 @@ impl WebhookWorker {
     }
 }
 
+/// How long an idle connection to a merchant's endpoint is kept for the next webhook.
+const IDLE_CONNECTION_MS_MAX: u64 = 15_000;
+
 /// Starts the worker on the current tokio runtime.
 pub fn start_worker(
     pool: Pool,
     clock: SharedClock,
     settings: WebhookSettings,
 ) -> anyhow::Result<WebhookWorker> {
+    // Idle connections are kept per merchant host, at most one per slot, and not for long: a
+    // merchant naming many hosts would otherwise hold a socket open for each, for 90 s.
     let mut client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_millis(settings.timeout_ms))
         .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(settings.concurrency_max)
+        .pool_idle_timeout(std::time::Duration::from_millis(IDLE_CONNECTION_MS_MAX))
         .user_agent("payhub-webhooks/1");
     if !settings.allow_private_destinations {
         // Through a proxy, only the proxy's name would be resolved here, never the merchant's.

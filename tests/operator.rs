@@ -178,3 +178,19 @@ async fn token_protects_page_and_metrics() {
         200
     );
 }
+
+/// An empty token, should one reach the page, opens nothing (the configuration refuses it too).
+#[actix_rt::test]
+async fn an_empty_token_opens_nothing() {
+    let db = fresh_database().await;
+    let base = start(OperatorState {
+        pool: db.pool.clone(),
+        links: Arc::new(NoLinks),
+        token: Some(payhub_actors::Secret::new(String::new())),
+    });
+    let http = reqwest::Client::new();
+    for path in ["/?token=", "/metrics?token="] {
+        let denied = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(denied.status(), 403, "{path}");
+    }
+}

@@ -254,7 +254,10 @@ pub async fn create_payment(
     {
         return Err(ApiError::invalid(
             "notify_url",
-            format!("notify_url must lead to a public address: {refused}"),
+            format!(
+                "notify_url must lead to a public address: {refused} \
+                 (the gateway's webhooks.allow_private_destinations is false)"
+            ),
         ));
     }
     let lifetime_s = i64::try_from(api.payment_lifetime_s).unwrap_or(i64::MAX / 2);

@@ -93,7 +93,10 @@ fn allowed(req: &HttpRequest, state: &OperatorState) -> bool {
                     .ok()
                     .and_then(|q| q.get("token").cloned())
                 });
-            presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.expose().as_bytes()))
+            // An empty token (refused by the configuration's check as well) opens nothing.
+            presented.is_some_and(|p| {
+                !p.is_empty() && constant_time_eq(p.as_bytes(), token.expose().as_bytes())
+            })
         }
         None => req.peer_addr().is_some_and(|a| a.ip().is_loopback()),
     }
