@@ -146,7 +146,7 @@ impl Routes {
                         let number = registered_number(&terminal)?;
                         self.sms(number, notice, recorded, wait).await
                     }
-                    TerminalKind::Dedicated => self.dedicated(&id, notice, recorded).await,
+                    TerminalKind::Dedicated => self.dedicated(&id, notice, recorded, wait).await,
                     kind => {
                         self.adapter(kind, &id, &terminal, notice, recorded, wait)
                             .await
@@ -210,18 +210,22 @@ impl Routes {
         })
     }
 
+    /// `wait`: what is left of the sender's wait. Past it the notice is `Timeout` (the terminal
+    /// may still acknowledge it), even when the session's own ACK wait is longer.
     async fn dedicated(
         &self,
         id: &str,
         notice: Notice,
         recorded: Option<i64>,
+        wait: Duration,
     ) -> Result<DeliveryReceipt, DeliveryError> {
         let record = self.record("terminal", id, &notice, recorded).await?;
         let Some(session) = self.registry.session(id) else {
             return self.finish(record, Err(DeliveryError::Offline)).await;
         };
-        let wait =
+        let ack_wait =
             Duration::from_millis(self.settings.ack_timeout_ms + RouterSettings::SESSION_MARGIN_MS);
+        let wait = ack_wait.min(wait);
         let result = match tokio::time::timeout(wait, session.send(SessionDeliver(notice))).await {
             Ok(Ok(result)) => result,
             Ok(Err(_session_gone)) => Err(DeliveryError::Offline),
