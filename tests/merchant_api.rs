@@ -576,6 +576,44 @@ async fn extra_configurators_share_the_listener_without_a_certificate() {
     gw.stop().await;
 }
 
+/// A customer page past the request deadline is answered with a page, not the API's JSON.
+#[actix_rt::test]
+async fn a_page_past_the_deadline_is_answered_with_a_page() {
+    use actix_web::web;
+    let slow: payhub::http::server::Configurator =
+        std::sync::Arc::new(|cfg: &mut web::ServiceConfig| {
+            cfg.route(
+                "/pay/{id}/login",
+                web::post().to(|| async {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    "too late"
+                }),
+            );
+        });
+    let gw = TestGateway::spawn_with(|s| s.request_deadline_ms = 500, vec![slow]).await;
+    let res = gw
+        .client(None)
+        .post(gw.url("/pay/pay_1/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = res.text().await.unwrap();
+    assert!(page.contains("taking too long"), "{page}");
+    // A link back to the payment's page (minijinja escapes the slashes).
+    assert!(
+        page.contains("pay_1") && page.contains("Back to the payment"),
+        "{page}"
+    );
+    gw.stop().await;
+}
+
 #[actix_rt::test]
 async fn a_request_whose_body_is_held_back_is_cut_off_at_the_deadline() {
     use std::io::{Read, Write};

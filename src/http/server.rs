@@ -159,10 +159,14 @@ pub fn start(
             .app_data(web::JsonConfig::default().limit(body_max_bytes))
             .wrap_fn(move |req, srv| {
                 let started = std::time::Instant::now();
+                // The customer pages answer with a page, the API with its error shape.
+                let page_path = req
+                    .path()
+                    .starts_with("/pay/")
+                    .then(|| req.path().to_owned());
                 // The deadline covers the extractors, so a body held back is cut off too.
                 tokio::time::timeout(deadline, srv.call(req)).map(move |res| {
-                    let res =
-                        res.unwrap_or_else(|_| Err(error::ApiError::request_timeout().into()));
+                    let res = res.unwrap_or_else(|_| Err(deadline_passed(page_path.as_deref())));
                     if let Ok(res) = &res {
                         observe(res, started);
                     }
@@ -219,6 +223,13 @@ fn observe<B>(res: &actix_web::dev::ServiceResponse<B>, started: std::time::Inst
 }
 
 /// actix bounds connections per worker: the configured total, shared out.
+fn deadline_passed(page_path: Option<&str>) -> actix_web::Error {
+    match page_path {
+        Some(path) => super::pages::deadline_passed(path),
+        None => error::ApiError::request_timeout().into(),
+    }
+}
+
 fn connections_per_worker(settings: &ServerSettings) -> usize {
     settings
         .connections_max
