@@ -1695,6 +1695,46 @@ async fn reversals_beyond_those_loaded_are_sent_as_the_first_are_answered() {
     assert!(sim.stats().reversals >= 10, "{:?}", sim.stats());
 }
 
+/// A reversal in the table whose loads at start and at sign-on both failed (the database was
+/// unsettled) is loaded again while the link stays up: its payment is final, so nothing else
+/// brings it back.
+#[actix_rt::test]
+async fn pending_reversals_whose_load_failed_are_loaded_again() {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| 1_000).await;
+    let record = bank::reversals::ReversalRecord {
+        payment_id: None,
+        link_name: "bips-a".into(),
+        link_addr: None,
+        rrn: "RV0000000001".into(),
+        amount_minor: 100,
+        currency_numeric: "156".into(),
+        original_stan: "000001".into(),
+        original_f7: "1128101010".into(),
+        acquirer_id: INSTITUTION.into(),
+    };
+    let reason = bank::reversals::ReversalReason::Timeout;
+    bank::reversals::queue(&db.pool, &record, reason, chrono::Utc::now())
+        .await
+        .unwrap();
+    let rename = async |from: &str, to: &str| {
+        let client = db.pool.get().await.unwrap();
+        let sql = format!("ALTER TABLE {from} RENAME TO {to}");
+        client.batch_execute(&sql).await.unwrap();
+    };
+    rename("reversals", "reversals_hidden").await;
+    let _router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
+    eventually("signed on", || async { sim.stats().sign_ons >= 1 }).await;
+    // The sign-on's load runs as the 0810 arrives, and fails at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rename("reversals_hidden", "reversals").await;
+    eventually("the reversal was answered", || async {
+        pending_reversals(&db).await == 0
+    })
+    .await;
+    assert_eq!(sim.stats().reversals, 1, "{:?}", sim.stats());
+}
+
 /// A bank that never answers a 0420 cannot grow the reversals a link holds: past
 /// `reversals_loaded_max` they wait in the table, and follow once those held are answered.
 #[actix_rt::test]

@@ -210,6 +210,11 @@ pub struct ReversalQueued(pub PendingReversal);
 #[rtype(result = "()")]
 struct ReversalsLoaded(Vec<PendingReversal>);
 
+/// A load of the pending reversals failed: the table may hold some that are not in memory.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ReversalsNotLoaded;
+
 /// Graceful shutdown: refuse new debits, let outstanding ones finish, sign off, stop.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -284,7 +289,8 @@ pub struct BankLinkActor {
     seq: u64,
     reversals: BTreeMap<i64, PendingReversal>,
     reversals_in_flight: HashSet<i64>,
-    /// The last load filled `reversals_loaded_max`: more may wait in the table.
+    /// More may wait in the table than memory holds: the last load filled
+    /// `reversals_loaded_max`, or failed. A tick loads them (`load_more_reversals`).
     reversals_beyond_loaded: bool,
     reversals_loaded_at: Option<Instant>,
     backoff: Backoff,
@@ -558,12 +564,23 @@ impl Handler<ReversalsLoaded> for BankLinkActor {
     type Result = ();
 
     fn handle(&mut self, msg: ReversalsLoaded, ctx: &mut Context<Self>) {
-        self.reversals_beyond_loaded = msg.0.len() >= self.settings.reversals_loaded_max;
+        let filled = msg.0.len() >= self.settings.reversals_loaded_max;
         for r in msg.0 {
             self.reversals.entry(r.id).or_insert(r);
         }
+        // Full memory: a reversal queued since the read may have been left in the table.
+        self.reversals_beyond_loaded =
+            filled || self.reversals.len() >= self.settings.reversals_loaded_max;
         self.publish_reversal_count();
         self.send_due_reversals(ctx);
+    }
+}
+
+impl Handler<ReversalsNotLoaded> for BankLinkActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReversalsNotLoaded, _: &mut Context<Self>) {
+        self.reversals_beyond_loaded = true;
     }
 }
 

@@ -4,7 +4,7 @@
 use super::{
     BankLinkActor, LinkDeps, LinkState, Pending, PendingKind, REVERSAL_STORE_ATTEMPTS_MAX,
     REVERSAL_STORE_RETRY_MS, REVERSALS_IN_FLIGHT_MAX, REVERSALS_RELOAD_SPACING, ReversalMarked,
-    ReversalQueued, ReversalsLoaded,
+    ReversalQueued, ReversalsLoaded, ReversalsNotLoaded,
 };
 use crate::bank::LinkSettings;
 use crate::bank::reversals::{self, PendingReversal, ReversalReason, ReversalRecord};
@@ -120,7 +120,12 @@ impl BankLinkActor {
         actix::spawn(async move {
             match reversals::pending(&pool, &name, limit).await {
                 Ok(list) => addr.do_send(ReversalsLoaded(list)),
-                Err(e) => tracing::warn!(link = %name, error = %e, "loading pending reversals"),
+                Err(e) => {
+                    // Tried again at a tick: the reversals of payments already final have no
+                    // other way back into memory while the link stays up.
+                    tracing::warn!(link = %name, error = %e, "loading pending reversals; trying again");
+                    addr.do_send(ReversalsNotLoaded);
+                }
             }
         });
     }
