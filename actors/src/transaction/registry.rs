@@ -55,6 +55,9 @@ pub struct PaymentRegistry {
     resume_from: Option<ResumePoint>,
     /// Failed reads in a row, for the resume's backoff.
     resume_failures: u32,
+    /// A lookup has started an actor: rows the resume reads from now on may be stale by the time
+    /// they are used (that actor may have moved its payment on and stopped meanwhile).
+    lookups_started: bool,
 }
 
 /// Starts the registry on the current actix arbiter; it resumes payments left in flight.
@@ -65,6 +68,7 @@ pub fn start_registry(deps: Deps) -> Addr<PaymentRegistry> {
         next_generation: 0,
         resume_from: Some(ResumePoint::start()),
         resume_failures: 0,
+        lookups_started: false,
     }
     .start()
 }
@@ -164,10 +168,14 @@ impl PaymentRegistry {
         let more = rows.len() >= room;
         let first_page = self.resume_from == Some(ResumePoint::start());
         self.resume_from = rows.last().filter(|_| more).map(ResumePoint::after);
+        // Until a lookup started an actor, no payment moved since the read: each actor starts
+        // from its row. After, each reads its own row, so that one whose payment another actor
+        // finished meanwhile does not act on the old state (reverse a debit that succeeded).
+        let rows_current = !self.lookups_started;
         for row in rows {
-            // A login may have started it since the read was planned.
             if self.running(&row.id).is_none() {
-                self.spawn(row.id.clone(), Some(row), ctx);
+                let id = row.id.clone();
+                self.spawn(id, rows_current.then_some(row), ctx);
             }
         }
         if more {
@@ -243,6 +251,7 @@ impl Handler<Lookup> for PaymentRegistry {
         if self.actors.len() >= self.deps.settings.in_flight_max {
             return Err(PaymentError::Busy);
         }
+        self.lookups_started = true;
         Ok(self.spawn(msg.0, None, ctx))
     }
 }
