@@ -222,7 +222,7 @@ fn observe<B>(res: &actix_web::dev::ServiceResponse<B>, started: std::time::Inst
         .observe(started.elapsed().as_secs_f64());
 }
 
-/// actix bounds connections per worker: the configured total, shared out.
+/// The answer past the request deadline: a page under `/pay`, the API's error shape elsewhere.
 fn deadline_passed(page_path: Option<&str>) -> actix_web::Error {
     match page_path {
         Some(path) => super::pages::deadline_passed(path),
@@ -230,6 +230,7 @@ fn deadline_passed(page_path: Option<&str>) -> actix_web::Error {
     }
 }
 
+/// actix bounds connections per worker: the configured total, shared out.
 fn connections_per_worker(settings: &ServerSettings) -> usize {
     settings
         .connections_max
