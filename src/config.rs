@@ -81,6 +81,15 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     /// A pool of `size` connections to the database, with its TLS checks and statement timeout.
     pub fn pool(&self, size: usize) -> Result<deadpool_postgres::Pool, StoreError> {
+        self.pool_named(size, None)
+    }
+
+    /// [`pool`](Self::pool), each session named `application_name`.
+    pub fn pool_named(
+        &self,
+        size: usize,
+        application_name: Option<String>,
+    ) -> Result<deadpool_postgres::Pool, StoreError> {
         let tls = match &self.tls_ca_cert {
             Some(ca) => DatabaseTls::CheckedAgainst(ca.clone()),
             None => DatabaseTls::Unchecked,
@@ -89,6 +98,7 @@ impl DatabaseConfig {
             size,
             tls,
             statement_timeout_ms: self.statement_timeout_ms,
+            application_name,
         };
         payhub_actors::store::pool_with(&self.url, &options)
     }

@@ -52,9 +52,11 @@ pub struct Gateway {
 impl Gateway {
     /// Starts every part from `config`. Nothing is left running when it fails.
     pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Gateway> {
-        let pool = config.database.pool(config.database.pool_size)?;
+        let session_name = crate::single_gateway::session_name();
+        let pool =
+            (config.database).pool_named(config.database.pool_size, Some(session_name.clone()))?;
         check_database(&pool, &config.database.url).await?;
-        let claim = DatabaseClaim::take(&pool, &config.database.url).await?;
+        let claim = DatabaseClaim::take(&pool, &config.database.url, &session_name).await?;
         // After the database answers: a gateway that cannot start says so in one line.
         raise_open_files_limit();
         let tls = mtls::ServerTls::load(

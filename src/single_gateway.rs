@@ -9,6 +9,14 @@
 //! backend was terminated, an idle socket dropped) is replaced and the lock taken again; if
 //! another gateway took it meanwhile, this process stops at once, as a crash would, and leaves
 //! its payments to that gateway.
+//!
+//! The lock is released as soon as its connection ends, but an earlier gateway's statement may
+//! still be running (a commit waiting for a disk or a synchronous standby), and a gateway whose
+//! claim connection alone was lost writes until its next check. A payment that statement moves
+//! on after the new gateway read it `processing` would be reversed though it succeeded. So each
+//! gateway names its sessions (`application_name`), and a new claim waits until no earlier
+//! gateway's session is running a statement or holding a transaction open, and, if any is left
+//! connected, until that gateway has had time to see its claim lost and stop.
 
 use anyhow::bail;
 use deadpool_postgres::{ClientWrapper, Pool};
@@ -19,6 +27,21 @@ use std::time::Duration;
 const SERVING_LOCK_KEY: i64 = 0x6761_7465_7779;
 /// How often the claim's connection is checked.
 pub const CLAIM_CHECK_INTERVAL_MS: u64 = 5_000;
+/// A gateway's sessions are named this and an instance id of its own.
+pub const SESSION_NAME_PREFIX: &str = "payhub serve ";
+/// Checks the claim makes, at most, for an earlier gateway's statements to end (each check
+/// interval apart): after them, the start fails naming the sessions.
+const EARLIER_STATEMENTS_CHECKS_MAX: u32 = 12;
+/// Pause between looks at an earlier gateway's sessions.
+const EARLIER_SESSIONS_POLL_MS: u64 = 100;
+
+/// This process's name for its sessions: unique even where every process is pid 1.
+pub fn session_name() -> String {
+    format!(
+        "{SESSION_NAME_PREFIX}{}",
+        hex::encode(payhub_actors::ids::os_random::<4>())
+    )
+}
 
 /// The database, claimed for this gateway until dropped.
 pub struct DatabaseClaim {
@@ -33,15 +56,18 @@ impl Drop for DatabaseClaim {
 }
 
 impl DatabaseClaim {
-    /// Claims the database, or says in one line that another gateway serves it.
-    pub async fn take(pool: &Pool, url: &str) -> anyhow::Result<Self> {
-        Self::take_checking_every(pool, url, Duration::from_millis(CLAIM_CHECK_INTERVAL_MS)).await
+    /// Claims the database for the gateway whose sessions are named `own_sessions`, or says in
+    /// one line that another gateway serves it (or that an earlier one's statements still run).
+    pub async fn take(pool: &Pool, url: &str, own_sessions: &str) -> anyhow::Result<Self> {
+        let interval = Duration::from_millis(CLAIM_CHECK_INTERVAL_MS);
+        Self::take_checking_every(pool, url, own_sessions, interval).await
     }
 
     /// [`take`](Self::take), its connection checked every `interval`.
     pub async fn take_checking_every(
         pool: &Pool,
         url: &str,
+        own_sessions: &str,
         interval: Duration,
     ) -> anyhow::Result<Self> {
         let Some(holder) = claim(pool).await? else {
@@ -52,7 +78,75 @@ impl DatabaseClaim {
             );
         };
         let keeper = tokio::spawn(keep(pool.clone(), holder, interval));
-        Ok(Self { keeper })
+        let claim = Self { keeper };
+        wait_for_earlier_gateways(pool, own_sessions, interval).await?;
+        Ok(claim)
+    }
+}
+
+/// An earlier gateway's session, as `pg_stat_activity` shows it.
+struct EarlierSession {
+    pid: i32,
+    /// Running a statement, or in a transaction that may still commit.
+    may_write: bool,
+}
+
+async fn earlier_sessions(pool: &Pool, own: &str) -> Result<Vec<EarlierSession>, StoreError> {
+    let client = pool.get().await?;
+    // Another role's sessions show no state: counted as writing.
+    let rows = client
+        .query(
+            "SELECT pid, coalesce(state NOT IN ('idle', 'disabled'), true)
+               FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name LIKE $1 || '%'
+                AND application_name <> $2",
+            &[&SESSION_NAME_PREFIX, &own],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| EarlierSession {
+            pid: r.get(0),
+            may_write: r.get(1),
+        })
+        .collect())
+}
+
+/// Returns once no earlier gateway may still write: none of its sessions is left, or those left
+/// are idle and it has had two claim checks to see its claim lost and stop (a gateway whose host
+/// died leaves idle sessions until TCP gives up on them). Fails after
+/// `EARLIER_STATEMENTS_CHECKS_MAX` checks with a session that may still write.
+async fn wait_for_earlier_gateways(
+    pool: &Pool,
+    own: &str,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    let started = tokio::time::Instant::now();
+    let settled = started + 2 * interval;
+    let give_up = started + interval * EARLIER_STATEMENTS_CHECKS_MAX;
+    let mut warned = false;
+    loop {
+        let left = earlier_sessions(pool, own).await?;
+        let writing: Vec<i32> = left.iter().filter(|s| s.may_write).map(|s| s.pid).collect();
+        let now = tokio::time::Instant::now();
+        if left.is_empty() || (writing.is_empty() && now >= settled) {
+            return Ok(());
+        }
+        if now >= give_up {
+            bail!(
+                "an earlier payhub serve's sessions on the database are still running statements \
+                 (backend pids {writing:?}): a payment they move on must not be resumed as if \
+                 stopped. Wait for them, or end them with pg_terminate_backend, and start again"
+            );
+        }
+        if !warned {
+            tracing::warn!(
+                sessions = left.len(),
+                "waiting for an earlier gateway's sessions on the database to end"
+            );
+            warned = true;
+        }
+        tokio::time::sleep(Duration::from_millis(EARLIER_SESSIONS_POLL_MS)).await;
     }
 }
 

@@ -702,7 +702,7 @@ async fn migrate_and_serve_run_from_the_starter_config() {
     assert!(status.success(), "{status}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     // Stopped, it has let the database go.
-    payhub::single_gateway::DatabaseClaim::take(&db.pool, &db.url)
+    payhub::single_gateway::DatabaseClaim::take(&db.pool, &db.url, "payhub serve test")
         .await
         .expect("the database is free again");
 }

@@ -1,9 +1,13 @@
-//! One gateway per database: the claim refuses a second gateway, and a claim whose connection is
-//! lost is taken again.
+//! One gateway per database: the claim refuses a second gateway, a claim whose connection is
+//! lost is taken again, and a new claim waits for an earlier gateway's statements to end.
 
 use payhub::single_gateway::DatabaseClaim;
 use payhub_actors::store::testing::fresh_database;
+use payhub_actors::store::{PoolOptions, pool_with};
 use std::time::Duration;
+
+/// This test process's name for its gateway sessions.
+const OWN: &str = "payhub serve this";
 
 /// The backend that holds an advisory lock on this test's database.
 async fn holder_pid(pool: &deadpool_postgres::Pool) -> Option<i32> {
@@ -23,10 +27,10 @@ async fn holder_pid(pool: &deadpool_postgres::Pool) -> Option<i32> {
 async fn a_claim_whose_connection_is_lost_is_taken_again() {
     let db = fresh_database().await;
     let interval = Duration::from_millis(100);
-    let claim = DatabaseClaim::take_checking_every(&db.pool, &db.url, interval)
+    let claim = DatabaseClaim::take_checking_every(&db.pool, &db.url, OWN, interval)
         .await
         .unwrap();
-    let second = DatabaseClaim::take(&db.pool, &db.url).await;
+    let second = DatabaseClaim::take(&db.pool, &db.url, OWN).await;
     let refused = second.err().expect("a second claim is refused").to_string();
     assert!(refused.contains("another payhub serve"), "{refused}");
 
@@ -45,7 +49,7 @@ async fn a_claim_whose_connection_is_lost_is_taken_again() {
         }
     }
     assert!(taken_again.is_some(), "the lock is held again");
-    assert!(DatabaseClaim::take(&db.pool, &db.url).await.is_err());
+    assert!(DatabaseClaim::take(&db.pool, &db.url, OWN).await.is_err());
 
     drop(claim);
     let mut free = false;
@@ -57,4 +61,113 @@ async fn a_claim_whose_connection_is_lost_is_taken_again() {
         }
     }
     assert!(free, "dropped, the claim lets the database go");
+}
+
+/// A session of an earlier gateway (named as `serve` names them), on its own connection.
+fn earlier_gateway(url: &str) -> deadpool_postgres::Pool {
+    let options = PoolOptions {
+        application_name: Some("payhub serve earlier".into()),
+        ..PoolOptions::of_size(1)
+    };
+    pool_with(url, &options).unwrap()
+}
+
+/// Whether that session is running a statement now.
+async fn earlier_is_running(pool: &deadpool_postgres::Pool) -> bool {
+    let client = pool.get().await.unwrap();
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE application_name = 'payhub serve earlier' AND state = 'active'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 1
+}
+
+/// An earlier gateway's statement still running (a commit waiting for its disk, say) holds the
+/// new claim until it ends: the payments it moves on are read after it.
+#[actix_rt::test]
+async fn a_claim_waits_for_an_earlier_gateways_running_statement() {
+    let db = fresh_database().await;
+    let earlier = earlier_gateway(&db.url);
+    let _statement = tokio::spawn(async move {
+        let client = earlier.get().await.unwrap();
+        client.execute("SELECT pg_sleep(1)", &[]).await.unwrap();
+    });
+    let pool = db.pool.clone();
+    for _ in 0..100 {
+        if earlier_is_running(&pool).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(earlier_is_running(&db.pool).await);
+    let interval = Duration::from_millis(500);
+    let _claim = DatabaseClaim::take_checking_every(&db.pool, &db.url, OWN, interval)
+        .await
+        .unwrap();
+    assert!(
+        !earlier_is_running(&db.pool).await,
+        "claimed while the statement ran"
+    );
+}
+
+/// One that runs past the claim's patience fails the start, naming the backend to end.
+#[actix_rt::test]
+async fn a_claim_gives_up_on_an_earlier_statement_that_does_not_end() {
+    let db = fresh_database().await;
+    let earlier = earlier_gateway(&db.url);
+    let _statement = tokio::spawn(async move {
+        let client = earlier.get().await.unwrap();
+        let _ = client.execute("SELECT pg_sleep(30)", &[]).await;
+    });
+    for _ in 0..100 {
+        if earlier_is_running(&db.pool).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let interval = Duration::from_millis(50);
+    let refused = DatabaseClaim::take_checking_every(&db.pool, &db.url, OWN, interval)
+        .await
+        .err()
+        .expect("the start fails")
+        .to_string();
+    assert!(refused.contains("pg_terminate_backend"), "{refused}");
+    assert_eq!(refused.lines().count(), 1, "{refused}");
+    // And the database is not left claimed.
+    let client = db.pool.get().await.unwrap();
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE application_name = 'payhub serve earlier'",
+            &[],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let interval = Duration::from_millis(500);
+    assert!(
+        DatabaseClaim::take_checking_every(&db.pool, &db.url, OWN, interval)
+            .await
+            .is_ok()
+    );
+}
+
+/// An earlier gateway's idle sessions (its host gone, say) hold the claim only until that
+/// gateway would have seen its claim lost and stopped.
+#[actix_rt::test]
+async fn an_earlier_gateways_idle_session_holds_the_claim_two_checks_at_most() {
+    let db = fresh_database().await;
+    let earlier = earlier_gateway(&db.url);
+    let _idle = earlier.get().await.unwrap();
+    let interval = Duration::from_millis(200);
+    let started = std::time::Instant::now();
+    let _claim = DatabaseClaim::take_checking_every(&db.pool, &db.url, OWN, interval)
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= 2 * interval, "{:?}", started.elapsed());
 }

@@ -149,6 +149,8 @@ pub struct PoolOptions {
     pub tls: DatabaseTls,
     /// Set on each connection as `statement_timeout`; an `options` in the URL may override it.
     pub statement_timeout_ms: u64,
+    /// Each connection's `application_name` (how `pg_stat_activity` tells its sessions apart).
+    pub application_name: Option<String>,
 }
 
 impl PoolOptions {
@@ -158,6 +160,7 @@ impl PoolOptions {
             size,
             tls: DatabaseTls::Unchecked,
             statement_timeout_ms: STATEMENT_TIMEOUT_MS_DEFAULT,
+            application_name: None,
         }
     }
 }
@@ -176,6 +179,9 @@ pub fn pool_with(url: &str, options: &PoolOptions) -> Result<Pool, StoreError> {
         None => timeout,
     };
     config.options(&startup);
+    if let Some(name) = &options.application_name {
+        config.application_name(name);
+    }
     let manager = Manager::from_config(
         config,
         options.tls.connector()?,
