@@ -55,9 +55,6 @@ pub struct PaymentRegistry {
     resume_from: Option<ResumePoint>,
     /// Failed reads in a row, for the resume's backoff.
     resume_failures: u32,
-    /// A lookup has started an actor: rows the resume reads from now on may be stale by the time
-    /// they are used (that actor may have moved its payment on and stopped meanwhile).
-    lookups_started: bool,
 }
 
 /// Starts the registry on the current actix arbiter; it resumes payments left in flight.
@@ -68,7 +65,6 @@ pub fn start_registry(deps: Deps) -> Addr<PaymentRegistry> {
         next_generation: 0,
         resume_from: Some(ResumePoint::start()),
         resume_failures: 0,
-        lookups_started: false,
     }
     .start()
 }
@@ -118,7 +114,8 @@ impl Actor for PaymentRegistry {
 
 impl PaymentRegistry {
     /// Starts the next page of payments to resume, as many as the table has room for. The
-    /// mailbox waits for the read, so no lookup starts a payment's actor while its row is read.
+    /// mailbox waits for the read (pages after the first hold lookups up for one query), so no
+    /// lookup starts a payment's actor, and no actor's end is forgotten, while its row is read.
     fn resume_page(&mut self, ctx: &mut Context<Self>) {
         let Some(after) = self.resume_from.clone() else {
             return;
@@ -168,15 +165,17 @@ impl PaymentRegistry {
         let more = rows.len() >= room;
         let first_page = self.resume_from == Some(ResumePoint::start());
         self.resume_from = rows.last().filter(|_| more).map(ResumePoint::after);
-        // Until a lookup started an actor, no payment moved since the read: each actor starts
-        // from its row. After, each reads its own row, so that one whose payment another actor
-        // finished meanwhile does not act on the old state (reverse a debit that succeeded).
-        let rows_current = !self.lookups_started;
         for row in rows {
-            if self.running(&row.id).is_none() {
-                let id = row.id.clone();
-                self.spawn(id, rows_current.then_some(row), ctx);
+            if self.running(&row.id).is_some() {
+                continue;
             }
+            // An actor that stopped while the page was read (its `Gone` waits behind the read)
+            // may have moved its payment on since: the new one reads the row again, so that it
+            // does not act on the old state (reverse a debit that succeeded). The others start
+            // from the page's row: their payments had no actor, so nothing moved them.
+            let moved_meanwhile = self.actors.contains_key(&row.id);
+            let id = row.id.clone();
+            self.spawn(id, (!moved_meanwhile).then_some(row), ctx);
         }
         if more {
             if first_page && self.actors.len() >= self.deps.settings.in_flight_max {
@@ -251,7 +250,6 @@ impl Handler<Lookup> for PaymentRegistry {
         if self.actors.len() >= self.deps.settings.in_flight_max {
             return Err(PaymentError::Busy);
         }
-        self.lookups_started = true;
         Ok(self.spawn(msg.0, None, ctx))
     }
 }
