@@ -690,6 +690,35 @@ async fn submits_answered_late_keep_their_window_slots_until_answered() {
     assert!(answers.iter().all(Result::is_ok), "{answers:?}");
 }
 
+/// An SMSC that drops submits without a word would keep the window's slots for good: once every
+/// slot has waited a response timeout past its own, the session is bound again, and the slots
+/// come back.
+#[actix_rt::test]
+async fn a_window_of_submits_never_answered_is_freed_by_a_new_bind() {
+    let Rig {
+        db: _db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|s| s.window_max = 2).await;
+    sim.update_switches(|s| s.delay_ms = 60_000);
+
+    let sends = (0..2).map(|_| deliver(&session, code_message(&payment_id)));
+    let answers = futures::future::join_all(sends).await;
+    assert!(
+        answers.iter().all(|a| a == &Err(DeliveryError::Timeout)),
+        "{answers:?}"
+    );
+    wait_until("bound again", async || sim.stats().binds_accepted >= 2).await;
+    sim.update_switches(|s| s.delay_ms = 0);
+    wait_until("bound", async || {
+        session.send(GetStatus).await.unwrap().bound
+    })
+    .await;
+    let answer = deliver(&session, code_message(&payment_id)).await;
+    assert!(answer.is_ok(), "{answer:?}");
+}
+
 /// A burst with delivery receipts on: the client library once stopped writing at its per-poll
 /// limits without waking itself, and every submit behind it timed out (vendor/README.md).
 #[actix_rt::test]

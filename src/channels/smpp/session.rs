@@ -111,8 +111,9 @@ struct StatusInner {
     binds: u64,
     last_error: Option<String>,
     /// `submit_sm` of this bind whose answer came too late to be waited for: sequence number
-    /// → message row. Each holds its window slot: the SMSC still counts it outstanding.
-    unanswered: HashMap<u32, i64>,
+    /// → message row, and when it was given up on. Each holds its window slot: the SMSC still
+    /// counts it outstanding.
+    unanswered: HashMap<u32, (i64, tokio::time::Instant)>,
 }
 
 impl Shared {
@@ -167,7 +168,8 @@ impl Shared {
     pub(super) fn await_late_answer(&self, sequence_number: u32, row: i64, slot: SemaphorePermit) {
         self.note(|s| {
             if s.unanswered.len() < UNANSWERED_MAX {
-                s.unanswered.insert(sequence_number, row);
+                let now = tokio::time::Instant::now();
+                s.unanswered.insert(sequence_number, (row, now));
                 slot.forget();
             }
         });
@@ -176,11 +178,24 @@ impl Shared {
     /// A late answer came: its `submit_sm` no longer holds a slot. The row, if it was waited for.
     fn late_answer(&self, sequence_number: u32) -> Option<i64> {
         let mut row = None;
-        self.note(|s| row = s.unanswered.remove(&sequence_number));
+        self.note(|s| row = s.unanswered.remove(&sequence_number).map(|(row, _)| row));
         if row.is_some() {
             self.window.add_permits(1);
         }
         row
+    }
+
+    /// Every slot of the window is held by a submit given up on at least a response timeout ago:
+    /// the SMSC drops submits without a word (or their answers were lost), and only a new bind
+    /// gives the slots back.
+    fn window_stuck(&self) -> bool {
+        let timeout = self.settings.response_timeout();
+        let mut stuck = false;
+        self.note(|s| {
+            stuck = s.unanswered.len() >= self.settings.window_max
+                && s.unanswered.values().all(|(_, at)| at.elapsed() >= timeout);
+        });
+        stuck
     }
 
     /// A new bind: the last one's unanswered submits will never be answered.
@@ -441,11 +456,20 @@ async fn serve(
         answers: Arc::new(Semaphore::new(ANSWERS_OWED_MAX)),
     };
     let mut last_error = None;
+    let mut window_check = tokio::time::interval(shared.settings.response_timeout());
+    window_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     return SessionEnd::Stop;
+                }
+            }
+            _ = window_check.tick() => {
+                if shared.window_stuck() {
+                    return SessionEnd::Lost(
+                        "every submit_sm of the window went unanswered".into(),
+                    );
                 }
             }
             event = events.next() => match event {

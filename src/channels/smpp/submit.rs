@@ -166,6 +166,8 @@ async fn submit_with_retries(
                 count_submit("throttled");
                 global().smpp_throttles.inc();
                 let backoff = shared.settings.throttle_backoff(attempt);
+                // The whole session slows down, whether or not this message tries again.
+                shared.pause_submits(backoff);
                 let next_try = Instant::now() + backoff;
                 if attempt >= attempts_max || next_try > deadline {
                     return Err(Failure::new(
@@ -176,7 +178,6 @@ async fn submit_with_retries(
                         ),
                     ));
                 }
-                shared.pause_submits(backoff);
                 attempt += 1;
             }
         }
