@@ -143,12 +143,11 @@ pub fn start_worker(
     clock: SharedClock,
     settings: WebhookSettings,
 ) -> anyhow::Result<WebhookWorker> {
-    // Idle connections are kept per merchant host, at most one per slot, and not for long: a
-    // merchant naming many hosts would otherwise hold a socket open for each, for 90 s.
+    // Idle connections are not kept long: a merchant naming many hosts would otherwise hold a
+    // socket open for each, for reqwest's default 90 s.
     let mut client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_millis(settings.timeout_ms))
         .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(settings.concurrency_max)
         .pool_idle_timeout(std::time::Duration::from_millis(IDLE_CONNECTION_MS_MAX))
         .user_agent("payhub-webhooks/1");
     if !settings.allow_private_destinations {
