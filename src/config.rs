@@ -1041,19 +1041,24 @@ echo_interval_s = 30
             .collect()
     }
 
+    /// Environment pairs as `from_toml` takes them.
+    fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     /// Values that would overflow a deadline or a semaphore at run time are refused at start.
     #[test]
     fn durations_and_counts_past_their_bounds_are_refused() {
-        let env: Vec<(String, String)> = [
+        let env = owned(&[
             ("PAYHUB_DATABASE__POOL_SIZE", "100000"),
             ("PAYHUB_DATABASE__STATEMENT_TIMEOUT_MS", "0"),
             ("PAYHUB_WEBHOOKS__GIVE_UP_AFTER_S", "9000000000000"),
             ("PAYHUB_WEBHOOKS__TIMEOUT_MS", "2700000000000000"),
             ("PAYHUB_WEBHOOKS__CONCURRENCY_MAX", "1000000"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        ]);
         let err = Config::from_toml(MINIMAL, &env).unwrap_err();
         assert_eq!(
             keys_named(&err),
@@ -1072,17 +1077,14 @@ echo_interval_s = 30
     /// operator page to anyone, or stop every payment (`in_flight_max = 0`) are refused.
     #[test]
     fn listener_and_payment_table_bounds_are_refused_past_them() {
-        let env: Vec<(String, String)> = [
+        let env = owned(&[
             ("PAYHUB_HTTP__WORKERS", "1024"),
             ("PAYHUB_HTTP__BODY_MAX_BYTES", "0"),
             ("PAYHUB_TERMINAL_SWITCH__ACK_TIMEOUT_MS", "0"),
             ("PAYHUB_TERMINAL_SWITCH__KEEPALIVE_INTERVAL_S", "0"),
             ("PAYHUB_OPERATOR__TOKEN", ""),
             ("PAYHUB_PAYMENTS__IN_FLIGHT_MAX", "0"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        ]);
         let err = Config::from_toml(MINIMAL, &env).unwrap_err();
         assert_eq!(
             keys_named(&err),
@@ -1096,14 +1098,11 @@ echo_interval_s = 30
             ],
             "{err}"
         );
-        let short_token = [("PAYHUB_OPERATOR__TOKEN".to_string(), "s3cret".to_string())];
+        let short_token = owned(&[("PAYHUB_OPERATOR__TOKEN", "s3cret")]);
         let err = Config::from_toml(MINIMAL, &short_token).unwrap_err();
         assert_eq!(keys_named(&err), ["operator.token"], "{err}");
         assert!(!err.to_string().contains("s3cret"), "{err}");
-        let good = [(
-            "PAYHUB_OPERATOR__TOKEN".to_string(),
-            "a-long-enough-operator-token".to_string(),
-        )];
+        let good = owned(&[("PAYHUB_OPERATOR__TOKEN", "a-long-enough-operator-token")]);
         assert!(Config::from_toml(MINIMAL, &good).is_ok());
     }
 

@@ -49,6 +49,21 @@ impl World {
         Self::with(settings(), vec![]).await
     }
 
+    /// A bank that stops answering, behind a link that waits 30 s: a gateway stopped meanwhile
+    /// leaves its debit `processing`.
+    async fn with_a_bank_gone_silent() -> World {
+        let w = Self::build(
+            settings(),
+            vec![],
+            ALICE_BALANCE,
+            30_000,
+            CODE_STEP_WAIT_MAX_MS,
+        )
+        .await;
+        w.silence_bank();
+        w
+    }
+
     async fn with(settings: PaymentSettings, webhook_script: Vec<u16>) -> World {
         Self::build(
             settings,
@@ -1301,16 +1316,7 @@ async fn a_restart_while_awaiting_the_customer_or_the_code_continues() {
 
 #[actix_rt::test]
 async fn a_restart_while_processing_reverses_and_fails_without_a_second_debit() {
-    // A long link timeout, so the gateway dies while it still waits for the 0210.
-    let mut w = World::build(
-        settings(),
-        vec![],
-        ALICE_BALANCE,
-        30_000,
-        CODE_STEP_WAIT_MAX_MS,
-    )
-    .await;
-    w.silence_bank();
+    let mut w = World::with_a_bank_gone_silent().await;
     // The browser waits on the debit that never answers…
     let (pay, waiting) = processing(&w).await;
     // …and the gateway dies (the lost 0210 stays lost; the bank answers again from now on).
@@ -1376,15 +1382,7 @@ async fn processing(w: &World) -> (String, actix_rt::task::JoinHandle<()>) {
 
 #[actix_rt::test]
 async fn a_start_that_cannot_read_its_payments_in_flight_tries_again_and_reverses_them() {
-    let mut w = World::build(
-        settings(),
-        vec![],
-        ALICE_BALANCE,
-        30_000,
-        CODE_STEP_WAIT_MAX_MS,
-    )
-    .await;
-    w.silence_bank();
+    let mut w = World::with_a_bank_gone_silent().await;
     // Room for one actor after the restart: the payment in `processing` must be resumed before
     // the one waiting for its code that expires earlier, and that one after it.
     let (waiting_code, _browser) = w.signed_in().await;
