@@ -74,6 +74,7 @@ impl Gateway {
                 .map_err(|e| anyhow::anyhow!("smpp: {e}"))?;
         }
         adopt_orphaned_reversals(&pool, &links).await?;
+        report_national_numbers(&pool).await?;
         // From here on actors run: a failure must stop them again.
         let bank = bank::start(pool.clone(), clock.clone(), links, &config.institution.id)?;
         let smpp = match config.smpp.enabled {
@@ -292,6 +293,29 @@ async fn adopt_orphaned_reversals(
             links = adopted.stranded_links.join(", "),
             "pending reversals of links no longer configured (no configured link has their \
              name or address): not sent until a link with either is configured"
+        );
+    }
+    Ok(())
+}
+
+/// Mobile numbers registered before they had to be international (a trunk `0`) are not used:
+/// an SMS to one would go out as an international address and be refused or misrouted. The
+/// operator is told at every start, until they are registered again.
+async fn report_national_numbers(pool: &deadpool_postgres::Pool) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    let national: i64 = client
+        .query_one(
+            "SELECT count(*) FROM terminals WHERE msisdn LIKE '0%' AND status = 'enabled'",
+            &[],
+        )
+        .await
+        .context("registered mobile numbers")?
+        .get(0);
+    if national > 0 {
+        tracing::error!(
+            terminals = national,
+            "registered mobile numbers in national form (a leading 0) are not used: register \
+             them again with their country code (payhub terminal add --msisdn)"
         );
     }
     Ok(())

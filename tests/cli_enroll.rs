@@ -646,6 +646,19 @@ async fn migrate_and_serve_run_from_the_starter_config() {
         );
     }
 
+    // A mobile number registered in national form before numbers had to be international.
+    let client = db.pool.get().await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO customers (id, real_name, online_id, bank_id, account, password_hash)
+               VALUES ('cus_old', 'Old Customer', 'old', '0001', '1', 'x');
+             INSERT INTO terminals (id, customer_id, kind, msisdn)
+               VALUES ('trm_old', 'cus_old', 'mobile', '07700900123');",
+        )
+        .await
+        .unwrap();
+    drop(client);
+
     let mut serve = Command::new(env!("CARGO_BIN_EXE_payhub"))
         .args(["serve", "--config", &config])
         .env_remove("DATABASE_URL")
@@ -701,6 +714,10 @@ async fn migrate_and_serve_run_from_the_starter_config() {
     let stderr = log.join().unwrap().unwrap();
     assert!(status.success(), "{status}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("mobile numbers in national form"),
+        "{stderr}"
+    );
     // Stopped, it has let the database go.
     payhub::single_gateway::DatabaseClaim::take(&db.pool, &db.url, "payhub serve test")
         .await
