@@ -72,13 +72,14 @@ fn earlier_gateway(url: &str) -> deadpool_postgres::Pool {
     pool_with(url, &options).unwrap()
 }
 
-/// Whether that session is running a statement now.
+/// Whether that session is running a statement now (other tests' databases have theirs).
 async fn earlier_is_running(pool: &deadpool_postgres::Pool) -> bool {
     let client = pool.get().await.unwrap();
     client
         .query_one(
             "SELECT count(*) FROM pg_stat_activity
-              WHERE application_name = 'payhub serve earlier' AND state = 'active'",
+              WHERE application_name = 'payhub serve earlier' AND state = 'active'
+                AND datname = current_database()",
             &[],
         )
         .await
@@ -93,9 +94,10 @@ async fn earlier_is_running(pool: &deadpool_postgres::Pool) -> bool {
 async fn a_claim_waits_for_an_earlier_gateways_running_statement() {
     let db = fresh_database().await;
     let earlier = earlier_gateway(&db.url);
+    // One simple query: a prepared one would show the session idle between its two steps.
     let _statement = tokio::spawn(async move {
         let client = earlier.get().await.unwrap();
-        client.execute("SELECT pg_sleep(1)", &[]).await.unwrap();
+        client.simple_query("SELECT pg_sleep(2)").await.unwrap();
     });
     let pool = db.pool.clone();
     for _ in 0..100 {
@@ -122,7 +124,7 @@ async fn a_claim_gives_up_on_an_earlier_statement_that_does_not_end() {
     let earlier = earlier_gateway(&db.url);
     let _statement = tokio::spawn(async move {
         let client = earlier.get().await.unwrap();
-        let _ = client.execute("SELECT pg_sleep(30)", &[]).await;
+        let _ = client.simple_query("SELECT pg_sleep(30)").await;
     });
     for _ in 0..100 {
         if earlier_is_running(&db.pool).await {
@@ -143,7 +145,7 @@ async fn a_claim_gives_up_on_an_earlier_statement_that_does_not_end() {
     client
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-              WHERE application_name = 'payhub serve earlier'",
+              WHERE application_name = 'payhub serve earlier' AND datname = current_database()",
             &[],
         )
         .await
