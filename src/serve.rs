@@ -74,7 +74,7 @@ impl Gateway {
                 .map_err(|e| anyhow::anyhow!("smpp: {e}"))?;
         }
         adopt_orphaned_reversals(&pool, &links).await?;
-        report_national_numbers(&pool).await?;
+        report_national_numbers(&pool).await;
         // From here on actors run: a failure must stop them again.
         let bank = bank::start(pool.clone(), clock.clone(), links, &config.institution.id)?;
         let smpp = match config.smpp.enabled {
@@ -298,27 +298,37 @@ async fn adopt_orphaned_reversals(
     Ok(())
 }
 
-/// Mobile numbers registered before they had to be international (a trunk `0`) are not used:
-/// an SMS to one would go out as an international address and be refused or misrouted. The
-/// operator is told at every start, until they are registered again.
-async fn report_national_numbers(pool: &deadpool_postgres::Pool) -> anyhow::Result<()> {
-    let client = pool.get().await?;
-    let national: i64 = client
-        .query_one(
-            "SELECT count(*) FROM terminals WHERE msisdn LIKE '0%' AND status = 'enabled'",
-            &[],
-        )
-        .await
-        .context("registered mobile numbers")?
-        .get(0);
-    if national > 0 {
-        tracing::error!(
-            terminals = national,
-            "registered mobile numbers in national form (a leading 0) are not used: register \
-             them again with their country code (payhub terminal add --msisdn)"
-        );
+/// Numbers registered before they had to be international (a trunk `0`) are not used: an SMS
+/// to one would go out as an international address and be refused or misrouted. The operator is
+/// told at every start which terminals they are (at most `NATIONAL_NUMBERS_LISTED_MAX`), until
+/// they are disabled. A report, not a condition of the start: an error is logged and skipped.
+async fn report_national_numbers(pool: &deadpool_postgres::Pool) {
+    const NATIONAL_NUMBERS_LISTED_MAX: i64 = 20;
+    let listed = async {
+        let client = pool.get().await?;
+        client
+            .query(
+                "SELECT t.id || ' (' || c.online_id || ')' FROM terminals t
+                   JOIN customers c ON c.id = t.customer_id
+                  WHERE t.msisdn LIKE '0%' AND t.status = 'enabled' ORDER BY t.id LIMIT $1",
+                &[&NATIONAL_NUMBERS_LISTED_MAX],
+            )
+            .await
+            .map_err(payhub_actors::store::StoreError::from)
+    };
+    match listed.await {
+        Ok(rows) if rows.is_empty() => {}
+        Ok(rows) => {
+            let terminals: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            tracing::error!(
+                terminals = terminals.join(", "),
+                "terminals registered with a national number (a leading 0) get no SMS: register \
+                 the number again with its country code (payhub terminal add) and disable the \
+                 old terminal"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "could not look for national numbers"),
     }
-    Ok(())
 }
 
 /// A first query with a clear message when the database cannot be reached.

@@ -715,7 +715,7 @@ async fn migrate_and_serve_run_from_the_starter_config() {
     assert!(status.success(), "{status}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(
-        stderr.contains("mobile numbers in national form"),
+        stderr.contains("registered with a national number") && stderr.contains("trm_old (old)"),
         "{stderr}"
     );
     // Stopped, it has let the database go.

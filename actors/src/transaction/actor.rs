@@ -18,6 +18,11 @@ use tracing::Instrument;
 pub const TICK_MAX_MS: u64 = 60_000;
 /// Messages waiting for one payment; a browser has no business sending more.
 pub const MAILBOX_CAPACITY: usize = 16;
+/// Tries at loading the payment's row before the actor gives up and stops: a pool that had no
+/// connection free in time should not leave a payment in `processing` without its actor.
+const LOAD_ATTEMPTS_MAX: u32 = 4;
+/// Wait before the second try; doubles per try.
+const LOAD_RETRY_MS: u64 = 250;
 
 /// The password step.
 #[derive(Debug, Message)]
@@ -77,6 +82,22 @@ pub struct TransactionActor {
     timer: Option<SpawnHandle>,
     /// Every step of this payment runs in it, so each log line carries the payment id.
     span: tracing::Span,
+}
+
+/// The payment's row, tried again after an error other than `NotFound`, at most
+/// `LOAD_ATTEMPTS_MAX` times.
+async fn load_with_retries(deps: Deps, id: String) -> Result<PaymentCore, PaymentError> {
+    let mut attempt = 1;
+    loop {
+        match PaymentCore::load(deps.clone(), &id).await {
+            Err(e) if e != PaymentError::NotFound && attempt < LOAD_ATTEMPTS_MAX => {
+                tracing::warn!(payment = %id, error = %e, attempt, "cannot load; trying again");
+                tokio::time::sleep(Duration::from_millis(LOAD_RETRY_MS << (attempt - 1))).await;
+                attempt += 1;
+            }
+            loaded => return loaded,
+        }
+    }
 }
 
 impl TransactionActor {
@@ -193,7 +214,7 @@ impl Actor for TransactionActor {
         let id = self.payment_id.clone();
         // `wait`: no message is handled before the row is here.
         ctx.wait(
-            async move { PaymentCore::load(deps, &id).await }
+            load_with_retries(deps, id)
                 .instrument(self.span.clone())
                 .into_actor(self)
                 .map(|loaded, act, ctx| act.begin(loaded, ctx)),

@@ -172,7 +172,9 @@ impl PaymentRegistry {
             // An actor that stopped while the page was read (its `Gone` waits behind the read)
             // may have moved its payment on since: the new one reads the row again, so that it
             // does not act on the old state (reverse a debit that succeeded). The others start
-            // from the page's row: their payments had no actor, so nothing moved them.
+            // from the page's row: their payments had no actor. (Only the expiry sweep moves a
+            // payment without one, an `awaiting_code` one past its grace; the actor's own write
+            // then finds it moved, and reloads.)
             let moved_meanwhile = self.actors.contains_key(&row.id);
             let id = row.id.clone();
             self.spawn(id, (!moved_meanwhile).then_some(row), ctx);
