@@ -1435,6 +1435,39 @@ async fn a_start_that_cannot_read_its_payments_in_flight_tries_again_and_reverse
     assert_eq!(w.status(&waiting_code).await.0, "awaiting_code");
 }
 
+/// A payment in `processing` with no actor (its actor could not load its row, say) is found by the
+/// registry's sweep and resolved as after a restart. Here no debit was recorded, so it fails at
+/// once without a reversal.
+#[actix_rt::test]
+async fn a_processing_payment_without_an_actor_is_swept_and_resolved() {
+    let w = World::with(
+        PaymentSettings {
+            processing_sweep_interval_ms: 200,
+            ..settings()
+        },
+        vec![],
+    )
+    .await;
+    let pay = w.payment().await;
+    let client = w.db.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE payments SET status = 'processing' WHERE id = $1",
+            &[&pay],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let pool = w.db.pool.clone();
+    eventually("swept and failed", || {
+        let (pool, id) = (pool.clone(), pay.clone());
+        async move { payment_status(&pool, &id).await.0 == "failed" }
+    })
+    .await;
+    w.assert_failed(&pay, "bank_unavailable").await;
+    assert_eq!(w.debits(), 0);
+}
+
 /// Makes the database refuse to write a final status for a payment listed in
 /// `final_writes_refused`, as a database that fails the statement would; each refusal is counted
 /// in a sequence, which a refused statement's rollback does not undo.

@@ -52,6 +52,9 @@ pub struct PaymentSettings {
     pub debit_timeout_ms: u64,
     /// Pause between attempts to queue a reversal the bank router refused.
     pub reversal_retry_ms: u64,
+    /// How often the registry looks for `processing` payments without an actor (one whose
+    /// actor could not load its row) and starts one.
+    pub processing_sweep_interval_ms: u64,
 }
 
 impl Default for PaymentSettings {
@@ -71,6 +74,7 @@ impl Default for PaymentSettings {
             delivery_timeout_ms: 10_000,
             debit_timeout_ms: 60_000,
             reversal_retry_ms: 5_000,
+            processing_sweep_interval_ms: 60_000,
         }
     }
 }

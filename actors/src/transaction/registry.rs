@@ -53,6 +53,8 @@ pub struct PaymentRegistry {
     next_generation: u64,
     /// Where the resume goes on from, while payments may be left to resume.
     resume_from: Option<ResumePoint>,
+    /// The resume under way is a sweep for `processing` payments only.
+    sweeping: bool,
     /// Failed reads in a row, for the resume's backoff.
     resume_failures: u32,
 }
@@ -64,6 +66,7 @@ pub fn start_registry(deps: Deps) -> Addr<PaymentRegistry> {
         actors: HashMap::new(),
         next_generation: 0,
         resume_from: Some(ResumePoint::start()),
+        sweeping: false,
         resume_failures: 0,
     }
     .start()
@@ -107,12 +110,25 @@ impl Actor for PaymentRegistry {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.resume_page(ctx);
+        let sweep = millis(self.deps.settings.processing_sweep_interval_ms.max(1));
+        ctx.run_interval(sweep, Self::sweep_processing);
         let started_at = self.deps.clock.now();
         actix::spawn(send_orphaned_notices(self.deps.clone(), started_at));
     }
 }
 
 impl PaymentRegistry {
+    /// A `processing` payment is moved on only by its actor. One whose actor stopped without
+    /// finishing it (its row could not be loaded) gets a new actor here, as after a restart. The
+    /// sweep reads `processing` payments only, and waits for a resume under way.
+    fn sweep_processing(&mut self, ctx: &mut Context<Self>) {
+        if self.resume_from.is_none() {
+            self.resume_from = Some(ResumePoint::start());
+            self.sweeping = true;
+            self.resume_page(ctx);
+        }
+    }
+
     /// Starts the next page of payments to resume, as many as the table has room for. The
     /// mailbox waits for the read (pages after the first hold lookups up for one query), so no
     /// lookup starts a payment's actor, and no actor's end is forgotten, while its row is read.
@@ -129,10 +145,11 @@ impl PaymentRegistry {
         }
         let pool = self.deps.pool.clone();
         let limit = i64::try_from(room).unwrap_or(i64::MAX);
+        let processing_only = self.sweeping;
         ctx.wait(
             async move {
                 let client = pool.get().await?;
-                super::store::resumable_payments(&client, &after, limit).await
+                super::store::resumable_payments(&client, &after, limit, processing_only).await
             }
             .into_actor(self)
             .map(move |read, act, ctx| act.resume_read(read, room, ctx)),
@@ -161,13 +178,20 @@ impl PaymentRegistry {
             }
         };
         self.resume_failures = 0;
-        tracing::info!(payments = rows.len(), "resuming payments in flight");
         let more = rows.len() >= room;
         let first_page = self.resume_from == Some(ResumePoint::start());
         self.resume_from = rows.last().filter(|_| more).map(ResumePoint::after);
+        let sweep = self.sweeping;
+        self.sweeping = sweep && more;
+        if !sweep {
+            tracing::info!(payments = rows.len(), "resuming payments in flight");
+        }
         for row in rows {
             if self.running(&row.id).is_some() {
                 continue;
+            }
+            if sweep {
+                tracing::warn!(payment = %row.id, "a payment in processing had no actor; starting one");
             }
             // An actor that stopped while the page was read (its `Gone` waits behind the read)
             // may have moved its payment on since: the new one reads the row again, so that it
@@ -180,7 +204,7 @@ impl PaymentRegistry {
             self.spawn(id, (!moved_meanwhile).then_some(row), ctx);
         }
         if more {
-            if first_page && self.actors.len() >= self.deps.settings.in_flight_max {
+            if first_page && !sweep && self.actors.len() >= self.deps.settings.in_flight_max {
                 tracing::warn!(
                     in_flight_max = self.deps.settings.in_flight_max,
                     "more payments to resume than the table has room for; the rest follow as room frees"

@@ -222,25 +222,34 @@ impl ResumePoint {
     }
 }
 
-/// The payments whose actor must run again after a restart, after `after` in resume order, at
-/// most `limit`: one query per page, not one per actor (10,000 actors each waiting for a pooled
-/// connection held their loads in memory at once).
+/// The payments whose actor must run again after a restart (or, `processing_only`, those a
+/// sweep looks at), after `after` in resume order, at most `limit`: one query per page, not one
+/// per actor (10,000 actors each waiting for a pooled connection held their loads in memory at
+/// once).
 pub async fn resumable_payments(
     client: &impl GenericClient,
     after: &ResumePoint,
     limit: i64,
+    processing_only: bool,
 ) -> Result<Vec<PaymentRow>, PaymentError> {
     let sql = format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments_open o JOIN payments p ON p.id = o.payment_id
          {PAYMENT_JOINS}
          WHERE p.status IN ('awaiting_code', 'processing')
+           AND (p.status = 'processing' OR NOT $5)
            AND (p.status = 'awaiting_code', p.expires_at, p.id) > ($1, $2, $3)
          ORDER BY p.status = 'awaiting_code', p.expires_at, p.id LIMIT $4"
     );
     client
         .query_cached(
             &sql,
-            &[&after.awaiting_code, &after.expires_at, &after.id, &limit],
+            &[
+                &after.awaiting_code,
+                &after.expires_at,
+                &after.id,
+                &limit,
+                &processing_only,
+            ],
         )
         .await?
         .iter()
