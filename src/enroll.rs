@@ -111,6 +111,17 @@ pub struct CustomerAddArgs {
 pub enum TerminalCommand {
     /// Registers a terminal's initial information for a customer.
     Add(TerminalAddArgs),
+    /// Disables a terminal: no code or notice is sent to it again.
+    Disable(TerminalDisableArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TerminalDisableArgs {
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The terminal's id (`trm_…`), as `terminal add` printed it.
+    #[arg(long)]
+    pub terminal_id: String,
 }
 
 #[derive(clap::Args)]
@@ -399,7 +410,17 @@ async fn customer_add(args: CustomerAddArgs) -> anyhow::Result<()> {
 pub async fn terminal(cmd: TerminalCommand) -> anyhow::Result<()> {
     match cmd {
         TerminalCommand::Add(args) => terminal_add(args).await,
+        TerminalCommand::Disable(args) => terminal_disable(args).await,
     }
+}
+
+async fn terminal_disable(args: TerminalDisableArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.config)?;
+    let client = connect(&config).await?;
+    if !terminals::disable(&client, &args.terminal_id).await? {
+        anyhow::bail!("--terminal-id: no terminal `{}`", args.terminal_id);
+    }
+    output::result(serde_json::json!({ "terminal_id": args.terminal_id, "status": "disabled" }))
 }
 
 fn read_public_key(path: &Path) -> anyhow::Result<String> {

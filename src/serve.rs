@@ -323,8 +323,8 @@ async fn report_national_numbers(pool: &deadpool_postgres::Pool) {
             tracing::error!(
                 terminals = terminals.join(", "),
                 "terminals registered with a national number (a leading 0) get no SMS: register \
-                 the number again with its country code (payhub terminal add) and disable the \
-                 old terminal"
+                 the number again with its country code (payhub terminal add), then payhub \
+                 terminal disable --terminal-id the old one"
             );
         }
         Err(e) => tracing::warn!(error = %e, "could not look for national numbers"),

@@ -362,6 +362,39 @@ async fn customer_and_terminal_add() {
     );
     assert!(pager["terminal_id"].as_str().unwrap().starts_with("trm_"));
     assert!(pager.get("key").is_none());
+    // Disabled, it receives nothing again; an unknown id is one line.
+    let pager_id = pager["terminal_id"].as_str().unwrap();
+    let disabled = ok_json(
+        &[
+            "terminal",
+            "disable",
+            "--config",
+            &config,
+            "--terminal-id",
+            pager_id,
+        ],
+        None,
+    );
+    assert_eq!(disabled["status"], "disabled");
+    let client = db.pool.get().await.unwrap();
+    let status: String = client
+        .query_one("SELECT status FROM terminals WHERE id = $1", &[&pager_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "disabled");
+    fails_with(
+        &[
+            "terminal",
+            "disable",
+            "--config",
+            &config,
+            "--terminal-id",
+            "trm_nothing",
+        ],
+        None,
+        "no terminal `trm_nothing`",
+    );
 
     fails_with(
         &[
@@ -610,6 +643,7 @@ fn every_command_answers_help() {
         &["merchant", "add"],
         &["customer", "add"],
         &["terminal", "add"],
+        &["terminal", "disable"],
         &["bank-sim"],
         &["smsc-sim"],
         &["iso8583", "decode"],

@@ -91,6 +91,18 @@ impl NewTerminal {
     }
 }
 
+/// Disables a terminal: no code or notice goes to it again. `false` when there is no such
+/// terminal.
+pub async fn disable(client: &impl GenericClient, id: &str) -> Result<bool, TerminalError> {
+    let updated = client
+        .execute_cached(
+            "UPDATE terminals SET status = 'disabled' WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
 pub async fn insert(client: &impl GenericClient, t: &NewTerminal) -> Result<(), TerminalError> {
     t.check()?;
     let result = client
