@@ -29,7 +29,6 @@ use payhub_actors::transaction::{
 };
 use render::{Page, Templates};
 use serde::Deserialize;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub const CSRF_COOKIE: &str = "payhub_csrf";
@@ -61,7 +60,7 @@ pub struct PagesState {
     pub code_step_wait_ms: u64,
     /// `payments.code_resends_max`: whether the code page offers another code.
     pub code_resends_max: u32,
-    templates: Arc<Templates>,
+    templates: &'static Templates,
 }
 
 impl PagesState {
@@ -80,7 +79,7 @@ impl PagesState {
             allow_unregistered_receiver,
             code_step_wait_ms: CODE_STEP_WAIT_MAX_MS,
             code_resends_max: PaymentSettings::default().code_resends_max,
-            templates: Arc::new(Templates::new()),
+            templates: Templates::shared(),
         }
     }
 }
@@ -90,7 +89,7 @@ pub fn configure(
     state: PagesState,
 ) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + Sync + 'static {
     move |cfg: &mut web::ServiceConfig| {
-        let form_errors = state.templates.clone();
+        let form_errors = state.templates;
         // A scope of their own, so the pages' form limits and state leave other routes alone.
         cfg.service(
             web::scope("/pay")
@@ -100,7 +99,7 @@ pub fn configure(
                         .limit(FORM_MAX_BYTES)
                         .error_handler(move |err, _req| {
                             let page = render::message(
-                                &form_errors,
+                                form_errors,
                                 StatusCode::BAD_REQUEST,
                                 "This form could not be read",
                                 "Please go back, reload the page and try again.",
@@ -126,8 +125,7 @@ pub fn configure(
 /// The answer to a request under `/pay` still unanswered at `http.request_deadline_ms`: a page,
 /// like every answer under `/pay`, never the API's JSON.
 pub fn deadline_passed(path: &str) -> actix_web::Error {
-    static TEMPLATES: std::sync::OnceLock<Templates> = std::sync::OnceLock::new();
-    let templates = TEMPLATES.get_or_init(Templates::new);
+    let templates = Templates::shared();
     let payment = path
         .strip_prefix("/pay/")
         .and_then(|rest| rest.split('/').next())
@@ -145,7 +143,7 @@ pub fn deadline_passed(path: &str) -> actix_web::Error {
 }
 
 async fn no_page(state: web::Data<PagesState>) -> HttpResponse {
-    render::not_found(&state.templates)
+    render::not_found(state.templates)
 }
 
 // ---- handlers -----------------------------------------------------------------------------------
@@ -174,7 +172,7 @@ async fn pay_page(
 async fn back_to_the_payment(state: web::Data<PagesState>, id: web::Path<String>) -> HttpResponse {
     match payhub_actors::ids::is_payment_id(&id) {
         true => see_other(&format!("/pay/{id}")),
-        false => render::not_found(&state.templates),
+        false => render::not_found(state.templates),
     }
 }
 
@@ -563,7 +561,7 @@ impl Ctx {
         id: &str,
         actor_use: ActorUse,
     ) -> Result<Ctx, HttpResponse> {
-        let templates = &state.templates;
+        let templates = state.templates;
         if !payhub_actors::ids::is_payment_id(id) {
             return Err(render::not_found(templates));
         }
@@ -674,7 +672,7 @@ impl Ctx {
     }
 
     fn page(&self) -> Page<'_> {
-        Page::new(&self.state.templates, &self.view)
+        Page::new(self.state.templates, &self.view)
     }
 
     fn login_page(
@@ -824,7 +822,7 @@ impl Ctx {
 
     fn payment_error(&self, e: PaymentError) -> HttpResponse {
         match e {
-            PaymentError::NotFound => render::not_found(&self.state.templates),
+            PaymentError::NotFound => render::not_found(self.state.templates),
             PaymentError::WrongSession => self.wrong_session(),
             PaymentError::WrongState(PaymentStatus::AwaitingCustomer) => see_other(&self.path("")),
             PaymentError::WrongState(PaymentStatus::AwaitingCode) => see_other(&self.path("/code")),
@@ -836,7 +834,7 @@ impl Ctx {
             ),
             PaymentError::Storage(detail) => {
                 tracing::error!(payment = %self.view.id, %detail, "payment step failed");
-                render::unavailable(&self.state.templates, &detail)
+                render::unavailable(self.state.templates, &detail)
             }
         }
     }

@@ -32,7 +32,14 @@ const TEMPLATES: [(&str, &str); 5] = [
 pub struct Templates(Environment<'static>);
 
 impl Templates {
-    pub fn new() -> Self {
+    /// The process's one set, compiled at first use: the pages and the request deadline's page
+    /// (answered outside the pages' scope) share it.
+    pub fn shared() -> &'static Templates {
+        static SHARED: std::sync::OnceLock<Templates> = std::sync::OnceLock::new();
+        SHARED.get_or_init(Templates::new)
+    }
+
+    fn new() -> Self {
         let mut env = Environment::new();
         for (name, source) in TEMPLATES {
             // The templates are part of the build; a broken one is a programming error.
@@ -44,12 +51,6 @@ impl Templates {
 
     fn render(&self, name: &str, ctx: Value) -> Result<String, minijinja::Error> {
         self.0.get_template(name)?.render(ctx)
-    }
-}
-
-impl Default for Templates {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
