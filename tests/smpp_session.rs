@@ -87,6 +87,16 @@ async fn deliver(
     session.send(msg).await.expect("the actor answers")
 }
 
+/// `count` code messages for `payment_id` at once; their answers, in order.
+async fn deliver_many(
+    session: &Addr<SmppSession>,
+    payment_id: &str,
+    count: usize,
+) -> Vec<Result<DeliveryReceipt, DeliveryError>> {
+    let sends = (0..count).map(|_| deliver(session, code_message(payment_id)));
+    futures::future::join_all(sends).await
+}
+
 #[actix_rt::test]
 async fn a_code_message_reaches_the_smsc_and_its_row_keeps_no_text() {
     let Rig {
@@ -648,8 +658,7 @@ async fn no_more_than_the_window_of_submits_is_outstanding() {
     } = rig(|s| s.window_max = 3).await;
     sim.update_switches(|s| s.delay_ms = 300);
 
-    let sends = (0..9).map(|_| deliver(&session, code_message(&payment_id)));
-    let answers = futures::future::join_all(sends).await;
+    let answers = deliver_many(&session, &payment_id, 9).await;
 
     assert!(answers.iter().all(Result::is_ok), "{answers:?}");
     assert_eq!(sim.messages().len(), 9);
@@ -669,8 +678,7 @@ async fn submits_answered_late_keep_their_window_slots_until_answered() {
     // Longer than the 1 s response timeout of these tests.
     sim.update_switches(|s| s.delay_ms = 1_500);
 
-    let sends = (0..4).map(|_| deliver(&session, code_message(&payment_id)));
-    let answers = futures::future::join_all(sends).await;
+    let answers = deliver_many(&session, &payment_id, 4).await;
 
     assert!(
         answers
@@ -685,8 +693,7 @@ async fn submits_answered_late_keep_their_window_slots_until_answered() {
         session.send(GetStatus).await.unwrap().in_flight == 0
     })
     .await;
-    let sends = (0..2).map(|_| deliver(&session, code_message(&payment_id)));
-    let answers = futures::future::join_all(sends).await;
+    let answers = deliver_many(&session, &payment_id, 2).await;
     assert!(answers.iter().all(Result::is_ok), "{answers:?}");
 }
 
@@ -703,8 +710,7 @@ async fn a_window_of_submits_never_answered_is_freed_by_a_new_bind() {
     } = rig(|s| s.window_max = 2).await;
     sim.update_switches(|s| s.delay_ms = 60_000);
 
-    let sends = (0..2).map(|_| deliver(&session, code_message(&payment_id)));
-    let answers = futures::future::join_all(sends).await;
+    let answers = deliver_many(&session, &payment_id, 2).await;
     assert!(
         answers.iter().all(|a| a == &Err(DeliveryError::Timeout)),
         "{answers:?}"
@@ -731,8 +737,7 @@ async fn a_burst_with_receipts_all_goes_out() {
         session,
     } = rig(|s| s.window_max = 1).await;
 
-    let sends = (0..BURST).map(|_| deliver(&session, code_message(&payment_id)));
-    let answers = futures::future::join_all(sends).await;
+    let answers = deliver_many(&session, &payment_id, BURST).await;
 
     let failed: Vec<_> = answers.iter().filter(|a| a.is_err()).collect();
     assert!(

@@ -4,9 +4,9 @@
 //! endpoint has gone dark, with a backlog of events, would otherwise hold every slot for its
 //! timeouts while the other merchants' webhooks waited. A merchant two of whose attempts in a row
 //! took `SLOW_ATTEMPT_MS` or more (half the request timeout, when less; one stall of a busy
-//! endpoint is not enough) is slow until `SLOW_FOR_MS` after its last slow attempt: long enough that a merchant with one dead
-//! `notify_url` among live ones (or a balancer with one dead backend) stays slow rather than
-//! turning quick between its timeouts. The deliveries of slow merchants, counted from their
+//! endpoint is not enough) is slow until `SLOW_FOR_MS` after its last slow attempt: long enough
+//! that a merchant with one dead `notify_url` among live ones (or a balancer with one dead
+//! backend) stays slow rather than turning quick between its timeouts. The deliveries of slow merchants, counted from their
 //! start, together hold at most three quarters of the slots, so the rest always serve the others.
 //!
 //! What is not covered: a merchant is found slow only by its slow attempts, so one that goes

@@ -326,13 +326,13 @@ mod tests {
     async fn queue_is_idempotent_per_rrn_and_tracks_the_backlog() {
         let db = fresh_database().await;
         let t0 = Utc::now();
-        let queue_again = async |rrn: &str| {
+        let queue_one = async |rrn: &str| {
             queue(&db.pool, &record(rrn), ReversalReason::Timeout, t0)
                 .await
                 .unwrap()
         };
-        let a = queue_again("rrn000000001").await.unwrap();
-        let again = queue_again("rrn000000001").await.unwrap();
+        let a = queue_one("rrn000000001").await.unwrap();
+        let again = queue_one("rrn000000001").await.unwrap();
         assert_eq!(a.id, again.id);
         assert_eq!(a.mti(), "0420");
         let _b = queue(
@@ -358,6 +358,6 @@ mod tests {
         assert_eq!(backlog1.pending, 1);
         assert!(backlog1.oldest_created_at.unwrap() > t0);
         // Answered: queued again, there is nothing left to send.
-        assert!(queue_again("rrn000000001").await.is_none());
+        assert!(queue_one("rrn000000001").await.is_none());
     }
 }
