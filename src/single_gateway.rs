@@ -6,9 +6,11 @@
 //! when that connection ends, however the process ends.
 //!
 //! That connection is checked every few seconds. One that was lost (the database restarted, the
-//! backend was terminated, an idle socket dropped) is replaced and the lock taken again; if
-//! another gateway took it meanwhile, this process stops at once, as a crash would, and leaves
-//! its payments to that gateway.
+//! backend was terminated, an idle socket dropped) or that does not answer within a check's
+//! interval (its host vanished) is replaced and the lock taken again, ending first this gateway's
+//! own stale session if the server still holds the lock for it; if another gateway took it
+//! meanwhile, this process stops at once, as a crash would, and leaves its payments to that
+//! gateway.
 //!
 //! The lock is released as soon as its connection ends, but an earlier gateway's statement may
 //! still be running (a commit waiting for a disk or a synchronous standby), and a gateway whose
@@ -77,7 +79,12 @@ impl DatabaseClaim {
                 redacted_url(url)
             );
         };
-        let keeper = tokio::spawn(keep(pool.clone(), holder, interval));
+        let keeper = tokio::spawn(keep(
+            pool.clone(),
+            holder,
+            interval,
+            own_sessions.to_owned(),
+        ));
         let claim = Self { keeper };
         wait_for_earlier_gateways(pool, own_sessions, interval).await?;
         Ok(claim)
@@ -152,38 +159,83 @@ async fn wait_for_earlier_gateways(
 
 /// A connection out of the pool holding the lock, or `None` when another session holds it.
 async fn claim(pool: &Pool) -> Result<Option<ClientWrapper>, StoreError> {
-    let client = pool.get().await?;
+    // Out of the pool at once: the connection, and with it the lock, lives as long as the claim,
+    // and one that failed to claim in time is closed rather than handed out again.
+    let client = deadpool_postgres::Object::take(pool.get().await?);
     let claimed: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&SERVING_LOCK_KEY])
         .await?
         .get(0);
-    // Out of the pool: the connection, and with it the lock, lives as long as the claim.
-    Ok(claimed.then(|| deadpool_postgres::Object::take(client)))
+    Ok(claimed.then_some(client))
 }
 
-/// Checks the holder every `interval`; replaces a lost one.
-async fn keep(pool: Pool, mut holder: ClientWrapper, interval: Duration) {
+/// Checks the holder every `interval`; replaces one that was lost or that does not answer
+/// within `interval` (a database host that vanished answers nothing, and TCP would take many
+/// minutes to say so, while another gateway may claim the database that took its place).
+async fn keep(pool: Pool, mut holder: ClientWrapper, interval: Duration, own: String) {
     loop {
         tokio::time::sleep(interval).await;
-        if holder.simple_query("SELECT 1").await.is_ok() {
+        let check = tokio::time::timeout(interval, holder.simple_query("SELECT 1")).await;
+        if matches!(check, Ok(Ok(_))) {
             continue;
         }
-        tracing::error!("the connection that holds this gateway's claim on the database was lost");
-        holder = loop {
-            match claim(&pool).await {
-                Ok(Some(holder)) => break holder,
-                Ok(None) => {
+        tracing::error!(
+            "the connection that holds this gateway's claim on the database was lost or stopped \
+             answering"
+        );
+        drop(holder);
+        holder = claim_again(&pool, interval, &own).await;
+        tracing::warn!("the database is claimed again");
+    }
+}
+
+/// The claim taken again, each try bounded by `interval`. Held by this gateway's own earlier
+/// connection (one that stopped answering us, still alive to the server), that session is ended
+/// and the claim taken; held by another gateway, this process stops at once, as a crash would.
+async fn claim_again(pool: &Pool, interval: Duration, own: &str) -> ClientWrapper {
+    // Held by nobody of ours twice running: not a lock released between the two looks.
+    let mut held_by_another = 0;
+    loop {
+        let error = match tokio::time::timeout(interval, claim(pool)).await {
+            Ok(Ok(Some(holder))) => return holder,
+            Ok(Ok(None)) => match end_own_stale_holder(pool, own, interval).await {
+                Ok(true) => continue,
+                Ok(false) if held_by_another == 0 => {
+                    held_by_another += 1;
+                    continue;
+                }
+                Ok(false) => {
                     tracing::error!(
                         "another payhub serve claimed the database meanwhile: stopping at once"
                     );
                     std::process::exit(1);
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot claim the database again yet");
-                    tokio::time::sleep(interval).await;
-                }
-            }
+                Err(e) => e.to_string(),
+            },
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} ms", interval.as_millis()),
         };
-        tracing::warn!("the database is claimed again");
+        tracing::error!(error, "cannot claim the database again yet");
+        tokio::time::sleep(interval).await;
     }
+}
+
+/// Ends the session of this gateway's (named `own`) that holds the claim, if one does, waiting
+/// up to `wait` for it to end: whether one did.
+async fn end_own_stale_holder(pool: &Pool, own: &str, wait: Duration) -> Result<bool, StoreError> {
+    let client = pool.get().await?;
+    let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+    // A bigint advisory key shows in `pg_locks` as its high and low 32 bits.
+    let rows = client
+        .query(
+            "SELECT pg_terminate_backend(l.pid, $3)
+               FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE l.locktype = 'advisory' AND l.granted
+                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND l.classid::bigint = $1::bigint >> 32
+                AND l.objid::bigint = $1::bigint & 4294967295 AND a.application_name = $2",
+            &[&SERVING_LOCK_KEY, &own, &wait_ms],
+        )
+        .await?;
+    Ok(!rows.is_empty())
 }

@@ -63,6 +63,86 @@ async fn a_claim_whose_connection_is_lost_is_taken_again() {
     assert!(free, "dropped, the claim lets the database go");
 }
 
+/// A TCP relay to the database whose connections can each be frozen: held open, nothing more
+/// passed either way, as when a database host vanishes without a reset.
+struct FreezingRelay {
+    url: String,
+    freezers: std::sync::Arc<std::sync::Mutex<Vec<Option<tokio::sync::oneshot::Sender<()>>>>>,
+}
+
+impl FreezingRelay {
+    async fn to(url: &str) -> Self {
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        let upstream = match &config.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(host) => format!("{host}:{}", config.get_ports()[0]),
+            other => panic!("a TCP database, not {other:?}"),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay_url = url.replace(&upstream, &listener.local_addr().unwrap().to_string());
+        let freezers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let shared = freezers.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let (freeze, frozen) = tokio::sync::oneshot::channel::<()>();
+                shared.lock().unwrap().push(Some(freeze));
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let mut outbound = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = frozen => std::future::pending::<()>().await,
+                    }
+                });
+            }
+        });
+        Self {
+            url: relay_url,
+            freezers,
+        }
+    }
+
+    /// Freezes the `nth` connection made through the relay (from 0).
+    fn freeze(&self, nth: usize) {
+        let freeze = self.freezers.lock().unwrap()[nth]
+            .take()
+            .expect("not frozen yet");
+        freeze.send(()).unwrap();
+    }
+}
+
+/// The claim's connection stops answering while the server still holds it (the relay froze it):
+/// the check gives up on it within one interval, ends that stale session of its own, and claims
+/// the database again. Before, the check waited on it for as long as TCP would.
+#[actix_rt::test]
+async fn a_claim_whose_connection_stops_answering_is_taken_again() {
+    let db = fresh_database().await;
+    let relay = FreezingRelay::to(&db.url).await;
+    let options = PoolOptions {
+        application_name: Some(OWN.into()),
+        ..PoolOptions::of_size(1)
+    };
+    let pool = pool_with(&relay.url, &options).unwrap();
+    let interval = Duration::from_millis(200);
+    let _claim = DatabaseClaim::take_checking_every(&pool, &relay.url, OWN, interval)
+        .await
+        .unwrap();
+    let first_pid = holder_pid(&db.pool).await.expect("held");
+
+    relay.freeze(0);
+    let mut taken_again = None;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        taken_again = holder_pid(&db.pool).await.filter(|pid| *pid != first_pid);
+        if taken_again.is_some() {
+            break;
+        }
+    }
+    assert!(
+        taken_again.is_some(),
+        "the lock is held again, by a new session"
+    );
+}
+
 /// A session of an earlier gateway (named as `serve` names them), on its own connection.
 fn earlier_gateway(url: &str) -> deadpool_postgres::Pool {
     let options = PoolOptions {

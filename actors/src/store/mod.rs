@@ -78,6 +78,12 @@ pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
 pub const POOL_WAIT_TIMEOUT_MS: u64 = 5_000;
 /// How long a new connection may take to open.
 pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// How long data sent to the database may go unacknowledged before the connection is dropped
+/// (`TCP_USER_TIMEOUT`), and how long a connection may sit idle before TCP probes its peer. A
+/// database host that vanished (a failover) otherwise leaves each query waiting for as long as
+/// the kernel retransmits, many minutes; the server's `statement_timeout` cannot end it.
+pub const TCP_USER_TIMEOUT_MS: u64 = 30_000;
+pub const TCP_KEEPALIVE_IDLE_MS: u64 = 30_000;
 /// How long one statement may run, lock waits included, before PostgreSQL cancels it (the
 /// default of `database.statement_timeout_ms`). Without it, a statement stuck behind a lock
 /// holds its connection, and a group-commit writer's one batch, until the lock is released.
@@ -173,6 +179,13 @@ pub fn pool_with(url: &str, options: &PoolOptions) -> Result<Pool, StoreError> {
     let mut config =
         tokio_postgres::Config::from_str(url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
     config.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS));
+    // Unless the URL says otherwise (`tcp_user_timeout`, `keepalives_idle`).
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_millis(TCP_USER_TIMEOUT_MS));
+    }
+    if config.get_keepalives_idle() == tokio_postgres::Config::new().get_keepalives_idle() {
+        config.keepalives_idle(Duration::from_millis(TCP_KEEPALIVE_IDLE_MS));
+    }
     let timeout = format!("-c statement_timeout={}", options.statement_timeout_ms);
     let startup = match config.get_options() {
         Some(from_url) => format!("{timeout} {from_url}"),
