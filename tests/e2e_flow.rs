@@ -465,11 +465,17 @@ async fn five_failures_lock_the_identity_across_payments_for_15_minutes() {
         assert!(locked.body.contains("locked"));
     }
     assert_eq!(w.status(&pays[2]).await.0, "awaiting_customer");
+    // Locked until 15 minutes after the fifth failure, on a new payment too, and no longer.
     w.clock
-        .advance(Duration::minutes(15) + Duration::seconds(1));
+        .advance(Duration::minutes(15) - Duration::seconds(2));
     let pay = w.payment().await;
+    let still = browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    assert_eq!(still.status, 429, "{}", still.body);
+    w.clock.advance(Duration::seconds(3));
     let ok = browser
-        .login(&pay, &w.customer.mobile, &w.customer.password, "sms", "")
+        .login(&pay, "alice", &w.customer.password, "sms", "")
         .await;
     assert_eq!(ok.path(), format!("/pay/{pay}/code"), "{}", ok.body);
 }
@@ -744,6 +750,26 @@ async fn a_code_from_another_browser_session_is_refused() {
         )
         .await;
     assert_eq!(forged.status, 403);
+    assert!(
+        forged.body.contains("This form has expired"),
+        "{}",
+        forged.body
+    );
+    // With her own valid token, the right code is still not hers to use.
+    let wrong_session = mallory
+        .post(
+            &format!("/pay/{pay}/code"),
+            &[("csrf_token", her_token.as_str()), ("code", &code)],
+        )
+        .await;
+    assert_eq!(wrong_session.status, 403, "{}", wrong_session.body);
+    assert!(
+        wrong_session
+            .body
+            .contains("the browser you signed in with"),
+        "{}",
+        wrong_session.body
+    );
     assert_eq!(w.status(&pay).await.0, "awaiting_code");
     assert!(w.debits() == 0);
     let ok = alice.submit_code(&pay, &code).await;
