@@ -149,7 +149,7 @@ impl SimStore {
             Self::Memory(m) => Ok(lock(m)
                 .accounts
                 .get(&(bank_id.to_owned(), account.to_owned()))
-                .map(|a| a.balance_minor)),
+                .map(|a| i64::try_from(a.balance_minor).unwrap_or(i64::MAX))),
             Self::Postgres(p) => p.balance(bank_id, account).await,
         }
     }
@@ -161,7 +161,9 @@ fn lock(m: &Mutex<MemoryLedger>) -> std::sync::MutexGuard<'_, MemoryLedger> {
 
 #[derive(Debug, Clone)]
 struct Account {
-    balance_minor: i64,
+    /// Wider than any seed and amount: credits cannot overflow it, so a debit moves both sides or
+    /// neither (the PostgreSQL store answers 96 where its `BIGINT` would overflow).
+    balance_minor: i128,
     currency_numeric: String,
 }
 
@@ -198,7 +200,7 @@ impl MemoryLedger {
             self.accounts.insert(
                 (a.bank_id.clone(), a.account.clone()),
                 Account {
-                    balance_minor: a.balance_minor,
+                    balance_minor: a.balance_minor.into(),
                     currency_numeric: a.currency_numeric.clone(),
                 },
             );
@@ -221,7 +223,7 @@ impl MemoryLedger {
         }
         let payer = (order.payer_bank.clone(), order.payer_account.clone());
         let view = self.accounts.get(&payer).map(|a| AccountView {
-            balance_minor: a.balance_minor,
+            balance_minor: i64::try_from(a.balance_minor).unwrap_or(i64::MAX),
             currency_numeric: &a.currency_numeric,
         });
         let (answer, state, payee) = match decision(order, view, injected) {
@@ -248,10 +250,10 @@ impl MemoryLedger {
 
     fn move_money(&mut self, from: &(String, String), to: Option<&(String, String)>, amount: i64) {
         if let Some(a) = self.accounts.get_mut(from) {
-            a.balance_minor -= amount;
+            a.balance_minor -= i128::from(amount);
         }
         if let Some(a) = to.and_then(|to| self.accounts.get_mut(to)) {
-            a.balance_minor += amount;
+            a.balance_minor += i128::from(amount);
         }
     }
 
@@ -280,7 +282,7 @@ impl MemoryLedger {
         if let Some(p) = payee {
             self.move_money(&p, Some(&payer), amount);
         } else if let Some(a) = self.accounts.get_mut(&payer) {
-            a.balance_minor += amount;
+            a.balance_minor += i128::from(amount);
         }
         outcome
     }
@@ -704,6 +706,28 @@ mod tests {
     #[tokio::test]
     async fn memory_ledger() {
         ledger_story(SimStore::memory(vec!["0001".into(), "0002".into()])).await;
+    }
+
+    /// A payee seeded at the top of the range still takes a credit whole, and the payer's side
+    /// moves with it: no overflow, no half-moved debit.
+    #[tokio::test]
+    async fn memory_ledger_credits_past_the_seed_range() {
+        let store = SimStore::memory(vec!["0001".into(), "0002".into()]);
+        let mut accounts = seed();
+        accounts[1].balance_minor = i64::MAX;
+        store.seed(&accounts).await.unwrap();
+        assert!(
+            store
+                .debit(&order("r1", 600), None)
+                .await
+                .unwrap()
+                .is_approved()
+        );
+        assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(400));
+        assert_eq!(store.balance("0002", "shop").await.unwrap(), Some(i64::MAX));
+        let undone = store.reverse(&reversal("r1", "000042")).await.unwrap();
+        assert_eq!(undone, ReversalOutcome::Reversed);
+        assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(1_000));
     }
 
     #[tokio::test]
