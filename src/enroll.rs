@@ -425,10 +425,13 @@ async fn terminal_disable(args: TerminalDisableArgs) -> anyhow::Result<()> {
 
 fn read_public_key(path: &Path) -> anyhow::Result<String> {
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    openssl::pkey::PKey::public_key_from_pem(&pem).map_err(|_| {
+    let pem = String::from_utf8(pem).map_err(|_| {
         anyhow::anyhow!("--public-key-file {}: not a PEM public key", path.display())
     })?;
-    String::from_utf8(pem).map_err(|_| anyhow::anyhow!("{}: not UTF-8", path.display()))
+    // The switch's own check, so that a key it would refuse at every sign-in is refused here.
+    crate::channels::terminal::auth::TerminalPublicKey::from_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("--public-key-file {}: {e}", path.display()))?;
+    Ok(pem)
 }
 
 async fn terminal_add(args: TerminalAddArgs) -> anyhow::Result<()> {

@@ -440,6 +440,48 @@ async fn customer_and_terminal_add() {
         None,
         "kind",
     );
+    // A terminal signing in with a key of its own: Ed25519 or P-256, as the switch checks them;
+    // another kind would be refused at every sign-in, so it is refused here.
+    let key_file = |name: &str, key: openssl::pkey::PKey<openssl::pkey::Private>| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, key.public_key_to_pem().unwrap()).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+    let rsa_file = key_file("rsa.pem", openssl::pkey::PKey::from_rsa(rsa).unwrap());
+    let ed_file = key_file(
+        "ed25519.pem",
+        openssl::pkey::PKey::generate_ed25519().unwrap(),
+    );
+    let with_key = |file: &str| {
+        [
+            "terminal",
+            "add",
+            "--config",
+            &config,
+            "--online-id",
+            "lilei",
+            "--kind",
+            "dedicated",
+            "--serial",
+            "SN-KEY",
+            "--public-key-file",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([file.to_owned()])
+        .collect::<Vec<String>>()
+    };
+    let args = with_key(&rsa_file);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails_with(
+        &args,
+        None,
+        "only Ed25519 and ECDSA P-256 keys are supported",
+    );
+    let args = with_key(&ed_file);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert!(ok_json(&args, None)["terminal_id"].is_string());
     // A number in national form (its trunk 0) cannot go out as an international SMS address;
     // the same mobile number cannot identify two customers.
     for (mobile, refusal) in [

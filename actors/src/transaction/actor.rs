@@ -24,8 +24,8 @@ const LOAD_ATTEMPTS_MAX: u32 = 4;
 /// Wait before the second try; doubles per try.
 const LOAD_RETRY_MS: u64 = 250;
 
-/// The password step.
-#[derive(Debug, Message)]
+/// The password step. No `Debug`: the identity may be a mobile number, shown only masked.
+#[derive(Message)]
 #[rtype(result = "Result<LoginReply, PaymentError>")]
 pub struct Login {
     pub identity: String,

@@ -448,8 +448,8 @@ fn lockout_params(failures_max: u32, window: chrono::Duration) -> (i64, i32) {
 /// A fresh code, written as one statement: the payment's code (voiding any earlier one) and its
 /// channel, an audit line, and, when the code goes by SMS, that message's `queued` row. At login
 /// the same statement moves the payment to `awaiting_code` with its customer and browser session,
-/// and removes the sign-in attempt, counted as a failure until then.
-#[derive(Debug)]
+/// and removes the sign-in attempt, counted as a failure until then. No `Debug`: it holds the
+/// keyed hashes and the receiver's number.
 pub struct CodeIssue<'a> {
     pub payment_id: &'a str,
     /// The status the payment must still be in: `awaiting_customer` at login, `awaiting_code` for

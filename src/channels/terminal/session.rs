@@ -206,14 +206,14 @@ impl StreamHandler<Result<Frame, FrameError>> for TerminalSessionActor {
                 self.settle(msg_id, Ok(receipt));
             }
             Frame::Nack { msg_id, reason } => {
-                self.settle(msg_id, Err(DeliveryError::Rejected(reason)));
+                self.settle(msg_id, Err(DeliveryError::Rejected(peer_text(&reason))));
             }
             Frame::Ping { nonce } => {
                 let _ = self.send_frame(Frame::Pong { nonce }, ctx);
             }
             Frame::Pong { .. } => {}
             Frame::Error { code, message } => {
-                tracing::info!(terminal_id = %self.terminal_id, code, message = %message, "terminal closed the session");
+                tracing::info!(terminal_id = %self.terminal_id, code, message = %peer_text(&message), "terminal closed the session");
                 ctx.stop();
             }
             other => {
@@ -226,6 +226,15 @@ impl StreamHandler<Result<Frame, FrameError>> for TerminalSessionActor {
     fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
     }
+}
+
+/// A terminal's own words, fit for a log line and a database row: its control characters
+/// (a NUL, which PostgreSQL refuses in text, or a line break that would forge a log line) shown
+/// as U+FFFD.
+fn peer_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 /// The CODE or OUTCOME frame for a notice.
@@ -264,4 +273,18 @@ fn notice_frame(msg_id: u32, notice: &Notice) -> Result<Frame, String> {
             text,
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peer_text;
+
+    #[test]
+    fn a_terminals_words_lose_their_control_characters() {
+        assert_eq!(peer_text("display broken"), "display broken");
+        assert_eq!(
+            peer_text("bad\0\nline\u{7f}"),
+            "bad\u{FFFD}\u{FFFD}line\u{FFFD}"
+        );
+    }
 }
