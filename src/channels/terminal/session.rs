@@ -9,8 +9,9 @@ use super::registry::SwitchRegistry;
 use actix::prelude::*;
 use payhub_actors::messages::{DeliveryError, DeliveryReceipt, Notice, NoticeKind};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Limits and timers of one session.
 #[derive(Debug, Clone, Copy)]
