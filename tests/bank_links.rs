@@ -1356,6 +1356,27 @@ async fn a_bank_that_sends_requests_and_never_reads_is_dropped() {
     let _again = Peer::signed_on(&listener, &router).await;
 }
 
+/// The simulator's side of the same rule: a client that sends echoes and reads nothing is
+/// dropped once its answers cannot be written in time, and its connection slot freed. It held
+/// the connection for ever before.
+#[actix_rt::test]
+async fn the_bank_simulator_drops_a_client_that_does_not_read() {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| 1_000).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4_096).unwrap();
+    let mut stream = socket.connect(sim.addr()).await.unwrap();
+    let frames = framed(&bank_0800("301", "000001").pack().unwrap()).repeat(64);
+    let flood = actix_rt::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while stream.write_all(&frames).await.is_ok() {}
+    });
+    tokio::time::timeout(Duration::from_secs(60), flood)
+        .await
+        .expect("the simulator drops a client that does not read")
+        .unwrap();
+}
+
 /// A network management request from the bank, with field 70 `code`.
 fn bank_0800(code: &str, stan: &str) -> Message {
     Message::new("0800")

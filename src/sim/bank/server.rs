@@ -30,6 +30,9 @@ pub const DB_REQUESTS_IN_FLIGHT_MAX: usize = 256;
 pub const ANSWERS_QUEUED_MAX: usize = 4_096;
 /// Connections served at once.
 pub const CONNECTIONS_MAX: usize = 256;
+/// How long the answers of one write may take: a client that stops reading is dropped, and its
+/// connection slot freed, rather than holding the connection for ever.
+pub const WRITE_TIMEOUT_MS: u64 = 5_000;
 /// A TLS client that has not finished its handshake by then is dropped.
 pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 
@@ -189,6 +192,8 @@ struct Connection {
     out: BytesMut,
     answers_tx: mpsc::Sender<Message>,
     db_slots: Arc<Semaphore>,
+    /// Answers held back by the delay switch, at most `ANSWERS_QUEUED_MAX` at once.
+    delayed_slots: Arc<Semaphore>,
 }
 
 impl Connection {
@@ -205,6 +210,7 @@ impl Connection {
                 out: BytesMut::with_capacity(64 * 1024),
                 answers_tx,
                 db_slots: Arc::new(Semaphore::new(DB_REQUESTS_IN_FLIGHT_MAX)),
+                delayed_slots: Arc::new(Semaphore::new(ANSWERS_QUEUED_MAX)),
             },
             answers_rx,
         )
@@ -251,14 +257,25 @@ where
                 Ok(Some(_))
             );
             if !more && !conn.out.is_empty() {
-                writer.write_all(&conn.out).await?;
+                write_in_time(&mut writer, &conn.out).await?;
                 conn.out.clear();
             }
         }
         if !conn.out.is_empty() {
-            let _ = writer.write_all(&conn.out).await;
+            let _ = write_in_time(&mut writer, &conn.out).await;
         }
         Ok(())
+    }
+}
+
+async fn write_in_time<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    let timeout = Duration::from_millis(WRITE_TIMEOUT_MS);
+    match tokio::time::timeout(timeout, writer.write_all(bytes)).await {
+        Ok(written) => written,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client reads nothing",
+        )),
     }
 }
 
@@ -312,9 +329,14 @@ impl Connection {
             }
             return;
         }
+        let Ok(slot) = self.delayed_slots.clone().try_acquire_owned() else {
+            bump(&self.shared.stats.answers_dropped);
+            return;
+        };
         let delay = Duration::from_millis(self.rng.random_range(0..=faults.delay_ms));
         let tx = self.answers_tx.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             tokio::time::sleep(delay).await;
             for _ in 0..copies {
                 if tx.try_send(message.clone()).is_err() {

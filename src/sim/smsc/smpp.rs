@@ -27,6 +27,11 @@ const COMMAND_LENGTH_MAX_BYTES: usize = 4_096;
 pub const CONNECTIONS_MAX: usize = 64;
 /// Answers and receipts waiting to be written, per connection.
 const OUTGOING_MAX: usize = 256;
+/// Submits answered later (a delay switch) at once per connection; past it, throttled.
+const ANSWERS_PENDING_MAX: u64 = 1_024;
+/// How long one PDU may take to be written: a peer that stops reading is dropped, and its
+/// connection slot freed, rather than holding the session for ever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an unbound session may take to write its last answers.
 const CLOSE_GRACE: Duration = Duration::from_millis(200);
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
@@ -153,7 +158,8 @@ impl Session {
         let (out_tx, mut out_rx) = mpsc::channel::<Command>(OUTGOING_MAX);
         let mut writer = tokio::spawn(async move {
             while let Some(command) = out_rx.recv().await {
-                if sink.send(command).await.is_err() {
+                let sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(command)).await;
+                if !matches!(sent, Ok(Ok(()))) {
                     break;
                 }
             }
@@ -165,6 +171,8 @@ impl Session {
             let command = tokio::select! {
                 command = commands.next() => command,
                 _ = stop.changed() => break Next::Drop,
+                // The peer stopped reading (or closed): nothing more can be answered.
+                _ = &mut writer => break Next::Drop,
                 () = tokio::time::sleep_until(ping_at) => {
                     pinged_at = tokio::time::Instant::now();
                     if self.bound.is_some() && self.state.switches().enquire_link_interval_ms > 0 {
@@ -318,6 +326,15 @@ impl Session {
         if verdict == Verdict::Drop {
             return Next::Drop;
         }
+        if self.outstanding.load(Ordering::SeqCst) >= ANSWERS_PENDING_MAX {
+            let reply = bodiless(
+                CommandId::SubmitSmResp,
+                CommandStatus::EsmeRthrottled,
+                sequence_number,
+            );
+            let _ = out.send(reply).await;
+            return Next::Continue;
+        }
         let now = self.outstanding.fetch_add(1, Ordering::SeqCst) + 1;
         self.state
             .count(|s| s.max_outstanding = s.max_outstanding.max(now));
@@ -361,13 +378,24 @@ struct Answer {
     receipts_here: bool,
 }
 
+/// One answer outstanding, counted until dropped.
+struct Pending(Arc<AtomicU64>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Answer {
     async fn run(self, submit: SubmitSm, sequence_number: u32, verdict: Verdict) {
+        // Outstanding until its answer is queued for the writer (or the writer is gone), so that
+        // `ANSWERS_PENDING_MAX` bounds the tasks of a peer that stopped reading too.
+        let _pending = Pending(self.outstanding.clone());
         let switches = self.state.switches();
         if switches.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(switches.delay_ms)).await;
         }
-        self.outstanding.fetch_sub(1, Ordering::SeqCst);
         let Verdict::Status(status) = verdict else {
             return self.accept(submit, sequence_number).await;
         };
