@@ -177,6 +177,42 @@ async fn token_protects_page_and_metrics() {
             .status(),
         200
     );
+
+    // A browser opens the page with `?token=`: it gets the page's address without the token and
+    // a cookie that stands for it (never the token itself), and the page is not cached.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let opened = browser
+        .get(format!("{base}/?token=s3cret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 303);
+    assert_eq!(opened.headers()["location"], "/");
+    let cookie = opened.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("s3cret"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let page = browser
+        .get(format!("{base}/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    let forged = browser
+        .get(format!("{base}/"))
+        .header("cookie", "payhub_operator=00")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
 }
 
 /// An empty token, should one reach the page, opens nothing (the configuration refuses it too).

@@ -1,6 +1,7 @@
 //! The operator listener, bound apart from the merchant API (loopback by default): `/metrics`,
 //! `/healthz`, `/readyz` and an HTML page with bank links, throughput, recent payments and
-//! backlogs. Protected by `operator.token` when one is set, otherwise loopback peers only.
+//! backlogs. Protected by `operator.token` when one is set (a Bearer header, or `?token=`, which
+//! the page trades for a session cookie), otherwise loopback peers only.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use deadpool_postgres::Pool;
@@ -13,6 +14,10 @@ use std::time::Duration;
 
 /// How long a readiness or page query may take before it is answered as failed.
 pub const QUERY_TIMEOUT_MS: u64 = 2_000;
+/// Connections the operator listener serves at once (its one worker); more wait in the backlog.
+pub const CONNECTIONS_MAX: usize = 64;
+/// How long a client may take to send a request's head.
+pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// Recent payments shown on the page.
 pub const RECENT_PAYMENTS_MAX: i64 = 20;
 
@@ -70,6 +75,8 @@ pub fn start(
             .configure(routes)
     })
     .workers(1)
+    .max_connections(CONNECTIONS_MAX)
+    .client_request_timeout(Duration::from_millis(CLIENT_REQUEST_TIMEOUT_MS))
     .disable_signals()
     .shutdown_timeout(5)
     .bind(listen)?;
@@ -77,26 +84,47 @@ pub fn start(
     Ok((addr, server.run()))
 }
 
+/// The cookie that stands for the token once the page was opened with `?token=`, so that the
+/// token leaves the address bar, the page's refreshes and the history.
+const SESSION_COOKIE: &str = "payhub_operator";
+
+/// The cookie's value for `token`: keyed with this process's own random key, so a restart ends
+/// every such session and the cookie never holds the token.
+fn session_value(token: &str) -> String {
+    static KEY: std::sync::OnceLock<payhub_actors::keyed_hash::HashKey> =
+        std::sync::OnceLock::new();
+    let key = KEY.get_or_init(payhub_actors::keyed_hash::HashKey::random);
+    hex::encode(key.hash("operator page session", token.as_bytes()))
+}
+
+/// The token as presented in an `Authorization: Bearer` header or a `?token=` parameter.
+fn presented_token(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .or_else(|| query_token(req))
+}
+
+fn query_token(req: &HttpRequest) -> Option<String> {
+    web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.get("token").cloned())
+}
+
 fn allowed(req: &HttpRequest, state: &OperatorState) -> bool {
     match &state.token {
+        // An empty token (refused by the configuration's check as well) opens nothing.
+        Some(token) if token.expose().is_empty() => false,
         Some(token) => {
-            let presented = req
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::to_owned)
-                .or_else(|| {
-                    web::Query::<std::collections::HashMap<String, String>>::from_query(
-                        req.query_string(),
-                    )
-                    .ok()
-                    .and_then(|q| q.get("token").cloned())
-                });
-            // An empty token (refused by the configuration's check as well) opens nothing.
-            presented.is_some_and(|p| {
-                !p.is_empty() && constant_time_eq(p.as_bytes(), token.expose().as_bytes())
-            })
+            let token = token.expose();
+            let by_token = presented_token(req)
+                .is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()));
+            let by_cookie = req.cookie(SESSION_COOKIE).is_some_and(|c| {
+                constant_time_eq(c.value().as_bytes(), session_value(token).as_bytes())
+            });
+            by_token || by_cookie
         }
         None => req.peer_addr().is_some_and(|a| a.ip().is_loopback()),
     }
@@ -189,6 +217,20 @@ async fn page(req: HttpRequest, state: web::Data<OperatorState>) -> HttpResponse
     if !allowed(&req, &state) {
         return forbidden();
     }
+    if let (Some(token), Some(_)) = (&state.token, query_token(&req)) {
+        // Opened with `?token=`: the same page again without it, the cookie standing for it.
+        let cookie =
+            actix_web::cookie::Cookie::build(SESSION_COOKIE, session_value(token.expose()))
+                .path("/")
+                .http_only(true)
+                .same_site(actix_web::cookie::SameSite::Strict)
+                .finish();
+        return HttpResponse::SeeOther()
+            .insert_header(("location", "/"))
+            .insert_header(("referrer-policy", "no-referrer"))
+            .cookie(cookie)
+            .finish();
+    }
     let links = state.links.links().await;
     let data = tokio::time::timeout(
         Duration::from_millis(QUERY_TIMEOUT_MS),
@@ -208,6 +250,8 @@ async fn page(req: HttpRequest, state: web::Data<OperatorState>) -> HttpResponse
     {
         Ok(html) => HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
+            .insert_header(("cache-control", "no-store"))
+            .insert_header(("referrer-policy", "no-referrer"))
             .body(html),
         Err(e) => {
             tracing::error!(error = %e, "operator page template");
