@@ -881,6 +881,85 @@ async fn a_slow_bank_shows_the_payment_in_progress_then_its_outcome() {
     assert!(!done.body.contains(refresh), "{}", done.body);
 }
 
+/// The terminal channel whole: a customer's dedicated terminal, connected to the gateway's
+/// switch, receives the code with the amount and the merchant; the code typed in the browser
+/// that signed in completes the payment; the outcome is told on the same terminal.
+#[actix_rt::test]
+async fn a_code_by_dedicated_terminal_and_the_outcome_told_on_it() {
+    use payhub::channels::terminal::auth::SharedKey;
+    use payhub::channels::terminal::client::ClientOptions;
+    use payhub::channels::terminal::tls::ClientTls;
+    use payhub::sim::terminal::{DeliveryBehaviour, SimConfig, SimEvent, spawn};
+    let w = World::new().await;
+    let terminal_id =
+        add_terminal(&w.db.pool, &w.customer.id, "dedicated", "Desk unit", None).await;
+    let key: Vec<u8> =
+        w.db.pool
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT shared_key FROM terminals WHERE id = $1",
+                &[&terminal_id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    let switch = w.gateway.as_ref().unwrap().terminal_switch.clone();
+    let client = ClientOptions {
+        switch: switch.addr.to_string(),
+        server_name: None,
+        terminal_id: terminal_id.clone(),
+        key: SharedKey::new(key.try_into().unwrap()).into(),
+        tls: ClientTls::Off,
+    };
+    let mut terminal = spawn(SimConfig {
+        client,
+        behaviour: DeliveryBehaviour::Acknowledge,
+        answer_pings: true,
+        answer: None,
+    })
+    .await
+    .unwrap();
+    switch.wait_online(&terminal_id).await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    let wait = std::time::Duration::from_secs(10);
+    let page = browser
+        .login(&pay, "alice", &w.customer.password, "terminal", "")
+        .await;
+    assert_eq!(page.path(), format!("/pay/{pay}/code"));
+    assert!(page.body.contains("name=\"code\""), "{}", page.body);
+    let Some(SimEvent::Code {
+        payment_id,
+        code,
+        amount,
+        currency,
+        merchant,
+        ..
+    }) = terminal.next_delivery(wait).await
+    else {
+        panic!("the code on the terminal");
+    };
+    assert_eq!(payment_id, pay);
+    assert_eq!((amount, currency.as_str()), (1234, "CNY"));
+    assert_eq!(merchant, "Book Shop");
+    assert!(w.codes().is_empty(), "no SMS: {:?}", w.codes());
+    let done = browser.submit_code(&pay, &code).await;
+    assert!(done.body.contains("Payment complete"), "{}", done.body);
+    match terminal.next_delivery(wait).await {
+        Some(SimEvent::Outcome {
+            payment_id,
+            outcome,
+            ..
+        }) => assert_eq!(
+            (payment_id.as_str(), outcome.as_str()),
+            (pay.as_str(), "succeeded")
+        ),
+        other => panic!("the outcome on the terminal, not {other:?}"),
+    }
+}
+
 #[actix_rt::test]
 async fn an_offline_terminal_is_said_at_once_and_sms_is_offered() {
     let w = World::new().await;

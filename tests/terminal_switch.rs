@@ -954,8 +954,12 @@ async fn key_bytes(env: &Env, terminal_id: &str) -> Vec<u8> {
         .get(0)
 }
 
-/// Stand-in for PAY's code page (branch `pay`; not merged here yet), over real HTTP: it hands out a
-/// CSRF token to the session cookie and accepts the code only with both, as the real page must.
+/// A mock of the gateway's code page, named so, over real HTTP: it hands out a CSRF token to the
+/// session cookie and accepts the code only with both, as the real page does. It checks the
+/// simulator's own HTTP side (`AutoAnswer`) alone: with the real page, the session cookie comes
+/// from the sign-in that sends the code, after the terminal must already be connected. The
+/// terminal channel against the real gateway is `e2e_flow`'s
+/// `a_code_by_dedicated_terminal_and_the_outcome_told_on_it`.
 async fn code_page_stand_in() -> (String, tokio::sync::mpsc::Receiver<String>) {
     use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
     const COOKIE: &str = "payhub_session=s3ss10n";
@@ -1043,7 +1047,8 @@ async fn the_simulator_can_enter_the_code_on_the_pay_page_itself() {
         }
         other => panic!("expected the code answered, got {other:?}"),
     }
-    assert_eq!(seen.recv().await.as_deref(), Some("135790"));
+    let seen = tokio::time::timeout(PROMPT, seen.recv()).await;
+    assert_eq!(seen.ok().flatten().as_deref(), Some("135790"));
 }
 
 /// `payhub serve`'s way in: the `[terminal_switch]` section and the gateway's own certificate.

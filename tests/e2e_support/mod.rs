@@ -85,8 +85,13 @@ pub async fn start_bank(accounts: &[(&str, i64)]) -> payhub::sim::bank::SimHandl
 pub const SMSC_SYSTEM_ID: &str = "payhub";
 pub const SMSC_PASSWORD: &str = "secret";
 
-/// The gateway's channels: SMPP session bound to the simulator, and the router in front of it.
-async fn start_channels(pool: &Pool, clock: &SharedClock, outside: &Outside) -> Recipient<Deliver> {
+/// The gateway's channels: SMPP session bound to the simulator, and the router in front of it;
+/// with the terminal switch's address.
+async fn start_channels(
+    pool: &Pool,
+    clock: &SharedClock,
+    outside: &Outside,
+) -> (Recipient<Deliver>, TerminalSwitch) {
     use payhub::channels::smpp::{self, GetStatus, SmppSettings};
     let config = payhub::config::SmppConfig {
         addr: outside.smsc.to_string(),
@@ -122,7 +127,31 @@ async fn start_channels(pool: &Pool, clock: &SharedClock, outside: &Outside) -> 
     )
     .await
     .expect("channel router");
-    channels.recipient()
+    let switch = TerminalSwitch {
+        addr: channels.switch.addr,
+        registry: channels.switch.registry.clone(),
+    };
+    (channels.recipient(), switch)
+}
+
+/// The gateway's terminal switch (plain TCP), where customers' dedicated terminals connect.
+#[derive(Clone)]
+pub struct TerminalSwitch {
+    pub addr: std::net::SocketAddr,
+    pub registry: payhub::channels::terminal::SwitchRegistry,
+}
+
+impl TerminalSwitch {
+    /// Returns once `terminal_id` has a session on the switch (at most 10 s).
+    pub async fn wait_online(&self, terminal_id: &str) {
+        for _ in 0..1_000 {
+            if self.registry.is_online(terminal_id) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{terminal_id} never came online");
+    }
 }
 
 /// A running gateway: pages on `base`, payments' actors, the webhook worker.
@@ -131,6 +160,7 @@ pub struct Gateway {
     pub registry: actix::Addr<PaymentRegistry>,
     /// The bank router, for the operator's view of its links.
     pub bank: actix::Addr<payhub_actors::bank::BankRouter>,
+    pub terminal_switch: TerminalSwitch,
     server: actix_web::dev::ServerHandle,
     system: actix::System,
     pub pki: TestPki,
@@ -170,7 +200,7 @@ impl Gateway {
                 system.block_on(async move {
                     let webhooks = start_worker(pool.clone(), clock.clone(), webhook_settings())
                         .expect("webhook worker");
-                    let channel = start_channels(&pool, &clock, &outside).await;
+                    let (channel, terminal_switch) = start_channels(&pool, &clock, &outside).await;
                     let bank = start_bank_router(&pool, &clock, &outside).await;
                     let allow = settings.allow_unregistered_receiver;
                     let code_resends_max = settings.code_resends_max;
@@ -205,18 +235,22 @@ impl Gateway {
                         actix::System::current(),
                         registry,
                         bank,
+                        terminal_switch,
                     ))
+                    .map_err(|_| "the test stopped waiting")
                     .expect("report");
                     let _ = server.wait().await;
                 });
             })
             .expect("gateway thread");
-        let (addr, server, system, registry, bank) = rx.await.expect("gateway started");
+        let (addr, server, system, registry, bank, terminal_switch) =
+            rx.await.expect("gateway started");
         Gateway {
             base: format!("https://127.0.0.1:{}", addr.port()),
             pki,
             registry,
             bank,
+            terminal_switch,
             server,
             system,
             thread: Some(thread),
