@@ -456,3 +456,61 @@ async fn own_name_resolving_privately() -> Option<String> {
             .all(|a| !payhub::webhooks::destinations::is_public(a.ip()));
     (private && !name.is_empty()).then_some(name)
 }
+
+/// Any 2xx acknowledges an event (a 204 without a body too); a redirect is neither followed nor
+/// taken as delivered: the attempt records the 3xx and the event waits for its next try.
+#[actix_rt::test]
+async fn any_2xx_acknowledges_and_a_redirect_is_not_followed() {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let db = fresh_database().await;
+    let pki = TestPki::new();
+    let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
+    let followed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = followed.clone();
+    let server = HttpServer::new(move || {
+        let counter = counter.clone();
+        App::new()
+            .route("/no-content", web::post().to(HttpResponse::NoContent))
+            .route(
+                "/moved",
+                web::post().to(|| async {
+                    HttpResponse::Found()
+                        .insert_header(("location", "/elsewhere"))
+                        .finish()
+                }),
+            )
+            .route(
+                "/elsewhere",
+                web::to(move || {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    async { HttpResponse::Ok().finish() }
+                }),
+            )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let base = format!("http://{}", server.addrs()[0]);
+    actix_rt::spawn(server.run());
+    write_event(&db.pool, &merchant, 1, &format!("{base}/no-content")).await;
+    write_event(&db.pool, &merchant, 2, &format!("{base}/moved")).await;
+    let worker = deliver(&db.pool, webhook_settings(), 1).await;
+    let attempted = async || {
+        let client = db.pool.get().await.unwrap();
+        let sql = "SELECT a.status_code, e.delivered_at IS NOT NULL FROM webhook_attempts a
+                     JOIN webhook_events e ON e.id = a.event_id WHERE e.id = 'evt_2'";
+        let rows = client.query(sql, &[]).await.unwrap();
+        rows.iter()
+            .map(|r| (r.get::<_, Option<i32>>(0), r.get::<_, bool>(1)))
+            .collect::<Vec<_>>()
+    };
+    eventually("the redirect's attempt recorded", || async {
+        !attempted().await.is_empty()
+    })
+    .await;
+    assert_eq!(attempted().await, vec![(Some(302), false)]);
+    assert_eq!(followed.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(delivered(&db.pool).await, 1);
+    worker.shutdown.cancel();
+}

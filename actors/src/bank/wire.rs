@@ -216,9 +216,21 @@ mod tests {
             back.get(13),
             Some(local.format("%m%d").to_string().as_str())
         );
+        assert_eq!(back.get(3), Some("000000"));
+        assert_eq!(back.get(11), Some("000007"));
+        assert_eq!(back.get(32), Some("99990001"));
+        assert_eq!(back.get(37), Some("000000000042"));
         assert_eq!(back.get(41), Some("T1      "));
+        assert_eq!(back.get(42), Some(format!("{:<15}", "M1").as_str()));
+        assert_eq!(back.get(43), Some(format!("{:<40}", "Book Shop").as_str()));
         assert_eq!(back.get(49), Some("156"));
         assert_eq!(back.get(100), Some("0001"));
+        assert_eq!(back.get(102), Some("6222000011112222"));
+        assert_eq!(back.get(103), Some("6222000099990000"));
+        // Nothing the profile does not list for a 0200 (no field 39, no MAC on this link).
+        for absent in [2u8, 14, 22, 38, 39, 64, 90, 128] {
+            assert_eq!(back.get(absent), None, "field {absent}");
+        }
         assert_eq!(mti_class(back.mti()), b'2');
         assert!(!is_response(back.mti()));
         assert!(is_response("0430"));
