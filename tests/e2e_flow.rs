@@ -776,6 +776,24 @@ async fn a_code_from_another_browser_session_is_refused() {
     assert!(ok.body.contains("Payment complete"));
 }
 
+/// A gateway configured for 8-digit codes sends 8 digits in the SMS, and the page takes them
+/// (and refuses the same code cut to the default 6).
+#[actix_rt::test]
+async fn eight_digit_codes_go_out_and_are_accepted() {
+    let eight = PaymentSettings {
+        code_digits: 8,
+        ..settings()
+    };
+    let w = World::build(eight, vec![], ALICE_BALANCE, 500, CODE_STEP_WAIT_MAX_MS).await;
+    let (pay, browser) = w.signed_in().await;
+    let code = w.last_code();
+    assert_eq!(code.len(), 8, "{code}");
+    let short = browser.submit_code(&pay, &code[..6]).await;
+    assert!(!short.body.contains("Payment complete"), "{}", short.body);
+    let done = browser.submit_code(&pay, &code).await;
+    assert!(done.body.contains("Payment complete"), "{}", done.body);
+}
+
 #[actix_rt::test]
 async fn insufficient_funds_is_declined_with_field_39() {
     let w = World::build(settings(), vec![], 1_000, 500, CODE_STEP_WAIT_MAX_MS).await;
