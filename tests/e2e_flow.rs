@@ -14,7 +14,7 @@ use payhub_actors::keyed_hash::HashKey;
 use payhub_actors::store::testing::{TestDb, fresh_database};
 use payhub_actors::transaction::PaymentSettings;
 use payhub_actors::transaction::actor::ViewPayment;
-use payhub_actors::transaction::registry::Peek;
+use payhub_actors::transaction::registry::{InFlight, Lookup, Peek};
 use payhub_actors::transaction::view::{PaymentView, load_view, route_options};
 use std::sync::Arc;
 
@@ -1558,11 +1558,12 @@ async fn a_start_that_cannot_read_its_payments_in_flight_tries_again_and_reverse
     assert_eq!(w.status(&waiting_code).await.0, "awaiting_code");
 }
 
-/// A payment in `processing` with no actor (its actor could not load its row, say) is found by the
-/// registry's sweep and resolved as after a restart. Here no debit was recorded, so it fails at
-/// once without a reversal.
+/// A payment in `processing` whose actor could not load its row (the table unreadable for its
+/// four tries) is found by the registry's next sweep and resolved as after a restart. Here no
+/// debit was recorded, so it fails at once without a reversal. Before an actor stops unfinished,
+/// the sweep reads nothing: three of its intervals pass first without it.
 #[actix_rt::test]
-async fn a_processing_payment_without_an_actor_is_swept_and_resolved() {
+async fn a_processing_payment_whose_actor_could_not_load_is_swept_and_resolved() {
     let w = World::with(
         PaymentSettings {
             processing_sweep_interval_ms: 200,
@@ -1571,13 +1572,31 @@ async fn a_processing_payment_without_an_actor_is_swept_and_resolved() {
         vec![],
     )
     .await;
+    // The start's own resume reads `processing` payments too: answered once its read is done
+    // (the registry's mailbox waits for it).
+    let registry = w.gateway.as_ref().unwrap().registry.clone();
+    registry.send(InFlight).await.unwrap();
     let pay = w.payment().await;
     let client = w.db.pool.get().await.unwrap();
+    let sql = "UPDATE payments SET status = 'processing' WHERE id = $1";
+    client.execute(sql, &[&pay]).await.unwrap();
+    // No actor stopped unfinished: no sweep looks for it.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(w.status(&pay).await.0, "processing");
+
     client
-        .execute(
-            "UPDATE payments SET status = 'processing' WHERE id = $1",
-            &[&pay],
-        )
+        .batch_execute("ALTER TABLE payments RENAME TO payments_hidden")
+        .await
+        .unwrap();
+    let started = registry.send(Lookup(pay.clone())).await.unwrap();
+    assert!(started.is_ok(), "an actor is started for the payment");
+    eventually("the actor gave up loading its row", || {
+        let (registry, id) = (registry.clone(), pay.clone());
+        async move { registry.send(Peek(id)).await.unwrap().is_none() }
+    })
+    .await;
+    client
+        .batch_execute("ALTER TABLE payments_hidden RENAME TO payments")
         .await
         .unwrap();
     drop(client);

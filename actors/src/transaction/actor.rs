@@ -70,6 +70,8 @@ pub struct ViewPayment;
 pub struct Gone {
     pub payment_id: String,
     pub generation: u64,
+    /// Its payment was not known final when it stopped.
+    pub unfinished: bool,
 }
 
 pub struct TransactionActor {
@@ -111,7 +113,10 @@ impl TransactionActor {
     /// at once (no debit is in progress in this process); any other waits for its deadline.
     fn begin(&mut self, loaded: Result<PaymentCore, PaymentError>, ctx: &mut Context<Self>) {
         match loaded {
-            Ok(core) if core.status().is_final() => ctx.stop(),
+            Ok(core) if core.status().is_final() => {
+                self.core = Some(core);
+                ctx.stop();
+            }
             Ok(core) => {
                 let processing = core.status() == PaymentStatus::Processing;
                 self.core = Some(core);
@@ -226,6 +231,7 @@ impl Actor for TransactionActor {
             registry.do_send(Gone {
                 payment_id: self.payment_id.clone(),
                 generation: self.generation,
+                unfinished: self.core.as_ref().is_none_or(|c| !c.status().is_final()),
             });
         }
     }

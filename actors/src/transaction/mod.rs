@@ -53,7 +53,8 @@ pub struct PaymentSettings {
     /// Pause between attempts to queue a reversal the bank router refused.
     pub reversal_retry_ms: u64,
     /// How often the registry looks for `processing` payments without an actor (one whose
-    /// actor could not load its row) and starts one.
+    /// actor could not load its row) and starts one; it looks only after an actor stopped before
+    /// its payment was final.
     pub processing_sweep_interval_ms: u64,
 }
 

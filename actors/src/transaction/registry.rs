@@ -55,6 +55,10 @@ pub struct PaymentRegistry {
     resume_from: Option<ResumePoint>,
     /// The resume under way is a sweep for `processing` payments only.
     sweeping: bool,
+    /// An actor stopped before its payment was final (its row could not be loaded, say): the
+    /// next sweep looks for a `processing` payment left without one. Without such a stop there
+    /// is none to find, and the sweep's read, which walks the payments table, is skipped.
+    sweep_due: bool,
     /// Failed reads in a row, for the resume's backoff.
     resume_failures: u32,
 }
@@ -67,6 +71,7 @@ pub fn start_registry(deps: Deps) -> Addr<PaymentRegistry> {
         next_generation: 0,
         resume_from: Some(ResumePoint::start()),
         sweeping: false,
+        sweep_due: false,
         resume_failures: 0,
     }
     .start()
@@ -120,9 +125,11 @@ impl Actor for PaymentRegistry {
 impl PaymentRegistry {
     /// A `processing` payment is moved on only by its actor. One whose actor stopped without
     /// finishing it (its row could not be loaded) gets a new actor here, as after a restart. The
-    /// sweep reads `processing` payments only, and waits for a resume under way.
+    /// sweep runs after such a stop only, reads `processing` payments only, and waits for a
+    /// resume under way.
     fn sweep_processing(&mut self, ctx: &mut Context<Self>) {
-        if self.resume_from.is_none() {
+        if self.sweep_due && self.resume_from.is_none() {
+            self.sweep_due = false;
             self.resume_from = Some(ResumePoint::start());
             self.sweeping = true;
             self.resume_page(ctx);
@@ -292,6 +299,7 @@ impl Handler<Gone> for PaymentRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Gone, _: &mut Context<Self>) {
+        self.sweep_due |= msg.unfinished;
         if self
             .actors
             .get(&msg.payment_id)
