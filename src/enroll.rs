@@ -327,13 +327,11 @@ fn write_merchant_files(
         dir.join("merchant.key"),
         dir.join(pki::SERVER_CA_CERT),
     ];
-    if !force {
-        if let Some(existing) = paths.iter().find(|p| p.exists()) {
-            anyhow::bail!(
-                "{} already exists (use --force to replace it)",
-                existing.display()
-            );
-        }
+    if !force && let Some(existing) = paths.iter().find(|p| p.exists()) {
+        anyhow::bail!(
+            "{} already exists (use --force to replace it)",
+            existing.display()
+        );
     }
     pki::write_public(&paths[0], &cert.cert_pem(), force)?;
     pki::write_private(&paths[1], &cert.key_pem(), force)?;

@@ -386,13 +386,13 @@ pub fn init(args: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
         (SECRET_KEY, secret.to_vec(), true),
         (CONFIG_FILE, config.into_bytes(), false),
     ];
-    if !args.force {
-        if let Some((name, _, _)) = files.iter().find(|(name, _, _)| dir.join(name).exists()) {
-            anyhow::bail!(
-                "{} already exists (use --force to replace it)",
-                dir.join(name).display()
-            );
-        }
+    if !args.force
+        && let Some((name, _, _)) = files.iter().find(|(name, _, _)| dir.join(name).exists())
+    {
+        anyhow::bail!(
+            "{} already exists (use --force to replace it)",
+            dir.join(name).display()
+        );
     }
     let mut written = Vec::new();
     for (name, bytes, private) in files {

@@ -219,15 +219,15 @@ impl LocalCluster {
     fn wait_ready(&mut self, log: &Path) -> Result<(), ClusterError> {
         let deadline = Instant::now() + Duration::from_millis(START_TIMEOUT_MS);
         while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    let tail = std::fs::read_to_string(log).unwrap_or_default();
-                    let last = tail.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
-                    return Err(ClusterError::Step {
-                        step: "postgres",
-                        detail: format!("exited with {status}: {last}"),
-                    });
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let tail = std::fs::read_to_string(log).unwrap_or_default();
+                let last = tail.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+                return Err(ClusterError::Step {
+                    step: "postgres",
+                    detail: format!("exited with {status}: {last}"),
+                });
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
                 && std::fs::read_to_string(log)

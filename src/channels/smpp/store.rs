@@ -188,7 +188,7 @@ impl SmppWrites {
     /// Counts a receipt kept aside; every `EARLY_RECEIPTS_TRIM_EVERY` of them, trims.
     fn kept_aside(&self) {
         let kept = self.receipts_kept_aside.fetch_add(1, Ordering::Relaxed) + 1;
-        if kept % EARLY_RECEIPTS_TRIM_EVERY == 0 {
+        if kept.is_multiple_of(EARLY_RECEIPTS_TRIM_EVERY) {
             self.trim_in_background();
         }
     }

@@ -349,7 +349,7 @@ impl Connection {
     async fn receive(&mut self, message: Message) -> Flow {
         let faults = self.shared.faults.get();
         self.received += 1;
-        if faults.close_every > 0 && self.received % u64::from(faults.close_every) == 0 {
+        if faults.close_every > 0 && self.received.is_multiple_of(u64::from(faults.close_every)) {
             return Flow::Close;
         }
         match message.mti() {
