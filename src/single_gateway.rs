@@ -5,12 +5,13 @@
 //! advisory lock, held on a connection of its own for the gateway's life; PostgreSQL releases it
 //! when that connection ends, however the process ends.
 //!
-//! That connection is checked every few seconds. One that was lost (the database restarted, the
-//! backend was terminated, an idle socket dropped) or that does not answer within a check's
-//! interval (its host vanished) is replaced and the lock taken again, ending first this gateway's
-//! own stale session if the server still holds the lock for it; if another gateway took it
-//! meanwhile, this process stops at once, as a crash would, and leaves its payments to that
-//! gateway.
+//! That connection is checked every few seconds. One that was lost (the backend was terminated,
+//! an idle socket dropped) or that does not answer within a check's interval (its host vanished)
+//! is replaced and the lock taken again on a new connection, ending first this gateway's own
+//! stale session if the server still holds the lock for it. If another gateway took it meanwhile,
+//! or the claim cannot be taken again within one more interval (the database down, or failed over
+//! to a standby that another gateway may claim), this process stops at once, as a crash would, and
+//! leaves its payments to the next gateway: it cannot tell an outage from a failover.
 //!
 //! The lock is released as soon as its connection ends, but an earlier gateway's statement may
 //! still be running (a commit waiting for a disk or a synchronous standby), and a gateway whose
@@ -21,6 +22,8 @@
 //! connected, until that gateway has had time to see its claim lost and stop.
 
 use anyhow::bail;
+use chrono::{DateTime, Utc};
+use deadpool::managed::Manager as _;
 use deadpool_postgres::{ClientWrapper, Pool};
 use payhub_actors::store::{StoreError, redacted_url};
 use std::time::Duration;
@@ -79,12 +82,7 @@ impl DatabaseClaim {
                 redacted_url(url)
             );
         };
-        let keeper = tokio::spawn(keep(
-            pool.clone(),
-            holder,
-            interval,
-            own_sessions.to_owned(),
-        ));
+        let keeper = tokio::spawn(keep(pool.clone(), holder, interval));
         let claim = Self { keeper };
         wait_for_earlier_gateways(pool, own_sessions, interval).await?;
         Ok(claim)
@@ -157,25 +155,41 @@ async fn wait_for_earlier_gateways(
     }
 }
 
-/// A connection out of the pool holding the lock, or `None` when another session holds it.
-async fn claim(pool: &Pool) -> Result<Option<ClientWrapper>, StoreError> {
-    // Out of the pool at once: the connection, and with it the lock, lives as long as the claim,
-    // and one that failed to claim in time is closed rather than handed out again.
-    let client = deadpool_postgres::Object::take(pool.get().await?);
-    let claimed: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&SERVING_LOCK_KEY])
-        .await?
-        .get(0);
-    Ok(claimed.then_some(client))
+/// The connection that holds the lock, and how the server knows it: a backend's pid and start
+/// tell this gateway's own stale session from any other (a pid alone may be reused).
+struct Holder {
+    client: ClientWrapper,
+    pid: i32,
+    started: DateTime<Utc>,
 }
 
-/// Checks the holder every `interval`; replaces one that was lost or that does not answer
-/// within `interval` (a database host that vanished answers nothing, and TCP would take many
-/// minutes to say so, while another gateway may claim the database that took its place).
-async fn keep(pool: Pool, mut holder: ClientWrapper, interval: Duration, own: String) {
+/// A new connection holding the lock, or `None` when another session holds it. Never a pooled
+/// one: after a failover, an idle pooled connection may be dead and hang the claim.
+async fn claim(pool: &Pool) -> Result<Option<Holder>, StoreError> {
+    let client = pool.manager().create().await?;
+    let row = client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1), pid, backend_start
+               FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            &[&SERVING_LOCK_KEY],
+        )
+        .await?;
+    Ok(row.get::<_, bool>(0).then(|| Holder {
+        client,
+        pid: row.get(1),
+        started: row.get(2),
+    }))
+}
+
+/// Checks the holder every `interval`. One lost, or not answering within `interval` (a database
+/// host that vanished answers nothing, and TCP would take minutes to say so), is replaced within
+/// one more `interval`, or this process stops, as a crash would: it cannot tell a database
+/// outage from a failover after which another gateway claims the new primary, and its actors
+/// would go on writing there.
+async fn keep(pool: Pool, mut holder: Holder, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
-        let check = tokio::time::timeout(interval, holder.simple_query("SELECT 1")).await;
+        let check = tokio::time::timeout(interval, holder.client.simple_query("SELECT 1")).await;
         if matches!(check, Ok(Ok(_))) {
             continue;
         }
@@ -183,59 +197,88 @@ async fn keep(pool: Pool, mut holder: ClientWrapper, interval: Duration, own: St
             "the connection that holds this gateway's claim on the database was lost or stopped \
              answering"
         );
+        let stale = (holder.pid, holder.started);
         drop(holder);
-        holder = claim_again(&pool, interval, &own).await;
+        holder = match tokio::time::timeout(interval, claim_again(&pool, stale, interval)).await {
+            Ok(holder) => holder,
+            Err(_) => {
+                tracing::error!(
+                    within_ms = interval.as_millis(),
+                    "cannot claim the database again in time: stopping at once, so that no \
+                     other gateway finds this one still writing"
+                );
+                std::process::exit(1);
+            }
+        };
         tracing::warn!("the database is claimed again");
     }
 }
 
-/// The claim taken again, each try bounded by `interval`. Held by this gateway's own earlier
-/// connection (one that stopped answering us, still alive to the server), that session is ended
-/// and the claim taken; held by another gateway, this process stops at once, as a crash would.
-async fn claim_again(pool: &Pool, interval: Duration, own: &str) -> ClientWrapper {
-    // Held by nobody of ours twice running: not a lock released between the two looks.
-    let mut held_by_another = 0;
+/// What a try at claiming the database again found.
+enum Retake {
+    Claimed(Holder),
+    /// Nobody held the lock once the try looked (released meanwhile), or this gateway's own
+    /// stale session held it and was ended: try again.
+    Again,
+    /// Another session holds it, named so.
+    HeldByAnother(String),
+}
+
+/// The claim taken again; the caller bounds how long. `stale` is the lost holder's backend (pid
+/// and start): if the server still holds the lock for it, that session is ended (waiting up to
+/// `wait`) and the claim taken. Held by anyone else, this process stops at once, as a crash would.
+async fn claim_again(pool: &Pool, stale: (i32, DateTime<Utc>), wait: Duration) -> Holder {
     loop {
-        let error = match tokio::time::timeout(interval, claim(pool)).await {
-            Ok(Ok(Some(holder))) => return holder,
-            Ok(Ok(None)) => match end_own_stale_holder(pool, own, interval).await {
-                Ok(true) => continue,
-                Ok(false) if held_by_another == 0 => {
-                    held_by_another += 1;
-                    continue;
-                }
-                Ok(false) => {
-                    tracing::error!(
-                        "another payhub serve claimed the database meanwhile: stopping at once"
-                    );
-                    std::process::exit(1);
-                }
-                Err(e) => e.to_string(),
-            },
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {} ms", interval.as_millis()),
-        };
-        tracing::error!(error, "cannot claim the database again yet");
-        tokio::time::sleep(interval).await;
+        match retake(pool, stale, wait).await {
+            Ok(Retake::Claimed(holder)) => return holder,
+            Ok(Retake::Again) => {}
+            Ok(Retake::HeldByAnother(session)) => {
+                tracing::error!(
+                    session,
+                    "another payhub serve claimed the database meanwhile: stopping at once"
+                );
+                std::process::exit(1);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot claim the database again yet"),
+        }
+        tokio::time::sleep(Duration::from_millis(RETAKE_PAUSE_MS)).await;
     }
 }
 
-/// Ends the session of this gateway's (named `own`) that holds the claim, if one does, waiting
-/// up to `wait` for it to end: whether one did.
-async fn end_own_stale_holder(pool: &Pool, own: &str, wait: Duration) -> Result<bool, StoreError> {
+/// Pause between tries at claiming the database again.
+const RETAKE_PAUSE_MS: u64 = 50;
+
+async fn retake(
+    pool: &Pool,
+    stale: (i32, DateTime<Utc>),
+    wait: Duration,
+) -> Result<Retake, StoreError> {
+    if let Some(holder) = claim(pool).await? {
+        return Ok(Retake::Claimed(holder));
+    }
     let client = pool.get().await?;
-    let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-    // A bigint advisory key shows in `pg_locks` as its high and low 32 bits.
-    let rows = client
-        .query(
-            "SELECT pg_terminate_backend(l.pid, $3)
-               FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-              WHERE l.locktype = 'advisory' AND l.granted
+    // A bigint advisory key shows in `pg_locks` as its high and low 32 bits, `objsubid` 1.
+    let holder = client
+        .query_opt(
+            "SELECT l.pid, a.backend_start, coalesce(a.application_name, '')
+               FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                 AND l.classid::bigint = $1::bigint >> 32
-                AND l.objid::bigint = $1::bigint & 4294967295 AND a.application_name = $2",
-            &[&SERVING_LOCK_KEY, &own, &wait_ms],
+                AND l.objid::bigint = $1::bigint & 4294967295",
+            &[&SERVING_LOCK_KEY],
         )
         .await?;
-    Ok(!rows.is_empty())
+    let Some(holder) = holder else {
+        return Ok(Retake::Again);
+    };
+    let (pid, started): (i32, Option<DateTime<Utc>>) = (holder.get(0), holder.get(1));
+    if (pid, started) != (stale.0, Some(stale.1)) {
+        return Ok(Retake::HeldByAnother(holder.get(2)));
+    }
+    let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+    client
+        .execute("SELECT pg_terminate_backend($1, $2)", &[&pid, &wait_ms])
+        .await?;
+    Ok(Retake::Again)
 }

@@ -26,7 +26,7 @@ async fn holder_pid(pool: &deadpool_postgres::Pool) -> Option<i32> {
 #[actix_rt::test]
 async fn a_claim_whose_connection_is_lost_is_taken_again() {
     let db = fresh_database().await;
-    let interval = Duration::from_millis(100);
+    let interval = Duration::from_millis(1_000);
     let claim = DatabaseClaim::take_checking_every(&db.pool, &db.url, OWN, interval)
         .await
         .unwrap();
@@ -41,7 +41,7 @@ async fn a_claim_whose_connection_is_lost_is_taken_again() {
         .await
         .unwrap();
     let mut taken_again = None;
-    for _ in 0..100 {
+    for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         taken_again = holder_pid(&db.pool).await.filter(|pid| *pid != first_pid);
         if taken_again.is_some() {
@@ -111,8 +111,10 @@ impl FreezingRelay {
 }
 
 /// The claim's connection stops answering while the server still holds it (the relay froze it):
-/// the check gives up on it within one interval, ends that stale session of its own, and claims
-/// the database again. Before, the check waited on it for as long as TCP would.
+/// the check gives up on it within one interval, ends that stale session of its own (known by
+/// its backend's pid and start), and claims the database again. Before, the check waited on it
+/// for as long as TCP would. (Intervals of a second: a gateway that cannot claim again within one
+/// stops the process, here the test binary.)
 #[actix_rt::test]
 async fn a_claim_whose_connection_stops_answering_is_taken_again() {
     let db = fresh_database().await;
@@ -122,7 +124,7 @@ async fn a_claim_whose_connection_stops_answering_is_taken_again() {
         ..PoolOptions::of_size(1)
     };
     let pool = pool_with(&relay.url, &options).unwrap();
-    let interval = Duration::from_millis(200);
+    let interval = Duration::from_millis(1_000);
     let _claim = DatabaseClaim::take_checking_every(&pool, &relay.url, OWN, interval)
         .await
         .unwrap();
@@ -246,7 +248,7 @@ async fn an_earlier_gateways_idle_session_holds_the_claim_two_checks_at_most() {
     let db = fresh_database().await;
     let earlier = earlier_gateway(&db.url);
     let _idle = earlier.get().await.unwrap();
-    let interval = Duration::from_millis(200);
+    let interval = Duration::from_millis(500);
     let started = std::time::Instant::now();
     let _claim = DatabaseClaim::take_checking_every(&db.pool, &db.url, OWN, interval)
         .await
