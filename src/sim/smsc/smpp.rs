@@ -160,10 +160,11 @@ impl Session {
             while let Some(command) = out_rx.recv().await {
                 let sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(command)).await;
                 if !matches!(sent, Ok(Ok(()))) {
-                    break;
+                    // Closing would flush what the peer does not read: dropped instead.
+                    return;
                 }
             }
-            let _ = sink.close().await;
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.close()).await;
         });
         let mut pinged_at = tokio::time::Instant::now();
         let ending = loop {
@@ -391,13 +392,13 @@ impl Answer {
     async fn run(self, submit: SubmitSm, sequence_number: u32, verdict: Verdict) {
         // Outstanding until its answer is queued for the writer (or the writer is gone), so that
         // `ANSWERS_PENDING_MAX` bounds the tasks of a peer that stopped reading too.
-        let _pending = Pending(self.outstanding.clone());
+        let pending = Pending(self.outstanding.clone());
         let switches = self.state.switches();
         if switches.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(switches.delay_ms)).await;
         }
         let Verdict::Status(status) = verdict else {
-            return self.accept(submit, sequence_number).await;
+            return self.accept(submit, sequence_number, pending).await;
         };
         self.state.count(|s| s.submits_refused += 1);
         let reply = bodiless(
@@ -408,7 +409,7 @@ impl Answer {
         let _ = self.out.send(reply).await;
     }
 
-    async fn accept(self, submit: SubmitSm, sequence_number: u32) {
+    async fn accept(self, submit: SubmitSm, sequence_number: u32, pending: Pending) {
         let message_id = hex::encode(payhub_actors::ids::os_random::<8>());
         let now = chrono::Utc::now();
         let message = SimMessage {
@@ -432,7 +433,10 @@ impl Answer {
             .message_id(c_octets(&message_id))
             .build();
         let reply = Command::new(CommandStatus::EsmeRok, sequence_number, pdu);
-        if self.out.send(reply).await.is_err() {
+        let queued = self.out.send(reply).await.is_ok();
+        // Answered: its receipt, which may wait a while, is not an outstanding submit.
+        drop(pending);
+        if !queued {
             return;
         }
         let switches = self.state.switches();
