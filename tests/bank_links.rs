@@ -683,8 +683,6 @@ async fn mac_is_sent_and_checked() {
         sim.stats().malformed >= 1
     })
     .await;
-    let statuses = router.send(LinkStatuses).await.unwrap().unwrap();
-    assert_ne!(statuses[1].state, "signed_on");
 }
 
 // ----- two-phase debits: the 0200's identity is known (and committed) before it leaves -----
@@ -1754,12 +1752,18 @@ async fn pending_reversals_whose_load_failed_are_loaded_again() {
     let failed_before = failed_statements().await;
     let _router = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
     eventually("signed on", || async { sim.stats().sign_ons >= 1 }).await;
-    // The sign-on's load runs as the 0810 arrives, and fails at once: the table is shown again
-    // only once the database counted that failure (its statistics lag by up to a second).
-    eventually("the sign-on's load failed", || async {
-        failed_statements().await > failed_before
-    })
-    .await;
+    // The loads at the link's start and sign-on fail at once: the table is shown again only once
+    // the database counted a failure. A backend's statistics may reach the view 10 s late
+    // (PostgreSQL 15's idle flush), longer than `eventually` waits.
+    let mut counted = false;
+    for _ in 0..300 {
+        counted = failed_statements().await > failed_before;
+        if counted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(counted, "a failed load of the hidden table");
     rename("reversals_hidden", "reversals").await;
     eventually("the reversal was answered", || async {
         pending_reversals(&db).await == 0

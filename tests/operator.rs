@@ -193,7 +193,7 @@ async fn token_protects_page_and_metrics() {
     assert_eq!(opened.headers()["location"], "/");
     let cookie = opened.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
         "{cookie}"
     );
     assert!(!cookie.contains("s3cret"), "{cookie}");

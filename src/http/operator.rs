@@ -219,11 +219,13 @@ async fn page(req: HttpRequest, state: web::Data<OperatorState>) -> HttpResponse
     }
     if let (Some(token), Some(_)) = (&state.token, query_token(&req)) {
         // Opened with `?token=`: the same page again without it, the cookie standing for it.
+        // `Lax`, not `Strict`: the page is opened from links on other sites (a runbook, a chat),
+        // and a Strict cookie would not follow the redirect; the page only reads.
         let cookie =
             actix_web::cookie::Cookie::build(SESSION_COOKIE, session_value(token.expose()))
                 .path("/")
                 .http_only(true)
-                .same_site(actix_web::cookie::SameSite::Strict)
+                .same_site(actix_web::cookie::SameSite::Lax)
                 .finish();
         return HttpResponse::SeeOther()
             .insert_header(("location", "/"))

@@ -179,11 +179,13 @@ pub fn pool_with(url: &str, options: &PoolOptions) -> Result<Pool, StoreError> {
     let mut config =
         tokio_postgres::Config::from_str(url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
     config.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS));
-    // Unless the URL says otherwise (`tcp_user_timeout`, `keepalives_idle`).
-    if config.get_tcp_user_timeout().is_none() {
+    // Unless the URL names them (`tcp_user_timeout`, in seconds for tokio-postgres, 0 for the
+    // system's default; `keepalives_idle`, in seconds): its values parse to what a default
+    // would, so the names are looked for.
+    if !url.contains("tcp_user_timeout") {
         config.tcp_user_timeout(Duration::from_millis(TCP_USER_TIMEOUT_MS));
     }
-    if config.get_keepalives_idle() == tokio_postgres::Config::new().get_keepalives_idle() {
+    if !url.contains("keepalives_idle") {
         config.keepalives_idle(Duration::from_millis(TCP_KEEPALIVE_IDLE_MS));
     }
     let timeout = format!("-c statement_timeout={}", options.statement_timeout_ms);
