@@ -25,7 +25,7 @@ use anyhow::bail;
 use chrono::{DateTime, Utc};
 use deadpool::managed::Manager as _;
 use deadpool_postgres::{ClientWrapper, Pool};
-use payhub_actors::store::{StoreError, redacted_url};
+use payhub_actors::store::{CONNECT_TIMEOUT_MS, StoreError, redacted_url};
 use std::time::Duration;
 
 /// The advisory lock key of a serving gateway ("gatewy" in ASCII); migrations use another.
@@ -75,7 +75,14 @@ impl DatabaseClaim {
         own_sessions: &str,
         interval: Duration,
     ) -> anyhow::Result<Self> {
-        let Some(holder) = claim(pool).await? else {
+        let first = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), claim(pool));
+        let Ok(first) = first.await else {
+            bail!(
+                "database {} did not answer the claim within {CONNECT_TIMEOUT_MS} ms",
+                redacted_url(url)
+            );
+        };
+        let Claim::Held(holder) = first? else {
             bail!(
                 "another payhub serve is running on database {}: one gateway per database, so \
                  stop it first",
@@ -118,8 +125,9 @@ async fn earlier_sessions(pool: &Pool, own: &str) -> Result<Vec<EarlierSession>,
 }
 
 /// Returns once no earlier gateway may still write: none of its sessions is left, or those left
-/// are idle and it has had two claim checks to see its claim lost and stop (a gateway whose host
-/// died leaves idle sessions until TCP gives up on them). Fails after
+/// are idle and it has had three intervals to see its claim lost and stop (a check, its timeout,
+/// and the one more interval it has to claim again; a gateway whose host died leaves idle
+/// sessions until TCP gives up on them). Fails after
 /// `EARLIER_STATEMENTS_CHECKS_MAX` checks with a session that may still write.
 async fn wait_for_earlier_gateways(
     pool: &Pool,
@@ -127,7 +135,7 @@ async fn wait_for_earlier_gateways(
     interval: Duration,
 ) -> anyhow::Result<()> {
     let started = tokio::time::Instant::now();
-    let settled = started + 2 * interval;
+    let settled = started + 3 * interval;
     let give_up = started + interval * EARLIER_STATEMENTS_CHECKS_MAX;
     let mut warned = false;
     loop {
@@ -163,10 +171,19 @@ struct Holder {
     started: DateTime<Utc>,
 }
 
-/// A new connection holding the lock, or `None` when another session holds it. Never a pooled
-/// one: after a failover, an idle pooled connection may be dead and hang the claim.
-async fn claim(pool: &Pool) -> Result<Option<Holder>, StoreError> {
-    let client = pool.manager().create().await?;
+/// A try at the lock on a new connection: never a pooled one, which after a failover may be dead
+/// and hang the claim, or wait behind a busy pool.
+enum Claim {
+    Held(Holder),
+    /// Another session holds it; the connection that asked, to look further.
+    Refused(ClientWrapper),
+}
+
+async fn claim(pool: &Pool) -> Result<Claim, StoreError> {
+    let manager = pool.manager();
+    let mut client = manager.create().await?;
+    // Out of the pool's books: its statement cache is not the pool's to keep.
+    manager.detach(&mut client);
     let row = client
         .query_one(
             "SELECT pg_try_advisory_lock($1), pid, backend_start
@@ -174,11 +191,15 @@ async fn claim(pool: &Pool) -> Result<Option<Holder>, StoreError> {
             &[&SERVING_LOCK_KEY],
         )
         .await?;
-    Ok(row.get::<_, bool>(0).then(|| Holder {
-        client,
-        pid: row.get(1),
-        started: row.get(2),
-    }))
+    Ok(if row.get::<_, bool>(0) {
+        Claim::Held(Holder {
+            client,
+            pid: row.get(1),
+            started: row.get(2),
+        })
+    } else {
+        Claim::Refused(client)
+    })
 }
 
 /// Checks the holder every `interval`. One lost, or not answering within `interval` (a database
@@ -224,12 +245,13 @@ enum Retake {
     HeldByAnother(String),
 }
 
-/// The claim taken again; the caller bounds how long. `stale` is the lost holder's backend (pid
-/// and start): if the server still holds the lock for it, that session is ended (waiting up to
-/// `wait`) and the claim taken. Held by anyone else, this process stops at once, as a crash would.
-async fn claim_again(pool: &Pool, stale: (i32, DateTime<Utc>), wait: Duration) -> Holder {
+/// The claim taken again; the caller bounds how long (`interval`). `stale` is the lost holder's
+/// backend (pid and start): if the server still holds the lock for it, that session is ended
+/// (waiting up to half the interval, so that one more try fits) and the claim taken. Held by
+/// anyone else, this process stops at once, as a crash would.
+async fn claim_again(pool: &Pool, stale: (i32, DateTime<Utc>), interval: Duration) -> Holder {
     loop {
-        match retake(pool, stale, wait).await {
+        match retake(pool, stale, interval / 2).await {
             Ok(Retake::Claimed(holder)) => return holder,
             Ok(Retake::Again) => {}
             Ok(Retake::HeldByAnother(session)) => {
@@ -253,10 +275,10 @@ async fn retake(
     stale: (i32, DateTime<Utc>),
     wait: Duration,
 ) -> Result<Retake, StoreError> {
-    if let Some(holder) = claim(pool).await? {
-        return Ok(Retake::Claimed(holder));
-    }
-    let client = pool.get().await?;
+    let client = match claim(pool).await? {
+        Claim::Held(holder) => return Ok(Retake::Claimed(holder)),
+        Claim::Refused(client) => client,
+    };
     // A bigint advisory key shows in `pg_locks` as its high and low 32 bits, `objsubid` 1.
     let holder = client
         .query_opt(

@@ -214,7 +214,7 @@ async fn a_claim_gives_up_on_an_earlier_statement_that_does_not_end() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let interval = Duration::from_millis(50);
+    let interval = Duration::from_millis(500);
     let refused = DatabaseClaim::take_checking_every(&db.pool, &db.url, OWN, interval)
         .await
         .err()
