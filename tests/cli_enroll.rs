@@ -453,12 +453,12 @@ async fn customer_and_terminal_add() {
         "ed25519.pem",
         openssl::pkey::PKey::generate_ed25519().unwrap(),
     );
-    let with_key = |file: &str| {
+    fn with_key<'a>(config: &'a str, file: &'a str) -> [&'a str; 12] {
         [
             "terminal",
             "add",
             "--config",
-            &config,
+            config,
             "--online-id",
             "lilei",
             "--kind",
@@ -466,22 +466,15 @@ async fn customer_and_terminal_add() {
             "--serial",
             "SN-KEY",
             "--public-key-file",
+            file,
         ]
-        .into_iter()
-        .map(str::to_owned)
-        .chain([file.to_owned()])
-        .collect::<Vec<String>>()
-    };
-    let args = with_key(&rsa_file);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    }
     fails_with(
-        &args,
+        &with_key(&config, &rsa_file),
         None,
         "only Ed25519 and ECDSA P-256 keys are supported",
     );
-    let args = with_key(&ed_file);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert!(ok_json(&args, None)["terminal_id"].is_string());
+    assert!(ok_json(&with_key(&config, &ed_file), None)["terminal_id"].is_string());
     // A number in national form (its trunk 0) cannot go out as an international SMS address;
     // the same mobile number cannot identify two customers.
     for (mobile, refusal) in [

@@ -23,6 +23,17 @@ async fn holder_pid(pool: &deadpool_postgres::Pool) -> Option<i32> {
         .map(|r| r.get(0))
 }
 
+/// Whether a backend other than `first_pid` holds the lock within 10 s.
+async fn held_again(pool: &deadpool_postgres::Pool, first_pid: i32) -> bool {
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if holder_pid(pool).await.is_some_and(|pid| pid != first_pid) {
+            return true;
+        }
+    }
+    false
+}
+
 #[actix_rt::test]
 async fn a_claim_whose_connection_is_lost_is_taken_again() {
     let db = fresh_database().await;
@@ -40,15 +51,10 @@ async fn a_claim_whose_connection_is_lost_is_taken_again() {
         .execute("SELECT pg_terminate_backend($1)", &[&first_pid])
         .await
         .unwrap();
-    let mut taken_again = None;
-    for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        taken_again = holder_pid(&db.pool).await.filter(|pid| *pid != first_pid);
-        if taken_again.is_some() {
-            break;
-        }
-    }
-    assert!(taken_again.is_some(), "the lock is held again");
+    assert!(
+        held_again(&db.pool, first_pid).await,
+        "the lock is held again"
+    );
     assert!(DatabaseClaim::take(&db.pool, &db.url, OWN).await.is_err());
 
     drop(claim);
@@ -131,16 +137,8 @@ async fn a_claim_whose_connection_stops_answering_is_taken_again() {
     let first_pid = holder_pid(&db.pool).await.expect("held");
 
     relay.freeze(0);
-    let mut taken_again = None;
-    for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        taken_again = holder_pid(&db.pool).await.filter(|pid| *pid != first_pid);
-        if taken_again.is_some() {
-            break;
-        }
-    }
     assert!(
-        taken_again.is_some(),
+        held_again(&db.pool, first_pid).await,
         "the lock is held again, by a new session"
     );
 }
