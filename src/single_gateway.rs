@@ -270,6 +270,8 @@ async fn claim_again(pool: &Pool, stale: (i32, DateTime<Utc>), interval: Duratio
 /// Pause between tries at claiming the database again.
 const RETAKE_PAUSE_MS: u64 = 50;
 
+/// One try at the lock; when refused, who holds it, and this gateway's own stale session ended
+/// (waiting up to `wait` for it to end).
 async fn retake(
     pool: &Pool,
     stale: (i32, DateTime<Utc>),

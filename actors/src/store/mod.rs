@@ -83,6 +83,7 @@ pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// database host that vanished (a failover) otherwise leaves each query waiting for as long as
 /// the kernel retransmits, many minutes; the server's `statement_timeout` cannot end it.
 pub const TCP_USER_TIMEOUT_MS: u64 = 30_000;
+/// Idle time before a connection's first TCP keepalive probe (the system's default is 2 hours).
 pub const TCP_KEEPALIVE_IDLE_MS: u64 = 30_000;
 /// How long one statement may run, lock waits included, before PostgreSQL cancels it (the
 /// default of `database.statement_timeout_ms`). Without it, a statement stuck behind a lock
