@@ -133,10 +133,16 @@ pub fn within_validity(cert: &X509Ref) -> bool {
     Asn1Time::days_from_now(0).is_ok_and(|now| cert.not_before() <= now && now <= cert.not_after())
 }
 
-/// The end of `cert`'s validity.
-pub fn not_after(cert: &X509Ref) -> Option<chrono::DateTime<chrono::Utc>> {
+/// The start and end of `cert`'s validity.
+pub fn validity(
+    cert: &X509Ref,
+) -> Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+    Some((utc(cert.not_before())?, utc(cert.not_after())?))
+}
+
+fn utc(time: &openssl::asn1::Asn1TimeRef) -> Option<chrono::DateTime<chrono::Utc>> {
     let epoch = Asn1Time::from_unix(0).ok()?;
-    let since = epoch.diff(cert.not_after()).ok()?;
+    let since = epoch.diff(time).ok()?;
     let seconds = i64::from(since.days) * 86_400 + i64::from(since.secs);
     chrono::DateTime::from_timestamp(seconds, 0)
 }

@@ -313,6 +313,30 @@ async fn a_certificate_that_expires_on_an_open_connection_is_refused_from_then_o
     gw.stop().await;
 }
 
+/// A certificate's validity is judged on the gateway's clock, at every request: one whose
+/// validity has not begun is refused until the clock reaches it (OpenSSL's own check of the
+/// time, on the wall clock, is off).
+#[actix_rt::test]
+async fn a_certificate_is_valid_from_its_start_on_the_gateways_clock() {
+    let gw = TestGateway::spawn(vec![]).await;
+    let now = chrono::Utc::now().timestamp();
+    let later = pki::issue_client(
+        &gw.pki.merchant_ca,
+        "later",
+        Validity {
+            not_before_unix: now + 3_600,
+            not_after_unix: now + 7_200,
+        },
+    )
+    .unwrap();
+    register_merchant(&gw.db.pool, "Later", later.clone()).await;
+    expect_unauthenticated(&gw, gw.client(Some(&later)), "not valid yet").await;
+    gw.clock.advance(chrono::Duration::minutes(90));
+    let (status, body) = create(&gw, &gw.client(Some(&later)), &order("later")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    gw.stop().await;
+}
+
 #[actix_rt::test]
 async fn bad_input_gets_the_error_shape_never_a_5xx() {
     let gw = TestGateway::spawn_with(|s| s.body_max_bytes = 2048, vec![]).await;

@@ -5,7 +5,9 @@
 //! verifying it against the merchant CA is recorded per connection (`on_connect`) and judged by the
 //! merchant routes, which answer 401 in the API's error shape instead of a bare handshake failure.
 //! A merchant is authenticated when its certificate chains to the merchant CA and is within its
-//! validity, its SHA-256 fingerprint is registered, and the merchant is enabled. A certificate of
+//! validity (and the CA within its own), its SHA-256 fingerprint is registered, and the merchant
+//! is enabled. Validity is judged at every request on the gateway's clock, never by OpenSSL on
+//! the wall clock at the handshake. A certificate of
 //! the merchant's own (`merchant add --cert`) does not chain to the merchant CA: it is accepted
 //! when it is within its validity and its fingerprint is registered (pinned), and only when the
 //! chain failed for want of a trusted issuer, never for any other fault.
@@ -21,7 +23,9 @@ use futures::future::LocalBoxFuture;
 use openssl::error::ErrorStack;
 use openssl::pkey::PKey;
 use openssl::ssl::{SslAcceptor, SslAcceptorBuilder, SslMethod, SslVerifyMode};
+use openssl::stack::StackRef;
 use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509, X509Ref, X509VerifyResult};
 use payhub_actors::Secret;
 use payhub_actors::clock::SharedClock;
@@ -72,6 +76,10 @@ impl ServerTls {
             store.add_cert(ca)?;
         }
         b.set_verify_cert_store(store.build())?;
+        // Validity is judged per request on the gateway's clock (`AuthenticatedMerchant`), which
+        // tests can move; OpenSSL's verdict is about the chain alone.
+        b.verify_param_mut()
+            .set_flags(X509VerifyFlags::NO_CHECK_TIME)?;
         // Request a certificate, never refuse the handshake over it; see the module comment.
         b.set_verify_callback(SslVerifyMode::PEER, |_preverified, _ctx| true);
         // Sessions resumed with a client certificate need a context id, or OpenSSL refuses them.
@@ -83,14 +91,16 @@ impl ServerTls {
 /// What the client presented on this connection, recorded once per connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientCertificate {
-    /// Chains to the merchant CA and is within its validity.
+    /// Chains to the merchant CA; acceptable within its validity.
     Verified {
         fingerprint: String,
+        not_before: DateTime<Utc>,
         not_after: DateTime<Utc>,
     },
-    /// Within its validity, issued by no CA the gateway trusts: acceptable only if pinned.
+    /// Issued by no CA the gateway trusts: acceptable only if pinned, within its validity.
     Uploaded {
         fingerprint: String,
+        not_before: DateTime<Utc>,
         not_after: DateTime<Utc>,
     },
     /// Presented but not acceptable (another CA, expired, …).
@@ -106,28 +116,45 @@ pub fn on_connect(conn: &dyn Any, data: &mut Extensions) {
     let Some(cert) = ssl.peer_certificate() else {
         return;
     };
-    data.insert(judge(&cert, ssl.verify_result()));
+    data.insert(judge(&cert, ssl.verify_result(), ssl.verified_chain()));
 }
 
-/// The verdict on a presented certificate, from OpenSSL's verification against the merchant CA.
-fn judge(cert: &X509Ref, verdict: X509VerifyResult) -> ClientCertificate {
+/// The verdict on a presented certificate, from OpenSSL's verification against the merchant CA;
+/// `chain` is the chain it verified, the merchant CA included.
+fn judge(
+    cert: &X509Ref,
+    verdict: X509VerifyResult,
+    chain: Option<&StackRef<X509>>,
+) -> ClientCertificate {
     let fingerprint = crate::pki::fingerprint(cert);
-    // A keep-alive connection (or a resumed session) outlives its handshake: each request checks
-    // the end of the certificate's validity again.
-    let Some(not_after) = crate::pki::not_after(cert) else {
+    // Each request checks the validity on the gateway's clock: a keep-alive connection (or a
+    // resumed session) outlives its handshake. A verified chain is valid only while each of its
+    // certificates is, the merchant CA's too; a pinned certificate stands alone.
+    let verified = verdict == X509VerifyResult::OK;
+    let chain = chain.filter(|_| verified).into_iter().flatten();
+    let window = std::iter::once(cert)
+        .chain(chain)
+        .map(crate::pki::validity)
+        .try_fold(
+            (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC),
+            |(from, to), v| v.map(|(start, end)| (from.max(start), to.min(end))),
+        );
+    let Some((not_before, not_after)) = window else {
         return ClientCertificate::Rejected {
-            reason: "the certificate's end of validity cannot be read".into(),
+            reason: "the certificate's validity cannot be read".into(),
         };
     };
-    if verdict == X509VerifyResult::OK {
+    if verified {
         return ClientCertificate::Verified {
             fingerprint,
+            not_before,
             not_after,
         };
     }
-    if UNTRUSTED_ISSUER.contains(&verdict.as_raw()) && crate::pki::within_validity(cert) {
+    if UNTRUSTED_ISSUER.contains(&verdict.as_raw()) {
         return ClientCertificate::Uploaded {
             fingerprint,
+            not_before,
             not_after,
         };
     }
@@ -162,15 +189,17 @@ impl FromRequest for AuthenticatedMerchant {
         let cache = req.app_data::<web::Data<MerchantCache>>().cloned();
         let now = cache.as_ref().map_or_else(Utc::now, |c| c.clock.now());
         Box::pin(async move {
-            let (fingerprint, not_after) = match cert {
+            let (fingerprint, not_before, not_after) = match cert {
                 Some(ClientCertificate::Verified {
                     fingerprint,
+                    not_before,
                     not_after,
                 })
                 | Some(ClientCertificate::Uploaded {
                     fingerprint,
+                    not_before,
                     not_after,
-                }) => (fingerprint, not_after),
+                }) => (fingerprint, not_before, not_after),
                 Some(ClientCertificate::Rejected { reason }) => {
                     return Err(ApiError::unauthenticated(format!(
                         "the client certificate is not accepted: {reason}"
@@ -182,9 +211,14 @@ impl FromRequest for AuthenticatedMerchant {
                     ));
                 }
             };
+            if now < not_before {
+                return Err(ApiError::unauthenticated(
+                    "the client certificate is not valid yet",
+                ));
+            }
             if now > not_after {
                 return Err(ApiError::unauthenticated(
-                    "the client certificate expired during this connection",
+                    "the client certificate has expired",
                 ));
             }
             let merchant = match cache.as_ref().and_then(|c| c.get(&fingerprint)) {
@@ -279,6 +313,30 @@ mod tests {
             name: "Shop".into(),
             enabled: true,
         })
+    }
+
+    /// A leaf issued to outlive its CA is valid only while the CA is.
+    #[test]
+    fn a_verified_chain_is_valid_only_while_every_certificate_is() {
+        use crate::pki::{self, Validity};
+        let ca = pki::new_ca("merchant CA").unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let years = 20 * 365 * 86_400;
+        let long = Validity {
+            not_before_unix: now - 60,
+            not_after_unix: now + years,
+        };
+        let leaf = pki::issue_client(&ca, "long-lived", long).unwrap();
+        let mut chain = openssl::stack::Stack::<X509>::new().unwrap();
+        chain.push(leaf.cert.clone()).unwrap();
+        chain.push(ca.cert.clone()).unwrap();
+        let (_, ca_ends) = pki::validity(&ca.cert).unwrap();
+        let (_, leaf_ends) = pki::validity(&leaf.cert).unwrap();
+        assert!(leaf_ends > ca_ends);
+        match judge(&leaf.cert, X509VerifyResult::OK, Some(&chain)) {
+            ClientCertificate::Verified { not_after, .. } => assert_eq!(not_after, ca_ends),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
