@@ -313,9 +313,9 @@ async fn a_certificate_that_expires_on_an_open_connection_is_refused_from_then_o
     gw.stop().await;
 }
 
-/// A certificate's validity is judged on the gateway's clock, at every request: one whose
-/// validity has not begun is refused until the clock reaches it (OpenSSL's own check of the
-/// time, on the wall clock, is off).
+/// A certificate's validity is judged on the gateway's clock, not the wall clock: one whose
+/// validity has not begun is refused until the clock reaches it, and one that outlives the
+/// merchant CA that issued it is refused once the CA has expired on that clock.
 #[actix_rt::test]
 async fn a_certificate_is_valid_from_its_start_on_the_gateways_clock() {
     let gw = TestGateway::spawn(vec![]).await;
@@ -334,6 +334,24 @@ async fn a_certificate_is_valid_from_its_start_on_the_gateways_clock() {
     gw.clock.advance(chrono::Duration::minutes(90));
     let (status, body) = create(&gw, &gw.client(Some(&later)), &order("later")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let years = |n: i64| n * 365 * 86_400;
+    let outliving = pki::issue_client(
+        &gw.pki.merchant_ca,
+        "outliving its CA",
+        Validity {
+            not_before_unix: now,
+            not_after_unix: now + years(pki::CA_VALIDITY_DAYS as i64 / 365 + 10),
+        },
+    )
+    .unwrap();
+    register_merchant(&gw.db.pool, "Outliving", outliving.clone()).await;
+    let (status, body) = create(&gw, &gw.client(Some(&outliving)), &order("a")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    gw.clock.advance(chrono::Duration::seconds(years(
+        pki::CA_VALIDITY_DAYS as i64 / 365 + 1,
+    )));
+    expect_unauthenticated(&gw, gw.client(Some(&outliving)), "the CA expired").await;
     gw.stop().await;
 }
 

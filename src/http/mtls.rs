@@ -5,9 +5,9 @@
 //! verifying it against the merchant CA is recorded per connection (`on_connect`) and judged by the
 //! merchant routes, which answer 401 in the API's error shape instead of a bare handshake failure.
 //! A merchant is authenticated when its certificate chains to the merchant CA and is within its
-//! validity (and the CA within its own), its SHA-256 fingerprint is registered, and the merchant
-//! is enabled. Validity is judged at every request on the gateway's clock, never by OpenSSL on
-//! the wall clock at the handshake. A certificate of
+//! validity, its SHA-256 fingerprint is registered, and the merchant is enabled. Validity is
+//! judged on the gateway's clock: by OpenSSL at the handshake (the whole chain), and again at
+//! every request (the certificate). A certificate of
 //! the merchant's own (`merchant add --cert`) does not chain to the merchant CA: it is accepted
 //! when it is within its validity and its fingerprint is registered (pinned), and only when the
 //! chain failed for want of a trusted issuer, never for any other fault.
@@ -22,10 +22,10 @@ use chrono::{DateTime, Utc};
 use futures::future::LocalBoxFuture;
 use openssl::error::ErrorStack;
 use openssl::pkey::PKey;
-use openssl::ssl::{SslAcceptor, SslAcceptorBuilder, SslMethod, SslVerifyMode};
-use openssl::stack::StackRef;
+use openssl::ssl::{
+    ClientHelloResponse, SslAcceptor, SslAcceptorBuilder, SslMethod, SslVerifyMode,
+};
 use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509, X509Ref, X509VerifyResult};
 use payhub_actors::Secret;
 use payhub_actors::clock::SharedClock;
@@ -58,8 +58,8 @@ impl ServerTls {
     }
 
     /// An OpenSSL acceptor: Mozilla's intermediate profile, client certificates requested and
-    /// checked against the merchant CA, the verdict left to the merchant routes.
-    pub fn acceptor(&self) -> Result<SslAcceptorBuilder, ErrorStack> {
+    /// checked against the merchant CA at `clock`'s time, the verdict left to the merchant routes.
+    pub fn acceptor(&self, clock: SharedClock) -> Result<SslAcceptorBuilder, ErrorStack> {
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
         let mut chain = X509::stack_from_pem(&self.cert_chain_pem)?.into_iter();
         let leaf = chain.next().ok_or_else(ErrorStack::get)?;
@@ -76,10 +76,12 @@ impl ServerTls {
             store.add_cert(ca)?;
         }
         b.set_verify_cert_store(store.build())?;
-        // Validity is judged per request on the gateway's clock (`AuthenticatedMerchant`), which
-        // tests can move; OpenSSL's verdict is about the chain alone.
-        b.verify_param_mut()
-            .set_flags(X509VerifyFlags::NO_CHECK_TIME)?;
+        // Each handshake verifies the chain (every certificate's validity, the CA's too) at the
+        // gateway's clock, not the wall clock: tests move it, and production's is the same.
+        b.set_client_hello_callback(move |ssl, _alert| {
+            ssl.param_mut().set_time(clock.now().timestamp());
+            Ok(ClientHelloResponse::SUCCESS)
+        });
         // Request a certificate, never refuse the handshake over it; see the module comment.
         b.set_verify_callback(SslVerifyMode::PEER, |_preverified, _ctx| true);
         // Sessions resumed with a client certificate need a context id, or OpenSSL refuses them.
@@ -116,41 +118,27 @@ pub fn on_connect(conn: &dyn Any, data: &mut Extensions) {
     let Some(cert) = ssl.peer_certificate() else {
         return;
     };
-    data.insert(judge(&cert, ssl.verify_result(), ssl.verified_chain()));
+    data.insert(judge(&cert, ssl.verify_result()));
 }
 
-/// The verdict on a presented certificate, from OpenSSL's verification against the merchant CA;
-/// `chain` is the chain it verified, the merchant CA included.
-fn judge(
-    cert: &X509Ref,
-    verdict: X509VerifyResult,
-    chain: Option<&StackRef<X509>>,
-) -> ClientCertificate {
+/// The verdict on a presented certificate, from OpenSSL's verification against the merchant CA.
+fn judge(cert: &X509Ref, verdict: X509VerifyResult) -> ClientCertificate {
     let fingerprint = crate::pki::fingerprint(cert);
-    // Each request checks the validity on the gateway's clock: a keep-alive connection (or a
-    // resumed session) outlives its handshake. A verified chain is valid only while each of its
-    // certificates is, the merchant CA's too; a pinned certificate stands alone.
-    let verified = verdict == X509VerifyResult::OK;
-    let chain = chain.filter(|_| verified).into_iter().flatten();
-    let window = std::iter::once(cert)
-        .chain(chain)
-        .map(crate::pki::validity)
-        .try_fold(
-            (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC),
-            |(from, to), v| v.map(|(start, end)| (from.max(start), to.min(end))),
-        );
-    let Some((not_before, not_after)) = window else {
+    // A keep-alive connection (or a resumed session) outlives its handshake: each request checks
+    // the certificate's validity again, on the gateway's clock.
+    let Some((not_before, not_after)) = crate::pki::validity(cert) else {
         return ClientCertificate::Rejected {
             reason: "the certificate's validity cannot be read".into(),
         };
     };
-    if verified {
+    if verdict == X509VerifyResult::OK {
         return ClientCertificate::Verified {
             fingerprint,
             not_before,
             not_after,
         };
     }
+    // Only for want of a trusted issuer; its validity is checked at each request as any other's.
     if UNTRUSTED_ISSUER.contains(&verdict.as_raw()) {
         return ClientCertificate::Uploaded {
             fingerprint,
@@ -313,30 +301,6 @@ mod tests {
             name: "Shop".into(),
             enabled: true,
         })
-    }
-
-    /// A leaf issued to outlive its CA is valid only while the CA is.
-    #[test]
-    fn a_verified_chain_is_valid_only_while_every_certificate_is() {
-        use crate::pki::{self, Validity};
-        let ca = pki::new_ca("merchant CA").unwrap();
-        let now = chrono::Utc::now().timestamp();
-        let years = 20 * 365 * 86_400;
-        let long = Validity {
-            not_before_unix: now - 60,
-            not_after_unix: now + years,
-        };
-        let leaf = pki::issue_client(&ca, "long-lived", long).unwrap();
-        let mut chain = openssl::stack::Stack::<X509>::new().unwrap();
-        chain.push(leaf.cert.clone()).unwrap();
-        chain.push(ca.cert.clone()).unwrap();
-        let (_, ca_ends) = pki::validity(&ca.cert).unwrap();
-        let (_, leaf_ends) = pki::validity(&leaf.cert).unwrap();
-        assert!(leaf_ends > ca_ends);
-        match judge(&leaf.cert, X509VerifyResult::OK, Some(&chain)) {
-            ClientCertificate::Verified { not_after, .. } => assert_eq!(not_after, ca_ends),
-            other => panic!("{other:?}"),
-        }
     }
 
     #[test]

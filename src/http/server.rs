@@ -123,7 +123,7 @@ pub fn start(
     clock: SharedClock,
     extra: Vec<Configurator>,
 ) -> Result<RunningServer, ServerError> {
-    let acceptor = tls.acceptor()?;
+    let acceptor = tls.acceptor(clock.clone())?;
     let bind_failed = |source| ServerError::Bind {
         addr: settings.listen,
         source,
