@@ -346,11 +346,15 @@ async fn a_certificate_is_valid_from_its_start_on_the_gateways_clock() {
     )
     .unwrap();
     register_merchant(&gw.db.pool, "Outliving", outliving.clone()).await;
-    let (status, body) = create(&gw, &gw.client(Some(&outliving)), &order("a")).await;
+    let open = gw.client(Some(&outliving));
+    let (status, body) = create(&gw, &open, &order("a")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     gw.clock.advance(chrono::Duration::seconds(years(
         pki::CA_VALIDITY_DAYS as i64 / 365 + 1,
     )));
+    // On the connection verified while the CA was valid (as on a resumed session), and on a
+    // new one.
+    expect_unauthenticated(&gw, open, "the CA expired, open connection").await;
     expect_unauthenticated(&gw, gw.client(Some(&outliving)), "the CA expired").await;
     gw.stop().await;
 }

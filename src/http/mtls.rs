@@ -7,7 +7,8 @@
 //! A merchant is authenticated when its certificate chains to the merchant CA and is within its
 //! validity, its SHA-256 fingerprint is registered, and the merchant is enabled. Validity is
 //! judged on the gateway's clock: by OpenSSL at the handshake (the whole chain), and again at
-//! every request (the certificate). A certificate of
+//! every request (the certificate and the merchant CA that issued it), since a keep-alive
+//! connection or a resumed session keeps its first handshake's verdict. A certificate of
 //! the merchant's own (`merchant add --cert`) does not chain to the merchant CA: it is accepted
 //! when it is within its validity and its fingerprint is registered (pinned), and only when the
 //! chain failed for want of a trusted issuer, never for any other fault.
@@ -47,6 +48,11 @@ pub struct ServerTls {
 }
 
 impl ServerTls {
+    /// The merchant CA certificates.
+    pub fn merchant_cas(&self) -> Result<Vec<X509>, ErrorStack> {
+        X509::stack_from_pem(&self.merchant_ca_pem)
+    }
+
     /// Reads the files `http.tls_cert`, `http.tls_key` and `http.merchant_ca_cert` name.
     pub fn load(cert: &Path, key: &Path, merchant_ca: &Path) -> anyhow::Result<Self> {
         let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
@@ -71,7 +77,7 @@ impl ServerTls {
         b.set_private_key(&key)?;
         b.check_private_key()?;
         let mut store = X509StoreBuilder::new()?;
-        for ca in X509::stack_from_pem(&self.merchant_ca_pem)? {
+        for ca in self.merchant_cas()? {
             b.add_client_ca(&ca)?;
             store.add_cert(ca)?;
         }
@@ -110,7 +116,8 @@ pub enum ClientCertificate {
 }
 
 /// `HttpServer::on_connect`: records the peer certificate's verdict in the connection's data.
-pub fn on_connect(conn: &dyn Any, data: &mut Extensions) {
+/// `merchant_cas` are the merchant CA certificates the acceptor trusts.
+pub fn on_connect(conn: &dyn Any, data: &mut Extensions, merchant_cas: &[X509]) {
     let Some(tls) = conn.downcast_ref::<TlsStream<TcpStream>>() else {
         return;
     };
@@ -118,20 +125,33 @@ pub fn on_connect(conn: &dyn Any, data: &mut Extensions) {
     let Some(cert) = ssl.peer_certificate() else {
         return;
     };
-    data.insert(judge(&cert, ssl.verify_result()));
+    data.insert(judge(&cert, ssl.verify_result(), merchant_cas));
 }
 
 /// The verdict on a presented certificate, from OpenSSL's verification against the merchant CA.
-fn judge(cert: &X509Ref, verdict: X509VerifyResult) -> ClientCertificate {
+fn judge(cert: &X509Ref, verdict: X509VerifyResult, merchant_cas: &[X509]) -> ClientCertificate {
     let fingerprint = crate::pki::fingerprint(cert);
-    // A keep-alive connection (or a resumed session) outlives its handshake: each request checks
-    // the certificate's validity again, on the gateway's clock.
-    let Some((not_before, not_after)) = crate::pki::validity(cert) else {
+    // A keep-alive connection (or a resumed session, which keeps its first handshake's verdict)
+    // outlives its handshake: each request checks the validity again, on the gateway's clock,
+    // of the certificate and, for one the merchant CA issued, of that CA too.
+    let verified = verdict == X509VerifyResult::OK;
+    let issuer = match verified {
+        true => merchant_cas.iter().find(|ca| issued_by(cert, ca)),
+        false => None,
+    };
+    let window = std::iter::once(cert)
+        .chain(issuer.map(|ca| ca.as_ref()))
+        .map(crate::pki::validity)
+        .try_fold(
+            (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC),
+            |(from, to), v| v.map(|(start, end)| (from.max(start), to.min(end))),
+        );
+    let Some((not_before, not_after)) = window else {
         return ClientCertificate::Rejected {
             reason: "the certificate's validity cannot be read".into(),
         };
     };
-    if verdict == X509VerifyResult::OK {
+    if verified {
         return ClientCertificate::Verified {
             fingerprint,
             not_before,
@@ -149,6 +169,15 @@ fn judge(cert: &X509Ref, verdict: X509VerifyResult) -> ClientCertificate {
     ClientCertificate::Rejected {
         reason: verdict.error_string().to_string(),
     }
+}
+
+/// Whether `ca` issued `cert`: its name and key identifiers match, and its key verifies the
+/// signature.
+fn issued_by(cert: &X509Ref, ca: &X509Ref) -> bool {
+    ca.issued(cert) == X509VerifyResult::OK
+        && ca
+            .public_key()
+            .is_ok_and(|key| cert.verify(&key).unwrap_or(false))
 }
 
 /// OpenSSL's verdicts (`X509_V_ERR_*`, stable numbers) for a certificate whose issuer the gateway

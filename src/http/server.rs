@@ -124,6 +124,7 @@ pub fn start(
     extra: Vec<Configurator>,
 ) -> Result<RunningServer, ServerError> {
     let acceptor = tls.acceptor(clock.clone())?;
+    let merchant_cas = std::sync::Arc::new(tls.merchant_cas()?);
     let bind_failed = |source| ServerError::Bind {
         addr: settings.listen,
         source,
@@ -183,7 +184,7 @@ pub fn start(
     })
     .workers(settings.workers.max(1))
     .max_connections(connections_per_worker(&settings))
-    .on_connect(mtls::on_connect)
+    .on_connect(move |conn, data| mtls::on_connect(conn, data, &merchant_cas))
     // Again after the handshake, where the socket did not inherit it (`http::listener`).
     .tcp_nodelay(true)
     .keep_alive(std::time::Duration::from_secs(KEEP_ALIVE_S))
