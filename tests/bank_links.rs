@@ -82,13 +82,22 @@ fn request(rrn: u64, payer: usize, amount_minor: i64) -> DebitRequest {
     }
 }
 
-/// Waits (bounded) until `check` holds.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+/// Waits (bounded: 500 looks, 10 ms apart) until `check` holds.
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..500 {
+    eventually_in(what, 500, check).await;
+}
+
+/// Waits until `check` holds, for at most `looks` looks 10 ms apart.
+async fn eventually_in<F, Fut>(what: &str, looks: u32, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..looks {
         if check().await {
             return;
         }
@@ -1755,15 +1764,8 @@ async fn pending_reversals_whose_load_failed_are_loaded_again() {
     // The loads at the link's start and sign-on fail at once: the table is shown again only once
     // the database counted a failure. A backend's statistics may reach the view 10 s late
     // (PostgreSQL 15's idle flush), longer than `eventually` waits.
-    let mut counted = false;
-    for _ in 0..300 {
-        counted = failed_statements().await > failed_before;
-        if counted {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(counted, "a failed load of the hidden table");
+    let counted = async || failed_statements().await > failed_before;
+    eventually_in("a failed load of the hidden table", 3_000, counted).await;
     rename("reversals_hidden", "reversals").await;
     eventually("the reversal was answered", || async {
         pending_reversals(&db).await == 0

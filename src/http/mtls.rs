@@ -135,18 +135,10 @@ fn judge(cert: &X509Ref, verdict: X509VerifyResult, merchant_cas: &[X509]) -> Cl
     // outlives its handshake: each request checks the validity again, on the gateway's clock,
     // of the certificate and, for one the merchant CA issued, of that CA too.
     let verified = verdict == X509VerifyResult::OK;
-    let issuer = match verified {
-        true => merchant_cas.iter().find(|ca| issued_by(cert, ca)),
-        false => None,
-    };
-    let window = std::iter::once(cert)
-        .chain(issuer.map(|ca| ca.as_ref()))
-        .map(crate::pki::validity)
-        .try_fold(
-            (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC),
-            |(from, to), v| v.map(|(start, end)| (from.max(start), to.min(end))),
-        );
-    let Some((not_before, not_after)) = window else {
+    let issuer = verified
+        .then(|| merchant_cas.iter().find(|ca| issued_by(cert, ca)))
+        .flatten();
+    let Some((not_before, not_after)) = validity_window(cert, issuer) else {
         return ClientCertificate::Rejected {
             reason: "the certificate's validity cannot be read".into(),
         };
@@ -168,6 +160,21 @@ fn judge(cert: &X509Ref, verdict: X509VerifyResult, merchant_cas: &[X509]) -> Cl
     }
     ClientCertificate::Rejected {
         reason: verdict.error_string().to_string(),
+    }
+}
+
+/// When `cert` is valid, and `issuer` too when given: the later start, the earlier end.
+fn validity_window(
+    cert: &X509Ref,
+    issuer: Option<&X509>,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let (start, end) = crate::pki::validity(cert)?;
+    match issuer {
+        Some(ca) => {
+            let (ca_start, ca_end) = crate::pki::validity(ca)?;
+            Some((start.max(ca_start), end.min(ca_end)))
+        }
+        None => Some((start, end)),
     }
 }
 

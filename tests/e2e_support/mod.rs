@@ -144,13 +144,8 @@ pub struct TerminalSwitch {
 impl TerminalSwitch {
     /// Returns once `terminal_id` has a session on the switch (at most 10 s).
     pub async fn wait_online(&self, terminal_id: &str) {
-        for _ in 0..1_000 {
-            if self.registry.is_online(terminal_id) {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("{terminal_id} never came online");
+        let what = format!("{terminal_id} online");
+        eventually(&what, || async { self.registry.is_online(terminal_id) }).await;
     }
 }
 

@@ -314,12 +314,7 @@ impl Session {
         out: &mpsc::Sender<Command>,
     ) -> Next {
         let Some(bound) = self.bound.clone().filter(|b| b.kind != BindKind::Receiver) else {
-            let reply = bodiless(
-                CommandId::SubmitSmResp,
-                CommandStatus::EsmeRinvbndsts,
-                sequence_number,
-            );
-            let _ = out.send(reply).await;
+            refuse_submit(out, CommandStatus::EsmeRinvbndsts, sequence_number).await;
             return Next::Continue;
         };
         let verdict = self.state.next_verdict();
@@ -328,12 +323,7 @@ impl Session {
             return Next::Drop;
         }
         if self.outstanding.load(Ordering::SeqCst) >= ANSWERS_PENDING_MAX {
-            let reply = bodiless(
-                CommandId::SubmitSmResp,
-                CommandStatus::EsmeRthrottled,
-                sequence_number,
-            );
-            let _ = out.send(reply).await;
+            refuse_submit(out, CommandStatus::EsmeRthrottled, sequence_number).await;
             return Next::Continue;
         }
         let now = self.outstanding.fetch_add(1, Ordering::SeqCst) + 1;
@@ -379,6 +369,12 @@ struct Answer {
     receipts_here: bool,
 }
 
+/// A `submit_sm_resp` refusing submit `sequence_number` with `status`.
+async fn refuse_submit(out: &mpsc::Sender<Command>, status: CommandStatus, sequence_number: u32) {
+    let reply = bodiless(CommandId::SubmitSmResp, status, sequence_number);
+    let _ = out.send(reply).await;
+}
+
 /// One answer outstanding, counted until dropped.
 struct Pending(Arc<AtomicU64>);
 
@@ -401,12 +397,7 @@ impl Answer {
             return self.accept(submit, sequence_number, pending).await;
         };
         self.state.count(|s| s.submits_refused += 1);
-        let reply = bodiless(
-            CommandId::SubmitSmResp,
-            CommandStatus::from(status),
-            sequence_number,
-        );
-        let _ = self.out.send(reply).await;
+        refuse_submit(&self.out, CommandStatus::from(status), sequence_number).await;
     }
 
     async fn accept(self, submit: SubmitSm, sequence_number: u32, pending: Pending) {
