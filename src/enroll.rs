@@ -187,12 +187,21 @@ pub struct AcceptorFields {
     pub location: String,
 }
 
+/// How a merchant's certificate is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertTrust {
+    /// Issued by the merchant CA: accepted while it chains to a CA the gateway trusts.
+    Issued,
+    /// The merchant's own, pinned by its fingerprint: accepted without a trusted issuer.
+    Pinned,
+}
+
 /// A merchant row for `cert`: a new id, a random webhook secret, fields 41/42.
 pub fn new_merchant(
     name: &str,
     bank_id: BankId,
     account: AccountNumber,
-    cert: &X509Ref,
+    (cert, trust): (&X509Ref, CertTrust),
     fields: Option<AcceptorFields>,
 ) -> NewMerchant {
     let fields = fields.unwrap_or_default();
@@ -201,6 +210,7 @@ pub fn new_merchant(
         name: name.trim().to_string(),
         cert_fingerprint: pki::fingerprint(cert),
         cert_serial: pki::serial_hex(cert),
+        cert_pinned: trust == CertTrust::Pinned,
         webhook_secret: Secret::new(format!(
             "whsec_{}",
             hex::encode(payhub_actors::ids::os_random::<32>())
@@ -255,7 +265,8 @@ async fn merchant_add(args: MerchantAddArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
     if let Some(uploaded) = &args.cert {
         let cert = read_uploaded_cert(uploaded)?;
-        let new = new_merchant(args.name.trim(), bank, account, &cert, Some(fields));
+        let pinned = (&*cert, CertTrust::Pinned);
+        let new = new_merchant(args.name.trim(), bank, account, pinned, Some(fields));
         merchants::insert(&connect(&config).await?, &new).await?;
         let cert_path = std::path::absolute(uploaded).unwrap_or_else(|_| uploaded.clone());
         return print_merchant(&new, &cert_path, None);
@@ -272,7 +283,8 @@ async fn merchant_add(args: MerchantAddArgs) -> anyhow::Result<()> {
         args.name.trim(),
         Validity::days_from_now(args.cert_days),
     )?;
-    let new = new_merchant(args.name.trim(), bank, account, &cert.cert, Some(fields));
+    let issued = (&*cert.cert, CertTrust::Issued);
+    let new = new_merchant(args.name.trim(), bank, account, issued, Some(fields));
     let out = args.cert_out.as_deref().context("--cert-out: missing")?;
     let files = write_merchant_files(out, &cert, &server_ca.to_pem()?, args.force)?;
     if let Err(e) = merchants::insert(&client, &new).await {

@@ -119,7 +119,7 @@ async fn pki_init_and_merchant_add_give_a_working_merchant() {
     let row = client
         .query_one(
             "SELECT cert_fingerprint, webhook_secret, bank_id, account, length(terminal_id), \
-             length(card_acceptor_id), status FROM merchants WHERE id = $1",
+             length(card_acceptor_id), status, cert_pinned FROM merchants WHERE id = $1",
             &[&merchant_id],
         )
         .await
@@ -133,6 +133,11 @@ async fn pki_init_and_merchant_add_give_a_working_merchant() {
     assert_eq!(row.get::<_, &str>(3), "6222000011112222");
     assert_eq!((row.get::<_, i32>(4), row.get::<_, i32>(5)), (8, 15));
     assert_eq!(row.get::<_, &str>(6), "enabled");
+    assert_eq!(
+        row.get::<_, Option<bool>>(7),
+        Some(false),
+        "issued, not pinned"
+    );
 
     // The gateway, started from the written configuration, accepts the issued certificate.
     let cfg = payhub::config::Config::load(Path::new(&config)).unwrap();
@@ -233,15 +238,15 @@ async fn merchant_add_pins_an_uploaded_certificate() {
     assert_eq!(added["fingerprint"], payhub::pki::fingerprint(&own.cert));
     assert_eq!((&added["key"], &added["ca"]), (&Value::Null, &Value::Null));
     let client = db.pool.get().await.unwrap();
-    let pinned: String = client
+    let row = client
         .query_one(
-            "SELECT cert_fingerprint FROM merchants WHERE id = $1",
+            "SELECT cert_fingerprint, cert_pinned FROM merchants WHERE id = $1",
             &[&added["merchant_id"].as_str().unwrap()],
         )
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(pinned, payhub::pki::fingerprint(&own.cert));
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), payhub::pki::fingerprint(&own.cert));
+    assert_eq!(row.get::<_, Option<bool>>(1), Some(true), "pinned");
 
     // Not a certificate; both ways at once.
     let not_pem = tmp.path().join("not.crt");

@@ -2,7 +2,7 @@
 //! server runs in-process on port 0 (`TestGateway`), the client is reqwest with native-tls.
 
 use payhub::http::merchant::ROUTES;
-use payhub::http::merchant_testing::{TestGateway, register_merchant};
+use payhub::http::merchant_testing::{TestGateway, register_merchant, register_pinned_merchant};
 use payhub::pki::{self, Validity};
 use payhub_actors::clock::Clock;
 use reqwest::StatusCode;
@@ -221,14 +221,14 @@ async fn an_uploaded_certificate_pinned_by_fingerprint_is_accepted() {
     let own = pki::issue_client(&other_ca, "own", Validity::days_from_now(1)).unwrap();
     let client = gw.client(Some(&own));
     expect_unauthenticated(&gw, client.clone(), "not pinned yet").await;
-    register_merchant(&gw.db.pool, "Own CA", own).await;
+    register_pinned_merchant(&gw.db.pool, "Own CA", own).await;
     // Unknown fingerprints are cached too: past the cache's life the pin is seen.
     gw.clock.advance(chrono::Duration::milliseconds(
         payhub::http::mtls::MERCHANT_CACHE_TTL_MS + 1,
     ));
     let (status, body) = create(&gw, &client, &order("pinned")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    register_merchant(&gw.db.pool, "A CA", other_ca.clone()).await;
+    register_pinned_merchant(&gw.db.pool, "A CA", other_ca.clone()).await;
     expect_unauthenticated(&gw, gw.client(Some(&other_ca)), "a CA certificate").await;
     // Pinned, but expired: refused.
     let now = chrono::Utc::now().timestamp();
@@ -237,8 +237,46 @@ async fn an_uploaded_certificate_pinned_by_fingerprint_is_accepted() {
         not_after_unix: now - 3600,
     };
     let old = pki::issue_client(&other_ca, "old own", expired).unwrap();
-    register_merchant(&gw.db.pool, "Old own", old.clone()).await;
+    register_pinned_merchant(&gw.db.pool, "Old own", old.clone()).await;
     expect_unauthenticated(&gw, gw.client(Some(&old)), "pinned but expired").await;
+    gw.stop().await;
+}
+
+/// A pinned certificate must still be made for a client: a server's (its extended key usage
+/// names only serverAuth) is refused, on a new connection and on an open one, although OpenSSL
+/// reports that verification's missing trusted issuer after the wrong purpose.
+#[actix_rt::test]
+async fn a_pinned_certificate_made_for_another_purpose_is_refused() {
+    let gw = TestGateway::spawn(vec![]).await;
+    let other_ca = pki::new_ca("the merchant's own CA").unwrap();
+    let server = pki::issue_server(&other_ca, &["shop.example".into()]).unwrap();
+    register_pinned_merchant(&gw.db.pool, "Server certificate", server.clone()).await;
+    let client = gw.client(Some(&server));
+    let (status, err) = create(&gw, &client, &order("purpose")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{err}");
+    let message = err["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("purpose"), "{message}");
+    expect_unauthenticated(&gw, client, "the open connection").await;
+    assert_eq!(count(&gw, "payments").await, 0);
+    gw.stop().await;
+}
+
+/// A certificate registered as issued by the merchant CA is never taken for a pinned one: once
+/// the CA that issued it is no longer trusted (taken out of `merchant_ca_cert`; here, one the
+/// gateway never trusted), it is refused.
+#[actix_rt::test]
+async fn an_issued_certificate_without_its_trusted_ca_is_refused() {
+    let gw = TestGateway::spawn(vec![]).await;
+    let removed_ca = pki::new_ca("a merchant CA taken out of the file").unwrap();
+    let issued = pki::issue_client(&removed_ca, "issued", Validity::days_from_now(1)).unwrap();
+    register_merchant(&gw.db.pool, "Issued", issued.clone()).await;
+    let (status, err) = create(&gw, &gw.client(Some(&issued)), &order("revoked")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{err}");
+    assert_eq!(
+        err["error"]["message"],
+        "the client certificate's issuer is not trusted"
+    );
+    assert_eq!(count(&gw, "payments").await, 0);
     gw.stop().await;
 }
 

@@ -8,6 +8,7 @@
 //! let res = gw.client(Some(&shop.cert)).post(gw.url("/v1/payments")).json(&body).send().await?;
 //! ```
 
+use crate::enroll::CertTrust;
 use crate::http::mtls::ServerTls;
 use crate::http::server::{self, Configurator, RunningServer, ServerSettings};
 use crate::pki::{self, CertifiedKey, Validity};
@@ -68,15 +69,34 @@ pub struct TestMerchant {
     pub cert: CertifiedKey,
 }
 
-/// Registers a merchant (bank 0001, a fixed account) whose client certificate is `cert`.
+/// Registers a merchant (bank 0001, a fixed account) whose client certificate is `cert`, issued
+/// by the merchant CA.
 pub async fn register_merchant(
     pool: &deadpool_postgres::Pool,
     name: &str,
     cert: CertifiedKey,
 ) -> TestMerchant {
+    register(pool, name, cert, CertTrust::Issued).await
+}
+
+/// Registers a merchant whose client certificate is its own, pinned by fingerprint.
+pub async fn register_pinned_merchant(
+    pool: &deadpool_postgres::Pool,
+    name: &str,
+    cert: CertifiedKey,
+) -> TestMerchant {
+    register(pool, name, cert, CertTrust::Pinned).await
+}
+
+async fn register(
+    pool: &deadpool_postgres::Pool,
+    name: &str,
+    cert: CertifiedKey,
+    trust: CertTrust,
+) -> TestMerchant {
     let bank = payhub_actors::domain::BankId::parse("0001").expect("bank id");
     let account = payhub_actors::domain::AccountNumber::parse("6222000000000001").expect("account");
-    let new = crate::enroll::new_merchant(name, bank, account, &cert.cert, None);
+    let new = crate::enroll::new_merchant(name, bank, account, (&cert.cert, trust), None);
     let client = pool.get().await.expect("pool");
     payhub_actors::store::merchants::insert(&client, &new)
         .await

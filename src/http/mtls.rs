@@ -10,8 +10,9 @@
 //! every request (the certificate and the merchant CA that issued it), since a keep-alive
 //! connection or a resumed session keeps its first handshake's verdict. A certificate of
 //! the merchant's own (`merchant add --cert`) does not chain to the merchant CA: it is accepted
-//! when it is within its validity and its fingerprint is registered (pinned), and only when the
-//! chain failed for want of a trusted issuer, never for any other fault.
+//! when it is within its validity and its fingerprint is registered as pinned, and only when the
+//! chain failed for want of a trusted issuer, never for any other fault. One the merchant CA
+//! issued is never accepted as pinned: taking its CA out of `merchant_ca_cert` revokes it.
 
 use crate::http::error::ApiError;
 use actix_tls::accept::openssl::TlsStream;
@@ -22,12 +23,13 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures::future::LocalBoxFuture;
 use openssl::error::ErrorStack;
+use openssl::ex_data::Index;
 use openssl::pkey::PKey;
 use openssl::ssl::{
-    ClientHelloResponse, SslAcceptor, SslAcceptorBuilder, SslMethod, SslVerifyMode,
+    ClientHelloResponse, Ssl, SslAcceptor, SslAcceptorBuilder, SslMethod, SslVerifyMode,
 };
 use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::{X509, X509Ref, X509VerifyResult};
+use openssl::x509::{X509, X509Ref, X509StoreContext, X509StoreContextRef, X509VerifyResult};
 use payhub_actors::Secret;
 use payhub_actors::clock::SharedClock;
 use payhub_actors::store::merchants;
@@ -35,7 +37,7 @@ use payhub_actors::store::merchants::MerchantIdentity;
 use std::any::Any;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// The PEM material of the gateway's TLS listener.
 #[derive(Debug, Clone)]
@@ -84,15 +86,65 @@ impl ServerTls {
         b.set_verify_cert_store(store.build())?;
         // Each handshake verifies the chain (every certificate's validity, the CA's too) at the
         // gateway's clock, not the wall clock: tests move it, and production's is the same.
+        let faults = fault_index()?;
         b.set_client_hello_callback(move |ssl, _alert| {
             ssl.param_mut().set_time(clock.now().timestamp());
+            ssl.set_ex_data(faults, Fault::default());
             Ok(ClientHelloResponse::SUCCESS)
         });
         // Request a certificate, never refuse the handshake over it; see the module comment.
-        b.set_verify_callback(SslVerifyMode::PEER, |_preverified, _ctx| true);
+        b.set_verify_callback(SslVerifyMode::PEER, move |preverified, ctx| {
+            if !preverified {
+                keep_worst_fault(ctx, faults);
+            }
+            true
+        });
         // Sessions resumed with a client certificate need a context id, or OpenSSL refuses them.
         b.set_session_id_context(b"payhub-gateway")?;
         Ok(b)
+    }
+}
+
+/// The fault this handshake's verification met that a pin cannot excuse, if any.
+///
+/// OpenSSL keeps only the last error of a verification that its callback lets go on, and reports
+/// the missing trusted issuer late (a leaf signature it cannot verify, 21): without this, a
+/// certificate of the wrong purpose (26) from an unknown CA would end as merely untrusted, which
+/// a pin excuses.
+#[derive(Debug, Default)]
+struct Fault(Mutex<Option<X509VerifyResult>>);
+
+fn fault_index() -> Result<Index<Ssl, Fault>, ErrorStack> {
+    static INDEX: OnceLock<Index<Ssl, Fault>> = OnceLock::new();
+    if let Some(index) = INDEX.get() {
+        return Ok(*index);
+    }
+    let index = Ssl::new_ex_index()?;
+    Ok(*INDEX.get_or_init(|| index))
+}
+
+/// Called for each error of a handshake's verification: remembers the last one a pin cannot
+/// excuse, and puts it back when an untrusted issuer's error comes after it, so that it is the
+/// verdict the connection (and a session resumed from it) is judged by.
+fn keep_worst_fault(ctx: &mut X509StoreContextRef, faults: Index<Ssl, Fault>) {
+    let error = ctx.error();
+    let Ok(ssl) = X509StoreContext::ssl_idx() else {
+        return;
+    };
+    let Some(fault) = ctx.ex_data(ssl).and_then(|ssl| ssl.ex_data(faults)) else {
+        return;
+    };
+    let mut kept = fault
+        .0
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !UNTRUSTED_ISSUER.contains(&error.as_raw()) {
+        *kept = Some(error);
+        return;
+    }
+    if let Some(worse) = *kept {
+        drop(kept);
+        ctx.set_error(worse);
     }
 }
 
@@ -213,17 +265,17 @@ impl FromRequest for AuthenticatedMerchant {
         let cache = req.app_data::<web::Data<MerchantCache>>().cloned();
         let now = cache.as_ref().map_or_else(Utc::now, |c| c.clock.now());
         Box::pin(async move {
-            let (fingerprint, not_before, not_after) = match cert {
+            let (fingerprint, not_before, not_after, chained) = match cert {
                 Some(ClientCertificate::Verified {
                     fingerprint,
                     not_before,
                     not_after,
-                })
-                | Some(ClientCertificate::Uploaded {
+                }) => (fingerprint, not_before, not_after, true),
+                Some(ClientCertificate::Uploaded {
                     fingerprint,
                     not_before,
                     not_after,
-                }) => (fingerprint, not_before, not_after),
+                }) => (fingerprint, not_before, not_after, false),
                 Some(ClientCertificate::Rejected { reason }) => {
                     return Err(ApiError::unauthenticated(format!(
                         "the client certificate is not accepted: {reason}"
@@ -261,6 +313,10 @@ impl FromRequest for AuthenticatedMerchant {
                 }
             };
             match merchant {
+                // Issued by a merchant CA the gateway no longer trusts: revoked with it.
+                Some(m) if !chained && m.cert_pinned == Some(false) => Err(
+                    ApiError::unauthenticated("the client certificate's issuer is not trusted"),
+                ),
                 Some(m) if m.enabled => Ok(Self {
                     id: m.id,
                     name: m.name,
@@ -336,6 +392,7 @@ mod tests {
             id: "mer_shop".into(),
             name: "Shop".into(),
             enabled: true,
+            cert_pinned: Some(false),
         })
     }
 

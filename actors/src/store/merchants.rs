@@ -17,6 +17,9 @@ pub struct NewMerchant {
     pub name: String,
     pub cert_fingerprint: String,
     pub cert_serial: String,
+    /// The merchant's own certificate, pinned by fingerprint, rather than one the merchant CA
+    /// issued.
+    pub cert_pinned: bool,
     pub webhook_secret: Secret<String>,
     pub bank_id: BankId,
     pub account: AccountNumber,
@@ -46,6 +49,9 @@ pub struct MerchantIdentity {
     pub id: String,
     pub name: String,
     pub enabled: bool,
+    /// Whether the certificate is accepted without a trusted issuer: `Some(true)` pinned,
+    /// `Some(false)` issued by the merchant CA, `None` registered before this was recorded (V73).
+    pub cert_pinned: Option<bool>,
 }
 
 /// Everything about a merchant except its webhook secret's value stays printable.
@@ -97,14 +103,15 @@ pub async fn insert(client: &impl GenericClient, m: &NewMerchant) -> Result<(), 
     );
     let result = client
         .execute_cached(
-            "INSERT INTO merchants (id, name, cert_fingerprint, cert_serial, webhook_secret, \
-             bank_id, account, terminal_id, card_acceptor_id, location) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO merchants (id, name, cert_fingerprint, cert_serial, cert_pinned, \
+             webhook_secret, bank_id, account, terminal_id, card_acceptor_id, location) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             &[
                 &m.id,
                 &m.name,
                 &m.cert_fingerprint,
                 &m.cert_serial,
+                &m.cert_pinned,
                 m.webhook_secret.expose(),
                 &m.bank_id.as_str(),
                 &m.account.expose(),
@@ -138,7 +145,7 @@ pub async fn by_fingerprint(
 ) -> Result<Option<MerchantIdentity>, StoreError> {
     let row = client
         .query_opt_cached(
-            "SELECT id, name, status FROM merchants WHERE cert_fingerprint = $1",
+            "SELECT id, name, status, cert_pinned FROM merchants WHERE cert_fingerprint = $1",
             &[&fingerprint],
         )
         .await?;
@@ -146,6 +153,7 @@ pub async fn by_fingerprint(
         id: r.get(0),
         name: r.get(1),
         enabled: r.get::<_, &str>(2) == MerchantStatus::Enabled.as_str(),
+        cert_pinned: r.get(3),
     }))
 }
 
