@@ -161,7 +161,7 @@ pub fn fingerprint(cert: &X509Ref) -> String {
         .unwrap_or_default()
 }
 
-fn new_key() -> Result<PKey<Private>, ErrorStack> {
+pub(crate) fn new_key() -> Result<PKey<Private>, ErrorStack> {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
     PKey::from_ec_key(EcKey::generate(&group)?)
 }

@@ -7,7 +7,7 @@
 //! A merchant is authenticated when its certificate chains to the merchant CA and is within its
 //! validity, its SHA-256 fingerprint is registered, and the merchant is enabled. Validity is
 //! judged on the gateway's clock: by OpenSSL at the handshake (the whole chain), and again at
-//! every request (the certificate and the merchant CA that issued it), since a keep-alive
+//! every request (the certificate, its intermediates and the merchant CA), since a keep-alive
 //! connection or a resumed session keeps its first handshake's verdict. A certificate of
 //! the merchant's own (`merchant add --cert`) does not chain to the merchant CA: it is accepted
 //! when it is within its validity and its fingerprint is registered as pinned, and only when the
@@ -26,7 +26,7 @@ use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::pkey::PKey;
 use openssl::ssl::{
-    ClientHelloResponse, Ssl, SslAcceptor, SslAcceptorBuilder, SslMethod, SslVerifyMode,
+    ClientHelloResponse, Ssl, SslAcceptor, SslAcceptorBuilder, SslMethod, SslOptions, SslVerifyMode,
 };
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509, X509Ref, X509StoreContext, X509StoreContextRef, X509VerifyResult};
@@ -101,6 +101,9 @@ impl ServerTls {
         });
         // Sessions resumed with a client certificate need a context id, or OpenSSL refuses them.
         b.set_session_id_context(b"payhub-gateway")?;
+        // Resumed from the gateway's session cache, never from a stateless ticket: a ticket does
+        // not carry the intermediates the client sent, whose validity each request checks.
+        b.set_options(SslOptions::NO_TICKET);
         Ok(b)
     }
 }
@@ -177,20 +180,33 @@ pub fn on_connect(conn: &dyn Any, data: &mut Extensions, merchant_cas: &[X509]) 
     let Some(cert) = ssl.peer_certificate() else {
         return;
     };
-    data.insert(judge(&cert, ssl.verify_result(), merchant_cas));
+    // The chain the client sent, which a resumed session keeps (the verified chain it does not).
+    let sent: Vec<&X509Ref> = ssl
+        .peer_cert_chain()
+        .map(|chain| chain.iter().collect())
+        .unwrap_or_default();
+    data.insert(judge(&cert, &sent, ssl.verify_result(), merchant_cas));
 }
 
 /// The verdict on a presented certificate, from OpenSSL's verification against the merchant CA.
-fn judge(cert: &X509Ref, verdict: X509VerifyResult, merchant_cas: &[X509]) -> ClientCertificate {
+/// `sent` are the other certificates the client sent (its intermediates).
+fn judge(
+    cert: &X509Ref,
+    sent: &[&X509Ref],
+    verdict: X509VerifyResult,
+    merchant_cas: &[X509],
+) -> ClientCertificate {
     let fingerprint = crate::pki::fingerprint(cert);
     // A keep-alive connection (or a resumed session, which keeps its first handshake's verdict)
     // outlives its handshake: each request checks the validity again, on the gateway's clock,
-    // of the certificate and, for one the merchant CA issued, of that CA too.
+    // of the certificate and, for one the merchant CA issued, of its issuers up to that CA.
     let verified = verdict == X509VerifyResult::OK;
-    let issuer = verified
-        .then(|| merchant_cas.iter().find(|ca| issued_by(cert, ca)))
-        .flatten();
-    let Some((not_before, not_after)) = validity_window(cert, issuer) else {
+    let issuers = if verified {
+        issuers_up_to_a_ca(cert, sent, merchant_cas)
+    } else {
+        Vec::new()
+    };
+    let Some((not_before, not_after)) = validity_window(cert, &issuers) else {
         return ClientCertificate::Rejected {
             reason: "the certificate's validity cannot be read".into(),
         };
@@ -215,19 +231,42 @@ fn judge(cert: &X509Ref, verdict: X509VerifyResult, merchant_cas: &[X509]) -> Cl
     }
 }
 
-/// When `cert` is valid, and `issuer` too when given: the later start, the earlier end.
-fn validity_window(
-    cert: &X509Ref,
-    issuer: Option<&X509>,
-) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    let (start, end) = crate::pki::validity(cert)?;
-    match issuer {
-        Some(ca) => {
-            let (ca_start, ca_end) = crate::pki::validity(ca)?;
-            Some((start.max(ca_start), end.min(ca_end)))
+/// Issuers followed from a client's certificate towards the merchant CA, at most.
+const CHAIN_DEPTH_MAX: usize = 8;
+
+/// The issuers of `cert`, each found by name and signature among the intermediates the client
+/// `sent`, up to and including the merchant CA that issued the last; those found when no merchant
+/// CA is reached within `CHAIN_DEPTH_MAX`.
+fn issuers_up_to_a_ca<'a>(
+    cert: &'a X509Ref,
+    sent: &[&'a X509Ref],
+    merchant_cas: &'a [X509],
+) -> Vec<&'a X509Ref> {
+    let mut issuers = Vec::new();
+    let mut current = cert;
+    while issuers.len() < CHAIN_DEPTH_MAX {
+        if let Some(ca) = merchant_cas.iter().find(|ca| issued_by(current, ca)) {
+            issuers.push(&**ca);
+            break;
         }
-        None => Some((start, end)),
+        let Some(&next) = sent.iter().find(|c| issued_by(current, c)) else {
+            break;
+        };
+        issuers.push(next);
+        current = next;
     }
+    issuers
+}
+
+/// When `cert` and all its `issuers` are valid: the latest start, the earliest end.
+fn validity_window(cert: &X509Ref, issuers: &[&X509Ref]) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let (mut start, mut end) = crate::pki::validity(cert)?;
+    for issuer in issuers {
+        let (issuer_start, issuer_end) = crate::pki::validity(issuer)?;
+        start = start.max(issuer_start);
+        end = end.min(issuer_end);
+    }
+    Some((start, end))
 }
 
 /// Whether `ca` issued `cert`: its name and key identifiers match, and its key verifies the
@@ -384,6 +423,9 @@ impl MerchantCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pki::{CertifiedKey, Validity};
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
     use payhub_actors::clock::ManualClock;
     use std::sync::Arc;
 
@@ -394,6 +436,64 @@ mod tests {
             enabled: true,
             cert_pinned: Some(false),
         })
+    }
+
+    /// A CA certificate for `name`, signed by `parent` (self-signed without one), valid `days`.
+    fn ca(name: &str, parent: Option<&CertifiedKey>, days: u32) -> CertifiedKey {
+        use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
+        let key = crate::pki::new_key().unwrap();
+        let mut subject = openssl::x509::X509NameBuilder::new().unwrap();
+        subject.append_entry_by_text("CN", name).unwrap();
+        let subject = subject.build();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&subject).unwrap();
+        let (issuer_name, signer) = match parent {
+            Some(p) => (p.cert.subject_name(), &p.key),
+            None => (subject.as_ref(), &key),
+        };
+        b.set_issuer_name(issuer_name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        let validity = Validity::days_from_now(days);
+        b.set_not_before(&Asn1Time::from_unix(validity.not_before_unix).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::from_unix(validity.not_after_unix).unwrap())
+            .unwrap();
+        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+            .unwrap();
+        let usage = KeyUsage::new().critical().key_cert_sign().build().unwrap();
+        b.append_extension(usage).unwrap();
+        let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None));
+        b.append_extension(ski.unwrap()).unwrap();
+        b.sign(signer, MessageDigest::sha256()).unwrap();
+        CertifiedKey {
+            cert: b.build(),
+            key,
+        }
+    }
+
+    /// An operator's merchant CA may issue through an intermediate: the window ends when the
+    /// first certificate of the path to the CA does, the intermediate here.
+    #[test]
+    fn a_verified_certificate_is_valid_only_while_its_intermediate_is() {
+        let root = ca("operator root", None, 3_650);
+        let intermediate = ca("operator intermediate", Some(&root), 30);
+        let leaf =
+            crate::pki::issue_client(&intermediate, "shop", Validity::days_from_now(365)).unwrap();
+        let unrelated = ca("unrelated", None, 1);
+        let sent = [&*unrelated.cert, &*intermediate.cert];
+        let verdict = judge(
+            &leaf.cert,
+            &sent,
+            X509VerifyResult::OK,
+            std::slice::from_ref(&root.cert),
+        );
+        let ClientCertificate::Verified { not_after, .. } = verdict else {
+            panic!("{verdict:?}");
+        };
+        let intermediate_ends = crate::pki::validity(&intermediate.cert).unwrap().1;
+        assert_eq!(not_after, intermediate_ends);
+        assert!(not_after < crate::pki::validity(&leaf.cert).unwrap().1);
     }
 
     #[test]
