@@ -8,7 +8,7 @@ use crate::pki::{self, CertifiedKey, Validity};
 use anyhow::Context;
 use openssl::x509::X509Ref;
 use payhub_actors::Secret;
-use payhub_actors::domain::{AccountNumber, BankId, Msisdn, OnlineId, TerminalKind};
+use payhub_actors::domain::{AccountNumber, BankId, FieldError, Msisdn, OnlineId, TerminalKind};
 use payhub_actors::store::customers::{self, NewCustomer};
 use payhub_actors::store::merchants::{self, MerchantStatus, NewMerchant};
 use payhub_actors::store::terminals::{self, NewTerminal, SHARED_KEY_BYTES};
@@ -161,6 +161,11 @@ async fn connect(config: &Config) -> anyhow::Result<deadpool_postgres::Client> {
     })
 }
 
+/// A value refused by its domain type, named by its flag (`online_id` is `--online-id`).
+fn as_flag(e: FieldError) -> anyhow::Error {
+    anyhow::anyhow!("--{}: {}", e.field.replace('_', "-"), e.reason)
+}
+
 fn check_name(flag: &str, name: &str) -> anyhow::Result<()> {
     let n = name.trim().chars().count();
     if n == 0 || n > NAME_MAX_CHARS || name.chars().any(char::is_control) {
@@ -244,8 +249,8 @@ async fn merchant_status(args: MerchantIdArgs, status: MerchantStatus) -> anyhow
 
 async fn merchant_add(args: MerchantAddArgs) -> anyhow::Result<()> {
     check_name("--name", &args.name)?;
-    let bank = BankId::parse(&args.bank).map_err(|e| anyhow::anyhow!("--{e}"))?;
-    let account = AccountNumber::parse(&args.account).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let bank = BankId::parse(&args.bank).map_err(as_flag)?;
+    let account = AccountNumber::parse(&args.account).map_err(as_flag)?;
     if args.location.chars().count() > LOCATION_MAX_CHARS {
         anyhow::bail!("--location: at most {LOCATION_MAX_CHARS} characters");
     }
@@ -387,9 +392,9 @@ async fn customer_add(args: CustomerAddArgs) -> anyhow::Result<()> {
     if let Some(id) = &args.national_id {
         check_name("--national-id", id)?;
     }
-    let online_id = OnlineId::parse(&args.online_id).map_err(|e| anyhow::anyhow!("--{e}"))?;
-    let bank = BankId::parse(&args.bank).map_err(|e| anyhow::anyhow!("--{e}"))?;
-    let account = AccountNumber::parse(&args.account).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let online_id = OnlineId::parse(&args.online_id).map_err(as_flag)?;
+    let bank = BankId::parse(&args.bank).map_err(as_flag)?;
+    let account = AccountNumber::parse(&args.account).map_err(as_flag)?;
     let mobile = match &args.mobile {
         Some(m) => {
             Some(Msisdn::parse(m).map_err(|_| anyhow::anyhow!("--mobile: {}", Msisdn::EXPECTED))?)
@@ -445,10 +450,10 @@ fn read_public_key(path: &Path) -> anyhow::Result<String> {
 }
 
 async fn terminal_add(args: TerminalAddArgs) -> anyhow::Result<()> {
-    let online_id = OnlineId::parse(&args.online_id).map_err(|e| anyhow::anyhow!("--{e}"))?;
-    let kind = TerminalKind::parse(&args.kind).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let online_id = OnlineId::parse(&args.online_id).map_err(as_flag)?;
+    let kind = TerminalKind::parse(&args.kind).map_err(as_flag)?;
     let msisdn = match &args.msisdn {
-        Some(m) => Some(Msisdn::parse(m).map_err(|e| anyhow::anyhow!("--{e}"))?),
+        Some(m) => Some(Msisdn::parse(m).map_err(as_flag)?),
         None => None,
     };
     let public_key_pem = match &args.public_key_file {

@@ -415,6 +415,21 @@ async fn customer_and_terminal_add() {
         None,
         "--msisdn",
     );
+    // A value its domain type refuses is named by its flag, not its field.
+    fails_with(
+        &[
+            "terminal",
+            "add",
+            "--config",
+            &config,
+            "--online-id",
+            " ",
+            "--kind",
+            "pager",
+        ],
+        None,
+        "--online-id: ",
+    );
     fails_with(
         &[
             "terminal",
