@@ -341,6 +341,19 @@ async fn check_database(pool: &deadpool_postgres::Pool, url: &str) -> anyhow::Re
         .query_one_cached("SELECT 1", &[])
         .await
         .with_context(|| format!("database {} does not answer", redacted_url(url)))?;
+    let behind = payhub_actors::store::schema_behind(&client)
+        .await
+        .with_context(|| format!("database {}: reading its migrations", redacted_url(url)))?;
+    if let Some(behind) = behind {
+        let applied = behind.applied.map_or("never migrated".to_string(), |v| {
+            format!("at migration {v}")
+        });
+        anyhow::bail!(
+            "database {} is {applied}, this build needs migration {}: run `payhub migrate --config FILE` first",
+            redacted_url(url),
+            behind.needed
+        );
+    }
     Ok(())
 }
 
@@ -399,7 +412,7 @@ fn raise_open_files_limit() {
         }
     };
     if raised {
-        tracing::info!(open_files_max = limit.rlim_cur, "open files limit");
+        tracing::debug!(open_files_max = limit.rlim_cur, "open files limit");
     } else {
         let error = std::io::Error::last_os_error();
         tracing::warn!(%error, "could not raise the open files limit");

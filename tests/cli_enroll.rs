@@ -703,6 +703,30 @@ fn every_command_answers_help() {
     }
 }
 
+/// `serve` on a database without this build's migrations refuses to start, in one line that
+/// says what to run, instead of failing at its first query of a missing table or column.
+#[actix_rt::test]
+async fn serve_refuses_a_database_short_of_its_migrations() {
+    let db = fresh_database().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = init(&tmp.path().join("pki"), &db);
+    let client = db.pool.get().await.unwrap();
+    client
+        .batch_execute(
+            "DELETE FROM refinery_schema_history
+              WHERE version = (SELECT max(version) FROM refinery_schema_history)",
+        )
+        .await
+        .unwrap();
+    let serve = ["serve", "--config", config.as_str()];
+    fails_with(&serve, None, "run `payhub migrate --config FILE` first");
+    client
+        .batch_execute("DROP TABLE refinery_schema_history")
+        .await
+        .unwrap();
+    fails_with(&serve, None, "is never migrated");
+}
+
 /// `payhub migrate` and `payhub serve` as an operator runs them, from the file `pki init` wrote:
 /// migrating again applies nothing; `serve` prints its bound addresses (port 0 means any free
 /// port), answers on them, and stops cleanly on SIGTERM.

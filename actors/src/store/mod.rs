@@ -227,6 +227,42 @@ pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
     Ok(applied)
 }
 
+/// How far the database's schema is from this build's: the newest migration applied (`None`:
+/// never migrated) against the newest embedded, when the database is behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaBehind {
+    pub applied: Option<u32>,
+    pub needed: u32,
+}
+
+/// `Some` when the database lacks a migration this build has: a gateway must not serve on it.
+pub async fn schema_behind(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<Option<SchemaBehind>, StoreError> {
+    let needed = migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| m.version())
+        .max()
+        .unwrap_or(0);
+    let migrated: bool = client
+        .query_one(
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    let applied = match migrated {
+        false => None,
+        true => client
+            .query_one("SELECT max(version) FROM refinery_schema_history", &[])
+            .await?
+            .get::<_, Option<i32>>(0)
+            .map(|v| u32::try_from(v).unwrap_or(0)),
+    };
+    Ok((applied.unwrap_or(0) < needed).then_some(SchemaBehind { applied, needed }))
+}
+
 /// One run at a time: two `payhub migrate` at once (two deploy scripts, say) would both apply the
 /// same migration, and one would fail half-way through the set.
 async fn migrate_one_at_a_time(
