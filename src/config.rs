@@ -714,20 +714,28 @@ fn one_line(s: &str) -> String {
 }
 
 /// A deserializer's message without the values it quotes (between backticks or double quotes):
-/// the wrongly typed value may be a password or a token written without its quotes.
+/// the wrongly typed value may be a password or a token written without its quotes. The names
+/// the schema gives stay: a field's (`missing field`, `unknown field`) and what was expected.
 fn without_values(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
-    let mut quote = None;
+    let mut quoted: Option<(char, String)> = None;
     for c in message.chars() {
-        match quote {
-            Some(open) if c == open => {
-                out.push('…');
-                quote = None;
+        match &mut quoted {
+            Some((open, text)) if c == *open => {
+                if out.ends_with("field ") || out.contains("expected") {
+                    out.extend([*open].into_iter().chain(text.chars()).chain([*open]));
+                } else {
+                    out.push('…');
+                }
+                quoted = None;
             }
-            Some(_) => {}
-            None if c == '`' || c == '"' => quote = Some(c),
+            Some((_, text)) => text.push(c),
+            None if c == '`' || c == '"' => quoted = Some((c, String::new())),
             None => out.push(c),
         }
+    }
+    if quoted.is_some() {
+        out.push('…');
     }
     out
 }
@@ -1121,6 +1129,31 @@ echo_interval_s = 30
         let err = Config::from_toml(&unquoted, &[]).unwrap_err().to_string();
         assert!(err.starts_with("smpp.password: invalid type"), "{err}");
         assert!(!err.contains("73105566"), "{err}");
+    }
+
+    /// A missing key, an unknown one and a value outside a list are named, with what was
+    /// expected; the value written is not repeated.
+    #[test]
+    fn a_config_error_names_the_key_and_what_was_expected() {
+        let missing = MINIMAL.replace("public_url", "# public_url");
+        let err = Config::from_toml(&missing, &[]).unwrap_err().to_string();
+        assert!(err.contains("missing field `public_url`"), "{err}");
+        let unknown = MINIMAL.replace("public_url", "publik_url");
+        let err = Config::from_toml(&unknown, &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown field `publik_url`"), "{err}");
+        assert!(err.contains("`public_url`"), "{err}");
+        assert_eq!(
+            without_values("unknown variant `thirdparty`, expected one of `gateway`, `payer_bank`"),
+            "unknown variant …, expected one of `gateway`, `payer_bank`"
+        );
+        assert_eq!(
+            without_values("invalid type: string \"s3cret\", expected u64"),
+            "invalid type: string …, expected u64"
+        );
+        assert_eq!(
+            without_values("invalid value: `unterminated"),
+            "invalid value: …"
+        );
     }
 
     #[test]
