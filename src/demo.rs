@@ -16,7 +16,7 @@ use crate::serve::Gateway;
 use crate::sim;
 use anyhow::Context;
 use payhub_actors::clock::SharedClock;
-use payhub_actors::store::local_cluster::{ClusterOptions, LocalCluster};
+use payhub_actors::store::local_cluster::{self, ClusterOptions, LocalCluster};
 use payhub_actors::store::prepared::Prepared;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -90,7 +90,7 @@ impl DemoDatabase {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             return Ok(Self { url, cluster: None });
         }
-        let data = dir.join("pg");
+        let data = cluster_folder(dir)?;
         let cluster = LocalCluster::start(&data, ClusterOptions::DEMO)
             .with_context(|| format!("starting PostgreSQL in {}", data.display()))?;
         Ok(Self {
@@ -98,6 +98,43 @@ impl DemoDatabase {
             cluster: Some(cluster),
         })
     }
+}
+
+/// Where a demo run as root keeps its cluster when the `postgres` user cannot reach the demo
+/// folder: one folder per demo folder below this one.
+const UNREACHABLE_DEMO_CLUSTERS: &str = "/var/tmp/payhub-demo";
+
+/// `DIR/pg`; or, when the server (run as the `postgres` user under root) cannot reach it, as
+/// under root's own home folder, a folder of this demo folder's own below
+/// `UNREACHABLE_DEMO_CLUSTERS`, open to that user.
+fn cluster_folder(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let inside = dir.join("pg");
+    if local_cluster::server_can_reach(&inside)? {
+        return Ok(inside);
+    }
+    let digest = openssl::sha::sha256(dir.as_os_str().as_bytes());
+    let own = Path::new(UNREACHABLE_DEMO_CLUSTERS).join(hex::encode(&digest[..8]));
+    std::fs::create_dir_all(&own).with_context(|| format!("creating {}", own.display()))?;
+    for folder in [Path::new(UNREACHABLE_DEMO_CLUSTERS), &own] {
+        std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("opening {} to the postgres user", folder.display()))?;
+    }
+    let outside = own.join("pg");
+    if !local_cluster::server_can_reach(&outside)? {
+        anyhow::bail!(
+            "the postgres user cannot reach {} nor {}: pass --dir with a folder it can reach",
+            inside.display(),
+            outside.display()
+        );
+    }
+    output::note(format!(
+        "The postgres user cannot reach {}: the demo's database is kept in {} instead.",
+        dir.display(),
+        outside.display()
+    ));
+    Ok(outside)
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {

@@ -19,9 +19,10 @@ fn free_port() -> u16 {
 
 #[test]
 fn demo_runs_its_self_check_and_stops_cleanly_on_ctrl_c() {
+    // Closed to others (0700), as root's home folder is: run as root, the private cluster's
+    // server (the `postgres` user) cannot reach it, and the demo keeps its database elsewhere.
     let dir = tempfile::tempdir().unwrap();
-    // The private cluster runs as the `postgres` user, who must reach the data folder.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_payhub"))
         .arg("demo")
         .arg("--dir")
@@ -107,6 +108,20 @@ fn demo_runs_its_self_check_and_stops_cleanly_on_ctrl_c() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let rest: Vec<String> = rx.try_iter().collect();
+    // The database kept outside the demo folder, if it was: removed with the demo folder.
+    if let Some(line) = printed
+        .iter()
+        .find(|l| l.contains("the demo's database is kept in "))
+    {
+        let kept = line
+            .rsplit("kept in ")
+            .next()
+            .and_then(|rest| rest.strip_suffix(" instead."))
+            .unwrap_or_else(|| panic!("{line}"));
+        let own = std::path::Path::new(kept).parent().unwrap();
+        assert!(own.starts_with("/var/tmp/payhub-demo"), "{line}");
+        std::fs::remove_dir_all(own).unwrap();
+    }
     assert!(status.success(), "exit {status:?}; {}", rest.join("\n"));
     assert!(
         rest.iter().any(|l| l.contains("payhub demo stopped.")),

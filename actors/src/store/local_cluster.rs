@@ -103,6 +103,30 @@ pub fn find_bin_dir() -> Result<PathBuf, ClusterError> {
         .ok_or(ClusterError::BinariesMissing)
 }
 
+/// Whether the server can reach `dir`: run as the `postgres` user when this process is root, it
+/// needs every existing folder above `dir` to let that user through (a home folder closed to
+/// others does not). Folders not made yet are made open to it. Always true when not root.
+pub fn server_can_reach(dir: &Path) -> Result<bool, ClusterError> {
+    use std::os::unix::fs::MetadataExt;
+    let Some((uid, gid)) = postgres_user()? else {
+        return Ok(true);
+    };
+    for above in dir.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(above) else {
+            continue;
+        };
+        let search = match (meta.uid() == uid, meta.gid() == gid) {
+            (true, _) => 0o100,
+            (false, true) => 0o010,
+            (false, false) => 0o001,
+        };
+        if meta.mode() & search == 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 fn postgres_user() -> Result<Option<(u32, u32)>, ClusterError> {
     if !is_root() {
         return Ok(None);
