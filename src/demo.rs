@@ -398,16 +398,40 @@ async fn payhub_command(args: &[&str], stdin: Option<&str>) -> anyhow::Result<se
 /// The sample merchant, customers and dedicated terminal, registered once and kept.
 async fn enroll(config: &Path, dir: &Path, pool: &deadpool_postgres::Pool) -> anyhow::Result<()> {
     let config_arg = config.display().to_string();
-    enroll_merchant(&config_arg, dir).await?;
+    enroll_merchant(&config_arg, dir, pool).await?;
     enroll_customers(&config_arg, pool).await?;
-    enroll_terminal(&config_arg, dir).await
+    enroll_terminal(&config_arg, dir, pool).await
+}
+
+/// Whether the row an earlier run saved in `file` (its `key` value, a merchant or terminal id)
+/// is in this database: a new cluster, or another `DATABASE_URL`, does not have it.
+async fn saved_and_registered(
+    file: &Path,
+    key: &str,
+    query: &str,
+    pool: &deadpool_postgres::Pool,
+) -> anyhow::Result<bool> {
+    let Ok(text) = std::fs::read(file) else {
+        return Ok(false);
+    };
+    let saved: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+    let Some(id) = saved[key].as_str() else {
+        return Ok(false);
+    };
+    let client = pool.get().await?;
+    Ok(client.query_opt_cached(query, &[&id]).await?.is_some())
 }
 
 /// `payhub merchant add`, its certificate and key kept under `dir/merchant`.
-async fn enroll_merchant(config_arg: &str, dir: &Path) -> anyhow::Result<()> {
+async fn enroll_merchant(
+    config_arg: &str,
+    dir: &Path,
+    pool: &deadpool_postgres::Pool,
+) -> anyhow::Result<()> {
     let merchant_dir = dir.join("merchant");
     let merchant_file = merchant_dir.join("merchant.json");
-    if !merchant_file.exists() {
+    let query = "SELECT 1 FROM merchants WHERE id = $1";
+    if !saved_and_registered(&merchant_file, "merchant_id", query, pool).await? {
         let out = payhub_command(
             &[
                 "merchant",
@@ -472,9 +496,14 @@ async fn enroll_customers(config_arg: &str, pool: &deadpool_postgres::Pool) -> a
 }
 
 /// `payhub terminal add` for the second customer's set-top box, its credentials kept in `dir`.
-async fn enroll_terminal(config_arg: &str, dir: &Path) -> anyhow::Result<()> {
+async fn enroll_terminal(
+    config_arg: &str,
+    dir: &Path,
+    pool: &deadpool_postgres::Pool,
+) -> anyhow::Result<()> {
     let terminal_file = dir.join("terminal.json");
-    if !terminal_file.exists() {
+    let query = "SELECT 1 FROM terminals WHERE id = $1";
+    if !saved_and_registered(&terminal_file, "terminal_id", query, pool).await? {
         let out = payhub_command(
             &[
                 "terminal",
@@ -568,14 +597,17 @@ Sample customers (identity / password):
 
 Create a payment as the merchant:
   curl --cacert {ca} --cert {cert} --key {key} \
-    -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \
-    -d '{{"order_id":"demo-1","amount":1234,"currency":"CNY","description":"2 books","return_url":"https://shop.example/return","notify_url":"https://shop.example/hooks"}}' \
+    -H 'Content-Type: application/json' -H 'Idempotency-Key: {order}' \
+    -d '{{"order_id":"{order}","amount":1234,"currency":"CNY","description":"2 books","return_url":"https://shop.example/return","notify_url":"https://shop.example/hooks"}}' \
     https://localhost:{port}/v1/payments
 
+(Sent again, it answers the same payment; change the order id and key for another.)
 Open the "pay_url" it returns in a browser (accept the demo certificate, or trust {ca}),
 sign in as a sample customer, read the code at http://{smsc}/messages (SMS) or below
 (set-top box), and type it on the code page. A first payment runs now, as a self-check."#,
         port = https.port(),
+        // Unique per run: an order id of an earlier run's (the database is kept) would be refused.
+        order = format!("demo-{}", chrono::Utc::now().timestamp()),
         operator = running.gateway.operator_addr,
         smsc = args.smsc_http_listen,
         switch = running.gateway.terminal_switch_addr,

@@ -144,3 +144,41 @@ fn demo_runs_its_self_check_and_stops_cleanly_on_ctrl_c() {
         "the log may show an authorization code:\n{log}"
     );
 }
+
+/// `payhub demo --check-only` over the demo folder `dir`: its exit status and standard output.
+fn check_only(dir: &std::path::Path) -> (std::process::ExitStatus, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_payhub"))
+        .arg("demo")
+        .arg("--check-only")
+        .arg("--dir")
+        .arg(dir)
+        .args(["--https-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--operator-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--smsc-http-listen", &format!("127.0.0.1:{}", free_port())])
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (
+        out.status,
+        format!("{text}{}", String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+/// A demo folder kept from an earlier run, over a new database (its cluster deleted here; another
+/// `DATABASE_URL` alike): the merchant and the set-top box it saved are registered again, and the
+/// self-check passes.
+#[test]
+fn a_kept_demo_folder_over_a_new_database_registers_its_samples_again() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let demo = dir.path().join("demo");
+    let (status, out) = check_only(&demo);
+    assert!(status.success(), "{out}");
+    assert!(demo.join("merchant/merchant.json").exists(), "{out}");
+    std::fs::remove_dir_all(demo.join("pg")).unwrap();
+    let (status, out) = check_only(&demo);
+    assert!(status.success(), "{out}");
+    assert!(out.contains("Self-check: payment pay_"), "{out}");
+}
