@@ -480,6 +480,37 @@ async fn throttling_pauses_every_submit_of_the_bind() {
     assert_eq!(sim.messages().len(), 2);
 }
 
+/// A throttling the SMSC answers after the submit's timeout: the sender was told the message may
+/// still arrive, so the refusal is counted (and logged), and the session slows down as for an
+/// answer in time.
+#[actix_rt::test]
+async fn a_throttling_answered_late_is_counted_and_pauses_the_bind() {
+    let Rig {
+        db: _db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|s| (s.throttle_backoff_min_ms, s.throttle_backoff_max_ms) = (1_000, 1_000)).await;
+    // Longer than the 1 s response timeout of these tests.
+    sim.update_switches(|s| (s.delay_ms, s.throttle_next) = (1_500, 1));
+    let answer = deliver(&session, code_message(&payment_id)).await;
+    assert_eq!(answer, Err(DeliveryError::Timeout));
+    wait_until("the late refusal is counted", async || {
+        session.send(GetStatus).await.unwrap().late_refusals == 1
+    })
+    .await;
+    sim.update_switches(|s| s.delay_ms = 0);
+    let next = actix_rt::spawn(session.send(code_message(&payment_id)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sim.stats().submits,
+        1,
+        "nothing is submitted during the pause"
+    );
+    next.await.unwrap().unwrap().unwrap();
+    assert_eq!(sim.messages().len(), 1);
+}
+
 #[actix_rt::test]
 async fn throttling_beyond_the_tries_fails_the_delivery() {
     let Rig {

@@ -114,6 +114,8 @@ struct StatusInner {
     /// → message row, and when it was given up on. Each holds its window slot: the SMSC still
     /// counts it outstanding.
     unanswered: HashMap<u32, (i64, tokio::time::Instant)>,
+    /// `submit_sm` refused by an answer that came after their timeout.
+    late_refusals: u64,
 }
 
 impl Shared {
@@ -221,6 +223,7 @@ impl Shared {
             last_error: status.last_error.clone(),
             in_flight: self.settings.window_max - self.window.available_permits(),
             window_max: self.settings.window_max,
+            late_refusals: status.late_refusals,
         }
     }
 }
@@ -294,6 +297,9 @@ pub struct SmppStatus {
     /// `submit_sm` outstanding now.
     pub in_flight: usize,
     pub window_max: usize,
+    /// `submit_sm` refused by an answer that came after their timeout: their senders were told
+    /// the message might still arrive, and it will not.
+    pub late_refusals: u64,
 }
 
 #[derive(Debug, Message)]
@@ -594,15 +600,32 @@ fn on_message_in_turn(
 }
 
 /// A `submit_sm_resp` after its wait ended: when the SMSC accepted the message after all, its
-/// row says so (the caller was told `Timeout`; the customer may still get the SMS).
+/// row says so (the caller was told `Timeout`; the customer may still get the SMS). A refusal is
+/// told in the log, its row stays `failed`, and throttling slows the session down as an answer
+/// in time would.
 fn on_late_submit_resp(shared: &Arc<Shared>, command: &Command) {
-    let row = shared.late_answer(command.sequence_number());
-    let (Some(row), Some(Pdu::SubmitSmResp(resp))) = (row, command.pdu()) else {
+    let Some(row) = shared.late_answer(command.sequence_number()) else {
         return;
     };
-    if command.status() != CommandStatus::EsmeRok {
+    // A refusal may come without a body (SMPP v3.4 sends none with an error status).
+    let status = command.status();
+    if status != CommandStatus::EsmeRok {
+        if pdu::submit_verdict(status) == pdu::SubmitVerdict::Retry {
+            global().smpp_throttles.inc();
+            shared.pause_submits(shared.settings.throttle_backoff(1));
+        }
+        shared.note(|s| s.late_refusals += 1);
+        let status = pdu::status_name(status);
+        tracing::warn!(
+            row,
+            status,
+            "SMS refused by the SMSC after its timeout: not sent"
+        );
         return;
     }
+    let Some(Pdu::SubmitSmResp(resp)) = command.pdu() else {
+        return;
+    };
     let message_ref = submit::message_id(resp.message_id().as_str());
     let shared = shared.clone();
     actix::spawn(async move {
