@@ -418,7 +418,7 @@ impl Answer {
             receipt_stat: None,
             receipt_acknowledged: false,
         };
-        let wants_receipt = message.registered_delivery & 0x03 != 0;
+        let registered_delivery = message.registered_delivery;
         self.state.record(message);
         let pdu = SubmitSmResp::builder()
             .message_id(c_octets(&message_id))
@@ -431,7 +431,8 @@ impl Answer {
             return;
         }
         let switches = self.state.switches();
-        if !(wants_receipt && switches.receipts && self.receipts_here) {
+        let wanted = wants_receipt(registered_delivery, &switches.receipt_stat);
+        if !(wanted && switches.receipts && self.receipts_here) {
             return;
         }
         if switches.receipt_delay_ms > 0 {
@@ -477,4 +478,32 @@ fn bodiless(id: CommandId, status: CommandStatus, sequence_number: u32) -> Comma
 /// A C-octet string from simulator-made ASCII (ids, names); empty when it cannot be one.
 fn c_octets<const MIN: usize, const MAX: usize>(value: &str) -> COctetString<MIN, MAX> {
     COctetString::from_string(value.to_string()).unwrap_or_else(|_| COctetString::empty())
+}
+
+/// Whether a message's `registered_delivery` asks for a receipt with `stat` (SMPP v3.4 5.2.17):
+/// on any final outcome (1), or on a failure only (2).
+fn wants_receipt(registered_delivery: u8, stat: &str) -> bool {
+    match registered_delivery & 0x03 {
+        1 => true,
+        2 => stat != "DELIVRD",
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_receipt_on_failure_only_is_not_sent_for_a_delivered_message() {
+        use super::wants_receipt;
+        assert!(wants_receipt(0x01, "DELIVRD"));
+        assert!(wants_receipt(0x01, "UNDELIV"));
+        assert!(!wants_receipt(0x02, "DELIVRD"));
+        assert!(wants_receipt(0x02, "UNDELIV"));
+        assert!(!wants_receipt(0x00, "UNDELIV"));
+        assert!(!wants_receipt(0x03, "DELIVRD"), "3 is reserved");
+        assert!(
+            wants_receipt(0x11, "DELIVRD"),
+            "other bits are not about receipts"
+        );
+    }
 }
