@@ -615,6 +615,43 @@ async fn private_notify_urls_are_refused_when_the_operator_says_so() {
     );
 }
 
+/// "Every merchant request is made over TLS with the merchant's client certificate": anything
+/// under `/v1` without one is 401, the document, a method a resource does not serve and a path
+/// nothing serves alike; with one, those are 200, 405 and 404. Elsewhere an unknown path is 404.
+#[actix_rt::test]
+async fn every_v1_request_without_a_certificate_is_401() {
+    let gw = TestGateway::spawn(vec![]).await;
+    let shop = gw.enroll_merchant("Shop").await;
+    let merchant = gw.client(Some(&shop.cert));
+    let stranger = gw.client(None);
+    let cases = [
+        (reqwest::Method::GET, "/v1/openapi.json", StatusCode::OK),
+        (
+            reqwest::Method::DELETE,
+            "/v1/payments/pay_x",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/payments",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (reqwest::Method::GET, "/v1/refunds", StatusCode::NOT_FOUND),
+        (reqwest::Method::GET, "/v1", StatusCode::NOT_FOUND),
+    ];
+    for (method, path, with_certificate) in cases {
+        let send = |client: &reqwest::Client| client.request(method.clone(), gw.url(path)).send();
+        let (status, err) = body(send(&stranger).await.unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {err}");
+        assert_eq!(error_code(&err), "unauthenticated", "{method} {path}");
+        let status = send(&merchant).await.unwrap().status();
+        assert_eq!(status, with_certificate, "{method} {path}");
+    }
+    let res = stranger.get(gw.url("/nothing")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    gw.stop().await;
+}
+
 #[actix_rt::test]
 async fn openapi_document_is_served_and_lists_every_route() {
     let gw = TestGateway::spawn(vec![]).await;

@@ -54,8 +54,13 @@ pub struct MerchantApi {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use crate::http::error::method_not_allowed;
+    // Merchants only: anyone else is told 401 before which methods a resource serves.
     let only = |allow: &'static str| {
-        web::to(move |req: actix_web::HttpRequest| async move { method_not_allowed(&req, allow) })
+        web::to(
+            move |_merchant: AuthenticatedMerchant, req: actix_web::HttpRequest| async move {
+                method_not_allowed(&req, allow)
+            },
+        )
     };
     cfg.service(
         web::resource(PAYMENTS_PATH)
@@ -72,6 +77,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(openapi::serve))
             .default_service(only("GET")),
     );
+}
+
+/// The answer to a path nothing serves: under `/v1`, the merchant API's, a 401 to anyone but a
+/// merchant, then a 404; elsewhere (the customer pages' side) a 404.
+pub async fn no_route(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    let path = req.path();
+    if path == "/v1" || path.starts_with("/v1/") {
+        <AuthenticatedMerchant as actix_web::FromRequest>::extract(&req).await?;
+    }
+    crate::http::error::no_route(req).await
 }
 
 /// A create request, parsed.

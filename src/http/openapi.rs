@@ -2,6 +2,7 @@
 //! describe the wire format; the handlers in `merchant.rs` carry the paths.
 
 use crate::http::error::{ErrorBody, ErrorDetail};
+use crate::http::mtls::AuthenticatedMerchant;
 use actix_web::HttpResponse;
 use utoipa::OpenApi;
 
@@ -91,7 +92,7 @@ pub fn json() -> &'static str {
     tag = "payments",
     responses((status = 200, description = "The OpenAPI 3 document of the merchant API"))
 )]
-pub async fn document() -> HttpResponse {
+pub async fn document(_merchant: AuthenticatedMerchant) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(json())

@@ -180,7 +180,7 @@ pub fn start(
                     add(cfg);
                 }
             })
-            .default_service(web::to(error::no_route))
+            .default_service(web::to(merchant::no_route))
     })
     .workers(settings.workers.max(1))
     .max_connections(connections_per_worker(&settings))
