@@ -280,6 +280,36 @@ async fn an_issued_certificate_without_its_trusted_ca_is_refused() {
     gw.stop().await;
 }
 
+/// A merchant registered before V73 does not say how its certificate is trusted: its first
+/// request over a certificate that chains to the merchant CA records it as issued, so taking the
+/// CA out later revokes it.
+#[actix_rt::test]
+async fn a_merchant_registered_before_v73_is_recorded_as_issued_at_its_first_request() {
+    let gw = TestGateway::spawn(vec![]).await;
+    let shop = gw.enroll_merchant("Shop").await;
+    let db = gw.db.pool.get().await.unwrap();
+    let pinned = async || -> Option<bool> {
+        db.query_one(
+            "SELECT cert_pinned FROM merchants WHERE id = $1",
+            &[&shop.id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    };
+    db.execute(
+        "UPDATE merchants SET cert_pinned = NULL WHERE id = $1",
+        &[&shop.id],
+    )
+    .await
+    .unwrap();
+    assert_eq!(pinned().await, None);
+    let (status, body) = create(&gw, &gw.client(Some(&shop.cert)), &order("first")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(pinned().await, Some(false));
+    gw.stop().await;
+}
+
 #[actix_rt::test]
 async fn requests_without_an_acceptable_certificate_are_401() {
     let gw = TestGateway::spawn(vec![]).await;

@@ -12,7 +12,9 @@
 //! the merchant's own (`merchant add --cert`) does not chain to the merchant CA: it is accepted
 //! when it is within its validity and its fingerprint is registered as pinned, and only when the
 //! chain failed for want of a trusted issuer, never for any other fault. One the merchant CA
-//! issued is never accepted as pinned: taking its CA out of `merchant_ca_cert` revokes it.
+//! issued is never accepted as pinned: taking its CA out of `merchant_ca_cert` revokes it. (A
+//! merchant registered before V73 is recorded as issued at its first request that chains to the
+//! merchant CA; until then it could pass as pinned.)
 
 use crate::http::error::ApiError;
 use actix_tls::accept::openssl::TlsStream;
@@ -26,7 +28,7 @@ use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::pkey::PKey;
 use openssl::ssl::{
-    ClientHelloResponse, Ssl, SslAcceptor, SslAcceptorBuilder, SslMethod, SslOptions, SslVerifyMode,
+    ClientHelloResponse, Ssl, SslAcceptor, SslAcceptorBuilder, SslMethod, SslVerifyMode,
 };
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509, X509Ref, X509StoreContext, X509StoreContextRef, X509VerifyResult};
@@ -101,9 +103,6 @@ impl ServerTls {
         });
         // Sessions resumed with a client certificate need a context id, or OpenSSL refuses them.
         b.set_session_id_context(b"payhub-gateway")?;
-        // Resumed from the gateway's session cache, never from a stateless ticket: a ticket does
-        // not carry the intermediates the client sent, whose validity each request checks.
-        b.set_options(SslOptions::NO_TICKET);
         Ok(b)
     }
 }
@@ -180,7 +179,9 @@ pub fn on_connect(conn: &dyn Any, data: &mut Extensions, merchant_cas: &[X509]) 
     let Some(cert) = ssl.peer_certificate() else {
         return;
     };
-    // The chain the client sent, which a resumed session keeps (the verified chain it does not).
+    // The chain the client sent. A session resumed from a ticket (stateless, so that no client
+    // holds memory here) does not carry it: its intermediates go unchecked, the certificate and a
+    // merchant CA that issued it directly are checked still.
     let sent: Vec<&X509Ref> = ssl
         .peer_cert_chain()
         .map(|chain| chain.iter().collect())
@@ -245,17 +246,28 @@ fn issuers_up_to_a_ca<'a>(
     let mut issuers = Vec::new();
     let mut current = cert;
     while issuers.len() < CHAIN_DEPTH_MAX {
-        if let Some(ca) = merchant_cas.iter().find(|ca| issued_by(current, ca)) {
-            issuers.push(&**ca);
+        if let Some(ca) = longest_lived(merchant_cas.iter().map(|ca| &**ca), current) {
+            issuers.push(ca);
             break;
         }
-        let Some(&next) = sent.iter().find(|c| issued_by(current, c)) else {
+        let Some(next) = longest_lived(sent.iter().copied(), current) else {
             break;
         };
         issuers.push(next);
         current = next;
     }
     issuers
+}
+
+/// Of the `candidates` that issued `cert`, the one valid the longest: a renewed CA or
+/// intermediate (same name and key) beside its expired predecessor is the one OpenSSL chose.
+fn longest_lived<'a>(
+    candidates: impl Iterator<Item = &'a X509Ref>,
+    cert: &X509Ref,
+) -> Option<&'a X509Ref> {
+    candidates
+        .filter(|candidate| issued_by(cert, candidate))
+        .max_by_key(|candidate| crate::pki::validity(candidate).map(|(_, end)| end))
 }
 
 /// When `cert` and all its `issuers` are valid: the latest start, the earliest end.
@@ -344,7 +356,16 @@ impl FromRequest for AuthenticatedMerchant {
                         return Err(ApiError::internal());
                     };
                     let client = pool.get().await?;
-                    let found = merchants::by_fingerprint(&client, &fingerprint).await?;
+                    let mut found = merchants::by_fingerprint(&client, &fingerprint).await?;
+                    // A merchant registered before V73 whose certificate chains to the merchant
+                    // CA: issued, from now on judged so.
+                    if let Some(m) = found
+                        .as_mut()
+                        .filter(|m| chained && m.cert_pinned.is_none())
+                    {
+                        merchants::record_issued(&client, &m.id).await?;
+                        m.cert_pinned = Some(false);
+                    }
                     if let Some(cache) = &cache {
                         cache.put(fingerprint, found.clone());
                     }
@@ -440,8 +461,18 @@ mod tests {
 
     /// A CA certificate for `name`, signed by `parent` (self-signed without one), valid `days`.
     fn ca(name: &str, parent: Option<&CertifiedKey>, days: u32) -> CertifiedKey {
-        use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
         let key = crate::pki::new_key().unwrap();
+        ca_with(name, parent, Validity::days_from_now(days), key)
+    }
+
+    /// A CA certificate for `name` and `key`, signed by `parent`, valid during `validity`.
+    fn ca_with(
+        name: &str,
+        parent: Option<&CertifiedKey>,
+        validity: Validity,
+        key: PKey<openssl::pkey::Private>,
+    ) -> CertifiedKey {
+        use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
         let mut subject = openssl::x509::X509NameBuilder::new().unwrap();
         subject.append_entry_by_text("CN", name).unwrap();
         let subject = subject.build();
@@ -454,7 +485,6 @@ mod tests {
         };
         b.set_issuer_name(issuer_name).unwrap();
         b.set_pubkey(&key).unwrap();
-        let validity = Validity::days_from_now(days);
         b.set_not_before(&Asn1Time::from_unix(validity.not_before_unix).unwrap())
             .unwrap();
         b.set_not_after(&Asn1Time::from_unix(validity.not_after_unix).unwrap())
@@ -473,15 +503,27 @@ mod tests {
     }
 
     /// An operator's merchant CA may issue through an intermediate: the window ends when the
-    /// first certificate of the path to the CA does, the intermediate here.
+    /// first certificate of the path to the CA does, the intermediate here; of an intermediate
+    /// sent twice, renewed and expired, the renewed one counts.
     #[test]
     fn a_verified_certificate_is_valid_only_while_its_intermediate_is() {
         let root = ca("operator root", None, 3_650);
         let intermediate = ca("operator intermediate", Some(&root), 30);
+        let now = chrono::Utc::now().timestamp();
+        let past = Validity {
+            not_before_unix: now - 7_200,
+            not_after_unix: now - 3_600,
+        };
+        let expired = ca_with(
+            "operator intermediate",
+            Some(&root),
+            past,
+            intermediate.key.clone(),
+        );
         let leaf =
             crate::pki::issue_client(&intermediate, "shop", Validity::days_from_now(365)).unwrap();
         let unrelated = ca("unrelated", None, 1);
-        let sent = [&*unrelated.cert, &*intermediate.cert];
+        let sent = [&*unrelated.cert, &*expired.cert, &*intermediate.cert];
         let verdict = judge(
             &leaf.cert,
             &sent,

@@ -157,6 +157,18 @@ pub async fn by_fingerprint(
     }))
 }
 
+/// Records that a merchant registered before V73 (`cert_pinned` NULL) holds a certificate the
+/// merchant CA issued.
+pub async fn record_issued(client: &impl GenericClient, id: &str) -> Result<(), StoreError> {
+    client
+        .execute_cached(
+            "UPDATE merchants SET cert_pinned = false WHERE id = $1 AND cert_pinned IS NULL",
+            &[&id],
+        )
+        .await?;
+    Ok(())
+}
+
 pub async fn load(client: &impl GenericClient, id: &str) -> Result<Option<Merchant>, StoreError> {
     let row = client
         .query_opt_cached(
