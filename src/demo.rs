@@ -1,5 +1,7 @@
 //! `payhub demo`: the whole system on one machine with no set-up (issue 7). PostgreSQL from
-//! `DATABASE_URL` or a private cluster in the demo's own folder, migrations, two bank simulators
+//! `DATABASE_URL` or a private cluster in the demo's own folder (or, run as root from a folder
+//! the `postgres` user cannot reach, in one of its own under `/var/lib/payhub-demo`, which
+//! outlives the demo folder: remove both to start over), migrations, two bank simulators
 //! (one run by a third party, one by the payer's bank), the SMSC simulator, the terminal switch
 //! with one simulated dedicated terminal, the gateway on TLS, a sample merchant and two sample
 //! customers; one payment end to end as a self-check; then serving until Ctrl-C and a clean
@@ -101,26 +103,24 @@ impl DemoDatabase {
 }
 
 /// Where a demo run as root keeps its cluster when the `postgres` user cannot reach the demo
-/// folder: one folder per demo folder below this one.
-const UNREACHABLE_DEMO_CLUSTERS: &str = "/var/tmp/payhub-demo";
+/// folder: one folder per demo folder below this one. Not `/var/tmp`: anyone may make a folder or
+/// a link there before root does, and old files there are cleaned away.
+const UNREACHABLE_DEMO_CLUSTERS: &str = "/var/lib/payhub-demo";
 
 /// `DIR/pg`; or, when the server (run as the `postgres` user under root) cannot reach it, as
 /// under root's own home folder, a folder of this demo folder's own below
 /// `UNREACHABLE_DEMO_CLUSTERS`, open to that user.
 fn cluster_folder(dir: &Path) -> anyhow::Result<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::PermissionsExt;
     let inside = dir.join("pg");
     if local_cluster::server_can_reach(&inside)? {
         return Ok(inside);
     }
     let digest = openssl::sha::sha256(dir.as_os_str().as_bytes());
-    let own = Path::new(UNREACHABLE_DEMO_CLUSTERS).join(hex::encode(&digest[..8]));
-    std::fs::create_dir_all(&own).with_context(|| format!("creating {}", own.display()))?;
-    for folder in [Path::new(UNREACHABLE_DEMO_CLUSTERS), &own] {
-        std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("opening {} to the postgres user", folder.display()))?;
-    }
+    let base = Path::new(UNREACHABLE_DEMO_CLUSTERS);
+    let own = base.join(hex::encode(&digest[..8]));
+    root_only_folder(base)?;
+    root_only_folder(&own)?;
     let outside = own.join("pg");
     if !local_cluster::server_can_reach(&outside)? {
         anyhow::bail!(
@@ -135,6 +135,28 @@ fn cluster_folder(dir: &Path) -> anyhow::Result<PathBuf> {
         outside.display()
     ));
     Ok(outside)
+}
+
+/// `path` as a folder only root can change and anyone can pass through (0755): made so when
+/// missing; refused when it is a link, or another user's, or writable by others.
+fn root_only_folder(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if let Err(e) = std::fs::DirBuilder::new().mode(0o755).create(path)
+        && e.kind() != std::io::ErrorKind::AlreadyExists
+    {
+        return Err(e).with_context(|| format!("creating {}", path.display()));
+    }
+    let meta =
+        std::fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 || meta.mode() & 0o005 != 0o005
+    {
+        anyhow::bail!(
+            "{} must be a folder of root's, writable by root only and open to others (0755); \
+             remove it or pass --dir",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
@@ -624,4 +646,31 @@ sign in as a sample customer, read the code at http://{smsc}/messages (SMS) or b
         han_mobile = han.mobile,
         han_bank = han.bank,
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::root_only_folder;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The folder root hands to the `postgres` user is made by root, or refused: a link another
+    /// user planted (to `/etc`, say) or a folder others may write is never used.
+    #[test]
+    fn only_a_folder_of_roots_is_used_for_a_cluster() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+            .unwrap();
+        let fresh = tmp.path().join("fresh");
+        assert_eq!(root_only_folder(&fresh).is_ok(), root, "made, 0755, root's");
+        let target = tmp.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(root_only_folder(&link).is_err(), "a link");
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(root_only_folder(&open).is_err(), "writable by others");
+    }
 }

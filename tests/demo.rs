@@ -119,7 +119,7 @@ fn demo_runs_its_self_check_and_stops_cleanly_on_ctrl_c() {
             .and_then(|rest| rest.strip_suffix(" instead."))
             .unwrap_or_else(|| panic!("{line}"));
         let own = std::path::Path::new(kept).parent().unwrap();
-        assert!(own.starts_with("/var/tmp/payhub-demo"), "{line}");
+        assert!(own.starts_with("/var/lib/payhub-demo"), "{line}");
         std::fs::remove_dir_all(own).unwrap();
     }
     assert!(status.success(), "exit {status:?}; {}", rest.join("\n"));

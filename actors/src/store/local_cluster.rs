@@ -104,27 +104,27 @@ pub fn find_bin_dir() -> Result<PathBuf, ClusterError> {
 }
 
 /// Whether the server can reach `dir`: run as the `postgres` user when this process is root, it
-/// needs every existing folder above `dir` to let that user through (a home folder closed to
-/// others does not). Folders not made yet are made open to it. Always true when not root.
+/// needs every folder above `dir` to let that user through (a home folder closed to others does
+/// not). Asked of that user itself, with the server's own credentials. Always true when not root.
 pub fn server_can_reach(dir: &Path) -> Result<bool, ClusterError> {
-    use std::os::unix::fs::MetadataExt;
-    let Some((uid, gid)) = postgres_user()? else {
+    let user = postgres_user()?;
+    if user.is_none() {
+        return Ok(true);
+    }
+    let Some(deepest) = dir.ancestors().skip(1).find(|above| above.exists()) else {
         return Ok(true);
     };
-    for above in dir.ancestors().skip(1) {
-        let Ok(meta) = std::fs::metadata(above) else {
-            continue;
-        };
-        let search = match (meta.uid() == uid, meta.gid() == gid) {
-            (true, _) => 0o100,
-            (false, true) => 0o010,
-            (false, false) => 0o001,
-        };
-        if meta.mode() & search == 0 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    let mut test = Command::new("test");
+    test.arg("-x")
+        .arg(deepest)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    as_user(&mut test, user);
+    let status = test.status().map_err(step(
+        "asking whether the postgres user reaches the data folder",
+    ))?;
+    Ok(status.success())
 }
 
 fn postgres_user() -> Result<Option<(u32, u32)>, ClusterError> {
@@ -164,6 +164,14 @@ impl LocalCluster {
         let bin = find_bin_dir()?;
         let user = postgres_user()?;
         std::fs::create_dir_all(data_dir).map_err(step("creating the data folder"))?;
+        // Handed to the postgres user below, with all it holds: never through a link.
+        let link = std::fs::symlink_metadata(data_dir).map_err(step("reading the data folder"))?;
+        if link.file_type().is_symlink() {
+            return Err(ClusterError::Step {
+                step: "checking the data folder",
+                detail: format!("{} is a symbolic link", data_dir.display()),
+            });
+        }
         if let Some((uid, gid)) = user {
             chown_tree(data_dir, uid, gid)?;
         }
