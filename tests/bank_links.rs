@@ -289,6 +289,40 @@ async fn timeout_queues_a_reversal_that_is_repeated_until_0430() {
     assert_eq!(row.get::<_, String>(2), "timeout");
 }
 
+/// A 0430 answering 96 (or 91) says the BIPS could not process the reversal: nothing was
+/// undone, so the reversal stays pending and is sent again until a 0430 that processed it.
+#[actix_rt::test]
+async fn a_reversal_the_bips_could_not_process_is_sent_again() {
+    let (db, sim, router) = one_link(1_000).await;
+    sim.set_faults(Faults {
+        drop_pct: 100,
+        ..Faults::default()
+    });
+    let err = router
+        .send(Debit(request(1, 0, 300)))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err, BankError::Timeout);
+    sim.set_faults(Faults {
+        reversal_fail_pct: 100,
+        ..Faults::default()
+    });
+    let before = sim.stats().reversals;
+    eventually("the reversal was answered 96 twice", || async {
+        sim.stats().reversals >= before + 2
+    })
+    .await;
+    assert_eq!(pending_reversals(&db).await, 1, "still pending");
+    assert_eq!(balance(&sim, 0).await, 700, "nothing undone yet");
+    sim.set_faults(Faults::default());
+    eventually("a processed 0430 closed the reversal", || async {
+        pending_reversals(&db).await == 0
+    })
+    .await;
+    assert_eq!(balance(&sim, 0).await, 1_000);
+}
+
 #[actix_rt::test]
 async fn reversal_survives_a_gateway_restart() {
     let db = fresh_database().await;
@@ -587,6 +621,7 @@ async fn seeded_faults_keep_every_balance_exact() {
         duplicate_pct: 10,
         close_every: 2_000,
         fail_pct: 5,
+        reversal_fail_pct: 5,
     });
     let mut rng_state: u64 = 0x5eed;
     let mut next = move || {

@@ -27,6 +27,10 @@ pub struct Faults {
     #[arg(long, default_value_t = 0)]
     #[serde(default)]
     pub fail_pct: u8,
+    /// Percent of 0420/0421 answered 96 (not processed, nothing undone).
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub reversal_fail_pct: u8,
 }
 
 /// The longest delay a switch may ask for, in ms.
@@ -45,6 +49,7 @@ impl Faults {
             "drop_pct" => self.drop_pct = pct(value)?,
             "duplicate_pct" => self.duplicate_pct = pct(value)?,
             "fail_pct" => self.fail_pct = pct(value)?,
+            "reversal_fail_pct" => self.reversal_fail_pct = pct(value)?,
             "delay_ms" => {
                 self.delay_ms = value
                     .parse()
@@ -59,7 +64,8 @@ impl Faults {
             }
             _ => {
                 return Err(format!(
-                    "unknown switch {key} (drop_pct, delay_ms, duplicate_pct, close_every, fail_pct)"
+                    "unknown switch {key} (drop_pct, delay_ms, duplicate_pct, close_every, fail_pct, \
+                     reversal_fail_pct)"
                 ));
             }
         }
@@ -71,6 +77,7 @@ impl Faults {
         copy.set("drop_pct", &self.drop_pct.to_string())?;
         copy.set("duplicate_pct", &self.duplicate_pct.to_string())?;
         copy.set("fail_pct", &self.fail_pct.to_string())?;
+        copy.set("reversal_fail_pct", &self.reversal_fail_pct.to_string())?;
         copy.set("delay_ms", &self.delay_ms.to_string())?;
         Ok(())
     }

@@ -441,6 +441,13 @@ impl Connection {
             self.answer(answer, &faults);
             return;
         };
+        if self.chance(faults.reversal_fail_pct) {
+            // Could not process it: nothing undone, as a BIPS whose ledger is down answers.
+            let code = ledger::SYSTEM_MALFUNCTION;
+            let answer = respond(&request, "0430", ECHOED_0430, code, None);
+            self.answer(answer, &faults);
+            return;
+        }
         let shared = self.shared.clone();
         let work = async move {
             match shared.store.reverse(&order).await {

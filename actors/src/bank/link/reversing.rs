@@ -18,6 +18,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Field 39 of a 0430 that says the reversal was not processed, so that it is sent again:
+/// issuer or switch inoperative (91), system malfunction (96), or no field 39 at all.
+const REVERSAL_NOT_PROCESSED: [&str; 3] = ["91", "96", ""];
+
 impl BankLinkActor {
     pub(super) fn send_due_reversals(&mut self, ctx: &mut Context<Self>) {
         if self.state() != LinkState::SignedOn {
@@ -163,16 +167,23 @@ impl BankLinkActor {
 
     pub(super) fn on_reversal_answer(&mut self, id: i64, message: &Message) {
         self.reversals_in_flight.remove(&id);
-        if self.reversals.remove(&id).is_none() {
+        if !self.reversals.contains_key(&id) {
             return;
         }
-        self.publish_reversal_count();
         let code = message.get(39).unwrap_or("").to_owned();
+        if REVERSAL_NOT_PROCESSED.contains(&code.as_str()) {
+            // The BIPS could not process it: nothing was undone, so it is sent again, as a 0421
+            // at its next attempt, as if unanswered (a BIPS applies each reversal at most once).
+            tracing::warn!(link = %self.name(), id, response_code = %code, "reversal not processed by the BIPS; it will be sent again");
+            return;
+        }
+        self.reversals.remove(&id);
+        self.publish_reversal_count();
         if code != "00" {
-            // The profile ends a reversal at its 0430 whatever field 39 says (a BIPS answers 00
-            // also when it never saw the original). Anything else may mean the debit stands: the
-            // code is kept on the reversal's row, and said here for the operator.
-            tracing::warn!(link = %self.name(), id, response_code = %code, "reversal answered other than 00");
+            // The profile ends a reversal at its 0430 (a BIPS answers 00 also when it never saw
+            // the original). Another refusal may mean the debit stands: the code is kept on the
+            // reversal's row, and said here for the operator.
+            tracing::error!(link = %self.name(), id, response_code = %code, "reversal refused by the BIPS; the debit may stand");
         }
         let pool = self.deps.pool.clone();
         let now = self.deps.clock.now();
