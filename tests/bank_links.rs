@@ -389,9 +389,15 @@ async fn reversals_of_a_renamed_link_follow_it_and_those_of_a_removed_one_wait()
             .clone()
     };
     let reason = bank::reversals::ReversalReason::Timeout;
-    bank::reversals::queue(&db.pool, &removed, reason, chrono::Utc::now())
-        .await
-        .unwrap();
+    bank::reversals::queue(
+        &db.pool,
+        &removed,
+        reason,
+        chrono::Utc::now(),
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
 
     // The link is now called bips-b; bips-gone is no longer configured.
     let renamed = settings("bips-b", &sim.addr().to_string());
@@ -511,6 +517,36 @@ async fn a_reversal_whose_link_was_renamed_goes_over_it() {
     reverse_until_0430(&renamed, &db, request(1, 0, 300), committed).await;
     assert_eq!(balance(&sim, 0).await, 1_000, "the debit is undone");
     assert_eq!(reversal_counts(&sim), (1, 0));
+}
+
+/// A debit whose connection drops before its 0210 may still be in the works at the bank: its
+/// reversal waits one response timeout before it goes, even though the link is back at once.
+/// (Sent first, it would find nothing to undo, be answered 00, and leave the debit standing.)
+#[actix_rt::test]
+async fn a_reversal_after_a_drop_waits_for_the_debit_to_be_surely_done() {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| 1_000).await;
+    let mut link = settings("bips-a", &sim.addr().to_string());
+    link.response_timeout_ms = 3_000;
+    let router = start_router(&db, vec![link]);
+    wait_signed_on(&router, 1).await;
+    // The connection's second message (the 0200, after the sign-on) closes it, unapplied.
+    sim.set_faults(Faults {
+        close_every: 2,
+        ..Faults::default()
+    });
+    let err = router.send(Debit(request(1, 0, 300))).await.unwrap();
+    assert_eq!(err, Err(BankError::Timeout));
+    sim.set_faults(Faults::default());
+    wait_signed_on(&router, 1).await;
+    assert_eq!(pending_reversals(&db).await, 1);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(sim.stats().reversals, 0, "not before the response timeout");
+    eventually_in("the reversal was sent and answered", 1_000, || async {
+        pending_reversals(&db).await == 0
+    })
+    .await;
+    assert_eq!(sim.stats().reversals, 1);
 }
 
 #[actix_rt::test]
@@ -849,6 +885,8 @@ async fn after_a_crash_the_committed_original_reverses_the_debit() {
     waiting.abort();
     assert_eq!(pending_reversals(&db).await, 0);
     sim.set_faults(Faults::default());
+    // The reversal waits one response timeout (the 0200 may still be at the bank): a short one.
+    link.response_timeout_ms = 500;
     let second = start_router(&db, vec![link]);
     wait_signed_on(&second, 1).await;
     reverse_until_0430(&second, &db, request(1, 0, 400), committed).await;
@@ -1745,7 +1783,7 @@ async fn reversals_beyond_those_loaded_are_sent_as_the_first_are_answered() {
             acquirer_id: INSTITUTION.into(),
         };
         let reason = bank::reversals::ReversalReason::Timeout;
-        bank::reversals::queue(&db.pool, &record, reason, now)
+        bank::reversals::queue(&db.pool, &record, reason, now, Duration::ZERO)
             .await
             .unwrap();
     }
@@ -1779,9 +1817,15 @@ async fn pending_reversals_whose_load_failed_are_loaded_again() {
         acquirer_id: INSTITUTION.into(),
     };
     let reason = bank::reversals::ReversalReason::Timeout;
-    bank::reversals::queue(&db.pool, &record, reason, chrono::Utc::now())
-        .await
-        .unwrap();
+    bank::reversals::queue(
+        &db.pool,
+        &record,
+        reason,
+        chrono::Utc::now(),
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
     let rename = async |from: &str, to: &str| {
         let client = db.pool.get().await.unwrap();
         let sql = format!("ALTER TABLE {from} RENAME TO {to}");

@@ -834,8 +834,10 @@ async fn bank_timeout_is_bank_unavailable_and_the_debit_is_reversed() {
     );
     w.assert_failed(&pay, "bank_unavailable").await;
     // The bank router queued the reversal; once answers flow again it is acknowledged, and the
-    // money is back.
+    // money is back. It goes one response timeout (500 ms) after it was queued, on the
+    // gateway's clock: the debit may still be at the bank until then.
     w.bank.set_faults(Default::default());
+    w.clock.advance(Duration::seconds(1));
     eventually("reversal applied", || async {
         w.bank.stats().reversals >= 1 && w.balance().await == ALICE_BALANCE
     })
@@ -1467,6 +1469,9 @@ async fn a_restart_while_processing_reverses_and_fails_without_a_second_debit() 
     )
     .await;
     assert_eq!(queued, 1, "the debit's reversal is queued");
+    // …goes once the debit is surely done at the bank (a response timeout, 30 s, later on the
+    // gateway's clock)…
+    w.clock.advance(Duration::seconds(31));
     // …and names the original exactly (field 90 from the committed STAN and field 7), so the
     // strict simulator undoes the debit.
     eventually("the money back", || async {
@@ -1548,6 +1553,8 @@ async fn a_start_that_cannot_read_its_payments_in_flight_tries_again_and_reverse
     .await;
     w.assert_failed(&pay, "bank_unavailable").await;
     assert_eq!(w.debits(), 1, "never debited twice");
+    // The reversal goes a response timeout (30 s) after it was queued, on the gateway's clock.
+    w.clock.advance(Duration::seconds(31));
     eventually("the money back", || async {
         w.bank.stats().reversals_applied >= 1 && w.balance().await == ALICE_BALANCE
     })

@@ -671,7 +671,7 @@ pub async fn outcome(
     let reverse = |reason| {
         let stan = format_stan(ticket.stan);
         let record = reversal_record(request, settings, stan, ticket.f7.clone(), deps);
-        async move { queue_reversal(addr, deps, &record, reason).await }
+        async move { queue_reversal((addr, settings), deps, &record, reason).await }
     };
     match outcome {
         LinkOutcome::Dropped => {

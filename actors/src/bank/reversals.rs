@@ -34,6 +34,13 @@ impl ReversalReason {
         }
     }
 
+    /// Whether the BIPS answered the debit (91, 96): it has processed it, so its reversal may go
+    /// at once. Otherwise the 0200 may still be on its way or in the works there, and a reversal
+    /// that overtook it would find nothing to undo, answer 00, and let the debit stand after it.
+    pub fn debit_answered(self) -> bool {
+        matches!(self, Self::Response91 | Self::Response96)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Timeout => "timeout",
@@ -95,9 +102,16 @@ pub async fn queue(
     record: &ReversalRecord,
     reason: ReversalReason,
     now: DateTime<Utc>,
+    hold: std::time::Duration,
 ) -> Result<Option<PendingReversal>, StoreError> {
     let client = pool.get().await?;
     let r = record;
+    // First sent once the debit, unanswered, is surely done at the BIPS: `hold` (the link's
+    // response timeout) from now, which is after the debit was sent.
+    let first_send = match reason.debit_answered() {
+        true => now,
+        false => now + chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::zero()),
+    };
     // payment_id references payments: a debit sent for no stored payment (an operator's test
     // debit) keeps its reversal, without the reference.
     let inserted = client
@@ -106,7 +120,7 @@ pub async fn queue(
                  original_mti, original_stan, original_f7, acquirer_id, reason, created_at,
                  next_attempt_at, link_addr)
              VALUES ((SELECT id FROM payments WHERE id = $1), $2, $3, $4, $5, '0200', $6, $7, $8,
-                 $9, $10, $10, $11)
+                 $9, $10, $12, $11)
              ON CONFLICT (rrn) DO NOTHING
              RETURNING id",
             &[
@@ -121,6 +135,7 @@ pub async fn queue(
                 &reason.as_str(),
                 &now,
                 &r.link_addr,
+                &first_send,
             ],
         )
         .await?;
@@ -129,7 +144,7 @@ pub async fn queue(
             id: row.get(0),
             record: record.clone(),
             attempts: 0,
-            next_attempt_at: now,
+            next_attempt_at: first_send,
         })),
         None => {
             let row = client
@@ -326,8 +341,9 @@ mod tests {
     async fn queue_is_idempotent_per_rrn_and_tracks_the_backlog() {
         let db = fresh_database().await;
         let t0 = Utc::now();
+        let hold = std::time::Duration::from_secs(5);
         let queue_one = async |rrn: &str| {
-            queue(&db.pool, &record(rrn), ReversalReason::Timeout, t0)
+            queue(&db.pool, &record(rrn), ReversalReason::Timeout, t0, hold)
                 .await
                 .unwrap()
         };
@@ -335,15 +351,20 @@ mod tests {
         let again = queue_one("rrn000000001").await.unwrap();
         assert_eq!(a.id, again.id);
         assert_eq!(a.mti(), "0420");
-        let _b = queue(
+        // Unanswered, the debit may still be at the BIPS: the reversal waits the hold.
+        assert_eq!(a.next_attempt_at, t0 + chrono::Duration::seconds(5));
+        let b = queue(
             &db.pool,
             &record("rrn000000002"),
             ReversalReason::Response96,
             t0 + chrono::Duration::seconds(1),
+            hold,
         )
         .await
         .unwrap()
         .unwrap();
+        // Answered 96, the debit is done there: at once.
+        assert_eq!(b.next_attempt_at, t0 + chrono::Duration::seconds(1));
         let backlog0 = backlog(&db.pool, "bips-a").await.unwrap();
         assert_eq!(backlog0.pending, 2);
         mark_sent(&db.pool, a.id, t0, t0 + chrono::Duration::seconds(10))

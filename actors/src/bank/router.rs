@@ -302,7 +302,8 @@ impl BankRouter {
             match link {
                 ReversalLink::Configured(entry) => {
                     let record = link::reversal_record(&request, &entry.settings, stan, f7, &deps);
-                    link::queue_reversal(&entry.addr, &deps, &record, reason).await
+                    link::queue_reversal((&entry.addr, &entry.settings), &deps, &record, reason)
+                        .await
                 }
                 ReversalLink::Unconfigured { name, addr } => {
                     let record =

@@ -147,9 +147,10 @@ impl BankLinkActor {
         let record = reversal_record(request, &self.settings, stan, f7, &self.deps);
         let deps = self.deps.clone();
         let addr = ctx.address();
+        let settings = self.settings.clone();
         actix::spawn(async move {
             // Nobody waits for the answer; a failure is logged by `store_reversal`.
-            let _ = queue_reversal(&addr, &deps, &record, reason).await;
+            let _ = queue_reversal((&addr, &settings), &deps, &record, reason).await;
         });
     }
 
@@ -242,14 +243,16 @@ pub fn unconfigured_reversal_record(
 
 /// Stores a reversal and hands it to the link `addr` to send (unless its 0430 came already);
 /// `ReversalNotStored` when the database refused it (the caller keeps the payment open and asks
-/// again later).
+/// again later). Of a debit the BIPS did not answer, the first send waits `link`'s response
+/// timeout.
 pub async fn queue_reversal(
-    addr: &Addr<BankLinkActor>,
+    (addr, link): (&Addr<BankLinkActor>, &LinkSettings),
     deps: &LinkDeps,
     record: &ReversalRecord,
     reason: ReversalReason,
 ) -> Result<(), BankError> {
-    if let Some(stored) = store_reversal(deps, record, reason).await? {
+    let hold = link.response_timeout();
+    if let Some(stored) = store_reversal(deps, record, reason, hold).await? {
         addr.do_send(ReversalQueued(stored));
     }
     Ok(())
@@ -265,7 +268,8 @@ pub async fn park_reversal(
     reason: ReversalReason,
 ) -> Result<(), BankError> {
     // The stored row: one already queued for this RRN (on whatever link) is kept as it was.
-    let Some(stored) = store_reversal(deps, record, reason).await? else {
+    // Its link is not configured: nothing sends it before one is.
+    let Some(stored) = store_reversal(deps, record, reason, Duration::ZERO).await? else {
         return Ok(()); // Answered already.
     };
     let stored = stored.record;
@@ -286,10 +290,11 @@ async fn store_reversal(
     deps: &LinkDeps,
     record: &ReversalRecord,
     reason: ReversalReason,
+    hold: Duration,
 ) -> Result<Option<PendingReversal>, BankError> {
     let mut attempt = 1;
     loop {
-        match reversals::queue(&deps.pool, record, reason, deps.clock.now()).await {
+        match reversals::queue(&deps.pool, record, reason, deps.clock.now(), hold).await {
             Ok(p) => return Ok(p),
             Err(e) if attempt >= REVERSAL_STORE_ATTEMPTS_MAX => {
                 tracing::error!(
