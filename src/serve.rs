@@ -46,7 +46,7 @@ pub struct Gateway {
     channels: router::Channels,
     smpp: Option<Addr<smpp::SmppSession>>,
     /// Released last, when every part has stopped.
-    _claim: DatabaseClaim,
+    claim: DatabaseClaim,
 }
 
 impl Gateway {
@@ -173,7 +173,7 @@ impl Gateway {
             bank,
             channels,
             smpp,
-            _claim: claim,
+            claim,
         })
     }
 
@@ -189,6 +189,7 @@ impl Gateway {
         }
         let _ = self.bank.send(bank::Shutdown).await;
         self.webhooks.finished().await;
+        self.claim.release().await;
         self.pool.close();
     }
 }

@@ -20,6 +20,12 @@
 //! gateway names its sessions (`application_name`), and a new claim waits until no earlier
 //! gateway's session is running a statement or holding a transaction open, and, if any is left
 //! connected, until that gateway has had time to see its claim lost and stop.
+//!
+//! After a failover to a standby, or a restart of the database server, no session of the earlier
+//! gateway is left to see, yet it writes on (its pool reconnects) until its own check finds the
+//! claim lost. So the holder's every check also writes a heartbeat (`gateway_claim`, V74), and a
+//! new claim waits until three of the holder's intervals have passed since its last one, unless
+//! the holder released the claim as it stopped.
 
 use anyhow::bail;
 use chrono::{DateTime, Utc};
@@ -39,6 +45,8 @@ pub const SESSION_NAME_PREFIX: &str = "payhub serve ";
 const EARLIER_STATEMENTS_CHECKS_MAX: u32 = 12;
 /// Pause between looks at an earlier gateway's sessions.
 const EARLIER_SESSIONS_POLL_MS: u64 = 100;
+/// The longest wait for an earlier holder's heartbeat to lapse, whatever its row says.
+const HEARTBEAT_LAPSE_WAIT_MAX_MS: u64 = 60_000;
 
 /// This process's name for its sessions: unique even where every process is pid 1.
 pub fn session_name() -> String {
@@ -51,6 +59,8 @@ pub fn session_name() -> String {
 /// The database, claimed for this gateway until dropped.
 pub struct DatabaseClaim {
     keeper: tokio::task::JoinHandle<()>,
+    pool: Pool,
+    own_sessions: String,
 }
 
 impl Drop for DatabaseClaim {
@@ -89,11 +99,84 @@ impl DatabaseClaim {
                 redacted_url(url)
             );
         };
-        let keeper = tokio::spawn(keep(pool.clone(), holder, interval));
-        let claim = Self { keeper };
+        let lapse = record_holder(&holder.client, own_sessions, interval).await?;
+        let own = own_sessions.to_string();
+        let keeper = tokio::spawn(keep(pool.clone(), holder, own.clone(), interval));
+        let claim = Self {
+            keeper,
+            pool: pool.clone(),
+            own_sessions: own,
+        };
+        if !lapse.is_zero() {
+            tracing::warn!(
+                wait_ms = lapse.as_millis(),
+                "waiting for the earlier gateway's claim on the database to lapse"
+            );
+            tokio::time::sleep(lapse).await;
+        }
         wait_for_earlier_gateways(pool, own_sessions, interval).await?;
         Ok(claim)
     }
+
+    /// Says, as this gateway stops (its writes done), that the next one need not wait out its
+    /// heartbeat. A failure leaves the next start waiting, nothing worse.
+    pub async fn release(self) {
+        let released = async {
+            let client = self.pool.get().await?;
+            client
+                .execute(
+                    "UPDATE gateway_claim SET released = true WHERE holder = $1",
+                    &[&self.own_sessions],
+                )
+                .await?;
+            Ok::<_, StoreError>(())
+        };
+        if let Err(e) = released.await {
+            tracing::warn!(error = %e, "the claim on the database was not released");
+        }
+    }
+}
+
+/// Makes this gateway the holder in `gateway_claim`; how long an earlier holder's heartbeat has
+/// yet to lapse (three of its intervals after its last check), unless it released the claim.
+async fn record_holder(
+    client: &ClientWrapper,
+    own: &str,
+    interval: Duration,
+) -> Result<Duration, StoreError> {
+    let lapse_ms: Option<i64> = client
+        .query_opt(
+            "SELECT (EXTRACT(EPOCH FROM checked_at - now()) * 1000 + 3 * check_interval_ms)::bigint
+               FROM gateway_claim WHERE holder <> $1 AND NOT released",
+            &[&own],
+        )
+        .await?
+        .map(|row| row.get(0));
+    let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+    client
+        .execute(
+            "INSERT INTO gateway_claim (holder, checked_at, check_interval_ms)
+             VALUES ($1, now(), $2)
+             ON CONFLICT (id) DO UPDATE
+                SET holder = $1, checked_at = now(), check_interval_ms = $2, released = false",
+            &[&own, &interval_ms],
+        )
+        .await?;
+    let lapse_ms = u64::try_from(lapse_ms.unwrap_or(0)).unwrap_or(0);
+    Ok(Duration::from_millis(
+        lapse_ms.min(HEARTBEAT_LAPSE_WAIT_MAX_MS),
+    ))
+}
+
+/// The holder's check: its heartbeat written. `false` when the row names another holder.
+async fn heartbeat(client: &ClientWrapper, own: &str) -> Result<bool, StoreError> {
+    let updated = client
+        .execute(
+            "UPDATE gateway_claim SET checked_at = now() WHERE holder = $1",
+            &[&own],
+        )
+        .await?;
+    Ok(updated == 1)
 }
 
 /// An earlier gateway's session, as `pg_stat_activity` shows it.
@@ -207,12 +290,19 @@ async fn claim(pool: &Pool) -> Result<Claim, StoreError> {
 /// one more `interval`, or this process stops, as a crash would: it cannot tell a database
 /// outage from a failover after which another gateway claims the new primary, and its actors
 /// would go on writing there.
-async fn keep(pool: Pool, mut holder: Holder, interval: Duration) {
+async fn keep(pool: Pool, mut holder: Holder, own: String, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
-        let check = tokio::time::timeout(interval, holder.client.simple_query("SELECT 1")).await;
-        if matches!(check, Ok(Ok(_))) {
-            continue;
+        let check = tokio::time::timeout(interval, heartbeat(&holder.client, &own)).await;
+        match check {
+            Ok(Ok(true)) => continue,
+            Ok(Ok(false)) => {
+                tracing::error!(
+                    "another payhub serve is recorded as holding the database: stopping at once"
+                );
+                std::process::exit(1);
+            }
+            _ => {}
         }
         tracing::error!(
             "the connection that holds this gateway's claim on the database was lost or stopped \

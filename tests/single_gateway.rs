@@ -253,3 +253,54 @@ async fn an_earlier_gateways_idle_session_holds_the_claim_three_intervals_at_mos
         .unwrap();
     assert!(started.elapsed() >= 3 * interval, "{:?}", started.elapsed());
 }
+
+/// After a failover (or a restart of the database server) no session of the earlier gateway is
+/// left to see, but it writes on until its own check finds its claim lost: a new claim waits until
+/// three of the earlier holder's intervals have passed since its last heartbeat. A claim released
+/// as its gateway stopped is not waited for.
+#[actix_rt::test]
+async fn a_new_claim_waits_out_the_earlier_holders_heartbeat_unless_released() {
+    let db = fresh_database().await;
+    let client = db.pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO gateway_claim (holder, checked_at, check_interval_ms)
+             VALUES ('payhub serve gone', now(), 1000)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let interval = Duration::from_millis(2_000);
+    let claim = DatabaseClaim::take_checking_every(&db.pool, &db.url, OWN, interval)
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(2_500), "{waited:?}");
+    let holder: String = client
+        .query_one("SELECT holder FROM gateway_claim", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(holder, OWN);
+
+    claim.release().await;
+    let mut taken = None;
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        // The released claim's lock goes with its connection, a moment after.
+        match DatabaseClaim::take_checking_every(&db.pool, &db.url, "payhub serve next", interval)
+            .await
+        {
+            Ok(claim) => {
+                taken = Some(claim);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(taken.is_some(), "the next gateway claims the database");
+    let waited = started.elapsed();
+    // Not released, this heartbeat would have held the next claim for 6 s.
+    assert!(waited < Duration::from_millis(3_000), "{waited:?}");
+}
