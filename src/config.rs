@@ -719,8 +719,19 @@ fn one_line(s: &str) -> String {
 fn without_values(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut quoted: Option<(char, String)> = None;
+    let mut escaped = false;
     for c in message.chars() {
         match &mut quoted {
+            // Within a quoted value, an escaped quote is part of it (serde quotes strings as
+            // Rust's Debug does).
+            Some((_, text)) if escaped => {
+                text.push(c);
+                escaped = false;
+            }
+            Some((_, text)) if c == '\\' => {
+                text.push(c);
+                escaped = true;
+            }
             Some((open, text)) if c == *open => {
                 if out.ends_with("field ") || out.contains("expected") {
                     out.extend([*open].into_iter().chain(text.chars()).chain([*open]));
@@ -1153,6 +1164,10 @@ echo_interval_s = 30
         assert_eq!(
             without_values("invalid value: `unterminated"),
             "invalid value: …"
+        );
+        assert_eq!(
+            without_values(r#"invalid type: string "ab\"cd", expected u64"#),
+            "invalid type: string …, expected u64"
         );
     }
 

@@ -11,6 +11,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
+/// A command that has not ended after this long is killed: the test that waits on it fails
+/// instead of hanging (a `serve` that should have refused to start, say).
+const COMMAND_TIMEOUT_MS: u64 = 60_000;
+
 fn payhub(args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_payhub"));
     cmd.args(args)
@@ -24,7 +28,21 @@ fn payhub(args: &[&str], stdin: Option<&str>) -> Output {
         input.write_all(text.as_bytes()).unwrap();
     }
     drop(input);
-    child.wait_with_output().unwrap()
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pid = child.id().to_string();
+    let watchdog = done.clone();
+    std::thread::spawn(move || {
+        for _ in 0..COMMAND_TIMEOUT_MS / 100 {
+            if watchdog.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+    });
+    let out = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    out
 }
 
 fn ok_json(args: &[&str], stdin: Option<&str>) -> Value {

@@ -90,7 +90,11 @@ pub fn json() -> &'static str {
     get,
     path = "/v1/openapi.json",
     tag = "payments",
-    responses((status = 200, description = "The OpenAPI 3 document of the merchant API"))
+    responses(
+        (status = 200, description = "The OpenAPI 3 document of the merchant API"),
+        (status = 401, description = "No acceptable client certificate (`unauthenticated`)", body = ErrorBody),
+        (status = 503, description = "The database is unavailable (`unavailable`)", body = ErrorBody),
+    )
 )]
 pub async fn document(_merchant: AuthenticatedMerchant) -> HttpResponse {
     HttpResponse::Ok()
