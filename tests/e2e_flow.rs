@@ -820,6 +820,45 @@ async fn insufficient_funds_is_declined_with_field_39() {
     assert_eq!(body["data"]["bank_response_code"], "51");
 }
 
+/// A `processing` write that outlasts the code step's wait (here behind a lock on the row) may
+/// still commit: read back as awaiting its code, the payment is read again at each retry, and
+/// once the write has committed it is settled at once (its reserved 0200 never left: reversed to
+/// be safe, then failed), not at its expiry. Nothing was debited.
+#[actix_rt::test]
+async fn a_processing_write_that_commits_after_its_wait_is_settled_at_once() {
+    let w = World::new().await;
+    let (pay, browser) = w.signed_in().await;
+    let code = w.last_code();
+    let mut locker = w.db.pool.get().await.unwrap();
+    let lock = locker.transaction().await.unwrap();
+    lock.query("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE", &[&pay])
+        .await
+        .unwrap();
+    // The code step gives up on the write after its wait (2 s here).
+    let _ = browser.submit_code(&pay, &code).await;
+    eventually("the write waits on the lock", || async {
+        count(
+            &w.db.pool,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND $1 <> ''",
+            &pay,
+        )
+        .await
+            >= 1
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    assert_eq!(payment_status(&w.db.pool, &pay).await.0, "awaiting_code");
+    lock.rollback().await.unwrap();
+    let pool = w.db.pool.clone();
+    eventually("settled once the write committed", || {
+        let (pool, id) = (pool.clone(), pay.clone());
+        async move { payment_status(&pool, &id).await.0 == "failed" }
+    })
+    .await;
+    w.assert_failed(&pay, "bank_unavailable").await;
+    assert_eq!(w.debits(), 0, "the reserved 0200 never left");
+}
+
 #[actix_rt::test]
 async fn bank_timeout_is_bank_unavailable_and_the_debit_is_reversed() {
     let w = World::new().await;

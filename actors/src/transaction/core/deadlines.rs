@@ -26,6 +26,12 @@ impl PaymentCore {
     }
 
     async fn apply_due_deadlines(&mut self, now: DateTime<Utc>) -> Result<(), PaymentError> {
+        if let Some(until) = self.processing_unsure_until {
+            self.reload().await?;
+            if self.row.status != PaymentStatus::AwaitingCode || now >= until {
+                self.processing_unsure_until = None;
+            }
+        }
         match self.row.status {
             PaymentStatus::AwaitingCustomer | PaymentStatus::AwaitingCode
                 if now >= self.row.expires_at =>
@@ -44,9 +50,13 @@ impl PaymentCore {
 
     /// The next instant at which [`check_deadlines`](Self::check_deadlines) may have work.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        let retry = self.now() + Duration::milliseconds(self.retry_ms());
         let due = match self.row.status {
+            PaymentStatus::AwaitingCode if self.processing_unsure_until.is_some() => {
+                retry.min(self.row.expires_at)
+            }
             PaymentStatus::AwaitingCustomer | PaymentStatus::AwaitingCode => self.row.expires_at,
-            PaymentStatus::Processing => self.now() + Duration::milliseconds(self.retry_ms()),
+            PaymentStatus::Processing => retry,
             _ => return None,
         };
         Some(self.deadline_retry_at.map_or(due, |retry| due.max(retry)))

@@ -6,13 +6,19 @@ use crate::bank::reversals::ReversalReason;
 use crate::bank::{PrepareDebit, ReverseDebit, SendPrepared};
 use crate::domain::{FailureCode, PaymentStatus};
 use crate::messages::{BankError, DebitRequest, DebitResponse};
+use crate::store::StoreError;
 use crate::transaction::code::new_rrn;
 use crate::transaction::event::{self, Outcome};
 use crate::transaction::store;
 use crate::transaction::writer::ToProcessing;
 use crate::transaction::{CodeReply, PaymentError};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use std::time::Duration as StdDuration;
+
+/// How long a `processing` write that timed out may still commit, at most: three times the
+/// default statement timeout (`database.statement_timeout_ms`), which bounds the batch's
+/// statement.
+pub(super) const PROCESSING_WRITE_SETTLES_MS: i64 = 30_000;
 
 /// How a debit ended, before it is written.
 #[derive(Debug, PartialEq)]
@@ -47,14 +53,27 @@ impl PaymentCore {
             original: original.clone(),
             at: now,
         };
-        let moved = match self.deps.writer.to_processing(to_processing).await {
+        // The code step, this write included, waits for the bank at most `wait`.
+        let write = self.deps.writer.to_processing(to_processing);
+        let written = tokio::time::timeout(wait, write).await.unwrap_or_else(|_| {
+            let waited = wait.as_millis();
+            Err(StoreError::Pool(format!(
+                "no answer from the database in {waited} ms"
+            )))
+        });
+        let moved = match written {
             Ok(moved) => moved,
             Err(e) => {
                 // A write that timed out may still commit: the row, not memory, then says where
                 // the payment is, and a `processing` one is reversed at its next deadline (its
-                // reserved 0200 never left) instead of at the payment's expiry.
+                // reserved 0200 never left) instead of at the payment's expiry. Read back as
+                // still awaiting its code, it is read again at each retry for a while.
                 if let Err(reload) = self.reload().await {
                     tracing::warn!(payment = %self.row.id, error = %reload, "cannot reload");
+                }
+                if self.row.status == PaymentStatus::AwaitingCode {
+                    let settles = Duration::milliseconds(PROCESSING_WRITE_SETTLES_MS);
+                    self.processing_unsure_until = Some(now + settles);
                 }
                 return Err(e.into());
             }
