@@ -1381,6 +1381,39 @@ async fn the_actors_view_of_a_payment_is_its_row() {
     assert!(code_sent.has_live_code && code_sent.code_delivery_error.is_none());
 }
 
+/// An outcome SMS the SMSC throttles past the session's tries was not sent at all: it is offered
+/// again a while later, and reaches the customer once the SMSC takes messages again.
+#[actix_rt::test]
+async fn an_outcome_sms_throttled_past_its_tries_is_offered_again() {
+    let w = World::with(
+        PaymentSettings {
+            outcome_notice_retry_ms: 300,
+            ..settings()
+        },
+        vec![],
+    )
+    .await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    w.signed_in_by_sms(&browser, &pay).await;
+    w.smsc.update_switches(|s| s.throttle_next = 6);
+    let done = browser.submit_code(&pay, &w.last_code()).await;
+    assert!(done.body.contains("Payment complete"), "{}", done.body);
+    eventually("the outcome SMS sent after all", || async {
+        w.message_rows(&pay, "outcome", "status IN ('sent', 'delivered')")
+            .await
+            == 1
+    })
+    .await;
+    assert!(w.smsc.stats().submits_refused >= 6, "{:?}", w.smsc.stats());
+    assert_eq!(w.message_rows(&pay, "outcome", "true").await, 1);
+    assert!(
+        w.texts().iter().any(|t| t.contains("succeeded")),
+        "{:?}",
+        w.texts()
+    );
+}
+
 /// The outcome SMS's row is written with the final status; when the SMSC then refuses the
 /// message, that row (not a second one) says so, and the payment's outcome stands.
 #[actix_rt::test]

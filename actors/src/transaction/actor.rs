@@ -180,7 +180,8 @@ impl TransactionActor {
         let Some(core) = &self.core else { return };
         if core.status().is_final() {
             if !was_final && let Some(deliver) = core.outcome_delivery() {
-                let notice = send_outcome_notice(self.deps.clone(), deliver);
+                let offers = OUTCOME_NOTICE_OFFERS_MAX;
+                let notice = send_outcome_notice(self.deps.clone(), deliver, offers);
                 actix::spawn(notice.instrument(self.span.clone()));
             }
             ctx.stop();
@@ -295,18 +296,60 @@ impl Handler<ViewPayment> for TransactionActor {
     }
 }
 
+/// Offers of an outcome notice, the first included, that a channel could not take (nothing was
+/// sent: the SMSC throttled past its tries, the session was being bound again).
+pub const OUTCOME_NOTICE_OFFERS_MAX: u32 = 4;
+/// Outcome notices waiting to be offered again, at most; past this, one is given up at once.
+pub const OUTCOME_NOTICES_RETRYING_MAX: usize = 1_024;
+static OUTCOME_NOTICES_RETRYING: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(OUTCOME_NOTICES_RETRYING_MAX);
+
 /// Detached: the actor stops at once. The channel records the message's fate; a notice whose row
 /// the payment wrote, and that failed before the channel took it, is marked failed here (a row
-/// the channel already moved on is left alone).
-pub(super) async fn send_outcome_notice(deps: Deps, deliver: crate::messages::Deliver) {
+/// the channel already moved on is left alone). A notice the channel could not take at all is
+/// offered again, up to `offers_max` times in all, `outcome_notice_retry_ms` apart and doubling.
+pub(super) async fn send_outcome_notice(
+    deps: Deps,
+    deliver: crate::messages::Deliver,
+    offers_max: u32,
+) {
     let recorded = deliver.recorded;
-    let wait = Duration::from_millis(deps.settings.delivery_timeout_ms);
-    let sent = tokio::time::timeout(wait, deps.channel.send(deliver)).await;
-    let error = match sent {
-        Ok(Ok(Ok(_))) => return,
-        Ok(Ok(Err(e))) => e.to_string(),
-        Ok(Err(_mailbox)) => "the channel router is not running".to_string(),
-        Err(_) => format!("no answer from the channel in {} ms", wait.as_millis()),
+    let again = (deliver.destination.clone(), deliver.notice.clone());
+    let mut deliver = Some(deliver);
+    let mut retrying = None;
+    let mut offer = 1;
+    let error = loop {
+        let Some(this) = deliver.take() else { return };
+        let wait = Duration::from_millis(deps.settings.delivery_timeout_ms);
+        let sent = tokio::time::timeout(wait, deps.channel.send(this)).await;
+        let error = match sent {
+            Ok(Ok(Ok(_))) => return,
+            Ok(Ok(Err(crate::messages::DeliveryError::Unavailable))) if offer < offers_max => {
+                retrying = retrying.or_else(|| OUTCOME_NOTICES_RETRYING.try_acquire().ok());
+                if retrying.is_none() {
+                    break "the channel is not available".to_string();
+                }
+                let pause_ms = deps.settings.outcome_notice_retry_ms << (offer - 1);
+                tracing::warn!(
+                    offer,
+                    pause_ms,
+                    "outcome notice not taken; offering it again"
+                );
+                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                offer += 1;
+                deliver = Some(crate::messages::Deliver {
+                    destination: again.0.clone(),
+                    notice: again.1.clone(),
+                    recorded,
+                    answer_within: wait,
+                });
+                continue;
+            }
+            Ok(Ok(Err(e))) => e.to_string(),
+            Ok(Err(_mailbox)) => "the channel router is not running".to_string(),
+            Err(_) => format!("no answer from the channel in {} ms", wait.as_millis()),
+        };
+        break error;
     };
     tracing::warn!(error, "outcome notice not delivered");
     if let Some(row) = recorded

@@ -52,6 +52,9 @@ pub struct PaymentSettings {
     pub debit_timeout_ms: u64,
     /// Pause between attempts to queue a reversal the bank router refused.
     pub reversal_retry_ms: u64,
+    /// Pause before an outcome notice the channel could not take is offered again; doubles at
+    /// each offer (`actor::OUTCOME_NOTICE_OFFERS_MAX` in all).
+    pub outcome_notice_retry_ms: u64,
     /// How often the registry looks for `processing` payments without an actor (one whose
     /// actor could not load its row) and starts one; it looks only after an actor stopped before
     /// its payment was final.
@@ -75,6 +78,7 @@ impl Default for PaymentSettings {
             delivery_timeout_ms: 10_000,
             debit_timeout_ms: 60_000,
             reversal_retry_ms: 5_000,
+            outcome_notice_retry_ms: 30_000,
             processing_sweep_interval_ms: 60_000,
         }
     }

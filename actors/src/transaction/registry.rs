@@ -268,7 +268,8 @@ async fn send_orphaned_notices(deps: Deps, started_at: chrono::DateTime<chrono::
     for (row, notice_row) in orphans {
         let core = PaymentCore::from_row(deps.clone(), row).with_outcome_notice_row(notice_row);
         if let Some(deliver) = core.outcome_delivery() {
-            send_outcome_notice(deps.clone(), deliver).await;
+            // Offered once: these go one at a time, and a retrying one would hold up the rest.
+            send_outcome_notice(deps.clone(), deliver, 1).await;
         }
     }
 }
