@@ -3,8 +3,8 @@
 -- server, no session of the earlier gateway is left to see, yet that gateway writes on (its pool
 -- reconnects) until its own check finds the claim lost, up to three check intervals after its
 -- last good check. Each check of the holder writes `checked_at`, so a new gateway waits until
--- three of the holder's intervals have passed since it, unless the holder released the claim as
--- it stopped. One row.
+-- four of the holder's intervals have passed since it (three and a margin), unless the holder
+-- released the claim as it stopped. One row.
 CREATE TABLE gateway_claim (
     id                 BOOLEAN PRIMARY KEY DEFAULT true CHECK (id),
     holder             TEXT NOT NULL,                 -- the holder's session name

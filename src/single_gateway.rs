@@ -24,8 +24,8 @@
 //! After a failover to a standby, or a restart of the database server, no session of the earlier
 //! gateway is left to see, yet it writes on (its pool reconnects) until its own check finds the
 //! claim lost. So the holder's every check also writes a heartbeat (`gateway_claim`, V74), and a
-//! new claim waits until three of the holder's intervals have passed since its last one, unless
-//! the holder released the claim as it stopped.
+//! new claim waits until four of the holder's intervals have passed since its last one (three
+//! for it to stop, one as margin), unless the holder released the claim as it stopped.
 
 use anyhow::bail;
 use chrono::{DateTime, Utc};
@@ -47,6 +47,8 @@ const EARLIER_STATEMENTS_CHECKS_MAX: u32 = 12;
 const EARLIER_SESSIONS_POLL_MS: u64 = 100;
 /// The longest wait for an earlier holder's heartbeat to lapse, whatever its row says.
 const HEARTBEAT_LAPSE_WAIT_MAX_MS: u64 = 60_000;
+/// The longest a stopping gateway spends releasing its claim.
+const RELEASE_TIMEOUT_MS: u64 = 2_000;
 
 /// This process's name for its sessions: unique even where every process is pid 1.
 pub fn session_name() -> String {
@@ -99,6 +101,7 @@ impl DatabaseClaim {
                 redacted_url(url)
             );
         };
+        let claimed_at = tokio::time::Instant::now();
         let lapse = record_holder(&holder.client, own_sessions, interval).await?;
         let own = own_sessions.to_string();
         let keeper = tokio::spawn(keep(pool.clone(), holder, own.clone(), interval));
@@ -114,12 +117,13 @@ impl DatabaseClaim {
             );
             tokio::time::sleep(lapse).await;
         }
-        wait_for_earlier_gateways(pool, own_sessions, interval).await?;
+        wait_for_earlier_gateways(pool, own_sessions, (claimed_at, interval)).await?;
         Ok(claim)
     }
 
     /// Says, as this gateway stops (its writes done), that the next one need not wait out its
-    /// heartbeat. A failure leaves the next start waiting, nothing worse.
+    /// heartbeat, within `RELEASE_TIMEOUT_MS`. A failure leaves the next start waiting, nothing
+    /// worse.
     pub async fn release(self) {
         let released = async {
             let client = self.pool.get().await?;
@@ -131,14 +135,20 @@ impl DatabaseClaim {
                 .await?;
             Ok::<_, StoreError>(())
         };
-        if let Err(e) = released.await {
-            tracing::warn!(error = %e, "the claim on the database was not released");
+        let within = Duration::from_millis(RELEASE_TIMEOUT_MS);
+        match tokio::time::timeout(within, released).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the claim on the database was not released"),
+            Err(_) => tracing::warn!("the claim on the database was not released in time"),
         }
     }
 }
 
 /// Makes this gateway the holder in `gateway_claim`; how long an earlier holder's heartbeat has
-/// yet to lapse (three of its intervals after its last check), unless it released the claim.
+/// yet to lapse, unless it released the claim: four of its intervals after its last check. It
+/// stops three intervals after it last heard its check answered (a check, the check's timeout,
+/// one more to claim again), which is later than the server stamped the check by the answer's
+/// way back and its own timers' delays: one interval covers them.
 async fn record_holder(
     client: &ClientWrapper,
     own: &str,
@@ -146,7 +156,7 @@ async fn record_holder(
 ) -> Result<Duration, StoreError> {
     let lapse_ms: Option<i64> = client
         .query_opt(
-            "SELECT (EXTRACT(EPOCH FROM checked_at - now()) * 1000 + 3 * check_interval_ms)::bigint
+            "SELECT (EXTRACT(EPOCH FROM checked_at - now()) * 1000 + 4 * check_interval_ms)::bigint
                FROM gateway_claim WHERE holder <> $1 AND NOT released",
             &[&own],
         )
@@ -215,9 +225,8 @@ async fn earlier_sessions(pool: &Pool, own: &str) -> Result<Vec<EarlierSession>,
 async fn wait_for_earlier_gateways(
     pool: &Pool,
     own: &str,
-    interval: Duration,
+    (started, interval): (tokio::time::Instant, Duration),
 ) -> anyhow::Result<()> {
-    let started = tokio::time::Instant::now();
     let settled = started + 3 * interval;
     let give_up = started + interval * EARLIER_STATEMENTS_CHECKS_MAX;
     let mut warned = false;

@@ -323,6 +323,43 @@ async fn a_reversal_the_bips_could_not_process_is_sent_again() {
     assert_eq!(balance(&sim, 0).await, 1_000);
 }
 
+/// A BIPS that keeps answering 96 to a reversal: after a bounded number of refusals the reversal
+/// is closed with that code, as the profile ends a reversal at its 0430 (and logged as refused),
+/// so that it does not hold its place among the loaded reversals for good.
+#[actix_rt::test]
+async fn a_reversal_the_bips_keeps_refusing_is_closed_after_a_bound() {
+    let (db, sim, router) = one_link(1_000).await;
+    sim.set_faults(Faults {
+        drop_pct: 100,
+        ..Faults::default()
+    });
+    let err = router
+        .send(Debit(request(1, 0, 300)))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err, BankError::Timeout);
+    sim.set_faults(Faults {
+        reversal_fail_pct: 100,
+        ..Faults::default()
+    });
+    eventually("closed after its refusals", || async {
+        pending_reversals(&db).await == 0
+    })
+    .await;
+    assert!(sim.stats().reversals >= 20, "{:?}", sim.stats());
+    let code: Option<String> = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT response_code FROM reversals", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(code.as_deref(), Some("96"));
+}
+
 #[actix_rt::test]
 async fn reversal_survives_a_gateway_restart() {
     let db = fresh_database().await;

@@ -38,7 +38,11 @@ fn payhub(args: &[&str], stdin: Option<&str>) -> Output {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        let _ = Command::new("kill").args(["-9", &pid]).status();
+        // Looked at once more: a command that ended meanwhile has been reaped, and its pid may
+        // be another process's by now.
+        if !watchdog.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+        }
     });
     let out = child.wait_with_output().unwrap();
     done.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -834,7 +838,18 @@ async fn migrate_and_serve_run_from_the_starter_config() {
         stderr.contains("registered with a national number") && stderr.contains("trm_old (old)"),
         "{stderr}"
     );
-    // Stopped, it has let the database go.
+    // Stopped, it has let the database go, and said so: the next gateway need not wait out its
+    // heartbeat.
+    let released: bool = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT released FROM gateway_claim", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(released, "the claim is released at shutdown");
     payhub::single_gateway::DatabaseClaim::take(&db.pool, &db.url, "payhub serve test")
         .await
         .expect("the database is free again");

@@ -5,8 +5,10 @@
 //! failure (connect, sign-on refused or unanswered, echo unanswered, socket error, protocol error)
 //! → `Down` and a reconnect after a capped exponential backoff. Only a signed-on link carries
 //! financial messages. Debits are pipelined up to `in_flight_max` and matched by MTI class + STAN
-//! (and field 37). Reversals come from the durable queue (`reversals.rs`): 0420 once, then 0421
-//! every `reversal_interval_ms` until a 0430, on this connection or the next. An echo (0800/301)
+//! (and field 37). Reversals come from the durable queue (`reversals.rs`): 0420 once (one
+//! response timeout after it was queued when the debit went unanswered), then 0421 every
+//! `reversal_interval_ms` until a 0430 that processed it, on this connection or the next. An
+//! echo (0800/301)
 //! goes out when nothing was received for `echo_interval_ms`, however much was sent, so a bank
 //! that reads but stops answering is found within the echo interval plus the response timeout.
 //!

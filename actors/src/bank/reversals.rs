@@ -1,5 +1,6 @@
 //! The durable reversal queue (store-and-forward): a reversal is written here before its 0420 is
-//! first sent, and stays pending until a 0430 arrives. The link reloads its pending reversals
+//! first sent, and stays pending until a 0430 that processed it arrives (one saying the BIPS
+//! could not, 91 or 96, is sent again a bounded number of times). The link reloads its pending reversals
 //! after a reconnect or a restart, and, when more wait than it holds at once
 //! (`LinkSettings::reversals_loaded_max`), as those it holds are answered.
 
@@ -34,9 +35,10 @@ impl ReversalReason {
         }
     }
 
-    /// Whether the BIPS answered the debit (91, 96): it has processed it, so its reversal may go
-    /// at once. Otherwise the 0200 may still be on its way or in the works there, and a reversal
-    /// that overtook it would find nothing to undo, answer 00, and let the debit stand after it.
+    /// Whether the reversal may go at once: the BIPS answered the debit 91 or 96, so it has
+    /// processed it. Otherwise (no answer, or an outcome the gateway could not complete, where
+    /// holding costs nothing) the 0200 may still be on its way or in the works there, and a
+    /// reversal that overtook it would find nothing to undo, answer 00, and let the debit stand.
     pub fn debit_answered(self) -> bool {
         matches!(self, Self::Response91 | Self::Response96)
     }
@@ -86,6 +88,8 @@ pub struct PendingReversal {
     /// Sends so far: 0 means the next one is the 0420, later ones are 0421.
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
+    /// 0430s that said the BIPS could not process it (91, 96), since it was loaded.
+    pub refusals: u32,
 }
 
 impl PendingReversal {
@@ -94,7 +98,8 @@ impl PendingReversal {
     }
 }
 
-/// Queues a reversal, due now. A second reversal for the same RRN is the same reversal: the
+/// Queues a reversal, due at once after a 91 or 96, else after `hold` (see
+/// [`ReversalReason::debit_answered`]). A second reversal for the same RRN is the same one: the
 /// existing row is returned while it waits for its 0430, and `None` once the 0430 came (nothing
 /// is left to send).
 pub async fn queue(
@@ -145,6 +150,7 @@ pub async fn queue(
             record: record.clone(),
             attempts: 0,
             next_attempt_at: first_send,
+            refusals: 0,
         })),
         None => {
             let row = client
@@ -178,6 +184,7 @@ fn from_row(row: &tokio_postgres::Row) -> PendingReversal {
         },
         attempts: row.get("attempts"),
         next_attempt_at: row.get("next_attempt_at"),
+        refusals: 0,
     }
 }
 

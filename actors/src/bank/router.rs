@@ -226,8 +226,8 @@ impl Handler<SendPrepared> for BankRouter {
 }
 
 /// Reverse a debit: the gateway cannot complete a payment whose debit was approved, or does not
-/// know its outcome. The reversal is queued durably, then sent as 0420/0421 until a 0430; the
-/// answer comes once it is stored.
+/// know its outcome. The reversal is queued durably, then sent as 0420/0421 (first after one
+/// response timeout) until a 0430 that processed it; the answer comes once it is stored.
 ///
 /// With `original` (what the payment committed before its 0200 left), field 90 carries exactly
 /// that STAN and field 7 and the reversal goes over that link (found by name, or by address when

@@ -34,10 +34,11 @@ pub struct PaymentCore {
     /// write is tried again with it at the next deadline: the debit was answered, so reversing it
     /// (as for a debit of unknown outcome) would undo a payment the bank approved.
     answered: Option<Box<Outcome>>,
-    /// A `processing` write that timed out may still commit until then, after the row was read
-    /// back as awaiting its code: the row is read again at each retry meanwhile, so that a
-    /// payment that did move on is settled then, not at its expiry.
-    processing_unsure_until: Option<DateTime<Utc>>,
+    /// A `processing` write timed out, and the row was read back as awaiting its code: the write
+    /// may still commit (how late depends on the writer's queue, the pool and the statement
+    /// timeout), so the row is read again at each retry until it moves or the payment expires,
+    /// and a payment that did move on is settled then, not at its expiry.
+    processing_unsure: bool,
 }
 
 impl PaymentCore {
@@ -55,7 +56,7 @@ impl PaymentCore {
             outcome_notice_row: None,
             deadline_retry_at: None,
             answered: None,
-            processing_unsure_until: None,
+            processing_unsure: false,
         }
     }
 

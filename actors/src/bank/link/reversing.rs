@@ -21,6 +21,10 @@ use tokio::time::Instant;
 /// Field 39 of a 0430 that says the reversal was not processed, so that it is sent again:
 /// issuer or switch inoperative (91), system malfunction (96), or no field 39 at all.
 const REVERSAL_NOT_PROCESSED: [&str; 3] = ["91", "96", ""];
+/// Such 0430s a reversal takes (since it was loaded) before it is closed as the profile says
+/// (repeated "until a 0430 arrives"), logged as refused: a BIPS that keeps refusing it would
+/// otherwise hold its place among the loaded reversals for good.
+const REVERSAL_REFUSALS_MAX: u32 = 20;
 
 impl BankLinkActor {
     pub(super) fn send_due_reversals(&mut self, ctx: &mut Context<Self>) {
@@ -172,10 +176,15 @@ impl BankLinkActor {
             return;
         }
         let code = message.get(39).unwrap_or("").to_owned();
-        if REVERSAL_NOT_PROCESSED.contains(&code.as_str()) {
+        if REVERSAL_NOT_PROCESSED.contains(&code.as_str())
+            && let Some(reversal) = self.reversals.get_mut(&id)
+            && reversal.refusals + 1 < REVERSAL_REFUSALS_MAX
+        {
             // The BIPS could not process it: nothing was undone, so it is sent again, as a 0421
             // at its next attempt, as if unanswered (a BIPS applies each reversal at most once).
-            tracing::warn!(link = %self.name(), id, response_code = %code, "reversal not processed by the BIPS; it will be sent again");
+            reversal.refusals += 1;
+            let refusals = reversal.refusals;
+            tracing::warn!(link = %self.name(), id, response_code = %code, refusals, "reversal not processed by the BIPS; it will be sent again");
             return;
         }
         self.reversals.remove(&id);

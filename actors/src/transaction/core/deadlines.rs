@@ -26,11 +26,11 @@ impl PaymentCore {
     }
 
     async fn apply_due_deadlines(&mut self, now: DateTime<Utc>) -> Result<(), PaymentError> {
-        if let Some(until) = self.processing_unsure_until {
-            self.reload().await?;
-            if self.row.status != PaymentStatus::AwaitingCode || now >= until {
-                self.processing_unsure_until = None;
-            }
+        if self.processing_unsure {
+            // Final already (the write committed, then another step ended it): its outcome
+            // notice's row is picked up, as after a write whose answer was lost.
+            self.reload_with_queued_notice().await?;
+            self.processing_unsure = self.row.status == PaymentStatus::AwaitingCode;
         }
         match self.row.status {
             PaymentStatus::AwaitingCustomer | PaymentStatus::AwaitingCode
@@ -52,9 +52,7 @@ impl PaymentCore {
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
         let retry = self.now() + Duration::milliseconds(self.retry_ms());
         let due = match self.row.status {
-            PaymentStatus::AwaitingCode if self.processing_unsure_until.is_some() => {
-                retry.min(self.row.expires_at)
-            }
+            PaymentStatus::AwaitingCode if self.processing_unsure => retry.min(self.row.expires_at),
             PaymentStatus::AwaitingCustomer | PaymentStatus::AwaitingCode => self.row.expires_at,
             PaymentStatus::Processing => retry,
             _ => return None,

@@ -12,13 +12,8 @@ use crate::transaction::event::{self, Outcome};
 use crate::transaction::store;
 use crate::transaction::writer::ToProcessing;
 use crate::transaction::{CodeReply, PaymentError};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use std::time::Duration as StdDuration;
-
-/// How long a `processing` write that timed out may still commit, at most: three times the
-/// default statement timeout (`database.statement_timeout_ms`), which bounds the batch's
-/// statement.
-pub(super) const PROCESSING_WRITE_SETTLES_MS: i64 = 30_000;
 
 /// How a debit ended, before it is written.
 #[derive(Debug, PartialEq)]
@@ -33,6 +28,8 @@ impl PaymentCore {
     /// payment commits it with `processing`, and only then does the 0200 leave. A reversal, even
     /// after a restart, can then name the original exactly.
     pub(super) async fn debit(&mut self, now: DateTime<Utc>) -> Result<CodeReply, PaymentError> {
+        // Another try: its own writes say where the payment is from here on.
+        self.processing_unsure = false;
         let request = self.debit_request(new_rrn()).await?;
         let wait = StdDuration::from_millis(self.settings().debit_timeout_ms);
         let prepared =
@@ -53,7 +50,7 @@ impl PaymentCore {
             original: original.clone(),
             at: now,
         };
-        // The code step, this write included, waits for the bank at most `wait`.
+        // Bounded by `wait` as the bank's steps are (the writer's own wait may be shorter).
         let write = self.deps.writer.to_processing(to_processing);
         let written = tokio::time::timeout(wait, write).await.unwrap_or_else(|_| {
             let waited = wait.as_millis();
@@ -71,10 +68,7 @@ impl PaymentCore {
                 if let Err(reload) = self.reload().await {
                     tracing::warn!(payment = %self.row.id, error = %reload, "cannot reload");
                 }
-                if self.row.status == PaymentStatus::AwaitingCode {
-                    let settles = Duration::milliseconds(PROCESSING_WRITE_SETTLES_MS);
-                    self.processing_unsure_until = Some(now + settles);
-                }
+                self.processing_unsure = self.row.status == PaymentStatus::AwaitingCode;
                 return Err(e.into());
             }
         };

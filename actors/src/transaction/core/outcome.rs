@@ -41,7 +41,7 @@ impl PaymentCore {
         outcome: &Outcome,
     ) -> Result<(), PaymentError> {
         let event::Finish::Moved { notice_row, event } = finish else {
-            return self.reload_after_finish_not_moved().await;
+            return self.reload_with_queued_notice().await;
         };
         self.outcome_notice_row = notice_row;
         event::finished(outcome);
@@ -52,11 +52,11 @@ impl PaymentCore {
         Ok(())
     }
 
-    /// The payment was no longer in a status the write expected. When it is final, an earlier
-    /// write of this actor may have committed although its answer was lost (`write_answer` tried
-    /// again): the notice then ends the row that write left `queued`, rather than leaving it for
-    /// the next start to send a second time.
-    async fn reload_after_finish_not_moved(&mut self) -> Result<(), PaymentError> {
+    /// Reads the row again, where memory may be behind it (a write expected another status, or
+    /// one timed out). When it is final, an earlier write of this actor may have committed
+    /// although its answer was lost: the notice then ends the row that write left `queued`,
+    /// rather than leaving it for the next start to send a second time.
+    pub(super) async fn reload_with_queued_notice(&mut self) -> Result<(), PaymentError> {
         self.reload().await?;
         if self.row.status.is_final() {
             let client = self.deps.pool.get().await?;
