@@ -124,6 +124,17 @@ async fn one_link(opening: i64) -> (TestDb, SimHandle, Addr<BankRouter>) {
     (db, sim, router)
 }
 
+/// A debit the bank applies but never answers: the router says `Timeout` (and queues its
+/// reversal). The bank's answers stay lost until the test changes its faults.
+async fn debit_left_unanswered(sim: &SimHandle, router: &Addr<BankRouter>, request: DebitRequest) {
+    sim.set_faults(Faults {
+        drop_pct: 100,
+        ..Faults::default()
+    });
+    let err = router.send(Debit(request)).await.unwrap().unwrap_err();
+    assert_eq!(err, BankError::Timeout);
+}
+
 /// A debit the router must answer (approved or declined).
 async fn debit(router: &Addr<BankRouter>, request: DebitRequest) -> DebitResponse {
     router.send(Debit(request)).await.unwrap().unwrap()
@@ -248,16 +259,7 @@ async fn thousand_concurrent_debits_are_matched_to_their_answers() {
 #[actix_rt::test]
 async fn timeout_queues_a_reversal_that_is_repeated_until_0430() {
     let (db, sim, router) = one_link(1_000).await;
-    sim.set_faults(Faults {
-        drop_pct: 100,
-        ..Faults::default()
-    });
-    let err = router
-        .send(Debit(request(1, 0, 300)))
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(err, BankError::Timeout);
+    debit_left_unanswered(&sim, &router, request(1, 0, 300)).await;
     // The debit was applied; its reversal is stored and repeated while the answers are lost.
     // The first 0420 may already have undone it (only its 0430 is lost), so either is right here.
     let balance_now = balance(&sim, 0).await;
@@ -294,16 +296,7 @@ async fn timeout_queues_a_reversal_that_is_repeated_until_0430() {
 #[actix_rt::test]
 async fn a_reversal_the_bips_could_not_process_is_sent_again() {
     let (db, sim, router) = one_link(1_000).await;
-    sim.set_faults(Faults {
-        drop_pct: 100,
-        ..Faults::default()
-    });
-    let err = router
-        .send(Debit(request(1, 0, 300)))
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(err, BankError::Timeout);
+    debit_left_unanswered(&sim, &router, request(1, 0, 300)).await;
     sim.set_faults(Faults {
         reversal_fail_pct: 100,
         ..Faults::default()
@@ -329,16 +322,7 @@ async fn a_reversal_the_bips_could_not_process_is_sent_again() {
 #[actix_rt::test]
 async fn a_reversal_the_bips_keeps_refusing_is_closed_after_a_bound() {
     let (db, sim, router) = one_link(1_000).await;
-    sim.set_faults(Faults {
-        drop_pct: 100,
-        ..Faults::default()
-    });
-    let err = router
-        .send(Debit(request(1, 0, 300)))
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(err, BankError::Timeout);
+    debit_left_unanswered(&sim, &router, request(1, 0, 300)).await;
     sim.set_faults(Faults {
         reversal_fail_pct: 100,
         ..Faults::default()
@@ -367,16 +351,7 @@ async fn reversal_survives_a_gateway_restart() {
     let link = settings("bips-a", &sim.addr().to_string());
     let first = start_router(&db, vec![link.clone()]);
     wait_signed_on(&first, 1).await;
-    sim.set_faults(Faults {
-        drop_pct: 100,
-        ..Faults::default()
-    });
-    let err = first
-        .send(Debit(request(1, 0, 400)))
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(err, BankError::Timeout);
+    debit_left_unanswered(&sim, &first, request(1, 0, 400)).await;
     first.send(Shutdown).await.unwrap();
     // The 0420 may have reached the bank, but no 0430 came back: still pending.
     assert_eq!(pending_reversals(&db).await, 1);
@@ -403,16 +378,7 @@ async fn reversals_of_a_renamed_link_follow_it_and_those_of_a_removed_one_wait()
     let sim = start_sim(&db, 1, |_| 1_000).await;
     let old = start_router(&db, vec![settings("bips-a", &sim.addr().to_string())]);
     wait_signed_on(&old, 1).await;
-    sim.set_faults(Faults {
-        drop_pct: 100,
-        ..Faults::default()
-    });
-    let err = old
-        .send(Debit(request(1, 0, 400)))
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(err, BankError::Timeout);
+    debit_left_unanswered(&sim, &old, request(1, 0, 400)).await;
     old.send(Shutdown).await.unwrap();
     sim.set_faults(Faults::default());
     let removed = bank::reversals::ReversalRecord {
