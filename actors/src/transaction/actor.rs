@@ -313,22 +313,28 @@ pub(super) async fn send_outcome_notice(
     deliver: crate::messages::Deliver,
     offers_max: u32,
 ) {
-    let recorded = deliver.recorded;
-    let again = (deliver.destination.clone(), deliver.notice.clone());
-    let mut deliver = Some(deliver);
-    let mut retrying = None;
+    use crate::messages::{Deliver, DeliveryError};
+    let Deliver {
+        destination,
+        notice,
+        recorded,
+        answer_within,
+    } = deliver;
+    let wait = Duration::from_millis(deps.settings.delivery_timeout_ms);
+    let mut retry_slot = None;
     let mut offer = 1;
     let error = loop {
-        let Some(this) = deliver.take() else { return };
-        let wait = Duration::from_millis(deps.settings.delivery_timeout_ms);
-        let sent = tokio::time::timeout(wait, deps.channel.send(this)).await;
-        let error = match sent {
+        let this = Deliver {
+            destination: destination.clone(),
+            notice: notice.clone(),
+            recorded,
+            answer_within,
+        };
+        match tokio::time::timeout(wait, deps.channel.send(this)).await {
             Ok(Ok(Ok(_))) => return,
-            Ok(Ok(Err(crate::messages::DeliveryError::Unavailable))) if offer < offers_max => {
-                retrying = retrying.or_else(|| OUTCOME_NOTICES_RETRYING.try_acquire().ok());
-                if retrying.is_none() {
-                    break "the channel is not available".to_string();
-                }
+            Ok(Ok(Err(DeliveryError::Unavailable)))
+                if offer < offers_max && holds_retry_slot(&mut retry_slot) =>
+            {
                 let pause_ms = deps.settings.outcome_notice_retry_ms << (offer - 1);
                 tracing::warn!(
                     offer,
@@ -337,19 +343,11 @@ pub(super) async fn send_outcome_notice(
                 );
                 tokio::time::sleep(Duration::from_millis(pause_ms)).await;
                 offer += 1;
-                deliver = Some(crate::messages::Deliver {
-                    destination: again.0.clone(),
-                    notice: again.1.clone(),
-                    recorded,
-                    answer_within: wait,
-                });
-                continue;
             }
-            Ok(Ok(Err(e))) => e.to_string(),
-            Ok(Err(_mailbox)) => "the channel router is not running".to_string(),
-            Err(_) => format!("no answer from the channel in {} ms", wait.as_millis()),
-        };
-        break error;
+            Ok(Ok(Err(e))) => break e.to_string(),
+            Ok(Err(_mailbox)) => break "the channel router is not running".to_string(),
+            Err(_) => break format!("no answer from the channel in {} ms", wait.as_millis()),
+        }
     };
     tracing::warn!(error, "outcome notice not delivered");
     if let Some(row) = recorded
@@ -358,4 +356,13 @@ pub(super) async fn send_outcome_notice(
     {
         tracing::error!(error = %e, row, "failed outcome notice not recorded");
     }
+}
+
+/// Whether this notice holds one of the `OUTCOME_NOTICES_RETRYING_MAX` places to wait in, taking
+/// one if it can.
+fn holds_retry_slot(slot: &mut Option<tokio::sync::SemaphorePermit<'static>>) -> bool {
+    if slot.is_none() {
+        *slot = OUTCOME_NOTICES_RETRYING.try_acquire().ok();
+    }
+    slot.is_some()
 }
