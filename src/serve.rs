@@ -57,6 +57,21 @@ impl Gateway {
             (config.database).pool_named(config.database.pool_size, Some(session_name.clone()))?;
         check_database(&pool, &config.database.url).await?;
         let claim = DatabaseClaim::take(&pool, &config.database.url, &session_name).await?;
+        let release = claim.release_later();
+        let started = Self::start_claimed(config, clock, pool, claim).await;
+        if started.is_err() {
+            // This gateway never served: the next one need not wait out its heartbeat.
+            release.release().await;
+        }
+        started
+    }
+
+    async fn start_claimed(
+        config: &Config,
+        clock: SharedClock,
+        pool: deadpool_postgres::Pool,
+        claim: DatabaseClaim,
+    ) -> anyhow::Result<Gateway> {
         // After the database answers: a gateway that cannot start says so in one line.
         raise_open_files_limit();
         let tls = mtls::ServerTls::load(

@@ -749,6 +749,38 @@ async fn serve_refuses_a_database_short_of_its_migrations() {
     fails_with(&serve, None, "is never migrated");
 }
 
+/// A `serve` that fails after claiming the database (its HTTPS address taken) never served: it
+/// releases its claim, so that the next start does not wait out its heartbeat.
+#[actix_rt::test]
+async fn a_start_that_fails_after_its_claim_releases_it() {
+    let db = fresh_database().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = init(&tmp.path().join("pki"), &db);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_payhub"))
+        .args(["serve", "--config", &config])
+        .env_remove("DATABASE_URL")
+        .env("PAYHUB_HTTP__LISTEN", &addr)
+        .env("PAYHUB_SMPP__ADDR", "127.0.0.1:9")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&addr), "{stderr}");
+    let released: bool = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT released FROM gateway_claim", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(released, "{stderr}");
+}
+
 /// `payhub migrate` and `payhub serve` as an operator runs them, from the file `pki init` wrote:
 /// migrating again applies nothing; `serve` prints its bound addresses (port 0 means any free
 /// port), answers on them, and stops cleanly on SIGTERM.
