@@ -172,6 +172,55 @@ async fn transmitter_and_receiver_binds_are_accepted_for_their_roles() {
     assert_eq!(sim.messages().len(), 1);
 }
 
+/// An ESME that sends over a transmitter bind and takes receipts over a receiver bind (SMPP v3.4's
+/// other way): the receipt of a message submitted on the transmitter comes on the receiver, and
+/// its answer there is counted.
+#[tokio::test]
+async fn a_transmitters_receipt_comes_on_its_receiver_bind() {
+    let sim = sim().await;
+    let (system_id, password) = credentials("payhub", "secret");
+    let mut receiver = connect(&sim).await;
+    let bind = BindReceiver::builder()
+        .system_id(system_id.clone())
+        .password(password.clone())
+        .build();
+    assert_eq!(
+        exchange(&mut receiver, 1, bind).await.status(),
+        CommandStatus::EsmeRok
+    );
+    let mut transmitter = connect(&sim).await;
+    let bind = BindTransmitter::builder()
+        .system_id(system_id)
+        .password(password)
+        .build();
+    assert_eq!(
+        exchange(&mut transmitter, 1, bind).await.status(),
+        CommandStatus::EsmeRok
+    );
+    let answer = exchange(&mut transmitter, 3, submit()).await;
+    let Some(Pdu::SubmitSmResp(resp)) = answer.pdu() else {
+        panic!("expected submit_sm_resp, got {answer:?}");
+    };
+    let message_id = resp.message_id().as_str().to_string();
+    let receipt = next(&mut receiver).await;
+    let Some(Pdu::DeliverSm(deliver)) = receipt.pdu() else {
+        panic!("expected deliver_sm, got {receipt:?}");
+    };
+    let text = deliver.short_message().to_str().unwrap().to_string();
+    assert!(text.starts_with(&format!("id:{message_id} ")), "{text}");
+    receiver
+        .send(Command::new(
+            CommandStatus::EsmeRok,
+            receipt.sequence_number(),
+            rusmpp::pdus::DeliverSmResp::default(),
+        ))
+        .await
+        .unwrap();
+    let answer = exchange(&mut receiver, 5, Pdu::Unbind).await;
+    assert_eq!(answer.id(), CommandId::UnbindResp);
+    assert!(sim.messages()[0].receipt_acknowledged);
+}
+
 #[tokio::test]
 async fn an_unsupported_operation_gets_generic_nack() {
     let sim = sim().await;

@@ -2,7 +2,7 @@
 //! answers them; a writer task owns the socket's sending half, so answers delayed by a switch and
 //! delivery receipts can be sent while the reader goes on.
 
-use super::state::{SimMessage, SimState, Verdict, lock};
+use super::state::{ReceiptRoute, SimMessage, SimState, Verdict, lock};
 use crate::channels::smpp::receipt;
 use futures::{SinkExt, StreamExt};
 use rusmpp::command::CommandParts;
@@ -122,6 +122,8 @@ impl BindReply {
 
 struct Session {
     state: Arc<SimState>,
+    /// Among the simulator's sessions, for the receipts routed to it.
+    id: u64,
     bound: Option<Bound>,
     /// Sequence numbers of the commands the simulator sends (receipts).
     sequence: Arc<AtomicU32>,
@@ -141,6 +143,7 @@ enum Next {
 impl Session {
     fn new(state: Arc<SimState>) -> Self {
         Self {
+            id: state.session_id(),
             state,
             bound: None,
             sequence: Arc::new(AtomicU32::new(1)),
@@ -195,6 +198,7 @@ impl Session {
         };
         if self.bound.is_some() {
             self.state.count(|s| s.sessions_bound -= 1);
+            self.state.remove_receiver(self.id);
         }
         drop(out_tx);
         if matches!(ending, Next::Close) {
@@ -230,24 +234,24 @@ impl Session {
             Some(Pdu::BindTransceiver(b)) => {
                 let reply = self.bind(
                     BindKind::Transceiver,
-                    b.system_id.as_str(),
-                    b.password.as_str(),
+                    (b.system_id.as_str(), b.password.as_str()),
+                    out,
                 );
                 let _ = out.send(reply.command(sequence_number)).await;
             }
             Some(Pdu::BindTransmitter(b)) => {
                 let reply = self.bind(
                     BindKind::Transmitter,
-                    b.system_id.as_str(),
-                    b.password.as_str(),
+                    (b.system_id.as_str(), b.password.as_str()),
+                    out,
                 );
                 let _ = out.send(reply.command(sequence_number)).await;
             }
             Some(Pdu::BindReceiver(b)) => {
                 let reply = self.bind(
                     BindKind::Receiver,
-                    b.system_id.as_str(),
-                    b.password.as_str(),
+                    (b.system_id.as_str(), b.password.as_str()),
+                    out,
                 );
                 let _ = out.send(reply.command(sequence_number)).await;
             }
@@ -282,7 +286,12 @@ impl Session {
         Next::Continue
     }
 
-    fn bind(&mut self, kind: BindKind, system_id: &str, password: &str) -> BindReply {
+    fn bind(
+        &mut self,
+        kind: BindKind,
+        (system_id, password): (&str, &str),
+        out: &mpsc::Sender<Command>,
+    ) -> BindReply {
         let status = if self.bound.is_some() {
             CommandStatus::EsmeRalybnd
         } else if system_id != self.state.system_id {
@@ -301,6 +310,9 @@ impl Session {
                 s.binds_accepted += 1;
                 s.sessions_bound += 1;
             });
+            if kind != BindKind::Transmitter {
+                self.state.add_receiver(self.id, system_id, self.route(out));
+            }
         } else {
             self.state.count(|s| s.binds_refused += 1);
         }
@@ -332,18 +344,25 @@ impl Session {
         let answer = Answer {
             state: self.state.clone(),
             out: out.clone(),
-            sequence: self.sequence.clone(),
             outstanding: self.outstanding.clone(),
-            receipts: self.receipts.clone(),
             system_id: bound.system_id,
             // A transmitter bind cannot take receipts on its own session.
-            receipts_here: bound.kind == BindKind::Transceiver,
+            receipts_to: (bound.kind == BindKind::Transceiver).then(|| self.route(out)),
         };
         tokio::spawn(answer.run(submit, sequence_number, verdict));
         Next::Continue
     }
 
     /// The ESME answered a receipt: marks its message when the answer was status 0.
+    /// Where receipts for this session go.
+    fn route(&self, out: &mpsc::Sender<Command>) -> ReceiptRoute {
+        ReceiptRoute {
+            out: out.clone(),
+            sequence: self.sequence.clone(),
+            unanswered: self.receipts.clone(),
+        }
+    }
+
     fn acknowledged(&self, status: CommandStatus, sequence_number: u32) {
         let message_id = {
             let mut sent = lock(&self.receipts);
@@ -362,11 +381,11 @@ impl Session {
 struct Answer {
     state: Arc<SimState>,
     out: mpsc::Sender<Command>,
-    sequence: Arc<AtomicU32>,
     outstanding: Arc<AtomicU64>,
-    receipts: Arc<Mutex<VecDeque<(u32, String)>>>,
     system_id: String,
-    receipts_here: bool,
+    /// A transceiver's own session; a transmitter's receipts go to a receiver bound as its
+    /// `system_id`, if one is, when the receipt is sent.
+    receipts_to: Option<ReceiptRoute>,
 }
 
 /// A `submit_sm_resp` refusing submit `sequence_number` with `status`.
@@ -432,12 +451,16 @@ impl Answer {
         }
         let switches = self.state.switches();
         let wanted = wants_receipt(registered_delivery, &switches.receipt_stat);
-        if !(wanted && switches.receipts && self.receipts_here) {
+        if !(wanted && switches.receipts) {
             return;
         }
         if switches.receipt_delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(switches.receipt_delay_ms)).await;
         }
+        let route = self.receipts_to.clone();
+        let Some(route) = route.or_else(|| self.state.receiver_of(&self.system_id)) else {
+            return;
+        };
         let stamp = now.format("%y%m%d%H%M").to_string();
         let done = chrono::Utc::now().format("%y%m%d%H%M").to_string();
         let text = receipt::format(&message_id, &switches.receipt_stat, &stamp, &done);
@@ -452,16 +475,16 @@ impl Answer {
             .registered_delivery(RegisteredDelivery::from(0u8))
             .short_message(OctetString::from_string(text).unwrap_or_default())
             .build();
-        let sequence_number = self.sequence.fetch_add(1, Ordering::SeqCst);
+        let sequence_number = route.sequence.fetch_add(1, Ordering::SeqCst);
         let command = Command::new(CommandStatus::EsmeRok, sequence_number, deliver);
         {
-            let mut unanswered = lock(&self.receipts);
+            let mut unanswered = lock(&route.unanswered);
             if unanswered.len() >= RECEIPTS_UNANSWERED_MAX {
                 unanswered.pop_front();
             }
             unanswered.push_back((sequence_number, message_id.clone()));
         }
-        if self.out.send(command).await.is_ok() {
+        if route.out.send(command).await.is_ok() {
             self.state.count(|s| s.receipts_sent += 1);
             self.state.update_message(&message_id, |m| {
                 m.receipt_stat = Some(switches.receipt_stat.clone())

@@ -124,6 +124,19 @@ pub struct SimState {
     switches: Mutex<Switches>,
     messages: Mutex<VecDeque<SimMessage>>,
     stats: Mutex<SimStats>,
+    /// Sessions bound to take receipts (receiver and transceiver binds), newest last, by
+    /// session id: a transmitter's receipts go to one of its `system_id`.
+    receivers: Mutex<Vec<(u64, String, ReceiptRoute)>>,
+    sessions_started: std::sync::atomic::AtomicU64,
+}
+
+/// Where a session's receipts are written, numbered and awaited.
+#[derive(Debug, Clone)]
+pub struct ReceiptRoute {
+    pub out: tokio::sync::mpsc::Sender<rusmpp::Command>,
+    pub sequence: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Receipts sent and not yet answered: (sequence number, message id).
+    pub unanswered: std::sync::Arc<Mutex<VecDeque<(u32, String)>>>,
 }
 
 impl SimState {
@@ -135,7 +148,33 @@ impl SimState {
             switches: Mutex::new(switches),
             messages: Mutex::new(VecDeque::new()),
             stats: Mutex::new(SimStats::default()),
+            receivers: Mutex::new(Vec::new()),
+            sessions_started: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// A new session's id.
+    pub fn session_id(&self) -> u64 {
+        (self.sessions_started).fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Session `id`, bound as `system_id`, takes receipts.
+    pub fn add_receiver(&self, id: u64, system_id: &str, route: ReceiptRoute) {
+        lock(&self.receivers).push((id, system_id.to_string(), route));
+    }
+
+    /// Session `id` ended.
+    pub fn remove_receiver(&self, id: u64) {
+        lock(&self.receivers).retain(|(session, ..)| *session != id);
+    }
+
+    /// The newest session of `system_id` that takes receipts.
+    pub fn receiver_of(&self, system_id: &str) -> Option<ReceiptRoute> {
+        lock(&self.receivers)
+            .iter()
+            .rev()
+            .find(|(_, bound_as, _)| bound_as == system_id)
+            .map(|(.., route)| route.clone())
     }
 
     pub fn switches(&self) -> Switches {
