@@ -308,6 +308,16 @@ async fn a_reversal_the_bips_could_not_process_is_sent_again() {
     .await;
     assert_eq!(pending_reversals(&db).await, 1, "still pending");
     assert_eq!(balance(&sim, 0).await, 700, "nothing undone yet");
+    eventually("the refusal noted on the pending row", || async {
+        let client = db.pool.get().await.unwrap();
+        let code: Option<String> = client
+            .query_one("SELECT response_code FROM reversals", &[])
+            .await
+            .unwrap()
+            .get(0);
+        code.as_deref() == Some("96")
+    })
+    .await;
     sim.set_faults(Faults::default());
     eventually("a processed 0430 closed the reversal", || async {
         pending_reversals(&db).await == 0

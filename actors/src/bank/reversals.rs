@@ -275,6 +275,19 @@ pub async fn mark_sent(
     Ok(())
 }
 
+/// Keeps the code of a 0430 that refused a reversal still pending (91, 96): `response_code` of a
+/// pending reversal is its last refusal's.
+pub async fn note_refusal(pool: &Pool, id: i64, response_code: &str) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    client
+        .execute_cached(
+            "UPDATE reversals SET response_code = $2 WHERE id = $1 AND completed_at IS NULL",
+            &[&id, &response_code],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Closes a reversal when its 0430 arrives.
 pub async fn complete(
     pool: &Pool,

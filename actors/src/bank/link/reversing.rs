@@ -185,6 +185,14 @@ impl BankLinkActor {
             reversal.refusals += 1;
             let refusals = reversal.refusals;
             tracing::warn!(link = %self.name(), id, response_code = %code, refusals, "reversal not processed by the BIPS; it will be sent again");
+            // Kept on the row, still pending, for the operator: the last refusal's code.
+            let pool = self.deps.pool.clone();
+            let link = self.settings.name.clone();
+            actix::spawn(async move {
+                if let Err(e) = reversals::note_refusal(&pool, id, &code).await {
+                    tracing::warn!(link = %link, id, error = %e, "noting a reversal's refusal");
+                }
+            });
             return;
         }
         self.reversals.remove(&id);
