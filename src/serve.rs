@@ -57,39 +57,22 @@ impl Gateway {
             (config.database).pool_named(config.database.pool_size, Some(session_name.clone()))?;
         check_database(&pool, &config.database.url).await?;
         let claim = DatabaseClaim::take(&pool, &config.database.url, &session_name).await?;
-        let release = claim.release_later();
-        let started = Self::start_claimed(config, clock, pool, claim).await;
-        if started.is_err() {
-            // This gateway never served: the next one need not wait out its heartbeat.
-            release.release().await;
-        }
-        started
-    }
-
-    async fn start_claimed(
-        config: &Config,
-        clock: SharedClock,
-        pool: deadpool_postgres::Pool,
-        claim: DatabaseClaim,
-    ) -> anyhow::Result<Gateway> {
-        // After the database answers: a gateway that cannot start says so in one line.
-        raise_open_files_limit();
-        let tls = mtls::ServerTls::load(
-            &config.http.tls_cert,
-            &config.http.tls_key,
-            &config.http.merchant_ca_cert,
-        )?;
-        let hash_key = crate::secret_key::load_or_create(&config.secret_key_path())?;
-        let links =
-            crate::bank_links::all_link_settings(&config.links).map_err(anyhow::Error::msg)?;
-        let smpp_settings = smpp::SmppSettings::from_config(&config.smpp);
-        if config.smpp.enabled {
-            smpp_settings
-                .validate()
-                .map_err(|e| anyhow::anyhow!("smpp: {e}"))?;
-        }
-        adopt_orphaned_reversals(&pool, &links).await?;
-        report_national_numbers(&pool).await;
+        let checked = match Checked::read(config, &pool).await {
+            Ok(checked) => checked,
+            Err(e) => {
+                // Nothing of this gateway ran: the next one need not wait out its heartbeat.
+                // (Past this point actors may write, and a failed start leaves the claim to
+                // lapse.)
+                claim.release().await;
+                return Err(e);
+            }
+        };
+        let Checked {
+            tls,
+            hash_key,
+            links,
+            smpp_settings,
+        } = checked;
         // From here on actors run: a failure must stop them again.
         let bank = bank::start(pool.clone(), clock.clone(), links, &config.institution.id)?;
         let smpp = match config.smpp.enabled {
@@ -244,6 +227,43 @@ fn start_expiry(
             ..crate::expiry::ExpirySettings::new(config.http.public_url.clone())
         },
     )
+}
+
+/// What `Gateway::start` reads and checks before any part of it runs.
+struct Checked {
+    tls: mtls::ServerTls,
+    hash_key: payhub_actors::keyed_hash::HashKey,
+    links: Vec<payhub_actors::bank::LinkSettings>,
+    smpp_settings: smpp::SmppSettings,
+}
+
+impl Checked {
+    async fn read(config: &Config, pool: &deadpool_postgres::Pool) -> anyhow::Result<Self> {
+        // After the database answers: a gateway that cannot start says so in one line.
+        raise_open_files_limit();
+        let tls = mtls::ServerTls::load(
+            &config.http.tls_cert,
+            &config.http.tls_key,
+            &config.http.merchant_ca_cert,
+        )?;
+        let hash_key = crate::secret_key::load_or_create(&config.secret_key_path())?;
+        let links =
+            crate::bank_links::all_link_settings(&config.links).map_err(anyhow::Error::msg)?;
+        let smpp_settings = smpp::SmppSettings::from_config(&config.smpp);
+        if config.smpp.enabled {
+            smpp_settings
+                .validate()
+                .map_err(|e| anyhow::anyhow!("smpp: {e}"))?;
+        }
+        adopt_orphaned_reversals(pool, &links).await?;
+        report_national_numbers(pool).await;
+        Ok(Self {
+            tls,
+            hash_key,
+            links,
+            smpp_settings,
+        })
+    }
 }
 
 /// What `Gateway::start` has made before the parts that can still fail.

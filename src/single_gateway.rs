@@ -121,31 +121,10 @@ impl DatabaseClaim {
         Ok(claim)
     }
 
-    /// Says, as this gateway stops (its writes done), that the next one need not wait out its
-    /// heartbeat; the claim ends with it.
+    /// Says, as this gateway stops (its writes done), or as a start fails before any part of it
+    /// ran, that the next one need not wait out its heartbeat; the claim ends with it. Within
+    /// `RELEASE_TIMEOUT_MS`: a failure leaves the next start waiting, nothing worse.
     pub async fn release(self) {
-        self.release_later().release().await;
-    }
-
-    /// What [`release`](Self::release) does, to do when the claim may be gone already (a start
-    /// that failed after claiming).
-    pub fn release_later(&self) -> ClaimRelease {
-        ClaimRelease {
-            pool: self.pool.clone(),
-            own_sessions: self.own_sessions.clone(),
-        }
-    }
-}
-
-/// Marks a gateway's claim released in `gateway_claim`.
-pub struct ClaimRelease {
-    pool: Pool,
-    own_sessions: String,
-}
-
-impl ClaimRelease {
-    /// Within `RELEASE_TIMEOUT_MS`; a failure leaves the next start waiting, nothing worse.
-    pub async fn release(&self) {
         let released = async {
             let client = self.pool.get().await?;
             client

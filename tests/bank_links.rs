@@ -310,12 +310,14 @@ async fn a_reversal_the_bips_could_not_process_is_sent_again() {
     assert_eq!(balance(&sim, 0).await, 700, "nothing undone yet");
     eventually("the refusal noted on the pending row", || async {
         let client = db.pool.get().await.unwrap();
-        let code: Option<String> = client
-            .query_one("SELECT response_code FROM reversals", &[])
+        let row = client
+            .query_one(
+                "SELECT response_code, completed_at IS NULL FROM reversals",
+                &[],
+            )
             .await
-            .unwrap()
-            .get(0);
-        code.as_deref() == Some("96")
+            .unwrap();
+        (row.get::<_, Option<String>>(0).as_deref(), row.get(1)) == (Some("96"), true)
     })
     .await;
     sim.set_faults(Faults::default());

@@ -749,36 +749,48 @@ async fn serve_refuses_a_database_short_of_its_migrations() {
     fails_with(&serve, None, "is never migrated");
 }
 
-/// A `serve` that fails after claiming the database (its HTTPS address taken) never served: it
-/// releases its claim, so that the next start does not wait out its heartbeat.
+/// A `serve` that fails after claiming the database but before any part of it ran (its TLS key
+/// file missing) releases its claim, so that the next start does not wait out its heartbeat. One
+/// that fails later (its HTTPS address taken, its actors already resuming payments) leaves the
+/// claim to lapse.
 #[actix_rt::test]
-async fn a_start_that_fails_after_its_claim_releases_it() {
+async fn a_start_that_fails_before_anything_ran_releases_its_claim() {
     let db = fresh_database().await;
     let tmp = tempfile::tempdir().unwrap();
     let config = init(&tmp.path().join("pki"), &db);
+    let serve = |env: (&str, &str)| {
+        Command::new(env!("CARGO_BIN_EXE_payhub"))
+            .args(["serve", "--config", &config])
+            .env_remove("DATABASE_URL")
+            .env(env.0, env.1)
+            .env("PAYHUB_SMPP__ADDR", "127.0.0.1:9")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let released = async || -> bool {
+        let client = db.pool.get().await.unwrap();
+        let row = client
+            .query_one("SELECT released FROM gateway_claim", &[])
+            .await
+            .unwrap();
+        row.get(0)
+    };
+    let missing = tmp.path().join("no-such.key");
+    let out = serve(("PAYHUB_HTTP__TLS_KEY", missing.to_str().unwrap()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("no-such.key"),
+        "{stderr}"
+    );
+    assert!(released().await, "{stderr}");
+
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_payhub"))
-        .args(["serve", "--config", &config])
-        .env_remove("DATABASE_URL")
-        .env("PAYHUB_HTTP__LISTEN", &addr)
-        .env("PAYHUB_SMPP__ADDR", "127.0.0.1:9")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = serve(("PAYHUB_HTTP__LISTEN", &addr));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains(&addr), "{stderr}");
-    let released: bool = db
-        .pool
-        .get()
-        .await
-        .unwrap()
-        .query_one("SELECT released FROM gateway_claim", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(released, "{stderr}");
+    assert!(!out.status.success() && stderr.contains(&addr), "{stderr}");
+    assert!(!released().await, "actors ran: the claim lapses instead");
 }
 
 /// `payhub migrate` and `payhub serve` as an operator runs them, from the file `pki init` wrote:

@@ -232,28 +232,19 @@ impl Session {
         }
         match command.pdu() {
             Some(Pdu::BindTransceiver(b)) => {
-                let reply = self.bind(
-                    BindKind::Transceiver,
-                    (b.system_id.as_str(), b.password.as_str()),
-                    out,
-                );
-                let _ = out.send(reply.command(sequence_number)).await;
+                let credentials = (b.system_id.as_str(), b.password.as_str());
+                self.answer_bind(BindKind::Transceiver, credentials, (sequence_number, out))
+                    .await;
             }
             Some(Pdu::BindTransmitter(b)) => {
-                let reply = self.bind(
-                    BindKind::Transmitter,
-                    (b.system_id.as_str(), b.password.as_str()),
-                    out,
-                );
-                let _ = out.send(reply.command(sequence_number)).await;
+                let credentials = (b.system_id.as_str(), b.password.as_str());
+                self.answer_bind(BindKind::Transmitter, credentials, (sequence_number, out))
+                    .await;
             }
             Some(Pdu::BindReceiver(b)) => {
-                let reply = self.bind(
-                    BindKind::Receiver,
-                    (b.system_id.as_str(), b.password.as_str()),
-                    out,
-                );
-                let _ = out.send(reply.command(sequence_number)).await;
+                let credentials = (b.system_id.as_str(), b.password.as_str());
+                self.answer_bind(BindKind::Receiver, credentials, (sequence_number, out))
+                    .await;
             }
             Some(Pdu::SubmitSm(submit)) => {
                 return self.submit(submit.clone(), sequence_number, out).await;
@@ -286,12 +277,24 @@ impl Session {
         Next::Continue
     }
 
-    fn bind(
+    /// Answers a bind; a session bound to take receipts is then one they may go to (never
+    /// before its bind's answer is queued).
+    async fn answer_bind(
         &mut self,
         kind: BindKind,
-        (system_id, password): (&str, &str),
-        out: &mpsc::Sender<Command>,
-    ) -> BindReply {
+        credentials: (&str, &str),
+        (sequence_number, out): (u32, &mpsc::Sender<Command>),
+    ) {
+        let reply = self.bind(kind, credentials);
+        let accepted = reply.status == CommandStatus::EsmeRok;
+        let _ = out.send(reply.command(sequence_number)).await;
+        if accepted && kind != BindKind::Transmitter {
+            self.state
+                .add_receiver(self.id, credentials.0, self.route(out));
+        }
+    }
+
+    fn bind(&mut self, kind: BindKind, (system_id, password): (&str, &str)) -> BindReply {
         let status = if self.bound.is_some() {
             CommandStatus::EsmeRalybnd
         } else if system_id != self.state.system_id {
@@ -310,9 +313,6 @@ impl Session {
                 s.binds_accepted += 1;
                 s.sessions_bound += 1;
             });
-            if kind != BindKind::Transmitter {
-                self.state.add_receiver(self.id, system_id, self.route(out));
-            }
         } else {
             self.state.count(|s| s.binds_refused += 1);
         }
@@ -353,7 +353,6 @@ impl Session {
         Next::Continue
     }
 
-    /// The ESME answered a receipt: marks its message when the answer was status 0.
     /// Where receipts for this session go.
     fn route(&self, out: &mpsc::Sender<Command>) -> ReceiptRoute {
         ReceiptRoute {
@@ -363,6 +362,7 @@ impl Session {
         }
     }
 
+    /// The ESME answered a receipt: marks its message when the answer was status 0.
     fn acknowledged(&self, status: CommandStatus, sequence_number: u32) {
         let message_id = {
             let mut sent = lock(&self.receipts);

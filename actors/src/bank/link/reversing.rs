@@ -185,7 +185,11 @@ impl BankLinkActor {
             reversal.refusals += 1;
             let refusals = reversal.refusals;
             tracing::warn!(link = %self.name(), id, response_code = %code, refusals, "reversal not processed by the BIPS; it will be sent again");
-            // Kept on the row, still pending, for the operator: the last refusal's code.
+            // Kept on the row, still pending, for the operator: the last refusal's code (a
+            // 0430 without one says nothing to keep).
+            if code.is_empty() {
+                return;
+            }
             let pool = self.deps.pool.clone();
             let link = self.settings.name.clone();
             actix::spawn(async move {
