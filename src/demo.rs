@@ -658,9 +658,7 @@ mod tests {
     #[test]
     fn only_a_folder_of_roots_is_used_for_a_cluster() {
         let tmp = tempfile::tempdir().unwrap();
-        let root = std::fs::metadata("/proc/self")
-            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-            .unwrap();
+        let root = payhub_actors::store::local_cluster::is_root();
         let fresh = tmp.path().join("fresh");
         assert_eq!(root_only_folder(&fresh).is_ok(), root, "made, 0755, root's");
         let target = tmp.path().join("target");

@@ -215,8 +215,22 @@ fn builder(
 
 /// A self-signed CA.
 pub fn new_ca(common_name: &str) -> Result<CertifiedKey, ErrorStack> {
-    let key = new_key()?;
-    let mut b = builder(common_name, &key, Validity::days_from_now(CA_VALIDITY_DAYS))?;
+    let validity = Validity::days_from_now(CA_VALIDITY_DAYS);
+    ca_certificate(common_name, None, validity, new_key()?)
+}
+
+/// A CA that issues leaf certificates only (path length 0) for `key`, signed by `parent`
+/// (self-signed without one).
+pub(crate) fn ca_certificate(
+    common_name: &str,
+    parent: Option<&CertifiedKey>,
+    validity: Validity,
+    key: PKey<Private>,
+) -> Result<CertifiedKey, ErrorStack> {
+    let mut b = builder(common_name, &key, validity)?;
+    if let Some(parent) = parent {
+        b.set_issuer_name(parent.cert.subject_name())?;
+    }
     b.append_extension(BasicConstraints::new().critical().ca().pathlen(0).build()?)?;
     b.append_extension(
         KeyUsage::new()
@@ -227,7 +241,10 @@ pub fn new_ca(common_name: &str) -> Result<CertifiedKey, ErrorStack> {
     )?;
     let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
     b.append_extension(ski)?;
-    b.sign(&key, MessageDigest::sha256())?;
+    b.sign(
+        parent.map_or(&key, |parent| &parent.key),
+        MessageDigest::sha256(),
+    )?;
     Ok(CertifiedKey {
         cert: b.build(),
         key,

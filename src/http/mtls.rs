@@ -445,8 +445,6 @@ impl MerchantCache {
 mod tests {
     use super::*;
     use crate::pki::{CertifiedKey, Validity};
-    use openssl::asn1::Asn1Time;
-    use openssl::hash::MessageDigest;
     use payhub_actors::clock::ManualClock;
     use std::sync::Arc;
 
@@ -460,46 +458,19 @@ mod tests {
     }
 
     /// A CA certificate for `name`, signed by `parent` (self-signed without one), valid `days`.
+    /// (Its path length of 0 matters not here: the window is judged by name and signature.)
     fn ca(name: &str, parent: Option<&CertifiedKey>, days: u32) -> CertifiedKey {
         let key = crate::pki::new_key().unwrap();
         ca_with(name, parent, Validity::days_from_now(days), key)
     }
 
-    /// A CA certificate for `name` and `key`, signed by `parent`, valid during `validity`.
     fn ca_with(
         name: &str,
         parent: Option<&CertifiedKey>,
         validity: Validity,
         key: PKey<openssl::pkey::Private>,
     ) -> CertifiedKey {
-        use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
-        let mut subject = openssl::x509::X509NameBuilder::new().unwrap();
-        subject.append_entry_by_text("CN", name).unwrap();
-        let subject = subject.build();
-        let mut b = X509::builder().unwrap();
-        b.set_version(2).unwrap();
-        b.set_subject_name(&subject).unwrap();
-        let (issuer_name, signer) = match parent {
-            Some(p) => (p.cert.subject_name(), &p.key),
-            None => (subject.as_ref(), &key),
-        };
-        b.set_issuer_name(issuer_name).unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::from_unix(validity.not_before_unix).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::from_unix(validity.not_after_unix).unwrap())
-            .unwrap();
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        let usage = KeyUsage::new().critical().key_cert_sign().build().unwrap();
-        b.append_extension(usage).unwrap();
-        let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None));
-        b.append_extension(ski.unwrap()).unwrap();
-        b.sign(signer, MessageDigest::sha256()).unwrap();
-        CertifiedKey {
-            cert: b.build(),
-            key,
-        }
+        crate::pki::ca_certificate(name, parent, validity, key).unwrap()
     }
 
     /// An operator's merchant CA may issue through an intermediate: the window ends when the

@@ -141,7 +141,8 @@ fn postgres_user() -> Result<Option<(u32, u32)>, ClusterError> {
         .ok_or(ClusterError::NoPostgresUser)
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (then the server runs as the `postgres` user).
+pub fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)

@@ -135,15 +135,19 @@ impl Shared {
         )
     }
 
-    /// The SMSC asked the session to slow down (ESME_RTHROTTLED, ESME_RMSGQFUL): none of its
-    /// submits goes out for `pause`, not only the one refused.
-    pub(super) fn pause_submits(&self, pause: Duration) {
+    /// The SMSC asked the session to slow down (ESME_RTHROTTLED, ESME_RMSGQFUL), at a message's
+    /// try `attempt`: counted, and none of its submits goes out for that try's backoff (returned),
+    /// not only the one refused.
+    pub(super) fn throttled(&self, attempt: u32) -> Duration {
+        global().smpp_throttles.inc();
+        let pause = self.settings.throttle_backoff(attempt);
         let until = tokio::time::Instant::now() + pause;
         let mut paused = self
             .submits_paused_until
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         *paused = Some(paused.map_or(until, |earlier| earlier.max(until)));
+        pause
     }
 
     /// Returns once no pause asked for by the SMSC is running. Each pause is at most the
@@ -611,8 +615,7 @@ fn on_late_submit_resp(shared: &Arc<Shared>, command: &Command) {
     let status = command.status();
     if status != CommandStatus::EsmeRok {
         if pdu::submit_verdict(status) == pdu::SubmitVerdict::Retry {
-            global().smpp_throttles.inc();
-            shared.pause_submits(shared.settings.throttle_backoff(1));
+            shared.throttled(1);
         }
         shared.note(|s| s.late_refusals += 1);
         let status = pdu::status_name(status);

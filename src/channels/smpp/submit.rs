@@ -164,10 +164,8 @@ async fn submit_with_retries(
             Attempt::Accepted(message_ref) => return Ok(message_ref),
             Attempt::Retry(status) => {
                 count_submit("throttled");
-                global().smpp_throttles.inc();
-                let backoff = shared.settings.throttle_backoff(attempt);
                 // The whole session slows down, whether or not this message tries again.
-                shared.pause_submits(backoff);
+                let backoff = shared.throttled(attempt);
                 let next_try = Instant::now() + backoff;
                 if attempt >= attempts_max || next_try > deadline {
                     return Err(Failure::new(
