@@ -617,6 +617,53 @@ async fn three_wrong_codes_fail_and_no_debit_is_sent() {
     assert!(w.debits() == 0);
 }
 
+/// The third wrong code is counted, but the payment's failure cannot be written (the database
+/// refuses it once): the right code afterwards gets no fourth try. It fails the payment, and no
+/// debit goes.
+#[actix_rt::test]
+async fn a_third_wrong_code_whose_failure_was_not_written_leaves_no_fourth_try() {
+    let w = World::new().await;
+    let (pay, browser) = w.signed_in().await;
+    let real = w.last_code();
+    let wrong = if real == "000000" { "111111" } else { "000000" };
+    browser.submit_code(&pay, wrong).await;
+    browser.submit_code(&pay, wrong).await;
+    let client = w.db.pool.get().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE SEQUENCE code_failure_refusals;
+             CREATE FUNCTION refuse_code_failure() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF nextval('code_failure_refusals') = 1 THEN
+                 RAISE EXCEPTION 'injected fault: code failure refused';
+               END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER refuse_code_failure BEFORE UPDATE ON payments FOR EACH ROW
+               WHEN (OLD.status = 'awaiting_code' AND NEW.status = 'failed')
+               EXECUTE FUNCTION refuse_code_failure();",
+        )
+        .await
+        .unwrap();
+    let third = browser.submit_code(&pay, wrong).await;
+    assert!(third.status >= 500, "{} {}", third.status, third.body);
+    let row = client
+        .query_one(
+            "SELECT status, code_failures FROM payments WHERE id = $1",
+            &[&pay],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i32>(1)),
+        ("awaiting_code".to_string(), 3)
+    );
+    let right = browser.submit_code(&pay, &real).await;
+    assert_eq!(right.path(), format!("/pay/{pay}/result"), "{}", right.body);
+    w.assert_failed(&pay, "code_attempts_exceeded").await;
+    assert_eq!(w.debits(), 0);
+}
+
 #[actix_rt::test]
 async fn a_late_code_fails_the_payment() {
     let w = World::new().await;
@@ -709,6 +756,26 @@ async fn resend_voids_the_old_code_is_spaced_and_bounded() {
     let done = browser.submit_code(&pay, &code).await;
     assert!(done.body.contains("Payment complete"), "{}", done.body);
     assert_eq!(w.codes().len(), 3);
+}
+
+/// A resend posted after the payment's lifetime, before its expiry deadline has run, expires it
+/// and sends no code.
+#[actix_rt::test]
+async fn a_resend_after_the_payments_lifetime_expires_it_and_sends_no_code() {
+    let w = World::new().await;
+    let (pay, browser) = w.signed_in().await;
+    let csrf = browser.get(&format!("/pay/{pay}/code")).await.csrf();
+    w.clock.advance(Duration::minutes(16));
+    let page = browser
+        .post(
+            &format!("/pay/{pay}/resend"),
+            &[("csrf_token", csrf.as_str()), ("route", "")],
+        )
+        .await;
+    assert_eq!(page.path(), format!("/pay/{pay}/result"), "{}", page.body);
+    assert_eq!(w.status(&pay).await.0, "expired");
+    assert_eq!(w.codes().len(), 1, "no second code");
+    assert_eq!(w.debits(), 0);
 }
 
 #[actix_rt::test]

@@ -237,6 +237,11 @@ impl PaymentCore {
                 .await?;
             return Ok(CodeReply::Finished(self.row.status));
         }
+        if self.code_attempts_spent() {
+            // The last wrong try was counted but its final status was not written (the write
+            // failed, or the process stopped in between): no code is compared any more.
+            return self.fail_code_attempts_exceeded().await;
+        }
         let (Some(hash), Some(code_expires)) = (&self.row.code_hash, self.row.code_expires_at)
         else {
             return Ok(CodeReply::NoLiveCode);
@@ -273,15 +278,27 @@ impl PaymentCore {
             return Ok(CodeReply::Finished(self.row.status));
         };
         self.row.code_failures = failures;
-        let max = i32::try_from(self.settings().code_attempts_max).unwrap_or(i32::MAX);
-        if failures >= max {
-            let outcome = Outcome::failed(FailureCode::CodeAttemptsExceeded, None);
-            self.finish(&[PaymentStatus::AwaitingCode], outcome).await?;
-            return Ok(CodeReply::Finished(self.row.status));
+        if self.code_attempts_spent() {
+            return self.fail_code_attempts_exceeded().await;
         }
         Ok(CodeReply::Wrong {
-            attempts_left: u32::try_from(max - failures).unwrap_or(0),
+            attempts_left: u32::try_from(self.code_attempts_max() - failures).unwrap_or(0),
         })
+    }
+
+    fn code_attempts_max(&self) -> i32 {
+        i32::try_from(self.settings().code_attempts_max).unwrap_or(i32::MAX)
+    }
+
+    /// Whether the wrong tries counted on the row leave none.
+    fn code_attempts_spent(&self) -> bool {
+        self.row.code_failures >= self.code_attempts_max()
+    }
+
+    async fn fail_code_attempts_exceeded(&mut self) -> Result<CodeReply, PaymentError> {
+        let outcome = Outcome::failed(FailureCode::CodeAttemptsExceeded, None);
+        self.finish(&[PaymentStatus::AwaitingCode], outcome).await?;
+        Ok(CodeReply::Finished(self.row.status))
     }
 
     /// A new code, over the same or another channel. A real resend (a code was delivered) is
@@ -299,6 +316,15 @@ impl PaymentCore {
             return Err(PaymentError::WrongSession);
         }
         let now = self.now();
+        if now >= self.row.expires_at {
+            self.finish(&[PaymentStatus::AwaitingCode], Outcome::expired())
+                .await?;
+            return Err(PaymentError::WrongState(self.row.status));
+        }
+        if self.code_attempts_spent() {
+            self.fail_code_attempts_exceeded().await?;
+            return Err(PaymentError::WrongState(self.row.status));
+        }
         let delivered_before = self.row.code_sends > 0 && self.row.code_hash.is_some();
         if delivered_before {
             if !self.resends_left() {
