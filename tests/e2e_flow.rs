@@ -843,6 +843,54 @@ async fn a_code_from_another_browser_session_is_refused() {
     assert!(ok.body.contains("Payment complete"));
 }
 
+/// A browser that never signed in, holding a CSRF pair of its own and any session cookie, gets
+/// the refusal for a malformed code or route too: not the code page, which names where the
+/// customer's codes go.
+#[actix_rt::test]
+async fn a_malformed_post_from_a_browser_that_never_signed_in_shows_no_routes() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let forger = cookieless_client(&w.pki());
+    let first = forger
+        .get(format!("{}/pay/{pay}", w.base()))
+        .send()
+        .await
+        .unwrap();
+    let csrf_cookie = first
+        .cookies()
+        .find(|c| c.name() == "payhub_csrf")
+        .expect("a CSRF cookie")
+        .value()
+        .to_string();
+    let token = Page {
+        status: 200,
+        url: String::new(),
+        body: first.text().await.unwrap(),
+    }
+    .csrf();
+    w.browser()
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+    let masked_number = &w.customer.mobile[..6];
+    for (path, field, value) in [("code", "code", ""), ("resend", "route", "pager:1")] {
+        let page = forger
+            .post(format!("{}/pay/{pay}/{path}", w.base()))
+            .header(
+                "cookie",
+                format!("payhub_csrf={csrf_cookie}; payhub_session=x"),
+            )
+            .form(&[("csrf_token", token.as_str()), (field, value)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 403, "{path}");
+        let body = page.text().await.unwrap();
+        assert!(body.contains("the browser you signed in with"), "{body}");
+        assert!(!body.contains(masked_number), "{path}: {body}");
+    }
+    assert_eq!(w.status(&pay).await.0, "awaiting_code");
+}
+
 /// A gateway configured for 8-digit codes sends 8 digits in the SMS, and the page takes them
 /// (and refuses the same code cut to the default 6).
 #[actix_rt::test]

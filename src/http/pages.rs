@@ -549,9 +549,11 @@ impl Ctx {
         if !ctx.csrf_ok(csrf_token) {
             return Err(ctx.stale_form());
         }
+        // Checked here as well as by the actor: the pages answered before it (a malformed code
+        // or route) show the customer's routes, which only the signed-in browser may see.
         match ctx.session.clone() {
-            Some(session) => Ok((ctx, session)),
-            None => Err(ctx.wrong_session()),
+            Some(session) if ctx.has_session() => Ok((ctx, session)),
+            _ => Err(ctx.wrong_session()),
         }
     }
 

@@ -465,6 +465,16 @@ pub fn browser_client(pki: &TestPki) -> reqwest::Client {
         .expect("browser")
 }
 
+/// A client that sends only the cookies a test sets on each request (a forger's, not a
+/// browser's), trusting the gateway's server CA.
+pub fn cookieless_client(pki: &TestPki) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(browser_tls(pki))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("cookieless client")
+}
+
 /// The TLS setup of every browser that trusts this server CA, built once: like a real browser, it
 /// loads its trust store at start, not for each visit. (Building it means parsing the system's CA
 /// bundle twice, about 0.1 s of CPU: per payment, that was half the end-to-end benchmark's load.)
