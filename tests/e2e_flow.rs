@@ -442,6 +442,40 @@ async fn three_wrong_passwords_fail_the_payment_with_one_wording() {
     .await;
 }
 
+/// A sign-in posted again by the signed-in browser (a double click, a lost answer) with a wrong
+/// password counts against the payment too: the third wrong one fails it, as before the code.
+#[actix_rt::test]
+async fn wrong_passwords_posted_again_after_the_sign_in_fail_the_payment() {
+    let w = World::new().await;
+    let (pay, browser) = w.signed_in().await;
+    let csrf = browser.get(&format!("/pay/{pay}/code")).await.csrf();
+    let post_again = |password: &'static str| {
+        let (browser, pay, csrf) = (&browser, &pay, &csrf);
+        async move {
+            browser
+                .post(
+                    &format!("/pay/{pay}/login"),
+                    &[
+                        ("csrf_token", csrf.as_str()),
+                        ("identity", "alice"),
+                        ("password", password),
+                        ("channel", "sms"),
+                    ],
+                )
+                .await
+        }
+    };
+    for left in ["2 tries left", "1 try left"] {
+        let page = post_again("a guess").await;
+        assert_eq!(page.status, 401, "{}", page.body);
+        assert!(page.body.contains(left), "{}", page.body);
+    }
+    let last = post_again("a guess").await;
+    assert_eq!(last.path(), format!("/pay/{pay}/result"), "{}", last.body);
+    w.assert_failed(&pay, "authentication_failed").await;
+    assert_eq!(w.debits(), 0);
+}
+
 #[actix_rt::test]
 async fn five_failures_lock_the_identity_across_payments_for_15_minutes() {
     let w = World::new().await;

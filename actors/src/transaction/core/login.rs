@@ -87,8 +87,8 @@ impl PaymentCore {
             .as_ref()
             .is_some_and(|c| Some(c.id.as_str()) == payer);
         if !verify_password(password, start.customer.as_ref()).await || !same_customer {
-            // The attempt's failure row stays: it counts against the identity.
-            return Ok(self.bad_credentials());
+            // Counted against the identity and the payment, as at the first sign-in.
+            return self.password_failed(&start.key, now).await;
         }
         self.forget_attempt(attempt).await;
         Ok(LoginReply::SignedInAgain)
@@ -149,14 +149,17 @@ impl PaymentCore {
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<LoginReply, PaymentError> {
+        // Before the code (a first sign-in) or after it (one posted again by the signed-in
+        // browser): the payment fails from where it is.
+        let from = self.row.status;
         let mut client = self.deps.pool.get().await?;
         // The attempt's `login_failures` row, written before the hash, stays: it is the failure.
         let tx = client.transaction().await?;
         let failures: Option<i32> = tx
             .query_opt_cached(
                 "UPDATE payments SET password_failures = password_failures + 1, updated_at = $2
-                 WHERE id = $1 AND status = 'awaiting_customer' RETURNING password_failures",
-                &[&self.row.id, &now],
+                 WHERE id = $1 AND status = $3 RETURNING password_failures",
+                &[&self.row.id, &now, &from.as_str()],
             )
             .await?
             .map(|r| r.get(0));
@@ -171,7 +174,7 @@ impl PaymentCore {
             let outcome = Outcome::failed(FailureCode::AuthenticationFailed, None);
             let finish = event::to_final(
                 &self.row,
-                &[PaymentStatus::AwaitingCustomer],
+                &[from],
                 &outcome,
                 now,
                 &self.settings().public_url,
