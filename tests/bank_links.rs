@@ -673,6 +673,7 @@ async fn seeded_faults_keep_every_balance_exact() {
         close_every: 2_000,
         fail_pct: 5,
         reversal_fail_pct: 5,
+        approved_as: 0,
     });
     let mut rng_state: u64 = 0x5eed;
     let mut next = move || {

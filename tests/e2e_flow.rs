@@ -1069,6 +1069,29 @@ async fn a_bank_malfunction_is_bank_unavailable_and_the_debit_is_reversed() {
     .await;
 }
 
+/// A BIPS that approves with a code the profile does not list (08, honour with identification):
+/// the gateway cannot know what that did to the account, so the payment fails with the bank's
+/// code, and the debit is reversed to be safe.
+#[actix_rt::test]
+async fn an_unlisted_response_code_fails_the_payment_and_the_debit_is_reversed() {
+    let w = World::new().await;
+    w.bank.set_faults(payhub::sim::bank::Faults {
+        approved_as: 8,
+        ..Default::default()
+    });
+    let (pay, browser) = w.signed_in().await;
+    browser.submit_code(&pay, &w.last_code()).await;
+    let (status, failure, code, _) = w.status(&pay).await;
+    assert_eq!(
+        (status.as_str(), failure.as_deref(), code.as_deref()),
+        ("failed", Some("bank_declined"), Some("08"))
+    );
+    eventually("reversal applied", || async {
+        w.bank.stats().reversals_applied == 1 && w.balance().await == ALICE_BALANCE
+    })
+    .await;
+}
+
 /// A bank slow to answer does not hold the customer's browser: past the code page's wait it shows
 /// the payment in progress, reloading itself, and then the outcome.
 #[actix_rt::test]

@@ -24,6 +24,7 @@ Fault switches (all off by default) are set at start by the flags above and at r
 control port (--control ADDR), a line protocol over TCP, one command per line:
   faults                      the switches as JSON
   set SWITCH VALUE            drop_pct | delay_ms | duplicate_pct | close_every | fail_pct
+                              | reversal_fail_pct | approved_as
   stats                       counters as JSON (connections, sign_ons, debits, reversals,
                               reversals_applied, reversal_mismatches, ...)
   balance BANK_ID ACCOUNT     an account's balance in minor units

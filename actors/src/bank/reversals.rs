@@ -20,6 +20,9 @@ pub enum ReversalReason {
     /// The BIPS answered 91 or 96.
     Response91,
     Response96,
+    /// The BIPS answered a code the profile does not list (an approval of another kind, such as
+    /// 08 or 11, as well as a decline): what it did to the account is not known.
+    ResponseUnlisted,
     /// The gateway could not complete the payment after an approval.
     GatewayIncomplete,
 }
@@ -27,20 +30,28 @@ pub enum ReversalReason {
 impl ReversalReason {
     /// The 0210 answers after which the debit is reversed to be safe (iso8583-profile.md: 91
     /// issuer or switch inoperative, 96 system malfunction): the bank may have debited anyway.
+    /// So is any two-character code the profile does not list. A reversal of a debit the BIPS
+    /// declined costs one message (it answers `00`, nothing to undo); a debit it approved under
+    /// a code the gateway does not know would otherwise stay taken from a failed payment.
     pub fn of_response(response_code: &str) -> Option<Self> {
         match response_code {
             "91" => Some(Self::Response91),
             "96" => Some(Self::Response96),
+            "00" | "94" | "05" | "12" | "13" | "14" | "30" | "51" | "57" | "61" => None,
+            code if code.len() == 2 => Some(Self::ResponseUnlisted),
             _ => None,
         }
     }
 
-    /// Whether the reversal may go at once: the BIPS answered the debit 91 or 96, so it has
-    /// processed it. Otherwise (no answer, or an outcome the gateway could not complete, where
+    /// Whether the reversal may go at once: the BIPS answered the debit (91, 96, a code not
+    /// listed), so it has processed it. Otherwise (no answer, or an outcome the gateway could not complete, where
     /// holding costs nothing) the 0200 may still be on its way or in the works there, and a
     /// reversal that overtook it would find nothing to undo, answer 00, and let the debit stand.
     pub fn debit_answered(self) -> bool {
-        matches!(self, Self::Response91 | Self::Response96)
+        matches!(
+            self,
+            Self::Response91 | Self::Response96 | Self::ResponseUnlisted
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +59,7 @@ impl ReversalReason {
             Self::Timeout => "timeout",
             Self::Response91 => "response_91",
             Self::Response96 => "response_96",
+            Self::ResponseUnlisted => "response_unlisted",
             Self::GatewayIncomplete => "gateway_incomplete",
         }
     }

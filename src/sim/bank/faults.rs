@@ -31,6 +31,12 @@ pub struct Faults {
     #[arg(long, default_value_t = 0)]
     #[serde(default)]
     pub reversal_fail_pct: u8,
+    /// Applied 0200s are answered with this field 39 instead of 00 (0: 00), as a BIPS that uses
+    /// an approval code the profile does not list (08 honour with identification, 11 approved
+    /// VIP) would.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub approved_as: u8,
 }
 
 /// The longest delay a switch may ask for, in ms.
@@ -57,6 +63,13 @@ impl Faults {
                     .filter(|d| *d <= DELAY_MS_MAX)
                     .ok_or_else(|| format!("delay_ms must be 0..={DELAY_MS_MAX}"))?
             }
+            "approved_as" => {
+                self.approved_as = value
+                    .parse()
+                    .ok()
+                    .filter(|c| *c <= 99)
+                    .ok_or_else(|| "approved_as must be a code 0..=99".to_string())?
+            }
             "close_every" => {
                 self.close_every = value
                     .parse()
@@ -65,7 +78,7 @@ impl Faults {
             _ => {
                 return Err(format!(
                     "unknown switch {key} (drop_pct, delay_ms, duplicate_pct, close_every, fail_pct, \
-                     reversal_fail_pct)"
+                     reversal_fail_pct, approved_as)"
                 ));
             }
         }
@@ -79,6 +92,7 @@ impl Faults {
         copy.set("fail_pct", &self.fail_pct.to_string())?;
         copy.set("reversal_fail_pct", &self.reversal_fail_pct.to_string())?;
         copy.set("delay_ms", &self.delay_ms.to_string())?;
+        copy.set("approved_as", &self.approved_as.to_string())?;
         Ok(())
     }
 

@@ -111,6 +111,14 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// This answer, its approval said with `code` (two digits) instead of 00; 0 leaves it.
+    pub fn approved_as(mut self, code: u8) -> Self {
+        if code != 0 && self.response_code == APPROVED {
+            self.response_code = format!("{code:02}");
+        }
+        self
+    }
+
     pub fn declined(code: &str) -> Self {
         Self {
             response_code: code.to_owned(),

@@ -418,7 +418,7 @@ impl Connection {
         let store = self.shared.store.clone();
         let work = async move {
             match store.debit(&order, injected).await {
-                Ok(answer) => answer,
+                Ok(answer) => answer.approved_as(faults.approved_as),
                 Err(e) => {
                     tracing::error!(error = %e, "bank-sim: debit failed");
                     Answer::declined(ledger::SYSTEM_MALFUNCTION)

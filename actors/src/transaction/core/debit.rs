@@ -173,9 +173,19 @@ fn debit_end(answer: Result<DebitResponse, BankError>) -> DebitEnd {
         },
         // The bank could not decide, and the debit was reversed to be safe: the bank was
         // unavailable, not the customer declined (a merchant may try again later).
-        Ok(r) if ReversalReason::of_response(&r.response_code).is_some() => DebitEnd::Outcome(
-            Outcome::failed(FailureCode::BankUnavailable, Some(r.response_code)),
-        ),
+        Ok(r)
+            if matches!(
+                ReversalReason::of_response(&r.response_code),
+                Some(ReversalReason::Response91 | ReversalReason::Response96)
+            ) =>
+        {
+            DebitEnd::Outcome(Outcome::failed(
+                FailureCode::BankUnavailable,
+                Some(r.response_code),
+            ))
+        }
+        // Any other code but 00 and 94 is the bank's answer: declined, with its code (one the
+        // profile does not list was reversed as well, to be safe).
         Ok(r) => DebitEnd::Outcome(Outcome::failed(
             FailureCode::BankDeclined,
             Some(r.response_code),
