@@ -950,6 +950,7 @@ async fn a_reservation_never_sent_lapses_after_the_response_timeout() {
     let mut link = settings("bips-a", &sim.addr().to_string());
     link.in_flight_max = 1;
     link.response_timeout_ms = 200;
+    link.reservation_hold_min_ms = 0;
     let router = start_router(&db, vec![link]);
     wait_signed_on(&router, 1).await;
     let abandoned = prepare(&router, request(1, 0, 10)).await;

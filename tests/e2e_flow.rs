@@ -1069,6 +1069,29 @@ async fn a_bank_malfunction_is_bank_unavailable_and_the_debit_is_reversed() {
     .await;
 }
 
+/// The `processing` write waits behind a row lock for longer than the bank link's response
+/// timeout (500 ms here): the reserved 0200 still goes once the write commits, and the payment
+/// succeeds, instead of failing `bank_unavailable` with no bank asked.
+#[actix_rt::test]
+async fn a_processing_write_slower_than_the_response_timeout_still_sends_its_debit() {
+    let w = World::new().await;
+    let (pay, browser) = w.signed_in().await;
+    let code = w.last_code();
+    let mut client = w.db.pool.get().await.unwrap();
+    let lock = client.transaction().await.unwrap();
+    lock.execute("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE", &[&pay])
+        .await
+        .unwrap();
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+        lock.commit().await.unwrap();
+    };
+    let (page, ()) = tokio::join!(browser.submit_code(&pay, &code), release);
+    assert!(page.body.contains("Payment complete"), "{}", page.body);
+    assert_eq!(w.debits(), 1);
+    assert_eq!(w.balance().await, ALICE_BALANCE - 1234);
+}
+
 /// A BIPS that approves with a code the profile does not list (08, honour with identification):
 /// the gateway cannot know what that did to the account, so the payment fails with the bank's
 /// code, and the debit is reversed to be safe.

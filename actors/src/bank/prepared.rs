@@ -5,7 +5,8 @@
 //! (`ReverseDebit { original: Some(OriginalDebit { .. }) }`).
 //!
 //! A reservation never sent (the payment died between the two steps) lapses after the link's
-//! `response_timeout_ms`; until then it counts against the link's `in_flight_max`.
+//! `response_timeout_ms`, or [`RESERVATION_HOLD_MIN_MS`] if that is longer; until then it counts
+//! against the link's `in_flight_max`.
 
 use crate::messages::{BankError, DebitRequest, DebitResponse};
 use actix::prelude::*;
@@ -14,6 +15,15 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use tokio::time::Instant;
+
+/// How long a reserved 0200 waits for its payment's `processing` write, at least: longer than
+/// the payment writer waits for its answer, so that a write that commits late, but in time for
+/// the payment, still finds its 0200 to send (a lapsed one would fail the payment
+/// `bank_unavailable` though no bank was asked).
+pub const RESERVATION_HOLD_MIN_MS: u64 = 15_000;
+const _: () = assert!(
+    crate::transaction::writer::PAYMENT_WRITE_LIMITS.answer_wait_max_ms < RESERVATION_HOLD_MIN_MS
+);
 
 /// Reserve a STAN and field 7 for `request` on the link that serves its payer's bank.
 #[derive(Debug, Message)]

@@ -51,6 +51,11 @@ pub struct LinkSettings {
     /// The 16-byte X9.19 MAC key; when set, every message is signed in field 128 and every message
     /// received must carry a good MAC in its last field (128, else 64).
     pub mac_key: Option<crate::Secret<[u8; 16]>>,
+    /// A reserved 0200 lapses unsent after `response_timeout_ms` or this, whichever is longer.
+    /// Not a configuration key: [`RESERVATION_HOLD_MIN_MS`] by default, shortened by tests.
+    ///
+    /// [`RESERVATION_HOLD_MIN_MS`]: crate::bank::prepared::RESERVATION_HOLD_MIN_MS
+    pub reservation_hold_min_ms: u64,
 }
 
 /// Upper bounds the settings must respect (TIGER_STYLE: a limit on everything).
@@ -76,6 +81,7 @@ impl LinkSettings {
             reconnect_backoff_max_ms: 30_000,
             tls_ca_cert: None,
             mac_key: None,
+            reservation_hold_min_ms: crate::bank::prepared::RESERVATION_HOLD_MIN_MS,
         }
     }
 
@@ -121,6 +127,11 @@ impl LinkSettings {
             ));
         }
         Ok(())
+    }
+
+    /// How long a reserved 0200 waits to be sent before it lapses.
+    pub fn reservation_hold(&self) -> Duration {
+        Duration::from_millis(self.response_timeout_ms.max(self.reservation_hold_min_ms))
     }
 
     pub fn response_timeout(&self) -> Duration {

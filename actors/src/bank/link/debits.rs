@@ -53,7 +53,7 @@ impl BankLinkActor {
             request,
             message,
             f7,
-            lapses_at: Instant::now() + self.settings.response_timeout(),
+            lapses_at: Instant::now() + self.settings.reservation_hold(),
         };
         Ok((stan, reservation))
     }
@@ -133,7 +133,7 @@ impl BankLinkActor {
         self.send_reservation(stan, reservation)
     }
 
-    /// Releases the STANs of reservations nobody sent within the response timeout.
+    /// Releases the STANs of reservations nobody sent within their hold.
     pub(super) fn lapse_reservations(&mut self, now: Instant) {
         for stan in self.reserved.lapse(now) {
             self.stans.release(stan);
