@@ -86,9 +86,16 @@ impl PaymentCore {
         Some((PaymentView::of_row(&self.row), routes))
     }
 
+    /// Reads the row again, where memory may be behind it (a write expected another status, or
+    /// one timed out). When it is final, an earlier write of this actor may have committed
+    /// although its answer was lost: the notice then ends the row that write left `queued`,
+    /// rather than leaving it for the next start to send a second time.
     async fn reload(&mut self) -> Result<(), PaymentError> {
         let client = self.deps.pool.get().await?;
         self.row = store::load_payment(&client, &self.row.id).await?;
+        if self.row.status.is_final() {
+            self.outcome_notice_row = store::queued_outcome_notice(&client, &self.row.id).await?;
+        }
         Ok(())
     }
 

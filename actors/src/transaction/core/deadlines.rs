@@ -29,7 +29,7 @@ impl PaymentCore {
         if self.processing_unsure {
             // Final already (the write committed, then another step ended it): its outcome
             // notice's row is picked up, as after a write whose answer was lost.
-            self.reload_with_queued_notice().await?;
+            self.reload().await?;
             self.processing_unsure = self.row.status == PaymentStatus::AwaitingCode;
         }
         match self.row.status {

@@ -6,7 +6,6 @@ use crate::messages::{Deliver, Destination, NoticeKind};
 use crate::transaction::PaymentError;
 use crate::transaction::event::{self, Outcome};
 use crate::transaction::outbox::Reservation;
-use crate::transaction::store;
 use crate::transaction::writer::NoticeTo;
 
 impl PaymentCore {
@@ -41,7 +40,7 @@ impl PaymentCore {
         outcome: &Outcome,
     ) -> Result<(), PaymentError> {
         let event::Finish::Moved { notice_row, event } = finish else {
-            return self.reload_with_queued_notice().await;
+            return self.reload().await;
         };
         self.outcome_notice_row = notice_row;
         event::finished(outcome);
@@ -49,19 +48,6 @@ impl PaymentCore {
         self.row.status = outcome.status;
         self.row.code_hash = None;
         self.row.code_expires_at = None;
-        Ok(())
-    }
-
-    /// Reads the row again, where memory may be behind it (a write expected another status, or
-    /// one timed out). When it is final, an earlier write of this actor may have committed
-    /// although its answer was lost: the notice then ends the row that write left `queued`,
-    /// rather than leaving it for the next start to send a second time.
-    pub(super) async fn reload_with_queued_notice(&mut self) -> Result<(), PaymentError> {
-        self.reload().await?;
-        if self.row.status.is_final() {
-            let client = self.deps.pool.get().await?;
-            self.outcome_notice_row = store::queued_outcome_notice(&client, &self.row.id).await?;
-        }
         Ok(())
     }
 
