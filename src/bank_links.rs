@@ -19,6 +19,12 @@ pub fn link_settings(config: &LinkConfig) -> Result<LinkSettings, String> {
             BankId::parse(b).map_err(|_| format!("links.{name}.banks: {b} is not 1 to 11 digits"))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    check_addr(&config.addr).map_err(|e| format!("links.{name}.addr: {e}"))?;
+    if let Some(ca) = &config.tls_ca_cert {
+        // Read at every connect; checked here so that a missing file stops the start.
+        payhub_actors::tls_trust::trusting_only_file(ca)
+            .map_err(|e| format!("links.{name}.tls_ca_cert: {e}"))?;
+    }
     let mut settings = LinkSettings::new(name, &config.addr, config.owner, banks);
     settings.response_timeout_ms = config.response_timeout_ms;
     settings.echo_interval_ms = config.echo_interval_s.saturating_mul(1_000);
@@ -38,6 +44,18 @@ pub fn link_settings(config: &LinkConfig) -> Result<LinkSettings, String> {
     }
     settings.check().map_err(|e| format!("links.{name}: {e}"))?;
     Ok(settings)
+}
+
+/// `host:port`, the port 1 to 65535 (an IPv6 host in brackets).
+fn check_addr(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{addr} is not host:port"))?;
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+    if host.is_empty() || host.contains(char::is_whitespace) || !port_ok {
+        return Err(format!("{addr} is not host:port"));
+    }
+    Ok(())
 }
 
 /// Every link of the configuration.
@@ -124,5 +142,30 @@ mod tests {
         let mut c = config();
         c.in_flight_max = 0;
         assert!(link_settings(&c).unwrap_err().contains("in_flight_max"));
+        for addr in [
+            "10.0.0.5",
+            "10.0.0.5:0",
+            ":8583",
+            "10.0.0.5:port",
+            "bips a:8583",
+        ] {
+            let mut c = config();
+            c.addr = addr.into();
+            let e = link_settings(&c).unwrap_err();
+            assert!(e.starts_with("links.bips-a.addr: "), "{addr}: {e}");
+        }
+        let mut c = config();
+        c.tls_ca_cert = Some("/nonexistent/bips-ca.pem".into());
+        let e = link_settings(&c).unwrap_err();
+        assert!(e.starts_with("links.bips-a.tls_ca_cert: "), "{e}");
+    }
+
+    #[test]
+    fn names_and_addresses_of_hosts_are_accepted() {
+        for addr in ["bips.example:8583", "[::1]:8583", "127.0.0.1:1"] {
+            let mut c = config();
+            c.addr = addr.into();
+            assert!(link_settings(&c).is_ok(), "{addr}");
+        }
     }
 }

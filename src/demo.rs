@@ -387,7 +387,8 @@ echo_interval_s = 30
         bank_b_id = sample::PAYER_BANK,
     );
     let file = dir.join("payhub.toml");
-    std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+    // Private, as `pki init` writes it: it holds the database URL and the SMSC password.
+    crate::pki::write_private(&file, text.as_bytes(), true)?;
     Ok(file)
 }
 

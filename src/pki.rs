@@ -407,7 +407,8 @@ pub fn init(args: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
         (MERCHANT_CA_CERT, merchant_ca.cert_pem(), false),
         (MERCHANT_CA_KEY, merchant_ca.key_pem(), true),
         (SECRET_KEY, secret.to_vec(), true),
-        (CONFIG_FILE, config.into_bytes(), false),
+        // It may hold the database URL's password and the SMSC account's.
+        (CONFIG_FILE, config.into_bytes(), true),
     ];
     if !args.force
         && let Some((name, _, _)) = files.iter().find(|(name, _, _)| dir.join(name).exists())
@@ -593,6 +594,7 @@ mod tests {
         assert_eq!(mode(SERVER_KEY), 0o600);
         assert_eq!(mode(MERCHANT_CA_KEY), 0o600);
         assert_eq!(mode(SECRET_KEY), 0o600);
+        assert_eq!(mode(CONFIG_FILE), 0o600);
         assert_eq!(std::fs::read(args.dir.join(SECRET_KEY)).unwrap().len(), 32);
         let text = std::fs::read_to_string(args.dir.join(CONFIG_FILE)).unwrap();
         let env = vec![("DATABASE_URL".to_string(), "postgres://x/y".to_string())];

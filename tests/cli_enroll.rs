@@ -725,6 +725,26 @@ fn every_command_answers_help() {
     }
 }
 
+/// `--help` names the environment variables a command reads, never their values: the database
+/// URL carries a password.
+#[test]
+fn help_shows_no_environment_values() {
+    for (command, variable) in [
+        ("bank-sim", "DATABASE_URL"),
+        ("terminal-sim", "PAYHUB_TERMINAL_KEY"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_payhub"))
+            .args([command, "--help"])
+            .env(variable, "postgres://bank:s3cretPW@db/x")
+            .output()
+            .expect("payhub runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command}");
+        assert!(stdout.contains(variable), "{command}: {stdout}");
+        assert!(!stdout.contains("s3cretPW"), "{command}: {stdout}");
+    }
+}
+
 /// `serve` on a database without this build's migrations refuses to start, in one line that
 /// says what to run, instead of failing at its first query of a missing table or column.
 #[actix_rt::test]

@@ -51,7 +51,7 @@ pub struct BankSimArgs {
     #[arg(long)]
     pub listen: SocketAddr,
     /// PostgreSQL for accounts and debits (schema `bank_sim`, created on start).
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// A bank id (field 100) this system serves; repeat for several banks.
     #[arg(long = "bank", required = true, num_args = 1.., value_delimiter = ',')]
