@@ -1142,15 +1142,28 @@ async fn a_slow_bank_shows_the_payment_in_progress_then_its_outcome() {
 /// The terminal channel whole: a customer's dedicated terminal, connected to the gateway's
 /// switch, receives the code with the amount and the merchant; the code typed in the browser
 /// that signed in completes the payment; the outcome is told on the same terminal.
-#[actix_rt::test]
-async fn a_code_by_dedicated_terminal_and_the_outcome_told_on_it() {
+/// A dedicated terminal of Alice's, connected to the switch with `behaviour`: its id and the
+/// running simulator.
+async fn connect_dedicated_terminal(
+    w: &World,
+    behaviour: payhub::sim::terminal::DeliveryBehaviour,
+) -> (String, payhub::sim::terminal::SimHandle) {
+    let terminal_id =
+        add_terminal(&w.db.pool, &w.customer.id, "dedicated", "Desk unit", None).await;
+    let terminal = start_terminal(w, &terminal_id, behaviour).await;
+    (terminal_id, terminal)
+}
+
+/// The simulator of a registered dedicated terminal, connected (waits until the switch has it).
+async fn start_terminal(
+    w: &World,
+    terminal_id: &str,
+    behaviour: payhub::sim::terminal::DeliveryBehaviour,
+) -> payhub::sim::terminal::SimHandle {
     use payhub::channels::terminal::auth::SharedKey;
     use payhub::channels::terminal::client::ClientOptions;
     use payhub::channels::terminal::tls::ClientTls;
-    use payhub::sim::terminal::{DeliveryBehaviour, SimConfig, SimEvent, spawn};
-    let w = World::new().await;
-    let terminal_id =
-        add_terminal(&w.db.pool, &w.customer.id, "dedicated", "Desk unit", None).await;
+    use payhub::sim::terminal::{SimConfig, spawn};
     let key: Vec<u8> =
         w.db.pool
             .get()
@@ -1167,19 +1180,27 @@ async fn a_code_by_dedicated_terminal_and_the_outcome_told_on_it() {
     let client = ClientOptions {
         switch: switch.addr.to_string(),
         server_name: None,
-        terminal_id: terminal_id.clone(),
+        terminal_id: terminal_id.to_string(),
         key: SharedKey::new(key.try_into().unwrap()).into(),
         tls: ClientTls::Off,
     };
-    let mut terminal = spawn(SimConfig {
+    let terminal = spawn(SimConfig {
         client,
-        behaviour: DeliveryBehaviour::Acknowledge,
+        behaviour,
         answer_pings: true,
         answer: None,
     })
     .await
     .unwrap();
-    switch.wait_online(&terminal_id).await;
+    switch.wait_online(terminal_id).await;
+    terminal
+}
+
+#[actix_rt::test]
+async fn a_code_by_dedicated_terminal_and_the_outcome_told_on_it() {
+    use payhub::sim::terminal::{DeliveryBehaviour, SimEvent};
+    let w = World::new().await;
+    let (_, mut terminal) = connect_dedicated_terminal(&w, DeliveryBehaviour::Acknowledge).await;
     let pay = w.payment().await;
     let browser = w.browser();
     let wait = std::time::Duration::from_secs(10);
@@ -1216,6 +1237,41 @@ async fn a_code_by_dedicated_terminal_and_the_outcome_told_on_it() {
         ),
         other => panic!("the outcome on the terminal, not {other:?}"),
     }
+}
+
+/// A terminal that takes the code but never acknowledges it: the delivery failed, as the terminal
+/// protocol says, so the page says so and offers another way, and the code is void.
+#[actix_rt::test]
+async fn a_code_the_terminal_does_not_acknowledge_is_failed_and_another_way_offered() {
+    use payhub::sim::terminal::DeliveryBehaviour;
+    let w = World::new().await;
+    let (_, _terminal) = connect_dedicated_terminal(&w, DeliveryBehaviour::Silent).await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    let page = browser
+        .login(&pay, "alice", &w.customer.password, "terminal", "")
+        .await;
+    assert_eq!(page.path(), format!("/pay/{pay}/code"));
+    assert!(
+        page.body.contains("did not confirm the code"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("value=\"sms:trm_"), "{}", page.body);
+    assert!(!page.body.contains("name=\"code\""), "{}", page.body);
+    let client = w.db.pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT code_hash IS NULL FROM payments WHERE id = $1",
+            &[&pay],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "the code is void");
+    let sent = browser.resend(&pay, "sms").await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let done = browser.submit_code(&pay, &w.last_code()).await;
+    assert!(done.body.contains("Payment complete"));
 }
 
 #[actix_rt::test]

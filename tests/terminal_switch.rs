@@ -530,7 +530,7 @@ async fn silent_and_refusing_terminals_time_out_or_reject() {
         .terminal("trm_box", &key, DeliveryBehaviour::Silent)
         .await;
     let result = env.send_code("trm_box", "444444").await;
-    assert_eq!(result, Err(DeliveryError::Timeout));
+    assert_eq!(result, Err(DeliveryError::NotAcknowledged));
     sim.stop();
     env.wait_online("trm_box", false).await;
 

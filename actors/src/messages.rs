@@ -88,6 +88,10 @@ pub enum DeliveryError {
     Rejected(String),
     #[error("no acknowledgement in time")]
     Timeout,
+    /// A dedicated terminal did not ACK within its `ack_timeout_ms` (or the sender's wait): the
+    /// delivery failed (docs/terminal-protocol.md §5), though the terminal may have shown it.
+    #[error("the terminal did not acknowledge in time")]
+    NotAcknowledged,
     #[error("the channel is not available")]
     Unavailable,
 }

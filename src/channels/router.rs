@@ -210,8 +210,8 @@ impl Routes {
         })
     }
 
-    /// `wait`: what is left of the sender's wait. Past it the notice is `Timeout` (the terminal
-    /// may still acknowledge it), even when the session's own ACK wait is longer.
+    /// `wait`: what is left of the sender's wait. Past it, or past the session's own ACK wait,
+    /// the delivery failed (`NotAcknowledged`; an ACK that comes later is ignored).
     async fn dedicated(
         &self,
         id: &str,
@@ -229,7 +229,7 @@ impl Routes {
         let result = match tokio::time::timeout(wait, session.send(SessionDeliver(notice))).await {
             Ok(Ok(result)) => result,
             Ok(Err(_session_gone)) => Err(DeliveryError::Offline),
-            Err(_) => Err(DeliveryError::Timeout),
+            Err(_) => Err(DeliveryError::NotAcknowledged),
         };
         self.finish(record, result).await
     }

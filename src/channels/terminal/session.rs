@@ -166,7 +166,7 @@ impl Handler<SessionDeliver> for TerminalSessionActor {
         let (reply, answer) = oneshot::channel();
         self.pending.insert(msg_id, reply);
         ctx.run_later(self.limits.ack_timeout, move |act, _| {
-            act.settle(msg_id, Err(DeliveryError::Timeout))
+            act.settle(msg_id, Err(DeliveryError::NotAcknowledged))
         });
         Box::pin(async move { answer.await.unwrap_or(Err(DeliveryError::Offline)) })
     }

@@ -395,6 +395,9 @@ fn delivery_reason(e: &DeliveryError) -> String {
         Timeout => "The code could not be confirmed as delivered in time. \
                     Ask for a new code or choose another way."
             .into(),
+        NotAcknowledged => "Your terminal did not confirm the code in time. \
+                            Check that it is on, or choose another way to receive the code."
+            .into(),
         Unavailable => "That channel is not available right now. \
                         Choose another way to receive the code."
             .into(),
