@@ -1239,6 +1239,64 @@ async fn a_code_by_dedicated_terminal_and_the_outcome_told_on_it() {
     }
 }
 
+/// The terminal goes offline after showing the code: the outcome is kept for it, and shown
+/// when it connects again, once.
+#[actix_rt::test]
+async fn an_outcome_for_a_terminal_gone_offline_is_shown_when_it_is_back() {
+    use payhub::sim::terminal::{DeliveryBehaviour, SimEvent};
+    let w = World::new().await;
+    let (terminal_id, mut terminal) =
+        connect_dedicated_terminal(&w, DeliveryBehaviour::Acknowledge).await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    browser
+        .login(&pay, "alice", &w.customer.password, "terminal", "")
+        .await;
+    let wait = std::time::Duration::from_secs(10);
+    let Some(SimEvent::Code { code, .. }) = terminal.next_delivery(wait).await else {
+        panic!("the code on the terminal");
+    };
+    terminal.stop();
+    let switch = w.gateway.as_ref().unwrap().terminal_switch.clone();
+    switch.wait_offline(&terminal_id).await;
+    let done = browser.submit_code(&pay, &code).await;
+    assert!(done.body.contains("Payment complete"), "{}", done.body);
+    let held = "SELECT count(*) FROM customer_messages
+                WHERE payment_id = $1 AND kind = 'outcome' AND status = 'queued'";
+    eventually("the outcome held", || async {
+        count(&w.db.pool, held, &pay).await == 1
+    })
+    .await;
+    let mut back = start_terminal(&w, &terminal_id, DeliveryBehaviour::Acknowledge).await;
+    match back.next_delivery(wait).await {
+        Some(SimEvent::Outcome {
+            payment_id,
+            outcome,
+            ..
+        }) => assert_eq!(
+            (payment_id.as_str(), outcome.as_str()),
+            (pay.as_str(), "succeeded")
+        ),
+        other => panic!("the outcome on the terminal, not {other:?}"),
+    }
+    let delivered = "SELECT count(*) FROM customer_messages
+                     WHERE payment_id = $1 AND kind = 'outcome' AND status = 'delivered'";
+    eventually("the outcome delivered", || async {
+        count(&w.db.pool, delivered, &pay).await == 1
+    })
+    .await;
+    // Once: a second connection gets nothing more.
+    back.stop();
+    switch.wait_offline(&terminal_id).await;
+    let mut again = start_terminal(&w, &terminal_id, DeliveryBehaviour::Acknowledge).await;
+    assert!(
+        again
+            .next_delivery(std::time::Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+}
+
 /// A terminal that takes the code but never acknowledges it: the delivery failed, as the terminal
 /// protocol says, so the page says so and offers another way, and the code is void.
 #[actix_rt::test]

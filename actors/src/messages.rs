@@ -92,6 +92,10 @@ pub enum DeliveryError {
     /// delivery failed (docs/terminal-protocol.md §5), though the terminal may have shown it.
     #[error("the terminal did not acknowledge in time")]
     NotAcknowledged,
+    /// An outcome notice for a dedicated terminal that is offline: the channel keeps it and
+    /// sends it when the terminal is back (within a day). Not a failure of the notice.
+    #[error("the terminal is offline; the notice goes when it reconnects")]
+    Held,
     #[error("the channel is not available")]
     Unavailable,
 }

@@ -2,10 +2,12 @@
 //! SMPP actor; `Terminal(id)` by the terminal's kind: dedicated → its switch session, mobile →
 //! SMS to its number, telephone/pager/pda → the channel adapter for that kind. Deliveries to
 //! terminals are recorded in `customer_messages` (never the text: it holds the code) before they
-//! are attempted. Nothing waits unbounded: an offline terminal fails at once.
+//! are attempted. Nothing waits unbounded: a code for an offline terminal fails at once; an
+//! outcome for one is held and goes when the terminal is back (`terminal::held_outcomes`).
 
 use crate::channels::adapters::sms_text::{SmsTextAdapter, send_sms};
 use crate::channels::adapters::{AdapterSet, ChannelAdapter};
+use crate::channels::terminal::held_outcomes;
 use crate::channels::terminal::session::SessionDeliver;
 use crate::channels::terminal::tls::acceptor_from_files;
 use crate::channels::terminal::{SwitchHandle, SwitchRegistry, SwitchSettings, start_switch};
@@ -220,18 +222,50 @@ impl Routes {
         wait: Duration,
     ) -> Result<DeliveryReceipt, DeliveryError> {
         let record = self.record("terminal", id, &notice, recorded).await?;
-        let Some(session) = self.registry.session(id) else {
-            return self.finish(record, Err(DeliveryError::Offline)).await;
+        let outcome = notice.kind == NoticeKind::Outcome;
+        let result = match self.registry.session(id) {
+            None => Err(DeliveryError::Offline),
+            Some(session) => {
+                let wait = self.ack_wait().min(wait);
+                match tokio::time::timeout(wait, session.send(SessionDeliver(notice))).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_session_gone)) => Err(DeliveryError::Offline),
+                    Err(_) => Err(DeliveryError::NotAcknowledged),
+                }
+            }
         };
-        let ack_wait =
-            Duration::from_millis(self.settings.ack_timeout_ms + RouterSettings::SESSION_MARGIN_MS);
-        let wait = ack_wait.min(wait);
-        let result = match tokio::time::timeout(wait, session.send(SessionDeliver(notice))).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_session_gone)) => Err(DeliveryError::Offline),
-            Err(_) => Err(DeliveryError::NotAcknowledged),
-        };
+        if outcome && result == Err(DeliveryError::Offline) {
+            return self.hold(record, id).await;
+        }
         self.finish(record, result).await
+    }
+
+    /// How long a session is given to answer a delivery: its ACK wait and a margin.
+    fn ack_wait(&self) -> Duration {
+        Duration::from_millis(self.settings.ack_timeout_ms + RouterSettings::SESSION_MARGIN_MS)
+    }
+
+    /// Keeps an outcome notice for a terminal that is offline, to go when it is back. One that
+    /// authenticated meanwhile had its held notices sent already: this one is sent now.
+    async fn hold(
+        &self,
+        record: Recorded,
+        terminal_id: &str,
+    ) -> Result<DeliveryReceipt, DeliveryError> {
+        if let Err(e) = held_outcomes::hold(&self.pool, &self.clock, record.id).await {
+            // The row stays `queued`: the next start offers it again.
+            tracing::warn!(message = record.id, error = %e, "could not hold an outcome notice");
+        }
+        if let Some(session) = self.registry.session(terminal_id) {
+            actix_rt::spawn(held_outcomes::send_held(
+                self.pool.clone(),
+                self.clock.clone(),
+                terminal_id.to_owned(),
+                session,
+                self.ack_wait(),
+            ));
+        }
+        Err(DeliveryError::Held)
     }
 
     async fn adapter(

@@ -147,6 +147,11 @@ impl TerminalSwitch {
         let what = format!("{terminal_id} online");
         eventually(&what, || async { self.registry.is_online(terminal_id) }).await;
     }
+
+    pub async fn wait_offline(&self, terminal_id: &str) {
+        let what = format!("{terminal_id} offline");
+        eventually(&what, || async { !self.registry.is_online(terminal_id) }).await;
+    }
 }
 
 /// A running gateway: pages on `base`, payments' actors, the webhook worker.

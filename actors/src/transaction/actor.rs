@@ -331,7 +331,8 @@ pub(super) async fn send_outcome_notice(
             answer_within,
         };
         match tokio::time::timeout(wait, deps.channel.send(this)).await {
-            Ok(Ok(Ok(_))) => return,
+            // Taken (`Held`: kept by the channel until the terminal is back).
+            Ok(Ok(Ok(_) | Err(DeliveryError::Held))) => return,
             Ok(Ok(Err(DeliveryError::Unavailable)))
                 if offer < offers_max && holds_retry_slot(&mut retry_slot) =>
             {

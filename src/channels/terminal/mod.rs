@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod frame;
+pub mod held_outcomes;
 pub(crate) mod peer_handshakes;
 pub mod refusal_audits;
 pub mod registry;

@@ -405,12 +405,23 @@ async fn start_session(framed: Framed<BoxIo, FrameCodec>, terminal_id: String, s
         TerminalSessionActor::add_stream(FramedRead::new(read_half, FrameCodec), ctx);
         TerminalSessionActor::new(id, session_no, limits, registry, outbox)
     });
-    shared.registry.register(&terminal_id, session_no, session);
+    shared
+        .registry
+        .register(&terminal_id, session_no, session.clone());
     let write_timeout_ms = settings.ack_timeout_ms;
     actix_rt::spawn(write_frames(
         FramedWrite::new(write_half, FrameCodec),
         outbox_rx,
         write_timeout_ms,
+    ));
+    let ack_wait =
+        settings.ack_timeout_ms + crate::channels::router::RouterSettings::SESSION_MARGIN_MS;
+    actix_rt::spawn(super::held_outcomes::send_held(
+        shared.pool.clone(),
+        shared.clock.clone(),
+        terminal_id,
+        session,
+        Duration::from_millis(ack_wait),
     ));
 }
 

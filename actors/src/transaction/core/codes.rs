@@ -385,7 +385,7 @@ enum Undelivered {
 fn delivery_reason(e: &DeliveryError) -> String {
     use DeliveryError::*;
     match e {
-        Offline => "Your terminal is offline, so the code could not reach it. \
+        Offline | Held => "Your terminal is offline, so the code could not reach it. \
                     Switch it on, or choose another way to receive the code."
             .into(),
         Rejected(_) => "The message service refused the message. \
