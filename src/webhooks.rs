@@ -15,6 +15,7 @@ pub mod signature;
 pub mod slow_merchants;
 
 use crate::config::WebhooksConfig;
+use attempts::ATTEMPT_WRITE_LIMITS;
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Pool;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -31,8 +32,10 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the worker looks for due events when nobody wakes it.
 pub const POLL_INTERVAL_MS: u64 = 1_000;
-/// Beyond the request timeout, how long a claimed event stays reserved for this worker.
-pub const LEASE_MARGIN_MS: i64 = 5_000;
+/// Beyond the request timeout, how long a claimed event stays reserved for this worker: the
+/// attempt's record (its writer answers within `ATTEMPT_WRITE_LIMITS.answer_wait_max_ms`) and
+/// 5 s more, so that a delivery acknowledged but recorded late is not claimed and sent again.
+pub const LEASE_MARGIN_MS: i64 = ATTEMPT_WRITE_LIMITS.answer_wait_max_ms as i64 + 5_000;
 /// Longest error text kept per attempt.
 pub const ERROR_TEXT_MAX_CHARS: usize = 200;
 /// Events handed over in memory that may wait for a slot, per slot.
@@ -223,15 +226,27 @@ impl Worker {
         let mut maybe_due = true;
         loop {
             let free = slots - in_flight.len();
-            let refill_at = (slots - slow.held()).div_ceil(2);
-            if free > 0
+            let open = slots - slow.held();
+            let refill_at = open.div_ceil(2);
+            // While handed events wait and a claim may find due ones (retries, expiries, events
+            // the handoff had no room for), the handed leave a quarter of the open slots to the
+            // claim: a steady stream of them would otherwise keep `free` under `refill_at`, and
+            // those events waiting, for as long as it lasts.
+            let competing = maybe_due && !handed.is_empty();
+            let kept_for_claims = if competing { open.div_ceil(4) } else { 0 };
+            let claim_at = if competing {
+                kept_for_claims
+            } else {
+                refill_at
+            };
+            if free > kept_for_claims
                 && !shutdown.is_cancelled()
                 && let Ok(event) = handed.try_recv()
             {
                 in_flight.extend(self.start(&mut slow, event));
                 continue;
             }
-            if maybe_due && free > 0 && free >= refill_at && !shutdown.is_cancelled() {
+            if maybe_due && free >= claim_at && !shutdown.is_cancelled() {
                 let claimed = self.claim_due(free, &slow).await;
                 maybe_due = claimed.len() == free;
                 for event in claimed {
@@ -252,7 +267,7 @@ impl Worker {
                         );
                     }
                 }
-                Some(event) = handed.recv(), if free > 0 => {
+                Some(event) = handed.recv(), if free > kept_for_claims => {
                     in_flight.extend(self.start(&mut slow, event));
                 }
                 _ = wake.notified() => maybe_due = true,
@@ -330,11 +345,12 @@ impl Worker {
         merchant_ids: &[String],
         among: bool,
     ) -> anyhow::Result<Vec<WebhookEvent>> {
+        let limit = i64::try_from(limit).unwrap_or(1);
+        let client = self.pool.get().await?;
+        // After the wait for a connection, which the lease need not cover.
         let now = self.clock.now();
         let timeout_ms = i64::try_from(self.settings.timeout_ms).unwrap_or(i64::MAX / 2);
         let lease = now + Duration::milliseconds(timeout_ms + LEASE_MARGIN_MS);
-        let limit = i64::try_from(limit).unwrap_or(1);
-        let client = self.pool.get().await?;
         let rows = client
             .query_cached(
                 "UPDATE webhook_events e SET next_attempt_at = $2

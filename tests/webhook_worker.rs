@@ -207,6 +207,83 @@ async fn a_slow_merchants_handed_event_waits_for_its_lease_when_the_share_is_ful
     worker.shutdown.cancel();
 }
 
+/// Handed events arriving faster than the slots free up do not hold back events only a claim
+/// finds (a retry, an expiry's event, one the handoff had no room for): a quarter of the slots is
+/// left to claims.
+#[actix_rt::test]
+async fn a_steady_stream_of_handed_events_does_not_starve_claimed_ones() {
+    use std::sync::atomic::AtomicUsize;
+    let db = fresh_database().await;
+    let pki = TestPki::new();
+    let busy = seed_merchant(&db.pool, &pki, "Busy Shop").await;
+    let other = seed_merchant(&db.pool, &pki, "Other Shop").await;
+    let busy_url = answering_endpoint(Arc::new(AtomicUsize::new(0)), 300).await;
+    let other_url = answering_endpoint(Arc::new(AtomicUsize::new(0)), 0).await;
+    let settings = WebhookSettings {
+        timeout_ms: 3_000,
+        concurrency_max: 4,
+        ..webhook_settings()
+    };
+    let worker = start_on_system_clock(&db.pool, settings);
+    // About 25 events a second for a merchant that takes 300 ms each: more than 4 slots serve.
+    let feeding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let feeder = {
+        let (pool, outbox, feeding) = (db.pool.clone(), worker.outbox.clone(), feeding.clone());
+        let (merchant_id, secret) = (busy.id.clone(), busy.webhook_secret.clone());
+        let url = busy_url.clone();
+        actix_rt::spawn(async move {
+            let mut n = 0;
+            while feeding.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = chrono::Utc::now();
+                if let Some(reservation) = outbox.reserve(now) {
+                    n += 1;
+                    let id = format!("evt_busy_{n}");
+                    pool.get()
+                        .await
+                        .unwrap()
+                        .execute(
+                            "INSERT INTO webhook_events (id, payment_id, merchant_id, event_type,
+                                 body, notify_url, created_at, next_attempt_at)
+                             VALUES ($1, $1, $2, 'payment.succeeded', '{}', $3, $4, $5)",
+                            &[&id, &merchant_id, &url, &now, &reservation.leased_until],
+                        )
+                        .await
+                        .unwrap();
+                    let event = payhub_actors::transaction::outbox::WebhookEvent {
+                        id,
+                        merchant_id: merchant_id.clone(),
+                        body: "{}".into(),
+                        notify_url: url.clone(),
+                        attempts: 0,
+                        created_at: now,
+                        secret: payhub_actors::Secret::new(secret.clone()),
+                    };
+                    outbox.committed(Some(reservation), Some(event));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+            }
+        })
+    };
+    // The stream has filled the slots and the handoff's queue.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    write_event(&db.pool, &other, 1, &other_url).await;
+    eventually("the claimed event delivered", || async {
+        count(
+            &db.pool,
+            "SELECT count(*) FROM webhook_events WHERE id = $1 AND delivered_at IS NOT NULL",
+            "evt_1",
+        )
+        .await
+            == 1
+    })
+    .await;
+    // Delivered while the stream still ran, not after it.
+    let still_feeding = feeding.swap(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(still_feeding);
+    feeder.await.unwrap();
+    worker.shutdown.cancel();
+}
+
 /// Each recorded attempt of `merchant_id`'s events as (start, end) in ms, by start.
 async fn attempt_spans_ms(pool: &deadpool_postgres::Pool, merchant_id: &str) -> Vec<(f64, f64)> {
     let client = pool.get().await.unwrap();
