@@ -85,11 +85,16 @@ impl TerminalSessionActor {
     }
 
     fn keepalive(&mut self, ctx: &mut Context<Self>) {
-        let silent_max = self.limits.keepalive_interval * SILENT_INTERVALS_MAX;
-        if self.last_heard.elapsed() > silent_max {
-            tracing::warn!(terminal_id = %self.terminal_id, "terminal missed its keep-alives; closing");
-            self.close(ErrorCode::Timeout, "no keep-alive answer", ctx);
+        if self.closed_for_silence(ctx) {
             return;
+        }
+        // A terminal last heard just after a tick reaches the limit just after a later one: it
+        // is checked then, not a whole interval later.
+        let left = self.silent_max().saturating_sub(self.last_heard.elapsed());
+        if left < self.limits.keepalive_interval {
+            ctx.run_later(left, |act, ctx| {
+                act.closed_for_silence(ctx);
+            });
         }
         self.next_ping = self.next_ping.wrapping_add(1);
         let ping = Frame::Ping {
@@ -98,6 +103,20 @@ impl TerminalSessionActor {
         if !self.send_frame(ping, ctx) {
             ctx.stop();
         }
+    }
+
+    fn silent_max(&self) -> Duration {
+        self.limits.keepalive_interval * SILENT_INTERVALS_MAX
+    }
+
+    /// Closes the session when the terminal was silent for `SILENT_INTERVALS_MAX` intervals.
+    fn closed_for_silence(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.last_heard.elapsed() < self.silent_max() {
+            return false;
+        }
+        tracing::warn!(terminal_id = %self.terminal_id, "terminal missed its keep-alives; closing");
+        self.close(ErrorCode::Timeout, "no keep-alive answer", ctx);
+        true
     }
 
     fn settle(&mut self, msg_id: u32, result: Result<DeliveryReceipt, DeliveryError>) {
