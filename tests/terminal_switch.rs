@@ -588,6 +588,57 @@ async fn keep_alive_holds_live_terminals_and_drops_silent_ones() {
     env.wait_online("trm_box", false).await;
 }
 
+/// A fake switch over plain TCP: it takes HELLO, sends a CHALLENGE, takes the PROOF, answers
+/// `answer`, and then says nothing more, keeping the connection open.
+async fn scripted_switch(answer: Frame) -> String {
+    use futures::{SinkExt, StreamExt};
+    use payhub::channels::terminal::frame::FrameCodec;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    actix_rt::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            let mut framed = tokio_util::codec::Framed::new(socket, FrameCodec);
+            let _hello = framed.next().await;
+            let _ = framed.send(Frame::Challenge { nonce: [7; 32] }).await;
+            let _proof = framed.next().await;
+            let _ = framed.send(answer.clone()).await;
+            held.push(framed);
+        }
+    });
+    addr.to_string()
+}
+
+/// docs/terminal-protocol.md: a terminal "should reconnect when the switch has been silent for
+/// more than two keep-alive intervals". The simulator ends such a connection, instead of waiting
+/// on it for ever.
+#[actix_rt::test]
+async fn the_simulator_leaves_a_switch_silent_for_two_keep_alive_intervals() {
+    let switch = scripted_switch(Frame::Welcome {
+        keepalive_interval_ms: 200,
+        ack_timeout_ms: 1_000,
+    })
+    .await;
+    let mut sim = spawn(SimConfig {
+        client: ClientOptions {
+            switch,
+            server_name: None,
+            terminal_id: "trm_silent_switch".into(),
+            key: SharedKey::new([1; 32]).into(),
+            tls: ClientTls::Off,
+        },
+        behaviour: DeliveryBehaviour::Acknowledge,
+        answer_pings: true,
+        answer: None,
+    })
+    .await
+    .unwrap();
+    match sim.next_event(PROMPT).await {
+        Some(SimEvent::Closed { reason }) => assert!(reason.contains("silent"), "{reason}"),
+        other => panic!("expected the simulator to leave the silent switch, got {other:?}"),
+    }
+}
+
 #[actix_rt::test]
 async fn other_kinds_route_by_kind_and_fail_fast_without_their_channel() {
     let env = start(settings(LONG_ACK_MS, 60_000)).await;

@@ -6,7 +6,7 @@
 
 use crate::channels::terminal::auth::{SharedKey, TerminalKey};
 use crate::channels::terminal::client::{ClientError, ClientOptions, TerminalClient};
-use crate::channels::terminal::frame::{CodeFrame, Frame, OutcomeFrame};
+use crate::channels::terminal::frame::{CodeFrame, ErrorCode, Frame, OutcomeFrame};
 use crate::channels::terminal::tls::ClientTls;
 use crate::cli::output;
 use anyhow::Context as _;
@@ -208,18 +208,24 @@ async fn run_terminal(
     events: mpsc::Sender<SimEvent>,
     stop: CancellationToken,
 ) {
+    // The switch PINGs every interval: one silent for more than two has gone (a power cut, a
+    // lost route), and the terminal should reconnect rather than wait on a dead connection.
+    let silent_max = Duration::from_millis(u64::from(client.keepalive_interval_ms) * 2 + 1_000);
     let reason = loop {
         let frame = tokio::select! {
             _ = stop.cancelled() => {
                 client.close("terminal switched off").await;
                 break "stopped".to_string();
             }
-            frame = client.next() => frame,
+            frame = tokio::time::timeout(silent_max, client.next()) => frame,
         };
         let frame = match frame {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break "the switch closed the connection".into(),
-            Err(e) => break e.to_string(),
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) => break "the switch closed the connection".into(),
+            Ok(Err(e)) => break e.to_string(),
+            Err(_) => {
+                break format!("the switch was silent for {} ms", silent_max.as_millis());
+            }
         };
         match on_frame(&mut client, &config, frame, &events).await {
             Ok(Continue::Yes) => {}
@@ -555,7 +561,11 @@ pub async fn run(args: TerminalSimArgs) -> anyhow::Result<()> {
                     None => return Ok(()),
                 }
             }
-            Err(e @ ClientError::Refused { .. }) => return Err(e.into()),
+            // Only a refused key or version ends it: a busy switch, or one that timed the
+            // handshake out, says to try again later.
+            Err(e @ ClientError::Refused { code, .. }) if refusal_is_final(code) => {
+                return Err(e.into());
+            }
             Err(e) => e.to_string(),
         };
         if !args.reconnect {
@@ -571,6 +581,14 @@ pub async fn run(args: TerminalSimArgs) -> anyhow::Result<()> {
         }
         backoff_ms = (backoff_ms * 2).min(RECONNECT_MAX_MS);
     }
+}
+
+/// Whether an ERROR during the handshake means the same terminal must not simply try again.
+fn refusal_is_final(code: u16) -> bool {
+    matches!(
+        ErrorCode::from_u16(code),
+        Some(ErrorCode::AuthenticationFailed | ErrorCode::UnsupportedVersion | ErrorCode::Protocol)
+    )
 }
 
 /// Prints events until the connection ends (its reason) or Ctrl-C (`None`).
@@ -626,6 +644,20 @@ fn describe(event: &SimEvent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_refused_key_version_or_frame_ends_the_simulator() {
+        for (code, last) in [
+            (1, true),
+            (2, true),
+            (3, true),
+            (4, false),
+            (5, false),
+            (7, false),
+        ] {
+            assert_eq!(refusal_is_final(code), last, "ERROR {code}");
+        }
+    }
 
     #[test]
     fn finds_the_csrf_token_in_any_attribute_order() {

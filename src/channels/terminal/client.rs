@@ -110,8 +110,13 @@ impl TerminalClient {
         }
     }
 
+    /// Sends one frame, within a keep-alive interval: a switch that stopped reading is gone.
     pub async fn send(&mut self, frame: Frame) -> Result<(), ClientError> {
-        Ok(self.framed.send(frame).await?)
+        let wait = Duration::from_millis(u64::from(self.keepalive_interval_ms).max(1_000));
+        tokio::time::timeout(wait, self.framed.send(frame))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        Ok(())
     }
 
     /// Says goodbye with an ERROR frame and closes.
