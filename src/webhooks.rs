@@ -36,6 +36,8 @@ pub const POLL_INTERVAL_MS: u64 = 1_000;
 /// attempt's record (its writer answers within `ATTEMPT_WRITE_LIMITS.answer_wait_max_ms`) and
 /// 5 s more, so that a delivery acknowledged but recorded late is not claimed and sent again.
 pub const LEASE_MARGIN_MS: i64 = ATTEMPT_WRITE_LIMITS.answer_wait_max_ms as i64 + 5_000;
+/// Attempts every event gets before it is given up, however late the first went out.
+pub const ATTEMPTS_MIN: i32 = 3;
 /// Longest error text kept per attempt.
 pub const ERROR_TEXT_MAX_CHARS: usize = 200;
 /// Events handed over in memory that may wait for a slot, per slot.
@@ -86,7 +88,8 @@ impl WebhookSettings {
     /// When an event whose attempt number `attempts` failed at `now` is tried again, or `None`
     /// when it is given up. Retries back off exponentially, and the last one falls when
     /// `give_up_after_s` have passed since the event: whatever the backoff's cap, an event is
-    /// tried for at least that long (gateway-http.md: at least 24 h).
+    /// tried for at least that long (gateway-http.md: at least 24 h). One that first went out
+    /// late (the gateway was down, the worker behind) still gets `ATTEMPTS_MIN` attempts.
     fn retry_after_failure(
         &self,
         created_at: DateTime<Utc>,
@@ -95,7 +98,12 @@ impl WebhookSettings {
     ) -> Option<DateTime<Utc>> {
         let give_up_after_s = i64::try_from(self.give_up_after_s).unwrap_or(i64::MAX / 2_000);
         let give_up_at = created_at + Duration::seconds(give_up_after_s);
-        (now < give_up_at).then(|| (now + self.backoff(attempts)).min(give_up_at))
+        let retry_at = now + self.backoff(attempts);
+        if now < give_up_at {
+            Some(retry_at.min(give_up_at))
+        } else {
+            (attempts < ATTEMPTS_MIN).then_some(retry_at)
+        }
     }
 
     /// `retry_base_ms · 2^(attempts-1)`, at most `retry_max_ms`.
@@ -203,8 +211,9 @@ struct Worker {
 
 impl Worker {
     /// Sends continuously: a delivery starts as soon as a slot is free, rather than in groups
-    /// that each wait for their slowest. Handed events go first; a claim refills at least half
-    /// the slots slow merchants do not hold, so that one statement serves many deliveries. Each
+    /// that each wait for their slowest. Handed events go first, but leave claims a quarter of
+    /// the open slots; with nothing handed, a claim refills at least half the slots slow
+    /// merchants do not hold, so that one statement serves many deliveries. Each
     /// delivery is a task of its own, so that its time is its own and not this loop's (a claim's
     /// wait for a connection would otherwise count as the merchant's). On shutdown the handed
     /// events not yet started stay leased in the table, and are claimed after their lease.
@@ -221,36 +230,53 @@ impl Worker {
         ));
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut in_flight = FuturesUnordered::new();
+        // Deliveries under way that a claim started (the rest were handed over).
+        let mut claimed_running = 0usize;
+        // Whether the last delivery started came from a claim: a worker of one open slot takes
+        // the two sources in turn.
+        let mut last_claimed = false;
         // Whether events may be due: after a wake or a tick, until a claim finds fewer than it
         // asked for.
         let mut maybe_due = true;
         loop {
             let free = slots - in_flight.len();
-            let open = slots - slow.held();
-            let refill_at = open.div_ceil(2);
-            // While handed events wait and a claim may find due ones (retries, expiries, events
-            // the handoff had no room for), the handed leave a quarter of the open slots to the
-            // claim: a steady stream of them would otherwise keep `free` under `refill_at`, and
-            // those events waiting, for as long as it lasts.
-            let competing = maybe_due && !handed.is_empty();
-            let kept_for_claims = if competing { open.div_ceil(4) } else { 0 };
-            let claim_at = if competing {
-                kept_for_claims
-            } else {
-                refill_at
+            let open = slots.saturating_sub(slow.held());
+            // Neither source starves the other. While a claim may find due events (retries,
+            // expiries, events the handoff had no room for), handed events leave it a quarter of
+            // the open slots; while handed events wait, claims hold no more than that quarter.
+            let claims_share = match open {
+                0 | 1 => usize::from(!last_claimed),
+                _ => open.div_ceil(4).min(open - 1),
             };
-            if free > kept_for_claims
+            let owed_to_claims = claims_share.saturating_sub(claimed_running);
+            let handed_waiting = !handed.is_empty();
+            let handed_room = if maybe_due {
+                free.saturating_sub(owed_to_claims)
+            } else {
+                free
+            };
+            let (claim_room, claim_at) = if handed_waiting {
+                (free.min(owed_to_claims), 1)
+            } else {
+                // Alone, a claim waits for half the open slots: one statement, many deliveries.
+                (free, open.div_ceil(2).max(1))
+            };
+            if handed_room > 0
                 && !shutdown.is_cancelled()
                 && let Ok(event) = handed.try_recv()
             {
-                in_flight.extend(self.start(&mut slow, event));
+                in_flight.extend(self.start(&mut slow, event, false));
+                last_claimed = false;
                 continue;
             }
-            if maybe_due && free >= claim_at && !shutdown.is_cancelled() {
-                let claimed = self.claim_due(free, &slow).await;
-                maybe_due = claimed.len() == free;
+            if maybe_due && claim_room >= claim_at && !shutdown.is_cancelled() {
+                let claimed = self.claim_due(claim_room, &slow).await;
+                maybe_due = claimed.len() == claim_room;
                 for event in claimed {
-                    in_flight.extend(self.start(&mut slow, event));
+                    let started = self.start(&mut slow, event, true);
+                    claimed_running += usize::from(started.is_some());
+                    last_claimed |= started.is_some();
+                    in_flight.extend(started);
                 }
                 continue;
             }
@@ -258,6 +284,7 @@ impl Worker {
                 _ = shutdown.cancelled() => break,
                 Some(ended) = in_flight.next(), if !in_flight.is_empty() => {
                     slow.end(ended.started);
+                    claimed_running -= usize::from(ended.claimed);
                     let Some(took) = ended.took else { continue };
                     if slow.observe(&ended.merchant_id, took, Instant::now()) {
                         tracing::warn!(
@@ -267,8 +294,9 @@ impl Worker {
                         );
                     }
                 }
-                Some(event) = handed.recv(), if free > kept_for_claims => {
-                    in_flight.extend(self.start(&mut slow, event));
+                Some(event) = handed.recv(), if handed_room > 0 => {
+                    in_flight.extend(self.start(&mut slow, event, false));
+                    last_claimed = false;
                 }
                 _ = wake.notified() => maybe_due = true,
                 _ = poll.tick() => maybe_due = true,
@@ -284,6 +312,7 @@ impl Worker {
         self: &Arc<Self>,
         slow: &mut SlowMerchants,
         event: WebhookEvent,
+        claimed: bool,
     ) -> Option<impl Future<Output = Ended> + use<>> {
         let Some(started) = slow.start(&event.merchant_id, Instant::now()) else {
             tracing::debug!(event = %event.id, "webhook left to its lease: its merchant is slow");
@@ -304,6 +333,7 @@ impl Worker {
                 merchant_id,
                 started,
                 took,
+                claimed,
             }
         })
     }
@@ -485,6 +515,8 @@ struct Ended {
     started: Started,
     /// How long the attempt took; none when its task ended abnormally (not the merchant's time).
     took: Option<std::time::Duration>,
+    /// Started by a claim, not handed over.
+    claimed: bool,
 }
 
 /// Longest answer body read to its end. A merchant's answer carries nothing payhub uses, but a
@@ -548,6 +580,21 @@ mod tests {
             assert!(at.len() < 100_000, "ends");
         }
         at
+    }
+
+    #[test]
+    fn an_event_first_tried_after_its_give_up_time_still_gets_its_attempts() {
+        let s = settings(3_600_000, 86_400);
+        let created = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let late = created + Duration::hours(25);
+        let second = s.retry_after_failure(created, 1, late);
+        assert_eq!(second, Some(late + Duration::seconds(5)));
+        let third = s.retry_after_failure(created, 2, second.unwrap());
+        assert_eq!(third, Some(late + Duration::seconds(15)));
+        assert_eq!(
+            s.retry_after_failure(created, ATTEMPTS_MIN, third.unwrap()),
+            None
+        );
     }
 
     #[test]

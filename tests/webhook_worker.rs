@@ -284,6 +284,67 @@ async fn a_steady_stream_of_handed_events_does_not_starve_claimed_ones() {
     worker.shutdown.cancel();
 }
 
+/// A backlog of due events (after an outage, say) does not hold back the events handed over
+/// meanwhile: claims keep to a quarter of the slots while handed events wait.
+#[actix_rt::test]
+async fn a_due_backlog_does_not_starve_handed_events() {
+    use std::sync::atomic::AtomicUsize;
+    let db = fresh_database().await;
+    let pki = TestPki::new();
+    let behind = seed_merchant(&db.pool, &pki, "Behind Shop").await;
+    let fresh = seed_merchant(&db.pool, &pki, "Fresh Shop").await;
+    let behind_url = answering_endpoint(Arc::new(AtomicUsize::new(0)), 300).await;
+    let fresh_url = answering_endpoint(Arc::new(AtomicUsize::new(0)), 0).await;
+    for n in 0..60 {
+        write_event(&db.pool, &behind, n, &behind_url).await;
+    }
+    let settings = WebhookSettings {
+        timeout_ms: 3_000,
+        concurrency_max: 4,
+        ..webhook_settings()
+    };
+    let worker = start_on_system_clock(&db.pool, settings);
+    let backlog_delivered = "SELECT count(*) FROM webhook_events
+                             WHERE merchant_id = $1 AND delivered_at IS NOT NULL";
+    eventually("the backlog under way", || async {
+        count(&db.pool, backlog_delivered, &behind.id).await >= 4
+    })
+    .await;
+    let now = chrono::Utc::now();
+    let reservation = worker.outbox.reserve(now).expect("room in the handoff");
+    let client = db.pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url,
+                 created_at, next_attempt_at)
+             VALUES ('evt_handed', 'pay_handed', $1, 'payment.succeeded', '{}', $2, $3, $4)",
+            &[&fresh.id, &fresh_url, &now, &reservation.leased_until],
+        )
+        .await
+        .unwrap();
+    let event = payhub_actors::transaction::outbox::WebhookEvent {
+        id: "evt_handed".into(),
+        merchant_id: fresh.id.clone(),
+        body: "{}".into(),
+        notify_url: fresh_url.clone(),
+        attempts: 0,
+        created_at: now,
+        secret: payhub_actors::Secret::new(fresh.webhook_secret.clone()),
+    };
+    worker.outbox.committed(Some(reservation), Some(event));
+    let handed_delivered =
+        "SELECT count(*) FROM webhook_events WHERE id = $1 AND delivered_at IS NOT NULL";
+    eventually("the handed event delivered", || async {
+        count(&db.pool, handed_delivered, "evt_handed").await == 1
+    })
+    .await;
+    assert!(
+        count(&db.pool, backlog_delivered, &behind.id).await < 60,
+        "delivered while the backlog still waited"
+    );
+    worker.shutdown.cancel();
+}
+
 /// Each recorded attempt of `merchant_id`'s events as (start, end) in ms, by start.
 async fn attempt_spans_ms(pool: &deadpool_postgres::Pool, merchant_id: &str) -> Vec<(f64, f64)> {
     let client = pool.get().await.unwrap();
