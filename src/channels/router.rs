@@ -348,7 +348,7 @@ impl Routes {
             client
                 .execute_cached(
                     "UPDATE customer_messages SET status = $2, message_ref = $3, error = $4,
-                            updated_at = $5 WHERE id = $1",
+                            updated_at = $5 WHERE id = $1 AND status = 'queued'",
                     &[&record.id, &status, &message_ref, &error, &now],
                 )
                 .await

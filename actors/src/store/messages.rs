@@ -6,6 +6,11 @@ use super::prepared::Prepared;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 
+/// The `error` of an outcome notice's row held for a dedicated terminal that is offline (its
+/// status stays `queued`): it goes when the terminal is back (src/channels/terminal/
+/// held_outcomes.rs), not at the next start.
+pub const HELD_NOTICE: &str = "terminal offline; sent when it reconnects";
+
 /// The message could not be sent. A row a late acceptance already marked `sent` keeps that.
 pub async fn mark_failed(
     pool: &Pool,

@@ -257,7 +257,8 @@ pub async fn resumable_payments(
         .collect()
 }
 
-/// Final payments whose outcome SMS is still `queued` though it was written before `before`
+/// Final payments whose outcome notice is still `queued` (and not held for an offline terminal,
+/// which goes when that terminal is back) though it was written before `before`
 /// (within the day before it): their notice was lost with the process that was to send it, between
 /// the final status's commit and the channel. Each with its notice's row, oldest first. The day's
 /// messages are found by V68's block range index on their age, not by reading every message.
@@ -267,7 +268,10 @@ pub async fn orphaned_outcome_notices(
     limit: i64,
 ) -> Result<Vec<(PaymentRow, i64)>, PaymentError> {
     client
-        .query(&orphaned_outcome_notices_sql(), &[&before, &limit])
+        .query(
+            &orphaned_outcome_notices_sql(),
+            &[&before, &limit, &crate::store::messages::HELD_NOTICE],
+        )
         .await?
         .iter()
         .map(|r| Ok((PaymentRow::from_row(r)?, r.get("notice_row"))))
@@ -296,7 +300,7 @@ fn orphaned_outcome_notices_sql() -> String {
         "SELECT {PAYMENT_COLUMNS}, n.id AS notice_row
          FROM customer_messages n JOIN payments p ON p.id = n.payment_id {PAYMENT_JOINS}
          WHERE n.kind = 'outcome' AND n.status = 'queued' AND n.created_at < $1
-           AND n.created_at > $1 - interval '1 day'
+           AND n.created_at > $1 - interval '1 day' AND n.error IS DISTINCT FROM $3
          ORDER BY n.id LIMIT $2"
     )
 }
@@ -637,6 +641,7 @@ mod tests {
             super::orphaned_outcome_notices_sql()
                 .replace("$1", "now()")
                 .replace("$2", "10")
+                .replace("$3", "'held'")
         );
         let plan: Vec<String> = client
             .query(&sql, &[])

@@ -1,24 +1,25 @@
 //! Outcome notices held for a dedicated terminal that was offline. A customer told of an outcome
 //! "over the same channel" (gateway-http.md) must be told once the terminal is back, not never:
 //! the notice's row stays `queued`, marked held, and goes when the terminal authenticates again,
-//! if that is within a day of the outcome. A code is never held: it would be stale by then, and
-//! the pay page offers another way at once.
+//! if that is within a day of the outcome (an older one is marked failed then). A code is never
+//! held: it would be stale by then, and the pay page offers another way at once.
 
 use super::session::{SessionDeliver, TerminalSessionActor};
 use actix::Addr;
 use deadpool_postgres::Pool;
 use payhub_actors::clock::SharedClock;
 use payhub_actors::domain::{Amount, Currency};
-use payhub_actors::messages::{DeliveryError, Notice, NoticeKind};
+use payhub_actors::messages::{DeliveryError, DeliveryReceipt, Notice, NoticeKind};
+pub use payhub_actors::store::messages::HELD_NOTICE;
 use payhub_actors::store::prepared::Prepared;
 use std::time::Duration;
 
-/// The `error` of a held notice's row (status `queued`).
-pub const HELD_NOTICE: &str = "terminal offline; sent when it reconnects";
-/// Held notices older than this are not sent; their rows stay `queued`, marked held.
+/// Held notices older than this are not sent, but marked failed.
 pub const HELD_NOTICE_AGE_MAX_S: i64 = 86_400;
-/// Held notices sent on one connection, at most: no more than a session keeps waiting for ACKs.
-pub const HELD_NOTICES_PER_CONNECTION_MAX: i64 = 8;
+/// Held notices taken at once: no more than a session keeps waiting for ACKs.
+pub const HELD_NOTICES_BATCH_MAX: i64 = 8;
+/// Batches sent on one connection, at most (512 notices).
+pub const HELD_BATCHES_PER_CONNECTION_MAX: usize = 64;
 
 /// Marks an outcome notice's row held: still `queued`, to go when its terminal is back.
 pub async fn hold(pool: &Pool, clock: &SharedClock, row: i64) -> Result<(), String> {
@@ -36,7 +37,7 @@ pub async fn hold(pool: &Pool, clock: &SharedClock, row: i64) -> Result<(), Stri
 
 /// Sends the notices held for `terminal_id` to its new session, oldest first, each once: a row is
 /// taken (no longer marked held) before its notice goes, and ends delivered, failed, or held
-/// again if the terminal went away meanwhile.
+/// again if the terminal went away meanwhile (which ends the sending).
 pub async fn send_held(
     pool: Pool,
     clock: SharedClock,
@@ -44,29 +45,40 @@ pub async fn send_held(
     session: Addr<TerminalSessionActor>,
     ack_wait: Duration,
 ) {
-    let taken = match take_held(&pool, &clock, &terminal_id).await {
-        Ok(taken) => taken,
-        Err(e) => {
-            tracing::warn!(%terminal_id, error = %e, "cannot read the outcome notices held");
-            return;
-        }
-    };
-    if !taken.is_empty() {
-        tracing::info!(%terminal_id, notices = taken.len(), "sending held outcome notices");
-    }
-    for (row, notice) in taken {
-        let result = tokio::time::timeout(ack_wait, session.send(SessionDeliver(notice))).await;
-        let result = match result {
-            Ok(Ok(result)) => result,
-            Ok(Err(_session_gone)) => Err(DeliveryError::Offline),
-            Err(_) => Err(DeliveryError::NotAcknowledged),
+    for _ in 0..HELD_BATCHES_PER_CONNECTION_MAX {
+        let taken = match take_held(&pool, &clock, &terminal_id).await {
+            Ok(taken) => taken,
+            Err(e) => {
+                tracing::warn!(%terminal_id, error = %e, "cannot read the outcome notices held");
+                return;
+            }
         };
-        if let Err(e) = settle(&pool, &clock, row, &result).await {
-            tracing::warn!(%terminal_id, row, error = %e, "a held notice's end not recorded");
+        let last_batch = taken.len() < HELD_NOTICES_BATCH_MAX as usize;
+        if !taken.is_empty() {
+            tracing::info!(%terminal_id, notices = taken.len(), "sending held outcome notices");
+        }
+        for (row, notice) in taken {
+            let result = tokio::time::timeout(ack_wait, session.send(SessionDeliver(notice))).await;
+            let result = match result {
+                Ok(Ok(result)) => result,
+                Ok(Err(_session_gone)) => Err(DeliveryError::Offline),
+                Err(_) => Err(DeliveryError::NotAcknowledged),
+            };
+            let gone = result == Err(DeliveryError::Offline);
+            if let Err(e) = settle(&pool, &clock, row, &result).await {
+                tracing::warn!(%terminal_id, row, error = %e, "a held notice's end not recorded");
+            }
+            if gone {
+                return;
+            }
+        }
+        if last_batch {
+            return;
         }
     }
 }
 
+/// Takes up to a batch of the terminal's held notices of the last day, and fails the older ones.
 async fn take_held(
     pool: &Pool,
     clock: &SharedClock,
@@ -75,33 +87,45 @@ async fn take_held(
     let now = clock.now();
     let oldest = now - chrono::Duration::seconds(HELD_NOTICE_AGE_MAX_S);
     let client = pool.get().await.map_err(|e| e.to_string())?;
+    client
+        .execute_cached(
+            "UPDATE customer_messages SET status = 'failed',
+                 error = 'terminal offline for over a day', updated_at = $3
+             WHERE kind = 'outcome' AND channel = 'terminal' AND destination = $1
+               AND created_at <= $4 AND status = 'queued' AND error = $2",
+            &[&terminal_id, &HELD_NOTICE, &now, &oldest],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
     let rows = client
         .query_cached(
-            "WITH taken AS (
-                 UPDATE customer_messages SET error = NULL, updated_at = $3
-                 WHERE id IN (
-                     SELECT id FROM customer_messages
-                     WHERE channel = 'terminal' AND destination = $1 AND kind = 'outcome'
-                       AND status = 'queued' AND error = $2
-                       AND created_at > $4
-                     ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED)
-                 RETURNING id, payment_id)
-             SELECT t.id, p.id, m.name, p.amount_minor, p.currency, p.status
-             FROM taken t JOIN payments p ON p.id = t.payment_id
-                 JOIN merchants m ON m.id = p.merchant_id
-             ORDER BY t.id",
+            TAKE_HELD_SQL,
             &[
                 &terminal_id,
                 &HELD_NOTICE,
                 &now,
                 &oldest,
-                &HELD_NOTICES_PER_CONNECTION_MAX,
+                &HELD_NOTICES_BATCH_MAX,
             ],
         )
         .await
         .map_err(|e| e.to_string())?;
     rows.iter().map(held_notice).collect()
 }
+
+/// Served by V75's index on a terminal's outcome notices by age.
+const TAKE_HELD_SQL: &str = "WITH taken AS (
+        UPDATE customer_messages SET error = NULL, updated_at = $3
+        WHERE id IN (
+            SELECT id FROM customer_messages
+            WHERE kind = 'outcome' AND channel = 'terminal' AND destination = $1
+              AND created_at > $4 AND status = 'queued' AND error = $2
+            ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED)
+        RETURNING id, payment_id)
+    SELECT t.id, p.id, m.name, p.amount_minor, p.currency, p.status
+    FROM taken t JOIN payments p ON p.id = t.payment_id
+        JOIN merchants m ON m.id = p.merchant_id
+    ORDER BY t.id";
 
 fn held_notice(row: &tokio_postgres::Row) -> Result<(i64, Notice), String> {
     let currency: String = row.get(4);
@@ -123,7 +147,7 @@ async fn settle(
     pool: &Pool,
     clock: &SharedClock,
     row: i64,
-    result: &Result<payhub_actors::messages::DeliveryReceipt, DeliveryError>,
+    result: &Result<DeliveryReceipt, DeliveryError>,
 ) -> Result<(), String> {
     if matches!(result, Err(DeliveryError::Offline)) {
         return hold(pool, clock, row).await;
@@ -143,4 +167,43 @@ async fn settle(
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use payhub_actors::store::testing::fresh_database;
+
+    /// Every authentication reads its terminal's held notices: through V75's index, not a scan of
+    /// the day's messages.
+    #[tokio::test]
+    async fn held_notices_are_found_through_the_terminal_outcomes_index() {
+        let db = fresh_database().await;
+        let client = db.pool.get().await.unwrap();
+        client
+            .batch_execute("SET enable_seqscan = off")
+            .await
+            .unwrap();
+        let select = super::TAKE_HELD_SQL;
+        let inner = &select[select.find("SELECT id FROM").unwrap()..select.find(")\n").unwrap()];
+        let sql = format!(
+            "EXPLAIN {}",
+            inner
+                .replace("$1", "'trm_x'")
+                .replace("$2", "'held'")
+                .replace("$4", "now()")
+                .replace("$5", "8")
+        );
+        let plan: Vec<String> = client
+            .query(&sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("customer_messages_terminal_outcomes"),
+            "{plan}"
+        );
+    }
 }

@@ -180,7 +180,14 @@ impl Handler<SessionDeliver> for TerminalSessionActor {
             Err(reason) => return Box::pin(async move { Err(DeliveryError::Rejected(reason)) }),
         };
         if !self.send_frame(frame, ctx) {
-            return Box::pin(async { Err(DeliveryError::Offline) });
+            // A closed outbox ended the session (the terminal is gone); a full one is a busy
+            // moment of a live terminal, to be tried again, not held for its next connection.
+            let error = if ctx.state().alive() {
+                DeliveryError::Unavailable
+            } else {
+                DeliveryError::Offline
+            };
+            return Box::pin(async move { Err(error) });
         }
         let (reply, answer) = oneshot::channel();
         self.pending.insert(msg_id, reply);
