@@ -1405,6 +1405,107 @@ async fn a_bank_that_reads_but_never_answers_is_dropped_while_debits_flow() {
     let _again = Peer::signed_on(&listener, &router).await;
 }
 
+/// A BIPS whose financial side stopped while its network side goes on: it sends its own echoes
+/// and answers the link's, but no debit. Three debits unanswered in a row make the link
+/// reconnect (and the router send over another link meanwhile); before, the bank's traffic kept
+/// it signed on for good.
+#[actix_rt::test]
+async fn a_bank_that_answers_echoes_but_no_debits_is_reconnected() {
+    let db = fresh_database().await;
+    let (listener, addr) = peer_listener().await;
+    let mut link = settings("bips-a", &addr);
+    link.echo_interval_ms = 300;
+    link.response_timeout_ms = 200;
+    let router = start_router(&db, vec![link]);
+    let bank = Peer::signed_on(&listener, &router).await;
+    let (mut reading, mut writing) = bank.stream.into_split();
+    actix_rt::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut n = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            n += 1;
+            let mine = bank_0800("301", &format!("{n:06}")).pack().unwrap();
+            use tokio::io::AsyncWriteExt;
+            if writing.write_all(&framed(&mine)).await.is_err() {
+                return;
+            }
+            // Whatever the link sent meanwhile: its echoes are answered, its 0200s are not.
+            let mut len = [0u8; 2];
+            while let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_millis(1), reading.read_exact(&mut len))
+                    .await
+                    .map(|r| r.map(|_| ()))
+            {
+                let mut body = vec![0; usize::from(u16::from_be_bytes(len))];
+                if reading.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                let Ok(m) = Message::unpack(&body) else {
+                    continue;
+                };
+                if m.mti() == "0800" {
+                    let echo = answer(&m, "0810", &[(39, "00")]).pack().unwrap();
+                    if writing.write_all(&framed(&echo)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    for rrn in 1..=3 {
+        let answer = router.send(Debit(request(rrn, 0, 1))).await.unwrap();
+        assert_eq!(answer.unwrap_err(), BankError::Timeout);
+    }
+    eventually("the link reconnects", || async {
+        let statuses = router.send(LinkStatuses).await.unwrap().unwrap();
+        statuses[0].state != "signed_on"
+    })
+    .await;
+    let _again = Peer::signed_on(&listener, &router).await;
+}
+
+/// A 0210 that matches a debit's STAN and field 37 but is not its answer: of another MTI (0230)
+/// it is dropped, and the debit times out; with another amount in field 4, or approving without
+/// field 38, it is a protocol error and the debit is reversed. None of them is an approval.
+#[actix_rt::test]
+async fn an_answer_that_is_not_the_debits_is_not_taken_as_an_approval() {
+    let db = fresh_database().await;
+    let (listener, addr) = peer_listener().await;
+    let mut link = settings("bips-a", &addr);
+    link.response_timeout_ms = 500;
+    let router = start_router(&db, vec![link]);
+    let mut bank = Peer::signed_on(&listener, &router).await;
+    let waiting = actix_rt::spawn(router.send(Debit(request(1, 0, 100))));
+    let debit = bank.read().await;
+    bank.write(&answer(&debit, "0230", &[(38, "A00001"), (39, "00")]))
+        .await;
+    assert_eq!(
+        waiting.await.unwrap().unwrap().unwrap_err(),
+        BankError::Timeout
+    );
+    for (rrn, wrong) in [(2, vec![(38, "A00001"), (39, "00")]), (3, vec![(39, "00")])] {
+        let waiting = actix_rt::spawn(router.send(Debit(request(rrn, 0, 100))));
+        let mut debit = bank.read().await;
+        if wrong.len() == 2 {
+            debit = debit.with(4, "000000000001").unwrap();
+        }
+        bank.write(&answer(&debit, "0210", &wrong)).await;
+        let answered = waiting.await.unwrap().unwrap();
+        assert!(
+            matches!(answered, Err(BankError::Protocol(_))),
+            "rrn {rrn}: {answered:?}"
+        );
+    }
+    let client = db.pool.get().await.unwrap();
+    let reversals: i64 = client
+        .query_one("SELECT count(*) FROM reversals", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reversals, 3, "each debit reversed");
+}
+
 /// A listening socket on port 0 whose connections have a small receive buffer, so that what the
 /// link sends and the bank does not read piles up on the link's side soon.
 fn small_buffer_listener() -> (tokio::net::TcpListener, String) {

@@ -77,6 +77,8 @@ const UNSENT_BEYOND_IN_FLIGHT_BYTES: usize = 1 << 20;
 /// this long: a BIPS that accepts the sign-on and drops the connection at once is otherwise
 /// reconnected to (a sign-on and a reversal load each time) every `reconnect_backoff_min_ms`.
 const BACKOFF_RESET_AFTER_MS: u64 = 10_000;
+/// Debits unanswered in a row after which the link reconnects (see `debit_timed_out`).
+const DEBIT_TIMEOUTS_IN_A_ROW_MAX: u32 = 3;
 /// A generous size for one message on the wire (a 0200 with its MAC is about 230 bytes).
 const MESSAGE_MAX_BYTES: usize = 512;
 
@@ -164,6 +166,9 @@ pub enum LinkOutcome {
     },
     /// The connection went away (or the link stopped) before the 0210.
     Dropped,
+    /// A 0210 that cannot be taken as an answer to this debit (another amount, an approval
+    /// without its approval code): what the BIPS did is not known.
+    Malformed(String),
 }
 
 /// A debit accepted by the link: wait on `reply`, and send `Expire` when tired of waiting.
@@ -239,6 +244,17 @@ enum PendingKind {
     },
 }
 
+impl PendingKind {
+    /// The MTI that answers it.
+    fn response_mti(&self) -> &'static str {
+        match self {
+            Self::Debit { .. } => "0210",
+            Self::Network { .. } => "0810",
+            Self::Reversal { .. } => "0430",
+        }
+    }
+}
+
 struct Pending {
     kind: PendingKind,
     sent_at: Instant,
@@ -299,6 +315,9 @@ pub struct BankLinkActor {
     /// When the bank last sent anything. Only what is received counts: writes succeed into a
     /// dead peer's socket buffer, so counting them would keep a silent bank from being echoed.
     last_received: Instant,
+    /// Debits unanswered within the response timeout since the last one answered: a BIPS whose
+    /// financial side stopped may still send and answer network messages.
+    debit_timeouts_in_a_row: u32,
     stopping: bool,
     sign_off_sent: bool,
     metrics: LinkMetrics,
@@ -333,6 +352,7 @@ impl BankLinkActor {
             reversals_loaded_at: None,
             backoff,
             last_received: Instant::now(),
+            debit_timeouts_in_a_row: 0,
             stopping: false,
             sign_off_sent: false,
             metrics,
@@ -529,7 +549,7 @@ impl Handler<LinkSendReserved> for BankLinkActor {
 impl Handler<Expire> for BankLinkActor {
     type Result = bool;
 
-    fn handle(&mut self, msg: Expire, _ctx: &mut Context<Self>) -> bool {
+    fn handle(&mut self, msg: Expire, ctx: &mut Context<Self>) -> bool {
         let key = (b'2', msg.stan);
         let ours = matches!(
             self.pending.get(&key),
@@ -541,7 +561,7 @@ impl Handler<Expire> for BankLinkActor {
         self.pending.remove(&key);
         self.stans.release(msg.stan);
         self.debit_left();
-        self.metrics.timeouts.inc();
+        self.debit_timed_out(ctx);
         true
     }
 }
@@ -679,6 +699,10 @@ pub async fn outcome(
         LinkOutcome::Dropped => {
             reverse(ReversalReason::Timeout).await?;
             Err(BankError::Timeout)
+        }
+        LinkOutcome::Malformed(why) => {
+            reverse(ReversalReason::ResponseUnlisted).await?;
+            Err(BankError::Protocol(why))
         }
         LinkOutcome::Answered {
             response_code,

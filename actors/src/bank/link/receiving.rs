@@ -8,6 +8,25 @@ use payhub_iso8583::Message;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Why a 0210 matched by STAN and field 37 still cannot be taken as the debit's answer: its
+/// field 4 is not the amount asked for, or an approval (00) lacks field 4 or field 38, which the
+/// profile requires of it. (A decline without field 4 says no less than with it.)
+fn debit_answer_flaw(answer: &Message, request: &crate::messages::DebitRequest) -> Option<String> {
+    let asked = format!("{:012}", request.amount.minor());
+    let approved = answer.get(39) == Some("00");
+    match answer.get(4) {
+        Some(amount) if amount != asked => {
+            return Some(format!("0210 field 4 {amount} is not the amount asked for"));
+        }
+        None if approved => return Some("0210 approved without field 4".into()),
+        _ => {}
+    }
+    if approved && answer.get(38).is_none() {
+        return Some("0210 approved without field 38".into());
+    }
+    None
+}
+
 impl BankLinkActor {
     /// A message whose MAC the reader's codec checked (on a link that MACs its messages).
     pub(super) fn on_message(&mut self, message: Message, ctx: &mut Context<Self>) {
@@ -26,6 +45,11 @@ impl BankLinkActor {
             tracing::warn!(link = %self.name(), mti = %mti, stan, "response matches nothing; dropped");
             return;
         };
+        // The answer's own MTI, not only its class: a 0230 answers no 0200.
+        if mti != pending.kind.response_mti() {
+            tracing::warn!(link = %self.name(), mti = %mti, stan, "answer of another type dropped");
+            return;
+        }
         // A late answer must carry the RRN of the debit or reversal now holding its STAN: a
         // reversal closed by another's 0430 would leave its debit standing.
         let rrn = match &pending.kind {
@@ -49,15 +73,22 @@ impl BankLinkActor {
                 request, reply, f7, ..
             } => {
                 self.debit_left();
+                self.debit_timeouts_in_a_row = 0;
                 self.metrics.round_trip.observe(elapsed.as_secs_f64());
                 self.shared.round_trip.observe(elapsed);
                 let response_code = message.get(39).unwrap_or("").to_owned();
-                // 00, or 94 (the original's outcome): the debit may have been made.
-                let maybe_debited = matches!(response_code.as_str(), "00" | "94");
-                let answer = LinkOutcome::Answered {
-                    // Whatever the code: with 94 an approval code is what says "approved".
-                    approval_code: message.get(38).map(str::to_owned),
-                    response_code,
+                // 00, 94 (the original's outcome) or a code the profile does not list: the
+                // debit may have been made.
+                let maybe_debited = matches!(response_code.as_str(), "00" | "94")
+                    || ReversalReason::of_response(&response_code)
+                        == Some(ReversalReason::ResponseUnlisted);
+                let answer = match debit_answer_flaw(&message, &request) {
+                    Some(flaw) => LinkOutcome::Malformed(flaw),
+                    None => LinkOutcome::Answered {
+                        // Whatever the code: with 94 an approval code is what says "approved".
+                        approval_code: message.get(38).map(str::to_owned),
+                        response_code,
+                    },
                 };
                 if reply.send(answer).is_err() && maybe_debited {
                     // Perhaps debited, but the payment no longer waits for it: undo it.
