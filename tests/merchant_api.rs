@@ -550,6 +550,18 @@ async fn bad_input_gets_the_error_shape_never_a_5xx() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(err["error"]["field"], "Idempotency-Key");
 
+    let two_keys = client
+        .post(gw.url("/v1/payments"))
+        .header("Idempotency-Key", "k-a")
+        .header("Idempotency-Key", "k-b")
+        .json(&order("B-1"))
+        .send()
+        .await
+        .unwrap();
+    let (status, err) = body(two_keys).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(err["error"]["field"], "Idempotency-Key");
+
     let (status, err) = body(client.get(gw.url("/v1/nothing")).send().await.unwrap()).await;
     assert_eq!(
         (status, error_code(&err)),

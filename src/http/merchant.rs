@@ -145,6 +145,12 @@ pub fn parse_create(body: &[u8]) -> Result<(CreatePayment, String), ApiError> {
     let Value::Object(map) = value else {
         return Err(ApiError::malformed_json("the body must be a JSON object"));
     };
+    if let Some(key) = super::repeated_key::repeated_key(body) {
+        return Err(ApiError::invalid(
+            &key,
+            format!("`{key}` is given more than once"),
+        ));
+    }
     if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(ApiError::invalid(
             unknown,
@@ -185,6 +191,13 @@ pub fn parse_create(body: &[u8]) -> Result<(CreatePayment, String), ApiError> {
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
+    // Two keys (a proxy adding its own, say) would leave the retry's key to chance.
+    if req.headers().get_all("Idempotency-Key").nth(1).is_some() {
+        return Err(ApiError::invalid(
+            "Idempotency-Key",
+            "Idempotency-Key must be given once",
+        ));
+    }
     match req.headers().get("Idempotency-Key") {
         None => Ok(None),
         Some(v) => {
@@ -402,6 +415,20 @@ mod tests {
     fn field_of(body: &str) -> (StatusCode, &'static str, Option<String>) {
         let e = parse_create(body.as_bytes()).unwrap_err();
         (e.status, e.code(), e.body.error.field)
+    }
+
+    #[test]
+    fn a_field_given_twice_is_refused_naming_it() {
+        let twice = GOOD.replace("\"amount\":1234", "\"amount\":1,\"amount\":1234");
+        assert_ne!(twice, GOOD);
+        assert_eq!(
+            field_of(&twice),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                Some("amount".into())
+            )
+        );
     }
 
     #[test]

@@ -8,4 +8,5 @@ pub mod mtls;
 pub mod openapi;
 pub mod operator;
 pub mod pages;
+pub mod repeated_key;
 pub mod server;
