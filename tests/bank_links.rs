@@ -1554,6 +1554,27 @@ async fn a_bank_that_sends_requests_and_never_reads_is_dropped() {
     let _again = Peer::signed_on(&listener, &router).await;
 }
 
+/// iso8583-profile.md: sign-on "before any financial message". The simulator undoes nothing for
+/// a reversal that comes before it: it answers 91 and counts it, as it does a 0200.
+#[actix_rt::test]
+async fn the_bank_simulator_refuses_a_reversal_before_sign_on() {
+    let db = fresh_database().await;
+    let sim = start_sim(&db, 1, |_| 1_000).await;
+    let stream = tokio::net::TcpStream::connect(sim.addr()).await.unwrap();
+    let mut client = Peer { stream };
+    let reversal = Message::new("0420")
+        .and_then(|m| m.with(4, "000000000100"))
+        .and_then(|m| m.with(7, "1129120000"))
+        .and_then(|m| m.with(11, "000001"))
+        .and_then(|m| m.with(37, "000000000001"))
+        .unwrap();
+    client.write(&reversal).await;
+    let answer = client.read().await;
+    assert_eq!((answer.mti(), answer.get(39)), ("0430", Some("91")));
+    let stats = sim.stats();
+    assert_eq!((stats.before_sign_on, stats.reversals_applied), (1, 0));
+}
+
 /// The simulator's side of the same rule: a client that sends echoes and reads nothing is
 /// dropped once its answers cannot be written in time, and its connection slot freed. It held
 /// the connection for ever before.

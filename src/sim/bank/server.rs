@@ -436,6 +436,14 @@ impl Connection {
 
     async fn reversal(&mut self, request: Message, faults: Faults) {
         bump(&self.shared.stats.reversals);
+        if !self.signed_on {
+            // Financial messages wait for the sign-on, as the profile says: nothing undone.
+            bump(&self.shared.stats.before_sign_on);
+            let code = ledger::ISSUER_INOPERATIVE;
+            let answer = respond(&request, "0430", ECHOED_0430, code, None);
+            self.answer(answer, &faults);
+            return;
+        }
         let Some(order) = parse_reversal(&request) else {
             let answer = respond(&request, "0430", ECHOED_0430, ledger::FORMAT_ERROR, None);
             self.answer(answer, &faults);
