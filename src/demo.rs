@@ -250,7 +250,7 @@ async fn start_all(
         .context("starting the SMSC simulator")?;
 
     let config_path = write_config(args, dir, db_url, &banks, smsc.smpp_addr())?;
-    let config = Config::load(&config_path)?;
+    let config = load_own_config(&config_path)?;
     let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
     let gateway = Gateway::start(&config, clock).await?;
     enroll(&config_path, dir, &pool).await?;
@@ -392,11 +392,27 @@ echo_interval_s = 30
     Ok(file)
 }
 
-/// Runs one of our own operator commands and returns its JSON output.
+/// The demo's configuration as it wrote it. `PAYHUB_*` overrides set for a real gateway in the
+/// same shell do not apply: the demo's database, simulators and addresses are its own, and its
+/// sample customers must not land in the operator's database.
+fn load_own_config(path: &Path) -> anyhow::Result<Config> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Config::from_toml(&text, &[]).with_context(|| path.display().to_string())
+}
+
+/// Runs one of our own operator commands and returns its JSON output. Like the demo's gateway,
+/// the command reads the demo's configuration as written, without `PAYHUB_*` overrides.
 async fn payhub_command(args: &[&str], stdin: Option<&str>) -> anyhow::Result<serde_json::Value> {
     use tokio::io::AsyncWriteExt;
     let exe = std::env::current_exe().context("finding the payhub binary")?;
-    let mut child = tokio::process::Command::new(exe)
+    let mut command = tokio::process::Command::new(exe);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PAYHUB_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

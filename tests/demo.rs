@@ -156,6 +156,11 @@ fn check_only(dir: &std::path::Path) -> (std::process::ExitStatus, String) {
         .args(["--operator-listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--smsc-http-listen", &format!("127.0.0.1:{}", free_port())])
         .env_remove("DATABASE_URL")
+        // Meant for a real gateway in the same shell: the demo's database is its own.
+        .env(
+            "PAYHUB_DATABASE__URL",
+            "postgres://nobody@127.0.0.1:1/elsewhere",
+        )
         .stdin(Stdio::null())
         .output()
         .unwrap();
