@@ -265,6 +265,13 @@ async fn send_orphaned_notices(deps: Deps, started_at: chrono::DateTime<chrono::
             "sending outcome notices left queued"
         );
     }
+    if orphans.len() as i64 >= ORPHANED_NOTICES_MAX {
+        // The oldest go first; the rest of the day's wait for the next start.
+        tracing::warn!(
+            read_max = ORPHANED_NOTICES_MAX,
+            "more outcome notices may be left queued than one start sends"
+        );
+    }
     for (row, notice_row) in orphans {
         let core = PaymentCore::from_row(deps.clone(), row).with_outcome_notice_row(notice_row);
         if let Some(deliver) = core.outcome_delivery() {
