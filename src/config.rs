@@ -667,32 +667,16 @@ impl Config {
     }
 
     /// The bank links: unique names, banks served, bounds and MAC keys.
+    /// Each `[[links]]` entry as the link will take it (`bank_links::link_settings`: errors name
+    /// the link and the key), and no name twice.
     fn check_links(&self, problems: &mut Vec<String>) {
         let mut names = std::collections::HashSet::new();
         for (i, link) in self.links.iter().enumerate() {
             if !names.insert(link.name.as_str()) {
                 problems.push(format!("links[{i}].name: `{}` is used twice", link.name));
             }
-            if link.banks.is_empty() {
-                problems.push(format!(
-                    "links[{i}].banks: a link must serve at least one bank"
-                ));
-            }
-            for bank in &link.banks {
-                if payhub_actors::domain::BankId::parse(bank).is_err() {
-                    problems.push(format!("links[{i}].banks: `{bank}` is not 1 to 11 digits"));
-                }
-            }
-            if link.response_timeout_ms == 0 || link.in_flight_max == 0 {
-                problems.push(format!(
-                    "links[{i}]: response_timeout_ms and in_flight_max must be positive"
-                ));
-            }
-            if let Some(key) = &link.mac_key_hex {
-                let key = key.expose();
-                if key.len() != 32 || hex::decode(key).is_err() {
-                    problems.push(format!("links[{i}].mac_key_hex: must be 32 hex digits"));
-                }
+            if let Err(e) = crate::bank_links::link_settings(link) {
+                problems.push(e);
             }
         }
     }
@@ -961,6 +945,29 @@ echo_interval_s = 30
         // A merchant's notify_url may not lead into the gateway's own network unless allowed.
         assert!(!c.webhooks.allow_private_destinations);
         assert!((1..=HTTP_WORKERS_MAX).contains(&c.http.workers));
+    }
+
+    #[test]
+    fn a_bad_link_value_stops_the_load_naming_the_link_and_key() {
+        for (from, to, key) in [
+            (
+                "echo_interval_s = 30",
+                "echo_interval_s = 0",
+                "echo_interval_s",
+            ),
+            ("127.0.0.1:8583", "127.0.0.1", "addr"),
+            (
+                "response_timeout_ms = 5000",
+                "response_timeout_ms = 0",
+                "response_timeout_ms",
+            ),
+        ] {
+            let text = MINIMAL.replace(from, to);
+            assert_ne!(text, MINIMAL);
+            let e = Config::from_toml(&text, &[]).unwrap_err().to_string();
+            assert!(e.contains("links.bips-a"), "{e}");
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 
     #[test]

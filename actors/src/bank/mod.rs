@@ -66,7 +66,9 @@ pub fn start_in(
         .map_err(|_| StartError("institution id must be 1 to 11 digits".into()))?;
     let mut names = HashSet::new();
     for settings in &links {
-        settings.check().map_err(StartError)?;
+        settings
+            .check()
+            .map_err(|e| StartError(format!("link {}: {e}", settings.name)))?;
         if !names.insert(settings.name.clone()) {
             return Err(StartError(format!(
                 "link name {} is used twice",

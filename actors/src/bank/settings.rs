@@ -92,39 +92,34 @@ impl LinkSettings {
             return Err("a link needs a name".into());
         }
         if self.banks.is_empty() {
-            return Err(format!("link {name}: banks must name at least one bank id"));
+            return Err("banks: must name at least one bank id".into());
         }
         if !(1..=IN_FLIGHT_MAX_LIMIT).contains(&self.in_flight_max) {
-            return Err(format!(
-                "link {name}: in_flight_max must be 1 to {IN_FLIGHT_MAX_LIMIT}"
-            ));
+            return Err(format!("in_flight_max: must be 1 to {IN_FLIGHT_MAX_LIMIT}"));
         }
         if !(1..=RESPONSE_TIMEOUT_MS_LIMIT).contains(&self.response_timeout_ms) {
             return Err(format!(
-                "link {name}: response_timeout_ms must be 1 to {RESPONSE_TIMEOUT_MS_LIMIT}"
+                "response_timeout_ms: must be 1 to {RESPONSE_TIMEOUT_MS_LIMIT}"
             ));
         }
         if !(1..=REVERSALS_LOADED_MAX_LIMIT).contains(&self.reversals_loaded_max) {
             return Err(format!(
-                "link {name}: reversals_loaded_max must be 1 to {REVERSALS_LOADED_MAX_LIMIT}"
+                "reversals_loaded_max: must be 1 to {REVERSALS_LOADED_MAX_LIMIT}"
             ));
         }
-        let intervals = [self.echo_interval_ms, self.reversal_interval_ms];
-        if intervals
+        let intervals = [
+            ("echo_interval_s", self.echo_interval_ms),
+            ("reversal_interval_ms", self.reversal_interval_ms),
+            ("reconnect_backoff_max_ms", self.reconnect_backoff_max_ms),
+        ];
+        if let Some((key, _)) = intervals
             .iter()
-            .any(|ms| !(1..=INTERVAL_MS_LIMIT).contains(ms))
+            .find(|(_, ms)| !(1..=INTERVAL_MS_LIMIT).contains(ms))
         {
-            return Err(format!(
-                "link {name}: echo and reversal intervals must be positive, at most a day"
-            ));
+            return Err(format!("{key}: must be positive, at most a day"));
         }
-        if self.reconnect_backoff_min_ms == 0
-            || self.reconnect_backoff_max_ms < self.reconnect_backoff_min_ms
-            || self.reconnect_backoff_max_ms > INTERVAL_MS_LIMIT
-        {
-            return Err(format!(
-                "link {name}: reconnect backoff must be positive with min <= max, at most a day"
-            ));
+        if !(1..=self.reconnect_backoff_max_ms).contains(&self.reconnect_backoff_min_ms) {
+            return Err("reconnect_backoff_max_ms: must be at least the backoff's minimum".into());
         }
         Ok(())
     }
