@@ -882,6 +882,11 @@ fn set_path(
         table.insert(first.clone(), value);
         return Ok(guessed);
     }
+    if !table.contains_key(first) && rest[0].parse::<usize>().is_ok() {
+        // An entry of a list the file does not have (`[[links]]`): a variable sets a key of an
+        // entry, it does not make one.
+        return Err(format!("no {first}[{}] in the file", rest[0]));
+    }
     let child = table
         .entry(first.clone())
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -968,6 +973,19 @@ echo_interval_s = 30
             assert!(e.contains("links.bips-a"), "{e}");
             assert!(e.contains(key), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn a_variable_for_a_link_the_file_lacks_names_itself() {
+        let without_links = &MINIMAL[..MINIMAL.find("[[links]]").unwrap()];
+        let env = [(
+            "PAYHUB_LINKS__0__ADDR".to_string(),
+            "10.0.0.1:9000".to_string(),
+        )];
+        let e = Config::from_toml(without_links, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PAYHUB_LINKS__0__ADDR: no links[0]"), "{e}");
     }
 
     #[test]
