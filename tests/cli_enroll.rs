@@ -590,6 +590,45 @@ async fn customer_and_terminal_add() {
         .unwrap()
         .get(0);
     assert_eq!(customers, 1, "a refused customer leaves nothing behind");
+    // The sign-in page looks an identity up as an online id before a mobile number: neither may
+    // be the other's, or one customer could not sign in with their number.
+    let add = |online_id: &'static str, mobile: Option<&'static str>| {
+        let mut args = vec![
+            "customer",
+            "add",
+            "--config",
+            config.as_str(),
+            "--real-name",
+            "Han Meimei",
+            "--online-id",
+            online_id,
+            "--password-stdin",
+            "--bank",
+            "0001",
+            "--account",
+            "1",
+        ];
+        args.extend(mobile.iter().flat_map(|m| ["--mobile", *m]));
+        args
+    };
+    for online_id in ["8613800138000", "+8613800138000"] {
+        fails_with(
+            &add(online_id, None),
+            Some("pw"),
+            "is the mobile number of another customer",
+        );
+    }
+    assert!(ok_json(&add("8613900139000", None), Some("pw"))["customer_id"].is_string());
+    fails_with(
+        &add("hanmeimei", Some("+8613900139000")),
+        Some("pw"),
+        "is another customer's online id",
+    );
+    // A customer's own number may be their online id as well.
+    assert!(
+        ok_json(&add("8613700137000", Some("8613700137000")), Some("pw"))["customer_id"]
+            .is_string()
+    );
 }
 
 #[test]

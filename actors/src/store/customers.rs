@@ -28,6 +28,10 @@ pub struct NewCustomer {
 pub enum CustomerError {
     #[error("online id `{0}` is already registered")]
     OnlineIdTaken(String),
+    /// The sign-in page looks an identity up as an online id first: this one would hide that
+    /// customer's mobile number.
+    #[error("online id {0} is the mobile number of another customer")]
+    OnlineIdIsAMobile(String),
     #[error(transparent)]
     Terminal(#[from] TerminalError),
     #[error(transparent)]
@@ -48,6 +52,17 @@ pub async fn insert(
     mobile: Option<&Msisdn>,
 ) -> Result<Option<String>, CustomerError> {
     let tx = client.transaction().await?;
+    if let Ok(number) = Msisdn::parse(c.online_id.as_str()) {
+        let mobile_of_another = tx
+            .query_opt_cached(
+                "SELECT 1 FROM terminals WHERE kind = 'mobile' AND msisdn = $1",
+                &[&number.digits()],
+            )
+            .await?;
+        if mobile_of_another.is_some() {
+            return Err(CustomerError::OnlineIdIsAMobile(number.masked()));
+        }
+    }
     let result = tx
         .execute_cached(
             "INSERT INTO customers (id, real_name, national_id, online_id, bank_id, account, \

@@ -31,6 +31,10 @@ pub struct NewTerminal {
 pub enum TerminalError {
     #[error("mobile number {0} is already registered to a customer")]
     MobileTaken(String),
+    /// Another customer signs in with this text as their online id, which the sign-in page
+    /// looks up first: the number could not sign its customer in.
+    #[error("mobile number {0} is another customer's online id")]
+    MobileIsAnOnlineId(String),
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -105,6 +109,17 @@ pub async fn disable(client: &impl GenericClient, id: &str) -> Result<bool, Term
 
 pub async fn insert(client: &impl GenericClient, t: &NewTerminal) -> Result<(), TerminalError> {
     t.check()?;
+    if let (TerminalKind::Mobile, Some(number)) = (t.kind, &t.msisdn) {
+        let online_id_of_another = client
+            .query_opt_cached(
+                "SELECT 1 FROM customers WHERE online_id IN ($1, '+' || $1) AND id <> $2",
+                &[&number.digits(), &t.customer_id],
+            )
+            .await?;
+        if online_id_of_another.is_some() {
+            return Err(TerminalError::MobileIsAnOnlineId(number.masked()));
+        }
+    }
     let result = client
         .execute_cached(
             "INSERT INTO terminals (id, customer_id, kind, label, msisdn, serial, shared_key, \
