@@ -1297,6 +1297,71 @@ async fn an_outcome_for_a_terminal_gone_offline_is_shown_when_it_is_back() {
     );
 }
 
+/// Two outcomes held for a terminal that then connects and drops at the first: both stay held
+/// for its next connection, neither is left taken and unsent.
+#[actix_rt::test]
+async fn outcomes_held_for_a_terminal_that_drops_again_wait_for_the_next_connection() {
+    use payhub::sim::terminal::{DeliveryBehaviour, SimEvent};
+    let w = World::new().await;
+    let (terminal_id, mut terminal) =
+        connect_dedicated_terminal(&w, DeliveryBehaviour::Acknowledge).await;
+    let wait = std::time::Duration::from_secs(10);
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let pay = w.payment().await;
+        let browser = w.browser();
+        browser
+            .login(&pay, "alice", &w.customer.password, "terminal", "")
+            .await;
+        let Some(SimEvent::Code { code, .. }) = terminal.next_delivery(wait).await else {
+            panic!("the code on the terminal");
+        };
+        waiting.push((pay, browser, code));
+    }
+    terminal.stop();
+    let switch = w.gateway.as_ref().unwrap().terminal_switch.clone();
+    switch.wait_offline(&terminal_id).await;
+    for (pay, browser, code) in &waiting {
+        let done = browser.submit_code(pay, code).await;
+        assert!(done.body.contains("Payment complete"), "{}", done.body);
+    }
+    let held = format!(
+        "SELECT count(*) FROM customer_messages WHERE destination = $1 AND kind = 'outcome'
+            AND status = 'queued' AND error = '{}'",
+        payhub::channels::terminal::held_outcomes::HELD_NOTICE
+    );
+    eventually("both outcomes held", || async {
+        count(&w.db.pool, &held, &terminal_id).await == 2
+    })
+    .await;
+    let mut dropping = start_terminal(&w, &terminal_id, DeliveryBehaviour::DropConnection).await;
+    // It drops at the first outcome: both rows were taken by then.
+    assert!(matches!(
+        dropping.next_delivery(wait).await,
+        Some(SimEvent::Outcome {
+            acknowledged: false,
+            ..
+        })
+    ));
+    switch.wait_offline(&terminal_id).await;
+    eventually("both held again", || async {
+        count(&w.db.pool, &held, &terminal_id).await == 2
+    })
+    .await;
+    let mut back = start_terminal(&w, &terminal_id, DeliveryBehaviour::Acknowledge).await;
+    let mut told = Vec::new();
+    for _ in 0..2 {
+        match back.next_delivery(wait).await {
+            Some(SimEvent::Outcome { payment_id, .. }) => told.push(payment_id),
+            other => panic!("an outcome on the terminal, not {other:?}"),
+        }
+    }
+    told.sort();
+    let mut paid: Vec<String> = waiting.into_iter().map(|(pay, ..)| pay).collect();
+    paid.sort();
+    assert_eq!(told, paid);
+}
+
 /// A terminal that takes the code but never acknowledges it: the delivery failed, as the terminal
 /// protocol says, so the page says so and offers another way, and the code is void.
 #[actix_rt::test]

@@ -302,7 +302,12 @@ impl Routes {
     ) -> Result<Recorded, DeliveryError> {
         let code = notice.kind == NoticeKind::Code;
         if let Some(id) = recorded {
-            return Ok(Recorded { id, channel, code });
+            return Ok(Recorded {
+                id,
+                channel,
+                code,
+                by_sender: true,
+            });
         }
         let kind = match notice.kind {
             NoticeKind::Code => "code",
@@ -323,6 +328,7 @@ impl Routes {
             id: row.get(0),
             channel,
             code,
+            by_sender: false,
         })
     }
 
@@ -332,6 +338,10 @@ impl Routes {
         record: Recorded,
         result: Result<DeliveryReceipt, DeliveryError>,
     ) -> Result<DeliveryReceipt, DeliveryError> {
+        if record.by_sender && result == Err(DeliveryError::Unavailable) {
+            // Nothing went: the sender offers the notice again, or marks its row failed.
+            return result;
+        }
         let (status, message_ref, error) = match &result {
             Ok(receipt) => ("delivered", Some(receipt.message_ref.clone()), None),
             Err(e) => ("failed", None, Some(e.to_string())),
@@ -409,6 +419,8 @@ struct Recorded {
     id: i64,
     channel: &'static str,
     code: bool,
+    /// Written by the sender (an outcome's row, with the final status), not by this delivery.
+    by_sender: bool,
 }
 
 fn registered_number(terminal: &TerminalRow) -> Result<Msisdn, DeliveryError> {

@@ -37,7 +37,8 @@ pub async fn hold(pool: &Pool, clock: &SharedClock, row: i64) -> Result<(), Stri
 
 /// Sends the notices held for `terminal_id` to its new session, oldest first, each once: a row is
 /// taken (no longer marked held) before its notice goes, and ends delivered, failed, or held
-/// again if the terminal went away meanwhile (which ends the sending).
+/// again if the terminal went away or its session was full (which ends the sending after that
+/// batch).
 pub async fn send_held(
     pool: Pool,
     clock: SharedClock,
@@ -45,6 +46,9 @@ pub async fn send_held(
     session: Addr<TerminalSessionActor>,
     ack_wait: Duration,
 ) {
+    if let Err(e) = fail_aged(&pool, &clock, &terminal_id).await {
+        tracing::warn!(%terminal_id, error = %e, "cannot fail the held notices past a day");
+    }
     for _ in 0..HELD_BATCHES_PER_CONNECTION_MAX {
         let taken = match take_held(&pool, &clock, &terminal_id).await {
             Ok(taken) => taken,
@@ -57,6 +61,9 @@ pub async fn send_held(
         if !taken.is_empty() {
             tracing::info!(%terminal_id, notices = taken.len(), "sending held outcome notices");
         }
+        // The whole batch is settled, even after the terminal went away: each row taken must end
+        // delivered, failed or held again (once gone, the rest fail fast as offline).
+        let mut stopped = false;
         for (row, notice) in taken {
             let result = tokio::time::timeout(ack_wait, session.send(SessionDeliver(notice))).await;
             let result = match result {
@@ -64,21 +71,47 @@ pub async fn send_held(
                 Ok(Err(_session_gone)) => Err(DeliveryError::Offline),
                 Err(_) => Err(DeliveryError::NotAcknowledged),
             };
-            let gone = result == Err(DeliveryError::Offline);
+            stopped |= held_again(&result);
             if let Err(e) = settle(&pool, &clock, row, &result).await {
                 tracing::warn!(%terminal_id, row, error = %e, "a held notice's end not recorded");
             }
-            if gone {
-                return;
-            }
         }
-        if last_batch {
+        if last_batch || stopped {
             return;
         }
     }
 }
 
-/// Takes up to a batch of the terminal's held notices of the last day, and fails the older ones.
+/// Whether a notice's delivery ended in a way that keeps it for the terminal's next connection:
+/// the terminal went away, or its session could take nothing more now.
+fn held_again(result: &Result<DeliveryReceipt, DeliveryError>) -> bool {
+    matches!(
+        result,
+        Err(DeliveryError::Offline | DeliveryError::Unavailable)
+    )
+}
+
+/// Marks failed the terminal's notices held past a day, held at most a week before that (older
+/// ones were failed by an earlier connection; the bound keeps the read to recent history).
+async fn fail_aged(pool: &Pool, clock: &SharedClock, terminal_id: &str) -> Result<(), String> {
+    let now = clock.now();
+    let oldest = now - chrono::Duration::seconds(HELD_NOTICE_AGE_MAX_S);
+    let looked_back = oldest - chrono::Duration::days(7);
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    client
+        .execute_cached(
+            "UPDATE customer_messages SET status = 'failed',
+                 error = 'terminal offline for over a day', updated_at = $3
+             WHERE kind = 'outcome' AND channel = 'terminal' AND destination = $1
+               AND created_at <= $4 AND created_at > $5 AND status = 'queued' AND error = $2",
+            &[&terminal_id, &HELD_NOTICE, &now, &oldest, &looked_back],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Takes up to a batch of the terminal's held notices of the last day.
 async fn take_held(
     pool: &Pool,
     clock: &SharedClock,
@@ -87,16 +120,6 @@ async fn take_held(
     let now = clock.now();
     let oldest = now - chrono::Duration::seconds(HELD_NOTICE_AGE_MAX_S);
     let client = pool.get().await.map_err(|e| e.to_string())?;
-    client
-        .execute_cached(
-            "UPDATE customer_messages SET status = 'failed',
-                 error = 'terminal offline for over a day', updated_at = $3
-             WHERE kind = 'outcome' AND channel = 'terminal' AND destination = $1
-               AND created_at <= $4 AND status = 'queued' AND error = $2",
-            &[&terminal_id, &HELD_NOTICE, &now, &oldest],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
     let rows = client
         .query_cached(
             TAKE_HELD_SQL,
@@ -149,7 +172,7 @@ async fn settle(
     row: i64,
     result: &Result<DeliveryReceipt, DeliveryError>,
 ) -> Result<(), String> {
-    if matches!(result, Err(DeliveryError::Offline)) {
+    if held_again(result) {
         return hold(pool, clock, row).await;
     }
     let (status, message_ref, error) = match result {
