@@ -75,10 +75,12 @@ impl WebhookSettings {
     }
 
     /// How long a handed event is reserved for this worker, from before its write: the write's
-    /// longest wait, then `HANDOFF_DEPTH` deliveries ahead of it in its slot and its own, then the
-    /// claim's margin for recording the attempt.
+    /// longest wait, then the deliveries ahead of it in its slot and its own, then the claim's
+    /// margin for recording the attempt. Ahead of it: `HANDOFF_DEPTH` per slot, over as few as
+    /// half the slots (claims may hold the rest: a quarter, one of two, every other turn of one).
     fn handoff_lease_ms(&self) -> i64 {
-        let deliveries_ms = (HANDOFF_DEPTH as u64 + 1).saturating_mul(self.timeout_ms);
+        let ahead = 2 * HANDOFF_DEPTH as u64;
+        let deliveries_ms = (ahead + 1).saturating_mul(self.timeout_ms);
         let write_ms = PAYMENT_WRITE_LIMITS.answer_wait_max_ms;
         i64::try_from(deliveries_ms.saturating_add(write_ms))
             .unwrap_or(i64::MAX / 2)
@@ -238,6 +240,8 @@ impl Worker {
         // Whether events may be due: after a wake or a tick, until a claim finds fewer than it
         // asked for.
         let mut maybe_due = true;
+        // A handed event received while the slots it may use were taken: it starts first.
+        let mut next_handed: Option<WebhookEvent> = None;
         loop {
             let free = slots - in_flight.len();
             let open = slots.saturating_sub(slow.held());
@@ -249,7 +253,7 @@ impl Worker {
                 _ => open.div_ceil(4).min(open - 1),
             };
             let owed_to_claims = claims_share.saturating_sub(claimed_running);
-            let handed_waiting = !handed.is_empty();
+            let handed_waiting = next_handed.is_some() || !handed.is_empty();
             let handed_room = if maybe_due {
                 free.saturating_sub(owed_to_claims)
             } else {
@@ -263,14 +267,16 @@ impl Worker {
             };
             if handed_room > 0
                 && !shutdown.is_cancelled()
-                && let Ok(event) = handed.try_recv()
+                && let Some(event) = next_handed.take().or_else(|| handed.try_recv().ok())
             {
                 in_flight.extend(self.start(&mut slow, event, false));
                 last_claimed = false;
                 continue;
             }
             if maybe_due && claim_room >= claim_at && !shutdown.is_cancelled() {
-                let claimed = self.claim_due(claim_room, &slow).await;
+                // Slow merchants' due events wait while handed ones do: the claims' share is
+                // for retries, expiries and overflow of the others.
+                let claimed = self.claim_due(claim_room, &slow, !handed_waiting).await;
                 maybe_due = claimed.len() == claim_room;
                 for event in claimed {
                     let started = self.start(&mut slow, event, true);
@@ -294,9 +300,14 @@ impl Worker {
                         );
                     }
                 }
-                Some(event) = handed.recv(), if handed_room > 0 => {
-                    in_flight.extend(self.start(&mut slow, event, false));
-                    last_claimed = false;
+                // Taken whenever a slot is free, so that its arrival lets a claim go first.
+                Some(event) = handed.recv(), if free > 0 && next_handed.is_none() => {
+                    if handed_room > 0 {
+                        in_flight.extend(self.start(&mut slow, event, false));
+                        last_claimed = false;
+                    } else {
+                        next_handed = Some(event);
+                    }
                 }
                 _ = wake.notified() => maybe_due = true,
                 _ = poll.tick() => maybe_due = true,
@@ -338,16 +349,21 @@ impl Worker {
         })
     }
 
-    /// Due events for `free` slots: first slow merchants', as many as their share has room for,
-    /// then the other merchants'. A claim's failure is logged, and leaves its events to their
+    /// Due events for `free` slots: first slow merchants' (`with_slow`), as many as their share
+    /// has room for, then the other merchants'. A claim's failure is logged, and leaves its events to their
     /// lease.
-    async fn claim_due(&self, free: usize, slow: &SlowMerchants) -> Vec<WebhookEvent> {
+    async fn claim_due(
+        &self,
+        free: usize,
+        slow: &SlowMerchants,
+        with_slow: bool,
+    ) -> Vec<WebhookEvent> {
         let slow_ids = slow.slow(Instant::now());
         global()
             .webhook_slow_merchants
             .set(i64::try_from(slow_ids.len()).unwrap_or(i64::MAX));
         let mut claimed = Vec::new();
-        let room = slow.room().min(free);
+        let room = if with_slow { slow.room().min(free) } else { 0 };
         if !slow_ids.is_empty() && room > 0 {
             claimed = self.claim(room, &slow_ids, true).await;
         }

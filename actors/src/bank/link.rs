@@ -77,8 +77,6 @@ const UNSENT_BEYOND_IN_FLIGHT_BYTES: usize = 1 << 20;
 /// this long: a BIPS that accepts the sign-on and drops the connection at once is otherwise
 /// reconnected to (a sign-on and a reversal load each time) every `reconnect_backoff_min_ms`.
 const BACKOFF_RESET_AFTER_MS: u64 = 10_000;
-/// Debits unanswered in a row after which the link reconnects (see `debit_timed_out`).
-const DEBIT_TIMEOUTS_IN_A_ROW_MAX: u32 = 3;
 /// A generous size for one message on the wire (a 0200 with its MAC is about 230 bytes).
 const MESSAGE_MAX_BYTES: usize = 512;
 

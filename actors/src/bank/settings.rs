@@ -56,7 +56,13 @@ pub struct LinkSettings {
     ///
     /// [`RESERVATION_HOLD_MIN_MS`]: crate::bank::prepared::RESERVATION_HOLD_MIN_MS
     pub reservation_hold_min_ms: u64,
+    /// Debits unanswered in a row after which the link reconnects: a BIPS that answers its
+    /// echoes but no debits is not healthy. Not a configuration key (3), raised by tests.
+    pub debit_timeouts_in_a_row_max: u32,
 }
+
+/// The default of `LinkSettings::debit_timeouts_in_a_row_max`.
+pub const DEBIT_TIMEOUTS_IN_A_ROW_MAX: u32 = 3;
 
 /// Upper bounds the settings must respect (TIGER_STYLE: a limit on everything).
 pub const IN_FLIGHT_MAX_LIMIT: usize = 100_000;
@@ -82,6 +88,7 @@ impl LinkSettings {
             tls_ca_cert: None,
             mac_key: None,
             reservation_hold_min_ms: crate::bank::prepared::RESERVATION_HOLD_MIN_MS,
+            debit_timeouts_in_a_row_max: DEBIT_TIMEOUTS_IN_A_ROW_MAX,
         }
     }
 

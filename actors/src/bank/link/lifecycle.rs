@@ -2,9 +2,9 @@
 //! and the housekeeping tick (timeouts, echo, sign-off on shutdown).
 
 use super::{
-    BankLinkActor, Conn, DEBIT_TIMEOUTS_IN_A_ROW_MAX, Inbound, LinkOutcome, LinkState,
-    MESSAGE_MAX_BYTES, PendingKind, REVERSALS_IN_FLIGHT_MAX, STALE_DEBIT_TIMEOUTS,
-    STOPPING_DEBIT_WAIT, UNSENT_BEYOND_IN_FLIGHT_BYTES,
+    BankLinkActor, Conn, Inbound, LinkOutcome, LinkState, MESSAGE_MAX_BYTES, PendingKind,
+    REVERSALS_IN_FLIGHT_MAX, STALE_DEBIT_TIMEOUTS, STOPPING_DEBIT_WAIT,
+    UNSENT_BEYOND_IN_FLIGHT_BYTES,
 };
 use crate::bank::connection::{self, LinkReader, LinkWriterIo};
 use crate::bank::reversals::ReversalReason;
@@ -212,19 +212,21 @@ impl BankLinkActor {
         }
     }
 
-    /// Counts a debit unanswered in time. After `DEBIT_TIMEOUTS_IN_A_ROW_MAX` in a row the link
+    /// Counts a debit unanswered in time. After `debit_timeouts_in_a_row_max` in a row the link
     /// drops its connection and signs on again, and the router meanwhile sends over another
     /// link: a BIPS that answers its echoes but no debits is not healthy. Whether it dropped.
     pub(super) fn debit_timed_out(&mut self, ctx: &mut Context<Self>) -> bool {
         self.metrics.timeouts.inc();
         self.debit_timeouts_in_a_row += 1;
-        if self.debit_timeouts_in_a_row < DEBIT_TIMEOUTS_IN_A_ROW_MAX {
+        // A stopping link signs off once its debits are settled; it does not reconnect.
+        let max = self.settings.debit_timeouts_in_a_row_max;
+        if self.debit_timeouts_in_a_row < max || self.stopping {
             return false;
         }
         self.debit_timeouts_in_a_row = 0;
         tracing::warn!(
             link = %self.name(),
-            timeouts = DEBIT_TIMEOUTS_IN_A_ROW_MAX,
+            timeouts = max,
             "debits unanswered in a row; reconnecting"
         );
         self.drop_connection("debits unanswered in a row", ctx);

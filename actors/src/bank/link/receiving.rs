@@ -77,12 +77,14 @@ impl BankLinkActor {
                 self.metrics.round_trip.observe(elapsed.as_secs_f64());
                 self.shared.round_trip.observe(elapsed);
                 let response_code = message.get(39).unwrap_or("").to_owned();
-                // 00, 94 (the original's outcome) or a code the profile does not list: the
-                // debit may have been made.
-                let maybe_debited = matches!(response_code.as_str(), "00" | "94")
-                    || ReversalReason::of_response(&response_code)
-                        == Some(ReversalReason::ResponseUnlisted);
-                let answer = match debit_answer_flaw(&message, &request) {
+                let flaw = debit_answer_flaw(&message, &request);
+                // Whatever a waiting payment would reverse (an approval, 94, 91 or 96, a code
+                // the profile does not list, no field 39, a 0210 that is not this debit's).
+                let maybe_debited = flaw.is_some()
+                    || response_code.len() != 2
+                    || matches!(response_code.as_str(), "00" | "94")
+                    || ReversalReason::of_response(&response_code).is_some();
+                let answer = match flaw {
                     Some(flaw) => LinkOutcome::Malformed(flaw),
                     None => LinkOutcome::Answered {
                         // Whatever the code: with 94 an approval code is what says "approved".
@@ -170,6 +172,7 @@ impl BankLinkActor {
             NetworkCode::SignOn if accepted => {
                 tracing::info!(link = %self.name(), "bank link signed on");
                 self.set_state(LinkState::SignedOn);
+                self.debit_timeouts_in_a_row = 0;
                 self.reset_backoff_once_stable(ctx);
                 self.load_reversals(ctx);
                 self.send_due_reversals(ctx);
