@@ -111,6 +111,25 @@ async fn health_metrics_and_page() {
     );
     assert!(html.contains("622200******2222"), "account masked: {html}");
     assert!(!html.contains("6222000011112222"), "full account leaked");
+    // Without a token, loopback alone opens the page only to a request that names this machine:
+    // a page of another site re-resolved to 127.0.0.1 (DNS rebinding) names its own host.
+    let port = base.rsplit(':').next().unwrap();
+    for (host, status) in [
+        (format!("localhost:{port}"), 200),
+        (format!("[::1]:{port}"), 200),
+        (format!("evil.example:{port}"), 403),
+        ("evil.example".to_string(), 403),
+    ] {
+        for path in ["/", "/metrics", "/api/links"] {
+            let answer = http
+                .get(format!("{base}{path}"))
+                .header("host", &host)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), status, "{host} {path}");
+        }
+    }
 }
 
 #[actix_rt::test]

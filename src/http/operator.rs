@@ -126,8 +126,29 @@ fn allowed(req: &HttpRequest, state: &OperatorState) -> bool {
             });
             by_token || by_cookie
         }
-        None => req.peer_addr().is_some_and(|a| a.ip().is_loopback()),
+        // Loopback alone is not enough: a page of another site that re-resolved its name to
+        // 127.0.0.1 (DNS rebinding) is loopback too, but names its own host.
+        None => req.peer_addr().is_some_and(|a| a.ip().is_loopback()) && names_loopback(req),
     }
+}
+
+/// Whether the request's `Host` names this machine by a loopback address or `localhost`.
+fn names_loopback(req: &HttpRequest) -> bool {
+    let Some(host) = req.headers().get("host").and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.rsplit_once(':') {
+        // `[::1]:port`, `127.0.0.1:port`, `localhost:port`; a bare IPv6 address has colons too.
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
