@@ -629,6 +629,27 @@ async fn customer_and_terminal_add() {
         ok_json(&add("8613700137000", Some("8613700137000")), Some("pw"))["customer_id"]
             .is_string()
     );
+    // A disabled mobile terminal frees its number, for a new customer who got it.
+    let lileis_mobile: String = client
+        .query_one(
+            "SELECT id FROM terminals WHERE kind = 'mobile' AND msisdn = '8613800138000'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let disable = [
+        "terminal",
+        "disable",
+        "--config",
+        config.as_str(),
+        "--terminal-id",
+        lileis_mobile.as_str(),
+    ];
+    assert_eq!(ok_json(&disable, None)["status"], "disabled");
+    assert!(
+        ok_json(&add("newcomer", Some("8613800138000")), Some("pw"))["customer_id"].is_string()
+    );
 }
 
 #[test]

@@ -55,7 +55,8 @@ pub async fn insert(
     if let Ok(number) = Msisdn::parse(c.online_id.as_str()) {
         let mobile_of_another = tx
             .query_opt_cached(
-                "SELECT 1 FROM terminals WHERE kind = 'mobile' AND msisdn = $1",
+                "SELECT 1 FROM terminals
+                 WHERE kind = 'mobile' AND status = 'enabled' AND msisdn = $1",
                 &[&number.digits()],
             )
             .await?;
