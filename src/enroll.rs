@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 /// Longest merchant or customer name accepted, in characters.
 pub const NAME_MAX_CHARS: usize = 100;
-/// Field 43's location part is at most this long.
-pub const LOCATION_MAX_CHARS: usize = 40;
+/// Field 43's location part is at most this long, spelled in ASCII as the 0200 carries it.
+pub const LOCATION_MAX_CHARS: usize = 15;
 
 #[derive(clap::Subcommand)]
 pub enum MerchantCommand {
@@ -251,8 +251,13 @@ async fn merchant_add(args: MerchantAddArgs) -> anyhow::Result<()> {
     check_name("--name", &args.name)?;
     let bank = BankId::parse(&args.bank).map_err(as_flag)?;
     let account = AccountNumber::parse(&args.account).map_err(as_flag)?;
-    if args.location.chars().count() > LOCATION_MAX_CHARS {
-        anyhow::bail!("--location: at most {LOCATION_MAX_CHARS} characters");
+    let spelled = payhub_actors::spelling::ascii_spelling(&args.location);
+    if spelled.chars().count() > LOCATION_MAX_CHARS {
+        // Field 43 keeps 15: the rest would be cut from every 0200 without a word.
+        anyhow::bail!(
+            "--location: at most {LOCATION_MAX_CHARS} characters as field 43 spells it \
+             (`{spelled}`)"
+        );
     }
     let fields = AcceptorFields {
         terminal_id: Some(fixed_digits(

@@ -131,6 +131,27 @@ async fn pki_init_and_merchant_add_give_a_working_merchant() {
     );
     let merchant_id = added["merchant_id"].as_str().unwrap();
     assert!(merchant_id.starts_with("mer_"));
+    // Field 43 carries 15 characters of location, spelled in ASCII: more would be cut.
+    fails_with(
+        &[
+            "merchant",
+            "add",
+            "--config",
+            &config,
+            "--name",
+            "Tea House",
+            "--bank",
+            "0002",
+            "--account",
+            "6222000011113333",
+            "--location",
+            "北京 Chaoyang CN",
+            "--cert-out",
+            certs.to_str().unwrap(),
+        ],
+        None,
+        "--location: at most 15 characters",
+    );
     assert!(added["webhook_secret"].as_str().unwrap().len() >= 32);
     let cert_pem = std::fs::read(added["cert"].as_str().unwrap()).unwrap();
     let key_pem = std::fs::read(added["key"].as_str().unwrap()).unwrap();
