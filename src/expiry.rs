@@ -66,7 +66,8 @@ pub async fn run_once(
     if !expired.is_empty() {
         global()
             .payments
-            .get_or_create(&labels(&[("status", "expired")]))
+            // The labels the payments' own final writes count under (no failure code).
+            .get_or_create(&labels(&[("status", "expired"), ("failure_code", "")]))
             .inc_by(expired.len() as u64);
     }
     idempotency::purge_stale(&client, now, settings.batch_max).await?;

@@ -79,6 +79,16 @@ async fn due_payments_expire_in_bounded_batches_with_their_webhook_event() {
             .unwrap(),
         0
     );
+    // Counted in the one series a payment's own expiry counts in, with no failure code.
+    let metrics = payhub_actors::metrics::global().render();
+    assert!(
+        metrics.contains("payhub_payments_total{status=\"expired\",failure_code=\"\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("payhub_payments_total{status=\"expired\"}"),
+        "{metrics}"
+    );
 
     for id in &ids {
         let read: Value = client
