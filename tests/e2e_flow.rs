@@ -698,6 +698,23 @@ async fn a_third_wrong_code_whose_failure_was_not_written_leaves_no_fourth_try()
     assert_eq!(w.debits(), 0);
 }
 
+/// A sign-in 30 s before the payment's lifetime ends: the code message says the 30 s the code
+/// can still be entered, not the 5 minutes a code lasts otherwise.
+#[actix_rt::test]
+async fn a_code_sent_near_the_payments_end_says_the_time_left() {
+    let w = World::new().await;
+    let pay = w.payment().await;
+    w.clock.advance(Duration::seconds(15 * 60 - 30));
+    let browser = w.browser();
+    w.signed_in_by_sms(&browser, &pay).await;
+    let text = w.texts().pop().expect("the code message");
+    // 30 s, or 29 where the payment's expiry was kept to the whole second.
+    assert!(
+        text.contains("Valid 30 s.") || text.contains("Valid 29 s."),
+        "{text}"
+    );
+}
+
 #[actix_rt::test]
 async fn a_late_code_fails_the_payment() {
     let w = World::new().await;

@@ -62,15 +62,25 @@ impl Notice {
         let merchant: String = merchant.chars().take(MERCHANT_NAME_CHARS_MAX).collect();
         match (self.kind, &self.code) {
             (NoticeKind::Code, Some(code)) => format!(
-                "payhub: code {} to pay {amount} to {merchant}. Valid {} min. Never share it.",
+                "payhub: code {} to pay {amount} to {merchant}. Valid {}. Never share it.",
                 code.expose(),
-                self.validity_s.div_ceil(60)
+                validity_text(self.validity_s)
             ),
             _ => format!(
                 "payhub: payment of {amount} to {merchant} {}.",
                 self.outcome.as_deref().unwrap_or("updated")
             ),
         }
+    }
+}
+
+/// How long a code stays valid, never more than it does: whole minutes (rounded down) from a
+/// minute up, else seconds.
+fn validity_text(validity_s: u32) -> String {
+    if validity_s < 60 {
+        format!("{validity_s} s")
+    } else {
+        format!("{} min", validity_s / 60)
     }
 }
 
@@ -212,6 +222,26 @@ mod tests {
         assert!(text.contains("to Book Shop Shu Dian Cafe."), "{text}");
         assert!(text.contains("code 123456"), "{text}");
         assert!(text.is_ascii(), "{text}");
+    }
+
+    #[test]
+    fn the_validity_said_is_never_more_than_it_is() {
+        for (validity_s, said) in [
+            (300, "Valid 5 min."),
+            (90, "Valid 1 min."),
+            (59, "Valid 59 s."),
+            (0, "Valid 0 s."),
+        ] {
+            let notice = Notice {
+                validity_s,
+                ..code_notice("Book Shop")
+            };
+            assert!(
+                notice.ascii_text().contains(said),
+                "{validity_s}: {}",
+                notice.ascii_text()
+            );
+        }
     }
 
     #[test]

@@ -186,10 +186,19 @@ impl PaymentCore {
             amount: self.row.amount,
             currency: self.row.currency,
             code,
-            validity_s: u32::try_from(self.settings().code_validity_s).unwrap_or(u32::MAX),
+            validity_s: self.code_validity_left_s(),
             outcome,
             unregistered_receiver,
         }
+    }
+
+    /// How long the code just issued can still be entered: its own validity, cut by the
+    /// payment's lifetime (the payment expires with whatever code it holds).
+    fn code_validity_left_s(&self) -> u32 {
+        let configured = secs_i64(self.settings().code_validity_s);
+        let until = self.row.code_expires_at.unwrap_or(self.row.expires_at);
+        let left = (until.min(self.row.expires_at) - self.now()).num_seconds();
+        u32::try_from(left.clamp(0, configured)).unwrap_or(u32::MAX)
     }
 
     /// One notice through the channel router, bounded in time.
