@@ -509,8 +509,9 @@ impl Config {
                  {TIMEOUT_MS_MAX}"
             ));
         }
-        if !matches!(self.http.public_url.scheme(), "http" | "https") {
-            problems.push("http.public_url: must be an http or https URL".to_string());
+        if self.http.public_url.scheme() != "https" {
+            // The listener speaks TLS only: an http pay_url would lead customers nowhere.
+            problems.push("http.public_url: must be an https URL".to_string());
         }
         if !(REQUEST_DEADLINE_MIN_MS..=REQUEST_DEADLINE_MAX_MS)
             .contains(&self.http.request_deadline_ms)
@@ -973,6 +974,14 @@ echo_interval_s = 30
             assert!(e.contains("links.bips-a"), "{e}");
             assert!(e.contains(key), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn a_plain_http_public_url_is_refused() {
+        let text = MINIMAL.replace("https://127.0.0.1:8443", "http://127.0.0.1:8443");
+        assert_ne!(text, MINIMAL);
+        let e = Config::from_toml(&text, &[]).unwrap_err().to_string();
+        assert!(e.contains("http.public_url: must be an https URL"), "{e}");
     }
 
     #[test]

@@ -777,6 +777,50 @@ async fn a_page_past_the_deadline_is_answered_with_a_page() {
     gw.stop().await;
 }
 
+/// Every answer, the API's as the pages', tells browsers to come back over HTTPS only and not to
+/// guess another content type.
+#[actix_rt::test]
+async fn answers_carry_hsts_and_nosniff() {
+    let gw = TestGateway::spawn_with(|_| {}, vec![]).await;
+    let shop = gw.enroll_merchant("Shop").await;
+    let with_cert = gw.client(Some(&shop.cert));
+    let unknown = with_cert.get(gw.url("/v1/nothing")).send().await.unwrap();
+    let without_cert = gw.client(None);
+    let refused = without_cert
+        .get(gw.url("/v1/payments"))
+        .send()
+        .await
+        .unwrap();
+    for (answer, status) in [(unknown, 404), (refused, 401)] {
+        assert_eq!(answer.status(), status);
+        let headers = answer.headers();
+        assert_eq!(headers["strict-transport-security"], "max-age=31536000");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+    }
+    gw.stop().await;
+}
+
+/// HTTP/2 is not offered: actix-http would set no limit on a connection's streams and never close
+/// an idle h2 connection, so one client could hold the listener's connections for ever.
+#[actix_rt::test]
+async fn http2_is_not_offered() {
+    let gw = TestGateway::spawn_with(|_| {}, vec![]).await;
+    let addr = gw.server.addr;
+    let chosen = tokio::task::spawn_blocking(move || {
+        use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+        let mut builder = SslConnector::builder(SslMethod::tls_client()).unwrap();
+        builder.set_verify(SslVerifyMode::NONE);
+        builder.set_alpn_protos(b"\x02h2\x08http/1.1").unwrap();
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        let tls = builder.build().connect("localhost", tcp).unwrap();
+        tls.ssl().selected_alpn_protocol().map(<[u8]>::to_vec)
+    })
+    .await
+    .unwrap();
+    assert_ne!(chosen.as_deref(), Some(&b"h2"[..]));
+    gw.stop().await;
+}
+
 #[actix_rt::test]
 async fn a_request_whose_body_is_held_back_is_cut_off_at_the_deadline() {
     use std::io::{Read, Write};
