@@ -551,19 +551,27 @@ async fn read_to_end(mut response: reqwest::Response) {
     }
 }
 
+/// Why an attempt failed, as kept with it: reqwest's own text names the URL only (whose query
+/// may hold a merchant's token), so the innermost cause says why (refused, reset, no public
+/// address, an answer that is not HTTP...).
 fn error_text(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
     let text = if e.is_timeout() {
         "timeout".to_string()
     } else if e.is_connect() {
-        // reqwest's own text names the URL only; the innermost cause says why (refused, no
-        // public address, ...).
-        let mut cause: &dyn std::error::Error = e;
-        while let Some(inner) = cause.source() {
-            cause = inner;
-        }
         format!("connect: {cause}")
-    } else {
+    } else if std::ptr::addr_eq(cause, e) {
+        // No cause to tell: reqwest's text without the URL.
         e.to_string()
+            .split(" for url (")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    } else {
+        format!("request: {cause}")
     };
     text.chars().take(ERROR_TEXT_MAX_CHARS).collect()
 }

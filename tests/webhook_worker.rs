@@ -101,6 +101,48 @@ async fn a_silent_endpoint_holds_one_slot_and_the_other_events_go_out() {
     worker.shutdown.cancel();
 }
 
+/// An endpoint that reads each request and closes the connection without an answer: the attempt
+/// is recorded with why it failed, and without the URL, whose query may hold a merchant's token.
+#[actix_rt::test]
+async fn a_failed_attempt_says_why_without_the_url() {
+    use tokio::io::AsyncReadExt;
+    let db = fresh_database().await;
+    let pki = TestPki::new();
+    let merchant = seed_merchant(&db.pool, &pki, "Book Shop").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    actix_rt::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buffer = [0u8; 4096];
+            let _ = socket.read(&mut buffer).await;
+            drop(socket);
+        }
+    });
+    let url = format!("http://{addr}/hooks?token=s3cr3t");
+    write_event(&db.pool, &merchant, 0, &url).await;
+    let worker = start_on_system_clock(&db.pool, webhook_settings());
+    let recorded = "SELECT count(*) FROM webhook_attempts WHERE event_id = $1";
+    eventually("the attempt recorded", || async {
+        count(&db.pool, recorded, "evt_0").await >= 1
+    })
+    .await;
+    let client = db.pool.get().await.unwrap();
+    let error: String = client
+        .query_one(
+            "SELECT error FROM webhook_attempts WHERE event_id = 'evt_0' LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !error.contains("s3cr3t") && !error.contains("/hooks"),
+        "{error}"
+    );
+    assert!(error.len() > "request: ".len(), "{error}");
+    worker.shutdown.cancel();
+}
+
 /// A merchant whose endpoint has gone dark, with a backlog, holds at most three quarters of the
 /// slots once its attempts are seen to time out: the other merchants' webhooks go out through the
 /// rest, before the dark merchant's backlog has had its first attempts.
