@@ -48,6 +48,43 @@ async fn delivered(pool: &deadpool_postgres::Pool) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
+/// Hands event `id` of a merchant over to the worker as a payment does: a place reserved, the
+/// event written leased to this worker, then handed over; `false` when the handoff had no room.
+async fn hand_over(
+    pool: &deadpool_postgres::Pool,
+    outbox: &payhub_actors::transaction::outbox::WebhookOutbox,
+    (merchant_id, secret): (&str, &str),
+    id: &str,
+    url: &str,
+) -> bool {
+    let now = chrono::Utc::now();
+    let Some(reservation) = outbox.reserve(now) else {
+        return false;
+    };
+    pool.get()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url,
+                 created_at, next_attempt_at)
+             VALUES ($1, $1, $2, 'payment.succeeded', '{}', $3, $4, $5)",
+            &[&id, &merchant_id, &url, &now, &reservation.leased_until],
+        )
+        .await
+        .unwrap();
+    let event = payhub_actors::transaction::outbox::WebhookEvent {
+        id: id.into(),
+        merchant_id: merchant_id.into(),
+        body: "{}".into(),
+        notify_url: url.into(),
+        attempts: 0,
+        created_at: now,
+        secret: payhub_actors::Secret::new(secret.into()),
+    };
+    outbox.committed(Some(reservation), Some(event));
+    true
+}
+
 /// A worker on the system clock.
 fn start_on_system_clock(
     pool: &deadpool_postgres::Pool,
@@ -212,28 +249,17 @@ async fn a_slow_merchants_handed_event_waits_for_its_lease_when_the_share_is_ful
     })
     .await;
     let held_back = global().webhook_held_back.get();
-    let now = chrono::Utc::now();
-    let reservation = worker.outbox.reserve(now).expect("room in the handoff");
-    let client = db.pool.get().await.unwrap();
-    client
-        .execute(
-            "INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url,
-                 created_at, next_attempt_at)
-             VALUES ('evt_handed', 'pay_handed', $1, 'payment.succeeded', '{}', $2, $3, $4)",
-            &[&dark.id, &silent, &now, &reservation.leased_until],
+    let dark_merchant = (dark.id.as_str(), dark.webhook_secret.as_str());
+    assert!(
+        hand_over(
+            &db.pool,
+            &worker.outbox,
+            dark_merchant,
+            "evt_handed",
+            &silent
         )
         .await
-        .unwrap();
-    let event = payhub_actors::transaction::outbox::WebhookEvent {
-        id: "evt_handed".into(),
-        merchant_id: dark.id.clone(),
-        body: "{}".into(),
-        notify_url: silent.clone(),
-        attempts: 0,
-        created_at: now,
-        secret: payhub_actors::Secret::new(dark.webhook_secret.clone()),
-    };
-    worker.outbox.committed(Some(reservation), Some(event));
+    );
     eventually("the handed event held back", || async {
         global().webhook_held_back.get() > held_back
     })
@@ -276,32 +302,9 @@ async fn a_steady_stream_of_handed_events_does_not_starve_claimed_ones() {
         actix_rt::spawn(async move {
             let mut n = 0;
             while feeding.load(std::sync::atomic::Ordering::Relaxed) {
-                let now = chrono::Utc::now();
-                if let Some(reservation) = outbox.reserve(now) {
-                    n += 1;
-                    let id = format!("evt_busy_{n}");
-                    pool.get()
-                        .await
-                        .unwrap()
-                        .execute(
-                            "INSERT INTO webhook_events (id, payment_id, merchant_id, event_type,
-                                 body, notify_url, created_at, next_attempt_at)
-                             VALUES ($1, $1, $2, 'payment.succeeded', '{}', $3, $4, $5)",
-                            &[&id, &merchant_id, &url, &now, &reservation.leased_until],
-                        )
-                        .await
-                        .unwrap();
-                    let event = payhub_actors::transaction::outbox::WebhookEvent {
-                        id,
-                        merchant_id: merchant_id.clone(),
-                        body: "{}".into(),
-                        notify_url: url.clone(),
-                        attempts: 0,
-                        created_at: now,
-                        secret: payhub_actors::Secret::new(secret.clone()),
-                    };
-                    outbox.committed(Some(reservation), Some(event));
-                }
+                let merchant = (merchant_id.as_str(), secret.as_str());
+                let id = format!("evt_busy_{n}");
+                n += usize::from(hand_over(&pool, &outbox, merchant, &id, &url).await);
                 tokio::time::sleep(std::time::Duration::from_millis(40)).await;
             }
         })
@@ -352,28 +355,17 @@ async fn a_due_backlog_does_not_starve_handed_events() {
         count(&db.pool, backlog_delivered, &behind.id).await >= 4
     })
     .await;
-    let now = chrono::Utc::now();
-    let reservation = worker.outbox.reserve(now).expect("room in the handoff");
-    let client = db.pool.get().await.unwrap();
-    client
-        .execute(
-            "INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url,
-                 created_at, next_attempt_at)
-             VALUES ('evt_handed', 'pay_handed', $1, 'payment.succeeded', '{}', $2, $3, $4)",
-            &[&fresh.id, &fresh_url, &now, &reservation.leased_until],
+    let fresh_merchant = (fresh.id.as_str(), fresh.webhook_secret.as_str());
+    assert!(
+        hand_over(
+            &db.pool,
+            &worker.outbox,
+            fresh_merchant,
+            "evt_handed",
+            &fresh_url
         )
         .await
-        .unwrap();
-    let event = payhub_actors::transaction::outbox::WebhookEvent {
-        id: "evt_handed".into(),
-        merchant_id: fresh.id.clone(),
-        body: "{}".into(),
-        notify_url: fresh_url.clone(),
-        attempts: 0,
-        created_at: now,
-        secret: payhub_actors::Secret::new(fresh.webhook_secret.clone()),
-    };
-    worker.outbox.committed(Some(reservation), Some(event));
+    );
     let handed_delivered =
         "SELECT count(*) FROM webhook_events WHERE id = $1 AND delivered_at IS NOT NULL";
     eventually("the handed event delivered", || async {

@@ -204,3 +204,22 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// The plan PostgreSQL makes for `sql` on a fresh database, with sequential scans priced out:
+/// whatever the table's size, a statement no index can serve still shows a scan.
+pub async fn plan_without_seq_scans(sql: &str) -> String {
+    let db = fresh_database().await;
+    let client = db.pool.get().await.expect("a connection");
+    client
+        .batch_execute("SET enable_seqscan = off")
+        .await
+        .expect("setting the planner");
+    let rows = client
+        .query(&format!("EXPLAIN {sql}"), &[])
+        .await
+        .expect("a plan");
+    rows.iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -594,8 +594,6 @@ pub async fn customer_terminals(
 
 #[cfg(test)]
 mod tests {
-    use crate::store::testing::fresh_database;
-
     #[test]
     fn debug_output_holds_no_hash_account_or_number() {
         let payer = super::Payer {
@@ -630,27 +628,11 @@ mod tests {
     /// scan the table.
     #[tokio::test]
     async fn the_start_finds_orphaned_notices_through_the_age_index() {
-        let db = fresh_database().await;
-        let client = db.pool.get().await.unwrap();
-        client
-            .batch_execute("SET enable_seqscan = off")
-            .await
-            .unwrap();
-        let sql = format!(
-            "EXPLAIN {}",
-            super::orphaned_outcome_notices_sql()
-                .replace("$1", "now()")
-                .replace("$2", "10")
-                .replace("$3", "'held'")
-        );
-        let plan: Vec<String> = client
-            .query(&sql, &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let plan = plan.join("\n");
+        let sql = super::orphaned_outcome_notices_sql()
+            .replace("$1", "now()")
+            .replace("$2", "10")
+            .replace("$3", "'held'");
+        let plan = crate::store::testing::plan_without_seq_scans(&sql).await;
         assert!(plan.contains("customer_messages_by_age"), "{plan}");
         assert!(!plan.contains("Seq Scan on customer_messages"), "{plan}");
     }

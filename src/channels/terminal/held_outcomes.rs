@@ -194,36 +194,19 @@ async fn settle(
 
 #[cfg(test)]
 mod tests {
-    use payhub_actors::store::testing::fresh_database;
 
     /// Every authentication reads its terminal's held notices: through V75's index, not a scan of
     /// the day's messages.
     #[tokio::test]
     async fn held_notices_are_found_through_the_terminal_outcomes_index() {
-        let db = fresh_database().await;
-        let client = db.pool.get().await.unwrap();
-        client
-            .batch_execute("SET enable_seqscan = off")
-            .await
-            .unwrap();
         let select = super::TAKE_HELD_SQL;
         let inner = &select[select.find("SELECT id FROM").unwrap()..select.find(")\n").unwrap()];
-        let sql = format!(
-            "EXPLAIN {}",
-            inner
-                .replace("$1", "'trm_x'")
-                .replace("$2", "'held'")
-                .replace("$4", "now()")
-                .replace("$5", "8")
-        );
-        let plan: Vec<String> = client
-            .query(&sql, &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let plan = plan.join("\n");
+        let sql = inner
+            .replace("$1", "'trm_x'")
+            .replace("$2", "'held'")
+            .replace("$4", "now()")
+            .replace("$5", "8");
+        let plan = payhub_actors::store::testing::plan_without_seq_scans(&sql).await;
         assert!(
             plan.contains("customer_messages_terminal_outcomes"),
             "{plan}"
