@@ -117,6 +117,8 @@ async fn health_metrics_and_page() {
     for (host, status) in [
         (format!("localhost:{port}"), 200),
         (format!("[::1]:{port}"), 200),
+        (format!("LocalHost.:{port}"), 200),
+        (format!("0.0.0.0:{port}"), 200),
         (format!("evil.example:{port}"), 403),
         ("evil.example".to_string(), 403),
     ] {

@@ -132,7 +132,9 @@ fn allowed(req: &HttpRequest, state: &OperatorState) -> bool {
     }
 }
 
-/// Whether the request's `Host` names this machine by a loopback address or `localhost`.
+/// Whether the request's `Host` names this machine: a loopback address, `localhost` (or a name
+/// under it), or the unspecified address a listener on all interfaces prints. A name another
+/// site's page could be served under is none of these.
 fn names_loopback(req: &HttpRequest) -> bool {
     let Some(host) = req.headers().get("host").and_then(|h| h.to_str().ok()) else {
         return false;
@@ -145,10 +147,12 @@ fn names_loopback(req: &HttpRequest) -> bool {
         _ => host,
     };
     let name = name.trim_start_matches('[').trim_end_matches(']');
-    name.eq_ignore_ascii_case("localhost")
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
         || name
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -711,11 +711,13 @@ impl Ctx {
             (None, None) => Vec::new(),
         };
         let now = self.state.clock.now();
+        // The code lasts no longer than the payment, and is never said to.
         let valid_for = self
             .view
             .code_expires_at
+            .map(|at| at.min(self.view.expires_at))
             .filter(|at| *at > now)
-            .map(|at| minutes_text(u64::try_from((at - now).num_seconds()).unwrap_or(0)));
+            .map(|at| validity_text(u64::try_from((at - now).num_seconds()).unwrap_or(0)));
         let v = &self.view;
         // As the resend step decides: once a code went out, only `code_resends_max` more.
         let none_left = v.code_sends > 0
@@ -915,6 +917,15 @@ fn minutes_text(seconds: u64) -> String {
         0..=59 => format!("{seconds} seconds"),
         60..=119 => "1 minute".into(),
         s => format!("{} minutes", s.div_ceil(60)),
+    }
+}
+
+/// How long a code can still be entered, rounded down: never more than it can.
+fn validity_text(seconds: u64) -> String {
+    match seconds {
+        0..=59 => format!("{seconds} seconds"),
+        60..=119 => "1 minute".into(),
+        s => format!("{} minutes", s / 60),
     }
 }
 

@@ -148,6 +148,7 @@ pub fn start(
     let extra = Arc::new(extra);
     let body_max_bytes = settings.body_max_bytes;
     let deadline = std::time::Duration::from_millis(settings.request_deadline_ms);
+    let hsts = !names_this_machine(&settings.public_url);
     let server = HttpServer::new(move || {
         let extra = Arc::clone(&extra);
         App::new()
@@ -176,11 +177,7 @@ pub fn start(
             })
             // On every answer the routes make, pages and API alike: the listener speaks TLS
             // only, and no answer is to be read as another type than it is sent as.
-            .wrap(
-                actix_web::middleware::DefaultHeaders::new()
-                    .add(("Strict-Transport-Security", HSTS))
-                    .add(("X-Content-Type-Options", "nosniff")),
-            )
+            .wrap(security_headers(hsts))
             .configure(merchant::configure)
             .configure(move |cfg| {
                 for add in extra.iter() {
@@ -216,6 +213,32 @@ pub fn start(
 /// A year, and not the operator's other hosts (`includeSubDomains` is theirs to choose).
 const HSTS: &str = "max-age=31536000";
 
+/// `nosniff` on every answer, and HSTS unless the gateway is reached as this machine: a browser
+/// would keep HTTPS-only for `localhost` on every port for a year, the demo's operator page
+/// (plain HTTP) and any other local service included.
+fn security_headers(hsts: bool) -> actix_web::middleware::DefaultHeaders {
+    let headers =
+        actix_web::middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff"));
+    if hsts {
+        headers.add(("Strict-Transport-Security", HSTS))
+    } else {
+        headers
+    }
+}
+
+/// Whether `url` names this machine: `localhost` (or a name under it) or a loopback address.
+fn names_this_machine(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// Request latency by route pattern (never the raw path: it holds payment ids).
 fn observe<B>(res: &actix_web::dev::ServiceResponse<B>, started: std::time::Instant) {
     let route = res
@@ -247,4 +270,25 @@ fn connections_per_worker(settings: &ServerSettings) -> usize {
         .connections_max
         .div_ceil(settings.workers.max(1))
         .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_this_machine;
+
+    #[test]
+    fn hsts_is_left_out_only_for_this_machine() {
+        for (url, local) in [
+            ("https://localhost:8443", true),
+            ("https://LOCALHOST.:8443", true),
+            ("https://demo.localhost", true),
+            ("https://127.0.0.1:8443", true),
+            ("https://[::1]:8443", true),
+            ("https://pay.example.com", false),
+            ("https://10.0.0.5", false),
+        ] {
+            let url = url::Url::parse(url).unwrap();
+            assert_eq!(names_this_machine(&url), local, "{url}");
+        }
+    }
 }

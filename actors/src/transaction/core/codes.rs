@@ -192,12 +192,14 @@ impl PaymentCore {
         }
     }
 
-    /// How long the code just issued can still be entered: its own validity, cut by the
-    /// payment's lifetime (the payment expires with whatever code it holds).
+    /// How long the code just issued can be entered: its own validity, cut by the payment's
+    /// lifetime (the payment expires with whatever code it holds). Counted from its issue, not
+    /// from now: the few milliseconds of its write would otherwise make 300 s read "4 min".
     fn code_validity_left_s(&self) -> u32 {
         let configured = secs_i64(self.settings().code_validity_s);
+        let issued = self.row.code_sent_at.unwrap_or_else(|| self.now());
         let until = self.row.code_expires_at.unwrap_or(self.row.expires_at);
-        let left = (until.min(self.row.expires_at) - self.now()).num_seconds();
+        let left = (until.min(self.row.expires_at) - issued).num_seconds();
         u32::try_from(left.clamp(0, configured)).unwrap_or(u32::MAX)
     }
 
