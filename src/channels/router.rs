@@ -8,7 +8,7 @@
 use crate::channels::adapters::sms_text::{SmsTextAdapter, send_sms};
 use crate::channels::adapters::{AdapterSet, ChannelAdapter};
 use crate::channels::terminal::held_outcomes;
-use crate::channels::terminal::session::SessionDeliver;
+use crate::channels::terminal::session;
 use crate::channels::terminal::tls::acceptor_from_files;
 use crate::channels::terminal::{SwitchHandle, SwitchRegistry, SwitchSettings, start_switch};
 use crate::config::Config;
@@ -23,6 +23,7 @@ use payhub_actors::messages::{
     Deliver, DeliveryError, DeliveryReceipt, Destination, Notice, NoticeKind,
 };
 use payhub_actors::metrics::{global, labels};
+use payhub_actors::store::messages;
 use payhub_actors::store::prepared::Prepared;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,8 +39,6 @@ pub struct RouterSettings {
 
 impl RouterSettings {
     pub const FORWARD_TIMEOUT_MS: u64 = 15_000;
-    /// Added to the ACK timeout so the session, not the router, reports a missing ACK.
-    pub const SESSION_MARGIN_MS: u64 = 1_000;
     /// Notices queued at the router.
     pub const MAILBOX_MAX: usize = 1_024;
 
@@ -225,14 +224,7 @@ impl Routes {
         let outcome = notice.kind == NoticeKind::Outcome;
         let result = match self.registry.session(id) {
             None => Err(DeliveryError::Offline),
-            Some(session) => {
-                let wait = self.ack_wait().min(wait);
-                match tokio::time::timeout(wait, session.send(SessionDeliver(notice))).await {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(_session_gone)) => Err(DeliveryError::Offline),
-                    Err(_) => Err(DeliveryError::NotAcknowledged),
-                }
-            }
+            Some(session) => session::deliver(&session, notice, self.ack_wait().min(wait)).await,
         };
         if outcome && result == Err(DeliveryError::Offline) {
             return self.hold(record, id).await;
@@ -240,9 +232,8 @@ impl Routes {
         self.finish(record, result).await
     }
 
-    /// How long a session is given to answer a delivery: its ACK wait and a margin.
     fn ack_wait(&self) -> Duration {
-        Duration::from_millis(self.settings.ack_timeout_ms + RouterSettings::SESSION_MARGIN_MS)
+        session::answer_wait(self.settings.ack_timeout_ms)
     }
 
     /// Keeps an outcome notice for a terminal that is offline, to go when it is back. One that
@@ -342,10 +333,6 @@ impl Routes {
             // Nothing went: the sender offers the notice again, or marks its row failed.
             return result;
         }
-        let (status, message_ref, error) = match &result {
-            Ok(receipt) => ("delivered", Some(receipt.message_ref.clone()), None),
-            Err(e) => ("failed", None, Some(e.to_string())),
-        };
         if result.is_ok() && record.code {
             global()
                 .codes_sent
@@ -353,18 +340,7 @@ impl Routes {
                 .inc();
         }
         let now = self.clock.now();
-        let update = async {
-            let client = self.pool.get().await.map_err(|e| e.to_string())?;
-            client
-                .execute_cached(
-                    "UPDATE customer_messages SET status = $2, message_ref = $3, error = $4,
-                            updated_at = $5 WHERE id = $1 AND status = 'queued'",
-                    &[&record.id, &status, &message_ref, &error, &now],
-                )
-                .await
-                .map_err(|e| e.to_string())
-        };
-        if let Err(e) = update.await {
+        if let Err(e) = messages::record_end(&self.pool, now, record.id, &result).await {
             // The notice already went (or failed); the row stays `queued` for an operator to see.
             tracing::warn!(message = record.id, error = %e, "could not record a delivery's end");
         }

@@ -11,6 +11,30 @@ use deadpool_postgres::{GenericClient, Pool};
 /// held_outcomes.rs), not at the next start.
 pub const HELD_NOTICE: &str = "terminal offline; sent when it reconnects";
 
+/// Records how a delivery that was attempted ended, on its row still `queued`: `delivered` with
+/// the channel's reference, or `failed` with why.
+pub async fn record_end(
+    pool: &Pool,
+    now: DateTime<Utc>,
+    id: i64,
+    result: &Result<crate::messages::DeliveryReceipt, crate::messages::DeliveryError>,
+) -> Result<(), StoreError> {
+    let (status, message_ref, error) = match result {
+        Ok(receipt) => ("delivered", Some(receipt.message_ref.as_str()), None),
+        Err(e) => ("failed", None, Some(e.to_string())),
+    };
+    let client = pool.get().await?;
+    client
+        .execute_cached(
+            "UPDATE customer_messages SET status = $2, message_ref = $3, error = $4,
+                 updated_at = $5
+             WHERE id = $1 AND status = 'queued'",
+            &[&id, &status, &message_ref, &error, &now],
+        )
+        .await?;
+    Ok(())
+}
+
 /// The message could not be sent. A row a late acceptance already marked `sent` keeps that.
 pub async fn mark_failed(
     pool: &Pool,

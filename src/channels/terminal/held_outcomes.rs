@@ -4,12 +4,13 @@
 //! if that is within a day of the outcome (an older one is marked failed then). A code is never
 //! held: it would be stale by then, and the pay page offers another way at once.
 
-use super::session::{SessionDeliver, TerminalSessionActor};
+use super::session::{TerminalSessionActor, deliver};
 use actix::Addr;
 use deadpool_postgres::Pool;
 use payhub_actors::clock::SharedClock;
 use payhub_actors::domain::{Amount, Currency};
 use payhub_actors::messages::{DeliveryError, DeliveryReceipt, Notice, NoticeKind};
+use payhub_actors::store::messages;
 pub use payhub_actors::store::messages::HELD_NOTICE;
 use payhub_actors::store::prepared::Prepared;
 use std::time::Duration;
@@ -65,12 +66,7 @@ pub async fn send_held(
         // delivered, failed or held again (once gone, the rest fail fast as offline).
         let mut stopped = false;
         for (row, notice) in taken {
-            let result = tokio::time::timeout(ack_wait, session.send(SessionDeliver(notice))).await;
-            let result = match result {
-                Ok(Ok(result)) => result,
-                Ok(Err(_session_gone)) => Err(DeliveryError::Offline),
-                Err(_) => Err(DeliveryError::NotAcknowledged),
-            };
+            let result = deliver(&session, notice, ack_wait).await;
             stopped |= held_again(&result);
             if let Err(e) = settle(&pool, &clock, row, &result).await {
                 tracing::warn!(%terminal_id, row, error = %e, "a held notice's end not recorded");
@@ -175,26 +171,13 @@ async fn settle(
     if held_again(result) {
         return hold(pool, clock, row).await;
     }
-    let (status, message_ref, error) = match result {
-        Ok(receipt) => ("delivered", Some(receipt.message_ref.clone()), None),
-        Err(e) => ("failed", None, Some(e.to_string())),
-    };
-    let client = pool.get().await.map_err(|e| e.to_string())?;
-    client
-        .execute_cached(
-            "UPDATE customer_messages SET status = $2, message_ref = $3, error = $4,
-                 updated_at = $5
-             WHERE id = $1 AND status = 'queued'",
-            &[&row, &status, &message_ref, &error, &clock.now()],
-        )
+    messages::record_end(pool, clock.now(), row, result)
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
-
     /// Every authentication reads its terminal's held notices: through V75's index, not a scan of
     /// the day's messages.
     #[tokio::test]

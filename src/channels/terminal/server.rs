@@ -414,14 +414,12 @@ async fn start_session(framed: Framed<BoxIo, FrameCodec>, terminal_id: String, s
         outbox_rx,
         write_timeout_ms,
     ));
-    let ack_wait =
-        settings.ack_timeout_ms + crate::channels::router::RouterSettings::SESSION_MARGIN_MS;
     actix_rt::spawn(super::held_outcomes::send_held(
         shared.pool.clone(),
         shared.clock.clone(),
         terminal_id,
         session,
-        Duration::from_millis(ack_wait),
+        super::session::answer_wait(settings.ack_timeout_ms),
     ));
 }
 

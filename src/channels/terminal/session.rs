@@ -157,6 +157,28 @@ impl Actor for TerminalSessionActor {
     }
 }
 
+/// Added to the ACK timeout so the session, not its sender, reports a missing ACK.
+pub const SESSION_MARGIN_MS: u64 = 1_000;
+
+/// How long a sender gives a session to answer a delivery: the ACK wait and the margin.
+pub fn answer_wait(ack_timeout_ms: u64) -> Duration {
+    Duration::from_millis(ack_timeout_ms + SESSION_MARGIN_MS)
+}
+
+/// `notice` through `session`, answered within `wait`: the terminal's ACK or NACK, `Offline` when
+/// the session is gone, `NotAcknowledged` past the wait (an ACK that comes later is ignored).
+pub async fn deliver(
+    session: &Addr<TerminalSessionActor>,
+    notice: Notice,
+    wait: Duration,
+) -> Result<DeliveryReceipt, DeliveryError> {
+    match tokio::time::timeout(wait, session.send(SessionDeliver(notice))).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_session_gone)) => Err(DeliveryError::Offline),
+        Err(_) => Err(DeliveryError::NotAcknowledged),
+    }
+}
+
 /// Delivers one notice to this session's terminal and waits for its ACK.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<DeliveryReceipt, DeliveryError>")]

@@ -243,15 +243,8 @@ impl PaymentCore {
             return Err(PaymentError::WrongSession);
         }
         let now = self.now();
-        if now >= self.row.expires_at {
-            self.finish(&[PaymentStatus::AwaitingCode], Outcome::expired())
-                .await?;
-            return Ok(CodeReply::Finished(self.row.status));
-        }
-        if self.code_attempts_spent() {
-            // The last wrong try was counted but its final status was not written (the write
-            // failed, or the process stopped in between): no code is compared any more.
-            return self.fail_code_attempts_exceeded().await;
+        if let Some(done) = self.ended_before_the_code(now).await? {
+            return Ok(CodeReply::Finished(done));
         }
         let (Some(hash), Some(code_expires)) = (&self.row.code_hash, self.row.code_expires_at)
         else {
@@ -290,7 +283,9 @@ impl PaymentCore {
         };
         self.row.code_failures = failures;
         if self.code_attempts_spent() {
-            return self.fail_code_attempts_exceeded().await;
+            return Ok(CodeReply::Finished(
+                self.fail_code_attempts_exceeded().await?,
+            ));
         }
         Ok(CodeReply::Wrong {
             attempts_left: u32::try_from(self.code_attempts_max() - failures).unwrap_or(0),
@@ -306,10 +301,29 @@ impl PaymentCore {
         self.row.code_failures >= self.code_attempts_max()
     }
 
-    async fn fail_code_attempts_exceeded(&mut self) -> Result<CodeReply, PaymentError> {
+    async fn fail_code_attempts_exceeded(&mut self) -> Result<PaymentStatus, PaymentError> {
         let outcome = Outcome::failed(FailureCode::CodeAttemptsExceeded, None);
         self.finish(&[PaymentStatus::AwaitingCode], outcome).await?;
-        Ok(CodeReply::Finished(self.row.status))
+        Ok(self.row.status)
+    }
+
+    /// Ends a payment awaiting its code that no code may move on any more, before one is
+    /// compared or sent: past the payment's lifetime (`expired`), or with every wrong try
+    /// counted (the last one's failure not written: the write failed, or the process stopped in
+    /// between). Its status then; `None` while a code may still go.
+    async fn ended_before_the_code(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PaymentStatus>, PaymentError> {
+        if now >= self.row.expires_at {
+            self.finish(&[PaymentStatus::AwaitingCode], Outcome::expired())
+                .await?;
+            return Ok(Some(self.row.status));
+        }
+        if self.code_attempts_spent() {
+            return Ok(Some(self.fail_code_attempts_exceeded().await?));
+        }
+        Ok(None)
     }
 
     /// A new code, over the same or another channel. A real resend (a code was delivered) is
@@ -327,14 +341,8 @@ impl PaymentCore {
             return Err(PaymentError::WrongSession);
         }
         let now = self.now();
-        if now >= self.row.expires_at {
-            self.finish(&[PaymentStatus::AwaitingCode], Outcome::expired())
-                .await?;
-            return Err(PaymentError::WrongState(self.row.status));
-        }
-        if self.code_attempts_spent() {
-            self.fail_code_attempts_exceeded().await?;
-            return Err(PaymentError::WrongState(self.row.status));
+        if let Some(done) = self.ended_before_the_code(now).await? {
+            return Err(PaymentError::WrongState(done));
         }
         let delivered_before = self.row.code_sends > 0 && self.row.code_hash.is_some();
         if delivered_before {
