@@ -761,6 +761,7 @@ async fn a_page_past_the_deadline_is_answered_with_a_page() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
     assert!(
         res.headers()["content-type"]
             .to_str()
@@ -852,6 +853,13 @@ async fn a_request_whose_body_is_held_back_is_cut_off_at_the_deadline() {
     .unwrap();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+    // Its answer carries the headers every other answer carries.
+    let head = answer.to_ascii_lowercase();
+    assert!(head.contains("x-content-type-options: nosniff"), "{answer}");
+    assert!(
+        head.contains("strict-transport-security: max-age="),
+        "{answer}"
+    );
     assert_eq!(count(&gw, "payments").await, 0);
     gw.stop().await;
 }

@@ -124,22 +124,21 @@ pub fn configure(
 
 /// The answer to a request under `/pay` still unanswered at `http.request_deadline_ms`: a page,
 /// like every answer under `/pay`, never the API's JSON.
-pub fn deadline_passed(path: &str) -> actix_web::Error {
+pub fn deadline_passed(path: &str) -> HttpResponse {
     let templates = Templates::shared();
     let payment = path
         .strip_prefix("/pay/")
         .and_then(|rest| rest.split('/').next())
         .filter(|id| payhub_actors::ids::is_payment_id(id))
         .map(|id| format!("/pay/{id}"));
-    let page = render::message(
+    render::message(
         templates,
         StatusCode::REQUEST_TIMEOUT,
         "This is taking too long",
         "The gateway could not finish this step in time. Your payment may still be going ahead: \
          open the payment page again to see where it stands.",
         payment.as_deref().map(|p| (p, "Back to the payment")),
-    );
-    actix_web::error::InternalError::from_response("request deadline passed", page).into()
+    )
 }
 
 async fn no_page(state: web::Data<PagesState>) -> HttpResponse {

@@ -168,7 +168,8 @@ pub fn start(
                     .then(|| req.path().to_owned());
                 // The deadline covers the extractors, so a body held back is cut off too.
                 tokio::time::timeout(deadline, srv.call(req)).map(move |res| {
-                    let res = res.unwrap_or_else(|_| Err(deadline_passed(page_path.as_deref())));
+                    let res =
+                        res.unwrap_or_else(|_| Err(deadline_passed(page_path.as_deref(), hsts)));
                     if let Ok(res) = &res {
                         observe(res, started);
                     }
@@ -177,7 +178,7 @@ pub fn start(
             })
             // On every answer the routes make, pages and API alike: the listener speaks TLS
             // only, and no answer is to be read as another type than it is sent as.
-            .wrap(security_headers(hsts))
+            .wrap(security_middleware(hsts))
             .configure(merchant::configure)
             .configure(move |cfg| {
                 for add in extra.iter() {
@@ -216,14 +217,21 @@ const HSTS: &str = "max-age=31536000";
 /// `nosniff` on every answer, and HSTS unless the gateway is reached as this machine: a browser
 /// would keep HTTPS-only for `localhost` on every port for a year, the demo's operator page
 /// (plain HTTP) and any other local service included.
-fn security_headers(hsts: bool) -> actix_web::middleware::DefaultHeaders {
-    let headers =
-        actix_web::middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff"));
+fn security_headers(hsts: bool) -> Vec<(&'static str, &'static str)> {
+    // Lower case: `HeaderName::from_static` takes no other.
+    let mut headers = vec![("x-content-type-options", "nosniff")];
     if hsts {
-        headers.add(("Strict-Transport-Security", HSTS))
-    } else {
-        headers
+        headers.push(("strict-transport-security", HSTS));
     }
+    headers
+}
+
+/// The security headers on every answer the routes make.
+fn security_middleware(hsts: bool) -> actix_web::middleware::DefaultHeaders {
+    security_headers(hsts).into_iter().fold(
+        actix_web::middleware::DefaultHeaders::new(),
+        |all, header| all.add(header),
+    )
 }
 
 /// Whether `url` names this machine: `localhost` (or a name under it) or a loopback address.
@@ -257,11 +265,19 @@ fn observe<B>(res: &actix_web::dev::ServiceResponse<B>, started: std::time::Inst
 }
 
 /// The answer past the request deadline: a page under `/pay`, the API's error shape elsewhere.
-fn deadline_passed(page_path: Option<&str>) -> actix_web::Error {
-    match page_path {
+/// It leaves as an error, which passes the middleware by, so it takes its security headers here.
+fn deadline_passed(page_path: Option<&str>, hsts: bool) -> actix_web::Error {
+    let mut answer = match page_path {
         Some(path) => super::pages::deadline_passed(path),
-        None => error::ApiError::request_timeout().into(),
+        None => actix_web::ResponseError::error_response(&error::ApiError::request_timeout()),
+    };
+    for (name, value) in security_headers(hsts) {
+        answer.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static(name),
+            actix_web::http::header::HeaderValue::from_static(value),
+        );
     }
+    actix_web::error::InternalError::from_response("request deadline passed", answer).into()
 }
 
 /// actix bounds connections per worker: the configured total, shared out.
