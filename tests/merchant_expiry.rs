@@ -209,7 +209,8 @@ async fn a_payment_awaiting_its_code_is_left_to_its_actor_for_a_grace() {
     let id = create(&gw, &client, "C-1").await;
     let db = gw.db.pool.get().await.unwrap();
     db.execute(
-        "UPDATE payments SET status = 'awaiting_code' WHERE id = $1",
+        "UPDATE payments SET status = 'awaiting_code', code_hash = '\\x00',
+             code_expires_at = now() WHERE id = $1",
         &[&id],
     )
     .await
@@ -234,6 +235,22 @@ async fn a_payment_awaiting_its_code_is_left_to_its_actor_for_a_grace() {
     let swept = expiry::run_once(&gw.db.pool, &clock, &settings).await;
     assert_eq!(swept.unwrap(), 1);
     assert_eq!(status().await, "expired");
+    // As the actors' own final write: the code is forgotten, and the audit log says who ended it.
+    let row = db
+        .query_one(
+            "SELECT code_hash IS NULL AND code_expires_at IS NULL,
+                    (SELECT detail->>'expired_by' FROM audit_log
+                      WHERE payment_id = $1 AND event = 'expired')
+               FROM payments WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "the code hash is kept");
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("expiry_sweep")
+    );
     gw.stop().await;
 }
 

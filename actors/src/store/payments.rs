@@ -429,10 +429,16 @@ pub async fn insert_final_event(
 }
 
 /// Marks up to `batch_max` payments still waiting for the customer past their `expires_at` as
-/// `expired`, each with its `payment.expired` event, in one transaction. A payment waiting for its
-/// code is taken only if it expired before `awaiting_code_before`: until then it is its actor's,
-/// which also tells the customer over the channel the code went by. Payments already
-/// `processing` are left to the bank's answer. Returns the payments expired.
+/// `expired`, each with its `payment.expired` event and audit line, in one transaction; a code
+/// issued is forgotten, as the actors' own final write forgets it. A payment waiting for its code
+/// is taken only if it expired before `awaiting_code_before`: until then it is its actor's, which
+/// also tells the customer over the channel the code went by (this sweep does not: it runs where
+/// no actor took the payment). Payments already `processing` are left to the bank's answer.
+/// Returns the payments expired.
+/// The sweep's audit detail: the actors' own (no failure, no bank code), and who expired it.
+const SWEEP_AUDIT_DETAIL: &str =
+    r#"{"failure_code": null, "bank_response_code": null, "expired_by": "expiry_sweep"}"#;
+
 pub async fn expire_due(
     client: &mut deadpool_postgres::Client,
     now: DateTime<Utc>,
@@ -447,14 +453,19 @@ pub async fn expire_due(
                 "WITH due AS (SELECT p.id FROM payments_open o JOIN payments p ON p.id = o.payment_id \
                  WHERE o.expires_at <= $1 AND (p.status = 'awaiting_customer' \
                      OR (p.status = 'awaiting_code' AND o.expires_at <= $3)) \
-                 ORDER BY o.expires_at LIMIT $2 FOR UPDATE OF p SKIP LOCKED) \
-                 UPDATE payments p SET status = 'expired', updated_at = $1, finished_at = $1 \
-                 FROM due WHERE p.id = due.id RETURNING {}",
+                 ORDER BY o.expires_at LIMIT $2 FOR UPDATE OF p SKIP LOCKED), \
+                 moved AS (UPDATE payments p SET status = 'expired', updated_at = $1, \
+                     finished_at = $1, code_hash = NULL, code_expires_at = NULL \
+                 FROM due WHERE p.id = due.id RETURNING {}), \
+                 audit AS (INSERT INTO audit_log (at, payment_id, event, detail) \
+                     SELECT $1, id, 'expired', '{}'::jsonb FROM moved) \
+                 SELECT {COLUMNS} FROM moved",
                 COLUMNS
                     .split(", ")
                     .map(|c| format!("p.{}", c.trim()))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                SWEEP_AUDIT_DETAIL,
             ),
             &[&now, &batch_max, &awaiting_code_before],
         )
