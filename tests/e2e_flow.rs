@@ -1455,6 +1455,50 @@ async fn a_resend_goes_to_the_mobile_chosen_among_several() {
     assert!(done.body.contains("Payment complete"), "{}", done.body);
 }
 
+/// At sign-in with SMS chosen, `terminal` names which registered mobile gets the code (by id or
+/// label); for a name that is none of them nothing is sent, and the code page says why and offers
+/// the registered ways.
+#[actix_rt::test]
+async fn the_sign_in_sends_the_code_to_the_mobile_named() {
+    let w = World::new().await;
+    let second = "8613900139777";
+    let phone = add_terminal(&w.db.pool, &w.customer.id, "mobile", "Work", Some(second)).await;
+    for name in [phone.as_str(), "work"] {
+        let pay = w.payment().await;
+        let browser = w.browser();
+        let before = texts_to(&w.smsc, second).len();
+        let page = browser
+            .login(&pay, "alice", &w.customer.password, "sms", name)
+            .await;
+        assert_eq!(page.path(), format!("/pay/{pay}/code"), "{}", page.body);
+        let to_second = texts_to(&w.smsc, second);
+        assert_eq!(to_second.len(), before + 1, "{to_second:?}");
+        let done = browser
+            .submit_code(&pay, &code_in(to_second.last().unwrap()))
+            .await;
+        assert!(done.body.contains("Payment complete"), "{}", done.body);
+    }
+    let texts = w.texts().len();
+    let pay = w.payment().await;
+    let refused = w
+        .browser()
+        .login(&pay, "alice", &w.customer.password, "sms", "Home")
+        .await;
+    assert_eq!(
+        refused.path(),
+        format!("/pay/{pay}/code"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains("has that name"), "{}", refused.body);
+    assert!(
+        refused.body.contains(&format!("value=\"sms:{phone}\"")),
+        "{}",
+        refused.body
+    );
+    assert_eq!(w.texts().len(), texts);
+}
+
 #[actix_rt::test]
 async fn bad_input_gets_calm_4xx_pages() {
     let w = World::new().await;

@@ -466,9 +466,10 @@ fn parse_login(form: &LoginForm, allow_receiver: bool) -> Result<(String, Channe
                     |_| "Enter the other mobile number in international form: the country code and number, optionally after a '+'.",
                 )?),
             };
+            // `terminal` names which registered mobile gets the SMS, when there are several.
             ChannelChoice::Sms {
                 receiver,
-                mobile: None,
+                mobile: (!terminal.is_empty()).then(|| terminal.to_string()),
             }
         }
         "terminal" => ChannelChoice::Terminal {

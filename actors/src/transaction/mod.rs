@@ -119,7 +119,7 @@ impl std::fmt::Debug for Deps {
 /// Which non-Internet channel the customer chose for the code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelChoice {
-    /// SMS to a registered mobile number: the mobile terminal `mobile` (by id) when given, else
+    /// SMS to a registered mobile number: the mobile terminal `mobile` (by id or label) when given, else
     /// the number signed in with or the first registered; or (when the policy allows) to
     /// `receiver`.
     Sms {

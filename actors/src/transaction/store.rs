@@ -570,6 +570,13 @@ pub struct TerminalRow {
     pub msisdn: Option<String>,
 }
 
+impl TerminalRow {
+    /// Whether the customer's `name` for a terminal is this one: its id, or its label in any case.
+    pub fn named(&self, name: &str) -> bool {
+        self.id == name || (!self.label.is_empty() && self.label.eq_ignore_ascii_case(name))
+    }
+}
+
 pub async fn customer_terminals(
     client: &impl GenericClient,
     customer_id: &str,

@@ -56,10 +56,10 @@ impl PaymentCore {
         preferred: Preferred,
         receiver: &Option<Msisdn>,
     ) -> Result<Route, String> {
-        let registered: Vec<(&str, Msisdn)> = terminals
+        let registered: Vec<(&TerminalRow, Msisdn)> = terminals
             .iter()
             .filter(|t| t.kind == "mobile")
-            .filter_map(|t| Some((t.id.as_str(), Msisdn::parse(t.msisdn.as_deref()?).ok()?)))
+            .filter_map(|t| Some((t, Msisdn::parse(t.msisdn.as_deref()?).ok()?)))
             .collect();
         let registered_number = |wanted: &Msisdn| registered.iter().any(|(_, m)| m == wanted);
         let (msisdn, unregistered) = match receiver {
@@ -71,11 +71,12 @@ impl PaymentCore {
                     .into());
             }
             None => match preferred {
-                Preferred::Mobile(id) => match registered.iter().find(|(t, _)| *t == id) {
+                Preferred::Mobile(wanted) => match registered.iter().find(|(t, _)| t.named(wanted))
+                {
                     Some((_, m)) => (m.clone(), false),
                     None => {
-                        return Err("That mobile number is no longer registered for your \
-                                    account. Choose another way to receive the code."
+                        return Err("None of the mobile numbers registered for your account \
+                                    has that name. Choose another way to receive the code."
                             .into());
                     }
                 },
@@ -122,7 +123,8 @@ impl PaymentCore {
 
 /// Which registered number an SMS goes to when no other receiver is given.
 enum Preferred<'a> {
-    /// The mobile terminal the customer picked on the code page.
+    /// The mobile terminal the customer picked on the code page (by id) or named at sign-in (by
+    /// id or label).
     Mobile(&'a str),
     /// The number the customer signed in with, if they did; else the first registered.
     Typed(Option<&'a str>),
@@ -132,7 +134,7 @@ fn terminal_route(terminals: &[TerminalRow], wanted: Option<&str>) -> Result<Rou
     let chosen = match wanted.map(str::trim).filter(|w| !w.is_empty()) {
         Some(w) => terminals
             .iter()
-            .find(|t| t.id == w || t.label.eq_ignore_ascii_case(w))
+            .find(|t| t.named(w))
             .ok_or("None of your registered terminals has that name.")?,
         None => terminals
             .iter()
