@@ -534,6 +534,21 @@ async fn a_reversal_whose_link_was_renamed_goes_over_it() {
     assert_eq!(reversal_counts(&sim), (1, 0));
 }
 
+/// The gateway's institution id changed while a payment was `processing`: its reversal names the
+/// acquirer that sent the debit (fields 32 and 90), which the BIPS matches, not the new one.
+#[actix_rt::test]
+async fn a_reversal_after_the_institution_id_changed_names_the_debits_acquirer() {
+    let (db, sim, first) = one_link(1_000).await;
+    let committed = approved_then_stopped(&first).await;
+    assert_eq!(committed.acquirer_id.as_deref(), Some(INSTITUTION));
+    let links = vec![settings("bips-a", &sim.addr().to_string())];
+    let renumbered = bank::start(db.pool.clone(), clock(), links, "77770002").unwrap();
+    wait_signed_on(&renumbered, 1).await;
+    reverse_until_0430(&renumbered, &db, request(1, 0, 300), committed).await;
+    assert_eq!(balance(&sim, 0).await, 1_000, "the debit is undone");
+    assert_eq!(reversal_counts(&sim), (1, 0));
+}
+
 /// A debit whose connection drops before its 0210 may still be in the works at the bank: its
 /// reversal waits one response timeout before it goes, even though the link is back at once.
 /// (Sent first, it would find nothing to undo, be answered 00, and leave the debit standing.)
@@ -850,6 +865,7 @@ fn original(link: &str, stan: &str, f7: &str) -> OriginalDebit {
         link_addr: None,
         stan: stan.into(),
         transmission_time: f7.into(),
+        acquirer_id: None,
     }
 }
 

@@ -36,6 +36,7 @@ fn to_processing(id: &str, n: usize) -> ToProcessing {
             link_addr: Some("127.0.0.1:8583".into()),
             stan: format!("{:06}", n + 1),
             transmission_time: "1128203000".into(),
+            acquirer_id: Some("99990001".into()),
         },
         at: Utc::now(),
     }

@@ -690,7 +690,8 @@ pub async fn outcome(
     // must not be final until its reversal is durable.
     let reverse = |reason| {
         let stan = format_stan(ticket.stan);
-        let record = reversal_record(request, settings, stan, ticket.f7.clone(), deps);
+        let acquirer_id = &deps.institution_id;
+        let record = reversal_record(request, settings, stan, ticket.f7.clone(), acquirer_id);
         async move { queue_reversal((addr, settings), deps, &record, reason).await }
     };
     match outcome {

@@ -48,6 +48,8 @@ pub struct PreparedDebit {
     pub stan: String,
     /// Field 7, MMDDhhmmss UTC.
     pub transmission_time: String,
+    /// Field 32, the gateway's institution id.
+    pub acquirer_id: String,
     pub(crate) handle: PreparedHandle,
 }
 
@@ -67,6 +69,7 @@ impl PreparedDebit {
             link_addr: Some(self.link_addr.clone()),
             stan: self.stan.clone(),
             transmission_time: self.transmission_time.clone(),
+            acquirer_id: Some(self.acquirer_id.clone()),
         }
     }
 
@@ -88,8 +91,9 @@ impl fmt::Debug for PreparedDebit {
     }
 }
 
-/// The wire identity of a 0200 as the payment committed it: the link it went over, its field 11
-/// and its field 7. A reversal puts STAN and field 7 into field 90.
+/// The wire identity of a 0200 as the payment committed it: the link it went over, its field 11,
+/// its field 7 and its field 32. A reversal puts all three fields into field 90, and field 32
+/// into its own field 32.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginalDebit {
     pub link: String,
@@ -97,6 +101,8 @@ pub struct OriginalDebit {
     pub link_addr: Option<String>,
     pub stan: String,
     pub transmission_time: String,
+    /// Field 32, the gateway's institution id when the 0200 left; `None` before V77.
+    pub acquirer_id: Option<String>,
 }
 
 impl OriginalDebit {
@@ -113,6 +119,13 @@ impl OriginalDebit {
             return Err(BankError::Protocol(format!(
                 "original field 7 {:?} is not MMDDhhmmss",
                 self.transmission_time
+            )));
+        }
+        if let Some(id) = &self.acquirer_id
+            && crate::domain::BankId::parse(id).is_err()
+        {
+            return Err(BankError::Protocol(format!(
+                "original field 32 {id:?} is not an institution id"
             )));
         }
         Ok(())
@@ -185,6 +198,7 @@ mod tests {
             link_addr: None,
             stan: stan.into(),
             transmission_time: f7.into(),
+            acquirer_id: Some("99990001".into()),
         }
     }
 

@@ -173,6 +173,7 @@ impl Handler<PrepareDebit> for BankRouter {
             Err(e) => return Box::pin(async move { Err(e) }),
         };
         let sign_ons = self.sign_ons.clone();
+        let acquirer_id = self.deps.institution_id.clone();
         Box::pin(async move {
             let request = Arc::new(msg.0);
             let (index, entry, reserved) = on_first_link(candidates, sign_ons, |addr| {
@@ -189,6 +190,7 @@ impl Handler<PrepareDebit> for BankRouter {
                 link_addr: entry.settings.addr.clone(),
                 stan: format_stan(reserved.stan),
                 transmission_time: reserved.f7,
+                acquirer_id,
                 handle: PreparedHandle {
                     link_index: index,
                     request,
@@ -254,8 +256,16 @@ impl Handler<ReverseDebit> for BankRouter {
     }
 }
 
-/// The link and the original STAN and field 7 a reversal is sent with.
-type Target = Result<(ReversalLink, String, String), BankError>;
+/// The link a reversal is sent on, and the original 0200's data elements it repeats.
+type Target = Result<(ReversalLink, Original), BankError>;
+
+/// The original 0200's field 11, field 7 and field 32 (the acquirer, which the gateway's
+/// configuration may have changed since).
+struct Original {
+    stan: String,
+    f7: String,
+    acquirer_id: String,
+}
 
 /// Where a reversal goes: the debit's link (by name, or renamed: by address), or (that BIPS
 /// having been removed from the configuration since) the database alone, waiting for its link.
@@ -279,14 +289,24 @@ impl BankRouter {
                 addr: original.link_addr.clone(),
             },
         };
-        let (stan, f7) = (original.stan.clone(), original.transmission_time.clone());
-        Ok((link, stan, f7))
+        let original = Original {
+            stan: original.stan.clone(),
+            f7: original.transmission_time.clone(),
+            // Before V77 the payment kept no acquirer: the one configured now.
+            acquirer_id: (original.acquirer_id.clone())
+                .unwrap_or_else(|| self.deps.institution_id.clone()),
+        };
+        Ok((link, original))
     }
 
     fn uncommitted_target(&self, request: &DebitRequest) -> Target {
-        let f7 = super::wire::transmission_time(self.deps.clock.now());
+        let original = Original {
+            stan: "000000".into(),
+            f7: super::wire::transmission_time(self.deps.clock.now()),
+            acquirer_id: self.deps.institution_id.clone(),
+        };
         let entry = self.candidates(&request.payer_bank)?[0].1.clone();
-        Ok((ReversalLink::Configured(entry), "000000".into(), f7))
+        Ok((ReversalLink::Configured(entry), original))
     }
 
     /// Stores a reversal for `request` durably and hands it to its link; answers once stored.
@@ -297,17 +317,31 @@ impl BankRouter {
     ) -> ResponseFuture<Result<(), BankError>> {
         let deps = self.deps.clone();
         Box::pin(async move {
-            let (link, stan, f7) = target?;
+            let (
+                link,
+                Original {
+                    stan,
+                    f7,
+                    acquirer_id,
+                },
+            ) = target?;
             let reason = ReversalReason::GatewayIncomplete;
             match link {
                 ReversalLink::Configured(entry) => {
-                    let record = link::reversal_record(&request, &entry.settings, stan, f7, &deps);
+                    let record =
+                        link::reversal_record(&request, &entry.settings, stan, f7, &acquirer_id);
                     link::queue_reversal((&entry.addr, &entry.settings), &deps, &record, reason)
                         .await
                 }
                 ReversalLink::Unconfigured { name, addr } => {
-                    let record =
-                        link::unconfigured_reversal_record(&request, &name, addr, stan, f7, &deps);
+                    let record = link::unconfigured_reversal_record(
+                        &request,
+                        &name,
+                        addr,
+                        stan,
+                        f7,
+                        &acquirer_id,
+                    );
                     link::park_reversal(&deps, &record, reason).await
                 }
             }

@@ -105,8 +105,8 @@ const PAYMENT_COLUMNS: &str = "p.id, p.merchant_id, m.name AS merchant_name, p.s
     p.amount_minor, p.currency, p.customer_id, p.password_failures, p.session_hash, p.channel,
     p.terminal_id, p.receiver_msisdn, p.code_hash, p.code_expires_at, p.code_failures,
     p.code_sends, p.code_sent_at, p.code_delivery_failures, p.code_delivery_error, p.rrn,
-    p.bank_link, p.debit_link_addr, p.debit_stan, p.debit_f7, p.expires_at, p.order_id,
-    p.description, p.return_url, p.notify_url, p.created_at, m.location AS merchant_location,
+    p.bank_link, p.debit_link_addr, p.debit_stan, p.debit_f7, p.debit_acquirer_id, p.expires_at,
+    p.order_id, p.description, p.return_url, p.notify_url, p.created_at, m.location AS merchant_location,
     m.account AS merchant_account, m.terminal_id AS merchant_terminal_id,
     m.card_acceptor_id AS merchant_card_acceptor_id, c.bank_id AS payer_bank_id,
     c.account AS payer_account";
@@ -180,6 +180,7 @@ fn original_debit(row: &Row) -> Option<OriginalDebit> {
         link_addr: row.get("debit_link_addr"),
         stan: row.get::<_, Option<String>>("debit_stan")?,
         transmission_time: row.get::<_, Option<String>>("debit_f7")?,
+        acquirer_id: row.get("debit_acquirer_id"),
     })
 }
 

@@ -102,7 +102,8 @@ impl PaymentWriter {
 const PROCESSING_SQL: &str = "WITH moved AS (
         UPDATE payments SET status = 'processing', rrn = $2, code_hash = NULL,
             code_expires_at = NULL, debit_sent_at = $3, updated_at = $3,
-            bank_link = $4, debit_stan = $5, debit_f7 = $6, debit_link_addr = $7
+            bank_link = $4, debit_stan = $5, debit_f7 = $6, debit_link_addr = $7,
+            debit_acquirer_id = $8
         WHERE id = $1 AND status = 'awaiting_code' RETURNING id),
     audit AS (
         INSERT INTO audit_log (at, payment_id, event, detail)
@@ -116,12 +117,13 @@ const PROCESSING_SQL: &str = "WITH moved AS (
 /// for each batch, instead of one primary-key lookup per row.
 const PROCESSING_BATCH_SQL: &str = "WITH input AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
-            $6::text[], $7::text[], $8::text[]) AS t(id, rrn, at, link, stan, f7, from_status,
-            link_addr)),
+            $6::text[], $7::text[], $8::text[], $9::text[]) AS t(id, rrn, at, link, stan, f7,
+            from_status, link_addr, acquirer_id)),
     moved AS (
         UPDATE payments p SET status = 'processing', rrn = i.rrn, code_hash = NULL,
             code_expires_at = NULL, debit_sent_at = i.at, updated_at = i.at,
-            bank_link = i.link, debit_stan = i.stan, debit_f7 = i.f7, debit_link_addr = i.link_addr
+            bank_link = i.link, debit_stan = i.stan, debit_f7 = i.f7, debit_link_addr = i.link_addr,
+            debit_acquirer_id = i.acquirer_id
         FROM input i WHERE p.id = i.id AND p.status = i.from_status
         RETURNING p.id, i.rrn, i.at),
     audit AS (
@@ -132,7 +134,7 @@ const PROCESSING_BATCH_SQL: &str = "WITH input AS (
 impl ToProcessing {
     /// The single statement, on any client (also inside a transaction).
     pub async fn write(&self, client: &impl GenericClient) -> Result<bool, StoreError> {
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
             &self.payment_id,
             &self.rrn,
             &self.at,
@@ -140,6 +142,7 @@ impl ToProcessing {
             &self.original.stan,
             &self.original.transmission_time,
             &self.original.link_addr,
+            &self.original.acquirer_id,
         ];
         Ok(client.execute_cached(PROCESSING_SQL, &params).await? == 1)
     }
@@ -178,6 +181,10 @@ impl RowWrite for ToProcessing {
             .iter()
             .map(|w| w.original.link_addr.as_deref())
             .collect();
+        let acquirer_ids: Vec<Option<&str>> = batch
+            .iter()
+            .map(|w| w.original.acquirer_id.as_deref())
+            .collect();
         let rows = client
             .query_cached(
                 PROCESSING_BATCH_SQL,
@@ -190,6 +197,7 @@ impl RowWrite for ToProcessing {
                     &f7s,
                     &from_status,
                     &addrs,
+                    &acquirer_ids,
                 ],
             )
             .await?;

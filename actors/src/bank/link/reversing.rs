@@ -148,7 +148,8 @@ impl BankLinkActor {
         ctx: &mut Context<Self>,
     ) {
         let stan = format_stan(stan);
-        let record = reversal_record(request, &self.settings, stan, f7, &self.deps);
+        let acquirer_id = &self.deps.institution_id;
+        let record = reversal_record(request, &self.settings, stan, f7, acquirer_id);
         let deps = self.deps.clone();
         let addr = ctx.address();
         let settings = self.settings.clone();
@@ -227,16 +228,17 @@ impl BankLinkActor {
     }
 }
 
-/// The reversal of a debit sent on `link` with `stan` (field 11 text) at `f7`.
+/// The reversal of a debit sent on `link` with `stan` (field 11 text) at `f7`, from acquirer
+/// `acquirer_id` (its field 32).
 pub fn reversal_record(
     request: &DebitRequest,
     link: &LinkSettings,
     stan: String,
     f7: String,
-    deps: &LinkDeps,
+    acquirer_id: &str,
 ) -> ReversalRecord {
     let link_addr = Some(link.addr.clone());
-    unconfigured_reversal_record(request, &link.name, link_addr, stan, f7, deps)
+    unconfigured_reversal_record(request, &link.name, link_addr, stan, f7, acquirer_id)
 }
 
 /// The reversal of a debit sent on a link that is no longer configured: its name, and its address
@@ -247,7 +249,7 @@ pub fn unconfigured_reversal_record(
     link_addr: Option<String>,
     stan: String,
     f7: String,
-    deps: &LinkDeps,
+    acquirer_id: &str,
 ) -> ReversalRecord {
     ReversalRecord {
         payment_id: Some(request.payment_id.clone()),
@@ -258,7 +260,7 @@ pub fn unconfigured_reversal_record(
         currency_numeric: request.currency.numeric().to_owned(),
         original_stan: stan,
         original_f7: f7,
-        acquirer_id: deps.institution_id.clone(),
+        acquirer_id: acquirer_id.to_owned(),
     }
 }
 
