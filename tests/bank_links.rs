@@ -1593,6 +1593,42 @@ async fn the_bank_simulator_refuses_a_reversal_before_sign_on() {
     assert_eq!((stats.before_sign_on, stats.reversals_applied), (1, 0));
 }
 
+/// iso8583-profile.md: "A repeated 0200 with the same field 37 is answered with the original 0210
+/// and never debits twice." A repeat that asks for another amount is told the amount the original
+/// took, not approved for its own. Both ledgers, the database's and the memory one.
+#[actix_rt::test]
+async fn the_bank_simulator_answers_a_repeated_0200_with_the_original_amount() {
+    let db = fresh_database().await;
+    repeat_a_debit_with_another_amount(start_sim(&db, 1, |_| 1_000).await).await;
+    let in_memory = start_sim_with(&db, 1, |_| 1_000, |o| o.store = SimStoreChoice::Memory).await;
+    repeat_a_debit_with_another_amount(in_memory).await;
+}
+
+async fn repeat_a_debit_with_another_amount(sim: SimHandle) {
+    use payhub_actors::bank::wire::{NetworkCode, debit_request, network_request};
+    let stream = tokio::net::TcpStream::connect(sim.addr()).await.unwrap();
+    let mut client = Peer { stream };
+    let now = chrono::Utc::now();
+    client
+        .write(&network_request(NetworkCode::SignOn, "000001", now).unwrap())
+        .await;
+    assert_eq!(client.read().await.get(39), Some("00"));
+    let mut answers = Vec::new();
+    for (stan, amount) in [("000002", 300), ("000003", 500)] {
+        let debit = debit_request(&request(1, 0, amount), stan, now, INSTITUTION).unwrap();
+        client.write(&debit).await;
+        let answer = client.read().await;
+        assert_eq!(answer.get(11), Some(stan));
+        answers.push((
+            answer.get(39).map(str::to_owned),
+            answer.get(4).map(str::to_owned),
+        ));
+    }
+    let approved_300 = (Some("00".to_owned()), Some("000000000300".to_owned()));
+    assert_eq!(answers, vec![approved_300.clone(), approved_300]);
+    assert_eq!(balance(&sim, 0).await, 700, "debited once");
+}
+
 /// The simulator's side of the same rule: a client that sends echoes and reads nothing is
 /// dropped once its answers cannot be written in time, and its connection slot freed. It held
 /// the connection for ever before.

@@ -108,9 +108,18 @@ pub struct AccountView<'a> {
 pub struct Answer {
     pub response_code: String,
     pub approval_code: Option<String>,
+    /// On a repeat, the recorded debit's amount: the answer is the original 0210, whose field 4
+    /// says what was debited, whatever amount the repeat asked for.
+    pub original_amount_minor: Option<i64>,
 }
 
 impl Answer {
+    /// This answer as repeated for a later 0200 with the same field 37.
+    pub fn repeated(mut self, amount_minor: i64) -> Self {
+        self.original_amount_minor = Some(amount_minor);
+        self
+    }
+
     /// This answer, its approval said with `code` (two digits) instead of 00; 0 leaves it.
     pub fn approved_as(mut self, code: u8) -> Self {
         if code != 0 && self.response_code == APPROVED {
@@ -123,6 +132,7 @@ impl Answer {
         Self {
             response_code: code.to_owned(),
             approval_code: None,
+            original_amount_minor: None,
         }
     }
 
@@ -130,6 +140,7 @@ impl Answer {
         Self {
             response_code: APPROVED.to_owned(),
             approval_code: Some(approval_code),
+            original_amount_minor: None,
         }
     }
 

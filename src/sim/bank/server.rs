@@ -572,14 +572,19 @@ fn respond(
     Some(answer)
 }
 
+/// The 0210 for `request`; a repeat's says the amount the recorded debit took.
 fn debit_answer(request: &Message, answer: &Answer) -> Option<Message> {
-    respond(
+    let mut answered = respond(
         request,
         "0210",
         ECHOED_0210,
         &answer.response_code,
         answer.approval_code.as_deref(),
-    )
+    )?;
+    if let Some(amount) = answer.original_amount_minor {
+        answered.set(4, &format!("{amount:012}")).ok()?;
+    }
+    Some(answered)
 }
 
 fn count_reversal(stats: &SimStats, order: &ReversalOrder, outcome: ReversalOutcome) {

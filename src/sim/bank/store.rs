@@ -218,7 +218,7 @@ impl MemoryLedger {
         if let Some(row) = self.debits.get(&order.rrn) {
             return match row.state {
                 DebitState::ReversedUnseen => answer_for_reversed_unseen(),
-                _ => row.answer.clone(),
+                _ => row.answer.clone().repeated(row.amount_minor),
             };
         }
         let payer = (order.payer_bank.clone(), order.payer_account.clone());
@@ -525,7 +525,8 @@ async fn claim_rrn(tx: &Transaction<'_>, order: &DebitOrder) -> Result<bool, Sim
 async fn recorded_answer(tx: &Transaction<'_>, rrn: &str) -> Result<Answer, SimStoreError> {
     let row = tx
         .query_one(
-            "SELECT state, response_code, approval_code FROM bank_sim.debits WHERE rrn = $1",
+            "SELECT state, response_code, approval_code, amount_minor FROM bank_sim.debits
+             WHERE rrn = $1",
             &[&rrn],
         )
         .await?;
@@ -536,7 +537,9 @@ async fn recorded_answer(tx: &Transaction<'_>, rrn: &str) -> Result<Answer, SimS
     Ok(Answer {
         response_code: row.get(1),
         approval_code: row.get(2),
-    })
+        original_amount_minor: None,
+    }
+    .repeated(row.get(3)))
 }
 
 /// The payer's balance (with the credits appended to it) and currency, its row locked: read with
@@ -654,7 +657,8 @@ mod tests {
         store.seed(&seed()).await.unwrap();
         let first = store.debit(&order("r1", 600), None).await.unwrap();
         assert!(first.is_approved());
-        assert_eq!(store.debit(&order("r1", 600), None).await.unwrap(), first);
+        let repeat = store.debit(&order("r1", 600), None).await.unwrap();
+        assert_eq!(repeat, first.clone().repeated(600));
         assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(400));
         assert_eq!(store.balance("0002", "shop").await.unwrap(), Some(600));
         let poor = store.debit(&order("r2", 600), None).await.unwrap();
@@ -690,7 +694,8 @@ mod tests {
             ),
             ("96", None)
         );
-        assert_eq!(store.debit(&order("r5", 300), None).await.unwrap(), broken);
+        let repeat = store.debit(&order("r5", 300), None).await.unwrap();
+        assert_eq!(repeat, broken.repeated(300));
         assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(700));
         let undone = store.reverse(&reversal("r5", "000042")).await.unwrap();
         assert_eq!(undone, ReversalOutcome::Reversed);
@@ -699,7 +704,8 @@ mod tests {
         let down = Some(InjectedFailure::IssuerInoperative);
         let refused = store.debit(&order("r6", 300), down).await.unwrap();
         assert_eq!(refused.response_code, "91");
-        assert_eq!(store.debit(&order("r6", 300), None).await.unwrap(), refused);
+        let repeat = store.debit(&order("r6", 300), None).await.unwrap();
+        assert_eq!(repeat, refused.repeated(300));
         assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(1_000));
     }
 
@@ -742,7 +748,13 @@ mod tests {
             async move { store.debit(&order("twin", 100), None).await.unwrap() }
         }))
         .await;
-        assert!(answers.iter().all(|a| a == &answers[0] && a.is_approved()));
+        // One is the original, the rest its repeats (which name its amount).
+        let as_repeated: Vec<Answer> = answers.into_iter().map(|a| a.repeated(100)).collect();
+        assert!(
+            as_repeated
+                .iter()
+                .all(|a| a == &as_repeated[0] && a.is_approved())
+        );
         assert_eq!(store.balance("0001", "payer").await.unwrap(), Some(900));
     }
 }
