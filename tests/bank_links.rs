@@ -1629,6 +1629,43 @@ async fn repeat_a_debit_with_another_amount(sim: SimHandle) {
     assert_eq!(balance(&sim, 0).await, 700, "debited once");
 }
 
+/// The simulator's control port serves a bounded number of connections: past it a connection is
+/// closed at once, while those it holds keep answering.
+#[actix_rt::test]
+async fn the_bank_simulators_control_port_bounds_its_connections() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let db = fresh_database().await;
+    let sim = start_sim_with(
+        &db,
+        1,
+        |_| 1_000,
+        |o| {
+            o.control = Some("127.0.0.1:0".parse().unwrap());
+        },
+    )
+    .await;
+    let control = sim.control_addr().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..payhub::sim::bank::control::CONNECTIONS_MAX {
+        held.push(tokio::net::TcpStream::connect(control).await.unwrap());
+    }
+    let mut refused = tokio::net::TcpStream::connect(control).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt;
+        refused.read(&mut byte).await
+    });
+    assert!(
+        matches!(read.await, Ok(Ok(0)) | Ok(Err(_))),
+        "closed at once"
+    );
+    let mut first = BufReader::new(held.swap_remove(0));
+    first.get_mut().write_all(b"stats\n").await.unwrap();
+    let mut answer = String::new();
+    first.read_line(&mut answer).await.unwrap();
+    assert!(answer.starts_with('{'), "{answer}");
+}
+
 /// The simulator's side of the same rule: a client that sends echoes and reads nothing is
 /// dropped once its answers cannot be written in time, and its connection slot freed. It held
 /// the connection for ever before.
