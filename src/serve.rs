@@ -337,15 +337,16 @@ async fn adopt_orphaned_reversals(
 /// Numbers registered before they had to be international (a trunk `0`) are not used: an SMS
 /// to one would go out as an international address and be refused or misrouted. The operator is
 /// told at every start which terminals they are (at most `NATIONAL_NUMBERS_LISTED_MAX`), until
-/// they are disabled. A report, not a condition of the start: an error is logged and skipped.
+/// they are disabled. Each is named with its customer's id, not the online id (which may be a
+/// phone number, and the log is no place for one). A report, not a condition of the start: an
+/// error is logged and skipped.
 async fn report_national_numbers(pool: &deadpool_postgres::Pool) {
     const NATIONAL_NUMBERS_LISTED_MAX: i64 = 20;
     let listed = async {
         let client = pool.get().await?;
         client
             .query(
-                "SELECT t.id || ' (' || c.online_id || ')' FROM terminals t
-                   JOIN customers c ON c.id = t.customer_id
+                "SELECT t.id || ' (customer ' || t.customer_id || ')' FROM terminals t
                   WHERE t.msisdn LIKE '0%' AND t.status = 'enabled' ORDER BY t.id LIMIT $1",
                 &[&NATIONAL_NUMBERS_LISTED_MAX],
             )

@@ -980,7 +980,8 @@ async fn migrate_and_serve_run_from_the_starter_config() {
     assert!(status.success(), "{status}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(
-        stderr.contains("registered with a national number") && stderr.contains("trm_old (old)"),
+        stderr.contains("registered with a national number")
+            && stderr.contains("trm_old (customer cus_old)"),
         "{stderr}"
     );
     // Stopped, it has let the database go, and said so: the next gateway need not wait out its

@@ -88,8 +88,8 @@ pub enum SimStoreChoice {
     Postgres(deadpool_postgres::Pool),
 }
 
-/// Everything [`start`] needs.
-#[derive(Debug, Clone)]
+/// Everything [`start`] needs. `Debug` leaves out the MAC key and the seed's accounts.
+#[derive(Clone)]
 pub struct SimOptions {
     pub listen: SocketAddr,
     pub banks: Vec<String>,
@@ -101,6 +101,22 @@ pub struct SimOptions {
     pub mac_key: Option<[u8; 16]>,
     /// Serve TLS instead of plain TCP.
     pub tls: Option<SimTls>,
+}
+
+impl std::fmt::Debug for SimOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimOptions")
+            .field("listen", &self.listen)
+            .field("banks", &self.banks)
+            .field("store", &self.store)
+            .field("seed_accounts", &self.seed.len())
+            .field("faults", &self.faults)
+            .field("rng_seed", &self.rng_seed)
+            .field("control", &self.control)
+            .field("mac", &self.mac_key.is_some())
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl SimOptions {

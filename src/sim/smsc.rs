@@ -101,8 +101,8 @@ impl SmscSimArgs {
     }
 }
 
-/// How to start a simulator in-process.
-#[derive(Debug, Clone)]
+/// How to start a simulator in-process. `Debug` leaves out the password.
+#[derive(Clone)]
 pub struct SmscSimOptions {
     pub listen: SocketAddr,
     pub http: Option<SocketAddr>,
@@ -111,6 +111,18 @@ pub struct SmscSimOptions {
     pub switches: Switches,
     /// Print each accepted message on standard output.
     pub print: bool,
+}
+
+impl std::fmt::Debug for SmscSimOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmscSimOptions")
+            .field("listen", &self.listen)
+            .field("http", &self.http)
+            .field("system_id", &self.system_id)
+            .field("switches", &self.switches)
+            .field("print", &self.print)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SmscSimOptions {

@@ -3,6 +3,7 @@
 use super::PaymentError;
 use crate::bank::OriginalDebit;
 use crate::domain::{AccountNumber, Amount, BankId, Currency, PaymentStatus};
+use crate::secret::mask_account;
 use crate::spelling::ascii_spelling;
 use crate::store::prepared::Prepared;
 use chrono::{DateTime, Utc};
@@ -562,13 +563,24 @@ fn name_location(name: &str, location: &str) -> String {
     format!("{:<25}{:<15}", clean(name, 25), clean(location, 15))
 }
 
-/// A customer's registered terminal, as offered for the code.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A customer's registered terminal, as offered for the code. `Debug` masks the number.
+#[derive(Clone, PartialEq, Eq)]
 pub struct TerminalRow {
     pub id: String,
     pub kind: String,
     pub label: String,
     pub msisdn: Option<String>,
+}
+
+impl std::fmt::Debug for TerminalRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TerminalRow")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("label", &self.label)
+            .field("msisdn", &self.msisdn.as_deref().map(mask_account))
+            .finish()
+    }
 }
 
 impl TerminalRow {
@@ -614,7 +626,13 @@ mod tests {
             typed_msisdn: Some("8613800138000".into()),
             payer: payer.clone(),
         };
-        let shown = format!("{payer:?} {login:?}");
+        let terminal = super::TerminalRow {
+            id: "trm_1".into(),
+            kind: "mobile".into(),
+            label: "Work".into(),
+            msisdn: Some("8613800138000".into()),
+        };
+        let shown = format!("{payer:?} {login:?} {terminal:?}");
         for secret in ["00001111", "argon2id", "8613800138000"] {
             assert!(!shown.contains(secret), "{shown}");
         }

@@ -112,20 +112,29 @@ impl TerminalClient {
 
     /// Sends one frame, within a keep-alive interval: a switch that stopped reading is gone.
     pub async fn send(&mut self, frame: Frame) -> Result<(), ClientError> {
-        let wait = Duration::from_millis(u64::from(self.keepalive_interval_ms).max(1_000));
-        tokio::time::timeout(wait, self.framed.send(frame))
+        tokio::time::timeout(self.write_wait(), self.framed.send(frame))
             .await
             .map_err(|_| ClientError::Timeout)??;
         Ok(())
     }
 
-    /// Says goodbye with an ERROR frame and closes.
+    /// Says goodbye with an ERROR frame and closes, within a keep-alive interval as a send: a
+    /// switch that stopped reading does not hold the goodbye up.
     pub async fn close(mut self, reason: &str) {
-        let _ = self
-            .framed
-            .send(Frame::error(ErrorCode::ShuttingDown, reason))
-            .await;
-        let _ = self.framed.close().await;
+        let wait = self.write_wait();
+        let goodbye = async {
+            let _ = self
+                .framed
+                .send(Frame::error(ErrorCode::ShuttingDown, reason))
+                .await;
+            let _ = self.framed.close().await;
+        };
+        let _ = tokio::time::timeout(wait, goodbye).await;
+    }
+
+    /// How long one write may wait for the switch to read.
+    fn write_wait(&self) -> Duration {
+        Duration::from_millis(u64::from(self.keepalive_interval_ms).max(1_000))
     }
 }
 

@@ -1,8 +1,11 @@
 //! The bank simulator's account logic, shared by both stores: what a debit order is, and whether
 //! it is approved. The stores only add persistence and locking around [`decide`].
 
-/// A parsed 0200: debit `amount_minor` from the payer's account and credit the payee's.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use payhub_actors::secret::mask_account;
+
+/// A parsed 0200: debit `amount_minor` from the payer's account and credit the payee's. `Debug`
+/// masks the accounts.
+#[derive(Clone, PartialEq, Eq)]
 pub struct DebitOrder {
     /// Field 37, the idempotency key of the debit.
     pub rrn: String,
@@ -18,6 +21,20 @@ pub struct DebitOrder {
     pub currency_numeric: String,
     /// Fields 11, 7 and 32, for matching its reversal.
     pub wire: WireIdentity,
+}
+
+impl std::fmt::Debug for DebitOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DebitOrder")
+            .field("rrn", &self.rrn)
+            .field("payer_bank", &self.payer_bank)
+            .field("payer_account", &mask_account(&self.payer_account))
+            .field("payee_account", &mask_account(&self.payee_account))
+            .field("amount_minor", &self.amount_minor)
+            .field("currency_numeric", &self.currency_numeric)
+            .field("wire", &self.wire)
+            .finish()
+    }
 }
 
 /// How a 0200 was identified on the wire (fields 11, 7 and 32): what field 90 of its reversal must
@@ -177,13 +194,24 @@ pub fn approval_code() -> String {
     format!("{:06}", rand::random::<u32>() % 1_000_000)
 }
 
-/// One line of the seed file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One line of the seed file. `Debug` masks the account.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SeedAccount {
     pub bank_id: String,
     pub account: String,
     pub balance_minor: i64,
     pub currency_numeric: String,
+}
+
+impl std::fmt::Debug for SeedAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedAccount")
+            .field("bank_id", &self.bank_id)
+            .field("account", &mask_account(&self.account))
+            .field("balance_minor", &self.balance_minor)
+            .field("currency_numeric", &self.currency_numeric)
+            .finish()
+    }
 }
 
 pub const SEED_HEADER: &str = "bank_id,account,balance_minor,currency";
@@ -253,6 +281,20 @@ mod tests {
             stan: "000042".into(),
             transmission_time: "1128110000".into(),
             acquirer_id: "99990001".into(),
+        }
+    }
+
+    #[test]
+    fn debug_output_masks_the_accounts() {
+        let seed = SeedAccount {
+            bank_id: "0001".into(),
+            account: "6222000033334444".into(),
+            balance_minor: 1,
+            currency_numeric: "156".into(),
+        };
+        let shown = format!("{:?} {seed:?}", order(1));
+        for account in ["00001111", "00009999", "00003333"] {
+            assert!(!shown.contains(account), "{shown}");
         }
     }
 

@@ -115,7 +115,7 @@ pub struct SimStats {
     pub unbinds: u64,
 }
 
-#[derive(Debug)]
+/// `Debug` shows the bind's system id, never its password.
 pub struct SimState {
     pub system_id: String,
     pub password: String,
@@ -128,6 +128,15 @@ pub struct SimState {
     /// session id: a transmitter's receipts go to one of its `system_id`.
     receivers: Mutex<Vec<(u64, String, ReceiptRoute)>>,
     sessions_started: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for SimState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimState")
+            .field("system_id", &self.system_id)
+            .field("print", &self.print)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a session's receipts are written, numbered and awaited.
