@@ -801,6 +801,53 @@ async fn answers_carry_hsts_and_nosniff() {
     gw.stop().await;
 }
 
+/// A keep-alive connection that has served a request and then gets the first byte of the next
+/// one, and nothing more, is closed: actix-http times only a connection's first head, and such a
+/// client held its slot for ever. The connection answers its requests until then.
+#[actix_rt::test]
+async fn a_connection_stuck_in_its_second_requests_head_is_closed() {
+    use std::io::{Read, Write};
+    let gw = TestGateway::spawn_with(|s| s.stuck_connection_after_ms = 1_500, vec![]).await;
+    let addr = gw.server.addr;
+    let (answered, closed_after) = tokio::task::spawn_blocking(move || {
+        let connector = native_tls::TlsConnector::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut tls = connector.connect("127.0.0.1", tcp).unwrap();
+        let request = "GET /v1/nothing HTTP/1.1\r\nHost: gateway.test\r\n\r\n";
+        let mut first = Vec::new();
+        // Two requests a second apart, each answered: an active connection is left alone.
+        for _ in 0..2 {
+            tls.write_all(request.as_bytes()).unwrap();
+            let mut chunk = [0u8; 4096];
+            let n = tls.read(&mut chunk).unwrap();
+            first.extend_from_slice(&chunk[..n]);
+            std::thread::sleep(std::time::Duration::from_millis(1_000));
+        }
+        tls.write_all(b"G").unwrap();
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        // Until the gateway closes the connection (or, failing the test, 20 s pass).
+        let _ = tls.read_to_end(&mut rest);
+        (
+            String::from_utf8_lossy(&first).into_owned(),
+            started.elapsed(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(answered.matches("HTTP/1.1 401").count(), 2, "{answered}");
+    assert!(
+        closed_after < std::time::Duration::from_secs(10),
+        "{closed_after:?}"
+    );
+    gw.stop().await;
+}
+
 /// HTTP/2 is not offered: actix-http would set no limit on a connection's streams and never close
 /// an idle h2 connection, so one client could hold the listener's connections for ever.
 #[actix_rt::test]

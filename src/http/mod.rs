@@ -10,3 +10,4 @@ pub mod operator;
 pub mod pages;
 pub mod repeated_key;
 pub mod server;
+pub mod stuck_connections;

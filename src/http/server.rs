@@ -7,6 +7,7 @@
 //! println!("listening on {}", server.addr);
 //! ```
 
+use crate::http::stuck_connections::{self, ConnectionWatch};
 use crate::http::{error, listener, merchant, mtls};
 use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpServer, web};
@@ -25,6 +26,9 @@ pub const SHUTDOWN_TIMEOUT_S: u64 = 5;
 pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// How long an idle keep-alive connection is kept.
 pub const KEEP_ALIVE_S: u64 = 30;
+/// A connection that has served no request for this long is stuck in a request's head (an idle
+/// one was closed at `KEEP_ALIVE_S`), and is closed (`stuck_connections`).
+pub const STUCK_CONNECTION_AFTER_MS: u64 = KEEP_ALIVE_S * 1_000 + CLIENT_REQUEST_TIMEOUT_MS;
 
 /// What the listener needs besides TLS material, the pool and the clock.
 #[derive(Debug, Clone)]
@@ -46,6 +50,8 @@ pub struct ServerSettings {
     /// `webhooks.allow_private_destinations`: whether a `notify_url` may name a loopback or
     /// private address.
     pub allow_private_notify_urls: bool,
+    /// [`STUCK_CONNECTION_AFTER_MS`], shorter in tests.
+    pub stuck_connection_after_ms: u64,
 }
 
 impl ServerSettings {
@@ -60,6 +66,7 @@ impl ServerSettings {
             request_deadline_ms: crate::config::defaults::request_deadline_ms(),
             connections_max: crate::config::defaults::connections_max(),
             allow_private_notify_urls: true,
+            stuck_connection_after_ms: STUCK_CONNECTION_AFTER_MS,
         }
     }
 
@@ -73,6 +80,7 @@ impl ServerSettings {
             request_deadline_ms: config.http.request_deadline_ms,
             connections_max: config.http.connections_max,
             allow_private_notify_urls: config.webhooks.allow_private_destinations,
+            stuck_connection_after_ms: STUCK_CONNECTION_AFTER_MS,
         }
     }
 }
@@ -149,6 +157,7 @@ pub fn start(
     let body_max_bytes = settings.body_max_bytes;
     let deadline = std::time::Duration::from_millis(settings.request_deadline_ms);
     let hsts = !names_this_machine(&settings.public_url);
+    let stuck_after = std::time::Duration::from_millis(settings.stuck_connection_after_ms);
     let server = HttpServer::new(move || {
         let extra = Arc::clone(&extra);
         App::new()
@@ -166,8 +175,11 @@ pub fn start(
                     .path()
                     .starts_with("/pay/")
                     .then(|| req.path().to_owned());
+                let under_way =
+                    (req.conn_data::<ConnectionWatch>()).map(ConnectionWatch::request_started);
                 // The deadline covers the extractors, so a body held back is cut off too.
                 tokio::time::timeout(deadline, srv.call(req)).map(move |res| {
+                    drop(under_way);
                     let res =
                         res.unwrap_or_else(|_| Err(deadline_passed(page_path.as_deref(), hsts)));
                     if let Ok(res) = &res {
@@ -189,7 +201,10 @@ pub fn start(
     })
     .workers(settings.workers.max(1))
     .max_connections(connections_per_worker(&settings))
-    .on_connect(move |conn, data| mtls::on_connect(conn, data, &merchant_cas))
+    .on_connect(move |conn, data| {
+        mtls::on_connect(conn, data, &merchant_cas);
+        stuck_connections::on_connect(conn, data, stuck_after);
+    })
     // Again after the handshake, where the socket did not inherit it (`http::listener`).
     .tcp_nodelay(true)
     .keep_alive(std::time::Duration::from_secs(KEEP_ALIVE_S))

@@ -1,0 +1,115 @@
+//! Closes HTTPS connections stuck in a request's head. actix-http times the head of a
+//! connection's first request only (`client_request_timeout`) and an idle keep-alive connection
+//! (`keep_alive`): once a connection has served a request, a client that sends the first bytes
+//! of the next one and then nothing holds its slot for ever, and enough of them hold every slot.
+//!
+//! Each connection is watched from its handshake (`on_connect`). The requests it serves mark it
+//! busy while they run (`request_started`); a connection that has served no request for
+//! `idle_max` is stuck (a quiet one was closed by the keep-alive timer before) and its socket is
+//! shut down, which ends actix's dispatcher. The watch holds a duplicate of the socket's
+//! descriptor, closed with the connection: its number is never another socket's.
+
+use actix_tls::accept::openssl::TlsStream;
+use actix_web::dev::Extensions;
+use actix_web::rt::net::TcpStream;
+use std::any::Any;
+use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The watch of one connection, kept in its connection data; dropped with the connection.
+pub struct ConnectionWatch(Arc<Watched>);
+
+/// A request under way on a watched connection; its end is the connection's latest activity.
+pub struct RequestUnderWay(Arc<Watched>);
+
+struct Watched {
+    state: Mutex<State>,
+}
+
+struct State {
+    /// The duplicate descriptor, until the connection ends.
+    socket: Option<std::net::TcpStream>,
+    requests_under_way: u32,
+    last_activity: Instant,
+}
+
+/// `HttpServer::on_connect`: starts watching a TLS connection.
+pub fn on_connect(conn: &dyn Any, data: &mut Extensions, idle_max: Duration) {
+    let Some(tls) = conn.downcast_ref::<TlsStream<TcpStream>>() else {
+        return;
+    };
+    let socket = match tls.get_ref().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::net::TcpStream::from(fd),
+        Err(e) => {
+            // Out of descriptors: the connection goes unwatched, as before this module.
+            tracing::warn!(error = %e, "cannot watch an HTTPS connection");
+            return;
+        }
+    };
+    let watched = Arc::new(Watched {
+        state: Mutex::new(State {
+            socket: Some(socket),
+            requests_under_way: 0,
+            last_activity: Instant::now(),
+        }),
+    });
+    actix_web::rt::spawn(watch(Arc::clone(&watched), idle_max));
+    data.insert(ConnectionWatch(watched));
+}
+
+impl ConnectionWatch {
+    pub fn request_started(&self) -> RequestUnderWay {
+        self.0.lock().requests_under_way += 1;
+        RequestUnderWay(Arc::clone(&self.0))
+    }
+}
+
+impl Drop for ConnectionWatch {
+    fn drop(&mut self) {
+        // Closes the duplicate with the connection; the watch then ends.
+        self.0.lock().socket = None;
+    }
+}
+
+impl Drop for RequestUnderWay {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.requests_under_way = state.requests_under_way.saturating_sub(1);
+        state.last_activity = Instant::now();
+    }
+}
+
+impl Watched {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays whole whatever panicked while holding it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Until the connection ends or is found stuck.
+async fn watch(watched: Arc<Watched>, idle_max: Duration) {
+    let mut due = Instant::now() + idle_max;
+    loop {
+        tokio::time::sleep_until(due).await;
+        let state = watched.lock();
+        let Some(socket) = &state.socket else {
+            return;
+        };
+        let stuck_at = state.last_activity + idle_max;
+        if state.requests_under_way > 0 {
+            // The request deadline bounds it; look again a whole period after.
+            due = Instant::now() + idle_max;
+        } else if Instant::now() >= stuck_at {
+            tracing::info!(
+                idle_ms = idle_max.as_millis(),
+                "closing an HTTPS connection stuck in a request's head"
+            );
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+            return;
+        } else {
+            due = stuck_at;
+        }
+    }
+}
