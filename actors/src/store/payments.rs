@@ -393,40 +393,52 @@ pub fn event_body(
     .expect("an event always serializes")
 }
 
-/// Queues the `payment.<status>` webhook for a payment that just became final; call it in the
-/// transaction that wrote the final status. Returns the event id.
-pub async fn insert_final_event(
+/// Writes the webhook event of each of `payments` (final, each with its event type) in one
+/// statement.
+async fn insert_final_events(
     client: &impl GenericClient,
-    payment: &PaymentRecord,
+    payments: &[PaymentRecord],
     public_url: &url::Url,
     now: DateTime<Utc>,
-) -> Result<String, StoreError> {
-    assert!(payment.status.is_final(), "webhooks are for final statuses");
-    let event_id = crate::ids::new_id("evt");
-    let event_type = format!("payment.{}", payment.status.as_str());
-    let body = event_body(
-        &event_id,
-        &event_type,
-        now,
-        &payment.to_api_object(public_url),
-    );
+) -> Result<(), StoreError> {
+    if payments.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(payments.len());
+    let mut types = Vec::with_capacity(payments.len());
+    let mut bodies = Vec::with_capacity(payments.len());
+    for payment in payments {
+        assert!(payment.status.is_final(), "webhooks are for final statuses");
+        let event_id = crate::ids::new_id("evt");
+        let event_type = format!("payment.{}", payment.status.as_str());
+        bodies.push(event_body(
+            &event_id,
+            &event_type,
+            now,
+            &payment.to_api_object(public_url),
+        ));
+        ids.push(event_id);
+        types.push(event_type);
+    }
+    let payment_ids: Vec<&str> = payments.iter().map(|p| p.id.as_str()).collect();
+    let merchants: Vec<&str> = payments.iter().map(|p| p.merchant_id.as_str()).collect();
+    let notify_urls: Vec<&str> = payments.iter().map(|p| p.notify_url.as_str()).collect();
     client
         .execute_cached(
             "INSERT INTO webhook_events (id, payment_id, merchant_id, event_type, body, notify_url, \
-             created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-            &[
-                &event_id,
-                &payment.id,
-                &payment.merchant_id,
-                &event_type,
-                &body,
-                &payment.notify_url,
-                &now,
-            ],
+             created_at, next_attempt_at) \
+             SELECT e.id, e.payment_id, e.merchant_id, e.event_type, e.body, e.notify_url, $7, $7 \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+             AS e(id, payment_id, merchant_id, event_type, body, notify_url)",
+            &[&ids, &payment_ids, &merchants, &types, &bodies, &notify_urls, &now],
         )
         .await?;
-    Ok(event_id)
+    Ok(())
 }
+
+/// The sweep's audit detail: the actors' own (no failure, no bank code), and who expired it.
+const SWEEP_AUDIT_DETAIL: &str =
+    r#"{"failure_code": null, "bank_response_code": null, "expired_by": "expiry_sweep"}"#;
 
 /// Marks up to `batch_max` payments still waiting for the customer past their `expires_at` as
 /// `expired`, each with its `payment.expired` event and audit line, in one transaction; a code
@@ -435,10 +447,6 @@ pub async fn insert_final_event(
 /// also tells the customer over the channel the code went by (this sweep does not: it runs where
 /// no actor took the payment). Payments already `processing` are left to the bank's answer.
 /// Returns the payments expired.
-/// The sweep's audit detail: the actors' own (no failure, no bank code), and who expired it.
-const SWEEP_AUDIT_DETAIL: &str =
-    r#"{"failure_code": null, "bank_response_code": null, "expired_by": "expiry_sweep"}"#;
-
 pub async fn expire_due(
     client: &mut deadpool_postgres::Client,
     now: DateTime<Utc>,
@@ -470,12 +478,12 @@ pub async fn expire_due(
             &[&now, &batch_max, &awaiting_code_before],
         )
         .await?;
-    let mut expired = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let payment = PaymentRecord::from_row(row)?;
-        insert_final_event(&tx, &payment, public_url, now).await?;
-        expired.push(payment);
-    }
+    let expired = rows
+        .iter()
+        .map(PaymentRecord::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    // One statement for the events: the payments' locks are held until the commit.
+    insert_final_events(&tx, &expired, public_url, now).await?;
     tx.commit().await?;
     Ok(expired)
 }
