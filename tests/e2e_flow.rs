@@ -1490,7 +1490,11 @@ async fn the_sign_in_sends_the_code_to_the_mobile_named() {
         "{}",
         refused.body
     );
-    assert!(refused.body.contains("has that name"), "{}", refused.body);
+    assert!(
+        refused.body.contains("not (or no longer) registered"),
+        "{}",
+        refused.body
+    );
     assert!(
         refused.body.contains(&format!("value=\"sms:{phone}\"")),
         "{}",

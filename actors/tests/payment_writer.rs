@@ -106,11 +106,12 @@ async fn writes_sent_at_once_each_get_their_own_answer() {
         count(
             &db,
             "SELECT count(*) FROM payments WHERE status = 'processing' AND rrn IS NOT NULL
-               AND debit_stan IS NOT NULL AND debit_link_addr = '127.0.0.1:8583'"
+               AND debit_stan IS NOT NULL AND debit_link_addr = '127.0.0.1:8583'
+               AND debit_acquirer_id = '99990001'"
         )
         .await,
         29,
-        "each write, alone or batched, commits the link's name and address"
+        "each write, alone or batched, commits the link's name and address and the acquirer"
     );
     assert_eq!(
         count(&db, open).await,

@@ -1,5 +1,5 @@
 //! Two-phase debits. `PrepareDebit` picks the link, reserves a STAN there and fixes field 7; the
-//! payment commits that identity (link, field 11, field 7) to PostgreSQL; only then does
+//! payment commits that identity (link, field 11, field 7, field 32) to PostgreSQL; only then does
 //! `SendPrepared` put exactly that 0200 on the wire. A reversal after a restart can then carry the
 //! original data elements (field 90) a strict BIPS matches, from the payment's own row
 //! (`ReverseDebit { original: Some(OriginalDebit { .. }) }`).

@@ -78,7 +78,8 @@ pub struct ReversalRecord {
     pub original_stan: String,
     /// Field 7 of the original, MMDDhhmmss.
     pub original_f7: String,
-    /// Field 32, the gateway's institution id.
+    /// Field 32 of the original 0200 (the gateway's institution id when it left), which field 90
+    /// repeats. The 0420's own field 32 is the gateway's id when the 0420 leaves.
     pub acquirer_id: String,
 }
 
@@ -357,6 +358,23 @@ mod tests {
             original_f7: "1128110000".into(),
             acquirer_id: "99990001".into(),
         }
+    }
+
+    /// After the gateway's id changed, the 0420 is sent under the id it has now (field 32, the
+    /// sender) and names the debit's acquirer in field 90.
+    #[test]
+    fn a_reversal_says_who_sends_it_and_who_sent_the_debit() {
+        let now = chrono::Utc::now();
+        let advice = crate::bank::wire::reversal_advice(
+            &record("000000000001"),
+            false,
+            "000007",
+            now,
+            "77770002",
+        )
+        .unwrap();
+        assert_eq!(advice.get(32), Some("77770002"));
+        assert_eq!(advice.get(90).map(|f| &f[20..31]), Some("00099990001"));
     }
 
     #[test]

@@ -129,6 +129,7 @@ pub fn reversal_advice(
     repeat: bool,
     stan: &str,
     now: DateTime<Utc>,
+    institution_id: &str,
 ) -> Result<Message, BuildError> {
     let mti = if repeat { "0421" } else { "0420" };
     build(
@@ -137,7 +138,7 @@ pub fn reversal_advice(
             (4, &format!("{:012}", record.amount_minor)),
             (7, &transmission_time(now)),
             (11, stan),
-            (32, &record.acquirer_id),
+            (32, institution_id),
             (37, &record.rrn),
             (49, &record.currency_numeric),
             (90, &record.original_data_elements()),

@@ -95,8 +95,9 @@ impl BankLinkActor {
             return;
         };
         let now = self.deps.clock.now();
-        let message = match wire::reversal_advice(&reversal.record, repeat, &format_stan(stan), now)
-        {
+        let (record, stan_text) = (&reversal.record, format_stan(stan));
+        let institution_id = &self.deps.institution_id;
+        let message = match wire::reversal_advice(record, repeat, &stan_text, now, institution_id) {
             Ok(m) => m,
             Err(e) => {
                 self.stans.release(stan);

@@ -75,8 +75,8 @@ impl PaymentCore {
                 {
                     Some((_, m)) => (m.clone(), false),
                     None => {
-                        return Err("None of the mobile numbers registered for your account \
-                                    has that name. Choose another way to receive the code."
+                        return Err("That mobile number is not (or no longer) registered for \
+                                    your account. Choose another way to receive the code."
                             .into());
                     }
                 },
