@@ -201,6 +201,45 @@ async fn a_receipt_before_the_message_id_is_recorded_is_not_lost() {
     assert_eq!(early_receipts_left(&db).await, 0);
 }
 
+/// An SMSC that used a message id before (a counter that wrapped, another SMSC): the receipt is
+/// for the newest message with the id. An older one keeps its own history; one older than three
+/// days is not taken for the receipt's message, whose id may still be on its way (kept aside).
+#[actix_rt::test]
+async fn a_receipt_is_for_the_newest_message_with_its_id() {
+    let db = fresh_database().await;
+    let writes = smpp::store::SmppWrites::start(db.pool.clone());
+    let (old_payment, old_row, now) = queued_code_row(&db).await;
+    writes.mark_sent(now, old_row, "reused-1").await.unwrap();
+    writes
+        .record_receipt(now, "reused-1", "UNDELIV")
+        .await
+        .unwrap();
+    let (new_payment, new_row, _) = queued_code_row(&db).await;
+    writes.mark_sent(now, new_row, "reused-1").await.unwrap();
+    assert!(
+        writes
+            .record_receipt(now, "reused-1", "DELIVRD")
+            .await
+            .unwrap()
+    );
+    assert_eq!(rows(&db, &new_payment).await[0].status, "delivered");
+    let old = &rows(&db, &old_payment).await[0];
+    assert_eq!(
+        (old.status.as_str(), old.receipt_status.as_deref()),
+        ("undeliverable", Some("UNDELIV"))
+    );
+
+    let in_four_days = now + chrono::Duration::days(4);
+    assert!(
+        !writes
+            .record_receipt(in_four_days, "reused-1", "EXPIRED")
+            .await
+            .unwrap()
+    );
+    assert_eq!(rows(&db, &new_payment).await[0].status, "delivered");
+    assert_eq!(early_receipts_left(&db).await, 1);
+}
+
 /// A receipt for an id payhub never records (another ESME on the account, a lost row) is kept a
 /// day, and dropped by the next receipt kept aside after that.
 #[actix_rt::test]
