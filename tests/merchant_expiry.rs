@@ -201,6 +201,43 @@ async fn stale_idempotency_keys_are_purged() {
     gw.stop().await;
 }
 
+/// One sweep forgets every stale idempotency key, a batch at a time, even when no payment is
+/// due: keys created faster than one batch per interval no longer pile up.
+#[actix_rt::test]
+async fn one_sweep_forgets_every_stale_key_batch_after_batch() {
+    let gw = TestGateway::spawn(vec![]).await;
+    let shop = gw.enroll_merchant("Shop").await;
+    let db = gw.db.pool.get().await.unwrap();
+    let old = gw.clock.now() - chrono::Duration::hours(25);
+    db.execute(
+        "INSERT INTO idempotency_keys
+             (merchant_id, key, request_hash, response_status, response_body, created_at)
+         SELECT $1, 'k' || n, '\\x00', 201, '{}', $2 FROM generate_series(1, 7) AS n",
+        &[&shop.id, &old],
+    )
+    .await
+    .unwrap();
+    let mut settings = ExpirySettings::new(gw.settings.public_url.clone());
+    settings.batch_max = 2;
+    settings.interval_ms = 60_000;
+    let worker = expiry::spawn(gw.db.pool.clone(), Arc::new(gw.clock.clone()), settings);
+    let mut left = -1;
+    for _ in 0..250 {
+        left = db
+            .query_one("SELECT count(*) FROM idempotency_keys", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 0, "keys left after the first sweep");
+    worker.stop().await;
+    gw.stop().await;
+}
+
 #[actix_rt::test]
 async fn a_payment_awaiting_its_code_is_left_to_its_actor_for_a_grace() {
     let gw = TestGateway::spawn(vec![]).await;

@@ -37,3 +37,40 @@ async fn two_migrations_at_once_apply_the_set_once() {
         .await
         .unwrap();
 }
+
+/// A migration that waits for a table's lock (behind a long transaction) gives up within
+/// `MIGRATION_LOCK_WAIT_MAX_MS` instead of queueing every statement on that table behind it; run
+/// again once the table is free, it applies.
+#[tokio::test]
+async fn a_migration_waiting_for_a_table_gives_up_in_bounded_time() {
+    use payhub_actors::store::MIGRATION_LOCK_WAIT_MAX_MS;
+    use payhub_actors::store::testing::fresh_database;
+    let db = fresh_database().await;
+    let client = db.pool.get().await.unwrap();
+    // V77 undone, as on a database one release behind.
+    client
+        .batch_execute(
+            "ALTER TABLE payments DROP COLUMN debit_acquirer_id;
+             DELETE FROM refinery_schema_history WHERE version >= 77;",
+        )
+        .await
+        .unwrap();
+    let (holder, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    holder
+        .batch_execute("BEGIN; LOCK TABLE payments IN ACCESS SHARE MODE;")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let refused = migrate(&db.pool).await;
+    let waited = started.elapsed();
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(
+        waited < std::time::Duration::from_millis(MIGRATION_LOCK_WAIT_MAX_MS + 5_000),
+        "{waited:?}"
+    );
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(migrate(&db.pool).await.unwrap(), 2);
+}

@@ -271,17 +271,32 @@ async fn migrate_one_at_a_time(
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
-    let report = migrations::runner().run_async(&mut ***client).await;
+    // Set once the run's own lock is held: waiting for another run is no stall.
+    let bounded = client
+        .batch_execute(&format!("SET lock_timeout = {MIGRATION_LOCK_WAIT_MAX_MS}"))
+        .await;
+    let report = match bounded {
+        Ok(()) => (migrations::runner().run_async(&mut ***client).await)
+            .map_err(|e| StoreError::Migration(with_causes(&e))),
+        Err(e) => Err(e.into()),
+    };
+    let reset = client.batch_execute("RESET lock_timeout").await;
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
         .await;
-    let report = report.map_err(|e| StoreError::Migration(with_causes(&e)))?;
+    let report = report?;
+    reset?;
     unlocked?;
     Ok(report.applied_migrations().len())
 }
 
 /// The session advisory lock that `migrate` holds while it runs ("payhub" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x7061_7968_7562;
+
+/// The longest a migration waits for a table's lock. A migration that waits longer is refused
+/// (run it again later): while its lock request waits behind a long query, every statement on
+/// that table queues behind the request, and a live gateway's payments with them.
+pub const MIGRATION_LOCK_WAIT_MAX_MS: u64 = 10_000;
 
 /// A short fingerprint of the embedded migrations, so a template database made from an older set
 /// is never reused.
