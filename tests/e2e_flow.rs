@@ -1320,37 +1320,10 @@ async fn an_outcome_for_a_terminal_gone_offline_is_shown_when_it_is_back() {
 async fn outcomes_held_for_a_terminal_that_drops_again_wait_for_the_next_connection() {
     use payhub::sim::terminal::{DeliveryBehaviour, SimEvent};
     let w = World::new().await;
-    let (terminal_id, mut terminal) =
-        connect_dedicated_terminal(&w, DeliveryBehaviour::Acknowledge).await;
+    let (terminal_id, paid) = outcomes_held_for_a_terminal(&w, 2).await;
+    let held = held_outcomes_sql();
     let wait = std::time::Duration::from_secs(10);
-    let mut waiting = Vec::new();
-    for _ in 0..2 {
-        let pay = w.payment().await;
-        let browser = w.browser();
-        browser
-            .login(&pay, "alice", &w.customer.password, "terminal", "")
-            .await;
-        let Some(SimEvent::Code { code, .. }) = terminal.next_delivery(wait).await else {
-            panic!("the code on the terminal");
-        };
-        waiting.push((pay, browser, code));
-    }
-    terminal.stop();
     let switch = w.gateway.as_ref().unwrap().terminal_switch.clone();
-    switch.wait_offline(&terminal_id).await;
-    for (pay, browser, code) in &waiting {
-        let done = browser.submit_code(pay, code).await;
-        assert!(done.body.contains("Payment complete"), "{}", done.body);
-    }
-    let held = format!(
-        "SELECT count(*) FROM customer_messages WHERE destination = $1 AND kind = 'outcome'
-            AND status = 'queued' AND error = '{}'",
-        payhub::channels::terminal::held_outcomes::HELD_NOTICE
-    );
-    eventually("both outcomes held", || async {
-        count(&w.db.pool, &held, &terminal_id).await == 2
-    })
-    .await;
     let mut dropping = start_terminal(&w, &terminal_id, DeliveryBehaviour::DropConnection).await;
     // It drops at the first outcome: both rows were taken by then.
     assert!(matches!(
@@ -1374,9 +1347,115 @@ async fn outcomes_held_for_a_terminal_that_drops_again_wait_for_the_next_connect
         }
     }
     told.sort();
+    assert_eq!(told, paid);
+}
+
+/// A terminal that connects again while its held outcomes go to its older connection (silent,
+/// half-open): the outcomes held again there go to the newer connection, at once, each once.
+#[actix_rt::test]
+async fn outcomes_held_again_on_a_replaced_connection_go_to_the_newer_one() {
+    use payhub::sim::terminal::{DeliveryBehaviour, SimEvent};
+    let w = World::new().await;
+    let (terminal_id, paid) = outcomes_held_for_a_terminal(&w, 3).await;
+    let wait = std::time::Duration::from_secs(10);
+    let mut silent = start_terminal(&w, &terminal_id, DeliveryBehaviour::Silent).await;
+    assert!(matches!(
+        silent.next_delivery(wait).await,
+        Some(SimEvent::Outcome { .. })
+    ));
+    // The first outcome waits for the silent connection's ACK: the terminal connects again.
+    let mut newer = start_terminal(&w, &terminal_id, DeliveryBehaviour::Acknowledge).await;
+    let mut told = Vec::new();
+    for _ in 0..3 {
+        match newer.next_delivery(wait).await {
+            Some(SimEvent::Outcome { payment_id, .. }) => told.push(payment_id),
+            other => panic!("an outcome on the newer connection, not {other:?}"),
+        }
+    }
+    told.sort();
+    assert_eq!(told, paid);
+    let delivered = "SELECT count(*) FROM customer_messages WHERE destination = $1
+                       AND kind = 'outcome' AND status = 'delivered'";
+    eventually("all three delivered", || async {
+        count(&w.db.pool, delivered, &terminal_id).await == 3
+    })
+    .await;
+}
+
+/// An outcome a stopped process was sending to its terminal (taken, not ended) is neither sent
+/// again by the next start's resend of notices left queued (the terminal may be connected and
+/// taking it from the held ones at that moment) nor lost: the terminal's next connection takes it.
+#[actix_rt::test]
+async fn an_outcome_left_being_sent_by_an_earlier_process_goes_at_the_next_connection() {
+    use payhub::sim::terminal::{DeliveryBehaviour, SimEvent};
+    use payhub_actors::transaction::store::orphaned_outcome_notices;
+    let w = World::new().await;
+    let (terminal_id, paid) = outcomes_held_for_a_terminal(&w, 1).await;
+    let client = w.db.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE customer_messages SET error = $2, updated_at = '2000-01-01'
+             WHERE destination = $1 AND kind = 'outcome'",
+            &[
+                &terminal_id,
+                &payhub::channels::terminal::held_outcomes::HELD_NOTICE_SENDING,
+            ],
+        )
+        .await
+        .unwrap();
+    let later = w.clock.now() + Duration::minutes(1);
+    let orphans = orphaned_outcome_notices(&client, later, 100).await.unwrap();
+    assert!(orphans.is_empty(), "{} resent", orphans.len());
+    let mut back = start_terminal(&w, &terminal_id, DeliveryBehaviour::Acknowledge).await;
+    match back.next_delivery(std::time::Duration::from_secs(10)).await {
+        Some(SimEvent::Outcome { payment_id, .. }) => assert_eq!(vec![payment_id], paid),
+        other => panic!("the outcome on the terminal, not {other:?}"),
+    }
+}
+
+/// A dedicated terminal that showed `n` codes and went offline before their payments completed:
+/// its id, and the `n` payments (sorted) whose outcomes are held for it.
+async fn outcomes_held_for_a_terminal(w: &World, n: usize) -> (String, Vec<String>) {
+    use payhub::sim::terminal::{DeliveryBehaviour, SimEvent};
+    let (terminal_id, mut terminal) =
+        connect_dedicated_terminal(w, DeliveryBehaviour::Acknowledge).await;
+    let wait = std::time::Duration::from_secs(10);
+    let mut waiting = Vec::new();
+    for _ in 0..n {
+        let pay = w.payment().await;
+        let browser = w.browser();
+        browser
+            .login(&pay, "alice", &w.customer.password, "terminal", "")
+            .await;
+        let Some(SimEvent::Code { code, .. }) = terminal.next_delivery(wait).await else {
+            panic!("the code on the terminal");
+        };
+        waiting.push((pay, browser, code));
+    }
+    terminal.stop();
+    let switch = w.gateway.as_ref().unwrap().terminal_switch.clone();
+    switch.wait_offline(&terminal_id).await;
+    for (pay, browser, code) in &waiting {
+        let done = browser.submit_code(pay, code).await;
+        assert!(done.body.contains("Payment complete"), "{}", done.body);
+    }
+    let held = held_outcomes_sql();
+    eventually("the outcomes held", || async {
+        count(&w.db.pool, &held, &terminal_id).await == n as i64
+    })
+    .await;
     let mut paid: Vec<String> = waiting.into_iter().map(|(pay, ..)| pay).collect();
     paid.sort();
-    assert_eq!(told, paid);
+    (terminal_id, paid)
+}
+
+/// How many outcomes are held for terminal `$1`.
+fn held_outcomes_sql() -> String {
+    format!(
+        "SELECT count(*) FROM customer_messages WHERE destination = $1 AND kind = 'outcome'
+            AND status = 'queued' AND error = '{}'",
+        payhub::channels::terminal::held_outcomes::HELD_NOTICE
+    )
 }
 
 /// A terminal that takes the code but never acknowledges it: the delivery failed, as the terminal

@@ -251,6 +251,7 @@ impl Routes {
             actix_rt::spawn(held_outcomes::send_held(
                 self.pool.clone(),
                 self.clock.clone(),
+                self.registry.clone(),
                 terminal_id.to_owned(),
                 session,
                 self.ack_wait(),

@@ -10,6 +10,10 @@ use deadpool_postgres::{GenericClient, Pool};
 /// status stays `queued`): it goes when the terminal is back (src/channels/terminal/
 /// held_outcomes.rs), not at the next start.
 pub const HELD_NOTICE: &str = "terminal offline; sent when it reconnects";
+/// A held notice taken by a sender, being sent to its terminal (the row stays `queued`). Only the
+/// process that took it ends it; one taken before the terminal switch started was left by an
+/// earlier process, and is taken again.
+pub const HELD_NOTICE_SENDING: &str = "terminal back; being sent";
 
 /// Records how a delivery that was attempted ended, on its row still `queued`: `delivered` with
 /// the channel's reference, or `failed` with why.

@@ -1,9 +1,12 @@
 //! Outcome notices held for a dedicated terminal that was offline. A customer told of an outcome
 //! "over the same channel" (gateway-http.md) must be told once the terminal is back, not never:
 //! the notice's row stays `queued`, marked held, and goes when the terminal authenticates again,
-//! if that is within a day of the outcome (an older one is marked failed then). A code is never
+//! if that is within a day of the outcome (an older one is marked failed then). A row taken to be
+//! sent is marked so ([`HELD_NOTICE_SENDING`]) until it ends: the start's resend of notices left
+//! `queued` passes it by, and a row a stopped process left so is taken again. A code is never
 //! held: it would be stale by then, and the pay page offers another way at once.
 
+use super::registry::SwitchRegistry;
 use super::session::{TerminalSessionActor, deliver};
 use actix::Addr;
 use deadpool_postgres::Pool;
@@ -11,7 +14,7 @@ use payhub_actors::clock::SharedClock;
 use payhub_actors::domain::{Amount, Currency};
 use payhub_actors::messages::{DeliveryError, DeliveryReceipt, Notice, NoticeKind};
 use payhub_actors::store::messages;
-pub use payhub_actors::store::messages::HELD_NOTICE;
+pub use payhub_actors::store::messages::{HELD_NOTICE, HELD_NOTICE_SENDING};
 use payhub_actors::store::prepared::Prepared;
 use std::time::Duration;
 
@@ -37,21 +40,24 @@ pub async fn hold(pool: &Pool, clock: &SharedClock, row: i64) -> Result<(), Stri
 }
 
 /// Sends the notices held for `terminal_id` to its new session, oldest first, each once: a row is
-/// taken (no longer marked held) before its notice goes, and ends delivered, failed, or held
+/// taken (marked as being sent) before its notice goes, and ends delivered, failed, or held
 /// again if the terminal went away or its session was full (which ends the sending after that
-/// batch).
+/// batch). A terminal that connected again meanwhile gets the notices held again on its newer
+/// session: its own sender, started at its authentication, could not take the rows this one
+/// held then.
 pub async fn send_held(
     pool: Pool,
     clock: SharedClock,
+    registry: SwitchRegistry,
     terminal_id: String,
-    session: Addr<TerminalSessionActor>,
+    mut session: Addr<TerminalSessionActor>,
     ack_wait: Duration,
 ) {
     if let Err(e) = fail_aged(&pool, &clock, &terminal_id).await {
         tracing::warn!(%terminal_id, error = %e, "cannot fail the held notices past a day");
     }
     for _ in 0..HELD_BATCHES_PER_CONNECTION_MAX {
-        let taken = match take_held(&pool, &clock, &terminal_id).await {
+        let taken = match take_held(&pool, &clock, &registry, &terminal_id).await {
             Ok(taken) => taken,
             Err(e) => {
                 tracing::warn!(%terminal_id, error = %e, "cannot read the outcome notices held");
@@ -72,7 +78,12 @@ pub async fn send_held(
                 tracing::warn!(%terminal_id, row, error = %e, "a held notice's end not recorded");
             }
         }
-        if last_batch || stopped {
+        if stopped {
+            match registry.session(&terminal_id) {
+                Some(newer) if newer != session => session = newer,
+                _ => return,
+            }
+        } else if last_batch {
             return;
         }
     }
@@ -87,8 +98,9 @@ fn held_again(result: &Result<DeliveryReceipt, DeliveryError>) -> bool {
     )
 }
 
-/// Marks failed the terminal's notices held past a day, held at most a week before that (older
-/// ones were failed by an earlier connection; the bound keeps the read to recent history).
+/// Marks failed the terminal's notices held (or left being sent by an earlier process) past a
+/// day, held at most a week before that (older ones were failed by an earlier connection; the
+/// bound keeps the read to recent history).
 async fn fail_aged(pool: &Pool, clock: &SharedClock, terminal_id: &str) -> Result<(), String> {
     let now = clock.now();
     let oldest = now - chrono::Duration::seconds(HELD_NOTICE_AGE_MAX_S);
@@ -99,18 +111,28 @@ async fn fail_aged(pool: &Pool, clock: &SharedClock, terminal_id: &str) -> Resul
             "UPDATE customer_messages SET status = 'failed',
                  error = 'terminal offline for over a day', updated_at = $3
              WHERE kind = 'outcome' AND channel = 'terminal' AND destination = $1
-               AND created_at <= $4 AND created_at > $5 AND status = 'queued' AND error = $2",
-            &[&terminal_id, &HELD_NOTICE, &now, &oldest, &looked_back],
+               AND created_at <= $4 AND created_at > $5 AND status = 'queued'
+               AND error IN ($2, $6)",
+            &[
+                &terminal_id,
+                &HELD_NOTICE,
+                &now,
+                &oldest,
+                &looked_back,
+                &HELD_NOTICE_SENDING,
+            ],
         )
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
 }
 
-/// Takes up to a batch of the terminal's held notices of the last day.
+/// Takes up to a batch of the terminal's held notices of the last day, and of those an earlier
+/// process left being sent.
 async fn take_held(
     pool: &Pool,
     clock: &SharedClock,
+    registry: &SwitchRegistry,
     terminal_id: &str,
 ) -> Result<Vec<(i64, Notice)>, String> {
     let now = clock.now();
@@ -125,6 +147,8 @@ async fn take_held(
                 &now,
                 &oldest,
                 &HELD_NOTICES_BATCH_MAX,
+                &HELD_NOTICE_SENDING,
+                &registry.started_at(),
             ],
         )
         .await
@@ -134,11 +158,12 @@ async fn take_held(
 
 /// Served by V75's index on a terminal's outcome notices by age.
 const TAKE_HELD_SQL: &str = "WITH taken AS (
-        UPDATE customer_messages SET error = NULL, updated_at = $3
+        UPDATE customer_messages SET error = $6, updated_at = $3
         WHERE id IN (
             SELECT id FROM customer_messages
             WHERE kind = 'outcome' AND channel = 'terminal' AND destination = $1
-              AND created_at > $4 AND status = 'queued' AND error = $2
+              AND created_at > $4 AND status = 'queued'
+              AND (error = $2 OR (error = $6 AND updated_at < $7))
             ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED)
         RETURNING id, payment_id)
     SELECT t.id, p.id, m.name, p.amount_minor, p.currency, p.status
@@ -183,12 +208,15 @@ mod tests {
     #[tokio::test]
     async fn held_notices_are_found_through_the_terminal_outcomes_index() {
         let select = super::TAKE_HELD_SQL;
-        let inner = &select[select.find("SELECT id FROM").unwrap()..select.find(")\n").unwrap()];
+        let inner =
+            &select[select.find("SELECT id FROM").unwrap()..select.find(" FOR UPDATE").unwrap()];
         let sql = inner
             .replace("$1", "'trm_x'")
             .replace("$2", "'held'")
             .replace("$4", "now()")
-            .replace("$5", "8");
+            .replace("$5", "8")
+            .replace("$6", "'sending'")
+            .replace("$7", "now()");
         let plan = payhub_actors::store::testing::plan_without_seq_scans(&sql).await;
         assert!(
             plan.contains("customer_messages_terminal_outcomes"),

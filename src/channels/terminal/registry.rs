@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Clone, Default)]
 pub struct SwitchRegistry {
     inner: Arc<Mutex<Inner>>,
+    /// When the switch started: a held notice marked as being sent before then was left by an
+    /// earlier process (`held_outcomes`).
+    started_at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Default)]
@@ -32,6 +35,17 @@ impl std::fmt::Debug for SwitchRegistry {
 }
 
 impl SwitchRegistry {
+    pub fn new(started_at: chrono::DateTime<chrono::Utc>) -> Self {
+        Self {
+            inner: Arc::default(),
+            started_at,
+        }
+    }
+
+    pub fn started_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.started_at
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic elsewhere while holding the lock leaves a map that is still consistent.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())

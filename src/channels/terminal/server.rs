@@ -417,6 +417,7 @@ async fn start_session(framed: Framed<BoxIo, FrameCodec>, terminal_id: String, s
     actix_rt::spawn(super::held_outcomes::send_held(
         shared.pool.clone(),
         shared.clock.clone(),
+        shared.registry.clone(),
         terminal_id,
         session,
         super::session::answer_wait(settings.ack_timeout_ms),
