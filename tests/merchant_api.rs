@@ -848,6 +848,49 @@ async fn a_connection_stuck_in_its_second_requests_head_is_closed() {
     gw.stop().await;
 }
 
+/// An answer whose body the client takes slowly is not cut: the connection counts as busy until
+/// the body is written, not only while the handler runs.
+#[actix_rt::test]
+async fn an_answer_read_slowly_is_not_cut_by_the_stuck_connection_watch() {
+    use actix_web::web;
+    use std::io::{Read, Write};
+    const BODY_BYTES: usize = 32 << 20;
+    let big: payhub::http::server::Configurator =
+        std::sync::Arc::new(|cfg: &mut web::ServiceConfig| {
+            cfg.route("/big", web::get().to(|| async { vec![b'x'; BODY_BYTES] }));
+        });
+    let gw = TestGateway::spawn_with(|s| s.stuck_connection_after_ms = 1_000, vec![big]).await;
+    let addr = gw.server.addr;
+    let received = tokio::task::spawn_blocking(move || {
+        let connector = native_tls::TlsConnector::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut tls = connector.connect("127.0.0.1", tcp).unwrap();
+        tls.write_all(b"GET /big HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+            .unwrap();
+        // The head and the first bytes, then a pause past the watch's limit.
+        let mut first = [0u8; 1024];
+        let mut received = tls.read(&mut first).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(3_000));
+        let mut chunk = vec![0u8; 1 << 16];
+        while received < BODY_BYTES {
+            match tls.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+        received
+    })
+    .await
+    .unwrap();
+    assert!(received >= BODY_BYTES, "cut after {received} bytes");
+    gw.stop().await;
+}
+
 /// HTTP/2 is not offered: actix-http would set no limit on a connection's streams and never close
 /// an idle h2 connection, so one client could hold the listener's connections for ever.
 #[actix_rt::test]

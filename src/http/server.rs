@@ -7,7 +7,7 @@
 //! println!("listening on {}", server.addr);
 //! ```
 
-use crate::http::stuck_connections::{self, ConnectionWatch};
+use crate::http::stuck_connections::{self, BodyUnderWay, ConnectionWatch};
 use crate::http::{error, listener, merchant, mtls};
 use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpServer, web};
@@ -179,13 +179,16 @@ pub fn start(
                     (req.conn_data::<ConnectionWatch>()).map(ConnectionWatch::request_started);
                 // The deadline covers the extractors, so a body held back is cut off too.
                 tokio::time::timeout(deadline, srv.call(req)).map(move |res| {
-                    drop(under_way);
                     let res =
                         res.unwrap_or_else(|_| Err(deadline_passed(page_path.as_deref(), hsts)));
                     if let Ok(res) = &res {
                         observe(res, started);
                     }
-                    res
+                    // Under way until its body is written.
+                    res.map(|res| match under_way {
+                        Some(request) => res.map_body(|_, body| BodyUnderWay::boxed(body, request)),
+                        None => res,
+                    })
                 })
             })
             // On every answer the routes make, pages and API alike: the listener speaks TLS

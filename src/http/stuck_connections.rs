@@ -4,17 +4,21 @@
 //! of the next one and then nothing holds its slot for ever, and enough of them hold every slot.
 //!
 //! Each connection is watched from its handshake (`on_connect`). The requests it serves mark it
-//! busy while they run (`request_started`); a connection that has served no request for
+//! busy while they run and their answer's body is written (`request_started`, [`BodyUnderWay`]);
+//! a connection that has served no request for
 //! `idle_max` is stuck (a quiet one was closed by the keep-alive timer before) and its socket is
 //! shut down, which ends actix's dispatcher. The watch holds a duplicate of the socket's
 //! descriptor, closed with the connection: its number is never another socket's.
 
 use actix_tls::accept::openssl::TlsStream;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::Extensions;
 use actix_web::rt::net::TcpStream;
 use std::any::Any;
 use std::os::fd::AsFd;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -23,6 +27,36 @@ pub struct ConnectionWatch(Arc<Watched>);
 
 /// A request under way on a watched connection; its end is the connection's latest activity.
 pub struct RequestUnderWay(Arc<Watched>);
+
+/// An answer's body that keeps its request under way until it is written (or dropped).
+pub struct BodyUnderWay {
+    body: BoxBody,
+    _request: RequestUnderWay,
+}
+
+impl BodyUnderWay {
+    pub fn boxed(body: BoxBody, request: RequestUnderWay) -> BoxBody {
+        BoxBody::new(Self {
+            body,
+            _request: request,
+        })
+    }
+}
+
+impl MessageBody for BodyUnderWay {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<actix_web::web::Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
+}
 
 struct Watched {
     state: Mutex<State>,
