@@ -240,6 +240,33 @@ async fn a_receipt_is_for_the_newest_message_with_its_id() {
     assert_eq!(early_receipts_left(&db).await, 1);
 }
 
+/// An id used again within days, whose new message's receipt comes before that message's id is
+/// written: the earlier message, which had its final receipt, keeps it; the receipt waits aside
+/// for the new message, and is its own once its id is written.
+#[actix_rt::test]
+async fn a_receipt_for_a_reused_id_before_its_message_is_sent_waits_for_it() {
+    let db = fresh_database().await;
+    let writes = smpp::store::SmppWrites::start(db.pool.clone());
+    let (old_payment, old_row, now) = queued_code_row(&db).await;
+    writes.mark_sent(now, old_row, "reused-2").await.unwrap();
+    let old_receipt = writes.record_receipt(now, "reused-2", "DELIVRD");
+    assert!(old_receipt.await.unwrap());
+    let (new_payment, new_row, _) = queued_code_row(&db).await;
+    let early = writes.record_receipt(now, "reused-2", "UNDELIV");
+    assert!(!early.await.unwrap(), "kept aside");
+    let old = &rows(&db, &old_payment).await[0];
+    assert_eq!(
+        (old.status.as_str(), old.receipt_status.as_deref()),
+        ("delivered", Some("DELIVRD"))
+    );
+    writes.mark_sent(now, new_row, "reused-2").await.unwrap();
+    let new = &rows(&db, &new_payment).await[0];
+    assert_eq!(
+        (new.status.as_str(), new.receipt_status.as_deref()),
+        ("undeliverable", Some("UNDELIV"))
+    );
+}
+
 /// A receipt for an id payhub never records (another ESME on the account, a lost row) is kept a
 /// day, and dropped by the next receipt kept aside after that.
 #[actix_rt::test]
