@@ -1394,11 +1394,10 @@ async fn an_outcome_left_being_sent_by_an_earlier_process_goes_at_the_next_conne
     let client = w.db.pool.get().await.unwrap();
     client
         .execute(
-            "UPDATE customer_messages SET error = $2, updated_at = '2000-01-01'
-             WHERE destination = $1 AND kind = 'outcome'",
+            "UPDATE customer_messages SET error = $2 WHERE destination = $1 AND kind = 'outcome'",
             &[
                 &terminal_id,
-                &payhub::channels::terminal::held_outcomes::HELD_NOTICE_SENDING,
+                &payhub::channels::terminal::held_outcomes::held_notice_sending("sw_gone"),
             ],
         )
         .await

@@ -10,10 +10,15 @@ use deadpool_postgres::{GenericClient, Pool};
 /// status stays `queued`): it goes when the terminal is back (src/channels/terminal/
 /// held_outcomes.rs), not at the next start.
 pub const HELD_NOTICE: &str = "terminal offline; sent when it reconnects";
-/// A held notice taken by a sender, being sent to its terminal (the row stays `queued`). Only the
-/// process that took it ends it; one taken before the terminal switch started was left by an
-/// earlier process, and is taken again.
-pub const HELD_NOTICE_SENDING: &str = "terminal back; being sent";
+/// The start of the `error` of a held notice taken by a sender, being sent to its terminal (the
+/// row stays `queued`); the rest names the terminal switch that took it ([`held_notice_sending`]).
+/// Only that switch ends it; one a switch of an earlier process took is taken again.
+pub const HELD_NOTICE_SENDING: &str = "terminal back; being sent by ";
+
+/// The `error` of a held notice that the switch `switch_id` is sending.
+pub fn held_notice_sending(switch_id: &str) -> String {
+    format!("{HELD_NOTICE_SENDING}{switch_id}")
+}
 
 /// Records how a delivery that was attempted ended, on its row still `queued`: `delivered` with
 /// the channel's reference, or `failed` with why.

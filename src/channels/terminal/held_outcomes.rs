@@ -2,8 +2,9 @@
 //! "over the same channel" (gateway-http.md) must be told once the terminal is back, not never:
 //! the notice's row stays `queued`, marked held, and goes when the terminal authenticates again,
 //! if that is within a day of the outcome (an older one is marked failed then). A row taken to be
-//! sent is marked so ([`HELD_NOTICE_SENDING`]) until it ends: the start's resend of notices left
-//! `queued` passes it by, and a row a stopped process left so is taken again. A code is never
+//! sent is marked so, with the switch that took it ([`held_notice_sending`]), until it ends: the
+//! start's resend of notices left `queued` passes it by, and a row a stopped process left so is
+//! taken again. A code is never
 //! held: it would be stale by then, and the pay page offers another way at once.
 
 use super::registry::SwitchRegistry;
@@ -14,7 +15,7 @@ use payhub_actors::clock::SharedClock;
 use payhub_actors::domain::{Amount, Currency};
 use payhub_actors::messages::{DeliveryError, DeliveryReceipt, Notice, NoticeKind};
 use payhub_actors::store::messages;
-pub use payhub_actors::store::messages::{HELD_NOTICE, HELD_NOTICE_SENDING};
+pub use payhub_actors::store::messages::{HELD_NOTICE, HELD_NOTICE_SENDING, held_notice_sending};
 use payhub_actors::store::prepared::Prepared;
 use std::time::Duration;
 
@@ -53,7 +54,7 @@ pub async fn send_held(
     mut session: Addr<TerminalSessionActor>,
     ack_wait: Duration,
 ) {
-    if let Err(e) = fail_aged(&pool, &clock, &terminal_id).await {
+    if let Err(e) = fail_aged(&pool, &clock, &registry, &terminal_id).await {
         tracing::warn!(%terminal_id, error = %e, "cannot fail the held notices past a day");
     }
     for _ in 0..HELD_BATCHES_PER_CONNECTION_MAX {
@@ -100,8 +101,13 @@ fn held_again(result: &Result<DeliveryReceipt, DeliveryError>) -> bool {
 
 /// Marks failed the terminal's notices held (or left being sent by an earlier process) past a
 /// day, held at most a week before that (older ones were failed by an earlier connection; the
-/// bound keeps the read to recent history).
-async fn fail_aged(pool: &Pool, clock: &SharedClock, terminal_id: &str) -> Result<(), String> {
+/// bound keeps the read to recent history). One this switch is sending ends as its sending does.
+async fn fail_aged(
+    pool: &Pool,
+    clock: &SharedClock,
+    registry: &SwitchRegistry,
+    terminal_id: &str,
+) -> Result<(), String> {
     let now = clock.now();
     let oldest = now - chrono::Duration::seconds(HELD_NOTICE_AGE_MAX_S);
     let looked_back = oldest - chrono::Duration::days(7);
@@ -112,7 +118,7 @@ async fn fail_aged(pool: &Pool, clock: &SharedClock, terminal_id: &str) -> Resul
                  error = 'terminal offline for over a day', updated_at = $3
              WHERE kind = 'outcome' AND channel = 'terminal' AND destination = $1
                AND created_at <= $4 AND created_at > $5 AND status = 'queued'
-               AND error IN ($2, $6)",
+               AND (error = $2 OR (starts_with(error, $6) AND error <> $7))",
             &[
                 &terminal_id,
                 &HELD_NOTICE,
@@ -120,6 +126,7 @@ async fn fail_aged(pool: &Pool, clock: &SharedClock, terminal_id: &str) -> Resul
                 &oldest,
                 &looked_back,
                 &HELD_NOTICE_SENDING,
+                &held_notice_sending(registry.switch_id()),
             ],
         )
         .await
@@ -148,7 +155,7 @@ async fn take_held(
                 &oldest,
                 &HELD_NOTICES_BATCH_MAX,
                 &HELD_NOTICE_SENDING,
-                &registry.started_at(),
+                &held_notice_sending(registry.switch_id()),
             ],
         )
         .await
@@ -158,12 +165,12 @@ async fn take_held(
 
 /// Served by V75's index on a terminal's outcome notices by age.
 const TAKE_HELD_SQL: &str = "WITH taken AS (
-        UPDATE customer_messages SET error = $6, updated_at = $3
+        UPDATE customer_messages SET error = $7, updated_at = $3
         WHERE id IN (
             SELECT id FROM customer_messages
             WHERE kind = 'outcome' AND channel = 'terminal' AND destination = $1
               AND created_at > $4 AND status = 'queued'
-              AND (error = $2 OR (error = $6 AND updated_at < $7))
+              AND (error = $2 OR (starts_with(error, $6) AND error <> $7))
             ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED)
         RETURNING id, payment_id)
     SELECT t.id, p.id, m.name, p.amount_minor, p.currency, p.status
@@ -215,8 +222,8 @@ mod tests {
             .replace("$2", "'held'")
             .replace("$4", "now()")
             .replace("$5", "8")
-            .replace("$6", "'sending'")
-            .replace("$7", "now()");
+            .replace("$6", "'sending by '")
+            .replace("$7", "'sending by sw_1'");
         let plan = payhub_actors::store::testing::plan_without_seq_scans(&sql).await;
         assert!(
             plan.contains("customer_messages_terminal_outcomes"),

@@ -92,7 +92,7 @@ pub async fn start_switch(
 ) -> std::io::Result<SwitchHandle> {
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     let addr = listener.local_addr()?;
-    let registry = SwitchRegistry::new(clock.now());
+    let registry = SwitchRegistry::new();
     let stop = CancellationToken::new();
     let shared = Arc::new(server::Shared {
         pool,

@@ -7,12 +7,12 @@ use actix::Addr;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SwitchRegistry {
     inner: Arc<Mutex<Inner>>,
-    /// When the switch started: a held notice marked as being sent before then was left by an
-    /// earlier process (`held_outcomes`).
-    started_at: chrono::DateTime<chrono::Utc>,
+    /// This switch among all that ever ran on the database: a held notice another one marked as
+    /// being sent was left by an earlier process (`held_outcomes`).
+    switch_id: Arc<str>,
 }
 
 #[derive(Default)]
@@ -35,17 +35,25 @@ impl std::fmt::Debug for SwitchRegistry {
 }
 
 impl SwitchRegistry {
-    pub fn new(started_at: chrono::DateTime<chrono::Utc>) -> Self {
+    pub fn new() -> Self {
         Self {
             inner: Arc::default(),
-            started_at,
+            switch_id: payhub_actors::ids::new_id("sw").into(),
         }
     }
 
-    pub fn started_at(&self) -> chrono::DateTime<chrono::Utc> {
-        self.started_at
+    pub fn switch_id(&self) -> &str {
+        &self.switch_id
     }
+}
 
+impl Default for SwitchRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SwitchRegistry {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic elsewhere while holding the lock leaves a map that is still consistent.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
