@@ -733,9 +733,17 @@ async fn a_dropped_connection_fails_in_flight_and_the_session_recovers() {
     } = rig(|_| {}).await;
     sim.update_switches(|s| s.drop_next = 1);
 
+    // The submit_sm was written when the connection went: the SMSC may have taken it, so the
+    // code is not said unsent (a customer may still receive it).
     let answer = deliver(&session, code_message(&payment_id)).await;
-    assert_eq!(answer, Err(DeliveryError::Unavailable));
-    assert_eq!(rows(&db, &payment_id).await[0].status, "failed");
+    assert_eq!(answer, Err(DeliveryError::Timeout));
+    let row = &rows(&db, &payment_id).await[0];
+    assert_eq!(row.status, "failed", "{}", row.everything);
+    assert!(
+        row.error.as_deref().unwrap_or_default().contains("closed"),
+        "{}",
+        row.everything
+    );
 
     wait_until("the session is bound again", async || {
         let status = session.send(GetStatus).await.unwrap();
@@ -792,6 +800,38 @@ async fn submits_answered_late_keep_their_window_slots_until_answered() {
     .await;
     let answers = deliver_many(&session, &payment_id, 2).await;
     assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+}
+
+/// A sender that waits less than the response timeout: the submit's own wait is cut to the
+/// sender's, so a late acceptance still finds its row (the client library once ignored the cut,
+/// and the attempt was abandoned unrecorded, its slot freed while the SMSC still had it).
+#[actix_rt::test]
+async fn a_late_acceptance_past_a_short_senders_wait_is_recorded() {
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|s| s.response_timeout_ms = 5_000).await;
+    sim.update_switches(|s| s.delay_ms = 2_500);
+    let mut message = code_message(&payment_id);
+    message.answer_within = Duration::from_secs(2);
+    assert_eq!(
+        deliver(&session, message).await,
+        Err(DeliveryError::Timeout)
+    );
+    assert_eq!(
+        session.send(GetStatus).await.unwrap().in_flight,
+        1,
+        "the slot is held"
+    );
+    wait_until("the late acceptance recorded", async || {
+        rows(&db, &payment_id).await[0].message_ref.is_some()
+    })
+    .await;
+    let status = rows(&db, &payment_id).await[0].status.clone();
+    assert!(status == "sent" || status == "delivered", "{status}");
+    assert_eq!(session.send(GetStatus).await.unwrap().in_flight, 0);
 }
 
 /// An SMSC that drops submits without a word would keep the window's slots for good: once every

@@ -253,6 +253,11 @@ async fn submit_once(
             DeliveryError::Timeout,
             "no submit_sm_resp in time",
         )),
+        // Written, then the connection went: the SMSC may have taken it (the code may arrive).
+        Ok(Err(Error::ConnectionClosedAwaitingResponse { .. })) => Err(Failure::new(
+            DeliveryError::Timeout,
+            "the connection closed before the SMSC answered the submit_sm",
+        )),
         Ok(Err(e)) => Err(Failure::new(
             DeliveryError::Unavailable,
             format!("submit_sm: {e}"),

@@ -500,10 +500,13 @@ impl<'a> RegisteredRequestBuilder<'a> {
 
             ack.await.map_err(|_| Error::ConnectionClosed)??;
 
-            tracing::trace!(target: TARGET, sequence_number, ?status, ?id, response_timeout = ?self.client.inner.response_timeout, "Starting response timer");
+            // payhub patch 5: the builder's timeout (`response_timeout`), not always the client's,
+            // and a connection that closes now closed after the request was written.
+            tracing::trace!(target: TARGET, sequence_number, ?status, ?id, response_timeout = ?self.response_timeout, "Starting response timer");
 
-            match self.client.inner.response_timeout {
-                None => response.await.map_err(|_| Error::ConnectionClosed),
+            let closed = Error::ConnectionClosedAwaitingResponse { sequence_number };
+            match self.response_timeout {
+                None => response.await.map_err(|_| closed),
                 Some(timeout) => tokio::time::timeout(timeout, response)
                     .await
                     .inspect_err(|_| {
@@ -514,7 +517,7 @@ impl<'a> RegisteredRequestBuilder<'a> {
                             .ok();
                     })
                     .map_err(|_| Error::response_timeout(sequence_number, timeout))?
-                    .map_err(|_| Error::ConnectionClosed),
+                    .map_err(|_| closed),
             }
         };
 

@@ -82,6 +82,14 @@ pub enum Error {
         /// The timeout duration.
         timeout: Duration,
     },
+    /// payhub patch 5: the request was written, then the connection closed before its response.
+    /// Unlike [`Error::ConnectionClosed`] (returned when the request may not have been written),
+    /// the server may have acted on it.
+    #[error("Connection closed awaiting the response: sequence number: {sequence_number}")]
+    ConnectionClosedAwaitingResponse {
+        /// The sequence number of the request written.
+        sequence_number: u32,
+    },
     /// The `SMPP` operation failed with an error response from the server.
     ///
     /// Error responses are responses with the status code other than [`EsmeRok`](rusmpp::CommandStatus::EsmeRok).
