@@ -1103,6 +1103,46 @@ async fn an_acceptance_after_the_timeout_is_still_recorded() {
     assert!(session.send(GetStatus).await.unwrap().bound);
 }
 
+/// A submit refused late with a generic_nack instead of a submit_sm_resp: its window slot comes
+/// back and the refusal is counted (throttling pauses the submits, as from a submit_sm_resp).
+#[actix_rt::test]
+async fn a_late_generic_nack_gives_its_window_slot_back() {
+    use futures::{SinkExt, StreamExt};
+    use rusmpp::{Command, CommandId, CommandStatus, Pdu};
+    let db = fresh_database().await;
+    let payment_id = payment(&db).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let settings = settings_for(listener.local_addr().unwrap().to_string());
+    let session = smpp::start(db.pool.clone(), clock(), settings).expect("valid settings");
+    let mut smsc = accept_bind(&listener).await;
+    wait_until("bound", async || {
+        session.send(GetStatus).await.unwrap().bound
+    })
+    .await;
+    let sender = session.clone();
+    let message = code_message(&payment_id);
+    let sending = actix_rt::spawn(async move { deliver(&sender, message).await });
+    let submit = loop {
+        let command = smsc.next().await.unwrap().unwrap();
+        if command.id() == CommandId::SubmitSm {
+            break command;
+        }
+    };
+    assert_eq!(sending.await.unwrap(), Err(DeliveryError::Timeout));
+    assert_eq!(session.send(GetStatus).await.unwrap().in_flight, 1);
+    let nack = Command::new(
+        CommandStatus::EsmeRthrottled,
+        submit.sequence_number(),
+        Pdu::GenericNack,
+    );
+    smsc.send(nack).await.unwrap();
+    wait_until("the slot back", async || {
+        let status = session.send(GetStatus).await.unwrap();
+        status.in_flight == 0 && status.late_refusals == 1
+    })
+    .await;
+}
+
 /// A raw SMSC on `listener`: accepts the session's connection and its bind.
 async fn accept_bind(
     listener: &tokio::net::TcpListener,
@@ -1237,7 +1277,7 @@ async fn a_receipt_in_a_data_sm_is_kept_and_answered() {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let settings = settings_for(listener.local_addr().unwrap().to_string());
-    let _session = smpp::start(db.pool.clone(), clock(), settings).expect("valid settings");
+    let session = smpp::start(db.pool.clone(), clock(), settings).expect("valid settings");
     let mut smsc = accept_bind(&listener).await;
     let data_sm = |esm_class: u8, text: &[u8]| {
         let payload = MessagePayload::new(AnyOctetString::from_slice(text));
@@ -1250,7 +1290,8 @@ async fn a_receipt_in_a_data_sm_is_kept_and_answered() {
         0x04,
         b"id:dsm-1 sub:001 dlvrd:001 stat:DELIVRD err:000 text:",
     );
-    let mobile_originated = data_sm(0x00, b"hello");
+    // Up to the 64 KiB message_payload allows.
+    let mobile_originated = data_sm(0x00, &[b'h'; 65_535]);
     smsc.send(Command::new(CommandStatus::EsmeRok, 2, receipt))
         .await
         .unwrap();
@@ -1260,6 +1301,11 @@ async fn a_receipt_in_a_data_sm_is_kept_and_answered() {
     let answers = answers_to(&mut smsc, 2).await;
     let ok = |n| (CommandId::DataSmResp, n, CommandStatus::EsmeRok);
     assert_eq!(answers, [ok(2), ok(3)]);
+    assert_eq!(
+        session.send(GetStatus).await.unwrap().binds,
+        1,
+        "still the first bind"
+    );
     let kept = &rows(&db, &payment_id).await[0];
     assert_eq!(
         (kept.status.as_str(), kept.receipt_status.as_deref()),

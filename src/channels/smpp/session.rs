@@ -32,8 +32,11 @@ pub const BIND_WAIT_MS_MAX: u64 = 1_000;
 /// `rebind_backoff_min_ms`.
 const BOUND_STABLE_MS: u64 = 10_000;
 
-/// Largest PDU accepted from the SMSC, in bytes.
-const COMMAND_LENGTH_MAX_BYTES: usize = 4_096;
+/// Largest PDU accepted from the SMSC, in bytes: a `deliver_sm` or `data_sm` may carry up to
+/// 64 KiB in `message_payload` (SMPP v3.4 §5.3.2.32), with room for its other fields. A longer one
+/// ends the session (and 4 KiB, the bound before, ended it at every long mobile-originated
+/// message, which the SMSC then sent again after each bind).
+const COMMAND_LENGTH_MAX_BYTES: usize = 70_000;
 /// Timed-out submits remembered per bind, for their late answers.
 const UNANSWERED_MAX: usize = 1_024;
 /// Delivery receipts being recorded at once, per session: one group-committed batch
@@ -508,7 +511,8 @@ async fn on_incoming(
     let sequence_number = command.sequence_number();
     let id = command.id();
     if id.is_response() {
-        if id == CommandId::SubmitSmResp {
+        // An SMSC may refuse a submit with a generic_nack instead of its submit_sm_resp.
+        if matches!(id, CommandId::SubmitSmResp | CommandId::GenericNack) {
             on_late_submit_resp(shared, &command);
         }
         // Any other response came after its request timed out.
