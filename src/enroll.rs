@@ -1,4 +1,4 @@
-//! `payhub merchant add|disable|enable`, `customer add`, `terminal add` (operations.md): register
+//! `payhub merchant add|disable|enable`, `customer add`, `terminal add|disable` (operations.md): register
 //! the gateway's merchants, customers and customer terminals, printing the JSON operators script
 //! against. Every problem is one line on standard error (see `main.rs`).
 

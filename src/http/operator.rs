@@ -1,7 +1,8 @@
 //! The operator listener, bound apart from the merchant API (loopback by default): `/metrics`,
 //! `/healthz`, `/readyz` and an HTML page with bank links, throughput, recent payments and
 //! backlogs. Protected by `operator.token` when one is set (a Bearer header, or `?token=`, which
-//! the page trades for a session cookie), otherwise loopback peers only.
+//! the page trades for a session cookie), otherwise loopback peers whose `Host` names loopback
+//! or localhost.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use deadpool_postgres::Pool;

@@ -1,5 +1,5 @@
 //! The `customer_messages` rows as more than one part writes them: the channels record each
-//! message's fate, and a payment writes its outcome SMS's row with its final status.
+//! message's fate, and a payment writes its outcome notice's row with its final status.
 
 use super::StoreError;
 use super::prepared::Prepared;

@@ -1,7 +1,7 @@
 //! The `PaymentRegistry`: finds or starts the one `TransactionActor` of a payment, bounds how
 //! many run at once (`in_flight_max`), and after a restart starts again every payment that was
-//! waiting for its code or in `processing`, and sends the outcome SMS that a stopped process left
-//! `queued`.
+//! waiting for its code or in `processing`, and sends the outcome notices (SMS or terminal) that a
+//! stopped process left `queued`.
 //!
 //! Nothing else revives a payment left in `processing`, so the resume never gives up: a failed
 //! read is tried again with backoff, and payments beyond the table's room (`processing` first)

@@ -1,8 +1,8 @@
 //! The SMS channel's rows in `customer_messages`. The text is never stored: it holds the code.
 //!
-//! A receipt may race the recording of its message id. Both sides are SQL functions (migration
-//! V60) that take the same transaction advisory lock on the id: whichever commits second sees the
-//! first.
+//! A receipt may race the recording of its message id. Both sides are SQL functions (V60, V66;
+//! ids in batches by V69; which row a receipt is for, V78 and V79) that take the same transaction
+//! advisory lock on the id: whichever commits second sees the first.
 
 pub use super::ids_in_writing::Ride;
 use super::ids_in_writing::{IdsInWriting, Writing};

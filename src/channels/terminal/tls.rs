@@ -1,5 +1,5 @@
 //! TLS for the terminal switch and its simulator: the server side from the gateway's certificate
-//! files, a self-signed certificate for tests and the demo, and the client connector.
+//! files, a self-signed certificate for tests, and the client connector.
 
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
