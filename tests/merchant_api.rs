@@ -891,6 +891,59 @@ async fn an_answer_read_slowly_is_not_cut_by_the_stuck_connection_watch() {
     gw.stop().await;
 }
 
+/// A client that stops reading a long answer is cut off once no chunk has gone for longer than
+/// the request deadline allows, instead of holding its connection for ever.
+#[actix_rt::test]
+async fn an_answer_the_client_stops_reading_is_cut_off() {
+    use actix_web::web;
+    use std::io::{Read, Write};
+    const BODY_BYTES: usize = 64 << 20;
+    let big: payhub::http::server::Configurator =
+        std::sync::Arc::new(|cfg: &mut web::ServiceConfig| {
+            cfg.route("/big", web::get().to(|| async { vec![b'x'; BODY_BYTES] }));
+        });
+    let gw = TestGateway::spawn_with(
+        |s| {
+            s.stuck_connection_after_ms = 1_000;
+            s.request_deadline_ms = 500;
+        },
+        vec![big],
+    )
+    .await;
+    let addr = gw.server.addr;
+    let received = tokio::task::spawn_blocking(move || {
+        let connector = native_tls::TlsConnector::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut tls = connector.connect("127.0.0.1", tcp).unwrap();
+        tls.write_all(b"GET /big HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+            .unwrap();
+        let mut first = [0u8; 1024];
+        let mut received = tls.read(&mut first).unwrap();
+        // Past the deadline and the head time (5.5 s here) without reading.
+        std::thread::sleep(std::time::Duration::from_millis(8_000));
+        let mut chunk = vec![0u8; 1 << 16];
+        while received < BODY_BYTES {
+            match tls.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+        received
+    })
+    .await
+    .unwrap();
+    assert!(
+        received < BODY_BYTES,
+        "the whole answer came: the connection was kept"
+    );
+    gw.stop().await;
+}
+
 /// HTTP/2 is not offered: actix-http would set no limit on a connection's streams and never close
 /// an idle h2 connection, so one client could hold the listener's connections for ever.
 #[actix_rt::test]

@@ -157,7 +157,15 @@ pub fn start(
     let body_max_bytes = settings.body_max_bytes;
     let deadline = std::time::Duration::from_millis(settings.request_deadline_ms);
     let hsts = !names_this_machine(&settings.public_url);
-    let stuck_after = std::time::Duration::from_millis(settings.stuck_connection_after_ms);
+    let stuck = stuck_connections::Limits {
+        idle_max: std::time::Duration::from_millis(settings.stuck_connection_after_ms),
+        // A request may run until its deadline before its answer's first chunk.
+        busy_max: std::time::Duration::from_millis(
+            settings
+                .stuck_connection_after_ms
+                .max(settings.request_deadline_ms + CLIENT_REQUEST_TIMEOUT_MS),
+        ),
+    };
     let server = HttpServer::new(move || {
         let extra = Arc::clone(&extra);
         App::new()
@@ -206,7 +214,7 @@ pub fn start(
     .max_connections(connections_per_worker(&settings))
     .on_connect(move |conn, data| {
         mtls::on_connect(conn, data, &merchant_cas);
-        stuck_connections::on_connect(conn, data, stuck_after);
+        stuck_connections::on_connect(conn, data, stuck);
     })
     // Again after the handshake, where the socket did not inherit it (`http::listener`).
     .tcp_nodelay(true)

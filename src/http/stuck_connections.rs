@@ -5,7 +5,9 @@
 //!
 //! Each connection is watched from its handshake (`on_connect`). The requests it serves mark it
 //! busy while they run and their answer's body is written (`request_started`, [`BodyUnderWay`]);
-//! a connection that has served no request for
+//! a busy one whose request neither ends nor writes a chunk of its answer for `busy_max` (a client
+//! that stopped reading a long answer) is stuck too, and a connection that has served no request
+//! for
 //! `idle_max` is stuck (a quiet one was closed by the keep-alive timer before) and its socket is
 //! shut down, which ends actix's dispatcher. The watch holds a duplicate of the socket's
 //! descriptor, closed with the connection: its number is never another socket's.
@@ -31,15 +33,12 @@ pub struct RequestUnderWay(Arc<Watched>);
 /// An answer's body that keeps its request under way until it is written (or dropped).
 pub struct BodyUnderWay {
     body: BoxBody,
-    _request: RequestUnderWay,
+    request: RequestUnderWay,
 }
 
 impl BodyUnderWay {
     pub fn boxed(body: BoxBody, request: RequestUnderWay) -> BoxBody {
-        BoxBody::new(Self {
-            body,
-            _request: request,
-        })
+        BoxBody::new(Self { body, request })
     }
 }
 
@@ -54,7 +53,13 @@ impl MessageBody for BodyUnderWay {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<actix_web::web::Bytes, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_next(cx)
+        let this = self.get_mut();
+        let next = Pin::new(&mut this.body).poll_next(cx);
+        if let Poll::Ready(Some(Ok(_))) = &next {
+            // A chunk taken: the client reads (actix polls no more while its buffer is full).
+            this.request.0.lock().last_activity = Instant::now();
+        }
+        next
     }
 }
 
@@ -69,8 +74,17 @@ struct State {
     last_activity: Instant,
 }
 
+/// How long a connection may go without progress before it is stuck.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// With no request under way.
+    pub idle_max: Duration,
+    /// With a request under way: longer than the request deadline.
+    pub busy_max: Duration,
+}
+
 /// `HttpServer::on_connect`: starts watching a TLS connection.
-pub fn on_connect(conn: &dyn Any, data: &mut Extensions, idle_max: Duration) {
+pub fn on_connect(conn: &dyn Any, data: &mut Extensions, limits: Limits) {
     let Some(tls) = conn.downcast_ref::<TlsStream<TcpStream>>() else {
         return;
     };
@@ -89,13 +103,15 @@ pub fn on_connect(conn: &dyn Any, data: &mut Extensions, idle_max: Duration) {
             last_activity: Instant::now(),
         }),
     });
-    actix_web::rt::spawn(watch(Arc::clone(&watched), idle_max));
+    actix_web::rt::spawn(watch(Arc::clone(&watched), limits));
     data.insert(ConnectionWatch(watched));
 }
 
 impl ConnectionWatch {
     pub fn request_started(&self) -> RequestUnderWay {
-        self.0.lock().requests_under_way += 1;
+        let mut state = self.0.lock();
+        state.requests_under_way += 1;
+        state.last_activity = Instant::now();
         RequestUnderWay(Arc::clone(&self.0))
     }
 }
@@ -123,27 +139,28 @@ impl Watched {
 }
 
 /// Until the connection ends or is found stuck.
-async fn watch(watched: Arc<Watched>, idle_max: Duration) {
-    let mut due = Instant::now() + idle_max;
+async fn watch(watched: Arc<Watched>, limits: Limits) {
+    let mut due = Instant::now() + limits.idle_max;
     loop {
         tokio::time::sleep_until(due).await;
         let state = watched.lock();
         let Some(socket) = &state.socket else {
             return;
         };
-        let stuck_at = state.last_activity + idle_max;
-        if state.requests_under_way > 0 {
-            // The request deadline bounds it; look again a whole period after.
-            due = Instant::now() + idle_max;
-        } else if Instant::now() >= stuck_at {
+        let (limit, what) = if state.requests_under_way > 0 {
+            (limits.busy_max, "an answer it does not read")
+        } else {
+            (limits.idle_max, "a request's head")
+        };
+        let stuck_at = state.last_activity + limit;
+        if Instant::now() >= stuck_at {
             tracing::info!(
-                idle_ms = idle_max.as_millis(),
-                "closing an HTTPS connection stuck in a request's head"
+                limit_ms = limit.as_millis(),
+                "closing an HTTPS connection stuck in {what}"
             );
             let _ = socket.shutdown(std::net::Shutdown::Both);
             return;
-        } else {
-            due = stuck_at;
         }
+        due = stuck_at;
     }
 }
