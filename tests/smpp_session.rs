@@ -251,8 +251,8 @@ async fn a_receipt_for_a_reused_id_before_its_message_is_sent_waits_for_it() {
     writes.mark_sent(now, old_row, "reused-2").await.unwrap();
     let old_receipt = writes.record_receipt(now, "reused-2", "DELIVRD");
     assert!(old_receipt.await.unwrap());
-    let (new_payment, new_row, _) = queued_code_row(&db).await;
-    let early = writes.record_receipt(now, "reused-2", "UNDELIV");
+    let (new_payment, new_row, later) = queued_code_row(&db).await;
+    let early = writes.record_receipt(later, "reused-2", "UNDELIV");
     assert!(!early.await.unwrap(), "kept aside");
     let old = &rows(&db, &old_payment).await[0];
     assert_eq!(
@@ -265,6 +265,48 @@ async fn a_receipt_for_a_reused_id_before_its_message_is_sent_waits_for_it() {
         (new.status.as_str(), new.receipt_status.as_deref()),
         ("undeliverable", Some("UNDELIV"))
     );
+}
+
+/// A final receipt sent again is its message's, not kept aside for the next message the SMSC
+/// gives that id; and a receipt kept aside before a message's row was written is not that
+/// message's.
+#[actix_rt::test]
+async fn a_repeated_or_stale_receipt_is_not_taken_by_a_later_message() {
+    let db = fresh_database().await;
+    let writes = smpp::store::SmppWrites::start(db.pool.clone());
+    let (old_payment, old_row, now) = queued_code_row(&db).await;
+    writes.mark_sent(now, old_row, "reused-3").await.unwrap();
+    assert!(
+        writes
+            .record_receipt(now, "reused-3", "UNDELIV")
+            .await
+            .unwrap()
+    );
+    assert!(
+        writes
+            .record_receipt(now, "reused-3", "UNDELIV")
+            .await
+            .unwrap(),
+        "a repeat"
+    );
+    assert_eq!(early_receipts_left(&db).await, 0);
+    // A stray receipt for an id no row carries yet, then a message given that id.
+    let before = now - chrono::Duration::minutes(1);
+    assert!(
+        !writes
+            .record_receipt(before, "reused-4", "DELIVRD")
+            .await
+            .unwrap()
+    );
+    let (new_payment, new_row, _) = queued_code_row(&db).await;
+    writes.mark_sent(now, new_row, "reused-4").await.unwrap();
+    let new = &rows(&db, &new_payment).await[0];
+    assert_eq!(
+        (new.status.as_str(), new.receipt_status.as_deref()),
+        ("sent", None)
+    );
+    let old = &rows(&db, &old_payment).await[0];
+    assert_eq!(old.status, "undeliverable");
 }
 
 /// A receipt for an id payhub never records (another ESME on the account, a lost row) is kept a
@@ -377,8 +419,9 @@ async fn queued_outcome_rows(
 async fn message_ids_and_receipts_written_in_batches_all_meet() {
     let db = fresh_database().await;
     let payment_id = payment(&db).await;
-    let now = chrono::Utc::now();
     let (ids, refs) = queued_outcome_rows(&db, &payment_id, "burst").await;
+    // After the rows were written, as any receipt for them is.
+    let now = chrono::Utc::now();
     let writes = smpp::store::SmppWrites::start(db.pool.clone());
     // Even rows: the receipt first; odd rows: the id first. All sent at once, so they batch.
     let early = ids.iter().enumerate().filter(|(n, _)| n % 2 == 0);
@@ -751,6 +794,17 @@ async fn a_dropped_connection_fails_in_flight_and_the_session_recovers() {
     })
     .await;
     deliver(&session, code_message(&payment_id)).await.unwrap();
+
+    // An outcome notice cut the same way is offered again: told twice rather than never.
+    sim.update_switches(|s| s.drop_next = 1);
+    let mut outcome = code_message(&payment_id);
+    outcome.notice.kind = NoticeKind::Outcome;
+    outcome.notice.code = None;
+    outcome.notice.outcome = Some("succeeded".into());
+    assert_eq!(
+        deliver(&session, outcome).await,
+        Err(DeliveryError::Unavailable)
+    );
 }
 
 #[actix_rt::test]

@@ -26,6 +26,8 @@ const SUBMIT_TIME_MIN_MS: u64 = 100;
 struct Failure {
     error: DeliveryError,
     detail: String,
+    /// The connection closed after the `submit_sm` was written: the SMSC may have taken it.
+    closed_after_write: bool,
 }
 
 impl Failure {
@@ -33,6 +35,28 @@ impl Failure {
         Self {
             error,
             detail: detail.into(),
+            closed_after_write: false,
+        }
+    }
+
+    fn closed_after_write() -> Self {
+        Self {
+            closed_after_write: true,
+            ..Self::new(
+                DeliveryError::Timeout,
+                "the connection closed before the SMSC answered the submit_sm",
+            )
+        }
+    }
+
+    /// What the sender is told. After a close that may have let the message through, a code
+    /// stays good (a timeout: it may arrive), and an outcome notice is offered again (told twice
+    /// rather than never, as notices go at least once).
+    fn error_for(self, kind: NoticeKind) -> DeliveryError {
+        if self.closed_after_write && kind == NoticeKind::Outcome {
+            DeliveryError::Unavailable
+        } else {
+            self.error
         }
     }
 }
@@ -77,7 +101,7 @@ pub(super) async fn deliver(
         }
         Err(failure) => {
             not_sent(&shared, row, &notice.payment_id, &failure).await;
-            Err(failure.error)
+            Err(failure.error_for(notice.kind))
         }
     }
 }
@@ -253,11 +277,10 @@ async fn submit_once(
             DeliveryError::Timeout,
             "no submit_sm_resp in time",
         )),
-        // Written, then the connection went: the SMSC may have taken it (the code may arrive).
-        Ok(Err(Error::ConnectionClosedAwaitingResponse { .. })) => Err(Failure::new(
-            DeliveryError::Timeout,
-            "the connection closed before the SMSC answered the submit_sm",
-        )),
+        // Written, then the connection went: the SMSC may have taken it.
+        Ok(Err(Error::ConnectionClosedAwaitingResponse { .. })) => {
+            Err(Failure::closed_after_write())
+        }
         Ok(Err(e)) => Err(Failure::new(
             DeliveryError::Unavailable,
             format!("submit_sm: {e}"),
