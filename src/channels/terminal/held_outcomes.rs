@@ -23,6 +23,9 @@ use std::time::Duration;
 pub const HELD_NOTICE_AGE_MAX_S: i64 = 86_400;
 /// Held notices taken at once: no more than a session keeps waiting for ACKs.
 pub const HELD_NOTICES_BATCH_MAX: i64 = 8;
+/// A row this switch marked as being sent this long ago is one whose end could not be recorded
+/// (a delivery waits seconds): it is taken again, or failed after a day, as a held one.
+pub const HELD_SENDING_STALE_S: i64 = 3_600;
 /// Batches sent on one connection, at most (512 notices).
 pub const HELD_BATCHES_PER_CONNECTION_MAX: usize = 64;
 
@@ -101,7 +104,8 @@ fn held_again(result: &Result<DeliveryReceipt, DeliveryError>) -> bool {
 
 /// Marks failed the terminal's notices held (or left being sent by an earlier process) past a
 /// day, held at most a week before that (older ones were failed by an earlier connection; the
-/// bound keeps the read to recent history). One this switch is sending ends as its sending does.
+/// bound keeps the read to recent history). One this switch is sending ends as its sending does,
+/// unless it was marked [`HELD_SENDING_STALE_S`] ago.
 async fn fail_aged(
     pool: &Pool,
     clock: &SharedClock,
@@ -118,7 +122,7 @@ async fn fail_aged(
                  error = 'terminal offline for over a day', updated_at = $3
              WHERE kind = 'outcome' AND channel = 'terminal' AND destination = $1
                AND created_at <= $4 AND created_at > $5 AND status = 'queued'
-               AND (error = $2 OR (starts_with(error, $6) AND error <> $7))",
+               AND (error = $2 OR (starts_with(error, $6) AND (error <> $7 OR updated_at < $8)))",
             &[
                 &terminal_id,
                 &HELD_NOTICE,
@@ -127,6 +131,7 @@ async fn fail_aged(
                 &looked_back,
                 &HELD_NOTICE_SENDING,
                 &held_notice_sending(registry.switch_id()),
+                &(now - chrono::Duration::seconds(HELD_SENDING_STALE_S)),
             ],
         )
         .await
@@ -135,7 +140,7 @@ async fn fail_aged(
 }
 
 /// Takes up to a batch of the terminal's held notices of the last day, and of those an earlier
-/// process left being sent.
+/// process left being sent (or this one, [`HELD_SENDING_STALE_S`] ago).
 async fn take_held(
     pool: &Pool,
     clock: &SharedClock,
@@ -156,6 +161,7 @@ async fn take_held(
                 &HELD_NOTICES_BATCH_MAX,
                 &HELD_NOTICE_SENDING,
                 &held_notice_sending(registry.switch_id()),
+                &(now - chrono::Duration::seconds(HELD_SENDING_STALE_S)),
             ],
         )
         .await
@@ -170,7 +176,7 @@ const TAKE_HELD_SQL: &str = "WITH taken AS (
             SELECT id FROM customer_messages
             WHERE kind = 'outcome' AND channel = 'terminal' AND destination = $1
               AND created_at > $4 AND status = 'queued'
-              AND (error = $2 OR (starts_with(error, $6) AND error <> $7))
+              AND (error = $2 OR (starts_with(error, $6) AND (error <> $7 OR updated_at < $8)))
             ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED)
         RETURNING id, payment_id)
     SELECT t.id, p.id, m.name, p.amount_minor, p.currency, p.status
@@ -223,7 +229,8 @@ mod tests {
             .replace("$4", "now()")
             .replace("$5", "8")
             .replace("$6", "'sending by '")
-            .replace("$7", "'sending by sw_1'");
+            .replace("$7", "'sending by sw_1'")
+            .replace("$8", "now()");
         let plan = payhub_actors::store::testing::plan_without_seq_scans(&sql).await;
         assert!(
             plan.contains("customer_messages_terminal_outcomes"),
