@@ -810,14 +810,7 @@ async fn a_connection_stuck_in_its_second_requests_head_is_closed() {
     let gw = TestGateway::spawn_with(|s| s.stuck_connection_after_ms = 1_500, vec![]).await;
     let addr = gw.server.addr;
     let (answered, closed_after) = tokio::task::spawn_blocking(move || {
-        let connector = native_tls::TlsConnector::builder()
-            .danger_accept_invalid_certs(true)
-            .build()
-            .unwrap();
-        let tcp = std::net::TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-            .unwrap();
-        let mut tls = connector.connect("127.0.0.1", tcp).unwrap();
+        let mut tls = tls_to(addr);
         let request = "GET /v1/nothing HTTP/1.1\r\nHost: gateway.test\r\n\r\n";
         let mut first = Vec::new();
         // Two requests a second apart, each answered: an active connection is left alone.
@@ -852,41 +845,14 @@ async fn a_connection_stuck_in_its_second_requests_head_is_closed() {
 /// the body is written, not only while the handler runs.
 #[actix_rt::test]
 async fn an_answer_read_slowly_is_not_cut_by_the_stuck_connection_watch() {
-    use actix_web::web;
-    use std::io::{Read, Write};
     const BODY_BYTES: usize = 32 << 20;
-    let big: payhub::http::server::Configurator =
-        std::sync::Arc::new(|cfg: &mut web::ServiceConfig| {
-            cfg.route("/big", web::get().to(|| async { vec![b'x'; BODY_BYTES] }));
-        });
-    let gw = TestGateway::spawn_with(|s| s.stuck_connection_after_ms = 1_000, vec![big]).await;
-    let addr = gw.server.addr;
-    let received = tokio::task::spawn_blocking(move || {
-        let connector = native_tls::TlsConnector::builder()
-            .danger_accept_invalid_certs(true)
-            .build()
-            .unwrap();
-        let tcp = std::net::TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-            .unwrap();
-        let mut tls = connector.connect("127.0.0.1", tcp).unwrap();
-        tls.write_all(b"GET /big HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
-            .unwrap();
-        // The head and the first bytes, then a pause past the watch's limit.
-        let mut first = [0u8; 1024];
-        let mut received = tls.read(&mut first).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(3_000));
-        let mut chunk = vec![0u8; 1 << 16];
-        while received < BODY_BYTES {
-            match tls.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => received += n,
-            }
-        }
-        received
-    })
-    .await
-    .unwrap();
+    let gw = TestGateway::spawn_with(
+        |s| s.stuck_connection_after_ms = 1_000,
+        vec![answer_of(BODY_BYTES)],
+    )
+    .await;
+    // A pause past the watch's limit.
+    let received = read_after_a_pause(gw.server.addr, BODY_BYTES, 3_000).await;
     assert!(received >= BODY_BYTES, "cut after {received} bytes");
     gw.stop().await;
 }
@@ -895,39 +861,48 @@ async fn an_answer_read_slowly_is_not_cut_by_the_stuck_connection_watch() {
 /// the request deadline allows, instead of holding its connection for ever.
 #[actix_rt::test]
 async fn an_answer_the_client_stops_reading_is_cut_off() {
-    use actix_web::web;
-    use std::io::{Read, Write};
     const BODY_BYTES: usize = 64 << 20;
-    let big: payhub::http::server::Configurator =
-        std::sync::Arc::new(|cfg: &mut web::ServiceConfig| {
-            cfg.route("/big", web::get().to(|| async { vec![b'x'; BODY_BYTES] }));
-        });
     let gw = TestGateway::spawn_with(
         |s| {
             s.stuck_connection_after_ms = 1_000;
             s.request_deadline_ms = 500;
         },
-        vec![big],
+        vec![answer_of(BODY_BYTES)],
     )
     .await;
-    let addr = gw.server.addr;
-    let received = tokio::task::spawn_blocking(move || {
-        let connector = native_tls::TlsConnector::builder()
-            .danger_accept_invalid_certs(true)
-            .build()
-            .unwrap();
-        let tcp = std::net::TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-            .unwrap();
-        let mut tls = connector.connect("127.0.0.1", tcp).unwrap();
+    // Past the deadline and the head time (5.5 s here) without reading.
+    let received = read_after_a_pause(gw.server.addr, BODY_BYTES, 8_000).await;
+    assert!(
+        received < BODY_BYTES,
+        "the whole answer came: the connection was kept"
+    );
+    gw.stop().await;
+}
+
+/// A route `/big` answering `bytes` bytes.
+fn answer_of(bytes: usize) -> payhub::http::server::Configurator {
+    use actix_web::web;
+    std::sync::Arc::new(move |cfg: &mut web::ServiceConfig| {
+        cfg.route(
+            "/big",
+            web::get().to(move || async move { vec![b'x'; bytes] }),
+        );
+    })
+}
+
+/// Asks for `/big`, reads its first bytes, pauses `pause_ms`, then reads until `bytes` came or
+/// the connection ended: the bytes received, the head included.
+async fn read_after_a_pause(addr: std::net::SocketAddr, bytes: usize, pause_ms: u64) -> usize {
+    use std::io::{Read, Write};
+    tokio::task::spawn_blocking(move || {
+        let mut tls = tls_to(addr);
         tls.write_all(b"GET /big HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
             .unwrap();
         let mut first = [0u8; 1024];
         let mut received = tls.read(&mut first).unwrap();
-        // Past the deadline and the head time (5.5 s here) without reading.
-        std::thread::sleep(std::time::Duration::from_millis(8_000));
+        std::thread::sleep(std::time::Duration::from_millis(pause_ms));
         let mut chunk = vec![0u8; 1 << 16];
-        while received < BODY_BYTES {
+        while received < bytes {
             match tls.read(&mut chunk) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => received += n,
@@ -936,12 +911,19 @@ async fn an_answer_the_client_stops_reading_is_cut_off() {
         received
     })
     .await
-    .unwrap();
-    assert!(
-        received < BODY_BYTES,
-        "the whole answer came: the connection was kept"
-    );
-    gw.stop().await;
+    .unwrap()
+}
+
+/// A TLS connection to the gateway without a client certificate (reads time out after 20 s).
+fn tls_to(addr: std::net::SocketAddr) -> native_tls::TlsStream<std::net::TcpStream> {
+    let connector = native_tls::TlsConnector::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    connector.connect("127.0.0.1", tcp).unwrap()
 }
 
 /// HTTP/2 is not offered: actix-http would set no limit on a connection's streams and never close
