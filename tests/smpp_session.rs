@@ -267,46 +267,43 @@ async fn a_receipt_for_a_reused_id_before_its_message_is_sent_waits_for_it() {
     );
 }
 
-/// A final receipt sent again is its message's, not kept aside for the next message the SMSC
-/// gives that id; and a receipt kept aside before a message's row was written is not that
-/// message's.
+/// An id the SMSC gives again: a final receipt of the earlier message sent again (kept aside) is
+/// not taken by the later message, which came after it; the later message's own receipt, the same
+/// state as the earlier one's and come while its id was being written, is its own.
 #[actix_rt::test]
-async fn a_repeated_or_stale_receipt_is_not_taken_by_a_later_message() {
+async fn a_repeated_receipt_is_not_taken_by_a_later_message_but_its_own_is() {
     let db = fresh_database().await;
     let writes = smpp::store::SmppWrites::start(db.pool.clone());
-    let (old_payment, old_row, now) = queued_code_row(&db).await;
-    writes.mark_sent(now, old_row, "reused-3").await.unwrap();
-    assert!(
-        writes
-            .record_receipt(now, "reused-3", "UNDELIV")
-            .await
-            .unwrap()
-    );
-    assert!(
-        writes
-            .record_receipt(now, "reused-3", "UNDELIV")
-            .await
-            .unwrap(),
-        "a repeat"
-    );
-    assert_eq!(early_receipts_left(&db).await, 0);
-    // A stray receipt for an id no row carries yet, then a message given that id.
-    let before = now - chrono::Duration::minutes(1);
-    assert!(
-        !writes
-            .record_receipt(before, "reused-4", "DELIVRD")
-            .await
-            .unwrap()
-    );
-    let (new_payment, new_row, _) = queued_code_row(&db).await;
-    writes.mark_sent(now, new_row, "reused-4").await.unwrap();
-    let new = &rows(&db, &new_payment).await[0];
+    for id in ["reused-3", "reused-4"] {
+        let (_, row, now) = queued_code_row(&db).await;
+        writes.mark_sent(now, row, id).await.unwrap();
+        assert!(writes.record_receipt(now, id, "DELIVRD").await.unwrap());
+    }
+    // reused-3's receipt sent again, minutes before the id is given again.
+    let earlier = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let repeat = writes.record_receipt(earlier, "reused-3", "DELIVRD");
+    assert!(!repeat.await.unwrap(), "kept aside");
+    let (later_payment, later_row, now) = queued_code_row(&db).await;
+    writes.mark_sent(now, later_row, "reused-3").await.unwrap();
+    let later = &rows(&db, &later_payment).await[0];
     assert_eq!(
-        (new.status.as_str(), new.receipt_status.as_deref()),
+        (later.status.as_str(), later.receipt_status.as_deref()),
         ("sent", None)
     );
-    let old = &rows(&db, &old_payment).await[0];
-    assert_eq!(old.status, "undeliverable");
+    // reused-4 given again: its new message's receipt comes before its id is written.
+    let (own_payment, own_row, now) = queued_code_row(&db).await;
+    assert!(
+        !writes
+            .record_receipt(now, "reused-4", "DELIVRD")
+            .await
+            .unwrap()
+    );
+    writes.mark_sent(now, own_row, "reused-4").await.unwrap();
+    let own = &rows(&db, &own_payment).await[0];
+    assert_eq!(
+        (own.status.as_str(), own.receipt_status.as_deref()),
+        ("delivered", Some("DELIVRD"))
+    );
 }
 
 /// A receipt for an id payhub never records (another ESME on the account, a lost row) is kept a
