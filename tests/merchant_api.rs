@@ -879,6 +879,42 @@ async fn an_answer_the_client_stops_reading_is_cut_off() {
     gw.stop().await;
 }
 
+/// A client that reads a long answer steadily but slowly, for longer than the no-progress limit,
+/// gets it whole: each piece it takes is progress, not only the answer's start.
+#[actix_rt::test]
+async fn an_answer_read_steadily_for_long_is_not_cut_off() {
+    use std::io::{Read, Write};
+    const BODY_BYTES: usize = 64 << 20;
+    let gw = TestGateway::spawn_with(
+        |s| {
+            s.stuck_connection_after_ms = 1_000;
+            // No progress for 5.5 s is stuck; the reading below takes longer.
+            s.request_deadline_ms = 500;
+        },
+        vec![answer_of(BODY_BYTES)],
+    )
+    .await;
+    let addr = gw.server.addr;
+    let received = tokio::task::spawn_blocking(move || {
+        let mut tls = tls_to(addr);
+        tls.write_all(b"GET /big HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+            .unwrap();
+        let (mut received, mut chunk) = (0, vec![0u8; 64 << 10]);
+        while received < BODY_BYTES {
+            match tls.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        received
+    })
+    .await
+    .unwrap();
+    assert!(received >= BODY_BYTES, "cut after {received} bytes");
+    gw.stop().await;
+}
+
 /// A route `/big` answering `bytes` bytes.
 fn answer_of(bytes: usize) -> payhub::http::server::Configurator {
     use actix_web::web;

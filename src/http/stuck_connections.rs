@@ -31,14 +31,32 @@ pub struct ConnectionWatch(Arc<Watched>);
 pub struct RequestUnderWay(Arc<Watched>);
 
 /// An answer's body that keeps its request under way until it is written (or dropped).
+/// Handed out in pieces of at most [`PIECE_MAX_BYTES`]: actix takes the next only once the
+/// client has read most of the last, so each piece taken is the client's progress.
 pub struct BodyUnderWay {
     body: BoxBody,
+    /// What is left of the body's last chunk.
+    rest: actix_web::web::Bytes,
     request: RequestUnderWay,
 }
 
+/// The largest piece of an answer's body handed to actix at once.
+pub const PIECE_MAX_BYTES: usize = 64 * 1024;
+
 impl BodyUnderWay {
     pub fn boxed(body: BoxBody, request: RequestUnderWay) -> BoxBody {
-        BoxBody::new(Self { body, request })
+        BoxBody::new(Self {
+            body,
+            rest: actix_web::web::Bytes::new(),
+            request,
+        })
+    }
+
+    /// The next piece of `rest`, its taking counted as the client's progress.
+    fn piece(&mut self) -> actix_web::web::Bytes {
+        self.request.0.lock().last_activity = Instant::now();
+        let len = self.rest.len().min(PIECE_MAX_BYTES);
+        self.rest.split_to(len)
     }
 }
 
@@ -54,12 +72,13 @@ impl MessageBody for BodyUnderWay {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<actix_web::web::Bytes, Self::Error>>> {
         let this = self.get_mut();
-        let next = Pin::new(&mut this.body).poll_next(cx);
-        if let Poll::Ready(Some(Ok(_))) = &next {
-            // A chunk taken: the client reads (actix polls no more while its buffer is full).
-            this.request.0.lock().last_activity = Instant::now();
+        if this.rest.is_empty() {
+            match Pin::new(&mut this.body).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => this.rest = chunk,
+                other => return other,
+            }
         }
-        next
+        Poll::Ready(Some(Ok(this.piece())))
     }
 }
 
