@@ -10,6 +10,7 @@
 use super::registry::SwitchRegistry;
 use super::session::{TerminalSessionActor, deliver};
 use actix::Addr;
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use payhub_actors::clock::SharedClock;
 use payhub_actors::domain::{Amount, Currency};
@@ -23,8 +24,9 @@ use std::time::Duration;
 pub const HELD_NOTICE_AGE_MAX_S: i64 = 86_400;
 /// Held notices taken at once: no more than a session keeps waiting for ACKs.
 pub const HELD_NOTICES_BATCH_MAX: i64 = 8;
-/// A row this switch marked as being sent this long ago is one whose end could not be recorded
-/// (a delivery waits seconds): it is taken again, or failed after a day, as a held one.
+/// A row this switch marked as being sent this long ago (or a batch's deliveries ago, if that is
+/// longer: [`sending_stale_since`]) is one whose end could not be recorded: it is taken again, or
+/// failed after a day, as a held one.
 pub const HELD_SENDING_STALE_S: i64 = 3_600;
 /// Batches sent on one connection, at most (512 notices).
 pub const HELD_BATCHES_PER_CONNECTION_MAX: usize = 64;
@@ -57,11 +59,12 @@ pub async fn send_held(
     mut session: Addr<TerminalSessionActor>,
     ack_wait: Duration,
 ) {
-    if let Err(e) = fail_aged(&pool, &clock, &registry, &terminal_id).await {
+    let stale_since = || sending_stale_since(clock.now(), ack_wait);
+    if let Err(e) = fail_aged(&pool, &clock, &registry, &terminal_id, stale_since()).await {
         tracing::warn!(%terminal_id, error = %e, "cannot fail the held notices past a day");
     }
     for _ in 0..HELD_BATCHES_PER_CONNECTION_MAX {
-        let taken = match take_held(&pool, &clock, &registry, &terminal_id).await {
+        let taken = match take_held(&pool, &clock, &registry, &terminal_id, stale_since()).await {
             Ok(taken) => taken,
             Err(e) => {
                 tracing::warn!(%terminal_id, error = %e, "cannot read the outcome notices held");
@@ -111,6 +114,7 @@ async fn fail_aged(
     clock: &SharedClock,
     registry: &SwitchRegistry,
     terminal_id: &str,
+    stale_since: DateTime<Utc>,
 ) -> Result<(), String> {
     let now = clock.now();
     let oldest = now - chrono::Duration::seconds(HELD_NOTICE_AGE_MAX_S);
@@ -131,12 +135,25 @@ async fn fail_aged(
                 &looked_back,
                 &HELD_NOTICE_SENDING,
                 &held_notice_sending(registry.switch_id()),
-                &(now - chrono::Duration::seconds(HELD_SENDING_STALE_S)),
+                &stale_since,
             ],
         )
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Before this instant, a row this switch marked as being sent is stale: longer ago than
+/// [`HELD_SENDING_STALE_S`] and than a whole batch's deliveries, each up to `ack_wait`, so that
+/// no delivery still under way is taken again.
+fn sending_stale_since(now: DateTime<Utc>, ack_wait: Duration) -> DateTime<Utc> {
+    let batch_ms = ack_wait
+        .as_millis()
+        .saturating_mul(HELD_NOTICES_BATCH_MAX as u128 + 1);
+    let stale_ms = i64::try_from(batch_ms)
+        .unwrap_or(i64::MAX)
+        .max(HELD_SENDING_STALE_S * 1_000);
+    now - chrono::Duration::milliseconds(stale_ms)
 }
 
 /// Takes up to a batch of the terminal's held notices of the last day, and of those an earlier
@@ -146,6 +163,7 @@ async fn take_held(
     clock: &SharedClock,
     registry: &SwitchRegistry,
     terminal_id: &str,
+    stale_since: DateTime<Utc>,
 ) -> Result<Vec<(i64, Notice)>, String> {
     let now = clock.now();
     let oldest = now - chrono::Duration::seconds(HELD_NOTICE_AGE_MAX_S);
@@ -161,7 +179,7 @@ async fn take_held(
                 &HELD_NOTICES_BATCH_MAX,
                 &HELD_NOTICE_SENDING,
                 &held_notice_sending(registry.switch_id()),
-                &(now - chrono::Duration::seconds(HELD_SENDING_STALE_S)),
+                &stale_since,
             ],
         )
         .await
@@ -216,6 +234,20 @@ async fn settle(
 
 #[cfg(test)]
 mod tests {
+    /// A batch's deliveries with a long acknowledgement wait outlast the hour: a row is stale only
+    /// after all of them.
+    #[test]
+    fn a_row_is_stale_only_after_a_whole_batch_could_be_delivered() {
+        let now = chrono::Utc::now();
+        let short = super::sending_stale_since(now, std::time::Duration::from_secs(6));
+        assert_eq!(
+            now - short,
+            chrono::Duration::seconds(super::HELD_SENDING_STALE_S)
+        );
+        let long = super::sending_stale_since(now, std::time::Duration::from_secs(601));
+        assert_eq!(now - long, chrono::Duration::seconds(9 * 601));
+    }
+
     /// Every authentication reads its terminal's held notices: through V75's index, not a scan of
     /// the day's messages.
     #[tokio::test]
