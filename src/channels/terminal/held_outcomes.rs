@@ -108,7 +108,7 @@ fn held_again(result: &Result<DeliveryReceipt, DeliveryError>) -> bool {
 /// Marks failed the terminal's notices held (or left being sent by an earlier process) past a
 /// day, held at most a week before that (older ones were failed by an earlier connection; the
 /// bound keeps the read to recent history). One this switch is sending ends as its sending does,
-/// unless it was marked [`HELD_SENDING_STALE_S`] ago.
+/// unless it was marked before `stale_since` ([`sending_stale_since`]).
 async fn fail_aged(
     pool: &Pool,
     clock: &SharedClock,
@@ -157,7 +157,7 @@ fn sending_stale_since(now: DateTime<Utc>, ack_wait: Duration) -> DateTime<Utc> 
 }
 
 /// Takes up to a batch of the terminal's held notices of the last day, and of those an earlier
-/// process left being sent (or this one, [`HELD_SENDING_STALE_S`] ago).
+/// process left being sent (or this one, before `stale_since`: [`sending_stale_since`]).
 async fn take_held(
     pool: &Pool,
     clock: &SharedClock,
