@@ -1243,15 +1243,17 @@ async fn a_code_by_dedicated_terminal_and_the_outcome_told_on_it() {
     assert!(w.codes().is_empty(), "no SMS: {:?}", w.codes());
     let done = browser.submit_code(&pay, &code).await;
     assert!(done.body.contains("Payment complete"), "{}", done.body);
-    match terminal.next_delivery(wait).await {
-        Some(SimEvent::Outcome {
+    assert_told_succeeded(terminal.next_delivery(wait).await, &pay);
+}
+
+/// `event` is the terminal being told that payment `pay` succeeded.
+fn assert_told_succeeded(event: Option<payhub::sim::terminal::SimEvent>, pay: &str) {
+    match event {
+        Some(payhub::sim::terminal::SimEvent::Outcome {
             payment_id,
             outcome,
             ..
-        }) => assert_eq!(
-            (payment_id.as_str(), outcome.as_str()),
-            (pay.as_str(), "succeeded")
-        ),
+        }) => assert_eq!((payment_id.as_str(), outcome.as_str()), (pay, "succeeded")),
         other => panic!("the outcome on the terminal, not {other:?}"),
     }
 }
@@ -1285,17 +1287,7 @@ async fn an_outcome_for_a_terminal_gone_offline_is_shown_when_it_is_back() {
     })
     .await;
     let mut back = start_terminal(&w, &terminal_id, DeliveryBehaviour::Acknowledge).await;
-    match back.next_delivery(wait).await {
-        Some(SimEvent::Outcome {
-            payment_id,
-            outcome,
-            ..
-        }) => assert_eq!(
-            (payment_id.as_str(), outcome.as_str()),
-            (pay.as_str(), "succeeded")
-        ),
-        other => panic!("the outcome on the terminal, not {other:?}"),
-    }
+    assert_told_succeeded(back.next_delivery(wait).await, &pay);
     let delivered = "SELECT count(*) FROM customer_messages
                      WHERE payment_id = $1 AND kind = 'outcome' AND status = 'delivered'";
     eventually("the outcome delivered", || async {

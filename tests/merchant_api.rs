@@ -852,7 +852,7 @@ async fn an_answer_read_slowly_is_not_cut_by_the_stuck_connection_watch() {
     )
     .await;
     // A pause past the watch's limit.
-    let received = read_after_a_pause(gw.server.addr, BODY_BYTES, 3_000).await;
+    let received = read_answer(gw.server.addr, BODY_BYTES, 3_000, 0).await;
     assert!(received >= BODY_BYTES, "cut after {received} bytes");
     gw.stop().await;
 }
@@ -871,7 +871,7 @@ async fn an_answer_the_client_stops_reading_is_cut_off() {
     )
     .await;
     // Past the deadline and the head time (5.5 s here) without reading.
-    let received = read_after_a_pause(gw.server.addr, BODY_BYTES, 8_000).await;
+    let received = read_answer(gw.server.addr, BODY_BYTES, 8_000, 0).await;
     assert!(
         received < BODY_BYTES,
         "the whole answer came: the connection was kept"
@@ -883,7 +883,6 @@ async fn an_answer_the_client_stops_reading_is_cut_off() {
 /// gets it whole: each piece it takes is progress, not only the answer's start.
 #[actix_rt::test]
 async fn an_answer_read_steadily_for_long_is_not_cut_off() {
-    use std::io::{Read, Write};
     const BODY_BYTES: usize = 64 << 20;
     let gw = TestGateway::spawn_with(
         |s| {
@@ -894,25 +893,8 @@ async fn an_answer_read_steadily_for_long_is_not_cut_off() {
         vec![answer_of(BODY_BYTES)],
     )
     .await;
-    let addr = gw.server.addr;
-    let received = tokio::task::spawn_blocking(move || {
-        let mut tls = tls_to(addr);
-        tls.write_all(b"GET /big HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
-            .unwrap();
-        let mut chunk = vec![0u8; 64 << 10];
-        let n = tls.read(&mut chunk).unwrap();
-        let mut received = n - body_start(&chunk[..n]);
-        while received < BODY_BYTES {
-            match tls.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => received += n,
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        received
-    })
-    .await
-    .unwrap();
+    // 2 ms between reads.
+    let received = read_answer(gw.server.addr, BODY_BYTES, 0, 2).await;
     assert!(received >= BODY_BYTES, "cut after {received} bytes");
     gw.stop().await;
 }
@@ -929,8 +911,13 @@ fn answer_of(bytes: usize) -> payhub::http::server::Configurator {
 }
 
 /// Asks for `/big`, reads its first bytes, pauses `pause_ms`, then reads until `bytes` came or
-/// the connection ended: the body's bytes received.
-async fn read_after_a_pause(addr: std::net::SocketAddr, bytes: usize, pause_ms: u64) -> usize {
+/// the connection ended, `pace_ms` between reads: the body's bytes received.
+async fn read_answer(
+    addr: std::net::SocketAddr,
+    bytes: usize,
+    pause_ms: u64,
+    pace_ms: u64,
+) -> usize {
     use std::io::{Read, Write};
     tokio::task::spawn_blocking(move || {
         let mut tls = tls_to(addr);
@@ -947,6 +934,7 @@ async fn read_after_a_pause(addr: std::net::SocketAddr, bytes: usize, pause_ms: 
                 Ok(0) | Err(_) => break,
                 Ok(n) => received += n,
             }
+            std::thread::sleep(std::time::Duration::from_millis(pace_ms));
         }
         received
     })
