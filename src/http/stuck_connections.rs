@@ -4,13 +4,12 @@
 //! of the next one and then nothing holds its slot for ever, and enough of them hold every slot.
 //!
 //! Each connection is watched from its handshake (`on_connect`). The requests it serves mark it
-//! busy while they run and their answer's body is written (`request_started`, [`BodyUnderWay`]);
-//! a busy one whose request neither ends nor writes a chunk of its answer for `busy_max` (a client
-//! that stopped reading a long answer) is stuck too, and a connection that has served no request
-//! for
-//! `idle_max` is stuck (a quiet one was closed by the keep-alive timer before) and its socket is
-//! shut down, which ends actix's dispatcher. The watch holds a duplicate of the socket's
-//! descriptor, closed with the connection: its number is never another socket's.
+//! busy while they run and their answer's body is written (`request_started`, [`BodyUnderWay`]).
+//! A connection is stuck when it has served no request for `idle_max` (a quiet one was closed by
+//! the keep-alive timer before), or when it is busy and its request neither ends nor writes a
+//! piece of its answer for `busy_max` (a client that stopped reading a long answer). A stuck
+//! connection's socket is shut down, which ends actix's dispatcher. The watch holds a duplicate
+//! of the socket's descriptor, closed with the connection: its number is never another socket's.
 
 use actix_tls::accept::openssl::TlsStream;
 use actix_web::body::{BodySize, BoxBody, MessageBody};

@@ -31,6 +31,15 @@ pub const HELD_SENDING_STALE_S: i64 = 3_600;
 /// Batches sent on one connection, at most (512 notices).
 pub const HELD_BATCHES_PER_CONNECTION_MAX: usize = 64;
 
+/// Which of a terminal's `queued` outcome rows are held for it, in the statements that take them
+/// and fail them: held (`$2`), or marked as being sent (`$6`) by another switch or by this one
+/// (`$7`) before `$8` ([`sending_stale_since`]).
+macro_rules! held_for_the_terminal {
+    () => {
+        "(error = $2 OR (starts_with(error, $6) AND (error <> $7 OR updated_at < $8)))"
+    };
+}
+
 /// Marks an outcome notice's row held: still `queued`, to go when its terminal is back.
 pub async fn hold(pool: &Pool, clock: &SharedClock, row: i64) -> Result<(), String> {
     let client = pool.get().await.map_err(|e| e.to_string())?;
@@ -122,11 +131,13 @@ async fn fail_aged(
     let client = pool.get().await.map_err(|e| e.to_string())?;
     client
         .execute_cached(
-            "UPDATE customer_messages SET status = 'failed',
-                 error = 'terminal offline for over a day', updated_at = $3
-             WHERE kind = 'outcome' AND channel = 'terminal' AND destination = $1
-               AND created_at <= $4 AND created_at > $5 AND status = 'queued'
-               AND (error = $2 OR (starts_with(error, $6) AND (error <> $7 OR updated_at < $8)))",
+            concat!(
+                "UPDATE customer_messages SET status = 'failed',
+                     error = 'terminal offline for over a day', updated_at = $3
+                 WHERE kind = 'outcome' AND channel = 'terminal' AND destination = $1
+                   AND created_at <= $4 AND created_at > $5 AND status = 'queued' AND ",
+                held_for_the_terminal!()
+            ),
             &[
                 &terminal_id,
                 &HELD_NOTICE,
@@ -188,19 +199,22 @@ async fn take_held(
 }
 
 /// Served by V75's index on a terminal's outcome notices by age.
-const TAKE_HELD_SQL: &str = "WITH taken AS (
+const TAKE_HELD_SQL: &str = concat!(
+    "WITH taken AS (
         UPDATE customer_messages SET error = $7, updated_at = $3
         WHERE id IN (
             SELECT id FROM customer_messages
             WHERE kind = 'outcome' AND channel = 'terminal' AND destination = $1
-              AND created_at > $4 AND status = 'queued'
-              AND (error = $2 OR (starts_with(error, $6) AND (error <> $7 OR updated_at < $8)))
+              AND created_at > $4 AND status = 'queued' AND ",
+    held_for_the_terminal!(),
+    "
             ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED)
         RETURNING id, payment_id)
     SELECT t.id, p.id, m.name, p.amount_minor, p.currency, p.status
     FROM taken t JOIN payments p ON p.id = t.payment_id
         JOIN merchants m ON m.id = p.merchant_id
-    ORDER BY t.id";
+    ORDER BY t.id"
+);
 
 fn held_notice(row: &tokio_postgres::Row) -> Result<(i64, Notice), String> {
     let currency: String = row.get(4);
