@@ -1426,3 +1426,65 @@ async fn an_smsc_that_sends_requests_and_never_reads_is_dropped_and_bound_again(
     let why = status.last_error.unwrap_or_default();
     assert!(why.contains("without reading the answers"), "{why}");
 }
+
+/// A PDU as raw bytes: its header, then `body` as is.
+fn raw_pdu(command_id: u32, status: u32, sequence_number: u32, body: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(16 + body.len()).unwrap();
+    [length, command_id, status, sequence_number]
+        .iter()
+        .flat_map(|word| word.to_be_bytes())
+        .chain(body.iter().copied())
+        .collect()
+}
+
+/// PDUs whose bodies cannot be decoded (a C-octet string without its NUL) leave the session
+/// bound: a `deliver_sm` is refused for good, so the SMSC does not send it again, and an
+/// accepting `submit_sm_resp` counts as accepted, without a message id.
+#[actix_rt::test]
+async fn undecodable_pdus_are_answered_and_the_session_goes_on() {
+    use futures::{SinkExt, StreamExt};
+    use rusmpp::{Command, CommandId, CommandStatus, Pdu};
+    use tokio::io::AsyncWriteExt;
+    const SUBMIT_SM_RESP: u32 = 0x8000_0004;
+    const DELIVER_SM: u32 = 0x0000_0005;
+    let db = fresh_database().await;
+    let payment_id = payment(&db).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let settings = settings_for(listener.local_addr().unwrap().to_string());
+    let session = smpp::start(db.pool.clone(), clock(), settings).expect("valid settings");
+    let mut smsc = accept_bind(&listener).await;
+    wait_until("bound", async || {
+        session.send(GetStatus).await.unwrap().bound
+    })
+    .await;
+    let sender = session.clone();
+    let message = code_message(&payment_id);
+    let sending = actix_rt::spawn(async move { deliver(&sender, message).await });
+    let submit = loop {
+        let command = smsc.next().await.unwrap().unwrap();
+        if command.id() == CommandId::SubmitSm {
+            break command;
+        }
+    };
+    let resp = raw_pdu(SUBMIT_SM_RESP, 0, submit.sequence_number(), b"abc");
+    smsc.get_mut().write_all(&resp).await.unwrap();
+    let receipt = sending.await.unwrap().expect("accepted");
+    assert_eq!(receipt.message_ref, "");
+    assert_eq!(rows(&db, &payment_id).await[0].status, "sent");
+
+    let deliver_sm = raw_pdu(DELIVER_SM, 0, 9, b"abc");
+    smsc.get_mut().write_all(&deliver_sm).await.unwrap();
+    smsc.send(Command::new(CommandStatus::EsmeRok, 10, Pdu::EnquireLink))
+        .await
+        .unwrap();
+    let answers = answers_to(&mut smsc, 2).await;
+    assert_eq!(
+        answers,
+        [
+            (CommandId::DeliverSmResp, 9, CommandStatus::EsmeRxPAppn),
+            (CommandId::EnquireLinkResp, 10, CommandStatus::EsmeRok),
+        ]
+    );
+    let status = session.send(GetStatus).await.unwrap();
+    assert_eq!((status.bound, status.binds), (true, 1));
+}

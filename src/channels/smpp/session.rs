@@ -630,10 +630,10 @@ fn on_late_submit_resp(shared: &Arc<Shared>, command: &Command) {
         );
         return;
     }
-    let Some(Pdu::SubmitSmResp(resp)) = command.pdu() else {
+    if command.id() != CommandId::SubmitSmResp {
         return;
-    };
-    let message_ref = submit::message_id(resp.message_id().as_str());
+    }
+    let message_ref = submit::message_id_of(command.pdu());
     let shared = shared.clone();
     actix::spawn(async move {
         let sent = shared
@@ -656,7 +656,11 @@ async fn on_message(
     let (esm_class, receipt) = match command.pdu() {
         Some(Pdu::DeliverSm(deliver)) => (deliver.esm_class, receipt::of_deliver_sm(deliver)),
         Some(Pdu::DataSm(data)) => (data.esm_class, receipt::of_data_sm(data)),
-        _ => return CommandStatus::EsmeRinvcmdlen,
+        // The body could not be decoded (rusmppc patch 6): asking again would bring the same.
+        _ => {
+            tracing::warn!("undecodable message from the SMSC refused for good");
+            return CommandStatus::EsmeRxPAppn;
+        }
     };
     if !receipt::is_receipt_esm_class(u8::from(esm_class)) {
         tracing::info!("ignored a mobile-originated SMS");

@@ -250,6 +250,13 @@ async fn submit_once(
         Ok(Ok(response)) => Ok(Attempt::Accepted(message_id(
             response.message_id().as_str(),
         ))),
+        Ok(Err(Error::UnexpectedResponse { response })) if accepted_unread(&response) => {
+            tracing::warn!(
+                row,
+                "SMS accepted by the SMSC without a readable message id"
+            );
+            Ok(Attempt::Accepted(String::new()))
+        }
         Ok(Err(Error::UnexpectedResponse { response })) => {
             let status = response.status();
             match pdu::submit_verdict(status) {
@@ -285,6 +292,20 @@ async fn submit_once(
             DeliveryError::Unavailable,
             format!("submit_sm: {e}"),
         )),
+    }
+}
+
+/// A `submit_sm_resp` that accepts the message with a body that could not be decoded (rusmppc
+/// patch 6): the SMSC has the message, though its id (and so its receipt) cannot be known.
+fn accepted_unread(response: &rusmpp::Command) -> bool {
+    response.id() == rusmpp::CommandId::SubmitSmResp && response.status() == CommandStatus::EsmeRok
+}
+
+/// The SMSC's id from an accepting `submit_sm_resp`'s body, empty when it could not be read.
+pub(super) fn message_id_of(pdu: Option<&rusmpp::Pdu>) -> String {
+    match pdu {
+        Some(rusmpp::Pdu::SubmitSmResp(resp)) => message_id(resp.message_id().as_str()),
+        _ => String::new(),
     }
 }
 

@@ -1,14 +1,13 @@
 use std::{net::SocketAddr, time::Duration};
 
 use futures::Stream;
-use rusmpp::tokio_codec::CommandCodec;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpStream,
 };
 use tokio_util::codec::Framed;
 
-use crate::{Client, Event, MaybeTlsStream, delay::TokioDelay, error::Error};
+use crate::{Client, Event, MaybeTlsStream, codec::LenientCodec, delay::TokioDelay, error::Error};
 
 /// Builder for creating a new `SMPP` connection.
 #[derive(Debug)]
@@ -448,10 +447,8 @@ impl NoSpawnConnectionBuilder {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let framed = Framed::new(
-            stream,
-            CommandCodec::new().with_max_length(self.builder.max_command_length),
-        );
+        // payhub patch 6: an undecodable PDU body no longer ends the connection (`codec.rs`).
+        let framed = Framed::new(stream, LenientCodec::new(self.builder.max_command_length));
 
         self.raw(framed, TokioDelay::new(), TokioDelay::new())
     }

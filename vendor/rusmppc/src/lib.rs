@@ -105,6 +105,9 @@ pub(crate) use action::Action;
 
 mod connection;
 
+// payhub patch 6
+mod codec;
+
 mod builder;
 pub use builder::ConnectionBuilder;
 
