@@ -274,7 +274,12 @@ impl ClientInner {
 
 impl ClientInner {
     fn next_sequence_number(&self) -> u32 {
-        self.sequence_number.fetch_add(2, Ordering::Relaxed)
+        // payhub patch 7: kept within SMPP's range (`sequence_number_after`).
+        self.sequence_number
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(crate::sequence_number_after(n))
+            })
+            .unwrap_or(1)
     }
 
     async fn close(&self) -> Result<(), Error> {

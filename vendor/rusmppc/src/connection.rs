@@ -226,7 +226,8 @@ where
     fn sequence_number_fetch_and_increment(self: Pin<&mut Self>) -> u32 {
         let sequence_number = self.sequence_number;
 
-        *(self.project().sequence_number) += 2;
+        // payhub patch 7: kept within SMPP's range (`sequence_number_after`).
+        *(self.project().sequence_number) = crate::sequence_number_after(sequence_number);
 
         sequence_number
     }

@@ -108,6 +108,34 @@ mod connection;
 // payhub patch 6
 mod codec;
 
+/// payhub patch 7: the sequence number after `n`. SMPP v3.4 (§5.1.4) allows 0x00000001 to
+/// 0x7FFFFFFF. Clients take odd numbers and the connection even ones, each two apart; past the
+/// range each starts again from its first (1 or 2), where before the numbers went on past
+/// 0x7FFFFFFF and, in the connection, overflowed.
+pub(crate) const fn sequence_number_after(n: u32) -> u32 {
+    const SEQUENCE_NUMBER_MAX: u32 = 0x7FFF_FFFF;
+    if n >= SEQUENCE_NUMBER_MAX - 1 {
+        2 - n % 2
+    } else {
+        n + 2
+    }
+}
+
+#[cfg(test)]
+mod sequence_number_tests {
+    use super::sequence_number_after;
+
+    #[test]
+    fn odd_and_even_numbers_each_wrap_within_smpps_range() {
+        assert_eq!(sequence_number_after(1), 3);
+        assert_eq!(sequence_number_after(2), 4);
+        assert_eq!(sequence_number_after(0x7FFF_FFFD), 0x7FFF_FFFF);
+        assert_eq!(sequence_number_after(0x7FFF_FFFF), 1);
+        assert_eq!(sequence_number_after(0x7FFF_FFFC), 0x7FFF_FFFE);
+        assert_eq!(sequence_number_after(0x7FFF_FFFE), 2);
+    }
+}
+
 mod builder;
 pub use builder::ConnectionBuilder;
 
