@@ -465,8 +465,9 @@ async fn terminal_add(args: TerminalAddArgs) -> anyhow::Result<()> {
         Some(p) => Some(read_public_key(p)?),
         None => None,
     };
-    let key =
-        (kind == TerminalKind::Dedicated).then(payhub_actors::ids::os_random::<SHARED_KEY_BYTES>);
+    // A terminal with a key pair of its own proves itself with that alone.
+    let key = (kind == TerminalKind::Dedicated && public_key_pem.is_none())
+        .then(payhub_actors::ids::os_random::<SHARED_KEY_BYTES>);
     let mut terminal = NewTerminal {
         id: payhub_actors::ids::new_id("trm"),
         customer_id: String::new(),

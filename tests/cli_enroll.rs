@@ -537,7 +537,10 @@ async fn customer_and_terminal_add() {
         None,
         "only Ed25519 and ECDSA P-256 keys are supported",
     );
-    assert!(ok_json(&with_key(&config, &ed_file), None)["terminal_id"].is_string());
+    // Its key pair is its proof: no shared key is made or printed.
+    let added = ok_json(&with_key(&config, &ed_file), None);
+    assert!(added["terminal_id"].is_string());
+    assert!(added.get("key").is_none(), "{added}");
     // A number in national form (its trunk 0) cannot go out as an international SMS address;
     // the same mobile number cannot identify two customers.
     for (mobile, refusal) in [

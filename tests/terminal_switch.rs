@@ -1368,23 +1368,37 @@ async fn mobile_terminals_and_pdas_go_to_their_numbers_over_sms() {
 }
 
 /// A terminal registered with its public key proves itself with a signature (the issue's
-/// "HMAC or signature"); a wrong private key, or a signature where a shared key is registered,
-/// is refused.
+/// "HMAC or signature"); a wrong private key, a signature where a shared key is registered, or
+/// a shared key's proof where a public key is (registration stored both until 1 Dec), is
+/// refused.
 #[actix_rt::test]
 async fn a_terminal_registered_with_a_public_key_signs_the_challenge() {
     use payhub::channels::terminal::auth::TerminalKey;
     let env = start(settings(LONG_ACK_MS, 60_000)).await;
     let device = openssl::pkey::PKey::generate_ed25519().unwrap();
     let public_pem = String::from_utf8(device.public_key_to_pem().unwrap()).unwrap();
+    let printed_key = SharedKey::new([7; 32]);
     let client = env.db.pool.get().await.unwrap();
     client
         .execute(
-            "INSERT INTO terminals (id, customer_id, kind, label, serial, public_key)
-             VALUES ('trm_signer', $1, 'dedicated', 'set-top box card', 'STB-1', $2)",
-            &[&env.customer_id, &public_pem],
+            "INSERT INTO terminals (id, customer_id, kind, label, serial, public_key, shared_key)
+             VALUES ('trm_signer', $1, 'dedicated', 'set-top box card', 'STB-1', $2, $3)",
+            &[&env.customer_id, &public_pem, &vec![7u8; 32]],
         )
         .await
         .unwrap();
+    let with_printed_key = spawn(SimConfig {
+        client: env.client_options("trm_signer", &printed_key),
+        behaviour: DeliveryBehaviour::Acknowledge,
+        answer_pings: true,
+        answer: None,
+    })
+    .await;
+    assert!(
+        matches!(with_printed_key, Err(ClientError::Refused { code: 2, .. })),
+        "{:?}",
+        with_printed_key.err()
+    );
     let private = |key: &openssl::pkey::PKey<openssl::pkey::Private>| {
         TerminalKey::private_from_pem(&key.private_key_to_pem_pkcs8().unwrap()).unwrap()
     };

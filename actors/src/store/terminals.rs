@@ -87,8 +87,10 @@ impl NewTerminal {
             {
                 invalid("a pda terminal needs --msisdn, --serial or --public-key-file")
             }
-            TerminalKind::Dedicated if self.shared_key.is_none() => {
-                invalid("a dedicated terminal needs a shared key")
+            TerminalKind::Dedicated
+                if self.shared_key.is_none() == self.public_key_pem.is_none() =>
+            {
+                invalid("a dedicated terminal needs a shared key or a public key, not both")
             }
             _ => Ok(()),
         }

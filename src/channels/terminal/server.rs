@@ -287,8 +287,14 @@ async fn registered_keys(pool: &Pool, terminal_id: &str) -> Result<Registered, R
     if kind != "dedicated" {
         return Err(Refusal::NotDedicated);
     }
-    let shared = key.as_deref().and_then(SharedKey::from_slice);
     let public_pem: Option<String> = row.get(4);
+    // A public key is registered instead of a shared key (docs/terminal-protocol.md, section 1):
+    // where there is one, a shared key stored beside it (registration made one for every
+    // dedicated terminal until 1 Dec, and printed it) proves nothing.
+    let shared = match public_pem {
+        Some(_) => None,
+        None => key.as_deref().and_then(SharedKey::from_slice),
+    };
     let public = match public_pem.as_deref().map(TerminalPublicKey::from_pem) {
         Some(Ok(key)) => Some(key),
         Some(Err(e)) => {
