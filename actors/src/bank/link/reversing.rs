@@ -21,10 +21,11 @@ use tokio::time::Instant;
 /// Field 39 of a 0430 that says the reversal was not processed, so that it is sent again:
 /// issuer or switch inoperative (91), system malfunction (96), or no field 39 at all.
 const REVERSAL_NOT_PROCESSED: [&str; 3] = ["91", "96", ""];
-/// Such 0430s a reversal takes (since it was loaded) before it is closed as the profile says
-/// (repeated "until a 0430 arrives"), logged as refused: a BIPS that keeps refusing it would
-/// otherwise hold its place among the loaded reversals for good.
-const REVERSAL_REFUSALS_MAX: u32 = 20;
+/// Such a reversal is never closed: the customer may be debited until the BIPS processes it. Its
+/// repeats are spaced further apart with each refusal (since it was loaded), doubling from
+/// `reversal_interval_ms` up to this, so that a BIPS whose reversals are down is not pressed;
+/// the row stays in the operator's backlog, with the last refusal's code.
+const REVERSAL_REFUSED_REPEAT_MAX_MS: u64 = 600_000;
 
 impl BankLinkActor {
     pub(super) fn send_due_reversals(&mut self, ctx: &mut Context<Self>) {
@@ -52,7 +53,7 @@ impl BankLinkActor {
             return;
         };
         let next = now
-            + chrono::Duration::from_std(self.settings.reversal_interval())
+            + chrono::Duration::from_std(repeat_after(&self.settings, reversal.refusals))
                 .unwrap_or(chrono::Duration::seconds(10));
         let repeat = reversal.attempts > 0;
         reversal.next_attempt_at = next;
@@ -180,11 +181,10 @@ impl BankLinkActor {
         let code = message.get(39).unwrap_or("").to_owned();
         if REVERSAL_NOT_PROCESSED.contains(&code.as_str())
             && let Some(reversal) = self.reversals.get_mut(&id)
-            && reversal.refusals + 1 < REVERSAL_REFUSALS_MAX
         {
             // The BIPS could not process it: nothing was undone, so it is sent again, as a 0421
             // at its next attempt, as if unanswered (a BIPS applies each reversal at most once).
-            reversal.refusals += 1;
+            reversal.refusals = reversal.refusals.saturating_add(1);
             let refusals = reversal.refusals;
             tracing::warn!(link = %self.name(), id, response_code = %code, refusals, "reversal not processed by the BIPS; it will be sent again");
             // Kept on the row, still pending, for the operator: the last refusal's code (a
@@ -205,8 +205,9 @@ impl BankLinkActor {
         self.publish_reversal_count();
         if code != "00" {
             // The profile ends a reversal at its 0430 (a BIPS answers 00 also when it never saw
-            // the original). Another refusal may mean the debit stands: the code is kept on the
-            // reversal's row, and said here for the operator.
+            // the original). A refusal other than 91 or 96 (05, 12, 30…) says the BIPS will not
+            // undo it: the debit may stand. The code is kept on the reversal's row, and said here
+            // for the operator.
             tracing::error!(link = %self.name(), id, response_code = %code, "reversal refused by the BIPS; the debit may stand");
         }
         let pool = self.deps.pool.clone();
@@ -335,4 +336,12 @@ async fn store_reversal(
             }
         }
     }
+}
+
+/// How long after a send the reversal is repeated if no 0430 processes it: the link's interval,
+/// doubled for each refusal, at most `REVERSAL_REFUSED_REPEAT_MAX_MS` (or the interval, if more).
+fn repeat_after(settings: &LinkSettings, refusals: u32) -> Duration {
+    let interval = settings.reversal_interval();
+    let backed_off = interval.saturating_mul(1 << refusals.min(16));
+    backed_off.min(Duration::from_millis(REVERSAL_REFUSED_REPEAT_MAX_MS).max(interval))
 }
