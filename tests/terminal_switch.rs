@@ -546,6 +546,51 @@ async fn silent_and_refusing_terminals_time_out_or_reject() {
     assert_eq!(statuses, ["failed", "failed"]);
 }
 
+/// An outcome a connected terminal does not acknowledge (it may have vanished without closing
+/// its connection) is kept, not failed: it is offered again on that connection once it has
+/// outlived the silence limit (so the terminal is alive), and otherwise at the next connection.
+#[actix_rt::test]
+async fn an_outcome_the_terminal_does_not_acknowledge_is_kept_and_offered_again() {
+    // ACKs awaited 300 ms; a terminal silent for 2 × 500 ms is dropped.
+    let env = start(settings(300, 500)).await;
+    let key = env.dedicated("trm_box").await;
+    let mut silent = env
+        .terminal("trm_box", &key, DeliveryBehaviour::Silent)
+        .await;
+    let mut outcome = env.code_notice("000000");
+    outcome.kind = NoticeKind::Outcome;
+    outcome.code = None;
+    outcome.outcome = Some("succeeded".into());
+    let result = env
+        .deliver(Destination::Terminal("trm_box".into()), outcome)
+        .await;
+    assert_eq!(result, Err(DeliveryError::Held));
+    for offer in ["first", "again, on the same connection"] {
+        let shown = silent.next_delivery(PROMPT).await;
+        assert!(
+            matches!(shown, Some(SimEvent::Outcome { .. })),
+            "{offer}: {shown:?}"
+        );
+    }
+    silent.stop();
+    env.wait_online("trm_box", false).await;
+    assert_eq!(env.messages().await[0].2, "queued", "still kept");
+    let mut back = env
+        .terminal("trm_box", &key, DeliveryBehaviour::Acknowledge)
+        .await;
+    assert!(matches!(
+        back.next_delivery(PROMPT).await,
+        Some(SimEvent::Outcome { .. })
+    ));
+    tokio::time::timeout(PROMPT, async {
+        while env.messages().await[0].2 != "delivered" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("delivered at the next connection");
+}
+
 #[actix_rt::test]
 async fn keep_alive_holds_live_terminals_and_drops_silent_ones() {
     let env = start(settings(LONG_ACK_MS, 100)).await;

@@ -33,6 +33,9 @@ use std::time::Duration;
 pub struct RouterSettings {
     /// A terminal session's ACK wait (the switch's `ack_timeout_ms`); the router adds a margin.
     pub ack_timeout_ms: u64,
+    /// How long a terminal may be silent before its session is dropped: an outcome notice left
+    /// unanswered is offered again after this, if the session is still there (so alive).
+    pub silent_max_ms: u64,
     /// Longest wait for the SMS channel or an adapter to answer.
     pub forward_timeout_ms: u64,
 }
@@ -45,6 +48,9 @@ impl RouterSettings {
     pub fn from_switch(settings: &SwitchSettings) -> Self {
         Self {
             ack_timeout_ms: settings.ack_timeout_ms,
+            silent_max_ms: settings
+                .keepalive_interval_ms
+                .saturating_mul(u64::from(session::SILENT_INTERVALS_MAX)),
             forward_timeout_ms: Self::FORWARD_TIMEOUT_MS,
         }
     }
@@ -226,37 +232,46 @@ impl Routes {
             None => Err(DeliveryError::Offline),
             Some(session) => session::deliver(&session, notice, self.ack_wait().min(wait)).await,
         };
-        if outcome && result == Err(DeliveryError::Offline) {
-            return self.hold(record, id).await;
+        match result {
+            Err(DeliveryError::Offline) if outcome => self.hold(record, id, Duration::ZERO).await,
+            // The terminal may have vanished without closing: its connection is dropped once
+            // silent long enough. Told twice rather than never: it is offered again to a
+            // session still there then (so alive), or at the terminal's next connection.
+            Err(DeliveryError::NotAcknowledged) if outcome => {
+                let silent_max = Duration::from_millis(self.settings.silent_max_ms);
+                self.hold(record, id, silent_max).await
+            }
+            result => self.finish(record, result).await,
         }
-        self.finish(record, result).await
     }
 
     fn ack_wait(&self) -> Duration {
         session::answer_wait(self.settings.ack_timeout_ms)
     }
 
-    /// Keeps an outcome notice for a terminal that is offline, to go when it is back. One that
-    /// authenticated meanwhile had its held notices sent already: this one is sent now.
+    /// Keeps an outcome notice for a terminal, to go when it is back. A session there `resend_after`
+    /// from now gets the notices held (one that authenticated meanwhile had those held before
+    /// sent already, so with no wait, this one is sent now).
     async fn hold(
         &self,
         record: Recorded,
         terminal_id: &str,
+        resend_after: Duration,
     ) -> Result<DeliveryReceipt, DeliveryError> {
         if let Err(e) = held_outcomes::hold(&self.pool, &self.clock, record.id).await {
             // The row stays `queued`: the next start offers it again.
             tracing::warn!(message = record.id, error = %e, "could not hold an outcome notice");
         }
-        if let Some(session) = self.registry.session(terminal_id) {
-            actix_rt::spawn(held_outcomes::send_held(
-                self.pool.clone(),
-                self.clock.clone(),
-                self.registry.clone(),
-                terminal_id.to_owned(),
-                session,
-                self.ack_wait(),
-            ));
-        }
+        let (pool, clock, registry) =
+            (self.pool.clone(), self.clock.clone(), self.registry.clone());
+        let (terminal_id, ack_wait) = (terminal_id.to_owned(), self.ack_wait());
+        actix_rt::spawn(async move {
+            tokio::time::sleep(resend_after).await;
+            if let Some(session) = registry.session(&terminal_id) {
+                held_outcomes::send_held(pool, clock, registry, terminal_id, session, ack_wait)
+                    .await;
+            }
+        });
         Err(DeliveryError::Held)
     }
 

@@ -106,11 +106,12 @@ pub async fn send_held(
 }
 
 /// Whether a notice's delivery ended in a way that keeps it for the terminal's next connection:
-/// the terminal went away, or its session could take nothing more now.
+/// the terminal went away, its session could take nothing more now, or it did not answer (it
+/// may have vanished without closing; its connection is dropped once silent long enough).
 fn held_again(result: &Result<DeliveryReceipt, DeliveryError>) -> bool {
     matches!(
         result,
-        Err(DeliveryError::Offline | DeliveryError::Unavailable)
+        Err(DeliveryError::Offline | DeliveryError::Unavailable | DeliveryError::NotAcknowledged)
     )
 }
 
