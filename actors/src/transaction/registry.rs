@@ -7,7 +7,7 @@
 //! read is tried again with backoff, and payments beyond the table's room (`processing` first)
 //! are resumed page by page as room frees.
 
-use super::actor::{Gone, Tick, TransactionActor, send_outcome_notice};
+use super::actor::{Gone, OUTCOME_NOTICE_OFFERS_MAX, Tick, TransactionActor, send_outcome_notice};
 use super::core::PaymentCore;
 use super::store::{PaymentRow, ResumePoint};
 use super::{Deps, PaymentError};
@@ -18,6 +18,8 @@ use std::time::Duration;
 
 /// Most outcome SMS a start sends for the processes before it; past it they stay `queued`.
 pub const ORPHANED_NOTICES_MAX: i64 = 10_000;
+/// Orphaned outcome notices being sent (or waiting to be offered again) at once.
+const ORPHANED_NOTICES_AT_ONCE: usize = 16;
 /// Payments resumed per read, so that one read's rows are bounded whatever `in_flight_max` is.
 const RESUME_PAGE_MAX: usize = 10_000;
 /// Pause before the next page of payments to resume, while the table has no room for it.
@@ -233,7 +235,7 @@ fn resume_backoff(failures: u32) -> Duration {
 }
 
 /// The outcome SMS of payments that became final just before an earlier process stopped, before
-/// the channel took them: the customer is told after all. One at a time, in the background. A
+/// the channel took them: the customer is told after all, in the background. A
 /// process that stopped after the SMSC took a notice but before its row said so sends it twice;
 /// like webhooks, a notice goes at least once. (Another gateway on the same database that is
 /// sending a notice at this moment may send it too.) A failed read is tried again, like the
@@ -272,12 +274,22 @@ async fn send_orphaned_notices(deps: Deps, started_at: chrono::DateTime<chrono::
             "more outcome notices may be left queued than one start sends"
         );
     }
+    // Each is offered as a live payment's is (its channel may still be binding at a start), a
+    // few at a time, so that one waiting to be offered again holds up only its own place.
+    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(ORPHANED_NOTICES_AT_ONCE));
     for (row, notice_row) in orphans {
         let core = PaymentCore::from_row(deps.clone(), row).with_outcome_notice_row(notice_row);
-        if let Some(deliver) = core.outcome_delivery() {
-            // Offered once: these go one at a time, and a retrying one would hold up the rest.
-            send_outcome_notice(deps.clone(), deliver, 1).await;
-        }
+        let Some(deliver) = core.outcome_delivery() else {
+            continue;
+        };
+        let Ok(place) = places.clone().acquire_owned().await else {
+            return;
+        };
+        let deps = deps.clone();
+        actix::spawn(async move {
+            send_outcome_notice(deps, deliver, OUTCOME_NOTICE_OFFERS_MAX).await;
+            drop(place);
+        });
     }
 }
 
