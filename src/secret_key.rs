@@ -1,35 +1,78 @@
 //! The gateway's secret key file: 32 random bytes keying the hashes of authorization codes and
 //! browser sessions. Created with mode 0600 when missing, so a restart keeps verifying the codes
-//! it sent before.
+//! it sent before. A gateway that takes over the database from another host needs that host's
+//! file: with a new key, the codes and sessions of payments in flight no longer match.
 
 use anyhow::Context;
 use payhub_actors::keyed_hash::{HashKey, KEY_BYTES};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub fn load_or_create(path: &Path) -> anyhow::Result<HashKey> {
+    match read(path)? {
+        Some(key) => Ok(key),
+        None => create(path),
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<Option<HashKey>> {
     match std::fs::read(path) {
         Ok(bytes) => {
             let key: [u8; KEY_BYTES] = bytes.as_slice().try_into().map_err(|_| {
                 anyhow::anyhow!("{}: must hold exactly {KEY_BYTES} bytes", path.display())
             })?;
-            Ok(HashKey::new(key))
+            Ok(Some(HashKey::new(key)))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = payhub_actors::ids::os_random::<KEY_BYTES>();
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            file.write_all(&key)
-                .with_context(|| format!("writing {}", path.display()))?;
-            Ok(HashKey::new(key))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// Writes a new key whole before it takes the file's name: a crash leaves either no file or the
+/// whole key, never an empty or short file that every later start would refuse. A key another
+/// process put there first is the one used.
+fn create(path: &Path) -> anyhow::Result<HashKey> {
+    let key = payhub_actors::ids::os_random::<KEY_BYTES>();
+    let suffix = hex::encode(payhub_actors::ids::os_random::<8>());
+    let temporary = PathBuf::from(format!("{}.{suffix}.tmp", path.display()));
+    let written = write_synced(&temporary, &key).and_then(|()| {
+        std::fs::hard_link(&temporary, path).with_context(|| format!("creating {}", path.display()))
+    });
+    let _ = std::fs::remove_file(&temporary);
+    match written {
+        Ok(()) => {
+            sync_directory(path)?;
+            Ok(HashKey::new(key))
+        }
+        Err(e) => match read(path)? {
+            Some(theirs) => Ok(theirs),
+            None => Err(e),
+        },
+    }
+}
+
+fn write_synced(path: &Path, key: &[u8]) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(key)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The new name lasts a crash only once its directory is synced.
+fn sync_directory(path: &Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
 }
 
 #[cfg(test)]
@@ -48,6 +91,8 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
             0o600
         );
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
         std::fs::write(&path, b"short").unwrap();
         assert!(
             load_or_create(&path)
@@ -55,5 +100,17 @@ mod tests {
                 .to_string()
                 .contains("32 bytes")
         );
+    }
+
+    /// Two processes starting at once: the one that names the file second uses the first's key.
+    #[test]
+    fn a_key_another_process_wrote_first_is_the_one_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway-secret.key");
+        std::fs::write(&path, [7u8; KEY_BYTES]).unwrap();
+        let used = create(&path).unwrap();
+        let theirs = HashKey::new([7u8; KEY_BYTES]);
+        assert_eq!(used.hash("t", b"x"), theirs.hash("t", b"x"));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
