@@ -38,6 +38,10 @@ pub const PAYMENTS_IN_FLIGHT_MAX_LIMIT: usize = 10_000_000;
 pub const OPERATOR_TOKEN_MIN_CHARS: usize = 16;
 /// Bounds on the terminal switch's ACK wait and keep-alive interval.
 pub const ACK_TIMEOUT_MS_MIN: u64 = 100;
+/// A payment waits 10 s for a channel to take a code (`PaymentSettings::delivery_timeout_ms`);
+/// the ACK wait, with the session's 1 s margin and the hops' 100 ms each, must fit in it, or a
+/// terminal that answers within the time its WELCOME allows is judged silent.
+pub const ACK_TIMEOUT_MS_MAX: u64 = 8_500;
 pub const KEEPALIVE_INTERVAL_S_MAX: u64 = 3_600;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -551,7 +555,7 @@ impl Config {
                 "terminal_switch.ack_timeout_ms",
                 self.terminal_switch.ack_timeout_ms,
                 ACK_TIMEOUT_MS_MIN,
-                TIMEOUT_MS_MAX,
+                ACK_TIMEOUT_MS_MAX,
             ),
             (
                 "terminal_switch.keepalive_interval_s",
@@ -1133,7 +1137,7 @@ echo_interval_s = 30
         let env = owned(&[
             ("PAYHUB_HTTP__WORKERS", "1024"),
             ("PAYHUB_HTTP__BODY_MAX_BYTES", "0"),
-            ("PAYHUB_TERMINAL_SWITCH__ACK_TIMEOUT_MS", "0"),
+            ("PAYHUB_TERMINAL_SWITCH__ACK_TIMEOUT_MS", "9000"),
             ("PAYHUB_TERMINAL_SWITCH__KEEPALIVE_INTERVAL_S", "0"),
             ("PAYHUB_OPERATOR__TOKEN", ""),
             ("PAYHUB_PAYMENTS__IN_FLIGHT_MAX", "0"),
