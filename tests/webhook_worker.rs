@@ -686,3 +686,34 @@ async fn any_2xx_acknowledges_and_a_redirect_is_not_followed() {
     assert_eq!(delivered(&db.pool).await, 1);
     worker.shutdown.cancel();
 }
+
+/// Claims go merchant by merchant, in turns: a merchant whose backlog of due events was written
+/// first (its endpoint answers, just quickly enough not to be held back as slow) does not keep
+/// another merchant's event waiting until that backlog is drained.
+#[actix_rt::test]
+async fn claims_take_each_merchants_due_events_in_turns() {
+    let db = fresh_database().await;
+    let pki = TestPki::new();
+    let busy = seed_merchant(&db.pool, &pki, "Busy Shop").await;
+    let other = seed_merchant(&db.pool, &pki, "Other Shop").await;
+    let unhurried = answering_endpoint(Arc::default(), 300).await;
+    let receiver = Receiver::start(vec![]);
+    for n in 0..40 {
+        write_event(&db.pool, &busy, n, &unhurried).await;
+    }
+    write_event(&db.pool, &other, 100, &receiver.url).await;
+    let settings = WebhookSettings {
+        concurrency_max: 4,
+        ..webhook_settings()
+    };
+    let worker = start_on_system_clock(&db.pool, settings);
+    eventually("the other merchant's event delivered", || async {
+        receiver.requests().len() == 1
+    })
+    .await;
+    let busy_left =
+        "SELECT count(*) FROM webhook_events WHERE merchant_id = $1 AND delivered_at IS NULL";
+    let left = count(&db.pool, busy_left, &busy.id).await;
+    assert!(left >= 30, "only {left} of the busy merchant's 40 left");
+    worker.shutdown.cancel();
+}
