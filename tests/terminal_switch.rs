@@ -1480,3 +1480,48 @@ async fn a_terminal_registered_with_a_public_key_signs_the_challenge() {
         refused.err()
     );
 }
+
+/// A sender that gave up waiting marks its notice failed, unless the switch holds it for the
+/// terminal or is sending it (the answer that it is held may have come after the sender's wait).
+#[actix_rt::test]
+async fn a_notice_held_or_being_sent_is_not_failed_by_a_sender_that_gave_up() {
+    use payhub::channels::smpp::store::insert_queued;
+    use payhub::channels::terminal::held_outcomes::{HELD_NOTICE, held_notice_sending};
+    use payhub_actors::store::messages::mark_failed;
+    let env = start(settings(LONG_ACK_MS, 60_000)).await;
+    let now = chrono::Utc::now();
+    let mut rows = Vec::new();
+    for error in [
+        Some(HELD_NOTICE.to_owned()),
+        Some(held_notice_sending("sw_1")),
+        None,
+    ] {
+        let row = insert_queued(&env.db.pool, now, &env.payment_id, NoticeKind::Outcome, "t")
+            .await
+            .unwrap();
+        let client = env.db.pool.get().await.unwrap();
+        client
+            .execute(
+                "UPDATE customer_messages SET error = $2 WHERE id = $1",
+                &[&row, &error],
+            )
+            .await
+            .unwrap();
+        mark_failed(&env.db.pool, now, row, "no answer from the channel")
+            .await
+            .unwrap();
+        rows.push(row);
+    }
+    let client = env.db.pool.get().await.unwrap();
+    let statuses: Vec<String> = client
+        .query(
+            "SELECT status FROM customer_messages WHERE id = ANY($1) ORDER BY id",
+            &[&rows],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(statuses, ["queued", "queued", "failed"]);
+}

@@ -44,7 +44,9 @@ pub async fn record_end(
     Ok(())
 }
 
-/// The message could not be sent. A row a late acceptance already marked `sent` keeps that.
+/// The message could not be sent. A row a late acceptance already marked `sent` keeps that, and
+/// one the terminal switch holds for its terminal (or is sending) stays its: a sender that gave
+/// up waiting may have been answered late that the notice is held.
 pub async fn mark_failed(
     pool: &Pool,
     now: DateTime<Utc>,
@@ -66,8 +68,9 @@ pub async fn mark_failed_on(
     client
         .execute_cached(
             "UPDATE customer_messages SET status = 'failed', error = $2, updated_at = $3 \
-             WHERE id = $1 AND status = 'queued'",
-            &[&id, &error, &now],
+             WHERE id = $1 AND status = 'queued' \
+               AND (error IS NULL OR NOT (error = $4 OR starts_with(error, $5)))",
+            &[&id, &error, &now, &HELD_NOTICE, &HELD_NOTICE_SENDING],
         )
         .await?;
     Ok(())
