@@ -481,3 +481,27 @@ async fn an_outcome_sms_left_queued_by_a_stopped_gateway_goes_at_the_next_start(
     assert_eq!(outcome_texts(), 2, "{:?}", w.smsc.messages());
     gateway.stop().await;
 }
+
+/// A crash between counting the last wrong code and failing the payment: the next start ends it
+/// `failed` (`code_attempts_exceeded`) at once, not `expired` at the end of its lifetime.
+#[actix_rt::test]
+async fn a_payment_whose_wrong_tries_are_all_counted_fails_at_the_next_start() {
+    let w = world(vec![]).await;
+    let payment = w.payments[0].0.clone();
+    let client = w.db.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE payments SET code_failures = 3 WHERE id = $1",
+            &[&payment],
+        )
+        .await
+        .unwrap();
+    let gateway = w.start_gateway().await;
+    let failed = "SELECT id FROM payments
+        WHERE status = 'failed' AND failure_code = 'code_attempts_exceeded'";
+    eventually("failed at the start", || async {
+        ids_in(&w.db.pool, failed).await == vec![payment.clone()]
+    })
+    .await;
+    gateway.stop().await;
+}

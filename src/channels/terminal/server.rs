@@ -152,10 +152,14 @@ async fn serve_connection(
     };
     let mut framed = Framed::new(io, FrameCodec);
     let outcome = tokio::select! {
+        // A stop that comes with the handshake's end wins: no session starts after the switch
+        // closed its sessions.
+        biased;
         _ = stop.cancelled() => return,
         outcome = tokio::time::timeout_at(deadline, authenticate(&mut framed, &shared)) => outcome,
     };
     match outcome {
+        Ok(Ok(_)) if stop.is_cancelled() => {}
         Ok(Ok(terminal_id)) => start_session(framed, terminal_id, &shared).await,
         Ok(Err((terminal_id, refusal))) => {
             refuse(&mut framed, peer, terminal_id, refusal, &shared).await

@@ -297,11 +297,13 @@ impl PaymentCore {
     }
 
     /// Whether the wrong tries counted on the row leave none.
-    fn code_attempts_spent(&self) -> bool {
+    pub(super) fn code_attempts_spent(&self) -> bool {
         self.row.code_failures >= self.code_attempts_max()
     }
 
-    async fn fail_code_attempts_exceeded(&mut self) -> Result<PaymentStatus, PaymentError> {
+    pub(super) async fn fail_code_attempts_exceeded(
+        &mut self,
+    ) -> Result<PaymentStatus, PaymentError> {
         let outcome = Outcome::failed(FailureCode::CodeAttemptsExceeded, None);
         self.finish(&[PaymentStatus::AwaitingCode], outcome).await?;
         Ok(self.row.status)

@@ -39,6 +39,11 @@ impl PaymentCore {
                 let from = [PaymentStatus::AwaitingCustomer, PaymentStatus::AwaitingCode];
                 self.finish(&from, Outcome::expired()).await?;
             }
+            // Every wrong try counted, the last one's failure not written (the write failed, or
+            // the process stopped in between): it ends now, not at the payment's lifetime.
+            PaymentStatus::AwaitingCode if self.code_attempts_spent() => {
+                self.fail_code_attempts_exceeded().await?;
+            }
             PaymentStatus::Processing if self.answered.is_some() => self.write_answer().await?,
             PaymentStatus::Processing => {
                 self.reverse_then_fail("restart_while_processing").await?;
@@ -52,6 +57,7 @@ impl PaymentCore {
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
         let retry = self.now() + Duration::milliseconds(self.retry_ms());
         let due = match self.row.status {
+            PaymentStatus::AwaitingCode if self.code_attempts_spent() => self.now(),
             PaymentStatus::AwaitingCode if self.processing_unsure => retry.min(self.row.expires_at),
             PaymentStatus::AwaitingCustomer | PaymentStatus::AwaitingCode => self.row.expires_at,
             PaymentStatus::Processing => retry,
