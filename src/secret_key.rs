@@ -36,20 +36,23 @@ fn create(path: &Path) -> anyhow::Result<HashKey> {
     let key = payhub_actors::ids::os_random::<KEY_BYTES>();
     let suffix = hex::encode(payhub_actors::ids::os_random::<8>());
     let temporary = PathBuf::from(format!("{}.{suffix}.tmp", path.display()));
-    let written = write_synced(&temporary, &key).and_then(|()| {
-        std::fs::hard_link(&temporary, path).with_context(|| format!("creating {}", path.display()))
-    });
+    write_synced(&temporary, &key)?;
+    let linked = std::fs::hard_link(&temporary, path);
     let _ = std::fs::remove_file(&temporary);
-    match written {
-        Ok(()) => {
-            sync_directory(path)?;
-            Ok(HashKey::new(key))
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return match read(path)? {
+                Some(theirs) => Ok(theirs),
+                None => Err(e).with_context(|| format!("creating {}", path.display())),
+            };
         }
-        Err(e) => match read(path)? {
-            Some(theirs) => Ok(theirs),
-            None => Err(e),
-        },
+        // A file system without hard links: the file is created under its own name, whole
+        // before this returns (a crash while it is written may leave it short, as before).
+        Err(_) => write_synced(path, &key)?,
     }
+    sync_directory(path)?;
+    Ok(HashKey::new(key))
 }
 
 fn write_synced(path: &Path, key: &[u8]) -> anyhow::Result<()> {

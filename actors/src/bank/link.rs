@@ -212,9 +212,11 @@ pub struct Expire {
 #[rtype(result = "()")]
 pub struct ReversalQueued(pub PendingReversal);
 
+/// The pending reversals read, with the count of those turned away (memory full) when the read
+/// started.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct ReversalsLoaded(Vec<PendingReversal>);
+struct ReversalsLoaded(Vec<PendingReversal>, u64);
 
 /// A load of the pending reversals failed: the table may hold some that are not in memory.
 #[derive(Message)]
@@ -309,6 +311,9 @@ pub struct BankLinkActor {
     /// More may wait in the table than memory holds: the last load filled
     /// `reversals_loaded_max`, or failed. A tick loads them (`load_more_reversals`).
     reversals_beyond_loaded: bool,
+    /// Reversals turned away because memory was full, ever: a load that started before the last
+    /// of them may not hold it, so it does not clear `reversals_beyond_loaded`.
+    reversals_turned_away: u64,
     reversals_loaded_at: Option<Instant>,
     backoff: Backoff,
     /// When the bank last sent anything. Only what is received counts: writes succeed into a
@@ -348,6 +353,7 @@ impl BankLinkActor {
             reversals: BTreeMap::new(),
             reversals_in_flight: HashSet::new(),
             reversals_beyond_loaded: false,
+            reversals_turned_away: 0,
             reversals_loaded_at: None,
             backoff,
             last_received: Instant::now(),
@@ -573,6 +579,7 @@ impl Handler<ReversalQueued> for BankLinkActor {
         // are answered (a bank that never answers a 0420 cannot grow this map).
         if self.reversals.len() >= self.settings.reversals_loaded_max {
             self.reversals_beyond_loaded = true;
+            self.reversals_turned_away += 1;
             return;
         }
         self.reversals.entry(msg.0.id).or_insert(msg.0);
@@ -585,13 +592,17 @@ impl Handler<ReversalsLoaded> for BankLinkActor {
     type Result = ();
 
     fn handle(&mut self, msg: ReversalsLoaded, ctx: &mut Context<Self>) {
-        let filled = msg.0.len() >= self.settings.reversals_loaded_max;
-        for r in msg.0 {
+        let ReversalsLoaded(loaded, turned_away_before) = msg;
+        let filled = loaded.len() >= self.settings.reversals_loaded_max;
+        for r in loaded {
             self.reversals.entry(r.id).or_insert(r);
         }
-        // Full memory: a reversal queued since the read may have been left in the table.
-        self.reversals_beyond_loaded =
-            filled || self.reversals.len() >= self.settings.reversals_loaded_max;
+        // Full memory: a reversal queued since the read may have been left in the table; so
+        // may one turned away while the read ran, stored after it began.
+        let turned_away_since = self.reversals_turned_away != turned_away_before;
+        self.reversals_beyond_loaded = filled
+            || turned_away_since
+            || self.reversals.len() >= self.settings.reversals_loaded_max;
         self.publish_reversal_count();
         self.send_due_reversals(ctx);
     }

@@ -126,10 +126,11 @@ impl BankLinkActor {
         let pool = self.deps.pool.clone();
         let name = self.settings.name.clone();
         let limit = self.settings.reversals_loaded_max;
+        let turned_away = self.reversals_turned_away;
         let addr = ctx.address();
         actix::spawn(async move {
             match reversals::pending(&pool, &name, limit).await {
-                Ok(list) => addr.do_send(ReversalsLoaded(list)),
+                Ok(list) => addr.do_send(ReversalsLoaded(list, turned_away)),
                 Err(e) => {
                     // Tried again at a tick: the reversals of payments already final have no
                     // other way back into memory while the link stays up.
@@ -186,6 +187,11 @@ impl BankLinkActor {
             // at its next attempt, as if unanswered (a BIPS applies each reversal at most once).
             reversal.refusals = reversal.refusals.saturating_add(1);
             let refusals = reversal.refusals;
+            // Its next repeat was planned at its send, before this refusal: from now, after the
+            // wait this many refusals earn.
+            reversal.next_attempt_at = self.deps.clock.now()
+                + chrono::Duration::from_std(repeat_after(&self.settings, refusals))
+                    .unwrap_or(chrono::Duration::seconds(10));
             tracing::warn!(link = %self.name(), id, response_code = %code, refusals, "reversal not processed by the BIPS; it will be sent again");
             // Kept on the row, still pending, for the operator: the last refusal's code (a
             // 0430 without one says nothing to keep).
