@@ -591,6 +591,53 @@ async fn an_outcome_the_terminal_does_not_acknowledge_is_kept_and_offered_again(
     .expect("delivered at the next connection");
 }
 
+/// Outcomes held for a terminal, sent when it connects, that it leaves unanswered: they stay
+/// held, and once the connection outlived the silence limit (so the terminal is alive) they are
+/// offered again on it, a bounded number of times; the next connection gets them.
+#[actix_rt::test]
+async fn held_outcomes_left_unanswered_are_offered_again_on_the_same_connection() {
+    use payhub::channels::terminal::held_outcomes::UNANSWERED_WAITS_MAX;
+    // ACKs awaited 300 ms; a terminal silent for 2 × 300 ms is dropped.
+    let env = start(settings(300, 300)).await;
+    let key = env.dedicated("trm_box").await;
+    for _ in 0..2 {
+        let mut outcome = env.code_notice("000000");
+        outcome.kind = NoticeKind::Outcome;
+        outcome.code = None;
+        outcome.outcome = Some("succeeded".into());
+        let result = env
+            .deliver(Destination::Terminal("trm_box".into()), outcome)
+            .await;
+        assert_eq!(result, Err(DeliveryError::Held), "offline: held");
+    }
+    let mut silent = env
+        .terminal("trm_box", &key, DeliveryBehaviour::Silent)
+        .await;
+    let offers = 2 * (1 + UNANSWERED_WAITS_MAX);
+    for offer in 0..offers {
+        let shown = silent.next_delivery(PROMPT).await;
+        assert!(
+            matches!(shown, Some(SimEvent::Outcome { .. })),
+            "offer {offer}: {shown:?}"
+        );
+    }
+    assert_eq!(
+        silent.next_delivery(Duration::from_millis(1_500)).await,
+        None
+    );
+    silent.stop();
+    env.wait_online("trm_box", false).await;
+    let mut back = env
+        .terminal("trm_box", &key, DeliveryBehaviour::Acknowledge)
+        .await;
+    for _ in 0..2 {
+        assert!(matches!(
+            back.next_delivery(PROMPT).await,
+            Some(SimEvent::Outcome { .. })
+        ));
+    }
+}
+
 #[actix_rt::test]
 async fn keep_alive_holds_live_terminals_and_drops_silent_ones() {
     let env = start(settings(LONG_ACK_MS, 100)).await;

@@ -33,9 +33,10 @@ use std::time::Duration;
 pub struct RouterSettings {
     /// A terminal session's ACK wait (the switch's `ack_timeout_ms`); the router adds a margin.
     pub ack_timeout_ms: u64,
-    /// How long a terminal may be silent before its session is dropped: an outcome notice left
-    /// unanswered is offered again after this, if the session is still there (so alive).
-    pub silent_max_ms: u64,
+    /// The terminal switch's keep-alive interval: a terminal silent for two is dropped, so an
+    /// outcome notice left unanswered is offered again after that, if the session is still
+    /// there (so alive).
+    pub keepalive_interval_ms: u64,
     /// Longest wait for the SMS channel or an adapter to answer.
     pub forward_timeout_ms: u64,
 }
@@ -48,9 +49,7 @@ impl RouterSettings {
     pub fn from_switch(settings: &SwitchSettings) -> Self {
         Self {
             ack_timeout_ms: settings.ack_timeout_ms,
-            silent_max_ms: settings
-                .keepalive_interval_ms
-                .saturating_mul(u64::from(session::SILENT_INTERVALS_MAX)),
+            keepalive_interval_ms: settings.keepalive_interval_ms,
             forward_timeout_ms: Self::FORWARD_TIMEOUT_MS,
         }
     }
@@ -238,7 +237,7 @@ impl Routes {
             // silent long enough. Told twice rather than never: it is offered again to a
             // session still there then (so alive), or at the terminal's next connection.
             Err(DeliveryError::NotAcknowledged) if outcome => {
-                let silent_max = Duration::from_millis(self.settings.silent_max_ms);
+                let silent_max = self.held_waits().silent_max;
                 self.hold(record, id, silent_max).await
             }
             result => self.finish(record, result).await,
@@ -247,6 +246,13 @@ impl Routes {
 
     fn ack_wait(&self) -> Duration {
         session::answer_wait(self.settings.ack_timeout_ms)
+    }
+
+    fn held_waits(&self) -> held_outcomes::HeldWaits {
+        held_outcomes::HeldWaits {
+            ack: self.ack_wait(),
+            silent_max: session::silent_max(self.settings.keepalive_interval_ms),
+        }
     }
 
     /// Keeps an outcome notice for a terminal, to go when it is back. A session there `resend_after`
@@ -264,12 +270,11 @@ impl Routes {
         }
         let (pool, clock, registry) =
             (self.pool.clone(), self.clock.clone(), self.registry.clone());
-        let (terminal_id, ack_wait) = (terminal_id.to_owned(), self.ack_wait());
+        let (terminal_id, waits) = (terminal_id.to_owned(), self.held_waits());
         actix_rt::spawn(async move {
             tokio::time::sleep(resend_after).await;
             if let Some(session) = registry.session(&terminal_id) {
-                held_outcomes::send_held(pool, clock, registry, terminal_id, session, ack_wait)
-                    .await;
+                held_outcomes::send_held(pool, clock, registry, terminal_id, session, waits).await;
             }
         });
         Err(DeliveryError::Held)

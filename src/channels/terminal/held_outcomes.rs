@@ -30,6 +30,17 @@ pub const HELD_NOTICES_BATCH_MAX: i64 = 8;
 pub const HELD_SENDING_STALE_S: i64 = 3_600;
 /// Batches sent on one connection, at most (512 notices).
 pub const HELD_BATCHES_PER_CONNECTION_MAX: usize = 64;
+/// Times one sending waits out the silence limit after a notice went unanswered, to go on with
+/// the terminal's held notices on the same connection, at most.
+pub const UNANSWERED_WAITS_MAX: usize = 2;
+
+/// How long a held notice's sender waits: for each ACK, and, after a notice went unanswered,
+/// for the silence limit (a session still there after it is alive).
+#[derive(Debug, Clone, Copy)]
+pub struct HeldWaits {
+    pub ack: Duration,
+    pub silent_max: Duration,
+}
 
 /// Which of a terminal's `queued` outcome rows are held for it, in the statements that take them
 /// and fail them: held (`$2`), or marked as being sent (`$6`) by another switch or by this one
@@ -56,22 +67,25 @@ pub async fn hold(pool: &Pool, clock: &SharedClock, row: i64) -> Result<(), Stri
 
 /// Sends the notices held for `terminal_id` to its new session, oldest first, each once: a row is
 /// taken (marked as being sent) before its notice goes, and ends delivered, failed, or held
-/// again if the terminal went away or its session was full (which ends the sending after that
-/// batch). A terminal that connected again meanwhile gets the notices held again on its newer
-/// session: its own sender, started at its authentication, could not take the rows this one
-/// held then.
+/// again if the terminal went away, its session was full, or it did not answer. Gone or full
+/// ends the sending after that batch; a terminal that connected again meanwhile gets the notices
+/// held again on its newer session: its own sender, started at its authentication, could not
+/// take the rows this one held then. Unanswered, the sending waits out the silence limit and
+/// goes on with the session there then (at most `UNANSWERED_WAITS_MAX` times): a terminal gone
+/// without closing is dropped by then, and one still there is alive.
 pub async fn send_held(
     pool: Pool,
     clock: SharedClock,
     registry: SwitchRegistry,
     terminal_id: String,
     mut session: Addr<TerminalSessionActor>,
-    ack_wait: Duration,
+    waits: HeldWaits,
 ) {
-    let stale_since = || sending_stale_since(clock.now(), ack_wait);
+    let stale_since = || sending_stale_since(clock.now(), waits.ack);
     if let Err(e) = fail_aged(&pool, &clock, &registry, &terminal_id, stale_since()).await {
         tracing::warn!(%terminal_id, error = %e, "cannot fail the held notices past a day");
     }
+    let mut unanswered_waits = 0;
     for _ in 0..HELD_BATCHES_PER_CONNECTION_MAX {
         let taken = match take_held(&pool, &clock, &registry, &terminal_id, stale_since()).await {
             Ok(taken) => taken,
@@ -86,17 +100,28 @@ pub async fn send_held(
         }
         // The whole batch is settled, even after the terminal went away: each row taken must end
         // delivered, failed or held again (once gone, the rest fail fast as offline).
-        let mut stopped = false;
+        let (mut gone, mut unanswered) = (false, false);
         for (row, notice) in taken {
-            let result = deliver(&session, notice, ack_wait).await;
-            stopped |= held_again(&result);
+            let result = deliver(&session, notice, waits.ack).await;
+            gone |= matches!(
+                result,
+                Err(DeliveryError::Offline | DeliveryError::Unavailable)
+            );
+            unanswered |= result == Err(DeliveryError::NotAcknowledged);
             if let Err(e) = settle(&pool, &clock, row, &result).await {
                 tracing::warn!(%terminal_id, row, error = %e, "a held notice's end not recorded");
             }
         }
-        if stopped {
+        if gone || unanswered {
+            if !gone {
+                if unanswered_waits == UNANSWERED_WAITS_MAX {
+                    return;
+                }
+                unanswered_waits += 1;
+                tokio::time::sleep(waits.silent_max).await;
+            }
             match registry.session(&terminal_id) {
-                Some(newer) if newer != session => session = newer,
+                Some(newer) if newer != session || !gone => session = newer,
                 _ => return,
             }
         } else if last_batch {

@@ -161,6 +161,11 @@ impl Actor for TerminalSessionActor {
 pub const SESSION_MARGIN_MS: u64 = 1_000;
 
 /// How long a sender gives a session to answer a delivery: the ACK wait and the margin.
+/// How long a terminal may stay silent before its session is dropped.
+pub fn silent_max(keepalive_interval_ms: u64) -> Duration {
+    Duration::from_millis(keepalive_interval_ms) * SILENT_INTERVALS_MAX
+}
+
 pub fn answer_wait(ack_timeout_ms: u64) -> Duration {
     Duration::from_millis(ack_timeout_ms + SESSION_MARGIN_MS)
 }
