@@ -45,7 +45,8 @@ pub const HANDOFF_DEPTH: usize = 2;
 
 /// Leases (`$2`) up to `$3` events due at `$1` of the merchants in `$4` (`$5` true) or of the
 /// others (`$5` false), in turns: each merchant's oldest due event, then each one's second, and
-/// so on (V82). The other merchants with undelivered events are found by skipping from one to
+/// so on (V82), those of merchants not among the ones served lately (`$6`) first in each turn,
+/// so that merchants take turns across claims of one event too. The other merchants with undelivered events are found by skipping from one to
 /// the next along `webhook_events_pending_by_merchant`, so a merchant's backlog costs a claim
 /// for the others nothing, nor does it take every slot of one. A claim costs about 10 µs per
 /// merchant with undelivered events.
@@ -66,7 +67,7 @@ WITH RECURSIVE pending AS (
     SELECT merchant_id FROM pending
      WHERE NOT $5 AND merchant_id IS NOT NULL AND merchant_id <> ALL($4)
 ), due AS (
-    SELECT d.id, d.next_attempt_at,
+    SELECT d.id, d.next_attempt_at, a.merchant_id = ANY($6) AS served_lately,
            row_number() OVER (PARTITION BY a.merchant_id ORDER BY d.next_attempt_at) AS turn
       FROM merchants_asked a CROSS JOIN LATERAL (
           SELECT e.id, e.next_attempt_at FROM webhook_events e
@@ -75,7 +76,7 @@ WITH RECURSIVE pending AS (
            ORDER BY e.next_attempt_at LIMIT $3) d
 ), taken AS (
     SELECT id FROM webhook_events
-     WHERE id IN (SELECT id FROM due ORDER BY turn, next_attempt_at LIMIT $3)
+     WHERE id IN (SELECT id FROM due ORDER BY turn, served_lately, next_attempt_at LIMIT $3)
        AND delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
      FOR UPDATE SKIP LOCKED
 )
@@ -403,22 +404,28 @@ impl Worker {
         global()
             .webhook_slow_merchants
             .set(i64::try_from(slow_ids.len()).unwrap_or(i64::MAX));
+        let lately = slow.served_lately();
         let mut claimed = Vec::new();
         let room = if with_slow { slow.room().min(free) } else { 0 };
         if !slow_ids.is_empty() && room > 0 {
-            claimed = self.claim(room, &slow_ids, true).await;
+            claimed = self.claim(room, (&slow_ids, true), &lately).await;
         }
         let rest = free - claimed.len();
         if rest > 0 {
-            claimed.extend(self.claim(rest, &slow_ids, false).await);
+            claimed.extend(self.claim(rest, (&slow_ids, false), &lately).await);
         }
         claimed
     }
 
-    /// Up to `limit` due events of the merchants in `merchant_ids` (`among`), or of the others,
-    /// each reserved for this worker for a lease.
-    async fn claim(&self, limit: usize, merchant_ids: &[String], among: bool) -> Vec<WebhookEvent> {
-        self.try_claim(limit, merchant_ids, among)
+    /// Up to `limit` due events of the merchants named (`among`: true), or of the others, each
+    /// reserved for this worker for a lease; those of merchants not served `lately` first.
+    async fn claim(
+        &self,
+        limit: usize,
+        merchants: (&[String], bool),
+        lately: &[String],
+    ) -> Vec<WebhookEvent> {
+        self.try_claim(limit, merchants, lately)
             .await
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "webhook worker cannot claim events");
@@ -429,8 +436,8 @@ impl Worker {
     async fn try_claim(
         &self,
         limit: usize,
-        merchant_ids: &[String],
-        among: bool,
+        (merchant_ids, among): (&[String], bool),
+        lately: &[String],
     ) -> anyhow::Result<Vec<WebhookEvent>> {
         let limit = i64::try_from(limit).unwrap_or(1);
         let client = self.pool.get().await?;
@@ -439,7 +446,10 @@ impl Worker {
         let timeout_ms = i64::try_from(self.settings.timeout_ms).unwrap_or(i64::MAX / 2);
         let lease = now + Duration::milliseconds(timeout_ms + LEASE_MARGIN_MS);
         let rows = client
-            .query_cached(CLAIM_SQL, &[&now, &lease, &limit, &merchant_ids, &among])
+            .query_cached(
+                CLAIM_SQL,
+                &[&now, &lease, &limit, &merchant_ids, &among, &lately],
+            )
             .await?;
         Ok(rows
             .iter()
@@ -689,7 +699,8 @@ mod tests {
             .replace("$2", "now()")
             .replace("$3", "8")
             .replace("$4", "'{}'::text[]")
-            .replace("$5", "false");
+            .replace("$5", "false")
+            .replace("$6", "'{}'::text[]");
         let plan = payhub_actors::store::testing::plan_without_seq_scans(&sql).await;
         assert!(
             plan.contains("webhook_events_pending_by_merchant"),

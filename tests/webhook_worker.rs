@@ -689,9 +689,16 @@ async fn any_2xx_acknowledges_and_a_redirect_is_not_followed() {
 
 /// Claims go merchant by merchant, in turns: a merchant whose backlog of due events was written
 /// first (its endpoint answers, just quickly enough not to be held back as slow) does not keep
-/// another merchant's event waiting until that backlog is drained.
+/// another merchant's event waiting until that backlog is drained, within one claim (4 slots)
+/// or across claims of one event each (1 slot).
 #[actix_rt::test]
 async fn claims_take_each_merchants_due_events_in_turns() {
+    for slots in [4, 1] {
+        merchants_take_turns_with(slots).await;
+    }
+}
+
+async fn merchants_take_turns_with(slots: usize) {
     let db = fresh_database().await;
     let pki = TestPki::new();
     let busy = seed_merchant(&db.pool, &pki, "Busy Shop").await;
@@ -703,7 +710,7 @@ async fn claims_take_each_merchants_due_events_in_turns() {
     }
     write_event(&db.pool, &other, 100, &receiver.url).await;
     let settings = WebhookSettings {
-        concurrency_max: 4,
+        concurrency_max: slots,
         ..webhook_settings()
     };
     let worker = start_on_system_clock(&db.pool, settings);
@@ -714,6 +721,9 @@ async fn claims_take_each_merchants_due_events_in_turns() {
     let busy_left =
         "SELECT count(*) FROM webhook_events WHERE merchant_id = $1 AND delivered_at IS NULL";
     let left = count(&db.pool, busy_left, &busy.id).await;
-    assert!(left >= 30, "only {left} of the busy merchant's 40 left");
+    assert!(
+        left >= 30,
+        "{slots} slots: only {left} of the busy merchant's 40 left"
+    );
     worker.shutdown.cancel();
 }
