@@ -331,6 +331,14 @@ async fn adopt_orphaned_reversals(
              name or address): not sent until a link with either is configured"
         );
     }
+    if adopted.readdressed > 0 {
+        tracing::warn!(
+            readdressed = adopted.readdressed,
+            links = adopted.readdressed_links.join(", "),
+            "pending reversals stored for another address of their link go to its address now: \
+             if that is another BIPS, it answers 00 to a debit it never saw and the debit stands"
+        );
+    }
     Ok(())
 }
 

@@ -432,7 +432,18 @@ async fn reversals_of_a_renamed_link_follow_it_and_those_of_a_removed_one_wait()
             moved: 1,
             stranded: 1,
             stranded_links: vec!["bips-gone".into()],
+            readdressed: 0,
+            readdressed_links: vec![],
         }
+    );
+    // The same name at another address: its reversals are counted for the operator.
+    let moved = settings("bips-b", "192.0.2.9:8583");
+    let adopted = bank::reversals::adopt_orphans(&db.pool, std::slice::from_ref(&moved))
+        .await
+        .unwrap();
+    assert_eq!(
+        (adopted.readdressed, adopted.readdressed_links),
+        (1, vec!["bips-b".to_owned()])
     );
     let _new = start_router(&db, vec![renamed]);
     eventually("the renamed link's reversal completed", || async {

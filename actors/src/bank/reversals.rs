@@ -214,6 +214,12 @@ pub struct Adopted {
     /// The names of the links they wait for, in order: a link configured again under its name
     /// sends them.
     pub stranded_links: Vec<String>,
+    /// On a configured link whose address is not the one they were stored with: sent to the
+    /// link's address now. The same BIPS moved, or another BIPS under the old name, which would
+    /// answer `00` to a debit it never saw; which of the two, only the operator knows.
+    pub readdressed: i64,
+    /// The names of those links, in order.
+    pub readdressed_links: Vec<String>,
 }
 
 /// Pending reversals of a link that is no longer configured would never be sent: links load
@@ -243,10 +249,22 @@ pub async fn adopt_orphans(
             &[&names],
         )
         .await?;
+    let readdressed = client
+        .query_one(
+            "SELECT count(*), coalesce(array_agg(DISTINCT r.link_name ORDER BY r.link_name), '{}')
+             FROM reversals r
+             JOIN unnest($1::text[], $2::text[]) AS l(name, addr) ON l.name = r.link_name
+             WHERE r.completed_at IS NULL AND r.link_addr IS DISTINCT FROM l.addr
+               AND r.link_addr IS NOT NULL",
+            &[&names, &addrs],
+        )
+        .await?;
     Ok(Adopted {
         moved,
         stranded: stranded.get(0),
         stranded_links: stranded.get(1),
+        readdressed: readdressed.get(0),
+        readdressed_links: readdressed.get(1),
     })
 }
 
