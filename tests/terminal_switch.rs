@@ -1048,19 +1048,24 @@ async fn terminal_sim_command_prints_codes_as_json_lines() {
     assert_eq!(json["code"], "909090");
     assert_eq!(json["amount"], 1234);
     assert_eq!(json["merchant"], "Book Shop");
-    // Another connection of the terminal takes over; the simulator reconnects and takes it back.
+    // Another connection of the terminal takes over: the simulator, replaced, does not take it
+    // back at once (the two would knock each other off without end), but waits the longest
+    // backoff.
     let key = SharedKey::from_hex(&key_hex).unwrap();
     let mut usurper = env
         .terminal("trm_box", &key, DeliveryBehaviour::Acknowledge)
         .await;
-    match usurper.next_delivery(Duration::from_secs(10)).await {
-        Some(SimEvent::Closed { reason }) => {
-            assert!(reason.contains("another connection"), "{reason}")
-        }
-        other => {
-            panic!("expected the simulator to reconnect and replace this session, got {other:?}")
-        }
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("reconnecting in") {
+        said.clear();
+        tokio::time::timeout(PROMPT, stderr.read_line(&mut said))
+            .await
+            .expect("the simulator says when it reconnects")
+            .unwrap();
     }
+    assert!(said.contains("reconnecting in 60 s"), "{said}");
+    assert_eq!(usurper.next_delivery(Duration::from_secs(2)).await, None);
     child.kill().await.unwrap();
 
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_payhub"))

@@ -261,9 +261,7 @@ async fn on_frame(
         }
         Frame::Pong { .. } => return Ok(Continue::Yes),
         Frame::Error { code, message } => {
-            return Ok(Continue::No(format!(
-                "the switch closed the session: {message} (error {code})"
-            )));
+            return Ok(Continue::No(closed_by_switch(*code, message)));
         }
         other => {
             return Ok(Continue::No(format!(
@@ -545,6 +543,16 @@ impl TerminalSimArgs {
 pub const RECONNECT_FIRST_MS: u64 = 1_000;
 pub const RECONNECT_MAX_MS: u64 = 60_000;
 
+/// Why a session ended, when the switch said so with an ERROR.
+fn closed_by_switch(code: u16, message: &str) -> String {
+    format!("the switch closed the session: {message} (error {code})")
+}
+
+/// Whether the session ended because another connection of this terminal authenticated.
+fn replaced(reason: &str) -> bool {
+    reason.ends_with(&format!("(error {})", ErrorCode::Replaced as u16))
+}
+
 pub async fn run(args: TerminalSimArgs) -> anyhow::Result<()> {
     let config = args.sim_config()?;
     let mut backoff_ms = RECONNECT_FIRST_MS;
@@ -570,6 +578,11 @@ pub async fn run(args: TerminalSimArgs) -> anyhow::Result<()> {
         };
         if !args.reconnect {
             anyhow::bail!("disconnected: {lost}");
+        }
+        if replaced(&lost) {
+            // Another device holds this identity (a newer one, or a copy): reconnecting at
+            // once would knock it off in turn, and it this one, without end.
+            backoff_ms = RECONNECT_MAX_MS;
         }
         output::warn(format!(
             "disconnected: {lost}; reconnecting in {} s",
@@ -657,6 +670,14 @@ mod tests {
         ] {
             assert_eq!(refusal_is_final(code), last, "ERROR {code}");
         }
+    }
+
+    /// A replaced session waits the longest backoff before it reconnects; others do not.
+    #[test]
+    fn a_session_replaced_by_another_connection_is_told_from_other_ends() {
+        assert!(replaced(&closed_by_switch(6, "replaced")));
+        assert!(!replaced(&closed_by_switch(7, "shutting down")));
+        assert!(!replaced("the switch was silent for 60000 ms"));
     }
 
     #[test]
