@@ -44,13 +44,26 @@ pub const ERROR_TEXT_MAX_CHARS: usize = 200;
 pub const HANDOFF_DEPTH: usize = 2;
 
 /// Leases (`$2`) up to `$3` events due at `$1` of the merchants in `$4` (`$5` true) or of the
-/// others (`$5` false), in turns: each merchant's oldest due event, then each one's second, and
-/// so on (V82), those of merchants not among the ones served lately (`$6`) first in each turn,
-/// so that merchants take turns across claims of one event too. The other merchants with undelivered events are found by skipping from one to
-/// the next along `webhook_events_pending_by_merchant`, so a merchant's backlog costs a claim
-/// for the others nothing, nor does it take every slot of one. A claim costs about 10 µs per
-/// merchant with undelivered events.
-const CLAIM_SQL: &str = "
+/// others (`$5` false), oldest first, through `webhook_events_due`. Cheap while the oldest due
+/// events are the ones taken; a claim for the others while a slow merchant's backlog is the
+/// oldest walks all of it, so then [`CLAIM_BY_MERCHANT_SQL`] is used.
+const CLAIM_OLDEST_SQL: &str = "UPDATE webhook_events e SET next_attempt_at = $2
+  FROM merchants m
+ WHERE m.id = e.merchant_id AND e.id IN (
+       SELECT id FROM webhook_events
+        WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
+          AND (merchant_id = ANY($4)) = $5
+        ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+RETURNING e.id, e.body, e.notify_url, e.attempts, e.created_at, m.webhook_secret, e.merchant_id";
+
+/// As [`CLAIM_OLDEST_SQL`], for the merchants not in `$4` (`$5` false), merchant by merchant, in
+/// turns: each merchant's oldest due event, then each one's second, and so on (V82). The
+/// merchants with undelivered events are found by skipping from one to the next along
+/// `webhook_events_pending_by_merchant`, so the slow merchants' backlogs cost nothing; but each
+/// merchant with undelivered events costs about 10 µs, and a claim about 1 ms at least, against
+/// a fraction of that for the oldest-first claim (BENCHMARKS.md, "Webhook claims"). So it is used
+/// only while some merchant is slow.
+const CLAIM_BY_MERCHANT_SQL: &str = "
 WITH RECURSIVE pending AS (
     (SELECT merchant_id FROM webhook_events
       WHERE delivered_at IS NULL AND given_up_at IS NULL
@@ -67,7 +80,7 @@ WITH RECURSIVE pending AS (
     SELECT merchant_id FROM pending
      WHERE NOT $5 AND merchant_id IS NOT NULL AND merchant_id <> ALL($4)
 ), due AS (
-    SELECT d.id, d.next_attempt_at, a.merchant_id = ANY($6) AS served_lately,
+    SELECT d.id, d.next_attempt_at,
            row_number() OVER (PARTITION BY a.merchant_id ORDER BY d.next_attempt_at) AS turn
       FROM merchants_asked a CROSS JOIN LATERAL (
           SELECT e.id, e.next_attempt_at FROM webhook_events e
@@ -76,7 +89,7 @@ WITH RECURSIVE pending AS (
            ORDER BY e.next_attempt_at LIMIT $3) d
 ), taken AS (
     SELECT id FROM webhook_events
-     WHERE id IN (SELECT id FROM due ORDER BY turn, served_lately, next_attempt_at LIMIT $3)
+     WHERE id IN (SELECT id FROM due ORDER BY turn, next_attempt_at LIMIT $3)
        AND delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1
      FOR UPDATE SKIP LOCKED
 )
@@ -84,6 +97,16 @@ UPDATE webhook_events e SET next_attempt_at = $2
   FROM merchants m, taken t
  WHERE m.id = e.merchant_id AND e.id = t.id
 RETURNING e.id, e.body, e.notify_url, e.attempts, e.created_at, m.webhook_secret, e.merchant_id";
+
+/// The claim for the merchants in `merchant_ids` (`among`) or for the others: merchant by
+/// merchant only when the others' claim would pass over slow merchants' due events.
+fn claim_sql(merchant_ids: &[String], among: bool) -> &'static str {
+    if among || merchant_ids.is_empty() {
+        CLAIM_OLDEST_SQL
+    } else {
+        CLAIM_BY_MERCHANT_SQL
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
@@ -404,28 +427,22 @@ impl Worker {
         global()
             .webhook_slow_merchants
             .set(i64::try_from(slow_ids.len()).unwrap_or(i64::MAX));
-        let lately = slow.served_lately();
         let mut claimed = Vec::new();
         let room = if with_slow { slow.room().min(free) } else { 0 };
         if !slow_ids.is_empty() && room > 0 {
-            claimed = self.claim(room, (&slow_ids, true), &lately).await;
+            claimed = self.claim(room, &slow_ids, true).await;
         }
         let rest = free - claimed.len();
         if rest > 0 {
-            claimed.extend(self.claim(rest, (&slow_ids, false), &lately).await);
+            claimed.extend(self.claim(rest, &slow_ids, false).await);
         }
         claimed
     }
 
-    /// Up to `limit` due events of the merchants named (`among`: true), or of the others, each
-    /// reserved for this worker for a lease; those of merchants not served `lately` first.
-    async fn claim(
-        &self,
-        limit: usize,
-        merchants: (&[String], bool),
-        lately: &[String],
-    ) -> Vec<WebhookEvent> {
-        self.try_claim(limit, merchants, lately)
+    /// Up to `limit` due events of the merchants in `merchant_ids` (`among`), or of the others,
+    /// each reserved for this worker for a lease.
+    async fn claim(&self, limit: usize, merchant_ids: &[String], among: bool) -> Vec<WebhookEvent> {
+        self.try_claim(limit, merchant_ids, among)
             .await
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "webhook worker cannot claim events");
@@ -436,8 +453,8 @@ impl Worker {
     async fn try_claim(
         &self,
         limit: usize,
-        (merchant_ids, among): (&[String], bool),
-        lately: &[String],
+        merchant_ids: &[String],
+        among: bool,
     ) -> anyhow::Result<Vec<WebhookEvent>> {
         let limit = i64::try_from(limit).unwrap_or(1);
         let client = self.pool.get().await?;
@@ -447,8 +464,8 @@ impl Worker {
         let lease = now + Duration::milliseconds(timeout_ms + LEASE_MARGIN_MS);
         let rows = client
             .query_cached(
-                CLAIM_SQL,
-                &[&now, &lease, &limit, &merchant_ids, &among, &lately],
+                claim_sql(merchant_ids, among),
+                &[&now, &lease, &limit, &merchant_ids, &among],
             )
             .await?;
         Ok(rows
@@ -694,13 +711,12 @@ mod tests {
     /// one merchant to the next along it: never the whole table's due events in age order.
     #[tokio::test]
     async fn claims_read_each_merchants_part_of_the_pending_index() {
-        let sql = super::CLAIM_SQL
+        let sql = super::CLAIM_BY_MERCHANT_SQL
             .replace("$1", "now()")
             .replace("$2", "now()")
             .replace("$3", "8")
             .replace("$4", "'{}'::text[]")
-            .replace("$5", "false")
-            .replace("$6", "'{}'::text[]");
+            .replace("$5", "false");
         let plan = payhub_actors::store::testing::plan_without_seq_scans(&sql).await;
         assert!(
             plan.contains("webhook_events_pending_by_merchant"),

@@ -13,7 +13,7 @@
 //! dark (or any dark merchant after a restart, since this state is the worker's own and kept in
 //! memory) can hold every slot for one `timeout_ms`. With one slot, the share is that slot.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// An attempt this long or longer is slow (half the timeout, when that is less).
@@ -34,11 +34,6 @@ pub struct SlowMerchants {
     held: usize,
     share_max: usize,
     slow_after: Duration,
-    /// The merchants whose deliveries started last, newest at the back, distinct, at most as
-    /// many as the slots (and 4): claims take the others' due events first, so that merchants
-    /// take turns across claims too (a claim is often for one event).
-    served_lately: VecDeque<String>,
-    served_lately_max: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -74,8 +69,6 @@ impl SlowMerchants {
             held: 0,
             share_max: (slots * 3 / 4).max(1),
             slow_after: Duration::from_millis(SLOW_ATTEMPT_MS.min(timeout_ms / 2).max(1)),
-            served_lately: VecDeque::new(),
-            served_lately_max: slots.max(4),
         }
     }
 
@@ -95,22 +88,7 @@ impl SlowMerchants {
             }
             self.held += 1;
         }
-        self.served(merchant_id);
         Some(Started { counted })
-    }
-
-    fn served(&mut self, merchant_id: &str) {
-        if let Some(at) = self.served_lately.iter().position(|m| m == merchant_id) {
-            self.served_lately.remove(at);
-        } else if self.served_lately.len() >= self.served_lately_max {
-            self.served_lately.pop_front();
-        }
-        self.served_lately.push_back(merchant_id.to_owned());
-    }
-
-    /// The merchants whose deliveries started last (see `served_lately`).
-    pub fn served_lately(&self) -> Vec<String> {
-        self.served_lately.iter().cloned().collect()
     }
 
     /// A delivery that was let start has ended: its slot is free.
