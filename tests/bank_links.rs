@@ -436,15 +436,27 @@ async fn reversals_of_a_renamed_link_follow_it_and_those_of_a_removed_one_wait()
             readdressed_links: vec![],
         }
     );
-    // The same name at another address: its reversals are counted for the operator.
-    let moved = settings("bips-b", "192.0.2.9:8583");
+    // Its name now at another address, its address under another name: it follows its address.
+    let elsewhere = settings("bips-b", "192.0.2.9:8583");
+    let same_bips = settings("bips-c", &sim.addr().to_string());
+    let both = [elsewhere.clone(), same_bips];
+    let adopted = bank::reversals::adopt_orphans(&db.pool, &both)
+        .await
+        .unwrap();
+    assert_eq!((adopted.moved, adopted.readdressed), (1, 0));
+    // Its name at another address, and no link at its address: counted for the operator.
+    let moved = settings("bips-c", "192.0.2.9:8583");
     let adopted = bank::reversals::adopt_orphans(&db.pool, std::slice::from_ref(&moved))
         .await
         .unwrap();
     assert_eq!(
         (adopted.readdressed, adopted.readdressed_links),
-        (1, vec!["bips-b".to_owned()])
+        (1, vec!["bips-c".to_owned()])
     );
+    let adopted = bank::reversals::adopt_orphans(&db.pool, std::slice::from_ref(&renamed))
+        .await
+        .unwrap();
+    assert_eq!(adopted.moved, 1, "back under bips-b, at its address");
     let _new = start_router(&db, vec![renamed]);
     eventually("the renamed link's reversal completed", || async {
         pending_reversals(&db).await == 1
@@ -550,6 +562,27 @@ async fn a_reversal_whose_link_was_renamed_goes_over_it() {
     reverse_until_0430(&renamed, &db, request(1, 0, 300), committed).await;
     assert_eq!(balance(&sim, 0).await, 1_000, "the debit is undone");
     assert_eq!(reversal_counts(&sim), (1, 0));
+}
+
+/// The debit's link name now belongs to another BIPS, and the debit's BIPS is configured under
+/// another name: the reversal goes by the address the payment committed, not by the name (the
+/// other BIPS would answer 00 to a debit it never saw, and the debit would stand).
+#[actix_rt::test]
+async fn a_reversal_follows_its_address_when_its_links_name_went_to_another_bips() {
+    let (db, sim, first) = one_link(1_000).await;
+    let committed = approved_then_stopped(&first).await;
+    let mut options = SimOptions::new(SimStoreChoice::Memory, &[BANK]);
+    options.seed = seed_accounts(BANK, [(account(0), 1_000), (SHOP.to_owned(), 0)]);
+    let other_bips = spawn_on_own_thread(options).await;
+    let links = vec![
+        settings("bips-a", &other_bips.addr().to_string()),
+        settings("bips-b", &sim.addr().to_string()),
+    ];
+    let second = start_router(&db, links);
+    wait_signed_on(&second, 2).await;
+    reverse_until_0430(&second, &db, request(1, 0, 300), committed).await;
+    assert_eq!(balance(&sim, 0).await, 1_000, "undone where it was made");
+    assert_eq!(other_bips.stats().reversals, 0);
 }
 
 /// The gateway's institution id changed while a payment was `processing`: its reversal names the

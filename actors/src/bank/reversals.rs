@@ -204,7 +204,8 @@ fn from_row(row: &tokio_postgres::Row) -> PendingReversal {
 /// What [`adopt_orphans`] did with the pending reversals of links no longer configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Adopted {
-    /// Moved to the configured link with their link's address: the same BIPS, renamed.
+    /// Moved to the configured link with their link's address: the same BIPS, renamed (its old
+    /// name unconfigured, or now another link's).
     pub moved: u64,
     /// Still on an unconfigured link: no configured link has its address (the BIPS was removed,
     /// or its address changed with its name). Sent elsewhere, a reversal would be answered
@@ -223,7 +224,8 @@ pub struct Adopted {
 }
 
 /// Pending reversals of a link that is no longer configured would never be sent: links load
-/// theirs by name. Those of a link renamed (a configured link has its address) follow it.
+/// theirs by name. Those of a link renamed (a configured link has its address) follow it, also
+/// when their old name now belongs to a link at another address.
 pub async fn adopt_orphans(
     pool: &Pool,
     links: &[super::LinkSettings],
@@ -237,8 +239,9 @@ pub async fn adopt_orphans(
              FROM (SELECT DISTINCT ON (addr) name, addr
                    FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(name, addr, n)
                    ORDER BY addr, n) l
-             WHERE r.completed_at IS NULL AND r.link_name <> ALL($1::text[])
-               AND r.link_addr = l.addr",
+             WHERE r.completed_at IS NULL AND r.link_addr = l.addr AND r.link_name <> l.name
+               AND NOT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS c(name, addr)
+                                WHERE c.name = r.link_name AND c.addr = r.link_addr)",
             &[&names, &addrs],
         )
         .await?;

@@ -267,8 +267,9 @@ struct Original {
     acquirer_id: String,
 }
 
-/// Where a reversal goes: the debit's link (by name, or renamed: by address), or (that BIPS
-/// having been removed from the configuration since) the database alone, waiting for its link.
+/// Where a reversal goes: the debit's link (by its address, else by name: the same BIPS renamed,
+/// or moved), or (that BIPS having been removed from the configuration since) the database
+/// alone, waiting for its link.
 enum ReversalLink {
     Configured(LinkEntry),
     Unconfigured { name: String, addr: Option<String> },
@@ -277,12 +278,14 @@ enum ReversalLink {
 impl BankRouter {
     fn committed_target(&self, original: &OriginalDebit) -> Target {
         original.check()?;
-        let by_name = self.links.iter().find(|l| l.settings.name == original.link);
-        let by_addr = || {
-            let addr = original.link_addr.as_deref()?;
-            self.links.iter().find(|l| l.settings.addr == addr)
-        };
-        let link = match by_name.or_else(by_addr) {
+        // The address first: a link of the debit's name at another address may be another
+        // BIPS, which would answer 00 to a debit it never saw.
+        let by_addr = original
+            .link_addr
+            .as_deref()
+            .and_then(|addr| self.links.iter().find(|l| l.settings.addr == addr));
+        let by_name = || self.links.iter().find(|l| l.settings.name == original.link);
+        let link = match by_addr.or_else(by_name) {
             Some(entry) => ReversalLink::Configured(entry.clone()),
             None => ReversalLink::Unconfigured {
                 name: original.link.clone(),
