@@ -614,13 +614,21 @@ async fn held_outcomes_left_unanswered_are_offered_again_on_the_same_connection(
         .terminal("trm_box", &key, DeliveryBehaviour::Silent)
         .await;
     let offers = 2 * (1 + UNANSWERED_WAITS_MAX);
+    let mut shown_at = Vec::new();
     for offer in 0..offers {
         let shown = silent.next_delivery(PROMPT).await;
         assert!(
             matches!(shown, Some(SimEvent::Outcome { .. })),
             "offer {offer}: {shown:?}"
         );
+        shown_at.push(std::time::Instant::now());
     }
+    // Between rounds, the second's ACK wait (300 ms) and the silence limit (600 ms).
+    let between_rounds = shown_at[2] - shown_at[1];
+    assert!(
+        between_rounds >= Duration::from_millis(800),
+        "{between_rounds:?}"
+    );
     assert_eq!(
         silent.next_delivery(Duration::from_millis(1_500)).await,
         None
@@ -1049,24 +1057,23 @@ async fn terminal_sim_command_prints_codes_as_json_lines() {
     assert_eq!(json["amount"], 1234);
     assert_eq!(json["merchant"], "Book Shop");
     // Another connection of the terminal takes over: the simulator, replaced, does not take it
-    // back at once (the two would knock each other off without end), but waits the longest
-    // backoff.
+    // back (the two would knock each other off without end), even with --reconnect: it stops,
+    // and says why.
     let key = SharedKey::from_hex(&key_hex).unwrap();
     let mut usurper = env
         .terminal("trm_box", &key, DeliveryBehaviour::Acknowledge)
         .await;
-    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    while !said.contains("reconnecting in") {
-        said.clear();
-        tokio::time::timeout(PROMPT, stderr.read_line(&mut said))
-            .await
-            .expect("the simulator says when it reconnects")
-            .unwrap();
-    }
-    assert!(said.contains("reconnecting in 60 s"), "{said}");
-    assert_eq!(usurper.next_delivery(Duration::from_secs(2)).await, None);
-    child.kill().await.unwrap();
+    let ended = tokio::time::timeout(PROMPT, child.wait_with_output())
+        .await
+        .expect("the replaced simulator stops")
+        .unwrap();
+    assert!(!ended.status.success());
+    let said = String::from_utf8_lossy(&ended.stderr);
+    assert!(said.contains("not reconnecting"), "{said}");
+    assert_eq!(
+        usurper.next_delivery(Duration::from_millis(500)).await,
+        None
+    );
 
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_payhub"))
         .args([

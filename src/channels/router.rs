@@ -234,8 +234,8 @@ impl Routes {
         match result {
             Err(DeliveryError::Offline) if outcome => self.hold(record, id, Duration::ZERO).await,
             // The terminal may have vanished without closing: its connection is dropped once
-            // silent long enough. Told twice rather than never: it is offered again to a
-            // session still there then (so alive), or at the terminal's next connection.
+            // silent long enough. Told more than once rather than never: it is offered again
+            // to a session still there then (so alive), or at the terminal's next connection.
             Err(DeliveryError::NotAcknowledged) if outcome => {
                 let silent_max = self.held_waits().silent_max;
                 self.hold(record, id, silent_max).await

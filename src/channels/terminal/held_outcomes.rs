@@ -70,9 +70,10 @@ pub async fn hold(pool: &Pool, clock: &SharedClock, row: i64) -> Result<(), Stri
 /// again if the terminal went away, its session was full, or it did not answer. Gone or full
 /// ends the sending after that batch; a terminal that connected again meanwhile gets the notices
 /// held again on its newer session: its own sender, started at its authentication, could not
-/// take the rows this one held then. Unanswered, the sending waits out the silence limit and
-/// goes on with the session there then (at most `UNANSWERED_WAITS_MAX` times): a terminal gone
-/// without closing is dropped by then, and one still there is alive.
+/// take the rows this one held then. Notices left unanswered are passed over until every other
+/// held notice went once; then the sending waits out the silence limit and offers them again to
+/// the session there then (at most `UNANSWERED_WAITS_MAX` times): a terminal gone without
+/// closing is dropped by then, and one still there is alive.
 pub async fn send_held(
     pool: Pool,
     clock: SharedClock,
@@ -86,8 +87,12 @@ pub async fn send_held(
         tracing::warn!(%terminal_id, error = %e, "cannot fail the held notices past a day");
     }
     let mut unanswered_waits = 0;
+    // Left unanswered in this round: not taken again until every other held notice went once.
+    let mut unanswered: Vec<i64> = Vec::new();
     for _ in 0..HELD_BATCHES_PER_CONNECTION_MAX {
-        let taken = match take_held(&pool, &clock, &registry, &terminal_id, stale_since()).await {
+        let stale = stale_since();
+        let taken = take_held(&pool, &clock, &registry, &terminal_id, (stale, &unanswered));
+        let taken = match taken.await {
             Ok(taken) => taken,
             Err(e) => {
                 tracing::warn!(%terminal_id, error = %e, "cannot read the outcome notices held");
@@ -100,33 +105,41 @@ pub async fn send_held(
         }
         // The whole batch is settled, even after the terminal went away: each row taken must end
         // delivered, failed or held again (once gone, the rest fail fast as offline).
-        let (mut gone, mut unanswered) = (false, false);
+        let mut gone = false;
         for (row, notice) in taken {
             let result = deliver(&session, notice, waits.ack).await;
             gone |= matches!(
                 result,
                 Err(DeliveryError::Offline | DeliveryError::Unavailable)
             );
-            unanswered |= result == Err(DeliveryError::NotAcknowledged);
+            if result == Err(DeliveryError::NotAcknowledged) {
+                unanswered.push(row);
+            }
             if let Err(e) = settle(&pool, &clock, row, &result).await {
                 tracing::warn!(%terminal_id, row, error = %e, "a held notice's end not recorded");
             }
         }
-        if gone || unanswered {
-            if !gone {
-                if unanswered_waits == UNANSWERED_WAITS_MAX {
-                    return;
-                }
-                unanswered_waits += 1;
-                tokio::time::sleep(waits.silent_max).await;
-            }
+        if gone {
             match registry.session(&terminal_id) {
-                Some(newer) if newer != session || !gone => session = newer,
+                Some(newer) if newer != session => session = newer,
                 _ => return,
             }
-        } else if last_batch {
+            unanswered.clear();
+            continue;
+        }
+        if !last_batch {
+            continue;
+        }
+        if unanswered.is_empty() || unanswered_waits == UNANSWERED_WAITS_MAX {
             return;
         }
+        unanswered_waits += 1;
+        tokio::time::sleep(waits.silent_max).await;
+        match registry.session(&terminal_id) {
+            Some(now_there) => session = now_there,
+            None => return,
+        }
+        unanswered.clear();
     }
 }
 
@@ -194,13 +207,14 @@ fn sending_stale_since(now: DateTime<Utc>, ack_wait: Duration) -> DateTime<Utc> 
 }
 
 /// Takes up to a batch of the terminal's held notices of the last day, and of those an earlier
-/// process left being sent (or this one, before `stale_since`: [`sending_stale_since`]).
+/// process left being sent (or this one, before `stale_since`: [`sending_stale_since`]), but
+/// not those `skipped`.
 async fn take_held(
     pool: &Pool,
     clock: &SharedClock,
     registry: &SwitchRegistry,
     terminal_id: &str,
-    stale_since: DateTime<Utc>,
+    (stale_since, skipped): (DateTime<Utc>, &[i64]),
 ) -> Result<Vec<(i64, Notice)>, String> {
     let now = clock.now();
     let oldest = now - chrono::Duration::seconds(HELD_NOTICE_AGE_MAX_S);
@@ -217,6 +231,7 @@ async fn take_held(
                 &HELD_NOTICE_SENDING,
                 &held_notice_sending(registry.switch_id()),
                 &stale_since,
+                &skipped,
             ],
         )
         .await
@@ -231,7 +246,7 @@ const TAKE_HELD_SQL: &str = concat!(
         WHERE id IN (
             SELECT id FROM customer_messages
             WHERE kind = 'outcome' AND channel = 'terminal' AND destination = $1
-              AND created_at > $4 AND status = 'queued' AND ",
+              AND created_at > $4 AND status = 'queued' AND id <> ALL($9::bigint[]) AND ",
     held_for_the_terminal!(),
     "
             ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED)
@@ -302,7 +317,8 @@ mod tests {
             .replace("$5", "8")
             .replace("$6", "'sending by '")
             .replace("$7", "'sending by sw_1'")
-            .replace("$8", "now()");
+            .replace("$8", "now()")
+            .replace("$9", "'{}'");
         let plan = payhub_actors::store::testing::plan_without_seq_scans(&sql).await;
         assert!(
             plan.contains("customer_messages_terminal_outcomes"),

@@ -160,12 +160,12 @@ impl Actor for TerminalSessionActor {
 /// Added to the ACK timeout so the session, not its sender, reports a missing ACK.
 pub const SESSION_MARGIN_MS: u64 = 1_000;
 
-/// How long a sender gives a session to answer a delivery: the ACK wait and the margin.
 /// How long a terminal may stay silent before its session is dropped.
 pub fn silent_max(keepalive_interval_ms: u64) -> Duration {
     Duration::from_millis(keepalive_interval_ms) * SILENT_INTERVALS_MAX
 }
 
+/// How long a sender gives a session to answer a delivery: the ACK wait and the margin.
 pub fn answer_wait(ack_timeout_ms: u64) -> Duration {
     Duration::from_millis(ack_timeout_ms + SESSION_MARGIN_MS)
 }
