@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use payhub_actors::keyed_hash::{HashKey, KEY_BYTES};
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -36,35 +36,47 @@ fn create(path: &Path) -> anyhow::Result<HashKey> {
     let key = payhub_actors::ids::os_random::<KEY_BYTES>();
     let suffix = hex::encode(payhub_actors::ids::os_random::<8>());
     let temporary = PathBuf::from(format!("{}.{suffix}.tmp", path.display()));
-    write_synced(&temporary, &key)?;
+    write_synced(&temporary, &key).with_context(|| format!("writing {}", temporary.display()))?;
     let linked = std::fs::hard_link(&temporary, path);
     let _ = std::fs::remove_file(&temporary);
     match linked {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return match read(path)? {
-                Some(theirs) => Ok(theirs),
-                None => Err(e).with_context(|| format!("creating {}", path.display())),
-            };
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => return theirs(path, e),
+        // A file system without hard links (EPERM): the file is created under its own name,
+        // whole before this returns (a crash while it is written may leave it short, as before).
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::Unsupported
+            ) =>
+        {
+            match write_synced(path, &key) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => return theirs(path, e),
+                Err(e) => return Err(e).with_context(|| format!("writing {}", path.display())),
+            }
         }
-        // A file system without hard links: the file is created under its own name, whole
-        // before this returns (a crash while it is written may leave it short, as before).
-        Err(_) => write_synced(path, &key)?,
+        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
     }
     sync_directory(path)?;
     Ok(HashKey::new(key))
 }
 
-fn write_synced(path: &Path, key: &[u8]) -> anyhow::Result<()> {
+/// The key another process named `path` first.
+fn theirs(path: &Path, e: std::io::Error) -> anyhow::Result<HashKey> {
+    match read(path)? {
+        Some(key) => Ok(key),
+        None => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+fn write_synced(path: &Path, key: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(key)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+        .open(path)?;
+    file.write_all(key).and_then(|()| file.sync_all())
 }
 
 /// The new name lasts a crash only once its directory is synced.

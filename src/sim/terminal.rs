@@ -576,13 +576,15 @@ pub async fn run(args: TerminalSimArgs) -> anyhow::Result<()> {
             }
             Err(e) => e.to_string(),
         };
+        if replaced(&lost) {
+            // Another device holds this identity (a newer one, or a copy): reconnecting would
+            // knock it off in turn, and it this one, without end.
+            anyhow::bail!(
+                "{lost}: another connection of this terminal signed in; not reconnecting"
+            );
+        }
         if !args.reconnect {
             anyhow::bail!("disconnected: {lost}");
-        }
-        if replaced(&lost) {
-            // Another device holds this identity (a newer one, or a copy): reconnecting at
-            // once would knock it off in turn, and it this one, without end.
-            backoff_ms = RECONNECT_MAX_MS;
         }
         output::warn(format!(
             "disconnected: {lost}; reconnecting in {} s",
@@ -672,7 +674,7 @@ mod tests {
         }
     }
 
-    /// A replaced session waits the longest backoff before it reconnects; others do not.
+    /// A replaced session ends the simulator; other ends let it reconnect.
     #[test]
     fn a_session_replaced_by_another_connection_is_told_from_other_ends() {
         assert!(replaced(&closed_by_switch(6, "replaced")));
