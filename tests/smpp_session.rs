@@ -1157,8 +1157,44 @@ async fn an_acceptance_after_the_timeout_is_still_recorded() {
 /// back and the refusal is counted (throttling pauses the submits, as from a submit_sm_resp).
 #[actix_rt::test]
 async fn a_late_generic_nack_gives_its_window_slot_back() {
-    use futures::{SinkExt, StreamExt};
-    use rusmpp::{Command, CommandId, CommandStatus, Pdu};
+    use futures::SinkExt;
+    use rusmpp::{Command, CommandStatus, Pdu};
+    let RawSubmit {
+        db: _db,
+        session,
+        mut smsc,
+        sending,
+        submit,
+        ..
+    } = submit_to_a_raw_smsc().await;
+    assert_eq!(sending.await.unwrap(), Err(DeliveryError::Timeout));
+    assert_eq!(session.send(GetStatus).await.unwrap().in_flight, 1);
+    let nack = Command::new(
+        CommandStatus::EsmeRthrottled,
+        submit.sequence_number(),
+        Pdu::GenericNack,
+    );
+    smsc.send(nack).await.unwrap();
+    wait_until("the slot back", async || {
+        let status = session.send(GetStatus).await.unwrap();
+        status.in_flight == 0 && status.late_refusals == 1
+    })
+    .await;
+}
+
+/// A session bound to a raw SMSC, with a new payment's code message on its way: the `submit_sm`
+/// the SMSC got for it is not answered yet. Keep `db` bound: dropping it drops the database.
+struct RawSubmit {
+    db: TestDb,
+    payment_id: String,
+    session: Addr<SmppSession>,
+    smsc: tokio_util::codec::Framed<tokio::net::TcpStream, rusmpp::tokio_codec::CommandCodec>,
+    sending: actix_rt::task::JoinHandle<Result<DeliveryReceipt, DeliveryError>>,
+    submit: rusmpp::Command,
+}
+
+async fn submit_to_a_raw_smsc() -> RawSubmit {
+    use futures::StreamExt;
     let db = fresh_database().await;
     let payment_id = payment(&db).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1174,23 +1210,18 @@ async fn a_late_generic_nack_gives_its_window_slot_back() {
     let sending = actix_rt::spawn(async move { deliver(&sender, message).await });
     let submit = loop {
         let command = smsc.next().await.unwrap().unwrap();
-        if command.id() == CommandId::SubmitSm {
+        if command.id() == rusmpp::CommandId::SubmitSm {
             break command;
         }
     };
-    assert_eq!(sending.await.unwrap(), Err(DeliveryError::Timeout));
-    assert_eq!(session.send(GetStatus).await.unwrap().in_flight, 1);
-    let nack = Command::new(
-        CommandStatus::EsmeRthrottled,
-        submit.sequence_number(),
-        Pdu::GenericNack,
-    );
-    smsc.send(nack).await.unwrap();
-    wait_until("the slot back", async || {
-        let status = session.send(GetStatus).await.unwrap();
-        status.in_flight == 0 && status.late_refusals == 1
-    })
-    .await;
+    RawSubmit {
+        db,
+        payment_id,
+        session,
+        smsc,
+        sending,
+        submit,
+    }
 }
 
 /// A raw SMSC on `listener`: accepts the session's connection and its bind.
@@ -1442,30 +1473,19 @@ fn raw_pdu(command_id: u32, status: u32, sequence_number: u32, body: &[u8]) -> V
 /// accepting `submit_sm_resp` counts as accepted, without a message id.
 #[actix_rt::test]
 async fn undecodable_pdus_are_answered_and_the_session_goes_on() {
-    use futures::{SinkExt, StreamExt};
+    use futures::SinkExt;
     use rusmpp::{Command, CommandId, CommandStatus, Pdu};
     use tokio::io::AsyncWriteExt;
     const SUBMIT_SM_RESP: u32 = 0x8000_0004;
     const DELIVER_SM: u32 = 0x0000_0005;
-    let db = fresh_database().await;
-    let payment_id = payment(&db).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let settings = settings_for(listener.local_addr().unwrap().to_string());
-    let session = smpp::start(db.pool.clone(), clock(), settings).expect("valid settings");
-    let mut smsc = accept_bind(&listener).await;
-    wait_until("bound", async || {
-        session.send(GetStatus).await.unwrap().bound
-    })
-    .await;
-    let sender = session.clone();
-    let message = code_message(&payment_id);
-    let sending = actix_rt::spawn(async move { deliver(&sender, message).await });
-    let submit = loop {
-        let command = smsc.next().await.unwrap().unwrap();
-        if command.id() == CommandId::SubmitSm {
-            break command;
-        }
-    };
+    let RawSubmit {
+        db,
+        payment_id,
+        session,
+        mut smsc,
+        sending,
+        submit,
+    } = submit_to_a_raw_smsc().await;
     let resp = raw_pdu(SUBMIT_SM_RESP, 0, submit.sequence_number(), b"abc");
     smsc.get_mut().write_all(&resp).await.unwrap();
     let receipt = sending.await.unwrap().expect("accepted");

@@ -207,6 +207,16 @@ impl Env {
         code_notice(&self.payment_id, code)
     }
 
+    /// The outcome notice (succeeded) of the test's payment.
+    fn outcome_notice(&self) -> Notice {
+        Notice {
+            kind: NoticeKind::Outcome,
+            code: None,
+            outcome: Some("succeeded".into()),
+            ..self.code_notice("000000")
+        }
+    }
+
     /// Registers a dedicated terminal of the test's customer; its key.
     async fn dedicated(&self, id: &str) -> SharedKey {
         insert_terminal(
@@ -314,10 +324,7 @@ async fn dedicated_terminal_authenticates_and_receives_code_amount_and_merchant(
     ));
 
     // The outcome notice goes the same way.
-    let mut outcome = env.code_notice("000000");
-    outcome.kind = NoticeKind::Outcome;
-    outcome.code = None;
-    outcome.outcome = Some("succeeded".into());
+    let outcome = env.outcome_notice();
     env.deliver(Destination::Terminal("trm_box".into()), outcome)
         .await
         .unwrap();
@@ -355,10 +362,7 @@ async fn an_outcome_notice_ends_the_row_written_with_the_final_status() {
         .await
         .unwrap()
         .get(0);
-    let mut outcome = env.code_notice("000000");
-    outcome.kind = NoticeKind::Outcome;
-    outcome.code = None;
-    outcome.outcome = Some("succeeded".into());
+    let outcome = env.outcome_notice();
     let sent = env.channels.router.send(Deliver {
         destination: Destination::Terminal("trm_box".into()),
         notice: outcome,
@@ -557,10 +561,7 @@ async fn an_outcome_the_terminal_does_not_acknowledge_is_kept_and_offered_again(
     let mut silent = env
         .terminal("trm_box", &key, DeliveryBehaviour::Silent)
         .await;
-    let mut outcome = env.code_notice("000000");
-    outcome.kind = NoticeKind::Outcome;
-    outcome.code = None;
-    outcome.outcome = Some("succeeded".into());
+    let outcome = env.outcome_notice();
     let result = env
         .deliver(Destination::Terminal("trm_box".into()), outcome)
         .await;
@@ -601,10 +602,7 @@ async fn held_outcomes_left_unanswered_are_offered_again_on_the_same_connection(
     let env = start(settings(300, 300)).await;
     let key = env.dedicated("trm_box").await;
     for _ in 0..2 {
-        let mut outcome = env.code_notice("000000");
-        outcome.kind = NoticeKind::Outcome;
-        outcome.code = None;
-        outcome.outcome = Some("succeeded".into());
+        let outcome = env.outcome_notice();
         let result = env
             .deliver(Destination::Terminal("trm_box".into()), outcome)
             .await;
