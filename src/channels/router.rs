@@ -27,6 +27,7 @@ use payhub_actors::store::messages;
 use payhub_actors::store::prepared::Prepared;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Bounds of the router's waits.
 #[derive(Debug, Clone, Copy)]
@@ -125,6 +126,10 @@ async fn bounded(
         .unwrap_or(Err(DeliveryError::Timeout))
 }
 
+/// Kept from a terminal delivery's wait for writing how it ended (an outcome held), so that it is
+/// written before the sender stops waiting and fails the notice itself.
+const END_WRITE_MARGIN_MS: u64 = 500;
+
 /// A registered terminal as the router sees it.
 struct TerminalRow {
     kind: TerminalKind,
@@ -137,6 +142,8 @@ impl Routes {
         // router's own bound.
         let wait =
             (msg.answer_within.saturating_sub(Deliver::HOP_MARGIN)).min(self.forward_timeout());
+        // The router's own database steps count against it too.
+        let deadline = Instant::now() + wait;
         let Deliver {
             destination,
             notice,
@@ -147,12 +154,15 @@ impl Routes {
             Destination::Sms(number) => self.sms(number, notice, recorded, wait).await,
             Destination::Terminal(id) => {
                 let terminal = self.terminal(&id, &notice.payment_id).await?;
+                let wait = deadline.saturating_duration_since(Instant::now());
                 match terminal.kind {
                     TerminalKind::Mobile => {
                         let number = registered_number(&terminal)?;
                         self.sms(number, notice, recorded, wait).await
                     }
-                    TerminalKind::Dedicated => self.dedicated(&id, notice, recorded, wait).await,
+                    TerminalKind::Dedicated => {
+                        self.dedicated(&id, notice, recorded, deadline).await
+                    }
                     kind => {
                         self.adapter(kind, &id, &terminal, notice, recorded, wait)
                             .await
@@ -216,17 +226,22 @@ impl Routes {
         })
     }
 
-    /// `wait`: what is left of the sender's wait. Past it, or past the session's own ACK wait,
+    /// `deadline`: when the sender stops waiting. Past it, or past the session's own ACK wait,
     /// the delivery failed (`NotAcknowledged`; an ACK that comes later is ignored).
     async fn dedicated(
         &self,
         id: &str,
         notice: Notice,
         recorded: Option<i64>,
-        wait: Duration,
+        deadline: Instant,
     ) -> Result<DeliveryReceipt, DeliveryError> {
         let record = self.record("terminal", id, &notice, recorded).await?;
         let outcome = notice.kind == NoticeKind::Outcome;
+        // What is left once the row is written, less the time to write how the delivery ended
+        // (held, for an outcome), so that the answer comes before its sender stops waiting.
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(Duration::from_millis(END_WRITE_MARGIN_MS));
         let result = match self.registry.session(id) {
             None => Err(DeliveryError::Offline),
             Some(session) => session::deliver(&session, notice, self.ack_wait().min(wait)).await,
