@@ -42,28 +42,28 @@ fn create(path: &Path) -> anyhow::Result<HashKey> {
     match linked {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::AlreadyExists => return theirs(path, e),
-        // A file system without hard links (EPERM): the file is created under its own name,
-        // whole before this returns (a crash while it is written may leave it short, as before).
-        Err(e)
-            if matches!(
-                e.kind(),
-                ErrorKind::PermissionDenied | ErrorKind::Unsupported
-            ) =>
-        {
-            match write_synced(path, &key) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => return theirs(path, e),
-                Err(e) => return Err(e).with_context(|| format!("writing {}", path.display())),
-            }
-        }
-        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        // A file system without hard links (EPERM, EOPNOTSUPP...): the file is created under
+        // its own name, whole before this returns (a crash while it is written may leave it
+        // short, as before).
+        Err(_) => match write_synced(path, &key) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return theirs(path, e),
+            Err(e) => return Err(e).with_context(|| format!("writing {}", path.display())),
+        },
     }
     sync_directory(path)?;
     Ok(HashKey::new(key))
 }
 
-/// The key another process named `path` first.
+/// The key another process named `path` first; on a file system without hard links it may
+/// still be writing it, so a short file is read again, for up to 100 ms.
 fn theirs(path: &Path, e: std::io::Error) -> anyhow::Result<HashKey> {
+    for _ in 0..10 {
+        if let Ok(Some(key)) = read(path) {
+            return Ok(key);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     match read(path)? {
         Some(key) => Ok(key),
         None => Err(e).with_context(|| format!("creating {}", path.display())),

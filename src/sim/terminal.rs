@@ -61,7 +61,8 @@ pub struct TerminalSimArgs {
     #[arg(long)]
     pub no_pong: bool,
     /// Reconnect after the connection is lost (waiting 1 s, doubling up to 60 s), as a device
-    /// does; a refused key still ends the simulator.
+    /// does; a refused key, or another connection of the terminal replacing this one, still
+    /// ends the simulator.
     #[arg(long)]
     pub reconnect: bool,
     /// Enter each code on the pay page: the code page's URL (`{payment_id}` is replaced), for

@@ -232,9 +232,10 @@ impl Handler<SendPrepared> for BankRouter {
 /// response timeout) until a 0430 that processed it; the answer comes once it is stored.
 ///
 /// With `original` (what the payment committed before its 0200 left), field 90 carries exactly
-/// that STAN and field 7 and the reversal goes over that link (found by name, or by address when
-/// renamed); when that BIPS is no longer configured, the reversal is stored to wait for it (never
-/// sent to another BIPS). Without it (a debit sent with the one-phase `Debit`, whose caller
+/// that STAN and field 7 and the reversal goes over that link (found by name and address, else by
+/// address when renamed, else by name when moved: a link of that name at another address may be
+/// another BIPS, which the start warns of); when no link has either, the reversal is stored to
+/// wait for one. Without it (a debit sent with the one-phase `Debit`, whose caller
 /// committed nothing), field 90 carries STAN `000000` and the current time, which only a BIPS
 /// matching by field 37 alone accepts: payments always commit the original (`PrepareDebit`).
 #[derive(Debug, Message)]
@@ -278,14 +279,25 @@ enum ReversalLink {
 impl BankRouter {
     fn committed_target(&self, original: &OriginalDebit) -> Target {
         original.check()?;
-        // The address first: a link of the debit's name at another address may be another
-        // BIPS, which would answer 00 to a debit it never saw.
-        let by_addr = original
-            .link_addr
-            .as_deref()
-            .and_then(|addr| self.links.iter().find(|l| l.settings.addr == addr));
+        // The debit's own link (name and address) first, then the address: a link of the
+        // debit's name at another address may be another BIPS, which would answer 00 to a debit
+        // it never saw.
+        let addr = original.link_addr.as_deref();
+        let same = |l: &&LinkEntry| {
+            l.settings.name == original.link && addr.is_none_or(|a| l.settings.addr == a)
+        };
+        let by_addr = || {
+            let addr = addr?;
+            self.links.iter().find(|l| l.settings.addr == addr)
+        };
         let by_name = || self.links.iter().find(|l| l.settings.name == original.link);
-        let link = match by_addr.or_else(by_name) {
+        let link = match self
+            .links
+            .iter()
+            .find(same)
+            .or_else(by_addr)
+            .or_else(by_name)
+        {
             Some(entry) => ReversalLink::Configured(entry.clone()),
             None => ReversalLink::Unconfigured {
                 name: original.link.clone(),

@@ -283,7 +283,11 @@ pub async fn queue_reversal(
     reason: ReversalReason,
 ) -> Result<(), BankError> {
     let hold = link.response_timeout();
-    if let Some(stored) = store_reversal(deps, record, reason, hold).await? {
+    // A reversal stored already for this RRN belongs to the link named on its row, which loads
+    // it by that name: given to another link too, it would leave twice.
+    if let Some(stored) = store_reversal(deps, record, reason, hold).await?
+        && stored.record.link_name == link.name
+    {
         addr.do_send(ReversalQueued(stored));
     }
     Ok(())
