@@ -309,14 +309,22 @@ pub async fn mark_sent(
     Ok(())
 }
 
-/// Keeps the code of a 0430 that refused a reversal still pending (91, 96): `response_code` of a
-/// pending reversal is its last refusal's.
-pub async fn note_refusal(pool: &Pool, id: i64, response_code: &str) -> Result<(), StoreError> {
+/// Keeps the code of a 0430 that refused a reversal still pending (91, 96; none when it had no
+/// field 39): `response_code` of a pending reversal is its last refusal's. `next_attempt_at` is
+/// when it goes again, the refusal's backoff counted.
+pub async fn note_refusal(
+    pool: &Pool,
+    id: i64,
+    response_code: Option<&str>,
+    next_attempt_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let client = pool.get().await?;
     client
         .execute_cached(
-            "UPDATE reversals SET response_code = $2 WHERE id = $1 AND completed_at IS NULL",
-            &[&id, &response_code],
+            "UPDATE reversals SET response_code = coalesce($2, response_code),
+                 next_attempt_at = $3
+             WHERE id = $1 AND completed_at IS NULL",
+            &[&id, &response_code, &next_attempt_at],
         )
         .await?;
     Ok(())

@@ -192,16 +192,15 @@ impl BankLinkActor {
             reversal.next_attempt_at = self.deps.clock.now()
                 + chrono::Duration::from_std(repeat_after(&self.settings, refusals))
                     .unwrap_or(chrono::Duration::seconds(10));
+            let next = reversal.next_attempt_at;
             tracing::warn!(link = %self.name(), id, response_code = %code, refusals, "reversal not processed by the BIPS; it will be sent again");
             // Kept on the row, still pending, for the operator: the last refusal's code (a
-            // 0430 without one says nothing to keep).
-            if code.is_empty() {
-                return;
-            }
+            // 0430 without one says nothing to keep) and when it goes again.
             let pool = self.deps.pool.clone();
             let link = self.settings.name.clone();
             actix::spawn(async move {
-                if let Err(e) = reversals::note_refusal(&pool, id, &code).await {
+                let code = Some(code.as_str()).filter(|c| !c.is_empty());
+                if let Err(e) = reversals::note_refusal(&pool, id, code, next).await {
                     tracing::warn!(link = %link, id, error = %e, "noting a reversal's refusal");
                 }
             });
