@@ -56,14 +56,13 @@ const CLAIM_OLDEST_SQL: &str = "UPDATE webhook_events e SET next_attempt_at = $2
         ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
 RETURNING e.id, e.body, e.notify_url, e.attempts, e.created_at, m.webhook_secret, e.merchant_id";
 
-/// As [`CLAIM_OLDEST_SQL`], for the merchants not in `$4` (`$5` false), merchant by merchant, in
-/// turns: each merchant's oldest due event, then each one's second, and so on (V82). The
+/// As [`CLAIM_OLDEST_SQL`], for the merchants not in `$4` (the slow ones), merchant by merchant,
+/// in turns: each merchant's oldest due event, then each one's second, and so on (V82). The
 /// merchants with undelivered events are found by skipping from one to the next along
 /// `webhook_events_pending_by_merchant`, so the slow merchants' backlogs cost nothing; but each
 /// merchant with undelivered events costs about 10 µs, and a claim about 1 ms at least (6 ms at
 /// p50 under the debit path's benchmark), against a fraction of that for the oldest-first claim
-/// (BENCHMARKS.md, "Webhook claims"). So it is used
-/// only while some merchant is slow.
+/// (BENCHMARKS.md, "Webhook claims"). So it is used only while some merchant is slow.
 const CLAIM_BY_MERCHANT_SQL: &str = "
 WITH RECURSIVE pending AS (
     (SELECT merchant_id FROM webhook_events
@@ -75,19 +74,15 @@ WITH RECURSIVE pending AS (
                AND e.merchant_id > p.merchant_id
              ORDER BY e.merchant_id LIMIT 1)
       FROM pending p WHERE p.merchant_id IS NOT NULL
-), merchants_asked AS (
-    SELECT unnest($4::text[]) AS merchant_id WHERE $5
-    UNION ALL
-    SELECT merchant_id FROM pending
-     WHERE NOT $5 AND merchant_id IS NOT NULL AND merchant_id <> ALL($4)
 ), due AS (
     SELECT d.id, d.next_attempt_at,
            row_number() OVER (PARTITION BY a.merchant_id ORDER BY d.next_attempt_at) AS turn
-      FROM merchants_asked a CROSS JOIN LATERAL (
+      FROM pending a CROSS JOIN LATERAL (
           SELECT e.id, e.next_attempt_at FROM webhook_events e
            WHERE e.merchant_id = a.merchant_id AND e.delivered_at IS NULL
              AND e.given_up_at IS NULL AND e.next_attempt_at <= $1
            ORDER BY e.next_attempt_at LIMIT $3) d
+     WHERE a.merchant_id IS NOT NULL AND a.merchant_id <> ALL($4::text[])
 ), taken AS (
     SELECT id FROM webhook_events
      WHERE id IN (SELECT id FROM due ORDER BY turn, next_attempt_at LIMIT $3)
@@ -98,16 +93,6 @@ UPDATE webhook_events e SET next_attempt_at = $2
   FROM merchants m, taken t
  WHERE m.id = e.merchant_id AND e.id = t.id
 RETURNING e.id, e.body, e.notify_url, e.attempts, e.created_at, m.webhook_secret, e.merchant_id";
-
-/// The claim for the merchants in `merchant_ids` (`among`) or for the others: merchant by
-/// merchant only when the others' claim would pass over slow merchants' due events.
-fn claim_sql(merchant_ids: &[String], among: bool) -> &'static str {
-    if among || merchant_ids.is_empty() {
-        CLAIM_OLDEST_SQL
-    } else {
-        CLAIM_BY_MERCHANT_SQL
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
@@ -463,12 +448,19 @@ impl Worker {
         let now = self.clock.now();
         let timeout_ms = i64::try_from(self.settings.timeout_ms).unwrap_or(i64::MAX / 2);
         let lease = now + Duration::milliseconds(timeout_ms + LEASE_MARGIN_MS);
-        let rows = client
-            .query_cached(
-                claim_sql(merchant_ids, among),
-                &[&now, &lease, &limit, &merchant_ids, &among],
-            )
-            .await?;
+        // Merchant by merchant only when the others' claim would pass over slow merchants' due
+        // events.
+        let rows = if among || merchant_ids.is_empty() {
+            let claim = CLAIM_OLDEST_SQL;
+            client
+                .query_cached(claim, &[&now, &lease, &limit, &merchant_ids, &among])
+                .await?
+        } else {
+            let claim = CLAIM_BY_MERCHANT_SQL;
+            client
+                .query_cached(claim, &[&now, &lease, &limit, &merchant_ids])
+                .await?
+        };
         Ok(rows
             .iter()
             .map(|r| WebhookEvent {
@@ -717,8 +709,7 @@ mod tests {
             .replace("$1", "now()")
             .replace("$2", "now()")
             .replace("$3", "8")
-            .replace("$4", "'{mer_slow}'::text[]")
-            .replace("$5", "false");
+            .replace("$4", "'{mer_slow}'");
         let plan = payhub_actors::store::testing::plan_without_seq_scans(&sql).await;
         assert!(
             plan.contains("webhook_events_pending_by_merchant"),

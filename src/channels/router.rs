@@ -264,10 +264,8 @@ impl Routes {
     }
 
     fn held_waits(&self) -> held_outcomes::HeldWaits {
-        held_outcomes::HeldWaits {
-            ack: self.ack_wait(),
-            silent_max: session::silent_max(self.settings.keepalive_interval_ms),
-        }
+        let settings = &self.settings;
+        held_outcomes::HeldWaits::of_switch(settings.ack_timeout_ms, settings.keepalive_interval_ms)
     }
 
     /// Keeps an outcome notice for a terminal, to go when it is back. A session there `resend_after`

@@ -8,7 +8,7 @@
 //! (and field 37). Reversals come from the durable queue (`reversals.rs`): 0420 once (one
 //! response timeout after it was queued when the debit went unanswered), then 0421 every
 //! `reversal_interval_ms` until a 0430 that processed it, on this connection or the next (one
-//! answering 91, 96 or without field 39 is sent again up to 20 times, then closed as refused). An
+//! answering 91, 96 or without field 39 is sent again, ever more slowly, never closed). An
 //! echo (0800/301)
 //! goes out when nothing was received for `echo_interval_ms`, however much was sent, so a bank
 //! that reads but stops answering is found within the echo interval plus the response timeout.

@@ -15,6 +15,26 @@ pub const HELD_NOTICE: &str = "terminal offline; sent when it reconnects";
 /// Only that switch ends it; one a switch of an earlier process took is taken again.
 pub const HELD_NOTICE_SENDING: &str = "terminal back; being sent by ";
 
+/// SQL: the message row's `error` (`$error`) says that the terminal switch holds the notice or is
+/// sending it, the parameters `$held` and `$sending` bound to [`HELD_NOTICE`] and
+/// [`HELD_NOTICE_SENDING`]. Such a row goes when its terminal is back, by the switch alone.
+macro_rules! held_or_being_sent {
+    ($error:literal, $held:literal, $sending:literal) => {
+        concat!(
+            "(",
+            $error,
+            " = ",
+            $held,
+            " OR starts_with(",
+            $error,
+            ", ",
+            $sending,
+            "))"
+        )
+    };
+}
+pub(crate) use held_or_being_sent;
+
 /// The `error` of a held notice that the switch `switch_id` is sending.
 pub fn held_notice_sending(switch_id: &str) -> String {
     format!("{HELD_NOTICE_SENDING}{switch_id}")
@@ -67,9 +87,12 @@ pub async fn mark_failed_on(
 ) -> Result<(), tokio_postgres::Error> {
     client
         .execute_cached(
-            "UPDATE customer_messages SET status = 'failed', error = $2, updated_at = $3 \
-             WHERE id = $1 AND status = 'queued' \
-               AND (error IS NULL OR NOT (error = $4 OR starts_with(error, $5)))",
+            concat!(
+                "UPDATE customer_messages SET status = 'failed', error = $2, updated_at = $3 \
+                 WHERE id = $1 AND status = 'queued' AND (error IS NULL OR NOT ",
+                held_or_being_sent!("error", "$4", "$5"),
+                ")"
+            ),
             &[&id, &error, &now, &HELD_NOTICE, &HELD_NOTICE_SENDING],
         )
         .await?;

@@ -303,12 +303,13 @@ pub async fn queued_outcome_notice(
 }
 
 fn orphaned_outcome_notices_sql() -> String {
+    const HELD: &str = crate::store::messages::held_or_being_sent!("n.error", "$3", "$4");
     format!(
         "SELECT {PAYMENT_COLUMNS}, n.id AS notice_row
          FROM customer_messages n JOIN payments p ON p.id = n.payment_id {PAYMENT_JOINS}
          WHERE n.kind = 'outcome' AND n.status = 'queued' AND n.created_at < $1
            AND n.created_at > $1 - interval '1 day'
-           AND (n.error IS NULL OR NOT (n.error = $3 OR starts_with(n.error, $4)))
+           AND (n.error IS NULL OR NOT {HELD})
          ORDER BY n.id LIMIT $2"
     )
 }

@@ -42,6 +42,16 @@ pub struct HeldWaits {
     pub silent_max: Duration,
 }
 
+impl HeldWaits {
+    /// For the switch's `ack_timeout_ms` and `keepalive_interval_ms`.
+    pub fn of_switch(ack_timeout_ms: u64, keepalive_interval_ms: u64) -> Self {
+        Self {
+            ack: super::session::answer_wait(ack_timeout_ms),
+            silent_max: super::session::silent_max(keepalive_interval_ms),
+        }
+    }
+}
+
 /// Which of a terminal's `queued` outcome rows are held for it, in the statements that take them
 /// and fail them: held (`$2`), or marked as being sent (`$6`) by another switch or by this one
 /// (`$7`) before `$8` ([`sending_stale_since`]).
@@ -108,10 +118,7 @@ pub async fn send_held(
         let mut gone = false;
         for (row, notice) in taken {
             let result = deliver(&session, notice, waits.ack).await;
-            gone |= matches!(
-                result,
-                Err(DeliveryError::Offline | DeliveryError::Unavailable)
-            );
+            gone |= went_away(&result);
             if result == Err(DeliveryError::NotAcknowledged) {
                 unanswered.push(row);
             }
@@ -147,9 +154,14 @@ pub async fn send_held(
 /// the terminal went away, its session could take nothing more now, or it did not answer (it
 /// may have vanished without closing; its connection is dropped once silent long enough).
 fn held_again(result: &Result<DeliveryReceipt, DeliveryError>) -> bool {
+    went_away(result) || *result == Err(DeliveryError::NotAcknowledged)
+}
+
+/// The terminal went away, or its session could take nothing more now.
+fn went_away(result: &Result<DeliveryReceipt, DeliveryError>) -> bool {
     matches!(
         result,
-        Err(DeliveryError::Offline | DeliveryError::Unavailable | DeliveryError::NotAcknowledged)
+        Err(DeliveryError::Offline | DeliveryError::Unavailable)
     )
 }
 

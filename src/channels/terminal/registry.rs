@@ -45,15 +45,7 @@ impl SwitchRegistry {
     pub fn switch_id(&self) -> &str {
         &self.switch_id
     }
-}
 
-impl Default for SwitchRegistry {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl SwitchRegistry {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic elsewhere while holding the lock leaves a map that is still consistent.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -131,5 +123,11 @@ impl SwitchRegistry {
                 reason: "the switch is shutting down",
             });
         }
+    }
+}
+
+impl Default for SwitchRegistry {
+    fn default() -> Self {
+        Self::new()
     }
 }

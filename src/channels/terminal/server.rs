@@ -430,10 +430,10 @@ async fn start_session(framed: Framed<BoxIo, FrameCodec>, terminal_id: String, s
         shared.registry.clone(),
         terminal_id,
         session,
-        super::held_outcomes::HeldWaits {
-            ack: super::session::answer_wait(settings.ack_timeout_ms),
-            silent_max: super::session::silent_max(settings.keepalive_interval_ms),
-        },
+        super::held_outcomes::HeldWaits::of_switch(
+            settings.ack_timeout_ms,
+            settings.keepalive_interval_ms,
+        ),
     ));
 }
 

@@ -52,9 +52,7 @@ impl BankLinkActor {
         let (Some(reversal), Some(conn)) = (self.reversals.get_mut(&id), &self.conn) else {
             return;
         };
-        let next = now
-            + chrono::Duration::from_std(repeat_after(&self.settings, reversal.refusals))
-                .unwrap_or(chrono::Duration::seconds(10));
+        let next = next_repeat_at(&self.settings, now, reversal.refusals);
         let repeat = reversal.attempts > 0;
         reversal.next_attempt_at = next;
         self.reversals_in_flight.insert(id);
@@ -189,10 +187,8 @@ impl BankLinkActor {
             let refusals = reversal.refusals;
             // Its next repeat was planned at its send, before this refusal: from now, after the
             // wait this many refusals earn.
-            reversal.next_attempt_at = self.deps.clock.now()
-                + chrono::Duration::from_std(repeat_after(&self.settings, refusals))
-                    .unwrap_or(chrono::Duration::seconds(10));
-            let next = reversal.next_attempt_at;
+            let next = next_repeat_at(&self.settings, self.deps.clock.now(), refusals);
+            reversal.next_attempt_at = next;
             tracing::warn!(link = %self.name(), id, response_code = %code, refusals, "reversal not processed by the BIPS; it will be sent again");
             // Kept on the row, still pending, for the operator: the last refusal's code (a
             // 0430 without one says nothing to keep) and when it goes again.
@@ -347,10 +343,12 @@ async fn store_reversal(
     }
 }
 
-/// How long after a send the reversal is repeated if no 0430 processes it: the link's interval,
-/// doubled for each refusal, at most `REVERSAL_REFUSED_REPEAT_MAX_MS` (or the interval, if more).
-fn repeat_after(settings: &LinkSettings, refusals: u32) -> Duration {
+/// When a reversal sent (or refused) at `now` is repeated if no 0430 processes it: after the
+/// link's interval, doubled for each refusal, at most `REVERSAL_REFUSED_REPEAT_MAX_MS` (or the
+/// interval, if more).
+fn next_repeat_at(settings: &LinkSettings, now: DateTime<Utc>, refusals: u32) -> DateTime<Utc> {
     let interval = settings.reversal_interval();
     let backed_off = interval.saturating_mul(1 << refusals.min(16));
-    backed_off.min(Duration::from_millis(REVERSAL_REFUSED_REPEAT_MAX_MS).max(interval))
+    let wait = backed_off.min(Duration::from_millis(REVERSAL_REFUSED_REPEAT_MAX_MS).max(interval));
+    now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(10))
 }
