@@ -461,7 +461,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
-        let env: Vec<(String, String)> = std::env::vars().collect();
+        let env = process_environment()?;
         Self::from_toml(&text, &env).map_err(|ConfigErrors(lines)| {
             ConfigErrors(
                 lines
@@ -800,6 +800,33 @@ fn path_is(path: &serde_path_to_error::Path, keys: &[String]) -> bool {
 /// `PAYHUB_HTTP__LISTEN=…` sets `http.listen`; `PAYHUB_LINKS__0__ADDR` sets `links[0].addr`.
 /// Where the file has text, the value is taken as text; else it is read as TOML when it parses
 /// (numbers, booleans, arrays), and the keys read so without the file's word are the guesses.
+/// The process's environment as text. A variable that is not UTF-8 is passed over, unless it is
+/// one the configuration reads: that is an error naming it, never its value (`std::env::vars`
+/// would panic and print the value, which may be a password).
+fn process_environment() -> Result<Vec<(String, String)>, ConfigErrors> {
+    let mut env = Vec::new();
+    let mut problems = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => env.push((name, value)),
+            (Ok(name), Err(_)) if is_configuration_variable(&name) => {
+                problems.push(format!("{name}: the value is not valid UTF-8"));
+            }
+            _ => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(env)
+    } else {
+        Err(ConfigErrors(problems))
+    }
+}
+
+/// Whether [`apply_env`] reads the variable.
+fn is_configuration_variable(name: &str) -> bool {
+    name == "DATABASE_URL" || name.starts_with("PAYHUB_") && name.contains("__")
+}
+
 fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Result<Vec<Guess>, ConfigErrors> {
     let mut problems = Vec::new();
     let mut guesses = Vec::new();
@@ -819,13 +846,11 @@ fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Result<Vec<Gue
             }
             continue;
         }
-        let Some(path) = name.strip_prefix("PAYHUB_") else {
-            continue;
-        };
         // Other PAYHUB_ variables (PAYHUB_LOG, the log filter) are not configuration keys.
-        if !path.contains("__") {
+        if !is_configuration_variable(name) {
             continue;
         }
+        let path = &name["PAYHUB_".len()..];
         let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
         if keys.iter().any(String::is_empty) {
             problems.push(format!("{name}: expected PAYHUB_<SECTION>__<KEY>"));

@@ -6,7 +6,9 @@ use payhub::http::mtls::ServerTls;
 use payhub::http::server::{self, ServerSettings};
 use payhub_actors::store::testing::{TestDb, fresh_database};
 use serde_json::Value;
+use std::ffi::OsStr;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -16,9 +18,15 @@ use std::sync::Arc;
 const COMMAND_TIMEOUT_MS: u64 = 60_000;
 
 fn payhub(args: &[&str], stdin: Option<&str>) -> Output {
+    payhub_with_env(args, stdin, &[])
+}
+
+/// [`payhub`] with more environment variables, which need not be UTF-8.
+fn payhub_with_env(args: &[&str], stdin: Option<&str>, env: &[(&str, &OsStr)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_payhub"));
     cmd.args(args)
         .env_remove("DATABASE_URL")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -62,7 +70,12 @@ fn ok_json(args: &[&str], stdin: Option<&str>) -> Value {
 
 /// Fails with exactly one line on standard error, containing `needle`.
 fn fails_with(args: &[&str], stdin: Option<&str>, needle: &str) {
-    let out = payhub(args, stdin);
+    fails_with_env(args, stdin, &[], needle);
+}
+
+/// [`fails_with`] with more environment variables.
+fn fails_with_env(args: &[&str], stdin: Option<&str>, env: &[(&str, &OsStr)], needle: &str) {
+    let out = payhub_with_env(args, stdin, env);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{args:?} succeeded");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
@@ -775,6 +788,38 @@ fn bad_flags_and_unreachable_databases_are_one_line() {
         ],
         "--password-stdin",
     );
+}
+
+/// A variable that is not UTF-8 in the environment is passed over, unless the configuration reads
+/// it: then one line names it, without its value. (Reading the environment as text panicked,
+/// printing the value.)
+#[test]
+fn an_environment_variable_not_utf8_is_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let port = payhub_actors::store::local_cluster::free_port().unwrap();
+    let dead = format!("postgres://postgres@127.0.0.1:{port}/payhub");
+    let dir_arg = dir.to_str().unwrap();
+    let out = payhub(
+        &["pki", "init", "--dir", dir_arg, "--database-url", &dead],
+        None,
+    );
+    assert!(out.status.success());
+    let config = dir.join("payhub.toml");
+    let migrate = ["migrate", "--config", config.to_str().unwrap()];
+    let not_utf8 = OsStr::from_bytes(b"s3cret\xff");
+    fails_with_env(&migrate, None, &[("UNRELATED", not_utf8)], "migrating");
+    for name in ["PAYHUB_DATABASE__POOL_SIZE", "DATABASE_URL"] {
+        let out = payhub_with_env(&migrate, None, &[(name, not_utf8)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("{name}: the value is not valid UTF-8")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+    }
 }
 
 /// operations.md: "Every command answers `--help`".
