@@ -638,6 +638,47 @@ async fn throttling_beyond_the_tries_fails_the_delivery() {
     );
 }
 
+/// An outcome whose row the payment wrote, and which it offers again when told `Unavailable`,
+/// keeps its row `queued` until the payment gives up: a start after a stop in between must still
+/// find it to offer (it looks for `queued` outcome rows only).
+#[actix_rt::test]
+async fn an_outcome_the_payment_offers_again_keeps_its_row_queued() {
+    use payhub_actors::transaction::store::orphaned_outcome_notices;
+    let Rig {
+        db,
+        sim,
+        payment_id,
+        session,
+    } = rig(|s| s.submit_attempts_max = 2).await;
+    let now = chrono::Utc::now();
+    let row = smpp::store::insert_queued(
+        &db.pool,
+        now,
+        &payment_id,
+        NoticeKind::Outcome,
+        "861380***8000",
+    )
+    .await
+    .unwrap();
+    sim.update_switches(|s| s.throttle_next = 100);
+    let mut outcome = code_message(&payment_id);
+    outcome.notice.kind = NoticeKind::Outcome;
+    outcome.notice.code = None;
+    outcome.notice.outcome = Some("succeeded".into());
+    outcome.recorded = Some(row);
+
+    assert_eq!(
+        deliver(&session, outcome).await,
+        Err(DeliveryError::Unavailable)
+    );
+
+    assert_eq!(rows(&db, &payment_id).await[0].status, "queued");
+    let client = db.pool.get().await.unwrap();
+    let later = now + chrono::Duration::minutes(1);
+    let orphans = orphaned_outcome_notices(&client, later, 10).await.unwrap();
+    assert_eq!(orphans.len(), 1, "the next start offers it");
+}
+
 /// The sender stops waiting after `answer_within`: the session answers by then, and a message it
 /// could not send by then is failed, not left to be refused after nobody waits.
 #[actix_rt::test]

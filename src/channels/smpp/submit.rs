@@ -52,11 +52,11 @@ impl Failure {
     /// What the sender is told. After a close that may have let the message through, a code
     /// stays good (a timeout: it may arrive), and an outcome notice is offered again (told twice
     /// rather than never, as notices go at least once).
-    fn error_for(self, kind: NoticeKind) -> DeliveryError {
+    fn error_for(&self, kind: NoticeKind) -> DeliveryError {
         if self.closed_after_write && kind == NoticeKind::Outcome {
             DeliveryError::Unavailable
         } else {
-            self.error
+            self.error.clone()
         }
     }
 }
@@ -100,8 +100,15 @@ pub(super) async fn deliver(
             Ok(DeliveryReceipt { message_ref })
         }
         Err(failure) => {
-            not_sent(&shared, row, &notice.payment_id, &failure).await;
-            Err(failure.error_for(notice.kind))
+            let error = failure.error_for(notice.kind);
+            // An outcome the payment recorded and offers again (`Unavailable`) keeps its row
+            // `queued` until the payment gives up and marks it failed: a start after a stop in
+            // between then offers it too (the router leaves such rows alike).
+            let offered_again = msg.recorded.is_some()
+                && notice.kind == NoticeKind::Outcome
+                && error == DeliveryError::Unavailable;
+            not_sent(&shared, row, &notice.payment_id, &failure, !offered_again).await;
+            Err(error)
         }
     }
 }
@@ -144,11 +151,14 @@ async fn accepted(shared: &Shared, row: i64, kind: NoticeKind, message_ref: &str
     }
 }
 
-/// The message was refused or never answered: the row says `failed` (a late acceptance of an
-/// unanswered `submit_sm`, awaited since its timeout, may still mark it sent).
-async fn not_sent(shared: &Shared, row: i64, payment_id: &str, failure: &Failure) {
+/// The message was refused or never answered: the row says `failed` when `mark_row` (a late
+/// acceptance of an unanswered `submit_sm`, awaited since its timeout, may still mark it sent).
+async fn not_sent(shared: &Shared, row: i64, payment_id: &str, failure: &Failure, mark_row: bool) {
     count_submit("error");
     tracing::warn!(payment = %payment_id, reason = %failure.detail, "SMS not sent");
+    if !mark_row {
+        return;
+    }
     let failed = store::mark_failed(&shared.pool, shared.clock.now(), row, &failure.detail);
     if let Err(e) = within(shared, failed).await {
         tracing::error!(error = %e, row, "failed SMS row not updated");
