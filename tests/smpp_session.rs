@@ -201,6 +201,44 @@ async fn a_receipt_before_the_message_id_is_recorded_is_not_lost() {
     assert_eq!(early_receipts_left(&db).await, 0);
 }
 
+/// An outcome the payment recorded for its terminal (channel `terminal`) that went by SMS, to a
+/// mobile or PDA terminal: the row is the SMS's once its message id is written, and its receipt
+/// lands on it (receipts are matched among SMS rows only).
+#[actix_rt::test]
+async fn a_terminal_outcome_sent_by_sms_takes_its_receipt() {
+    let db = fresh_database().await;
+    let payment_id = payment(&db).await;
+    let now = chrono::Utc::now();
+    let client = db.pool.get().await.unwrap();
+    let id: i64 = client
+        .query_one(
+            "INSERT INTO customer_messages
+                 (payment_id, kind, channel, destination, status, created_at, updated_at)
+             VALUES ($1, 'outcome', 'terminal', 'term_pda', 'queued', $2, $2) RETURNING id",
+            &[&payment_id, &now],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let writes = smpp::store::SmppWrites::start(db.pool.clone());
+
+    writes.mark_sent(now, id, "pda-1").await.unwrap();
+    let matched = writes
+        .record_receipt(now, "pda-1", "DELIVRD")
+        .await
+        .unwrap();
+
+    assert!(matched, "the receipt found its message");
+    let row = &rows(&db, &payment_id).await[0];
+    assert_eq!(row.status, "delivered", "{}", row.everything);
+    assert!(
+        row.everything.contains("\"channel\":\"sms\""),
+        "{}",
+        row.everything
+    );
+    assert_eq!(early_receipts_left(&db).await, 0);
+}
+
 /// An SMSC that used a message id before (a counter that wrapped, another SMSC): the receipt is
 /// for the newest message with the id. An older one keeps its own history; one older than three
 /// days is not taken for the receipt's message, whose id may still be on its way (kept aside).
