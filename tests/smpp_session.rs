@@ -717,6 +717,51 @@ async fn an_outcome_the_payment_offers_again_keeps_its_row_queued() {
     assert_eq!(orphans.len(), 1, "the next start offers it");
 }
 
+/// A message id whose write outlasts the session's wait for the database is still written: the
+/// SMSC has the message, and a row left `queued` would be offered again at the next start.
+#[actix_rt::test]
+async fn a_message_id_written_after_its_wait_is_kept() {
+    let Rig {
+        db,
+        sim: _sim,
+        payment_id,
+        session,
+    } = rig(|s| s.database_timeout_ms = 500).await;
+    let now = chrono::Utc::now();
+    let mut rows_written = Vec::new();
+    for _ in 0..2 {
+        let row =
+            smpp::store::insert_queued(&db.pool, now, &payment_id, NoticeKind::Code, "86**00")
+                .await
+                .unwrap();
+        rows_written.push(row);
+    }
+    // The first id's write waits on this lock; the second queues behind it.
+    let mut blocker = db.pool.get().await.unwrap();
+    let lock = blocker.transaction().await.unwrap();
+    lock.execute(
+        "SELECT 1 FROM customer_messages WHERE id = $1 FOR UPDATE",
+        &[&rows_written[0]],
+    )
+    .await
+    .unwrap();
+    for row in &rows_written {
+        let mut message = code_message(&payment_id);
+        message.recorded = Some(*row);
+        assert!(deliver(&session, message).await.is_ok(), "the SMSC took it");
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    lock.rollback().await.unwrap();
+
+    wait_until("both ids are written", async || {
+        rows(&db, &payment_id)
+            .await
+            .iter()
+            .all(|row| row.message_ref.is_some() && row.status != "queued")
+    })
+    .await;
+}
+
 /// The sender stops waiting after `answer_within`: the session answers by then, and a message it
 /// could not send by then is failed, not left to be refused after nobody waits.
 #[actix_rt::test]

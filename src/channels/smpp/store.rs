@@ -115,12 +115,17 @@ impl SmppWrites {
 
     /// The SMSC accepted the message on row `id` as `message_ref`; applies a receipt that came
     /// first, or one that rode with this write (`smpp_mark_sent`).
+    ///
+    /// The write goes on when its caller stops waiting (its own bound, a slow database): the
+    /// message went, and a row left `queued` would be offered again at the next start, and its
+    /// receipt lost. The writer drops a write nobody waits for, so it is waited for here.
     pub async fn mark_sent(
         &self,
         now: DateTime<Utc>,
         id: i64,
         message_ref: &str,
     ) -> Result<(), StoreError> {
+        // Begun before this returns, so that a receipt right behind its submit_sm_resp rides.
         let writing = self.ids_in_writing.begin(message_ref);
         let write = Sent {
             id,
@@ -128,11 +133,17 @@ impl SmppWrites {
             at: now,
             seat: writing.as_ref().map(|guard| guard.writing()),
         };
-        let written = self.sent.ask(write).await;
-        if let (Ok(()), Some(guard)) = (&written, writing) {
-            guard.recorded();
-        }
+        let sent = self.sent.clone();
+        let written = tokio::spawn(async move {
+            let written = sent.ask(write).await;
+            if let (Ok(()), Some(guard)) = (&written, writing) {
+                guard.recorded();
+            }
+            written
+        });
         written
+            .await
+            .map_err(|e| StoreError::Pool(format!("the message id's write stopped: {e}")))?
     }
 
     /// Keeps a receipt's state on its message row, or aside until the row has the id
