@@ -1645,7 +1645,8 @@ async fn bad_input_gets_calm_4xx_pages() {
 
 /// A sign-in posted twice (a double click: the browser drops the first answer, whose cookie it
 /// never sees) still reaches the code page: the second post finds the code sent and, the password
-/// checked again, gives the same browser its session again.
+/// checked again, gives the same browser its session again. Meanwhile the payment opened again in
+/// that browser leads back to the sign-in, not to a refusal.
 #[actix_rt::test]
 async fn a_sign_in_whose_answer_was_lost_can_be_posted_again() {
     let w = World::new().await;
@@ -1714,6 +1715,19 @@ async fn a_sign_in_whose_answer_was_lost_can_be_posted_again() {
     assert!(planted.headers().get("set-cookie").is_none());
     let failures = "SELECT count(*) FROM login_failures WHERE identity = $1";
     assert_eq!(count(&w.db.pool, failures, "identity:alice").await, 1);
+    // The payment opened again in that browser leads back to the sign-in (no session cookie);
+    // another browser is only told to wait.
+    let get = async |browser: &reqwest::Client, path: &str| {
+        let answer = browser.get(format!("{base}{path}")).send().await.unwrap();
+        (answer.status(), answer.text().await.unwrap())
+    };
+    for path in [format!("/pay/{pay}"), format!("/pay/{pay}/code")] {
+        let (status, body) = get(&browser, &path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body.contains("Sign in once more"), "{path}: {body}");
+    }
+    let (_, other) = get(&client(Some(Arc::default())), &format!("/pay/{pay}")).await;
+    assert!(other.contains("Waiting for the code"), "{other}");
     // The second: the code page, where the code the phone got is accepted.
     let again = browser
         .post(format!("{base}/pay/{pay}/login"))

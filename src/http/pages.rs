@@ -161,6 +161,11 @@ async fn pay_page(
             ctx.login_page(StatusCode::OK, None, &LoginForm::default())
         }
         PaymentStatus::AwaitingCode if ctx.has_session() => see_other(&ctx.path("/code")),
+        // The browser that signed in, without its session cookie (the sign-in's answer was
+        // lost): signing in again gives it back (`SignedInAgain`).
+        PaymentStatus::AwaitingCode if ctx.signed_in_here() => {
+            ctx.login_page(StatusCode::OK, None, &LoginForm::default())
+        }
         PaymentStatus::AwaitingCode => ctx.waiting_for_the_code(),
         _ => see_other(&ctx.path("/result")),
     }
@@ -275,6 +280,9 @@ async fn code_page(
     match ctx.view.status {
         PaymentStatus::AwaitingCode if ctx.has_session() => {
             ctx.code_page(StatusCode::OK, None, None).await
+        }
+        PaymentStatus::AwaitingCode if ctx.signed_in_here() => {
+            ctx.login_page(StatusCode::OK, None, &LoginForm::default())
         }
         PaymentStatus::AwaitingCode => ctx.wrong_session(),
         PaymentStatus::AwaitingCustomer => see_other(&ctx.path("")),
@@ -615,6 +623,15 @@ impl Ctx {
             .is_some_and(|s| self.view.session_matches(&self.state.hash_key, s))
     }
 
+    /// Whether this browser passed the password step (its session is the one its CSRF cookie
+    /// gives), whether or not it holds the session cookie.
+    fn signed_in_here(&self) -> bool {
+        !self.csrf_is_new
+            && self
+                .view
+                .session_matches(&self.state.hash_key, self.browser_session().expose())
+    }
+
     fn csrf_token(&self) -> String {
         let input = format!("{}\0{}", self.view.id, self.csrf_cookie);
         hex::encode(self.state.hash_key.hash(
@@ -677,6 +694,8 @@ impl Ctx {
         Page::new(self.state.templates, &self.view)
     }
 
+    /// The sign-in form; once the code is on its way (a sign-in again, by the browser that
+    /// signed in), identity and password only.
     fn login_page(
         &self,
         status: StatusCode,
@@ -688,6 +707,7 @@ impl Ctx {
             "pay/login.html",
             minijinja::context! {
                 error,
+                again => self.view.status == PaymentStatus::AwaitingCode,
                 csrf_token => self.csrf_token(),
                 identity => form.identity.trim(),
                 channel => form.channel,
