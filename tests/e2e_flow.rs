@@ -550,6 +550,27 @@ async fn a_lock_tells_nobody_whether_the_identity_is_registered() {
     assert_eq!(ok.path(), format!("/pay/{pay}/code"), "{}", ok.body);
 }
 
+/// The registered mobile number as people write it (spaces, hyphens) is the same identity: the
+/// customer signs in with it, and failures with any spelling of it count together.
+#[actix_rt::test]
+async fn a_mobile_number_written_with_spaces_or_hyphens_signs_in() {
+    let w = World::new().await;
+    let browser = w.browser();
+    let digits = w.customer.mobile.as_str();
+    let spaced = format!("+{} {} {}", &digits[..2], &digits[2..5], &digits[5..]);
+    let hyphened = format!("{}-{}", &digits[..5], &digits[5..]);
+    let pay = w.payment().await;
+    let wrong = browser.login(&pay, &hyphened, "nope", "sms", "").await;
+    assert_eq!(wrong.status, 401);
+    let ok = browser
+        .login(&pay, &spaced, &w.customer.password, "sms", "")
+        .await;
+    assert_eq!(ok.path(), format!("/pay/{pay}/code"), "{}", ok.body);
+    let failures = "SELECT count(*) FROM login_failures WHERE identity = $1";
+    let key = format!("msisdn:{digits}");
+    assert_eq!(count(&w.db.pool, failures, &key).await, 1);
+}
+
 /// A sign-in is counted as a failure until its payment moves on. When the payment ended meanwhile
 /// (here, behind its actor's back), a right password must not stay counted against the identity.
 #[actix_rt::test]

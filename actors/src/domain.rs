@@ -160,7 +160,7 @@ impl OnlineId {
 }
 
 /// A mobile or telephone number in international form: digits only, 6..=15 (E.164), a leading
-/// `+` accepted and dropped.
+/// `+` accepted and dropped, as are the spaces, hyphens and dots numbers are written with.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Msisdn(String);
@@ -177,12 +177,18 @@ impl Msisdn {
     /// form with its trunk `0`, or an international dialling prefix `00`, would be refused or
     /// misrouted by the SMS center. Country codes never start with 0.
     pub fn parse(value: &str) -> Result<Self, FieldError> {
-        let digits = value.trim().strip_prefix('+').unwrap_or(value.trim());
+        let value = value.trim();
+        let digits: String = value
+            .strip_prefix('+')
+            .unwrap_or(value)
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '.'))
+            .collect();
         if (6..=15).contains(&digits.len())
             && digits.bytes().all(|b| b.is_ascii_digit())
             && !digits.starts_with('0')
         {
-            Ok(Self(digits.to_owned()))
+            Ok(Self(digits))
         } else {
             Err(FieldError::new("msisdn", Self::EXPECTED))
         }
@@ -429,6 +435,15 @@ mod tests {
         assert!(Msisdn::parse("07700900123").is_err());
         assert!(Msisdn::parse("+00447700900123").is_err());
         assert!(Msisdn::parse("447700900123").is_ok());
+        for written in [
+            "+86 138 0013 8000",
+            "86-138-0013-8000",
+            " +86.138.0013.8000 ",
+        ] {
+            assert_eq!(Msisdn::parse(written).unwrap().digits(), "8613800138000");
+        }
+        assert!(Msisdn::parse("+ 0 86 138").is_err());
+        assert!(Msisdn::parse("86 138 0013 8000 x").is_err());
         assert!(BankId::parse("0001").is_ok());
         assert!(BankId::parse("000100010001").is_err());
         let acct = AccountNumber::parse("6222000011112222").unwrap();
