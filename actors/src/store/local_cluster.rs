@@ -239,6 +239,9 @@ impl LocalCluster {
             .stderr(log_file);
         as_user(&mut cmd, user);
         die_with_parent(&mut cmd);
+        // Out of the caller's process group: Ctrl-C in a terminal signals the whole foreground
+        // group, and the server must outlive the caller's shutdown, which still writes to it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().map_err(step("starting postgres"))?;
         let mut cluster = LocalCluster {
             data_dir: data_dir.to_path_buf(),
