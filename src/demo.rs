@@ -169,10 +169,16 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Refuses early, with the fix, when a fixed port is taken.
-fn check_port(addr: SocketAddr, flag: &str) -> anyhow::Result<()> {
-    TcpListener::bind(addr).map(drop).map_err(|e| {
-        anyhow::anyhow!("{addr} is not free ({e}); stop what uses it or pass {flag} 127.0.0.1:PORT")
-    })
+/// `addr` once found free, with a free port in place of port 0: the configuration's pay_url and
+/// the guide name the port, so it is chosen before they are written.
+fn free_address(addr: SocketAddr, flag: &str) -> anyhow::Result<SocketAddr> {
+    TcpListener::bind(addr)
+        .and_then(|listener| listener.local_addr())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{addr} is not free ({e}); stop what uses it or pass {flag} 127.0.0.1:PORT"
+            )
+        })
 }
 
 /// Everything the demo started, stopped in reverse order.
@@ -183,10 +189,10 @@ struct Running {
     terminal: sim::terminal::SimHandle,
 }
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    check_port(args.https_listen, "--https-listen")?;
-    check_port(args.operator_listen, "--operator-listen")?;
-    check_port(args.smsc_http_listen, "--smsc-http-listen")?;
+pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
+    args.https_listen = free_address(args.https_listen, "--https-listen")?;
+    args.operator_listen = free_address(args.operator_listen, "--operator-listen")?;
+    args.smsc_http_listen = free_address(args.smsc_http_listen, "--smsc-http-listen")?;
     let dir = absolute(&args.dir)?;
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating the demo folder {}", dir.display()))?;

@@ -155,14 +155,22 @@ fn demo_runs_its_self_check_and_stops_cleanly_on_ctrl_c() {
 
 /// `payhub demo --check-only` over the demo folder `dir`: its exit status and standard output.
 fn check_only(dir: &std::path::Path) -> (std::process::ExitStatus, String) {
+    check_only_on(dir, || free_port().to_string())
+}
+
+/// [`check_only`] with its listeners on the ports `port` gives.
+fn check_only_on(
+    dir: &std::path::Path,
+    port: impl Fn() -> String,
+) -> (std::process::ExitStatus, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_payhub"))
         .arg("demo")
         .arg("--check-only")
         .arg("--dir")
         .arg(dir)
-        .args(["--https-listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--operator-listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--smsc-http-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--https-listen", &format!("127.0.0.1:{}", port())])
+        .args(["--operator-listen", &format!("127.0.0.1:{}", port())])
+        .args(["--smsc-http-listen", &format!("127.0.0.1:{}", port())])
         .env_remove("DATABASE_URL")
         // Meant for a real gateway in the same shell: the demo's database is its own.
         .env(
@@ -194,4 +202,21 @@ fn a_kept_demo_folder_over_a_new_database_registers_its_samples_again() {
     let (status, out) = check_only(&demo);
     assert!(status.success(), "{out}");
     assert!(out.contains("Self-check: payment pay_"), "{out}");
+}
+
+/// operations.md: "port `0` means any free port". The demo's pay_url names the port it chose.
+#[test]
+fn a_demo_on_port_0_gives_pay_urls_with_its_port() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let demo = dir.path().join("demo");
+    let (status, out) = check_only_on(&demo, || "0".into());
+    assert!(status.success(), "{out}");
+    let config = std::fs::read_to_string(demo.join("payhub.toml")).unwrap();
+    let public_url = config
+        .lines()
+        .find(|l| l.starts_with("public_url"))
+        .unwrap_or_else(|| panic!("{config}"));
+    assert!(public_url.contains("https://localhost:"), "{public_url}");
+    assert!(!public_url.ends_with(":0\""), "{public_url}");
 }
