@@ -1,7 +1,8 @@
 //! `payhub serve` and `payhub migrate`: start-up and wiring. [`Gateway::start`] composes every
 //! part in one process — the same function serves `serve`, the demo and the end-to-end tests —
-//! and [`Gateway::shutdown`] stops them in the order that loses nothing: stop taking requests,
-//! then the workers, then the channels and the bank links (sign-off, unbind).
+//! and [`Gateway::shutdown`] stops them in the order that loses nothing: stop taking requests
+//! (those in progress finish, up to `server::SHUTDOWN_TIMEOUT_S`), then the workers, then the
+//! channels and the bank links (sign-off, unbind).
 
 use crate::channels::{router, smpp};
 use crate::cli::output;

@@ -778,6 +778,33 @@ async fn a_page_past_the_deadline_is_answered_with_a_page() {
     gw.stop().await;
 }
 
+/// A graceful stop lets a request in progress finish, as long as the code page may wait for the
+/// bank: a customer who has just typed the code gets the outcome, not a dropped connection.
+#[actix_rt::test]
+async fn a_stop_lets_a_slow_code_step_finish() {
+    use actix_web::web;
+    const STEP_MS: u64 = 7_000;
+    const _: () = assert!(payhub::http::pages::CODE_STEP_WAIT_MAX_MS > STEP_MS);
+    let slow: payhub::http::server::Configurator =
+        std::sync::Arc::new(|cfg: &mut web::ServiceConfig| {
+            cfg.route(
+                "/pay/{id}/code",
+                web::post().to(|| async {
+                    tokio::time::sleep(std::time::Duration::from_millis(STEP_MS)).await;
+                    "the outcome"
+                }),
+            );
+        });
+    let gw = TestGateway::spawn_with(|_| {}, vec![slow]).await;
+    let request = gw.client(None).post(gw.url("/pay/pay_1/code")).send();
+    let request = tokio::spawn(request);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    gw.stop().await;
+    let answer = request.await.unwrap().expect("answered, not dropped");
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.text().await.unwrap(), "the outcome");
+}
+
 /// Every answer, the API's as the pages', tells browsers to come back over HTTPS only and not to
 /// guess another content type.
 #[actix_rt::test]

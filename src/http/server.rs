@@ -20,8 +20,11 @@ use std::sync::Arc;
 /// Routes another part adds to the listener (PAY's customer pages).
 pub type Configurator = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
-/// How long a graceful stop waits for requests in progress.
-pub const SHUTDOWN_TIMEOUT_S: u64 = 5;
+/// How long a graceful stop waits for requests in progress: beyond the code page's wait for the
+/// bank, so that a customer who has just typed the code is answered with the outcome rather than
+/// a dropped connection. Requests are answered in time (`request_deadline_ms` bounds the rest),
+/// and idle connections do not hold the stop.
+pub const SHUTDOWN_TIMEOUT_S: u64 = crate::http::pages::CODE_STEP_WAIT_MAX_MS / 1_000 + 5;
 /// How long a client may take to send a request's head.
 pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// How long an idle keep-alive connection is kept.
