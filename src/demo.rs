@@ -227,14 +227,17 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
         )),
     }
     if outcome.is_ok() && !args.check_only {
-        let shutdown = crate::serve::ShutdownSignal::install();
+        let mut shutdown = crate::serve::ShutdownSignal::install();
         output::note("\nPress Ctrl-C to stop.");
         shutdown.wait().await;
         output::note(
-            "\nShutting down: signing off the bank links, unbinding from the SMSC, draining.",
+            "\nShutting down: signing off the bank links, unbinding from the SMSC, draining \
+             (Ctrl-C again stops at once).",
         );
+        shutdown.unless_asked_again(stop_all(running)).await;
+    } else {
+        stop_all(running).await;
     }
-    stop_all(running).await;
     pool.close();
     drop(db);
     output::note("payhub demo stopped.");

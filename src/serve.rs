@@ -419,10 +419,23 @@ impl ShutdownSignal {
     }
 
     /// Waits for Ctrl-C or SIGTERM.
-    pub async fn wait(mut self) {
+    pub async fn wait(&mut self) {
         tokio::select! {
             _ = next(self.interrupt.as_mut()) => {}
             _ = next(self.terminate.as_mut()) => {}
+        }
+    }
+
+    /// Runs `stopping` (a shutdown, which may wait on requests in progress for a while). Ctrl-C or
+    /// SIGTERM again meanwhile ends the process at once, as a crash would: every effect outside
+    /// the process was committed first, and the next start takes over what was in flight.
+    pub async fn unless_asked_again(mut self, stopping: impl std::future::Future<Output = ()>) {
+        tokio::select! {
+            () = stopping => {}
+            () = self.wait() => {
+                tracing::warn!("asked again to stop: stopping at once, the shutdown unfinished");
+                std::process::exit(1);
+            }
         }
     }
 }
@@ -469,7 +482,7 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
     let config = Config::load(config)?;
     let clock: SharedClock = Arc::new(payhub_actors::SystemClock);
     let gateway = Gateway::start(&config, clock).await?;
-    let shutdown = ShutdownSignal::install();
+    let mut shutdown = ShutdownSignal::install();
     output::note(serde_json::json!({
         "https": gateway.https_addr.to_string(),
         "operator": gateway.operator_addr.to_string(),
@@ -477,7 +490,7 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
     }));
     tracing::info!(https = %gateway.https_addr, operator = %gateway.operator_addr, "payhub serving");
     shutdown.wait().await;
-    tracing::info!("shutting down");
-    gateway.shutdown().await;
+    tracing::info!("shutting down (Ctrl-C or SIGTERM again stops at once)");
+    shutdown.unless_asked_again(gateway.shutdown()).await;
     Ok(())
 }

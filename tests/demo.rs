@@ -18,17 +18,24 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn demo_runs_its_self_check_and_stops_cleanly_on_ctrl_c() {
-    // Closed to others (0700), as root's home folder is: run as root, the private cluster's
-    // server (the `postgres` user) cannot reach it, and the demo keeps its database elsewhere.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+/// A demo started as from a shell, up to its "Press Ctrl-C"; what it printed until then.
+struct Demo {
+    child: std::process::Child,
+    https_port: u16,
+    printed: Vec<String>,
+    /// Standard output from then on.
+    rest: std::sync::mpsc::Receiver<String>,
+    /// Standard error, whole once the demo ends.
+    log: std::thread::JoinHandle<String>,
+}
+
+fn start_demo(dir: &std::path::Path) -> Demo {
+    let https_port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_payhub"))
         .arg("demo")
         .arg("--dir")
-        .arg(dir.path().join("demo"))
-        .args(["--https-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg(dir.join("demo"))
+        .args(["--https-listen", &format!("127.0.0.1:{https_port}")])
         .args(["--operator-listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--smsc-http-listen", &format!("127.0.0.1:{}", free_port())])
         .env_remove("DATABASE_URL")
@@ -51,7 +58,6 @@ fn demo_runs_its_self_check_and_stops_cleanly_on_ctrl_c() {
             let _ = tx.send(line);
         }
     });
-
     let mut printed = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(DEMO_START_TIMEOUT_S);
     while Instant::now() < deadline {
@@ -67,6 +73,47 @@ fn demo_runs_its_self_check_and_stops_cleanly_on_ctrl_c() {
             Err(_) => break,
         }
     }
+    Demo {
+        child,
+        https_port,
+        printed,
+        rest: rx,
+        log,
+    }
+}
+
+impl Demo {
+    /// Ctrl-C in a terminal: SIGINT to the whole group, the demo's PostgreSQL included.
+    fn ctrl_c(&self) {
+        let group = format!("-{}", self.child.id());
+        let status = Command::new("kill")
+            .args(["-INT", "--", &group])
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(0));
+    }
+
+    /// How the demo ended, failing the test past `within`.
+    fn ended_within(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the demo did not stop in time");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn demo_runs_its_self_check_and_stops_cleanly_on_ctrl_c() {
+    // Closed to others (0700), as root's home folder is: run as root, the private cluster's
+    // server (the `postgres` user) cannot reach it, and the demo keeps its database elsewhere.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut demo = start_demo(dir.path());
+    let printed = &demo.printed;
     let out = printed.join("\n");
     assert!(
         out.contains("Press Ctrl-C to stop."),
@@ -90,28 +137,10 @@ fn demo_runs_its_self_check_and_stops_cleanly_on_ctrl_c() {
         );
     }
 
-    // Ctrl-C in a terminal: SIGINT to the whole group, the demo's PostgreSQL included.
-    let group = format!("-{}", child.id());
-    assert_eq!(
-        Command::new("kill")
-            .args(["-INT", "--", &group])
-            .status()
-            .unwrap()
-            .code(),
-        Some(0)
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the demo did not stop after Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let rest: Vec<String> = rx.try_iter().collect();
+    demo.ctrl_c();
+    let status = demo.ended_within(Duration::from_secs(60));
+    let rest: Vec<String> = demo.rest.try_iter().collect();
+    let printed = &demo.printed;
     // The database kept outside the demo folder, if it was: removed with the demo folder.
     if let Some(line) = printed
         .iter()
@@ -132,7 +161,7 @@ fn demo_runs_its_self_check_and_stops_cleanly_on_ctrl_c() {
         "{rest:?}"
     );
 
-    let log = log.join().unwrap();
+    let log = demo.log.join().unwrap();
     // Its database outlives the gateway's shutdown, which still writes (the claim's release).
     for trouble in ["not released", "lost or stopped answering"] {
         assert!(!log.contains(trouble), "{trouble}:\n{log}");
@@ -219,4 +248,45 @@ fn a_demo_on_port_0_gives_pay_urls_with_its_port() {
         .unwrap_or_else(|| panic!("{config}"));
     assert!(public_url.contains("https://localhost:"), "{public_url}");
     assert!(!public_url.ends_with(":0\""), "{public_url}");
+}
+
+/// A shutdown waits for requests in progress (a customer's code step); Ctrl-C again stops at once.
+#[test]
+fn a_second_ctrl_c_stops_the_demo_at_once() {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut demo = start_demo(dir.path());
+    assert!(
+        demo.printed.iter().any(|l| l.contains("Press Ctrl-C")),
+        "{:?}",
+        demo.printed
+    );
+    // A request in progress: its head sent, its body still to come.
+    let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
+    connector.set_verify(SslVerifyMode::NONE);
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", demo.https_port)).unwrap();
+    let mut tls = connector.build().connect("localhost", tcp).unwrap();
+    tls.write_all(
+        b"POST /pay/pay_00000000000000000000000000000000/login HTTP/1.1\r\nHost: localhost\r\n\
+          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 64\r\n\r\n",
+    )
+    .unwrap();
+    tls.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    demo.ctrl_c();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        demo.child.try_wait().unwrap().is_none(),
+        "the shutdown waits for the request in progress"
+    );
+    demo.ctrl_c();
+    let status = demo.ended_within(Duration::from_secs(5));
+
+    assert_eq!(status.code(), Some(1));
+    let log = demo.log.join().unwrap();
+    assert!(log.contains("stopping at once"), "{log}");
+    drop(tls);
 }

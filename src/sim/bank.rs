@@ -290,7 +290,7 @@ pub async fn run(args: BankSimArgs) -> anyhow::Result<()> {
         tls,
     })
     .await?;
-    let shutdown = crate::serve::ShutdownSignal::install();
+    let mut shutdown = crate::serve::ShutdownSignal::install();
     let control = handle
         .control_addr()
         .map_or("null".to_string(), |a| format!("\"{a}\""));

@@ -255,7 +255,7 @@ pub async fn run(args: SmscSimArgs) -> anyhow::Result<()> {
         print: true,
     };
     let sim = start(options).await?;
-    let shutdown = crate::serve::ShutdownSignal::install();
+    let mut shutdown = crate::serve::ShutdownSignal::install();
     output::note(format!("smsc-sim: SMPP listening on {}", sim.smpp_addr()));
     if let Some(http) = sim.http_addr() {
         output::note(format!(
