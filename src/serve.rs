@@ -199,6 +199,14 @@ fn start_operator(
     pool: &deadpool_postgres::Pool,
     bank: &Addr<BankRouter>,
 ) -> anyhow::Result<(SocketAddr, actix_web::dev::Server)> {
+    if !config.operator.listen.ip().is_loopback() && config.operator.token.is_some() {
+        // Off loopback the page is reached with the token, which plain HTTP shows the network.
+        tracing::warn!(
+            listen = %config.operator.listen,
+            "the operator listener speaks plain HTTP off loopback: its token and session cookie \
+             cross the network unencrypted; keep it on loopback or put TLS in front of it"
+        );
+    }
     let links: Arc<dyn LinkStatusSource> = Arc::new(crate::bank_links::BankLinks(bank.clone()));
     let state = OperatorState {
         pool: pool.clone(),

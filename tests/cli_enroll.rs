@@ -977,6 +977,9 @@ async fn migrate_and_serve_run_from_the_starter_config() {
         .env_remove("DATABASE_URL")
         // No SMSC or bank here: the session and the links keep retrying, as in production.
         .env("PAYHUB_SMPP__ADDR", "127.0.0.1:9")
+        // Off loopback, over plain HTTP: the start warns that the token would cross in clear.
+        .env("PAYHUB_OPERATOR__LISTEN", "0.0.0.0:0")
+        .env("PAYHUB_OPERATOR__TOKEN", "operator-token-1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -997,8 +1000,8 @@ async fn migrate_and_serve_run_from_the_starter_config() {
         let addr: std::net::SocketAddr = bound[listener].as_str().unwrap().parse().unwrap();
         assert_ne!(addr.port(), 0, "{listener} is printed as bound");
     }
-    let operator = bound["operator"].as_str().unwrap();
-    let health = reqwest::get(format!("http://{operator}/healthz"))
+    let operator: std::net::SocketAddr = bound["operator"].as_str().unwrap().parse().unwrap();
+    let health = reqwest::get(format!("http://127.0.0.1:{}/healthz", operator.port()))
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
@@ -1032,6 +1035,11 @@ async fn migrate_and_serve_run_from_the_starter_config() {
             && stderr.contains("trm_old (customer cus_old)"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("operator listener speaks plain HTTP off loopback"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("operator-token-1"), "{stderr}");
     // Stopped, it has let the database go, and said so: the next gateway need not wait out its
     // heartbeat.
     let released: bool = db
