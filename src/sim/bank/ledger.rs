@@ -60,9 +60,11 @@ pub struct OriginalElements {
 pub const FIELD_90_LEN: usize = 42;
 
 impl OriginalElements {
-    /// Splits field 90; `None` when it is not 42 digits.
+    /// Splits field 90; `None` when it is not 42 digits ending in the profile's 11 zeros.
     pub fn parse(field_90: &str) -> Option<Self> {
-        let ok = field_90.len() == FIELD_90_LEN && field_90.bytes().all(|b| b.is_ascii_digit());
+        let ok = field_90.len() == FIELD_90_LEN
+            && field_90.bytes().all(|b| b.is_ascii_digit())
+            && field_90[31..].bytes().all(|b| b == b'0');
         ok.then(|| Self {
             mti: field_90[0..4].to_owned(),
             stan: field_90[4..10].to_owned(),
@@ -331,6 +333,8 @@ mod tests {
         );
         assert_eq!(OriginalElements::parse("0200"), None);
         assert_eq!(OriginalElements::parse(&f90.replace('0', "x")), None);
+        let not_zeros = format!("{}12345678901", &f90[..31]);
+        assert_eq!(OriginalElements::parse(&not_zeros), None);
     }
 
     #[test]
