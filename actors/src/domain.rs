@@ -201,8 +201,14 @@ impl Msisdn {
         &self.0
     }
 
+    /// The last four digits, after the country code's first two when the number is long enough
+    /// to hide four or more: enough for customers to know their phone, not to call it. (An
+    /// account's mask keeps ten characters, nearly all of a phone number.)
     pub fn masked(&self) -> String {
-        mask_account(&self.0)
+        let n = self.0.len();
+        let head = if n >= 10 { 2 } else { 0 };
+        let hidden = n.saturating_sub(head + 4);
+        format!("{}{}{}", &self.0[..head], "*".repeat(hidden), &self.0[head + hidden..])
     }
 }
 
@@ -443,6 +449,10 @@ mod tests {
             assert_eq!(Msisdn::parse(written).unwrap().digits(), "8613800138000");
         }
         assert!(Msisdn::parse("+ 0 86 138").is_err());
+        let masked = |n: &str| Msisdn::parse(n).unwrap().masked();
+        assert_eq!(masked("8613800138000"), "86*******8000");
+        assert_eq!(masked("+12025550123"), "12*****0123");
+        assert_eq!(masked("447700"), "**7700");
         assert!(Msisdn::parse("86 138 0013 8000 x").is_err());
         assert!(BankId::parse("0001").is_ok());
         assert!(BankId::parse("000100010001").is_err());
