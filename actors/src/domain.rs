@@ -208,7 +208,12 @@ impl Msisdn {
         let n = self.0.len();
         let head = if n >= 10 { 2 } else { 0 };
         let hidden = n.saturating_sub(head + 4);
-        format!("{}{}{}", &self.0[..head], "*".repeat(hidden), &self.0[head + hidden..])
+        format!(
+            "{}{}{}",
+            &self.0[..head],
+            "*".repeat(hidden),
+            &self.0[head + hidden..]
+        )
     }
 }
 

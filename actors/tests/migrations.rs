@@ -86,3 +86,38 @@ async fn a_migration_waiting_for_a_table_gives_up_in_bounded_time() {
         .count();
     assert_eq!(migrate(&db.pool).await.unwrap(), from_v77);
 }
+
+/// A failing statement's DETAIL quotes rows. The error text an operator sees (a migration's, as
+/// refinery prints its cause in its own message) leaves it out.
+#[tokio::test]
+async fn a_failure_leaves_out_the_rows_the_server_quotes() {
+    #[derive(Debug)]
+    struct Wrapping(tokio_postgres::Error);
+    impl std::fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "migration V99 failed: {}", self.0)
+        }
+    }
+    impl std::error::Error for Wrapping {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    let db = payhub_actors::store::testing::fresh_database().await;
+    let client = db.pool.get().await.unwrap();
+    let failed = client
+        .batch_execute(
+            "CREATE TEMP TABLE accounts (account TEXT);
+             INSERT INTO accounts VALUES ('6222000011112222'), ('6222000011112222');
+             CREATE UNIQUE INDEX ON accounts (account);",
+        )
+        .await
+        .unwrap_err();
+    let server_said = std::error::Error::source(&failed).unwrap().to_string();
+    assert!(server_said.contains("6222000011112222"), "{server_said}");
+
+    let text = payhub_actors::store::with_causes(&Wrapping(failed));
+
+    assert!(text.contains("could not create unique index"), "{text}");
+    assert!(!text.contains("6222000011112222"), "{text}");
+}

@@ -61,6 +61,9 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 
 /// An error and each of its causes, so that "error connecting to server" says why (for instance
 /// "Connection refused"). A cause that its error's own message already holds is not repeated.
+/// The server's DETAIL and HINT lines are left out, as [`StoreError::Postgres`] leaves them: they
+/// may quote rows (an account in "Key (account)=(…) already exists"), also where a wrapping
+/// error (refinery's) prints its cause in its own message.
 pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
@@ -71,7 +74,15 @@ pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cause = c.source();
     }
-    text
+    without_server_detail(&text)
+}
+
+/// `text` without the lines a PostgreSQL error's Display adds after its message.
+fn without_server_detail(text: &str) -> String {
+    text.lines()
+        .filter(|line| !line.starts_with("DETAIL:") && !line.starts_with("HINT:"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// How long a caller waits for a pooled connection before it gets an error.
