@@ -23,7 +23,8 @@ pub struct PaymentView {
     pub return_url: String,
     pub expires_at: DateTime<Utc>,
     pub customer_id: Option<String>,
-    session_hash: Option<Vec<u8>>,
+    /// Keyed, and still shown by `Debug` as `***` only.
+    session_hash: Option<crate::secret::Secret<Vec<u8>>>,
     pub has_live_code: bool,
     pub code_expires_at: Option<DateTime<Utc>>,
     pub code_sends: i32,
@@ -39,8 +40,8 @@ impl PaymentView {
     /// Whether `token` is the browser session that passed this payment's password step.
     pub fn session_matches(&self, key: &HashKey, token: &str) -> bool {
         self.session_hash
-            .as_deref()
-            .is_some_and(|h| super::code::session_matches(key, &self.id, token, h))
+            .as_ref()
+            .is_some_and(|h| super::code::session_matches(key, &self.id, token, h.expose()))
     }
 
     /// The view of a payment in flight, from its actor's copy of the row.
@@ -59,7 +60,7 @@ impl PaymentView {
             return_url: row.return_url.clone(),
             expires_at: row.expires_at,
             customer_id: row.customer_id.clone(),
-            session_hash: row.session_hash.clone(),
+            session_hash: row.session_hash.clone().map(Into::into),
             has_live_code: row.code_hash.is_some(),
             code_expires_at: row.code_expires_at,
             code_sends: row.code_sends,
@@ -99,7 +100,7 @@ pub async fn load_view(
         return_url: row.get(9),
         expires_at: row.get(10),
         customer_id: row.get(11),
-        session_hash: row.get(12),
+        session_hash: row.get::<_, Option<Vec<u8>>>(12).map(Into::into),
         has_live_code: row.get(13),
         code_expires_at: row.get(14),
         code_sends: row.get(15),
