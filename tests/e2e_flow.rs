@@ -137,7 +137,11 @@ impl World {
     async fn assert_actor_view_is_row(&self, pay: &str) -> PaymentView {
         let registry = &self.gateway.as_ref().unwrap().registry;
         let actor = registry.send(Peek(pay.to_owned())).await.unwrap();
-        let seen = actor.expect("running").send(ViewPayment).await.unwrap();
+        let seen = actor
+            .expect("running")
+            .send(ViewPayment::default())
+            .await
+            .unwrap();
         let (view, routes) = seen.expect("in flight");
         let client = self.db.pool.get().await.unwrap();
         let stored = load_view(&client, pay).await.unwrap().expect("stored");

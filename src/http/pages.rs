@@ -29,6 +29,7 @@ use payhub_actors::transaction::{
 };
 use render::{Page, Templates};
 use serde::Deserialize;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const CSRF_COOKIE: &str = "payhub_csrf";
@@ -45,6 +46,10 @@ pub const ACTOR_VIEW_WAIT_MAX_MS: u64 = 100;
 /// How long the code page waits for the debit's outcome before it shows the payment in progress
 /// (a bank slow to answer, then a reversal, can take minutes); the debit goes on regardless.
 pub const CODE_STEP_WAIT_MAX_MS: u64 = 20_000;
+/// Views asked of payments' actors and not yet taken, all payments together: one asked while an
+/// actor runs a step waits in its mailbox after the page stopped waiting for it. Past this, pages
+/// read the row.
+pub const VIEWS_QUEUED_MAX: usize = 1_024;
 /// How often a result page of a payment in progress reloads itself.
 pub const IN_PROGRESS_REFRESH_S: u64 = 3;
 
@@ -60,6 +65,8 @@ pub struct PagesState {
     pub code_step_wait_ms: u64,
     /// `payments.code_resends_max`: whether the code page offers another code.
     pub code_resends_max: u32,
+    /// Places for views asked of payments' actors and not yet taken ([`VIEWS_QUEUED_MAX`]).
+    views_queued: Arc<tokio::sync::Semaphore>,
     templates: &'static Templates,
 }
 
@@ -79,6 +86,7 @@ impl PagesState {
             allow_unregistered_receiver,
             code_step_wait_ms: CODE_STEP_WAIT_MAX_MS,
             code_resends_max: PaymentSettings::default().code_resends_max,
+            views_queued: Arc::new(tokio::sync::Semaphore::new(VIEWS_QUEUED_MAX)),
             templates: Templates::shared(),
         }
     }
@@ -902,9 +910,14 @@ async fn current_view(
             .and_then(Result::ok),
         ActorUse::IfRunning => registry.send(Peek(id.to_owned())).await.ok().flatten(),
     };
-    if let Some(actor) = actor {
+    if let Some(actor) = actor
+        && let Ok(admitted) = state.views_queued.clone().try_acquire_owned()
+    {
         let wait = Duration::from_millis(ACTOR_VIEW_WAIT_MAX_MS);
-        if let Ok(Ok(Some(seen))) = tokio::time::timeout(wait, actor.send(ViewPayment)).await {
+        let asked = actor.send(ViewPayment {
+            admitted: Some(admitted),
+        });
+        if let Ok(Ok(Some(seen))) = tokio::time::timeout(wait, asked).await {
             return Ok(Some(seen));
         }
     }

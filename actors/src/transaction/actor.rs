@@ -16,7 +16,8 @@ use tracing::Instrument;
 /// Longest a timer sleeps before the actor looks at its deadlines again (so a clock moved by a
 /// test, or a changed row, is noticed).
 pub const TICK_MAX_MS: u64 = 60_000;
-/// Messages waiting for one payment; a browser has no business sending more.
+/// Messages waiting for one payment; a browser has no business sending more. (actix holds back
+/// `try_send` past it, not `send` from a fresh address clone: see [`ViewPayment`].)
 pub const MAILBOX_CAPACITY: usize = 16;
 /// Tries at loading the payment's row before the actor gives up and stops: a pool that had no
 /// connection free in time should not leave a payment in `processing` without its actor.
@@ -60,9 +61,15 @@ pub struct Tick;
 
 /// What the customer pages show, from memory: the view and the code page's routes (when the
 /// actor read the customer's terminals). `None` once the payment is final.
-#[derive(Debug, Message)]
+///
+/// A sender that stops waiting leaves its message queued, behind a step that may run for minutes
+/// (a slow bank), and the mailbox's capacity does not hold back `send` from a new address clone:
+/// `admitted` is a place of the sender's own bound, kept until the actor takes the message.
+#[derive(Debug, Default, Message)]
 #[rtype(result = "Option<ViewWithRoutes>")]
-pub struct ViewPayment;
+pub struct ViewPayment {
+    pub admitted: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
 /// Told to the registry when an actor stops.
 #[derive(Debug, Message)]
