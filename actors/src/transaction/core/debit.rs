@@ -73,8 +73,13 @@ impl PaymentCore {
             }
         };
         if !moved {
-            // The reservation lapses unsent.
-            self.reload().await?;
+            // The reservation lapses unsent. The row moved on behind this actor (an earlier
+            // write committed late, say): unread, it may be `processing`, so it is read again
+            // at the next retry rather than at the payment's expiry.
+            if let Err(e) = self.reload().await {
+                self.processing_unsure = self.row.status == PaymentStatus::AwaitingCode;
+                return Err(e);
+            }
             return Ok(CodeReply::Finished(self.row.status));
         }
         event::log_step("debit_sent");
