@@ -848,6 +848,40 @@ async fn a_resend_after_the_payments_lifetime_expires_it_and_sends_no_code() {
     assert_eq!(w.debits(), 0);
 }
 
+/// A sign-in whose password check waited (every hashing slot busy) past the payment's lifetime
+/// issues no code: the payment expires, and nothing reaches the phone.
+#[actix_rt::test]
+async fn a_sign_in_that_outlasts_the_payments_lifetime_sends_no_code() {
+    const SLOTS_HELD_MS: u64 = 2_500;
+    let w = World::new().await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let held: Vec<_> = (0..cores)
+        .map(|_| {
+            tokio::spawn(payhub_actors::password::bounded(|| {
+                std::thread::sleep(std::time::Duration::from_millis(SLOTS_HELD_MS));
+            }))
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let password = w.customer.password.clone();
+    let login = browser.login(&pay, "alice", &password, "sms", "");
+    let advance = async {
+        // The sign-in has read the clock and waits for a slot.
+        tokio::time::sleep(std::time::Duration::from_millis(SLOTS_HELD_MS / 2)).await;
+        w.clock.advance(Duration::minutes(16));
+    };
+    let (page, ()) = futures::join!(login, advance);
+    for slot in held {
+        slot.await.unwrap();
+    }
+
+    assert_eq!(page.path(), format!("/pay/{pay}/result"), "{}", page.body);
+    assert_eq!(w.status(&pay).await.0, "expired");
+    assert!(w.codes().is_empty(), "no code after the payment's lifetime");
+}
+
 #[actix_rt::test]
 async fn a_code_from_another_browser_session_is_refused() {
     let w = World::new().await;

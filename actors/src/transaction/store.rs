@@ -489,7 +489,7 @@ const ISSUE_CODE_SQL: &str = "
             code_hash = $4, code_expires_at = $5, code_sent_at = $6, code_sends = code_sends + 1,
             channel = $7, terminal_id = $8, receiver_msisdn = $9, code_delivery_error = NULL,
             updated_at = $6
-        WHERE id = $1 AND status = $10
+        WHERE id = $1 AND status = $10 AND expires_at > $6
         RETURNING id),
     cleared AS (
         DELETE FROM login_failures WHERE id = $11 AND EXISTS (SELECT FROM moved)),
@@ -503,8 +503,8 @@ const ISSUE_CODE_SQL: &str = "
         RETURNING id)
     SELECT EXISTS (SELECT FROM moved), (SELECT id FROM message)";
 
-/// Writes `issue`; `None` when the payment was no longer in `issue.from` (nothing is written),
-/// otherwise the SMS's `customer_messages` row, if any.
+/// Writes `issue`; `None` when the payment was no longer in `issue.from`, or its lifetime had
+/// ended at `issue.at` (nothing is written), otherwise the SMS's `customer_messages` row, if any.
 pub async fn issue_code(
     client: &impl GenericClient,
     issue: &CodeIssue<'_>,

@@ -29,13 +29,15 @@ pub(super) struct IssuedCode {
 impl PaymentCore {
     /// Writes a fresh code for `route` (voiding any earlier one) in one statement; at login the
     /// same statement moves the payment to `awaiting_code`. `None` when the payment was no longer
-    /// in the status the step expects: nothing was written.
+    /// in the status the step expects, or its lifetime ended meanwhile (the step waited for a
+    /// password hash, a route): nothing was written. The time is read now, not at the step's
+    /// start, so that the code is valid from when it goes.
     pub(super) async fn issue_code(
         &mut self,
         route: &Route,
-        now: DateTime<Utc>,
         login: Option<PassedLogin<'_>>,
     ) -> Result<Option<IssuedCode>, PaymentError> {
+        let now = self.now();
         let code = new_code(self.settings().code_digits);
         let hash = code_hash(&self.deps.hash_key, &self.row.id, code.expose());
         let expires = now + Duration::seconds(secs_i64(self.settings().code_validity_s));
@@ -372,8 +374,9 @@ impl PaymentCore {
             Ok(route) => route,
             Err(reason) => return Ok(ResendReply::NotDelivered { reason }),
         };
-        let Some(issued) = self.issue_code(&route, now, None).await? else {
+        let Some(issued) = self.issue_code(&route, None).await? else {
             self.reload().await?;
+            self.check_deadlines().await?;
             return Err(PaymentError::WrongState(self.row.status));
         };
         Ok(match self.send_code(&route, issued).await? {

@@ -241,8 +241,9 @@ impl PaymentCore {
             session_hash,
             attempt,
         };
-        let Some(issued) = self.issue_code(&route, now, Some(login)).await? else {
+        let Some(issued) = self.issue_code(&route, Some(login)).await? else {
             self.reload().await?;
+            self.check_deadlines().await?;
             return Ok(LoginReply::Finished(self.row.status));
         };
         match self.send_code(&route, issued).await? {
