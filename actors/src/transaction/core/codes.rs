@@ -116,7 +116,7 @@ impl PaymentCore {
             "UPDATE payments SET code_hash = NULL, code_expires_at = NULL,
                  code_delivery_error = $2, code_delivery_failures = code_delivery_failures + 1,
                  updated_at = $3
-             WHERE id = $1",
+             WHERE id = $1 AND status = 'awaiting_code'",
             &[&self.row.id, &reason, &now],
         )
         .await?;
@@ -161,7 +161,9 @@ impl PaymentCore {
         let mut client = self.deps.pool.get().await?;
         let tx = client.transaction().await?;
         tx.execute_cached(
-            "UPDATE payments SET code_sends = code_sends - 1 WHERE id = $1",
+            // A payment that ended during the delivery (the sweep expired it) keeps its row.
+            "UPDATE payments SET code_sends = code_sends - 1
+             WHERE id = $1 AND status = 'awaiting_code'",
             &[&self.row.id],
         )
         .await?;
