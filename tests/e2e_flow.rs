@@ -848,6 +848,21 @@ async fn a_resend_after_the_payments_lifetime_expires_it_and_sends_no_code() {
     assert_eq!(w.debits(), 0);
 }
 
+/// Every password hashing slot (one per core) taken for `ms`, as a flood of sign-ins would; the
+/// tasks that hold them.
+async fn hashing_slots_held_for(ms: u64) -> Vec<tokio::task::JoinHandle<Option<()>>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let held = (0..cores)
+        .map(|_| {
+            tokio::spawn(payhub_actors::password::bounded(move || {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }))
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    held
+}
+
 /// A sign-in whose password check waited (every hashing slot busy) past the payment's lifetime
 /// issues no code: the payment expires, and nothing reaches the phone.
 #[actix_rt::test]
@@ -856,15 +871,7 @@ async fn a_sign_in_that_outlasts_the_payments_lifetime_sends_no_code() {
     let w = World::new().await;
     let pay = w.payment().await;
     let browser = w.browser();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let held: Vec<_> = (0..cores)
-        .map(|_| {
-            tokio::spawn(payhub_actors::password::bounded(|| {
-                std::thread::sleep(std::time::Duration::from_millis(SLOTS_HELD_MS));
-            }))
-        })
-        .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let held = hashing_slots_held_for(SLOTS_HELD_MS).await;
     let password = w.customer.password.clone();
     let login = browser.login(&pay, "alice", &password, "sms", "");
     let advance = async {
@@ -880,6 +887,38 @@ async fn a_sign_in_that_outlasts_the_payments_lifetime_sends_no_code() {
     assert_eq!(page.path(), format!("/pay/{pay}/result"), "{}", page.body);
     assert_eq!(w.status(&pay).await.0, "expired");
     assert!(w.codes().is_empty(), "no code after the payment's lifetime");
+}
+
+/// A sign-in that finds no password hashing slot in time is answered busy, and counts as no
+/// failure: the customer tries again once the flood has passed.
+#[actix_rt::test]
+async fn a_sign_in_behind_busy_hashing_is_answered_busy_and_not_counted() {
+    let w = World::with(
+        PaymentSettings {
+            password_wait_max_ms: 300,
+            ..settings()
+        },
+        vec![],
+    )
+    .await;
+    let pay = w.payment().await;
+    let browser = w.browser();
+    let held = hashing_slots_held_for(1_500).await;
+
+    let busy = browser
+        .login(&pay, "alice", &w.customer.password, "sms", "")
+        .await;
+
+    assert_eq!(busy.status, 503, "{}", busy.body);
+    assert!(busy.body.contains("Busy right now"), "{}", busy.body);
+    for slot in held {
+        slot.await.unwrap();
+    }
+    let failures = "SELECT count(*) FROM login_failures WHERE identity = $1";
+    assert_eq!(count(&w.db.pool, failures, "identity:alice").await, 0);
+    let ok = w.signed_in_by_sms(&browser, &pay).await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(w.codes().len(), 1);
 }
 
 #[actix_rt::test]

@@ -71,13 +71,44 @@ pub async fn verify(password: Secret<String>, phc: String) -> bool {
 /// pool's 512 threads, and the ones running do not evict each other from the caches.
 /// `None` if the blocking pool is gone.
 pub async fn bounded<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let slot = slots().clone().acquire_owned().await.ok()?;
+    run_in(slot, work).await
+}
+
+/// The wait for a hashing slot outlasted its bound: the work was not done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("every password hashing slot stayed busy")]
+pub struct SlotsBusy;
+
+/// As [`bounded`], waiting at most `wait` for a slot. A sign-in behind a flood of others is then
+/// answered "busy" rather than hashed minutes later, for a page that stopped waiting.
+pub async fn bounded_within<T: Send + 'static>(
+    wait: std::time::Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<Option<T>, SlotsBusy> {
+    let slot = tokio::time::timeout(wait, slots().clone().acquire_owned())
+        .await
+        .map_err(|_| SlotsBusy)?;
+    Ok(match slot {
+        Ok(slot) => run_in(slot, work).await,
+        Err(_closed) => None,
+    })
+}
+
+/// One slot per core.
+fn slots() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
     static SLOTS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
         std::sync::OnceLock::new();
-    let slots = SLOTS.get_or_init(|| {
+    SLOTS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         std::sync::Arc::new(tokio::sync::Semaphore::new(cores))
-    });
-    let slot = slots.clone().acquire_owned().await.ok()?;
+    })
+}
+
+async fn run_in<T: Send + 'static>(
+    slot: tokio::sync::OwnedSemaphorePermit,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
         work()

@@ -46,6 +46,10 @@ pub struct PaymentSettings {
     pub in_flight_max: usize,
     /// The gateway's public base URL (`pay_url` in the payment object of webhooks).
     pub public_url: url::Url,
+    /// Longest a sign-in waits for a password hashing slot (one per core) before it is answered
+    /// busy: behind a flood of sign-ins, the page would otherwise wait for minutes, and the hash
+    /// be done for a page that stopped waiting.
+    pub password_wait_max_ms: u64,
     /// Longest wait for a channel to accept a notice.
     pub delivery_timeout_ms: u64,
     /// Longest wait for the bank router's answer; the router times out on its own before this.
@@ -75,6 +79,7 @@ impl Default for PaymentSettings {
             allow_unregistered_receiver: false,
             in_flight_max: 100_000,
             public_url: url::Url::parse("https://localhost:8443").expect("a valid constant URL"),
+            password_wait_max_ms: 10_000,
             delivery_timeout_ms: 10_000,
             debit_timeout_ms: 60_000,
             reversal_retry_ms: 5_000,

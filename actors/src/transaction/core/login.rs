@@ -43,7 +43,10 @@ impl PaymentCore {
             Ok(counted) => counted,
             Err(locked) => return Ok(locked),
         };
-        if !verify_password(password, start.customer.as_ref()).await {
+        if !self
+            .verify(password, start.customer.as_ref(), attempt)
+            .await?
+        {
             return self.password_failed(&start.key, now).await;
         }
         let Some(customer) = start.customer else {
@@ -86,12 +89,33 @@ impl PaymentCore {
             .customer
             .as_ref()
             .is_some_and(|c| Some(c.id.as_str()) == payer);
-        if !verify_password(password, start.customer.as_ref()).await || !same_customer {
+        if !self
+            .verify(password, start.customer.as_ref(), attempt)
+            .await?
+            || !same_customer
+        {
             // Counted against the identity and the payment, as at the first sign-in.
             return self.password_failed(&start.key, now).await;
         }
         self.forget_attempt(attempt).await;
         Ok(LoginReply::SignedInAgain)
+    }
+
+    /// Whether the password is the customer's. A sign-in the hashing slots could not take in
+    /// time is answered `Busy`, and its attempt, counted as a failure so far, is not one.
+    async fn verify(
+        &self,
+        password: Secret<String>,
+        customer: Option<&CustomerLogin>,
+        attempt: i64,
+    ) -> Result<bool, PaymentError> {
+        let wait_ms = self.settings().password_wait_max_ms;
+        let verified = verify_password(password, customer, wait_ms).await;
+        if verified.is_err() {
+            tracing::warn!(payment = %self.row.id, wait_ms, "no password hashing slot in time");
+            self.forget_attempt(attempt).await;
+        }
+        verified
     }
 
     /// Counts a sign-in attempt of `identity`, as a failure until its password passes: what the
@@ -292,9 +316,16 @@ impl PaymentCore {
     }
 }
 
-async fn verify_password(password: Secret<String>, customer: Option<&CustomerLogin>) -> bool {
+/// Whether the password is the customer's; `Busy` when no hashing slot came free within
+/// `wait_ms`.
+async fn verify_password(
+    password: Secret<String>,
+    customer: Option<&CustomerLogin>,
+    wait_ms: u64,
+) -> Result<bool, PaymentError> {
     let phc = customer.map(|c| c.password_hash.clone());
-    crate::password::bounded(move || match phc {
+    let wait = std::time::Duration::from_millis(wait_ms);
+    let verified = crate::password::bounded_within(wait, move || match phc {
         Some(phc) => crate::password::verify_blocking(&password, &phc),
         None => {
             // The same work as a wrong password, so an unknown identity cannot be told apart.
@@ -303,5 +334,6 @@ async fn verify_password(password: Secret<String>, customer: Option<&CustomerLog
         }
     })
     .await
-    .unwrap_or(false)
+    .map_err(|_| PaymentError::Busy)?;
+    Ok(verified.unwrap_or(false))
 }
