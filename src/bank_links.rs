@@ -81,6 +81,18 @@ impl LinkStatusSource for BankLinks {
             links.into_iter().map(link_view).collect()
         })
     }
+
+    fn signed_on(&self) -> BoxFuture<'static, (usize, usize)> {
+        let router = self.0.clone();
+        Box::pin(async move {
+            let asked = tokio::time::timeout(
+                std::time::Duration::from_millis(QUERY_TIMEOUT_MS),
+                router.send(bank::SignedOnLinks),
+            )
+            .await;
+            asked.ok().and_then(Result::ok).unwrap_or((0, 0))
+        })
+    }
 }
 
 fn link_view(l: bank::LinkStatus) -> LinkView {

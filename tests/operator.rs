@@ -170,6 +170,49 @@ async fn readyz_is_503_until_a_real_bank_link_signs_on() {
     );
 }
 
+/// A probe reads no database table: with the reversals locked (a slow database), `/readyz`
+/// still answers ready at once, and the links' states, which read each link's backlog, are not
+/// read by more than `STATUS_READS_MAX` requests at once (each would hold a pooled connection
+/// after its asker gave up).
+#[actix_rt::test]
+async fn readyz_answers_from_memory_while_the_database_is_slow() {
+    let db = fresh_database().await;
+    let bank = e2e_support::start_bank(&[]).await;
+    let links = bank_links(&db.pool, &[("bips-up", bank.addr())]);
+    let base = start(state(&db.pool, links.clone()));
+    e2e_support::eventually("the link signs on", || async {
+        readyz(&base).await.0 == 200
+    })
+    .await;
+    let mut blocker = db.pool.get().await.unwrap();
+    let lock = blocker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE reversals IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let asked: Vec<_> = (0..8).map(|_| links.links()).collect();
+    let answered = futures::future::join_all(asked).await;
+    let (status, body) = readyz(&base).await;
+
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        answered.iter().all(Vec::is_empty),
+        "none read past the lock"
+    );
+    let waiting: i64 = lock
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT count(*), min(created_at)%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let most = i64::try_from(bank::STATUS_READS_MAX).unwrap();
+    assert!(waiting <= most, "{waiting} reads of the backlog wait");
+    lock.rollback().await.unwrap();
+}
+
 #[actix_rt::test]
 async fn token_protects_page_and_metrics() {
     let db = fresh_database().await;

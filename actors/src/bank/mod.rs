@@ -26,7 +26,8 @@ pub mod wire;
 pub use link::{BankLinkActor, LinkState};
 pub use prepared::{OriginalDebit, PrepareDebit, PreparedDebit, SendPrepared};
 pub use router::{
-    BankRouter, LinkStatus, LinkStatuses, ReverseDebit, SIGN_ON_WAIT_MS_MAX, Shutdown,
+    BankRouter, LinkStatus, LinkStatuses, ReverseDebit, SIGN_ON_WAIT_MS_MAX, STATUS_READS_MAX,
+    Shutdown, SignedOnLinks,
 };
 pub use settings::{LinkOwner, LinkSettings};
 

@@ -49,7 +49,14 @@ pub struct BankRouter {
     deps: LinkDeps,
     /// Told whenever one of the links signs on.
     sign_ons: Arc<Notify>,
+    /// Reads of the links' states under way ([`STATUS_READS_MAX`]).
+    status_reads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Reads of the links' states (each reads every link's reversal backlog) under way at once. The
+/// read goes on after its asker stopped waiting: probes of a slow database would otherwise pile
+/// up, each holding a pooled connection that payments need.
+pub const STATUS_READS_MAX: usize = 2;
 
 impl BankRouter {
     pub(crate) fn new(links: Vec<LinkEntry>, deps: LinkDeps, sign_ons: Arc<Notify>) -> Self {
@@ -68,6 +75,7 @@ impl BankRouter {
             routes,
             deps,
             sign_ons,
+            status_reads: Arc::new(tokio::sync::Semaphore::new(STATUS_READS_MAX)),
         }
     }
 
@@ -388,13 +396,37 @@ pub struct LinkStatus {
 #[rtype(result = "Result<Vec<LinkStatus>, StoreError>")]
 pub struct LinkStatuses;
 
+/// How many links are signed on, of how many: from memory, for readiness probes (no database
+/// read, so a probe never waits behind one or holds a connection).
+#[derive(Debug, Message)]
+#[rtype(result = "(usize, usize)")]
+pub struct SignedOnLinks;
+
+impl Handler<SignedOnLinks> for BankRouter {
+    type Result = MessageResult<SignedOnLinks>;
+
+    fn handle(&mut self, _msg: SignedOnLinks, _ctx: &mut Context<Self>) -> Self::Result {
+        let signed_on = self
+            .links
+            .iter()
+            .filter(|l| l.shared.state() == LinkState::SignedOn)
+            .count();
+        MessageResult((signed_on, self.links.len()))
+    }
+}
+
 impl Handler<LinkStatuses> for BankRouter {
     type Result = ResponseFuture<Result<Vec<LinkStatus>, StoreError>>;
 
     fn handle(&mut self, _msg: LinkStatuses, _ctx: &mut Context<Self>) -> Self::Result {
         let links = self.links.clone();
         let deps = self.deps.clone();
+        let Ok(reading) = self.status_reads.clone().try_acquire_owned() else {
+            let busy = StoreError::Pool("the links' states are being read already".into());
+            return Box::pin(std::future::ready(Err(busy)));
+        };
         Box::pin(async move {
+            let _reading = reading;
             let mut out = Vec::with_capacity(links.len());
             for entry in links {
                 let s = &entry.settings;
