@@ -842,6 +842,38 @@ async fn one_address_holds_at_most_its_share_of_the_handshakes() {
     channels.shutdown();
 }
 
+/// Deliveries run on their own after their senders stop waiting (here, behind a locked table):
+/// past `MAILBOX_MAX` under way, the router refuses more at once instead of taking each on.
+#[actix_rt::test]
+async fn the_router_takes_on_no_more_deliveries_than_its_bound() {
+    const MORE: usize = 50;
+    let (db, channels) = plain_switch(settings(LONG_ACK_MS, 60_000)).await;
+    let mut blocker = db.pool.get().await.unwrap();
+    let lock = blocker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE terminals IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let asked = (0..router::RouterSettings::MAILBOX_MAX + MORE).map(|_| {
+        let sent = channels.router.send(Deliver {
+            destination: Destination::Terminal("trm_x".into()),
+            notice: code_notice("pay_x", "123456"),
+            recorded: None,
+            answer_within: PROMPT,
+        });
+        tokio::time::timeout(Duration::from_millis(500), sent)
+    });
+
+    let answers = futures::future::join_all(asked).await;
+
+    let refused = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(Ok(Err(DeliveryError::Unavailable)))))
+        .count();
+    assert_eq!(refused, MORE);
+    lock.rollback().await.unwrap();
+    channels.shutdown();
+}
+
 /// A switch over plain TCP (no TLS), to write raw bytes at.
 async fn plain_switch(settings: SwitchSettings) -> (TestDb, Channels) {
     let db = fresh_database().await;

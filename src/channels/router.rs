@@ -44,7 +44,8 @@ pub struct RouterSettings {
 
 impl RouterSettings {
     pub const FORWARD_TIMEOUT_MS: u64 = 15_000;
-    /// Notices queued at the router.
+    /// Notices queued at the router, and deliveries under way at once: each delivery runs on
+    /// its own, after its sender may have stopped waiting, so the mailbox alone bounds nothing.
     pub const MAILBOX_MAX: usize = 1_024;
 
     pub fn from_switch(settings: &SwitchSettings) -> Self {
@@ -69,6 +70,8 @@ struct Routes {
 
 pub struct ChannelRouter {
     routes: Routes,
+    /// Places for deliveries under way (`RouterSettings::MAILBOX_MAX`).
+    deliveries: Arc<tokio::sync::Semaphore>,
 }
 
 impl ChannelRouter {
@@ -89,6 +92,7 @@ impl ChannelRouter {
                 adapters,
                 settings,
             },
+            deliveries: Arc::new(tokio::sync::Semaphore::new(RouterSettings::MAILBOX_MAX)),
         }
     }
 }
@@ -105,8 +109,15 @@ impl Handler<Deliver> for ChannelRouter {
     type Result = ResponseFuture<Result<DeliveryReceipt, DeliveryError>>;
 
     fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) -> Self::Result {
+        let Ok(place) = self.deliveries.clone().try_acquire_owned() else {
+            tracing::warn!("channel router deliveries at their limit; refused one");
+            return Box::pin(std::future::ready(Err(DeliveryError::Unavailable)));
+        };
         let routes = self.routes.clone();
-        Box::pin(async move { routes.deliver(msg).await })
+        Box::pin(async move {
+            let _place = place;
+            routes.deliver(msg).await
+        })
     }
 }
 
