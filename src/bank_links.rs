@@ -68,14 +68,9 @@ pub struct BankLinks(pub Addr<BankRouter>);
 
 impl LinkStatusSource for BankLinks {
     fn links(&self) -> BoxFuture<'static, Vec<LinkView>> {
-        let router = self.0.clone();
+        let asked = ask(&self.0, bank::LinkStatuses);
         Box::pin(async move {
-            let asked = tokio::time::timeout(
-                std::time::Duration::from_millis(QUERY_TIMEOUT_MS),
-                router.send(bank::LinkStatuses),
-            )
-            .await;
-            let Ok(Ok(Ok(links))) = asked else {
+            let Some(Ok(links)) = asked.await else {
                 return Vec::new();
             };
             links.into_iter().map(link_view).collect()
@@ -83,16 +78,23 @@ impl LinkStatusSource for BankLinks {
     }
 
     fn signed_on(&self) -> BoxFuture<'static, (usize, usize)> {
-        let router = self.0.clone();
-        Box::pin(async move {
-            let asked = tokio::time::timeout(
-                std::time::Duration::from_millis(QUERY_TIMEOUT_MS),
-                router.send(bank::SignedOnLinks),
-            )
-            .await;
-            asked.ok().and_then(Result::ok).unwrap_or((0, 0))
-        })
+        let asked = ask(&self.0, bank::SignedOnLinks);
+        Box::pin(async move { asked.await.unwrap_or((0, 0)) })
     }
+}
+
+/// The router's answer to `msg`, or `None` when it gives none within `QUERY_TIMEOUT_MS`.
+fn ask<M>(router: &Addr<BankRouter>, msg: M) -> BoxFuture<'static, Option<M::Result>>
+where
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+    BankRouter: actix::Handler<M>,
+{
+    let asked = router.send(msg);
+    Box::pin(async move {
+        let wait = std::time::Duration::from_millis(QUERY_TIMEOUT_MS);
+        tokio::time::timeout(wait, asked).await.ok()?.ok()
+    })
 }
 
 fn link_view(l: bank::LinkStatus) -> LinkView {
